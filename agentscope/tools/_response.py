@@ -14,9 +14,10 @@ __all__ = ["ToolResponse"]
 class ToolResponse(BaseModel):
     """A tool's output: content the model sees, plus optional structured data for programs.
 
-    A tool may return a ``ToolResponse`` directly, or anything the toolkit converts to one: a string (text), an
-    :class:`ImageBlock`, a pydantic model, or JSON-compatible data (shown to the model as JSON and kept in
-    ``structured``). A streaming tool (an async generator) yields several; each is one piece of the output.
+    A tool may return a ``ToolResponse`` directly, or anything the toolkit converts to one: a string (text),
+    an :class:`ImageBlock`, a pydantic model, or JSON-compatible data (shown to the model as JSON and kept in
+    ``structured``). A streaming tool (a generator or async generator) yields several; each is one piece of
+    the output.
     """
 
     model_config = ConfigDict(extra="forbid")

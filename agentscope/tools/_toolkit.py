@@ -1,0 +1,575 @@
+"""The :class:`Toolkit`: Python callables registered as tools, described to the model and run safely.
+
+What a tool call can end in (the toolkit never raises for a tool's own problems)::
+
+    unknown tool, inactive group   -> error result naming the tool and listing the available ones
+    arguments not JSON             -> error result "arguments were not valid JSON: ...; you sent: ..."
+    arguments fail validation      -> error result naming each bad parameter (tool not called)
+    tool raises ModelRetry(msg)    -> error result, exactly msg
+    tool raises another Exception  -> error result "<ExcType>: <message>" (traceback logged at debug level)
+    tool exceeds its timeout       -> error result "Tool 'x' timed out after Xs"
+    tool raises ApprovalRequired   -> propagates to the caller (the agent pauses for a human)
+    the caller is cancelled        -> cancellation propagates (never swallowed)
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from types import AsyncGeneratorType, GeneratorType, MappingProxyType
+from typing import Any, Final, TypeVar, cast, overload
+
+import anyio
+import anyio.to_thread
+from pydantic import ValidationError
+
+from agentscope.exceptions import ApprovalRequired, ModelRetry, UsageError
+from agentscope.message import ToolResultBlock, ToolUseBlock
+from agentscope.models import ToolSchema
+from agentscope.tools._convert import (
+    error_response,
+    format_validation_error,
+    merge_responses,
+    shorten,
+    to_response,
+    to_result_block,
+)
+from agentscope.tools._response import ToolResponse
+from agentscope.tools._schema import (
+    CallKind,
+    FunctionSpec,
+    bind_arguments,
+    build_function_spec,
+    default_tool_name,
+)
+
+__all__ = ["BASIC_GROUP", "ToolGroup", "ToolInfo", "Toolkit"]
+
+logger = logging.getLogger("agentscope.tools")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+BASIC_GROUP: Final = "basic"
+"""The group tools join when none is named; it exists in every toolkit and starts active."""
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_RAW_LIMIT = 200
+_DONE: Final = object()
+
+
+@dataclass(slots=True)
+class ToolGroup:
+    """A named set of tools that is switched on and off together."""
+
+    name: str
+    """Group name."""
+    description: str = ""
+    """What the group is for (for people, and for the model in :meth:`Toolkit.group_instructions`)."""
+    active: bool = False
+    """Whether its tools are offered to the model and may be called."""
+    instructions: str | None = None
+    """How to use the group's tools; added to the system prompt while the group is active."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInfo:
+    """A registered tool: its schema, settings and the callable behind it."""
+
+    name: str
+    """Name the model calls it by."""
+    description: str
+    """Description the model sees."""
+    group: str
+    """Group it belongs to."""
+    func: Callable[..., Any]
+    """The registered callable."""
+    schema: ToolSchema
+    """The tool as the model sees it."""
+    timeout_s: float | None
+    """Its own timeout; ``None`` uses the toolkit's default."""
+    preset_kwargs: Mapping[str, Any]
+    """Arguments injected on every call and hidden from the model."""
+    streaming: bool
+    """True for generator functions (sync or async): each yielded item is one piece of output."""
+    _spec: FunctionSpec = field(repr=False, compare=False)
+
+
+class _Timeout(Exception):
+    """Internal signal: the tool ran out of time (never escapes the toolkit)."""
+
+
+def _next_or_done(gen: GeneratorType[Any, Any, Any]) -> object:
+    return next(gen, _DONE)
+
+
+def _unwrap_group(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-member exception groups, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        if len(group.exceptions) != 1:
+            return group
+        exc = group.exceptions[0]
+    return exc
+
+
+class Toolkit:
+    """Python callables registered as tools: JSON schemas for the model, validated and guarded calls.
+
+    Register plain functions, ``async`` functions, generators and async generators (streaming tools), bound
+    methods and callable objects. The schema comes from the signature (types via pydantic) and the docstring
+    (description and per-parameter text; Google, NumPy and Sphinx styles). Schemas, validators and the
+    parameter mapping are built once at registration, so a call costs one validation.
+
+    Tools belong to groups; only tools in active groups are offered (:meth:`schemas`) and callable. Group
+    ``"basic"`` always exists and starts active.
+
+    Sync callables run in a worker thread (``anyio.to_thread.run_sync``, context variables copied) so they
+    never block the event loop. A sync tool that times out, or whose caller is cancelled, is abandoned: Python
+    cannot stop a thread, so it runs on in the background and its result is discarded. Async tools are
+    cancelled.
+
+    The toolkit is safe to use from many concurrent tasks.
+    """
+
+    def __init__(self, default_timeout_s: float | None = None) -> None:
+        """Create an empty toolkit.
+
+        Args:
+            default_timeout_s: Timeout for tools registered without their own ``timeout_s``; ``None``: none.
+        """
+        _check_timeout(default_timeout_s)
+        self.default_timeout_s: float | None = default_timeout_s
+        """Timeout for tools registered without their own; ``None`` means none."""
+        self._tools: dict[str, ToolInfo] = {}
+        self._groups: dict[str, ToolGroup] = {BASIC_GROUP: ToolGroup(BASIC_GROUP, "Basic tools", active=True)}
+        self._schemas: list[ToolSchema] | None = None
+
+    # ------------------------------------------------------------------ registry
+
+    def register(
+        self,
+        func: F,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        group: str = BASIC_GROUP,
+        timeout_s: float | None = None,
+        preset_kwargs: Mapping[str, Any] | None = None,
+    ) -> F:
+        """Register ``func`` as a tool and return it unchanged.
+
+        Args:
+            func: A function, coroutine function, (async) generator function, bound method or callable object.
+            name: Name the model calls it by (letters, digits, ``_`` and ``-``, at most 64); default: its
+                ``__name__``.
+            description: What the model is told it does; default: the docstring's summary and body.
+            group: The group it joins; the group must exist (see :meth:`create_group`).
+            timeout_s: Seconds a call may take before it is reported as timed out; default: the toolkit's.
+            preset_kwargs: Arguments passed on every call; they are left out of the schema, so the model
+                neither sees nor sets them.
+
+        Raises:
+            UsageError: the name is taken or invalid, the group does not exist, or the callable cannot be
+                described.
+        """
+        tool_name = name if name is not None else default_tool_name(func)
+        if not _NAME_RE.fullmatch(tool_name):
+            raise UsageError(
+                f"invalid tool name {tool_name!r}: use 1-64 letters, digits, '_' or '-' (pass name=...)"
+            )
+        if tool_name in self._tools:
+            raise UsageError(f"a tool named {tool_name!r} is already registered; remove it first")
+        if group not in self._groups:
+            raise UsageError(f"tool group {group!r} does not exist; create it with create_group({group!r})")
+        _check_timeout(timeout_s)
+        preset = MappingProxyType(dict(preset_kwargs or {}))
+        spec = build_function_spec(func, name=tool_name, preset=preset)
+        tool_description = description if description is not None else spec.description
+        self._tools[tool_name] = ToolInfo(
+            name=tool_name,
+            description=tool_description,
+            group=group,
+            func=func,
+            schema=ToolSchema(name=tool_name, description=tool_description, parameters=spec.parameters),
+            timeout_s=timeout_s,
+            preset_kwargs=preset,
+            streaming=spec.kind in (CallKind.ASYNC_GEN, CallKind.SYNC_GEN),
+            _spec=spec,
+        )
+        self._schemas = None
+        return func
+
+    @overload
+    def tool(self, func: F, /) -> F: ...
+
+    @overload
+    def tool(
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        group: str = BASIC_GROUP,
+        timeout_s: float | None = None,
+        preset_kwargs: Mapping[str, Any] | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def tool(
+        self,
+        func: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        group: str = BASIC_GROUP,
+        timeout_s: float | None = None,
+        preset_kwargs: Mapping[str, Any] | None = None,
+    ) -> F | Callable[[F], F]:
+        """Decorator form of :meth:`register`: ``@toolkit.tool`` or ``@toolkit.tool(name=..., group=...)``."""
+        if func is not None:
+            return self.register(func)
+
+        def decorate(f: F) -> F:
+            return self.register(
+                f,
+                name=name,
+                description=description,
+                group=group,
+                timeout_s=timeout_s,
+                preset_kwargs=preset_kwargs,
+            )
+
+        return decorate
+
+    def remove(self, name: str) -> None:
+        """Unregister a tool.
+
+        Raises:
+            UsageError: no tool has that name.
+        """
+        if self._tools.pop(name, None) is None:
+            raise UsageError(f"no tool named {name!r} is registered")
+        self._schemas = None
+
+    def get(self, name: str) -> ToolInfo | None:
+        """The registered tool called ``name`` (active or not), or ``None``."""
+        return self._tools.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        """Names of all registered tools, active or not, in registration order."""
+        return list(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __repr__(self) -> str:
+        return f"Toolkit(tools={self.names!r}, active_groups={self.active_groups!r})"
+
+    # ------------------------------------------------------------------ groups
+
+    def create_group(
+        self, name: str, description: str = "", *, active: bool = False, instructions: str | None = None
+    ) -> ToolGroup:
+        """Create a tool group (inactive unless ``active=True``) and return it.
+
+        Args:
+            name: Group name, used by :meth:`register` and :meth:`set_group_active`.
+            description: What the group is for.
+            active: Whether its tools are offered right away.
+            instructions: How to use its tools; :meth:`group_instructions` includes it while the group is
+                active.
+
+        Raises:
+            UsageError: a group with that name exists.
+        """
+        if name in self._groups:
+            raise UsageError(f"tool group {name!r} already exists")
+        group = ToolGroup(name, description, active=active, instructions=instructions)
+        self._groups[name] = group
+        self._schemas = None
+        return group
+
+    def set_group_active(self, name: str, active: bool) -> None:
+        """Switch a group on or off.
+
+        Raises:
+            UsageError: no group has that name.
+        """
+        group = self._groups.get(name)
+        if group is None:
+            raise UsageError(f"tool group {name!r} does not exist; groups: {', '.join(self._groups)}")
+        if group.active != active:
+            group.active = active
+            self._schemas = None
+
+    @property
+    def groups(self) -> list[ToolGroup]:
+        """All groups, in creation order (``basic`` first)."""
+        return list(self._groups.values())
+
+    @property
+    def active_groups(self) -> list[str]:
+        """Names of the active groups, in creation order."""
+        return [g.name for g in self._groups.values() if g.active]
+
+    def group_instructions(self) -> str:
+        """Instructions of the active groups that have some, as one Markdown text for the system prompt.
+
+        Returns ``""`` when no active group has instructions.
+        """
+        parts: list[str] = []
+        for group in self._groups.values():
+            if group.active and group.instructions:
+                title = f"## Tool group: {group.name}"
+                if group.description:
+                    title += f" ({group.description})"
+                parts.append(f"{title}\n{group.instructions.strip()}")
+        return "\n\n".join(parts)
+
+    # ------------------------------------------------------------------ schemas
+
+    def schemas(self) -> list[ToolSchema]:
+        """The tools of the active groups as the model sees them, in registration order.
+
+        The list is cached until a tool is registered or removed or a group changes state.
+        """
+        if self._schemas is None:
+            groups = self._groups
+            self._schemas = [t.schema for t in self._tools.values() if groups[t.group].active]
+        return list(self._schemas)
+
+    # ------------------------------------------------------------------ calls
+
+    def _available(self) -> str:
+        names = [s.name for s in self.schemas()]
+        return f"Available tools: {', '.join(names)}." if names else "No tools are available."
+
+    def _prepare(self, call: ToolUseBlock) -> tuple[ToolInfo, list[Any], dict[str, Any]] | ToolResponse:
+        """Look the tool up and validate the arguments; an error response when the tool must not be called."""
+        tool = self._tools.get(call.name)
+        if tool is None:
+            return error_response(f"Unknown tool '{call.name}'. {self._available()}")
+        if not self._groups[tool.group].active:
+            return error_response(
+                f"Tool '{call.name}' is not available: its group '{tool.group}' is not active. "
+                + self._available()
+            )
+        arguments: Any = call.input
+        if call.raw_input is not None:
+            raw = call.raw_input
+            if raw.strip():
+                try:
+                    parsed = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    problem = str(exc)
+                else:
+                    problem = f"expected a JSON object, got {type(parsed).__name__}"
+                return error_response(
+                    f"arguments were not valid JSON: {problem}; you sent: {shorten(raw, _RAW_LIMIT)}"
+                )
+            arguments = {}  # an empty argument string means "no arguments"
+        spec = tool._spec
+        try:
+            validated = spec.model.__pydantic_validator__.validate_python(arguments)
+        except ValidationError as exc:
+            return error_response(format_validation_error(tool.name, exc, spec.param_names))
+        args, kwargs = bind_arguments(
+            spec, validated.__dict__, validated.__pydantic_extra__, tool.preset_kwargs
+        )
+        return tool, args, kwargs
+
+    def _timeout_of(self, tool: ToolInfo) -> float | None:
+        return tool.timeout_s if tool.timeout_s is not None else self.default_timeout_s
+
+    def _failure(self, tool: ToolInfo, exc: Exception, output_so_far: list[ToolResponse]) -> ToolResponse:
+        """The error response for an exception raised while running a tool; re-raises what must propagate.
+
+        For a streaming tool that already produced output, the model sees that output followed by the error
+        (except for ``ModelRetry``, whose message is always sent alone).
+        """
+        inner = _unwrap_group(exc)
+        if isinstance(inner, ApprovalRequired):
+            raise inner
+        if isinstance(inner, ModelRetry):
+            return error_response(inner.message)
+        if isinstance(inner, _Timeout):
+            message = f"Tool '{tool.name}' timed out after {inner.args[0]:g}s"
+        else:
+            logger.debug("tool %r raised", tool.name, exc_info=inner)
+            text = str(inner)
+            message = f"{type(inner).__name__}: {text}" if text else type(inner).__name__
+        if not output_so_far:
+            return error_response(message)
+        output = merge_responses(output_so_far)
+        if output.text_content and not output.text_content.endswith("\n"):
+            message = "\n" + message
+        merged = merge_responses([output, ToolResponse.text(message)])
+        return merged.model_copy(update={"is_error": True})
+
+    async def _run(self, tool: ToolInfo, args: list[Any], kwargs: dict[str, Any]) -> ToolResponse:
+        """Run a non-streaming tool to completion, within its timeout."""
+        timeout = self._timeout_of(tool)
+        try:
+            if timeout is None:
+                result = await _invoke(tool, args, kwargs)
+            else:
+                result: object = None
+                with anyio.move_on_after(timeout) as scope:
+                    result = await _invoke(tool, args, kwargs)
+                if scope.cancelled_caught:
+                    raise _Timeout(timeout)
+        except Exception as exc:
+            return self._failure(tool, exc, [])
+        return to_response(result)
+
+    async def execute(self, call: ToolUseBlock) -> ToolResponse:
+        """Run one tool call; return the whole :class:`ToolResponse` (``structured`` and ``metadata`` too).
+
+        Behaves like :meth:`call` (which returns this response as a :class:`ToolResultBlock`); the pieces of a
+        streaming tool are merged.
+
+        Raises:
+            ApprovalRequired: the tool asked for a human's approval.
+        """
+        prepared = self._prepare(call)
+        if isinstance(prepared, ToolResponse):
+            return prepared
+        tool, args, kwargs = prepared
+        if not tool.streaming:
+            return await self._run(tool, args, kwargs)
+        pieces: list[ToolResponse] = []
+        gen = _pieces(partial(tool.func, *args, **kwargs), self._timeout_of(tool))
+        try:
+            async for piece in gen:
+                pieces.append(piece)
+        except Exception as exc:
+            return self._failure(tool, exc, pieces)
+        finally:
+            await gen.aclose()
+        return merge_responses(pieces)
+
+    async def call(self, call: ToolUseBlock) -> ToolResultBlock:
+        """Run one tool call and return the result the model sees.
+
+        Never raises for the tool's problems (unknown tool, bad arguments, exceptions, timeouts): those come
+        back as a result with ``is_error=True``. A streaming tool's pieces are merged into one result.
+
+        Raises:
+            ApprovalRequired: the tool asked for a human's approval.
+        """
+        return to_result_block(call.id, call.name, await self.execute(call))
+
+    async def stream(self, call: ToolUseBlock) -> AsyncIterator[ToolResponse | ToolResultBlock]:
+        """Run one tool call: yield each piece of a streaming tool's output as it comes, then the result.
+
+        Yields zero or more :class:`ToolResponse` pieces (only streaming tools produce them), then exactly one
+        :class:`ToolResultBlock` merging them, the same as :meth:`call` returns. Errors are reported as in
+        :meth:`call`. A streaming tool's timeout counts only the time spent inside the tool, not the time the
+        consumer takes between pieces.
+
+        Raises:
+            ApprovalRequired: the tool asked for a human's approval.
+        """
+        prepared = self._prepare(call)
+        if isinstance(prepared, ToolResponse):
+            yield to_result_block(call.id, call.name, prepared)
+            return
+        tool, args, kwargs = prepared
+        if not tool.streaming:
+            yield to_result_block(call.id, call.name, await self._run(tool, args, kwargs))
+            return
+        pieces: list[ToolResponse] = []
+        gen = _pieces(partial(tool.func, *args, **kwargs), self._timeout_of(tool))
+        final: ToolResponse | None = None
+        try:
+            while final is None:
+                try:
+                    piece = await gen.__anext__()
+                except StopAsyncIteration:
+                    final = merge_responses(pieces)
+                except Exception as exc:
+                    final = self._failure(tool, exc, pieces)
+                else:
+                    pieces.append(piece)
+                    yield piece
+        finally:
+            await gen.aclose()
+        yield to_result_block(call.id, call.name, final)
+
+
+async def _invoke(tool: ToolInfo, args: list[Any], kwargs: dict[str, Any]) -> object:
+    """Run a non-streaming tool to completion: awaited, or in a worker thread (abandoned if cancelled)."""
+    if tool._spec.kind is CallKind.ASYNC:
+        result = await tool.func(*args, **kwargs)
+    else:
+        result = await anyio.to_thread.run_sync(partial(tool.func, *args, **kwargs), abandon_on_cancel=True)
+        if inspect.isawaitable(result):  # a sync wrapper around a coroutine function
+            result = await result
+    if isinstance(result, GeneratorType | AsyncGeneratorType):  # a plain function that returned a generator
+        source = cast("GeneratorType[Any, Any, Any] | AsyncGeneratorType[Any, Any]", result)
+        return merge_responses([piece async for piece in _pieces(lambda: source, None)])
+    return result
+
+
+async def _pieces(
+    start: Callable[[], AsyncGeneratorType[Any, Any] | GeneratorType[Any, Any, Any]], budget_s: float | None
+) -> AsyncGenerator[ToolResponse, None]:
+    """Pull a streaming tool's items one by one, each converted to a :class:`ToolResponse`.
+
+    No cancel scope spans a ``yield``: the time budget is enforced around each pull separately and counts only
+    the time spent inside the tool. Raises :class:`_Timeout` when the budget runs out. ``start`` creates the
+    tool's generator on the first pull, so that an error it raises surfaces there like any tool error.
+    """
+    budget = budget_s
+    source = start()
+    try:
+        while True:
+            item: object = _DONE
+            if budget is None:
+                item = await _pull(source)
+            else:
+                started = anyio.current_time()
+                with anyio.move_on_after(budget) as scope:
+                    item = await _pull(source)
+                if scope.cancelled_caught:
+                    raise _Timeout(budget_s)
+                budget -= anyio.current_time() - started
+            if item is _DONE:
+                return
+            yield to_response(item)
+    finally:
+        await _close(source)
+
+
+async def _pull(source: AsyncGeneratorType[Any, Any] | GeneratorType[Any, Any, Any]) -> object:
+    if isinstance(source, AsyncGeneratorType):
+        try:
+            return await source.__anext__()
+        except StopAsyncIteration:
+            return _DONE
+    return await anyio.to_thread.run_sync(_next_or_done, source, abandon_on_cancel=True)
+
+
+async def _close(source: AsyncGeneratorType[Any, Any] | GeneratorType[Any, Any, Any]) -> None:
+    """Run the tool's own cleanup (its ``finally`` blocks), shielded so cancellation cannot cut it short."""
+    with anyio.CancelScope(shield=True):
+        if isinstance(source, AsyncGeneratorType):
+            await source.aclose()
+        elif not source.gi_running:
+            # A generator still running in an abandoned thread cannot be closed; it is closed when collected.
+            await anyio.to_thread.run_sync(source.close)
+
+
+def _check_timeout(timeout_s: float | None) -> None:
+    if timeout_s is not None and not timeout_s > 0:
+        raise UsageError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}")
