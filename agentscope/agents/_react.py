@@ -1,0 +1,374 @@
+"""ReActAgent: reason (call the model), act (run the tools it asked for), repeat until it answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import BaseModel, ValidationError
+
+from agentscope.agents._base import AgentBase
+from agentscope.events import TextDelta, ThinkingDelta, ToolCallEvent, ToolResultDelta, ToolResultEvent
+from agentscope.exceptions import ApprovalRequired
+from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
+from agentscope.models import ChatModel, ChatResponse, ModelSettings, ToolChoice, ToolSchema
+from agentscope.tools import Toolkit, ToolResponse
+from agentscope.tools._approval import approved_calls
+
+if TYPE_CHECKING:
+    from agentscope.memory import MemoryBase
+
+__all__ = ["ReActAgent"]
+
+FINISH_TOOL_NAME = "generate_response"
+
+_INTERRUPTED_OUTPUT = "The call was interrupted before it finished; it may or may not have taken effect."
+_MAX_ITERS_HINT = (
+    "You have used all the reasoning steps available for this request. Do not call any more tools; "
+    "answer now with what you have found so far."
+)
+
+
+class _FinishTool:
+    """The tool through which the model hands in a structured answer (validated against ``model``)."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+        self.output: BaseModel | None = None
+        self.schema = ToolSchema(
+            name=FINISH_TOOL_NAME,
+            description=(
+                "Give your final answer in the required structure. Call this once you have everything you need; "
+                "the arguments are the answer."
+            ),
+            parameters=model.model_json_schema(),
+        )
+
+    def accept(self, call: ToolUseBlock) -> ToolResultBlock:
+        if call.raw_input is not None:
+            return ToolResultBlock(
+                id=call.id,
+                name=call.name,
+                output=f"The arguments were not valid JSON; send a JSON object. You sent: {call.raw_input[:500]}",
+                is_error=True,
+            )
+        try:
+            self.output = self.model.model_validate(call.input)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+            )
+            return ToolResultBlock(
+                id=call.id,
+                name=call.name,
+                output=f"Invalid response, fix and call again: {problems}",
+                is_error=True,
+            )
+        return ToolResultBlock(id=call.id, name=call.name, output="Response accepted.")
+
+
+class ReActAgent(AgentBase):
+    """An agent that alternates between calling its model and running the tools the model asks for.
+
+    Each iteration sends the system prompt and the memory to the model with the toolkit's active tools. Tool calls
+    in one response run concurrently (at most ``max_concurrent_tools`` at once) and their results go back to the
+    model; a response without tool calls is the reply. After ``max_iters`` iterations the model is asked to answer
+    without tools.
+
+    ``await agent(msg, structured_model=Answer)`` makes the model hand in its answer through a
+    ``generate_response`` tool validated against ``Answer``; invalid answers go back to the model as tool errors to
+    be fixed. The validated data is in ``reply.metadata["structured_output"]``.
+
+    A tool that raises :class:`~agentscope.exceptions.ApprovalRequired` ends the reply with
+    ``metadata["approval_required"]`` listing the pending calls; reply again with
+    ``approve=[call_id, ...]`` (or ``deny=[...]``) to run or refuse them and continue.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sys_prompt: str = "",
+        model: ChatModel | None = None,
+        *,
+        toolkit: Toolkit | None = None,
+        memory: MemoryBase | None = None,
+        max_iters: int = 10,
+        max_concurrent_tools: int = 8,
+        parallel_tool_calls: bool = True,
+        model_settings: ModelSettings | None = None,
+        description: str = "",
+    ) -> None:
+        if model is None:
+            raise TypeError(
+                f"ReActAgent {name!r} needs a model, e.g. OpenAIChatModel(...) or ScriptedModel([...])"
+            )
+        if max_iters < 1:
+            raise ValueError(f"max_iters must be at least 1, got {max_iters}")
+        if max_concurrent_tools < 1:
+            raise ValueError(f"max_concurrent_tools must be at least 1, got {max_concurrent_tools}")
+        super().__init__(name, memory=memory, description=description)
+        self.sys_prompt = sys_prompt
+        """Instructions sent first in every model call."""
+        self.model = model
+        """The model that reasons."""
+        self.toolkit = toolkit if toolkit is not None else Toolkit()
+        """The tools the model may call."""
+        self.max_iters = max_iters
+        """Most reason-act iterations per reply."""
+        self.parallel_tool_calls = parallel_tool_calls
+        """Run the tool calls of one response concurrently."""
+        self.model_settings = model_settings
+        """Sampling settings for every model call."""
+        self._tool_limiter = anyio.CapacityLimiter(max_concurrent_tools)
+        self._pending_approval: dict[str, ToolUseBlock] = {}
+        self._approved: set[str] = set()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def reply(
+        self,
+        msg: Msg | Sequence[Msg] | None = None,
+        *,
+        structured_model: type[BaseModel] | None = None,
+        approve: Sequence[str] = (),
+        deny: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> Msg:
+        if kwargs:
+            raise TypeError(f"unexpected arguments for {type(self).__name__}.reply: {', '.join(kwargs)}")
+        finish = _FinishTool(structured_model) if structured_model is not None else None
+        # Pending calls are answered first: their results must directly follow the assistant's tool-use message.
+        if self._pending_approval:
+            await self._resolve_approvals(approve, deny, finish)
+        elif approve or deny:
+            raise ValueError(f"agent {self.name!r} has no tool call waiting for approval")
+        if msg is not None:
+            await self.memory.add(msg)
+
+        tool_choice: ToolChoice | None = None
+        for _ in range(self.max_iters):
+            response = await self._reasoning(finish, tool_choice)
+            assistant = response.to_msg(self.name)
+            _attach_usage(assistant, response)
+            await self.memory.add(assistant)
+            calls = response.tool_calls
+            if not calls:
+                if finish is None:
+                    return assistant
+                tool_choice = FINISH_TOOL_NAME  # text is not an answer here: insist on the structured tool
+                continue
+            tool_choice = None
+            await self._acting(calls, finish)
+            if self._pending_approval:
+                return await self._approval_reply()
+            if finish is not None and finish.output is not None:
+                return _structured_reply(self.name, assistant, finish.output)
+        return await self._max_iters_reply(finish)
+
+    async def _reasoning(self, finish: _FinishTool | None, tool_choice: ToolChoice | None) -> ChatResponse:
+        messages = await self._model_input()
+        messages = await self._run_hooks("pre_reasoning", messages)
+        tools = self.toolkit.schemas()
+        if finish is not None:
+            tools = [*tools, finish.schema]
+        response = await self._call_model(messages, tools, tool_choice)
+        return await self._run_hooks("post_reasoning", response)
+
+    async def _model_input(self) -> list[Msg]:
+        history = await self.memory.get()
+        prompt = self.sys_prompt
+        instructions = self.toolkit.group_instructions()
+        if instructions:
+            prompt = f"{prompt}\n\n{instructions}" if prompt else instructions
+        if prompt:
+            history.insert(0, Msg(role="system", name=self.name, content=prompt))
+        return history
+
+    async def _call_model(
+        self, messages: list[Msg], tools: list[ToolSchema], tool_choice: ToolChoice | None
+    ) -> ChatResponse:
+        if not self.streaming:
+            return await self.model.generate(
+                messages, tools=tools or None, tool_choice=tool_choice, settings=self.model_settings
+            )
+        response: ChatResponse | None = None
+        async for event in self.model.stream(
+            messages, tools=tools or None, tool_choice=tool_choice, settings=self.model_settings
+        ):
+            if isinstance(event, ChatResponse):
+                response = event
+            elif isinstance(event, TextDelta | ThinkingDelta):
+                event.agent = self.name
+                await self.emit(event)
+        if response is None:
+            raise RuntimeError(f"{type(self.model).__name__}.stream ended without a final ChatResponse")
+        return response
+
+    # ------------------------------------------------------------------ acting
+
+    async def _acting(self, calls: list[ToolUseBlock], finish: _FinishTool | None) -> None:
+        """Run the calls and record every result in memory, even when interrupted half-way."""
+        results: dict[str, ToolResultBlock] = {}
+        try:
+            if len(calls) == 1 or not self.parallel_tool_calls:
+                for call in calls:
+                    results[call.id] = await self._run_tool(call, finish)
+            else:
+                async with anyio.create_task_group() as tg:
+                    for call in calls:
+                        tg.start_soon(self._run_tool_into, call, finish, results)
+        finally:
+            # Calls waiting for approval get their result when the human decides; every other call gets one now.
+            blocks = [
+                results.get(call.id)
+                or ToolResultBlock(id=call.id, name=call.name, output=_INTERRUPTED_OUTPUT, is_error=True)
+                for call in calls
+                if call.id not in self._pending_approval
+            ]
+            if blocks:
+                with anyio.CancelScope(shield=True):
+                    await self.memory.add(Msg(role="tool", content=list(blocks)))
+
+    async def _run_tool_into(
+        self, call: ToolUseBlock, finish: _FinishTool | None, results: dict[str, ToolResultBlock]
+    ) -> None:
+        async with self._tool_limiter:
+            results[call.id] = await self._run_tool(call, finish)
+
+    async def _run_tool(self, call: ToolUseBlock, finish: _FinishTool | None) -> ToolResultBlock:
+        call = await self._run_hooks("pre_acting", call)
+        streaming = self.streaming
+        if streaming:
+            await self.emit(ToolCallEvent(call=call, agent=self.name))
+        if finish is not None and call.name == FINISH_TOOL_NAME:
+            result = finish.accept(call)
+        else:
+            result = await self._execute(call, streaming)
+        result = await self._run_hooks("post_acting", result)
+        if streaming:
+            await self.emit(ToolResultEvent(result=result, agent=self.name))
+        return result
+
+    async def _execute(self, call: ToolUseBlock, streaming: bool) -> ToolResultBlock:
+        try:
+            if not streaming:
+                return await self.toolkit.call(call)
+            final: ToolResultBlock | None = None
+            async for item in self.toolkit.stream(call):
+                if isinstance(item, ToolResponse):
+                    await self.emit(ToolResultDelta(call_id=call.id, chunk=item, agent=self.name))
+                else:
+                    final = item
+            assert final is not None, "Toolkit.stream must end with a ToolResultBlock"
+            return final
+        except ApprovalRequired as exc:
+            self._pending_approval[call.id] = call
+            return ToolResultBlock(
+                id=call.id, name=call.name, output=f"Waiting for human approval: {exc.reason}", is_error=True
+            )
+
+    # ------------------------------------------------------------------ approvals
+
+    async def _approval_reply(self) -> Msg:
+        """End the reply listing the calls that wait for a human. Not stored: the tool results must come next."""
+        pending: list[Any] = [
+            {"id": c.id, "name": c.name, "input": c.input} for c in self._pending_approval.values()
+        ]
+        names = ", ".join(c.name for c in self._pending_approval.values())
+        return Msg(
+            role="assistant",
+            name=self.name,
+            content=f"I need approval before running: {names}.",
+            metadata={"approval_required": pending},
+        )
+
+    async def _resolve_approvals(
+        self, approve: Sequence[str], deny: Sequence[str], finish: _FinishTool | None
+    ) -> None:
+        """Run the approved pending calls; every other pending call is refused (unmentioned ones included)."""
+        unknown = [i for i in (*approve, *deny) if i not in self._pending_approval]
+        if unknown:
+            raise ValueError(
+                f"no pending approval for call id(s) {unknown}; pending: {list(self._pending_approval)}"
+            )
+        approved = [self._pending_approval[i] for i in approve]
+        refused = [c for i, c in self._pending_approval.items() if i not in approve]
+        self._pending_approval.clear()
+        if refused:
+            await self.memory.add(
+                Msg(
+                    role="tool",
+                    content=[
+                        ToolResultBlock(
+                            id=c.id, name=c.name, output="A human refused this call.", is_error=True
+                        )
+                        for c in refused
+                    ],
+                )
+            )
+        if approved:
+            with approved_calls():
+                await self._acting(approved, finish)
+
+    # ------------------------------------------------------------------ running out of steps
+
+    async def _max_iters_reply(self, finish: _FinishTool | None) -> Msg:
+        messages = await self._model_input()
+        messages.append(Msg(role="user", name="system", content=_MAX_ITERS_HINT))
+        if finish is not None:
+            response = await self._call_model(messages, [finish.schema], FINISH_TOOL_NAME)
+            for call in response.tool_calls:
+                if call.name == FINISH_TOOL_NAME and not finish.accept(call).is_error and finish.output:
+                    assistant = response.to_msg(self.name)
+                    await self.memory.add(assistant)
+                    await self.memory.add(
+                        Msg(
+                            role="tool",
+                            content=[ToolResultBlock(id=call.id, name=call.name, output="Accepted.")],
+                        )
+                    )
+                    return _structured_reply(self.name, assistant, finish.output, max_iters_reached=True)
+        else:
+            response = await self._call_model(messages, self.toolkit.schemas(), "none")
+        reply = Msg(
+            role="assistant",
+            name=self.name,
+            content=response.text or "I could not finish within the allowed number of steps.",
+            metadata={"max_iters_reached": True},
+        )
+        await self.memory.add(reply)
+        return reply
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["sys_prompt"] = self.sys_prompt
+        state["pending_approval"] = [c.model_dump(mode="json") for c in self._pending_approval.values()]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.sys_prompt = state.get("sys_prompt", self.sys_prompt)
+        pending = [ToolUseBlock.model_validate(c) for c in state.get("pending_approval", [])]
+        self._pending_approval = {c.id: c for c in pending}
+
+
+def _attach_usage(msg: Msg, response: ChatResponse) -> None:
+    if response.usage is not None:
+        msg.metadata["usage"] = {
+            "input_tokens": response.usage.input_tokens,
+            "output_tokens": response.usage.output_tokens,
+        }
+
+
+def _structured_reply(
+    name: str, assistant: Msg, output: BaseModel, *, max_iters_reached: bool = False
+) -> Msg:
+    data = output.model_dump(mode="json")
+    metadata: dict[str, Any] = {"structured_output": data}
+    if max_iters_reached:
+        metadata["max_iters_reached"] = True
+    return Msg(role="assistant", name=name, content=assistant.text or json.dumps(data), metadata=metadata)

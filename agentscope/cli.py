@@ -1,0 +1,223 @@
+"""The ``agentscope`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agentscope.agents import AgentBase
+    from agentscope.models import ChatModel
+
+app = typer.Typer(
+    name="agentscope",
+    help="Build, run, trace, serve and train LLM agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+__all__ = ["app", "load_agent", "main", "make_model"]
+
+
+def main() -> None:
+    """Entry point of the ``agentscope`` console script."""
+    app()
+
+
+@app.callback()
+def _root() -> None:
+    """Build, run, trace, serve and train LLM agents."""
+
+
+# ---------------------------------------------------------------------- loading agents and models
+
+
+def _load_object(spec: str) -> object:
+    """Load ``module:attribute``, ``path/to/file.py:attribute`` or ``path/to/file.py`` (its ``agent`` attribute)."""
+    target, _, attribute = spec.partition(":")
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise typer.BadParameter(f"no such file: {path}", param_hint="AGENT_SPEC")
+        module_name = f"_agentscope_user_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise typer.BadParameter(f"cannot import {path}", param_hint="AGENT_SPEC")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        sys.path.insert(0, str(path.resolve().parent))
+        module_spec.loader.exec_module(module)
+        attribute = attribute or ("agent" if hasattr(module, "agent") else "build_agent")
+    else:
+        if not attribute:
+            raise typer.BadParameter(f"expected MODULE:ATTRIBUTE, got {spec!r}", param_hint="AGENT_SPEC")
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise typer.BadParameter(
+                f"cannot import module {target!r}: {exc}", param_hint="AGENT_SPEC"
+            ) from exc
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise typer.BadParameter(
+            f"{target} has no attribute {attribute!r}", param_hint="AGENT_SPEC"
+        ) from None
+
+
+async def load_agent(spec: str, model: ChatModel | None = None) -> AgentBase:
+    """Build the agent named by ``spec``: an agent instance, or a factory called with ``model`` when it takes one."""
+    from agentscope.agents import AgentBase
+
+    obj = _load_object(spec)
+    if isinstance(obj, AgentBase):
+        if model is not None:
+            if not hasattr(obj, "model"):
+                raise typer.BadParameter(f"{spec} is an agent without a model; --model does not apply")
+            obj.model = model  # type: ignore[attr-defined]
+        return obj
+    if not callable(obj):
+        raise typer.BadParameter(
+            f"{spec} is neither an agent nor a function returning one", param_hint="AGENT_SPEC"
+        )
+    parameters = inspect.signature(obj).parameters
+    agent = obj(model) if model is not None or "model" in parameters else obj()
+    if inspect.isawaitable(agent):
+        agent = await agent
+    if not isinstance(agent, AgentBase):
+        raise typer.BadParameter(
+            f"{spec} returned {type(agent).__name__}, not an agent", param_hint="AGENT_SPEC"
+        )
+    return agent
+
+
+def make_model(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> ChatModel:
+    """Build a model from ``provider:model-name`` (``openai:...``, ``anthropic:...``)."""
+    provider, _, name = spec.partition(":")
+    if not name:
+        raise typer.BadParameter(
+            f"expected PROVIDER:MODEL such as openai:gpt-4o-mini, got {spec!r}", param_hint="--model"
+        )
+    if provider == "openai":
+        from agentscope.models import OpenAIChatModel
+
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        return OpenAIChatModel(name, base_url=url, api_key=api_key)
+    if provider == "anthropic":
+        from agentscope.models import AnthropicChatModel
+
+        url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+        return AnthropicChatModel(name, base_url=url, api_key=api_key)
+    raise typer.BadParameter(f"unknown provider {provider!r}; use openai or anthropic", param_hint="--model")
+
+
+# ---------------------------------------------------------------------- agentscope run
+
+
+@app.command()
+def run(
+    agent_spec: Annotated[
+        str,
+        typer.Argument(
+            metavar="AGENT_SPEC",
+            help="The agent: MODULE:ATTRIBUTE or FILE.py[:ATTRIBUTE]; an agent, or a function (model) -> agent.",
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="PROVIDER:MODEL, e.g. openai:gpt-4o-mini. Default: the agent's own model."
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="Provider endpoint (OpenAI-compatible servers, proxies).")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="AGENTSCOPE_API_KEY", help="API key (else the provider's env var)."),
+    ] = None,
+    message: Annotated[
+        list[str] | None,
+        typer.Option("--message", "-m", help="Send this message and exit instead of chatting (repeatable)."),
+    ] = None,
+) -> None:
+    """Chat with an agent in the terminal. Ctrl-C interrupts the agent; Ctrl-D or /exit quits."""
+    from rich.console import Console
+
+    console = Console()
+    chat_model = make_model(model, base_url=base_url, api_key=api_key) if model else None
+    asyncio.run(_chat(agent_spec, chat_model, console, message))
+
+
+async def _chat(
+    agent_spec: str, model: ChatModel | None, console: Console, messages: list[str] | None
+) -> None:
+    from rich.prompt import Prompt
+
+    from agentscope.message import Msg
+
+    agent = await load_agent(agent_spec, model)
+    console.print(f"[bold]Chatting with {agent.name}[/] ([dim]Ctrl-C interrupts, Ctrl-D or /exit quits[/])")
+    scripted = list(messages) if messages is not None else None
+    while True:
+        if scripted is not None:
+            if not scripted:
+                return
+            text = scripted.pop(0)
+            console.print(f"[bold green]you[/]: {text}")
+        else:
+            try:
+                text = await asyncio.to_thread(Prompt.ask, "[bold green]you[/]", console=console)
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                return
+            if text.strip() in {"/exit", "/quit"}:
+                return
+            if not text.strip():
+                continue
+        try:
+            await _render_reply(agent, console, Msg(role="user", name="user", content=text))
+        except KeyboardInterrupt:
+            agent.interrupt()
+
+
+async def _render_reply(agent: AgentBase, console: Console, msg: Any) -> None:
+    from rich.markup import escape
+
+    from agentscope.events import ReplyEvent, TextDelta, ThinkingDelta, ToolCallEvent, ToolResultEvent
+
+    streamed_text = False
+    async for event in agent.stream(msg):
+        if isinstance(event, TextDelta):
+            if not streamed_text:
+                console.print(f"[bold cyan]{escape(event.agent or agent.name)}[/]: ", end="")
+                streamed_text = True
+            console.print(escape(event.text), end="", highlight=False)
+        elif isinstance(event, ThinkingDelta):
+            console.print(f"[dim italic]{escape(event.thinking)}[/]", end="")
+        elif isinstance(event, ToolCallEvent):
+            if streamed_text:
+                console.print()
+                streamed_text = False
+            args = ", ".join(f"{k}={v!r}" for k, v in event.call.input.items())
+            console.print(f"  [yellow]→ {escape(event.call.name)}({escape(args)})[/]")
+        elif isinstance(event, ToolResultEvent):
+            output = event.result.output if isinstance(event.result.output, str) else "[non-text output]"
+            style = "red" if event.result.is_error else "dim"
+            console.print(f"  [{style}]← {escape(output[:500])}[/]")
+        elif isinstance(event, ReplyEvent):
+            if streamed_text:
+                console.print()
+            else:
+                console.print(f"[bold cyan]{escape(agent.name)}[/]: {escape(event.msg.text)}")

@@ -1,0 +1,23 @@
+"""Test doubles and helpers for code built on AgentScope.
+
+- :class:`ScriptedModel` answers from a script (a list of steps or a responder) and checks it was used up.
+- :class:`FunctionModel` lets a Python function play the model, streaming included.
+- :func:`tool_call` and :func:`text_response` build script steps.
+
+Both models record every :class:`ModelRequest` they receive and never touch the network, so they work while
+``agentscope.models.ALLOW_MODEL_REQUESTS`` is False.
+"""
+
+from agentscope.testing._request import ModelRequest, ScriptItem, text_response, tool_call
+from agentscope.testing._scripted import FunctionModel, ModelFunction, ScriptedModel, StreamFunction
+
+__all__ = [
+    "FunctionModel",
+    "ModelFunction",
+    "ModelRequest",
+    "ScriptItem",
+    "ScriptedModel",
+    "StreamFunction",
+    "text_response",
+    "tool_call",
+]
