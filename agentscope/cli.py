@@ -78,9 +78,11 @@ def _load_object(spec: str) -> object:
 
 async def load_agent(spec: str, model: ChatModel | None = None) -> AgentBase:
     """Build the agent named by ``spec``: an agent instance, or a factory called with ``model`` when it takes one."""
+    import anyio
+
     from agentscope.agents import AgentBase
 
-    obj = _load_object(spec)
+    obj = await anyio.to_thread.run_sync(_load_object, spec)  # importing user code reads files
     if isinstance(obj, AgentBase):
         if model is not None:
             if not hasattr(obj, "model"):
@@ -221,3 +223,7 @@ async def _render_reply(agent: AgentBase, console: Console, msg: Any) -> None:
                 console.print()
             else:
                 console.print(f"[bold cyan]{escape(agent.name)}[/]: {escape(event.msg.text)}")
+
+
+if __name__ == "__main__":
+    main()
