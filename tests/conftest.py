@@ -1,0 +1,67 @@
+"""Guards that every test runs under.
+
+- **No real model requests.** ``agentscope.models.ALLOW_MODEL_REQUESTS`` is ``False`` for the whole session,
+  so a real model client (``OpenAIChatModel``, ``AnthropicChatModel``) raises ``ModelRequestsBlockedError``
+  instead of sending a request. Use ``ScriptedModel``/``FunctionModel`` from ``agentscope.testing``; a test
+  that talks to a fake provider on 127.0.0.1 opts in with the ``allow_model_requests`` fixture.
+- **No blocking calls on the event loop from our code.** An autouse BlockBuster fixture patches the blocking
+  functions (``time.sleep``, file and socket I/O, ``sqlite3``, lock waits, ``input``...): calling one while an
+  event loop runs in the current thread, with a frame of the ``agentscope`` package on the stack, raises
+  ``blockbuster.BlockingError`` and fails the test. Test code alone may block (it is not scanned), and sync
+  code in a worker thread (``anyio.to_thread.run_sync``) is not checked: that is the fix to use.
+  Exemptions live in ``BLOCKING_EXEMPTIONS``, each with its reason; keep the list short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+
+import agentscope.models
+
+agentscope.models.ALLOW_MODEL_REQUESTS = False
+
+
+class BlockingExemption(NamedTuple):
+    """A blocking function that the named functions of one file may call on the loop, and why."""
+
+    blocking_function: str
+    """Key in ``BlockBuster.functions``, e.g. ``"io.BufferedReader.read"``."""
+    filename: str
+    """Suffix of the calling frame's file, e.g. ``"importlib/metadata/__init__.py"``."""
+    functions: frozenset[str]
+    """Names (``co_name``) of the calling functions in that file."""
+    reason: str
+
+
+BLOCKING_EXEMPTIONS: tuple[BlockingExemption, ...] = ()
+"""Blocking calls allowed on the loop in every test. Empty so far: nothing in agentscope (or in a library
+it calls on the loop) has needed one. Add an entry only for a call that is cheap and bounded (never the
+network, never a user-sized file), e.g.
+``BlockingExemption("os.stat", "inspect.py", frozenset({"getsourcefile"}), "why it is fine")``;
+fix everything else with ``anyio.to_thread.run_sync``. One test can exempt a call through the
+``blockbuster`` fixture: ``blockbuster.functions["time.sleep"].can_block_in("agentscope/_x.py", "f")``."""
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Tests marked ``@pytest.mark.anyio`` run on asyncio (the loop pytest-asyncio also uses)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def allow_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let real model clients send requests in this one test (to a fake provider on 127.0.0.1 only)."""
+    monkeypatch.setattr(agentscope.models, "ALLOW_MODEL_REQUESTS", True)
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail the test if code of the ``agentscope`` package blocks a running event loop."""
+    with blockbuster_ctx("agentscope") as bb:
+        for exemption in BLOCKING_EXEMPTIONS:
+            bb.functions[exemption.blocking_function].can_block_in(exemption.filename, exemption.functions)
+        yield bb
