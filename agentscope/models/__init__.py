@@ -1,5 +1,6 @@
 """Chat models: the seam between agents and language models."""
 
+from agentscope.models._anthropic import AnthropicChatModel
 from agentscope.models._base import (
     ALLOW_MODEL_REQUESTS,
     ChatModel,
@@ -11,13 +12,16 @@ from agentscope.models._base import (
     ToolSchema,
     check_model_requests_allowed,
 )
+from agentscope.models._openai import OpenAIChatModel
 
 __all__ = [
     "ALLOW_MODEL_REQUESTS",
+    "AnthropicChatModel",
     "ChatModel",
     "ChatResponse",
     "ChatUsage",
     "ModelSettings",
+    "OpenAIChatModel",
     "ResponseFormat",
     "ToolChoice",
     "ToolSchema",

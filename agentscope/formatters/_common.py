@@ -1,0 +1,175 @@
+"""Helpers shared by the provider formatters: tool arguments, structured-output schemas, names, images."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, JsonValue
+
+from agentscope.message import Base64Source, ImageBlock, ToolResultBlock, ToolUseBlock, URLSource
+
+if TYPE_CHECKING:
+    from agentscope.models import ResponseFormat
+
+__all__ = [
+    "JsonSchemaFormat",
+    "as_list",
+    "as_object",
+    "dump_tool_arguments",
+    "image_url",
+    "parse_data_url",
+    "parse_tool_arguments",
+    "resolve_response_format",
+    "sanitize_name",
+    "tool_result_text",
+]
+
+_NAME_INVALID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def as_object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty dict (for tolerant parsing of provider answers)."""
+    if isinstance(value, dict):
+        return value  # pyright: ignore[reportUnknownVariableType]
+    return {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else an empty list."""
+    if isinstance(value, list):
+        return value  # pyright: ignore[reportUnknownVariableType]
+    return []
+
+
+def sanitize_name(name: str) -> str:
+    """``name`` fit for provider name fields (``^[a-zA-Z0-9_-]{1,64}$``): other characters become ``_``."""
+    cleaned = _NAME_INVALID.sub("_", name)[:64]
+    return cleaned or "_"
+
+
+def parse_tool_arguments(raw: str) -> tuple[dict[str, JsonValue], str | None]:
+    """Parse a model's tool-call arguments; never raises.
+
+    Returns ``(arguments, None)`` when ``raw`` is a JSON object (or empty, meaning no arguments), and
+    ``({}, raw)`` when it is not valid JSON or not an object, so that the caller can keep the raw text in
+    :attr:`~agentscope.message.ToolUseBlock.raw_input` and report the problem to the model.
+    """
+    if not raw or raw.isspace():
+        return {}, None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}, raw
+    if isinstance(value, dict):
+        return value, None  # pyright: ignore[reportUnknownVariableType]
+    return {}, raw
+
+
+def dump_tool_arguments(block: ToolUseBlock) -> str:
+    """A tool call's arguments as the model produced them: ``raw_input`` when parsing failed, else JSON."""
+    if block.raw_input is not None and not block.input:
+        return block.raw_input
+    return json.dumps(block.input, ensure_ascii=False)
+
+
+def tool_result_text(block: ToolResultBlock) -> str:
+    """The text of a tool result (image parts left out)."""
+    if isinstance(block.output, str):
+        return block.output
+    return "\n".join(part.text for part in block.output if not isinstance(part, ImageBlock))
+
+
+def image_url(block: ImageBlock) -> str:
+    """The image as a URL: the URL itself, or a ``data:`` URL for inline data."""
+    source = block.source
+    if isinstance(source, URLSource):
+        return source.url
+    return f"data:{source.media_type};base64,{source.data}"
+
+
+def parse_data_url(url: str) -> Base64Source | None:
+    """A ``data:<media type>;base64,<data>`` URL as a :class:`Base64Source`, or None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, data = url[5:].partition(",")
+    if not sep or not header.endswith(";base64"):
+        return None
+    return Base64Source(media_type=header[: -len(";base64")] or "application/octet-stream", data=data)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonSchemaFormat:
+    """A structured-output format resolved to what providers need."""
+
+    name: str
+    """A name for the format (``^[a-zA-Z0-9_-]{1,64}$``)."""
+    schema: dict[str, Any]
+    """The JSON schema."""
+    strict: bool
+    """Whether the schema meets OpenAI's strict-mode rules (every property required, no extra properties)."""
+
+
+def resolve_response_format(response_format: ResponseFormat) -> JsonSchemaFormat:
+    """Turn a pydantic model class or a JSON schema into a :class:`JsonSchemaFormat`.
+
+    A dict may be a bare JSON schema (its ``title`` names it) or an OpenAI-style wrapper
+    ``{"name": ..., "schema": ..., "strict": ...}``, whose values are used as given.
+    Object schemas that do not say otherwise get ``additionalProperties: false``; ``strict`` is then true
+    when every object lists all its properties as required. Results for model classes are cached.
+    """
+    if isinstance(response_format, dict):
+        if isinstance(response_format.get("schema"), dict) and "name" in response_format:
+            schema: dict[str, Any] = response_format["schema"]
+            strict = response_format.get("strict")
+            resolved = _from_schema(str(response_format["name"]), schema)
+            if isinstance(strict, bool):
+                return JsonSchemaFormat(resolved.name, resolved.schema, strict)
+            return resolved
+        return _from_schema(str(response_format.get("title") or "response"), response_format)
+    return _from_model(response_format)
+
+
+@functools.lru_cache(maxsize=256)
+def _from_model(model: type[BaseModel]) -> JsonSchemaFormat:
+    return _from_schema(model.__name__, model.model_json_schema())
+
+
+def _from_schema(name: str, schema: dict[str, Any]) -> JsonSchemaFormat:
+    schema = copy.deepcopy(schema)
+    strict = _close_objects(schema)
+    return JsonSchemaFormat(sanitize_name(name), schema, strict)
+
+
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+
+
+def _close_objects(node: Any) -> bool:
+    """Close open object schemas (``additionalProperties: false``) in place; True if all are strict-ready."""
+    if not isinstance(node, dict):
+        return True
+    schema: dict[str, Any] = node  # pyright: ignore[reportUnknownVariableType]
+    strict = True
+    properties = schema.get("properties")
+    if schema.get("type") == "object" or isinstance(properties, dict):
+        schema.setdefault("additionalProperties", False)
+        if schema["additionalProperties"] is not False:
+            strict = False
+        required = schema.get("required")
+        names = set(as_object(properties))
+        if names and (not isinstance(required, list) or names - set(as_list(required))):
+            strict = False
+    children: list[Any] = [schema.get(key) for key in _SUBSCHEMAS]
+    for key in _SUBSCHEMA_MAPS:
+        children.extend(as_object(schema.get(key)).values())
+    for key in _SUBSCHEMA_LISTS:
+        children.extend(as_list(schema.get(key)))
+    for child in children:
+        strict = _close_objects(child) and strict
+    return strict

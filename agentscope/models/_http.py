@@ -1,0 +1,341 @@
+"""Shared HTTP plumbing of the provider clients: one pooled ``httpx.AsyncClient``, retries, SSE, errors.
+
+What a failed request becomes (see :mod:`agentscope.exceptions`)::
+
+    retryable status (408, 429, 500, 502, 503, 504, 529)  -> retried, then ModelHTTPError
+    other error status (400, 401, 403, 404, 422, ...)      -> ModelHTTPError at once, with a hint
+    timeout (connect, read, write, pool)                   -> retried, then ModelTimeoutError
+    connection error (refused, reset, protocol error)      -> retried, then ModelConnectionError
+    a 2xx answer that is not the JSON we expect            -> ModelResponseError
+
+Retries wait ``min(backoff_max, backoff_base * 2**attempt)`` with jitter (between half and all of it), or what
+the server's ``Retry-After`` / ``retry-after-ms`` header asks for when that is at most a minute. A stream is
+retried only until its response headers arrive; once events flow, a failure is raised as it is.
+
+The API key lives only in the request headers. It is never logged, and it is removed from every error message
+and error body, in case a server echoes it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import anyio
+import httpx
+
+from agentscope.exceptions import (
+    ModelConnectionError,
+    ModelHTTPError,
+    ModelResponseError,
+    ModelTimeoutError,
+)
+from agentscope.formatters._common import as_object
+
+__all__ = [
+    "RETRYABLE_STATUS_CODES",
+    "HTTPChannel",
+    "RetryPolicy",
+    "SSEEvent",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger("agentscope.models")
+
+RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504, 529})
+"""Statuses that mean "try again later": timeout, rate limit, server errors, Anthropic's 529 overloaded."""
+
+_MAX_BODY_CHARS = 2000
+
+_HINTS: dict[int, str] = {
+    400: "the provider rejected the request; check the model name, the messages and the settings",
+    401: "check the API key",
+    403: "the API key is not allowed to use this model or endpoint; check its permissions",
+    404: "check base_url and the model name",
+    408: "the provider timed out; try again later or raise max_retries",
+    413: "the request is too large; shorten the conversation or the tool outputs",
+    422: "the provider could not process the request; check the settings and extra_body",
+    429: "rate limited and retries are exhausted; lower the request rate or raise max_retries",
+}
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the server asks us to wait (``retry-after-ms``, ``Retry-After`` seconds or date), or None."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long to wait before trying a failed request again."""
+
+    max_retries: int = 3
+    """Retries after the first attempt (0 disables retrying)."""
+    backoff_base_s: float = 0.5
+    """Wait before the first retry; doubles with each further retry."""
+    backoff_max_s: float = 8.0
+    """Longest computed wait."""
+    max_retry_after_s: float = 60.0
+    """A server's ``Retry-After`` is honoured up to this many seconds; longer asks get the backoff."""
+
+    def delay_s(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt + 1`` (``attempt`` counts from 0)."""
+        if retry_after is not None and retry_after <= self.max_retry_after_s:
+            return retry_after
+        delay = min(self.backoff_max_s, self.backoff_base_s * (2**attempt))
+        return delay * (0.5 + random.random() / 2)
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    """One server-sent event."""
+
+    event: str | None
+    """The ``event:`` field (Anthropic names its events; OpenAI does not)."""
+    data: str
+    """The ``data:`` lines, joined with newlines."""
+
+
+class HTTPChannel:
+    """One provider endpoint: a lazily created, pooled ``httpx.AsyncClient`` plus retry and error handling.
+
+    Args:
+        provider: Name used in error messages, for example ``"OpenAI-compatible API"``.
+        url: Absolute URL the requests are POSTed to.
+        headers: Headers for every request (authentication included).
+        secret: The API key, removed from every message and error body.
+        key_hint: What a 401 message tells the user to check, for example ``"api_key= or OPENAI_API_KEY"``.
+        timeout_s: Default timeout of one attempt, in seconds.
+        retry: Retry policy.
+        http_client: A client to use instead of our own; it is not closed by :meth:`aclose`.
+        transport: Transport for our own client (for tests or custom networking).
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        url: str,
+        headers: Mapping[str, str],
+        secret: str | None,
+        key_hint: str,
+        timeout_s: float,
+        retry: RetryPolicy,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.provider = provider
+        self.url = url
+        self.retry = retry
+        self.timeout_s = timeout_s
+        self._headers = dict(headers)
+        self._secret = secret or None
+        self._key_hint = key_hint
+        self._transport = transport
+        self._client = http_client
+        self._owns_client = http_client is None
+
+    def _get_client(self) -> httpx.AsyncClient:
+        client = self._client
+        if client is None:
+            client = httpx.AsyncClient(
+                headers=self._headers,
+                timeout=self.timeout_s,
+                transport=self._transport,
+                limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
+            )
+            self._client = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close our own client; a caller's client is left open. Safe to call twice; a later request reopens."""
+        if not self._owns_client:
+            return
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key replaced by ``***``."""
+        if self._secret and self._secret in text:
+            return text.replace(self._secret, "***")
+        return text
+
+    def _request(self, client: httpx.AsyncClient, content: bytes, timeout_s: float | None) -> httpx.Request:
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
+        if self._owns_client:
+            if timeout_s is None:
+                return client.build_request("POST", self.url, content=content)
+            return client.build_request("POST", self.url, content=content, timeout=timeout)
+        return client.build_request("POST", self.url, content=content, headers=self._headers, timeout=timeout)
+
+    async def _send(
+        self, body: Mapping[str, Any], timeout_s: float | None, *, stream: bool
+    ) -> httpx.Response:
+        """Send with retries; return a 2xx response (unread when ``stream``) or raise a model error."""
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        client = self._get_client()
+        attempt = 0
+        while True:
+            request = self._request(client, content, timeout_s)
+            try:
+                response = await client.send(request, stream=stream)
+            except httpx.UnsupportedProtocol as exc:
+                raise ModelConnectionError(
+                    self.redact(f"{self.provider}: cannot send to {self.url}: {exc}; check base_url")
+                ) from exc
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if attempt >= self.retry.max_retries:
+                    self._raise_transport_error(exc, attempt + 1, timeout_s)
+                delay = self.retry.delay_s(attempt)
+                reason = type(exc).__name__
+            else:
+                status = response.status_code
+                if status < 300:
+                    return response
+                if stream:
+                    await response.aread()
+                    await response.aclose()
+                if status not in RETRYABLE_STATUS_CODES or attempt >= self.retry.max_retries:
+                    self._raise_status_error(response, attempt + 1)
+                delay = self.retry.delay_s(attempt, parse_retry_after(response.headers))
+                reason = f"HTTP {status}"
+            attempt += 1
+            logger.info(
+                "%s: %s, retrying in %.2fs (retry %d of %d)",
+                self.provider,
+                reason,
+                delay,
+                attempt,
+                self.retry.max_retries,
+            )
+            await anyio.sleep(delay)
+
+    async def post_json(self, body: Mapping[str, Any], *, timeout_s: float | None = None) -> Any:
+        """POST ``body`` as JSON and return the decoded JSON answer."""
+        response = await self._send(body, timeout_s, stream=False)
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:
+            snippet = self.redact(response.text[:200])
+            raise ModelResponseError(f"{self.provider} answered with invalid JSON: {snippet!r}") from exc
+
+    @asynccontextmanager
+    async def stream(
+        self, body: Mapping[str, Any], *, timeout_s: float | None = None
+    ) -> AsyncGenerator[httpx.Response]:
+        """POST ``body`` and yield the open streaming response; it is closed on exit."""
+        response = await self._send(body, timeout_s, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def iter_sse(self, response: httpx.Response) -> AsyncIterator[SSEEvent]:
+        """Parse a ``text/event-stream`` body into events; transport failures become model errors."""
+        event: str | None = None
+        data: list[str] = []
+        try:
+            async for line in response.aiter_lines():
+                if not line:
+                    if data:
+                        yield SSEEvent(event, "\n".join(data))
+                    event = None
+                    data = []
+                    continue
+                if line[0] == ":":
+                    continue
+                name, _, value = line.partition(":")
+                if value[:1] == " ":
+                    value = value[1:]
+                if name == "data":
+                    data.append(value)
+                elif name == "event":
+                    event = value
+            if data:
+                yield SSEEvent(event, "\n".join(data))
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            self._raise_transport_error(exc, 1, None, during_stream=True)
+
+    def _raise_transport_error(
+        self,
+        exc: httpx.TimeoutException | httpx.TransportError,
+        attempts: int,
+        timeout_s: float | None,
+        *,
+        during_stream: bool = False,
+    ) -> NoReturn:
+        where = (
+            "while streaming" if during_stream else f"after {attempts} attempt{'s' if attempts > 1 else ''}"
+        )
+        if isinstance(exc, httpx.TimeoutException):
+            timeout = timeout_s if timeout_s is not None else self.timeout_s
+            message = (
+                f"{self.provider}: no answer from {self.url} within {timeout:g}s "
+                f"({type(exc).__name__} {where}); "
+                "raise timeout_s (or settings['timeout_s']) or check that the server is healthy"
+            )
+            raise ModelTimeoutError(self.redact(message)) from exc
+        detail = str(exc) or type(exc).__name__
+        message = (
+            f"{self.provider}: could not reach {self.url} ({detail}, {where}); "
+            "check base_url and that the server is running"
+        )
+        raise ModelConnectionError(self.redact(message)) from exc
+
+    def _raise_status_error(self, response: httpx.Response, attempts: int) -> NoReturn:
+        status = response.status_code
+        body = self.redact(response.text[:_MAX_BODY_CHARS])
+        hint = _HINTS.get(status)
+        if status == 401:
+            hint = f"check the API key ({self._key_hint})"
+        elif hint is None:
+            hint = (
+                "the provider is failing; try again later or raise max_retries"
+                if status >= 500
+                else "the provider rejected the request"
+            )
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        detail = _error_detail(body)
+        message = f"{self.provider} returned HTTP {status}{tries}: {hint}" + (
+            f". Provider says: {detail}" if detail else ""
+        )
+        raise ModelHTTPError(self.redact(message), status_code=status, body=body)
+
+
+def _error_detail(body: str) -> str:
+    """The provider's own error message (from ``{"error": {"message": ...}}`` and the like), else the body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:300].strip()
+    error = as_object(data).get("error", data)
+    if isinstance(error, str):
+        return error[:300]
+    message = as_object(error).get("message")
+    if isinstance(message, str):
+        return message[:300]
+    return body[:300].strip()
