@@ -18,6 +18,7 @@ and error body, in case a server echoes it.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -217,7 +218,8 @@ class HTTPChannel:
                 if status < 300:
                     return response
                 if stream:
-                    await response.aread()
+                    with contextlib.suppress(httpx.TransportError):  # the body is only for the message
+                        await response.aread()
                     await response.aclose()
                 if status not in RETRYABLE_STATUS_CODES or attempt >= self.retry.max_retries:
                     self._raise_status_error(response, attempt + 1)
