@@ -1,0 +1,420 @@
+"""Agent-overhead benchmark orchestrator.
+
+    .venv/bin/python benchmarks/agent_overhead/run.py [--n 2000 --k 5 --concurrency 500]
+
+1. Creates one venv per competitor under ``benchmarks/agent_overhead/.venvs/<name>`` (``python3.11 -m venv``, then
+   ``pip install <pkg>`` from PyPI), after a ``pip install --dry-run`` that refuses torch/CUDA-like packages, and
+   records each venv's installed size. A venv whose spec file matches is reused.
+2. Measures import time and RSS of each framework (``python -c "import X"`` against ``python -c "pass"``).
+3. Starts the OpenAI-compatible server (``server.py``, its own small venv with uvicorn + uvloop + httptools + orjson)
+   on 127.0.0.1.
+4. Runs every (framework, mode) runner as its own subprocess, one after another, with the same N/K/concurrency,
+   and collects their JSON results.
+5. Prints a markdown table and writes ``_out/results-<timestamp>.json``, ``_out/latest.json`` and ``_out/latest.md``.
+
+Nothing here talks to any address but 127.0.0.1 (pip talks to the package index while installing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+VENVS = HERE / ".venvs"
+OUT = HERE / "_out"
+OUR_PYTHON = REPO / ".venv" / "bin" / "python"
+BASE_PYTHON = shutil.which("python3.11") or sys.executable
+
+FORBIDDEN = ("torch", "nvidia", "cuda", "triton", "tensorflow", "jax", "jaxlib")
+
+
+@dataclass(frozen=True)
+class Env:
+    name: str
+    packages: tuple[str, ...]
+    import_stmt: str
+    """What ``import <framework>`` means for the import-cost measurement."""
+
+
+COMPETITORS = {
+    "agentscope2": Env("agentscope2", ("agentscope==2.0.11",), "import agentscope.agent, agentscope.model"),
+    "openai_agents": Env("openai_agents", ("openai-agents",), "import agents"),
+    "pydantic_ai": Env("pydantic_ai", ("pydantic-ai-slim[openai]",), "import pydantic_ai"),
+}
+SERVER_ENV = Env("server", ("uvicorn", "uvloop", "httptools", "orjson"), "import uvicorn")
+
+
+@dataclass(frozen=True)
+class Run:
+    key: str
+    label: str
+    runner: str
+    venv: str | None
+    """Competitor venv name, or None for the project's .venv."""
+    mode: str
+    extra: tuple[str, ...] = ()
+
+
+RUNS = [
+    Run("ours", "AgentScope (ours)", "runner_agentscope.py", None, "inproc"),
+    Run("agentscope2", "AgentScope 2.0.11", "runner_agentscope2.py", "agentscope2", "inproc"),
+    Run("openai_agents", "openai-agents", "runner_openai_agents.py", "openai_agents", "inproc"),
+    Run("pydantic_ai", "pydantic-ai", "runner_pydantic_ai.py", "pydantic_ai", "inproc"),
+    Run("bare", "bare loop (httpx)", "runner_bare.py", None, "http"),
+    Run("bare_httpx2", "bare loop (httpx2)", "runner_bare.py", None, "http", ("--client", "httpx2")),
+    Run("ours", "AgentScope (ours)", "runner_agentscope.py", None, "http"),
+    Run("agentscope2", "AgentScope 2.0.11", "runner_agentscope2.py", "agentscope2", "http"),
+    Run("openai_agents", "openai-agents", "runner_openai_agents.py", "openai_agents", "http"),
+    Run("pydantic_ai", "pydantic-ai", "runner_pydantic_ai.py", "pydantic_ai", "http"),
+]
+
+
+def log(msg: str) -> None:
+    print(f"[agent_overhead] {msg}", file=sys.stderr, flush=True)
+
+
+def venv_python(name: str | None) -> Path:
+    return OUR_PYTHON if name is None else VENVS / name / "bin" / "python"
+
+
+def du_mb(path: Path) -> float:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            if not os.path.islink(p):
+                total += os.path.getsize(p)
+    return total / 2**20
+
+
+def _quiet(cmd: list[str]) -> None:
+    """Run ``cmd``; show its output only when it fails."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        log(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+
+
+def ensure_venv(env: Env, reinstall: bool) -> dict[str, Any]:
+    """Create (or reuse) the venv for ``env``; return what was installed and how big it is."""
+    path = VENVS / env.name
+    spec_file = path / "agent_overhead_spec.json"
+    spec = {"packages": list(env.packages), "python": BASE_PYTHON}
+    if (
+        not reinstall
+        and spec_file.exists()
+        and json.loads(spec_file.read_text()).get("packages") == spec["packages"]
+    ):
+        info = json.loads(spec_file.read_text())
+        log(f"venv {env.name}: reusing ({info.get('site_packages_mb', 0):.0f} MB)")
+        return info
+    if path.exists():
+        shutil.rmtree(path)
+    log(f"venv {env.name}: creating with {BASE_PYTHON}")
+    subprocess.run([BASE_PYTHON, "-m", "venv", str(path)], check=True)
+    pip = [str(path / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    report = path / "dry-run-report.json"
+    _quiet([*pip, "install", "--dry-run", "--report", str(report), *env.packages])
+    planned = sorted(
+        f"{i['metadata']['name']}=={i['metadata']['version']}"
+        for i in json.loads(report.read_text())["install"]
+    )
+    bad = [p for p in planned if p.split("==")[0].lower().startswith(FORBIDDEN)]
+    if bad:
+        raise SystemExit(f"{env.name}: refusing to install heavy packages {bad}")
+    log(f"venv {env.name}: installing {len(planned)} packages (dry run clean: no torch/CUDA)")
+    _quiet([*pip, "install", *env.packages])
+    site = next((path / "lib").glob("python*/site-packages"))
+    info = {
+        **spec,
+        "installed": planned,
+        "n_packages": len(planned),
+        "site_packages_mb": round(du_mb(site), 1),
+    }
+    spec_file.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def measure_import(python: Path, stmt: str, repeat: int = 7) -> dict[str, float]:
+    """Median wall time and max-RSS of ``python -c stmt`` minus those of ``python -c pass``."""
+    probe = "import resource,sys,time;t=time.perf_counter();{};print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+
+    def sample(code: str) -> tuple[float, float, float]:
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            [str(python), "-c", probe.format(code)], capture_output=True, text=True, check=True, cwd=VENVS
+        )
+        wall = time.perf_counter() - t0
+        inner, rss_kb = out.stdout.split()
+        return wall, float(inner), float(rss_kb) / 1024
+
+    sample(stmt)  # warm the file cache and __pycache__
+    base = [sample("pass") for _ in range(repeat)]
+    full = [sample(stmt) for _ in range(repeat)]
+    return {
+        "process_s": statistics.median(f[0] for f in full),
+        "process_delta_s": statistics.median(f[0] for f in full) - statistics.median(b[0] for b in base),
+        "in_process_s": statistics.median(f[1] for f in full),
+        "rss_mb": statistics.median(f[2] for f in full),
+        "rss_delta_mb": statistics.median(f[2] for f in full) - statistics.median(b[2] for b in base),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(python: Path, k: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([str(python), str(HERE / "server.py"), "--port", str(port), "--k", str(k)])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/stats", timeout=1):
+                return proc, url + "/v1"
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("benchmark server exited at start-up") from None
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("benchmark server did not start")
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cores": os.cpu_count()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    with open("/proc/meminfo") as f:
+        info["ram_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    return info
+
+
+def fmt(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    def best(key: str, mode: str) -> dict[str, Any] | None:
+        return next((r for r in results if r["key"] == key and r["mode"] == mode and r.get("valid")), None)
+
+    ours_in, as2_in = best("ours", "inproc"), best("agentscope2", "inproc")
+    ours_http, bare = best("ours", "http"), best("bare", "http")
+    lines = [
+        "| mode | framework | agent-steps/s | CPU ms/step | peak RSS MB | RSS after imports MB | relative | ok |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        ref = as2_in if r["mode"] == "inproc" else bare
+        rel = "-"
+        if ref and r.get("steps_per_s") and r.get("valid"):
+            rel = f"{r['steps_per_s'] / ref['steps_per_s']:.2f}x {'AS 2.0' if r['mode'] == 'inproc' else 'bare'}"
+        ok = (
+            "yes" if r.get("valid") else f"NO ({r.get('agents_error')} errors, {r.get('agents_wrong')} wrong)"
+        )
+        lines.append(
+            f"| {r['mode']} | {r['label']} | {fmt(r.get('steps_per_s'))} | {fmt(r.get('cpu_ms_per_step'), 2)} | "
+            f"{fmt(r.get('peak_rss_mb'), 1)} | {fmt(r.get('rss_after_import_mb'), 1)} | {rel} | {ok} |"
+        )
+    verdicts = []
+    if ours_in and as2_in:
+        x = ours_in["steps_per_s"] / as2_in["steps_per_s"]
+        verdicts.append(
+            f"in-process: ours / AgentScope 2.0.11 = {x:.2f}x (target >= 3x: {'met' if x >= 3 else 'MISSED'})"
+        )
+    if ours_http and bare:
+        x = ours_http["steps_per_s"] / bare["steps_per_s"]
+        verdicts.append(
+            f"HTTP: ours / bare httpx loop = {x:.2f}x (target >= 0.85x: {'met' if x >= 0.85 else 'MISSED'})"
+        )
+    return "\n".join(lines) + ("\n\n" + "\n".join(f"- {v}" for v in verdicts) if verdicts else "")
+
+
+def import_table(imports: dict[str, dict[str, float]]) -> str:
+    lines = [
+        "| import | wall s (process, median) | minus `python -c pass` s | RSS MB | minus `pass` RSS MB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, m in imports.items():
+        lines.append(
+            f"| {name} | {m['process_s']:.3f} | {m['process_delta_s']:.3f} | {m['rss_mb']:.1f} | {m['rss_delta_mb']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=2000, help="agents per timed run")
+    p.add_argument("--k", type=int, default=5, help="tool rounds per agent")
+    p.add_argument("--concurrency", type=int, default=500, help="agents running at once")
+    p.add_argument("--warmup", type=int, default=50, help="agents in each runner's warm-up run")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma list of run keys (ours,agentscope2,openai_agents,pydantic_ai,bare,bare_httpx2)",
+    )
+    p.add_argument("--modes", default="inproc,http", help="comma list: inproc,http")
+    p.add_argument("--reinstall", action="store_true", help="recreate the competitor venvs")
+    p.add_argument("--no-imports", action="store_true", help="skip the import-cost measurement")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per runner")
+    a = p.parse_args()
+
+    started = datetime.now(UTC)
+    only = {s for s in a.only.split(",") if s}
+    modes = {s for s in a.modes.split(",") if s}
+    runs = [r for r in RUNS if (not only or r.key in only) and r.mode in modes]
+    VENVS.mkdir(parents=True, exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    venvs = {}
+    for name in sorted({r.venv for r in runs if r.venv}):
+        venvs[name] = ensure_venv(COMPETITORS[name], a.reinstall)
+    server_python = OUR_PYTHON
+    if "http" in modes:
+        try:
+            venvs["server"] = ensure_venv(SERVER_ENV, a.reinstall)
+            server_python = venv_python("server")
+        except (subprocess.CalledProcessError, StopIteration) as exc:
+            log(f"server venv failed ({exc}); serving from the project .venv (uvicorn without uvloop)")
+
+    imports: dict[str, dict[str, float]] = {}
+    if not a.no_imports:
+        log("measuring import cost")
+        imports["agentscope (ours): import agentscope"] = measure_import(OUR_PYTHON, "import agentscope")
+        imports["agentscope (ours): agents+models+tools"] = measure_import(
+            OUR_PYTHON, "import agentscope.agents, agentscope.models, agentscope.tools"
+        )
+        for name in venvs:
+            if name in COMPETITORS:
+                env = COMPETITORS[name]
+                imports[f"{name}: {env.import_stmt}"] = measure_import(venv_python(name), env.import_stmt)
+
+    server = None
+    base_url = ""
+    if any(r.mode == "http" for r in runs):
+        server, base_url = start_server(server_python, a.k)
+        log(f"server at {base_url} (pid {server.pid}, python {server_python})")
+
+    results: list[dict[str, Any]] = []
+    try:
+        for r in runs:
+            out = OUT / f"{r.key}-{r.mode}.json"
+            out.unlink(missing_ok=True)
+            cmd = [
+                str(venv_python(r.venv)),
+                str(HERE / r.runner),
+                "--mode",
+                r.mode,
+                "--n",
+                str(a.n),
+                "--k",
+                str(a.k),
+                "--concurrency",
+                str(a.concurrency),
+                "--warmup",
+                str(a.warmup),
+                "--out",
+                str(out),
+                *r.extra,
+            ]
+            if r.mode == "http":
+                cmd += ["--base-url", base_url]
+            load = os.getloadavg()[0]
+            srv_cpu0 = proc_cpu_s(server.pid) if server and r.mode == "http" else 0.0
+            log(f"run {r.label} [{r.mode}] (load avg {load:.2f})")
+            t0 = time.perf_counter()
+            try:
+                proc = subprocess.run(cmd, timeout=a.timeout, capture_output=True, text=True)
+                rc: int | str = proc.returncode
+                stderr_tail = proc.stderr[-3000:]
+            except subprocess.TimeoutExpired:
+                rc, stderr_tail = "timeout", ""
+            wall = time.perf_counter() - t0
+            res: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"valid": False}
+            res.update(
+                key=r.key, label=r.label, mode=r.mode, returncode=rc, process_wall_s=wall, load_avg_1m=load
+            )
+            if rc != 0 or not res.get("valid"):
+                res["stderr_tail"] = stderr_tail
+                log(f"  FAILED or invalid (rc={rc}); see {out}\n{stderr_tail[-1500:]}")
+            if server and r.mode == "http" and res.get("elapsed_s"):
+                srv = proc_cpu_s(server.pid) - srv_cpu0
+                res["server_cpu_s"] = srv
+                res["server_cpu_share_of_client_wall"] = srv / wall
+            log(
+                f"  {fmt(res.get('steps_per_s'))} steps/s, {fmt(res.get('cpu_ms_per_step'), 2)} CPU ms/step, "
+                f"peak RSS {fmt(res.get('peak_rss_mb'), 1)} MB, valid={res.get('valid')}"
+            )
+            results.append(res)
+    finally:
+        if server:
+            server.terminate()
+            server.wait(10)
+
+    doc = {
+        "started_utc": started.isoformat(timespec="seconds"),
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([".venv/bin/python", "benchmarks/agent_overhead/run.py", *sys.argv[1:]]),
+        "params": {"n": a.n, "k": a.k, "concurrency": a.concurrency, "warmup": a.warmup},
+        "machine": machine(),
+        "venvs": venvs,
+        "imports": imports,
+        "results": results,
+    }
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    (OUT / f"results-{stamp}.json").write_text(json.dumps(doc, indent=2))
+    (OUT / "latest.json").write_text(json.dumps(doc, indent=2))
+    md = [
+        f"N={a.n} agents, K={a.k} tool rounds, concurrency {a.concurrency}; "
+        f"{doc['machine'].get('cpu', '?')}, {doc['machine']['cores']} cores, {doc['machine']['ram_gib']} GiB; "
+        f"{doc['started_utc']}",
+        "",
+        table(results),
+    ]
+    if imports:
+        md += ["", import_table(imports)]
+    if venvs:
+        md += ["", "| venv | packages | site-packages MB |", "|---|---:|---:|"]
+        md += [
+            f"| {k} ({' '.join(v['packages'])}) | {v.get('n_packages', '?')} | {v.get('site_packages_mb', '?')} |"
+            for k, v in venvs.items()
+        ]
+    text = "\n".join(md)
+    (OUT / "latest.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
