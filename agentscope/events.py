@@ -108,5 +108,7 @@ class ReplyEvent:
 ModelStreamEvent: TypeAlias = "TextDelta | ThinkingDelta | ToolCallDelta | ChatResponse"
 """What ``ChatModel.stream`` yields. The last item is always a ``ChatResponse``."""
 
-AgentEvent: TypeAlias = "TextDelta | ThinkingDelta | ToolCallEvent | ToolResultDelta | ToolResultEvent | ReplyEvent"
+AgentEvent: TypeAlias = (
+    "TextDelta | ThinkingDelta | ToolCallEvent | ToolResultDelta | ToolResultEvent | ReplyEvent"
+)
 """What ``AgentBase.stream`` yields. The last item is always a :class:`ReplyEvent`."""

@@ -109,7 +109,7 @@ class ConfigError(AgentScopeError):
     """A configuration is invalid. The message names the offending field."""
 
 
-class ModelRetry(Exception):  # noqa: N818 - named for what the tool asks for, like pydantic-ai's
+class ModelRetry(Exception):
     """Raise inside a tool to send ``message`` back to the model as a tool error, so it can try again.
 
     The model sees exactly ``message`` as the tool's output, marked as an error. The run goes on.
@@ -120,7 +120,7 @@ class ModelRetry(Exception):  # noqa: N818 - named for what the tool asks for, l
         self.message = message
 
 
-class ApprovalRequired(Exception):  # noqa: N818
+class ApprovalRequired(Exception):
     """Raise inside a tool to stop the agent until a human approves the call.
 
     The model sees nothing yet: the agent ends its reply with ``metadata["approval_required"]`` naming the pending

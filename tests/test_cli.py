@@ -5,15 +5,21 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 import typer
 
 from agentscope.agents import ReActAgent
 from agentscope.cli import load_agent, make_model
-from agentscope.testing import ScriptedModel
+from agentscope.message import ToolUseBlock
+from agentscope.models import ChatResponse
+from agentscope.testing import OpenAICompatServer, ScriptedModel
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("allow_model_requests")
 
 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -81,3 +87,43 @@ async def test_load_agent_accepts_instances_and_factories(tmp_path: Path) -> Non
 def test_make_model_rejects_unknown_providers() -> None:
     with pytest.raises(typer.BadParameter, match="unknown provider"):
         make_model("cohere:command")
+
+
+@pytest.mark.integration
+async def test_run_against_a_local_openai_compatible_server() -> None:
+    def play_calculator(body: dict[str, Any]) -> Any:
+        last = body["messages"][-1]
+        if last["role"] == "tool":
+            return f"The product is {last['content']}."
+        assert [t["function"]["name"] for t in body["tools"]] == ["add", "multiply", "divide"]
+        return ChatResponse(content=[ToolUseBlock(id="call_1", name="multiply", input={"a": 6, "b": 7})])
+
+    async with OpenAICompatServer(play_calculator) as server:
+        result = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "agentscope.cli",
+                    "run",
+                    "examples/calculator.py",
+                    "--model",
+                    "openai:local",
+                    "--base-url",
+                    server.base_url,
+                    "-m",
+                    "What is 6 * 7?",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+                env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "OPENAI_API_KEY": "sk-local-test"},
+            )
+        )
+    assert result.returncode == 0, result.stderr
+    assert "multiply(a=6, b=7)" in result.stdout
+    assert "The product is 42.0." in result.stdout
+    assert len(server.requests) == 2
+    assert server.requests[0].headers["authorization"] == "Bearer sk-local-test"
+    assert "sk-local-test" not in result.stdout + result.stderr
