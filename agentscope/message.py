@@ -8,8 +8,9 @@ replayed without loss.
 
 from __future__ import annotations
 
+import os
+import random
 import time
-import uuid
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -31,9 +32,16 @@ __all__ = [
 Role: TypeAlias = Literal["user", "assistant", "system", "tool"]
 
 
+# Ids need uniqueness, not secrecy: a private generator seeded from the OS is ~50x cheaper than uuid4 (one
+# getrandom syscall per id), is unaffected by user code seeding the global `random`, and is reseeded in forked
+# children so that worker processes never repeat each other's ids.
+_id_source = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _id_source.seed(os.urandom(32)))
+
+
 def new_id() -> str:
-    """Return a fresh random identifier (32 hex characters)."""
-    return uuid.uuid4().hex
+    """Return a fresh random identifier (32 hex characters, 128 random bits)."""
+    return f"{_id_source.getrandbits(128):032x}"
 
 
 class _Block(BaseModel):
