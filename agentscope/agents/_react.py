@@ -123,7 +123,7 @@ class ReActAgent(AgentBase):
         """Sampling settings for every model call."""
         self._tool_limiter = anyio.CapacityLimiter(max_concurrent_tools)
         self._pending_approval: dict[str, ToolUseBlock] = {}
-        self._approved: set[str] = set()
+        self._system_cache: Msg | None = None
 
     # ------------------------------------------------------------------ the loop
 
@@ -178,13 +178,23 @@ class ReActAgent(AgentBase):
 
     async def _model_input(self) -> list[Msg]:
         history = await self.memory.get()
+        system = self._system_msg()
+        if system is not None:
+            history.insert(0, system)
+        return history
+
+    def _system_msg(self) -> Msg | None:
+        """The system message: the prompt plus the active tool groups' instructions (rebuilt only on change)."""
         prompt = self.sys_prompt
         instructions = self.toolkit.group_instructions()
         if instructions:
             prompt = f"{prompt}\n\n{instructions}" if prompt else instructions
-        if prompt:
-            history.insert(0, Msg(role="system", name=self.name, content=prompt))
-        return history
+        if not prompt:
+            return None
+        cached = self._system_cache
+        if cached is None or cached.content != prompt:
+            cached = self._system_cache = Msg(role="system", name=self.name, content=prompt)
+        return cached
 
     async def _call_model(
         self, messages: list[Msg], tools: list[ToolSchema], tool_choice: ToolChoice | None
