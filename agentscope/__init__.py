@@ -5,6 +5,42 @@
 
 from __future__ import annotations
 
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+    from typing import Any
+
+    from agentscope.tracing import SpanExporter, Tracer
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "init"]
+
+
+def init(
+    trace_store: str | Path | None = ".agentscope/traces.db",
+    *,
+    otlp_endpoint: str | None = None,
+    project: str = "default",
+    run_name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    exporters: tuple[SpanExporter, ...] = (),
+) -> Tracer | None:
+    """Turn tracing on: agent invocations, model calls and tool calls become spans in ``trace_store``.
+
+    ``agentscope studio --store .agentscope/traces.db`` shows them. ``otlp_endpoint`` also sends them to an
+    OpenTelemetry collector (``pip install 'agentscope[otlp]'``). Each call starts a new run named ``run_name``
+    in ``project``. See :func:`agentscope.tracing.init` for the details.
+    """
+    from agentscope import tracing
+
+    return tracing.init(
+        trace_store,
+        otlp_endpoint=otlp_endpoint,
+        project=project,
+        run_name=run_name,
+        config=config,
+        exporters=exporters,
+    )

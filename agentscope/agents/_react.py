@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,6 +17,7 @@ from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.models import ChatModel, ChatResponse, ModelSettings, ToolChoice, ToolSchema
 from agentscope.tools import Toolkit, ToolResponse
 from agentscope.tools._approval import approved_calls
+from agentscope.tracing import _runtime as _tracing
 
 if TYPE_CHECKING:
     from agentscope.memory import MemoryBase
@@ -197,6 +199,21 @@ class ReActAgent(AgentBase):
         return cached
 
     async def _call_model(
+        self, messages: list[Msg], tools: list[ToolSchema], tool_choice: ToolChoice | None
+    ) -> ChatResponse:
+        if _tracing.ON:  # a ``chat {model}`` span around the call
+            return await _tracing.model_call(
+                self.model,
+                partial(self._generate, messages, tools, tool_choice),
+                messages,
+                tools,
+                tool_choice,
+                self.model_settings,
+                self.streaming,
+            )
+        return await self._generate(messages, tools, tool_choice)
+
+    async def _generate(
         self, messages: list[Msg], tools: list[ToolSchema], tool_choice: ToolChoice | None
     ) -> ChatResponse:
         if not self.streaming:

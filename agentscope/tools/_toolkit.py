@@ -47,6 +47,7 @@ from agentscope.tools._schema import (
     build_function_spec,
     default_tool_name,
 )
+from agentscope.tracing import _runtime as _tracing
 
 __all__ = ["BASIC_GROUP", "ToolGroup", "ToolInfo", "Toolkit"]
 
@@ -441,6 +442,11 @@ class Toolkit:
         Raises:
             ApprovalRequired: the tool asked for a human's approval.
         """
+        if _tracing.ON:  # an ``execute_tool`` span around the call
+            return await _tracing.tool_execute(call, self._execute)
+        return await self._execute(call)
+
+    async def _execute(self, call: ToolUseBlock) -> ToolResponse:
         prepared = self._prepare(call)
         if isinstance(prepared, ToolResponse):
             return prepared
@@ -469,7 +475,7 @@ class Toolkit:
         """
         return to_result_block(call.id, call.name, await self.execute(call))
 
-    async def stream(self, call: ToolUseBlock) -> AsyncIterator[ToolResponse | ToolResultBlock]:
+    def stream(self, call: ToolUseBlock) -> AsyncIterator[ToolResponse | ToolResultBlock]:
         """Run one tool call: yield each piece of a streaming tool's output as it comes, then the result.
 
         Yields zero or more :class:`ToolResponse` pieces (only streaming tools produce them), then exactly one
@@ -480,6 +486,11 @@ class Toolkit:
         Raises:
             ApprovalRequired: the tool asked for a human's approval.
         """
+        if _tracing.ON:  # an ``execute_tool`` span around the call
+            return _tracing.tool_stream(call, self._stream(call), ToolResultBlock)
+        return self._stream(call)
+
+    async def _stream(self, call: ToolUseBlock) -> AsyncIterator[ToolResponse | ToolResultBlock]:
         prepared = self._prepare(call)
         if isinstance(prepared, ToolResponse):
             yield to_result_block(call.id, call.name, prepared)

@@ -1,0 +1,385 @@
+"""The tracer: a queue the hot path appends to, and a writer thread that encodes and exports batches.
+
+Finished spans and metric points are appended to a :class:`collections.deque` (atomic, lock-free for the caller). A
+background thread wakes every ``flush_interval_s`` (or at once when flushed), encodes what has arrived and hands it
+to every exporter in one batch, so the event loop never waits for JSON encoding, SQLite or the network. If the
+writer falls more than ``max_queue`` items behind, the oldest are dropped and counted
+(``Tracer.dropped``), as OpenTelemetry's ``BatchSpanProcessor`` does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from agentscope.tracing import _runtime
+from agentscope.tracing._exporters import SpanExporter, StoreExporter
+from agentscope.tracing._records import Encoder, ExportBatch, MetricRecord, RunRecord, SpanRecord
+from agentscope.tracing._runtime import Span
+
+__all__ = [
+    "DEFAULT_TRACE_STORE",
+    "Tracer",
+    "aflush",
+    "flush",
+    "get_tracer",
+    "init",
+    "log_metrics",
+    "record_metric",
+    "shutdown",
+]
+
+logger = logging.getLogger("agentscope.tracing")
+
+DEFAULT_TRACE_STORE = ".agentscope/traces.db"
+"""Where ``agentscope.init()`` and the CLI commands write traces by default."""
+
+RunStatus = Literal["finished", "failed"]
+
+
+class _Flush:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class _Metric:
+    __slots__ = ("name", "step", "time_ns", "value")
+
+    def __init__(self, name: str, value: float, step: int) -> None:
+        self.name = name
+        self.value = value
+        self.step = step
+        self.time_ns = time.time_ns()
+
+
+class Tracer:
+    """Collects finished spans and metrics of one run and exports them from a background thread.
+
+    Usually made by :func:`agentscope.init`; construct one directly to trace into your own exporters, then
+    :meth:`install` it.
+    """
+
+    def __init__(
+        self,
+        exporters: Sequence[SpanExporter],
+        *,
+        project: str = "default",
+        run_name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        flush_interval_s: float = 0.25,
+        max_queue: int = 200_000,
+        max_batch: int = 4096,
+    ) -> None:
+        if not exporters:
+            raise ValueError("a tracer needs at least one exporter (a trace store, OTLP, or your own)")
+        started = time.time_ns()
+        self.run = RunRecord(
+            id=uuid.uuid4().hex,
+            project=project,
+            name=run_name or time.strftime("run-%Y%m%d-%H%M%S", time.localtime(started / 1e9)),
+            started_ns=started,
+            config={
+                "argv": list(sys.argv),
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "python": platform.python_version(),
+                **dict(config or {}),
+            },
+        )
+        """This tracer's run (id, project, name, status)."""
+        self.exporters = list(exporters)
+        """Where batches go."""
+        self.flush_interval_s = flush_interval_s
+        self.max_queue = max_queue
+        self.max_batch = max_batch
+        self.dropped = 0
+        """Spans and points dropped because the writer fell behind or an exporter failed."""
+        self.error: BaseException | None = None
+        """The first exception an exporter raised, if any."""
+        self._queue: deque[object] = deque()
+        self._encoder = Encoder()
+        self._steps: dict[str, int] = {}
+        self._kick = threading.Event()
+        self._stopping = False
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="agentscope-tracer", daemon=True)
+        self._installed = False
+        self._closed = False
+
+    # -------------------------------------------------------------- lifecycle
+
+    def install(self) -> Tracer:
+        """Start the writer thread and make this the tracer that instrumented code reports to."""
+        global _tracer
+        previous = _tracer
+        if previous is not None and previous is not self:
+            previous.shutdown()
+        self._thread.start()
+        _tracer = self
+        self._installed = True
+        _runtime._submit = self._queue.append
+        _runtime.ON = True
+        return self
+
+    def wait_ready(self, timeout_s: float | None = 30.0) -> None:
+        """Block until the exporters have taken the run's first batch; raise what they raised."""
+        self._ready.wait(timeout_s)
+        if self.error is not None:
+            raise self.error
+
+    def submit(self, item: Span) -> None:
+        """Queue a finished span (what :meth:`Span.end` does for the installed tracer)."""
+        self._queue.append(item)
+
+    def record_metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Queue one metric point; ``step`` defaults to one past this metric's previous step (0 first)."""
+        if step is None:
+            step = self._steps.get(name, -1) + 1
+        self._steps[name] = step
+        self._queue.append(_Metric(name, float(value), step))
+
+    def flush(self, timeout_s: float | None = 30.0) -> bool:
+        """Block until everything queued so far is exported; False on timeout. Not from an event loop."""
+        if not self._thread.is_alive():
+            return not self._queue
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("flush() called from the tracer's own writer thread")
+        marker = _Flush()
+        self._queue.append(marker)
+        self._kick.set()
+        return marker.done.wait(timeout_s)
+
+    async def aflush(self, timeout_s: float | None = 30.0) -> bool:
+        """:meth:`flush` from async code, waiting in a worker thread."""
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(self.flush, timeout_s)
+
+    def shutdown(self, status: RunStatus = "finished", timeout_s: float | None = 30.0) -> None:
+        """Export what is queued, mark the run ``status``, shut the exporters down. Safe to call more than once."""
+        global _tracer
+        if self._closed:
+            return
+        self._closed = True
+        if _tracer is self:
+            _runtime.ON = False
+            _runtime._submit = None
+            _tracer = None
+        self.run.status = status
+        self.run.ended_ns = time.time_ns()
+        if self._thread.is_alive():
+            self._stopping = True
+            self._kick.set()
+            self._thread.join(timeout_s)
+        else:
+            self._export_final()
+
+    # -------------------------------------------------------------- the writer thread
+
+    def _work(self) -> None:
+        try:
+            self._export([], [])  # the run row first: the studio shows the run at once
+        finally:
+            self._ready.set()
+        while True:
+            self._kick.wait(self.flush_interval_s)
+            self._kick.clear()
+            self._drain()
+            if self._stopping and not self._queue:
+                break
+        self._export_final()
+
+    def _export_final(self) -> None:
+        self._drain()
+        self._export([], [])
+        for exporter in self.exporters:
+            try:
+                exporter.shutdown()
+            except Exception:
+                logger.exception("trace exporter %r failed to shut down", exporter)
+
+    def _drain(self) -> None:
+        queue = self._queue
+        backlog = len(queue) - self.max_queue
+        if backlog > 0:
+            for _ in range(backlog):
+                item = queue.popleft()
+                if isinstance(item, _Flush):
+                    item.done.set()
+            self.dropped += backlog
+            logger.warning("tracing fell behind: dropped %d spans/points (%d so far)", backlog, self.dropped)
+        while queue:
+            spans: list[SpanRecord] = []
+            metrics: list[MetricRecord] = []
+            markers: list[_Flush] = []
+            run_id = self.run.id
+            encode = self._encoder.encode
+            while queue and len(spans) + len(metrics) < self.max_batch:
+                item = queue.popleft()
+                if type(item) is Span:
+                    try:
+                        spans.append(encode(item, run_id))
+                    except Exception:
+                        self.dropped += 1
+                        logger.exception("could not encode span %r; dropped", item)
+                elif type(item) is _Metric:
+                    metrics.append(MetricRecord(run_id, item.name, item.step, item.value, item.time_ns))
+                elif type(item) is _Flush:
+                    markers.append(item)
+                    break
+            if spans or metrics:
+                self._export(spans, metrics)
+            for marker in markers:
+                marker.done.set()
+
+    def _export(self, spans: list[SpanRecord], metrics: list[MetricRecord]) -> None:
+        batch = ExportBatch(
+            run=self.run,
+            spans=spans,
+            metrics=metrics,
+            blobs=self._encoder.take_blobs(),
+            resolve=self._encoder.resolve,
+        )
+        for exporter in self.exporters:
+            try:
+                exporter.export(batch)
+            except Exception as exc:
+                if self.error is None:
+                    self.error = exc
+                self.dropped += len(spans) + len(metrics)
+                logger.exception("trace exporter %r failed; %d spans dropped", exporter, len(spans))
+
+
+# ---------------------------------------------------------------------- the process-wide tracer
+
+_tracer: Tracer | None = None
+_atexit_registered = False
+
+
+def init(
+    trace_store: str | Path | None = DEFAULT_TRACE_STORE,
+    *,
+    otlp_endpoint: str | None = None,
+    otlp_headers: Mapping[str, str] | None = None,
+    project: str = "default",
+    run_name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    exporters: Sequence[SpanExporter] = (),
+    flush_interval_s: float = 0.25,
+) -> Tracer | None:
+    """Turn tracing on for this process: every agent invocation, model call and tool call becomes a span.
+
+    Args:
+        trace_store: SQLite trace store file (the studio reads it); None for none.
+        otlp_endpoint: Also send spans to this OpenTelemetry collector (OTLP over HTTP, e.g.
+            ``http://127.0.0.1:4318``); needs ``pip install 'agentscope[otlp]'``.
+        otlp_headers: HTTP headers for the collector (API keys).
+        project: Groups runs in the studio.
+        run_name: Name of this run; default ``run-<date>-<time>``.
+        config: JSON data stored with the run (hyper-parameters, tags).
+        exporters: More exporters (your own :class:`SpanExporter`, or an ``InMemoryExporter`` in tests).
+        flush_interval_s: How often the writer thread exports.
+
+    Returns:
+        The installed :class:`Tracer`, or None when nothing is to be recorded (no store, no endpoint, no
+        exporter: tracing is then off).
+
+    Calling it again ends the previous run and starts a new one. Called outside an event loop, it waits until the
+    store is open and raises if it cannot be opened; inside a running loop it returns at once (no blocking file
+    I/O on the loop) and a failure to open the store is logged and raised by :func:`flush`/:func:`aflush`.
+    """
+    all_exporters: list[SpanExporter] = []
+    if trace_store is not None:
+        all_exporters.append(StoreExporter(trace_store))
+    if otlp_endpoint is not None:
+        from agentscope.tracing._otlp import OTLPExporter
+
+        all_exporters.append(
+            OTLPExporter(otlp_endpoint, headers=otlp_headers, resource={"agentscope.project": project})
+        )
+    all_exporters.extend(exporters)
+    if not all_exporters:
+        shutdown()
+        return None
+    tracer = Tracer(
+        all_exporters, project=project, run_name=run_name, config=config, flush_interval_s=flush_interval_s
+    ).install()
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(shutdown)
+        _atexit_registered = True
+    if not _in_event_loop():
+        tracer.wait_ready()
+    return tracer
+
+
+def _in_event_loop() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def get_tracer() -> Tracer | None:
+    """The installed tracer, or None while tracing is off."""
+    return _tracer
+
+
+def shutdown(status: RunStatus = "finished") -> None:
+    """Turn tracing off: export what is queued, mark the run ``status`` (``finished``/``failed``), close stores."""
+    tracer = _tracer
+    if tracer is not None:
+        tracer.shutdown(status)
+
+
+def flush(timeout_s: float | None = 30.0) -> None:
+    """Block until every span and metric recorded so far is exported (not from an event loop: use aflush)."""
+    tracer = _tracer
+    if tracer is not None:
+        tracer.flush(timeout_s)
+        if tracer.error is not None:
+            raise tracer.error
+
+
+async def aflush(timeout_s: float | None = 30.0) -> None:
+    """Wait (in a worker thread) until every span and metric recorded so far is exported."""
+    tracer = _tracer
+    if tracer is not None:
+        await tracer.aflush(timeout_s)
+        if tracer.error is not None:
+            raise tracer.error
+
+
+def record_metric(name: str, value: float, *, step: int | None = None) -> None:
+    """Record one point of a metric series of the current run (``rollout/tokens_per_s``, ``train/policy_loss``).
+
+    Use the stable names of the project (``<area>/<quantity>``). ``step`` defaults to one past the metric's previous
+    step. Does nothing while tracing is off.
+    """
+    tracer = _tracer
+    if tracer is not None:
+        tracer.record_metric(name, value, step)
+
+
+def log_metrics(values: Mapping[str, float], *, step: int | None = None) -> None:
+    """Record several metrics at one step: ``log_metrics({"train/policy_loss": 0.3, "train/approx_kl": 0.01}, step=5)``."""
+    tracer = _tracer
+    if tracer is not None:
+        for name, value in values.items():
+            tracer.record_metric(name, value, step)
