@@ -62,6 +62,9 @@ class Turn(BaseModel):
     """Optional per-turn reward (the episode reward is broadcast when None)."""
     finish_reason: str | None = None
     """``stop``, ``length``, ``tool_calls``."""
+    trainable: bool = True
+    """Whether the trainer learns from this turn's tokens. Data curation may switch it off (high-entropy step
+    selection keeps only the most uncertain turns); :meth:`Trajectory.flatten` then masks them with 0."""
 
 
 class FlatSample(BaseModel):
@@ -147,7 +150,7 @@ class Trajectory(BaseModel):
             else:
                 observation = turn.prompt_ids[len(context) :]
             current.response_ids += observation + turn.completion_ids
-            current.response_mask += [0] * len(observation) + [1] * len(turn.completion_ids)
+            current.response_mask += [0] * len(observation) + [int(turn.trainable)] * len(turn.completion_ids)
             current.response_logprobs += [0.0] * len(observation) + list(turn.logprobs)
             if current.token_rewards is not None:
                 rewards = [0.0] * (len(observation) + len(turn.completion_ids))
