@@ -225,5 +225,74 @@ async def _render_reply(agent: AgentBase, console: Console, msg: Any) -> None:
                 console.print(f"[bold cyan]{escape(agent.name)}[/]: {escape(event.msg.text)}")
 
 
+# ---------------------------------------------------------------------- agentscope mcp
+
+mcp_app = typer.Typer(
+    name="mcp",
+    help="Model Context Protocol: serve a Toolkit as an MCP server.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(mcp_app, name="mcp")
+
+
+@mcp_app.command("serve")
+def mcp_serve(
+    toolkit_spec: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:TOOLKIT",
+            help="The toolkit: MODULE:ATTRIBUTE or FILE.py:ATTRIBUTE; a Toolkit, or a function returning one.",
+        ),
+    ],
+    transport: Annotated[
+        str, typer.Option("--transport", "-t", help="stdio (for Claude Desktop and the like) or http.")
+    ] = "stdio",
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Interface to listen on (http); keep the loopback unless you add auth."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (http); 0 picks a free one.")] = 8000,
+    path: Annotated[str, typer.Option("--path", help="URL path of the MCP endpoint (http).")] = "/mcp",
+    name: Annotated[str, typer.Option("--name", help="The server name clients see.")] = "agentscope",
+) -> None:
+    """Serve a Toolkit's tools over MCP (stdio or streamable HTTP) until interrupted."""
+    if transport not in ("stdio", "http"):
+        raise typer.BadParameter(f"use stdio or http, got {transport!r}", param_hint="--transport")
+    if ":" not in toolkit_spec:
+        raise typer.BadParameter(
+            f"expected MODULE:TOOLKIT, got {toolkit_spec!r}", param_hint="MODULE:TOOLKIT"
+        )
+    from contextlib import suppress
+
+    with suppress(KeyboardInterrupt):
+        asyncio.run(_mcp_serve(toolkit_spec, transport, host, port, path, name))
+
+
+async def _mcp_serve(spec: str, transport: str, host: str, port: int, path: str, name: str) -> None:
+    from contextlib import redirect_stdout
+
+    import anyio
+
+    from agentscope.tools import Toolkit, serve_mcp
+
+    # Over stdio, stdout carries the protocol: whatever user code prints while loading goes to stderr.
+    with redirect_stdout(sys.stderr if transport == "stdio" else sys.stdout):
+        obj = await anyio.to_thread.run_sync(_load_object, spec)  # importing user code reads files
+    if not isinstance(obj, Toolkit) and callable(obj):
+        obj = obj()
+        if inspect.isawaitable(obj):
+            obj = await obj
+    if not isinstance(obj, Toolkit):
+        raise typer.BadParameter(
+            f"{spec} is {type(obj).__name__}, not a Toolkit (or a function returning one)",
+            param_hint="MODULE:TOOLKIT",
+        )
+    await serve_mcp(
+        obj, transport="http" if transport == "http" else "stdio", host=host, port=port, path=path, name=name
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -22,11 +22,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from types import AsyncGeneratorType, GeneratorType, MappingProxyType
-from typing import Any, Final, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, overload
 
 import anyio
 import anyio.to_thread
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from agentscope.exceptions import ApprovalRequired, ModelRetry, UsageError
 from agentscope.message import ToolResultBlock, ToolUseBlock
@@ -49,6 +49,11 @@ from agentscope.tools._schema import (
 )
 from agentscope.tracing import _runtime as _tracing
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from agentscope.tools._mcp_client import MCPClient
+
 __all__ = ["BASIC_GROUP", "ToolGroup", "ToolInfo", "Toolkit"]
 
 logger = logging.getLogger("agentscope.tools")
@@ -61,6 +66,8 @@ BASIC_GROUP: Final = "basic"
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _RAW_LIMIT = 200
 _DONE: Final = object()
+_ANY_ARGUMENTS: type[BaseModel] = create_model("any_arguments", __config__=ConfigDict(extra="allow"))
+"""Arguments model of tools whose schema is checked elsewhere (MCP tools: by their server): any JSON object."""
 
 
 @dataclass(slots=True)
@@ -204,6 +211,79 @@ class Toolkit:
         )
         self._schemas = None
         return func
+
+    async def register_mcp(
+        self,
+        client: MCPClient,
+        *,
+        prefix: str | None = None,
+        include: Sequence[str] | Callable[[str], bool] | None = None,
+        exclude: Sequence[str] | Callable[[str], bool] | None = None,
+        group: str = BASIC_GROUP,
+        timeout_s: float | None = None,
+        progress: bool = True,
+    ) -> list[str]:
+        """Register the tools of a connected MCP server; return their names in this toolkit.
+
+        Each tool keeps the server's JSON schema and description; the server validates the arguments. Calls go
+        through ``client`` (see :meth:`MCPClient.call_tool` for what the model sees when the server fails), so
+        the client must stay open while the tools are used. All or nothing: when a name is taken, nothing is
+        registered.
+
+        Args:
+            client: A connected :class:`~agentscope.tools.MCPClient`.
+            prefix: Prepended to every tool name (``"fs_"``), to keep several servers apart. Characters a model
+                cannot use in a tool name become ``_``.
+            include: Only these tools (their names on the server, or a predicate on them).
+            exclude: Not these tools (their names on the server, or a predicate on them).
+            group: The group they join; it must exist.
+            timeout_s: Limit for each call in this toolkit; default: the toolkit's (the client has its own).
+            progress: Register them as streaming tools whose progress notifications become pieces of output
+                (``ToolResultDelta`` events of a streaming agent); ``False``: plain async tools.
+
+        Raises:
+            UsageError: a name is taken, the group does not exist, or the client is not connected.
+            MCPConnectionError: the server cannot be reached.
+        """
+        if group not in self._groups:
+            raise UsageError(f"tool group {group!r} does not exist; create it with create_group({group!r})")
+        _check_timeout(timeout_s)
+        entries = await client.tool_entries(
+            prefix=prefix, include=include, exclude=exclude, progress=progress
+        )
+        taken = [e.name for e in entries if e.name in self._tools]
+        if taken:
+            raise UsageError(
+                f"cannot register the tools of MCP server {client.name!r}: {taken} already registered; "
+                "pass prefix=... or exclude=..."
+            )
+        kind = CallKind.ASYNC_GEN if progress else CallKind.ASYNC
+        for entry in entries:
+            spec = FunctionSpec(
+                description=entry.description,
+                parameters=entry.parameters,
+                model=_ANY_ARGUMENTS,
+                positional=(),
+                keywords=(),
+                accepts_extra=True,
+                kind=kind,
+                param_names=tuple(cast("dict[str, Any]", entry.parameters.get("properties") or {})),
+            )
+            self._tools[entry.name] = ToolInfo(
+                name=entry.name,
+                description=entry.description,
+                group=group,
+                func=entry.func,
+                schema=ToolSchema(
+                    name=entry.name, description=entry.description, parameters=entry.parameters
+                ),
+                timeout_s=timeout_s,
+                preset_kwargs=MappingProxyType({}),
+                streaming=progress,
+                _spec=spec,
+            )
+        self._schemas = None
+        return [e.name for e in entries]
 
     @overload
     def tool(self, func: F, /) -> F: ...

@@ -1,0 +1,220 @@
+"""A :class:`~agentscope.tools.Toolkit` served as an MCP server, over stdio or streamable HTTP.
+
+Every tool of the toolkit's active groups is listed with its JSON schema and description. Calls go through
+:meth:`Toolkit.execute`, so validation, timeouts and errors behave exactly as in-process: a bad argument, an
+exception or a timeout comes back as a result with ``isError`` set and the same text the model would see.
+A streaming tool reports each piece it yields as a progress notification (when the client asked for progress)
+and returns the merged output. Text becomes ``text`` content, base64 images ``image`` content, image URLs
+``resource_link`` content, and structured data ``structuredContent``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import anyio.to_thread
+import mcp_types as mtypes
+from mcp.server import Server
+from mcp.server.context import ServerRequestContext
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+import agentscope
+from agentscope.exceptions import ApprovalRequired, UsageError
+from agentscope.message import Base64Source, ImageBlock, TextBlock, ToolResultBlock, ToolUseBlock, new_id
+from agentscope.tools._convert import merge_responses
+from agentscope.tools._response import ToolResponse
+
+if TYPE_CHECKING:
+    from agentscope.tools._toolkit import Toolkit
+
+__all__ = ["build_mcp_server", "serve_mcp", "tool_response_to_mcp"]
+
+logger = logging.getLogger("agentscope.mcp.server")
+
+
+def build_mcp_server(
+    toolkit: Toolkit, *, name: str = "agentscope", instructions: str | None = None
+) -> Server[Any]:
+    """An ``mcp`` low-level ``Server`` exposing ``toolkit``'s active tools.
+
+    Run it yourself (``server.run(read, write, server.create_initialization_options())``, or mount
+    ``server.streamable_http_app()`` in an ASGI app), connect an :class:`~agentscope.tools.MCPClient` to it
+    in-process, or use :func:`serve_mcp`.
+
+    Args:
+        toolkit: The tools to serve. Groups switched on or off later change what is listed.
+        name: The server name clients see.
+        instructions: What the server is for, sent to clients at connection; default: the toolkit's group
+            instructions, if any.
+    """
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any], params: mtypes.PaginatedRequestParams | None
+    ) -> mtypes.ListToolsResult:
+        return mtypes.ListToolsResult(
+            tools=[
+                mtypes.Tool(name=s.name, description=s.description, input_schema=s.parameters)
+                for s in toolkit.schemas()
+            ]
+        )
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any], params: mtypes.CallToolRequestParams
+    ) -> mtypes.CallToolResult:
+        call = ToolUseBlock(
+            id=str(ctx.request_id) if ctx.request_id is not None else new_id(),
+            name=params.name,
+            input=params.arguments or {},
+        )
+        try:
+            info = toolkit.get(params.name)
+            if info is not None and info.streaming:
+                response = await _run_streaming(toolkit, call, ctx)
+            else:
+                response = await toolkit.execute(call)
+        except ApprovalRequired as exc:
+            response = ToolResponse.text(
+                f"Tool '{params.name}' needs a human's approval ({exc.reason}), which cannot be given over MCP",
+                is_error=True,
+            )
+        return tool_response_to_mcp(response, modern=ctx.protocol_version in MODERN_PROTOCOL_VERSIONS)
+
+    return Server(
+        name,
+        version=agentscope.__version__,
+        instructions=instructions if instructions is not None else (toolkit.group_instructions() or None),
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+async def _run_streaming(
+    toolkit: Toolkit, call: ToolUseBlock, ctx: ServerRequestContext[Any]
+) -> ToolResponse:
+    """Run a streaming tool, reporting each piece as progress; the merged output (as ``execute`` returns it)."""
+    pieces: list[ToolResponse] = []
+    final: ToolResultBlock | None = None
+    async for item in toolkit.stream(call):
+        if isinstance(item, ToolResponse):
+            pieces.append(item)
+            await ctx.session.report_progress(float(len(pieces)), None, item.text_content or None)
+        else:
+            final = item
+    assert final is not None, "Toolkit.stream ends with the result"
+    merged = merge_responses(pieces) if pieces else None
+    if merged is not None and final.is_error == merged.is_error:
+        return merged
+    output = final.output
+    content: list[TextBlock | ImageBlock] = (
+        [TextBlock(text=output)] if isinstance(output, str) else list(output)
+    )
+    return ToolResponse(content=content, is_error=final.is_error)
+
+
+def tool_response_to_mcp(response: ToolResponse, *, modern: bool = False) -> mtypes.CallToolResult:
+    """A :class:`ToolResponse` as an MCP tool result.
+
+    ``structured`` becomes ``structuredContent``; before protocol 2026-07-28 that must be a JSON object, so
+    any other value is wrapped as ``{"result": value}``.
+    """
+    content: list[mtypes.ContentBlock] = []
+    for block in response.content:
+        if isinstance(block, TextBlock):
+            content.append(mtypes.TextContent(text=block.text))
+        elif isinstance(block.source, Base64Source):
+            content.append(mtypes.ImageContent(data=block.source.data, mime_type=block.source.media_type))
+        else:
+            url = block.source.url
+            content.append(mtypes.ResourceLink(uri=url, name=url.rsplit("/", 1)[-1][:100] or "image"))
+    structured: Any = response.structured
+    if structured is not None and not modern and not isinstance(structured, dict):
+        structured = {"result": structured}
+    return mtypes.CallToolResult(content=content, structured_content=structured, is_error=response.is_error)
+
+
+async def serve_mcp(
+    toolkit: Toolkit,
+    *,
+    transport: Literal["stdio", "http"] = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    path: str = "/mcp",
+    name: str = "agentscope",
+    instructions: str | None = None,
+) -> None:
+    """Serve ``toolkit`` as an MCP server until cancelled (or, over stdio, until the client disconnects).
+
+    Over stdio the process's stdin and stdout carry the protocol (stray prints go to stderr while serving).
+    Over HTTP it listens on ``http://{host}:{port}{path}`` (streamable HTTP; ``port=0`` picks a free port, the
+    address is logged and written to stderr) and stops gracefully when cancelled.
+
+    Args:
+        toolkit: The tools to serve.
+        transport: ``"stdio"`` or ``"http"``.
+        host: Interface to listen on (HTTP); keep the loopback default unless you add authentication.
+        port: Port to listen on (HTTP).
+        path: URL path of the endpoint (HTTP).
+        name: The server name clients see.
+        instructions: Sent to clients at connection; default: the toolkit's group instructions.
+    """
+    server = build_mcp_server(toolkit, name=name, instructions=instructions)
+    if transport == "stdio":
+        from mcp.server.stdio import stdio_server
+
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+        return
+    if transport != "http":
+        raise UsageError(f"unknown MCP transport {transport!r}; use 'stdio' or 'http'")
+    await _serve_http(server, host=host, port=port, path=path)
+
+
+async def _serve_http(server: Server[Any], *, host: str, port: int, path: str) -> None:
+    import uvicorn
+
+    app = server.streamable_http_app(streamable_http_path=path, host=host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    http = uvicorn.Server(config)
+    # Bind first, so that the address (a free port when port=0) is known and announced before serving.
+    sock = await anyio.to_thread.run_sync(_bind, host, port)
+    try:
+        bound_host, bound_port = sock.getsockname()[:2]
+        url = f"http://{bound_host}:{bound_port}{path}"
+        logger.info("MCP server listening on %s", url)
+        print(f"MCP server listening on {url}", file=sys.stderr, flush=True)
+        done = anyio.Event()
+
+        async def run() -> None:
+            try:
+                with anyio.CancelScope(
+                    shield=True
+                ):  # stopped through should_exit, so that it shuts down cleanly
+                    await http.serve(sockets=[sock])
+            finally:
+                done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            try:
+                await done.wait()
+            finally:
+                http.should_exit = True
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
