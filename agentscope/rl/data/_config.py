@@ -1,0 +1,55 @@
+"""Configuration of the data manager: group sizes, batch size, and each DART curation policy's switch."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["DataConfig"]
+
+
+class DataConfig(BaseModel):
+    """How trajectories become training batches. Every curation policy can be switched on or off here."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    group_size: int = Field(default=4, ge=1)
+    """Rollouts per task in one group (verl's ``rollout.n``) when adaptive rollouts are off, and for tasks not
+    seen yet when they are on. Advantages are computed within a group."""
+    batch_groups: int = Field(default=4, ge=1)
+    """Groups in one training batch."""
+    max_staleness: int | None = Field(default=2, ge=0)
+    """Staleness bound: a trajectory whose oldest token came from a policy more than this many versions behind the
+    trainer's is dropped (status ``dropped_stale``) when a batch is formed. ``None`` switches the bound off."""
+    drop_zero_variance: bool = True
+    """Drop groups whose rewards are all equal (status ``dropped_zero_variance``): their group-relative advantage is
+    zero, so they only cost compute. A group of one always has zero variance: switch this off with
+    ``group_size: 1``."""
+    success_replay: bool = True
+    """When every member of a group failed, replace one failure with a copy of the task's most recent stored
+    success (DART's success replay), so hard tasks still give a learning signal. The replaced failure is marked
+    ``dropped_zero_variance``; the copy is a new stored trajectory that references the same token blob."""
+    adaptive_rollouts: bool = False
+    """Size each task's group by its observed success rate: ``max_rollouts`` for tasks never solved, falling
+    linearly to ``min_rollouts`` for tasks always solved (see :meth:`DataManager.group_size_for`)."""
+    min_rollouts: int = Field(default=2, ge=1)
+    """Smallest group an adaptive task gets (tasks it always solves)."""
+    max_rollouts: int = Field(default=8, ge=1)
+    """Largest group an adaptive task gets (tasks it never solves)."""
+    adaptive_window: int = Field(default=32, ge=1)
+    """Recent episodes per task that its success rate is measured over (so it follows the improving policy)."""
+    adaptive_min_episodes: int = Field(default=4, ge=1)
+    """Episodes a task needs before its success rate sizes its groups (until then: ``group_size``)."""
+    high_entropy_steps: float | None = Field(default=None, gt=0.0, le=1.0)
+    """High-entropy step selection: keep only this fraction of a batch's turns, those with the highest entropy
+    (estimated as the mean negative log-prob of the turn's sampled tokens); the others get loss mask 0.
+    ``None`` switches it off."""
+
+    @model_validator(mode="after")
+    def _check_rollout_range(self) -> Self:
+        if self.min_rollouts > self.max_rollouts:
+            raise ValueError(
+                f"min_rollouts ({self.min_rollouts}) must not exceed max_rollouts ({self.max_rollouts})"
+            )
+        return self

@@ -1,0 +1,543 @@
+"""The trajectory store: every episode of a run in one SQLite file, token arrays kept by reference.
+
+Layout (schema version 1, kept in ``PRAGMA user_version``)::
+
+    blobs(id TEXT PRIMARY KEY, codec TEXT, size INTEGER, data BLOB)
+    trajectories(seq INTEGER PRIMARY KEY, trajectory_id TEXT UNIQUE, task_id, group_id, status, reward, success,
+                 min_version, max_version, policy_versions (JSON), num_turns, num_generated_tokens,
+                 trained_at_step (NULL until trained), replay_of (the original of a success-replay copy),
+                 created_at (episode finished), stored_at, updated_at, blob_id -> blobs.id, meta (JSON))
+
+A row holds what curation and export query (task, group, versions, reward, status, ``trained_at_step``,
+timestamps) plus the trajectory's JSON without its token arrays (``meta``). The token arrays (every turn's
+prompt ids, completion ids and log-probs) live in ``blobs``, referenced by ``blob_id``: a content hash, so a
+success-replay copy shares its original's blob. A blob is compact: each turn's prompt is stored as the length of
+the prefix it shares with the previous turn's prompt + completion (token-in/token-out makes that the whole
+previous context) plus the new tokens only, ids as int32 and log-probs as float64 (so they round-trip exactly),
+zlib-compressed.
+
+Every SQLite call runs in a worker thread (``anyio.to_thread.run_sync``), one at a time per store; the file is in
+WAL mode, so several stores (threads or processes) can write it at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import struct
+import sys
+import time
+import zlib
+from array import array
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+from pydantic import ValidationError
+
+from agentscope.exceptions import SessionError
+from agentscope.rl._types import Trajectory, TrajectoryStatus, Turn
+
+__all__ = ["TRAINABLE_STATUSES", "TrajectoryStore"]
+
+_T = TypeVar("_T")
+
+_SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS blobs (
+        id TEXT PRIMARY KEY,
+        codec TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS trajectories (
+        seq INTEGER PRIMARY KEY,
+        trajectory_id TEXT NOT NULL UNIQUE,
+        task_id TEXT NOT NULL,
+        group_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reward REAL NOT NULL,
+        success INTEGER NOT NULL,
+        min_version INTEGER NOT NULL,
+        max_version INTEGER NOT NULL,
+        policy_versions TEXT NOT NULL,
+        num_turns INTEGER NOT NULL,
+        num_generated_tokens INTEGER NOT NULL,
+        trained_at_step INTEGER,
+        replay_of TEXT,
+        created_at REAL NOT NULL,
+        stored_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        blob_id TEXT NOT NULL REFERENCES blobs (id),
+        meta TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS trajectories_group ON trajectories (group_id)",
+    "CREATE INDEX IF NOT EXISTS trajectories_task_success ON trajectories (task_id, success, seq)",
+    "CREATE INDEX IF NOT EXISTS trajectories_status_trained ON trajectories (status, trained_at_step)",
+)
+_BUSY_TIMEOUT_S: Final = 30.0
+"""How long a write waits for another connection's transaction on the same file."""
+_CHUNK: Final = 500
+"""Ids per statement, well under SQLite's limit on bound parameters."""
+
+TRAINABLE_STATUSES: Final[tuple[TrajectoryStatus, ...]] = ("ok", "truncated")
+"""Statuses a trainer may learn from; every other status is final (never trained)."""
+_NOT_REPLAYABLE: Final[tuple[TrajectoryStatus, ...]] = ("failed_infra", "failed_agent", "aborted")
+
+_CODEC: Final = "turns-v1+zlib"
+_MAGIC: Final = b"ASTB"
+_HEADER: Final = struct.Struct("<4sI")
+_TURN: Final = struct.Struct("<III")
+_TOKEN_ARRAYS: Final = {"prompt_ids", "completion_ids", "logprobs"}
+
+
+def _native(values: array[Any]) -> array[Any]:
+    """Blobs are little-endian; swap on a big-endian machine (in place, returns the same array)."""
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
+def encode_turns(turns: Sequence[Turn]) -> bytes:
+    """The token arrays of ``turns`` as one compressed blob (see the module docstring for the layout)."""
+    header = [_HEADER.pack(_MAGIC, len(turns))]
+    ids: array[int] = array("i")
+    logprobs: array[float] = array("d")
+    context: list[int] = []
+    for turn in turns:
+        if len(turn.logprobs) != len(turn.completion_ids):
+            raise ValueError(
+                f"a turn has {len(turn.completion_ids)} completion ids but {len(turn.logprobs)} log-probs"
+            )
+        shared = 0
+        limit = min(len(context), len(turn.prompt_ids))
+        while shared < limit and context[shared] == turn.prompt_ids[shared]:
+            shared += 1
+        tail = turn.prompt_ids[shared:]
+        header.append(_TURN.pack(shared, len(tail), len(turn.completion_ids)))
+        ids.extend(tail)
+        ids.extend(turn.completion_ids)
+        logprobs.extend(turn.logprobs)
+        context = turn.prompt_ids + turn.completion_ids
+    raw = b"".join(header) + _native(ids).tobytes() + _native(logprobs).tobytes()
+    return zlib.compress(raw, 1)
+
+
+def decode_turns(data: bytes) -> list[tuple[list[int], list[int], list[float]]]:
+    """``(prompt_ids, completion_ids, logprobs)`` per turn, from a blob made by :func:`encode_turns`."""
+    raw = zlib.decompress(data)
+    magic, n_turns = _HEADER.unpack_from(raw, 0)
+    if magic != _MAGIC:
+        raise ValueError("not a trajectory token blob")
+    offset = _HEADER.size
+    shapes: list[tuple[int, int, int]] = []
+    for _ in range(n_turns):
+        shapes.append(_TURN.unpack_from(raw, offset))
+        offset += _TURN.size
+    n_ids = sum(tail + completion for _, tail, completion in shapes)
+    ids: array[int] = array("i")
+    ids.frombytes(raw[offset : offset + 4 * n_ids])
+    offset += 4 * n_ids
+    logprobs: array[float] = array("d")
+    logprobs.frombytes(raw[offset:])
+    all_ids, all_logprobs = _native(ids).tolist(), _native(logprobs).tolist()
+    turns: list[tuple[list[int], list[int], list[float]]] = []
+    context: list[int] = []
+    i = j = 0
+    for shared, tail, completion in shapes:
+        prompt = context[:shared] + all_ids[i : i + tail]
+        i += tail
+        completion_ids = all_ids[i : i + completion]
+        i += completion
+        turns.append((prompt, completion_ids, all_logprobs[j : j + completion]))
+        j += completion
+        context = prompt + completion_ids
+    return turns
+
+
+@contextmanager
+def _store_errors(path: Path, action: str) -> Generator[None]:
+    """Turn SQLite and OS errors into a :class:`SessionError` naming the file and the action."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise SessionError(f"trajectory store {str(path)!r}: could not {action}: {e}") from e
+    except OSError as e:
+        raise SessionError(
+            f"trajectory store {str(path)!r}: could not {action}: {e}. Pass a path in a directory you can write to."
+        ) from e
+
+
+@contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Generator[None]:
+    """One transaction that takes the write lock up front (no deadlock on lock upgrade)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.execute("COMMIT")
+
+
+def _read_version(conn: sqlite3.Connection, path: Path) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > _SCHEMA_VERSION:
+        raise SessionError(
+            f"trajectory store {str(path)!r} has schema version {version}, newer than this AgentScope reads "
+            f"({_SCHEMA_VERSION}); upgrade agentscope, or pass another path."
+        )
+    if (
+        version > 0
+        and conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trajectories'"
+        ).fetchone()
+        is None
+    ):
+        raise SessionError(
+            f"trajectory store {str(path)!r} belongs to some other program (schema version {version} but no "
+            "'trajectories' table); pass another path."
+        )
+    return version
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) a store and bring its schema up to date. In a worker thread."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    try:
+        version = _read_version(conn, path)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if version < _SCHEMA_VERSION:
+            with _write_transaction(conn):
+                if _read_version(conn, path) == 0:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+_ROW_COLUMNS: Final = "t.trajectory_id, t.status, t.trained_at_step, t.meta, b.codec, b.data"
+_Row = tuple[str, str, int | None, str, str, bytes]
+
+
+def _to_row(
+    traj: Trajectory, replay_of: str | None, now: float
+) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    """The (blob row, trajectory row) that store ``traj``."""
+    data = encode_turns(traj.turns)
+    blob_id = hashlib.blake2b(data, digest_size=16).hexdigest()
+    meta = traj.model_dump(mode="json", exclude={"turns": {"__all__": _TOKEN_ARRAYS}})
+    versions = traj.policy_versions
+    trajectory = (
+        traj.trajectory_id,
+        traj.task_id,
+        traj.group_id,
+        traj.status,
+        traj.reward,
+        int(traj.success),
+        traj.min_version,
+        max(versions, default=-1),
+        json.dumps(versions),
+        len(traj.turns),
+        traj.num_generated_tokens,
+        replay_of,
+        traj.created_at,
+        now,
+        now,
+        blob_id,
+        json.dumps(meta, separators=(",", ":")),
+    )
+    return (blob_id, _CODEC, len(data), data), trajectory
+
+
+def _from_row(row: _Row, path: Path) -> tuple[Trajectory, int | None]:
+    trajectory_id, status, trained_at_step, meta_json, codec, data = row
+    try:
+        if codec != _CODEC:
+            raise ValueError(f"unknown blob codec {codec!r}")
+        meta: dict[str, Any] = json.loads(meta_json)
+        turns = cast(list[dict[str, Any]], meta["turns"])
+        arrays = decode_turns(data)
+        if len(arrays) != len(turns):
+            raise ValueError(f"the blob holds {len(arrays)} turns, the row {len(turns)}")
+        for turn, (prompt_ids, completion_ids, logprobs) in zip(turns, arrays, strict=True):
+            turn["prompt_ids"], turn["completion_ids"], turn["logprobs"] = (
+                prompt_ids,
+                completion_ids,
+                logprobs,
+            )
+        meta["status"] = status
+        return Trajectory.model_validate(meta), trained_at_step
+    except (ValueError, KeyError, zlib.error, struct.error, ValidationError) as e:
+        raise SessionError(
+            f"trajectory store {str(path)!r}: stored trajectory {trajectory_id!r} cannot be read "
+            f"(written by an incompatible version?): {e}"
+        ) from e
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class TrajectoryStore:
+    """Every trajectory of a run, in an SQLite file (see the module docstring for the layout).
+
+    Use it with ``async with TrajectoryStore(run_dir / "trajectories.db") as store:`` or let it open on first use
+    and call :meth:`aclose`. Several stores (in threads or processes) may use one file at once.
+
+    Raises:
+        SessionError: from any method, when the file cannot be created, read or written, is not a trajectory
+            store, or was written by a newer AgentScope.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+        self._limiter = anyio.CapacityLimiter(1)
+        self._conn: sqlite3.Connection | None = None
+        """Touched only in worker threads, under the limiter."""
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    async def add(self, traj: Trajectory, *, replay_of: str | None = None) -> None:
+        """Store one trajectory (``replay_of``: the id of the success it copies, for success replay).
+
+        Raises:
+            ValueError: a trajectory with this id is stored already, or a turn's log-probs and completion ids
+                differ in length.
+        """
+        await self.add_many([traj], replay_of=replay_of)
+
+    async def add_many(self, trajs: Sequence[Trajectory], *, replay_of: str | None = None) -> None:
+        """Store several trajectories in one transaction (all or none)."""
+        if not trajs:
+            return
+        items = list(trajs)
+
+        def write(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            rows = [_to_row(t, replay_of, now) for t in items]
+            try:
+                with _write_transaction(conn):
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO blobs (id, codec, size, data) VALUES (?, ?, ?, ?)",
+                        [blob for blob, _ in rows],
+                    )
+                    conn.executemany(
+                        "INSERT INTO trajectories (trajectory_id, task_id, group_id, status, reward, success,"
+                        " min_version, max_version, policy_versions, num_turns, num_generated_tokens, replay_of,"
+                        " created_at, stored_at, updated_at, blob_id, meta)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [row for _, row in rows],
+                    )
+            except sqlite3.IntegrityError as e:
+                raise ValueError(f"a trajectory with one of these ids is stored already: {e}") from e
+
+        await self._run("add trajectories", write)
+
+    async def get(self, trajectory_id: str) -> Trajectory:
+        """The stored trajectory (its ``status`` as last marked).
+
+        Raises:
+            KeyError: no trajectory has this id.
+        """
+        found = await self.get_many([trajectory_id])
+        return found[0]
+
+    async def get_many(self, trajectory_ids: Sequence[str]) -> list[Trajectory]:
+        """The stored trajectories, in the order of ``trajectory_ids``.
+
+        Raises:
+            KeyError: one of the ids is not stored.
+        """
+        ids = list(trajectory_ids)
+        path = self._path
+
+        def read(conn: sqlite3.Connection) -> list[Trajectory]:
+            found: dict[str, Trajectory] = {}
+            for chunk in _chunks(sorted(set(ids))):
+                marks = ", ".join("?" * len(chunk))
+                rows: list[_Row] = conn.execute(
+                    f"SELECT {_ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+                    f" WHERE t.trajectory_id IN ({marks})",
+                    tuple(chunk),
+                ).fetchall()
+                for row in rows:
+                    found[row[0]] = _from_row(row, path)[0]
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise KeyError(f"no stored trajectory with id {missing[0]!r}")
+            return [found[i] for i in ids]
+
+        return await self._run("read trajectories", read)
+
+    async def mark(
+        self,
+        trajectory_ids: Sequence[str],
+        *,
+        status: TrajectoryStatus | None = None,
+        trained_at_step: int | None = None,
+    ) -> int:
+        """Set the status and/or the step a trajectory was trained at (``None``: leave it); return rows changed."""
+        ids = sorted(set(trajectory_ids))
+        if not ids or (status is None and trained_at_step is None):
+            return 0
+        sets = ["updated_at = ?"]
+        values: list[object] = [time.time()]
+        if status is not None:
+            sets.append("status = ?")
+            values.append(status)
+        if trained_at_step is not None:
+            sets.append("trained_at_step = ?")
+            values.append(trained_at_step)
+        assignment = ", ".join(sets)
+
+        def write(conn: sqlite3.Connection) -> int:
+            changed = 0
+            with _write_transaction(conn):
+                for chunk in _chunks(ids):
+                    marks = ", ".join("?" * len(chunk))
+                    cursor = conn.execute(
+                        f"UPDATE trajectories SET {assignment} WHERE trajectory_id IN ({marks})",
+                        (*values, *chunk),
+                    )
+                    changed += cursor.rowcount
+            return changed
+
+        return await self._run("mark trajectories", write)
+
+    async def unmark_trained_after(self, step: int) -> int:
+        """Forget training after ``step`` (on resume from the checkpoint of ``step``); return rows changed.
+
+        Trajectories trained at a later step become untrained again, so they are trained once more from the
+        restored weights: no sample is lost and none counts twice.
+        """
+
+        def write(conn: sqlite3.Connection) -> int:
+            with _write_transaction(conn):
+                cursor = conn.execute(
+                    "UPDATE trajectories SET trained_at_step = NULL, updated_at = ? WHERE trained_at_step > ?",
+                    (time.time(), step),
+                )
+            return cursor.rowcount
+
+        return await self._run("unmark trajectories", write)
+
+    async def iter_all(self, *, page: int = 256) -> AsyncIterator[tuple[Trajectory, int | None]]:
+        """Every stored trajectory in the order stored, with the step it was trained at (``None``: never)."""
+        path = self._path
+        after = 0
+        while True:
+
+            def read(
+                conn: sqlite3.Connection, after: int = after
+            ) -> list[tuple[int, Trajectory, int | None]]:
+                rows: list[tuple[int, str, str, int | None, str, str, bytes]] = conn.execute(
+                    f"SELECT t.seq, {_ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+                    " WHERE t.seq > ? ORDER BY t.seq LIMIT ?",
+                    (after, page),
+                ).fetchall()
+                return [(row[0], *_from_row(row[1:], path)) for row in rows]
+
+            chunk = await self._run("read trajectories", read)
+            for seq, traj, trained_at_step in chunk:
+                after = seq
+                yield traj, trained_at_step
+            if len(chunk) < page:
+                return
+
+    async def pending(self) -> list[Trajectory]:
+        """Trajectories with a trainable status not trained yet, in the order stored (what a resume re-queues)."""
+        path = self._path
+        marks = ", ".join("?" * len(TRAINABLE_STATUSES))
+
+        def read(conn: sqlite3.Connection) -> list[Trajectory]:
+            rows: list[_Row] = conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+                f" WHERE t.status IN ({marks}) AND t.trained_at_step IS NULL ORDER BY t.seq",
+                TRAINABLE_STATUSES,
+            ).fetchall()
+            return [_from_row(row, path)[0] for row in rows]
+
+        return await self._run("read pending trajectories", read)
+
+    async def latest_success(self, task_id: str) -> Trajectory | None:
+        """The most recently stored successful episode of ``task_id`` (not itself a replay copy), if any."""
+        path = self._path
+        marks = ", ".join("?" * len(_NOT_REPLAYABLE))
+
+        def read(conn: sqlite3.Connection) -> Trajectory | None:
+            row: _Row | None = conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+                f" WHERE t.task_id = ? AND t.success = 1 AND t.replay_of IS NULL AND t.status NOT IN ({marks})"
+                " ORDER BY t.seq DESC LIMIT 1",
+                (task_id, *_NOT_REPLAYABLE),
+            ).fetchone()
+            return None if row is None else _from_row(row, path)[0]
+
+        return await self._run("find a success", read)
+
+    async def count(self, *, status: TrajectoryStatus | None = None, trained: bool | None = None) -> int:
+        """How many trajectories are stored, optionally only those with ``status`` and/or (not) trained."""
+        where: list[str] = []
+        values: list[object] = []
+        if status is not None:
+            where.append("status = ?")
+            values.append(status)
+        if trained is not None:
+            where.append("trained_at_step IS NOT NULL" if trained else "trained_at_step IS NULL")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+
+        def read(conn: sqlite3.Connection) -> int:
+            result: int = conn.execute(f"SELECT COUNT(*) FROM trajectories{clause}", values).fetchone()[0]
+            return result
+
+        return await self._run("count trajectories", read)
+
+    async def aclose(self) -> None:
+        """Close the connection (idempotent); using the store again reopens it."""
+        await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
+
+    async def __aenter__(self) -> Self:
+        """Open the file now, so a bad path fails here rather than on first use."""
+        await self._run("open", lambda _conn: None)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"TrajectoryStore({os.fspath(self._path)!r})"
+
+    # -- worker-thread side ---------------------------------------------------------------------------------
+
+    async def _run(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await anyio.to_thread.run_sync(self._call, action, fn, limiter=self._limiter)
+
+    def _call(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        with _store_errors(self._path, action):
+            if self._conn is None:
+                self._conn = _connect(self._path)
+            return fn(self._conn)
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with _store_errors(self._path, "close"):
+                conn.close()

@@ -1,0 +1,233 @@
+"""TrajectoryStore conformance: round trips (token arrays included), marks, counts, resume, concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agentscope.exceptions import SessionError
+from agentscope.rl import Trajectory, Turn
+from agentscope.rl.data import TrajectoryStore
+from agentscope.rl.data._store import decode_turns, encode_turns
+
+MakeTraj = Callable[..., Trajectory]
+
+
+def rewritten_history_trajectory() -> Trajectory:
+    """Three turns; the third prompt does not extend the second (the agent rewrote its history); odd floats."""
+    turns = [
+        Turn(
+            prompt_ids=[5, 6, 7],
+            completion_ids=[8, 9],
+            logprobs=[-0.1234567890123, -1e-12],
+            version_head=3,
+            version_tail=4,
+            reward=0.25,
+            finish_reason="tool_calls",
+        ),
+        Turn(
+            prompt_ids=[5, 6, 7, 8, 9, 70_000, 2**31 - 1],
+            completion_ids=[11],
+            logprobs=[-7.5],
+            version_head=4,
+            version_tail=4,
+            finish_reason="tool_calls",
+            trainable=False,
+        ),
+        Turn(
+            prompt_ids=[5, 6, 99],
+            completion_ids=[],
+            logprobs=[],
+            version_head=5,
+            version_tail=5,
+            reward=-1.0,
+            finish_reason="length",
+        ),
+    ]
+    return Trajectory(
+        task_id="task/α",
+        group_id="g-1",
+        turns=turns,
+        reward=0.5,
+        success=True,
+        status="truncated",
+        error=None,
+        trace_id="trace-1",
+        metrics={"env/steps": 3.0},
+    )
+
+
+def test_blob_codec_round_trips_and_shares_prefixes() -> None:
+    traj = rewritten_history_trajectory()
+    decoded = decode_turns(encode_turns(traj.turns))
+    assert decoded == [(t.prompt_ids, t.completion_ids, t.logprobs) for t in traj.turns]
+
+    # A long episode: every prompt repeats the whole history, the blob stores each token about once.
+    context = list(range(200))
+    turns: list[Turn] = []
+    for i in range(20):
+        completion = list(range(1000 + 50 * i, 1050 + 50 * i))
+        turns.append(
+            Turn(
+                prompt_ids=context,
+                completion_ids=completion,
+                logprobs=[-0.5] * 50,
+                version_head=0,
+                version_tail=0,
+            )
+        )
+        context = [*context, *completion, 7, 7, 7]
+    naive = sum(len(t.prompt_ids) + len(t.completion_ids) for t in turns)
+    assert naive > 15_000
+    assert len(encode_turns(turns)) < 4 * 1400  # ~1,260 distinct tokens as int32, before compression
+
+
+async def test_round_trip_including_token_arrays(store: TrajectoryStore, make_traj: MakeTraj) -> None:
+    traj = rewritten_history_trajectory()
+    other = make_traj(reward=1.0)
+    await store.add(traj)
+    await store.add(other)
+    assert await store.get(traj.trajectory_id) == traj
+    assert await store.get_many([other.trajectory_id, traj.trajectory_id]) == [other, traj]
+    # flatten() of the stored copy is the same verl sample (prompts, masks, log-probs, per-turn rewards).
+    assert (await store.get(traj.trajectory_id)).flatten() == traj.flatten()
+
+
+async def test_rows_hold_the_queryable_fields(store: TrajectoryStore) -> None:
+    traj = rewritten_history_trajectory()
+    await store.add(traj)
+    await store.aclose()
+    with sqlite3.connect(store.path) as conn:
+        row = conn.execute(
+            "SELECT task_id, group_id, status, reward, success, min_version, max_version, policy_versions,"
+            " num_turns, num_generated_tokens, trained_at_step, created_at, stored_at, updated_at, blob_id"
+            " FROM trajectories"
+        ).fetchone()
+        blobs = conn.execute("SELECT COUNT(*), MAX(codec) FROM blobs").fetchone()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert row[:11] == ("task/α", "g-1", "truncated", 0.5, 1, 3, 5, json.dumps([3, 4, 5]), 3, 3, None)
+    assert row[11] == traj.created_at
+    assert row[12] <= row[13]
+    assert blobs == (1, "turns-v1+zlib")
+    assert version == 1
+    assert journal == "wal"
+
+
+async def test_missing_and_duplicate_ids(store: TrajectoryStore, make_traj: MakeTraj) -> None:
+    traj = make_traj()
+    await store.add(traj)
+    with pytest.raises(ValueError, match="stored already"):
+        await store.add(traj)
+    with pytest.raises(KeyError, match="nope"):
+        await store.get("nope")
+    assert await store.count() == 1
+
+
+async def test_mark_unmark_and_counts(store: TrajectoryStore, make_traj: MakeTraj) -> None:
+    trajs = [make_traj(group_id=f"g{i}") for i in range(6)]
+    await store.add_many(trajs)
+    ids = [t.trajectory_id for t in trajs]
+    assert await store.mark(ids[:2], trained_at_step=1) == 2
+    assert await store.mark(ids[2:4], trained_at_step=2) == 2
+    assert await store.mark([ids[4]], status="dropped_stale") == 1
+    assert await store.mark([ids[5]]) == 0  # nothing to change
+    assert await store.count() == 6
+    assert await store.count(trained=True) == 4
+    assert await store.count(trained=False) == 2
+    assert await store.count(status="dropped_stale") == 1
+    assert await store.count(status="ok", trained=False) == 1
+    assert (await store.get(ids[4])).status == "dropped_stale"
+
+    # Resume from the checkpoint of step 1: step 2 never happened.
+    assert await store.unmark_trained_after(1) == 2
+    steps = {t.trajectory_id: step async for t, step in store.iter_all()}
+    assert [steps[i] for i in ids] == [1, 1, None, None, None, None]
+    pending = await store.pending()
+    assert [t.trajectory_id for t in pending] == [ids[2], ids[3], ids[5]]  # dropped_stale is final
+
+
+async def test_iter_all_pages_in_insertion_order(store: TrajectoryStore, make_traj: MakeTraj) -> None:
+    trajs = [make_traj(group_id=f"g{i}", reward=float(i)) for i in range(7)]
+    for t in trajs:
+        await store.add(t)
+    await store.mark([trajs[3].trajectory_id], trained_at_step=9)
+    seen = [(t, step) async for t, step in store.iter_all(page=2)]
+    assert [t for t, _ in seen] == trajs
+    assert [step for _, step in seen] == [None, None, None, 9, None, None, None]
+
+
+async def test_latest_success_skips_failures_replays_and_failed_episodes(
+    store: TrajectoryStore, make_traj: MakeTraj
+) -> None:
+    old = make_traj(task_id="a", reward=1.0)
+    new = make_traj(task_id="a", reward=1.0)
+    broken = make_traj(task_id="a", reward=1.0, status="failed_infra")
+    await store.add_many([old, new, make_traj(task_id="a", reward=0.0), make_traj(task_id="b", reward=1.0)])
+    await store.add(broken)
+    await store.add(new.model_copy(update={"trajectory_id": "copy"}), replay_of=new.trajectory_id)
+    found = await store.latest_success("a")
+    assert found is not None
+    assert found.trajectory_id == new.trajectory_id
+    assert await store.latest_success("c") is None
+
+    await store.aclose()
+    with sqlite3.connect(store.path) as conn:
+        n_blobs = conn.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
+    assert n_blobs == 1  # same token arrays everywhere: stored once, referenced by every row
+
+
+async def test_concurrent_writers_on_one_file(tmp_path: Path, make_traj: MakeTraj) -> None:
+    path = tmp_path / "shared.db"
+    stores = [TrajectoryStore(path) for _ in range(3)]
+    written: list[Trajectory] = []
+
+    async def writer(s: TrajectoryStore, k: int) -> None:
+        for i in range(15):
+            t = make_traj(group_id=f"w{k}-{i}", reward=float(i))
+            written.append(t)
+            await s.add(t)
+            if i % 5 == 0:
+                await s.mark([t.trajectory_id], trained_at_step=i)
+
+    async with anyio.create_task_group() as tg:
+        for k, s in enumerate(stores):
+            tg.start_soon(writer, s, k)
+    assert await stores[0].count() == 45
+    assert await stores[1].count(trained=True) == 9
+    got = await stores[2].get_many([t.trajectory_id for t in written])
+    assert got == written
+    for s in stores:
+        await s.aclose()
+
+
+async def test_reopen_and_schema_checks(tmp_path: Path, make_traj: MakeTraj) -> None:
+    path = tmp_path / "sub" / "t.db"
+    traj = make_traj()
+    async with TrajectoryStore(path) as s:
+        await s.add(traj)
+    async with TrajectoryStore(path) as s:
+        assert await s.get(traj.trajectory_id) == traj
+
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(SessionError, match="newer"):
+        await TrajectoryStore(newer).count()
+
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE x (a)")
+        conn.execute("PRAGMA user_version = 1")
+    with pytest.raises(SessionError, match="some other program"):
+        await TrajectoryStore(foreign).count()
+
+    not_db = tmp_path / "junk.db"
+    not_db.write_bytes(b"this is not a database, not at all" * 100)
+    with pytest.raises(SessionError, match=r"junk\.db"):
+        await TrajectoryStore(not_db).count()
