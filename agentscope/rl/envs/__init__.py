@@ -1,0 +1,47 @@
+"""Environments and the environment cluster: where episodes are played.
+
+- :class:`Environment`: reset with a :class:`~agentscope.rl.Task` to get the first message and the tools it
+  offers (:class:`Observation`); a verifiable reward at the end (:class:`EnvResult`); optional per-step rewards.
+- :class:`EnvCluster`: up to E episodes at once, scheduled per trajectory, with step and episode timeouts and
+  restart of crashed environments.
+- :func:`load_tasks`: task sets by spec (``arith:n=64,seed=0``); :class:`ArithEnv` is the built-in tool task.
+- :func:`react_agent_factory`: the default agent (a plain :class:`~agentscope.agents.ReActAgent`).
+"""
+
+from agentscope.rl.envs._agent import DEFAULT_SYS_PROMPT, AgentFactory, react_agent_factory
+from agentscope.rl.envs._arith import ArithEnv, arith_tasks
+from agentscope.rl.envs._base import Environment, EnvironmentCrashed, EnvResult, Observation
+from agentscope.rl.envs._cluster import (
+    EnvCluster,
+    EnvFactory,
+    LiveEpisode,
+    ModelFactory,
+    RolloutClient,
+    TrajectorySink,
+)
+from agentscope.rl.envs._latency import LatencyModel
+from agentscope.rl.envs._tasks import TaskSet, get_task_set, load_tasks, parse_task_spec, register_task_set
+
+__all__ = [
+    "DEFAULT_SYS_PROMPT",
+    "AgentFactory",
+    "ArithEnv",
+    "EnvCluster",
+    "EnvFactory",
+    "EnvResult",
+    "Environment",
+    "EnvironmentCrashed",
+    "LatencyModel",
+    "LiveEpisode",
+    "ModelFactory",
+    "Observation",
+    "RolloutClient",
+    "TaskSet",
+    "TrajectorySink",
+    "arith_tasks",
+    "get_task_set",
+    "load_tasks",
+    "parse_task_spec",
+    "react_agent_factory",
+    "register_task_set",
+]

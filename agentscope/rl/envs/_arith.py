@@ -1,0 +1,158 @@
+"""The built-in tool task: arithmetic with a calculator (the smoke test of the RL system)."""
+
+from __future__ import annotations
+
+import ast
+import operator
+import random
+import re
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from agentscope.message import Msg
+from agentscope.rl._types import Task
+from agentscope.rl.envs._base import Environment, EnvResult, Observation
+from agentscope.rl.envs._latency import LatencyModel
+from agentscope.tools import Toolkit
+
+__all__ = ["ArithEnv", "arith_tasks"]
+
+_OPS: dict[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+_BIN: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def arith_tasks(
+    n: int = 64, seed: int = 0, max_operand: int = 20, terms: int = 2, ops: str = "+-*"
+) -> list[Task]:
+    """``n`` arithmetic tasks such as ``What is 7 * 12?`` (deterministic given ``seed``).
+
+    Args:
+        n: How many tasks.
+        seed: Seed of the generator; the same seed gives the same tasks and ids.
+        max_operand: Operands are drawn from 1..max_operand.
+        terms: Operands per expression (evaluated left to right with Python precedence).
+        ops: Operators to draw from, any of ``+-*``.
+    """
+    if n < 1 or terms < 2 or max_operand < 1:
+        raise ValueError(
+            f"arith needs n >= 1, terms >= 2, max_operand >= 1 (got {n}, {terms}, {max_operand})"
+        )
+    unknown = set(ops) - set(_OPS)
+    if not ops or unknown:
+        raise ValueError(f"arith ops must be drawn from '+-*', got {ops!r}")
+    rng = random.Random(seed)
+    tasks: list[Task] = []
+    for i in range(n):
+        operands = [rng.randint(1, max_operand) for _ in range(terms)]
+        chosen = [rng.choice(ops) for _ in range(terms - 1)]
+        expression = str(operands[0])
+        for op, value in zip(chosen, operands[1:], strict=True):
+            expression += f" {op} {value}"
+        answer = _evaluate(expression)
+        tasks.append(
+            Task(
+                id=f"arith-{seed}-{i}",
+                prompt=f"What is {expression}? Use the calculator tool, then answer with the number.",
+                answer=int(answer),
+                metadata={"expression": expression},
+            )
+        )
+    return tasks
+
+
+def _evaluate(expression: str) -> int | float:
+    """Evaluate a plain arithmetic expression (numbers, + - * / // %, parentheses) without ``eval``."""
+
+    def walk(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, int | float)
+            and not isinstance(node.value, bool)
+        ):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            value = walk(node.operand)
+            return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BIN:
+            return _BIN[type(node.op)](walk(node.left), walk(node.right))
+        raise ValueError(f"unsupported expression element: {ast.dump(node)[:60]}")
+
+    if len(expression) > 200:
+        raise ValueError("expression too long (at most 200 characters)")
+    result = walk(ast.parse(expression, mode="eval"))
+    if isinstance(result, float) and result.is_integer():
+        return int(result)
+    return result
+
+
+class ArithEnv(Environment):
+    """Arithmetic with a calculator tool: reward 1 for the right number (after using the calculator).
+
+    Args:
+        step_latency: Delay injected into every calculator call (a :class:`LatencyModel` or its fields as a
+            dict), to study scheduling under slow environments; None for none.
+        require_tool: Success requires at least one calculator call (the task is a tool task).
+        seed: Seed of the latency draws.
+    """
+
+    def __init__(
+        self,
+        *,
+        step_latency: LatencyModel | dict[str, float] | None = None,
+        require_tool: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.step_latency = LatencyModel(**step_latency) if isinstance(step_latency, dict) else step_latency
+        self.require_tool = require_tool
+        self._rng = random.Random(seed)
+        self._task: Task | None = None
+        self._calls = 0
+
+    async def reset(self, task: Task) -> Observation:
+        self._task = task
+        self._calls = 0
+        toolkit = Toolkit()
+        toolkit.register(self.calculator)
+        return Observation(msg=Msg(role="user", name="user", content=task.prompt), toolkit=toolkit)
+
+    async def calculator(self, expression: str) -> str:
+        """Evaluate an arithmetic expression and return the result.
+
+        Args:
+            expression: The expression, e.g. "12 * (3 + 4)". Numbers, + - * / // % and parentheses.
+        """
+        self._calls += 1
+        if self.step_latency is not None:
+            await anyio.sleep(self.step_latency.sample(self._rng))
+        try:
+            value = _evaluate(expression)
+        except (ValueError, SyntaxError, ZeroDivisionError) as exc:
+            return f"error: {exc}"
+        return str(value)
+
+    async def evaluate(self, reply: Msg) -> EnvResult:
+        if self._task is None:
+            raise RuntimeError("evaluate() before reset()")
+        numbers = _NUMBER.findall(reply.text)
+        given = float(numbers[-1]) if numbers else None
+        expected = self._task.answer
+        correct = given is not None and isinstance(expected, int | float) and given == float(expected)
+        success = correct and (self._calls > 0 or not self.require_tool)
+        return EnvResult(
+            reward=1.0 if success else 0.0,
+            success=success,
+            info={"tool_calls": self._calls, "correct": correct},
+        )

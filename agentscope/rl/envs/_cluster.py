@@ -1,0 +1,546 @@
+"""EnvCluster: up to E episodes at once, scheduled per trajectory, with timeouts and crash recovery.
+
+What an episode can end as::
+
+    the agent replied, the verifier judged it          -> ok (truncated when the agent hit its step limit)
+    more model calls than max_turns                     -> truncated (the last answer is judged)
+    reset/evaluate raised, a tool called env.fail(),
+      a model call or env step ran past step_timeout_s,
+      the episode ran past episode_timeout_s,
+      the rollout service failed (ModelError)          -> failed_infra, the environment is replaced
+    the agent itself raised                             -> failed_agent
+    abort() picked it (it can no longer be trained)     -> aborted
+
+Every finished episode (whatever its status) goes to the sink, so the store keeps a record of each one.
+The clock is the event loop's (``anyio.current_time()``), so the cluster runs unchanged on a virtual-time loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, cast
+
+import anyio
+
+from agentscope.agents import AgentBase
+from agentscope.exceptions import ModelError
+from agentscope.message import Msg, ToolResultBlock, ToolUseBlock, new_id
+from agentscope.models import ChatModel, ChatResponse
+from agentscope.rl._types import Task, Trajectory, TrajectoryStatus, Turn
+from agentscope.rl.envs._agent import AgentFactory
+from agentscope.rl.envs._base import Environment, EnvironmentCrashed, EnvResult
+
+if TYPE_CHECKING:
+    from agentscope.rl.envs._base import Observation
+
+__all__ = ["EnvCluster", "EnvFactory", "LiveEpisode", "ModelFactory", "RolloutClient", "TrajectorySink"]
+
+logger = logging.getLogger("agentscope.rl.envs")
+
+_T = TypeVar("_T")
+
+EnvFactory: TypeAlias = Callable[[], Environment | Awaitable[Environment]]
+"""Builds one environment (sync or async); called once per slot and again after each crash."""
+
+TrajectorySink: TypeAlias = Callable[[Trajectory], Awaitable[None]]
+"""Receives every finished episode (the data manager's ``put``)."""
+
+ModelFactory: TypeAlias = Callable[[str], ChatModel]
+"""Builds the policy model an agent uses for one rollout session (default: ``RolloutChatModel(service, sid)``)."""
+
+
+class RolloutClient(Protocol):
+    """What the cluster needs of the rollout service: sessions that capture the turns of one episode."""
+
+    def open_session(self, session_id: str | None = None) -> str:
+        """Start capturing an episode's turns; returns the session id."""
+        ...
+
+    def close_session(self, session_id: str) -> list[Turn]:
+        """Stop capturing and return the turns, in order."""
+        ...
+
+
+@dataclass(slots=True, eq=False)
+class LiveEpisode:
+    """An episode in progress, as :meth:`EnvCluster.abort` predicates and :meth:`EnvCluster.live` see it."""
+
+    task: Task
+    """The task being played."""
+    group_id: str
+    """Its group."""
+    trajectory_id: str
+    """Id the finished trajectory will carry."""
+    started_at: float
+    """Event-loop time the episode started."""
+    first_version: int | None = None
+    """Policy version of its first generated token (None before the first model call returns)."""
+    model_calls: int = 0
+    """Model calls made so far."""
+    tool_calls: int = 0
+    """Tool calls made so far."""
+    # ---- private bookkeeping
+    _scope: anyio.CancelScope = field(default_factory=anyio.CancelScope, repr=False)
+    _task_group: anyio.abc.TaskGroup | None = field(default=None, repr=False)
+    _timers: dict[str, anyio.CancelScope] = field(default_factory=dict[str, anyio.CancelScope], repr=False)
+    _fault: str | None = field(default=None, repr=False)
+    _aborted: str | None = field(default=None, repr=False)
+    _truncated: bool = field(default=False, repr=False)
+    _last_response: ChatResponse | None = field(default=None, repr=False)
+    _turn_rewards: dict[int, float] = field(default_factory=dict[int, float], repr=False)
+    _env_ops: int = field(default=0, repr=False)
+    _busy_since: float = field(default=0.0, repr=False)
+    _busy_s: float = field(default=0.0, repr=False)
+
+    def _stop(self, *, fault: str | None = None, abort: str | None = None, truncate: bool = False) -> None:
+        if fault is not None and self._fault is None:
+            self._fault = fault
+        if abort is not None and self._aborted is None:
+            self._aborted = abort
+        self._truncated = self._truncated or truncate
+        self._scope.cancel()
+
+
+class _Gauge:
+    """A time-weighted counter: integral of its value over loop time."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.integral = 0.0
+        self._since: float | None = None
+
+    def add(self, delta: int) -> None:
+        now = anyio.current_time()
+        if self._since is not None:
+            self.integral += self.value * (now - self._since)
+        self._since = now
+        self.value += delta
+
+    def total(self) -> float:
+        if self._since is None:
+            return 0.0
+        return self.integral + self.value * (anyio.current_time() - self._since)
+
+
+class EnvCluster:
+    """Runs up to ``slots`` episodes at once; a finished episode's slot takes the next task at once (per-trajectory
+    scheduling, as DART does), so one slow episode never holds the others back.
+
+    Each slot keeps an environment and reuses it (``reset`` per episode); a crashed one is closed and replaced.
+    An episode opens a rollout session, builds the agent with ``agent_factory(model=..., toolkit=...)`` around
+    the policy model of that session, runs it on the environment's first message, has the environment judge the
+    reply, and closes the session, whose turns (token ids, log-probs, versions) become the trajectory.
+
+    Args:
+        env_factory: Builds one environment (sync or async).
+        agent_factory: Builds the agent of an episode (see :data:`AgentFactory`).
+        rollout: The rollout service (sessions capture the turns).
+        slots: Most episodes at once (E).
+        step_timeout_s: Longest a model call or an environment operation (reset, a tool call, evaluate) may
+            take; past it the episode is failed by infrastructure and the environment replaced. None: no limit.
+        episode_timeout_s: Longest an episode may take, with the same consequence. None: no limit.
+        max_turns: Most model calls per episode; past it the episode ends as ``truncated``. None: no limit.
+        model_factory: Builds the policy model of a session; default ``RolloutChatModel(rollout, session_id)``.
+    """
+
+    def __init__(
+        self,
+        env_factory: EnvFactory,
+        agent_factory: AgentFactory,
+        rollout: RolloutClient,
+        *,
+        slots: int,
+        step_timeout_s: float | None = None,
+        episode_timeout_s: float | None = None,
+        max_turns: int | None = None,
+        model_factory: ModelFactory | None = None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        for name, value in (("step_timeout_s", step_timeout_s), ("episode_timeout_s", episode_timeout_s)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if max_turns is not None and max_turns < 1:
+            raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+        self.env_factory = env_factory
+        self.agent_factory = agent_factory
+        self.rollout = rollout
+        self.slots = slots
+        self.step_timeout_s = step_timeout_s
+        self.episode_timeout_s = episode_timeout_s
+        self.max_turns = max_turns
+        self._model_factory = model_factory
+        self._limiter = anyio.CapacityLimiter(slots)
+        self._idle_envs: list[Environment] = []
+        self._all_envs: set[Environment] = set()
+        self._live: dict[str, LiveEpisode] = {}
+        self._occupied = _Gauge()
+        self._busy = _Gauge()
+        self._started_at: float | None = None
+        self._counts: dict[str, int] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ public API
+
+    async def run(self, tasks: AsyncIterator[tuple[Task, str]], sink: TrajectorySink) -> None:
+        """Play ``(task, group_id)`` pairs from ``tasks`` on all slots until it is exhausted, sending every
+        finished trajectory to ``sink``. The iterator may wait (that is how the runner throttles generation);
+        a slot pulls its next task the moment its episode ends."""
+        pull_lock = anyio.Lock()
+        self._mark_started()
+
+        async def slot() -> None:
+            while True:
+                async with pull_lock:
+                    try:
+                        task, group_id = await anext(tasks)
+                    except StopAsyncIteration:
+                        return
+                trajectory = await self.run_episode(task, group_id)
+                await sink(trajectory)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.slots):
+                tg.start_soon(slot)
+
+    async def run_episode(self, task: Task, group_id: str) -> Trajectory:
+        """Play one episode of ``task`` in a free slot (waiting for one) and return its trajectory."""
+        if self._closed:
+            raise RuntimeError("the cluster is closed")
+        self._mark_started()
+        async with self._limiter:
+            episode = LiveEpisode(
+                task=task, group_id=group_id, trajectory_id=new_id(), started_at=anyio.current_time()
+            )
+            self._live[episode.trajectory_id] = episode
+            self._occupied.add(1)
+            env: Environment | None = None
+            try:
+                env = await self._acquire_env()
+                trajectory, healthy = await self._play(env, episode)
+            except BaseException:
+                if env is not None:  # cancelled from outside: the environment's state is unknown
+                    await self._discard_env(env)
+                raise
+            finally:
+                self._occupied.add(-1)
+                del self._live[episode.trajectory_id]
+        if healthy:
+            self._idle_envs.append(env)
+        else:
+            self._count("env/restarts")
+            await self._discard_env(env)
+        self._count("env/episodes")
+        self._count(f"env/episodes_{trajectory.status}")
+        return trajectory
+
+    def live(self) -> list[LiveEpisode]:
+        """Episodes in progress."""
+        return list(self._live.values())
+
+    def abort(
+        self, predicate: Callable[[LiveEpisode], bool], reason: str = "aborted by the scheduler"
+    ) -> int:
+        """Stop the live episodes ``predicate`` picks (status ``aborted``); returns how many. Their slots are
+        refilled at once. Used to stop episodes that could no longer be trained (too stale)."""
+        picked = [e for e in self._live.values() if e._aborted is None and predicate(e)]
+        for episode in picked:
+            episode._stop(abort=reason)
+        return len(picked)
+
+    def stats(self) -> dict[str, float]:
+        """Cumulative measurements since the cluster started.
+
+        ``env/slot_occupancy``: time-average fraction of slots holding a live episode. ``env/utilisation``:
+        environment busy time (reset, tool calls, evaluate) over slots × wall time. ``env/episodes`` and
+        ``env/episodes_<status>``: finished episodes. ``env/restarts``: environments replaced after a crash.
+        ``env/live``: episodes in progress. ``env/slot_seconds`` and ``env/busy_seconds``: the raw integrals.
+        """
+        elapsed = 0.0 if self._started_at is None else anyio.current_time() - self._started_at
+        capacity = self.slots * elapsed
+        occupied = self._occupied.total()
+        busy = self._busy.total()
+        out: dict[str, float] = {
+            "env/slot_occupancy": occupied / capacity if capacity > 0 else 0.0,
+            "env/utilisation": busy / capacity if capacity > 0 else 0.0,
+            "env/live": float(len(self._live)),
+            "env/slot_seconds": occupied,
+            "env/busy_seconds": busy,
+            "env/wall_seconds": elapsed,
+            "env/episodes": 0.0,
+            "env/restarts": 0.0,
+        }
+        out.update({k: float(v) for k, v in self._counts.items()})
+        return out
+
+    async def aclose(self) -> None:
+        """Close every idle environment (call once no episode runs)."""
+        self._closed = True
+        envs, self._idle_envs = self._idle_envs, []
+        for env in envs:
+            await self._discard_env(env)
+
+    async def __aenter__(self) -> EnvCluster:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ environments
+
+    def _mark_started(self) -> None:
+        if self._started_at is None:
+            self._started_at = anyio.current_time()
+            self._occupied.add(0)
+            self._busy.add(0)
+
+    def _count(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    async def _acquire_env(self) -> Environment:
+        if self._idle_envs:
+            return self._idle_envs.pop()
+        env = self.env_factory()
+        if inspect.isawaitable(env):
+            env = await env
+        self._all_envs.add(env)
+        return env
+
+    async def _discard_env(self, env: Environment) -> None:
+        self._all_envs.discard(env)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.step_timeout_s or 30.0):
+            try:
+                await env.close()
+            except Exception:
+                logger.warning("closing an environment failed", exc_info=True)
+
+    # ------------------------------------------------------------------ one episode
+
+    def _model(self, session_id: str) -> ChatModel:
+        if self._model_factory is not None:
+            return self._model_factory(session_id)
+        from agentscope.rl.rollout import RolloutChatModel  # the rollout package loads torch lazily
+
+        return RolloutChatModel(self.rollout, session_id)  # type: ignore[arg-type]
+
+    async def _play(self, env: Environment, episode: LiveEpisode) -> tuple[Trajectory, bool]:
+        """Run the episode; returns its trajectory and whether the environment is still healthy."""
+        env._begin_episode()
+        session_id = self.rollout.open_session()
+        try:
+            model = self._model(session_id)
+        except BaseException:
+            self.rollout.close_session(session_id)
+            raise
+        reply: Msg | None = None
+        result: EnvResult | None = None
+        error: str | None = None
+        status: TrajectoryStatus = "ok"
+        healthy = True
+        try:
+            with episode._scope:
+                with anyio.move_on_after(self.episode_timeout_s or math.inf) as deadline:
+                    async with anyio.create_task_group() as tg:
+                        episode._task_group = tg
+                        observation: Observation = await self._env_op(
+                            episode, "reset", env.reset(episode.task)
+                        )
+                        agent = self.agent_factory(model=model, toolkit=observation.toolkit)
+                        if inspect.isawaitable(agent):
+                            agent = await agent
+                        self._instrument(agent, env, episode)
+                        reply = await agent(observation.msg)
+                        if reply.metadata.get("max_iters_reached"):
+                            episode._truncated = True
+                        result = await self._env_op(episode, "evaluate", env.evaluate(reply))
+                        tg.cancel_scope.cancel()  # stop the step timers
+                if deadline.cancelled_caught:
+                    episode._stop(fault=f"episode timed out after {self.episode_timeout_s:g}s")
+        except Exception as exc:
+            inner = _unwrap(exc)
+            if isinstance(inner, _EpisodeStopped):
+                pass  # the episode's flags say what happened
+            elif isinstance(inner, ModelError | EnvironmentCrashed):
+                episode._fault = episode._fault or f"{type(inner).__name__}: {inner}"
+            elif episode._fault is None:
+                status, error = "failed_agent", f"{type(inner).__name__}: {inner}"
+                logger.info("episode %s: the agent raised", episode.trajectory_id, exc_info=inner)
+        finally:
+            turns = self.rollout.close_session(session_id)
+            for scope in episode._timers.values():
+                scope.cancel()
+            self._end_env_ops(episode)
+
+        if episode._fault is None and env.failure is not None:
+            episode._fault = f"environment failed: {env.failure}"
+        if episode._aborted is not None:
+            status, error = "aborted", episode._aborted
+        elif episode._fault is not None:
+            status, error, healthy = "failed_infra", episode._fault, False
+        elif status == "ok" and episode._truncated and result is None:
+            # Stopped at max_turns: judge the last answer the policy gave.
+            last = episode._last_response
+            reply = last.to_msg("agent") if last is not None else Msg(role="assistant", content="")
+            with anyio.CancelScope() as scope:
+                episode._scope = scope
+                try:
+                    result = await self._env_op(episode, "evaluate", env.evaluate(reply))
+                except Exception as exc:
+                    episode._fault = f"evaluate raised {type(exc).__name__}: {exc}"
+            if episode._fault is not None:
+                status, error, healthy = "failed_infra", episode._fault, False
+        if status == "ok" and episode._truncated:
+            status = "truncated"
+        return self._trajectory(episode, turns, status, error, result), healthy
+
+    async def _env_op(self, episode: LiveEpisode, what: str, op: Awaitable[_T]) -> _T:
+        """Await an environment operation within the step timeout, counting it as environment busy time.
+
+        A timeout or an exception is a fault of the environment: the episode is stopped and the exception (or
+        the cancellation of the episode's scope) propagates."""
+        self._begin_env_op(episode)
+        try:
+            with anyio.move_on_after(self.step_timeout_s or math.inf):
+                try:
+                    return await op
+                except Exception as exc:
+                    episode._stop(fault=f"{what} raised {type(exc).__name__}: {exc}")
+                    raise
+            episode._stop(fault=f"{what} timed out after {self.step_timeout_s:g}s")
+            raise _EpisodeStopped(what)
+        finally:
+            self._end_env_op(episode)
+
+    def _begin_env_op(self, episode: LiveEpisode) -> None:
+        episode._env_ops += 1
+        if episode._env_ops == 1:
+            episode._busy_since = anyio.current_time()
+            self._busy.add(1)
+
+    def _end_env_op(self, episode: LiveEpisode) -> None:
+        if episode._env_ops == 0:
+            return
+        episode._env_ops -= 1
+        if episode._env_ops == 0:
+            episode._busy_s += anyio.current_time() - episode._busy_since
+            self._busy.add(-1)
+
+    def _end_env_ops(self, episode: LiveEpisode) -> None:
+        while episode._env_ops:
+            self._end_env_op(episode)
+
+    def _start_timer(self, episode: LiveEpisode, key: str, what: str) -> None:
+        if self.step_timeout_s is None or episode._task_group is None:
+            return
+        scope = anyio.CancelScope()
+        episode._timers[key] = scope
+        episode._task_group.start_soon(self._timer, episode, scope, what, self.step_timeout_s)
+
+    @staticmethod
+    async def _timer(episode: LiveEpisode, scope: anyio.CancelScope, what: str, delay_s: float) -> None:
+        with scope:
+            await anyio.sleep(delay_s)
+            episode._stop(fault=f"{what} timed out after {delay_s:g}s")
+
+    def _stop_timer(self, episode: LiveEpisode, key: str) -> None:
+        scope = episode._timers.pop(key, None)
+        if scope is not None:
+            scope.cancel()
+
+    def _instrument(self, agent: AgentBase, env: Environment, episode: LiveEpisode) -> None:
+        """Watch the agent's model and tool calls through its hooks: turn limit, step timeouts, busy time,
+        per-step rewards, policy versions, environment failures."""
+        max_turns = self.max_turns
+
+        def pre_reasoning(_agent: AgentBase, messages: list[Msg]) -> None:
+            if episode._scope.cancel_called:
+                raise _EpisodeStopped("stopped")
+            if max_turns is not None and episode.model_calls >= max_turns:
+                episode._truncated = True
+                raise _EpisodeStopped("turn limit")
+            episode.model_calls += 1
+            self._start_timer(episode, "model", "a model call")
+
+        def post_reasoning(_agent: AgentBase, response: ChatResponse) -> None:
+            self._stop_timer(episode, "model")
+            episode._last_response = response
+            head = response.metadata.get("version_head", response.policy_version)
+            if isinstance(head, int) and (episode.first_version is None or head < episode.first_version):
+                episode.first_version = head
+
+        def pre_acting(_agent: AgentBase, call: ToolUseBlock) -> None:
+            episode.tool_calls += 1
+            self._begin_env_op(episode)
+            self._start_timer(episode, f"tool:{call.id}", f"tool call {call.name!r}")
+
+        def post_acting(_agent: AgentBase, result: ToolResultBlock) -> None:
+            self._stop_timer(episode, f"tool:{result.id}")
+            self._end_env_op(episode)
+            rewards = env._take_step_rewards()
+            if rewards:
+                turn = max(episode.model_calls - 1, 0)
+                episode._turn_rewards[turn] = episode._turn_rewards.get(turn, 0.0) + sum(rewards)
+            if env.failure is not None:
+                episode._stop(fault=f"environment failed: {env.failure}")
+                raise _EpisodeStopped("environment failed")
+
+        agent.register_hook("pre_reasoning", "rl_cluster", pre_reasoning)
+        agent.register_hook("post_reasoning", "rl_cluster", post_reasoning)
+        agent.register_hook("pre_acting", "rl_cluster", pre_acting)
+        agent.register_hook("post_acting", "rl_cluster", post_acting)
+
+    def _trajectory(
+        self,
+        episode: LiveEpisode,
+        turns: list[Turn],
+        status: TrajectoryStatus,
+        error: str | None,
+        result: EnvResult | None,
+    ) -> Trajectory:
+        final = result.reward if result is not None and status in ("ok", "truncated") else 0.0
+        step_total = sum(episode._turn_rewards.values())
+        if episode._turn_rewards and turns:
+            last = len(turns) - 1
+            for index, reward in episode._turn_rewards.items():
+                turn = turns[min(index, last)]
+                turn.reward = (turn.reward or 0.0) + reward
+            turns[last].reward = (turns[last].reward or 0.0) + final
+        metrics: dict[str, float] = {
+            "env/seconds": anyio.current_time() - episode.started_at,
+            "env/busy_seconds": episode._busy_s,
+            "env/steps": float(episode.tool_calls),
+            "rollout/turns": float(len(turns)),
+        }
+        if result is not None:
+            metrics.update(
+                {f"env/{k}": float(v) for k, v in result.info.items() if isinstance(v, int | float)}
+            )
+        return Trajectory(
+            trajectory_id=episode.trajectory_id,
+            task_id=episode.task.id,
+            group_id=episode.group_id,
+            turns=turns,
+            reward=final + step_total if status in ("ok", "truncated") else 0.0,
+            success=bool(result is not None and result.success and status in ("ok", "truncated")),
+            status=status,
+            error=error,
+            metrics=metrics,
+        )
+
+
+class _EpisodeStopped(Exception):
+    """Internal: the episode was stopped (turn limit, step timeout); its flags say why."""
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-member exception groups, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        if len(group.exceptions) != 1:
+            return group
+        exc = group.exceptions[0]
+    return exc
