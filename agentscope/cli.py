@@ -153,13 +153,37 @@ def run(
         list[str] | None,
         typer.Option("--message", "-m", help="Send this message and exit instead of chatting (repeatable)."),
     ] = None,
+    trace: Annotated[
+        bool,
+        typer.Option(
+            "--trace/--no-trace", help="Record every model and tool call in the trace store (studio)."
+        ),
+    ] = True,
+    trace_store: Annotated[
+        Path, typer.Option("--trace-store", help="Trace store file (SQLite) the studio reads.")
+    ] = Path(".agentscope/traces.db"),
+    project: Annotated[str, typer.Option("--project", help="Project the traced run belongs to.")] = "default",
 ) -> None:
     """Chat with an agent in the terminal. Ctrl-C interrupts the agent; Ctrl-D or /exit quits."""
     from rich.console import Console
 
     console = Console()
     chat_model = make_model(model, base_url=base_url, api_key=api_key) if model else None
-    asyncio.run(_chat(agent_spec, chat_model, console, message))
+    if not trace:
+        asyncio.run(_chat(agent_spec, chat_model, console, message))
+        return
+    from agentscope import tracing
+
+    tracing.init(trace_store, project=project, run_name=f"run {agent_spec}", config={"command": "run"})
+    status: tracing.RunStatus = "failed"
+    try:
+        asyncio.run(_chat(agent_spec, chat_model, console, message))
+        status = "finished"
+    finally:
+        tracing.shutdown(status)
+        console.print(
+            f"[dim]Traced to {trace_store}; view it with: agentscope studio --store {trace_store}[/]"
+        )
 
 
 async def _chat(
@@ -296,3 +320,39 @@ async def _mcp_serve(spec: str, transport: str, host: str, port: int, path: str,
 
 if __name__ == "__main__":
     main()
+
+
+# ---------------------------------------------------------------------- agentscope studio
+
+
+@app.command()
+def studio(
+    store: Annotated[Path, typer.Option("--store", help="Trace store file (SQLite) to show.")] = Path(
+        ".agentscope/traces.db"
+    ),
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="AGENTSCOPE_STUDIO_TOKEN", help="Require this token (the UI asks for it)."
+        ),
+    ] = None,
+) -> None:
+    """Open the web studio over a trace store: runs, trace trees, conversations, metrics, live."""
+    from rich.console import Console
+
+    from agentscope.exceptions import UsageError
+    from agentscope.studio import check_binding, serve, studio_url
+
+    try:
+        check_binding(host, token)
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--host") from None
+    console = Console()
+    console.print(
+        f"[bold]AgentScope Studio[/] on {studio_url(host, port, token)}  (store: {store}; Ctrl-C stops)"
+    )
+    serve(store, host=host, port=port, token=token)

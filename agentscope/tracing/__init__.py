@@ -40,6 +40,7 @@ from agentscope.tracing._schema import SCHEMA_VERSION
 from agentscope.tracing._store import RunFilter, TraceStore
 from agentscope.tracing._tracer import (
     DEFAULT_TRACE_STORE,
+    RunStatus,
     Tracer,
     aflush,
     flush,
@@ -64,6 +65,7 @@ __all__ = [
     "OTLPExporter",
     "RunFilter",
     "RunRecord",
+    "RunStatus",
     "Span",
     "SpanExporter",
     "SpanKind",

@@ -15,11 +15,12 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from pydantic import BaseModel
 from pydantic_core import to_json
 
-from agentscope.tracing._runtime import Blob, Json, Messages, Span
+from agentscope.tracing._runtime import Blob, Json, Messages, Span, ToolDefinitions
 
 __all__ = ["BLOB_MIN_BYTES", "Encoder", "ExportBatch", "MetricRecord", "RunRecord", "SpanRecord", "blob_ref"]
 
@@ -27,8 +28,8 @@ BLOB_MIN_BYTES = 2048
 """Attribute values (and single messages) whose JSON is longer than this go to the blob table."""
 
 _PREVIEW_CHARS = 200
-_MSG_EXCLUDE = frozenset({"id", "timestamp"})
 _CACHE_LIMIT = 50_000
+_SHORT = 64
 _RESOLVE_CACHE_BYTES = 32 * 1024 * 1024
 
 
@@ -118,7 +119,12 @@ class Encoder:
         self.blob_min_bytes = blob_min_bytes
         self.new_blobs: dict[str, bytes] = {}
         """Blobs created since the last :meth:`take_blobs`."""
+        self._keys: dict[str, str] = {}
+        self._short: dict[str, str] = {}
+        self._tool_lists: dict[tuple[int, ...], tuple[ToolDefinitions, str]] = {}
         self._messages: dict[str, str] = {}
+        self._heads: dict[tuple[str, str | None], str] = {}
+        self._contents: dict[tuple[int, ...], tuple[tuple[Any, ...], str]] = {}
         self._texts: dict[tuple[str, str | None, str], str] = {}
         self._stored: set[str] = set()
         self._recent: OrderedDict[str, bytes] = OrderedDict()
@@ -136,27 +142,45 @@ class Encoder:
     def encode(self, span: Span, run_id: str) -> SpanRecord:
         """Encode one finished span."""
         attributes = span.attributes
-        parts = [f"{json.dumps(key)}:{self._value(value)}" for key, value in attributes.items()]
+        text = ""
+        if attributes:
+            data = to_json(attributes, fallback=repr)
+            if len(data) > self.blob_min_bytes:
+                text = ",".join([self._key(k) + self._value(v) for k, v in attributes.items()])
+            else:
+                text = data.decode()[1:-1]
+        payloads = span.payloads
+        if payloads:
+            value_of = self._value
+            extra = ",".join([self._key(k) + value_of(v) for k, v in payloads.items()])
+            text = f"{text},{extra}" if text else extra
         input_tokens = attributes.get("gen_ai.usage.input_tokens")
         output_tokens = attributes.get("gen_ai.usage.output_tokens")
         agent = attributes.get("gen_ai.agent.name")
+        parent_id = span.parent_id
         return SpanRecord(
-            run_id=run_id,
-            trace_id=f"{span.trace_id:032x}",
-            span_id=f"{span.span_id:016x}",
-            parent_id=None if span.parent_id is None else f"{span.parent_id:016x}",
-            kind=span.kind,
-            name=span.name,
-            start_ns=span.start_ns,
-            end_ns=span.end_ns,
-            status=span.status,
-            status_message=span.status_message,
-            attributes="{" + ",".join(parts) + "}",
-            is_root=span.is_root,
-            input_tokens=input_tokens if isinstance(input_tokens, int) else None,
-            output_tokens=output_tokens if isinstance(output_tokens, int) else None,
-            agent_name=agent if isinstance(agent, str) else None,
+            run_id,
+            f"{span.trace_id:032x}",
+            f"{span.span_id:016x}",
+            None if parent_id is None else f"{parent_id:016x}",
+            span.kind,
+            span.name,
+            span.start_ns,
+            span.end_ns,
+            span.status,
+            span.status_message,
+            "{" + text + "}",
+            span.is_root,
+            input_tokens if type(input_tokens) is int else None,
+            output_tokens if type(output_tokens) is int else None,
+            agent if type(agent) is str else None,
         )
+
+    def _key(self, key: str) -> str:
+        prefix = self._keys.get(key)
+        if prefix is None:
+            prefix = self._keys[key] = to_json(key).decode() + ":"
+        return prefix
 
     # -------------------------------------------------------------- values
 
@@ -164,19 +188,65 @@ class Encoder:
         kind = type(value)
         if kind is str:
             text: str = value  # type: ignore[assignment]
+            if len(text) <= _SHORT:
+                fragment = self._short.get(text)
+                if fragment is None:
+                    if len(self._short) > _CACHE_LIMIT:
+                        self._short.clear()
+                    fragment = self._short[text] = to_json(text).decode()
+                return fragment
             if len(text) > self.blob_min_bytes:
-                return self._blob(json.dumps(text).encode(), text[:_PREVIEW_CHARS])
-            return json.dumps(text)
-        if kind is int or kind is float or kind is bool or value is None:
-            return json.dumps(value)
+                return self._blob(to_json(text), text[:_PREVIEW_CHARS])
+            return to_json(text).decode()
+        if kind is int:
+            return str(value)
+        if kind is bool:
+            return "true" if value else "false"
         if kind is Messages:
-            return "[" + ",".join(self._message(m) for m in value) + "]"  # type: ignore[attr-defined]
-        if kind is Blob:
+            message = self._message
+            return "[" + ",".join([message(m) for m in value]) + "]"  # type: ignore[attr-defined]
+        if kind is Json:
+            inner = cast(Json, value).value
+            blocks = _model_list(inner)
+            if blocks is not None:
+                fragment = self._content(blocks)
+                return self._blob(fragment.encode()) if len(fragment) > self.blob_min_bytes else fragment
+            data = to_json(inner, fallback=repr)
+        elif kind is ToolDefinitions:
+            return self._tools(value)  # type: ignore[arg-type]
+        elif kind is Blob:
             return self._blob(to_json(value.value, fallback=repr))  # type: ignore[attr-defined]
-        data = to_json(value.value if kind is Json else value, fallback=repr)  # type: ignore[attr-defined]
+        else:
+            data = to_json(value, fallback=repr)
         if len(data) > self.blob_min_bytes:
             return self._blob(data)
         return data.decode()
+
+    def _content(self, blocks: list[Any]) -> str:
+        """A list of content blocks as JSON; the same blocks (a model's answer, then the same answer as the next
+        call's input) are encoded once. The cache holds the blocks, so their ids cannot be reused meanwhile."""
+        key = tuple(map(id, blocks))
+        cached = self._contents.get(key)
+        if cached is not None:
+            return cached[1]
+        fragment = to_json(blocks, fallback=repr).decode()
+        if len(self._contents) > _CACHE_LIMIT // 10:
+            self._contents.clear()
+        self._contents[key] = (tuple(blocks), fragment)
+        return fragment
+
+    def _tools(self, tools: ToolDefinitions) -> str:
+        """Tool definitions are sent with every model call: one blob per distinct tool list, encoded once.
+
+        Tool schemas are frozen; the cache holds the objects themselves, so their ids cannot be reused meanwhile.
+        """
+        key = tuple(map(id, tools))
+        cached = self._tool_lists.get(key)
+        if cached is None:
+            if len(self._tool_lists) > 1024:
+                self._tool_lists.clear()
+            cached = self._tool_lists[key] = (tools, self._blob(to_json(list(tools), fallback=repr)))
+        return cached[1]
 
     def _message(self, msg: Any) -> str:
         fragment = self._messages.get(msg.id)
@@ -189,8 +259,22 @@ class Encoder:
             text_key = (msg.role, msg.name, content)
             fragment = self._texts.get(text_key)
         if fragment is None:
-            data = msg.model_dump_json(exclude=_MSG_EXCLUDE).encode()
-            fragment = self._blob(data) if len(data) > self.blob_min_bytes else data.decode()
+            body = (
+                to_json(content).decode()
+                if type(content) is str
+                else self._content(cast("list[Any]", content))
+            )
+            head = self._heads.get((msg.role, msg.name))
+            if head is None:
+                head = self._heads[(msg.role, msg.name)] = (
+                    f'{{"role":{json.dumps(msg.role)},"name":{json.dumps(msg.name)},"content":'
+                )
+            if msg.metadata:
+                fragment = f'{head}{body},"metadata":{to_json(msg.metadata, fallback=repr).decode()}}}'
+            else:
+                fragment = f"{head}{body}}}"
+            if len(fragment) > self.blob_min_bytes:
+                fragment = self._blob(fragment.encode())
             if text_key is not None:
                 if len(self._texts) > _CACHE_LIMIT:
                     self._texts.clear()
@@ -208,7 +292,7 @@ class Encoder:
             self._stored.add(digest)
             self.new_blobs[digest] = data
             self._remember(digest, data)
-        return json.dumps(blob_ref(digest, len(data), preview))
+        return to_json(blob_ref(digest, len(data), preview)).decode()
 
     def _remember(self, digest: str, data: bytes) -> None:
         self._recent[digest] = data
@@ -216,3 +300,12 @@ class Encoder:
         while self._recent_bytes > _RESOLVE_CACHE_BYTES and self._recent:
             _, old = self._recent.popitem(last=False)
             self._recent_bytes -= len(old)
+
+
+def _model_list(value: object) -> list[Any] | None:
+    """``value`` when it is a non-empty list of pydantic models (content blocks), else None."""
+    if type(value) is list:
+        items = cast("list[Any]", value)
+        if items and isinstance(items[0], BaseModel):
+            return items
+    return None

@@ -77,6 +77,15 @@ class Messages(tuple["Msg", ...]):
     __slots__ = ()
 
 
+class ToolDefinitions(tuple[Any, ...]):
+    """The tool schemas offered to a model (``gen_ai.tool.definitions``): stored once per distinct list.
+
+    The schemas must be immutable (``ToolSchema`` is frozen).
+    """
+
+    __slots__ = ()
+
+
 class Json:
     """Any JSON-serialisable value (pydantic models included), encoded in the writer thread."""
 
@@ -90,6 +99,9 @@ class Blob(Json):
     """A value always stored by reference in the blob table (token id arrays, log-probs, images)."""
 
     __slots__ = ()
+
+
+_DEFERRED = (Json, Messages, ToolDefinitions)
 
 
 # ---------------------------------------------------------------------- spans
@@ -110,6 +122,7 @@ class Span:
         "kind",
         "name",
         "parent_id",
+        "payloads",
         "span_id",
         "start_ns",
         "status",
@@ -140,7 +153,9 @@ class Span:
         self.is_root = is_root
         """True when no span of ours is the parent (the parent, if any, belongs to another tracer)."""
         self.attributes = attributes
-        """Attribute values by name (``gen_ai.*`` and ``agentscope.*``)."""
+        """Plain attribute values by name (``gen_ai.*`` and ``agentscope.*``): JSON-compatible data."""
+        self.payloads: dict[str, object] | None = None
+        """Attributes whose values are encoded later (:class:`Json`, :class:`Blob`, :class:`Messages`), or None."""
         self.status: SpanStatus = "unset"
         """``unset``, ``ok`` or ``error``."""
         self.status_message: str | None = None
@@ -154,12 +169,18 @@ class Span:
     # -------------------------------------------------------------- mutators
 
     def set_attribute(self, key: str, value: object) -> None:
-        """Set one attribute."""
-        self.attributes[key] = value
+        """Set one attribute: JSON-compatible data, or a :class:`Json`/:class:`Blob`/:class:`Messages` wrapper."""
+        if isinstance(value, _DEFERRED):
+            if self.payloads is None:
+                self.payloads = {}
+            self.payloads[key] = value
+        else:
+            self.attributes[key] = value
 
     def set_attributes(self, attributes: Mapping[str, object]) -> None:
-        """Set several attributes."""
-        self.attributes.update(attributes)
+        """Set several attributes (see :meth:`set_attribute`)."""
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
 
     def set_status(self, status: SpanStatus, message: str | None = None) -> None:
         """Set the status (``error`` with a message saying what went wrong)."""
@@ -275,12 +296,24 @@ def _is_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError)
 
 
-def _new_span(name: str, kind: SpanKind, attributes: dict[str, object]) -> Span:
+def _new_span(
+    name: str, kind: SpanKind, attributes: dict[str, object], payloads: dict[str, object] | None = None
+) -> Span:
     parent = _current.get()
     if parent is not None:
-        return Span(name, kind, parent.trace_id, _rng.getrandbits(64), parent.span_id, attributes, False)
-    trace_id, parent_id = _ambient_parent()
-    return Span(name, kind, trace_id, _rng.getrandbits(64), parent_id, attributes, True)
+        span = Span(name, kind, parent.trace_id, _rng.getrandbits(64), parent.span_id, attributes, False)
+    else:
+        trace_id, parent_id = _ambient_parent()
+        span = Span(name, kind, trace_id, _rng.getrandbits(64), parent_id, attributes, True)
+    span.payloads = payloads
+    return span
+
+
+def _user_span(name: str, kind: SpanKind, attributes: Mapping[str, object] | None) -> Span:
+    span = _new_span(name, kind, {})
+    if attributes:
+        span.set_attributes(attributes)
+    return span
 
 
 def _ambient_parent() -> tuple[int, int | None]:
@@ -308,7 +341,7 @@ def start_span(name: str, kind: SpanKind, attributes: Mapping[str, object] | Non
     """
     if not ON:
         return NOOP_SPAN
-    return _new_span(name, kind, dict(attributes) if attributes else {})
+    return _user_span(name, kind, attributes)
 
 
 @contextmanager
@@ -321,7 +354,7 @@ def span(name: str, kind: SpanKind, attributes: Mapping[str, object] | None = No
     if not ON:
         yield NOOP_SPAN
         return
-    current = _new_span(name, kind, dict(attributes) if attributes else {})
+    current = _user_span(name, kind, attributes)
     token = _current.set(current)
     try:
         yield current
@@ -390,9 +423,10 @@ async def agent_call(
     }
     if agent.description:
         attributes["gen_ai.agent.description"] = agent.description
+    payloads: dict[str, object] = {}
     if msg is not None:
-        attributes["gen_ai.input.messages"] = Messages((msg,) if not isinstance(msg, Sequence) else msg)
-    current = _new_span(f"invoke_agent {name}", "agent", attributes)
+        payloads["gen_ai.input.messages"] = Messages((msg,) if not isinstance(msg, Sequence) else msg)
+    current = _new_span(f"invoke_agent {name}", "agent", attributes, payloads)
     token = _current.set(current)
     try:
         reply = await invoke(msg, **kwargs)
@@ -401,7 +435,7 @@ async def agent_call(
         raise
     finally:
         _restore(token)
-    attributes["gen_ai.output.messages"] = Messages((reply,))
+    payloads["gen_ai.output.messages"] = Messages((reply,))
     if reply.metadata.get("interrupted"):
         attributes["agentscope.interrupted"] = True
     current.end()
@@ -426,10 +460,10 @@ async def model_call(
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": _PROVIDERS.get(type(model).__name__, type(model).__name__),
         "gen_ai.request.model": model_name,
-        "gen_ai.input.messages": Messages(messages),
     }
+    payloads: dict[str, object] = {"gen_ai.input.messages": Messages(messages)}
     if tools:
-        attributes["gen_ai.tool.definitions"] = Json(tools)
+        payloads["gen_ai.tool.definitions"] = ToolDefinitions(tools)
     if tool_choice is not None:
         attributes["agentscope.request.tool_choice"] = tool_choice
     if settings:
@@ -438,7 +472,7 @@ async def model_call(
                 attributes[_SETTING_ATTRIBUTES[key]] = value
     if streaming:
         attributes["agentscope.request.stream"] = True
-    current = _new_span(f"chat {model_name}", "model", attributes)
+    current = _new_span(f"chat {model_name}", "model", attributes, payloads)
     token = _current.set(current)
     try:
         response = await call()
@@ -464,7 +498,10 @@ _SETTING_ATTRIBUTES = {
 def record_response(target: Span, response: Any) -> None:
     """Put a ChatResponse on a model span: output, usage, finish reason and RL token data (as blobs)."""
     attributes = target.attributes
-    attributes["gen_ai.output.messages"] = Json(response.content)
+    payloads = target.payloads
+    if payloads is None:
+        payloads = target.payloads = {}
+    payloads["gen_ai.output.messages"] = Json(response.content)
     if response.model:
         attributes["gen_ai.response.model"] = response.model
     if response.id:
@@ -476,11 +513,11 @@ def record_response(target: Span, response: Any) -> None:
         attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
         attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
     if response.prompt_token_ids is not None:
-        attributes["agentscope.prompt_token_ids"] = Blob(response.prompt_token_ids)
+        payloads["agentscope.prompt_token_ids"] = Blob(response.prompt_token_ids)
     if response.completion_token_ids is not None:
-        attributes["agentscope.completion_token_ids"] = Blob(response.completion_token_ids)
+        payloads["agentscope.completion_token_ids"] = Blob(response.completion_token_ids)
     if response.logprobs is not None:
-        attributes["agentscope.logprobs"] = Blob(response.logprobs)
+        payloads["agentscope.logprobs"] = Blob(response.logprobs)
     if response.policy_version is not None:
         attributes["agentscope.policy_version"] = response.policy_version
 
@@ -491,13 +528,17 @@ def _tool_span(call: ToolUseBlock) -> Span:
         "gen_ai.tool.name": call.name,
         "gen_ai.tool.call.id": call.id,
         "gen_ai.tool.type": "function",
-        "gen_ai.tool.call.arguments": Json(call.input) if call.raw_input is None else call.raw_input,
     }
-    return _new_span(f"execute_tool {call.name}", "tool", attributes)
+    payloads: dict[str, object] = {}
+    if call.raw_input is None:
+        payloads["gen_ai.tool.call.arguments"] = Json(call.input)
+    else:
+        attributes["gen_ai.tool.call.arguments"] = call.raw_input
+    return _new_span(f"execute_tool {call.name}", "tool", attributes, payloads)
 
 
 def _finish_tool_span(target: Span, output: object, is_error: bool) -> None:
-    target.attributes["gen_ai.tool.call.result"] = Json(output)
+    target.set_attribute("gen_ai.tool.call.result", Json(output))
     if is_error:
         target.status = "error"
         target.status_message = _preview(output)

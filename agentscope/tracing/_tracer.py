@@ -21,7 +21,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from agentscope.tracing import _runtime
 from agentscope.tracing._exporters import SpanExporter, StoreExporter
@@ -30,6 +30,7 @@ from agentscope.tracing._runtime import Span
 
 __all__ = [
     "DEFAULT_TRACE_STORE",
+    "RunStatus",
     "Tracer",
     "aflush",
     "flush",
@@ -45,7 +46,8 @@ logger = logging.getLogger("agentscope.tracing")
 DEFAULT_TRACE_STORE = ".agentscope/traces.db"
 """Where ``agentscope.init()`` and the CLI commands write traces by default."""
 
-RunStatus = Literal["finished", "failed"]
+RunStatus: TypeAlias = Literal["finished", "failed"]
+"""How a run ended."""
 
 
 class _Flush:
