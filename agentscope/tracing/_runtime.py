@@ -431,10 +431,11 @@ async def agent_call(
     try:
         reply = await invoke(msg, **kwargs)
     except BaseException as exc:
-        current.record_exception(exc)
-        raise
-    finally:
         _restore(token)
+        current.record_exception(exc)
+        current.end()
+        raise
+    _restore(token)
     payloads["gen_ai.output.messages"] = Messages((reply,))
     if reply.metadata.get("interrupted"):
         attributes["agentscope.interrupted"] = True
@@ -477,10 +478,11 @@ async def model_call(
     try:
         response = await call()
     except BaseException as exc:
-        current.record_exception(exc)
-        raise
-    finally:
         _restore(token)
+        current.record_exception(exc)
+        current.end()
+        raise
+    _restore(token)
     record_response(current, response)
     current.end()
     return response

@@ -11,16 +11,17 @@ large values; :meth:`TraceStore.get_span` resolves them.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar, cast
 
 from agentscope.tracing._records import ExportBatch, MetricRecord, RunRecord, SpanRecord
 from agentscope.tracing._schema import migrate
@@ -40,6 +41,23 @@ _RUN_COLUMNS = (
     "id, project, name, status, started_ns, ended_ns, updated_ns, config, span_count, error_count, trace_count, "
     "input_tokens, output_tokens, agents"
 )
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _serialised(method: _F) -> _F:
+    """Store methods hold the store's lock for an in-memory store: its shared-cache connections lock whole tables
+    (``SQLITE_LOCKED``, which busy timeouts do not cover), so they take turns instead."""
+
+    @functools.wraps(method)
+    def wrapper(self: TraceStore, *args: Any, **kwargs: Any) -> Any:
+        if not self._memory:
+            return method(self, *args, **kwargs)
+        with self._memory_lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
 
 
 @dataclass(slots=True)
@@ -79,6 +97,7 @@ class TraceStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._memory_lock = threading.RLock()
         self._tree_cache: OrderedDict[str, tuple[tuple[int, int], list[Row]]] = OrderedDict()
         self._closed = False
         conn = self._conn()  # keeps a shared in-memory database alive for the store's lifetime
@@ -112,6 +131,7 @@ class TraceStore:
             conn.close()
 
     @property
+    @_serialised
     def schema_version(self) -> int:
         """The store's schema version (always :data:`SCHEMA_VERSION` once open)."""
         version: int = self._conn().execute("PRAGMA user_version").fetchone()[0]
@@ -125,6 +145,7 @@ class TraceStore:
 
     # -------------------------------------------------------------- writing
 
+    @_serialised
     def upsert_run(self, run: RunRecord) -> None:
         """Create the run's row, or update its name, status, end and config."""
         conn = self._conn()
@@ -146,6 +167,7 @@ class TraceStore:
             ),
         )
 
+    @_serialised
     def write(self, batch: ExportBatch) -> None:
         """Write a batch (run row, blobs, spans, metrics and the run/trace counters) in one transaction."""
         conn = self._conn()
@@ -271,6 +293,7 @@ class TraceStore:
 
     # -------------------------------------------------------------- runs
 
+    @_serialised
     def list_runs(
         self, filters: RunFilter | None = None, *, offset: int = 0, limit: int = 100
     ) -> tuple[list[Row], int]:
@@ -310,6 +333,7 @@ class TraceStore:
         ).fetchall()
         return [_run_row(r) for r in rows], total
 
+    @_serialised
     def get_run(self, run_id: str) -> Row | None:
         """One run with its counters and the names of its metrics, or None."""
         conn = self._conn()
@@ -332,10 +356,12 @@ class TraceStore:
         }
         return run
 
+    @_serialised
     def projects(self) -> list[str]:
         """Every project name, sorted."""
         return [r[0] for r in self._conn().execute("SELECT DISTINCT project FROM runs ORDER BY project")]
 
+    @_serialised
     def runs_updated_since(self, updated_ns: int) -> list[Row]:
         """Runs whose row changed after ``updated_ns`` (for live feeds)."""
         rows = self._conn().execute(
@@ -345,6 +371,7 @@ class TraceStore:
 
     # -------------------------------------------------------------- traces
 
+    @_serialised
     def list_traces(self, run_id: str, *, offset: int = 0, limit: int = 100) -> tuple[list[Row], int]:
         """A run's traces in start order, and how many it has."""
         conn = self._conn()
@@ -355,11 +382,13 @@ class TraceStore:
         ).fetchall()
         return [dict(r) for r in rows], total
 
+    @_serialised
     def get_trace(self, trace_id: str) -> Row | None:
         """One trace's summary row, or None."""
         row = self._conn().execute("SELECT * FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
         return None if row is None else dict(row)
 
+    @_serialised
     def trace_tree(self, trace_id: str, *, offset: int = 0, limit: int = 500) -> tuple[list[Row], int]:
         """A trace's spans flattened depth-first (children in start order), one page of them, and the total.
 
@@ -408,6 +437,7 @@ class TraceStore:
 
     # -------------------------------------------------------------- spans
 
+    @_serialised
     def list_spans(
         self,
         *,
@@ -448,6 +478,7 @@ class TraceStore:
         )
         return [_span_row(r) for r in rows], total
 
+    @_serialised
     def get_span(self, span_id: str, *, resolve: bool = True, inline_limit: int = 1 << 20) -> Row | None:
         """One span with its attributes; blob references resolved when ``resolve`` (those over ``inline_limit``
         bytes stay references, with ``"truncated": true``)."""
@@ -463,6 +494,7 @@ class TraceStore:
         span["attributes"] = self.resolve(attributes, inline_limit=inline_limit) if resolve else attributes
         return span
 
+    @_serialised
     def spans_after(
         self, after_id: int, *, run_id: str | None = None, trace_id: str | None = None, limit: int = 500
     ) -> list[Row]:
@@ -480,6 +512,7 @@ class TraceStore:
         )
         return [_span_row(r) for r in rows]
 
+    @_serialised
     def cursor(self) -> dict[str, int]:
         """The newest span row id, metric row id and run update time (a live feed starts after these)."""
         conn = self._conn()
@@ -490,6 +523,7 @@ class TraceStore:
 
     # -------------------------------------------------------------- blobs
 
+    @_serialised
     def get_blob(self, digest: str) -> bytes | None:
         """A blob's payload (JSON bytes), or None."""
         row = self._conn().execute("SELECT data FROM blobs WHERE hash = ?", (digest,)).fetchone()
@@ -515,6 +549,7 @@ class TraceStore:
 
     # -------------------------------------------------------------- conversations
 
+    @_serialised
     def conversation(self, trace_id: str, agent_span_id: str | None = None) -> Row | None:
         """The conversation of one agent invocation in a trace (default: the root agent), for replay.
 
@@ -584,6 +619,7 @@ class TraceStore:
 
     # -------------------------------------------------------------- metrics
 
+    @_serialised
     def metric_names(self, run_id: str) -> list[Row]:
         """The run's metrics: name, number of points, last step and last value."""
         rows = self._conn().execute(
@@ -604,6 +640,7 @@ class TraceStore:
             result.append({**dict(r), "last_value": None if last is None else last[0]})
         return result
 
+    @_serialised
     def metric_series(self, run_id: str, name: str, *, max_points: int = 1000) -> list[tuple[int, float]]:
         """``(step, value)`` points in step order, averaged into at most ``max_points`` buckets of steps."""
         rows: list[tuple[int, float]] = [
@@ -622,6 +659,7 @@ class TraceStore:
             out.append((bucket[-1][0], sum(v for _, v in bucket) / len(bucket)))
         return out
 
+    @_serialised
     def metrics_after(self, after_id: int, *, run_id: str | None = None, limit: int = 1000) -> list[Row]:
         """Metric points written after row ``after_id``, oldest first (for live feeds)."""
         where, args = "id > ?", [after_id]
@@ -636,6 +674,7 @@ class TraceStore:
 
     # -------------------------------------------------------------- comparing
 
+    @_serialised
     def run_stats(self, run_id: str) -> list[Row]:
         """Per (kind, name): calls, errors, latency (mean, p50, p95, max in ms) and tokens, over the run's spans."""
         conn = self._conn()

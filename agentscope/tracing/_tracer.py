@@ -324,7 +324,11 @@ def init(
         atexit.register(shutdown)
         _atexit_registered = True
     if not _in_event_loop():
-        tracer.wait_ready()
+        try:
+            tracer.wait_ready()
+        except BaseException:
+            tracer.shutdown("failed")
+            raise
     return tracer
 
 
