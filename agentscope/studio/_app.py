@@ -62,15 +62,16 @@ def create_app(
     from contextlib import asynccontextmanager
 
     from fastapi import Depends, FastAPI, HTTPException, Query, Request
-    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
     from fastapi.staticfiles import StaticFiles
 
     state: dict[str, TraceStore] = {}
+    if isinstance(store, TraceStore):
+        state["store"] = store  # ready without a lifespan (in-process test clients send none)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncGenerator[None]:
         if isinstance(store, TraceStore):
-            state["store"] = store
             yield
             return
         opened = await anyio.to_thread.run_sync(TraceStore, store)
@@ -115,10 +116,11 @@ def create_app(
     # -------------------------------------------------------------- pages and static files
 
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:  # pyright: ignore[reportUnusedFunction]
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    async def index() -> HTMLResponse:  # pyright: ignore[reportUnusedFunction]
+        html = await anyio.Path(STATIC_DIR / "index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 
     # -------------------------------------------------------------- runs
 
