@@ -26,13 +26,14 @@ What a tool call can end in (``call_tool`` never raises for the server's problem
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import json
 import logging
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit
@@ -92,6 +93,7 @@ _PY_LEVELS: Final[Mapping[str, int]] = {
     "emergency": logging.CRITICAL,
 }
 _STOP_TIMEOUT_S = 10.0
+_STARTING_GRACE_S = 0.2
 
 
 class MCPConnectionError(ToolError):
@@ -212,6 +214,7 @@ class MCPClient:
         on_log: LogCallback | None = None,
         log_level: LogLevel | None = "info",
         retry_on_reconnect: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """Describe the server to connect to; nothing starts until :meth:`connect`.
 
@@ -231,6 +234,7 @@ class MCPClient:
                 connection. Default ``False``: the call returns an error telling the model that the server
                 was restarted (its state lost) and that the tool was not called. A call already running when
                 the connection dies always returns an error: it may or may not have taken effect.
+            headers: HTTP headers sent with every request to a streamable-HTTP server (``Authorization``...).
         """
         if timeout_s is not None and not timeout_s > 0:
             raise UsageError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}")
@@ -252,6 +256,8 @@ class MCPClient:
         """Receives every log message of the server."""
         self.log_level: LogLevel | None = log_level
         """Lowest log level requested from the server."""
+        self.headers: Mapping[str, str] = dict(headers or {})
+        """HTTP headers sent to a streamable-HTTP server."""
         self.retry_on_reconnect = retry_on_reconnect
         """Send a call that found the connection lost on the re-established one instead of reporting it."""
         self.restarts = 0
@@ -411,14 +417,16 @@ class MCPClient:
                 conn.scope = scope
                 if conn.stop_requested:
                     scope.cancel()
-                client = SdkClient(
-                    self._target(conn),
-                    logging_callback=self._on_log_message,
-                    log_level=self.log_level,
-                    client_info=mtypes.Implementation(name="agentscope", version=agentscope.__version__),
-                    cache=None,
-                )
-                async with client:
+                await _preload_sdk_modules()
+                async with AsyncExitStack() as stack:
+                    client = SdkClient(
+                        await self._target(conn, stack),
+                        logging_callback=self._on_log_message,
+                        log_level=self.log_level,
+                        client_info=mtypes.Implementation(name="agentscope", version=agentscope.__version__),
+                        cache=None,
+                    )
+                    await stack.enter_async_context(client)
                     conn.client = client
                     await self._after_handshake(client)
                     conn.ready.set()
@@ -432,13 +440,23 @@ class MCPClient:
             conn.ready.set()
             conn.done.set()
 
-    def _target(self, conn: _Connection) -> Any:
+    async def _target(self, conn: _Connection, stack: AsyncExitStack) -> Any:
+        """What the SDK client connects to, for one connection; resources it needs go on ``stack``."""
         server = self._server
         if isinstance(server, StdioServer):
             transport = StdioTransport(server, on_stderr=self._on_stderr_line, on_exit=conn.wake.set)
             conn.transport = transport
             return transport
-        if isinstance(server, str | Server | MCPServer):
+        if isinstance(server, str):
+            from mcp.client.streamable_http import streamable_http_client
+            from mcp.shared._httpx_utils import create_mcp_http_client
+
+            # Built in a worker thread: creating an HTTP client loads the TLS trust store from disk.
+            headers = dict(self.headers) if self.headers else None
+            http = await anyio.to_thread.run_sync(create_mcp_http_client, headers)
+            await stack.enter_async_context(http)
+            return streamable_http_client(server, http_client=http)
+        if isinstance(server, Server | MCPServer):
             return cast("Any", server)
         return server()
 
@@ -910,8 +928,17 @@ def mcp_result_to_response(result: mtypes.CallToolResult, *, server: str, tool: 
 
 
 async def _stop(conn: _Connection) -> None:
-    """Stop a connection's owner task and wait for it (bounded); shield the caller's cancellation yourself."""
+    """Stop a connection's owner task and wait for it (bounded); shield the caller's cancellation yourself.
+
+    A connection that is still starting is cut off at once (a server that has not finished the handshake gets
+    a short grace period, not the usual one, before it is terminated).
+    """
     conn.request_stop()
+    if not conn.ready.is_set():
+        if conn.transport is not None:
+            conn.transport.grace_s = _STARTING_GRACE_S
+        if conn.scope is not None:
+            conn.scope.cancel()
     with anyio.move_on_after(_STOP_TIMEOUT_S):
         await conn.done.wait()
         return
@@ -919,6 +946,26 @@ async def _stop(conn: _Connection) -> None:
         conn.scope.cancel()
     with anyio.move_on_after(_STOP_TIMEOUT_S):
         await conn.done.wait()
+
+
+_preloaded = False
+
+
+async def _preload_sdk_modules() -> None:
+    """Import, in a worker thread, the modules the SDK imports lazily on the event loop (once per process).
+
+    The SDK imports ``jsonschema`` (which reads its schema files from disk) the first time a tool with an
+    output schema returns: a blocking pause on the event loop in the middle of a run, done here up front.
+    """
+    global _preloaded
+    if not _preloaded:
+        await anyio.to_thread.run_sync(_import_sdk_modules)
+        _preloaded = True
+
+
+def _import_sdk_modules() -> None:
+    for name in ("jsonschema.exceptions", "jsonschema.validators", "referencing", "referencing.exceptions"):
+        importlib.import_module(name)
 
 
 async def _maybe_await(value: Awaitable[None] | None) -> None:

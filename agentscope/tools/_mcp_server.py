@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -145,6 +146,7 @@ async def serve_mcp(
     path: str = "/mcp",
     name: str = "agentscope",
     instructions: str | None = None,
+    on_ready: Callable[[str], object] | None = None,
 ) -> None:
     """Serve ``toolkit`` as an MCP server until cancelled (or, over stdio, until the client disconnects).
 
@@ -160,6 +162,7 @@ async def serve_mcp(
         path: URL path of the endpoint (HTTP).
         name: The server name clients see.
         instructions: Sent to clients at connection; default: the toolkit's group instructions.
+        on_ready: Called with the endpoint's URL once the HTTP server listens (handy with ``port=0``).
     """
     server = build_mcp_server(toolkit, name=name, instructions=instructions)
     if transport == "stdio":
@@ -170,10 +173,12 @@ async def serve_mcp(
         return
     if transport != "http":
         raise UsageError(f"unknown MCP transport {transport!r}; use 'stdio' or 'http'")
-    await _serve_http(server, host=host, port=port, path=path)
+    await _serve_http(server, host=host, port=port, path=path, on_ready=on_ready)
 
 
-async def _serve_http(server: Server[Any], *, host: str, port: int, path: str) -> None:
+async def _serve_http(
+    server: Server[Any], *, host: str, port: int, path: str, on_ready: Callable[[str], object] | None
+) -> None:
     import uvicorn
 
     app = server.streamable_http_app(streamable_http_path=path, host=host)
@@ -183,9 +188,12 @@ async def _serve_http(server: Server[Any], *, host: str, port: int, path: str) -
     sock = await anyio.to_thread.run_sync(_bind, host, port)
     try:
         bound_host, bound_port = sock.getsockname()[:2]
-        url = f"http://{bound_host}:{bound_port}{path}"
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"http://{shown}:{bound_port}{path}"
         logger.info("MCP server listening on %s", url)
         print(f"MCP server listening on {url}", file=sys.stderr, flush=True)
+        if on_ready is not None:
+            on_ready(url)
         done = anyio.Event()
 
         async def run() -> None:

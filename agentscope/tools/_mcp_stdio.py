@@ -97,10 +97,11 @@ class StdioTransport:
     """Set when the process has exited, or the transport was torn down."""
     stderr_tail: deque[str] = field(default_factory=lambda: deque[str](maxlen=_STDERR_TAIL), init=False)
     """The last lines of the server's stderr."""
+    grace_s: float = field(default=_GRACE_S, init=False)
+    """How long the server may take to exit by itself after its stdin is closed, before it is terminated."""
 
     def __post_init__(self) -> None:
         self._cm = self._run()
-        self._process_exited = anyio.Event()
 
     async def __aenter__(
         self,
@@ -183,7 +184,6 @@ class StdioTransport:
 
         async def watch_exit() -> None:
             self.returncode = await process.wait()
-            self._process_exited.set()
             self._set_exited()
 
         async with anyio.create_task_group() as tg:
@@ -197,7 +197,7 @@ class StdioTransport:
                 with anyio.CancelScope(shield=True):
                     await write_send.aclose()
                     await read_recv.aclose()
-                    await _stop(process, self._process_exited)
+                    await _stop(process, self.grace_s)
                     self.returncode = process.returncode
                     self._set_exited()
                 tg.cancel_scope.cancel()
@@ -215,15 +215,18 @@ class StdioTransport:
             self.on_stderr(line)
 
 
-async def _stop(process: anyio.abc.Process, exited: anyio.Event) -> None:
-    """Close stdin, wait for a voluntary exit, then SIGTERM and SIGKILL the process group; reap it."""
+async def _stop(process: anyio.abc.Process, grace_s: float) -> None:
+    """Close stdin, wait for a voluntary exit, then SIGTERM and SIGKILL the process group; reap it.
+
+    Waits on the process itself, not on the exit watcher task, which may already be cancelled here.
+    """
     if process.stdin is not None:
         with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             await process.stdin.aclose()
-    for sig, wait_s in ((signal.SIGTERM, _GRACE_S), (signal.SIGKILL, _TERM_S), (None, _TERM_S)):
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, _TERM_S), (None, _TERM_S)):
         with anyio.move_on_after(wait_s):
-            await exited.wait()
-        if exited.is_set() or sig is None:
+            await process.wait()
+        if process.returncode is not None or sig is None:
             break
         _signal_group(process.pid, sig)
     # Children that outlived the leader (a wrapper's) still hold the group: end them too.

@@ -23,7 +23,7 @@ _TEXT_TYPES: Final = (
     "+json",
     "+xml",
 )
-_SKIP_TAGS: Final = frozenset({"script", "style", "noscript", "template", "svg", "head"})
+_SKIP_TAGS: Final = frozenset({"script", "style", "noscript", "template", "svg"})
 _BLOCK_TAGS: Final = frozenset(
     {"p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "header", "footer", "pre"}
     | {"h1", "h2", "h3", "h4", "h5", "h6", "title", "blockquote"}

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import anyio.to_thread
 
-from agentscope.exceptions import ModelRetry, UsageError
+from agentscope.exceptions import ModelRetry
 
 __all__ = ["make_file_tools"]
 
@@ -24,31 +24,36 @@ _MAX_LISTING: Final = 500
 
 
 class _Root:
-    """The working directory and the path checks."""
+    """The working directory and the path checks (all blocking: call them in a worker thread)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        real = Path(os.path.realpath(root))
-        if not real.is_dir():
-            raise UsageError(f"the working directory {str(root)!r} does not exist or is not a directory")
-        self.path = real
+        self.given = os.fspath(root)
+        self._real: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        """The real path of the working directory (resolved on first use, so that creating tools never blocks)."""
+        if self._real is None:
+            real = Path(os.path.realpath(self.given))
+            if not real.is_dir():
+                raise ModelRetry(f"the working directory {self.given} does not exist or is not a directory")
+            self._real = real
+        return self._real
 
     def resolve(self, path: str) -> Path:
         """The real path of ``path`` inside the working directory, or ModelRetry explaining the refusal."""
+        root = self.path
         if not path.strip():
             raise ModelRetry("the path is empty; give a path relative to the working directory")
         if "\x00" in path:
             raise ModelRetry("the path contains a NUL character")
         candidate = Path(path)
-        joined = candidate if candidate.is_absolute() else self.path / candidate
+        joined = candidate if candidate.is_absolute() else root / candidate
         real = Path(os.path.realpath(joined))
-        if real != self.path and not real.is_relative_to(self.path):
-            why = (
-                "a symlink that points"
-                if Path(os.path.normpath(joined)).is_relative_to(self.path)
-                else "a path"
-            )
+        if real != root and not real.is_relative_to(root):
+            why = "a symlink that points" if Path(os.path.normpath(joined)).is_relative_to(root) else "a path"
             raise ModelRetry(
-                f"access denied: '{path}' is {why} outside the working directory {self.path}; "
+                f"access denied: '{path}' is {why} outside the working directory {root}; "
                 "only paths inside it can be used"
             )
         return real
@@ -98,16 +103,14 @@ def _os_error(action: str, path: str, exc: OSError) -> ModelRetry:
 
 
 def make_file_tools(root: str | os.PathLike[str]) -> list[Callable[..., Any]]:
-    """``view_file``, ``write_file`` and ``edit_file`` working inside ``root`` (which must exist).
+    """``view_file``, ``write_file`` and ``edit_file`` working inside ``root``.
 
     Register them with ``for f in make_file_tools(workdir): toolkit.register(f)``. A path outside ``root``
     (``..``, an absolute path elsewhere, a symlink pointing out) is refused with an error the model sees.
 
     Args:
-        root: The working directory; the tools can read and write everything under it, nothing else.
-
-    Raises:
-        UsageError: ``root`` is not an existing directory.
+        root: The working directory; the tools can read and write everything under it, nothing else. It is
+            resolved (symlinks included) on first use; if it does not exist then, every call says so.
     """
     base = _Root(root)
 
