@@ -1,0 +1,62 @@
+"""Configuration of the trainer (pydantic only: importing it loads no torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["TrainerConfig"]
+
+
+class TrainerConfig(BaseModel):
+    """How the trainer turns a batch of trajectories into one update, with verl's algorithms."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    lr: float = Field(default=1e-5, gt=0.0)
+    """AdamW learning rate (constant)."""
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    """AdamW weight decay."""
+    adv_estimator: Literal["grpo", "rloo"] = "grpo"
+    """verl advantage estimator (``get_adv_estimator_fn``): group-relative outcome advantages per ``uid``."""
+    norm_adv_by_std: bool = True
+    """GRPO only: divide by the group's reward std (``False``: Dr. GRPO, mean-centred only)."""
+    policy_loss: Literal["vanilla", "gspo"] = "vanilla"
+    """verl policy loss (``get_policy_loss_fn``): ``vanilla`` is PPO's clipped objective (with dual clip),
+    ``gspo`` the sequence-level ratio of GSPO."""
+    clip_ratio: float = Field(default=0.2, gt=0.0)
+    """PPO clip range ε: ratios outside [1-ε, 1+ε] stop contributing gradient."""
+    clip_ratio_low: float | None = Field(default=None, gt=0.0)
+    """Lower clip range (``None``: ``clip_ratio``)."""
+    clip_ratio_high: float | None = Field(default=None, gt=0.0)
+    """Upper clip range (``None``: ``clip_ratio``; DAPO's clip-higher sets it above ``clip_ratio_low``)."""
+    clip_ratio_c: float = Field(default=3.0, gt=1.0)
+    """Dual-clip bound for negative advantages (vanilla loss)."""
+    loss_agg_mode: Literal[
+        "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"
+    ] = "token-mean"
+    """verl ``agg_loss`` mode: how token losses become the batch loss."""
+    entropy_coef: float = Field(default=0.0, ge=0.0)
+    """Entropy bonus coefficient (0: entropy is only measured)."""
+    kl_coef: float = Field(default=0.0, ge=0.0)
+    """KL-to-reference loss coefficient; a frozen copy of the initial policy is kept only when > 0."""
+    kl_type: Literal["low_var_kl", "k1", "k2", "k3", "kl", "mse", "abs"] = "low_var_kl"
+    """verl ``kl_penalty`` estimator for the KL loss."""
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0)
+    """Clip the gradient's global norm to this (``None``: measure it, don't clip)."""
+    tis_threshold: float | None = Field(default=2.0, gt=0.0)
+    """Rollout correction (verl ``rollout_corr_helper``): truncated importance sampling weights
+    min(π_train/π_rollout, threshold) on the policy loss, for the gap between the rollout engine's log-probs and
+    the trainer's (and for async staleness). ``None`` switches it off."""
+    tis_level: Literal["token", "sequence"] = "token"
+    """Importance weights per token (biased, low variance) or per sequence (unbiased, high variance)."""
+    mini_batches: int = Field(default=1, ge=1)
+    """Optimizer steps per batch: the batch is split into this many mini-batches (1: fully on-policy)."""
+    epochs: int = Field(default=1, ge=1)
+    """Passes over the batch."""
+    micro_batch_size: int = Field(default=8, ge=1)
+    """Sequences per forward/backward pass (gradient accumulation; the loss is the same for any value)."""
+    temperature: float = Field(default=1.0, gt=0.0)
+    """Sampling temperature of the rollout: log-probs are ``log_softmax(logits / temperature)``, as in verl. Must
+    equal the rollout's, or the importance ratios are off."""
