@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from agentscope.rl.trainer._config import TrainerConfig
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from agentscope.rl.trainer._batch import Batch, TrainBatch, build_batch
     from agentscope.rl.trainer._checkpoint import AsyncCheckpointer, CheckpointState
     from agentscope.rl.trainer._trainer import Trainer
@@ -40,12 +40,12 @@ _EXTRA_HINT = (
 )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        module = importlib.import_module(module_name)
+        module = _importlib.import_module(module_name)
     except ImportError as e:
         raise ImportError(f"{_EXTRA_HINT} ({e})", name=e.name) from e
     value = getattr(module, name)
