@@ -318,10 +318,6 @@ async def _mcp_serve(spec: str, transport: str, host: str, port: int, path: str,
     )
 
 
-if __name__ == "__main__":
-    main()
-
-
 # ---------------------------------------------------------------------- agentscope studio
 
 
@@ -356,3 +352,7 @@ def studio(
         f"[bold]AgentScope Studio[/] on {studio_url(host, port, token)}  (store: {store}; Ctrl-C stops)"
     )
     serve(store, host=host, port=port, token=token)
+
+
+if __name__ == "__main__":
+    main()

@@ -151,7 +151,7 @@ async function runsPage(params) {
   };
   const projects = await api("/api/projects");
   const selected = new Set();
-  const compareButton = h("button", { id: "compare-button", disabled: true, onclick: () => {
+  const compareButton = h("button", { id: "compare-button", type: "button", disabled: true, onclick: () => {
     const [a, b] = [...selected];
     location.hash = `#/compare/${a}/${b}`;
   } }, "Compare 2 runs");

@@ -1,0 +1,307 @@
+"""The studio in a real browser (Playwright driving Debian's chromium) over traces of real agent runs.
+
+Starts ``agentscope studio`` as a subprocess on 127.0.0.1, checks the runs list, the trace tree and timeline, the
+span detail, the conversation view and live updates (a new run and new spans appear without a reload), and saves
+the screenshot the README shows (``docs/studio.png``). Skipped when chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+import agentscope
+from agentscope import tracing
+from agentscope.agents import ReActAgent
+from agentscope.message import Msg
+from agentscope.testing import ModelRequest, ScriptedModel, tool_call
+from agentscope.tools import Toolkit
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "docs" / "studio.png"
+CHROMIUM = os.environ.get("AGENTSCOPE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def studio(tmp_path: Path, helpers: Any) -> Iterator[tuple[str, Path]]:
+    """A store with a calculator run and an RL run, served by ``agentscope studio`` on 127.0.0.1."""
+    store = tmp_path / "traces.db"
+    helpers.populate(store)
+    port = _free_port()
+    log = (tmp_path / "studio.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentscope.cli", "studio", "--store", str(store), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the studio did not start:\n{(tmp_path / 'studio.log').read_text()}")
+            time.sleep(0.1)
+        yield url, store
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+class SlowRun:
+    """An agent run in its own thread whose second model call waits until :meth:`release`."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            agentscope.init(self.store, project="demo", run_name="live-run")
+
+            async def answer_later(_: ModelRequest) -> str:
+                self.started.set()
+                await anyio.to_thread.run_sync(self.gate.wait)
+                return "All done: 2 + 2 = 4."
+
+            def add(a: int, b: int) -> int:
+                """Add two integers.
+
+                Args:
+                    a: The first number.
+                    b: The second number.
+                """
+                return a + b
+
+            toolkit = Toolkit()
+            toolkit.register(add)
+            model = ScriptedModel([tool_call("add", a=2, b=2), answer_later])
+            agent = ReActAgent("slowpoke", "You add slowly.", model, toolkit=toolkit)
+            asyncio.run(agent(Msg(role="user", name="user", content="What is 2 + 2?")))
+        except BaseException as exc:  # pragma: no cover - reported by the test
+            self.error = exc
+        finally:
+            tracing.shutdown()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def release(self) -> None:
+        self.gate.set()
+        self.thread.join(30)
+        assert self.error is None, self.error
+
+
+async def test_the_studio_in_a_real_browser(studio: tuple[str, Path]) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    url, store = studio
+    slow = SlowRun(store)
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 900})
+            page_errors: list[str] = []
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            expect = playwright_api.expect
+            expect.set_options(timeout=15_000)
+
+            # ---- runs list, then a new run appears live (no reload)
+            await page.goto(f"{url}/#/")
+            await expect(page.locator("a.run-link", has_text="calculator")).to_be_visible()
+            await expect(page.locator("a.run-link", has_text="grpo-tiny")).to_be_visible()
+            await expect(page.locator("#live.on")).to_be_visible()
+            await page.evaluate("window.__sameDocument = true")
+            await anyio.to_thread.run_sync(slow.start)
+            await anyio.to_thread.run_sync(slow.started.wait, 30)
+            await expect(page.locator("a.run-link", has_text="live-run")).to_be_visible()
+
+            # ---- the running trace shows its finished spans; the rest arrive live
+            await page.locator("a.run-link", has_text="live-run").click()
+            await page.locator("a.trace-link").first.click()
+            await expect(page.locator(".span-row")).to_have_count(
+                2
+            )  # chat + execute_tool; the agent still runs
+            await expect(page.locator(".span-row", has_text="execute_tool add")).to_be_visible()
+            await anyio.to_thread.run_sync(slow.release)
+            await expect(page.locator(".span-row")).to_have_count(4)
+            await expect(page.locator(".span-row").first).to_contain_text("invoke_agent slowpoke")
+            await expect(page.locator("#tree-count")).to_have_text("4 spans")
+            assert await page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+
+            # ---- the calculator trace: tree, collapse, error highlighted, span detail
+            await page.goto(f"{url}/#/")
+            await page.locator("a.run-link", has_text="calculator").click()
+            await page.locator("a.trace-link").first.click()
+            rows = page.locator(".span-row")
+            await expect(rows).to_have_count(7)
+            await expect(rows.first).to_contain_text("invoke_agent calculator")
+            await expect(page.locator(".span-row.error")).to_have_count(1)
+            await expect(page.locator(".span-row.error")).to_contain_text("execute_tool lookup_rate")
+            await expect(page.locator(".span-row .bar")).to_have_count(7)  # the timeline waterfall
+            await rows.first.locator("button.toggle").click()
+            await expect(rows).to_have_count(1)
+            await rows.first.locator("button.toggle").click()
+            await expect(rows).to_have_count(7)
+            await page.locator(".span-row", has_text="chat scripted").first.click()
+            detail = page.locator("#span-detail")
+            await expect(detail).to_contain_text("120 in / 18 out")
+            await expect(detail.locator(".bubble.role-user")).to_contain_text("What is 2 + 3")
+            await page.locator(".span-row.error").click()
+            await expect(page.locator("#span-error")).to_contain_text("no tax rate on file for Paris")
+            await expect(detail).to_contain_text('"city": "Paris"')
+            await page.screenshot(path=str(SCREENSHOT))
+
+            # ---- the conversation, tool calls folded inside the assistant's bubbles
+            await page.locator("#tab-chat").click()
+            chat = page.locator("#chat")
+            await expect(chat.locator(".bubble.role-user")).to_contain_text("sales tax rate in Paris")
+            calls = chat.locator("details.tool-call")
+            await expect(calls).to_have_count(3)
+            await expect(calls.nth(0)).not_to_have_attribute("open", "")
+            await expect(calls.nth(0).locator("summary")).to_contain_text("add(a=2, b=3) → 5")
+            await expect(chat.locator("details.tool-call.error")).to_contain_text("lookup_rate")
+            await calls.nth(0).locator("summary").click()
+            await expect(calls.nth(0).locator("pre").first).to_be_visible()
+            await expect(chat.locator(".bubble.role-assistant").last).to_contain_text(
+                "I could not find the Paris rate"
+            )
+
+            # ---- the RL run's metric curves, and comparing two runs
+            await page.goto(f"{url}/#/")
+            await page.locator("a.run-link", has_text="grpo-tiny").click()
+            await page.locator("nav.tabs a", has_text="Metrics").click()
+            await expect(
+                page.locator("figure[data-metric='train/policy_loss'] svg path.line")
+            ).to_be_visible()
+            await expect(page.locator("figure[data-metric='rollout/tokens_per_s']")).to_contain_text(
+                "last 1290"
+            )
+            await page.goto(f"{url}/#/")
+            await page.get_by_label("select calculator").check()
+            await page.get_by_label("select grpo-tiny").check()
+            await page.locator("#compare-button").click()
+            await expect(page.locator("#compare-overview")).to_contain_text("calculator")
+            await expect(page.locator("#compare-overview")).to_contain_text("grpo-tiny")
+            assert not page_errors, page_errors
+        finally:
+            await browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+async def test_a_studio_with_a_token_asks_for_it(tmp_path: Path, helpers: Any) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    store = tmp_path / "traces.db"
+    await anyio.to_thread.run_sync(helpers.populate, store)
+    port = _free_port()
+    token = "a-test-token-0123456789"
+    process = await anyio.open_process(
+        [
+            sys.executable,
+            "-m",
+            "agentscope.cli",
+            "studio",
+            "--store",
+            str(store),
+            "--port",
+            str(port),
+            "--token",
+            token,
+        ]
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(300):
+                try:
+                    if (await client.get(f"{url}/api/auth")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    await anyio.sleep(0.1)
+            assert (await client.get(f"{url}/api/runs")).status_code == 401
+        async with playwright_api.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{url}/#/")
+                dialog = page.locator("#token-dialog")
+                await playwright_api.expect(dialog).to_be_visible()
+                await page.fill("#token-input", "wrong-token")
+                await page.click("#token-form button")
+                await playwright_api.expect(page.locator("#token-error")).to_contain_text("not accepted")
+                await page.fill("#token-input", token)
+                await page.click("#token-form button")
+                await playwright_api.expect(page.locator("a.run-link", has_text="calculator")).to_be_visible()
+            finally:
+                await browser.close()
+    finally:
+        process.terminate()
+        with anyio.move_on_after(10):
+            await process.wait()
+        await process.aclose()
+
+
+def test_a_public_host_without_a_token_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentscope.cli",
+            "studio",
+            "--store",
+            str(tmp_path / "t.db"),
+            "--host",
+            "0.0.0.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--token" in done.stderr
+    assert not (tmp_path / "t.db").exists()
