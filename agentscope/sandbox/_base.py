@@ -1,0 +1,382 @@
+"""The sandbox every backend returns: a client of the guest process that runs inside it.
+
+A backend only has to start the guest (see ``_guest.py``) in its isolation and hand over a byte transport to the
+guest's stdin and stdout; everything a caller does (``exec``, files, ``reset``) is the same protocol on every
+backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import anyio
+
+from agentscope.exceptions import SandboxError
+from agentscope.sandbox._types import ExecResult, SandboxLimits, SandboxSpec
+
+__all__ = ["GuestTransport", "Sandbox", "guest_boot_line", "guest_command", "guest_source"]
+
+logger = logging.getLogger("agentscope.sandbox")
+
+_REPLY_GRACE_S = 15.0
+"""How much longer than a command's own timeout the host waits for the guest's reply before declaring it dead."""
+_FILE_DEADLINE_S = 120.0
+
+
+class GuestTransport(Protocol):
+    """A byte pipe to the guest: its stdin one way, its stdout the other."""
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` to the guest's stdin."""
+        ...
+
+    async def receive(self) -> bytes:
+        """Read some of the guest's stdout; ``b""`` at end of stream."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the pipe (the guest sees end of input and exits)."""
+        ...
+
+
+@cache
+def _read_guest_source() -> str:
+    return (Path(__file__).parent / "_guest.py").read_text()
+
+
+async def guest_source() -> str:
+    """The guest's source code, passed to ``python3 -c`` in every sandbox (read once, off the event loop)."""
+    return await anyio.to_thread.run_sync(_read_guest_source)
+
+
+_BOOTSTRAP = (
+    "import sys,json;b=json.loads(sys.stdin.buffer.readline());g={'__name__':'agentscope_guest'};"
+    "exec(compile(b['source'],'<agentscope-guest>','exec'),g);g['main'](b['config'])"
+)
+
+
+def guest_command(python: str) -> list[str]:
+    """The argv that starts the guest inside a sandbox; send :func:`guest_boot_line` to its stdin first."""
+    return [python, "-I", "-S", "-c", _BOOTSTRAP]
+
+
+def guest_boot_line(source: str, config: Mapping[str, Any]) -> bytes:
+    """The first line the guest reads: its own source and its config."""
+    return json.dumps({"source": source, "config": config}, separators=(",", ":")).encode() + b"\n"
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+class Sandbox(ABC):
+    """An isolated place to run commands and keep files: what :func:`~agentscope.sandbox.open_sandbox` gives.
+
+    Methods are safe to call concurrently (commands then run side by side). Relative paths are relative to the
+    work dir. Use it as an async context manager, or call :meth:`aclose`.
+    """
+
+    backend: str
+    """Name of the backend that runs it: ``docker`` or ``bwrap``."""
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        self.spec = spec
+        """What this sandbox was opened with."""
+        self.id = ""
+        """Backend identifier (container id, or a name for bubblewrap)."""
+        self.limit_enforcement: dict[str, str] = {}
+        """How each limit is enforced here, e.g. ``{"memory": "cgroup v1", "disk": "tmpfs"}``."""
+        self._transport: GuestTransport | None = None
+        self._buffer = bytearray()
+        self._ids = itertools.count(1)
+        self._waiting: set[int] = set()
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._send_lock = anyio.Lock()
+        self._read_lock = anyio.Lock()
+        self._dead: str | None = None
+        self._closed = False
+        self._oom_kills = 0
+
+    # ------------------------------------------------------------------ lifecycle (backends)
+
+    @abstractmethod
+    async def _start(self) -> None:
+        """Start the isolation and the guest inside; set ``self._transport``."""
+
+    @abstractmethod
+    async def _stop(self) -> None:
+        """Tear the isolation down (idempotent, never raises)."""
+
+    async def _diagnostics(self) -> str:
+        """Anything that may explain why the guest died (its stderr), for error messages."""
+        return ""
+
+    async def _read_oom_kills(self) -> int | None:
+        """The sandbox's cumulative OOM-kill count, when the backend can tell."""
+        reply = await self._request("stat", deadline_s=10.0)
+        value = reply.get("oom_kills")
+        return value if isinstance(value, int) else None
+
+    async def start(self) -> None:
+        """Start the sandbox and wait until its guest answers. :func:`open_sandbox` calls this for you."""
+        try:
+            await self._start()
+            with anyio.fail_after(30):
+                hello = await self._read_reply()
+        except TimeoutError:
+            await self._stop()
+            raise SandboxError(f"{self.backend} sandbox did not start within 30 s") from None
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._stop()
+            raise
+        if not hello.get("ready"):
+            await self._stop()
+            raise SandboxError(f"{self.backend} sandbox started but its guest said {hello!r}")
+        count = await self._read_oom_kills()
+        self._oom_kills = count or 0
+
+    @property
+    def alive(self) -> bool:
+        """False once the sandbox is closed or its guest died."""
+        return self._dead is None and not self._closed
+
+    async def aclose(self) -> None:
+        """Kill everything inside and remove the sandbox. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            if self._transport is not None:
+                try:
+                    with anyio.move_on_after(2):
+                        await self._transport.aclose()
+                except Exception:
+                    pass
+            await self._stop()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ the protocol
+
+    async def _read_reply(self) -> dict[str, Any]:
+        assert self._transport is not None
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                line = bytes(self._buffer[: newline + 1])
+                del self._buffer[: newline + 1]
+                try:
+                    reply = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(reply, dict):
+                    return reply  # type: ignore[return-value]
+                continue
+            chunk = await self._transport.receive()
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+
+    async def _fail(self, why: str) -> SandboxError:
+        if self._dead is None:
+            self._dead = why
+        details = ""
+        with anyio.CancelScope(shield=True):
+            try:
+                with anyio.move_on_after(2):
+                    details = (await self._diagnostics()).strip()
+            except Exception:
+                pass
+            await self._stop()
+        message = f"{self.backend} sandbox {self.id or ''} {why}".replace("  ", " ")
+        if details:
+            message += f"; its last output: {details[-2000:]}"
+        return SandboxError(message)
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise SandboxError("this sandbox is closed; open a new one (or use a SandboxPool)")
+        if self._dead is not None:
+            raise SandboxError(f"this {self.backend} sandbox is dead ({self._dead}); open a new one")
+
+    async def _request(self, op: str, *, deadline_s: float, **fields: Any) -> dict[str, Any]:
+        self._check_usable()
+        assert self._transport is not None
+        rid = next(self._ids)
+        line = json.dumps({"id": rid, "op": op, **fields}, separators=(",", ":")).encode() + b"\n"
+        self._waiting.add(rid)
+        try:
+            try:
+                async with self._send_lock:
+                    await self._transport.send(line)
+                with anyio.fail_after(deadline_s):
+                    while rid not in self._replies:
+                        async with self._read_lock:
+                            if rid in self._replies:
+                                break
+                            reply = await self._read_reply()
+                            reply_id = reply.get("id")
+                            if isinstance(reply_id, int) and reply_id in self._waiting:
+                                self._replies[reply_id] = reply
+            except TimeoutError:
+                raise await self._fail(
+                    f"stopped answering ({op} got no reply within {deadline_s:.0f} s)"
+                ) from None
+            except (EOFError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                if self._closed:
+                    raise SandboxError("this sandbox was closed while a call was running") from None
+                raise await self._fail(f"died ({type(exc).__name__}: the guest's pipe closed)") from None
+            except anyio.get_cancelled_exc_class():
+                if op == "exec" and self.alive:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                        cancel = {"id": next(self._ids), "op": "cancel", "target": rid}
+                        async with self._send_lock:
+                            await self._transport.send(json.dumps(cancel).encode() + b"\n")
+                raise
+            return self._replies.pop(rid)
+        finally:
+            self._waiting.discard(rid)
+            self._replies.pop(rid, None)
+
+    # ------------------------------------------------------------------ the API
+
+    @property
+    def limits(self) -> SandboxLimits:
+        """The limits this sandbox runs under."""
+        return self.spec.limits
+
+    async def exec(
+        self,
+        command: str | Sequence[str],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - enforced inside the sandbox, not a cancel scope
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | str | None = None,
+    ) -> ExecResult:
+        """Run ``command`` inside and wait for it.
+
+        Args:
+            command: an argv list (run directly), or a string (run by ``/bin/sh -c``).
+            timeout: seconds before the command and every process it started are killed; default
+                ``limits.timeout_s``. The result then says ``timed_out``.
+            cwd: working directory, relative to the work dir (default: the work dir).
+            env: extra environment variables.
+            stdin: data for the command's standard input (default: none, as from /dev/null).
+
+        A failing command is not an error: look at ``exit_code``. Raises :class:`SandboxError` only when the
+        sandbox itself fails.
+        """
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(part) for part in command]
+        if not argv:
+            raise SandboxError("exec needs a command: got an empty argv")
+        limit = self.limits.timeout_s if timeout is None else timeout
+        if limit <= 0:
+            raise SandboxError(f"exec timeout must be positive, got {timeout}")
+        merged = {**self.spec.env, **(env or {})}
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        started = time.perf_counter()
+        reply = await self._request(
+            "exec",
+            deadline_s=limit + _REPLY_GRACE_S,
+            argv=argv,
+            cwd=cwd or "",
+            env=merged,
+            timeout=limit,
+            max_output=self.limits.output_bytes,
+            stdin=base64.b64encode(data).decode("ascii") if data is not None else None,
+        )
+        if "error" in reply:
+            raise SandboxError(f"exec of {argv[0]!r} failed inside the sandbox: {reply['error']}")
+        out = base64.b64decode(reply["stdout"])
+        err = base64.b64decode(reply["stderr"])
+        sig = reply.get("signal")
+        oom = False
+        if reply["exit_code"] != 0 and not reply["timed_out"]:
+            count = await self._read_oom_kills()
+            if count is not None and count > self._oom_kills:
+                oom = True
+                self._oom_kills = count
+        result = ExecResult(
+            exit_code=int(reply["exit_code"]),
+            stdout=_decode(out),
+            stderr=_decode(err),
+            stdout_bytes=out,
+            stderr_bytes=err,
+            timed_out=bool(reply["timed_out"]),
+            duration_s=float(reply.get("duration") or (time.perf_counter() - started)),
+            oom_killed=oom,
+            signal=sig if isinstance(sig, int) else None,
+            truncated=bool(reply.get("truncated")),
+        )
+        logger.debug("%s exec %s -> %s in %.3f s", self.id, argv[:3], result.exit_code, result.duration_s)
+        return result
+
+    async def read_file(self, path: str) -> bytes:
+        """The bytes of ``path`` inside the sandbox. Raises :class:`FileNotFoundError` when it does not exist."""
+        reply = await self._request("read", deadline_s=_FILE_DEADLINE_S, path=path)
+        if "error" in reply:
+            _raise_file_error("read", path, reply)
+        return base64.b64decode(reply["data"])
+
+    async def write_file(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
+        """Write ``data`` to ``path`` inside the sandbox, creating parent directories."""
+        payload = data.encode() if isinstance(data, str) else data
+        reply = await self._request(
+            "write",
+            deadline_s=_FILE_DEADLINE_S,
+            path=path,
+            data=base64.b64encode(payload).decode("ascii"),
+            mode=mode,
+        )
+        if "error" in reply:
+            _raise_file_error("write", path, reply)
+
+    async def reset(self) -> None:
+        """Kill every process inside and empty the work dir and /tmp: as good as new, in milliseconds."""
+        reply = await self._request("reset", deadline_s=30.0)
+        if "error" in reply:
+            raise await self._fail(f"could not be reset: {reply['error']}")
+
+    async def ping(self) -> bool:
+        """True when the guest answers within 5 seconds (a dead sandbox gives False, never an exception)."""
+        if not self.alive:
+            return False
+        try:
+            reply = await self._request("ping", deadline_s=5.0)
+        except SandboxError:
+            return False
+        return bool(reply.get("ok"))
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else "closed" if self._closed else f"dead: {self._dead}"
+        return f"<{type(self).__name__} {self.id} ({state})>"
+
+
+def _raise_file_error(action: str, path: str, reply: Mapping[str, Any]) -> None:
+    errno = reply.get("errno")
+    message = f"cannot {action} {path!r} in the sandbox: {reply['error']}"
+    if errno == 2:
+        raise FileNotFoundError(errno, message, path)
+    if errno == 21:
+        raise IsADirectoryError(errno, message, path)
+    if errno in (1, 13, 30):  # EPERM, EACCES, EROFS
+        raise PermissionError(errno, message, path)
+    raise SandboxError(message)

@@ -1,0 +1,346 @@
+"""The bubblewrap backend: a sandbox in fresh namespaces on the host's own read-only /usr, no daemon needed.
+
+Each sandbox is one ``bwrap`` process: new user, pid, net, ipc, uts and cgroup namespaces; the host's /usr (and its
+/bin, /lib symlinks) and a few files of /etc read-only, nothing else of the host (no /home, /root, /tmp, /var,
+/sys); a size-limited tmpfs as the work dir and another as /tmp; a root that is read-only; no capabilities, no
+further user namespaces. Limits go through a per-sandbox cgroup where one can be made (see ``_cgroups.py``),
+else through rlimits. When this process runs as root, the sandbox runs as ``nobody`` on the host, so host files
+are not its own. The guest inside (``_guest.py``) runs every command in its own session and kills its whole tree on
+timeout; killing ``bwrap`` kills the pid namespace and everything in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from agentscope.exceptions import SandboxError
+from agentscope.sandbox._base import Sandbox, guest_boot_line, guest_command, guest_source
+from agentscope.sandbox._cgroups import Cgroup, create_cgroup, sweep_stale_cgroups
+from agentscope.sandbox._types import SandboxSpec
+
+__all__ = ["BwrapSandbox", "bwrap_available"]
+
+logger = logging.getLogger("agentscope.sandbox")
+
+SANDBOX_UID = 1000
+"""The user id commands run as inside the sandbox (named ``sandbox``)."""
+_HOST_NOBODY = 65534
+_counter = itertools.count(1)
+_ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+    "timezone",
+    "ssl",
+    "ca-certificates",
+    "mime.types",
+    "nsswitch.conf",
+    "protocols",
+    "services",
+    "host.conf",
+    "gai.conf",
+    "os-release",
+    "debian_version",
+    "bash.bashrc",
+    "profile",
+    "inputrc",
+    "magic",
+    "python3",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+)
+_BWRAP_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+"""The environment of the bwrap process itself (sandboxed code can read it in /proc/1/environ)."""
+_TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+@cache
+def _bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def bwrap_available() -> bool:
+    """True when a ``bwrap`` binary is on PATH (whether it can make namespaces is only known when one starts)."""
+    return _bwrap_path() is not None
+
+
+@cache
+def _bwrap_flags() -> frozenset[str]:
+    """The options this bwrap knows (old versions lack ``--disable-userns``, ``--size``...)."""
+    path = _bwrap_path()
+    if path is None:
+        return frozenset()
+    try:
+        text = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(word for word in text.split() if word.startswith("--"))
+
+
+@cache
+def _guest_python() -> str | None:
+    """A python3 under /usr, which the sandbox sees at the same path."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("python3")
+    if found and os.path.realpath(found).startswith("/usr/"):
+        return os.path.realpath(found)
+    return None
+
+
+def _etc_files() -> dict[str, bytes]:
+    """passwd, group, hosts and hostname as the sandbox sees them."""
+    return {
+        "passwd": (
+            "root:x:0:0:root:/root:/bin/sh\n"
+            f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:/work:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        ).encode(),
+        "group": f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\nnogroup:x:65534:\n".encode(),
+        "hosts": b"127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost\n",
+        "hostname": b"sandbox\n",
+    }
+
+
+def _memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data`` (bwrap copies it in; nothing is left on the host's disk)."""
+    fd = os.memfd_create(f"agentscope-{name}")
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+_swept = False
+
+
+def _prepare(name: str, spec: SandboxSpec) -> Cgroup | None:
+    """Blocking set-up: a sweep of stale cgroups (once per process), then this sandbox's cgroup."""
+    global _swept
+    if _bwrap_path() is None:
+        raise SandboxError(
+            "bubblewrap is not installed: apt-get install bubblewrap (or start Docker and use backend='docker')"
+        )
+    if not _swept:
+        _swept = True
+        removed = sweep_stale_cgroups()
+        if removed:
+            logger.info("removed %d stale sandbox cgroup(s) left by dead processes", removed)
+    limits = spec.limits
+    return create_cgroup(name, memory_mb=limits.memory_mb, pids=limits.pids, cpus=limits.cpus)
+
+
+class _ProcessTransport:
+    def __init__(self, process: anyio.abc.Process) -> None:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        self._stdin = process.stdin
+        self._stdout = process.stdout
+
+    async def send(self, data: bytes) -> None:
+        await self._stdin.send(data)
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._stdout.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return b""
+
+    async def aclose(self) -> None:
+        await self._stdin.aclose()
+
+
+class BwrapSandbox(Sandbox):
+    """A sandbox run by bubblewrap. Open it with ``open_sandbox(backend="bwrap")``."""
+
+    backend = "bwrap"
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        super().__init__(spec)
+        self.id = f"sb-{os.getpid()}-{next(_counter)}"
+        self._process: anyio.abc.Process | None = None
+        self._cgroup: Cgroup | None = None
+        self._stderr = b""
+
+    def _argv(self, etc: dict[str, int]) -> tuple[list[str], dict[str, Any]]:
+        """The command line and the guest's config (blocking: reads the host, fills ``etc`` with memfds of
+        the sandbox's own /etc files, which the caller passes to bwrap and closes)."""
+        bwrap = _bwrap_path()
+        assert bwrap is not None
+        python = _guest_python()
+        if python is None:
+            raise SandboxError(
+                "the bubblewrap sandbox runs the host's /usr, which has no python3: install it "
+                "(apt-get install python3) or use backend='docker'"
+            )
+        spec, limits = self.spec, self.spec.limits
+        flags = _bwrap_flags()
+        disk = str(limits.disk_mb << 20)
+        argv = [
+            bwrap,
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--as-pid-1",
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_UID),
+            "--hostname",
+            "sandbox",
+        ]
+        if not spec.network:
+            argv.append("--unshare-net")
+        if "--disable-userns" in flags:
+            argv.append("--disable-userns")
+        argv += ["--perms", "0755", "--dir", "/etc", "--ro-bind", "/usr", "/usr"]
+        for top in _TOP_LEVEL:
+            host = Path("/") / top
+            if host.is_symlink():
+                argv += ["--symlink", os.readlink(host), f"/{top}"]
+            elif host.is_dir():
+                argv += ["--ro-bind", str(host), f"/{top}"]
+        for name in _ETC_FILES:
+            argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        if spec.network:
+            argv += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
+        for name, data in _etc_files().items():
+            etc[name] = fd = _memfd(name, data)
+            argv += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
+        for mount in spec.mounts:
+            argv += ["--ro-bind", mount, mount]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        sized = "--size" in flags
+        for path in ("/tmp", "/dev/shm", spec.workdir):
+            if sized:
+                argv += ["--size", disk]
+            argv += ["--perms", "1777" if path != spec.workdir else "0755", "--tmpfs", path]
+        argv += ["--remount-ro", "/", "--chdir", spec.workdir, "--clearenv"]
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": spec.workdir,
+            "LANG": "C.UTF-8",
+            "TMPDIR": "/tmp",
+            "USER": "sandbox",
+        }
+        rlimits: list[list[Any]] = [["RLIMIT_CORE", 0, 0]]
+        if self._cgroup is None:
+            memory = limits.memory_mb << 20
+            rlimits += [["RLIMIT_AS", memory, memory], ["RLIMIT_NPROC", limits.pids, limits.pids]]
+        rlimits.append(["RLIMIT_FSIZE", limits.disk_mb << 20, limits.disk_mb << 20])
+        config = {
+            "workdir": spec.workdir,
+            "env": env,
+            "wipe": [spec.workdir, "/tmp", "/dev/shm"],
+            "rlimits": rlimits,
+            "oom_files": [],
+        }
+        argv += ["--", *guest_command(python)]
+        prefix: list[str] = []
+        if self._cgroup is not None:
+            script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+            prefix = ["/bin/sh", "-c", script, "sh", *self._cgroup.procs_files, "--"]
+        if os.geteuid() == 0:
+            # As root, the sandbox would own every root-owned host file it can see: run it as nobody instead.
+            prefix += [
+                "setpriv",
+                f"--reuid={_HOST_NOBODY}",
+                f"--regid={_HOST_NOBODY}",
+                "--clear-groups",
+                "--no-new-privs",
+                "--",
+            ]
+        return prefix + argv, config
+
+    async def _start(self) -> None:
+        source = await guest_source()
+        self._cgroup = await anyio.to_thread.run_sync(_prepare, self.id, self.spec)
+        limits = self.spec.limits
+        if self._cgroup is not None:
+            how = f"cgroup {self._cgroup.version}"
+            self.limit_enforcement = {
+                "memory": how,
+                "pids": how,
+                "cpus": how if "cpu" in self._cgroup.controllers else "none (timeout only)",
+            }
+        else:
+            self.limit_enforcement = {
+                "memory": "rlimit AS",
+                "pids": "rlimit NPROC",
+                "cpus": "none (timeout only)",
+            }
+        sized = await anyio.to_thread.run_sync(lambda: "--size" in _bwrap_flags())
+        self.limit_enforcement["disk"] = "tmpfs" if sized else "rlimit FSIZE"
+        etc: dict[str, int] = {}
+        try:
+            argv, config = await anyio.to_thread.run_sync(self._argv, etc)
+            logger.debug("starting bwrap sandbox %s (limits %s)", self.id, limits)
+            self._process = await anyio.open_process(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=tuple(etc.values()),
+                env=_BWRAP_ENV,  # bwrap stays pid 1 inside: its environ must hold none of our secrets
+            )
+        finally:
+            for fd in etc.values():
+                os.close(fd)
+        self._transport = _ProcessTransport(self._process)
+        await self._transport.send(guest_boot_line(source, config))
+
+    async def _diagnostics(self) -> str:
+        process = self._process
+        if process is None or process.stderr is None:
+            return ""
+        chunks: list[bytes] = [self._stderr]
+        with anyio.move_on_after(1):
+            while sum(len(c) for c in chunks) < 65536:
+                try:
+                    chunks.append(await process.stderr.receive())
+                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+        self._stderr = b"".join(chunks)
+        return self._stderr.decode(errors="replace")
+
+    async def _read_oom_kills(self) -> int | None:
+        cgroup = self._cgroup
+        if cgroup is None:
+            return None
+        return await anyio.to_thread.run_sync(cgroup.oom_kills)
+
+    async def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.aclose()
+        cgroup, self._cgroup = self._cgroup, None
+        if cgroup is not None:
+            await anyio.to_thread.run_sync(cgroup.remove)

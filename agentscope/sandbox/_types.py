@@ -1,0 +1,130 @@
+"""The sandbox vocabulary: limits, exec results, backend names."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentscope.exceptions import SandboxError
+
+__all__ = ["BackendName", "ExecResult", "SandboxLimits", "SandboxSpec"]
+
+BackendName: TypeAlias = Literal["auto", "docker", "bwrap"]
+"""Which isolation backend runs a sandbox: ``auto`` picks Docker when an engine answers, else bubblewrap."""
+
+
+def _validation_message(what: str, exc: ValidationError) -> str:
+    problems: list[str] = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or what
+        problems.append(f"{field}: {error['msg']} (got {error.get('input')!r})")
+    return f"invalid {what}: " + "; ".join(problems)
+
+
+class SandboxLimits(BaseModel):
+    """Resource limits of one sandbox. Invalid values raise :class:`~agentscope.exceptions.SandboxError`
+    naming the field.
+
+    Every backend enforces every limit: Docker through the container's cgroup and tmpfs sizes, bubblewrap
+    through a cgroup when one can be created (root, or a delegated cgroup) and otherwise through rlimits.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_mb: int = Field(default=512, ge=16, le=1 << 20)
+    """Memory for everything in the sandbox, in MiB (files in /work and /tmp count too). A process that goes over
+    it is killed and its :class:`ExecResult` says ``oom_killed``."""
+    cpus: float = Field(default=1.0, gt=0, le=1024)
+    """CPU share, in cores (0.5 = half a core)."""
+    pids: int = Field(default=128, ge=8, le=1 << 22)
+    """Most processes (and threads) alive at once; a fork bomb stops here."""
+    timeout_s: float = Field(default=30.0, gt=0, le=86_400)
+    """Default wall-clock limit of one :meth:`~agentscope.sandbox.Sandbox.exec`; the command's whole process tree is
+    killed when it runs out."""
+    disk_mb: int = Field(default=256, ge=1, le=1 << 20)
+    """Size of the writable work dir, and separately of /tmp, in MiB."""
+    output_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
+    """Most bytes of stdout (and, separately, of stderr) kept per exec; the rest is dropped and the result says
+    ``truncated``."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SandboxError(_validation_message("sandbox limits", exc)) from None
+
+
+class SandboxSpec(BaseModel):
+    """Everything that makes two sandboxes interchangeable: a :class:`~agentscope.sandbox.SandboxPool` keeps warm
+    sandboxes per spec. The arguments of :func:`~agentscope.sandbox.open_sandbox`, as data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: BackendName = "auto"
+    """``docker``, ``bwrap`` or ``auto`` (Docker when an engine answers, else bubblewrap)."""
+    limits: SandboxLimits = Field(default_factory=SandboxLimits)
+    """Resource limits."""
+    network: bool = False
+    """Give the sandbox the host's network (bubblewrap only). Default: no network at all, not even to the host's
+    loopback."""
+    image: str | None = None
+    """Docker image; default :data:`~agentscope.sandbox.DEFAULT_IMAGE` (built by ``agentscope sandbox
+    build-image``). Ignored by bubblewrap, which shows the host's /usr read-only."""
+    workdir: str = "/work"
+    """Absolute path of the writable work dir inside the sandbox; relative paths given to ``exec``, ``read_file``
+    and ``write_file`` start here."""
+    runtime: str | None = None
+    """Docker runtime, e.g. ``runsc`` for gVisor. Default: the engine's default (runc)."""
+    env: dict[str, str] = Field(default_factory=dict[str, str])
+    """Extra environment variables of every command."""
+    mounts: tuple[str, ...] = ()
+    """Extra host paths shown read-only at the same path inside (bubblewrap only), e.g. a virtual environment."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SandboxError(_validation_message("sandbox spec", exc)) from None
+
+
+class ExecResult(BaseModel):
+    """What one command did inside a sandbox."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exit_code: int
+    """Exit status; ``128 + N`` when a signal N killed it (137 for a kill at the timeout or by the OOM killer),
+    126 when it could not be executed, 127 when it was not found."""
+    stdout: str
+    """Standard output, decoded as UTF-8 (undecodable bytes replaced); see :attr:`stdout_bytes` for the raw bytes."""
+    stderr: str
+    """Standard error, decoded like :attr:`stdout`."""
+    timed_out: bool = False
+    """True when the command ran out of time and was killed with its process tree."""
+    duration_s: float = 0.0
+    """Wall-clock time the command ran, measured inside the sandbox."""
+    oom_killed: bool = False
+    """True when the kernel's OOM killer killed it for going over ``memory_mb``."""
+    signal: int | None = None
+    """The signal that killed it, if one did."""
+    truncated: bool = False
+    """True when stdout or stderr was longer than ``output_bytes`` and was cut."""
+    stdout_bytes: bytes = Field(default=b"", repr=False)
+    """Standard output, raw."""
+    stderr_bytes: bytes = Field(default=b"", repr=False)
+    """Standard error, raw."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited with status 0."""
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def output(self) -> str:
+        """Stdout, then stderr: what a terminal would have shown."""
+        if not self.stderr:
+            return self.stdout
+        if not self.stdout:
+            return self.stderr
+        return self.stdout + ("" if self.stdout.endswith("\n") else "\n") + self.stderr

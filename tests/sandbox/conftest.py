@@ -1,0 +1,120 @@
+"""Backends for the sandbox tests: every test that takes ``backend`` runs once per backend.
+
+A backend whose engine is missing here is skipped with the reason (Docker: no engine answers; bubblewrap: not
+installed or no user namespaces). When Docker answers but the sandbox image is missing, it is built once per
+session (offline, ~10 s), so CI exercises Docker for real.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+
+import pytest
+
+from agentscope.exceptions import SandboxError
+
+BACKENDS = ("bwrap", "docker")
+
+
+@cache
+def bwrap_problem() -> str | None:
+    """Why bubblewrap sandboxes cannot run here, or None."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed (apt-get install bubblewrap)"
+    probe = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--ro-bind", "/usr", "/usr"]
+    probe += [
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+    ]
+    if os.geteuid() == 0:
+        probe = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *probe]
+    result = subprocess.run([*probe, "--", "/usr/bin/true"], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        return f"bubblewrap cannot create namespaces here: {result.stderr.strip()}"
+    return None
+
+
+@cache
+def docker_problem() -> str | None:
+    """Why Docker sandboxes cannot run here, or None (builds the image when only it is missing)."""
+    try:
+        from agentscope.sandbox._docker import DEFAULT_IMAGE, docker_client
+        from agentscope.sandbox._image import build_image
+    except ImportError as exc:
+        return f"docker SDK missing: {exc}"
+    try:
+        client = docker_client()
+    except SandboxError as exc:
+        return str(exc)
+    import docker
+
+    try:
+        client.images.get(DEFAULT_IMAGE)
+    except docker.errors.ImageNotFound:
+        build_image()
+    return None
+
+
+def backend_problem(name: str) -> str | None:
+    return bwrap_problem() if name == "bwrap" else docker_problem()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The name of a sandbox backend that works here (tests are skipped for one that does not)."""
+    name: str = request.param
+    problem = backend_problem(name)
+    if problem is not None:
+        pytest.skip(f"{name}: {problem}")
+    return name
+
+
+@pytest.fixture
+def docker_works() -> None:
+    """Skip the test when Docker sandboxes cannot run here."""
+    problem = docker_problem()
+    if problem is not None:
+        pytest.skip(f"docker: {problem}")
+
+
+def _our_cgroups() -> set[str]:
+    from agentscope.sandbox._cgroups import list_sandbox_cgroups
+
+    return {str(path) for path in list_sandbox_cgroups()}
+
+
+def _our_containers() -> set[str]:
+    if docker_problem() is not None:
+        return set()
+    from agentscope.sandbox._docker import LABEL, docker_client
+
+    containers = docker_client().api.containers(all=True, filters={"label": f"{LABEL}=1"})
+    return {
+        c["Id"] for c in containers if f":{os.getpid()}:" in c["Labels"].get("agentscope.sandbox.owner", "")
+    }
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every sandbox test leaves no container, cgroup or process of its sandboxes behind."""
+    before_cgroups = _our_cgroups()
+    yield
+    if "backend" not in request.fixturenames:
+        return
+    assert _our_cgroups() <= before_cgroups, "a sandbox cgroup was left behind"
+    assert not _our_containers(), "a sandbox container was left behind"
+    children = subprocess.run(
+        ["ps", "--ppid", str(os.getpid()), "-o", "pid=,comm="], capture_output=True, text=True
+    ).stdout.split("\n")
+    assert not [line for line in children if "bwrap" in line], f"bwrap processes left: {children}"

@@ -1,0 +1,264 @@
+"""The escape and limits battery, run on every backend available here (Docker and bubblewrap in CI).
+
+What sandboxed code must not be able to do: reach the network (not even a port listening on the host's
+127.0.0.1), write outside its work dir and /tmp, read host files that were not shown to it, gain privileges
+(setuid, mount, ptrace of the guest, new user namespaces, setuid binaries), or outlive its limits: a fork bomb
+stops at ``pids``, a memory bomb is killed and reported, a CPU spin is stopped at the timeout. Afterwards the
+host is as it was: no process, cgroup, container or file of the sandbox is left.
+
+Bombs only run after a harmless probe has shown that the limit which contains them is in force, and each runs
+under a short timeout with ``cpus=1`` (the machine keeps a free core).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agentscope.sandbox import Sandbox, SandboxLimits, open_sandbox
+
+PIDS = 32
+LIMITS = SandboxLimits(memory_mb=128, cpus=1.0, pids=PIDS, timeout_s=20, disk_mb=32)
+
+
+def py(code: str) -> list[str]:
+    return ["python3", "-c", textwrap.dedent(code)]
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[str]]]:
+    """A TCP server on the host's 127.0.0.1; yields its port and the peers that connected."""
+    peers: list[str] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, addr = server.accept()
+            except OSError:
+                continue
+            peers.append(str(addr))
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], peers
+    stop.set()
+    thread.join()
+    server.close()
+
+
+async def test_no_network(backend: str, listener: tuple[int, list[str]]) -> None:
+    port, peers = listener
+    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+        r = await sb.exec(
+            py(f"""
+            import socket
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=3)
+                print("connected")
+            except OSError as exc:
+                print("refused", type(exc).__name__)
+            """)
+        )
+        assert r.stdout.startswith("refused"), r
+        interfaces = await sb.exec("tail -n +3 /proc/net/dev | cut -d: -f1")
+        assert interfaces.stdout.split() == ["lo"]
+        r = await sb.exec(py("import socket; socket.getaddrinfo('example.com', 80)"))
+        assert r.exit_code != 0
+    assert peers == []
+
+
+async def test_no_write_outside_the_work_dir(backend: str, tmp_path: Path) -> None:
+    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+        for path in (
+            "/usr/evil",
+            "/etc/evil",
+            "/evil",
+            "/bin/evil",
+            "/var/evil",
+            "/root/evil",
+            "/proc/sys/kernel/x",
+        ):
+            r = await sb.exec(["sh", "-c", f"echo x > {path}"])
+            assert r.exit_code != 0, path
+        r = await sb.exec("echo x >> /etc/passwd")
+        assert r.exit_code != 0
+        with pytest.raises(PermissionError):
+            await sb.write_file("../etc/evil", "x")
+        assert (
+            await sb.exec("echo ok > /work/f && echo ok > /tmp/f && cat /work/f /tmp/f")
+        ).stdout == "ok\nok\n"
+    for path in ("/usr/evil", "/etc/evil", "/evil", "/bin/evil", "/var/evil"):
+        assert not await anyio.Path(path).exists()
+
+
+async def test_host_files_not_readable(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTSCOPE_TEST_SECRET", "s3cr3t")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+        for path in (str(secret), "/etc/shadow", "/root/.bashrc", "/var/run/docker.sock"):
+            r = await sb.exec(["cat", path])
+            assert r.exit_code != 0, (path, r.stdout)
+        # Nothing the sandbox can see (its pid 1 included) holds the host's environment.
+        r = await sb.exec("cat /proc/*/environ | tr '\\0' '\\n'; env")
+        assert "s3cr3t" not in r.stdout
+        assert "AGENTSCOPE_TEST_SECRET" not in r.stdout
+        r = await sb.exec(["ls", "/home", "/root", "/var", str(tmp_path)])
+        assert "secret" not in r.stdout
+        r = await sb.exec("cat /proc/self/status | grep -E '^(CapEff|NoNewPrivs)'")
+        caps = dict(line.split(":\t") for line in r.stdout.splitlines())
+        assert int(caps["CapEff"], 16) == 0
+        assert caps["NoNewPrivs"] == "1"
+
+
+async def test_no_privilege_gain(backend: str) -> None:
+    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+        r = await sb.exec(["id", "-u"])
+        assert r.stdout.strip() != "0"
+        r = await sb.exec(py("import os; os.setuid(0)"))
+        assert r.exit_code == 1
+        assert "Error" in r.stderr  # EPERM, or EINVAL where uid 0 is not even mapped
+        # mount, a new user namespace (where we would be root), and ptrace of the guest: all refused.
+        r = await sb.exec(
+            py("""
+            import ctypes, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            os.makedirs("/work/m", exist_ok=True)
+            print("mount", libc.mount(b"none", b"/work/m", b"tmpfs", 0, None), ctypes.get_errno())
+            print("unshare", libc.unshare(0x10000000), ctypes.get_errno())
+            guest = next(int(p) for p in sorted(os.listdir("/proc"), key=lambda p: int(p) if p.isdigit() else 0)
+                         if p.isdigit() and int(p) != os.getpid() and
+                         b"agentscope-guest" in open(f"/proc/{p}/cmdline", "rb").read())
+            print("ptrace", libc.ptrace(16, guest, 0, 0), ctypes.get_errno())
+            try:
+                os.listdir(f"/proc/{guest}/fd")
+                print("fds readable")
+            except OSError as exc:
+                print("fds", exc.errno)
+            """)
+        )
+        lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+        assert lines["mount"].startswith("-1"), r
+        assert lines["unshare"].startswith("-1"), r
+        assert lines["ptrace"].startswith("-1"), r
+        assert lines["fds"] == "13", r
+        # setuid binaries do not raise privileges (no-new-privs; the Docker image has none).
+        r = await sb.exec(
+            "for f in /usr/bin/su /usr/bin/passwd /usr/bin/mount; do [ -u $f ] && $f --help; done; id -u"
+        )
+        assert r.stdout.strip().splitlines()[-1] != "0"
+
+
+async def _prove_pids_limit(sb: Sandbox) -> None:
+    """Harmless probe: ask for PIDS + 16 sleeping processes; the limit must stop us before that."""
+    r = await sb.exec(
+        py(f"""
+        import subprocess
+        procs = []
+        for _ in range({PIDS + 16}):
+            try:
+                procs.append(subprocess.Popen(["sleep", "30"]))
+            except OSError:
+                break
+        print(len(procs))
+        for p in procs:
+            p.kill()
+            p.wait()
+        """),
+        timeout=20,
+    )
+    started = int(r.stdout.strip() or 0)
+    assert 0 < started < PIDS, f"the pids limit is not in force ({started} processes started): {r}"
+
+
+async def test_fork_bomb_is_contained(backend: str) -> None:
+    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+        assert sb.limit_enforcement["pids"] != "none"
+        await _prove_pids_limit(sb)
+        bomb = py("""
+            import os
+            while True:
+                try:
+                    os.fork()
+                except OSError:
+                    pass
+            """)
+        baseline = int((await sb.exec("ps -e --no-headers | wc -l")).stdout)
+        r = await sb.exec(bomb, timeout=3)
+        assert r.timed_out
+        assert await sb.ping()
+        r = await sb.exec("ps -e --no-headers | wc -l")  # the bomb is gone with the timeout
+        assert int(r.stdout) == baseline, r
+        await sb.exec(
+            ["bash", "-c", ":(){ :|:& };:"], timeout=2
+        )  # the shell classic, which outlives its exec
+        assert await sb.ping()
+        await sb.reset()
+        assert (await sb.exec("echo alive")).stdout == "alive\n"
+
+
+async def test_memory_bomb_is_killed_and_reported(backend: str) -> None:
+    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+        small = await sb.exec(py("x = b'x' * (32 << 20); print(len(x))"))
+        assert small.exit_code == 0, small  # harmless probe: well under the limit works
+        bomb = py("""
+            chunks = []
+            while True:
+                chunks.append(b"x" * (16 << 20))
+            """)
+        r = await sb.exec(bomb, timeout=10)
+        assert not r.timed_out
+        assert r.exit_code != 0
+        if sb.limit_enforcement["memory"].startswith("rlimit"):
+            assert "MemoryError" in r.stderr
+        else:
+            assert r.oom_killed, r
+            assert r.exit_code == 137
+        assert (await sb.exec("echo alive")).stdout == "alive\n"
+
+
+async def test_cpu_spin_stopped_at_the_timeout(backend: str) -> None:
+    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+        baseline = int((await sb.exec("ps -e --no-headers | wc -l")).stdout)
+        r = await sb.exec(py("while True: pass"), timeout=1)
+        assert r.timed_out
+        assert 1 <= r.duration_s < 3
+        r = await sb.exec("ps -e --no-headers | wc -l")
+        assert int(r.stdout) == baseline
+
+
+async def test_host_unchanged_afterwards(backend: str) -> None:
+    tmp_before = {p for p in os.listdir("/tmp") if "agentscope" in p}
+    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+        await sb.write_file("f", "x")
+        await sb.exec("sleep 100 & setsid sleep 101 & echo started")
+    tmp_after = {p for p in os.listdir("/tmp") if "agentscope" in p}
+    assert tmp_after == tmp_before
+    # No process of the sandbox survives it (the conftest also checks for cgroups and containers).
+    assert not await anyio.to_thread.run_sync(_processes_matching, [b"sleep\x00100", b"sleep\x00101"])
+
+
+def _processes_matching(needles: list[bytes]) -> list[int]:
+    found: list[int] = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if any(needle in cmdline for needle in needles):
+                found.append(int(pid))
+    return found
