@@ -156,6 +156,7 @@ async def test_the_studio_in_a_real_browser(studio: tuple[str, Path]) -> None:
             await expect(page.locator("a.run-link", has_text="grpo-tiny")).to_be_visible()
             await expect(page.locator("#live.on")).to_be_visible()
             await page.evaluate("window.__sameDocument = true")
+            await expect(page.locator("#live.on")).to_be_visible()
             await anyio.to_thread.run_sync(slow.start)
             await anyio.to_thread.run_sync(slow.started.wait, 30)
             await expect(page.locator("a.run-link", has_text="live-run")).to_be_visible()
@@ -167,6 +168,7 @@ async def test_the_studio_in_a_real_browser(studio: tuple[str, Path]) -> None:
                 2
             )  # chat + execute_tool; the agent still runs
             await expect(page.locator(".span-row", has_text="execute_tool add")).to_be_visible()
+            await expect(page.locator("#live.on")).to_be_visible()
             await anyio.to_thread.run_sync(slow.release)
             await expect(page.locator(".span-row")).to_have_count(4)
             await expect(page.locator(".span-row").first).to_contain_text("invoke_agent slowpoke")

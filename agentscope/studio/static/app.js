@@ -205,9 +205,11 @@ async function runsPage(params) {
     summary.textContent = data.total ? `${data.total} run${data.total === 1 ? "" : "s"}` : "No runs yet. Run an agent with tracing on (agentscope.init() or agentscope run) and it appears here.";
     return data;
   }
-  await load();
+  const first = await load();
   const reload = debounce(load, 250);
-  live({}, {
+  // Start the feed where the list was read, so a run created in between is not missed.
+  const since = Math.max(0, ...first.runs.map((r) => r.updated_ns));
+  live({ after_run_ns: since || undefined }, {
     run: (run) => {
       const existing = tbody.querySelector(`tr[data-run="${run.id}"]`);
       if (existing) {
@@ -250,8 +252,11 @@ async function runPage(runId, tab) {
   const handlers = { run: fillHeader };
   if (tab === "metrics") Object.assign(handlers, await metricsView(runId, body));
   else if (tab === "stats") await statsView(runId, body);
-  else Object.assign(handlers, await tracesView(runId, body));
-  live({ run_id: runId }, handlers);
+  else {
+    const traces = await tracesView(runId, body);
+    Object.assign(handlers, { span: traces.span, run: (r) => { fillHeader(r); traces.span(); } });
+  }
+  live({ run_id: runId, after_run_ns: run.updated_ns }, handlers);
 }
 
 async function tracesView(runId, body) {
@@ -348,7 +353,8 @@ async function tracePage(traceId, view, spanId) {
   }
   const tree = await treeView(traceId, main, detail);
   if (spanId) tree.select(spanId);
-  live({ trace_id: traceId }, { span: () => { refreshHead(); tree.refresh(); } });
+  // Start the feed after the newest span the tree has read, so none written in between is missed.
+  live({ trace_id: traceId, after_span: tree.cursor() }, { span: () => { refreshHead(); tree.refresh(); } });
 }
 
 function barLabel(left, width, text) {
@@ -459,7 +465,8 @@ async function treeView(traceId, main, detail) {
   rows = await fetchPage(0, PAGE);
   bounds();
   render();
-  return { refresh: debounce(refresh, 300), select };
+  const cursor = () => rows.reduce((m, r) => Math.max(m, r.id), 0);
+  return { refresh: debounce(refresh, 300), select, cursor };
 }
 
 // ------------------------------------------------------------------ span detail
