@@ -30,7 +30,8 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -53,6 +54,21 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _quiet_transformers() -> Generator[None]:
+    """No "Writing model shards" progress bar from a background thread every step (it would garble the run's
+    own progress display)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _step_dir_name(step: int) -> str:
@@ -301,7 +317,8 @@ class AsyncCheckpointer:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        job.model.save_pretrained(tmp, state_dict=job.weights, safe_serialization=True)
+        with _quiet_transformers():
+            job.model.save_pretrained(tmp, state_dict=job.weights, safe_serialization=True)
         self._notify("model")
         if job.tokenizer is not None:
             job.tokenizer.save_pretrained(tmp)
