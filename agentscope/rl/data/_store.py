@@ -295,7 +295,8 @@ class TrajectoryStore:
     """Every trajectory of a run, in an SQLite file (see the module docstring for the layout).
 
     Use it with ``async with TrajectoryStore(run_dir / "trajectories.db") as store:`` or let it open on first use
-    and call :meth:`aclose`. Several stores (in threads or processes) may use one file at once.
+    and call :meth:`aclose`. Several stores (in threads or processes) may use one file at once. ``":memory:"``
+    gives a throwaway store in memory (simulations, tests).
 
     Raises:
         SessionError: from any method, when the file cannot be created, read or written, is not a trajectory

@@ -231,3 +231,11 @@ async def test_reopen_and_schema_checks(tmp_path: Path, make_traj: MakeTraj) -> 
     not_db.write_bytes(b"this is not a database, not at all" * 100)
     with pytest.raises(SessionError, match=r"junk\.db"):
         await TrajectoryStore(not_db).count()
+
+
+async def test_in_memory_store(make_traj: MakeTraj) -> None:
+    async with TrajectoryStore(":memory:") as s:
+        traj = make_traj()
+        await s.add(traj)
+        assert await s.get(traj.trajectory_id) == traj
+    assert not Path(":memory:").exists()
