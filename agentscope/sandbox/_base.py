@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import secrets
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -31,6 +32,8 @@ logger = logging.getLogger("agentscope.sandbox")
 _REPLY_GRACE_S = 15.0
 """How much longer than a command's own timeout the host waits for the guest's reply before declaring it dead."""
 _FILE_DEADLINE_S = 120.0
+_MAX_LINE_BYTES = 3 << 28
+"""Longest reply line accepted (a 256 MiB file, base64-encoded, and then some)."""
 
 
 class GuestTransport(Protocol):
@@ -70,9 +73,11 @@ def guest_command(python: str) -> list[str]:
     return [python, "-I", "-S", "-c", _BOOTSTRAP]
 
 
-def guest_boot_line(source: str, config: Mapping[str, Any]) -> bytes:
-    """The first line the guest reads: its own source and its config."""
-    return json.dumps({"source": source, "config": config}, separators=(",", ":")).encode() + b"\n"
+def guest_boot_line(source: str, config: Mapping[str, Any], token: str) -> bytes:
+    """The first line the guest reads: its own source and its config, with the token that it puts in every
+    reply (replies without it are forged by sandboxed code and dropped)."""
+    payload = {"source": source, "config": {**config, "token": token}}
+    return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
 
 
 def _decode(data: bytes) -> str:
@@ -106,6 +111,8 @@ class Sandbox(ABC):
         self._dead: str | None = None
         self._closed = False
         self._oom_kills = 0
+        self._token = secrets.token_hex(16)
+        """Proves a reply came from the guest (see ``guest_boot_line``)."""
 
     # ------------------------------------------------------------------ lifecycle (backends)
 
@@ -186,9 +193,11 @@ class Sandbox(ABC):
                     reply = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(reply, dict):
+                if isinstance(reply, dict) and reply.get("k") == self._token:  # pyright: ignore[reportUnknownMemberType]
                     return reply  # type: ignore[return-value]
-                continue
+                continue  # not from the guest: forged by sandboxed code
+            if len(self._buffer) > _MAX_LINE_BYTES:
+                raise EOFError  # no reply is this long: something else is writing to the guest's stdout
             chunk = await self._transport.receive()
             if not chunk:
                 raise EOFError

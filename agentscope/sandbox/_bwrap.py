@@ -311,7 +311,7 @@ class BwrapSandbox(Sandbox):
             for fd in etc.values():
                 os.close(fd)
         self._transport = _ProcessTransport(self._process)
-        await self._transport.send(guest_boot_line(source, config))
+        await self._transport.send(guest_boot_line(source, config, self._token))
 
     async def _diagnostics(self) -> str:
         process = self._process

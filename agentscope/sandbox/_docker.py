@@ -44,6 +44,7 @@ __all__ = [
     "close_docker_client",
     "docker_client",
     "docker_status",
+    "is_gvisor",
     "sweep_stale_containers",
 ]
 
@@ -214,6 +215,11 @@ def sweep_stale_containers() -> int:
 _swept = False
 
 
+def is_gvisor(runtime: str | None) -> bool:
+    """Whether ``runtime`` names gVisor (``runsc``, or a variant such as ``runsc-kvm``)."""
+    return bool(runtime) and str(runtime).startswith("runsc")
+
+
 def _create(spec: SandboxSpec, name: str, command: list[str]) -> tuple[str, socket.socket]:
     """Create the container, attach to its stdin/stdout, start it (blocking)."""
     global _swept
@@ -229,6 +235,7 @@ def _create(spec: SandboxSpec, name: str, command: list[str]) -> tuple[str, sock
     disk = f"{limits.disk_mb}m"
     memory = f"{limits.memory_mb}m"
     api: Any = client.api
+    gvisor = is_gvisor(spec.runtime)
     try:
         host_config = api.create_host_config(
             network_mode="none",
@@ -236,7 +243,9 @@ def _create(spec: SandboxSpec, name: str, command: list[str]) -> tuple[str, sock
             mem_limit=memory,
             memswap_limit=memory,
             nano_cpus=int(limits.cpus * 1e9),
-            pids_limit=limits.pids,
+            # runsc (2022, cgroup v1) fails to start with a pids cgroup limit; gVisor's own kernel enforces
+            # RLIMIT_NPROC per sandbox instead (under runc that rlimit would count the uid across containers).
+            pids_limit=None if gvisor else limits.pids,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             tmpfs={
@@ -244,7 +253,8 @@ def _create(spec: SandboxSpec, name: str, command: list[str]) -> tuple[str, sock
                 "/tmp": f"rw,exec,nosuid,nodev,size={disk},mode=1777",
             },
             shm_size=min(64, limits.disk_mb) << 20,
-            ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)],
+            ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)]
+            + ([docker.types.Ulimit(name="nproc", soft=limits.pids, hard=limits.pids)] if gvisor else []),
             ipc_mode="private",
             auto_remove=True,
             runtime=spec.runtime,
@@ -289,7 +299,13 @@ def _create(spec: SandboxSpec, name: str, command: list[str]) -> tuple[str, sock
             with contextlib.suppress(Exception):
                 closable.close()  # type: ignore[union-attr]
         sock = owned
-        api.start(container_id)
+        try:
+            api.start(container_id)
+        except docker.errors.APIError as exc:
+            sock.close()
+            raise SandboxError(
+                f"the Docker engine could not start the sandbox container: {exc.explanation or exc}"
+            ) from None
     except BaseException:
         with contextlib.suppress(Exception):
             api.remove_container(container_id, force=True)
@@ -375,7 +391,7 @@ class DockerSandbox(Sandbox):
         runtime = self.spec.runtime or "runc"
         self.limit_enforcement = {
             "memory": f"cgroup ({runtime})",
-            "pids": f"cgroup ({runtime})",
+            "pids": "rlimit NPROC (gVisor kernel)" if is_gvisor(runtime) else f"cgroup ({runtime})",
             "cpus": f"cgroup ({runtime})",
             "disk": "tmpfs",
         }
@@ -405,7 +421,7 @@ class DockerSandbox(Sandbox):
             "rlimits": [["RLIMIT_FSIZE", limits.disk_mb << 20, limits.disk_mb << 20]],
             "oom_files": _OOM_FILES,
         }
-        await self._transport.send(guest_boot_line(source, config))
+        await self._transport.send(guest_boot_line(source, config, self._token))
 
     async def _diagnostics(self) -> str:
         if self._attach is None:

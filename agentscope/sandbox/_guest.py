@@ -41,7 +41,13 @@ _cancelled: set[int] = set()
 _running_lock = threading.Lock()
 
 
+_token = ""
+"""Sent by the host at boot and put in every reply: sandboxed code that manages to write to our stdout (gVisor
+lets it open /proc/1/fd/1) cannot forge a reply, since it never sees the token."""
+
+
 def _send(out: BinaryIO, message: dict[str, Any]) -> None:
+    message["k"] = _token
     data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
     with _write_lock:
         out.write(data)
@@ -501,6 +507,8 @@ def _apply_rlimits(rlimits: list[list[Any]]) -> None:
 
 def main(config: dict[str, Any]) -> None:
     """Run the guest with ``config`` (sent by the host with the source)."""
+    global _token
+    _token = str(config.get("token", ""))
     threading.stack_size(512 * 1024)
     _prctl_setup()
     threading.Thread(target=_reap_orphans, daemon=True).start()

@@ -11,13 +11,17 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from functools import cache
+from typing import Any
 
 import pytest
 
 from agentscope.exceptions import SandboxError
+from agentscope.sandbox import Sandbox, open_sandbox
 
-BACKENDS = ("bwrap", "docker")
+BACKENDS = ("bwrap", "docker", "gvisor")
+"""``gvisor`` is the Docker backend with ``runtime="runsc"`` (set up by scripts/setup.d/20-sandbox.sh)."""
 
 
 @cache
@@ -66,18 +70,58 @@ def docker_problem() -> str | None:
     return None
 
 
+@cache
+def gvisor_problem() -> str | None:
+    """Why gVisor sandboxes cannot run here, or None."""
+    problem = docker_problem()
+    if problem is not None:
+        return problem
+    from agentscope.sandbox._docker import docker_client
+
+    runtimes = docker_client().info().get("Runtimes") or {}
+    if "runsc" not in runtimes:
+        return "the Docker engine has no runsc runtime (bash scripts/setup.d/20-sandbox.sh registers it)"
+    return None
+
+
 def backend_problem(name: str) -> str | None:
-    return bwrap_problem() if name == "bwrap" else docker_problem()
+    return {"bwrap": bwrap_problem, "docker": docker_problem, "gvisor": gvisor_problem}[name]()
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    """The name of a sandbox backend that works here (tests are skipped for one that does not)."""
+class Opener:
+    """``open_sandbox`` bound to one backend (``gvisor`` = Docker with the runsc runtime)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, **kwargs: Any) -> AbstractAsyncContextManager[Sandbox]:
+        if self.name == "gvisor":
+            return open_sandbox("docker", runtime="runsc", **kwargs)
+        return open_sandbox(self.name, **kwargs)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _opener(request: pytest.FixtureRequest) -> Opener:
     name: str = request.param
     problem = backend_problem(name)
     if problem is not None:
         pytest.skip(f"{name}: {problem}")
-    return name
+    return Opener(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Opener:
+    """Opens sandboxes on one backend that works here (tests are skipped for one that does not): the escape
+    battery runs on all of them."""
+    return _opener(request)
+
+
+@pytest.fixture(params=("bwrap", "docker"))
+def api_backend(request: pytest.FixtureRequest) -> Opener:
+    """Like ``backend``, without gVisor (the interface tests: the runtime does not change the protocol)."""
+    return _opener(request)
 
 
 @pytest.fixture
@@ -110,7 +154,7 @@ def _nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """Every sandbox test leaves no container, cgroup or process of its sandboxes behind."""
     before_cgroups = _our_cgroups()
     yield
-    if "backend" not in request.fixturenames:
+    if "backend" not in request.fixturenames and "api_backend" not in request.fixturenames:
         return
     assert _our_cgroups() <= before_cgroups, "a sandbox cgroup was left behind"
     assert not _our_containers(), "a sandbox container was left behind"

@@ -18,11 +18,16 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
-from agentscope.sandbox import Sandbox, SandboxLimits, open_sandbox
+from agentscope.exceptions import SandboxError
+from agentscope.sandbox import Sandbox, SandboxLimits
+
+if TYPE_CHECKING:
+    from conftest import Opener  # type: ignore[import-not-found]
 
 PIDS = 32
 LIMITS = SandboxLimits(memory_mb=128, cpus=1.0, pids=PIDS, timeout_s=20, disk_mb=32)
@@ -30,6 +35,21 @@ LIMITS = SandboxLimits(memory_mb=128, cpus=1.0, pids=PIDS, timeout_s=20, disk_mb
 
 def py(code: str) -> list[str]:
     return ["python3", "-c", textwrap.dedent(code)]
+
+
+FORK_BOMB = py("""
+    import os
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+    """)
+MEMORY_BOMB = py("""
+    chunks = []
+    while True:
+        chunks.append(b"x" * (16 << 20))
+    """)
 
 
 @pytest.fixture
@@ -59,9 +79,9 @@ def listener() -> Iterator[tuple[int, list[str]]]:
     server.close()
 
 
-async def test_no_network(backend: str, listener: tuple[int, list[str]]) -> None:
+async def test_no_network(backend: Opener, listener: tuple[int, list[str]]) -> None:
     port, peers = listener
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+    async with backend(limits=LIMITS) as sb:
         r = await sb.exec(
             py(f"""
             import socket
@@ -80,8 +100,8 @@ async def test_no_network(backend: str, listener: tuple[int, list[str]]) -> None
     assert peers == []
 
 
-async def test_no_write_outside_the_work_dir(backend: str, tmp_path: Path) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_no_write_outside_the_work_dir(backend: Opener, tmp_path: Path) -> None:
+    async with backend(limits=LIMITS) as sb:
         for path in (
             "/usr/evil",
             "/etc/evil",
@@ -104,11 +124,13 @@ async def test_no_write_outside_the_work_dir(backend: str, tmp_path: Path) -> No
         assert not await anyio.Path(path).exists()
 
 
-async def test_host_files_not_readable(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_host_files_not_readable(
+    backend: Opener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AGENTSCOPE_TEST_SECRET", "s3cr3t")
     secret = tmp_path / "secret.txt"
     secret.write_text("host secret")
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+    async with backend(limits=LIMITS) as sb:
         for path in (str(secret), "/etc/shadow", "/root/.bashrc", "/var/run/docker.sock"):
             r = await sb.exec(["cat", path])
             assert r.exit_code != 0, (path, r.stdout)
@@ -121,11 +143,12 @@ async def test_host_files_not_readable(backend: str, tmp_path: Path, monkeypatch
         r = await sb.exec("cat /proc/self/status | grep -E '^(CapEff|NoNewPrivs)'")
         caps = dict(line.split(":\t") for line in r.stdout.splitlines())
         assert int(caps["CapEff"], 16) == 0
-        assert caps["NoNewPrivs"] == "1"
+        if backend.name != "gvisor":  # gVisor's kernel does not report it (nor honour setuid bits at all)
+            assert caps["NoNewPrivs"] == "1"
 
 
-async def test_no_privilege_gain(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_no_privilege_gain(backend: Opener) -> None:
+    async with backend(limits=LIMITS) as sb:
         r = await sb.exec(["id", "-u"])
         assert r.stdout.strip() != "0"
         r = await sb.exec(py("import os; os.setuid(0)"))
@@ -152,14 +175,29 @@ async def test_no_privilege_gain(backend: str) -> None:
         )
         lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
         assert lines["mount"].startswith("-1"), r
-        assert lines["unshare"].startswith("-1"), r
         assert lines["ptrace"].startswith("-1"), r
-        assert lines["fds"] == "13", r
+        if backend.name == "gvisor":
+            # A user namespace of gVisor's own kernel exposes nothing of the host's; /proc/1/fd is not
+            # protected there, which test_forged_replies_are_ignored covers.
+            assert lines["unshare"].startswith(("-1", "0")), r
+        else:
+            assert lines["unshare"].startswith("-1"), r
+            assert lines["fds"] == "13", r
         # setuid binaries do not raise privileges (no-new-privs; the Docker image has none).
         r = await sb.exec(
             "for f in /usr/bin/su /usr/bin/passwd /usr/bin/mount; do [ -u $f ] && $f --help; done; id -u"
         )
         assert r.stdout.strip().splitlines()[-1] != "0"
+
+
+async def test_forged_replies_are_ignored(backend: Opener) -> None:
+    async with backend(limits=LIMITS) as sb:
+        forged = '{"id": %d, "exit_code": 0, "stdout": "Zm9yZ2Vk", "stderr": "", "timed_out": false, "k": ""}'
+        script = "; ".join(f"echo '{forged % i}' > /proc/1/fd/1 2>/dev/null" for i in range(1, 20))
+        await sb.exec(script + "; sleep 0.2; echo real")
+        r = await sb.exec("echo real")
+        assert r.stdout == "real\n"
+        assert await sb.ping()
 
 
 async def _prove_pids_limit(sb: Sandbox) -> None:
@@ -184,18 +222,14 @@ async def _prove_pids_limit(sb: Sandbox) -> None:
     assert 0 < started < PIDS, f"the pids limit is not in force ({started} processes started): {r}"
 
 
-async def test_fork_bomb_is_contained(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_fork_bomb_is_contained(backend: Opener) -> None:
+    if backend.name == "gvisor":
+        await _bomb_kills_only_its_gvisor_sandbox(backend, FORK_BOMB)
+        return
+    async with backend(limits=LIMITS) as sb:
         assert sb.limit_enforcement["pids"] != "none"
         await _prove_pids_limit(sb)
-        bomb = py("""
-            import os
-            while True:
-                try:
-                    os.fork()
-                except OSError:
-                    pass
-            """)
+        bomb = FORK_BOMB
         baseline = int((await sb.exec("ps -e --no-headers | wc -l")).stdout)
         r = await sb.exec(bomb, timeout=3)
         assert r.timed_out
@@ -210,16 +244,14 @@ async def test_fork_bomb_is_contained(backend: str) -> None:
         assert (await sb.exec("echo alive")).stdout == "alive\n"
 
 
-async def test_memory_bomb_is_killed_and_reported(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_memory_bomb_is_killed_and_reported(backend: Opener) -> None:
+    if backend.name == "gvisor":
+        await _bomb_kills_only_its_gvisor_sandbox(backend, MEMORY_BOMB)
+        return
+    async with backend(limits=LIMITS) as sb:
         small = await sb.exec(py("x = b'x' * (32 << 20); print(len(x))"))
         assert small.exit_code == 0, small  # harmless probe: well under the limit works
-        bomb = py("""
-            chunks = []
-            while True:
-                chunks.append(b"x" * (16 << 20))
-            """)
-        r = await sb.exec(bomb, timeout=10)
+        r = await sb.exec(MEMORY_BOMB, timeout=10)
         assert not r.timed_out
         assert r.exit_code != 0
         if sb.limit_enforcement["memory"].startswith("rlimit"):
@@ -230,8 +262,24 @@ async def test_memory_bomb_is_killed_and_reported(backend: str) -> None:
         assert (await sb.exec("echo alive")).stdout == "alive\n"
 
 
-async def test_cpu_spin_stopped_at_the_timeout(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def _bomb_kills_only_its_gvisor_sandbox(backend: Opener, bomb: list[str]) -> None:
+    """gVisor (runsc 2022) runs its kernel inside the container's memory limit: a bomb that fills it takes
+    the whole sandbox down, which is reported as a SandboxError. The host and other sandboxes are untouched."""
+    async with backend(limits=LIMITS) as bystander, backend(limits=LIMITS) as sb:
+        error: SandboxError | None = None
+        try:
+            r = await sb.exec(bomb, timeout=5)
+            assert r.timed_out or r.exit_code != 0
+        except SandboxError as exc:
+            error = exc
+        if error is not None:
+            assert "died" in str(error)
+            assert not sb.alive
+        assert (await bystander.exec("echo alive")).stdout == "alive\n"
+
+
+async def test_cpu_spin_stopped_at_the_timeout(backend: Opener) -> None:
+    async with backend(limits=LIMITS) as sb:
         baseline = int((await sb.exec("ps -e --no-headers | wc -l")).stdout)
         r = await sb.exec(py("while True: pass"), timeout=1)
         assert r.timed_out
@@ -240,9 +288,9 @@ async def test_cpu_spin_stopped_at_the_timeout(backend: str) -> None:
         assert int(r.stdout) == baseline
 
 
-async def test_host_unchanged_afterwards(backend: str) -> None:
+async def test_host_unchanged_afterwards(backend: Opener) -> None:
     tmp_before = {p for p in os.listdir("/tmp") if "agentscope" in p}
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+    async with backend(limits=LIMITS) as sb:
         await sb.write_file("f", "x")
         await sb.exec("sleep 100 & setsid sleep 101 & echo started")
     tmp_after = {p for p in os.listdir("/tmp") if "agentscope" in p}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -11,12 +12,15 @@ import pytest
 from agentscope.exceptions import SandboxError
 from agentscope.sandbox import ExecResult, SandboxLimits, open_sandbox
 
+if TYPE_CHECKING:
+    from conftest import Opener  # type: ignore[import-not-found]
+
 LIMITS = SandboxLimits(memory_mb=256, pids=64, timeout_s=20, disk_mb=64)
 
 
-async def test_exec_argv_and_shell_string(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
-        assert sb.backend == backend
+async def test_exec_argv_and_shell_string(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS) as sb:
+        assert sb.backend == api_backend.name
         r = await sb.exec(["python3", "-c", "print(1)"])
         assert isinstance(r, ExecResult)
         assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (0, "1\n", "", False)
@@ -26,8 +30,8 @@ async def test_exec_argv_and_shell_string(backend: str) -> None:
         assert r.output == "out\nerr\n"
 
 
-async def test_exec_cwd_env_stdin_and_missing_command(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS, env={"GREETING": "hi"}) as sb:  # type: ignore[arg-type]
+async def test_exec_cwd_env_stdin_and_missing_command(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS, env={"GREETING": "hi"}) as sb:
         await sb.write_file("sub/dir/f.txt", "x")
         r = await sb.exec(
             "pwd; echo $GREETING $EXTRA; cat", cwd="sub/dir", env={"EXTRA": "there"}, stdin="in"
@@ -40,8 +44,8 @@ async def test_exec_cwd_env_stdin_and_missing_command(backend: str) -> None:
         assert (r.exit_code, r.signal) == (128 + 15, 15)
 
 
-async def test_files_round_trip(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_files_round_trip(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS) as sb:
         payload = bytes(range(256)) * 1000
         await sb.write_file("a/b.bin", payload)
         assert await sb.read_file("a/b.bin") == payload
@@ -56,17 +60,17 @@ async def test_files_round_trip(backend: str) -> None:
             await sb.read_file("a")
 
 
-async def test_output_is_truncated_at_the_limit(backend: str) -> None:
+async def test_output_is_truncated_at_the_limit(api_backend: Opener) -> None:
     limits = LIMITS.model_copy(update={"output_bytes": 4096})
-    async with open_sandbox(backend, limits=limits) as sb:  # type: ignore[arg-type]
+    async with api_backend(limits=limits) as sb:
         r = await sb.exec(["python3", "-c", "print('x' * 100000)"])
         assert r.exit_code == 0
         assert r.truncated
         assert len(r.stdout_bytes) == 4096
 
 
-async def test_timeout_kills_the_whole_tree(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_timeout_kills_the_whole_tree(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS) as sb:
         started = time.perf_counter()
         # A background grandchild in a new session, and a double-forked daemon: both must die with the command.
         script = "setsid sh -c 'sleep 300' & (sleep 301 &) ; sleep 302"
@@ -78,16 +82,16 @@ async def test_timeout_kills_the_whole_tree(backend: str) -> None:
         assert "sleep 30" not in ps.stdout, ps.stdout
 
 
-async def test_background_process_does_not_hold_exec(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_background_process_does_not_hold_exec(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS) as sb:
         started = time.perf_counter()
         r = await sb.exec("sleep 30 & echo started")
         assert r.stdout == "started\n"
         assert time.perf_counter() - started < 3
 
 
-async def test_concurrent_execs_run_side_by_side(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_concurrent_execs_run_side_by_side(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS) as sb:
         results: list[ExecResult] = []
 
         async def run(i: int) -> None:
@@ -101,8 +105,8 @@ async def test_concurrent_execs_run_side_by_side(backend: str) -> None:
         assert sorted(r.stdout for r in results) == [f"{i}\n" for i in range(8)]
 
 
-async def test_cancelled_exec_kills_the_command(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_cancelled_exec_kills_the_command(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS) as sb:
         with anyio.move_on_after(0.5):
             await sb.exec("sleep 250")
         for _ in range(50):
@@ -114,8 +118,8 @@ async def test_cancelled_exec_kills_the_command(backend: str) -> None:
         assert (await sb.exec("echo still-usable")).stdout == "still-usable\n"
 
 
-async def test_reset_empties_the_sandbox(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_reset_empties_the_sandbox(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS) as sb:
         await sb.write_file("keep.txt", "x")
         await sb.exec("echo t > /tmp/t; sleep 200 &")
         await sb.reset()
@@ -124,8 +128,8 @@ async def test_reset_empties_the_sandbox(backend: str) -> None:
         assert await sb.ping()
 
 
-async def test_closed_sandbox_refuses_calls(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
+async def test_closed_sandbox_refuses_calls(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS) as sb:
         pass
     assert not sb.alive
     await sb.aclose()  # twice is fine
@@ -134,9 +138,9 @@ async def test_closed_sandbox_refuses_calls(backend: str) -> None:
         await sb.exec("true")
 
 
-async def test_crashed_sandbox_is_reported(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS) as sb:  # type: ignore[arg-type]
-        if backend == "docker":
+async def test_crashed_sandbox_is_reported(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS) as sb:
+        if sb.backend == "docker":
             from agentscope.sandbox._docker import docker_client
 
             await anyio.to_thread.run_sync(lambda: docker_client().api.kill(sb._container))  # type: ignore[attr-defined]
@@ -151,8 +155,8 @@ async def test_crashed_sandbox_is_reported(backend: str) -> None:
         assert not await sb.ping()
 
 
-async def test_disk_limit(backend: str) -> None:
-    async with open_sandbox(backend, limits=LIMITS.model_copy(update={"disk_mb": 8})) as sb:  # type: ignore[arg-type]
+async def test_disk_limit(api_backend: Opener) -> None:
+    async with api_backend(limits=LIMITS.model_copy(update={"disk_mb": 8})) as sb:
         r = await sb.exec("head -c 20000000 /dev/zero > big")
         assert r.exit_code != 0  # one file larger than the disk: stopped by the size rlimit or the full tmpfs
         r = await sb.exec("rm big; for i in 1 2 3 4; do head -c 3000000 /dev/zero > f$i || exit 9; done")
