@@ -354,5 +354,45 @@ def studio(
     serve(store, host=host, port=port, token=token)
 
 
+# ---------------------------------------------------------------------- agentscope sandbox
+
+sandbox_app = typer.Typer(
+    name="sandbox",
+    help="Sandboxes for model-written code: build the Docker image.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("build-image")
+def sandbox_build_image(
+    tag: Annotated[
+        str, typer.Option("--tag", help="Tag of the image to build.")
+    ] = "agentscope-sandbox:latest",
+    force: Annotated[
+        bool, typer.Option("--force", help="Build even when an up-to-date image exists.")
+    ] = False,
+) -> None:
+    """Build the Docker sandbox image offline from this host's Python and tools (docker import; no registry)."""
+    from agentscope.exceptions import SandboxError
+    from agentscope.sandbox._image import build_image
+
+    try:
+        built = build_image(tag, force=force)
+    except SandboxError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if built.built:
+        typer.echo(
+            f"built {built.tag} ({built.image_id[:19]}): {built.files} files, {built.size_bytes >> 20} MiB"
+        )
+    else:
+        typer.echo(f"{built.tag} is up to date ({built.image_id[:19]})")
+    if built.notes:
+        typer.echo(f"note: not on this host, so not in the image: {', '.join(built.notes)}", err=True)
+
+
 if __name__ == "__main__":
     main()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import secrets
 import logging
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
