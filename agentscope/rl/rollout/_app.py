@@ -1,0 +1,93 @@
+"""The FastAPI routes of the rollout service (imported only by :func:`~agentscope.rl.rollout.create_rollout_app`,
+so that fastapi loads when an app is built)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from agentscope.exceptions import ModelError, SessionError
+from agentscope.formatters._common import as_list, as_object
+from agentscope.rl.rollout._http import (
+    messages_from_openai,
+    response_to_openai,
+    settings_from_openai,
+    stream_chunks,
+    tools_from_openai,
+)
+from agentscope.rl.rollout._service import RolloutService
+
+__all__ = ["build_app"]
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+def build_app(service: RolloutService) -> FastAPI:
+    """The app (see :mod:`agentscope.rl.rollout._http` for the routes)."""
+    app = FastAPI(title="AgentScope rollout service")
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:  # pyright: ignore[reportUnusedFunction]
+        try:
+            body = as_object(await request.json())
+        except ValueError:
+            return _error(400, "the body is not JSON", "invalid_request_error")
+        session_id = body.get("session_id")
+        if session_id is not None:
+            service.open_session(str(session_id))
+        try:
+            messages = messages_from_openai(as_list(body.get("messages")))
+            tools = tools_from_openai(as_list(body.get("tools")))
+            settings = settings_from_openai(body)
+        except (ValueError, TypeError) as exc:
+            return _error(400, str(exc), "invalid_request_error")
+        try:
+            response = await service.chat(
+                None if session_id is None else str(session_id), messages, tools=tools, settings=settings
+            )
+        except SessionError as exc:
+            return _error(404, str(exc), "not_found_error")
+        except ModelError as exc:
+            return _error(500, str(exc), "server_error")
+        payload = response_to_openai(response)
+        if body.get("stream"):
+            return StreamingResponse(stream_chunks(payload), media_type="text/event-stream")
+        return JSONResponse(payload)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        return {
+            "object": "list",
+            "data": [{"id": service.model_name, "object": "model", "owned_by": "agentscope"}],
+        }
+
+    @app.post("/sessions", response_model=None)
+    async def open_session(request: Request) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        raw = await request.body()
+        try:
+            body = as_object(json.loads(raw)) if raw.strip() else {}
+        except ValueError:
+            return _error(400, "the body is not JSON", "invalid_request_error")
+        requested = body.get("session_id")
+        return JSONResponse(
+            {"session_id": service.open_session(None if requested is None else str(requested))}
+        )
+
+    @app.delete("/sessions/{session_id}", response_model=None)
+    async def close_session(session_id: str) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        try:
+            turns = service.close_session(session_id)
+        except SessionError as exc:
+            return _error(404, str(exc), "not_found_error")
+        return JSONResponse({"session_id": session_id, "turns": [t.model_dump(mode="json") for t in turns]})
+
+    @app.get("/stats")
+    async def stats() -> dict[str, float]:  # pyright: ignore[reportUnusedFunction]
+        return service.stats()
+
+    return app

@@ -1,0 +1,139 @@
+"""The rollout service over HTTP on 127.0.0.1, driven by agentscope's own OpenAIChatModel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentscope.agents import ReActAgent
+from agentscope.message import Msg
+from agentscope.models import ChatResponse, OpenAIChatModel
+from agentscope.rl import Turn
+from agentscope.rl.rollout import RolloutHTTPServer, RolloutService, TorchEngine, messages_from_openai
+
+pytestmark = pytest.mark.usefixtures("allow_model_requests")
+
+
+@pytest.fixture
+async def server(memorized_dir: Path, tokenizer: Any) -> AsyncIterator[RolloutHTTPServer]:
+    service = RolloutService(TorchEngine(memorized_dir, max_batch=4, max_seq_len=1024), tokenizer)
+    async with service, RolloutHTTPServer(service) as server:
+        yield server
+
+
+class Recorder(OpenAIChatModel):
+    """OpenAIChatModel that keeps the responses the agent saw."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.responses: list[ChatResponse] = []
+
+    async def generate(self, *args: Any, **kwargs: Any) -> ChatResponse:
+        response = await super().generate(*args, **kwargs)
+        self.responses.append(response)
+        return response
+
+
+async def test_an_agent_on_openai_chat_model_is_recorded_over_http(
+    server: RolloutHTTPServer, helpers: Any
+) -> None:
+    assert server.base_url.startswith("http://127.0.0.1:")
+    async with httpx.AsyncClient(base_url=server.base_url.removesuffix("/v1")) as client:
+        sid = (await client.post("/sessions", json={})).json()["session_id"]
+        model = Recorder(
+            "policy",
+            base_url=server.base_url,
+            api_key="-",
+            default_settings={"temperature": 0.0, "extra_body": {"session_id": sid}},
+        )
+        async with model:
+            agent = ReActAgent("solver", helpers.SYSTEM, model, toolkit=helpers.toolkit())
+            reply = await agent(Msg(role="user", content=helpers.QUESTION))
+        assert reply.text == "The answer is 42."
+
+        closed = await client.delete(f"/sessions/{sid}")
+        turns = [Turn.model_validate(t) for t in closed.json()["turns"]]
+        assert len(turns) == 2
+        # what the agent's client parsed is exactly what the service recorded
+        for response, turn in zip(model.responses, turns, strict=True):
+            assert response.prompt_token_ids == turn.prompt_ids
+            assert response.completion_token_ids == turn.completion_ids
+            assert response.logprobs == pytest.approx(turn.logprobs)
+            assert response.policy_version == turn.version_tail == 0
+        # the history came back as OpenAI messages and was still recognised: the ids extend, never re-tokenized
+        context = turns[0].prompt_ids + turns[0].completion_ids
+        assert turns[1].prompt_ids[: len(context)] == context
+
+        assert (await client.delete(f"/sessions/{sid}")).status_code == 404
+        models = (await client.get("/v1/models")).json()
+        assert models["data"][0]["id"] == "policy"
+        stats = (await client.get("/stats")).json()
+        assert stats["rollout/incremental_fraction"] == 0.5
+        bad = await client.post("/v1/chat/completions", content=b"not json")
+        assert bad.status_code == 400
+
+
+async def test_streaming_carries_the_rl_fields(server: RolloutHTTPServer, helpers: Any) -> None:
+    model = OpenAIChatModel(
+        "policy",
+        base_url=server.base_url,
+        api_key="-",
+        default_settings={"extra_body": {"session_id": "s-1"}},
+    )
+    async with model:
+        events = [
+            e
+            async for e in model.stream(
+                [Msg(role="system", content=helpers.SYSTEM), Msg(role="user", content=helpers.QUESTION)],
+                tools=[helpers.CALCULATOR],
+                settings={"temperature": 0.0},
+            )
+        ]
+    final = events[-1]
+    assert isinstance(final, ChatResponse)
+    assert final.tool_calls[0].input == {"expression": "17 + 25"}
+    assert final.finish_reason == "tool_calls"
+    assert final.prompt_token_ids
+    assert final.completion_token_ids
+    assert final.logprobs
+    assert len(final.logprobs) == len(final.completion_token_ids)
+    assert final.policy_version == 0
+    async with httpx.AsyncClient(base_url=server.base_url.removesuffix("/v1")) as client:
+        turns = (await client.delete("/sessions/s-1")).json()["turns"]  # opened on first use
+    assert turns[0]["completion_ids"] == final.completion_token_ids
+
+
+def test_openai_messages_convert_back_to_msgs() -> None:
+    msgs = messages_from_openai(
+        [
+            {"role": "system", "content": "sys"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {}}],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+                    {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{oops"}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": "a", "content": "1"},
+            {"role": "tool", "tool_call_id": "b", "content": "Error: bad"},
+            {"role": "user", "content": "next"},
+        ]
+    )
+    assert [m.role for m in msgs] == ["system", "user", "assistant", "tool", "user"]
+    assert msgs[1].text == "hi\n[image]"
+    calls = msgs[2].tool_calls
+    assert (calls[0].input, calls[1].raw_input) == ({"x": 1}, "{oops")
+    results = msgs[3].content
+    assert isinstance(results, list)
+    assert [(r.id, r.name) for r in results if r.type == "tool_result"] == [("a", "f"), ("b", "g")]
+    with pytest.raises(ValueError, match="role"):
+        messages_from_openai([{"role": "wizard", "content": "x"}])
