@@ -30,10 +30,10 @@ import importlib
 import inspect
 import json
 import logging
-import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, suppress
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit
@@ -266,7 +266,7 @@ class MCPClient:
         self._generation = 0
         self._lock: anyio.Lock | None = None
         self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._log = logging.getLogger(f"agentscope.mcp.{_logger_suffix(self.name)}")
 
     # ------------------------------------------------------------------ lifecycle
@@ -400,15 +400,17 @@ class MCPClient:
             self._log = logging.getLogger(f"agentscope.mcp.{_logger_suffix(self.name)}")
         return conn
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        """Run ``coro`` in a task of its own that no caller's cancel scope reaches."""
+    def _spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        """Run ``coro`` in a task of its own that no caller's cancel scope reaches; :meth:`aclose` waits for it."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            coro.close()
             raise UsageError("MCPClient runs on the asyncio event loop (anyio's asyncio backend)") from None
-        task = loop.create_task(cast("Any", coro))
+        task = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _own(self, conn: _Connection) -> None:
         """The owner task of one connection: open it, hold it until told to stop (or the server exits), close it."""
@@ -639,6 +641,20 @@ class MCPClient:
             UsageError: the client is closed or was never connected.
         """
         timeout = cast("float | None", self.timeout_s if timeout_s is _DEFAULT else timeout_s)
+        response = await self._call_tool(name, arguments, limit_s=timeout, on_progress=on_progress)
+        if not response.metadata:  # an error of ours: name the server and tool like a result does
+            response.metadata = {"mcp_server": self.name, "mcp_tool": name}
+        return response
+
+    async def _call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        *,
+        limit_s: float | None,
+        on_progress: ProgressCallback | None,
+    ) -> ToolResponse:
+        timeout = limit_s
         progress = self._progress_fn(name, on_progress)
         args = dict(arguments) if arguments else None
         for attempt in (1, 2):
@@ -771,49 +787,38 @@ class MCPClient:
         ``progress``, ``total`` and ``message``; the last item is what :meth:`call_tool` returns. Closing the
         iterator early cancels the call on the server.
         """
-        send, receive = anyio.create_memory_object_stream[ToolResponse](math.inf)
-        scope = anyio.CancelScope()
-        finished = anyio.Event()
-        failure: list[BaseException] = []
+        # Plain asyncio (this client runs on it anyway): one task, a deque and an event per call, which is as
+        # cheap as running a call next to its consumer gets.
+        pending: deque[ToolResponse] = deque()
+        wake = asyncio.Event()
 
         def on_progress(event: MCPProgress) -> None:
-            piece = ToolResponse(
-                metadata={
-                    "mcp_progress": {
-                        "progress": event.progress,
-                        "total": event.total,
-                        "message": event.message,
-                    }
-                }
-            )
-            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                send.send_nowait(piece)
+            progress: dict[str, JsonValue] = {
+                "progress": event.progress,
+                "total": event.total,
+                "message": event.message,
+            }
+            pending.append(ToolResponse(metadata={"mcp_progress": progress}))
+            wake.set()
 
-        async def run() -> None:
-            try:
-                with scope:
-                    result = await self.call_tool(
-                        name, arguments, timeout_s=timeout_s, on_progress=on_progress
-                    )
-                    with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        send.send_nowait(result)
-            except Exception as exc:  # handed to the consumer below
-                failure.append(exc)
-            finally:
-                send.close()
-                finished.set()
-
-        self._spawn(run())
+        task = self._spawn(self.call_tool(name, arguments, timeout_s=timeout_s, on_progress=on_progress))
+        task.add_done_callback(lambda _: wake.set())
         try:
-            with receive:
-                async for piece in receive:
-                    yield piece
+            while True:
+                while pending:
+                    yield pending.popleft()
+                if task.done():
+                    break
+                wake.clear()
+                await wake.wait()
         finally:
-            scope.cancel()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_TIMEOUT_S):
-                await finished.wait()
-        if failure:
-            raise failure[0]
+            if (
+                not task.done()
+            ):  # the consumer left early or was cancelled: cancel the call (and on the server)
+                task.cancel()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_TIMEOUT_S):
+                    await asyncio.wait([task])
+        yield task.result()
 
     # ------------------------------------------------------------------ toolkit registration
 
@@ -856,9 +861,10 @@ class MCPClient:
         func: Callable[..., Any]
         if progress:
 
-            async def streamed(**arguments: Any) -> AsyncIterator[ToolResponse]:
-                async for piece in client.stream_tool(remote, arguments):
-                    yield piece
+            def streamed(**arguments: Any) -> AsyncIterator[ToolResponse]:
+                # Hands the toolkit stream_tool's own async generator: no extra layer per piece. (Toolkit.register
+                # would take this for a plain function; register_mcp declares it a streaming tool.)
+                return client.stream_tool(remote, arguments)
 
             func = streamed
         else:
