@@ -39,7 +39,7 @@ from typing import Any, Final, cast
 import torch
 from pydantic import JsonValue
 
-__all__ = ["AsyncCheckpointer", "CheckpointState"]
+__all__ = ["AsyncCheckpointer", "CheckpointState", "copy_state_dict"]
 
 _FORMAT: Final = 1
 _STEP_DIR: Final = re.compile(r"^step_(\d{8,})(?:\.(\d+))?$")
@@ -116,6 +116,26 @@ class CheckpointState:
         cuda_states = self.rng.get("cuda")
         if cuda_states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def copy_state_dict(
+    module: torch.nn.Module, copy: Callable[[str, torch.Tensor], torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with each tensor replaced by ``copy(name, tensor)``, called once per storage:
+    tensors that share memory (tied weights) share their copy too."""
+    copies: dict[tuple[int, int, tuple[int, ...], torch.dtype], torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in module.state_dict().items():
+        alias = (
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tensor.dtype,
+        )
+        if alias not in copies:
+            copies[alias] = copy(name, tensor)
+        out[name] = copies[alias]
+    return out
 
 
 def _capture_rng() -> dict[str, Any]:

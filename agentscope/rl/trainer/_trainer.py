@@ -29,18 +29,10 @@ import torch
 from agentscope.rl._types import Trajectory
 from agentscope.rl.trainer import _verl as verl
 from agentscope.rl.trainer._batch import Batch, TrainBatch, build_batch
+from agentscope.rl.trainer._checkpoint import copy_state_dict
 from agentscope.rl.trainer._config import TrainerConfig
 
 __all__ = ["Trainer", "actor_config", "clone_state_dict", "sequence_log_probs"]
-
-_TOKEN_KEYS = (
-    "responses",
-    "response_mask",
-    "old_log_probs",
-    "advantages",
-    "rollout_is_weights",
-    "ref_log_prob",
-)
 
 
 def actor_config(config: TrainerConfig) -> verl.ActorConfig:
@@ -102,19 +94,7 @@ def sequence_log_probs(
 
 def clone_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Detached CPU copies of ``module``'s state; tensors that share storage (tied weights) stay shared."""
-    copies: dict[tuple[int, int, tuple[int, ...], torch.dtype], torch.Tensor] = {}
-    out: dict[str, torch.Tensor] = {}
-    for name, tensor in module.state_dict().items():
-        key = (
-            tensor.untyped_storage().data_ptr(),
-            tensor.storage_offset(),
-            tuple(tensor.shape),
-            tensor.dtype,
-        )
-        if key not in copies:
-            copies[key] = tensor.detach().to("cpu", copy=True)
-        out[name] = copies[key]
-    return out
+    return copy_state_dict(module, lambda _name, tensor: tensor.detach().to("cpu", copy=True))
 
 
 class Trainer:
@@ -158,6 +138,9 @@ class Trainer:
         self._loss_fn = verl.policy_loss(self.config.policy_loss)
         self.steps_done = 0
         """Updates applied so far (restored by :meth:`load_state_dict`)."""
+        self.fuse_old_log_probs = True
+        """With one optimizer step per batch (``epochs == mini_batches == 1``), take the old log-probs from the
+        update's own forward pass instead of a separate inference pass (same result, one forward pass fewer)."""
 
     @property
     def device(self) -> torch.device:
@@ -167,37 +150,49 @@ class Trainer:
     # -- batch preparation -------------------------------------------------------------------------------
 
     def make_batch(self, trajectories: Sequence[Trajectory]) -> tuple[TrainBatch, dict[str, float]]:
-        """The full verl batch for ``trajectories``: :func:`build_batch` plus ``old_log_probs``,
-        ``ref_log_prob`` (KL on), ``advantages``/``returns`` and ``rollout_is_weights`` (TIS on); and the
+        """The full verl batch for ``trajectories``: :func:`build_batch` plus ``old_log_probs`` (an inference
+        pass), ``ref_log_prob`` (KL on), ``advantages``/``returns`` and ``rollout_is_weights`` (TIS on); and the
         rollout-correction metrics (``rollout_corr/...``, verl's names)."""
+        batch = self._prepare(trajectories, old_log_prob_pass=True)
+        return batch, self._rollout_correction(batch)
+
+    def _prepare(self, trajectories: Sequence[Trajectory], *, old_log_prob_pass: bool) -> TrainBatch:
         config = self.config
         base = build_batch(trajectories, self.pad_token_id, device=self.device)
-        response_mask = base["response_mask"]
-        old_log_probs = self._infer_log_probs(self.model, base)
         estimator_options = (
             {"norm_adv_by_std_in_grpo": config.norm_adv_by_std} if config.adv_estimator == "grpo" else {}
         )
         advantages, returns = self._adv_fn(
             token_level_rewards=base["token_level_rewards"],
-            response_mask=response_mask,
+            response_mask=base["response_mask"],
             index=base["uid"],
             **estimator_options,
+        )
+        old_log_probs = (
+            self._infer_log_probs(self.model, base)
+            if old_log_prob_pass
+            else torch.zeros_like(base["rollout_log_probs"])  # filled by the update's own forward pass
         )
         batch = TrainBatch(**base, old_log_probs=old_log_probs, advantages=advantages, returns=returns)
         if self.ref_model is not None:
             batch["ref_log_prob"] = self._infer_log_probs(self.ref_model, base)
-        metrics: dict[str, float] = {}
-        if bool(response_mask.any()):
-            weights, metrics = verl.rollout_correction(
-                old_log_prob=batch["old_log_probs"],
-                rollout_log_prob=batch["rollout_log_probs"],
-                response_mask=response_mask,
-                level=config.tis_level if config.tis_threshold is not None else None,
-                threshold=config.tis_threshold,
-            )
-            if weights is not None:
-                batch["rollout_is_weights"] = weights
-        return batch, metrics
+        return batch
+
+    def _rollout_correction(self, batch: TrainBatch) -> dict[str, float]:
+        """verl's truncated IS weights into ``batch`` (when on) and its ``rollout_corr/...`` metrics."""
+        config = self.config
+        if not bool(batch["response_mask"].any()):
+            return {}
+        weights, metrics = verl.rollout_correction(
+            old_log_prob=batch["old_log_probs"],
+            rollout_log_prob=batch["rollout_log_probs"],
+            response_mask=batch["response_mask"],
+            level=config.tis_level if config.tis_threshold is not None else None,
+            threshold=config.tis_threshold,
+        )
+        if weights is not None:
+            batch["rollout_is_weights"] = weights
+        return metrics
 
     @torch.no_grad()
     def _infer_log_probs(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -230,7 +225,11 @@ class Trainer:
         ``step`` is only reported back (``train/step``). Synchronous: run it in a worker thread.
         """
         started = time.perf_counter()
-        batch, corr = self.make_batch(trajectories)
+        # With one optimizer step per batch the old policy is the current one: the update's own forward pass
+        # gives the old log-probs (detached), and the separate inference pass is skipped.
+        fused = self.fuse_old_log_probs and self.config.epochs == 1 and self.config.mini_batches == 1
+        batch = self._prepare(trajectories, old_log_prob_pass=not fused)
+        corr = {} if fused else self._rollout_correction(batch)
         response_mask = batch["response_mask"]
         prepared = time.perf_counter()
         metrics: dict[str, float] = {
@@ -247,7 +246,9 @@ class Trainer:
         if not bool(response_mask.any()):
             metrics["train/skipped"] = 1.0
             return metrics
-        update = self._update(batch)
+        update = self._update(batch, fused=fused)
+        if fused:
+            corr = self._rollout_correction(batch)  # the metrics, over the old log-probs the update recorded
         self.steps_done += 1
         metrics.update(update)
         metrics["train/tis_ratio_mean"] = corr.get("rollout_corr/rollout_is_mean", 1.0)
@@ -261,7 +262,7 @@ class Trainer:
             metrics["train/step"] = float(step)
         return metrics
 
-    def _update(self, batch: TrainBatch) -> dict[str, float]:
+    def _update(self, batch: TrainBatch, *, fused: bool = False) -> dict[str, float]:
         """Optimizer steps over the batch (``epochs`` × ``mini_batches``); metrics averaged per token."""
         config = self.config
         size = batch["responses"].shape[0]
@@ -292,7 +293,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = 0.0
                 for rows in self._micro_batches(batch, mini):
-                    micro_loss, micro_tokens, micro_metrics = self._micro_step(batch, rows, info)
+                    micro_loss, micro_tokens, micro_metrics = self._micro_step(batch, rows, info, fused=fused)
                     loss += micro_loss
                     token_total += micro_tokens
                     for key, value in micro_metrics.items():
@@ -314,9 +315,12 @@ class Trainer:
         return out
 
     def _micro_step(
-        self, batch: TrainBatch, rows: torch.Tensor, info: verl.GlobalBatchInfo
+        self, batch: TrainBatch, rows: torch.Tensor, info: verl.GlobalBatchInfo, *, fused: bool
     ) -> tuple[float, float, dict[str, float]]:
-        """Forward, verl's losses and backward for one micro-batch: (policy loss part, tokens, token metrics)."""
+        """Forward, verl's losses and backward for one micro-batch: (policy loss part, tokens, token metrics).
+
+        ``fused``: the old log-probs are this forward pass's, detached (recorded in ``batch``), and the TIS
+        weights are computed from them here."""
         config = self.config
         log_probs, entropy, r = sequence_log_probs(
             self.model,
@@ -332,15 +336,30 @@ class Trainer:
             return tensor[rows][:, :r]
 
         mask = cut(batch["response_mask"]).bool()
-        weights = batch.get("rollout_is_weights")
+        if fused:
+            old_log_probs = log_probs.detach()
+            batch["old_log_probs"][rows, :r] = old_log_probs
+            weights = None
+            if config.tis_threshold is not None and bool(mask.any()):
+                weights, _ = verl.rollout_correction(
+                    old_log_prob=old_log_probs,
+                    rollout_log_prob=cut(batch["rollout_log_probs"]),
+                    response_mask=mask,
+                    level=config.tis_level,
+                    threshold=config.tis_threshold,
+                )
+        else:
+            old_log_probs = cut(batch["old_log_probs"])
+            all_weights = batch.get("rollout_is_weights")
+            weights = None if all_weights is None else cut(all_weights)
         pg_loss, pg_metrics = self._loss_fn(
-            old_log_prob=cut(batch["old_log_probs"]),
+            old_log_prob=old_log_probs,
             log_prob=log_probs,
             advantages=cut(batch["advantages"]),
             response_mask=mask,
             loss_agg_mode=config.loss_agg_mode,
             config=self.actor_config,
-            rollout_is_weights=None if weights is None else cut(weights),
+            rollout_is_weights=weights,
         )
         loss = pg_loss
         metrics: dict[str, float] = {

@@ -114,6 +114,43 @@ def test_micro_batching_does_not_change_the_update(
         assert torch.allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_the_fused_old_log_prob_pass_gives_the_same_update(
+    make_model: MakeModel, sample: Sample, tokenizer: object, level: str
+) -> None:
+    """One optimizer step per batch: the update's forward pass doubles as the old-log-prob pass."""
+    trajs = group(make_model(), sample, [1.0, 0.0, 0.0, 1.0, 0.5], seed=50)
+    # The rollout engine disagreed with the trainer a little (as a different kernel or an older version does).
+    trajs = [
+        t.model_copy(
+            update={
+                "turns": [
+                    u.model_copy(update={"logprobs": [x - 0.5 * (i % 3) for i, x in enumerate(u.logprobs)]})
+                    for u in t.turns
+                ]
+            }
+        )
+        for t in trajs
+    ]
+    results = []
+    for fused in (True, False):
+        model = make_model()
+        trainer = Trainer(model, tokenizer, TrainerConfig(lr=1e-2, micro_batch_size=2, tis_level=level))
+        trainer.fuse_old_log_probs = fused
+        results.append((trainer.step(trajs), [p.detach().clone() for p in model.parameters()]))
+    (fused_metrics, fused_params), (plain_metrics, plain_params) = results
+    for a, b in zip(fused_params, plain_params, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    for key in (
+        "train/policy_loss",
+        "train/tis_ratio_mean",
+        "train/tis_clipped_fraction",
+        "train/rollout_kl",
+    ):
+        assert fused_metrics[key] == pytest.approx(plain_metrics[key], abs=1e-6), key
+    assert fused_metrics["train/tis_clipped_fraction"] > 0
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
