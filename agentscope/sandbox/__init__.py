@@ -7,6 +7,16 @@ page for GUI agents (``pip install 'agentscope[browser]'``).
 
 from agentscope.sandbox._base import Sandbox
 from agentscope.sandbox._open import open_sandbox
+from agentscope.sandbox._pool import PoolStats, SandboxPool
 from agentscope.sandbox._types import BackendName, ExecResult, SandboxLimits, SandboxSpec
 
-__all__ = ["BackendName", "ExecResult", "Sandbox", "SandboxLimits", "SandboxSpec", "open_sandbox"]
+__all__ = [
+    "BackendName",
+    "ExecResult",
+    "PoolStats",
+    "Sandbox",
+    "SandboxLimits",
+    "SandboxPool",
+    "SandboxSpec",
+    "open_sandbox",
+]
