@@ -251,6 +251,13 @@ class Toolkit:
         entries = await client.tool_entries(
             prefix=prefix, include=include, exclude=exclude, progress=progress
         )
+        names = [e.name for e in entries]
+        clashing = sorted({n for n in names if names.count(n) > 1})
+        if clashing:
+            raise UsageError(
+                f"the tools of MCP server {client.name!r} map to the same tool names {clashing} (characters a "
+                "model cannot use become '_'); exclude=... one of each"
+            )
         taken = [e.name for e in entries if e.name in self._tools]
         if taken:
             raise UsageError(

@@ -176,12 +176,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 target = url if transport == "http" else str(STDIO_SERVER)
                 for concurrency in args.concurrency:
                     for name in order:
-                        value = asyncio.run(measure(name, target, concurrency, args.seconds))
+                        value, cpu_us = asyncio.run(measure(name, target, concurrency, args.seconds))
                         results.setdefault(transport, {}).setdefault(concurrency, {}).setdefault(
                             name, []
                         ).append(value)
+                        cpu.setdefault(transport, {}).setdefault(concurrency, {}).setdefault(name, []).append(
+                            cpu_us
+                        )
                         print(
-                            f"round {round_no + 1} {transport:5} x{concurrency:<3} {name:17} {value:8.0f} calls/s",
+                            f"round {round_no + 1} {transport:5} x{concurrency:<3} {name:17} {value:8.0f} calls/s "
+                            f"{cpu_us:7.0f} us client CPU/call",
                             flush=True,
                         )
     finally:

@@ -260,3 +260,29 @@ async def test_many_agents_share_one_client(tiny: StdioServer) -> None:
                 tg.start_soon(run_agent, i)
         assert client.restarts == 0
     assert replies == {i: str(i + 100) for i in range(10)}
+
+
+async def test_register_mcp_selects_renames_and_refuses_clashes(tiny: StdioServer) -> None:
+    from agentscope.message import ToolUseBlock
+    from agentscope.tools import Toolkit
+
+    async with MCPClient(tiny, timeout_s=10) as client:
+        toolkit = Toolkit()
+        assert await toolkit.register_mcp(client, include=["echo", "add"]) == ["echo", "add"]
+        schema = next(s for s in toolkit.schemas() if s.name == "add")
+        assert schema.parameters == {
+            "type": "object",
+            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+        }  # the server's own schema
+        # All or nothing: "echo" is taken, so "pid" is not registered either.
+        with pytest.raises(UsageError, match=r"\['echo'\] already registered"):
+            await toolkit.register_mcp(client, include=["echo", "pid"])
+        assert "pid" not in toolkit
+        names = await toolkit.register_mcp(
+            client, prefix="t.", exclude=lambda n: n in ("crash", "sleep"), group="basic", progress=False
+        )
+        assert names == ["t_echo", "t_add", "t_pid", "t_dotted_name"]  # names a model can call
+        result = await toolkit.call(ToolUseBlock(id="1", name="t_dotted_name", input={}))
+        assert result.output == "dotted"
+        with pytest.raises(UsageError, match="does not exist"):
+            await toolkit.register_mcp(client, group="nope")

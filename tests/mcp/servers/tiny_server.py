@@ -22,6 +22,11 @@ TOOLS = [
     {"name": "sleep", "inputSchema": {"type": "object", "properties": {"seconds": {"type": "number"}}}},
     {"name": "crash", "inputSchema": {"type": "object", "properties": {"code": {"type": "integer"}}}},
     {"name": "pid", "inputSchema": {"type": "object", "properties": {}}},
+    {
+        "name": "dotted.name",
+        "description": "A name a model cannot call as is.",
+        "inputSchema": {"type": "object"},
+    },
 ]
 running: dict[Any, asyncio.Task[None]] = {}
 
@@ -50,6 +55,8 @@ async def call_tool(request_id: Any, name: str, args: dict[str, Any]) -> None:
             os._exit(int(args.get("code", 3)))
         elif name == "pid":
             result = text(os.getpid())
+        elif name == "dotted.name":
+            result = text("dotted")
         else:
             send({"id": request_id, "error": {"code": -32602, "message": f"Unknown tool: {name}"}})
             return
