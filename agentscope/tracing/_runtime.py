@@ -55,8 +55,10 @@ _submit: Callable[[object], None] | None = None
 
 _current: ContextVar[Span | None] = ContextVar("agentscope_current_span", default=None)
 
+_time_ns = time.time_ns
 _rng = random.Random()
 """Our own generator: user code that seeds ``random`` must not make span ids collide across runs."""
+_getrandbits = _rng.getrandbits
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_rng.seed)
 
@@ -123,6 +125,7 @@ class Span:
         "name",
         "parent_id",
         "payloads",
+        "raw",
         "span_id",
         "start_ns",
         "status",
@@ -156,11 +159,13 @@ class Span:
         """Plain attribute values by name (``gen_ai.*`` and ``agentscope.*``): JSON-compatible data."""
         self.payloads: dict[str, object] | None = None
         """Attributes whose values are encoded later (:class:`Json`, :class:`Blob`, :class:`Messages`), or None."""
+        self.raw: tuple[Any, ...] | None = None
+        """Objects an instrumentation wrapper recorded, turned into name and attributes off the loop."""
         self.status: SpanStatus = "unset"
         """``unset``, ``ok`` or ``error``."""
         self.status_message: str | None = None
         """What went wrong, for ``error``."""
-        self.start_ns = time.time_ns()
+        self.start_ns = _time_ns()
         """Start, nanoseconds since the epoch."""
         self.end_ns = 0
         """End, nanoseconds since the epoch; 0 while running."""
@@ -198,7 +203,7 @@ class Span:
         """Finish the span and hand it to the tracer. Ending twice does nothing."""
         if self.end_ns:
             return
-        self.end_ns = time.time_ns()
+        self.end_ns = _time_ns()
         submit = _submit
         if submit is not None:
             submit(self)
@@ -409,41 +414,40 @@ def traced(
 #
 # Called only when ``ON`` is true; the seams (AgentBase.__call__, ReActAgent._call_model, Toolkit.execute and
 # Toolkit.stream) check ``ON`` themselves and call straight through otherwise.
+#
+# On the event loop these wrappers only record the objects involved (``Span.raw``: the call, the response, the
+# messages); :func:`expand` turns them into the span's name and GenAI attributes later, in the writer thread.
+
+
+def _raw_span(kind: SpanKind, raw: tuple[Any, ...]) -> Span:
+    """A child of the current span (or a new root) whose name and attributes :func:`expand` fills in later."""
+    parent = _current.get()
+    if parent is not None:
+        span = Span("", kind, parent.trace_id, _getrandbits(64), parent.span_id, {}, False)
+    else:
+        trace_id, parent_id = _ambient_parent()
+        span = Span("", kind, trace_id, _getrandbits(64), parent_id, {}, True)
+    span.raw = raw
+    return span
 
 
 async def agent_call(
     agent: Any, invoke: Callable[..., Awaitable[Msg]], msg: Msg | Sequence[Msg] | None, kwargs: dict[str, Any]
 ) -> Msg:
     """Run ``invoke(msg, **kwargs)`` (an agent's reply) inside an ``invoke_agent {name}`` span."""
-    name: str = agent.name
-    attributes: dict[str, object] = {
-        "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.agent.name": name,
-        "gen_ai.agent.id": agent.id,
-    }
-    if agent.description:
-        attributes["gen_ai.agent.description"] = agent.description
-    payloads: dict[str, object] = {}
-    if msg is not None:
-        payloads["gen_ai.input.messages"] = Messages((msg,) if not isinstance(msg, Sequence) else msg)
-    current = _new_span(f"invoke_agent {name}", "agent", attributes, payloads)
+    current = _raw_span("agent", (agent.name, agent.id, agent.description, msg, None))
     token = _current.set(current)
     try:
         reply = await invoke(msg, **kwargs)
     except BaseException as exc:
-        _restore(token)
+        _current.reset(token)
         current.record_exception(exc)
         current.end()
         raise
-    _restore(token)
-    payloads["gen_ai.output.messages"] = Messages((reply,))
-    if reply.metadata.get("interrupted"):
-        attributes["agentscope.interrupted"] = True
+    _current.reset(token)
+    current.raw = (agent.name, agent.id, agent.description, msg, reply)
     current.end()
     return reply
-
-
-_PROVIDERS = {"OpenAIChatModel": "openai", "AnthropicChatModel": "anthropic"}
 
 
 async def model_call(
@@ -456,7 +460,151 @@ async def model_call(
     streaming: bool,
 ) -> Any:
     """Run ``call()`` (one model call returning a ChatResponse) inside a ``chat {model}`` span."""
+    current = _raw_span("model", (model, tuple(messages), tools, tool_choice, settings, streaming, None))
+    token = _current.set(current)
+    try:
+        response = await call()
+    except BaseException as exc:
+        _current.reset(token)
+        current.record_exception(exc)
+        current.end()
+        raise
+    _current.reset(token)
+    current.raw = (model, current.raw[1], tools, tool_choice, settings, streaming, response)  # type: ignore[index]
+    current.end()
+    return response
+
+
+async def tool_execute(call: ToolUseBlock, execute: Callable[[ToolUseBlock], Awaitable[Any]]) -> Any:
+    """Run ``execute(call)`` (returns a ToolResponse) inside an ``execute_tool {name}`` span."""
+    current = _raw_span("tool", (call, None))
+    token = _current.set(current)
+    try:
+        response = await execute(call)
+    except BaseException as exc:
+        _current.reset(token)
+        _fail_tool_span(current, exc)
+        raise
+    _current.reset(token)
+    current.raw = (call, response)
+    current.end()
+    return response
+
+
+async def tool_stream(
+    call: ToolUseBlock, stream: AsyncIterator[Any], result_type: type[ToolResultBlock]
+) -> AsyncIterator[Any]:
+    """Relay ``stream`` (a toolkit's stream of pieces, then a ToolResultBlock) inside an ``execute_tool`` span.
+
+    The span is current only while the tool runs (while the next piece is pulled), never across a ``yield``: the
+    consumer's code between pieces is not the tool's.
+    """
+    current = _raw_span("tool", (call, None))
+    result: ToolResultBlock | None = None
+    try:
+        while True:
+            token = _current.set(current)
+            try:
+                item = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                _restore(token)
+            if isinstance(item, result_type):
+                result = item
+            yield item
+    except GeneratorExit:
+        current.attributes["agentscope.tool.closed_early"] = True
+        current.end()
+        raise
+    except BaseException as exc:
+        _fail_tool_span(current, exc)
+        raise
+    finally:
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()
+    current.raw = (call, result)
+    current.end()
+
+
+def _fail_tool_span(target: Span, exc: BaseException) -> None:
+    from agentscope.exceptions import ApprovalRequired
+
+    if isinstance(exc, ApprovalRequired):
+        target.attributes["agentscope.tool.approval_required"] = True
+        target.attributes["agentscope.tool.approval_reason"] = exc.reason
+    else:
+        target.record_exception(exc)
+    target.end()
+
+
+# ---------------------------------------------------------------------- expansion (writer thread)
+
+_PROVIDERS = {"OpenAIChatModel": "openai", "AnthropicChatModel": "anthropic"}
+
+_SETTING_ATTRIBUTES = {
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "max_tokens": "gen_ai.request.max_tokens",
+    "seed": "gen_ai.request.seed",
+    "stop": "gen_ai.request.stop_sequences",
+}
+
+
+def expand(span: Span) -> None:
+    """Turn a wrapper span's recorded objects (``span.raw``) into its name and GenAI attributes.
+
+    Runs in the tracer's writer thread, once the span has ended. Attributes set directly on the span (errors) are
+    kept.
+    """
+    raw = span.raw
+    if raw is None:
+        return
+    span.raw = None
+    if span.kind == "model":
+        _expand_model(span, *raw)
+    elif span.kind == "tool":
+        _expand_tool(span, *raw)
+    else:
+        _expand_agent(span, *raw)
+
+
+def _expand_agent(span: Span, name: str, agent_id: str, description: str, msg: Any, reply: Any) -> None:
+    span.name = f"invoke_agent {name}"
+    attributes: dict[str, object] = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": name,
+        "gen_ai.agent.id": agent_id,
+    }
+    if description:
+        attributes["gen_ai.agent.description"] = description
+    payloads: dict[str, object] = {}
+    if msg is not None:
+        payloads["gen_ai.input.messages"] = Messages(
+            cast("Sequence[Msg]", msg) if isinstance(msg, Sequence) else (msg,)
+        )
+    if reply is not None:
+        payloads["gen_ai.output.messages"] = Messages((reply,))
+        if reply.metadata.get("interrupted"):
+            attributes["agentscope.interrupted"] = True
+    attributes.update(span.attributes)
+    span.attributes = attributes
+    span.payloads = payloads
+
+
+def _expand_model(
+    span: Span,
+    model: Any,
+    messages: tuple[Msg, ...],
+    tools: Sequence[Any],
+    tool_choice: str | None,
+    settings: Mapping[str, Any] | None,
+    streaming: bool,
+    response: Any,
+) -> None:
     model_name: str = model.model_name
+    span.name = f"chat {model_name}"
     attributes: dict[str, object] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": _PROVIDERS.get(type(model).__name__, type(model).__name__),
@@ -473,28 +621,11 @@ async def model_call(
                 attributes[_SETTING_ATTRIBUTES[key]] = value
     if streaming:
         attributes["agentscope.request.stream"] = True
-    current = _new_span(f"chat {model_name}", "model", attributes, payloads)
-    token = _current.set(current)
-    try:
-        response = await call()
-    except BaseException as exc:
-        _restore(token)
-        current.record_exception(exc)
-        current.end()
-        raise
-    _restore(token)
-    record_response(current, response)
-    current.end()
-    return response
-
-
-_SETTING_ATTRIBUTES = {
-    "temperature": "gen_ai.request.temperature",
-    "top_p": "gen_ai.request.top_p",
-    "max_tokens": "gen_ai.request.max_tokens",
-    "seed": "gen_ai.request.seed",
-    "stop": "gen_ai.request.stop_sequences",
-}
+    attributes.update(span.attributes)
+    span.attributes = attributes
+    span.payloads = payloads
+    if response is not None:
+        record_response(span, response)
 
 
 def record_response(target: Span, response: Any) -> None:
@@ -524,7 +655,8 @@ def record_response(target: Span, response: Any) -> None:
         attributes["agentscope.policy_version"] = response.policy_version
 
 
-def _tool_span(call: ToolUseBlock) -> Span:
+def _expand_tool(span: Span, call: ToolUseBlock, result: Any) -> None:
+    span.name = f"execute_tool {call.name}"
     attributes: dict[str, object] = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": call.name,
@@ -536,16 +668,17 @@ def _tool_span(call: ToolUseBlock) -> Span:
         payloads["gen_ai.tool.call.arguments"] = Json(call.input)
     else:
         attributes["gen_ai.tool.call.arguments"] = call.raw_input
-    return _new_span(f"execute_tool {call.name}", "tool", attributes, payloads)
-
-
-def _finish_tool_span(target: Span, output: object, is_error: bool) -> None:
-    target.set_attribute("gen_ai.tool.call.result", Json(output))
-    if is_error:
-        target.status = "error"
-        target.status_message = _preview(output)
-        target.attributes["error.type"] = "tool_error"
-    target.end()
+    if result is not None:
+        # A ToolResponse (execute) or a ToolResultBlock (stream).
+        output = result.content if hasattr(result, "content") else result.output
+        payloads["gen_ai.tool.call.result"] = Json(output)
+        if result.is_error:
+            span.status = "error"
+            span.status_message = _preview(output)
+            attributes["error.type"] = "tool_error"
+    attributes.update(span.attributes)
+    span.attributes = attributes
+    span.payloads = payloads
 
 
 def _preview(output: object) -> str:
@@ -553,68 +686,3 @@ def _preview(output: object) -> str:
         return output[:500]
     texts = [getattr(block, "text", "") for block in cast("list[object]", output)]
     return "".join(texts)[:500]
-
-
-def _fail_tool_span(target: Span, exc: BaseException) -> None:
-    from agentscope.exceptions import ApprovalRequired
-
-    if isinstance(exc, ApprovalRequired):
-        target.attributes["agentscope.tool.approval_required"] = True
-        target.attributes["agentscope.tool.approval_reason"] = exc.reason
-    else:
-        target.record_exception(exc)
-    target.end()
-
-
-async def tool_execute(call: ToolUseBlock, execute: Callable[[ToolUseBlock], Awaitable[Any]]) -> Any:
-    """Run ``execute(call)`` (returns a ToolResponse) inside an ``execute_tool {name}`` span."""
-    current = _tool_span(call)
-    token = _current.set(current)
-    try:
-        response = await execute(call)
-    except BaseException as exc:
-        _restore(token)
-        _fail_tool_span(current, exc)
-        raise
-    _restore(token)
-    _finish_tool_span(current, response.content, response.is_error)
-    return response
-
-
-async def tool_stream(
-    call: ToolUseBlock, stream: AsyncIterator[Any], result_type: type[ToolResultBlock]
-) -> AsyncIterator[Any]:
-    """Relay ``stream`` (a toolkit's stream of pieces, then a ToolResultBlock) inside an ``execute_tool`` span.
-
-    The span is current only while the tool runs (while the next piece is pulled), never across a ``yield``: the
-    consumer's code between pieces is not the tool's.
-    """
-    current = _tool_span(call)
-    result: ToolResultBlock | None = None
-    try:
-        while True:
-            token = _current.set(current)
-            try:
-                item = await stream.__anext__()
-            except StopAsyncIteration:
-                break
-            finally:
-                _restore(token)
-            if isinstance(item, result_type):
-                result = item
-            yield item
-    except GeneratorExit:
-        current.attributes["agentscope.tool.closed_early"] = True
-        current.end()
-        raise
-    except BaseException as exc:
-        _fail_tool_span(current, exc)
-        raise
-    finally:
-        closer = getattr(stream, "aclose", None)
-        if closer is not None:
-            await closer()
-    if result is not None:
-        _finish_tool_span(current, result.output, result.is_error)
-    else:
-        current.end()

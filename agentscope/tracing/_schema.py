@@ -73,7 +73,6 @@ CREATE TABLE spans (
 CREATE INDEX spans_trace ON spans (trace_id, start_ns);
 CREATE INDEX spans_run ON spans (run_id, id);
 CREATE INDEX spans_span_id ON spans (span_id);
-CREATE INDEX spans_parent ON spans (parent_id);
 
 CREATE TABLE blobs (
     hash TEXT PRIMARY KEY,

@@ -576,8 +576,9 @@ class TraceStore:
         if agent is None:
             return None
         last_model = conn.execute(
-            "SELECT span_id FROM spans WHERE parent_id = ? AND kind = 'model' ORDER BY start_ns DESC, id DESC LIMIT 1",
-            (agent_span_id,),
+            "SELECT span_id FROM spans WHERE trace_id = ? AND parent_id = ? AND kind = 'model'"
+            " ORDER BY start_ns DESC, id DESC LIMIT 1",
+            (trace_id, agent_span_id),
         ).fetchone()
         messages: list[Any] = []
         model_span_id: str | None = None
@@ -599,8 +600,8 @@ class TraceStore:
         tools: dict[str, Row] = {}
         for r in conn.execute(
             "SELECT span_id, name, status, start_ns, end_ns, json_extract(attributes, '$.\"gen_ai.tool.call.id\"')"
-            " AS call_id FROM spans WHERE parent_id = ? AND kind = 'tool'",
-            (agent_span_id,),
+            " AS call_id FROM spans WHERE trace_id = ? AND parent_id = ? AND kind = 'tool'",
+            (trace_id, agent_span_id),
         ):
             if r["call_id"]:
                 tools[r["call_id"]] = {

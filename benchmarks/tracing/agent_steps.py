@@ -1,0 +1,174 @@
+"""Agent-steps/s with tracing off and on (SQLite trace store), alternating in one process.
+
+The workload is the in-process one of ``benchmarks/agent_overhead``: N ReActAgents, at most C at once, each doing
+K tool rounds against a bare in-process ``ChatModel`` (no recording), with a sync ``add`` tool run in a worker
+thread. "on" runs with ``agentscope.init(trace_store=<tmp>/traces.db)`` installed; its time includes waiting for
+the writer thread to have written every span (``aflush``), so nothing is left unpaid.
+
+    .venv/bin/python benchmarks/tracing/agent_steps.py [--n 1000] [--k 5] [--concurrency 200] [--rounds 5]
+        [--model-latency-ms 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import agentscope
+from agentscope import tracing
+from agentscope.agents import ReActAgent
+from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
+from agentscope.models import ChatModel, ChatResponse, ChatUsage
+from agentscope.tools import Toolkit
+
+SYSTEM_PROMPT = (
+    "You are a calculator agent. Use the add tool for every addition, then answer in one sentence."
+)
+USER_PROMPT = "What is 1 + 2? Use the tool."
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: The first number.
+        b: The second number.
+    """
+    return a + b
+
+
+class BenchModel(ChatModel):
+    """Asks for ``add`` until the conversation holds K tool results, then answers."""
+
+    model_name = "bench"
+
+    def __init__(self, k: int, latency_s: float = 0.0) -> None:
+        self.k = k
+        self.latency_s = latency_s
+        self.calls = 0
+
+    async def generate(self, messages: Sequence[Msg], **_: Any) -> ChatResponse:
+        self.calls += 1
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        results = sum(
+            1
+            for m in messages
+            if not isinstance(m.content, str)
+            for b in m.content
+            if isinstance(b, ToolResultBlock)
+        )
+        usage = ChatUsage(input_tokens=40 + 30 * results, output_tokens=12)
+        if results < self.k:
+            call = ToolUseBlock(id=f"call_{self.calls}", name="add", input={"a": 1, "b": 2})
+            return ChatResponse(content=[call], finish_reason="tool_calls", usage=usage)
+        return ChatResponse(content=[TextBlock(text="The answer is 3.")], finish_reason="stop", usage=usage)
+
+
+async def workload(n: int, k: int, concurrency: int, latency_s: float = 0.0) -> tuple[float, float]:
+    """Run N agents; return the wall time and the process CPU time (all threads) in seconds."""
+    model = BenchModel(k, latency_s)
+    toolkit = Toolkit()
+    toolkit.register(add)
+    limiter = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with limiter:
+            agent = ReActAgent(f"agent{i % 10}", SYSTEM_PROMPT, model, toolkit=toolkit, max_iters=k + 2)
+            reply = await agent(Msg(role="user", content=USER_PROMPT))
+            assert reply.text == "The answer is 3.", reply.text
+
+    start = time.perf_counter()
+    cpu = time.process_time()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    if tracing.enabled():
+        await tracing.aflush()
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    assert model.calls == n * (k + 1), model.calls
+    return elapsed, cpu
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5, help="off/on pairs (medians are reported)")
+    parser.add_argument(
+        "--model-latency-ms",
+        type=float,
+        default=0.0,
+        help="simulated model latency (0: the worst case for tracing)",
+    )
+    args = parser.parse_args(argv)
+    steps = args.n * (args.k + 1)
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_us: dict[str, list[float]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "traces.db"
+        asyncio.run(workload(min(args.n, 200), args.k, args.concurrency))  # warm-up, off
+        agentscope.init(store, project="bench", run_name="warm-up")
+        asyncio.run(workload(min(args.n, 200), args.k, args.concurrency))  # warm-up, on
+        tracing.shutdown()
+        for r in range(args.rounds):
+            order = ("off", "on") if r % 2 == 0 else ("on", "off")
+            for mode in order:
+                if mode == "on":
+                    agentscope.init(store, project="bench", run_name=f"round-{r}")
+                elapsed, cpu = asyncio.run(
+                    workload(args.n, args.k, args.concurrency, args.model_latency_ms / 1000)
+                )
+                if mode == "on":
+                    tracing.shutdown()
+                rates[mode].append(steps / elapsed)
+                cpu_us[mode].append(cpu / steps * 1e6)
+                print(
+                    f"[tracing bench] round {r} {mode:>3}: {steps / elapsed:,.0f} agent-steps/s, "
+                    f"{cpu / steps * 1e6:.0f} CPU us/step",
+                    file=sys.stderr,
+                )
+        with tracing.TraceStore(store) as st:
+            runs, _ = st.list_runs()
+            spans = sum(run["span_count"] for run in runs)
+        size_mb = sum(p.stat().st_size for p in Path(tmp).glob("traces.db*")) / 1e6
+    off = statistics.median(rates["off"])
+    on = statistics.median(rates["on"])
+    best_off, best_on = max(rates["off"]), max(rates["on"])
+    cpu_off, cpu_on = min(cpu_us["off"]), min(cpu_us["on"])
+    result = {
+        "n": args.n,
+        "k": args.k,
+        "concurrency": args.concurrency,
+        "model_latency_ms": args.model_latency_ms,
+        "rounds": args.rounds,
+        "off_steps_per_s": round(off),
+        "on_steps_per_s": round(on),
+        "ratio": round(on / off, 3),
+        "best_off_steps_per_s": round(best_off),
+        "best_on_steps_per_s": round(best_on),
+        "ratio_of_best": round(best_on / best_off, 3),
+        "cpu_us_per_step_off": round(cpu_off, 1),
+        "cpu_us_per_step_on": round(cpu_on, 1),
+        "cpu_ratio": round(cpu_off / cpu_on, 3),
+        "all_off": [round(x) for x in rates["off"]],
+        "all_on": [round(x) for x in rates["on"]],
+        "spans_written": spans,
+        "store_mb": round(size_mb, 1),
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
