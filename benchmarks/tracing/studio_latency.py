@@ -28,7 +28,7 @@ import agentscope
 from agentscope import tracing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from agent_steps import BenchModel, add  # noqa: E402
+from agent_steps import BenchModel, add
 
 
 async def make_trace(agents: int, k: int) -> None:
