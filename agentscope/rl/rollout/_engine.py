@@ -25,7 +25,7 @@ import queue
 import random
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +109,9 @@ class TorchEngine:
             robust choice for small models on a few shared cores: two OpenMP threads competing with other busy
             processes for two cores ran 10-30x slower here. None leaves PyTorch's default.
         seed: Seeds the per-request random generators of requests without their own seed.
+        prefix_cache_slots: Extra KV-cache slots (default ``max_batch``; 0 turns the prefix cache off) where
+            finished sequences stay until needed: a prompt that begins with one's ids (the next turn of a
+            token-in/token-out session) reuses its cache and prefills only what was added.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class TorchEngine:
         version: int = 0,
         num_threads: int | None = 1,
         seed: int | None = None,
+        prefix_cache_slots: int | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -137,6 +141,8 @@ class TorchEngine:
         self.version = version
         """Version of the weights now serving."""
         self.num_threads = num_threads
+        self.prefix_cache_slots = max_batch if prefix_cache_slots is None else prefix_cache_slots
+        """KV-cache slots beyond ``max_batch`` that keep finished sequences for prompts that extend them."""
         self._seed_source = random.Random(seed)
         self._inbox: queue.SimpleQueue[_Request | _WeightUpdate | _Stop] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -199,7 +205,7 @@ class TorchEngine:
         self._runner = Qwen2Runner(
             RunnerShape.from_config(config),
             state_dict,
-            max_slots=self.max_batch,
+            max_slots=self.max_batch + self.prefix_cache_slots,
             max_seq_len=self.max_seq_len,
             dtype=self.dtype,
             device=self.device,
@@ -255,7 +261,8 @@ class TorchEngine:
     def stats(self) -> dict[str, float]:
         """``rollout/tokens_per_s`` (generated, over the last 10 s), ``rollout/batch_occupancy`` (mean running
         sequences / ``max_batch`` per decode step, same window), ``rollout/requests_running``,
-        ``rollout/requests_waiting``, ``rollout/generated_tokens``, ``rollout/prefill_tokens``,
+        ``rollout/requests_waiting``, ``rollout/generated_tokens``, ``rollout/prefill_tokens`` (prompt tokens
+        run), ``rollout/prefix_cache_hit_tokens`` (prompt tokens found in the prefix cache instead),
         ``rollout/decode_steps``, ``rollout/policy_version``."""
         return dict(self._stats)
 
@@ -268,82 +275,14 @@ class TorchEngine:
         assert runner is not None
         if self._tokenizer is not None:
             self._token_bytes = _token_byte_table(self._tokenizer, runner.shape.vocab_size)
-        waiting: deque[_Request] = deque()
-        running: list[_Sequence] = []
-        window: deque[tuple[float, int, int]] = deque()  # (time, tokens, batch) per decode step
-        totals = {"generated": 0, "prefill": 0, "steps": 0}
-        stopping = False
+        state = _LoopState(_SlotTable(runner, runner.max_slots, enabled=self.prefix_cache_slots > 0))
         with torch.inference_mode():
-            while not stopping:
-                # 1. take in what arrived; block only when there is nothing to do
-                commands: list[_Request | _WeightUpdate | _Stop] = []
-                if not running and not waiting:
-                    self._stats["rollout/tokens_per_s"] = 0.0
-                    self._stats["rollout/batch_occupancy"] = 0.0
-                    window.clear()
-                    commands.append(self._inbox.get())
-                with contextlib.suppress(queue.Empty):
-                    while True:
-                        commands.append(self._inbox.get_nowait())
-                for command in commands:
-                    if isinstance(command, _Stop):
-                        stopping = True
-                    elif isinstance(command, _WeightUpdate):
-                        self._apply_update(runner, command)
-                    else:
-                        waiting.append(command)
-                if stopping:
-                    break
-                # 2. drop cancelled sequences, admit new ones (prefill each, sample its first token)
-                self._retire(runner, running, [i for i, s in enumerate(running) if s.request.cancelled])
-                while waiting and len(running) < self.max_batch:
-                    request = waiting.popleft()
-                    if request.cancelled:
-                        continue
-                    seq = self._admit(runner, request, len(running))
-                    if seq is None:
-                        continue
-                    totals["prefill"] += len(request.prompt_ids)
-                    totals["generated"] += 1
-                    running.append(seq)
-                self._retire(runner, running, [i for i, s in enumerate(running) if s.finish is not None])
-                # 3. one decode step for every running sequence
-                if running:
-                    try:
-                        self._decode_step(runner, running)
-                    except Exception as exc:  # a bug or out of memory: fail this batch, keep serving
-                        logger.exception("rollout engine decode step failed")
-                        for seq in running:
-                            _resolve(
-                                seq.request.loop,
-                                seq.request.future,
-                                EngineStoppedError(f"decode failed: {exc}"),
-                            )
-                        running.clear()
-                        continue
-                    totals["generated"] += len(running)
-                    totals["steps"] += 1
-                    now = time.monotonic()
-                    window.append((now, len(running), len(running)))
-                    while window and now - window[0][0] > _STATS_WINDOW_S:
-                        window.popleft()
-                    self._retire(runner, running, [i for i, s in enumerate(running) if s.finish is not None])
-                    span = max(now - window[0][0], 1e-3) if len(window) > 1 else 0.0
-                    self._stats["rollout/tokens_per_s"] = (
-                        sum(w[1] for w in list(window)[1:]) / span if span else 0.0
-                    )
-                    self._stats["rollout/batch_occupancy"] = sum(w[2] for w in window) / (
-                        len(window) * self.max_batch
-                    )
-                self._stats["rollout/requests_running"] = float(len(running))
-                self._stats["rollout/requests_waiting"] = float(len(waiting))
-                self._stats["rollout/generated_tokens"] = float(totals["generated"])
-                self._stats["rollout/prefill_tokens"] = float(totals["prefill"])
-                self._stats["rollout/decode_steps"] = float(totals["steps"])
+            while self._iterate(runner, state):
+                pass
         error = EngineStoppedError("the rollout engine stopped")
-        for seq in running:
+        for seq in state.running:
             _resolve(seq.request.loop, seq.request.future, error)
-        for request in waiting:
+        for request in state.waiting:
             _resolve(request.loop, request.future, error)
         with contextlib.suppress(queue.Empty):
             while True:
@@ -353,41 +292,111 @@ class TorchEngine:
         self._stats["rollout/requests_running"] = 0.0
         self._stats["rollout/requests_waiting"] = 0.0
 
-    def _apply_update(self, runner: Qwen2Runner, update: _WeightUpdate) -> None:
+    def _iterate(self, runner: Qwen2Runner, state: _LoopState) -> bool:
+        """One round of the engine loop; False once asked to stop."""
+        running, waiting = state.running, state.waiting
+        # 1. take in what arrived (weight updates first in arrival order); block only when idle
+        commands: list[_Request | _WeightUpdate | _Stop] = []
+        if not running and not waiting:
+            self._stats["rollout/tokens_per_s"] = 0.0
+            self._stats["rollout/batch_occupancy"] = 0.0
+            state.window.clear()
+            commands.append(self._inbox.get())
+        with contextlib.suppress(queue.Empty):
+            while True:
+                commands.append(self._inbox.get_nowait())
+        for command in commands:
+            if isinstance(command, _Stop):
+                return False
+            if isinstance(command, _WeightUpdate):
+                self._apply_update(runner, state, command)
+            else:
+                waiting.append(command)
+        # 2. drop cancelled sequences; admit waiting ones into free slots (prefill, first token)
+        self._retire(state, [i for i, s in enumerate(running) if s.request.cancelled])
+        while waiting and len(running) < self.max_batch:
+            request = waiting.popleft()
+            if not request.cancelled:
+                self._admit(runner, state, request)
+        self._retire(state, [i for i, s in enumerate(running) if s.finish is not None])
+        # 3. one forward pass for every running sequence
+        if running:
+            try:
+                self._decode_step(runner, running)
+            except Exception as exc:  # a bug or out of memory: fail this batch, keep serving
+                logger.exception("rollout engine decode step failed")
+                for seq in running:
+                    _resolve(
+                        seq.request.loop, seq.request.future, EngineStoppedError(f"decode failed: {exc}")
+                    )
+                running.clear()
+                state.slots.clear()
+                return True
+            state.generated += len(running)
+            state.steps += 1
+            now = time.monotonic()
+            window = state.window
+            window.append((now, len(running)))
+            while now - window[0][0] > _STATS_WINDOW_S:
+                window.popleft()
+            self._retire(state, [i for i, s in enumerate(running) if s.finish is not None])
+            span = now - window[0][0]
+            self._stats["rollout/tokens_per_s"] = (
+                sum(w[1] for w in list(window)[1:]) / span if span > 0 else 0.0
+            )
+            self._stats["rollout/batch_occupancy"] = sum(w[1] for w in window) / (
+                len(window) * self.max_batch
+            )
+        stats = self._stats
+        stats["rollout/requests_running"] = float(len(running))
+        stats["rollout/requests_waiting"] = float(len(waiting))
+        stats["rollout/generated_tokens"] = float(state.generated)
+        stats["rollout/prefill_tokens"] = float(state.prefilled)
+        stats["rollout/prefix_cache_hit_tokens"] = float(state.reused)
+        stats["rollout/decode_steps"] = float(state.steps)
+        return True
+
+    def _apply_update(self, runner: Qwen2Runner, state: _LoopState, update: _WeightUpdate) -> None:
         try:
             runner.load(update.state_dict)
         except Exception as exc:
             _resolve(update.loop, update.future, exc)
             return
+        state.slots.clear()  # cached prefixes were computed by the old weights
         self.version = update.version
         self._stats["rollout/policy_version"] = float(update.version)
         _resolve(update.loop, update.future, None)
 
-    def _admit(self, runner: Qwen2Runner, request: _Request, slot: int) -> _Sequence | None:
+    def _admit(self, runner: Qwen2Runner, state: _LoopState, request: _Request) -> None:
         params = request.params
         seed = params.seed if params.seed is not None else self._seed_source.getrandbits(64)
-        prompt_len = len(request.prompt_ids)
+        prompt = request.prompt_ids
         seq = _Sequence(
             request=request,
             rng=random.Random(seed),
-            max_new=max(0, min(params.max_tokens, self.max_seq_len - prompt_len)),
+            max_new=max(0, min(params.max_tokens, self.max_seq_len - len(prompt))),
             stop_ids=frozenset(params.stop_token_ids),
             stop_bytes=[s.encode() for s in params.stop if s],
         )
+        slot = len(state.running)
         try:
-            logits = runner.prefill(slot, request.prompt_ids)
+            start = state.slots.claim(slot, prompt)
+            logits = runner.prefill(slot, prompt[start:], start)
         except Exception as exc:
             logger.exception("rollout engine prefill failed")
             _resolve(request.loop, request.future, EngineStoppedError(f"prefill failed: {exc}"))
-            return None
-        seq.position = prompt_len
+            return
+        state.prefilled += len(prompt) - start
+        state.reused += start
+        seq.position = len(prompt)
         seq.version_head = self.version
+        state.running.append(seq)
         if seq.max_new == 0:
             seq.finish = "length"
-            return seq
+            return
         tokens, logprobs = _sample(logits[None, :], [seq])
         self._append(seq, tokens[0], logprobs[0])
-        return seq
+        state.generated += 1
 
     def _decode_step(self, runner: Qwen2Runner, running: list[_Sequence]) -> None:
         device = runner.device
@@ -422,16 +431,18 @@ class TorchEngine:
         tail = bytes(seq.text[-(max(len(s) for s in seq.stop_bytes) + 64) :])
         return any(s in tail for s in seq.stop_bytes)
 
-    def _retire(self, runner: Qwen2Runner, running: list[_Sequence], indices: list[int]) -> None:
-        """Remove these sequences (resolving finished ones), keeping the running ones packed in slots 0..B-1."""
+    def _retire(self, state: _LoopState, indices: list[int]) -> None:
+        """Remove these sequences, resolving the finished ones; their KV cache stays as a reusable prefix."""
+        running = state.running
         for index in sorted(indices, reverse=True):
             seq = running[index]
-            last = len(running) - 1
-            if index != last:
-                runner.move(last, index, running[last].position)
-                running[index] = running[last]
+            done = seq.finish is not None and not seq.request.cancelled
+            cached = (seq.request.prompt_ids + seq.completion)[: seq.position] if done else None
+            state.slots.release(index, len(running), cached, running[-1].position)
+            running[index] = running[-1]
             running.pop()
-            if seq.finish is not None and not seq.request.cancelled:
+            if done:
+                assert seq.finish is not None
                 _resolve(
                     seq.request.loop,
                     seq.request.future,
@@ -444,6 +455,110 @@ class TorchEngine:
                         prompt_len=len(seq.request.prompt_ids),
                     ),
                 )
+
+
+@dataclass(eq=False, slots=True)
+class _LoopState:
+    """What the engine thread keeps between iterations."""
+
+    slots: _SlotTable
+    waiting: deque[_Request] = field(default_factory=deque[_Request])
+    running: list[_Sequence] = field(default_factory=list[_Sequence])
+    window: deque[tuple[float, int]] = field(default_factory=deque[tuple[float, int]])
+    """(time, running sequences) per decode step over the stats window."""
+    generated: int = 0
+    prefilled: int = 0
+    reused: int = 0
+    steps: int = 0
+
+
+class _SlotTable:
+    """Which KV-cache slot holds what, and the prefix cache.
+
+    Running sequences occupy slots ``0..B-1`` (packed, so that one decode pass reads a contiguous block). A
+    finished sequence's cache is kept ("parked") in a slot above the running ones, keyed by the token ids it
+    holds, until the slot is needed: a new prompt that begins with those ids (the next turn of the same
+    conversation, token-in/token-out) takes the slot over and prefills only the rest. Least recently parked
+    entries go first; a weight update drops them all.
+    """
+
+    MIN_PREFIX = 16
+    """Shorter cached prefixes are not worth keeping."""
+
+    def __init__(self, runner: Qwen2Runner, max_slots: int, *, enabled: bool) -> None:
+        self.runner = runner
+        self.max_slots = max_slots
+        self.enabled = enabled
+        self.parked: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+
+    def clear(self) -> None:
+        self.parked.clear()
+
+    def _free(self, lowest: int, avoid: int = -1) -> int | None:
+        for slot in range(self.max_slots - 1, lowest - 1, -1):
+            if slot not in self.parked and slot != avoid:
+                return slot
+        return None
+
+    def _evict_oldest(self, avoid: int = -1) -> int | None:
+        """Drop the least recently parked entry (not ``avoid``); returns its slot."""
+        for slot in self.parked:
+            if slot != avoid:
+                del self.parked[slot]
+                return slot
+        return None
+
+    def _vacate(self, slot: int, avoid: int = -1) -> None:
+        """Make ``slot`` hold nothing, moving a parked entry there elsewhere (over the oldest one when full)."""
+        ids = self.parked.pop(slot, None)
+        if ids is None:
+            return
+        target = self._free(slot + 1, avoid)
+        if target is None:
+            target = self._evict_oldest(avoid)
+        if target is not None:
+            self.runner.move(slot, target, len(ids))
+            self.parked[target] = ids
+
+    def claim(self, slot: int, prompt: list[int]) -> int:
+        """Prepare ``slot`` (the next running one) for ``prompt``; returns how many leading prompt tokens its
+        cache already holds (0 without a prefix hit)."""
+        best, best_len = -1, 0
+        if self.enabled and self.parked:
+            key = tuple(prompt)
+            for parked_slot, ids in self.parked.items():
+                n = len(ids)
+                if best_len < n <= len(key) and key[:n] == ids:
+                    best, best_len = parked_slot, n
+        if best < 0:
+            self._vacate(slot)
+            return 0
+        if best != slot:
+            self._vacate(slot, avoid=best)
+            self.runner.move(best, slot, best_len)
+        del self.parked[best]
+        return min(best_len, len(prompt) - 1)  # at least one token is run, for the next-token logits
+
+    def release(self, index: int, count: int, cached: list[int] | None, last_position: int) -> None:
+        """Running sequence ``index`` (of ``count``) leaves; the last running one moves into its slot. When
+        ``cached`` is given, the leaving sequence's cache is parked under those ids."""
+        last = count - 1
+        park = self.enabled and cached is not None and len(cached) >= self.MIN_PREFIX
+        if park and index != last:
+            target = self._free(count)
+            if target is None:
+                target = self._evict_oldest()
+            if target is None:
+                park = False
+            else:
+                assert cached is not None
+                self.runner.move(index, target, len(cached))
+                self.parked[target] = tuple(cached)
+        elif park:
+            assert cached is not None
+            self.parked[last] = tuple(cached)
+        if index != last:
+            self.runner.move(last, index, last_position)
 
 
 def _sample(logits: torch.Tensor, seqs: list[_Sequence]) -> tuple[list[int], list[float]]:
@@ -507,6 +622,7 @@ def _empty_stats(version: int) -> dict[str, float]:
         "rollout/requests_waiting": 0.0,
         "rollout/generated_tokens": 0.0,
         "rollout/prefill_tokens": 0.0,
+        "rollout/prefix_cache_hit_tokens": 0.0,
         "rollout/decode_steps": 0.0,
         "rollout/policy_version": float(version),
     }

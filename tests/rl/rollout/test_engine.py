@@ -242,3 +242,54 @@ async def test_an_in_memory_model_serves_too(hf_model: Any, tokenizer: Any) -> N
         stats = engine.stats()
         assert stats["rollout/generated_tokens"] == 8
         assert stats["rollout/prefill_tokens"] == len(p)
+
+
+async def test_the_next_turn_reuses_the_cached_prefix(
+    engine: TorchEngine, tokenizer: Any, hf_model: Any
+) -> None:
+    first_prompt = prompt(tokenizer, 7)
+    first = await engine.generate(first_prompt, SamplingParams(max_tokens=20, temperature=0))
+    # other traffic in between moves slots around
+    await asyncio.gather(
+        *(engine.generate(prompt(tokenizer, i), SamplingParams(max_tokens=15)) for i in range(5))
+    )
+    hits = engine.stats()["rollout/prefix_cache_hit_tokens"]
+    observation = tokenizer.encode(
+        "\n<|im_start|>user\nok<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False
+    )
+    second_prompt = first_prompt + first.completion_ids + observation
+    second = await engine.generate(second_prompt, SamplingParams(max_tokens=20, temperature=0))
+    reused = engine.stats()["rollout/prefix_cache_hit_tokens"] - hits
+    assert reused == len(first_prompt) + len(first.completion_ids) - 1  # all but the last sampled token
+    assert second.completion_ids == hf_greedy(hf_model, second_prompt, 20, None)
+    expected = hf_logprobs(hf_model, second_prompt, second.completion_ids, 1.0)
+    assert torch.allclose(torch.tensor(second.logprobs), expected, atol=1e-4)
+    # new weights invalidate the cache
+    await engine.update_weights({}, version=1)
+    hits = engine.stats()["rollout/prefix_cache_hit_tokens"]
+    await engine.generate(second_prompt + second.completion_ids, SamplingParams(max_tokens=2))
+    assert engine.stats()["rollout/prefix_cache_hit_tokens"] == hits
+
+
+async def test_interleaved_multi_turn_sessions_stay_exact(
+    policy_dir: Path, tokenizer: Any, hf_model: Any
+) -> None:
+    """More conversations than slots: parked prefixes are moved, reused and evicted; every answer stays exact."""
+    observation = tokenizer.encode(
+        "\n<|im_start|>user\nnext<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False
+    )
+    transcripts: list[tuple[list[int], list[int]]] = []
+
+    async def agent(i: int) -> None:
+        ids = prompt(tokenizer, i)
+        for turn in range(3):
+            params = SamplingParams(max_tokens=4 + (i + turn) % 5, temperature=0)
+            gen = await engine.generate(ids, params)
+            transcripts.append((list(ids), gen.completion_ids))
+            ids = ids + gen.completion_ids + observation
+
+    async with TorchEngine(policy_dir, max_batch=3, prefix_cache_slots=4, max_seq_len=512) as engine:
+        await asyncio.gather(*(agent(i) for i in range(7)))
+        assert engine.stats()["rollout/prefix_cache_hit_tokens"] > 0
+    for ids, completion in transcripts:
+        assert completion == hf_greedy(hf_model, ids, len(completion), None)
