@@ -1,0 +1,517 @@
+"""The browser backend: pages an agent drives, in isolated contexts of one shared Chromium process.
+
+Needs ``pip install 'agentscope[browser]'`` (Playwright) and a Chromium binary: Debian's ``chromium`` at
+``/usr/bin/chromium`` by default (never ``playwright install``). One :class:`Browser` is one headless Chromium
+process; each :class:`BrowserSession` is a fresh, isolated context (its own cookies, storage, cache) with one page.
+
+Network: a session reaches the loopback (127.0.0.1, localhost, [::1]) and the origins it allows, nothing else.
+Every request and WebSocket is checked against that list and blocked otherwise (``session.blocked`` lists them);
+and, unless the Browser is opened with ``external_hosts=True``, Chromium resolves no host name but localhost, so
+nothing can leave the machine even by a path the check does not see (a service worker, a prefetch). Background
+traffic (updates, safe browsing, metrics) is switched off.
+
+The page is driven by accessibility refs: :meth:`BrowserSession.snapshot` returns the page's ARIA tree in
+Playwright's AI mode, where each element carries ``[ref=eN]``; ``click``, ``type`` and friends take such a ref (or
+coordinates). :meth:`BrowserSession.register_tools` turns the session into tools for a
+:class:`~agentscope.tools.Toolkit`; each action's result is the new observation (URL, title, snapshot and, when
+asked, a screenshot), which is what :class:`~agentscope.agents.BrowserAgent` runs on.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import re
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
+
+import anyio
+
+from agentscope.exceptions import SandboxError
+from agentscope.message import Base64Source, ImageBlock, TextBlock
+from agentscope.tools import ToolResponse
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser as PlaywrightBrowser
+    from playwright.async_api import BrowserContext, Page, Playwright, Route, WebSocketRoute
+
+    from agentscope.tools import Toolkit
+
+__all__ = ["CHROMIUM_ARGS", "DEFAULT_CHROMIUM", "Browser", "BrowserSession", "open_browser"]
+
+logger = logging.getLogger("agentscope.sandbox")
+
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium; pass ``executable_path`` (or set ``AGENTSCOPE_CHROMIUM``) for another."""
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-sync",
+    "--disable-domain-reliability",
+    "--disable-breakpad",
+    "--metrics-recording-only",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--no-pings",
+    "--safebrowsing-disable-auto-update",
+)
+"""Headless Chromium flags: no GPU, no background traffic of any kind."""
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+_SNAPSHOT_LIMIT = 20_000
+_REF_RE = re.compile(r"^e\d+$")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme, 0)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class Browser:
+    """One headless Chromium process shared by many isolated :class:`BrowserSession` s.
+
+    Example::
+
+        async with Browser() as browser:
+            async with browser.session(allowed_origins=["https://example.org"]) as page:
+                print(await page.navigate("http://127.0.0.1:8000/"))
+
+    Args:
+        executable_path: the Chromium binary (default ``$AGENTSCOPE_CHROMIUM`` or ``/usr/bin/chromium``).
+        external_hosts: let Chromium resolve host names other than localhost (needed for non-loopback
+            ``allowed_origins``); default False: nothing but the loopback can be reached at all.
+        host_map: extra ``{host: ip}`` resolutions, e.g. ``{"app.test": "127.0.0.1"}``.
+        args: more Chromium flags.
+    """
+
+    def __init__(
+        self,
+        *,
+        executable_path: str | None = None,
+        external_hosts: bool = False,
+        host_map: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        self.executable_path = executable_path or os.environ.get("AGENTSCOPE_CHROMIUM") or DEFAULT_CHROMIUM
+        """The Chromium binary."""
+        self.external_hosts = external_hosts
+        """Whether host names other than localhost resolve."""
+        self.host_map = dict(host_map or {})
+        self._args = list(args)
+        self._playwright: Playwright | None = None
+        self._browser: PlaywrightBrowser | None = None
+        self._sessions: set[BrowserSession] = set()
+
+    def _launch_args(self) -> list[str]:
+        rules = [f"MAP {host} {ip}" for host, ip in self.host_map.items()]
+        if not self.external_hosts:
+            rules += ["MAP * ~NOTFOUND", "EXCLUDE localhost", "EXCLUDE 127.0.0.1", "EXCLUDE [::1]"]
+        args = [*CHROMIUM_ARGS, *self._args]
+        if rules:
+            args.append("--host-resolver-rules=" + ", ".join(rules))
+        return args
+
+    async def start(self) -> None:
+        """Launch Chromium (``async with Browser()`` does this)."""
+        if self._browser is not None:
+            return
+        try:
+            from playwright.async_api import async_playwright
+        except ImportError:
+            raise SandboxError(
+                "the browser backend needs Playwright: pip install 'agentscope[browser]'"
+            ) from None
+        if not await anyio.Path(self.executable_path).is_file():
+            raise SandboxError(
+                f"no Chromium at {self.executable_path}: apt-get install chromium, or pass executable_path= "
+                "(or set AGENTSCOPE_CHROMIUM); never `playwright install` here"
+            )
+        playwright = await async_playwright().start()
+        try:
+            self._browser = await playwright.chromium.launch(
+                executable_path=self.executable_path, headless=True, args=self._launch_args()
+            )
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await playwright.stop()
+            raise SandboxError(f"Chromium ({self.executable_path}) failed to start: {exc}") from None
+        self._playwright = playwright
+
+    async def aclose(self) -> None:
+        """Close every session and Chromium. Safe to call twice."""
+        with anyio.CancelScope(shield=True):
+            for session in list(self._sessions):
+                await session.aclose()
+            browser, self._browser = self._browser, None
+            playwright, self._playwright = self._playwright, None
+            if browser is not None:
+                with contextlib.suppress(Exception):
+                    await browser.close()
+            if playwright is not None:
+                with contextlib.suppress(Exception):
+                    await playwright.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def new_session(
+        self,
+        *,
+        allowed_origins: Sequence[str] = (),
+        viewport: tuple[int, int] = (1280, 800),
+        timeout_s: float = 15.0,
+    ) -> BrowserSession:
+        """A fresh isolated context with one blank page; close it with ``await session.aclose()``."""
+        if self._browser is None:
+            raise SandboxError("this Browser is not started: use `async with Browser() as browser`")
+        origins = {_origin(o if "://" in o else f"https://{o}") for o in allowed_origins}
+        if not self.external_hosts:
+            remote = sorted(
+                o
+                for o in origins
+                if not _is_loopback(o) and o.split("://")[1].rsplit(":", 1)[0] not in self.host_map
+            )
+            if remote:
+                raise SandboxError(
+                    f"allowed origins {remote} need host names resolved: open the Browser with external_hosts=True"
+                )
+        context = await self._browser.new_context(
+            viewport={"width": viewport[0], "height": viewport[1]},
+            service_workers="block",
+            accept_downloads=False,
+        )
+        session = BrowserSession(self, context, origins, timeout_s)
+        try:
+            await session._setup()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await session.aclose()
+            raise
+        self._sessions.add(session)
+        return session
+
+    @asynccontextmanager
+    async def session(
+        self,
+        *,
+        allowed_origins: Sequence[str] = (),
+        viewport: tuple[int, int] = (1280, 800),
+        timeout_s: float = 15.0,
+    ) -> AsyncGenerator[BrowserSession]:
+        """A session for the duration of the block (see :meth:`new_session`)."""
+        session = await self.new_session(
+            allowed_origins=allowed_origins, viewport=viewport, timeout_s=timeout_s
+        )
+        try:
+            yield session
+        finally:
+            await session.aclose()
+
+
+@asynccontextmanager
+async def open_browser(
+    *,
+    browser: Browser | None = None,
+    allowed_origins: Sequence[str] = (),
+    viewport: tuple[int, int] = (1280, 800),
+    timeout_s: float = 15.0,
+    executable_path: str | None = None,
+) -> AsyncGenerator[BrowserSession]:
+    """A page in a fresh isolated browser context, closed on exit.
+
+    With ``browser``, the session is one more context of that shared Chromium process (~50 ms); without, a
+    Chromium is launched for this session alone (~1 s) and closed with it.
+
+    Raises:
+        SandboxError: Playwright or Chromium is missing, or an allowed origin cannot be reached as configured.
+    """
+    if browser is not None:
+        async with browser.session(
+            allowed_origins=allowed_origins, viewport=viewport, timeout_s=timeout_s
+        ) as s:
+            yield s
+        return
+    async with (
+        Browser(executable_path=executable_path) as own,
+        own.session(allowed_origins=allowed_origins, viewport=viewport, timeout_s=timeout_s) as s,
+    ):
+        yield s
+
+
+class BrowserSession:
+    """One isolated browser context with one page, driven by accessibility refs or coordinates.
+
+    Every action returns the observation that follows it (see :meth:`observe`). Made by
+    :meth:`Browser.new_session` or :func:`open_browser`.
+    """
+
+    def __init__(
+        self, browser: Browser, context: BrowserContext, origins: set[str], timeout_s: float
+    ) -> None:
+        self.browser = browser
+        """The shared Chromium process."""
+        self.context = context
+        """The Playwright browser context (isolated cookies, storage and cache)."""
+        self.allowed_origins = frozenset(origins)
+        """Origins reachable besides the loopback, as ``scheme://host:port``."""
+        self.timeout_s = timeout_s
+        """Per-action timeout."""
+        self.blocked: list[str] = []
+        """URLs of the requests and WebSockets that were blocked."""
+        self._page: Page | None = None
+        self._closed = False
+
+    @property
+    def page(self) -> Page:
+        """The Playwright page."""
+        if self._page is None:
+            raise SandboxError("this browser session is closed")
+        return self._page
+
+    def allows(self, url: str) -> bool:
+        """Whether the session may reach ``url``."""
+        if url.startswith(("data:", "blob:", "about:")):
+            return True
+        return _is_loopback(url) or _origin(url) in self.allowed_origins
+
+    async def _setup(self) -> None:
+        await self.context.route("**/*", self._route)
+        await self.context.route_web_socket("**/*", self._route_ws)
+        self.context.set_default_timeout(self.timeout_s * 1000)
+        self._page = await self.context.new_page()
+
+    async def _route(self, route: Route) -> None:
+        url = route.request.url
+        if self.allows(url):
+            await route.continue_()
+        else:
+            self.blocked.append(url)
+            await route.abort("blockedbyclient")
+
+    async def _route_ws(self, ws: WebSocketRoute) -> None:
+        if self.allows(ws.url):
+            ws.connect_to_server()
+        else:
+            self.blocked.append(ws.url)
+            await ws.close(code=1008, reason="blocked by the sandbox")
+
+    async def aclose(self) -> None:
+        """Close the context (and its page). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._page = None
+        self.browser._sessions.discard(self)
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await self.context.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ reading the page
+
+    async def snapshot(self, *, max_chars: int = _SNAPSHOT_LIMIT) -> str:
+        """The page's accessibility tree (YAML), each element with its ``[ref=eN]``."""
+        text = await self.page.locator("body").aria_snapshot(mode="ai")
+        if len(text) > max_chars:
+            text = text[:max_chars] + f"\n... (snapshot cut at {max_chars} characters)"
+        return text
+
+    async def screenshot(self, *, full_page: bool = False) -> ImageBlock:
+        """A PNG screenshot of the viewport (or the whole page) as an image block."""
+        png = await self.page.screenshot(full_page=full_page, type="png")
+        return ImageBlock(
+            source=Base64Source(media_type="image/png", data=base64.b64encode(png).decode("ascii"))
+        )
+
+    async def observe(self, *, screenshot: bool = False, note: str = "") -> ToolResponse:
+        """What the agent sees: URL, title and snapshot (and a screenshot), after ``note``."""
+        page = self.page
+        with contextlib.suppress(Exception):
+            await page.wait_for_load_state("domcontentloaded", timeout=self.timeout_s * 1000)
+        try:
+            title = await page.title()
+            snapshot = await self.snapshot()
+        except Exception as exc:
+            title, snapshot = "", f"(no snapshot: {exc})"
+        header = f"{note}\n" if note else ""
+        text = f"{header}URL: {page.url}\nTitle: {title}\nSnapshot:\n{snapshot}"
+        content: list[TextBlock | ImageBlock] = [TextBlock(text=text)]
+        if screenshot:
+            content.append(await self.screenshot())
+        return ToolResponse(content=content, metadata={"url": page.url})
+
+    # ------------------------------------------------------------------ acting on it
+
+    def _locator(self, ref: str) -> Any:
+        ref = ref.strip().strip("[]").removeprefix("ref=")
+        if not _REF_RE.match(ref):
+            raise SandboxError(
+                f"{ref!r} is not an element ref: use one of the [ref=eN] of the snapshot, e.g. e3"
+            )
+        return self.page.locator(f"aria-ref={ref}")
+
+    async def navigate(self, url: str) -> str:
+        """Open ``url``; returns a note about the outcome."""
+        if "://" not in url and not url.startswith(("about:", "data:")):
+            url = "http://" + url
+        if not self.allows(url):
+            self.blocked.append(url)
+            raise SandboxError(
+                f"{url} is not reachable from this browser: only the loopback and the allowed origins"
+            )
+        response = await self.page.goto(url, wait_until="domcontentloaded")
+        status = response.status if response is not None else "no response"
+        return f"Opened {url} (status {status})."
+
+    async def click(self, ref: str | None = None, *, x: float | None = None, y: float | None = None) -> str:
+        """Click the element ``ref`` (from the snapshot) or the viewport point (``x``, ``y``)."""
+        if ref:
+            await self._locator(ref).click()
+            return f"Clicked {ref}."
+        if x is None or y is None:
+            raise SandboxError("click needs an element ref, or both x and y")
+        await self.page.mouse.click(x, y)
+        return f"Clicked at ({x:.0f}, {y:.0f})."
+
+    async def type(self, ref: str, text: str, *, submit: bool = False) -> str:
+        """Replace the text of the field ``ref`` with ``text``; press Enter after when ``submit``."""
+        locator = self._locator(ref)
+        await locator.fill(text)
+        if submit:
+            await locator.press("Enter")
+        return f"Typed {len(text)} characters into {ref}{' and pressed Enter' if submit else ''}."
+
+    async def press(self, key: str) -> str:
+        """Press a key (or a chord such as ``Control+A``) on the focused element."""
+        await self.page.keyboard.press(key)
+        return f"Pressed {key}."
+
+    async def scroll(self, dx: float = 0, dy: float = 600) -> str:
+        """Scroll the page by (``dx``, ``dy``) pixels."""
+        await self.page.mouse.wheel(dx, dy)
+        await self.page.wait_for_timeout(100)
+        position = await self.page.evaluate("[window.scrollX, window.scrollY]")
+        return f"Scrolled; the page is now at {position}."
+
+    # ------------------------------------------------------------------ as tools
+
+    def tool_functions(self, *, screenshots: bool = False) -> list[Callable[..., Any]]:
+        """The session's actions as tool functions whose result is the following observation."""
+        session = self
+
+        async def act(action: Callable[[], Any]) -> ToolResponse:
+            try:
+                note = await action()
+            except SandboxError as exc:
+                return ToolResponse.text(str(exc), is_error=True)
+            except Exception as exc:  # a Playwright error: timeouts, detached elements, navigation errors
+                message = str(exc).split("\n", 1)[0]
+                observation = await session.observe(screenshot=screenshots, note=f"Failed: {message}")
+                observation.is_error = True
+                return observation
+            return await session.observe(screenshot=screenshots, note=str(note))
+
+        async def browser_navigate(url: str) -> ToolResponse:
+            """Open a URL in the browser and show the page.
+
+            Args:
+                url: The address to open, e.g. http://127.0.0.1:8000/.
+            """
+            return await act(lambda: session.navigate(url))
+
+        async def browser_click(
+            ref: str = "", x: float | None = None, y: float | None = None
+        ) -> ToolResponse:
+            """Click an element by its ref from the snapshot (preferred), or a point of the viewport.
+
+            Args:
+                ref: The element's ref, such as e12, from the latest snapshot.
+                x: Horizontal pixel position, when clicking a point instead of a ref.
+                y: Vertical pixel position, when clicking a point instead of a ref.
+            """
+            return await act(lambda: session.click(ref or None, x=x, y=y))
+
+        async def browser_type(ref: str, text: str, submit: bool = False) -> ToolResponse:
+            """Type text into an input field, replacing what is there.
+
+            Args:
+                ref: The field's ref from the latest snapshot.
+                text: The text to enter.
+                submit: Press Enter afterwards.
+            """
+            return await act(lambda: session.type(ref, text, submit=submit))
+
+        async def browser_press(key: str) -> ToolResponse:
+            """Press a key on the focused element, e.g. Enter, Tab, ArrowDown or Control+A.
+
+            Args:
+                key: The key or chord.
+            """
+            return await act(lambda: session.press(key))
+
+        async def browser_scroll(dy: float = 600, dx: float = 0) -> ToolResponse:
+            """Scroll the page.
+
+            Args:
+                dy: Pixels down (negative: up).
+                dx: Pixels right (negative: left).
+            """
+            return await act(lambda: session.scroll(dx, dy))
+
+        async def browser_snapshot() -> ToolResponse:
+            """Show the current page again: URL, title and accessibility snapshot."""
+            return await session.observe(screenshot=screenshots)
+
+        async def browser_screenshot() -> ToolResponse:
+            """Take a screenshot of the visible part of the page."""
+            return ToolResponse(content=[await session.screenshot()])
+
+        return [
+            browser_navigate,
+            browser_click,
+            browser_type,
+            browser_press,
+            browser_scroll,
+            browser_snapshot,
+            browser_screenshot,
+        ]
+
+    def register_tools(
+        self, toolkit: Toolkit, *, screenshots: bool = False, group: str | None = None
+    ) -> list[str]:
+        """Register the browser tools in ``toolkit`` (in ``group`` when given); return their names."""
+        names: list[str] = []
+        for func in self.tool_functions(screenshots=screenshots):
+            if group is None:
+                toolkit.register(func)
+            else:
+                toolkit.register(func, group=group)
+            names.append(func.__name__)
+        return names

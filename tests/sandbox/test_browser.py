@@ -1,0 +1,184 @@
+"""The browser backend on Debian's Chromium: snapshots with refs, actions, screenshots, network limits, isolated
+contexts of one shared process, and BrowserAgent driving a page. Only 127.0.0.1 is ever contacted."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import re
+import shutil
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import ClassVar
+
+import pytest
+import pytest_asyncio
+
+from agentscope.agents import BrowserAgent
+from agentscope.exceptions import SandboxError
+from agentscope.message import ImageBlock, Msg, ToolResultBlock
+from agentscope.sandbox import Browser, open_browser
+from agentscope.testing import ModelRequest, ScriptedModel, tool_call
+
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed"),
+]
+
+PAGE = b"""<!doctype html><html><head><title>Test page</title></head><body>
+<h1>Hello</h1>
+<button onclick="document.getElementById('out').textContent='clicked ' + document.getElementById('name').value">
+Press me</button>
+<p id="out">not yet</p>
+<label>Name <input id="name"></label>
+<div style="height: 3000px">tall</div>
+<img src="http://10.255.255.1/tracker.png">
+<script>
+  fetch("http://other.test:%(port)d/data").catch(() => {});
+  fetch("http://allowed.test:%(port)d/data").then(r => r.text()).then(t => document.title += " " + t);
+  localStorage.setItem("seen", localStorage.getItem("seen") ? "again" : "first");
+</script>
+</body></html>"""
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    hits: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.hits.append(f"{self.headers.get('Host')}{self.path}")
+        body = b"fetched" if self.path == "/data" else PAGE % {b"port": self.server.server_address[1]}
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain" if self.path == "/data" else "text/html")
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[tuple[int, list[str]]]:
+    """A page server on 127.0.0.1; yields its port and the hosts/paths it served."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], _Handler.hits
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """One Chromium for the module; ``*.test`` names resolve to 127.0.0.1 (nothing else resolves)."""
+    async with Browser(host_map={"allowed.test": "127.0.0.1", "other.test": "127.0.0.1"}) as b:
+        yield b
+
+
+async def test_snapshot_refs_actions_and_screenshot(browser: Browser, site: tuple[int, list[str]]) -> None:
+    port, _hits = site
+    async with browser.session() as page:
+        note = await page.navigate(f"http://127.0.0.1:{port}/")
+        assert "status 200" in note
+        snapshot = await page.snapshot()
+        assert 'heading "Hello"' in snapshot
+        button = re.search(r'button "Press me" \[ref=(e\d+)\]', snapshot)
+        field = re.search(r'textbox "Name" \[ref=(e\d+)\]', snapshot)
+        assert button is not None
+        assert field is not None
+        await page.type(field.group(1), "Ada")
+        await page.click(button.group(1))
+        assert "clicked Ada" in await page.snapshot()
+        await page.scroll(dy=800)
+        assert await page.page.evaluate("window.scrollY") > 0
+        shot = await page.screenshot()
+        assert isinstance(shot, ImageBlock)
+        assert base64.b64decode(shot.source.data)[:8] == b"\x89PNG\r\n\x1a\n"  # type: ignore[union-attr]
+        with pytest.raises(SandboxError, match="ref"):
+            await page.click("not-a-ref")
+
+
+async def test_only_loopback_and_allowed_origins(browser: Browser, site: tuple[int, list[str]]) -> None:
+    port, hits = site
+    async with browser.session(allowed_origins=[f"http://allowed.test:{port}"]) as page:
+        await page.navigate(f"http://127.0.0.1:{port}/")
+        await page.page.wait_for_function("document.title.includes('fetched')")
+        assert any("tracker.png" in url for url in page.blocked)
+        assert any(url.startswith(f"http://other.test:{port}/") for url in page.blocked)
+        assert f"allowed.test:{port}/data" in hits
+        assert f"other.test:{port}/data" not in hits
+        with pytest.raises(SandboxError, match="not reachable"):
+            await page.navigate("http://example.com/")
+    with pytest.raises(SandboxError, match="external_hosts"):
+        await browser.new_session(allowed_origins=["https://example.org"])
+
+
+async def test_sessions_are_isolated(browser: Browser, site: tuple[int, list[str]]) -> None:
+    port, _hits = site
+    async with browser.session() as first, browser.session() as second:
+        for page in (first, second):
+            await page.navigate(f"http://127.0.0.1:{port}/")
+        await first.page.reload()
+        assert await first.page.evaluate("localStorage.getItem('seen')") == "again"
+        assert await second.page.evaluate("localStorage.getItem('seen')") == "first"
+
+
+async def test_open_browser_without_a_shared_process(site: tuple[int, list[str]]) -> None:
+    port, _hits = site
+    async with open_browser() as page:
+        await page.navigate(f"http://127.0.0.1:{port}/")
+        assert "Test page" in await page.page.title()
+    with pytest.raises(SandboxError, match="Chromium"):
+        async with open_browser(executable_path="/nonexistent/chromium"):
+            pass
+
+
+def _last_observation(request: ModelRequest) -> str:
+    blocks = [b for m in request.messages for b in m.blocks if isinstance(b, ToolResultBlock)]
+    output = blocks[-1].output
+    return output if isinstance(output, str) else "\n".join(getattr(b, "text", "") for b in output)
+
+
+async def test_browser_agent_drives_the_page(browser: Browser, site: tuple[int, list[str]]) -> None:
+    port, _hits = site
+
+    def click_the_button(request: ModelRequest) -> object:
+        observation = _last_observation(request)
+        assert "Snapshot:" in observation
+        ref = re.search(r'button "Press me" \[ref=(e\d+)\]', observation)
+        assert ref is not None, observation
+        return tool_call("browser_click", ref=ref.group(1))
+
+    def answer(request: ModelRequest) -> object:
+        observation = _last_observation(request)
+        assert "clicked" in observation
+        assert len([b for b in request.messages[-1].blocks if isinstance(b, ToolResultBlock)]) == 1
+        return "The page says clicked."
+
+    model = ScriptedModel(
+        [
+            tool_call("browser_navigate", url=f"http://127.0.0.1:{port}/"),
+            click_the_button,  # type: ignore[list-item]
+            answer,  # type: ignore[list-item]
+        ]
+    )
+    async with browser.session() as page:
+        agent = BrowserAgent("surfer", model, page, screenshots=True)
+        assert "browser_click" in model_tools(agent)
+        reply = await agent(Msg(role="user", content="Press the button"))
+        assert reply.text == "The page says clicked."
+        model.assert_complete()
+        images = [
+            b
+            for m in model.requests[-1].messages
+            for r in m.blocks
+            if isinstance(r, ToolResultBlock) and not isinstance(r.output, str)
+            for b in r.output
+            if isinstance(b, ImageBlock)
+        ]
+        assert images, "screenshots=True puts a screenshot in every observation"
+
+
+def model_tools(agent: BrowserAgent) -> set[str]:
+    return {schema.name for schema in agent.toolkit.schemas()}
