@@ -562,7 +562,7 @@ class TraceStore:
             dict(r)
             for r in conn.execute(
                 "SELECT span_id, agent_name AS name, parent_id, start_ns, end_ns, status FROM spans"
-                " WHERE trace_id = ? AND kind = 'agent' ORDER BY start_ns",
+                " WHERE trace_id = ? AND kind = 'agent' ORDER BY start_ns LIMIT 1000",
                 (trace_id,),
             )
         ]
