@@ -299,3 +299,41 @@ async def test_a_root_span_joins_the_callers_opentelemetry_span(spans: tracing.I
     (inner,) = spans.by_name("inner")
     assert inner.trace_id == f"{context.trace_id:032x}"
     assert inner.parent_id == f"{context.span_id:016x}"
+
+
+async def test_streaming_tools_and_approvals_are_traced(spans: tracing.InMemoryExporter) -> None:
+    from agentscope.tools._approval import require_approval
+
+    toolkit = Toolkit()
+
+    async def countdown(n: int):
+        """Count down.
+
+        Args:
+            n: Where to start.
+        """
+        for i in range(n, 0, -1):
+            yield f"{i} "
+
+    def delete_all(path: str) -> str:
+        """Delete everything under a path.
+
+        Args:
+            path: The path.
+        """
+        require_approval("deleting files needs a human")
+        return "deleted"
+
+    toolkit.register(countdown)
+    toolkit.register(delete_all)
+    model = ScriptedModel([[tool_call("countdown", n=3), tool_call("delete_all", path="/tmp/x")], "waiting"])
+    agent = ReActAgent("careful", "", model, toolkit=toolkit)
+    events = [e async for e in agent.stream(Msg(role="user", content="count, then delete"))]
+    assert events
+    await tracing.aflush()
+    (count,) = spans.by_name("execute_tool countdown")
+    assert count.attributes["gen_ai.tool.call.result"] == "3 2 1 "
+    (delete,) = spans.by_name("execute_tool delete_all")
+    assert delete.attributes["agentscope.tool.approval_required"] is True
+    assert delete.attributes["agentscope.tool.approval_reason"] == "deleting files needs a human"
+    assert delete.status == "unset"
