@@ -112,6 +112,7 @@ class TorchEngine:
         prefix_cache_slots: Extra KV-cache slots (default ``max_batch``; 0 turns the prefix cache off) where
             finished sequences stay until needed: a prompt that begins with one's ids (the next turn of a
             token-in/token-out session) reuses its cache and prefills only what was added.
+        max_prefill_tokens: Prompts admitted in one round are prefilled together, up to this many tokens.
     """
 
     def __init__(
@@ -127,6 +128,7 @@ class TorchEngine:
         num_threads: int | None = 1,
         seed: int | None = None,
         prefix_cache_slots: int | None = None,
+        max_prefill_tokens: int = 8192,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -141,6 +143,8 @@ class TorchEngine:
         self.version = version
         """Version of the weights now serving."""
         self.num_threads = num_threads
+        self.max_prefill_tokens = max_prefill_tokens
+        """Prompt tokens prefilled together in one round at most (a longer single prompt still goes alone)."""
         self.prefix_cache_slots = max_batch if prefix_cache_slots is None else prefix_cache_slots
         """KV-cache slots beyond ``max_batch`` that keep finished sequences for prompts that extend them."""
         self._seed_source = random.Random(seed)
@@ -314,10 +318,17 @@ class TorchEngine:
                 waiting.append(command)
         # 2. drop cancelled sequences; admit waiting ones into free slots (prefill, first token)
         self._retire(state, [i for i, s in enumerate(running) if s.request.cancelled])
-        while waiting and len(running) < self.max_batch:
+        admitted: list[_Request] = []
+        budget = self.max_prefill_tokens
+        while waiting and len(running) + len(admitted) < self.max_batch:
+            if admitted and len(waiting[0].prompt_ids) > budget:
+                break  # the rest next round: running sequences should not wait on one huge prefill
             request = waiting.popleft()
             if not request.cancelled:
-                self._admit(runner, state, request)
+                admitted.append(request)
+                budget -= len(request.prompt_ids)
+        if admitted:
+            self._admit(runner, state, admitted)
         self._retire(state, [i for i, s in enumerate(running) if s.finish is not None])
         # 3. one forward pass for every running sequence
         if running:
@@ -367,36 +378,48 @@ class TorchEngine:
         self._stats["rollout/policy_version"] = float(update.version)
         _resolve(update.loop, update.future, None)
 
-    def _admit(self, runner: Qwen2Runner, state: _LoopState, request: _Request) -> None:
-        params = request.params
-        seed = params.seed if params.seed is not None else self._seed_source.getrandbits(64)
-        prompt = request.prompt_ids
-        seq = _Sequence(
-            request=request,
-            rng=random.Random(seed),
-            max_new=max(0, min(params.max_tokens, self.max_seq_len - len(prompt))),
-            stop_ids=frozenset(params.stop_token_ids),
-            stop_bytes=[s.encode() for s in params.stop if s],
-        )
-        slot = len(state.running)
+    def _admit(self, runner: Qwen2Runner, state: _LoopState, requests: list[_Request]) -> None:
+        """Prefill these prompts together (reusing cached prefixes) and sample each one's first token."""
+        seqs: list[_Sequence] = []
+        items: list[tuple[int, list[int], int]] = []
         try:
-            start = state.slots.claim(slot, prompt)
-            logits = runner.prefill(slot, prompt[start:], start)
+            for request in requests:
+                params = request.params
+                seed = params.seed if params.seed is not None else self._seed_source.getrandbits(64)
+                prompt = request.prompt_ids
+                slot = len(state.running) + len(seqs)
+                start = state.slots.claim(slot, prompt)
+                items.append((slot, prompt[start:], start))
+                seqs.append(
+                    _Sequence(
+                        request=request,
+                        rng=random.Random(seed),
+                        max_new=max(0, min(params.max_tokens, self.max_seq_len - len(prompt))),
+                        stop_ids=frozenset(params.stop_token_ids),
+                        stop_bytes=[s.encode() for s in params.stop if s],
+                        position=len(prompt),
+                        version_head=self.version,
+                    )
+                )
+            logits = runner.prefill_many(items)
         except Exception as exc:
             logger.exception("rollout engine prefill failed")
-            _resolve(request.loop, request.future, EngineStoppedError(f"prefill failed: {exc}"))
+            for request in requests:
+                _resolve(request.loop, request.future, EngineStoppedError(f"prefill failed: {exc}"))
             return
-        state.prefilled += len(prompt) - start
-        state.reused += start
-        seq.position = len(prompt)
-        seq.version_head = self.version
-        state.running.append(seq)
-        if seq.max_new == 0:
-            seq.finish = "length"
-            return
-        tokens, logprobs = _sample(logits[None, :], [seq])
-        self._append(seq, tokens[0], logprobs[0])
-        state.generated += 1
+        state.prefilled += sum(len(ids) for _, ids, _ in items)
+        state.reused += sum(start for _, _, start in items)
+        state.running.extend(seqs)
+        sampling = [i for i, seq in enumerate(seqs) if seq.max_new > 0]
+        for seq in seqs:
+            if seq.max_new == 0:
+                seq.finish = "length"
+        if sampling:
+            rows = [seqs[i] for i in sampling]
+            tokens, logprobs = _sample(logits[sampling] if len(sampling) < len(seqs) else logits, rows)
+            for seq, token, logprob in zip(rows, tokens, logprobs, strict=True):
+                self._append(seq, token, logprob)
+            state.generated += len(rows)
 
     def _decode_step(self, runner: Qwen2Runner, running: list[_Sequence]) -> None:
         device = runner.device

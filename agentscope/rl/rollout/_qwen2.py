@@ -235,41 +235,57 @@ class Qwen2Runner:
     def prefill(self, slot: int, ids: list[int], start: int = 0) -> torch.Tensor:
         """Run ``ids`` (positions ``start..``) into ``slot``'s cache; the slot must already hold ``start``
         positions. Returns the logits after the last token, ``[vocab]`` (float32)."""
+        return self.prefill_many([(slot, ids, start)])[0]
+
+    def prefill_many(self, items: list[tuple[int, list[int], int]]) -> torch.Tensor:
+        """Several prompts at once, each ``(slot, ids, start)`` as in :meth:`prefill`: the projections and MLPs
+        run on all their tokens together (one matmul each), attention per prompt against its own slot.
+        Returns the logits after each prompt's last token, ``[len(items), vocab]`` (float32)."""
         s = self.shape
-        t = len(ids)
-        end = start + t
-        self.ensure_capacity(end)
-        tokens = torch.tensor(ids, dtype=torch.long, device=self.device)
+        self.ensure_capacity(max(start + len(ids) for _, ids, start in items))
+        tokens = torch.tensor([t for _, ids, _ in items for t in ids], dtype=torch.long, device=self.device)
+        positions = torch.cat(
+            [self._arange[start : start + len(ids)] for _, ids, start in items]
+        )  # [T] position of each token
+        total = tokens.shape[0]
         x = F.embedding(tokens, self._embed)  # [T, H]
-        cos = self._cos[start:end].unsqueeze(1)  # [T, 1, D]
-        sin = self._sin[start:end].unsqueeze(1)
+        cos = self._cos[positions].unsqueeze(1)  # [T, 1, D]
+        sin = self._sin[positions].unsqueeze(1)
         qd, kd = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-        mask = None if start == 0 else (self._arange[:end][None, :] <= self._arange[start:end][:, None])
+        spans: list[tuple[int, int, int, int, torch.Tensor | None]] = []  # slot, offset, start, end, mask
+        offset = 0
+        for slot, ids, start in items:
+            end = start + len(ids)
+            mask = None if start == 0 else (self._arange[:end][None, :] <= self._arange[start:end][:, None])
+            spans.append((slot, offset, start, end, mask))
+            offset += len(ids)
         for i, layer in enumerate(self._layers):
             h = self._rms(x, layer.ln1)
             qkv = F.linear(h, layer.wqkv, layer.bqkv)
-            q = self._rope(qkv[:, :qd].view(t, s.num_heads, s.head_dim), cos, sin)
-            k = self._rope(qkv[:, qd : qd + kd].view(t, s.num_kv_heads, s.head_dim), cos, sin)
-            v = qkv[:, qd + kd :].view(t, s.num_kv_heads, s.head_dim)
-            self._k[i, slot, :, start:end] = k.transpose(0, 1)
-            self._v[i, slot, :, start:end] = v.transpose(0, 1)
-            keys = self._k[i, slot, :, :end].unsqueeze(0)  # [1, KV, end, D]
-            values = self._v[i, slot, :, :end].unsqueeze(0)
-            attn = F.scaled_dot_product_attention(
-                q.transpose(0, 1).unsqueeze(0),
-                keys,
-                values,
-                attn_mask=mask,
-                is_causal=mask is None,
-                scale=self._scale,
-                enable_gqa=True,
-            )  # [1, H, T, D]
-            x = x + F.linear(attn[0].transpose(0, 1).reshape(t, qd), layer.wo)
+            q = self._rope(qkv[:, :qd].view(total, s.num_heads, s.head_dim), cos, sin)
+            k = self._rope(qkv[:, qd : qd + kd].view(total, s.num_kv_heads, s.head_dim), cos, sin)
+            v = qkv[:, qd + kd :].view(total, s.num_kv_heads, s.head_dim)
+            outputs: list[torch.Tensor] = []
+            for slot, off, start, end, mask in spans:
+                n = end - start
+                self._k[i, slot, :, start:end] = k[off : off + n].transpose(0, 1)
+                self._v[i, slot, :, start:end] = v[off : off + n].transpose(0, 1)
+                attn = F.scaled_dot_product_attention(
+                    q[off : off + n].transpose(0, 1).unsqueeze(0),
+                    self._k[i, slot, :, :end].unsqueeze(0),  # [1, KV, end, D]
+                    self._v[i, slot, :, :end].unsqueeze(0),
+                    attn_mask=mask,
+                    is_causal=mask is None,
+                    scale=self._scale,
+                    enable_gqa=True,
+                )  # [1, H, n, D]
+                outputs.append(attn[0].transpose(0, 1).reshape(n, qd))
+            x = x + F.linear(outputs[0] if len(outputs) == 1 else torch.cat(outputs), layer.wo)
             h = self._rms(x, layer.ln2)
             gu = F.linear(h, layer.wgu)
             x = x + F.linear(F.silu(gu[:, : s.intermediate_size]) * gu[:, s.intermediate_size :], layer.wdown)
-        last = self._rms(x[-1:], self._norm)
-        return F.linear(last, self._lm_head)[0].float()
+        last = torch.tensor([off + end - start - 1 for _, off, start, end, _ in spans], device=self.device)
+        return F.linear(self._rms(x[last], self._norm), self._lm_head).float()
 
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One decode step for slots ``0..B-1``: ``tokens[b]`` goes to position ``positions[b]`` of slot ``b``.
