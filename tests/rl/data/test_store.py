@@ -238,4 +238,4 @@ async def test_in_memory_store(make_traj: MakeTraj) -> None:
         traj = make_traj()
         await s.add(traj)
         assert await s.get(traj.trajectory_id) == traj
-    assert not Path(":memory:").exists()
+    assert not Path(":memory:").exists()  # noqa: ASYNC240 - a test assertion, not library code
