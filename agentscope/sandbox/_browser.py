@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import re
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -34,6 +35,7 @@ import anyio
 
 from agentscope.exceptions import SandboxError
 from agentscope.message import Base64Source, ImageBlock, TextBlock
+from agentscope.sandbox._background import Background
 from agentscope.tools import ToolResponse
 
 if TYPE_CHECKING:
@@ -65,6 +67,8 @@ CHROMIUM_ARGS = (
     "--safebrowsing-disable-auto-update",
 )
 """Headless Chromium flags: no GPU, no background traffic of any kind."""
+_VIEWPORT = (1280, 800)
+_TIMEOUT_S = 15.0
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 _SNAPSHOT_LIMIT = 20_000
 _REF_RE = re.compile(r"^e\d+$")
@@ -97,6 +101,9 @@ class Browser:
             ``allowed_origins``); default False: nothing but the loopback can be reached at all.
         host_map: extra ``{host: ip}`` resolutions, e.g. ``{"app.test": "127.0.0.1"}``.
         args: more Chromium flags.
+        warm_sessions: keep this many fresh sessions (context and page, default viewport and timeout) ready in
+            the background, so that :meth:`new_session` hands one out in milliseconds instead of waiting for a
+            renderer process to start (~0.5 s). Each is used once.
     """
 
     def __init__(
@@ -106,7 +113,10 @@ class Browser:
         external_hosts: bool = False,
         host_map: Mapping[str, str] | None = None,
         args: Sequence[str] = (),
+        warm_sessions: int = 0,
     ) -> None:
+        if warm_sessions < 0:
+            raise SandboxError(f"warm_sessions must be 0 or more, got {warm_sessions}")
         self.executable_path = executable_path or os.environ.get("AGENTSCOPE_CHROMIUM") or DEFAULT_CHROMIUM
         """The Chromium binary."""
         self.external_hosts = external_hosts
@@ -116,6 +126,12 @@ class Browser:
         self._playwright: Playwright | None = None
         self._browser: PlaywrightBrowser | None = None
         self._sessions: set[BrowserSession] = set()
+        self.warm_sessions = warm_sessions
+        """Fresh sessions kept ready."""
+        self._warm: deque[BrowserSession] = deque()
+        self._warming = 0
+        self._wake = anyio.Event()
+        self._background = Background("Browser")
 
     def _launch_args(self) -> list[str]:
         rules = [f"MAP {host} {ip}" for host, ip in self.host_map.items()]
@@ -151,10 +167,34 @@ class Browser:
                 await playwright.stop()
             raise SandboxError(f"Chromium ({self.executable_path}) failed to start: {exc}") from None
         self._playwright = playwright
+        if self.warm_sessions:
+            self._background.start_soon(self._fill_forever)
+
+    async def _fill_forever(self) -> None:
+        while True:
+            missing = self.warm_sessions - len(self._warm) - self._warming
+            if missing <= 0:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            self._warming += missing
+            for _ in range(missing):  # one at a time: each start is a renderer process
+                try:
+                    session = await self._make_session(frozenset(), _VIEWPORT, _TIMEOUT_S)
+                except Exception as exc:
+                    logger.warning("browser: could not warm a session (%s); retrying in 1 s", exc)
+                    await anyio.sleep(1)
+                    continue
+                finally:
+                    self._warming -= 1
+                self._warm.append(session)
 
     async def aclose(self) -> None:
         """Close every session and Chromium. Safe to call twice."""
         with anyio.CancelScope(shield=True):
+            await self._background.aclose()
+            while self._warm:
+                await self._warm.popleft().aclose()
             for session in list(self._sessions):
                 await session.aclose()
             browser, self._browser = self._browser, None
@@ -179,8 +219,8 @@ class Browser:
         self,
         *,
         allowed_origins: Sequence[str] = (),
-        viewport: tuple[int, int] = (1280, 800),
-        timeout_s: float = 15.0,
+        viewport: tuple[int, int] = _VIEWPORT,
+        timeout_s: float = _TIMEOUT_S,
     ) -> BrowserSession:
         """A fresh isolated context with one blank page; close it with ``await session.aclose()``."""
         if self._browser is None:
@@ -196,19 +236,32 @@ class Browser:
                 raise SandboxError(
                     f"allowed origins {remote} need host names resolved: open the Browser with external_hosts=True"
                 )
+        if viewport == _VIEWPORT and timeout_s == _TIMEOUT_S and self._warm:
+            session = self._warm.popleft()
+            session.allowed_origins = frozenset(origins)
+            self._wake.set()  # warm the next one
+        else:
+            session = await self._make_session(frozenset(origins), viewport, timeout_s)
+        self._sessions.add(session)
+        return session
+
+    async def _make_session(
+        self, origins: frozenset[str], viewport: tuple[int, int], timeout_s: float
+    ) -> BrowserSession:
+        if self._browser is None:
+            raise SandboxError("this Browser is closed")
         context = await self._browser.new_context(
             viewport={"width": viewport[0], "height": viewport[1]},
             service_workers="block",
             accept_downloads=False,
         )
-        session = BrowserSession(self, context, origins, timeout_s)
+        session = BrowserSession(self, context, set(origins), timeout_s)
         try:
             await session._setup()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await session.aclose()
             raise
-        self._sessions.add(session)
         return session
 
     @asynccontextmanager
@@ -216,8 +269,8 @@ class Browser:
         self,
         *,
         allowed_origins: Sequence[str] = (),
-        viewport: tuple[int, int] = (1280, 800),
-        timeout_s: float = 15.0,
+        viewport: tuple[int, int] = _VIEWPORT,
+        timeout_s: float = _TIMEOUT_S,
     ) -> AsyncGenerator[BrowserSession]:
         """A session for the duration of the block (see :meth:`new_session`)."""
         session = await self.new_session(
@@ -234,8 +287,8 @@ async def open_browser(
     *,
     browser: Browser | None = None,
     allowed_origins: Sequence[str] = (),
-    viewport: tuple[int, int] = (1280, 800),
-    timeout_s: float = 15.0,
+    viewport: tuple[int, int] = _VIEWPORT,
+    timeout_s: float = _TIMEOUT_S,
     executable_path: str | None = None,
 ) -> AsyncGenerator[BrowserSession]:
     """A page in a fresh isolated browser context, closed on exit.

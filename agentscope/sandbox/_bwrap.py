@@ -278,7 +278,8 @@ class BwrapSandbox(Sandbox):
 
     async def _start(self) -> None:
         source = await guest_source()
-        self._cgroup = await anyio.to_thread.run_sync(_prepare, self.id, self.spec)
+        with anyio.CancelScope(shield=True):  # a cancelled start must still learn of (and remove) its cgroup
+            self._cgroup = await anyio.to_thread.run_sync(_prepare, self.id, self.spec)
         limits = self.spec.limits
         if self._cgroup is not None:
             how = f"cgroup {self._cgroup.version}"

@@ -396,11 +396,15 @@ class DockerSandbox(Sandbox):
             "disk": "tmpfs",
         }
         logger.debug("starting docker sandbox %s (limits %s)", self._name, limits)
-        container_id, sock = await anyio.to_thread.run_sync(
-            _create, self.spec, self._name, guest_command("python3")
-        )
-        self._container = container_id
-        self.id = container_id[:12]
+        created: tuple[str, socket.socket] | None = None
+        # Shielded: a cancelled start must still learn of (and then remove) its container.
+        with anyio.CancelScope(shield=True):
+            created = await anyio.to_thread.run_sync(_create, self.spec, self._name, guest_command("python3"))
+            self._container = created[0]
+            self.id = created[0][:12]
+        if created is None:  # pragma: no cover - a shielded scope always runs to the end
+            raise SandboxError("the docker sandbox start was interrupted")
+        sock = created[1]
         try:
             stream = await anyio.abc.SocketStream.from_socket(sock)
         except BaseException:

@@ -19,9 +19,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
-import anyio.abc
 
 from agentscope.exceptions import SandboxError
+from agentscope.sandbox._background import Background
 from agentscope.sandbox._base import Sandbox
 from agentscope.sandbox._open import make_spec, resolve_backend, start_sandbox
 from agentscope.sandbox._types import BackendName, SandboxLimits, SandboxSpec
@@ -188,7 +188,8 @@ class SandboxPool:
         self._in_use: dict[int, tuple[Sandbox, _Slot]] = {}
         self._all: dict[int, Sandbox] = {}
         """Every sandbox of the pool not yet closed (warm, handed out, being reset or replaced)."""
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._background = Background("SandboxPool")
+        self._started = False
         self._closed = False
         self._waiters = anyio.Event()
 
@@ -205,14 +206,13 @@ class SandboxPool:
 
     async def start(self, *, wait: bool = True) -> None:
         """Start the filler; with ``wait``, return once the default spec's ``size`` sandboxes are warm.
-        ``async with SandboxPool(...)`` calls this. Call :meth:`aclose` from the same task."""
-        if self._task_group is not None:
+        ``async with SandboxPool(...)`` calls this; :meth:`aclose` may be called from any task."""
+        if self._started:
             return
         if self.spec.backend == "auto":
             concrete = await resolve_backend(self.spec)
             self.spec = self.spec.model_copy(update={"backend": concrete})
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
+        self._started = True
         slot = self._slot(self.spec)
         if wait:
             try:
@@ -233,20 +233,16 @@ class SandboxPool:
         if self._closed:
             return
         self._closed = True
-        try:
-            if self._task_group is not None:
-                self._task_group.cancel_scope.cancel()
-                await self._task_group.__aexit__(None, None, None)
-        finally:
-            with anyio.CancelScope(shield=True):
-                sandboxes = list(self._all.values())
-                self._all.clear()
-                for slot in self._slots.values():
-                    slot.warm.clear()
-                self._in_use.clear()
-                async with anyio.create_task_group() as tg:
-                    for sandbox in sandboxes:
-                        tg.start_soon(sandbox.aclose)
+        with anyio.CancelScope(shield=True):
+            await self._background.aclose()
+            sandboxes = list(self._all.values())
+            self._all.clear()
+            for slot in self._slots.values():
+                slot.warm.clear()
+            self._in_use.clear()
+            async with anyio.create_task_group() as tg:
+                for sandbox in sandboxes:
+                    tg.start_soon(sandbox.aclose)
         self.stats.warm = self.stats.in_use = 0
 
     # ------------------------------------------------------------------ handing out
@@ -254,13 +250,13 @@ class SandboxPool:
     def _slot(self, spec: SandboxSpec) -> _Slot:
         if self._closed:
             raise SandboxError("this sandbox pool is closed")
-        if self._task_group is None:
+        if not self._started:
             raise SandboxError("the sandbox pool is not started: use `async with SandboxPool(...) as pool`")
         key = spec.model_dump_json()
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = _Slot(self, spec)
-            self._task_group.start_soon(slot.fill_forever)
+            self._background.start_soon(slot.fill_forever)
         return slot
 
     def _available(self, slot: _Slot) -> None:
@@ -287,8 +283,8 @@ class SandboxPool:
             finally:
                 self._in_use.pop(id(sandbox), None)
                 self.stats.in_use = len(self._in_use)
-                if self._task_group is not None and not self._closed:
-                    self._task_group.start_soon(self._give_back, slot, sandbox)
+                if not self._closed:
+                    self._background.start_soon(self._give_back, slot, sandbox)
                 else:
                     with anyio.CancelScope(shield=True):
                         await self._close(sandbox)
@@ -306,8 +302,7 @@ class SandboxPool:
                     return sandbox
                 self.stats.replaced += 1
                 slot.uses.pop(id(sandbox), None)
-                assert self._task_group is not None
-                self._task_group.start_soon(self._close, sandbox)
+                self._background.start_soon(self._close, sandbox)
                 continue
             if slot.starting > 0:
                 # One is on its way: waiting for it beats starting another (the host's cores are busy).

@@ -8,9 +8,11 @@ import http.server
 import re
 import shutil
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import ClassVar
 
+import anyio
 import pytest
 import pytest_asyncio
 
@@ -72,7 +74,8 @@ def site() -> Iterator[tuple[int, list[str]]]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """One Chromium for the module; ``*.test`` names resolve to 127.0.0.1 (nothing else resolves)."""
-    async with Browser(host_map={"allowed.test": "127.0.0.1", "other.test": "127.0.0.1"}) as b:
+    hosts = {"allowed.test": "127.0.0.1", "other.test": "127.0.0.1"}
+    async with Browser(host_map=hosts, warm_sessions=2) as b:
         yield b
 
 
@@ -112,6 +115,22 @@ async def test_only_loopback_and_allowed_origins(browser: Browser, site: tuple[i
             await page.navigate("http://example.com/")
     with pytest.raises(SandboxError, match="external_hosts"):
         await browser.new_session(allowed_origins=["https://example.org"])
+
+
+async def test_warm_sessions_are_handed_out_fast_and_fresh(
+    browser: Browser, site: tuple[int, list[str]]
+) -> None:
+    port, _hits = site
+    with anyio.fail_after(30):
+        while len(browser._warm) < browser.warm_sessions:  # noqa: ASYNC110 - polling a private counter
+            await anyio.sleep(0.05)
+    started = time.perf_counter()
+    async with browser.session() as page:
+        assert time.perf_counter() - started < 0.1
+        assert page.page.url == "about:blank"
+        await page.navigate(f"http://127.0.0.1:{port}/")
+        assert await page.page.evaluate("localStorage.getItem('seen')") == "first"
+        assert any("tracker.png" in url for url in page.blocked)  # warm sessions check the network too
 
 
 async def test_sessions_are_isolated(browser: Browser, site: tuple[int, list[str]]) -> None:

@@ -117,3 +117,14 @@ async def test_pool_that_cannot_start_says_why(docker_works: None) -> None:
     with pytest.raises(SandboxError, match="missing"):
         async with pool:
             pass
+
+
+async def test_pool_opened_and_closed_in_different_tasks(api_backend: Opener) -> None:
+    pool = _pool(api_backend, size=1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.start)
+    async with pool.acquire() as sb:
+        assert (await sb.exec("echo ok")).stdout == "ok\n"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.aclose)
+    assert not pool._all
