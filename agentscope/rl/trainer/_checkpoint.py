@@ -271,6 +271,7 @@ class AsyncCheckpointer:
         waited = time.perf_counter()
         self.wait()
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         extra_json = json.dumps(dict(extra or {}))
         snap = self._snapshots
         snap.bytes = 0
@@ -282,6 +283,7 @@ class AsyncCheckpointer:
             {
                 "checkpoint/wait_seconds": started - waited,
                 "checkpoint/snapshot_seconds": time.perf_counter() - started,
+                "checkpoint/snapshot_cpu_seconds": time.thread_time() - cpu_started,
                 "checkpoint/snapshot_bytes": float(snap.bytes),
                 "checkpoint/step": float(step),
             }
@@ -315,7 +317,9 @@ class AsyncCheckpointer:
         return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict[str, float]:
-        """``checkpoint/snapshot_seconds`` (blocking), ``checkpoint/write_seconds`` (background), ``..._bytes``."""
+        """The last checkpoint's ``checkpoint/snapshot_seconds`` (what ``save`` blocked for),
+        ``checkpoint/write_seconds`` (background), their CPU times (``..._cpu_seconds``, of the calling and the
+        writer thread), ``checkpoint/wait_seconds`` (``save`` waiting for the previous write) and sizes."""
         return dict(self._stats)
 
     # -- the writer thread -------------------------------------------------------------------------------
@@ -332,6 +336,7 @@ class AsyncCheckpointer:
 
     def _write(self, job: _Job) -> None:
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         name = _step_dir_name(job.step)
         tmp = self.dir / f".tmp-{name}-{os.getpid()}-{threading.get_ident()}"
         if tmp.exists():
@@ -370,6 +375,7 @@ class AsyncCheckpointer:
 
         self._prune(keep_name=target.name)
         self._stats["checkpoint/write_seconds"] = time.perf_counter() - started
+        self._stats["checkpoint/write_cpu_seconds"] = time.thread_time() - cpu_started
         self._stats["checkpoint/bytes"] = float(sum(files.values()))
 
     def _free_name(self, name: str) -> Path:
