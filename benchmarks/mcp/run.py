@@ -2,21 +2,23 @@
 
 Transports: stdio (``echo_stdio_server.py``, a dependency-free server that costs next to nothing per call, so the
 client is what is measured) and streamable HTTP (``echo_http_server.py``, the SDK's ``MCPServer`` under uvicorn
-on 127.0.0.1, shared by every client). Callers: 1 and 50 concurrent tasks sharing one client. Each measurement
-opens a fresh client (and, over stdio, a fresh server process), warms up, then counts the ``echo`` calls that
-complete in ``--seconds``. Rows:
+on 127.0.0.1, shared by every client). Callers: 1 and 50 concurrent tasks sharing one client. Each round opens
+a fresh client of each kind (over stdio each with its own server process), warms them up, then lets them take
+turns in short bursts (``--slices`` per client, order rotating) for ``--seconds`` each, counting the ``echo``
+calls that complete and the client process's CPU time. Rows:
 
 - ``raw SDK``: ``mcp.Client`` (``async with Client(...)``, ``await client.call_tool(...)``);
 - ``ours``: ``agentscope.tools.MCPClient.call_tool`` (which returns a converted ``ToolResponse``);
 - ``ours via Toolkit``: the tool registered with ``Toolkit.register_mcp`` and called with ``Toolkit.call``, as an
   agent calls it (argument handling, progress streaming, result conversion to a ``ToolResultBlock``).
 
-Rounds alternate the order of the clients, so slow phases of a shared machine spread over all of them; the table
-gives the median over rounds. ``--record`` writes the table into ``benchmarks/RESULTS.md`` under ``## mcp``
+The interleaving spreads a shared machine's slow phases over all clients alike; the table gives the median over
+rounds, and the ratios are medians of per-round ratios. ``--record`` writes the table into ``benchmarks/RESULTS.md`` under ``## mcp``
 (re-reading the file first and replacing only that section).
 
-    .venv/bin/python benchmarks/mcp/run.py                 # 3 rounds x 3 s per cell
-    .venv/bin/python benchmarks/mcp/run.py --rounds 5 --seconds 4 --record
+    .venv/bin/python benchmarks/mcp/run.py                 # 3 rounds x 6 s per client and cell (~5 min)
+    .venv/bin/python benchmarks/mcp/run.py --rounds 5 --record
+    .venv/bin/python benchmarks/mcp/run.py --from-json benchmarks/mcp/_out/latest.json --record
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,28 +108,45 @@ FACTORIES: dict[str, Callable[[str], AbstractAsyncContextManager[Call]]] = {
 }
 
 
-async def measure(name: str, target: str, concurrency: int, seconds: float) -> tuple[float, float]:
-    """(calls per second, client CPU microseconds per call) for ``concurrency`` tasks sharing one client.
+async def burst(call: Call, concurrency: int, seconds: float) -> tuple[int, float, float]:
+    """(calls completed, wall seconds, client CPU seconds) for ``concurrency`` tasks calling for ``seconds``."""
+    count = 0
+    deadline = time.perf_counter() + seconds
 
-    The CPU time is this process's (the client's; the server is another process): on a shared machine it is a
-    steadier measure of what the client costs than the wall-clock rate, which depends on the scheduler.
-    """
-    async with FACTORIES[name](target) as call:
-        for _ in range(20):  # warm-up: the SDK lists tools before the first call of each, caches warm up
+    async def worker() -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
             await call()
-        count = 0
-        deadline = time.perf_counter() + seconds
+            count += 1
 
-        async def worker() -> None:
-            nonlocal count
-            while time.perf_counter() < deadline:
+    start, cpu_start = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count, time.perf_counter() - start, time.process_time() - cpu_start
+
+
+async def measure_round(
+    target: str, concurrency: int, seconds: float, slices: int
+) -> dict[str, tuple[float, float]]:
+    """Each client's (calls per second, client CPU microseconds per call) over one round.
+
+    The three clients are open at once and take turns in short bursts (``slices`` per client, the order rotating),
+    so that the load of a shared machine, which changes from second to second, falls on all of them alike. The
+    CPU time is this process's (the client's; the server is another process): a steadier measure of what a client
+    costs than its call rate, which depends on the scheduler.
+    """
+    async with AsyncExitStack() as stack:
+        calls = {name: await stack.enter_async_context(FACTORIES[name](target)) for name in CLIENTS}
+        for call in calls.values():
+            for _ in range(20):  # warm-up: the SDK lists tools before the first call of each, caches warm up
                 await call()
-                count += 1
-
-        start, cpu_start = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return count / elapsed, cpu / count * 1e6
+        totals = {name: [0, 0.0, 0.0] for name in CLIENTS}
+        for i in range(slices):
+            for name in CLIENTS[i % len(CLIENTS) :] + CLIENTS[: i % len(CLIENTS)]:
+                count, wall, cpu = await burst(calls[name], concurrency, seconds / slices)
+                totals[name][0] += count
+                totals[name][1] += wall
+                totals[name][2] += cpu
+    return {name: (count / wall, cpu / count * 1e6) for name, (count, wall, cpu) in totals.items()}
 
 
 # ---------------------------------------------------------------------- orchestration
@@ -171,12 +190,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     http_process, url = start_http_server() if "http" in args.transports else (None, "")
     try:
         for round_no in range(args.rounds):
-            order = list(CLIENTS) if round_no % 2 == 0 else list(reversed(CLIENTS))
             for transport in args.transports:
                 target = url if transport == "http" else str(STDIO_SERVER)
                 for concurrency in args.concurrency:
-                    for name in order:
-                        value, cpu_us = asyncio.run(measure(name, target, concurrency, args.seconds))
+                    measured = asyncio.run(measure_round(target, concurrency, args.seconds, args.slices))
+                    for name, (value, cpu_us) in measured.items():
                         results.setdefault(transport, {}).setdefault(concurrency, {}).setdefault(
                             name, []
                         ).append(value)
@@ -203,6 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(["python", "benchmarks/mcp/run.py", *sys.argv[1:]]),
         "rounds": args.rounds,
         "seconds": args.seconds,
+        "slices": args.slices,
         "results": results,
         "cpu_us_per_call": cpu,
     }
@@ -212,6 +231,12 @@ def _version(name: str) -> str:
     from importlib.metadata import version
 
     return version(name)
+
+
+def paired_ratio(by_client: dict[str, list[float]], name: str) -> float:
+    """Median over rounds of ``name``'s rate divided by the raw SDK's in the same round (measured minutes apart at
+    most, so a shared machine's slow phases cancel out better than in a ratio of medians)."""
+    return statistics.median(a / b for a, b in zip(by_client[name], by_client["raw SDK"], strict=True))
 
 
 def table(report: dict[str, Any]) -> str:
@@ -227,11 +252,10 @@ def table(report: dict[str, Any]) -> str:
             cpu = {
                 n: statistics.median(v) for n, v in report["cpu_us_per_call"][transport][concurrency].items()
             }
-            raw = med["raw SDK"]
             lines.append(
-                f"| {transport} | {concurrency} | {raw:.0f} ({spread['raw SDK']}) | {med['ours']:.0f} "
-                f"({spread['ours']}) | **{med['ours'] / raw:.2f}x** | {med['ours via Toolkit']:.0f} "
-                f"({spread['ours via Toolkit']}) | {med['ours via Toolkit'] / raw:.2f}x | "
+                f"| {transport} | {concurrency} | {med['raw SDK']:.0f} ({spread['raw SDK']}) | {med['ours']:.0f} "
+                f"({spread['ours']}) | **{paired_ratio(by_client, 'ours'):.2f}x** | {med['ours via Toolkit']:.0f} "
+                f"({spread['ours via Toolkit']}) | {paired_ratio(by_client, 'ours via Toolkit'):.2f}x | "
                 f"{cpu['raw SDK']:.0f} / {cpu['ours']:.0f} / {cpu['ours via Toolkit']:.0f} |"
             )
     return "\n".join(lines)
@@ -245,8 +269,10 @@ def section(report: dict[str, Any]) -> str:
             "MCP tool calls per second through our `MCPClient` and through the raw `mcp` SDK `Client`, one client "
             "shared by 1 or 50 concurrent callers (`benchmarks/mcp/`; stdio: a dependency-free echo server, so the "
             "client is what is measured; HTTP: the SDK's `MCPServer` under uvicorn on 127.0.0.1). Median of "
-            f"{report['rounds']} rounds of {report['seconds']:g} s per cell (min-max in brackets); rounds alternate "
-            "the client order. Target: ours >= 0.9x raw.",
+            f"{report['rounds']} rounds (min-max in brackets); in each, the three clients take turns in "
+            f"{report.get('slices', 1)} bursts for {report['seconds']:g} s each, so load changes on the shared "
+            "machine hit them alike; the ratios are medians of per-round ratios. Client CPU per call is the client "
+            "process's CPU time over the calls it completed. Target: ours >= 0.9x raw.",
             "",
             f"- machine: {report['machine']}; mcp {report['mcp_version']}",
             f"- date: {report['date']}",
@@ -255,6 +281,18 @@ def section(report: dict[str, Any]) -> str:
             f"- load after: `{report['uptime_after']}`",
             "",
             table(report),
+            "",
+            "Per-round ours / raw: "
+            + "; ".join(
+                f"{t} x{c}: "
+                + " ".join(
+                    f"{a / b:.2f}" for a, b in zip(by_client["ours"], by_client["raw SDK"], strict=True)
+                )
+                for t, by_c in report["results"].items()
+                for c, by_client in by_c.items()
+            )
+            + ".",
+            *(line for note in report.get("notes", []) for line in ("", note)),
             "",
         ]
     )
@@ -275,18 +313,35 @@ def record(report: dict[str, Any]) -> None:
     print(f"recorded in {RESULTS.relative_to(ROOT)}")
 
 
+def load(path: Path) -> dict[str, Any]:
+    """A saved report (``_out/latest.json``), with the concurrency keys back to integers."""
+    report: dict[str, Any] = json.loads(path.read_text())
+    for key in ("results", "cpu_us_per_call"):
+        report[key] = {t: {int(c): v for c, v in by_c.items()} for t, by_c in report[key].items()}
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per cell")
+    parser.add_argument(
+        "--seconds", type=float, default=6.0, help="measured seconds per client, cell and round"
+    )
+    parser.add_argument(
+        "--slices", type=int, default=6, help="bursts per client, cell and round (interleaved)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--transports", nargs="+", choices=["stdio", "http"], default=["stdio", "http"])
     parser.add_argument("--record", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    parser.add_argument("--from-json", type=Path, help="measure nothing: show (and --record) a saved report")
     args = parser.parse_args()
-    report = run(args)
-    out = HERE / "_out"
-    out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(report, indent=2))
+    if args.from_json is not None:
+        report = load(args.from_json)
+    else:
+        report = run(args)
+        out = HERE / "_out"
+        out.mkdir(exist_ok=True)
+        (out / "latest.json").write_text(json.dumps(report, indent=2))
     print()
     print(section(report))
     if args.record:
