@@ -22,6 +22,11 @@ class DataConfig(BaseModel):
     max_staleness: int | None = Field(default=2, ge=0)
     """Staleness bound: a trajectory whose oldest token came from a policy more than this many versions behind the
     trainer's is dropped (status ``dropped_stale``) when a batch is formed. ``None`` switches the bound off."""
+    use_once: bool = True
+    """Train each trajectory once: a batch's trajectories are marked ``trained_at_step`` and leave the queue.
+    Off: a trained group goes back to the end of the queue and is trained again, until the staleness bound drops
+    it (off-policy reuse); ``trained_at_step`` then records its latest step. A resume re-queues only trajectories
+    never trained."""
     drop_zero_variance: bool = True
     """Drop groups whose rewards are all equal (status ``dropped_zero_variance``): their group-relative advantage is
     zero, so they only cost compute. A group of one always has zero variance: switch this off with

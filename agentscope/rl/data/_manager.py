@@ -240,8 +240,9 @@ class DataManager:
         Oldest groups first. Members older than ``max_staleness`` versions behind ``policy_version`` are dropped
         (``dropped_stale``; a group left with one member or none is dropped whole), then, if high-entropy step
         selection is on, the batch's low-entropy turns get ``trainable=False`` (copies: the store is unchanged).
-        The trajectories returned are marked ``trained_at_step=step``, so each is used once. ``None`` when fewer
-        than ``batch_groups`` groups are ready; the groups checked stay queued.
+        The trajectories returned are marked ``trained_at_step=step``, so each is used once (unless ``use_once`` is
+        off: then the groups go back to the end of the queue). ``None`` when fewer than ``batch_groups`` groups
+        are ready; the groups checked stay queued.
         """
         async with self._lock:
             config = self._config
@@ -257,6 +258,8 @@ class DataManager:
             if config.high_entropy_steps is not None:
                 batch = self._select_high_entropy(batch, config.high_entropy_steps)
             await self._store.mark([t.trajectory_id for t in batch], trained_at_step=step)
+            if not config.use_once:
+                self._ready.extend(selected)  # the stored copies: high-entropy masks are chosen per batch
             self._record_batch(batch, policy_version, step)
             return batch
 

@@ -106,6 +106,24 @@ async def test_failed_members_count_toward_completion_but_are_never_trained(
     assert dm.stats()["data/failed"] == 1
 
 
+@pytest.mark.parametrize("once", [True, False])
+async def test_use_once(store: TrajectoryStore, make_traj: MakeTraj, once: bool) -> None:
+    dm = DataManager(store, config(use_once=once, max_staleness=1))
+    first = await put_group(dm, make_traj, [1.0, 0.0], version=0)
+    assert await dm.next_batch(policy_version=0, step=1) == first
+    second = await dm.next_batch(policy_version=1, step=2)
+    stored = await statuses(store)
+    if once:
+        assert second is None
+        assert [stored[t.trajectory_id] for t in first] == [("ok", 1)] * 2
+        return
+    assert second == first  # trained again, one version later
+    assert [stored[t.trajectory_id] for t in first] == [("ok", 2)] * 2
+    assert await dm.next_batch(policy_version=2, step=3) is None  # now beyond the staleness bound: dropped
+    stored = await statuses(store)
+    assert [stored[t.trajectory_id] for t in first] == [("dropped_stale", 2)] * 2
+
+
 @pytest.mark.parametrize("bound", [None, 2])
 async def test_staleness_bound(store: TrajectoryStore, make_traj: MakeTraj, bound: int | None) -> None:
     dm = DataManager(store, config(max_staleness=bound, batch_groups=1))
