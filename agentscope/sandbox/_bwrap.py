@@ -4,7 +4,8 @@ Each sandbox is one ``bwrap`` process: new user, pid, net, ipc, uts and cgroup n
 /bin, /lib symlinks) and a few files of /etc read-only, nothing else of the host (no /home, /root, /tmp, /var,
 /sys); a size-limited tmpfs as the work dir and another as /tmp; a root that is read-only; no capabilities, no
 further user namespaces. Limits go through a per-sandbox cgroup where one can be made (see ``_cgroups.py``),
-else through rlimits. When this process runs as root, the sandbox runs as ``nobody`` on the host, so host files
+else through rlimits (``AGENTSCOPE_SANDBOX_CGROUPS=0`` forces that): RLIMIT_NPROC counts per user namespace
+(Linux 5.14+), so it caps the sandbox's own processes, and RLIMIT_AS its memory. When this process runs as root, the sandbox runs as ``nobody`` on the host, so host files
 are not its own. The guest inside (``_guest.py``) runs every command in its own session and kills its whole tree on
 timeout; killing ``bwrap`` kills the pid namespace and everything in it.
 """
@@ -146,6 +147,8 @@ def _prepare(name: str, spec: SandboxSpec) -> Cgroup | None:
         removed = sweep_stale_cgroups()
         if removed:
             logger.info("removed %d stale sandbox cgroup(s) left by dead processes", removed)
+    if os.environ.get("AGENTSCOPE_SANDBOX_CGROUPS", "1") == "0":
+        return None  # rlimits only, as on a machine that lets us make no cgroup
     limits = spec.limits
     return create_cgroup(name, memory_mb=limits.memory_mb, pids=limits.pids, cpus=limits.cpus)
 

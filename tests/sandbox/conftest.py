@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cache
 from typing import Any
 
@@ -20,8 +20,10 @@ import pytest
 from agentscope.exceptions import SandboxError
 from agentscope.sandbox import Sandbox, open_sandbox
 
-BACKENDS = ("bwrap", "docker", "gvisor")
-"""``gvisor`` is the Docker backend with ``runtime="runsc"`` (set up by scripts/setup.d/20-sandbox.sh)."""
+BACKENDS = ("bwrap", "bwrap-rlimit", "docker", "gvisor")
+"""``gvisor`` is the Docker backend with ``runtime="runsc"`` (set up by scripts/setup.d/20-sandbox.sh);
+``bwrap-rlimit`` is bubblewrap without cgroups (``AGENTSCOPE_SANDBOX_CGROUPS=0``), limited by rlimits alone, as
+on a machine where no cgroup can be made."""
 
 
 @cache
@@ -85,7 +87,8 @@ def gvisor_problem() -> str | None:
 
 
 def backend_problem(name: str) -> str | None:
-    return {"bwrap": bwrap_problem, "docker": docker_problem, "gvisor": gvisor_problem}[name]()
+    problems = {"bwrap": bwrap_problem, "bwrap-rlimit": bwrap_problem, "docker": docker_problem}
+    return problems.get(name, gvisor_problem)()
 
 
 class Opener:
@@ -97,10 +100,30 @@ class Opener:
     def __call__(self, **kwargs: Any) -> AbstractAsyncContextManager[Sandbox]:
         if self.name == "gvisor":
             return open_sandbox("docker", runtime="runsc", **kwargs)
+        if self.name == "bwrap-rlimit":
+            return _without_cgroups(open_sandbox("bwrap", **kwargs))
         return open_sandbox(self.name, **kwargs)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return self.name
+
+
+@asynccontextmanager
+async def _without_cgroups(opening: AbstractAsyncContextManager[Sandbox]) -> AsyncIterator[Sandbox]:
+    previous = os.environ.get("AGENTSCOPE_SANDBOX_CGROUPS")
+    os.environ["AGENTSCOPE_SANDBOX_CGROUPS"] = "0"
+    try:
+        sandbox = await opening.__aenter__()
+    finally:
+        if previous is None:
+            del os.environ["AGENTSCOPE_SANDBOX_CGROUPS"]
+        else:
+            os.environ["AGENTSCOPE_SANDBOX_CGROUPS"] = previous
+    assert sandbox.limit_enforcement["pids"] == "rlimit NPROC"
+    try:
+        yield sandbox
+    finally:
+        await opening.__aexit__(None, None, None)
 
 
 def _opener(request: pytest.FixtureRequest) -> Opener:
