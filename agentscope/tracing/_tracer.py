@@ -332,6 +332,19 @@ def init(
     return tracer
 
 
+def _forget_in_child() -> None:
+    """After ``fork()`` the child has the parent's queue but not its writer thread: tracing is off in the child
+    until it calls :func:`init` itself (its spans would otherwise pile up unwritten)."""
+    global _tracer
+    _tracer = None
+    _runtime.ON = False
+    _runtime._submit = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def _in_event_loop() -> bool:
     import asyncio
 

@@ -291,3 +291,22 @@ def test_agentscope_run_traces_by_default_and_not_with_no_trace(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert not (quiet / ".agentscope").exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # Python 3.12+ warns about forking with threads
+def test_a_forked_child_starts_with_tracing_off() -> None:
+    import os
+
+    tracing.init(None, exporters=[tracing.InMemoryExporter()])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether tracing is on, then leave at once
+        os.write(write, b"on" if tracing.enabled() or tracing.get_tracer() is not None else b"off")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"off"
+    assert tracing.enabled()
