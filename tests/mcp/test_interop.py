@@ -16,7 +16,7 @@ import pytest
 
 from agentscope.agents import ReActAgent
 from agentscope.events import ToolResultDelta, ToolResultEvent
-from agentscope.message import Base64Source, ImageBlock, Msg
+from agentscope.message import Base64Source, ImageBlock, Msg, TextBlock
 from agentscope.testing import ScriptedModel, tool_call
 from agentscope.tools import MCPClient, MCPProgress, MCPRequestError, StdioServer, Toolkit
 
@@ -73,6 +73,12 @@ async def check_everything(client: MCPClient) -> None:
     weather = await client.call_tool("get-structured-content", {"location": "New York"})
     assert isinstance(weather.structured, dict)
     assert set(weather.structured) == {"temperature", "conditions", "humidity"}
+
+    embedded = await client.call_tool("get-resource-reference", {"resourceType": "Text", "resourceId": 2})
+    assert not embedded.is_error
+    assert any(
+        "Resource 2" in b.text for b in embedded.content if isinstance(b, TextBlock)
+    )  # the resource's text
 
     error = await client.call_tool("echo", {})
     assert error.is_error
