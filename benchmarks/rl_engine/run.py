@@ -173,6 +173,9 @@ def main() -> None:
         "--policy", type=Path, help="a policy directory (default: build the default tiny one)"
     )
     parser.add_argument("--multi-turn", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="interleaved repetitions per N (medians reported)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -193,25 +196,39 @@ def main() -> None:
         )
         rows = []
         for n in args.agents:
-            before = load()
-            mine = asyncio.run(ours(policy, n, args.requests, args.max_tokens, args.threads, chat=chat))
-            single = hf_per_request(model, all_prompts[: min(n, 4)], args.max_tokens)
-            ceiling = hf_batch(model, all_prompts[:n], args.max_tokens)
+            reps = []
+            for _ in range(args.repeat):  # interleaved, so that each ratio compares runs seconds apart
+                before = load()
+                mine = asyncio.run(ours(policy, n, args.requests, args.max_tokens, args.threads, chat=chat))
+                single = hf_per_request(model, all_prompts[: min(n, 4)], args.max_tokens)
+                ceiling = hf_batch(model, all_prompts[:n], args.max_tokens)
+                reps.append(
+                    {"ours": mine, "hf_per_request": single, "hf_batch": ceiling, "load": [before, load()]}
+                )
+                print(
+                    f"N={n:3d}  ours {mine['tokens_per_s']:8.0f} tok/s  hf-per-request {single['tokens_per_s']:7.0f}"
+                    f"  hf-batch {ceiling['tokens_per_s']:7.0f}  (load {before} -> {load()})",
+                    flush=True,
+                )
             row = {
                 "agents": n,
-                "ours": mine,
-                "hf_per_request": single,
-                "hf_batch": ceiling,
-                "speedup_vs_per_request": mine["tokens_per_s"] / single["tokens_per_s"],
-                "fraction_of_batch": mine["tokens_per_s"] / ceiling["tokens_per_s"],
-                "load_before": before,
-                "load_after": load(),
+                **{
+                    key: statistics.median(r[key]["tokens_per_s"] for r in reps)
+                    for key in ("ours", "hf_per_request", "hf_batch")
+                },
+                "speedup_vs_per_request": statistics.median(
+                    r["ours"]["tokens_per_s"] / r["hf_per_request"]["tokens_per_s"] for r in reps
+                ),
+                "fraction_of_batch": statistics.median(
+                    r["ours"]["tokens_per_s"] / r["hf_batch"]["tokens_per_s"] for r in reps
+                ),
+                "repetitions": reps,
             }
             rows.append(row)
             print(
-                f"N={n:3d}  ours {mine['tokens_per_s']:8.0f} tok/s  hf-per-request {single['tokens_per_s']:7.0f}"
-                f"  hf-batch {ceiling['tokens_per_s']:7.0f}  -> {row['speedup_vs_per_request']:.1f}x per-request,"
-                f" {row['fraction_of_batch']:.2f}x batch   (load {before} -> {row['load_after']})",
+                f"N={n:3d}  median: ours {row['ours']:.0f}, hf-per-request {row['hf_per_request']:.0f}, hf-batch "
+                f"{row['hf_batch']:.0f} tok/s; ratios (median of per-repetition ratios): "
+                f"{row['speedup_vs_per_request']:.1f}x per-request, {row['fraction_of_batch']:.2f}x batch",
                 flush=True,
             )
         multi = []
