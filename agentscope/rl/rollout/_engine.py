@@ -1,10 +1,10 @@
-"""TorchEngine: in-process PyTorch generation with a KV cache and continuous batching.
+"""TorchEngine: in-process PyTorch generation with a KV cache, continuous batching and a prefix cache.
 
 One dedicated thread owns the model. Requests from any number of asyncio tasks go into a queue; between two decode
-steps the thread takes in what arrived (weight updates first, then new requests into free slots, each prompt
-prefilled on its own), then runs **one** forward pass for every running sequence, samples one token for each,
-and hands finished generations back to their event loops (``loop.call_soon_threadsafe``). The event loop never runs
-torch.
+steps the thread takes in what arrived (weight updates first, then new requests into free KV-cache slots, their
+prompts prefilled together in one pass), then runs **one** forward pass for every running sequence, samples one
+token for each, and hands finished generations back to their event loops (``loop.call_soon_threadsafe``). The
+event loop never runs torch.
 
 Log-probabilities are those of the sampled token under ``log_softmax(logits / temperature)`` (``log_softmax(logits)``
 when greedy), taken before top-p filtering: what verl's trainer recomputes from the same logits, so the importance
@@ -12,7 +12,11 @@ ratio is exactly 1 when the weights did not change.
 
 Weight updates are applied between two decode steps without draining the batch: running sequences keep their KV
 cache (computed by the old weights) and continue with the new ones; each generation records the version of its
-first and last token (``version_head``/``version_tail``).
+first and last token (``version_head``/``version_tail``). The prefix cache is dropped at each update.
+
+Prefix cache: a finished sequence's KV cache stays in a spare slot, keyed by its token ids, until the slot is
+needed; the next turn of a token-in/token-out conversation (its prompt begins with exactly those ids) takes it over
+and prefills only the tokens added since.
 """
 
 from __future__ import annotations
