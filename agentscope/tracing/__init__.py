@@ -16,40 +16,44 @@ With tracing off, instrumented code pays one global check and nothing else. With
 microseconds on the event loop; encoding and writing happen in a background thread, in batches.
 """
 
-from agentscope.tracing._exporters import (
-    FinishedSpan,
-    FunctionExporter,
-    InMemoryExporter,
-    SpanExporter,
-    StoreExporter,
-)
-from agentscope.tracing._otlp import OTLPExporter
-from agentscope.tracing._records import ExportBatch, MetricRecord, RunRecord, SpanRecord
-from agentscope.tracing._runtime import (
-    Blob,
-    Json,
-    Messages,
-    Span,
-    SpanKind,
-    current_span,
-    span,
-    start_span,
-    traced,
-)
-from agentscope.tracing._schema import SCHEMA_VERSION
-from agentscope.tracing._store import RunFilter, TraceStore
-from agentscope.tracing._tracer import (
-    DEFAULT_TRACE_STORE,
-    RunStatus,
-    Tracer,
-    aflush,
-    flush,
-    get_tracer,
-    init,
-    log_metrics,
-    record_metric,
-    shutdown,
-)
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from agentscope.tracing._exporters import (
+        FinishedSpan,
+        FunctionExporter,
+        InMemoryExporter,
+        SpanExporter,
+        StoreExporter,
+    )
+    from agentscope.tracing._otlp import OTLPExporter
+    from agentscope.tracing._records import ExportBatch, MetricRecord, RunRecord, SpanRecord
+    from agentscope.tracing._runtime import (
+        Blob,
+        Json,
+        Messages,
+        Span,
+        SpanKind,
+        current_span,
+        span,
+        start_span,
+        traced,
+    )
+    from agentscope.tracing._schema import SCHEMA_VERSION
+    from agentscope.tracing._store import RunFilter, TraceStore
+    from agentscope.tracing._tracer import (
+        DEFAULT_TRACE_STORE,
+        RunStatus,
+        Tracer,
+        aflush,
+        flush,
+        get_tracer,
+        init,
+        log_metrics,
+        record_metric,
+        shutdown,
+    )
+
 
 __all__ = [
     "DEFAULT_TRACE_STORE",
@@ -86,6 +90,55 @@ __all__ = [
     "start_span",
     "traced",
 ]
+
+
+_LAZY = {
+    "FinishedSpan": "_exporters",
+    "FunctionExporter": "_exporters",
+    "InMemoryExporter": "_exporters",
+    "SpanExporter": "_exporters",
+    "StoreExporter": "_exporters",
+    "OTLPExporter": "_otlp",
+    "ExportBatch": "_records",
+    "MetricRecord": "_records",
+    "RunRecord": "_records",
+    "SpanRecord": "_records",
+    "Blob": "_runtime",
+    "Json": "_runtime",
+    "Messages": "_runtime",
+    "Span": "_runtime",
+    "SpanKind": "_runtime",
+    "current_span": "_runtime",
+    "span": "_runtime",
+    "start_span": "_runtime",
+    "traced": "_runtime",
+    "SCHEMA_VERSION": "_schema",
+    "RunFilter": "_store",
+    "TraceStore": "_store",
+    "DEFAULT_TRACE_STORE": "_tracer",
+    "RunStatus": "_tracer",
+    "Tracer": "_tracer",
+    "aflush": "_tracer",
+    "flush": "_tracer",
+    "get_tracer": "_tracer",
+    "init": "_tracer",
+    "log_metrics": "_tracer",
+    "record_metric": "_tracer",
+    "shutdown": "_tracer",
+}
+"""Public name -> the private module defining it. Loaded on first use, so that the agent core, which imports only
+the hot path (``_runtime``), does not load the store, SQLite or the exporters until tracing is used."""
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentscope.tracing' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"agentscope.tracing.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def enabled() -> bool:
