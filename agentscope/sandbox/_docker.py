@@ -386,6 +386,11 @@ class DockerSandbox(Sandbox):
         self._name = f"agentscope-sb-{os.getpid()}-{next(_counter)}-{secrets.token_hex(3)}"
 
     async def _start(self) -> None:
+        if self.spec.network:
+            raise SandboxError(
+                "Docker sandboxes always run with network_mode='none': drop network=True, or use backend='bwrap' "
+                "for a sandbox on the host's network"
+            )
         source = await guest_source()
         limits = self.spec.limits
         runtime = self.spec.runtime or "runc"

@@ -64,6 +64,9 @@ async def resolve_backend(spec: SandboxSpec) -> str:
     global _auto_choice
     if spec.backend != "auto":
         return spec.backend
+    if spec.network:
+        logger.info("sandbox backend: bwrap (network=True; Docker sandboxes never get a network)")
+        return "bwrap"
     now = time.monotonic()
     if (
         _auto_choice is not None
@@ -133,8 +136,8 @@ async def open_sandbox(
         backend: ``docker``, ``bwrap``, or ``auto`` (Docker when an engine answers and has the image, else
             bubblewrap; the choice is logged on the ``agentscope.sandbox`` logger).
         limits: memory, CPU, processes, default timeout, disk (a :class:`SandboxLimits` or a dict of its fields).
-        network: False (default): no network at all. True gives a bubblewrap sandbox the host's network;
-            Docker sandboxes always run with ``--network none``.
+        network: False (default): no network at all. True gives a bubblewrap sandbox the host's network
+            (``auto`` then picks bubblewrap); Docker sandboxes always run with ``--network none`` and refuse it.
         image: Docker image (default: the one ``agentscope sandbox build-image`` builds).
         workdir: the writable work dir inside (a size-limited tmpfs); relative paths start here.
         runtime: Docker runtime, e.g. ``runsc`` (gVisor).

@@ -148,6 +148,14 @@ def api_backend(request: pytest.FixtureRequest) -> Opener:
 
 
 @pytest.fixture
+def bwrap_works() -> None:
+    """Skip the test when bubblewrap sandboxes cannot run here."""
+    problem = bwrap_problem()
+    if problem is not None:
+        pytest.skip(f"bwrap: {problem}")
+
+
+@pytest.fixture
 def docker_works() -> None:
     """Skip the test when Docker sandboxes cannot run here."""
     problem = docker_problem()

@@ -186,6 +186,9 @@ async def test_bad_arguments() -> None:
     with pytest.raises(SandboxError, match="memory_mb"):
         async with open_sandbox("bwrap", limits={"memory_mb": -5}):
             pass
+    with pytest.raises(SandboxError, match="network"):
+        async with open_sandbox("docker", network=True):
+            pass
 
 
 async def test_missing_engine_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,3 +217,19 @@ async def test_auto_picks_a_backend_and_logs_it(caplog: pytest.LogCaptureFixture
         async with open_sandbox("auto", limits=LIMITS) as sb:
             assert (await sb.exec("echo ok")).stdout == "ok\n"
     assert any(f"sandbox backend: {sb.backend}" in record.getMessage() for record in caplog.records)
+
+
+async def test_bwrap_network_true_reaches_the_host_loopback(bwrap_works: None) -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    try:
+        port = server.getsockname()[1]
+        async with open_sandbox("bwrap", network=True, limits=LIMITS) as sb:
+            code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3); print('ok')"
+            r = await sb.exec(["python3", "-c", code])
+            assert r.stdout == "ok\n", r
+    finally:
+        server.close()
