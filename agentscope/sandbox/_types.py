@@ -66,10 +66,10 @@ class SandboxSpec(BaseModel):
     limits: SandboxLimits = Field(default_factory=SandboxLimits)
     """Resource limits."""
     network: bool = False
-    """Give the sandbox the host's network (bubblewrap only). Default: no network at all, not even to the host's
-    loopback."""
+    """Give the sandbox the host's network (bubblewrap only: ``auto`` then picks bubblewrap, and Docker refuses it).
+    Default: no network at all, not even to the host's loopback."""
     image: str | None = None
-    """Docker image; default :data:`~agentscope.sandbox.DEFAULT_IMAGE` (built by ``agentscope sandbox
+    """Docker image; default ``agentscope-sandbox:latest`` (built by ``agentscope sandbox
     build-image``). Ignored by bubblewrap, which shows the host's /usr read-only."""
     workdir: str = "/work"
     """Absolute path of the writable work dir inside the sandbox; relative paths given to ``exec``, ``read_file``
