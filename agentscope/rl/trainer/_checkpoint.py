@@ -244,8 +244,9 @@ class AsyncCheckpointer:
         self._stats: dict[str, float] = {}
         self._on_file: Callable[[str], None] | None = None
         """Test seam: called in the writer thread after each file is written and at each stage."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._remove_leftovers()
+        self._ready = False
+        """Whether ``checkpoints/`` exists and leftovers of killed writes are gone (done by the first save: no
+        file I/O in the constructor, which may run on an event loop)."""
 
     # -- the caller's side -------------------------------------------------------------------------------
 
@@ -270,6 +271,10 @@ class AsyncCheckpointer:
         """
         waited = time.perf_counter()
         self.wait()
+        if not self._ready:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._remove_leftovers()
+            self._ready = True
         started = time.perf_counter()
         cpu_started = time.thread_time()
         extra_json = json.dumps(dict(extra or {}))

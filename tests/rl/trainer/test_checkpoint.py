@@ -247,9 +247,9 @@ def test_sigkill_during_a_write_leaves_latest_loadable(
 
         # The next run on this directory cleans up and checkpoints normally.
         checkpointer = AsyncCheckpointer(run_dir)
-        assert not [p for p in directory.iterdir() if p.name.startswith(".tmp-")]
         checkpointer.save(step=2, model=loaded, tokenizer=tokenizer, trainer_state={})
         checkpointer.wait()
+        assert not [p for p in directory.iterdir() if p.name.startswith(".tmp-")]
         state = AsyncCheckpointer.load_latest(run_dir)
         assert state is not None
         assert state.step == 2
