@@ -394,5 +394,12 @@ def sandbox_build_image(
         typer.echo(f"note: not on this host, so not in the image: {', '.join(built.notes)}", err=True)
 
 
+# ---------------------------------------------------------------------- agentscope rl (train, eval, export)
+
+from agentscope.rl._cli import rl_app  # noqa: E402 - kept beside the other groups
+
+app.add_typer(rl_app, name="rl")
+
+
 if __name__ == "__main__":
     main()

@@ -6,10 +6,11 @@
   restart of crashed environments.
 - :func:`load_tasks`: task sets by spec (``arith:n=64,seed=0``); :class:`ArithEnv` is the built-in tool task.
 - :func:`react_agent_factory`: the default agent (a plain :class:`~agentscope.agents.ReActAgent`).
+- :class:`ScriptedRollout`: a stand-in for the rollout service playing a Python policy (tests without torch).
 """
 
 from agentscope.rl.envs._agent import DEFAULT_SYS_PROMPT, AgentFactory, react_agent_factory
-from agentscope.rl.envs._arith import ArithEnv, arith_tasks
+from agentscope.rl.envs._arith import ArithEnv, arith_demonstrations, arith_tasks
 from agentscope.rl.envs._base import Environment, EnvironmentCrashed, EnvResult, Observation
 from agentscope.rl.envs._cluster import (
     EnvCluster,
@@ -20,6 +21,7 @@ from agentscope.rl.envs._cluster import (
     TrajectorySink,
 )
 from agentscope.rl.envs._latency import LatencyModel
+from agentscope.rl.envs._scripted import ScriptedPolicy, ScriptedRollout
 from agentscope.rl.envs._tasks import TaskSet, get_task_set, load_tasks, parse_task_spec, register_task_set
 
 __all__ = [
@@ -36,8 +38,11 @@ __all__ = [
     "ModelFactory",
     "Observation",
     "RolloutClient",
+    "ScriptedPolicy",
+    "ScriptedRollout",
     "TaskSet",
     "TrajectorySink",
+    "arith_demonstrations",
     "arith_tasks",
     "get_task_set",
     "load_tasks",

@@ -6,18 +6,18 @@ import ast
 import operator
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 
-from agentscope.message import Msg
+from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.rl._types import Task
 from agentscope.rl.envs._base import Environment, EnvResult, Observation
 from agentscope.rl.envs._latency import LatencyModel
 from agentscope.tools import Toolkit
 
-__all__ = ["ArithEnv", "arith_tasks"]
+__all__ = ["ArithEnv", "arith_demonstrations", "arith_tasks"]
 
 _OPS: dict[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 _BIN: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
@@ -68,6 +68,29 @@ def arith_tasks(
             )
         )
     return tasks
+
+
+def arith_demonstrations(tasks: Sequence[Task]) -> list[list[Msg]]:
+    """How an expert solves each task (for a warm start): call the calculator on the expression, then answer."""
+    demos: list[list[Msg]] = []
+    for i, task in enumerate(tasks):
+        expression = str(task.metadata.get("expression", ""))
+        call_id = f"call_{i}"
+        demos.append(
+            [
+                Msg(role="user", name="user", content=task.prompt),
+                Msg(
+                    role="assistant",
+                    content=[ToolUseBlock(id=call_id, name="calculator", input={"expression": expression})],
+                ),
+                Msg(
+                    role="tool",
+                    content=[ToolResultBlock(id=call_id, name="calculator", output=str(task.answer))],
+                ),
+                Msg(role="assistant", content=f"The answer is {task.answer}."),
+            ]
+        )
+    return demos
 
 
 def _evaluate(expression: str) -> int | float:

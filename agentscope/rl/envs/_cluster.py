@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, cast
 
 import anyio
 
+from agentscope import tracing
 from agentscope.agents import AgentBase
 from agentscope.exceptions import ModelError
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock, new_id
@@ -221,7 +222,21 @@ class EnvCluster:
             env: Environment | None = None
             try:
                 env = await self._acquire_env()
-                trajectory, healthy = await self._play(env, episode)
+                attributes = {"agentscope.rl.task_id": task.id, "agentscope.rl.group_id": group_id}
+                with tracing.span(f"episode {task.id}", "env", attributes) as span:
+                    trajectory, healthy = await self._play(env, episode)
+                    if span.recording:
+                        trajectory.trace_id = span.trace_id_hex
+                        span.set_attributes(
+                            {
+                                "agentscope.rl.trajectory_id": trajectory.trajectory_id,
+                                "agentscope.rl.status": trajectory.status,
+                                "agentscope.rl.reward": trajectory.reward,
+                                "agentscope.rl.turns": len(trajectory.turns),
+                            }
+                        )
+                        if trajectory.error is not None:
+                            span.set_status("error", trajectory.error)
             except BaseException:
                 if env is not None:  # cancelled from outside: the environment's state is unknown
                     await self._discard_env(env)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentscope.message import Msg
 from agentscope.rl._types import Task
-from agentscope.rl.envs._arith import ArithEnv, arith_tasks
+from agentscope.rl.envs._arith import ArithEnv, arith_demonstrations, arith_tasks
 from agentscope.rl.envs._base import Environment
 
 __all__ = ["TaskSet", "get_task_set", "load_tasks", "parse_task_spec", "register_task_set"]
@@ -26,6 +27,9 @@ class TaskSet:
     """Builds one environment (keyword arguments from the config's ``env.kwargs``)."""
     description: str = ""
     """One line for people."""
+    demonstrations: Callable[[Sequence[Task]], list[list[Msg]]] | None = None
+    """Expert transcripts of tasks (user, assistant and tool messages, no system message), for the warm start of
+    a fresh policy; None when the task set has none."""
 
 
 def _jsonl_tasks(path: str) -> list[Task]:
@@ -35,7 +39,9 @@ def _jsonl_tasks(path: str) -> list[Task]:
 
 
 _REGISTRY: dict[str, TaskSet] = {
-    "arith": TaskSet("arith", arith_tasks, ArithEnv, "arithmetic with a calculator tool"),
+    "arith": TaskSet(
+        "arith", arith_tasks, ArithEnv, "arithmetic with a calculator tool", arith_demonstrations
+    ),
 }
 
 

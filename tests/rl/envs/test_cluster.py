@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio
 import pytest
@@ -11,8 +11,8 @@ import pytest
 from agentscope.agents import AgentBase
 from agentscope.exceptions import ModelConnectionError
 from agentscope.message import Msg, TextBlock, ToolResultBlock
-from agentscope.models import ChatModel, ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
-from agentscope.rl import Task, Trajectory, Turn
+from agentscope.models import ChatModel
+from agentscope.rl import Task, Trajectory
 from agentscope.rl._virtual_time import run_virtual
 from agentscope.rl.envs import (
     ArithEnv,
@@ -20,88 +20,12 @@ from agentscope.rl.envs import (
     Environment,
     EnvResult,
     Observation,
+    ScriptedRollout,
     load_tasks,
     react_agent_factory,
 )
 from agentscope.testing import ScriptItem, tool_call
-from agentscope.testing._request import to_response
 from agentscope.tools import Toolkit
-
-Policy = Callable[[list[Msg]], ScriptItem | Awaitable[ScriptItem]]
-
-
-class FakeRollout:
-    """Stands in for RolloutService: sessions record a Turn per chat call, with made-up token ids."""
-
-    def __init__(self, policy: Policy, *, latency_s: float = 0.0) -> None:
-        self.policy = policy
-        self.latency_s = latency_s
-        self.version = 0
-        self.sessions: dict[str, list[Turn]] = {}
-        self.closed: list[str] = []
-        self._next = 0
-
-    def open_session(self, session_id: str | None = None) -> str:
-        self._next += 1
-        sid = session_id or f"s{self._next}"
-        self.sessions[sid] = []
-        return sid
-
-    async def chat(
-        self, session_id: str, messages: Sequence[Msg], *, tools: Sequence[ToolSchema] | None = None
-    ) -> ChatResponse:
-        version = self.version
-        if self.latency_s:
-            await anyio.sleep(self.latency_s)
-        answer = self.policy(list(messages))
-        if isinstance(answer, Awaitable):
-            answer = await answer
-        response = to_response(answer)
-        turns = self.sessions[session_id]
-        prompt = [len(m.text) % 97 for m in messages]
-        if turns:  # token-in/token-out: the new prompt extends the last prompt + completion
-            prompt = turns[-1].prompt_ids + turns[-1].completion_ids + prompt[-1:]
-        completion = [len(response.text) % 89 + 1, 2, 3]
-        turns.append(
-            Turn(
-                prompt_ids=prompt,
-                completion_ids=completion,
-                logprobs=[-0.5] * len(completion),
-                version_head=version,
-                version_tail=self.version,
-            )
-        )
-        return response.model_copy(
-            update={
-                "prompt_token_ids": prompt,
-                "completion_token_ids": completion,
-                "policy_version": self.version,
-                "metadata": {"version_head": version},
-            }
-        )
-
-    def close_session(self, session_id: str) -> list[Turn]:
-        self.closed.append(session_id)
-        return self.sessions.pop(session_id)
-
-
-class SessionModel(ChatModel):
-    """What RolloutChatModel does: every call goes to the rollout service's session."""
-
-    def __init__(self, rollout: FakeRollout, session_id: str) -> None:
-        self.rollout = rollout
-        self.session_id = session_id
-
-    async def generate(
-        self,
-        messages: Sequence[Msg],
-        *,
-        tools: Sequence[ToolSchema] | None = None,
-        tool_choice: ToolChoice | None = None,
-        response_format: ResponseFormat | None = None,
-        settings: ModelSettings | None = None,
-    ) -> ChatResponse:
-        return await self.rollout.chat(self.session_id, messages, tools=tools)
 
 
 def solve_arith(messages: list[Msg]) -> ScriptItem:
@@ -117,13 +41,13 @@ def solve_arith(messages: list[Msg]) -> ScriptItem:
 
 
 def make_cluster(
-    rollout: FakeRollout, env_factory: Callable[[], Environment] = ArithEnv, **kwargs: object
+    rollout: ScriptedRollout, env_factory: Callable[[], Environment] = ArithEnv, **kwargs: object
 ) -> EnvCluster:
     return EnvCluster(
         env_factory,
         react_agent_factory,
         rollout,
-        model_factory=lambda sid: SessionModel(rollout, sid),
+        model_factory=rollout.model,
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -192,7 +116,7 @@ def slow_task(i: int, delay: float, **metadata: object) -> Task:
 
 
 async def test_arith_episode_ok_with_turns_reward_and_metrics() -> None:
-    rollout = FakeRollout(solve_arith)
+    rollout = ScriptedRollout(solve_arith)
     cluster = make_cluster(rollout, slots=2)
     task = load_tasks("arith:n=3,seed=1")[0]
     trajectory = await cluster.run_episode(task, "g0")
@@ -211,7 +135,8 @@ async def test_arith_episode_ok_with_turns_reward_and_metrics() -> None:
     assert trajectory.metrics["env/steps"] == 1.0
     assert trajectory.metrics["rollout/turns"] == 2.0
     assert trajectory.metrics["env/tool_calls"] == 1.0
-    assert rollout.closed == ["s1"]
+    assert len(rollout.closed) == 1
+    assert rollout.sessions == []
     assert len(trajectory.flatten()) == 1
 
 
@@ -221,7 +146,7 @@ async def test_wrong_answer_scores_zero() -> None:
             return "The answer is 123456."
         return tool_call("calculator", expression="1+1")
 
-    cluster = make_cluster(FakeRollout(wrong), slots=1)
+    cluster = make_cluster(ScriptedRollout(wrong), slots=1)
     trajectory = await cluster.run_episode(load_tasks("arith:n=1")[0], "g")
     assert trajectory.status == "ok"
     assert trajectory.reward == 0.0
@@ -229,7 +154,7 @@ async def test_wrong_answer_scores_zero() -> None:
 
 
 def test_policy_version_of_first_token_is_tracked() -> None:
-    rollout = FakeRollout(work_policy, latency_s=1.0)
+    rollout = ScriptedRollout(work_policy, latency_s=1.0)
     rollout.version = 3
     cluster = make_cluster(rollout, env_factory=SlowEnv, slots=1)
     seen: list[int | None] = []
@@ -256,7 +181,7 @@ def test_policy_version_of_first_token_is_tracked() -> None:
 
 
 async def test_step_timeout_fails_episode_and_replaces_env() -> None:
-    cluster = make_cluster(FakeRollout(work_policy), env_factory=SlowEnv, slots=1, step_timeout_s=0.05)
+    cluster = make_cluster(ScriptedRollout(work_policy), env_factory=SlowEnv, slots=1, step_timeout_s=0.05)
     hung = await cluster.run_episode(slow_task(0, 30.0), "g")
     after = await cluster.run_episode(slow_task(1, 0.0), "g")
     await cluster.aclose()
@@ -273,7 +198,7 @@ async def test_step_timeout_fails_episode_and_replaces_env() -> None:
 
 async def test_model_call_timeout_is_an_infra_failure() -> None:
     cluster = make_cluster(
-        FakeRollout(work_policy, latency_s=10.0), env_factory=SlowEnv, slots=1, step_timeout_s=0.05
+        ScriptedRollout(work_policy, latency_s=10.0), env_factory=SlowEnv, slots=1, step_timeout_s=0.05
     )
     trajectory = await cluster.run_episode(slow_task(0, 0.0), "g")
     assert trajectory.status == "failed_infra"
@@ -281,18 +206,18 @@ async def test_model_call_timeout_is_an_infra_failure() -> None:
 
 
 async def test_env_fail_from_a_tool_is_failed_infra() -> None:
-    rollout = FakeRollout(work_policy)
+    rollout = ScriptedRollout(work_policy)
     cluster = make_cluster(rollout, env_factory=SlowEnv, slots=1)
     trajectory = await cluster.run_episode(slow_task(0, 0.0, crash=True), "g")
     assert trajectory.status == "failed_infra"
     assert trajectory.error == "environment failed: the sandbox died"
     assert len(trajectory.turns) == 1  # stopped right after the tool: no further model call
-    assert rollout.closed == ["s1"]
+    assert rollout.sessions == []
     assert SlowEnv.closed == 1
 
 
 async def test_reset_raising_is_failed_infra() -> None:
-    cluster = make_cluster(FakeRollout(work_policy), env_factory=SlowEnv, slots=1)
+    cluster = make_cluster(ScriptedRollout(work_policy), env_factory=SlowEnv, slots=1)
     trajectory = await cluster.run_episode(slow_task(0, 0.0, reset_raises=True), "g")
     assert trajectory.status == "failed_infra"
     assert trajectory.error == "reset raised OSError: sandbox did not start"
@@ -300,7 +225,7 @@ async def test_reset_raising_is_failed_infra() -> None:
 
 
 async def test_episode_timeout() -> None:
-    cluster = make_cluster(FakeRollout(work_policy), env_factory=SlowEnv, slots=1, episode_timeout_s=0.05)
+    cluster = make_cluster(ScriptedRollout(work_policy), env_factory=SlowEnv, slots=1, episode_timeout_s=0.05)
     trajectory = await cluster.run_episode(slow_task(0, 30.0), "g")
     assert trajectory.status == "failed_infra"
     assert trajectory.error == "episode timed out after 0.05s"
@@ -313,10 +238,10 @@ async def test_rollout_failure_is_infra_and_agent_bug_is_failed_agent() -> None:
     def buggy_agent(messages: list[Msg]) -> ScriptItem:
         raise ValueError("bug in the agent")
 
-    infra = await make_cluster(FakeRollout(broken_service), env_factory=SlowEnv, slots=1).run_episode(
+    infra = await make_cluster(ScriptedRollout(broken_service), env_factory=SlowEnv, slots=1).run_episode(
         slow_task(0, 0.0), "g"
     )
-    agent = await make_cluster(FakeRollout(buggy_agent), env_factory=SlowEnv, slots=1).run_episode(
+    agent = await make_cluster(ScriptedRollout(buggy_agent), env_factory=SlowEnv, slots=1).run_episode(
         slow_task(0, 0.0), "g"
     )
     assert infra.status == "failed_infra"
@@ -330,7 +255,7 @@ async def test_max_turns_truncates_and_judges_the_last_answer() -> None:
     def loops(messages: list[Msg]) -> ScriptItem:
         return [TextBlock(text="done so far"), tool_call("work")]
 
-    rollout = FakeRollout(loops)
+    rollout = ScriptedRollout(loops)
     cluster = make_cluster(rollout, env_factory=SlowEnv, slots=1, max_turns=3)
     trajectory = await cluster.run_episode(slow_task(0, 0.0), "g")
     assert trajectory.status == "truncated"
@@ -346,9 +271,9 @@ async def test_agent_max_iters_reply_is_truncated() -> None:
     cluster = EnvCluster(
         SlowEnv,
         lambda model, toolkit: react_agent_factory(model, toolkit, max_iters=2),
-        rollout := FakeRollout(loops),
+        rollout := ScriptedRollout(loops),
         slots=1,
-        model_factory=lambda sid: SessionModel(rollout, sid),
+        model_factory=rollout.model,
     )
     trajectory = await cluster.run_episode(slow_task(0, 0.0), "g")
     assert trajectory.status == "truncated"
@@ -356,7 +281,7 @@ async def test_agent_max_iters_reply_is_truncated() -> None:
 
 
 async def test_step_rewards_attach_to_the_turn_that_asked() -> None:
-    cluster = make_cluster(FakeRollout(work_policy), env_factory=SlowEnv, slots=1)
+    cluster = make_cluster(ScriptedRollout(work_policy), env_factory=SlowEnv, slots=1)
     trajectory = await cluster.run_episode(slow_task(0, 0.0, step_reward=0.25), "g")
     assert trajectory.status == "ok"
     assert trajectory.reward == 1.25
@@ -377,10 +302,8 @@ async def test_custom_agent_factory_and_async_env_factory() -> None:
     async def agent_factory(model: ChatModel, toolkit: Toolkit) -> AgentBase:
         return Echo("echo")
 
-    rollout = FakeRollout(work_policy)
-    cluster = EnvCluster(
-        env_factory, agent_factory, rollout, slots=1, model_factory=lambda sid: SessionModel(rollout, sid)
-    )
+    rollout = ScriptedRollout(work_policy)
+    cluster = EnvCluster(env_factory, agent_factory, rollout, slots=1, model_factory=rollout.model)
     trajectory = await cluster.run_episode(slow_task(0, 0.0), "g")
     assert trajectory.status == "ok"
     assert trajectory.reward == 1.0
@@ -396,7 +319,7 @@ def test_finished_slot_is_refilled_at_once_and_stats_are_exact() -> None:
     finished: list[tuple[str, float]] = []
 
     async def main() -> dict[str, float]:
-        cluster = make_cluster(FakeRollout(work_policy), env_factory=SlowEnv, slots=2)
+        cluster = make_cluster(ScriptedRollout(work_policy), env_factory=SlowEnv, slots=2)
 
         async def sink(trajectory: Trajectory) -> None:
             finished.append((trajectory.task_id, anyio.current_time()))
@@ -420,7 +343,7 @@ def test_utilisation_counts_only_env_time() -> None:
     """Model calls of 1 s and one tool call of 3 s: the slot is occupied 5 s, the env busy 3 s."""
 
     async def main() -> dict[str, float]:
-        cluster = make_cluster(FakeRollout(work_policy, latency_s=1.0), env_factory=SlowEnv, slots=1)
+        cluster = make_cluster(ScriptedRollout(work_policy, latency_s=1.0), env_factory=SlowEnv, slots=1)
 
         async def sink(trajectory: Trajectory) -> None:
             assert trajectory.metrics["env/seconds"] == 5.0
@@ -438,7 +361,7 @@ def test_abort_stops_episodes_and_frees_their_slots() -> None:
     statuses: dict[str, str] = {}
 
     async def main() -> None:
-        cluster = make_cluster(FakeRollout(work_policy), env_factory=SlowEnv, slots=2)
+        cluster = make_cluster(ScriptedRollout(work_policy), env_factory=SlowEnv, slots=2)
 
         async def sink(trajectory: Trajectory) -> None:
             statuses[trajectory.task_id] = trajectory.status
@@ -458,7 +381,7 @@ def test_abort_stops_episodes_and_frees_their_slots() -> None:
 
 
 def test_cancelling_run_closes_sessions_and_environments() -> None:
-    rollout = FakeRollout(work_policy)
+    rollout = ScriptedRollout(work_policy)
 
     async def main() -> None:
         cluster = make_cluster(rollout, env_factory=SlowEnv, slots=3)
@@ -471,13 +394,14 @@ def test_cancelling_run_closes_sessions_and_environments() -> None:
         await cluster.aclose()
 
     run_virtual(main)
-    assert sorted(rollout.closed) == ["s1", "s2", "s3"]
+    assert len(rollout.closed) == 3
+    assert rollout.sessions == []
     assert SlowEnv.created == 3
     assert SlowEnv.closed == 3
 
 
 def test_cluster_validates_arguments() -> None:
-    rollout = FakeRollout(work_policy)
+    rollout = ScriptedRollout(work_policy)
     with pytest.raises(ValueError, match="slots"):
         make_cluster(rollout, slots=0)
     with pytest.raises(ValueError, match="step_timeout_s"):

@@ -1,0 +1,146 @@
+"""``agentscope rl``: train, evaluate and export (registered on the main app as the ``rl`` group)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from agentscope.rl._config import RLConfig
+
+__all__ = ["rl_app"]
+
+rl_app = typer.Typer(
+    name="rl",
+    help="Train agents with reinforcement learning: train, eval, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _config_epilog() -> str:
+    from agentscope.rl._config import config_help
+
+    lines = config_help().splitlines()
+    # Typer's help reflows single newlines: a blank line between fields keeps one field per paragraph.
+    return "Config fields (YAML sections, or --set KEY=VALUE):\n\n" + "\n\n".join(lines)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _load(config: Path | None, overrides: list[str] | None) -> RLConfig:
+    from agentscope.exceptions import ConfigError
+    from agentscope.rl._config import load_config
+
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+@rl_app.command(epilog=_config_epilog())
+def train(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run's config (YAML).")],
+    run_dir: Annotated[
+        Path, typer.Option("--run-dir", help="Where the run writes everything (store, checkpoints, metrics).")
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", metavar="KEY=VALUE", help="Override a config field, e.g. trainer.lr=1e-5 (repeatable)."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue RUN_DIR from its latest checkpoint.")
+    ] = False,
+) -> None:
+    """Train the agent of CONFIG.yaml with reinforcement learning (sync or async schedule)."""
+    import anyio
+    from rich.console import Console
+
+    from agentscope.exceptions import ConfigError, UsageError
+    from agentscope.rl._runner import train as run_train
+
+    rl_config = _load(config, set_)
+    console = Console(stderr=True)
+    try:
+        result = anyio.run(lambda: run_train(rl_config, run_dir, resume=resume, console=console))
+    except (ConfigError, UsageError) as exc:
+        raise _fail(str(exc)) from None
+    summary = {
+        "run_dir": str(result.run_dir),
+        "steps": result.steps,
+        "resumed_from": result.resumed_from,
+        "wall_s": round(result.wall_s, 2),
+        "metrics": {
+            k: result.metrics[k]
+            for k in sorted(result.metrics)
+            if k.split("/")[0] in {"train", "data", "env", "rollout", "sched"}
+        },
+    }
+    typer.echo(json.dumps(summary, indent=1))
+
+
+@rl_app.command("eval")
+def eval_(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run's config (YAML).")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint", help="A checkpoint directory (DIR/checkpoints/latest) or a run directory."
+        ),
+    ] = None,
+    tasks: Annotated[
+        str | None,
+        typer.Option("--tasks", help="Task set spec, e.g. arith:n=32,seed=7 (default: the config's)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a config field.")
+    ] = None,
+    attempts: Annotated[int, typer.Option("--attempts", min=1, help="Episodes per task.")] = 1,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature (0: greedy).")
+    ] = None,
+) -> None:
+    """Play every task with a checkpoint's policy and print success rates as JSON."""
+    import anyio
+
+    from agentscope.exceptions import ConfigError
+    from agentscope.rl._runner import evaluate
+
+    rl_config = _load(config, set_)
+    try:
+        result = anyio.run(
+            lambda: evaluate(rl_config, checkpoint, tasks, attempts=attempts, temperature=temperature)
+        )
+    except (ConfigError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(json.dumps(result, indent=1))
+
+
+@rl_app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="A run directory.")],
+    out: Annotated[Path, typer.Option("--out", help="The JSON-lines file to write.")],
+) -> None:
+    """Write every stored trajectory of a run as JSON lines in verl's layout (uid, prompt_ids, response_ids,
+    response_mask, response_logprobs, reward, policy_versions, trained_at_step, status, ...)."""
+    import anyio
+
+    from agentscope.exceptions import UsageError
+    from agentscope.rl._runner import export_trajectories
+
+    try:
+        count = anyio.run(export_trajectories, run_dir, out)
+    except UsageError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"exported {count} trajectories to {out}", err=True)
+    sys.stdout.flush()

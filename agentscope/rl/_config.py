@@ -1,0 +1,322 @@
+"""The configuration of ``agentscope rl train``: one pydantic model, loaded from YAML plus ``--set`` overrides.
+
+Every field has a docstring; ``agentscope rl train --help`` lists them all (generated from the model by
+:func:`config_help`). Unknown keys and bad values fail at load time with a :class:`ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import itertools
+import textwrap
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+
+from agentscope.exceptions import ConfigError
+from agentscope.rl.data import DataConfig
+from agentscope.rl.policy import TinyPolicyConfig
+from agentscope.rl.trainer import TrainerConfig
+
+__all__ = [
+    "AgentConfig",
+    "EnvConfig",
+    "PolicyConfig",
+    "RLConfig",
+    "RolloutConfig",
+    "ScheduleConfig",
+    "config_help",
+    "load_config",
+]
+
+_STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class PolicyConfig(BaseModel):
+    """The policy being trained: a Hugging Face causal LM, or the tiny one built offline."""
+
+    model_config = _STRICT
+
+    path: str | None = None
+    """Directory of a Hugging Face causal LM and its tokenizer (``from_pretrained``). None: build the tiny
+    Qwen2-architecture policy described by ``tiny``."""
+    tiny: TinyPolicyConfig = Field(default_factory=TinyPolicyConfig)
+    """Shape of the tiny policy (used when ``path`` is None)."""
+    warm_start_steps: int = Field(default=0, ge=0)
+    """Supervised steps on demonstration transcripts of the task set before RL (so a tiny policy emits
+    well-formed tool calls). 0: none."""
+    warm_start_lr: float = Field(default=3e-3, gt=0)
+    """Learning rate of the warm start."""
+    cache_dir: str | None = None
+    """Reuse the built (and warm-started) tiny policy across runs from this directory, keyed by its config.
+    None: build it inside the run directory."""
+
+
+class RolloutConfig(BaseModel):
+    """The rollout service: the embedded PyTorch engine and its sampling."""
+
+    model_config = _STRICT
+
+    max_batch: int = Field(default=64, ge=1)
+    """Most sequences decoded together (continuous batching)."""
+    max_seq_len: int = Field(default=2048, ge=16)
+    """Longest prompt + completion a sequence may reach."""
+    max_tokens: int = Field(default=128, ge=1)
+    """Most tokens generated per model call."""
+    temperature: float = Field(default=1.0, gt=0)
+    """Sampling temperature (the trainer's ``temperature`` must equal it)."""
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
+    threads: int | None = Field(default=1, ge=1)
+    """torch intra-op threads of the engine's decode thread (one is robust on a few shared cores). None: torch's
+    default."""
+
+
+class EnvConfig(BaseModel):
+    """The environment cluster."""
+
+    model_config = _STRICT
+
+    name: str | None = None
+    """Task set whose environment plays the episodes (see ``load_tasks``). None: the task set of ``tasks``."""
+    factory: str | None = None
+    """``module:callable`` building one environment, instead of the task set's. Called with ``kwargs``."""
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict[str, JsonValue])
+    """Keyword arguments of the environment, e.g. ``{step_latency: {median_s: 0.5}}`` for the arithmetic task."""
+    slots: int = Field(default=8, ge=1)
+    """Episodes played at once (E); a finished episode's slot is refilled at once."""
+    step_timeout_s: float | None = Field(default=60.0, gt=0)
+    """Longest a model call or an environment step may take; past it the episode is failed by infrastructure
+    and the environment restarted. None: no limit."""
+    episode_timeout_s: float | None = Field(default=600.0, gt=0)
+    """Longest an episode may take (same consequence). None: no limit."""
+    max_turns: int | None = Field(default=8, ge=1)
+    """Most model calls per episode; past it the episode is truncated. None: no limit."""
+
+
+class AgentConfig(BaseModel):
+    """The agent that plays the episodes: the same class users deploy."""
+
+    model_config = _STRICT
+
+    factory: str = "agentscope.rl.envs:react_agent_factory"
+    """``module:callable`` called as ``factory(model=..., toolkit=..., **kwargs)`` returning an agent."""
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict[str, JsonValue])
+    """Extra keyword arguments of the factory (e.g. ``sys_prompt``, ``max_iters``)."""
+
+
+class ScheduleConfig(BaseModel):
+    """How generation and training are interleaved: one switch between sync and async."""
+
+    model_config = _STRICT
+
+    mode: Literal["sync", "async"] = "async"
+    """``sync``: generate a batch, train on it, publish the weights, repeat. ``async``: the environment
+    cluster, rollout service, data manager and trainer all run at once; the trainer takes a batch whenever one
+    is ready within ``max_staleness``."""
+    steps: int = Field(default=10, ge=1)
+    """Trainer steps to run (a resumed run continues up to this many in total)."""
+    max_staleness: int | None = Field(default=2, ge=0)
+    """Drop a trajectory whose oldest token came from a policy more than this many versions behind the trainer.
+    None: no bound."""
+    publish_every: int = Field(default=1, ge=1)
+    """Send the trainer's weights to the rollout service every this many steps."""
+    weight_sync: Literal["global", "rolling"] = "rolling"
+    """``global``: every rollout server takes the new weights at once (a barrier). ``rolling``: one server after
+    another while the others keep serving (DART's per-worker sync)."""
+    max_ahead: int | None = Field(default=None, ge=1)
+    """Async: most groups launched but not yet trained, in batches. None: ``max_staleness`` (at least 1): a
+    group launched with that many batches of groups ahead of it is trained at most ``max_staleness`` versions
+    after it started, so generation is throttled to the trainer's pace instead of running ahead into staleness.
+    No bound when ``max_staleness`` is None too."""
+    abort_stale: bool = True
+    """Async: stop episodes that can no longer be trained (older than ``max_staleness`` already)."""
+    checkpoint_every: int = Field(default=1, ge=0)
+    """Save a checkpoint every this many steps (0: only at the end)."""
+
+
+class RLConfig(BaseModel):
+    """Everything ``agentscope rl train`` needs."""
+
+    model_config = _STRICT
+
+    tasks: str = "arith:n=64,seed=0"
+    """Training task set spec, ``name:key=value,...`` (``load_tasks``)."""
+    eval_tasks: str | None = None
+    """Task set for ``agentscope rl eval`` when ``--tasks`` is not given. None: ``tasks``."""
+    seed: int = 0
+    """Seed of task order and sampling."""
+    threads: int | None = Field(default=None, ge=1)
+    """torch intra-op threads of the trainer (and of building the policy). None: torch's default."""
+    trace: bool = True
+    """Record every episode, model and tool call as spans, and the metrics, in DIR/traces.db (the studio reads
+    it)."""
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    """The policy."""
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    """The rollout service."""
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    """The environment cluster."""
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    """The agent."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """The data manager (its staleness bound comes from ``schedule.max_staleness``)."""
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    """The trainer (verl's algorithms)."""
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    """Sync or async, steps, publishing, checkpoints."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (
+            "max_staleness" in self.data.model_fields_set
+            and self.data.max_staleness != self.schedule.max_staleness
+        ):
+            raise ValueError(
+                "data.max_staleness: set schedule.max_staleness instead (the data manager takes it)"
+            )
+        self.data.max_staleness = self.schedule.max_staleness
+        if self.trainer.temperature != self.rollout.temperature:
+            raise ValueError(
+                f"trainer.temperature: {self.trainer.temperature} must equal rollout.temperature "
+                f"({self.rollout.temperature}), or the trainer's log-probs do not match the rollout's"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _describe(exc: ValidationError) -> str:
+    parts: list[str] = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        parts.append(f"{loc}: {message}" if loc else message)
+    return "; ".join(parts)
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    key, eq, raw = item.partition("=")
+    key = key.strip()
+    if not eq or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. trainer.lr=1e-5")
+    text = raw.strip()
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, dict | list) and not text.startswith(("{", "[")):
+        value = text  # "a: b" is text here; write {a: b} or [a, b] for a mapping or a list
+    parts = key.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child: object = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {key}: {where} is a value, not a section")
+        node = typing.cast(dict[str, Any], child)
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RLConfig:
+    """Load a YAML config (None: the defaults) and apply ``KEY=VALUE`` overrides: dotted keys, values read as
+    YAML scalars (``1e-5``, ``true``, ``null``; an empty value is null; ``{...}``/``[...]`` for mappings and lists;
+    anything else is text).
+
+    Reads the file: call it from a worker thread in async code.
+
+    Raises:
+        ConfigError: the file is missing or not a YAML mapping, an override is malformed, or a field is unknown
+            or invalid (the message names each field, e.g. ``trainer.lr: Input should be greater than 0``).
+    """
+    data: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of config sections, not {type(loaded).__name__}")
+        data = typing.cast(dict[str, Any], loaded or {})
+    for item in overrides:
+        _apply_override(data, item)
+    try:
+        return RLConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {where}: {_describe(exc)}") from None
+
+
+# ---------------------------------------------------------------------- help text
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "|".join(str(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        return getattr(origin, "__name__", str(origin))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str, str]]:
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _fields(annotation, f"{key}.")
+            continue
+        default = info.get_default(call_default_factory=True)
+        doc = " ".join((info.description or _attribute_docs(model).get(name, "")).split())
+        yield key, _type_name(annotation), repr(default) if isinstance(default, str) else str(default), doc
+
+
+@functools.cache
+def _attribute_docs(model: type[BaseModel]) -> dict[str, str]:
+    """Attribute docstrings read from the class source (for models without ``use_attribute_docstrings``)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(model)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    docs: dict[str, str] = {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = following.value.value
+    return docs
+
+
+def config_help() -> str:
+    """Every config field, one per line: ``key (type, default): what it does``."""
+    return "\n".join(
+        f"{key} ({kind}, default {default}): {doc}" for key, kind, default, doc in _fields(RLConfig, "")
+    )

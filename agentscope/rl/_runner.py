@@ -1,0 +1,666 @@
+"""The training run behind ``agentscope rl train``, and ``rl eval`` / ``rl export``.
+
+Everything a run writes lives under its run directory::
+
+    DIR/config.yaml            the resolved config
+    DIR/trajectories.db        every episode (TrajectoryStore), whatever became of it
+    DIR/metrics.jsonl          one line per trainer step: every metric under its stable name
+    DIR/batches.jsonl          one line per trainer step: the trajectory ids trained on
+    DIR/traces.db              spans of every episode, model and tool call, and the metric curves (the studio)
+    DIR/policy_init/           the tiny policy built (and warm-started) for this run, unless cached elsewhere
+    DIR/checkpoints/latest/    the last complete checkpoint (``from_pretrained`` loads it)
+
+``--resume`` continues from ``checkpoints/latest``: the trainer, optimizer, RNGs, data-manager cursor and task
+order are restored, trajectories marked trained after the checkpoint's step are unmarked (those steps never
+happened), and the data manager re-queues every stored, trainable, never-trained trajectory: nothing stored is
+lost and nothing is trained twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import anyio.to_thread
+import yaml
+from pydantic import JsonValue
+
+from agentscope import tracing
+from agentscope.exceptions import ConfigError, UsageError
+from agentscope.message import Msg
+from agentscope.rl._config import RLConfig
+from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
+from agentscope.rl._types import Task, Trajectory
+from agentscope.rl.data import DataManager, TrajectoryStore
+from agentscope.rl.envs import (
+    DEFAULT_SYS_PROMPT,
+    AgentFactory,
+    EnvCluster,
+    EnvFactory,
+    Environment,
+    get_task_set,
+    load_tasks,
+    parse_task_spec,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agentscope.rl.rollout import RolloutService
+    from agentscope.rl.trainer import Trainer
+
+__all__ = ["TrainResult", "evaluate", "export_trajectories", "train"]
+
+STORE_FILE = "trajectories.db"
+METRICS_FILE = "metrics.jsonl"
+BATCHES_FILE = "batches.jsonl"
+TRACE_FILE = "traces.db"
+CONFIG_FILE = "config.yaml"
+
+EXPORT_KEYS = (
+    "uid",
+    "trajectory_id",
+    "task_id",
+    "prompt_ids",
+    "response_ids",
+    "response_mask",
+    "response_logprobs",
+    "reward",
+    "policy_versions",
+    "trained_at_step",
+    "status",
+)
+"""Keys of each ``agentscope rl export`` line (verl-aligned: ``uid`` is the group id)."""
+
+
+@dataclass(slots=True)
+class TrainResult:
+    """What a training run did."""
+
+    run_dir: Path
+    """The run directory."""
+    steps: int
+    """Trainer steps done in total (resumed ones included)."""
+    resumed_from: int | None
+    """The checkpoint step the run continued from, or None for a fresh run."""
+    wall_s: float
+    """Seconds this invocation took."""
+    metrics: dict[str, float] = field(default_factory=dict[str, float])
+    """The last step's metrics."""
+
+
+# ---------------------------------------------------------------------- loading user code and components
+
+
+def import_object(spec: str, what: str) -> Any:
+    """``module:attribute`` → the object (raises ConfigError naming ``what``, the config field)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"{what}: expected MODULE:ATTRIBUTE, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{what}: cannot import {module_name!r}: {exc}") from exc
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError(f"{what}: {module_name} has no attribute {attribute!r}") from None
+
+
+def _env_factory(config: RLConfig) -> EnvFactory:
+    kwargs = dict(config.env.kwargs)
+    if config.env.factory is not None:
+        target = import_object(config.env.factory, "env.factory")
+    else:
+        name = config.env.name or parse_task_spec(config.tasks)[0]
+        try:
+            target = get_task_set(name).env
+        except ValueError as exc:
+            raise ConfigError(f"env.name: {exc}") from None
+    if not callable(target):
+        raise ConfigError(f"env: {target!r} is not callable")
+    return cast(EnvFactory, functools.partial(target, **kwargs))
+
+
+def _agent_factory(config: RLConfig) -> AgentFactory:
+    target = import_object(config.agent.factory, "agent.factory")
+    if not callable(target):
+        raise ConfigError(f"agent.factory: {config.agent.factory} is not callable")
+    return cast(AgentFactory, functools.partial(target, **config.agent.kwargs))
+
+
+def _sys_prompt(config: RLConfig) -> str:
+    prompt = config.agent.kwargs.get("sys_prompt", DEFAULT_SYS_PROMPT)
+    return prompt if isinstance(prompt, str) else DEFAULT_SYS_PROMPT
+
+
+async def _make_env(factory: EnvFactory) -> Environment:
+    env = factory()
+    if inspect.isawaitable(env):
+        env = await env
+    return env
+
+
+# ---------------------------------------------------------------------- the policy
+
+
+async def _prepare_policy(
+    config: RLConfig, run_dir: Path, env_factory: EnvFactory, tasks: list[Task]
+) -> Path:
+    """The directory of the initial policy: ``policy.path``, or the tiny policy built (and warm-started) once."""
+    if config.policy.path is not None:
+        return Path(config.policy.path)
+    policy = config.policy
+    demos: list[list[Msg]] = []
+    tools: list[Any] = []
+    if policy.warm_start_steps:
+        task_set = get_task_set(parse_task_spec(config.tasks)[0])
+        if task_set.demonstrations is None:
+            raise ConfigError(f"policy.warm_start_steps: task set {task_set.name!r} has no demonstrations")
+        system = Msg(role="system", name="agent", content=_sys_prompt(config))
+        demos = [[system, *demo] for demo in task_set.demonstrations(tasks)]
+        env = await _make_env(env_factory)
+        try:
+            tools = (await env.reset(tasks[0])).toolkit.schemas()
+        finally:
+            await env.close()
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "tiny": policy.tiny.model_dump(mode="json"),
+                "warm_start_steps": policy.warm_start_steps,
+                "warm_start_lr": policy.warm_start_lr,
+                "demos": [[m.model_dump(mode="json", exclude={"id", "timestamp"}) for m in d] for d in demos],
+                "tools": [t.model_dump(mode="json") for t in tools],
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    target = Path(policy.cache_dir) / f"tiny-{key}" if policy.cache_dir else run_dir / "policy_init"
+    threads = config.threads
+
+    def build() -> Path:
+        if (target / ".ready").is_file():
+            return target
+        from agentscope.rl.policy import Demonstration, build_tiny_policy, warm_start
+
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        staging = target.parent / f".{target.name}.{os.getpid()}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        build_tiny_policy(policy.tiny, staging)
+        if demos:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer: Any = cast(Any, AutoTokenizer).from_pretrained(staging)
+            model: Any = AutoModelForCausalLM.from_pretrained(staging)
+            warm_start(
+                model,
+                tokenizer,
+                [Demonstration(d, tools) for d in demos],
+                policy.warm_start_steps,
+                lr=policy.warm_start_lr,
+                seed=policy.tiny.seed,
+            )
+            model.save_pretrained(staging)
+        (staging / ".ready").write_text(key)
+        try:
+            staging.rename(target)  # atomic; another process may have won the race
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (target / ".ready").is_file():
+                raise
+        return target
+
+    return await anyio.to_thread.run_sync(build)
+
+
+# ---------------------------------------------------------------------- ports onto the real trainer and service
+
+
+class _TorchTrainer:
+    """The scheduler's TrainerPort over :class:`~agentscope.rl.trainer.Trainer` (torch runs in worker threads)."""
+
+    def __init__(self, trainer: Trainer, threads: int | None) -> None:
+        self.trainer = trainer
+        self.threads = threads
+
+    def _threads(self) -> None:
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
+    async def train(self, batch: list[Trajectory], *, step: int) -> dict[str, float]:
+        def run() -> dict[str, float]:
+            self._threads()
+            return self.trainer.step(batch, step=step)
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def weights(self) -> Any:
+        return await anyio.to_thread.run_sync(self.trainer.weights_for_rollout)
+
+
+async def _append_line(path: Path, record: dict[str, Any]) -> None:
+    line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=str) + "\n"
+
+    def write() -> None:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(line)
+
+    await anyio.to_thread.run_sync(write)
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+
+
+# ---------------------------------------------------------------------- train
+
+
+async def train(
+    config: RLConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train ``config`` into ``run_dir`` (see the module docstring); ``resume`` continues a killed run.
+
+    Raises:
+        UsageError: ``run_dir`` already holds a run and ``resume`` is False.
+        ConfigError: the config names something that cannot be loaded.
+    """
+    started = time.perf_counter()
+    root = Path(run_dir)
+    store_path = root / STORE_FILE
+    exists = await anyio.to_thread.run_sync(store_path.exists)
+    if exists and not resume:
+        raise UsageError(f"{root} already holds a run; continue it with --resume or choose another --run-dir")
+    await anyio.to_thread.run_sync(functools.partial(root.mkdir, parents=True, exist_ok=True))
+    await anyio.to_thread.run_sync(
+        (root / CONFIG_FILE).write_text, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    )
+
+    tasks = await anyio.to_thread.run_sync(load_tasks, config.tasks)
+    env_factory = _env_factory(config)
+    agent_factory = _agent_factory(config)
+
+    from agentscope.rl.trainer import AsyncCheckpointer
+
+    checkpoint = await anyio.to_thread.run_sync(AsyncCheckpointer.load_latest, root) if resume else None
+    if checkpoint is not None:
+        model_dir = checkpoint.path
+    else:
+        model_dir = await _prepare_policy(config, root, env_factory, tasks)
+    start_step = checkpoint.step if checkpoint is not None else 0
+
+    tracer_on = config.trace and not tracing.enabled()
+    if tracer_on:
+        tracing.init(
+            root / TRACE_FILE, project="rl", run_name=root.name, config=config.model_dump(mode="json")
+        )
+    try:
+        return await _train(
+            config,
+            root,
+            tasks,
+            env_factory,
+            agent_factory,
+            model_dir,
+            checkpoint,
+            start_step,
+            console,
+            started,
+        )
+    finally:
+        if tracer_on:
+            await tracing.aflush()
+            await anyio.to_thread.run_sync(tracing.shutdown)
+
+
+async def _load_model(model_dir: Path, threads: int | None) -> tuple[Any, Any]:
+    def load() -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
+        tokenizer: Any = cast(Any, AutoTokenizer).from_pretrained(model_dir)
+        return model, tokenizer
+
+    return await anyio.to_thread.run_sync(load)
+
+
+def _rollout_service(config: RLConfig, model_dir: Path, tokenizer: Any, version: int) -> RolloutService:
+    from agentscope.rl.rollout import RolloutService, SamplingParams, TorchEngine
+
+    engine = TorchEngine(
+        model_dir,
+        tokenizer=tokenizer,
+        max_batch=config.rollout.max_batch,
+        max_seq_len=config.rollout.max_seq_len,
+        version=version,
+        num_threads=config.rollout.threads,
+        seed=config.seed,
+    )
+    params = SamplingParams(
+        max_tokens=config.rollout.max_tokens,
+        temperature=config.rollout.temperature,
+        top_p=config.rollout.top_p,
+    )
+    return RolloutService(engine, tokenizer, default_params=params)
+
+
+async def _train(
+    config: RLConfig,
+    root: Path,
+    tasks: list[Task],
+    env_factory: EnvFactory,
+    agent_factory: AgentFactory,
+    model_dir: Path,
+    checkpoint: Any,
+    start_step: int,
+    console: Console | None,
+    started: float,
+) -> TrainResult:
+    from agentscope.rl.rollout import RolloutChatModel
+    from agentscope.rl.trainer import AsyncCheckpointer, Trainer
+
+    model, tokenizer = await _load_model(model_dir, config.threads)
+    trainer = Trainer(model, tokenizer, config.trainer)
+    sampler = TaskSampler(tasks, seed=config.seed)
+    store = TrajectoryStore(root / STORE_FILE)
+    data = DataManager(store, config.data)
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint.trainer_state)
+        checkpoint.restore_rng()
+        extra = checkpoint.extra
+        if isinstance(extra.get("data"), dict):
+            data.load_state_dict(extra["data"])
+        if isinstance(extra.get("sampler"), dict):
+            sampler.load_state_dict(extra["sampler"])
+    unmarked = await store.unmark_trained_after(start_step)
+    requeued = await data.recover()
+    checkpointer = await anyio.to_thread.run_sync(AsyncCheckpointer, root)
+    service = _rollout_service(config, model_dir, tokenizer, start_step)
+    cluster = EnvCluster(
+        env_factory,
+        agent_factory,
+        service,
+        slots=config.env.slots,
+        step_timeout_s=config.env.step_timeout_s,
+        episode_timeout_s=config.env.episode_timeout_s,
+        max_turns=config.env.max_turns,
+        model_factory=lambda sid: RolloutChatModel(service, sid),
+    )
+    progress = _Progress(console, config.schedule.steps, start_step)
+    if checkpoint is not None:
+        progress.note(
+            f"resumed from step {start_step} ({unmarked} trajectories unmarked, {requeued} groups re-queued)"
+        )
+    last: dict[str, float] = {}
+    saved_step = start_step
+
+    async def save(step: int) -> None:
+        nonlocal saved_step
+        extra: dict[str, JsonValue] = {
+            "data": data.state_dict(),
+            "sampler": sampler.state_dict(),
+            "version": step,
+            "config": config.model_dump(mode="json"),
+        }
+        await anyio.to_thread.run_sync(
+            functools.partial(
+                checkpointer.save,
+                step=step,
+                model=model,
+                tokenizer=tokenizer,
+                trainer_state=trainer.state_dict(),
+                extra=extra,
+            )
+        )
+        saved_step = step
+
+    async def on_step(report: StepReport) -> None:
+        nonlocal last
+        metrics = _finite(report.metrics)
+        metrics.update(_finite(checkpointer.stats()))
+        metrics["time/wall_s"] = time.perf_counter() - started
+        last = metrics
+        await _append_line(root / METRICS_FILE, {"step": report.step, "version": report.version, **metrics})
+        await _append_line(
+            root / BATCHES_FILE,
+            {"step": report.step, "trajectory_ids": [t.trajectory_id for t in report.batch]},
+        )
+        tracing.log_metrics(metrics, step=report.step)
+        every = config.schedule.checkpoint_every
+        if (every and report.step % every == 0) or report.step >= config.schedule.steps:
+            await save(report.step)
+        progress.update(report, metrics)
+
+    scheduler = Scheduler(
+        config.schedule,
+        cluster=cluster,
+        data=data,
+        trainer=_TorchTrainer(trainer, config.threads),
+        servers=[service],
+        sampler=sampler,
+        start_step=start_step,
+        on_step=on_step,
+        stats=service.stats,
+    )
+    try:
+        async with service:
+            with progress:
+                if start_step < config.schedule.steps:
+                    await scheduler.run()
+        if saved_step < scheduler.step:
+            await save(scheduler.step)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(checkpointer.wait)
+            await cluster.aclose()
+            await store.aclose()
+    return TrainResult(
+        run_dir=root,
+        steps=scheduler.step,
+        resumed_from=checkpoint.step if checkpoint is not None else None,
+        wall_s=time.perf_counter() - started,
+        metrics=last,
+    )
+
+
+class _Progress:
+    """Rich progress: steps, episodes, success rate, reward, staleness, tokens/s, env utilisation."""
+
+    def __init__(self, console: Console | None, steps: int, start: int) -> None:
+        self.console = console
+        self.steps = steps
+        self.start = start
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.console is not None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=self.console,
+                transient=False,
+            )
+            self._task = self._progress.add_task("", total=self.steps, completed=self.start)
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def note(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+    def update(self, report: StepReport, metrics: dict[str, float]) -> None:
+        if self._progress is None:
+            return
+        rewards = [t.reward for t in report.batch]
+        successes = [t.success for t in report.batch]
+        text = (
+            f"episodes {metrics.get('env/episodes', 0):.0f} | success {statistics.fmean(successes):.2f} | "
+            f"reward {statistics.fmean(rewards):.2f} | staleness {metrics.get('data/staleness', 0):.2f} | "
+            f"tok/s {metrics.get('rollout/tokens_per_s', 0):.0f} | env util {metrics.get('env/utilisation', 0):.0%}"
+            f" | loss {metrics.get('train/policy_loss', 0):+.4f}"
+        )
+        self._progress.update(self._task, completed=report.step, description=text)
+        if not self.console.is_terminal:  # type: ignore[union-attr]
+            self.console.print(f"step {report.step}/{self.steps} | {text}")  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------- eval
+
+
+async def evaluate(
+    config: RLConfig,
+    checkpoint: str | os.PathLike[str] | None,
+    tasks_spec: str | None = None,
+    *,
+    attempts: int = 1,
+    temperature: float | None = None,
+) -> dict[str, Any]:
+    """Play every task of ``tasks_spec`` (default ``config.eval_tasks`` or ``config.tasks``) ``attempts`` times
+    with the policy in ``checkpoint`` (a directory ``from_pretrained`` loads: ``DIR/checkpoints/latest``, or a run
+    directory); returns success rates as JSON-ready data."""
+    from agentscope.rl.rollout import RolloutChatModel
+
+    spec = tasks_spec or config.eval_tasks or config.tasks
+    tasks = await anyio.to_thread.run_sync(load_tasks, spec)
+    model_dir = Path(checkpoint) if checkpoint is not None else None
+    if model_dir is not None and (model_dir / "checkpoints" / "latest").is_dir():
+        model_dir = model_dir / "checkpoints" / "latest"
+    if model_dir is None:
+        if config.policy.path is None:
+            raise ConfigError("rl eval needs --checkpoint (or policy.path in the config)")
+        model_dir = Path(config.policy.path)
+    _, tokenizer = await _load_model(model_dir, config.threads)
+    if temperature is not None:
+        config = config.model_copy(
+            update={"rollout": config.rollout.model_copy(update={"temperature": temperature})}
+        )
+    service = _rollout_service(config, model_dir, tokenizer, 0)
+    cluster = EnvCluster(
+        _env_factory(config),
+        _agent_factory(config),
+        service,
+        slots=config.env.slots,
+        step_timeout_s=config.env.step_timeout_s,
+        episode_timeout_s=config.env.episode_timeout_s,
+        max_turns=config.env.max_turns,
+        model_factory=lambda sid: RolloutChatModel(service, sid),
+    )
+    results: list[Trajectory] = []
+
+    async def feed() -> AsyncIterator[tuple[Task, str]]:
+        for attempt in range(attempts):
+            for task in tasks:
+                yield task, f"eval-{task.id}-{attempt}"
+
+    async def sink(trajectory: Trajectory) -> None:
+        results.append(trajectory)
+
+    async with service:
+        await cluster.run(feed(), sink)
+    await cluster.aclose()
+    per_task: dict[str, list[bool]] = {}
+    statuses: dict[str, int] = {}
+    for t in results:
+        per_task.setdefault(t.task_id, []).append(t.success)
+        statuses[t.status] = statuses.get(t.status, 0) + 1
+    return {
+        "tasks": spec,
+        "checkpoint": str(model_dir),
+        "episodes": len(results),
+        "success_rate": sum(t.success for t in results) / len(results) if results else 0.0,
+        "reward_mean": statistics.fmean(t.reward for t in results) if results else 0.0,
+        "task_success_rate": statistics.fmean(sum(v) / len(v) for v in per_task.values())
+        if per_task
+        else 0.0,
+        "statuses": statuses,
+        "per_task": {task: sum(v) / len(v) for task, v in sorted(per_task.items())},
+    }
+
+
+# ---------------------------------------------------------------------- export
+
+
+def export_record(trajectory: Trajectory, trained_at_step: int | None) -> dict[str, Any]:
+    """One ``rl export`` line: the trajectory flattened in verl's layout (the first sample when the agent rewrote
+    its history; the others under ``more_samples``)."""
+    samples = trajectory.flatten()
+    first = samples[0] if samples else None
+    record: dict[str, Any] = {
+        "uid": trajectory.group_id,
+        "trajectory_id": trajectory.trajectory_id,
+        "task_id": trajectory.task_id,
+        "prompt_ids": first.prompt_ids if first else [],
+        "response_ids": first.response_ids if first else [],
+        "response_mask": first.response_mask if first else [],
+        "response_logprobs": first.response_logprobs if first else [],
+        "reward": trajectory.reward,
+        "policy_versions": trajectory.policy_versions,
+        "trained_at_step": trained_at_step,
+        "status": trajectory.status,
+    }
+    if len(samples) > 1:
+        record["more_samples"] = [s.model_dump(mode="json") for s in samples[1:]]
+    return record
+
+
+async def export_trajectories(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
+    """Write every stored trajectory of ``run_dir`` to ``out`` as JSON lines (:data:`EXPORT_KEYS`); returns how
+    many."""
+    path = Path(run_dir) / STORE_FILE
+    if not await anyio.to_thread.run_sync(path.is_file):
+        raise UsageError(f"{run_dir} holds no trajectory store ({STORE_FILE})")
+    target = Path(out)
+    count = 0
+    lines: list[str] = []
+
+    def flush(text: str, mode: str) -> None:
+        with target.open(mode, encoding="utf-8") as f:
+            f.write(text)
+
+    await anyio.to_thread.run_sync(flush, "", "w")
+    async with TrajectoryStore(path) as store:
+        async for trajectory, step in store.iter_all():
+            lines.append(json.dumps(export_record(trajectory, step), separators=(",", ":")))
+            count += 1
+            if len(lines) >= 256:
+                await anyio.to_thread.run_sync(flush, "\n".join(lines) + "\n", "a")
+                lines = []
+    if lines:
+        await anyio.to_thread.run_sync(flush, "\n".join(lines) + "\n", "a")
+    return count

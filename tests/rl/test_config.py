@@ -1,0 +1,121 @@
+"""RLConfig: YAML + --set overrides, errors that name the field, --help generated from the fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agentscope.cli import app
+from agentscope.exceptions import ConfigError
+from agentscope.rl._config import RLConfig, config_help, load_config
+
+SMOKE = Path(__file__).resolve().parents[2] / "examples" / "rl" / "smoke.yaml"
+
+
+def test_defaults_and_smoke_config_load() -> None:
+    default = load_config(None)
+    assert default == RLConfig()
+    assert default.data.max_staleness == default.schedule.max_staleness == 2
+    smoke = load_config(SMOKE)
+    assert smoke.tasks.startswith("arith:")
+    assert smoke.policy.tiny.hidden_size == 64
+    assert smoke.schedule.steps >= 2
+
+
+def test_overrides_are_dotted_yaml_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("trainer:\n  lr: 0.001\nschedule:\n  mode: async\n")
+    config = load_config(
+        path,
+        [
+            "trainer.lr=1e-5",
+            "schedule.mode=sync",
+            "schedule.max_staleness=1",
+            "env.kwargs.step_latency.median_s=0.5",
+            "agent.kwargs.sys_prompt=Be brief: answer with a number.",
+            "policy.path=null",
+            "env.step_timeout_s=",
+        ],
+    )
+    assert config.trainer.lr == 1e-5
+    assert config.schedule.mode == "sync"
+    assert config.data.max_staleness == 1  # follows schedule.max_staleness
+    assert config.env.kwargs == {"step_latency": {"median_s": 0.5}}
+    assert config.agent.kwargs["sys_prompt"] == "Be brief: answer with a number."
+    assert config.policy.path is None
+    assert config.env.step_timeout_s is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.lrr=1"], "trainer.lrr: unknown field"),
+        (["trainer.lr=-1"], "trainer.lr: Input should be greater than 0"),
+        (["schedule.mode=fast"], "schedule.mode: Input should be 'sync' or 'async'"),
+        (["env.slots=many"], "env.slots: Input should be a valid integer"),
+        (["data.max_staleness=5"], "data.max_staleness: set schedule.max_staleness instead"),
+        (["rollout.temperature=0.7"], "trainer.temperature: 1.0 must equal rollout.temperature (0.7)"),
+        (["trainer"], "expected KEY=VALUE"),
+        (["tasks.n=3"], "tasks: Input should be a valid string"),
+        (["trainer.lr=1", "trainer.lr.x=2"], "trainer.lr is a value, not a section"),
+    ],
+)
+def test_errors_name_the_field(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert message in str(info.value)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(bad)
+    bad.write_text("trainer: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("schedule:\n  steps: 0\n")
+    with pytest.raises(
+        ConfigError, match=r"invalid .*bad.yaml: schedule.steps: Input should be greater than or equal to 1"
+    ):
+        load_config(bad)
+
+
+def test_help_lists_every_field_with_its_doc() -> None:
+    text = config_help()
+    for key in (
+        "trainer.lr",
+        "schedule.mode",
+        "schedule.max_staleness",
+        "env.slots",
+        "data.group_size",
+        "policy.tiny.hidden_size",
+    ):
+        assert f"\n{key} (" in f"\n{text}"
+    assert "schedule.mode (sync|async, default 'async'): ``sync``: generate a batch" in text
+    assert "policy.tiny.hidden_size (int, default 256): Width of the residual stream." in text
+
+    result = CliRunner().invoke(app, ["rl", "train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for key in (
+        "--run-dir",
+        "--set",
+        "--resume",
+        "trainer.lr",
+        "schedule.checkpoint_every",
+        "env.step_timeout_s",
+    ):
+        assert key in result.output
+
+
+def test_cli_reports_config_errors(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["rl", "train", str(SMOKE), "--run-dir", str(tmp_path / "run"), "--set", "trainer.bogus=1"]
+    )
+    assert result.exit_code == 2
+    assert "trainer.bogus: unknown field" in result.output
+    assert not (tmp_path / "run").exists()
