@@ -302,6 +302,7 @@ async def train(
     env_factory = _env_factory(config)
     agent_factory = _agent_factory(config)
 
+    await anyio.to_thread.run_sync(_import_heavy)  # torch, transformers, verl: seconds of file reads
     from agentscope.rl.trainer import AsyncCheckpointer
 
     checkpoint = await anyio.to_thread.run_sync(AsyncCheckpointer.load_latest, root) if resume else None
@@ -333,6 +334,17 @@ async def train(
         if tracer_on:
             await tracing.aflush()
             await anyio.to_thread.run_sync(tracing.shutdown)
+
+
+def _import_heavy() -> None:
+    """Import the torch side (in a worker thread: importing torch, transformers and verl reads many files)."""
+    for name in (
+        "transformers",
+        "agentscope.rl.trainer._trainer",
+        "agentscope.rl.trainer._checkpoint",
+        "agentscope.rl.rollout._engine",
+    ):
+        importlib.import_module(name)
 
 
 async def _load_model(model_dir: Path, threads: int | None) -> tuple[Any, Any]:
@@ -386,13 +398,19 @@ async def _train(
     from agentscope.rl.trainer import AsyncCheckpointer, Trainer
 
     model, tokenizer = await _load_model(model_dir, config.threads)
-    trainer = Trainer(model, tokenizer, config.trainer)
+
+    def make_trainer() -> Trainer:
+        made = Trainer(model, tokenizer, config.trainer)  # a reference copy when kl_coef > 0
+        if checkpoint is not None:
+            made.load_state_dict(checkpoint.trainer_state)
+            checkpoint.restore_rng()
+        return made
+
+    trainer = await anyio.to_thread.run_sync(make_trainer)
     sampler = TaskSampler(tasks, seed=config.seed)
     store = TrajectoryStore(root / STORE_FILE)
     data = DataManager(store, config.data)
     if checkpoint is not None:
-        trainer.load_state_dict(checkpoint.trainer_state)
-        checkpoint.restore_rng()
         extra = checkpoint.extra
         if isinstance(extra.get("data"), dict):
             data.load_state_dict(extra["data"])
@@ -558,8 +576,9 @@ async def evaluate(
 
     spec = tasks_spec or config.eval_tasks or config.tasks
     tasks = await anyio.to_thread.run_sync(load_tasks, spec)
+    await anyio.to_thread.run_sync(_import_heavy)
     model_dir = Path(checkpoint) if checkpoint is not None else None
-    if model_dir is not None and (model_dir / "checkpoints" / "latest").is_dir():
+    if model_dir is not None and await anyio.to_thread.run_sync((model_dir / "checkpoints" / "latest").is_dir):
         model_dir = model_dir / "checkpoints" / "latest"
     if model_dir is None:
         if config.policy.path is None:
