@@ -408,3 +408,25 @@ def test_cluster_validates_arguments() -> None:
         make_cluster(rollout, slots=1, step_timeout_s=0)
     with pytest.raises(ValueError, match="max_turns"):
         make_cluster(rollout, slots=1, max_turns=0)
+
+
+async def test_episode_is_a_traced_span_with_the_agent_inside() -> None:
+    from agentscope import tracing
+
+    exporter = tracing.InMemoryExporter()
+    tracing.init(None, exporters=[exporter])
+    try:
+        cluster = make_cluster(ScriptedRollout(solve_arith), slots=1)
+        trajectory = await cluster.run_episode(load_tasks("arith:n=1")[0], "g7")
+        await tracing.aflush()
+    finally:
+        await anyio.to_thread.run_sync(tracing.shutdown)
+    assert trajectory.trace_id is not None
+    spans = [s for s in exporter.spans if s.trace_id == trajectory.trace_id]
+    episode = next(s for s in spans if s.name.startswith("episode "))
+    assert episode.kind == "env"
+    assert episode.attributes["agentscope.rl.group_id"] == "g7"
+    assert episode.attributes["agentscope.rl.status"] == "ok"
+    assert episode.attributes["agentscope.rl.reward"] == 1.0
+    kinds = {s.kind for s in spans}
+    assert {"agent", "model", "tool"} <= kinds  # the agent's work is inside the episode's trace
