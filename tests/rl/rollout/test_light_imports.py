@@ -18,4 +18,3 @@ def test_import_is_light(name: str) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert not HEAVY & set(json.loads(done.stdout))
-
