@@ -578,7 +578,9 @@ async def evaluate(
     tasks = await anyio.to_thread.run_sync(load_tasks, spec)
     await anyio.to_thread.run_sync(_import_heavy)
     model_dir = Path(checkpoint) if checkpoint is not None else None
-    if model_dir is not None and await anyio.to_thread.run_sync((model_dir / "checkpoints" / "latest").is_dir):
+    if model_dir is not None and await anyio.to_thread.run_sync(
+        (model_dir / "checkpoints" / "latest").is_dir
+    ):
         model_dir = model_dir / "checkpoints" / "latest"
     if model_dir is None:
         if config.policy.path is None:
