@@ -285,8 +285,20 @@ class TorchEngine:
             self._token_bytes = _token_byte_table(self._tokenizer, runner.shape.vocab_size)
         state = _LoopState(_SlotTable(runner, runner.max_slots, enabled=self.prefix_cache_slots > 0))
         with torch.inference_mode():
-            while self._iterate(runner, state):
-                pass
+            while True:
+                try:
+                    if not self._iterate(runner, state):
+                        break
+                except Exception as exc:  # a bug: fail what is in flight rather than leave it waiting forever
+                    logger.exception("rollout engine iteration failed")
+                    error = EngineStoppedError(f"the rollout engine failed: {exc!r}")
+                    for seq in state.running:
+                        _resolve(seq.request.loop, seq.request.future, error)
+                    for request in state.waiting:
+                        _resolve(request.loop, request.future, error)
+                    state.running.clear()
+                    state.waiting.clear()
+                    state.slots.clear()
         error = EngineStoppedError("the rollout engine stopped")
         for seq in state.running:
             _resolve(seq.request.loop, seq.request.future, error)
@@ -555,7 +567,7 @@ class _SlotTable:
             key = tuple(prompt)
             for parked_slot, ids in self.parked.items():
                 n = len(ids)
-                if best_len < n <= len(key) and key[:n] == ids:
+                if best_len < n <= len(key) and key[n - 1] == ids[-1] and key[:n] == ids:
                     best, best_len = parked_slot, n
         if best < 0:
             self._vacate(slot)

@@ -293,3 +293,32 @@ async def test_interleaved_multi_turn_sessions_stay_exact(
         assert engine.stats()["rollout/prefix_cache_hit_tokens"] > 0
     for ids, completion in transcripts:
         assert completion == hf_greedy(hf_model, ids, len(completion), None)
+
+
+async def test_a_failure_fails_the_requests_in_flight_and_the_engine_keeps_serving(
+    policy_dir: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentscope.rl.rollout import _engine, _qwen2
+
+    def broken_once(original: Any) -> Any:
+        calls = {"n": 0}
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("boom")
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    async with TorchEngine(policy_dir, max_batch=2, max_seq_len=256) as engine:
+        p = prompt(tokenizer, 1)
+        for cls, name, message in [
+            (_qwen2.Qwen2Runner, "prefill_many", "prefill failed"),
+            (_qwen2.Qwen2Runner, "decode", "decode failed"),
+            (_engine._SlotTable, "release", "engine failed"),
+        ]:
+            monkeypatch.setattr(cls, name, broken_once(getattr(cls, name)))
+            with pytest.raises(ModelError, match=message):
+                await engine.generate(p, SamplingParams(max_tokens=3))
+            assert len((await engine.generate(p, SamplingParams(max_tokens=3))).completion_ids) == 3
