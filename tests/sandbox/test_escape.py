@@ -295,8 +295,15 @@ async def test_host_unchanged_afterwards(backend: Opener) -> None:
         await sb.exec("sleep 100 & setsid sleep 101 & echo started")
     tmp_after = {p for p in os.listdir("/tmp") if "agentscope" in p}
     assert tmp_after == tmp_before
-    # No process of the sandbox survives it (the conftest also checks for cgroups and containers).
-    assert not await anyio.to_thread.run_sync(_processes_matching, [b"sleep\x00100", b"sleep\x00101"])
+    # No process of the sandbox survives it (the conftest also checks for cgroups and containers). The kernel tears
+    # a pid namespace down asynchronously, so allow it a few seconds; an escaped `sleep 100` would still be there.
+    survivors = await anyio.to_thread.run_sync(_processes_matching, [b"sleep\x00100", b"sleep\x00101"])
+    for _ in range(50):
+        if not survivors:
+            break
+        await anyio.sleep(0.1)
+        survivors = await anyio.to_thread.run_sync(_processes_matching, [b"sleep\x00100", b"sleep\x00101"])
+    assert not survivors
 
 
 def _processes_matching(needles: list[bytes]) -> list[int]:
