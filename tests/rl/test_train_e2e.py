@@ -205,7 +205,9 @@ def test_resume_after_sigkill_trains_nothing_twice_and_loses_nothing(cache: Path
     trained_at: dict[str, int] = {}
     for step, ids in history.items():
         for trajectory_id in ids:
-            assert trajectory_id not in trained_at, f"{trajectory_id} trained at steps {trained_at[trajectory_id]} and {step}"
+            assert trajectory_id not in trained_at, (
+                f"{trajectory_id} trained at steps {trained_at[trajectory_id]} and {step}"
+            )
             trained_at[trajectory_id] = step
 
     after = {t.trajectory_id: s for t, s in stored(run_dir)}
