@@ -294,7 +294,9 @@ def test_agentscope_run_traces_by_default_and_not_with_no_trace(tmp_path: Path) 
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
-@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # Python 3.12+ warns about forking with threads
+@pytest.mark.filterwarnings(
+    "ignore:.*fork.*:DeprecationWarning"
+)  # Python 3.12+ warns about forking with threads
 def test_a_forked_child_starts_with_tracing_off() -> None:
     import os
 
