@@ -113,6 +113,21 @@ def schedules(max_staleness: int = 2) -> dict[str, Schedule]:
             adaptive=True,
             note="our default async: at most k batches ahead, rolling per-server sync, abort of untrainable episodes, adaptive rollouts",
         ),
+        "dart-global": Schedule(
+            "dart-global",
+            ScheduleConfig(
+                mode="async", steps=big, max_staleness=max_staleness, weight_sync="global", abort_stale=True
+            ),
+            adaptive=True,
+            note="ablation: dart with a global weight sync instead of the rolling one",
+        ),
+        "dart-fixed": Schedule(
+            "dart-fixed",
+            ScheduleConfig(
+                mode="async", steps=big, max_staleness=max_staleness, weight_sync="rolling", abort_stale=True
+            ),
+            note="ablation: dart without adaptive rollouts (every group of 4)",
+        ),
         "dart-unthrottled": Schedule(
             "dart-unthrottled",
             ScheduleConfig(
