@@ -154,6 +154,63 @@ def run_variant(variant: str, args: argparse.Namespace, trajs: list[Trajectory])
     }
 
 
+def run_paired(args: argparse.Namespace, trajs: list[Trajectory]) -> dict[str, object]:
+    """One trainer; units of two steps alternate: A = step, checkpoint, step; B = step, step. The load of a shared
+    machine drifts slowly next to a unit (~2 steps), so the A-B difference per pair of neighbouring units is the
+    cost of one checkpoint: its blocking snapshot plus the background write's interference with the next step."""
+    model, tokenizer = build(args.model)
+    trainer = Trainer(model, tokenizer, TrainerConfig(lr=1e-5, micro_batch_size=args.micro_batch_size))
+    trainer.step(trajs)  # warm-up
+    with tempfile.TemporaryDirectory(dir=args.tmp) as run_dir:
+        checkpointer = AsyncCheckpointer(run_dir, keep=2)
+        checkpointer.save(step=0, model=model, tokenizer=tokenizer, trainer_state=trainer.state_dict())
+        checkpointer.wait()  # the first save allocates the host buffers: not timed
+        step = 0
+        costs: list[float] = []
+        units: dict[str, list[float]] = {"A": [], "B": []}
+        blocked: list[float] = []
+        written: list[float] = []
+        for pair in range(args.pairs):
+            times: dict[str, float] = {}
+            for kind in "AB" if pair % 2 == 0 else "BA":
+                t0 = time.perf_counter()
+                for i in range(2):
+                    step += 1
+                    trainer.step(trajs, step=step)
+                    if kind == "A" and i == 0:
+                        t1 = time.perf_counter()
+                        checkpointer.save(
+                            step=step, model=model, tokenizer=tokenizer, trainer_state=trainer.state_dict()
+                        )
+                        save_s = time.perf_counter() - t1
+                t1 = time.perf_counter()
+                checkpointer.wait()
+                times[kind] = time.perf_counter() - t0
+                if kind == "A":
+                    blocked.append(save_s + time.perf_counter() - t1)
+                    written.append(checkpointer.stats()["checkpoint/write_seconds"])
+                units[kind].append(times[kind])
+            costs.append(times["A"] - times["B"])
+            print(
+                f"pair {pair + 1}: A {times['A']:.2f}s B {times['B']:.2f}s; A blocked {blocked[-1]:.2f}s, "
+                f"write {written[-1]:.2f}s (load {os.getloadavg()[0]:.1f})",
+                file=sys.stderr,
+            )
+    step_s = statistics.median(units["B"]) / 2
+    cost = statistics.median(costs)
+    return {
+        "pairs": args.pairs,
+        "unit_a_s": units["A"],
+        "unit_b_s": units["B"],
+        "checkpoint_cost_s_per_pair": costs,
+        "checkpoint_cost_s_median": cost,
+        "blocked_s_median": statistics.median(blocked),
+        "write_s_median": statistics.median(written),
+        "step_s_median": step_s,
+        "overhead_every_step": cost / step_s,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,6 +225,9 @@ def main() -> None:
     parser.add_argument("--observation", type=int, default=20)
     parser.add_argument("--completion", type=int, default=100)
     parser.add_argument("--micro-batch-size", type=int, default=8)
+    parser.add_argument(
+        "--pairs", type=int, default=0, help="paired mode: this many A/B unit pairs (0: the rounds mode)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument(
         "--tmp", default=None, help="directory for the run directories (default: the system's)"
@@ -180,6 +240,26 @@ def main() -> None:
     date = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     trajs = batch(args)
+    if args.pairs:
+        paired = run_paired(args, trajs)
+        report_paired = {
+            "benchmark": "rl_checkpoint (paired)",
+            "date": date,
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch threads",
+            "uptime_before": uptime_before,
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "model": args.model,
+            **paired,
+            "uptime_after": subprocess.run(
+                ["uptime"], capture_output=True, text=True, check=False
+            ).stdout.strip(),
+        }
+        text = json.dumps(report_paired, indent=1)
+        print(text)
+        if args.out is not None:
+            args.out.write_text(text + "\n")
+        return
     rounds: list[dict[str, dict[str, object]]] = []
     for r in range(args.rounds):
         order = ["none", "async", "sync"] if r % 2 == 0 else ["sync", "async", "none"]

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -45,6 +45,7 @@ _FORMAT: Final = 1
 _STEP_DIR: Final = re.compile(r"^step_(\d{8,})(?:\.(\d+))?$")
 _LATEST: Final = "latest"
 _META: Final = "meta.json"
+_WRITER_NICENESS: Final = 10
 
 
 def _fsync_path(path: Path) -> None:
@@ -330,6 +331,11 @@ class AsyncCheckpointer:
     # -- the writer thread -------------------------------------------------------------------------------
 
     def _run(self, job: _Job) -> None:
+        if sys.platform == "linux":
+            # Linux schedules threads as tasks: lower this one's priority only, so the write yields the cores to
+            # training (and to the rollout engine) instead of slowing them down.
+            with suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _WRITER_NICENESS)
         try:
             self._write(job)
         except BaseException as e:  # reported by wait(); the thread must not die silently
