@@ -129,8 +129,9 @@ class ScheduleConfig(BaseModel):
     publish_every: int = Field(default=1, ge=1)
     """Send the trainer's weights to the rollout service every this many steps."""
     weight_sync: Literal["global", "rolling"] = "rolling"
-    """``global``: every rollout server takes the new weights at once (a barrier). ``rolling``: one server after
-    another while the others keep serving (DART's per-worker sync)."""
+    """Async: ``global``: every rollout server takes the new weights at once and the trainer waits (a barrier).
+    ``rolling``: one server after another in the background while the others keep serving (DART's per-worker
+    sync). Sync mode always publishes to every server before generating again."""
     max_ahead: int | None = Field(default=None, ge=1)
     """Async: most groups launched but not yet trained, in batches. None: ``max_staleness`` (at least 1): a
     group launched with that many batches of groups ahead of it is trained at most ``max_staleness`` versions
