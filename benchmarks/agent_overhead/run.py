@@ -194,14 +194,21 @@ def venv_missing(path: Path, planned: list[str]) -> list[str]:
     return json.loads(proc.stdout)
 
 
-def measure_import(python: Path, stmt: str, repeat: int = 7) -> dict[str, float]:
+def measure_import(
+    python: Path, stmt: str, repeat: int = 7, env: dict[str, str] | None = None
+) -> dict[str, float]:
     """Median wall time and max-RSS of ``python -c stmt`` minus those of ``python -c pass``."""
     probe = "import resource,sys,time;t=time.perf_counter();{};print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
 
     def sample(code: str) -> tuple[float, float, float]:
         t0 = time.perf_counter()
         out = subprocess.run(
-            [str(python), "-c", probe.format(code)], capture_output=True, text=True, check=True, cwd=VENVS
+            [str(python), "-c", probe.format(code)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=VENVS,
+            env={**os.environ, **(env or {})},
         )
         wall = time.perf_counter() - t0
         inner, rss_kb = out.stdout.split()
@@ -265,13 +272,37 @@ def machine() -> dict[str, Any]:
 _NETNS_MARK = "AGENT_OVERHEAD_IN_NETNS"
 
 
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
-        return proc.stdout.strip()
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "agentscope")
-    return {"commit": git("rev-parse", "--short", "HEAD"), "agentscope_dirty": bool(dirty)}
+
+def pin_ours(rev: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Extract ``agentscope/`` at ``rev`` into ``_out/ours-src`` and return (description, env for our runs).
+
+    Other engineers commit to the same checkout while the benchmark runs (it takes a while); a snapshot taken at the
+    start keeps every round on the same code. ``rev == "worktree"`` runs the live checkout instead.
+    """
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", "agentscope"))
+    if rev == "worktree":
+        return {
+            "source": "live working tree",
+            "commit": _git("rev-parse", "--short", "HEAD"),
+            "agentscope_dirty": dirty,
+        }, {}
+    commit = _git("rev-parse", "--short", rev)
+    dest = OUT / "ours-src"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", commit, "agentscope"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    info = {"source": f"snapshot of agentscope/ at {commit} (git archive)", "commit": commit}
+    return info, {"PYTHONPATH": str(dest)}
 
 
 def loadavg() -> list[float]:
@@ -414,6 +445,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"in process: ours / AgentScope 2.0.11 = {x:.2f}x by median, {lo:.2f}x worst case "
             f"(our min / their max); target >= 3x: {'met' if x >= 3 else 'MISSED'}"
         )
+        cpu = as2_in["cpu_ms_per_step"] / ours_in["cpu_ms_per_step"]
+        verdicts.append(f"in process, by CPU per step: AgentScope 2.0.11 / ours = {cpu:.2f}x")
     if ours_http and bare:
         x = ours_http["steps_per_s"] / bare["steps_per_s"]
         lo = ours_http["steps_per_s_min"] / bare["steps_per_s_max"]
@@ -449,12 +482,8 @@ def report(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
         f"Command: `{doc['command']}`  ",
         f"N={p['n']} agents, K={p['k']} tool rounds, {p['concurrency']} concurrent, warm-up {p['warmup']} agents; "
-        f"{p['repeat']} rounds (each round runs every row once, one after another); repo at {doc['git']['commit']}"
-        + (
-            " (agentscope/ had uncommitted changes of other engineers)"
-            if doc["git"]["agentscope_dirty"]
-            else ""
-        )
+        f"{p['repeat']} rounds (each round runs every row once, one after another); ours: {doc['ours']['source']}"
+        + (" with uncommitted changes" if doc["ours"].get("agentscope_dirty") else "")
         + f"; network: {doc['network']}.",
         "",
         f"Load: `{doc['uptime_start']}` at the start, `{doc['uptime_end']}` at the end.",
@@ -498,7 +527,12 @@ def record(section_body: str) -> None:
 
 
 def run_one(
-    r: Run, a: argparse.Namespace, rnd: int, server: subprocess.Popen[bytes] | None, base_url: str
+    r: Run,
+    a: argparse.Namespace,
+    rnd: int,
+    server: subprocess.Popen[bytes] | None,
+    base_url: str,
+    ours_env: dict[str, str],
 ) -> dict[str, Any]:
     out = OUT / f"{r.key}-{r.mode}-r{rnd}.json"
     out.unlink(missing_ok=True)
@@ -516,7 +550,8 @@ def run_one(
     log(f"round {rnd}: {r.label} [{r.mode}] (load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, timeout=a.timeout, capture_output=True, text=True)
+        env = {**os.environ, **(ours_env if r.runner == "runner_agentscope.py" else {})}
+        proc = subprocess.run(cmd, timeout=a.timeout, capture_output=True, text=True, env=env)
         rc: int | str = proc.returncode
         stderr_tail = proc.stderr[-3000:]
     except subprocess.TimeoutExpired:
@@ -566,6 +601,11 @@ def main() -> None:
         help="run the benchmark in a loopback-only network namespace (auto: when unshare -n works)",
     )
     p.add_argument("--record", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    p.add_argument(
+        "--ours-rev",
+        default="HEAD",
+        help="git revision of our agentscope/ to benchmark (snapshot taken at the start; 'worktree': the live checkout)",
+    )
     a = p.parse_args()
 
     only = {s for s in a.only.split(",") if s}
@@ -594,12 +634,16 @@ def main() -> None:
 
     started = datetime.now(UTC)
     uptime_start = uptime()
+    ours, ours_env = pin_ours(a.ours_rev)
+    log(f"ours: {ours['source']}")
     imports: dict[str, dict[str, float]] = {}
     if not a.no_imports:
         log("measuring import cost")
-        imports["agentscope (ours): `import agentscope`"] = measure_import(OUR_PYTHON, "import agentscope")
+        imports["agentscope (ours): `import agentscope`"] = measure_import(
+            OUR_PYTHON, "import agentscope", env=ours_env
+        )
         imports["agentscope (ours): `import agentscope.agents, .models, .tools`"] = measure_import(
-            OUR_PYTHON, "import agentscope.agents, agentscope.models, agentscope.tools"
+            OUR_PYTHON, "import agentscope.agents, agentscope.models, agentscope.tools", env=ours_env
         )
         for name in venvs:
             if name in COMPETITORS:
@@ -616,7 +660,7 @@ def main() -> None:
     try:
         for rnd in range(1, a.repeat + 1):
             for r in runs:
-                results.append(run_one(r, a, rnd, server, base_url))
+                results.append(run_one(r, a, rnd, server, base_url, ours_env))
     finally:
         if server:
             server.terminate()
@@ -630,7 +674,7 @@ def main() -> None:
         "params": {"n": a.n, "k": a.k, "concurrency": a.concurrency, "warmup": a.warmup, "repeat": a.repeat},
         "machine": machine(),
         "python": platform.python_version(),
-        "git": git_state(),
+        "ours": ours,
         "network": network,
         "uptime_start": uptime_start,
         "uptime_end": uptime(),

@@ -138,5 +138,6 @@ if __name__ == "__main__":
         version=f"agentscope {agentscope.__version__} (this repo)",
         import_s=IMPORT_S,
         notes=("FunctionModel; " if USE_FUNCTION_MODEL else "")
-        + "sync tool runs via anyio.to_thread.run_sync",
+        + "sync tool runs via anyio.to_thread.run_sync; "
+        + f"agentscope loaded from {Path(agentscope.__file__).parent}",
     )
