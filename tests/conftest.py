@@ -14,11 +14,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from click.testing import Result
 
 import agentscope.models
 
@@ -56,6 +57,21 @@ def anyio_backend() -> str:
 def allow_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let real model clients send requests in this one test (to a fake provider on 127.0.0.1 only)."""
     monkeypatch.setattr(agentscope.models, "ALLOW_MODEL_REQUESTS", True)
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    """Invoke ``agentscope`` in-process as a user would, on a terminal wide enough that rich never wraps an
+    error box (a wrapped box splits the message a test looks for, and how it wraps depends on the path of
+    the checkout)."""
+    from typer.testing import CliRunner
+
+    from agentscope.cli import app
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(app, list(args), env={"COLUMNS": "4000", "NO_COLOR": "1", "TERM": "dumb"})
+
+    return invoke
 
 
 @pytest.fixture(autouse=True)

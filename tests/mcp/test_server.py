@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp_types as mtypes
 import pytest
+from click.testing import Result
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -191,16 +192,11 @@ async def test_http_in_process_with_the_official_client_and_ours(http_server: st
         assert pieces[-1].text_content == "1;2;"
 
 
-def test_cli_rejects_what_is_not_a_toolkit() -> None:
-    from typer.testing import CliRunner
-
-    from agentscope.cli import app
-
-    runner = CliRunner()
-    result = runner.invoke(app, ["mcp", "serve", f"{APP}:PNG_1X1"])
+def test_cli_rejects_what_is_not_a_toolkit(cli: Callable[..., Result]) -> None:
+    result = cli("mcp", "serve", f"{APP}:PNG_1X1")
     assert result.exit_code != 0
     assert "not a Toolkit" in result.output
-    result = runner.invoke(app, ["mcp", "serve", f"{APP}:toolkit", "--transport", "smoke-signals"])
+    result = cli("mcp", "serve", f"{APP}:toolkit", "--transport", "smoke-signals")
     assert result.exit_code != 0
     assert "use stdio or http" in result.output
 

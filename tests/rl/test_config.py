@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import Result
 
-from agentscope.cli import app
 from agentscope.exceptions import ConfigError
 from agentscope.rl._config import RLConfig, config_help, load_config
 
@@ -85,7 +85,7 @@ def test_file_errors(tmp_path: Path) -> None:
         load_config(bad)
 
 
-def test_help_lists_every_field_with_its_doc() -> None:
+def test_help_lists_every_field_with_its_doc(cli: Callable[..., Result]) -> None:
     text = config_help()
     for key in (
         "trainer.lr",
@@ -99,7 +99,7 @@ def test_help_lists_every_field_with_its_doc() -> None:
     assert "schedule.mode (sync|async, default 'async'): ``sync``: generate a batch" in text
     assert "policy.tiny.hidden_size (int, default 256): Width of the residual stream." in text
 
-    result = CliRunner().invoke(app, ["rl", "train", "--help"], env={"COLUMNS": "200"})
+    result = cli("rl", "train", "--help")
     assert result.exit_code == 0, result.output
     for key in (
         "--run-dir",
@@ -112,10 +112,8 @@ def test_help_lists_every_field_with_its_doc() -> None:
         assert key in result.output
 
 
-def test_cli_reports_config_errors(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["rl", "train", str(SMOKE), "--run-dir", str(tmp_path / "run"), "--set", "trainer.bogus=1"]
-    )
+def test_cli_reports_config_errors(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    result = cli("rl", "train", str(SMOKE), "--run-dir", str(tmp_path / "run"), "--set", "trainer.bogus=1")
     assert result.exit_code == 2
     assert "trainer.bogus: unknown field" in result.output
     assert not (tmp_path / "run").exists()

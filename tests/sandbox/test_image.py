@@ -3,14 +3,15 @@ hook; building again with the same inputs is a no-op)."""
 
 from __future__ import annotations
 
-from typer.testing import CliRunner
+from collections.abc import Callable
 
-from agentscope.cli import app
+from click.testing import Result
+
 from agentscope.sandbox._image import image_files
 
 
-def test_build_image_is_idempotent(docker_works: None) -> None:
-    result = CliRunner().invoke(app, ["sandbox", "build-image"])
+def test_build_image_is_idempotent(docker_works: None, cli: Callable[..., Result]) -> None:
+    result = cli("sandbox", "build-image")
     assert result.exit_code == 0, result.output
     assert "up to date" in result.output
 
