@@ -38,6 +38,7 @@ CORE_MODULES = (
     "agentscope.message",
     "agentscope.models",
     "agentscope.pipelines",
+    "agentscope.rl",
     "agentscope.testing",
     "agentscope.tools",
     "agentscope.tracing",

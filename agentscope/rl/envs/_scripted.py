@@ -11,8 +11,7 @@ import anyio
 from agentscope.message import Msg, new_id
 from agentscope.models import ChatModel, ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
 from agentscope.rl._types import Turn
-from agentscope.testing import ScriptItem
-from agentscope.testing._request import to_response
+from agentscope.testing import ScriptItem, to_response
 
 __all__ = ["ScriptedPolicy", "ScriptedRollout"]
 
