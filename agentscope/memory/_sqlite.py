@@ -11,7 +11,7 @@ even when several connections write to the same session. ``json`` is ``Msg.model
 Every SQLite call runs in a worker thread (``anyio.to_thread.run_sync``) behind a per-instance limiter of one,
 so one instance's calls run one at a time, and the event loop never waits on the disk. The database
 is in WAL mode: readers never block writers, and writers from other instances or processes wait (up to
-``_BUSY_TIMEOUT_S``) for each other's short transactions.
+10 s) for each other's short transactions.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Self, TypeVar
 
@@ -28,6 +28,7 @@ import anyio
 import anyio.to_thread
 from pydantic import JsonValue, ValidationError
 
+from agentscope._sqlite import SQLiteSchema, connect, read_version, sqlite_errors, write_transaction
 from agentscope.exceptions import SessionError
 from agentscope.memory._base import (
     MemoryBase,
@@ -57,92 +58,20 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS messages_session_seq ON messages (session_id, seq)",
 )
-_BUSY_TIMEOUT_S = 10.0
-"""How long a write waits for another connection's transaction on the same file before giving up."""
 _DELETE_CHUNK = 500
 """Ids per DELETE statement, well under SQLite's limit on bound parameters."""
-
-_LOCKED_HINT = "Another connection held a lock on the file for too long; retry, or use a file of its own."
-_HINTS: dict[int, str] = {
-    sqlite3.SQLITE_NOTADB: "The file is not an SQLite database; move it away or pass another path.",
-    sqlite3.SQLITE_CORRUPT: "The file is corrupt; restore it from a backup, or move it away to start afresh.",
-    sqlite3.SQLITE_CANTOPEN: "Check that the path names a file in a directory you can write to.",
-    sqlite3.SQLITE_READONLY: "The file or its directory is read-only; make it writable or pass another path.",
-    sqlite3.SQLITE_PERM: "Permission denied; make the file writable or pass another path.",
-    sqlite3.SQLITE_BUSY: _LOCKED_HINT,
-    sqlite3.SQLITE_LOCKED: _LOCKED_HINT,
-    sqlite3.SQLITE_FULL: "The disk is full; free some space.",
-    sqlite3.SQLITE_IOERR: "The disk could not be read or written; check the file system.",
-}
+_FILE = SQLiteSchema(
+    kind="memory database", marker_table="messages", version=_SCHEMA_VERSION, statements=_SCHEMA
+)
 
 
-@contextmanager
-def _session_errors(path: Path, action: str) -> Generator[None]:
-    """Turn SQLite and OS errors into a :class:`SessionError` that names the file and says what to do."""
-    try:
-        yield
-    except sqlite3.Error as e:
-        code: int | None = getattr(e, "sqlite_errorcode", None)
-        hint = _HINTS.get(code & 0xFF, "") if code is not None else ""
-        raise SessionError(f"memory database {str(path)!r}: could not {action}: {e}. {hint}".rstrip()) from e
-    except OSError as e:
-        raise SessionError(
-            f"memory database {str(path)!r}: could not {action}: {e}. "
-            "Pass a path in a directory you can write to."
-        ) from e
-
-
-@contextmanager
-def _write_transaction(conn: sqlite3.Connection) -> Generator[None]:
-    """Run the block in one transaction that takes the write lock up front (no deadlock on lock upgrade)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.rollback()
-        raise
-    conn.execute("COMMIT")
-
-
-def _read_version(conn: sqlite3.Connection, path: Path) -> int:
-    """Return the schema version of an open database, refusing files this version cannot read."""
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > _SCHEMA_VERSION:
-        raise SessionError(
-            f"memory database {str(path)!r} has schema version {version}, newer than this AgentScope reads "
-            f"({_SCHEMA_VERSION}); upgrade agentscope, or pass another path."
-        )
-    if (
-        version > 0
-        and conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'").fetchone()
-        is None
-    ):
-        raise SessionError(
-            f"memory database {str(path)!r} belongs to some other program (it has schema version {version} "
-            "but no 'messages' table); pass another path."
-        )
-    return version
+def _session_errors(path: Path, action: str) -> AbstractContextManager[None]:
+    return sqlite_errors(_FILE.kind, path, action)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) a memory database and bring its schema up to date. In a worker thread."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    try:
-        version = _read_version(conn, path)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        if version < _SCHEMA_VERSION:
-            with _write_transaction(conn):
-                # Another connection may have created the schema between our read and taking the write lock.
-                if _read_version(conn, path) == 0:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return connect(path, _FILE)
 
 
 def _list_sessions(path: Path) -> list[str]:
@@ -150,9 +79,9 @@ def _list_sessions(path: Path) -> list[str]:
     if not path.exists():
         return []
     with _session_errors(path, "list sessions"):
-        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=_FILE.busy_timeout_s, isolation_level=None)
         try:
-            if _read_version(conn, path) == 0:
+            if read_version(conn, path, _FILE) == 0:
                 return []
             rows = conn.execute("SELECT DISTINCT session_id FROM messages ORDER BY session_id").fetchall()
             return [session_id for (session_id,) in rows]
@@ -216,7 +145,7 @@ class SQLiteMemory(MemoryBase):
         def write(conn: sqlite3.Connection) -> None:
             now = time.time()
             rows = [(session_id, m.id, m.model_dump_json(), now) for m in items]
-            with _write_transaction(conn):
+            with write_transaction(conn):
                 conn.executemany(
                     "INSERT INTO messages (session_id, id, json, created_at) VALUES (?, ?, ?, ?)", rows
                 )
@@ -262,7 +191,7 @@ class SQLiteMemory(MemoryBase):
 
         def remove(conn: sqlite3.Connection) -> int:
             removed = 0
-            with _write_transaction(conn):
+            with write_transaction(conn):
                 for start in range(0, len(wanted), _DELETE_CHUNK):
                     chunk = wanted[start : start + _DELETE_CHUNK]
                     marks = ", ".join("?" * len(chunk))

@@ -31,8 +31,7 @@ import sys
 import time
 import zlib
 from array import array
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, cast
@@ -41,6 +40,7 @@ import anyio
 import anyio.to_thread
 from pydantic import ValidationError
 
+from agentscope._sqlite import SQLiteSchema, connect, sqlite_errors, write_transaction
 from agentscope.exceptions import SessionError
 from agentscope.rl._types import Trajectory, TrajectoryStatus, Turn
 
@@ -81,8 +81,13 @@ _SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS trajectories_task_success ON trajectories (task_id, success, seq)",
     "CREATE INDEX IF NOT EXISTS trajectories_status_trained ON trajectories (status, trained_at_step)",
 )
-_BUSY_TIMEOUT_S: Final = 30.0
-"""How long a write waits for another connection's transaction on the same file."""
+_FILE: Final = SQLiteSchema(
+    kind="trajectory store",
+    marker_table="trajectories",
+    version=_SCHEMA_VERSION,
+    statements=_SCHEMA,
+    busy_timeout_s=30.0,
+)
 _CHUNK: Final = 500
 """Ids per statement, well under SQLite's limit on bound parameters."""
 
@@ -159,72 +164,6 @@ def decode_turns(data: bytes) -> list[tuple[list[int], list[int], list[float]]]:
         j += completion
         context = prompt + completion_ids
     return turns
-
-
-@contextmanager
-def _store_errors(path: Path, action: str) -> Generator[None]:
-    """Turn SQLite and OS errors into a :class:`SessionError` naming the file and the action."""
-    try:
-        yield
-    except sqlite3.Error as e:
-        raise SessionError(f"trajectory store {str(path)!r}: could not {action}: {e}") from e
-    except OSError as e:
-        raise SessionError(
-            f"trajectory store {str(path)!r}: could not {action}: {e}. Pass a path in a directory you can write to."
-        ) from e
-
-
-@contextmanager
-def _write_transaction(conn: sqlite3.Connection) -> Generator[None]:
-    """One transaction that takes the write lock up front (no deadlock on lock upgrade)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.rollback()
-        raise
-    conn.execute("COMMIT")
-
-
-def _read_version(conn: sqlite3.Connection, path: Path) -> int:
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > _SCHEMA_VERSION:
-        raise SessionError(
-            f"trajectory store {str(path)!r} has schema version {version}, newer than this AgentScope reads "
-            f"({_SCHEMA_VERSION}); upgrade agentscope, or pass another path."
-        )
-    if (
-        version > 0
-        and conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trajectories'"
-        ).fetchone()
-        is None
-    ):
-        raise SessionError(
-            f"trajectory store {str(path)!r} belongs to some other program (schema version {version} but no "
-            "'trajectories' table); pass another path."
-        )
-    return version
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) a store and bring its schema up to date. In a worker thread."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    try:
-        version = _read_version(conn, path)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        if version < _SCHEMA_VERSION:
-            with _write_transaction(conn):
-                if _read_version(conn, path) == 0:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
 _ROW_COLUMNS: Final = "t.trajectory_id, t.status, t.trained_at_step, t.meta, b.codec, b.data"
@@ -333,7 +272,7 @@ class TrajectoryStore:
             now = time.time()
             rows = [_to_row(t, replay_of, now) for t in items]
             try:
-                with _write_transaction(conn):
+                with write_transaction(conn):
                     conn.executemany(
                         "INSERT OR IGNORE INTO blobs (id, codec, size, data) VALUES (?, ?, ?, ?)",
                         [blob for blob, _ in rows],
@@ -409,7 +348,7 @@ class TrajectoryStore:
 
         def write(conn: sqlite3.Connection) -> int:
             changed = 0
-            with _write_transaction(conn):
+            with write_transaction(conn):
                 for chunk in _chunks(ids):
                     marks = ", ".join("?" * len(chunk))
                     cursor = conn.execute(
@@ -429,7 +368,7 @@ class TrajectoryStore:
         """
 
         def write(conn: sqlite3.Connection) -> int:
-            with _write_transaction(conn):
+            with write_transaction(conn):
                 cursor = conn.execute(
                     "UPDATE trajectories SET trained_at_step = NULL, updated_at = ? WHERE trained_at_step > ?",
                     (time.time(), step),
@@ -532,13 +471,13 @@ class TrajectoryStore:
         return await anyio.to_thread.run_sync(self._call, action, fn, limiter=self._limiter)
 
     def _call(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        with _store_errors(self._path, action):
+        with sqlite_errors(_FILE.kind, self._path, action):
             if self._conn is None:
-                self._conn = _connect(self._path)
+                self._conn = connect(self._path, _FILE)
             return fn(self._conn)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with _store_errors(self._path, "close"):
+            with sqlite_errors(_FILE.kind, self._path, "close"):
                 conn.close()
