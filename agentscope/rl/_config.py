@@ -15,10 +15,10 @@ import types
 import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from agentscope.exceptions import ConfigError
 from agentscope.rl.data import DataConfig
@@ -39,6 +39,17 @@ __all__ = [
 _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
+def _check_task_spec(spec: str) -> str:
+    from agentscope.rl.envs import parse_task_spec  # the environments load only when a config names a spec
+
+    parse_task_spec(spec)  # raises ValueError naming what is malformed
+    return spec
+
+
+TaskSpec = Annotated[str, AfterValidator(_check_task_spec)]
+"""A task set spec, ``name:key=value,...``, checked for syntax when the config loads."""
+
+
 class PolicyConfig(BaseModel):
     """The policy being trained: a Hugging Face causal LM, or the tiny one built offline."""
 
@@ -54,6 +65,10 @@ class PolicyConfig(BaseModel):
     well-formed tool calls). 0: none."""
     warm_start_lr: float = Field(default=3e-3, gt=0)
     """Learning rate of the warm start."""
+    warm_start_tasks: TaskSpec | None = None
+    """Task set spec whose demonstrations the warm start imitates, e.g. ``arith:n=2000,seed=100``: tasks other
+    than the training ones, so that the policy learns the skill rather than the training answers. None: the
+    training tasks."""
     cache_dir: str | None = None
     """Reuse the built (and warm-started) tiny policy across runs from this directory, keyed by its config.
     None: build it inside the run directory."""
@@ -148,9 +163,9 @@ class RLConfig(BaseModel):
 
     model_config = _STRICT
 
-    tasks: str = "arith:n=64,seed=0"
+    tasks: TaskSpec = "arith:n=64,seed=0"
     """Training task set spec, ``name:key=value,...`` (``load_tasks``)."""
-    eval_tasks: str | None = None
+    eval_tasks: TaskSpec | None = None
     """Task set for ``agentscope rl eval`` when ``--tasks`` is not given. None: ``tasks``."""
     seed: int = 0
     """Seed of task order and sampling."""
@@ -272,6 +287,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RLCon
 
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _type_name(typing.get_args(annotation)[0])
     if origin is Literal:
         return "|".join(str(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):

@@ -157,6 +157,22 @@ async def _make_env(factory: EnvFactory) -> Environment:
 # ---------------------------------------------------------------------- the policy
 
 
+def warm_start_demonstrations(config: RLConfig, tasks: list[Task]) -> list[list[Msg]]:
+    """The transcripts the warm start imitates: the expert demonstrations of ``policy.warm_start_tasks`` (or of
+    the training ``tasks``), each after the agent's system prompt.
+
+    Raises:
+        ConfigError: the task set has no demonstrations.
+    """
+    spec = config.policy.warm_start_tasks or config.tasks
+    task_set = get_task_set(parse_task_spec(spec)[0])
+    if task_set.demonstrations is None:
+        raise ConfigError(f"policy.warm_start_steps: task set {task_set.name!r} has no demonstrations")
+    demo_tasks = tasks if config.policy.warm_start_tasks is None else load_tasks(spec)
+    system = Msg(role="system", name="agent", content=_sys_prompt(config))
+    return [[system, *demo] for demo in task_set.demonstrations(demo_tasks)]
+
+
 async def _prepare_policy(
     config: RLConfig, run_dir: Path, env_factory: EnvFactory, tasks: list[Task]
 ) -> Path:
@@ -167,11 +183,7 @@ async def _prepare_policy(
     demos: list[list[Msg]] = []
     tools: list[Any] = []
     if policy.warm_start_steps:
-        task_set = get_task_set(parse_task_spec(config.tasks)[0])
-        if task_set.demonstrations is None:
-            raise ConfigError(f"policy.warm_start_steps: task set {task_set.name!r} has no demonstrations")
-        system = Msg(role="system", name="agent", content=_sys_prompt(config))
-        demos = [[system, *demo] for demo in task_set.demonstrations(tasks)]
+        demos = await anyio.to_thread.run_sync(warm_start_demonstrations, config, tasks)
         env = await _make_env(env_factory)
         try:
             tools = (await env.reset(tasks[0])).toolkit.schemas()

@@ -59,6 +59,9 @@ def test_overrides_are_dotted_yaml_values(tmp_path: Path) -> None:
         (["rollout.temperature=0.7"], "trainer.temperature: 1.0 must equal rollout.temperature (0.7)"),
         (["trainer"], "expected KEY=VALUE"),
         (["tasks.n=3"], "tasks: Input should be a valid string"),
+        (["tasks=arith:n"], "tasks: bad task spec item 'n'"),
+        (["eval_tasks=:n=3"], "eval_tasks: empty task spec"),
+        (["policy.warm_start_tasks=arith:seed"], "policy.warm_start_tasks: bad task spec item 'seed'"),
         (["trainer.lr=1", "trainer.lr.x=2"], "trainer.lr is a value, not a section"),
     ],
 )

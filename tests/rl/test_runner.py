@@ -17,7 +17,9 @@ from agentscope.rl._runner import (
     export_trajectories,
     import_object,
     train,
+    warm_start_demonstrations,
 )
+from agentscope.rl.envs import load_tasks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -114,3 +116,16 @@ def test_import_object_names_the_field() -> None:
         import_object("no_such_module_xyz:f", "env.factory")
     with pytest.raises(ConfigError, match="has no attribute 'nope'"):
         import_object("agentscope.rl.envs:nope", "env.factory")
+
+
+def test_warm_start_imitates_its_own_task_set() -> None:
+    train_tasks = load_tasks("arith:n=4,seed=0")
+    config = load_config(None, ["policy.warm_start_steps=10", "tasks=arith:n=4,seed=0"])
+    own = warm_start_demonstrations(config, train_tasks)
+    assert [d[1].text for d in own] == [t.prompt for t in train_tasks]
+    assert own[0][0].role == "system"
+
+    config = load_config(None, ["policy.warm_start_steps=10", "policy.warm_start_tasks=arith:n=6,seed=9"])
+    other = warm_start_demonstrations(config, train_tasks)
+    assert [d[1].text for d in other] == [t.prompt for t in load_tasks("arith:n=6,seed=9")]
+    assert not {d[1].text for d in other} & {t.prompt for t in train_tasks}
