@@ -100,6 +100,9 @@ class TrainResult:
     """Seconds this invocation took."""
     metrics: dict[str, float] = field(default_factory=dict[str, float])
     """The last step's metrics."""
+    initial_policy: Path | None = None
+    """The policy the run started from (``policy.path``, or the tiny one built and warm-started), loadable with
+    ``from_pretrained`` and ``agentscope rl eval --checkpoint``; None for a run resumed from a checkpoint."""
 
 
 # ---------------------------------------------------------------------- loading user code and components
@@ -516,6 +519,7 @@ async def _train(
         resumed_from=checkpoint.step if checkpoint is not None else None,
         wall_s=time.perf_counter() - started,
         metrics=last,
+        initial_policy=None if checkpoint is not None else model_dir,
     )
 
 

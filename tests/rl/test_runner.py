@@ -60,6 +60,8 @@ async def test_train_in_process_then_resume(run: Path) -> None:
     assert result.resumed_from is None
     assert "train/policy_loss" in result.metrics
     assert (run / "checkpoints" / "latest" / "model.safetensors").is_file()
+    assert result.initial_policy == run / "policy_init"
+    assert (result.initial_policy / "config.json").is_file()
 
     with pytest.raises(UsageError, match="already holds a run"):
         await train(config, run)
@@ -68,6 +70,7 @@ async def test_train_in_process_then_resume(run: Path) -> None:
     resumed = await train(more, run, resume=True)
     assert resumed.resumed_from == 2
     assert resumed.steps == 3
+    assert resumed.initial_policy is None
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
 
