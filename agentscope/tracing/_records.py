@@ -5,7 +5,8 @@ JSON is longer than :data:`BLOB_MIN_BYTES` (and every :class:`~agentscope.tracin
 table under its content hash and replaced by a reference ``{"$blob": "<hash>", "size": n}``. Message lists are
 encoded message by message, each message once per message id, so the prompt of the tenth model call of a
 conversation costs only the messages the first nine did not already contain, and a long system prompt sent with
-every call is stored once.
+every call is stored once. The encoded prompt of a conversation's last call is kept too (by its first message), so
+the next call, which sends the same messages plus a few new ones, only looks up the new ones.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -42,6 +43,7 @@ stored once, message by message, whatever its length."""
 
 _PREVIEW_CHARS = 200
 _CACHE_LIMIT = 50_000
+_CONVERSATIONS = 4096
 _SHORT = 64
 _RESOLVE_CACHE_BYTES = 32 * 1024 * 1024
 
@@ -137,10 +139,12 @@ class Encoder:
         self._model_names: dict[str, str] = {}
         self._model_heads: dict[tuple[str, str], str] = {}
         self._short: dict[str, str] = {}
-        self._tool_lists: dict[tuple[int, ...], tuple[ToolDefinitions, str]] = {}
+        self._tool_lists: dict[tuple[int, ...], tuple[tuple[Any, ...], str]] = {}
         self._messages: dict[str, str] = {}
         self._heads: dict[tuple[str, str | None], str] = {}
-        self._contents: dict[tuple[int, ...], tuple[tuple[Any, ...], str]] = {}
+        self._contents: dict[int | tuple[int, ...], str] = {}
+        self._content_refs: dict[int | tuple[int, ...], object] = {}
+        self._conversations: dict[str, tuple[tuple[Any, ...], str]] = {}
         self._texts: dict[tuple[str, str | None, str], str] = {}
         self._stored: set[str] = set()
         self._recent: OrderedDict[str, bytes] = OrderedDict()
@@ -239,18 +243,17 @@ class Encoder:
             span.raw = raw
             expand(span)
             return self.encode(span, run_id)
-        short = self._value
         name: str = call.name
         output = result.content if hasattr(result, "content") else result.output
         text = (
             '{"gen_ai.operation.name":"execute_tool","gen_ai.tool.name":'
-            + short(name)
+            + self._value(name)
             + ',"gen_ai.tool.call.id":'
-            + short(call.id)
+            + (to_json(call.id).decode() if len(call.id) <= _SHORT else self._value(call.id))
             + ',"gen_ai.tool.type":"function","gen_ai.tool.call.arguments":'
-            + self._value(Json(call.input))
+            + self._json(call.input)
             + ',"gen_ai.tool.call.result":'
-            + self._value(Json(output))
+            + self._json(output)
             + "}"
         )
         tool_name = self._tool_names.get(name) or self._name(self._tool_names, "execute_tool", name)
@@ -290,11 +293,10 @@ class Encoder:
             )
         if response.policy_version is not None:
             parts.append(f',"agentscope.policy_version":{int(response.policy_version)}')
-        message = self._message
-        parts.append(',"gen_ai.input.messages":[' + ",".join([message(m) for m in messages]) + "]")
+        parts.append(',"gen_ai.input.messages":' + self._conversation(messages))
         if tools:
-            parts.append(',"gen_ai.tool.definitions":' + self._tools(ToolDefinitions(tools)))
-        parts.append(',"gen_ai.output.messages":' + self._value(Json(response.content)) + "}")
+            parts.append(',"gen_ai.tool.definitions":' + self._tools(tools))
+        parts.append(',"gen_ai.output.messages":' + self._json(response.content) + "}")
         name = self._model_names.get(model_name) or self._name(self._model_names, "chat", model_name)
         return self._record(span, run_id, name, "".join(parts), tokens)
 
@@ -335,36 +337,71 @@ class Encoder:
             message = self._message
             return "[" + ",".join([message(m) for m in value]) + "]"  # type: ignore[attr-defined]
         if kind is Json:
-            inner = cast(Json, value).value
-            blocks = _model_list(inner)
-            if blocks is not None:
-                fragment = self._content(blocks)
-                return self._blob(fragment.encode()) if len(fragment) > self.blob_min_bytes else fragment
-            data = to_json(inner, fallback=repr)
-        elif kind is ToolDefinitions:
+            return self._json(cast(Json, value).value)
+        if kind is ToolDefinitions:
             return self._tools(value)  # type: ignore[arg-type]
-        elif kind is Blob:
+        if kind is Blob:
             return self._blob(to_json(value.value, fallback=repr))  # type: ignore[attr-defined]
-        else:
-            data = to_json(value, fallback=repr)
+        data = to_json(value, fallback=repr)
         if len(data) > self.blob_min_bytes:
             return self._blob(data)
         return data.decode()
 
+    def _json(self, value: object) -> str:
+        """What ``_value(Json(value))`` gives, without the wrapper."""
+        blocks = _model_list(value)
+        if blocks is not None:
+            fragment = self._content(blocks)
+            return self._blob(fragment.encode()) if len(fragment) > self.blob_min_bytes else fragment
+        data = to_json(value, fallback=repr)
+        if len(data) > self.blob_min_bytes:
+            return self._blob(data)
+        return data.decode()
+
+    def _conversation(self, messages: tuple[Any, ...]) -> str:
+        """A model call's input messages as a JSON array.
+
+        The next call of a conversation sends the same messages again plus a few new ones: the array of the last
+        call is kept per conversation (by its first message's id) and only the new messages are looked up. The
+        cache holds the messages, so the identity comparison of the prefix cannot be fooled by reused ids.
+        """
+        if not messages:
+            return "[]"
+        message = self._message
+        key: str = messages[0].id
+        cached = self._conversations.get(key)
+        if cached is not None:
+            known, text = cached
+            n = len(known)
+            if n <= len(messages) and messages[:n] == known:
+                if n == len(messages):
+                    return text + "]"
+                text = text + "," + ",".join([message(m) for m in messages[n:]])
+            else:
+                text = "[" + ",".join([message(m) for m in messages])
+        else:
+            text = "[" + ",".join([message(m) for m in messages])
+            if len(self._conversations) > _CONVERSATIONS:
+                self._conversations.clear()
+        self._conversations[key] = (messages, text)
+        return text + "]"
+
     def _content(self, blocks: list[Any]) -> str:
         """A list of content blocks as JSON; the same blocks (a model's answer, then the same answer as the next
         call's input) are encoded once. The cache holds the blocks, so their ids cannot be reused meanwhile."""
-        key = tuple(map(id, blocks))
-        cached = self._contents.get(key)
-        if cached is not None:
-            return cached[1]
+        key: int | tuple[int, ...] = id(blocks[0]) if len(blocks) == 1 else tuple(map(id, blocks))
+        fragment = self._contents.get(key)
+        if fragment is not None:
+            return fragment
         fragment = to_json(blocks, fallback=repr).decode()
         if len(self._contents) > _CACHE_LIMIT // 10:
             self._contents.clear()
-        self._contents[key] = (tuple(blocks), fragment)
+            self._content_refs.clear()
+        self._contents[key] = fragment
+        self._content_refs[key] = blocks[0] if len(blocks) == 1 else tuple(blocks)
         return fragment
 
-    def _tools(self, tools: ToolDefinitions) -> str:
+    def _tools(self, tools: Sequence[Any]) -> str:
         """Tool definitions are sent with every model call: one blob per distinct tool list, encoded once.
 
         Tool schemas are frozen; the cache holds the objects themselves, so their ids cannot be reused meanwhile.
@@ -374,7 +411,7 @@ class Encoder:
         if cached is None:
             if len(self._tool_lists) > 1024:
                 self._tool_lists.clear()
-            cached = self._tool_lists[key] = (tools, self._blob(to_json(list(tools), fallback=repr)))
+            cached = self._tool_lists[key] = (tuple(tools), self._blob(to_json(list(tools), fallback=repr)))
         return cached[1]
 
     def _message(self, msg: Any) -> str:

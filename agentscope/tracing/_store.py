@@ -4,6 +4,8 @@ The tracer's writer thread writes batches (:meth:`TraceStore.write`); the studio
 methods block: call them from a worker thread (``anyio.to_thread.run_sync``), never on an event loop. One store
 object may be used from many threads; each thread gets its own connection. Several processes may write to one
 store file at once (an RL trainer and its environment workers): WAL mode and a busy timeout serialise them.
+A batch goes in with a few multi-row statements (``_writes``): SQLite works through it in a few long steps with
+the GIL released, not in one short step per row.
 
 Rows come back as plain dicts, ready for JSON. Span ``attributes`` hold blob references (``{"$blob": hash}``) for
 large values; :meth:`TraceStore.get_span` resolves them.
@@ -18,13 +20,14 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar, cast
 
-from agentscope.tracing._records import ExportBatch, MetricRecord, RunRecord, SpanRecord
+from agentscope.tracing._records import ExportBatch, RunRecord
 from agentscope.tracing._schema import migrate
+from agentscope.tracing._writes import insert_rows, write_metrics, write_spans
 
 __all__ = ["Row", "RunFilter", "TraceStore"]
 
@@ -32,6 +35,9 @@ Row: TypeAlias = dict[str, Any]
 """One result row as JSON-ready data."""
 
 _ZLIB_MIN = 4096
+_WRITER_CACHE_KIB = 65536
+"""Page cache of the connection that writes batches (SQLite's default is 2 MiB): spans are indexed by random ids,
+so each batch touches index pages all over a large store, and re-reading them from the OS costs more than the insert."""
 _TREE_CACHE = 8
 _SPAN_LIGHT = (
     "id, run_id, trace_id, span_id, parent_id, kind, name, start_ns, end_ns, status, status_message, "
@@ -171,125 +177,26 @@ class TraceStore:
     def write(self, batch: ExportBatch) -> None:
         """Write a batch (run row, blobs, spans, metrics and the run/trace counters) in one transaction."""
         conn = self._conn()
+        if not getattr(self._local, "writer", False):
+            conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")  # grows on demand, up to this
+            self._local.writer = True
         conn.execute("BEGIN IMMEDIATE")
         try:
             self.upsert_run(batch.run)
             if batch.blobs:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)",
+                insert_rows(
+                    conn,
+                    "INSERT OR IGNORE INTO blobs (hash, size, data) VALUES {rows}",
                     [(digest, len(data), _pack(data)) for digest, data in batch.blobs.items()],
                 )
             if batch.spans:
-                self._write_spans(conn, batch.spans)
+                write_spans(conn, batch.spans)
             if batch.metrics:
-                self._write_metrics(conn, batch.metrics)
+                write_metrics(conn, batch.metrics)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-
-    def _write_spans(self, conn: sqlite3.Connection, spans: Sequence[SpanRecord]) -> None:
-        conn.executemany(
-            "INSERT INTO spans (run_id, trace_id, span_id, parent_id, kind, name, start_ns, end_ns, status,"
-            " status_message, input_tokens, output_tokens, agent_name, attributes)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    s.run_id,
-                    s.trace_id,
-                    s.span_id,
-                    s.parent_id,
-                    s.kind,
-                    s.name,
-                    s.start_ns,
-                    s.end_ns,
-                    s.status,
-                    s.status_message,
-                    s.input_tokens,
-                    s.output_tokens,
-                    s.agent_name,
-                    s.attributes,
-                )
-                for s in spans
-            ],
-        )
-        traces: dict[str, list[Any]] = {}
-        runs: dict[str, list[Any]] = {}
-        for s in spans:
-            error = 1 if s.status == "error" else 0
-            tokens_in = s.input_tokens or 0
-            tokens_out = s.output_tokens or 0
-            t = traces.get(s.trace_id)
-            if t is None:
-                # run, root span, name, kind, status, start, end, spans, errors, in, out
-                t = traces[s.trace_id] = [
-                    s.run_id,
-                    None,
-                    None,
-                    None,
-                    "running",
-                    s.start_ns,
-                    s.end_ns,
-                    0,
-                    0,
-                    0,
-                    0,
-                ]
-            t[5] = min(t[5], s.start_ns)
-            t[6] = max(t[6], s.end_ns)
-            t[7] += 1
-            t[8] += error
-            t[9] += tokens_in
-            t[10] += tokens_out
-            if s.is_root:
-                t[1], t[2], t[3] = s.span_id, s.name, s.kind
-                t[4] = "error" if error else "ok"
-            r = runs.get(s.run_id)
-            if r is None:
-                r = runs[s.run_id] = [0, 0, 0, 0, set()]
-            r[0] += 1
-            r[1] += error
-            r[2] += tokens_in
-            r[3] += tokens_out
-            if s.agent_name is not None:
-                r[4].add(s.agent_name)
-        conn.executemany(
-            "INSERT INTO traces (trace_id, run_id, root_span_id, name, kind, status, start_ns, end_ns, span_count,"
-            " error_count, input_tokens, output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (trace_id) DO UPDATE SET"
-            " root_span_id = coalesce(excluded.root_span_id, root_span_id),"
-            " name = coalesce(excluded.name, name), kind = coalesce(excluded.kind, kind),"
-            " status = CASE WHEN excluded.root_span_id IS NOT NULL THEN excluded.status ELSE status END,"
-            " start_ns = min(start_ns, excluded.start_ns), end_ns = max(end_ns, excluded.end_ns),"
-            " span_count = span_count + excluded.span_count, error_count = error_count + excluded.error_count,"
-            " input_tokens = input_tokens + excluded.input_tokens,"
-            " output_tokens = output_tokens + excluded.output_tokens",
-            [(trace_id, *t) for trace_id, t in traces.items()],
-        )
-        now = time.time_ns()
-        for run_id, r in runs.items():
-            row = conn.execute("SELECT agents FROM runs WHERE id = ?", (run_id,)).fetchone()
-            agents: str = row[0] if row is not None else "|"
-            for name in sorted(r[4]):
-                if f"|{name}|" not in agents:
-                    agents += f"{name}|"
-            conn.execute(
-                "UPDATE runs SET span_count = span_count + ?, error_count = error_count + ?,"
-                " input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, agents = ?,"
-                " trace_count = (SELECT COUNT(*) FROM traces WHERE run_id = ?), updated_ns = ? WHERE id = ?",
-                (r[0], r[1], r[2], r[3], agents, run_id, now, run_id),
-            )
-
-    def _write_metrics(self, conn: sqlite3.Connection, metrics: Iterable[MetricRecord]) -> None:
-        conn.executemany(
-            "INSERT INTO metrics (run_id, name, step, value, time_ns) VALUES (?, ?, ?, ?, ?)",
-            [(m.run_id, m.name, m.step, m.value, m.time_ns) for m in metrics],
-        )
-        now = time.time_ns()
-        conn.executemany(
-            "UPDATE runs SET updated_ns = ? WHERE id = ?",
-            [(now, run_id) for run_id in {m.run_id for m in metrics}],
-        )
 
     # -------------------------------------------------------------- runs
 

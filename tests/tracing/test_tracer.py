@@ -6,6 +6,7 @@ import http.server
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -119,6 +120,31 @@ def test_spans_are_exported_in_batches_off_the_calling_thread() -> None:
     assert {name for name, _ in exported} == {"agentscope-tracer"}
     assert sum(n for _, n in exported) == 500
     assert len(exported) <= 2, "one flush exports what is queued in one or few batches"
+
+
+def test_a_busy_writer_waits_longer_between_batches_and_flush_still_exports_at_once() -> None:
+    sizes: list[int] = []
+    tracer = tracing.Tracer(
+        [tracing.FunctionExporter(lambda batch: sizes.append(len(batch.metrics)))],
+        flush_interval_s=0.01,
+        busy_batch=10,
+        busy_interval_s=60,
+    )
+    for i in range(10):  # queued before the writer starts: its first drain exports a busy-sized batch
+        tracer.record_metric("m", i)
+    tracer.install()
+    try:
+        deadline = time.monotonic() + 10
+        while sum(sizes) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sum(sizes) == 10
+        tracer.record_metric("m", 10)
+        time.sleep(0.2)
+        assert sum(sizes) == 10, "after a busy batch the writer waits busy_interval_s"
+        assert tracer.flush(5)
+        assert sum(sizes) == 11
+    finally:
+        tracer.shutdown()
 
 
 def test_a_writer_that_falls_behind_drops_the_oldest_and_counts_them() -> None:
