@@ -24,6 +24,12 @@ def test_defaults_and_smoke_config_load() -> None:
     assert smoke.schedule.steps >= 2
 
 
+@pytest.mark.parametrize("path", sorted(SMOKE.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_loads(path: Path) -> None:
+    config = load_config(path)
+    assert config.schedule.steps >= 1
+
+
 def test_overrides_are_dotted_yaml_values(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("trainer:\n  lr: 0.001\nschedule:\n  mode: async\n")
