@@ -289,20 +289,23 @@ async def test_cpu_spin_stopped_at_the_timeout(backend: Opener) -> None:
 
 
 async def test_host_unchanged_afterwards(backend: Opener) -> None:
+    # Sleep lengths no other process on the machine uses, and only processes that were not there before count.
+    needles = [b"sleep\x00987.25", b"sleep\x00987.75"]
+    before = set(await anyio.to_thread.run_sync(_processes_matching, needles))
     tmp_before = {p for p in os.listdir("/tmp") if "agentscope" in p}
     async with backend(limits=LIMITS) as sb:
         await sb.write_file("f", "x")
-        await sb.exec("sleep 100 & setsid sleep 101 & echo started")
+        await sb.exec("sleep 987.25 & setsid sleep 987.75 & echo started")
     tmp_after = {p for p in os.listdir("/tmp") if "agentscope" in p}
     assert tmp_after == tmp_before
     # No process of the sandbox survives it (the conftest also checks for cgroups and containers). The kernel tears
-    # a pid namespace down asynchronously, so allow it a few seconds; an escaped `sleep 100` would still be there.
-    survivors = await anyio.to_thread.run_sync(_processes_matching, [b"sleep\x00100", b"sleep\x00101"])
+    # a pid namespace down asynchronously, so allow it a few seconds; an escaped sleep would still be there.
+    survivors = set(await anyio.to_thread.run_sync(_processes_matching, needles)) - before
     for _ in range(50):
         if not survivors:
             break
         await anyio.sleep(0.1)
-        survivors = await anyio.to_thread.run_sync(_processes_matching, [b"sleep\x00100", b"sleep\x00101"])
+        survivors = set(await anyio.to_thread.run_sync(_processes_matching, needles)) - before
     assert not survivors
 
 
