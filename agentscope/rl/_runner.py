@@ -212,10 +212,7 @@ async def _prepare_policy(
             return target
         from agentscope.rl.policy import Demonstration, build_tiny_policy, warm_start
 
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
+        _set_torch_threads(threads)
         staging = target.parent / f".{target.name}.{os.getpid()}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         build_tiny_policy(policy.tiny, staging)
@@ -256,10 +253,7 @@ class _TorchTrainer:
         self.threads = threads
 
     def _threads(self) -> None:
-        if self.threads is not None:
-            import torch
-
-            torch.set_num_threads(self.threads)
+        _set_torch_threads(self.threads)
 
     async def train(self, batch: list[Trajectory], *, step: int) -> dict[str, float]:
         def run() -> dict[str, float]:
@@ -362,19 +356,34 @@ def _import_heavy() -> None:
         importlib.import_module(name)
 
 
-async def _load_model(model_dir: Path, threads: int | None) -> tuple[Any, Any]:
-    def load() -> tuple[Any, Any]:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+def _set_torch_threads(threads: int | None) -> None:
+    """Limit torch's intra-op threads for this process (None: torch's default)."""
+    if threads is not None:
+        import torch
 
-        if threads is not None:
-            import torch
+        torch.set_num_threads(threads)
 
-            torch.set_num_threads(threads)
-        model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
-        tokenizer: Any = cast(Any, AutoTokenizer).from_pretrained(model_dir)
-        return model, tokenizer
+
+async def _load_tokenizer(model_dir: Path, threads: int | None) -> Any:
+    def load() -> Any:
+        from transformers import AutoTokenizer
+
+        _set_torch_threads(threads)
+        return cast(Any, AutoTokenizer).from_pretrained(model_dir)
 
     return await anyio.to_thread.run_sync(load)
+
+
+async def _load_model(model_dir: Path, threads: int | None) -> tuple[Any, Any]:
+    """The policy (for the trainer) and its tokenizer."""
+    tokenizer = await _load_tokenizer(model_dir, threads)
+
+    def load() -> Any:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(model_dir)
+
+    return await anyio.to_thread.run_sync(load), tokenizer
 
 
 def _rollout_service(config: RLConfig, model_dir: Path, tokenizer: Any, version: int) -> RolloutService:
@@ -397,6 +406,24 @@ def _rollout_service(config: RLConfig, model_dir: Path, tokenizer: Any, version:
     return RolloutService(engine, tokenizer, default_params=params)
 
 
+def _env_cluster(
+    config: RLConfig, service: RolloutService, env_factory: EnvFactory, agent_factory: AgentFactory
+) -> EnvCluster:
+    """The environment cluster of ``config``, its agents talking to ``service``."""
+    from agentscope.rl.rollout import RolloutChatModel
+
+    return EnvCluster(
+        env_factory,
+        agent_factory,
+        service,
+        slots=config.env.slots,
+        step_timeout_s=config.env.step_timeout_s,
+        episode_timeout_s=config.env.episode_timeout_s,
+        max_turns=config.env.max_turns,
+        model_factory=lambda sid: RolloutChatModel(service, sid),
+    )
+
+
 async def _train(
     config: RLConfig,
     root: Path,
@@ -409,7 +436,6 @@ async def _train(
     console: Console | None,
     started: float,
 ) -> TrainResult:
-    from agentscope.rl.rollout import RolloutChatModel
     from agentscope.rl.trainer import AsyncCheckpointer, Trainer
 
     model, tokenizer = await _load_model(model_dir, config.threads)
@@ -435,16 +461,7 @@ async def _train(
     requeued = await data.recover()
     checkpointer = await anyio.to_thread.run_sync(AsyncCheckpointer, root)
     service = _rollout_service(config, model_dir, tokenizer, start_step)
-    cluster = EnvCluster(
-        env_factory,
-        agent_factory,
-        service,
-        slots=config.env.slots,
-        step_timeout_s=config.env.step_timeout_s,
-        episode_timeout_s=config.env.episode_timeout_s,
-        max_turns=config.env.max_turns,
-        model_factory=lambda sid: RolloutChatModel(service, sid),
-    )
+    cluster = _env_cluster(config, service, env_factory, agent_factory)
     progress = _Progress(console, config.schedule.steps, start_step)
     if checkpoint is not None:
         progress.note(
@@ -588,8 +605,6 @@ async def evaluate(
     """Play every task of ``tasks_spec`` (default ``config.eval_tasks`` or ``config.tasks``) ``attempts`` times
     with the policy in ``checkpoint`` (a directory ``from_pretrained`` loads: ``DIR/checkpoints/latest``, or a run
     directory); returns success rates as JSON-ready data."""
-    from agentscope.rl.rollout import RolloutChatModel
-
     spec = tasks_spec or config.eval_tasks or config.tasks
     tasks = await anyio.to_thread.run_sync(load_tasks, spec)
     await anyio.to_thread.run_sync(_import_heavy)
@@ -602,22 +617,13 @@ async def evaluate(
         if config.policy.path is None:
             raise ConfigError("rl eval needs --checkpoint (or policy.path in the config)")
         model_dir = Path(config.policy.path)
-    _, tokenizer = await _load_model(model_dir, config.threads)
+    tokenizer = await _load_tokenizer(model_dir, config.threads)  # the engine loads the weights itself
     if temperature is not None:
         config = config.model_copy(
             update={"rollout": config.rollout.model_copy(update={"temperature": temperature})}
         )
     service = _rollout_service(config, model_dir, tokenizer, 0)
-    cluster = EnvCluster(
-        _env_factory(config),
-        _agent_factory(config),
-        service,
-        slots=config.env.slots,
-        step_timeout_s=config.env.step_timeout_s,
-        episode_timeout_s=config.env.episode_timeout_s,
-        max_turns=config.env.max_turns,
-        model_factory=lambda sid: RolloutChatModel(service, sid),
-    )
+    cluster = _env_cluster(config, service, _env_factory(config), _agent_factory(config))
     results: list[Trajectory] = []
 
     async def feed() -> AsyncIterator[tuple[Task, str]]:
