@@ -211,6 +211,19 @@ def run_paired(args: argparse.Namespace, trajs: list[Trajectory]) -> dict[str, o
     }
 
 
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _emit(report: dict[str, object], out: Path | None) -> None:
+    """Finish the report (load afterwards), print it, and write it to ``out`` too."""
+    report["uptime_after"] = _uptime()
+    text = json.dumps(report, indent=1)
+    print(text)
+    if out is not None:
+        out.write_text(text + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -237,28 +250,17 @@ def main() -> None:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    date = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    uptime_before = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    header: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads",
+        "uptime_before": _uptime(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "model": args.model,
+    }
     trajs = batch(args)
     if args.pairs:
-        paired = run_paired(args, trajs)
-        report_paired = {
-            "benchmark": "rl_checkpoint (paired)",
-            "date": date,
-            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads",
-            "uptime_before": uptime_before,
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "model": args.model,
-            **paired,
-            "uptime_after": subprocess.run(
-                ["uptime"], capture_output=True, text=True, check=False
-            ).stdout.strip(),
-        }
-        text = json.dumps(report_paired, indent=1)
-        print(text)
-        if args.out is not None:
-            args.out.write_text(text + "\n")
+        _emit({"benchmark": "rl_checkpoint (paired)", **header, **run_paired(args, trajs)}, args.out)
         return
     rounds: list[dict[str, dict[str, object]]] = []
     for r in range(args.rounds):
@@ -284,12 +286,7 @@ def main() -> None:
 
     report = {
         "benchmark": "rl_checkpoint",
-        "date": date,
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads",
-        "uptime_before": uptime_before,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "model": args.model,
+        **header,
         "parameters_m": sum(p.numel() for p in build(args.model)[0].parameters()) / 1e6,
         "batch": {
             "trajectories": len(trajs),
@@ -324,13 +321,7 @@ def main() -> None:
     # wall overhead on an otherwise idle machine, where the writer thread competes with training for the cores).
     report["blocking_fraction"] = float(snapshot_s) / float(step_s)  # type: ignore[arg-type]
     report["cpu_fraction"] = (float(snapshot_cpu_s) + float(write_cpu_s)) / float(step_cpu_s)  # type: ignore[arg-type]
-    report["uptime_after"] = subprocess.run(
-        ["uptime"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    _emit(report, args.out)
 
 
 if __name__ == "__main__":
