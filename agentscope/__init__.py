@@ -27,12 +27,16 @@ def init(
     run_name: str | None = None,
     config: Mapping[str, Any] | None = None,
     exporters: tuple[SpanExporter, ...] = (),
+    sample_rate: float = 1.0,
+    capture_content: bool = True,
 ) -> Tracer | None:
     """Turn tracing on: agent invocations, model calls and tool calls become spans in ``trace_store``.
 
     ``agentscope studio --store .agentscope/traces.db`` shows them. ``otlp_endpoint`` also sends them to an
     OpenTelemetry collector (``pip install 'agentscope[otlp]'``). Each call starts a new run named ``run_name``
-    in ``project``. See :func:`agentscope.tracing.init` for the details.
+    in ``project``. ``sample_rate`` records that fraction of traces (whole traces, chosen by trace id);
+    ``capture_content=False`` leaves messages, tool arguments and results out of the spans. See
+    :func:`agentscope.tracing.init` for the details.
     """
     from agentscope import tracing
 
@@ -43,4 +47,6 @@ def init(
         run_name=run_name,
         config=config,
         exporters=exporters,
+        sample_rate=sample_rate,
+        capture_content=capture_content,
     )

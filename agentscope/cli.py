@@ -163,6 +163,19 @@ def run(
         Path, typer.Option("--trace-store", help="Trace store file (SQLite) the studio reads.")
     ] = Path(".agentscope/traces.db"),
     project: Annotated[str, typer.Option("--project", help="Project the traced run belongs to.")] = "default",
+    trace_sample_rate: Annotated[
+        float,
+        typer.Option(
+            "--trace-sample-rate", min=0.0, max=1.0, help="Fraction of agent turns (traces) to record."
+        ),
+    ] = 1.0,
+    trace_content: Annotated[
+        bool,
+        typer.Option(
+            "--trace-content/--no-trace-content",
+            help="Record messages, tool arguments and results (off: only names, timings, tokens, errors).",
+        ),
+    ] = True,
 ) -> None:
     """Chat with an agent in the terminal. Ctrl-C interrupts the agent; Ctrl-D or /exit quits."""
     from rich.console import Console
@@ -174,7 +187,14 @@ def run(
         return
     from agentscope import tracing
 
-    tracing.init(trace_store, project=project, run_name=f"run {agent_spec}", config={"command": "run"})
+    tracing.init(
+        trace_store,
+        project=project,
+        run_name=f"run {agent_spec}",
+        config={"command": "run"},
+        sample_rate=trace_sample_rate,
+        capture_content=trace_content,
+    )
     status: tracing.RunStatus = "failed"
     try:
         asyncio.run(_chat(agent_spec, chat_model, console, message))

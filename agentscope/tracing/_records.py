@@ -44,6 +44,9 @@ stored once, message by message, whatever its length."""
 _PREVIEW_CHARS = 200
 _CACHE_LIMIT = 50_000
 _CONVERSATIONS = 4096
+_CONTENTS = 1024
+"""Content blocks kept (by identity) for reuse: a model's answer comes back as the next call's input within a few
+hundred spans. Few, because the cache keeps them, images included, alive."""
 _SHORT = 64
 _RESOLVE_CACHE_BYTES = 32 * 1024 * 1024
 
@@ -130,8 +133,11 @@ def blob_ref(digest: str, size: int, preview: str | None = None) -> dict[str, An
 class Encoder:
     """Encodes spans for one tracer (writer thread only; not thread-safe)."""
 
-    def __init__(self, blob_min_bytes: int = BLOB_MIN_BYTES) -> None:
+    def __init__(self, blob_min_bytes: int = BLOB_MIN_BYTES, *, capture_content: bool = True) -> None:
         self.blob_min_bytes = blob_min_bytes
+        self.capture_content = capture_content
+        """False: spans keep names, timings, token counts and errors, not what was said
+        (:data:`~agentscope.tracing._runtime.CONTENT_ATTRIBUTES`)."""
         self.new_blobs: dict[str, bytes] = {}
         """Blobs created since the last :meth:`take_blobs`."""
         self._keys: dict[str, str] = {}
@@ -144,7 +150,7 @@ class Encoder:
         self._heads: dict[tuple[str, str | None], str] = {}
         self._contents: dict[int | tuple[int, ...], str] = {}
         self._content_refs: dict[int | tuple[int, ...], object] = {}
-        self._conversations: dict[str, tuple[tuple[Any, ...], str]] = {}
+        self._conversations: dict[str, tuple[tuple[str, ...], str]] = {}
         self._texts: dict[tuple[str, str | None, str], str] = {}
         self._stored: set[str] = set()
         self._recent: OrderedDict[str, bytes] = OrderedDict()
@@ -162,7 +168,9 @@ class Encoder:
     def encode(self, span: Span, run_id: str) -> SpanRecord:
         """Encode one finished span."""
         raw = span.raw
-        if raw is not None:
+        if not self.capture_content:
+            expand(span, capture_content=False)
+        elif raw is not None:
             if not span.attributes and raw[-1] is not None:
                 if span.kind == "tool":
                     return self._fast_tool(span, raw, run_id)
@@ -362,18 +370,20 @@ class Encoder:
         """A model call's input messages as a JSON array.
 
         The next call of a conversation sends the same messages again plus a few new ones: the array of the last
-        call is kept per conversation (by its first message's id) and only the new messages are looked up. The
-        cache holds the messages, so the identity comparison of the prefix cannot be fooled by reused ids.
+        call is kept per conversation (by its first message's id) with the ids of its messages, and only the new
+        messages are looked up. (Ids, not the messages: holding the messages of thousands of conversations, images
+        included, would keep them all in memory. A message is encoded once per id anyway, see ``_message``.)
         """
         if not messages:
             return "[]"
         message = self._message
-        key: str = messages[0].id
+        ids = tuple([m.id for m in messages])
+        key = ids[0]
         cached = self._conversations.get(key)
         if cached is not None:
             known, text = cached
             n = len(known)
-            if n <= len(messages) and messages[:n] == known:
+            if n <= len(ids) and ids[:n] == known:
                 if n == len(messages):
                     return text + "]"
                 text = text + "," + ",".join([message(m) for m in messages[n:]])
@@ -383,7 +393,7 @@ class Encoder:
             text = "[" + ",".join([message(m) for m in messages])
             if len(self._conversations) > _CONVERSATIONS:
                 self._conversations.clear()
-        self._conversations[key] = (messages, text)
+        self._conversations[key] = (ids, text)
         return text + "]"
 
     def _content(self, blocks: list[Any]) -> str:
@@ -394,7 +404,7 @@ class Encoder:
         if fragment is not None:
             return fragment
         fragment = to_json(blocks, fallback=repr).decode()
-        if len(self._contents) > _CACHE_LIMIT // 10:
+        if len(self._contents) > _CONTENTS:
             self._contents.clear()
             self._content_refs.clear()
         self._contents[key] = fragment

@@ -53,6 +53,11 @@ ON: bool = False
 _submit: Callable[[object], None] | None = None
 """Where finished spans go (the installed tracer's queue); set together with ``ON``."""
 
+SAMPLE_ALL = 1 << 64
+_sample_below: int = SAMPLE_ALL
+"""A trace is recorded when the low 64 bits of its id are below this (``sample_rate * 2**64``; set on install)."""
+_LOW64 = (1 << 64) - 1
+
 _current: ContextVar[Span | None] = ContextVar("agentscope_current_span", default=None)
 
 _time_ns = time.time_ns
@@ -278,6 +283,17 @@ class _NoopSpan(Span):
 NOOP_SPAN: Span = _NoopSpan()
 """The span returned while tracing is off."""
 
+UNSAMPLED: Span = _NoopSpan()
+"""The current span inside a trace the sampler left out: its spans, children included, are not recorded."""
+
+
+def sample_threshold(rate: float) -> int:
+    """The ``_sample_below`` value that records a fraction ``rate`` of traces (by trace id, like OpenTelemetry's
+    ``TraceIdRatioBased``: every process that sees a trace id makes the same decision)."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"sample_rate must be between 0 and 1, got {rate!r}")
+    return SAMPLE_ALL if rate >= 1.0 else int(rate * SAMPLE_ALL)
+
 
 def _restore(token: Token[Span | None]) -> None:
     try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
@@ -301,21 +317,18 @@ def _is_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError)
 
 
-def _new_span(
-    name: str, kind: SpanKind, attributes: dict[str, object], payloads: dict[str, object] | None = None
-) -> Span:
+def _user_span(name: str, kind: SpanKind, attributes: Mapping[str, object] | None) -> Span:
+    """A new child of the current span (or a new root), or :data:`UNSAMPLED` when its trace is not recorded."""
     parent = _current.get()
     if parent is not None:
-        span = Span(name, kind, parent.trace_id, _rng.getrandbits(64), parent.span_id, attributes, False)
+        if parent is UNSAMPLED:
+            return UNSAMPLED
+        span = Span(name, kind, parent.trace_id, _getrandbits(64), parent.span_id, {}, False)
     else:
         trace_id, parent_id = _ambient_parent()
-        span = Span(name, kind, trace_id, _rng.getrandbits(64), parent_id, attributes, True)
-    span.payloads = payloads
-    return span
-
-
-def _user_span(name: str, kind: SpanKind, attributes: Mapping[str, object] | None) -> Span:
-    span = _new_span(name, kind, {})
+        if trace_id & _LOW64 >= _sample_below:
+            return UNSAMPLED
+        span = Span(name, kind, trace_id, _getrandbits(64), parent_id, {}, True)
     if attributes:
         span.set_attributes(attributes)
     return span
@@ -346,7 +359,8 @@ def start_span(name: str, kind: SpanKind, attributes: Mapping[str, object] | Non
     """
     if not ON:
         return NOOP_SPAN
-    return _user_span(name, kind, attributes)
+    current = _user_span(name, kind, attributes)
+    return NOOP_SPAN if current is UNSAMPLED else current
 
 
 @contextmanager
@@ -354,13 +368,20 @@ def span(name: str, kind: SpanKind, attributes: Mapping[str, object] | None = No
     """Time the enclosed block as a span, current inside the block: ``with tracing.span("step", "env") as s:``.
 
     For the work later parts do (sandbox execs, RL episodes, training steps). An exception escaping the block marks
-    the span failed and propagates. While tracing is off the block gets the no-op span and nothing is recorded.
+    the span failed and propagates. While tracing is off, or inside a trace the sampler left out, the block gets a
+    span whose ``recording`` is False and nothing is recorded.
     """
     if not ON:
         yield NOOP_SPAN
         return
     current = _user_span(name, kind, attributes)
     token = _current.set(current)
+    if current is UNSAMPLED:
+        try:
+            yield current
+        finally:
+            _restore(token)
+        return
     try:
         yield current
     except BaseException as exc:
@@ -419,23 +440,42 @@ def traced(
 # messages); :func:`expand` turns them into the span's name and GenAI attributes later, in the writer thread.
 
 
-def _raw_span(kind: SpanKind, raw: tuple[Any, ...]) -> Span:
-    """A child of the current span (or a new root) whose name and attributes :func:`expand` fills in later."""
+def _raw_span(kind: SpanKind) -> Span | None:
+    """A child of the current span (or a new root) whose name and attributes :func:`expand` fills in later from
+    ``Span.raw``. :data:`UNSAMPLED` for the root of a trace the sampler leaves out (the caller makes it current),
+    None inside such a trace (nothing to do)."""
     parent = _current.get()
     if parent is not None:
+        if parent is UNSAMPLED:
+            return None
         span = Span("", kind, parent.trace_id, _getrandbits(64), parent.span_id, {}, False)
     else:
         trace_id, parent_id = _ambient_parent()
+        if trace_id & _LOW64 >= _sample_below:
+            return UNSAMPLED
         span = Span("", kind, trace_id, _getrandbits(64), parent_id, {}, True)
-    span.raw = raw
     return span
+
+
+async def _unsampled(awaitable: Awaitable[_R]) -> _R:
+    """Await ``awaitable`` with :data:`UNSAMPLED` current, so that nothing under it is recorded either."""
+    token = _current.set(UNSAMPLED)
+    try:
+        return await awaitable
+    finally:
+        _current.reset(token)
 
 
 async def agent_call(
     agent: Any, invoke: Callable[..., Awaitable[Msg]], msg: Msg | Sequence[Msg] | None, kwargs: dict[str, Any]
 ) -> Msg:
     """Run ``invoke(msg, **kwargs)`` (an agent's reply) inside an ``invoke_agent {name}`` span."""
-    current = _raw_span("agent", (agent.name, agent.id, agent.description, msg, None))
+    current = _raw_span("agent")
+    if current is None:
+        return await invoke(msg, **kwargs)
+    if current is UNSAMPLED:
+        return await _unsampled(invoke(msg, **kwargs))
+    current.raw = (agent.name, agent.id, agent.description, msg, None)
     token = _current.set(current)
     try:
         reply = await invoke(msg, **kwargs)
@@ -460,7 +500,12 @@ async def model_call(
     streaming: bool,
 ) -> Any:
     """Run ``call()`` (one model call returning a ChatResponse) inside a ``chat {model}`` span."""
-    current = _raw_span("model", (model, tuple(messages), tools, tool_choice, settings, streaming, None))
+    current = _raw_span("model")
+    if current is None:
+        return await call()
+    if current is UNSAMPLED:
+        return await _unsampled(call())
+    current.raw = (model, tuple(messages), tools, tool_choice, settings, streaming, None)
     token = _current.set(current)
     try:
         response = await call()
@@ -477,7 +522,12 @@ async def model_call(
 
 async def tool_execute(call: ToolUseBlock, execute: Callable[[ToolUseBlock], Awaitable[Any]]) -> Any:
     """Run ``execute(call)`` (returns a ToolResponse) inside an ``execute_tool {name}`` span."""
-    current = _raw_span("tool", (call, None))
+    current = _raw_span("tool")
+    if current is None:
+        return await execute(call)
+    if current is UNSAMPLED:
+        return await _unsampled(execute(call))
+    current.raw = (call, None)
     token = _current.set(current)
     try:
         response = await execute(call)
@@ -499,7 +549,10 @@ async def tool_stream(
     The span is current only while the tool runs (while the next piece is pulled), never across a ``yield``: the
     consumer's code between pieces is not the tool's.
     """
-    current = _raw_span("tool", (call, None))
+    current = _raw_span("tool") or UNSAMPLED
+    recording = current is not UNSAMPLED
+    if recording:
+        current.raw = (call, None)
     result: ToolResultBlock | None = None
     try:
         while True:
@@ -514,8 +567,9 @@ async def tool_stream(
                 result = item
             yield item
     except GeneratorExit:
-        current.attributes["agentscope.tool.closed_early"] = True
-        current.end()
+        if recording:
+            current.attributes["agentscope.tool.closed_early"] = True
+            current.end()
         raise
     except BaseException as exc:
         _fail_tool_span(current, exc)
@@ -524,11 +578,14 @@ async def tool_stream(
         closer = getattr(stream, "aclose", None)
         if closer is not None:
             await closer()
-    current.raw = (call, result)
-    current.end()
+    if recording:
+        current.raw = (call, result)
+        current.end()
 
 
 def _fail_tool_span(target: Span, exc: BaseException) -> None:
+    if target is UNSAMPLED:
+        return
     from agentscope.exceptions import ApprovalRequired
 
     if isinstance(exc, ApprovalRequired):
@@ -543,6 +600,21 @@ def _fail_tool_span(target: Span, exc: BaseException) -> None:
 
 _PROVIDERS = {"OpenAIChatModel": "openai", "AnthropicChatModel": "anthropic"}
 
+CONTENT_ATTRIBUTES = frozenset(
+    {
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.call.arguments",
+        "gen_ai.tool.call.result",
+        "agentscope.prompt_token_ids",
+        "agentscope.completion_token_ids",
+        "agentscope.logprobs",
+    }
+)
+"""Attributes that hold what was said (messages, tool arguments and results, token ids): left out of every span
+when a tracer runs with ``capture_content=False``, as OpenTelemetry's GenAI conventions allow."""
+
 _SETTING_ATTRIBUTES = {
     "temperature": "gen_ai.request.temperature",
     "top_p": "gen_ai.request.top_p",
@@ -552,22 +624,34 @@ _SETTING_ATTRIBUTES = {
 }
 
 
-def expand(span: Span) -> None:
+def expand(span: Span, capture_content: bool = True) -> None:
     """Turn a wrapper span's recorded objects (``span.raw``) into its name and GenAI attributes.
 
     Runs in the tracer's writer thread, once the span has ended. Attributes set directly on the span (errors) are
-    kept.
+    kept. Without ``capture_content`` the :data:`CONTENT_ATTRIBUTES` are left out, and so is the tool output that
+    a failed tool call's status message would quote.
     """
     raw = span.raw
-    if raw is None:
-        return
-    span.raw = None
-    if span.kind == "model":
-        _expand_model(span, *raw)
-    elif span.kind == "tool":
-        _expand_tool(span, *raw)
-    else:
-        _expand_agent(span, *raw)
+    if raw is not None:
+        span.raw = None
+        if span.kind == "model":
+            _expand_model(span, *raw)
+        elif span.kind == "tool":
+            _expand_tool(span, *raw, capture_content=capture_content)
+        else:
+            _expand_agent(span, *raw)
+    if not capture_content:
+        _drop_content(span)
+
+
+def _drop_content(span: Span) -> None:
+    attributes = span.attributes
+    for key in CONTENT_ATTRIBUTES.intersection(attributes):
+        del attributes[key]
+    payloads = span.payloads
+    if payloads:
+        for key in CONTENT_ATTRIBUTES.intersection(payloads):
+            del payloads[key]
 
 
 def _expand_agent(span: Span, name: str, agent_id: str, description: str, msg: Any, reply: Any) -> None:
@@ -655,7 +739,7 @@ def record_response(target: Span, response: Any) -> None:
         attributes["agentscope.policy_version"] = response.policy_version
 
 
-def _expand_tool(span: Span, call: ToolUseBlock, result: Any) -> None:
+def _expand_tool(span: Span, call: ToolUseBlock, result: Any, *, capture_content: bool = True) -> None:
     span.name = f"execute_tool {call.name}"
     attributes: dict[str, object] = {
         "gen_ai.operation.name": "execute_tool",
@@ -674,7 +758,7 @@ def _expand_tool(span: Span, call: ToolUseBlock, result: Any) -> None:
         payloads["gen_ai.tool.call.result"] = Json(output)
         if result.is_error:
             span.status = "error"
-            span.status_message = _preview(output)
+            span.status_message = _preview(output) if capture_content else "the tool returned an error"
             attributes["error.type"] = "tool_error"
     attributes.update(span.attributes)
     span.attributes = attributes

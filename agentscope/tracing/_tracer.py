@@ -16,6 +16,7 @@ import atexit
 import logging
 import os
 import platform
+import re
 import socket
 import sys
 import threading
@@ -89,9 +90,12 @@ class Tracer:
         max_batch: int = 4096,
         busy_batch: int = 1024,
         busy_interval_s: float = 1.0,
+        sample_rate: float = 1.0,
+        capture_content: bool = True,
     ) -> None:
         if not exporters:
             raise ValueError("a tracer needs at least one exporter (a trace store, OTLP, or your own)")
+        sample_below = _runtime.sample_threshold(sample_rate)
         started = time.time_ns()
         self.run = RunRecord(
             id=uuid.uuid4().hex,
@@ -99,10 +103,11 @@ class Tracer:
             name=run_name or time.strftime("run-%Y%m%d-%H%M%S", time.localtime(started / 1e9)),
             started_ns=started,
             config={
-                "argv": list(sys.argv),
+                "argv": recorded_argv(sys.argv, capture_content=capture_content),
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "python": platform.python_version(),
+                "tracing": {"sample_rate": sample_rate, "capture_content": capture_content},
                 **dict(config or {}),
             },
         )
@@ -119,12 +124,17 @@ class Tracer:
         """After an export of at least this many items the writer waits ``busy_interval_s`` instead."""
         self.busy_interval_s = max(busy_interval_s, flush_interval_s)
         """The wait between exports while spans arrive faster than ``busy_batch`` per ``flush_interval_s``."""
+        self.sample_rate = sample_rate
+        """The fraction of traces recorded, decided by trace id when a trace starts (1.0: all)."""
+        self.capture_content = capture_content
+        """Whether spans keep what was said: messages, tool arguments and results, token ids."""
+        self._sample_below = sample_below
         self.dropped = 0
         """Spans and points dropped because the writer fell behind or an exporter failed."""
         self.error: BaseException | None = None
         """The first exception an exporter raised, if any."""
         self._queue: deque[object] = deque()
-        self._encoder = Encoder()
+        self._encoder = Encoder(capture_content=capture_content)
         self._steps: dict[str, int] = {}
         self._kick = threading.Event()
         self._stopping = False
@@ -145,6 +155,7 @@ class Tracer:
         _tracer = self
         self._installed = True
         _runtime._submit = self._queue.append
+        _runtime._sample_below = self._sample_below
         _runtime.ON = True
         return self
 
@@ -191,6 +202,7 @@ class Tracer:
         if _tracer is self:
             _runtime.ON = False
             _runtime._submit = None
+            _runtime._sample_below = _runtime.SAMPLE_ALL
             _tracer = None
         self.run.status = status
         self.run.ended_ns = time.time_ns()
@@ -283,6 +295,39 @@ class Tracer:
                 logger.exception("trace exporter %r failed; %d spans dropped", exporter, len(spans))
 
 
+_SECRET_OPTION = re.compile(
+    r"^--?[\w-]*(key|token|secret|password|passwd|credential|auth)[\w-]*$", re.IGNORECASE
+)
+_REDACTED = "<redacted>"
+
+
+def recorded_argv(argv: Sequence[str], *, capture_content: bool = True) -> list[str]:
+    """The command line as a run records it: values of options that look secret (``--api-key``, ``--token``)
+    replaced by ``<redacted>``; without ``capture_content`` only the program and the option names are kept
+    (arguments such as ``-m "message"`` are what was said)."""
+    recorded: list[str] = []
+    hide_next = False
+    for i, arg in enumerate(argv):
+        if hide_next:
+            recorded.append(_REDACTED)
+            hide_next = False
+            continue
+        name, eq, _ = arg.partition("=")
+        if _SECRET_OPTION.match(name):
+            if eq:
+                recorded.append(f"{name}={_REDACTED}")
+            else:
+                recorded.append(arg)
+                hide_next = True
+        elif i == 0 or capture_content:
+            recorded.append(arg)
+        elif arg.startswith("-"):
+            recorded.append(name if eq else arg)
+        else:
+            recorded.append(_REDACTED)
+    return recorded
+
+
 # ---------------------------------------------------------------------- the process-wide tracer
 
 _tracer: Tracer | None = None
@@ -299,6 +344,8 @@ def init(
     config: Mapping[str, Any] | None = None,
     exporters: Sequence[SpanExporter] = (),
     flush_interval_s: float = 0.25,
+    sample_rate: float = 1.0,
+    capture_content: bool = True,
 ) -> Tracer | None:
     """Turn tracing on for this process: every agent invocation, model call and tool call becomes a span.
 
@@ -312,6 +359,11 @@ def init(
         config: JSON data stored with the run (hyper-parameters, tags).
         exporters: More exporters (your own :class:`SpanExporter`, or an ``InMemoryExporter`` in tests).
         flush_interval_s: How often the writer thread exports.
+        sample_rate: Fraction of traces recorded (0 to 1). The decision is made once per trace, from its id, when
+            its root span starts: a trace is recorded whole or not at all. Metrics are always recorded.
+        capture_content: False keeps what was said out of the spans (messages, tool arguments and results, token
+            ids): names, timings, token counts, statuses and errors stay, and the command line keeps only
+            option names. For private data (it saves little time: most of the cost is per span, not per byte).
 
     Returns:
         The installed :class:`Tracer`, or None when nothing is to be recorded (no store, no endpoint, no
@@ -335,7 +387,13 @@ def init(
         shutdown()
         return None
     tracer = Tracer(
-        all_exporters, project=project, run_name=run_name, config=config, flush_interval_s=flush_interval_s
+        all_exporters,
+        project=project,
+        run_name=run_name,
+        config=config,
+        flush_interval_s=flush_interval_s,
+        sample_rate=sample_rate,
+        capture_content=capture_content,
     ).install()
     global _atexit_registered
     if not _atexit_registered:
@@ -357,6 +415,7 @@ def _forget_in_child() -> None:
     _tracer = None
     _runtime.ON = False
     _runtime._submit = None
+    _runtime._sample_below = _runtime.SAMPLE_ALL
 
 
 if hasattr(os, "register_at_fork"):

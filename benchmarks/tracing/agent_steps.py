@@ -6,7 +6,9 @@ thread. "on" runs with ``agentscope.init(trace_store=<tmp>/traces.db)`` installe
 the writer thread to have written every span (``aflush``), so nothing is left unpaid.
 
     .venv/bin/python benchmarks/tracing/agent_steps.py [--n 1000] [--k 5] [--concurrency 200] [--rounds 5]
-        [--model-latency-ms 0]
+        [--model-latency-ms 0] [--sample-rate 1.0] [--no-content]
+
+``--sample-rate`` and ``--no-content`` pass ``sample_rate`` / ``capture_content=False`` to ``agentscope.init``.
 """
 
 from __future__ import annotations
@@ -111,7 +113,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=0.0,
         help="simulated model latency (0: the worst case for tracing)",
     )
+    parser.add_argument("--sample-rate", type=float, default=1.0, help="fraction of traces recorded")
+    parser.add_argument(
+        "--no-content", action="store_true", help="trace without messages, tool arguments and results"
+    )
     args = parser.parse_args(argv)
+    options: dict[str, Any] = {"sample_rate": args.sample_rate, "capture_content": not args.no_content}
     steps = args.n * (args.k + 1)
     rates: dict[str, list[float]] = {"off": [], "on": []}
     cpu_us: dict[str, list[float]] = {"off": [], "on": []}
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             order = ("off", "on") if r % 2 == 0 else ("on", "off")
             for mode in order:
                 if mode == "on":
-                    agentscope.init(store, project="bench", run_name=f"round-{r}")
+                    agentscope.init(store, project="bench", run_name=f"round-{r}", **options)
                 elapsed, cpu = asyncio.run(
                     workload(args.n, args.k, args.concurrency, args.model_latency_ms / 1000)
                 )
@@ -151,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "k": args.k,
         "concurrency": args.concurrency,
         "model_latency_ms": args.model_latency_ms,
+        "sample_rate": args.sample_rate,
+        "capture_content": not args.no_content,
         "rounds": args.rounds,
         "off_steps_per_s": round(off),
         "on_steps_per_s": round(on),

@@ -59,3 +59,24 @@ async def test_fast_and_generic_encodings_agree(captured: list[Span], toolkit: T
         )
         assert json.loads(a.attributes) == json.loads(b.attributes), a.name
     assert fast.take_blobs().keys() == generic.take_blobs().keys()
+
+
+async def test_the_encoder_does_not_keep_conversations_alive(captured: list[Span], toolkit: Toolkit) -> None:
+    import gc
+    import weakref
+
+    encoder = Encoder()
+    watched: list[weakref.ref[Msg]] = []
+    for i in range(30):
+        model = ScriptedModel([tool_call("add", a=i, b=1), "done"])
+        agent = ReActAgent(f"a{i}", "You add.", model, toolkit=toolkit)
+        question = Msg(role="user", content="x" * 10_000)  # a large message (an image would be larger)
+        watched.append(weakref.ref(question))
+        await agent(question)
+        for span in captured:
+            encoder.encode(span, "run")
+        captured.clear()
+        del agent, model, question
+    gc.collect()
+    alive = [ref for ref in watched if ref() is not None]
+    assert len(alive) <= 1, f"{len(alive)} of 30 finished conversations are still held by the encoder"

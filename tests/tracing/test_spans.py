@@ -255,7 +255,7 @@ async def test_with_tracing_off_nothing_is_recorded_and_no_span_is_made(
     def no_spans(*_: object, **__: object) -> None:
         raise AssertionError("a span was created while tracing is off")
 
-    monkeypatch.setattr(_runtime, "_new_span", no_spans)
+    monkeypatch.setattr(_runtime, "_user_span", no_spans)
     monkeypatch.setattr(_runtime, "Span", no_spans)
     await _run_calculator(toolkit)
     model = ScriptedModel([tool_call("add", a=1, b=2), "3"])
