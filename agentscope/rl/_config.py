@@ -174,6 +174,9 @@ class RLConfig(BaseModel):
     trace: bool = True
     """Record every episode, model and tool call as spans, and the metrics, in DIR/traces.db (the studio reads
     it)."""
+    trace_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Fraction of episodes traced (whole episodes, chosen by trace id); metrics are always recorded. Lower it when
+    rollouts are CPU-bound: recording every span costs ~200 µs of CPU per agent step (benchmarks/RESULTS.md)."""
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     """The policy."""
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)

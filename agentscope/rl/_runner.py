@@ -324,7 +324,11 @@ async def train(
     tracer_on = config.trace and not tracing.enabled()
     if tracer_on:
         tracing.init(
-            root / TRACE_FILE, project="rl", run_name=root.name, config=config.model_dump(mode="json")
+            root / TRACE_FILE,
+            project="rl",
+            run_name=root.name,
+            config=config.model_dump(mode="json"),
+            sample_rate=config.trace_sample_rate,
         )
     try:
         return await _train(

@@ -69,6 +69,7 @@ def test_overrides_are_dotted_yaml_values(tmp_path: Path) -> None:
         (["eval_tasks=:n=3"], "eval_tasks: empty task spec"),
         (["policy.warm_start_tasks=arith:seed"], "policy.warm_start_tasks: bad task spec item 'seed'"),
         (["trainer.lr=1", "trainer.lr.x=2"], "trainer.lr is a value, not a section"),
+        (["trace_sample_rate=1.5"], "trace_sample_rate: Input should be less than or equal to 1"),
     ],
 )
 def test_errors_name_the_field(overrides: list[str], message: str) -> None:
