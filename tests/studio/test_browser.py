@@ -102,7 +102,9 @@ class SlowRun:
 
     def _run(self) -> None:
         try:
-            agentscope.init(self.store, project="demo", run_name="live-run")
+            agentscope.init(
+                self.store, project="demo", run_name="live-run", sample_rate=1.0, capture_content=False
+            )
 
             async def answer_later(_: ModelRequest) -> str:
                 self.started.set()
@@ -163,6 +165,7 @@ async def test_the_studio_in_a_real_browser(studio: tuple[str, Path]) -> None:
 
             # ---- the running trace shows its finished spans; the rest arrive live
             await page.locator("a.run-link", has_text="live-run").click()
+            await expect(page.locator("#run-recording")).to_have_text("every trace, without content")
             await page.locator("a.trace-link").first.click()
             await expect(page.locator(".span-row")).to_have_count(
                 2

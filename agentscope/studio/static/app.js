@@ -224,6 +224,14 @@ async function runsPage(params) {
 
 // ------------------------------------------------------------------ run page (traces, metrics, stats)
 
+// What the tracer of a run kept: every trace or a sample, with or without messages and tool arguments.
+function recording(config) {
+  const t = (config || {}).tracing;
+  if (!t) return "every trace";
+  const share = t.sample_rate >= 1 ? "every trace" : `${+(t.sample_rate * 100).toFixed(2)} % of traces`;
+  return t.capture_content === false ? `${share}, without content` : share;
+}
+
 async function runPage(runId, tab) {
   const run = await api(`/api/runs/${runId}`);
   crumbs({ text: "Runs", href: "#/" }, { text: run.name });
@@ -240,7 +248,8 @@ async function runPage(runId, tab) {
         h("dt", {}, "Spans"), h("dd", { id: "run-spans" }, num(r.span_count)),
         h("dt", {}, "Errors"), h("dd", { class: r.error_count ? "error-text" : "" }, num(r.error_count)),
         h("dt", {}, "Tokens"), h("dd", {}, `${num(r.input_tokens)} in / ${num(r.output_tokens)} out`),
-        h("dt", {}, "Agents"), h("dd", {}, r.agents.join(", ") || "—")));
+        h("dt", {}, "Agents"), h("dd", {}, r.agents.join(", ") || "—"),
+        h("dt", {}, "Recorded"), h("dd", { id: "run-recording" }, recording(r.config))));
   }
   fillHeader(run);
   const tabs = h("nav", { class: "tabs" },
