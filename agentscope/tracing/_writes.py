@@ -8,6 +8,9 @@ the per-trace and per-run counters are computed by SQLite from the rows just ins
 C without the GIL (on another core, while the event loop runs), and Python only binds the values.
 
 The rows written and the counters are exactly those of one ``INSERT`` per row followed by the counter updates.
+Optional span columns are bound as ``''`` / ``-1`` and turned into NULL by SQLite (``NULLIF``): ``sqlite3`` binds
+a Python ``None`` only after two failed attribute lookups (adapter protocol), each formatting an error message,
+and most spans have three or four empty columns.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ _SPANS = (
     "INSERT INTO spans (run_id, trace_id, span_id, parent_id, kind, name, start_ns, end_ns, status,"
     " status_message, input_tokens, output_tokens, agent_name, attributes) VALUES {rows}"
 )
+_SPAN_ROW = "(?,?,?,NULLIF(?,''),?,?,?,?,?,NULLIF(?,''),NULLIF(?,-1),NULLIF(?,-1),NULLIF(?,''),?)"
+"""One span's values; parent_id, status_message, the token counts and agent_name are sent as '' or -1 for NULL."""
 
 _TRACES = (
     "INSERT INTO traces (trace_id, run_id, root_span_id, name, kind, status, start_ns, end_ns, span_count,"
@@ -64,25 +69,26 @@ _METRICS = "INSERT INTO metrics (run_id, name, step, value, time_ns) VALUES {row
 
 
 @functools.lru_cache(maxsize=64)
-def _statement(template: str, width: int, rows: int) -> str:
-    one = "(" + ",".join("?" * width) + ")"
+def _statement(template: str, one: str, rows: int) -> str:
     return template.format(rows=",".join([one] * rows))
 
 
-def insert_rows(conn: sqlite3.Connection, template: str, rows: Sequence[tuple[object, ...]]) -> None:
+def insert_rows(
+    conn: sqlite3.Connection, template: str, rows: Sequence[tuple[object, ...]], row: str | None = None
+) -> None:
     """Run ``template`` (a statement with ``{rows}`` where its ``VALUES`` rows go) over ``rows``, in order.
 
-    Chunks have :data:`CHUNK_ROWS` rows, the last ones a power of two fewer, so that few distinct statements exist
-    and ``sqlite3``'s statement cache keeps them prepared.
+    ``row`` is one row's placeholders (default ``(?,?,...)``). Chunks have :data:`CHUNK_ROWS` rows, the last ones a
+    power of two fewer, so that few distinct statements exist and ``sqlite3``'s statement cache keeps them prepared.
     """
     if not rows:
         return
-    width = len(rows[0])
+    one = row or "(" + ",".join("?" * len(rows[0])) + ")"
     start, total = 0, len(rows)
     while start < total:
         left = total - start
         size = CHUNK_ROWS if left >= CHUNK_ROWS else 1 << (left.bit_length() - 1)
-        conn.execute(_statement(template, width, size), list(chain.from_iterable(rows[start : start + size])))
+        conn.execute(_statement(template, one, size), list(chain.from_iterable(rows[start : start + size])))
         start += size
 
 
@@ -97,20 +103,21 @@ def write_spans(conn: sqlite3.Connection, spans: Sequence[SpanRecord]) -> None:
                 s.run_id,
                 s.trace_id,
                 s.span_id,
-                s.parent_id,
+                s.parent_id or "",
                 s.kind,
                 s.name,
                 s.start_ns,
                 s.end_ns,
                 s.status,
-                s.status_message,
-                s.input_tokens,
-                s.output_tokens,
-                s.agent_name,
+                s.status_message or "",
+                -1 if s.input_tokens is None else s.input_tokens,
+                -1 if s.output_tokens is None else s.output_tokens,
+                s.agent_name or "",
                 s.attributes,
             )
             for s in spans
         ],
+        _SPAN_ROW,
     )
     conn.execute(_TRACES, (last,))
     # A trace's root span names the trace and decides its status; the last root of a trace in the batch wins.

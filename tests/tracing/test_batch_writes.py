@@ -52,9 +52,14 @@ def test_spans_in_many_chunks_keep_their_order_and_counters(tmp_path: Path) -> N
         store.write(ExportBatch(run, records[300:], [], {}, lambda _: None))  # traces grow across batches
         conn = sqlite3.connect(tmp_path / "traces.db")
         rows = conn.execute(
-            "SELECT span_id, parent_id, input_tokens, agent_name FROM spans ORDER BY id"
+            "SELECT span_id, parent_id, status_message, input_tokens, output_tokens, agent_name FROM spans"
+            " ORDER BY id"
         ).fetchall()
-        assert rows == [(r.span_id, r.parent_id, r.input_tokens, r.agent_name) for r in records]
+        # Empty optional columns are NULL (they are sent as '' / -1 and turned into NULL by the statement).
+        assert rows == [
+            (r.span_id, r.parent_id, r.status_message, r.input_tokens, r.output_tokens, r.agent_name)
+            for r in records
+        ]
         for t in range(7):
             mine = [r for r in records if r.trace_id == f"t{t}"]
             roots = [r for r in mine if r.is_root]
