@@ -42,6 +42,10 @@ def _require_fastapi() -> None:
         raise ImportError("the studio needs FastAPI and uvicorn: pip install 'agentscope[studio]'") from exc
 
 
+_LOST_RUN_POLLS = 10
+"""The live feed checks for runs whose process is gone every this many polls."""
+
+
 def create_app(
     store: TraceStore | str | Path,
     *,
@@ -152,11 +156,13 @@ def create_app(
         filters = RunFilter(
             project=project, agent=agent, status=status, since_ns=since_ns, until_ns=until_ns, q=q
         )
+        await read(TraceStore.mark_lost_runs)
         rows, total = await read(TraceStore.list_runs, filters, offset=offset, limit=limit)
         return {"runs": rows, "total": total, "offset": offset}
 
     @app.get("/api/runs/{run_id}", dependencies=api)
     async def run(run_id: str) -> Row:  # pyright: ignore[reportUnusedFunction]
+        await read(TraceStore.mark_lost_runs)
         row = await read(TraceStore.get_run, run_id)
         if row is None:
             raise not_found("run")
@@ -290,7 +296,11 @@ def create_app(
             sent = 0
             idle = 0
             yield f"event: ready\ndata: {json.dumps(positions)}\n\n"
+            polls = 0
             while True:
+                if polls % _LOST_RUN_POLLS == 0:  # a killed process's run becomes 'lost', and that is news
+                    await read(TraceStore.mark_lost_runs)
+                polls += 1
                 batch: list[tuple[str, Row]] = []
                 for row in await read(TraceStore.runs_updated_since, positions["run"]):
                     positions["run"] = max(positions["run"], row["updated_ns"])

@@ -64,7 +64,7 @@ class RunRecord:
     started_ns: int
     """Start, nanoseconds since the epoch."""
     status: str = "running"
-    """``running``, ``finished`` or ``failed``."""
+    """``running``, ``finished`` or ``failed``; ``lost`` once the store has found its process gone."""
     ended_ns: int | None = None
     """End, when it ended."""
     config: dict[str, Any] = field(default_factory=dict[str, Any])

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -52,6 +55,9 @@ _RUN_COLUMNS = (
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+logger = logging.getLogger("agentscope.tracing")
+
+
 def _serialised(method: _F) -> _F:
     """Store methods hold the store's lock for an in-memory store: its shared-cache connections lock whole tables
     (``SQLITE_LOCKED``, which busy timeouts do not cover), so they take turns instead."""
@@ -75,7 +81,8 @@ class RunFilter:
     agent: str | None = None
     """An agent of this name ran in the run."""
     status: str | None = None
-    """``running``, ``finished``, ``failed``, or ``error`` (runs with at least one failed span)."""
+    """``running``, ``finished``, ``failed``, ``lost`` (its process is gone), or ``error`` (runs with at least one
+    failed span)."""
     since_ns: int | None = None
     """Started at or after."""
     until_ns: int | None = None
@@ -172,6 +179,37 @@ class TraceStore:
                 json.dumps(run.config),
             ),
         )
+
+    @_serialised
+    def mark_lost_runs(self) -> list[str]:
+        """Mark ``lost`` the running runs of this machine whose process is gone (killed, or crashed before its
+        tracer could record how the run ended); return their ids. ``ended_ns`` becomes the run's last update.
+
+        Only runs recorded on this host (``config.host``) are checked, by their ``config.pid``: a run of another
+        machine, or whose pid a new process has taken, stays ``running``.
+        """
+        if os.name != "posix":  # os.kill(pid, 0) probes only on POSIX (elsewhere it would kill)
+            return []
+        conn = self._conn()
+        host = socket.gethostname()
+        lost = [
+            run_id
+            for run_id, config in conn.execute(
+                "SELECT id, config FROM runs WHERE status = 'running'"
+            ).fetchall()
+            if _process_gone(json.loads(config), host)
+        ]
+        if lost:
+            try:
+                conn.executemany(  # autocommit: one short write transaction per run
+                    "UPDATE runs SET status = 'lost', ended_ns = updated_ns, updated_ns = ?"
+                    " WHERE id = ? AND status = 'running'",
+                    [(time.time_ns(), run_id) for run_id in lost],
+                )
+            except sqlite3.OperationalError as exc:  # a read-only store, or a writer holding it: next time
+                logger.warning("could not mark runs %s lost in %s: %s", lost, self.path, exc)
+                return []
+        return lost
 
     @_serialised
     def write(self, batch: ExportBatch) -> None:
@@ -637,6 +675,27 @@ def _unpack(data: bytes) -> bytes:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _process_gone(config: Any, host: str) -> bool:
+    """True when ``config`` (a run's) names this host and a pid that no process has."""
+    if not isinstance(config, dict):
+        return False
+    pid = cast("dict[str, Any]", config).get("pid")
+    if (
+        cast("dict[str, Any]", config).get("host") != host
+        or type(pid) is not int
+        or pid <= 0
+        or pid == os.getpid()
+    ):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's) or cannot be probed
+        return False
+    return False
 
 
 def _run_row(row: sqlite3.Row) -> Row:

@@ -349,3 +349,23 @@ async def test_a_10000_span_trace_is_served_in_pages_quickly(tmp_path: Path) -> 
             assert errors["total"] == 10
     finally:
         await anyio.to_thread.run_sync(store.close)
+
+
+async def test_runs_of_processes_that_are_gone_are_shown_lost(tmp_path: Path) -> None:
+    import socket
+    import sys
+
+    finished = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    gone_pid = int(finished.stdout)  # its process has exited and been reaped
+    opened = await anyio.to_thread.run_sync(TraceStore, tmp_path / "traces.db")
+    try:
+        run = RunRecord(
+            "r-gone", "p", "crashed", time.time_ns(), config={"host": socket.gethostname(), "pid": gone_pid}
+        )
+        await anyio.to_thread.run_sync(opened.upsert_run, run)
+        app = create_app(opened, poll_interval_s=0.05)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+            assert (await get(c, "/api/runs/r-gone"))["status"] == "lost"
+            assert [r["name"] for r in (await get(c, "/api/runs", status="lost"))["runs"]] == ["crashed"]
+    finally:
+        await anyio.to_thread.run_sync(opened.close)

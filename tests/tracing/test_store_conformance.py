@@ -484,3 +484,43 @@ def test_every_released_version_migrates_to_the_current_one(tmp_path: Path) -> N
             assert opened.schema_version == SCHEMA_VERSION
             opened.write(batch([span("a")]))
             assert opened.list_spans(trace_id="t1")[1] == 1
+
+
+def test_a_run_whose_process_was_killed_becomes_lost(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    path = tmp_path / "traces.db"
+    doomed = (
+        "import os, agentscope\n"
+        "from agentscope import tracing\n"
+        f"agentscope.init({str(path)!r}, project='p', run_name='doomed')\n"
+        "with tracing.span('work', 'env'):\n"
+        "    pass\n"
+        "tracing.flush()\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", doomed], timeout=60, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    with TraceStore(path) as store:
+        store.upsert_run(  # a run of another machine: its pid means nothing here
+            RunRecord("far", "p", "elsewhere", T0, config={"host": "not-" + socket.gethostname(), "pid": 1})
+        )
+        store.upsert_run(
+            RunRecord("me", "p", "alive", T0, config={"host": socket.gethostname(), "pid": os.getpid()})
+        )
+        (before,) = store.list_runs(RunFilter(q="doomed"))[0]
+        assert before["status"] == "running", "nobody recorded how it ended"
+
+        assert store.mark_lost_runs() == [before["id"]]
+        (after,) = store.list_runs(RunFilter(status="lost"))[0]
+        assert after["id"] == before["id"]
+        assert after["ended_ns"] == before["updated_ns"], "it ended at its last sign of life"
+        assert after["span_count"] == 1, "what it wrote is kept"
+        assert sorted(r["name"] for r in store.list_runs(RunFilter(status="running"))[0]) == [
+            "alive",
+            "elsewhere",
+        ]
+        assert store.mark_lost_runs() == []

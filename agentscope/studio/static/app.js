@@ -160,7 +160,7 @@ async function runsPage(params) {
   const projectSelect = h("select", { name: "project" }, h("option", { value: "" }, "all projects"),
     ...projects.map((p) => h("option", { value: p, selected: p === filters.project }, p)));
   const statusSelect = h("select", { name: "status" },
-    ...[["", "any status"], ["running", "running"], ["finished", "finished"], ["failed", "failed"], ["error", "with errors"]]
+    ...[["", "any status"], ["running", "running"], ["finished", "finished"], ["failed", "failed"], ["lost", "lost (process gone)"], ["error", "with errors"]]
       .map(([v, t]) => h("option", { value: v, selected: v === filters.status }, t)));
   const form = h("form", { class: "filters", id: "run-filters", onsubmit: (e) => {
     e.preventDefault();
