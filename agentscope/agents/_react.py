@@ -221,9 +221,14 @@ class ReActAgent(AgentBase):
                 messages, tools=tools or None, tool_choice=tool_choice, settings=self.model_settings
             )
         response: ChatResponse | None = None
+        first = True
         async for event in self.model.stream(
             messages, tools=tools or None, tool_choice=tool_choice, settings=self.model_settings
         ):
+            if first:
+                first = False
+                if _tracing.ON:
+                    _tracing.first_chunk()
             if isinstance(event, ChatResponse):
                 response = event
             elif isinstance(event, TextDelta | ThinkingDelta):

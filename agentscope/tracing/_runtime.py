@@ -583,6 +583,14 @@ async def tool_stream(
         current.end()
 
 
+def first_chunk() -> None:
+    """Record on the current model span how long its stream took to send anything
+    (``gen_ai.response.time_to_first_chunk``, seconds since the span started). For streaming callers."""
+    current = _current.get()
+    if current is not None and current.kind == "model" and current is not UNSAMPLED:
+        current.attributes["gen_ai.response.time_to_first_chunk"] = (_time_ns() - current.start_ns) / 1e9
+
+
 def _fail_tool_span(target: Span, exc: BaseException) -> None:
     if target is UNSAMPLED:
         return

@@ -337,3 +337,34 @@ async def test_streaming_tools_and_approvals_are_traced(spans: tracing.InMemoryE
     assert delete.attributes["agentscope.tool.approval_required"] is True
     assert delete.attributes["agentscope.tool.approval_reason"] == "deleting files needs a human"
     assert delete.status == "unset"
+
+
+async def test_a_streamed_model_call_records_its_time_to_first_chunk(spans: tracing.InMemoryExporter) -> None:
+    from collections.abc import AsyncIterator, Sequence
+    from typing import Any
+
+    from agentscope.events import TextDelta
+    from agentscope.models import ChatModel
+
+    class SlowStarter(ChatModel):
+        model_name = "slow-starter"
+
+        async def generate(self, messages: Sequence[Msg], **_: Any) -> ChatResponse:
+            raise AssertionError("the agent streams")
+
+        async def stream(self, messages: Sequence[Msg], **_: Any) -> AsyncIterator[Any]:
+            await anyio.sleep(0.05)  # before the first chunk
+            yield TextDelta(text="Hel")
+            await anyio.sleep(0.1)  # the rest of the answer
+            yield TextDelta(text="lo")
+            yield ChatResponse(content=[TextBlock(text="Hello")], finish_reason="stop")
+
+    agent = ReActAgent("talker", "", SlowStarter())
+    events = [e async for e in agent.stream(Msg(role="user", content="hi"))]
+    assert events
+    await tracing.aflush()
+    (model,) = spans.by_name("chat slow-starter")
+    first = model.attributes["gen_ai.response.time_to_first_chunk"]
+    duration = (model.end_ns - model.start_ns) / 1e9
+    assert first >= 0.05
+    assert duration - first >= 0.1, "measured at the first chunk, not at the end"

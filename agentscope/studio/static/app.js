@@ -487,6 +487,7 @@ function spanDetail(s) {
   if (a["gen_ai.agent.name"]) facts.push(["Agent", a["gen_ai.agent.name"]]);
   if (a["gen_ai.tool.name"]) facts.push(["Tool", a["gen_ai.tool.name"]], ["Call id", a["gen_ai.tool.call.id"]]);
   if (a["gen_ai.usage.input_tokens"] !== undefined) facts.push(["Tokens", `${num(a["gen_ai.usage.input_tokens"])} in / ${num(a["gen_ai.usage.output_tokens"])} out`]);
+  if (a["gen_ai.response.time_to_first_chunk"] !== undefined) facts.push(["First chunk", ms(a["gen_ai.response.time_to_first_chunk"] * 1000)]);
   if (a["gen_ai.response.finish_reasons"]) facts.push(["Finish", a["gen_ai.response.finish_reasons"].join(", ")]);
   if (a["agentscope.policy_version"] !== undefined) facts.push(["Policy version", a["agentscope.policy_version"]]);
   const sections = [];
