@@ -136,21 +136,23 @@ class Sandbox(ABC):
 
     async def start(self) -> None:
         """Start the sandbox and wait until its guest answers. :func:`open_sandbox` calls this for you."""
+        # Everything up to the return is inside the try: a start cancelled at any await (a pool closing while
+        # its filler starts a replacement) must remove what it created.
         try:
             await self._start()
             with anyio.fail_after(30):
                 hello = await self._read_reply()
+            if not hello.get("ready"):
+                raise SandboxError(f"{self.backend} sandbox started but its guest said {hello!r}")
+            count = await self._read_oom_kills()
         except TimeoutError:
-            await self._stop()
+            with anyio.CancelScope(shield=True):
+                await self._stop()
             raise SandboxError(f"{self.backend} sandbox did not start within 30 s") from None
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._stop()
             raise
-        if not hello.get("ready"):
-            await self._stop()
-            raise SandboxError(f"{self.backend} sandbox started but its guest said {hello!r}")
-        count = await self._read_oom_kills()
         self._oom_kills = count or 0
 
     @property

@@ -118,6 +118,35 @@ async def test_cancelled_exec_kills_the_command(api_backend: Opener) -> None:
         assert (await sb.exec("echo still-usable")).stdout == "still-usable\n"
 
 
+async def test_a_start_cancelled_after_the_guest_answered_leaves_nothing_behind(
+    api_backend: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last await of a start (reading the OOM-kill baseline) is where a pool closing while its filler starts
+    # a replacement cancels it: the container or bwrap process must still be removed (checked at teardown).
+    from agentscope.sandbox._base import Sandbox
+    from agentscope.sandbox._bwrap import BwrapSandbox
+
+    reached = anyio.Event()
+
+    async def stall(self: Sandbox) -> int | None:
+        reached.set()
+        await anyio.sleep(60)
+        return None
+
+    monkeypatch.setattr(Sandbox, "_read_oom_kills", stall)
+    monkeypatch.setattr(BwrapSandbox, "_read_oom_kills", stall)
+
+    async def start() -> None:
+        async with api_backend(limits=LIMITS):
+            pytest.fail("the start was cancelled; nothing should be handed out")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start)
+        with anyio.fail_after(60):
+            await reached.wait()
+        tg.cancel_scope.cancel()
+
+
 async def test_reset_empties_the_sandbox(api_backend: Opener) -> None:
     async with api_backend(limits=LIMITS) as sb:
         await sb.write_file("keep.txt", "x")
