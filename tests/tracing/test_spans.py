@@ -366,5 +366,5 @@ async def test_a_streamed_model_call_records_its_time_to_first_chunk(spans: trac
     (model,) = spans.by_name("chat slow-starter")
     first = model.attributes["gen_ai.response.time_to_first_chunk"]
     duration = (model.end_ns - model.start_ns) / 1e9
-    assert first >= 0.05
-    assert duration - first >= 0.1, "measured at the first chunk, not at the end"
+    assert first >= 0.045  # the 50 ms sleep (timers may fire within the clock's resolution)
+    assert duration - first >= 0.09, "measured at the first chunk, not at the end"
