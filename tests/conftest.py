@@ -14,7 +14,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -72,6 +75,30 @@ def cli() -> Callable[..., Result]:
         return CliRunner().invoke(app, list(args), env={"COLUMNS": "4000", "NO_COLOR": "1", "TERM": "dumb"})
 
     return invoke
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli_process() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m agentscope.cli *args`` as a user would: a subprocess in the checkout, without a terminal,
+    with a minimal environment (plus ``env``)."""
+
+    def run(
+        *args: str, stdin: str = "", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agentscope.cli", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1", **(env or {})},
+        )
+
+    return run
 
 
 @pytest.fixture(autouse=True)

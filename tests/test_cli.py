@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("allow_model_requests")
 
 
-def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentscope.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"},
-    )
-
-
 @pytest.mark.integration
-def test_run_one_shot_messages_with_tool_calls() -> None:
-    result = run_cli("run", "examples/calculator.py", "-m", "What is 12 * 7?", "-m", "and 10 / 0?")
+def test_run_one_shot_messages_with_tool_calls(
+    cli_process: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    result = cli_process("run", "examples/calculator.py", "-m", "What is 12 * 7?", "-m", "and 10 / 0?")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "multiply(a=12.0, b=7.0)" in out
@@ -45,18 +35,20 @@ def test_run_one_shot_messages_with_tool_calls() -> None:
 
 
 @pytest.mark.integration
-def test_run_interactive_reads_stdin_until_exit() -> None:
-    result = run_cli("run", "examples/calculator.py:build_agent", stdin="3 + 4\n/exit\n")
+def test_run_interactive_reads_stdin_until_exit(
+    cli_process: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    result = cli_process("run", "examples/calculator.py:build_agent", stdin="3 + 4\n/exit\n")
     assert result.returncode == 0, result.stderr
     assert "The result is 7.0." in result.stdout
 
 
 @pytest.mark.integration
-def test_run_reports_a_bad_spec_clearly() -> None:
-    result = run_cli("run", "examples/nope.py")
+def test_run_reports_a_bad_spec_clearly(cli_process: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    result = cli_process("run", "examples/nope.py")
     assert result.returncode != 0
     assert "no such file" in result.stderr
-    result = run_cli("run", "examples/calculator.py", "--model", "gpt-4")
+    result = cli_process("run", "examples/calculator.py", "--model", "gpt-4")
     assert result.returncode != 0
     assert "PROVIDER:MODEL" in result.stderr
 
@@ -90,7 +82,9 @@ def test_make_model_rejects_unknown_providers() -> None:
 
 
 @pytest.mark.integration
-async def test_run_against_a_local_openai_compatible_server() -> None:
+async def test_run_against_a_local_openai_compatible_server(
+    cli_process: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
     def play_calculator(body: dict[str, Any]) -> Any:
         last = body["messages"][-1]
         if last["role"] == "tool":
@@ -100,25 +94,16 @@ async def test_run_against_a_local_openai_compatible_server() -> None:
 
     async with OpenAICompatServer(play_calculator) as server:
         result = await anyio.to_thread.run_sync(
-            lambda: subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "agentscope.cli",
-                    "run",
-                    "examples/calculator.py",
-                    "--model",
-                    "openai:local",
-                    "--base-url",
-                    server.base_url,
-                    "-m",
-                    "What is 6 * 7?",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                cwd=ROOT,
-                env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "OPENAI_API_KEY": "sk-local-test"},
+            lambda: cli_process(
+                "run",
+                "examples/calculator.py",
+                "--model",
+                "openai:local",
+                "--base-url",
+                server.base_url,
+                "-m",
+                "What is 6 * 7?",
+                env={"OPENAI_API_KEY": "sk-local-test"},
             )
         )
     assert result.returncode == 0, result.stderr

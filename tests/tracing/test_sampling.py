@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from agentscope.tracing import _runtime
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "hunter2-SECRET-7f3a"
 
 
@@ -48,7 +46,7 @@ def no_content() -> Iterator[tracing.InMemoryExporter]:
     yield from _traced(capture_content=False)
 
 
-def _calculator(name: str) -> tuple[ReActAgent, ScriptedModel]:
+def _calculator(name: str, toolkit: Toolkit) -> tuple[ReActAgent, ScriptedModel]:
     model = ScriptedModel(
         [
             ChatResponse(
@@ -65,40 +63,14 @@ def _calculator(name: str) -> tuple[ReActAgent, ScriptedModel]:
             ),
         ]
     )
-    return ReActAgent(name, f"You add. The password is {SECRET}.", model, toolkit=_toolkit()), model
-
-
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: The first number.
-        b: The second number.
-    """
-    return a + b
-
-
-def lookup(city: str) -> str:
-    """Look a city up.
-
-    Args:
-        city: The city.
-    """
-    raise KeyError(f"no such city: {city}")
-
-
-def _toolkit() -> Toolkit:
-    toolkit = Toolkit()
-    toolkit.register(add)
-    toolkit.register(lookup)
-    return toolkit
+    return ReActAgent(name, f"You add. The password is {SECRET}.", model, toolkit=toolkit), model
 
 
 async def test_a_sampled_trace_is_recorded_whole_and_the_choice_follows_the_trace_id(
-    half: tracing.InMemoryExporter,
+    half: tracing.InMemoryExporter, toolkit: Toolkit
 ) -> None:
     for i in range(40):
-        agent, _ = _calculator(f"agent{i}")
+        agent, _ = _calculator(f"agent{i}", toolkit)
         with tracing.span(f"episode {i}", "env") as episode:
             await agent(Msg(role="user", content=f"add for {SECRET}"))
         if episode.recording:
@@ -118,9 +90,9 @@ async def test_a_sampled_trace_is_recorded_whole_and_the_choice_follows_the_trac
 
 
 async def test_nothing_under_an_unsampled_root_is_recorded_but_metrics_are(
-    none_sampled: tracing.InMemoryExporter,
+    none_sampled: tracing.InMemoryExporter, toolkit: Toolkit
 ) -> None:
-    agent, model = _calculator("quiet")
+    agent, model = _calculator("quiet", toolkit)
     reply = await agent(Msg(role="user", content="add"))
     assert reply.text.startswith("3, and")
     model.assert_complete()
@@ -144,10 +116,8 @@ async def test_nothing_under_an_unsampled_root_is_recorded_but_metrics_are(
 
 
 async def test_unsampled_streaming_and_failing_tools_run_normally(
-    none_sampled: tracing.InMemoryExporter,
+    none_sampled: tracing.InMemoryExporter, toolkit: Toolkit
 ) -> None:
-    toolkit = _toolkit()
-
     async def numbers(n: int) -> AsyncIterator[str]:
         """Count up.
 
@@ -168,9 +138,9 @@ async def test_unsampled_streaming_and_failing_tools_run_normally(
 
 
 async def test_without_content_spans_keep_names_tokens_and_errors_but_not_what_was_said(
-    no_content: tracing.InMemoryExporter,
+    no_content: tracing.InMemoryExporter, toolkit: Toolkit
 ) -> None:
-    agent, _ = _calculator("private")
+    agent, _ = _calculator("private", toolkit)
     await agent(Msg(role="user", content=f"add for {SECRET}"))
     await tracing.aflush()
 
@@ -206,26 +176,18 @@ def test_a_bad_sample_rate_is_refused_naming_it(cli: Callable[..., Result]) -> N
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("allow_model_requests")
-def test_cli_run_without_content_writes_no_message_text_to_the_store(tmp_path: Path) -> None:
+def test_cli_run_without_content_writes_no_message_text_to_the_store(
+    tmp_path: Path, cli_process: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     store = tmp_path / "traces.db"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agentscope.cli",
-            "run",
-            "examples/calculator.py",
-            "-m",
-            f"What is 12 * 7? My card is {SECRET}.",
-            "--trace-store",
-            str(store),
-            "--no-trace-content",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"},
+    result = cli_process(
+        "run",
+        "examples/calculator.py",
+        "-m",
+        f"What is 12 * 7? My card is {SECRET}.",  # in the process's argv too, which the run records
+        "--trace-store",
+        str(store),
+        "--no-trace-content",
     )
     assert result.returncode == 0, result.stderr
     assert "The result is 84.0." in result.stdout
