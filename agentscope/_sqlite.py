@@ -9,6 +9,7 @@ program, instead of writing into either. All of it is blocking: callers run it i
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from agentscope.exceptions import SessionError
 
-__all__ = ["SQLiteSchema", "connect", "read_version", "sqlite_errors", "write_transaction"]
+__all__ = ["SQLiteSchema", "connect", "enable_wal", "read_version", "sqlite_errors", "write_transaction"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,30 @@ def read_version(conn: sqlite3.Connection, path: Path, schema: SQLiteSchema) -> 
     return version
 
 
+def enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Put the file behind ``conn`` in WAL mode, waiting up to ``timeout_s`` for other connections.
+
+    Switching a file to WAL needs its exclusive lock, and SQLite answers "database is locked" at once, without
+    calling the busy handler, when another connection is opening the same new file (it would deadlock otherwise):
+    several processes or threads opening one fresh file hit it. Retried with backoff; a file already in WAL mode
+    is left alone.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.002
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 def connect(path: Path, schema: SQLiteSchema) -> sqlite3.Connection:
     """Open (creating if needed) a file in WAL mode with its schema up to date; usable from any one thread at a
     time (``check_same_thread=False``), in autocommit mode (use :func:`write_transaction`)."""
@@ -105,7 +130,7 @@ def connect(path: Path, schema: SQLiteSchema) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=schema.busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
         version = read_version(conn, path, schema)
-        conn.execute("PRAGMA journal_mode = WAL")
+        enable_wal(conn, schema.busy_timeout_s)
         conn.execute("PRAGMA synchronous = NORMAL")
         if version < schema.version:
             with write_transaction(conn):

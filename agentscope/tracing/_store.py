@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar, cast
 
+from agentscope._sqlite import enable_wal
 from agentscope.tracing._records import ExportBatch, RunRecord
 from agentscope.tracing._schema import migrate
 from agentscope.tracing._writes import insert_rows, write_metrics, write_spans
@@ -128,7 +129,7 @@ class TraceStore:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             if not self._memory:
-                conn.execute("PRAGMA journal_mode = WAL")
+                enable_wal(conn, self._busy_ms / 1000)
                 conn.execute("PRAGMA synchronous = NORMAL")
             self._local.conn = conn
             with self._lock:
