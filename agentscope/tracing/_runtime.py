@@ -287,6 +287,22 @@ UNSAMPLED: Span = _NoopSpan()
 """The current span inside a trace the sampler left out: its spans, children included, are not recorded."""
 
 
+def switch_on(submit: Callable[[object], None], sample_below: int) -> None:
+    """Make instrumented code record: finished spans go to ``submit``; traces are sampled below ``sample_below``."""
+    global ON, _submit, _sample_below
+    _submit = submit
+    _sample_below = sample_below
+    ON = True  # pyright: ignore[reportConstantRedefinition] - the switch itself; read as a constant elsewhere
+
+
+def switch_off() -> None:
+    """Make instrumented code record nothing (the state before any tracer is installed)."""
+    global ON, _submit, _sample_below
+    ON = False  # pyright: ignore[reportConstantRedefinition]
+    _submit = None
+    _sample_below = SAMPLE_ALL
+
+
 def sample_threshold(rate: float) -> int:
     """The ``_sample_below`` value that records a fraction ``rate`` of traces (by trace id, like OpenTelemetry's
     ``TraceIdRatioBased``: every process that sees a trace id makes the same decision)."""
@@ -319,16 +335,9 @@ def _is_cancellation(exc: BaseException) -> bool:
 
 def _user_span(name: str, kind: SpanKind, attributes: Mapping[str, object] | None) -> Span:
     """A new child of the current span (or a new root), or :data:`UNSAMPLED` when its trace is not recorded."""
-    parent = _current.get()
-    if parent is not None:
-        if parent is UNSAMPLED:
-            return UNSAMPLED
-        span = Span(name, kind, parent.trace_id, _getrandbits(64), parent.span_id, {}, False)
-    else:
-        trace_id, parent_id = _ambient_parent()
-        if trace_id & _LOW64 >= _sample_below:
-            return UNSAMPLED
-        span = Span(name, kind, trace_id, _getrandbits(64), parent_id, {}, True)
+    span = _new_span(kind, name)
+    if span is None or span is UNSAMPLED:
+        return UNSAMPLED
     if attributes:
         span.set_attributes(attributes)
     return span
@@ -440,21 +449,22 @@ def traced(
 # messages); :func:`expand` turns them into the span's name and GenAI attributes later, in the writer thread.
 
 
-def _raw_span(kind: SpanKind) -> Span | None:
-    """A child of the current span (or a new root) whose name and attributes :func:`expand` fills in later from
-    ``Span.raw``. :data:`UNSAMPLED` for the root of a trace the sampler leaves out (the caller makes it current),
-    None inside such a trace (nothing to do)."""
+def _new_span(kind: SpanKind, name: str = "") -> Span | None:
+    """A child of the current span, or a new root (where the sampler decides whether its trace is recorded).
+
+    :data:`UNSAMPLED` for the root of a trace the sampler leaves out (the caller makes it current), None inside
+    such a trace (nothing to do). The agent core's wrappers leave ``name`` empty: :func:`expand` fills it in later
+    from ``Span.raw``.
+    """
     parent = _current.get()
     if parent is not None:
         if parent is UNSAMPLED:
             return None
-        span = Span("", kind, parent.trace_id, _getrandbits(64), parent.span_id, {}, False)
-    else:
-        trace_id, parent_id = _ambient_parent()
-        if trace_id & _LOW64 >= _sample_below:
-            return UNSAMPLED
-        span = Span("", kind, trace_id, _getrandbits(64), parent_id, {}, True)
-    return span
+        return Span(name, kind, parent.trace_id, _getrandbits(64), parent.span_id, {}, False)
+    trace_id, parent_id = _ambient_parent()
+    if trace_id & _LOW64 >= _sample_below:
+        return UNSAMPLED
+    return Span(name, kind, trace_id, _getrandbits(64), parent_id, {}, True)
 
 
 async def _unsampled(awaitable: Awaitable[_R]) -> _R:
@@ -470,7 +480,7 @@ async def agent_call(
     agent: Any, invoke: Callable[..., Awaitable[Msg]], msg: Msg | Sequence[Msg] | None, kwargs: dict[str, Any]
 ) -> Msg:
     """Run ``invoke(msg, **kwargs)`` (an agent's reply) inside an ``invoke_agent {name}`` span."""
-    current = _raw_span("agent")
+    current = _new_span("agent")
     if current is None:
         return await invoke(msg, **kwargs)
     if current is UNSAMPLED:
@@ -500,7 +510,7 @@ async def model_call(
     streaming: bool,
 ) -> Any:
     """Run ``call()`` (one model call returning a ChatResponse) inside a ``chat {model}`` span."""
-    current = _raw_span("model")
+    current = _new_span("model")
     if current is None:
         return await call()
     if current is UNSAMPLED:
@@ -522,7 +532,7 @@ async def model_call(
 
 async def tool_execute(call: ToolUseBlock, execute: Callable[[ToolUseBlock], Awaitable[Any]]) -> Any:
     """Run ``execute(call)`` (returns a ToolResponse) inside an ``execute_tool {name}`` span."""
-    current = _raw_span("tool")
+    current = _new_span("tool")
     if current is None:
         return await execute(call)
     if current is UNSAMPLED:
@@ -549,7 +559,7 @@ async def tool_stream(
     The span is current only while the tool runs (while the next piece is pulled), never across a ``yield``: the
     consumer's code between pieces is not the tool's.
     """
-    current = _raw_span("tool") or UNSAMPLED
+    current = _new_span("tool") or UNSAMPLED
     recording = current is not UNSAMPLED
     if recording:
         current.raw = (call, None)

@@ -682,13 +682,9 @@ def _process_gone(config: Any, host: str) -> bool:
     """True when ``config`` (a run's) names this host and a pid that no process has."""
     if not isinstance(config, dict):
         return False
-    pid = cast("dict[str, Any]", config).get("pid")
-    if (
-        cast("dict[str, Any]", config).get("host") != host
-        or type(pid) is not int
-        or pid <= 0
-        or pid == os.getpid()
-    ):
+    recorded = cast("dict[str, Any]", config)
+    pid = recorded.get("pid")
+    if recorded.get("host") != host or type(pid) is not int or pid <= 0 or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)

@@ -154,9 +154,7 @@ class Tracer:
         self._thread.start()
         _tracer = self
         self._installed = True
-        _runtime._submit = self._queue.append
-        _runtime._sample_below = self._sample_below
-        _runtime.ON = True
+        _runtime.switch_on(self._queue.append, self._sample_below)
         return self
 
     def wait_ready(self, timeout_s: float | None = 30.0) -> None:
@@ -200,9 +198,7 @@ class Tracer:
             return
         self._closed = True
         if _tracer is self:
-            _runtime.ON = False
-            _runtime._submit = None
-            _runtime._sample_below = _runtime.SAMPLE_ALL
+            _runtime.switch_off()
             _tracer = None
         self.run.status = status
         self.run.ended_ns = time.time_ns()
@@ -413,9 +409,7 @@ def _forget_in_child() -> None:
     until it calls :func:`init` itself (its spans would otherwise pile up unwritten)."""
     global _tracer
     _tracer = None
-    _runtime.ON = False
-    _runtime._submit = None
-    _runtime._sample_below = _runtime.SAMPLE_ALL
+    _runtime.switch_off()
 
 
 if hasattr(os, "register_at_fork"):
