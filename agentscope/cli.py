@@ -414,6 +414,34 @@ def sandbox_build_image(
         typer.echo(f"note: not on this host, so not in the image: {', '.join(built.notes)}", err=True)
 
 
+@sandbox_app.command("register-gvisor")
+def sandbox_register_gvisor(
+    runsc: Annotated[
+        str | None, typer.Option("--runsc", help="Path of runsc (default: found on PATH).")
+    ] = None,
+    daemon_json: Annotated[Path, typer.Option("--daemon-json", help="dockerd's configuration file.")] = Path(
+        "/etc/docker/daemon.json"
+    ),
+) -> None:
+    """Register gVisor's runsc with dockerd as the "runsc" runtime, with --network=none (sandboxes have no
+    network; current kernels refuse runsc's network set-up). Updates a registration that lacks the flag; prints
+    "changed" (reload dockerd: kill -HUP its pid) or "unchanged"."""
+    import shutil
+
+    from agentscope.sandbox._gvisor import register_gvisor_runtime
+
+    path = runsc or shutil.which("runsc")
+    if path is None:
+        typer.echo("error: runsc not found (apt-get install runsc)", err=True)
+        raise typer.Exit(1)
+    try:
+        changed = register_gvisor_runtime(path, daemon_json=daemon_json)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("changed" if changed else "unchanged")
+
+
 # ---------------------------------------------------------------------- agentscope rl (train, eval, export)
 
 from agentscope.rl._cli import rl_app  # noqa: E402 - kept beside the other groups

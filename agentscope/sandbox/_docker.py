@@ -31,6 +31,7 @@ import anyio.abc
 
 from agentscope.exceptions import SandboxError
 from agentscope.sandbox._base import Sandbox, guest_boot_line, guest_command, guest_source
+from agentscope.sandbox._gvisor import gvisor_start_failure
 from agentscope.sandbox._types import SandboxSpec
 
 if TYPE_CHECKING:
@@ -303,8 +304,11 @@ def _create(spec: SandboxSpec, name: str, command: list[str]) -> tuple[str, sock
             api.start(container_id)
         except docker.errors.APIError as exc:
             sock.close()
+            explanation = str(exc.explanation or exc)
+            if gvisor:
+                raise SandboxError(gvisor_start_failure(str(spec.runtime), explanation)) from None
             raise SandboxError(
-                f"the Docker engine could not start the sandbox container: {exc.explanation or exc}"
+                f"the Docker engine could not start the sandbox container: {explanation}"
             ) from None
     except BaseException:
         with contextlib.suppress(Exception):

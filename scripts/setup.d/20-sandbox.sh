@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sandbox set-up (run by scripts/setup.sh after the venv is ready; VENV and REPO_ROOT are exported):
-#   1. gVisor's runsc from apt, registered with dockerd as the "runsc" runtime (optional: open_sandbox(runtime="runsc"));
+#   1. gVisor's runsc from apt, registered with dockerd as the "runsc" runtime with --network=none (optional:
+#      open_sandbox(runtime="runsc"));
 #   2. the Docker sandbox image, built offline from this host's Python (`agentscope sandbox build-image`; a no-op
 #      when it is up to date).
 # Idempotent and quick when there is nothing to do. Knobs: AGENTSCOPE_SKIP_APT=1, AGENTSCOPE_SKIP_DOCKER=1,
@@ -29,26 +30,21 @@ install_gvisor() {
         fi
     fi
     docker_answers || return 0
-    if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; then
-        return 0
-    fi
-    local conf=/etc/docker/daemon.json runsc_path
-    runsc_path="$(command -v runsc)"
-    log "registering runsc with dockerd ($conf) and reloading it"
-    mkdir -p /etc/docker
-    "$VENV/bin/python" - "$conf" "$runsc_path" <<'PY'
-import json, os, sys
-conf, path = sys.argv[1], sys.argv[2]
-data = json.load(open(conf)) if os.path.exists(conf) and os.path.getsize(conf) else {}
-data.setdefault("runtimes", {})["runsc"] = {"path": path}
-tmp = conf + ".tmp"
-with open(tmp, "w") as f:
-    json.dump(data, f, indent=2)
-os.replace(tmp, conf)
-PY
-    local pid
+    # --network=none: sandboxes never have a network, and Debian's runsc (2022) cannot start any container on
+    # current kernels while it sets one up. An existing registration without the flag is updated.
+    local changed pid
+    changed="$("$VENV/bin/agentscope" sandbox register-gvisor)" \
+        || { log "could not register runsc with dockerd; the gVisor runtime stays unavailable"; return 0; }
+    [ "$changed" = "changed" ] || return 0
+    log "registered runsc (--network=none) in /etc/docker/daemon.json; reloading dockerd"
     pid="$(cat /var/run/docker.pid 2>/dev/null || true)"
     [ -n "$pid" ] && kill -HUP "$pid" 2>/dev/null || true  # dockerd reloads its runtimes on SIGHUP
+    local i
+    for i in $(seq 1 20); do  # the reload is asynchronous: wait until the engine reports the new arguments
+        docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q -- '--network=none' && return 0
+        sleep 0.5
+    done
+    log "dockerd did not pick up the runsc arguments (see /var/log/dockerd.log)"
 }
 
 build_image() {
