@@ -209,6 +209,39 @@ class RLConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _held_out(self) -> Self:
+        """Evaluation tasks share no content key with the training or warm-start tasks (no leak)."""
+        if self.eval_tasks is None:
+            return self
+        from agentscope.rl.envs import load_tasks, overlapping
+
+        def load(field: str, spec: str) -> list[Any]:
+            try:
+                return load_tasks(spec)
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"{field}: cannot load {spec!r}: {exc}") from None
+
+        held_out = load("eval_tasks", self.eval_tasks)
+        sides = [("tasks", self.tasks)]
+        if self.policy.warm_start_steps and self.policy.warm_start_tasks is not None:
+            sides.append(("policy.warm_start_tasks", self.policy.warm_start_tasks))
+        leaks: list[str] = []
+        for field, spec in sides:
+            shared = overlapping(held_out, load(field, spec))
+            if shared:
+                distinct = len({t.content_key for t in shared})
+                leaks.append(
+                    f"{len(shared)} of its {len(held_out)} tasks ({distinct} distinct) are also in {field} "
+                    f"({spec!r}), e.g. {shared[0].prompt!r}"
+                )
+        if leaks:
+            raise ValueError(
+                f"eval_tasks: {'; '.join(leaks)}. Held-out tasks must share nothing with training or warm start: "
+                f"give each spec its split (split=train, split=warm, split=eval)"
+            )
+        return self
+
 
 # ---------------------------------------------------------------------- loading
 

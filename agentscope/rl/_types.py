@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Literal, TypeAlias
 
@@ -42,7 +44,21 @@ class Task(BaseModel):
     answer: JsonValue = None
     """Reference answer the environment's verifier uses, if any."""
     metadata: dict[str, JsonValue] = Field(default_factory=dict[str, JsonValue])
-    """Anything else the environment needs."""
+    """Anything else the environment needs. A string ``content_key`` here overrides :attr:`content_key`."""
+
+    @property
+    def content_key(self) -> str:
+        """What the task *is*, independent of its id: two tasks with the same key are the same problem.
+
+        ``metadata["content_key"]`` when the task set sets one (e.g. a GUI task's name and seed), else a hash of
+        the prompt, the answer and the metadata. Train, warm-start and evaluation sets are kept disjoint by it
+        (``split=`` in a task spec, and the overlap check when a config loads).
+        """
+        explicit = self.metadata.get("content_key")
+        if isinstance(explicit, str) and explicit:
+            return explicit
+        content = json.dumps([self.prompt, self.answer, self.metadata], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(content.encode()).hexdigest()[:24]
 
 
 class Turn(BaseModel):

@@ -127,3 +127,42 @@ def test_cli_reports_config_errors(tmp_path: Path, cli: Callable[..., Result]) -
     assert result.exit_code == 2
     assert "trainer.bogus: unknown field" in result.output
     assert not (tmp_path / "run").exists()
+
+
+# The learn.yaml of 2026-11-25: its warm-start set held 242 of the 243 possible questions, every held-out one
+# among them, and 11 distinct held-out questions were training questions too.
+LEAKING_LEARN_YAML = """
+tasks: arith:n=32,seed=0,max_operand=9
+eval_tasks: arith:n=64,seed=7,max_operand=9
+policy:
+  warm_start_steps: 600
+  warm_start_tasks: arith:n=2000,seed=100,max_operand=9
+"""
+
+
+def test_a_config_whose_evaluation_set_leaks_fails_naming_the_overlap(tmp_path: Path) -> None:
+    path = tmp_path / "learn.yaml"
+    path.write_text(LEAKING_LEARN_YAML)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "eval_tasks: 13 of its 64 tasks (11 distinct) are also in tasks" in message
+    assert "64 of its 64 tasks (59 distinct) are also in policy.warm_start_tasks" in message
+    assert "split=eval" in message
+
+
+def test_splits_make_the_same_config_load(tmp_path: Path) -> None:
+    path = tmp_path / "learn.yaml"
+    path.write_text(
+        LEAKING_LEARN_YAML.replace("max_operand=9\n", "max_operand=9,split=train\n", 1)
+        .replace("seed=7,max_operand=9", "seed=7,max_operand=9,split=eval")
+        .replace("n=2000,seed=100,max_operand=9", "n=40,seed=100,max_operand=9,split=warm")
+        .replace("n=64,seed=7", "n=40,seed=7")
+    )
+    config = load_config(path)
+    assert config.eval_tasks == "arith:n=40,seed=7,max_operand=9,split=eval"
+
+
+def test_an_unloadable_evaluation_set_names_its_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="eval_tasks: cannot load 'arith:n=100,max_operand=2,split=eval'"):
+        load_config(None, ["eval_tasks=arith:n=100,max_operand=2,split=eval"])

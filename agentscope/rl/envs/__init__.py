@@ -4,7 +4,8 @@
   offers (:class:`Observation`); a verifiable reward at the end (:class:`EnvResult`); optional per-step rewards.
 - :class:`EnvCluster`: up to E episodes at once, scheduled per trajectory, with step and episode timeouts and
   restart of crashed environments.
-- :func:`load_tasks`: task sets by spec (``arith:n=64,seed=0``); :class:`ArithEnv` is the built-in tool task.
+- :func:`load_tasks`: task sets by spec (``arith:n=64,seed=0``, ``split=train|warm|eval`` for disjoint splits by
+  content key, :func:`overlapping` to check); :class:`ArithEnv` is the smoke task.
 - :func:`react_agent_factory`: the default agent (a plain :class:`~agentscope.agents.ReActAgent`).
 - :class:`ScriptedRollout`: a stand-in for the rollout service playing a Python policy (tests without torch).
 """
@@ -22,10 +23,20 @@ from agentscope.rl.envs._cluster import (
 )
 from agentscope.rl.envs._latency import LatencyModel
 from agentscope.rl.envs._scripted import ScriptedPolicy, ScriptedRollout
-from agentscope.rl.envs._tasks import TaskSet, get_task_set, load_tasks, parse_task_spec, register_task_set
+from agentscope.rl.envs._tasks import (
+    SPLITS,
+    TaskSet,
+    get_task_set,
+    load_tasks,
+    overlapping,
+    parse_task_spec,
+    register_task_set,
+    split_of,
+)
 
 __all__ = [
     "DEFAULT_SYS_PROMPT",
+    "SPLITS",
     "AgentFactory",
     "ArithEnv",
     "EnvCluster",
@@ -46,7 +57,9 @@ __all__ = [
     "arith_tasks",
     "get_task_set",
     "load_tasks",
+    "overlapping",
     "parse_task_spec",
     "react_agent_factory",
     "register_task_set",
+    "split_of",
 ]

@@ -1,8 +1,16 @@
-"""Task sets by name: ``load_tasks("arith:n=64,seed=0")`` and the environment that plays them."""
+"""Task sets by name: ``load_tasks("arith:n=64,seed=0")`` and the environment that plays them.
+
+Splits that cannot leak: every task has a :attr:`~agentscope.rl.Task.content_key`, and ``split=train|warm|eval``
+in a spec keeps only the tasks whose key falls in that split's share of the key space (:data:`SPLITS`, by a hash
+of the key). The three splits of any task set are therefore disjoint by construction, whatever ``n`` and
+``seed`` each spec uses, and :func:`overlapping` checks it for sets built any other way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import inspect
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +20,21 @@ from agentscope.rl._types import Task
 from agentscope.rl.envs._arith import ArithEnv, arith_demonstrations, arith_tasks
 from agentscope.rl.envs._base import Environment
 
-__all__ = ["TaskSet", "get_task_set", "load_tasks", "parse_task_spec", "register_task_set"]
+__all__ = [
+    "SPLITS",
+    "TaskSet",
+    "get_task_set",
+    "load_tasks",
+    "overlapping",
+    "parse_task_spec",
+    "register_task_set",
+    "split_of",
+]
+
+SPLITS: dict[str, tuple[int, int]] = {"train": (0, 60), "warm": (60, 80), "eval": (80, 100)}
+"""Each split's share of the content-key space, as a range of percentiles of the key's hash: RL training tasks,
+warm-start (supervised) demonstrations, held-out evaluation."""
+_MAX_OVERSAMPLE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,19 +106,74 @@ def parse_task_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
+def split_of(task: Task) -> str:
+    """The split (:data:`SPLITS`) that owns ``task``'s content key."""
+    digest = hashlib.sha256(f"split:{task.content_key}".encode()).digest()
+    percentile = int.from_bytes(digest[:8], "big") % 100
+    return next(name for name, (low, high) in SPLITS.items() if low <= percentile < high)
+
+
+def overlapping(tasks: Sequence[Task], others: Sequence[Task]) -> list[Task]:
+    """The tasks of ``tasks`` whose content key is also the key of one of ``others`` (the same problem)."""
+    keys = {t.content_key for t in others}
+    return [t for t in tasks if t.content_key in keys]
+
+
 def load_tasks(spec: str) -> list[Task]:
     """The tasks a spec names: ``arith:n=64,seed=0,max_operand=20``, or ``jsonl:path=tasks.jsonl``.
 
+    ``split=train|warm|eval`` keeps the tasks of that split (:func:`split_of`), without duplicate content keys;
+    ``n`` then counts the tasks kept (the generator is asked for more until it has them).
+
     Raises:
-        ValueError: unknown task set, malformed spec, or arguments the task set does not take.
+        ValueError: unknown task set, malformed spec, arguments the task set does not take, an unknown split,
+            or a split holding fewer than ``n`` distinct tasks.
     """
     name, kwargs = parse_task_spec(spec)
+    split = kwargs.pop("split", None)
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"task spec {spec!r}: split must be one of {', '.join(SPLITS)}, got {split!r}")
     if name == "jsonl":
         if set(kwargs) != {"path"}:
-            raise ValueError(f"jsonl task spec takes exactly path=..., got {spec!r}")
-        return _jsonl_tasks(str(kwargs["path"]))
+            raise ValueError(f"jsonl task spec takes path=... (and split=...), got {spec!r}")
+        tasks = _jsonl_tasks(str(kwargs["path"]))
+        return tasks if split is None else _distinct(t for t in tasks if split_of(t) == split)
     task_set = get_task_set(name)
+    if split is None:
+        return _generate(task_set, kwargs)
+    wanted = kwargs.get("n")
+    if wanted is None:
+        default = inspect.signature(task_set.load).parameters.get("n")
+        wanted = default.default if default is not None else None
+    if not isinstance(wanted, int):
+        return _distinct(t for t in _generate(task_set, kwargs) if split_of(t) == split)
+    kept: list[Task] = []
+    factor = 1
+    while factor <= _MAX_OVERSAMPLE:
+        kept = _distinct(
+            t for t in _generate(task_set, {**kwargs, "n": wanted * factor}) if split_of(t) == split
+        )
+        if len(kept) >= wanted:
+            return kept[:wanted]
+        factor *= 2
+    raise ValueError(
+        f"task spec {spec!r}: the {split} split holds only {len(kept)} distinct tasks of this set, fewer than "
+        f"n={wanted} (widen the task space or lower n)"
+    )
+
+
+def _generate(task_set: TaskSet, kwargs: dict[str, Any]) -> list[Task]:
     try:
         return task_set.load(**kwargs)
     except TypeError as exc:
-        raise ValueError(f"task set {name!r}: {exc}") from exc
+        raise ValueError(f"task set {task_set.name!r}: {exc}") from exc
+
+
+def _distinct(tasks: Iterable[Task]) -> list[Task]:
+    seen: set[str] = set()
+    out: list[Task] = []
+    for task in tasks:
+        if task.content_key not in seen:
+            seen.add(task.content_key)
+            out.append(task)
+    return out

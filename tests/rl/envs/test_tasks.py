@@ -12,8 +12,10 @@ from agentscope.rl.envs import (
     TaskSet,
     get_task_set,
     load_tasks,
+    overlapping,
     parse_task_spec,
     register_task_set,
+    split_of,
 )
 
 
@@ -113,3 +115,37 @@ def test_latency_model() -> None:
     assert LatencyModel(median_s=0).sample(rng) == 0.0
     with pytest.raises(ValueError):
         LatencyModel(tail_prob=2)
+
+
+def test_content_keys_identify_the_problem_not_the_id() -> None:
+    a = Task(id="a", prompt="What is 2 + 3?", answer=5, metadata={"expression": "2 + 3"})
+    b = Task(id="b", prompt="What is 2 + 3?", answer=5, metadata={"expression": "2 + 3"})
+    c = Task(id="a", prompt="What is 2 + 4?", answer=6, metadata={"expression": "2 + 4"})
+    named = Task(id="x", prompt="anything", metadata={"content_key": "click-button:7"})
+    assert a.content_key == b.content_key != c.content_key
+    assert named.content_key == "click-button:7"
+
+
+def test_splits_are_disjoint_whatever_the_seeds_and_sizes() -> None:
+    train = load_tasks("arith:n=300,seed=0,max_operand=20,split=train")
+    warm = load_tasks("arith:n=100,seed=1,max_operand=20,split=warm")
+    held_out = load_tasks("arith:n=100,seed=2,max_operand=20,split=eval")
+    assert (len(train), len(warm), len(held_out)) == (300, 100, 100)
+    for tasks, split in ((train, "train"), (warm, "warm"), (held_out, "eval")):
+        assert {split_of(t) for t in tasks} == {split}
+        assert len({t.content_key for t in tasks}) == len(tasks)  # no duplicates within a split
+    assert not overlapping(held_out, train + warm)
+    assert not overlapping(warm, train)
+    # Without a split the old sets overlap: 2,000 draws from 243 questions hold nearly all of them.
+    assert len(
+        overlapping(load_tasks("arith:n=64,seed=7,max_operand=9"), load_tasks("arith:n=2000,max_operand=9"))
+    )
+
+
+def test_a_split_too_small_for_n_is_an_error_and_bad_splits_are_named() -> None:
+    with pytest.raises(
+        ValueError, match="the eval split holds only 44 distinct tasks of this set, fewer than n=100"
+    ):
+        load_tasks("arith:n=100,max_operand=9,split=eval")
+    with pytest.raises(ValueError, match="split must be one of train, warm, eval, got 'test'"):
+        load_tasks("arith:n=10,split=test")
