@@ -19,6 +19,7 @@ from agentscope.message import Msg
 from agentscope.rl._types import Task
 from agentscope.rl.envs._arith import ArithEnv, arith_demonstrations, arith_tasks
 from agentscope.rl.envs._base import Environment
+from agentscope.rl.envs._scripted import ScriptedPolicy
 
 __all__ = [
     "SPLITS",
@@ -51,7 +52,14 @@ class TaskSet:
     """One line for people."""
     demonstrations: Callable[[Sequence[Task]], list[list[Msg]]] | None = None
     """Expert transcripts of tasks (user, assistant and tool messages, no system message), for the warm start of
-    a fresh policy; None when the task set has none."""
+    a fresh policy; None when the task set has none (the transcripts of :attr:`expert` playing are used then)."""
+    expert: Callable[[], ScriptedPolicy] | None = None
+    """Builds a scripted expert: a policy that reads the conversation (the task as the agent sees it, the tool
+    results) and answers with the next tool call or the final answer, solving the task set's tasks through the
+    environment's own tools. It proves the tools suffice, and its recorded episodes are demonstrations."""
+    random_policy: Callable[[int], ScriptedPolicy] | None = None
+    """Builds, from a seed, a policy that acts at random among the actions the conversation offers (the baseline
+    every success rate is read against)."""
 
 
 def _jsonl_tasks(path: str) -> list[Task]:
