@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import pytest
@@ -234,3 +235,77 @@ def test_state_dict_round_trip(make_model: MakeModel, sample: Sample, tokenizer:
     twin.step(trajs)
     for a, b in zip(model.parameters(), twin_model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)  # same Adam moments: the same next update
+
+
+def shifted(traj: Trajectory, delta: float) -> Trajectory:
+    """``traj`` as a rollout engine that gave every generated token ``delta`` more log-prob would report it."""
+    turns = [t.model_copy(update={"logprobs": [x + delta for x in t.logprobs]}) for t in traj.turns]
+    return traj.model_copy(update={"turns": turns})
+
+
+def flat_params(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def logprob_gradient(model: torch.nn.Module, traj: Trajectory) -> torch.Tensor:
+    """∇θ of the sum of log p(generated token) over the episode."""
+    model.zero_grad(set_to_none=True)
+    total = torch.zeros(())
+    for t in traj.turns:
+        ids = torch.tensor([t.prompt_ids + t.completion_ids])
+        logits = model(input_ids=ids).logits[0, len(t.prompt_ids) - 1 : -1].float()
+        total = (
+            total + torch.log_softmax(logits, -1).gather(-1, torch.tensor(t.completion_ids)[:, None]).sum()
+        )
+    total.backward()
+    grads = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize(
+    ("delta", "weight"),
+    [(2.0, math.exp(-2.0)), (-3.0, 2.0)],
+    ids=["overconfident-rollout", "truncated-at-threshold"],
+)
+def test_truncated_importance_weights_change_the_update(
+    make_model: MakeModel, sample: Sample, tokenizer: object, fused: bool, delta: float, weight: float
+) -> None:
+    """The TIS weights reach verl's policy loss and scale each token's gradient.
+
+    The rollout engine reported the rewarded episode's tokens ``delta`` nats more likely than the trainer finds
+    them, so each has the weight ``min(e^-delta, 2)``; the failed episode's log-probs are exact (weight 1). With
+    plain SGD one update is ``-lr * gradient``, so the update without TIS minus the update with TIS is exactly
+    the rewarded episode's share scaled by ``1 - weight``: ``lr * (1 - w) * A / N * ∇ log p(rewarded)``. If the
+    weights stopped reaching the loss, both updates would be equal.
+    """
+    rewarded, failed = group(make_model(), sample, [1.0, 0.0], seed=60)
+    trajs = [shifted(rewarded, delta), failed]
+    lr = 1.0
+    updates: dict[float | None, torch.Tensor] = {}
+    for tis in (2.0, None):
+        model = make_model()
+        config = TrainerConfig(tis_threshold=tis, tis_level="token", max_grad_norm=None, micro_batch_size=1)
+        trainer = Trainer(model, tokenizer, config)
+        trainer.fuse_old_log_probs = fused
+        trainer.optimizer = torch.optim.SGD(model.parameters(), lr=lr)  # the update is exactly -lr * gradient
+        before = flat_params(model)
+        metrics = trainer.step(trajs)
+        updates[tis] = flat_params(model) - before
+        if tis is not None:
+            tokens = rewarded.num_generated_tokens + failed.num_generated_tokens
+            expected_mean = (weight * rewarded.num_generated_tokens + failed.num_generated_tokens) / tokens
+            assert metrics["train/tis_ratio_mean"] == pytest.approx(expected_mean, rel=1e-4)
+
+    difference = updates[None] - updates[2.0]
+    assert float(difference.norm()) > 0, "the TIS weights did not change the update"
+    grad = logprob_gradient(make_model(), rewarded)
+    advantage = 0.5 / (math.sqrt(0.5) + 1e-6)  # GRPO over rewards [1, 0]: (1 - 0.5) / std
+    tokens = rewarded.num_generated_tokens + failed.num_generated_tokens  # token-mean over the batch
+    expected = lr * (1.0 - weight) * advantage / tokens * grad
+    # Direction: with weight < 1 TIS raises the rewarded tokens less than plain PPO would; with the truncated
+    # weight 2 (not e^3 = 20), more.
+    cosine = float(difference @ expected / (difference.norm() * expected.norm()))
+    assert cosine > 0.999
+    assert float(difference.norm()) == pytest.approx(float(expected.norm()), rel=1e-3)
