@@ -34,7 +34,15 @@ class DataConfig(BaseModel):
     success_replay: bool = True
     """When every member of a group failed, replace one failure with a copy of the task's most recent stored
     success (DART's success replay), so hard tasks still give a learning signal. The replaced failure is marked
-    ``dropped_zero_variance``; the copy is a new stored trajectory that references the same token blob."""
+    ``dropped_zero_variance``; the copy is a new stored trajectory that references the same token blob. Only a
+    success within ``max_staleness`` of the trainer's policy is copied, and the copy obeys the staleness bound
+    like any trajectory (it keeps the policy versions that generated it). Copies are counted apart from fresh
+    episodes (``data/trained_replayed``; ``data/trained_tokens`` excludes them)."""
+    max_replays_per_task: int | None = Field(default=4, ge=1)
+    """Success replay: most copies of one task's successes that are trained or waiting to be, over the run
+    (counted in the store, so a resume keeps the count; a copy dropped as stale frees its place). Past it the
+    task's all-failure groups are dropped as zero-variance, so a few old successes cannot dominate what the
+    policy learns on a task it keeps failing. ``None``: no cap (the staleness bound still applies)."""
     adaptive_rollouts: bool = False
     """Size each task's group by its observed success rate: ``max_rollouts`` for tasks never solved, falling
     linearly to ``min_rollouts`` for tasks always solved (see :meth:`DataManager.group_size_for`)."""

@@ -6,7 +6,8 @@ Life of a trajectory::
                          │ complete
                          ▼
              curation at completion: failed members set aside; zero-variance check
-             (success replay first: a stored success replaces one failure of an all-failure group)
+             (success replay first: a stored success within the staleness bound replaces one failure
+             of an all-failure group, at most max_replays_per_task copies per task)
                          │
                          ▼
              ready queue (FIFO) ─► next_batch(): staleness bound, high-entropy step selection,
@@ -38,7 +39,7 @@ __all__ = ["DataManager", "trajectory_score", "turn_entropy"]
 
 _STATE_VERSION: Final = 1
 _REPLAYED: Final = "data/replayed"
-"""Key in ``Trajectory.metrics`` that marks a success-replay copy (exempt from the staleness bound)."""
+"""Key in ``Trajectory.metrics`` that marks a success-replay copy (counted apart from fresh episodes)."""
 _CLOSED_MEMORY: Final = 100_000
 """Closed group ids remembered, to recognise a member arriving after its group was closed."""
 _SCORE_TOLERANCE: Final = 1e-9
@@ -74,7 +75,10 @@ class _Counters:
     dropped_zero_variance: int = 0
     replayed: int = 0
     trained: int = 0
+    trained_replayed: int = 0
     trained_tokens: int = 0
+    """Generated tokens of the fresh episodes trained (replay copies excluded)."""
+    trained_replayed_tokens: int = 0
     batches: int = 0
     last_step: int = -1
 
@@ -101,6 +105,10 @@ class DataManager:
         self._outcomes: dict[str, deque[bool]] = {}
         self._counters = _Counters()
         self._last_batch: dict[str, float] = {}
+        self._version = 0
+        """The trainer's policy version as far as the manager knows: the last one :meth:`next_batch` was given,
+        or the newest that generated a trajectory put since (the trainer is at least there). Success replay
+        copies only successes within the staleness bound of it."""
 
     @property
     def config(self) -> DataConfig:
@@ -149,6 +157,7 @@ class DataManager:
     async def put(self, traj: Trajectory) -> None:
         """Store a finished episode (any status); when its group is complete, curate the group."""
         await self._store.add(traj)
+        self._version = max([self._version, *traj.policy_versions])
         counters = self._counters
         counters.received += 1
         trainable = traj.status in TRAINABLE_STATUSES
@@ -195,11 +204,20 @@ class DataManager:
         return members
 
     async def _replay_success(self, members: list[Trajectory]) -> list[Trajectory]:
-        """Replace the last failure of an all-failure group with a copy of the task's latest stored success."""
+        """Replace the last failure of an all-failure group with a copy of the task's latest stored success that
+        is within the staleness bound, unless the task has had its ``max_replays_per_task`` copies."""
         scores = {trajectory_score(t) for t in members}
         if len(scores) > 1:
             return members  # failures with different rewards: the group has a signal already
-        success = await self._store.latest_success(members[0].task_id)
+        config = self._config
+        task_id = members[0].task_id
+        cap = config.max_replays_per_task
+        if cap is not None and await self._store.count_replays(task_id) >= cap:
+            return members
+        bound = config.max_staleness
+        success = await self._store.latest_success(
+            task_id, min_version=None if bound is None else self._version - bound
+        )
         if success is None:
             return members
         replaced = members[-1]
@@ -246,6 +264,7 @@ class DataManager:
         """
         async with self._lock:
             config = self._config
+            self._version = policy_version
             selected: list[list[Trajectory]] = []
             while self._ready and len(selected) < config.batch_groups:
                 group = await self._curate_staleness(self._ready.popleft(), policy_version)
@@ -267,7 +286,7 @@ class DataManager:
         bound = self._config.max_staleness
         if bound is None:
             return group
-        fresh = [t for t in group if t.metrics.get(_REPLAYED) or policy_version - t.min_version <= bound]
+        fresh = [t for t in group if policy_version - t.min_version <= bound]
         if len(fresh) == len(group):
             return group
         fresh_ids = {t.trajectory_id for t in fresh}
@@ -312,8 +331,11 @@ class DataManager:
 
     def _record_batch(self, batch: list[Trajectory], policy_version: int, step: int) -> None:
         counters = self._counters
+        replays = [t for t in batch if t.metrics.get(_REPLAYED)]
         counters.trained += len(batch)
-        counters.trained_tokens += sum(t.num_generated_tokens for t in batch)
+        counters.trained_replayed += len(replays)
+        counters.trained_replayed_tokens += sum(t.num_generated_tokens for t in replays)
+        counters.trained_tokens += sum(t.num_generated_tokens for t in batch if not t.metrics.get(_REPLAYED))
         counters.batches += 1
         counters.last_step = step
         staleness = [max(0, policy_version - t.min_version) for t in batch]
@@ -322,6 +344,7 @@ class DataManager:
                 "data/staleness": sum(staleness) / len(staleness),
                 "data/staleness_max": float(max(staleness)),
                 "data/batch_trajectories": float(len(batch)),
+                "data/batch_replayed": float(len(replays)),
                 "data/batch_success_rate": sum(t.success for t in batch) / len(batch),
             }
         )
@@ -376,7 +399,12 @@ class DataManager:
         self._last_batch.clear()
 
     def stats(self) -> dict[str, float]:
-        """Metrics under stable names: ``data/staleness``, ``data/dropped_stale``, ``data/ready_groups``, ..."""
+        """Metrics under stable names: ``data/staleness``, ``data/dropped_stale``, ``data/ready_groups``, ...
+
+        Success-replay copies are counted apart: ``data/replayed`` copies made, ``data/trained`` every trajectory
+        trained = ``data/trained_fresh`` episodes + ``data/trained_replayed`` copies; ``data/trained_tokens`` counts
+        the fresh episodes' generated tokens only (``data/trained_replayed_tokens`` the copies').
+        """
         counters = self._counters
         rates = [r for r in (self.success_rate(task) for task in self._outcomes) if r is not None]
         out: dict[str, float] = {
@@ -386,7 +414,10 @@ class DataManager:
             "data/dropped_zero_variance": float(counters.dropped_zero_variance),
             "data/replayed": float(counters.replayed),
             "data/trained": float(counters.trained),
+            "data/trained_fresh": float(counters.trained - counters.trained_replayed),
+            "data/trained_replayed": float(counters.trained_replayed),
             "data/trained_tokens": float(counters.trained_tokens),
+            "data/trained_replayed_tokens": float(counters.trained_replayed_tokens),
             "data/batches": float(counters.batches),
             "data/ready_groups": float(len(self._ready)),
             "data/open_groups": float(len(self._open)),

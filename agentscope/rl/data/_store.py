@@ -415,21 +415,55 @@ class TrajectoryStore:
 
         return await self._run("read pending trajectories", read)
 
-    async def latest_success(self, task_id: str) -> Trajectory | None:
-        """The most recently stored successful episode of ``task_id`` (not itself a replay copy), if any."""
+    async def latest_success(
+        self,
+        task_id: str,
+        *,
+        min_version: int | None = None,
+        exclude_versions: Sequence[tuple[int, int]] = (),
+    ) -> Trajectory | None:
+        """The most recently stored successful episode of ``task_id`` (not itself a replay copy, not failed or
+        aborted), if any.
+
+        ``min_version``: only episodes whose oldest policy version is at least this (within a staleness bound).
+        ``exclude_versions``: inclusive ``(first, last)`` version ranges; an episode whose versions reach into one
+        is skipped (versions lost by a resume).
+        """
         path = self._path
         marks = ", ".join("?" * len(_NOT_REPLAYABLE))
+        where = [f"t.task_id = ? AND t.success = 1 AND t.replay_of IS NULL AND t.status NOT IN ({marks})"]
+        values: list[object] = [task_id, *_NOT_REPLAYABLE]
+        if min_version is not None:
+            where.append("t.min_version >= ?")
+            values.append(min_version)
+        for first, last in exclude_versions:
+            where.append("NOT (t.max_version >= ? AND t.min_version <= ?)")
+            values += [first, last]
+        query = (
+            f"SELECT {_ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+            f" WHERE {' AND '.join(where)} ORDER BY t.seq DESC LIMIT 1"
+        )
 
         def read(conn: sqlite3.Connection) -> Trajectory | None:
-            row: _Row | None = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
-                f" WHERE t.task_id = ? AND t.success = 1 AND t.replay_of IS NULL AND t.status NOT IN ({marks})"
-                " ORDER BY t.seq DESC LIMIT 1",
-                (task_id, *_NOT_REPLAYABLE),
-            ).fetchone()
+            row: _Row | None = conn.execute(query, values).fetchone()
             return None if row is None else _from_row(row, path)[0]
 
         return await self._run("find a success", read)
+
+    async def count_replays(self, task_id: str) -> int:
+        """Success-replay copies of ``task_id`` that are trained or may still be (a trainable status): what the
+        data manager's per-task replay cap counts."""
+        marks = ", ".join("?" * len(TRAINABLE_STATUSES))
+
+        def read(conn: sqlite3.Connection) -> int:
+            result: int = conn.execute(
+                "SELECT COUNT(*) FROM trajectories"
+                f" WHERE task_id = ? AND replay_of IS NOT NULL AND status IN ({marks})",
+                (task_id, *TRAINABLE_STATUSES),
+            ).fetchone()[0]
+            return result
+
+        return await self._run("count replays", read)
 
     async def count(self, *, status: TrajectoryStatus | None = None, trained: bool | None = None) -> int:
         """How many trajectories are stored, optionally only those with ``status`` and/or (not) trained."""

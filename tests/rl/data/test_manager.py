@@ -202,16 +202,65 @@ async def test_success_replay_into_an_all_failure_group(
     assert dm.stats()["data/replayed"] == 1
 
 
-async def test_replays_are_exempt_from_the_staleness_bound(
+async def test_replays_obey_the_staleness_bound(store: TrajectoryStore, make_traj: MakeTraj) -> None:
+    """A success too old to train is not copied; a copy that grew too old before its batch is dropped."""
+    dm = DataManager(store, config(success_replay=True, drop_zero_variance=True, max_staleness=1))
+    await dm.put(make_traj(group_id="broken", status="failed_infra", turns=0))  # no versions: no harm
+    old = await put_group(dm, make_traj, [1.0, 0.0], version=0)
+    assert await dm.next_batch(policy_version=0, step=1) == old
+    # Version 5: the version-0 success is 5 versions behind (bound 1): no copy, the group has no signal.
+    await put_group(dm, make_traj, [0.0, 0.0], version=5)
+    assert await dm.next_batch(policy_version=5, step=2) is None
+    assert dm.stats()["data/replayed"] == 0
+
+    recent = await put_group(dm, make_traj, [0.0, 1.0], version=5)
+    assert await dm.next_batch(policy_version=5, step=2) == recent
+    failures = await put_group(dm, make_traj, [0.0, 0.0], version=6)  # copies the version-5 success
+    assert dm.stats()["data/replayed"] == 1
+    # Two more updates before the group is batched: the copy (version 5) is 2 behind 7, the failure 1.
+    assert await dm.next_batch(policy_version=7, step=3) is None
+    stored = await statuses(store)
+    copies = [t async for t, _ in store.iter_all() if t.metrics.get("data/replayed")]
+    assert [c.min_version for c in copies] == [5]
+    assert stored[copies[0].trajectory_id] == ("dropped_stale", None)  # no exemption for a copy
+    assert stored[failures[0].trajectory_id] == ("dropped_stale", None)  # a group of one left: no signal
+    assert stored[failures[1].trajectory_id] == ("dropped_zero_variance", None)  # replaced by the copy
+    assert dm.stats()["data/trained_replayed"] == 0
+
+
+async def test_replays_are_capped_per_task_and_counted_apart(
     store: TrajectoryStore, make_traj: MakeTraj
 ) -> None:
-    dm = DataManager(store, config(success_replay=True, drop_zero_variance=True, max_staleness=1))
-    await put_group(dm, make_traj, [1.0, 0.0], version=0)
-    assert await dm.next_batch(policy_version=0, step=0) is not None
-    await put_group(dm, make_traj, [0.0, 0.0], version=5)
-    batch = await dm.next_batch(policy_version=5, step=1)
+    dm = DataManager(
+        store, config(success_replay=True, drop_zero_variance=True, max_staleness=2, max_replays_per_task=1)
+    )
+    solved = await put_group(dm, make_traj, [1.0, 0.0], task_id="hard", completion=5)
+    assert await dm.next_batch(policy_version=0, step=1) == solved
+    first = await put_group(dm, make_traj, [0.0, 0.0], task_id="hard", completion=3)
+    batch = await dm.next_batch(policy_version=1, step=2)
     assert batch is not None
-    assert [t.min_version for t in batch] == [5, 0]  # the old success came along
+    assert [t.metrics.get("data/replayed") for t in batch] == [None, 1.0]
+    assert batch[1].turns == solved[0].turns
+    # The task had its one copy: the next all-failure group gets none, though the success is still fresh.
+    second = await put_group(dm, make_traj, [0.0, 0.0], task_id="hard")
+    assert await dm.next_batch(policy_version=1, step=3) is None
+    stored = await statuses(store)
+    assert [stored[t.trajectory_id][0] for t in second] == ["dropped_zero_variance"] * 2
+    assert stored[first[1].trajectory_id][0] == "dropped_zero_variance"  # replaced by the copy
+    stats = dm.stats()
+    assert stats["data/replayed"] == 1
+    assert stats["data/trained"] == 4
+    assert stats["data/trained_replayed"] == 1
+    assert stats["data/trained_fresh"] == 3
+    # Tokens of fresh episodes only: the copy's 2 x 5 tokens are counted apart.
+    assert stats["data/trained_tokens"] == 2 * (2 * 5) + 2 * 3
+    assert stats["data/trained_replayed_tokens"] == 2 * 5
+    assert stats["data/batch_replayed"] == 1
+    # Another task is not capped by this one's copies.
+    await put_group(dm, make_traj, [1.0, 0.0], task_id="other")
+    assert await dm.next_batch(policy_version=1, step=3) is not None
+    await put_group(dm, make_traj, [0.0, 0.0], task_id="other")
+    assert dm.stats()["data/replayed"] == 2
 
 
 @pytest.mark.parametrize("adaptive", [True, False])

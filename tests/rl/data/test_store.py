@@ -182,6 +182,32 @@ async def test_latest_success_skips_failures_replays_and_failed_episodes(
     assert n_blobs == 1  # same token arrays everywhere: stored once, referenced by every row
 
 
+async def test_latest_success_within_versions_and_replays_counted(
+    store: TrajectoryStore, make_traj: MakeTraj
+) -> None:
+    v2, v5, v7 = (make_traj(task_id="a", reward=1.0, version=v) for v in (2, 5, 7))
+    await store.add_many([v2, v5, v7])
+    assert (await store.latest_success("a")) == v7
+    assert (await store.latest_success("a", min_version=6)) == v7
+    assert await store.latest_success("a", min_version=8) is None
+    # Versions 6..7 were lost by a resume: the newest success left within the bound is version 5's.
+    assert (await store.latest_success("a", min_version=3, exclude_versions=[(6, 7)])) == v5
+    assert await store.latest_success("a", min_version=6, exclude_versions=[(6, 7)]) is None
+
+    assert await store.count_replays("a") == 0
+    await store.add(v5.model_copy(update={"trajectory_id": "c1"}), replay_of=v5.trajectory_id)
+    await store.add(v5.model_copy(update={"trajectory_id": "c2"}), replay_of=v5.trajectory_id)
+    await store.add(
+        make_traj(task_id="b", reward=1.0).model_copy(update={"trajectory_id": "c3"}), replay_of="x"
+    )
+    assert await store.count_replays("a") == 2
+    await store.mark(["c2"], status="dropped_stale")  # a copy that can no longer be trained frees its place
+    assert await store.count_replays("a") == 1
+    await store.mark(["c1"], trained_at_step=3)  # trained copies still count
+    assert await store.count_replays("a") == 1
+    assert (await store.latest_success("a")) == v7  # copies are never replayed themselves
+
+
 async def test_concurrent_writers_on_one_file(tmp_path: Path, make_traj: MakeTraj) -> None:
     path = tmp_path / "shared.db"
     stores = [TrajectoryStore(path) for _ in range(3)]
