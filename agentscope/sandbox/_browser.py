@@ -4,9 +4,11 @@ Needs ``pip install 'agentscope[browser]'`` (Playwright) and a Chromium binary: 
 ``/usr/bin/chromium`` by default (never ``playwright install``). One :class:`Browser` is one headless Chromium
 process; each :class:`BrowserSession` is a fresh, isolated context (its own cookies, storage, cache) with one page.
 
-Network: a session reaches the loopback (127.0.0.1, localhost, [::1]) and the origins it allows, nothing else.
-Every request and WebSocket is checked against that list and blocked otherwise (``session.blocked`` lists them);
-and, unless the Browser is opened with ``external_hosts=True``, Chromium resolves no host name but localhost, so
+Network: a session reaches the origins it allows (``scheme://host:port``), nothing else: not even the loopback,
+whose other ports hold this machine's services (the studio's API, model servers); a page on 127.0.0.1 is reachable
+only when its origin, port included, is listed (``allowed_origins=["http://127.0.0.1:8123"]``). Every request and
+WebSocket (``ws``/``wss`` count as ``http``/``https`` of the same host and port) is checked against that list and
+blocked otherwise (``session.blocked`` lists them); and, unless the Browser is opened with ``external_hosts=True``, Chromium resolves no host name but localhost, so
 nothing can leave the machine even by a path the check does not see (a service worker, a prefetch). Background
 traffic (updates, safe browsing, metrics) is switched off.
 
@@ -75,9 +77,11 @@ _REF_RE = re.compile(r"^e\d+$")
 
 
 def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``; a WebSocket belongs to the http(s) origin of its host and port."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme, 0)
+    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
     return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
@@ -92,7 +96,7 @@ class Browser:
     Example::
 
         async with Browser() as browser:
-            async with browser.session(allowed_origins=["https://example.org"]) as page:
+            async with browser.session(allowed_origins=["http://127.0.0.1:8000"]) as page:
                 print(await page.navigate("http://127.0.0.1:8000/"))
 
     Args:
@@ -222,7 +226,11 @@ class Browser:
         viewport: tuple[int, int] = _VIEWPORT,
         timeout_s: float = _TIMEOUT_S,
     ) -> BrowserSession:
-        """A fresh isolated context with one blank page; close it with ``await session.aclose()``."""
+        """A fresh isolated context with one blank page; close it with ``await session.aclose()``.
+
+        ``allowed_origins`` are the only origins the page may reach (``scheme://host:port``; without a scheme,
+        https). The loopback is no exception: list each local server by its port, e.g. ``http://127.0.0.1:8000``.
+        """
         if self._browser is None:
             raise SandboxError("this Browser is not started: use `async with Browser() as browser`")
         origins = {_origin(o if "://" in o else f"https://{o}") for o in allowed_origins}
@@ -294,7 +302,8 @@ async def open_browser(
     """A page in a fresh isolated browser context, closed on exit.
 
     With ``browser``, the session is one more context of that shared Chromium process (~50 ms); without, a
-    Chromium is launched for this session alone (~1 s) and closed with it.
+    Chromium is launched for this session alone (~1 s) and closed with it. The page reaches ``allowed_origins``
+    only (see :meth:`Browser.new_session`).
 
     Raises:
         SandboxError: Playwright or Chromium is missing, or an allowed origin cannot be reached as configured.
@@ -327,7 +336,7 @@ class BrowserSession:
         self.context = context
         """The Playwright browser context (isolated cookies, storage and cache)."""
         self.allowed_origins = frozenset(origins)
-        """Origins reachable besides the loopback, as ``scheme://host:port``."""
+        """The origins the page may reach, as ``scheme://host:port`` (the loopback only as listed here)."""
         self.timeout_s = timeout_s
         """Per-action timeout."""
         self.blocked: list[str] = []
@@ -343,10 +352,11 @@ class BrowserSession:
         return self._page
 
     def allows(self, url: str) -> bool:
-        """Whether the session may reach ``url``."""
+        """Whether the session may reach ``url``: its origin is allowed (``data:``, ``blob:`` and ``about:``
+        URLs load nothing from the network and are always allowed)."""
         if url.startswith(("data:", "blob:", "about:")):
             return True
-        return _is_loopback(url) or _origin(url) in self.allowed_origins
+        return _origin(url) in self.allowed_origins
 
     async def _setup(self) -> None:
         await self.context.route("**/*", self._route)
@@ -437,7 +447,8 @@ class BrowserSession:
         if not self.allows(url):
             self.blocked.append(url)
             raise SandboxError(
-                f"{url} is not reachable from this browser: only the loopback and the allowed origins"
+                f"{url} is not reachable from this browser: only the allowed origins "
+                f"({', '.join(sorted(self.allowed_origins)) or 'none'})"
             )
         response = await self.page.goto(url, wait_until="domcontentloaded")
         status = response.status if response is not None else "no response"

@@ -1,5 +1,6 @@
-"""The browser backend on Debian's Chromium: snapshots with refs, actions, screenshots, network limits, isolated
-contexts of one shared process, and BrowserAgent driving a page. Only 127.0.0.1 is ever contacted."""
+"""The browser backend on Debian's Chromium: snapshots with refs, actions, screenshots, network limits (the
+loopback included: only the allowed origins, per port), isolated contexts of one shared process, and BrowserAgent
+driving a page. Only 127.0.0.1 is ever contacted."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import ClassVar
 import anyio
 import pytest
 import pytest_asyncio
+from playwright.async_api import Error as PlaywrightError
 
 from agentscope.agents import BrowserAgent
 from agentscope.exceptions import SandboxError
@@ -79,9 +81,13 @@ async def browser() -> AsyncIterator[Browser]:
         yield b
 
 
+def _local(port: int) -> list[str]:
+    return [f"http://127.0.0.1:{port}"]
+
+
 async def test_snapshot_refs_actions_and_screenshot(browser: Browser, site: tuple[int, list[str]]) -> None:
     port, _hits = site
-    async with browser.session() as page:
+    async with browser.session(allowed_origins=_local(port)) as page:
         note = await page.navigate(f"http://127.0.0.1:{port}/")
         assert "status 200" in note
         snapshot = await page.snapshot()
@@ -102,9 +108,9 @@ async def test_snapshot_refs_actions_and_screenshot(browser: Browser, site: tupl
             await page.click("not-a-ref")
 
 
-async def test_only_loopback_and_allowed_origins(browser: Browser, site: tuple[int, list[str]]) -> None:
+async def test_only_allowed_origins(browser: Browser, site: tuple[int, list[str]]) -> None:
     port, hits = site
-    async with browser.session(allowed_origins=[f"http://allowed.test:{port}"]) as page:
+    async with browser.session(allowed_origins=[*_local(port), f"http://allowed.test:{port}"]) as page:
         await page.navigate(f"http://127.0.0.1:{port}/")
         await page.page.wait_for_function("document.title.includes('fetched')")
         assert any("tracker.png" in url for url in page.blocked)
@@ -117,6 +123,68 @@ async def test_only_loopback_and_allowed_origins(browser: Browser, site: tuple[i
         await browser.new_session(allowed_origins=["https://example.org"])
 
 
+class _Api(http.server.BaseHTTPRequestHandler):
+    """Stands in for a local service a page must not reach (the studio's API on another loopback port)."""
+
+    hits: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+        self.wfile.write(b'{"runs": ["secret"]}')
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[tuple[int, list[str]]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Api)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], _Api.hits
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+async def test_loopback_only_when_allowed_per_port(
+    browser: Browser, site: tuple[int, list[str]], api: tuple[int, list[str]]
+) -> None:
+    """Regression (issue 11): with allowed_origins=[] a session opened the studio's API on 127.0.0.1."""
+    port, _hits = site
+    api_port, api_hits = api
+    async with browser.session(allowed_origins=[]) as page:
+        for url in (f"http://127.0.0.1:{api_port}/api/runs", f"http://localhost:{api_port}/api/runs"):
+            with pytest.raises(SandboxError, match="not reachable"):
+                await page.navigate(url)
+        with pytest.raises(PlaywrightError):  # a page going there on its own is blocked too
+            await page.page.goto(f"http://127.0.0.1:{api_port}/api/runs")
+        assert any(url.startswith(f"http://127.0.0.1:{api_port}/") for url in page.blocked)
+    async with browser.session(allowed_origins=_local(port)) as page:
+        await page.navigate(f"http://127.0.0.1:{port}/")
+        for target in (f"http://127.0.0.1:{api_port}/api/runs", f"http://localhost:{port}/data"):
+            outcome = await page.page.evaluate(
+                "url => fetch(url).then(r => r.text(), e => 'failed: ' + e)", target
+            )
+            assert outcome.startswith("failed"), (target, outcome)
+        socket_outcome = await page.page.evaluate(
+            """port => new Promise(done => {
+                const ws = new WebSocket(`ws://127.0.0.1:${port}/socket`);
+                ws.onopen = () => done('open');
+                ws.onerror = ws.onclose = () => done('refused');
+            })""",
+            api_port,
+        )
+        assert socket_outcome == "refused"
+        assert f"http://127.0.0.1:{api_port}/api/runs" in page.blocked
+        assert f"ws://127.0.0.1:{api_port}/socket" in page.blocked
+    assert api_hits == []
+
+
 async def test_warm_sessions_are_handed_out_fast_and_fresh(
     browser: Browser, site: tuple[int, list[str]]
 ) -> None:
@@ -125,7 +193,7 @@ async def test_warm_sessions_are_handed_out_fast_and_fresh(
         while len(browser._warm) < browser.warm_sessions:  # noqa: ASYNC110 - polling a private counter
             await anyio.sleep(0.05)
     started = time.perf_counter()
-    async with browser.session() as page:
+    async with browser.session(allowed_origins=_local(port)) as page:
         assert time.perf_counter() - started < 0.1
         assert page.page.url == "about:blank"
         await page.navigate(f"http://127.0.0.1:{port}/")
@@ -135,7 +203,10 @@ async def test_warm_sessions_are_handed_out_fast_and_fresh(
 
 async def test_sessions_are_isolated(browser: Browser, site: tuple[int, list[str]]) -> None:
     port, _hits = site
-    async with browser.session() as first, browser.session() as second:
+    async with (
+        browser.session(allowed_origins=_local(port)) as first,
+        browser.session(allowed_origins=_local(port)) as second,
+    ):
         for page in (first, second):
             await page.navigate(f"http://127.0.0.1:{port}/")
         await first.page.reload()
@@ -145,7 +216,7 @@ async def test_sessions_are_isolated(browser: Browser, site: tuple[int, list[str
 
 async def test_open_browser_without_a_shared_process(site: tuple[int, list[str]]) -> None:
     port, _hits = site
-    async with open_browser() as page:
+    async with open_browser(allowed_origins=_local(port)) as page:
         await page.navigate(f"http://127.0.0.1:{port}/")
         assert "Test page" in await page.page.title()
     with pytest.raises(SandboxError, match="Chromium"):
@@ -182,7 +253,7 @@ async def test_browser_agent_drives_the_page(browser: Browser, site: tuple[int, 
             answer,  # type: ignore[list-item]
         ]
     )
-    async with browser.session() as page:
+    async with browser.session(allowed_origins=_local(port)) as page:
         agent = BrowserAgent("surfer", model, page, screenshots=True)
         assert "browser_click" in model_tools(agent)
         reply = await agent(Msg(role="user", content="Press the button"))
