@@ -16,7 +16,7 @@ __all__ = ["rl_app"]
 
 rl_app = typer.Typer(
     name="rl",
-    help="Train agents with reinforcement learning: train, eval, export.",
+    help="Train agents with reinforcement learning: sft, train, eval, export.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -75,7 +75,7 @@ def train(
         result = anyio.run(lambda: run_train(rl_config, run_dir, resume=resume, console=console))
     except (ConfigError, UsageError) as exc:
         raise _fail(str(exc)) from None
-    summary = {
+    summary: dict[str, object] = {
         "run_dir": str(result.run_dir),
         "steps": result.steps,
         "resumed_from": result.resumed_from,
@@ -86,6 +86,43 @@ def train(
             if k.split("/")[0] in {"train", "data", "env", "rollout", "sched"}
         },
     }
+    if result.evaluation:
+        summary["eval"] = {
+            when: {"success_rate": report["success_rate"], "episodes": report["episodes"]}
+            for when, report in result.evaluation.items()
+        }
+    typer.echo(json.dumps(summary, indent=1))
+
+
+@rl_app.command(epilog=_config_epilog())
+def sft(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run's config (YAML).")],
+    run_dir: Annotated[
+        Path,
+        typer.Option(
+            "--run-dir", help="Where the initial policy goes (DIR/policy_init, or policy.cache_dir)."
+        ),
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", metavar="KEY=VALUE", help="Override a config field, e.g. sft.steps=300 (repeatable)."
+        ),
+    ] = None,
+) -> None:
+    """Warm-start the policy of CONFIG.yaml on scripted-expert demonstrations of training-side tasks (the sft
+    section: its budget, steps and tasks), then evaluate it on eval_tasks. `rl train` with the same config and
+    --run-dir starts from it."""
+    import anyio
+
+    from agentscope.exceptions import ConfigError, UsageError
+    from agentscope.rl._runner import sft as run_sft
+
+    rl_config = _load(config, set_)
+    try:
+        summary = anyio.run(lambda: run_sft(rl_config, run_dir))
+    except (ConfigError, UsageError) as exc:
+        raise _fail(str(exc)) from None
     typer.echo(json.dumps(summary, indent=1))
 
 
@@ -105,9 +142,15 @@ def eval_(
     set_: Annotated[
         list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a config field.")
     ] = None,
-    attempts: Annotated[int, typer.Option("--attempts", min=1, help="Episodes per task.")] = 1,
+    attempts: Annotated[
+        int | None,
+        typer.Option("--attempts", min=1, help="Episodes per task (default: evaluation.attempts)."),
+    ] = None,
     temperature: Annotated[
-        float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature (0: greedy).")
+        float | None,
+        typer.Option(
+            "--temperature", min=0.0, help="Sampling temperature (0: greedy; default: the config's)."
+        ),
     ] = None,
 ) -> None:
     """Play every task with a checkpoint's policy and print success rates as JSON."""

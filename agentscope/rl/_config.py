@@ -15,10 +15,21 @@ import types
 import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeAlias, cast
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from agentscope.exceptions import ConfigError
 from agentscope.rl.data import DataConfig
@@ -28,9 +39,11 @@ from agentscope.rl.trainer import TrainerConfig
 __all__ = [
     "AgentConfig",
     "EnvConfig",
+    "EvalConfig",
     "PolicyConfig",
     "RLConfig",
     "RolloutConfig",
+    "SFTConfig",
     "ScheduleConfig",
     "config_help",
     "load_config",
@@ -60,18 +73,58 @@ class PolicyConfig(BaseModel):
     Qwen2-architecture policy described by ``tiny``."""
     tiny: TinyPolicyConfig = Field(default_factory=TinyPolicyConfig)
     """Shape of the tiny policy (used when ``path`` is None)."""
-    warm_start_steps: int = Field(default=0, ge=0)
-    """Supervised steps on demonstration transcripts of the task set before RL (so a tiny policy emits
-    well-formed tool calls). 0: none."""
-    warm_start_lr: float = Field(default=3e-3, gt=0)
-    """Learning rate of the warm start."""
-    warm_start_tasks: TaskSpec | None = None
-    """Task set spec whose demonstrations the warm start imitates, e.g. ``arith:n=2000,seed=100``: tasks other
-    than the training ones, so that the policy learns the skill rather than the training answers. None: the
-    training tasks."""
     cache_dir: str | None = None
-    """Reuse the built (and warm-started) tiny policy across runs from this directory, keyed by its config.
-    None: build it inside the run directory."""
+    """Reuse the built (and warm-started) initial policy across runs from this directory, keyed by the config
+    that makes it (``policy``, ``sft``, the warm-start tasks, the agent and the environment). None: build it
+    inside the run directory (``DIR/policy_init``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_fields(cls, data: object) -> object:
+        if isinstance(data, dict):
+            moved = {"warm_start_steps": "steps", "warm_start_lr": "lr", "warm_start_tasks": "tasks"}
+            for old, new in moved.items():
+                if old in data:
+                    raise ValueError(f"policy.{old} moved to sft.{new} (the sft section: agentscope rl sft)")
+        return cast(object, data)
+
+
+class SFTConfig(BaseModel):
+    """The supervised warm start (``agentscope rl sft``, and the first stage of ``rl train`` when ``steps > 0``):
+    the policy imitates scripted-expert demonstrations of training-side tasks, so that RL starts from well-formed
+    tool calls. Only the loss on what the policy generates counts (assistant turns)."""
+
+    model_config = _STRICT
+
+    steps: int = Field(default=0, ge=0)
+    """Optimizer steps of the warm start. 0: none (RL starts from the policy as built or loaded)."""
+    tasks: TaskSpec | None = None
+    """The tasks whose expert demonstrations are imitated: training-side tasks only, never the evaluation ones
+    (checked when the config loads). None: the training spec with ``split=warm`` and ``n=demonstrations`` when
+    the training spec names a split, else the training tasks themselves."""
+    demonstrations: int = Field(default=256, ge=1)
+    """The demonstration budget: how many expert episodes are imitated (the first tasks of ``tasks`` whose
+    episode the expert solves, each once). Fixed, so that runs and papers can say what the warm start saw."""
+    lr: float = Field(default=3e-3, gt=0)
+    """AdamW learning rate (constant)."""
+    batch_size: int = Field(default=8, ge=1)
+    """Demonstrations per optimizer step."""
+
+
+class EvalConfig(BaseModel):
+    """How ``rl eval``, ``rl sft`` and ``rl train`` measure success on ``eval_tasks``."""
+
+    model_config = _STRICT
+
+    attempts: int = Field(default=1, ge=1)
+    """Episodes per task."""
+    temperature: float | None = Field(default=None, ge=0)
+    """Sampling temperature of evaluation episodes (0: greedy). None: the rollout's."""
+    before_after: bool = False
+    """``rl train`` evaluates the policy it starts from and the one it ends with on ``eval_tasks`` and reports
+    both (``DIR/eval.json``); ``rl sft`` evaluates the warm-started policy."""
+    breakdown: str | None = None
+    """Also report success per value of this task metadata field (e.g. ``level``, or ``task`` for MiniWoB++)."""
 
 
 class RolloutConfig(BaseModel):
@@ -127,35 +180,68 @@ class AgentConfig(BaseModel):
     """Extra keyword arguments of the factory (e.g. ``sys_prompt``, ``max_iters``)."""
 
 
+ScheduleMode: TypeAlias = Literal["sync-wave", "sync-refill", "async"]
+"""The schedules of :class:`ScheduleConfig` (``sync`` is read as ``sync-wave``)."""
+
+
+def _schedule_mode(value: object) -> object:
+    # "sync" meant "generate, train, publish" (README, ARCHITECTURE): the strictly on-policy schedule.
+    return "sync-wave" if value == "sync" else value
+
+
 class ScheduleConfig(BaseModel):
-    """How generation and training are interleaved: one switch between sync and async."""
+    """How generation and training are interleaved: two synchronous schedules and one asynchronous."""
 
     model_config = _STRICT
 
-    mode: Literal["sync", "async"] = "async"
-    """``sync``: generate a batch, train on it, publish the weights, repeat. ``async``: the environment
-    cluster, rollout service, data manager and trainer all run at once; the trainer takes a batch whenever one
-    is ready within ``max_staleness``."""
+    mode: Annotated[ScheduleMode, BeforeValidator(_schedule_mode)] = "async"
+    """``sync-wave``: strictly on-policy. Each step plays waves of episodes: a wave fills every env slot with
+    whole groups at once and ends when all of its episodes have (no slot takes a new episode before), until the
+    batch is full; then train, publish the weights to every server, and discard the groups left over (status
+    ``dropped_stale``, counted in ``sched/discarded_*``), so every trained token comes from the current policy.
+    ``sync`` is read as ``sync-wave``. ``sync-refill``: per-trajectory refill: each round launches the groups
+    the batch lacks, oversampled by the share curation drops, and a finished episode's slot takes the round's
+    next episode at once; then train and publish. Not strictly on-policy: groups left over from a round are
+    trained the next step, one version late. ``async``: the environment cluster, rollout service, data manager
+    and trainer all run at once; the trainer takes a batch whenever one is ready within ``max_staleness``."""
     steps: int = Field(default=10, ge=1)
     """Trainer steps to run (a resumed run continues up to this many in total)."""
     max_staleness: int | None = Field(default=2, ge=0)
     """Drop a trajectory whose oldest token came from a policy more than this many versions behind the trainer.
-    None: no bound."""
+    None: no bound. Always 0 in ``sync-wave`` mode (whatever is written here)."""
     publish_every: int = Field(default=1, ge=1)
-    """Send the trainer's weights to the rollout service every this many steps."""
+    """Send the trainer's weights to the rollout service every this many steps (1 in ``sync-wave`` mode)."""
     weight_sync: Literal["global", "rolling"] = "rolling"
     """Async: ``global``: every rollout server takes the new weights at once and the trainer waits (a barrier).
     ``rolling``: one server after another in the background while the others keep serving (DART's per-worker
-    sync). Sync mode always publishes to every server before generating again."""
+    sync). The sync modes always publish to every server before generating again."""
     max_ahead: int | None = Field(default=None, ge=1)
-    """Async: most groups launched but not yet trained, in batches. None: ``max_staleness`` (at least 1): a
-    group launched with that many batches of groups ahead of it is trained at most ``max_staleness`` versions
-    after it started, so generation is throttled to the trainer's pace instead of running ahead into staleness.
-    No bound when ``max_staleness`` is None too."""
+    """Async: how far generation may run ahead of the trainer, in episodes: a new group starts only while fewer
+    than this many episodes wait for the trainer (finished, in a group still open or ready to train); the
+    episodes playing in the env slots do not count, so the slots stay busy whenever the trainer keeps up. None:
+    ``max_staleness`` (at least 1) batches' worth of episodes (``batch_groups`` × ``group_size`` each), so a
+    group starts behind at most that many batches and only its own duration can make it stale. No bound when
+    ``max_staleness`` is None too."""
     abort_stale: bool = True
     """Async: stop episodes that can no longer be trained (older than ``max_staleness`` already)."""
     checkpoint_every: int = Field(default=1, ge=0)
     """Save a checkpoint every this many steps (0: only at the end)."""
+
+    @field_validator("publish_every")
+    @classmethod
+    def _publish_every_step_on_policy(cls, value: int, info: ValidationInfo) -> int:
+        if value != 1 and info.data.get("mode") == "sync-wave":
+            raise ValueError(
+                f"sync-wave trains only on the current policy, so it publishes after every step: remove "
+                f"publish_every: {value}, or use mode sync-refill or async"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _on_policy(self) -> Self:
+        if self.mode == "sync-wave":
+            self.max_staleness = 0  # nothing older than the current policy is ever trained
+        return self
 
 
 class RLConfig(BaseModel):
@@ -179,6 +265,10 @@ class RLConfig(BaseModel):
     rollouts are CPU-bound: recording every span costs ~200 µs of CPU per agent step (benchmarks/RESULTS.md)."""
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     """The policy."""
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    """The supervised warm start on expert demonstrations."""
+    evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    """How success on ``eval_tasks`` is measured."""
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     """The rollout service."""
     env: EnvConfig = Field(default_factory=EnvConfig)
@@ -209,6 +299,20 @@ class RLConfig(BaseModel):
             )
         return self
 
+    def warm_start_spec(self) -> str | None:
+        """The task spec whose demonstrations the warm start imitates (see ``sft.tasks``); None without one."""
+        if not self.sft.steps:
+            return None
+        if self.sft.tasks is not None:
+            return self.sft.tasks
+        from agentscope.rl.envs import parse_task_spec
+
+        name, kwargs = parse_task_spec(self.tasks)
+        if "split" not in kwargs:
+            return self.tasks
+        kwargs.update(split="warm", n=self.sft.demonstrations)
+        return f"{name}:" + ",".join(f"{key}={value}" for key, value in kwargs.items())
+
     @model_validator(mode="after")
     def _held_out(self) -> Self:
         """Evaluation tasks share no content key with the training or warm-start tasks (no leak)."""
@@ -224,8 +328,9 @@ class RLConfig(BaseModel):
 
         held_out = load("eval_tasks", self.eval_tasks)
         sides = [("tasks", self.tasks)]
-        if self.policy.warm_start_steps and self.policy.warm_start_tasks is not None:
-            sides.append(("policy.warm_start_tasks", self.policy.warm_start_tasks))
+        warm = self.warm_start_spec()
+        if warm is not None and warm != self.tasks:
+            sides.append(("sft.tasks", warm))
         leaks: list[str] = []
         for field, spec in sides:
             shared = overlapping(held_out, load(field, spec))

@@ -21,15 +21,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import inspect
 import json
 import math
 import os
-import shutil
 import statistics
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -40,19 +38,18 @@ from pydantic import JsonValue
 
 from agentscope import tracing
 from agentscope.exceptions import ConfigError, UsageError
-from agentscope.message import Msg
 from agentscope.rl._config import RLConfig
 from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
+from agentscope.rl._sft import prepare_policy
 from agentscope.rl._types import Task, Trajectory
 from agentscope.rl.data import DataManager, TrajectoryStore
 from agentscope.rl.envs import (
-    DEFAULT_SYS_PROMPT,
     AgentFactory,
     EnvCluster,
     EnvFactory,
-    Environment,
     get_task_set,
     load_tasks,
+    overlapping,
     parse_task_spec,
 )
 
@@ -69,6 +66,7 @@ METRICS_FILE = "metrics.jsonl"
 BATCHES_FILE = "batches.jsonl"
 TRACE_FILE = "traces.db"
 CONFIG_FILE = "config.yaml"
+EVAL_FILE = "eval.json"
 
 EXPORT_KEYS = (
     "uid",
@@ -103,6 +101,8 @@ class TrainResult:
     initial_policy: Path | None = None
     """The policy the run started from (``policy.path``, or the tiny one built and warm-started), loadable with
     ``from_pretrained`` and ``agentscope rl eval --checkpoint``; None for a run resumed from a checkpoint."""
+    evaluation: dict[str, Any] = field(default_factory=dict[str, Any])
+    """With ``evaluation.before_after``: the :func:`evaluate` reports ``before`` and ``after`` (``DIR/eval.json``)."""
 
 
 # ---------------------------------------------------------------------- loading user code and components
@@ -143,103 +143,6 @@ def _agent_factory(config: RLConfig) -> AgentFactory:
     if not callable(target):
         raise ConfigError(f"agent.factory: {config.agent.factory} is not callable")
     return cast(AgentFactory, functools.partial(target, **config.agent.kwargs))
-
-
-def _sys_prompt(config: RLConfig) -> str:
-    prompt = config.agent.kwargs.get("sys_prompt", DEFAULT_SYS_PROMPT)
-    return prompt if isinstance(prompt, str) else DEFAULT_SYS_PROMPT
-
-
-async def _make_env(factory: EnvFactory) -> Environment:
-    env = factory()
-    if inspect.isawaitable(env):
-        env = await env
-    return env
-
-
-# ---------------------------------------------------------------------- the policy
-
-
-def warm_start_demonstrations(config: RLConfig, tasks: list[Task]) -> list[list[Msg]]:
-    """The transcripts the warm start imitates: the expert demonstrations of ``policy.warm_start_tasks`` (or of
-    the training ``tasks``), each after the agent's system prompt.
-
-    Raises:
-        ConfigError: the task set has no demonstrations.
-    """
-    spec = config.policy.warm_start_tasks or config.tasks
-    task_set = get_task_set(parse_task_spec(spec)[0])
-    if task_set.demonstrations is None:
-        raise ConfigError(f"policy.warm_start_steps: task set {task_set.name!r} has no demonstrations")
-    demo_tasks = tasks if config.policy.warm_start_tasks is None else load_tasks(spec)
-    system = Msg(role="system", name="agent", content=_sys_prompt(config))
-    return [[system, *demo] for demo in task_set.demonstrations(demo_tasks)]
-
-
-async def _prepare_policy(
-    config: RLConfig, run_dir: Path, env_factory: EnvFactory, tasks: list[Task]
-) -> Path:
-    """The directory of the initial policy: ``policy.path``, or the tiny policy built (and warm-started) once."""
-    if config.policy.path is not None:
-        return Path(config.policy.path)
-    policy = config.policy
-    demos: list[list[Msg]] = []
-    tools: list[Any] = []
-    if policy.warm_start_steps:
-        demos = await anyio.to_thread.run_sync(warm_start_demonstrations, config, tasks)
-        env = await _make_env(env_factory)
-        try:
-            tools = (await env.reset(tasks[0])).toolkit.schemas()
-        finally:
-            await env.close()
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                "tiny": policy.tiny.model_dump(mode="json"),
-                "warm_start_steps": policy.warm_start_steps,
-                "warm_start_lr": policy.warm_start_lr,
-                "demos": [[m.model_dump(mode="json", exclude={"id", "timestamp"}) for m in d] for d in demos],
-                "tools": [t.model_dump(mode="json") for t in tools],
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:16]
-    target = Path(policy.cache_dir) / f"tiny-{key}" if policy.cache_dir else run_dir / "policy_init"
-    threads = config.threads
-
-    def build() -> Path:
-        if (target / ".ready").is_file():
-            return target
-        from agentscope.rl.policy import Demonstration, build_tiny_policy, warm_start
-
-        _set_torch_threads(threads)
-        staging = target.parent / f".{target.name}.{os.getpid()}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        build_tiny_policy(policy.tiny, staging)
-        if demos:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            tokenizer: Any = cast(Any, AutoTokenizer).from_pretrained(staging)
-            model: Any = AutoModelForCausalLM.from_pretrained(staging)
-            warm_start(
-                model,
-                tokenizer,
-                [Demonstration(d, tools) for d in demos],
-                policy.warm_start_steps,
-                lr=policy.warm_start_lr,
-                seed=policy.tiny.seed,
-            )
-            model.save_pretrained(staging)
-        (staging / ".ready").write_text(key)
-        try:
-            staging.rename(target)  # atomic; another process may have won the race
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-            if not (target / ".ready").is_file():
-                raise
-        return target
-
-    return await anyio.to_thread.run_sync(build)
 
 
 # ---------------------------------------------------------------------- ports onto the real trainer and service
@@ -318,8 +221,13 @@ async def train(
     if checkpoint is not None:
         model_dir = checkpoint.path
     else:
-        model_dir = await _prepare_policy(config, root, env_factory, tasks)
+        model_dir, _ = await prepare_policy(config, root, env_factory, agent_factory)
     start_step = checkpoint.step if checkpoint is not None else 0
+    evaluation: dict[str, Any] = {}
+    if config.evaluation.before_after and config.eval_tasks is not None and checkpoint is None:
+        evaluation["before"] = await evaluate_cached(config, model_dir)
+        if console is not None:
+            console.print(f"held-out success before RL: {_success_line(evaluation['before'])}")
 
     tracer_on = config.trace and not tracing.enabled()
     if tracer_on:
@@ -331,7 +239,7 @@ async def train(
             sample_rate=config.trace_sample_rate,
         )
     try:
-        return await _train(
+        result = await _train(
             config,
             root,
             tasks,
@@ -347,6 +255,25 @@ async def train(
         if tracer_on:
             await tracing.aflush()
             await anyio.to_thread.run_sync(tracing.shutdown)
+    if evaluation:
+        evaluation["after"] = await evaluate(config, root)
+        if console is not None:
+            console.print(
+                f"held-out success before RL: {_success_line(evaluation['before'])}\n"
+                f"held-out success after RL:  {_success_line(evaluation['after'])}"
+            )
+        text = json.dumps(evaluation, indent=1) + "\n"
+        await anyio.to_thread.run_sync((root / EVAL_FILE).write_text, text)
+        result.evaluation = evaluation
+    return result
+
+
+def _success_line(report: dict[str, Any]) -> str:
+    decoding = "greedy" if report["temperature"] == 0 else f"temperature {report['temperature']:g}"
+    return (
+        f"{report['success_rate']:.1%} of {report['episodes']} episodes ({report['tasks']}, {decoding}; "
+        f"{report['training_overlap']} tasks shared with training)"
+    )
 
 
 def _import_heavy() -> None:
@@ -603,14 +530,20 @@ async def evaluate(
     checkpoint: str | os.PathLike[str] | None,
     tasks_spec: str | None = None,
     *,
-    attempts: int = 1,
+    attempts: int | None = None,
     temperature: float | None = None,
 ) -> dict[str, Any]:
     """Play every task of ``tasks_spec`` (default ``config.eval_tasks`` or ``config.tasks``) ``attempts`` times
     with the policy in ``checkpoint`` (a directory ``from_pretrained`` loads: ``DIR/checkpoints/latest``, or a run
-    directory); returns success rates as JSON-ready data."""
+    directory); returns success rates as JSON-ready data. ``attempts`` and ``temperature`` default to the config's
+    ``evaluation`` section. ``training_overlap`` counts the tasks that share a content key with the config's
+    training or warm-start tasks (0 for a held-out set)."""
     spec = tasks_spec or config.eval_tasks or config.tasks
+    attempts = attempts or config.evaluation.attempts
+    if temperature is None:
+        temperature = config.evaluation.temperature
     tasks = await anyio.to_thread.run_sync(load_tasks, spec)
+    overlap = await anyio.to_thread.run_sync(_training_overlap, config, tasks)
     await anyio.to_thread.run_sync(_import_heavy)
     model_dir = Path(checkpoint) if checkpoint is not None else None
     if model_dir is not None and await anyio.to_thread.run_sync(
@@ -629,6 +562,7 @@ async def evaluate(
     service = _rollout_service(config, model_dir, tokenizer, 0)
     cluster = _env_cluster(config, service, _env_factory(config), _agent_factory(config))
     results: list[Trajectory] = []
+    started = time.perf_counter()
 
     async def feed() -> AsyncIterator[tuple[Task, str]]:
         for attempt in range(attempts):
@@ -646,18 +580,81 @@ async def evaluate(
     for t in results:
         per_task.setdefault(t.task_id, []).append(t.success)
         statuses[t.status] = statuses.get(t.status, 0) + 1
-    return {
+    report: dict[str, Any] = {
         "tasks": spec,
         "checkpoint": str(model_dir),
+        "attempts": attempts,
+        "temperature": config.rollout.temperature,
         "episodes": len(results),
+        "training_overlap": len(overlap),
         "success_rate": sum(t.success for t in results) / len(results) if results else 0.0,
         "reward_mean": statistics.fmean(t.reward for t in results) if results else 0.0,
         "task_success_rate": statistics.fmean(sum(v) / len(v) for v in per_task.values())
         if per_task
         else 0.0,
         "statuses": statuses,
+        "wall_s": round(time.perf_counter() - started, 2),
         "per_task": {task: sum(v) / len(v) for task, v in sorted(per_task.items())},
     }
+    key = config.evaluation.breakdown
+    if key is not None:
+        category = {t.id: str(t.metadata.get(key, "?")) for t in tasks}
+        groups: dict[str, list[bool]] = {}
+        for t in results:
+            groups.setdefault(category.get(t.task_id, "?"), []).append(t.success)
+        report[f"success_by_{key}"] = {name: sum(v) / len(v) for name, v in sorted(groups.items())}
+    return report
+
+
+def _training_overlap(config: RLConfig, tasks: list[Task]) -> list[Task]:
+    seen = load_tasks(config.tasks)
+    warm = config.warm_start_spec()
+    if warm is not None and warm != config.tasks:
+        seen += load_tasks(warm)
+    return overlapping(tasks, seen)
+
+
+async def evaluate_cached(config: RLConfig, policy: Path) -> dict[str, Any]:
+    """:func:`evaluate` of ``policy`` on ``eval_tasks`` as the config's ``evaluation`` section says, kept in the
+    policy directory (an initial policy is evaluated once, whichever command asks first)."""
+    settings = {
+        "tasks": config.eval_tasks,
+        "evaluation": config.evaluation.model_dump(mode="json"),
+        "rollout": config.rollout.model_dump(mode="json"),
+        "agent": config.agent.model_dump(mode="json"),
+        "env": config.env.model_dump(mode="json"),
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    path = policy / f"eval-{digest}.json"
+    if await anyio.to_thread.run_sync(path.is_file):
+        return json.loads(await anyio.to_thread.run_sync(path.read_text))
+    report = await evaluate(config, policy)
+    await anyio.to_thread.run_sync(path.write_text, json.dumps(report, indent=1) + "\n")
+    return report
+
+
+# ---------------------------------------------------------------------- sft
+
+
+async def sft(config: RLConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Make the initial policy of ``config`` in ``run_dir`` (built and warm-started on expert demonstrations:
+    ``agentscope rl sft``) and, with ``eval_tasks``, evaluate it; ``rl train`` in the same directory starts from
+    it. Returns a JSON-ready summary.
+
+    Raises:
+        ConfigError: ``sft.steps`` is 0, or the warm-start tasks cannot give demonstrations.
+        UsageError: the run directory holds an initial policy made from another config.
+    """
+    if not config.sft.steps:
+        raise ConfigError("sft.steps: 0 means no warm start; set it (e.g. --set sft.steps=300)")
+    root = Path(run_dir)
+    await anyio.to_thread.run_sync(functools.partial(root.mkdir, parents=True, exist_ok=True))
+    await anyio.to_thread.run_sync(_import_heavy)
+    model_dir, report = await prepare_policy(config, root, _env_factory(config), _agent_factory(config))
+    summary: dict[str, Any] = {"policy": str(model_dir), "sft": asdict(report) if report else None}
+    if config.eval_tasks is not None:
+        summary["eval"] = await evaluate_cached(config, model_dir)
+    return summary
 
 
 # ---------------------------------------------------------------------- export

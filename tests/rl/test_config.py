@@ -67,7 +67,8 @@ def test_overrides_are_dotted_yaml_values(tmp_path: Path) -> None:
         (["tasks.n=3"], "tasks: Input should be a valid string"),
         (["tasks=arith:n"], "tasks: bad task spec item 'n'"),
         (["eval_tasks=:n=3"], "eval_tasks: empty task spec"),
-        (["policy.warm_start_tasks=arith:seed"], "policy.warm_start_tasks: bad task spec item 'seed'"),
+        (["sft.tasks=arith:seed"], "sft.tasks: bad task spec item 'seed'"),
+        (["policy.warm_start_steps=10"], "policy: policy.warm_start_steps moved to sft.steps"),
         (["trainer.lr=1", "trainer.lr.x=2"], "trainer.lr is a value, not a section"),
         (["trace_sample_rate=1.5"], "trace_sample_rate: Input should be less than or equal to 1"),
     ],
@@ -129,14 +130,15 @@ def test_cli_reports_config_errors(tmp_path: Path, cli: Callable[..., Result]) -
     assert not (tmp_path / "run").exists()
 
 
-# The learn.yaml of 2026-11-25: its warm-start set held 242 of the 243 possible questions, every held-out one
-# among them, and 11 distinct held-out questions were training questions too.
+# The task sets of the learn.yaml of 2026-11-25 (its policy.warm_start_* fields are sft.* now): its warm-start set
+# held 242 of the 243 possible questions, every held-out one among them, and 11 distinct held-out questions were
+# training questions too.
 LEAKING_LEARN_YAML = """
 tasks: arith:n=32,seed=0,max_operand=9
 eval_tasks: arith:n=64,seed=7,max_operand=9
-policy:
-  warm_start_steps: 600
-  warm_start_tasks: arith:n=2000,seed=100,max_operand=9
+sft:
+  steps: 600
+  tasks: arith:n=2000,seed=100,max_operand=9
 """
 
 
@@ -147,7 +149,7 @@ def test_a_config_whose_evaluation_set_leaks_fails_naming_the_overlap(tmp_path: 
         load_config(path)
     message = str(caught.value)
     assert "eval_tasks: 13 of its 64 tasks (11 distinct) are also in tasks" in message
-    assert "64 of its 64 tasks (59 distinct) are also in policy.warm_start_tasks" in message
+    assert "64 of its 64 tasks (59 distinct) are also in sft.tasks" in message
     assert "split=eval" in message
 
 

@@ -17,9 +17,9 @@ from agentscope.rl._runner import (
     export_trajectories,
     import_object,
     train,
-    warm_start_demonstrations,
 )
-from agentscope.rl.envs import load_tasks
+from agentscope.rl._sft import record_demonstrations
+from agentscope.rl.envs import ArithEnv, get_task_set, load_tasks, react_agent_factory
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -32,7 +32,6 @@ TINY = [
     "policy.tiny.num_kv_heads=1",
     "policy.tiny.max_position_embeddings=512",
     "policy.tiny.corpus_conversations=100",
-    "policy.warm_start_steps=0",
     "rollout.max_seq_len=512",
     "rollout.max_tokens=16",
     "tasks=arith:n=8,seed=0,max_operand=9",
@@ -121,14 +120,24 @@ def test_import_object_names_the_field() -> None:
         import_object("agentscope.rl.envs:nope", "env.factory")
 
 
-def test_warm_start_imitates_its_own_task_set() -> None:
-    train_tasks = load_tasks("arith:n=4,seed=0")
-    config = load_config(None, ["policy.warm_start_steps=10", "tasks=arith:n=4,seed=0"])
-    own = warm_start_demonstrations(config, train_tasks)
-    assert [d[1].text for d in own] == [t.prompt for t in train_tasks]
-    assert own[0][0].role == "system"
+def test_the_warm_start_imitates_the_warm_split_of_the_training_set() -> None:
+    config = load_config(None, ["sft.steps=10", "sft.demonstrations=24", "tasks=arith:n=8,seed=0,split=train"])
+    assert config.warm_start_spec() == "arith:n=24,seed=0,split=warm"
+    config = load_config(None, ["sft.steps=10", "tasks=arith:n=8,seed=0"])  # no split: the training tasks
+    assert config.warm_start_spec() == "arith:n=8,seed=0"
+    assert load_config(None, ["tasks=arith:n=8,split=train"]).warm_start_spec() is None  # sft.steps=0: none
 
-    config = load_config(None, ["policy.warm_start_steps=10", "policy.warm_start_tasks=arith:n=6,seed=9"])
-    other = warm_start_demonstrations(config, train_tasks)
-    assert [d[1].text for d in other] == [t.prompt for t in load_tasks("arith:n=6,seed=9")]
-    assert not {d[1].text for d in other} & {t.prompt for t in train_tasks}
+
+async def test_demonstrations_are_the_expert_playing_through_the_real_environment_and_agent() -> None:
+    tasks = load_tasks("arith:n=12,seed=3,split=warm")
+    demos, played = await record_demonstrations(
+        get_task_set("arith"), tasks, ArithEnv, react_agent_factory, budget=5, slots=3
+    )
+    assert len(demos) == 5
+    assert 5 <= played <= 5 + 3  # a slot may finish the episode it had begun
+    for demo, task in zip(demos, tasks, strict=False):  # the first tasks, in order
+        roles = [m.role for m in demo.messages]
+        assert roles == ["system", "user", "assistant", "tool", "assistant"]
+        assert demo.messages[1].text == task.prompt
+        assert demo.messages[-1].text == f"The answer is {task.answer}."
+        assert [t.name for t in demo.tools] == ["calculator"]

@@ -11,13 +11,14 @@ from typing import Any
 
 import anyio
 
-from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
+from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
 from agentscope.rl._types import Task
 from agentscope.rl.envs._base import Environment, EnvResult, Observation
 from agentscope.rl.envs._latency import LatencyModel
+from agentscope.testing import ScriptItem, tool_call
 from agentscope.tools import Toolkit
 
-__all__ = ["ArithEnv", "arith_demonstrations", "arith_tasks"]
+__all__ = ["ArithEnv", "arith_demonstrations", "arith_expert", "arith_random_policy", "arith_tasks"]
 
 _OPS: dict[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 _BIN: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
@@ -91,6 +92,48 @@ def arith_demonstrations(tasks: Sequence[Task]) -> list[list[Msg]]:
             ]
         )
     return demos
+
+
+_QUESTION = re.compile(r"What is (.+?)\? Use the calculator")
+
+
+def _last_tool_output(messages: Sequence[Msg]) -> str | None:
+    last = messages[-1] if messages else None
+    results = last.blocks_of(ToolResultBlock) if last is not None and last.role == "tool" else []
+    if not results:
+        return None
+    output = results[-1].output
+    return output if isinstance(output, str) else " ".join(b.text for b in output if isinstance(b, TextBlock))
+
+
+def arith_expert() -> Callable[[list[Msg]], ScriptItem]:
+    """The scripted expert: call the calculator on the question's expression, then answer with its result."""
+
+    def play(messages: list[Msg]) -> ScriptItem:
+        output = _last_tool_output(messages)
+        if output is not None:
+            return f"The answer is {output}."
+        question = next((m.text for m in messages if m.role == "user"), "")
+        found = _QUESTION.search(question)
+        return tool_call("calculator", expression=found.group(1) if found else question)
+
+    return play
+
+
+def arith_random_policy(seed: int) -> Callable[[list[Msg]], ScriptItem]:
+    """The random baseline: a calculator call on two numbers of the question with a random operator, then one
+    of the numbers seen as the answer."""
+    rng = random.Random(seed)
+
+    def play(messages: list[Msg]) -> ScriptItem:
+        seen = [n for m in messages for n in _NUMBER.findall(m.text)]
+        if _last_tool_output(messages) is None:
+            a, b = (rng.choice(seen) if seen else "1" for _ in range(2))
+            return tool_call("calculator", expression=f"{a} {rng.choice('+-*')} {b}")
+        output = _last_tool_output(messages) or ""
+        return f"The answer is {rng.choice([*seen, *_NUMBER.findall(output)] or ['0'])}."
+
+    return play
 
 
 def _evaluate(expression: str) -> int | float:

@@ -345,7 +345,7 @@ class EnvCluster:
     async def _play(self, env: Environment, episode: LiveEpisode) -> tuple[Trajectory, bool]:
         """Run the episode; returns its trajectory and whether the environment is still healthy."""
         env._begin_episode()
-        session_id = self.rollout.open_session()
+        session_id = self.rollout.open_session(episode.trajectory_id)  # one id for the session and trajectory
         try:
             model = self._model(session_id)
         except BaseException:

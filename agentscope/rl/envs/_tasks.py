@@ -17,7 +17,13 @@ from typing import Any
 
 from agentscope.message import Msg
 from agentscope.rl._types import Task
-from agentscope.rl.envs._arith import ArithEnv, arith_demonstrations, arith_tasks
+from agentscope.rl.envs._arith import (
+    ArithEnv,
+    arith_demonstrations,
+    arith_expert,
+    arith_random_policy,
+    arith_tasks,
+)
 from agentscope.rl.envs._base import Environment
 from agentscope.rl.envs._scripted import ScriptedPolicy
 
@@ -70,7 +76,13 @@ def _jsonl_tasks(path: str) -> list[Task]:
 
 _REGISTRY: dict[str, TaskSet] = {
     "arith": TaskSet(
-        "arith", arith_tasks, ArithEnv, "arithmetic with a calculator tool", arith_demonstrations
+        "arith",
+        arith_tasks,
+        ArithEnv,
+        "arithmetic with a calculator tool (the smoke task)",
+        arith_demonstrations,
+        expert=arith_expert,
+        random_policy=arith_random_policy,
     ),
 }
 
