@@ -4,7 +4,7 @@ Light to import (SQLite and pydantic only): the trainer, not the data manager, n
 """
 
 from agentscope.rl.data._config import DataConfig
-from agentscope.rl.data._manager import DataManager
-from agentscope.rl.data._store import TrajectoryStore
+from agentscope.rl.data._manager import DataManager, ResumeReport
+from agentscope.rl.data._store import Rollback, TrajectoryStore
 
-__all__ = ["DataConfig", "DataManager", "TrajectoryStore"]
+__all__ = ["DataConfig", "DataManager", "ResumeReport", "Rollback", "TrajectoryStore"]

@@ -14,9 +14,17 @@ Life of a trajectory::
                                    marked trained_at_step (each sample used once)
 
 Every decision is written to the store (statuses ``dropped_stale`` / ``dropped_zero_variance``, replay copies,
-``trained_at_step``), and the store is the source of truth: after a crash, :meth:`DataManager.recover` rebuilds
-the ready queue from the trajectories stored but never trained. The cursor in :meth:`DataManager.state_dict`
-holds only the task statistics and counters.
+``trained_at_step``), and the store is the source of truth. The cursor in :meth:`DataManager.state_dict` holds
+only the task statistics, counters and version history; each decision made after a cursor is taken is tagged
+with its step in the store.
+
+Resume (:meth:`DataManager.resume`): after a crash the run goes on from a checkpoint of step C. Every decision
+made after C's cursor is undone (training, drops, aborts, replay copies: :meth:`TrajectoryStore.rollback`), and
+the ready queue is rebuilt from the trajectories stored but never trained. Policy versions stay monotonic: the
+restored weights (version ``v`` at C) are served under a new version above every version in the store, and the
+versions between them are *lost*: the weights that made them are gone, so their trajectories have no staleness
+relative to the resumed policy and are dropped (``dropped_stale``, counted in ``data/dropped_lost_version``).
+Staleness counts updates along the run's actual history, skipping lost versions, so it is never negative.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 import anyio
 from pydantic import JsonValue
@@ -35,9 +43,11 @@ from agentscope.rl._types import Trajectory, TrajectoryStatus
 from agentscope.rl.data._config import DataConfig
 from agentscope.rl.data._store import TRAINABLE_STATUSES, TrajectoryStore
 
-__all__ = ["DataManager", "trajectory_score", "turn_entropy"]
+__all__ = ["DataManager", "ResumeReport", "trajectory_score", "turn_entropy"]
 
-_STATE_VERSION: Final = 1
+_STATE_VERSION: Final = 2
+_OLD_STATE_VERSIONS: Final = (1,)
+"""Cursor versions still read (1: no version history)."""
 _REPLAYED: Final = "data/replayed"
 """Key in ``Trajectory.metrics`` that marks a success-replay copy (counted apart from fresh episodes)."""
 _CLOSED_MEMORY: Final = 100_000
@@ -67,11 +77,48 @@ class _Group:
     members: list[Trajectory] = field(default_factory=list[Trajectory])
 
 
+@dataclass(frozen=True, slots=True)
+class ResumeReport:
+    """What :meth:`DataManager.resume` found and undid."""
+
+    step: int
+    """The checkpoint's step."""
+    version: int
+    """The policy version the resumed run serves the restored weights as (above every stored version)."""
+    lost_versions: tuple[int, int] | None
+    """Inclusive range of versions made after the checkpoint by weights now gone (``None``: none)."""
+    untrained: int
+    """Trajectories trained after the checkpoint, to be trained again."""
+    restored: int
+    """Trajectories dropped or aborted after the checkpoint, given their stored status back."""
+    removed_replays: int
+    """Success-replay copies made after the checkpoint, removed."""
+    dropped_lost: int
+    """Pending trajectories from lost versions, dropped (``dropped_stale``)."""
+    requeued_groups: int
+    """Groups queued for training again."""
+
+    def describe(self) -> str:
+        """One line for a person: what was undone and requeued."""
+        lost = (
+            f"versions {self.lost_versions[0]}..{self.lost_versions[1]} lost with the steps after it "
+            f"({self.dropped_lost} of their trajectories dropped), "
+            if self.lost_versions is not None
+            else ""
+        )
+        return (
+            f"policy version {self.version}; {lost}{self.untrained} trajectories untrained, "
+            f"{self.restored} drops undone, {self.removed_replays} replay copies removed, "
+            f"{self.requeued_groups} groups re-queued"
+        )
+
+
 @dataclass
 class _Counters:
     received: int = 0
     failed: int = 0
     dropped_stale: int = 0
+    dropped_lost_version: int = 0
     dropped_zero_variance: int = 0
     replayed: int = 0
     trained: int = 0
@@ -109,6 +156,11 @@ class DataManager:
         """The trainer's policy version as far as the manager knows: the last one :meth:`next_batch` was given,
         or the newest that generated a trajectory put since (the trainer is at least there). Success replay
         copies only successes within the staleness bound of it."""
+        self._gaps: list[tuple[int, int]] = []
+        """Version ranges ``(first, last)`` a resume skipped: ``first..last-1`` are lost, ``last`` serves the
+        weights of ``first - 1`` again (no update in between)."""
+        self._after_step = 0
+        """Step of the newest cursor taken (:meth:`state_dict`) or resumed from: tags every decision made since."""
 
     @property
     def config(self) -> DataConfig:
@@ -152,12 +204,42 @@ class DataManager:
         self._expected[gid] = size
         return gid, size
 
+    # -- versions ----------------------------------------------------------------------------------------
+
+    def _lost(self, version: int) -> bool:
+        return any(first <= version < last for first, last in self._gaps)
+
+    def staleness(self, traj: Trajectory, policy_version: int) -> int | None:
+        """Updates between the policy that made ``traj``'s oldest token and ``policy_version``, along the run's
+        history (versions skipped by a resume are not updates); ``None`` when a version of ``traj`` was lost by
+        a resume or is newer than ``policy_version``: it has no place in that history."""
+        versions = traj.policy_versions
+        if not versions:
+            return 0
+        if versions[-1] > policy_version or any(self._lost(v) for v in versions):
+            return None
+        return self._updates(versions[0], policy_version)
+
+    def _updates(self, oldest: int, version: int) -> int:
+        """Updates from version ``oldest`` to ``version``: the versions after ``oldest`` up to ``version`` that no
+        resume skipped."""
+        skipped = sum(max(0, min(last, version) - max(first, oldest + 1) + 1) for first, last in self._gaps)
+        return version - oldest - skipped
+
+    def _oldest_within(self, bound: int) -> int:
+        """The oldest version at most ``bound`` updates behind the current one."""
+        oldest = self._version
+        while oldest > 0 and self._updates(oldest - 1, self._version) <= bound:
+            oldest -= 1
+        return oldest
+
     # -- intake ------------------------------------------------------------------------------------------
 
     async def put(self, traj: Trajectory) -> None:
         """Store a finished episode (any status); when its group is complete, curate the group."""
-        await self._store.add(traj)
-        self._version = max([self._version, *traj.policy_versions])
+        await self._store.add(traj, after_step=self._after_step)
+        if not any(self._lost(v) for v in traj.policy_versions):
+            self._version = max([self._version, *traj.policy_versions])
         counters = self._counters
         counters.received += 1
         trainable = traj.status in TRAINABLE_STATUSES
@@ -170,7 +252,7 @@ class DataManager:
         if gid in self._closed:
             # Its group was closed already (recovered after a restart, or over-delivered): never trained.
             if trainable:
-                await self._store.mark([traj.trajectory_id], status="aborted")
+                await self._store.mark([traj.trajectory_id], status="aborted", after_step=self._after_step)
             return
         group = self._open.get(gid)
         if group is None:
@@ -216,9 +298,11 @@ class DataManager:
             return members
         bound = config.max_staleness
         success = await self._store.latest_success(
-            task_id, min_version=None if bound is None else self._version - bound
+            task_id,
+            min_version=None if bound is None else self._oldest_within(bound),
+            exclude_versions=[(first, last - 1) for first, last in self._gaps if last > first],
         )
-        if success is None:
+        if success is None or self.staleness(success, self._version) is None:
             return members
         replaced = members[-1]
         copy = success.model_copy(
@@ -228,7 +312,7 @@ class DataManager:
                 "metrics": {**success.metrics, _REPLAYED: 1.0},
             }
         )
-        await self._store.add(copy, replay_of=success.trajectory_id)
+        await self._store.add(copy, replay_of=success.trajectory_id, after_step=self._after_step)
         await self._drop([replaced], "dropped_zero_variance")
         self._counters.replayed += 1
         return [*members[:-1], copy]
@@ -236,7 +320,7 @@ class DataManager:
     async def _drop(self, trajs: Sequence[Trajectory], status: TrajectoryStatus) -> None:
         if not trajs:
             return
-        await self._store.mark([t.trajectory_id for t in trajs], status=status)
+        await self._store.mark([t.trajectory_id for t in trajs], status=status, after_step=self._after_step)
         if status == "dropped_stale":
             self._counters.dropped_stale += len(trajs)
         elif status == "dropped_zero_variance":
@@ -284,15 +368,20 @@ class DataManager:
 
     async def _curate_staleness(self, group: list[Trajectory], policy_version: int) -> list[Trajectory]:
         bound = self._config.max_staleness
-        if bound is None:
-            return group
-        fresh = [t for t in group if policy_version - t.min_version <= bound]
+        staleness = [self.staleness(t, policy_version) for t in group]
+        lost = [t for t, s in zip(group, staleness, strict=True) if s is None]
+        fresh = [
+            t
+            for t, s in zip(group, staleness, strict=True)
+            if s is not None and (bound is None or s <= bound)
+        ]
         if len(fresh) == len(group):
             return group
         fresh_ids = {t.trajectory_id for t in fresh}
         stale = [t for t in group if t.trajectory_id not in fresh_ids]
         if len(fresh) < 2 <= len(group):
             stale, fresh = group, []
+        self._counters.dropped_lost_version += len(lost)
         await self._drop(stale, "dropped_stale")
         if fresh:
             # A smaller group may have lost its signal: check the variance again (no replay: it was done).
@@ -338,7 +427,9 @@ class DataManager:
         counters.trained_tokens += sum(t.num_generated_tokens for t in batch if not t.metrics.get(_REPLAYED))
         counters.batches += 1
         counters.last_step = step
-        staleness = [max(0, policy_version - t.min_version) for t in batch]
+        staleness = [
+            self.staleness(t, policy_version) or 0 for t in batch
+        ]  # never None: lost ones were dropped
         self._last_batch.update(
             {
                 "data/staleness": sum(staleness) / len(staleness),
@@ -351,39 +442,99 @@ class DataManager:
 
     # -- resume ------------------------------------------------------------------------------------------
 
+    async def resume(self, state: Mapping[str, JsonValue] | None, *, step: int, version: int) -> ResumeReport:
+        """Go on from the checkpoint of ``step``, whose weights are policy ``version``, after a crash.
+
+        ``state`` is the cursor saved with that checkpoint (:meth:`state_dict`; ``None``: start the statistics
+        afresh). Undoes every decision made after the cursor (:meth:`TrajectoryStore.rollback`); when the store
+        holds trajectories of versions above ``version`` (made by weights the crash lost), serves the restored
+        weights under a version above all of them, so versions never repeat, and drops the trajectories of the
+        lost versions; then rebuilds the ready queue (:meth:`recover`). Use the returned ``version`` for the
+        trainer and the rollout servers.
+        """
+        if state is not None:
+            self.load_state_dict(state)
+        rollback = await self._store.rollback(step)
+        newest = await self._store.max_version()
+        lost: tuple[int, int] | None = None
+        if newest > version:
+            lost = (version + 1, newest)
+            self._gaps.append((version + 1, newest + 1))
+            version = newest + 1
+        self._version = version
+        self._after_step = step
+        dropped_before = self._counters.dropped_lost_version
+        requeued = await self.recover()
+        return ResumeReport(
+            step=step,
+            version=version,
+            lost_versions=lost,
+            untrained=rollback.untrained,
+            restored=rollback.restored,
+            removed_replays=rollback.removed_replays,
+            dropped_lost=self._counters.dropped_lost_version - dropped_before,
+            requeued_groups=requeued,
+        )
+
     async def recover(self) -> int:
         """Rebuild the ready queue from the store: every group with trainable, never-trained members.
 
-        Call after :meth:`load_state_dict` (and ``store.unmark_trained_after(checkpoint_step)``) when resuming:
-        episodes that were running when the process died never arrive, so each group is closed with the members
-        stored. Returns the number of groups queued.
+        :meth:`resume` calls it. Episodes that were running when the process died never arrive, so each group is
+        closed with the members stored; members from versions a resume lost are dropped. Returns the number of
+        groups queued.
         """
         async with self._lock:
             self._open.clear()
             self._ready.clear()
             groups: dict[str, list[Trajectory]] = {}
+            lost: list[Trajectory] = []
             for traj in await self._store.pending():
-                groups.setdefault(traj.group_id, []).append(traj)
+                if any(self._lost(v) for v in traj.policy_versions):
+                    lost.append(traj)
+                else:
+                    groups.setdefault(traj.group_id, []).append(traj)
+            self._counters.dropped_lost_version += len(lost)
+            await self._drop(lost, "dropped_stale")
             for group_id, members in groups.items():
                 await self._close_group(group_id, members)
             return len(self._ready)
 
     def state_dict(self) -> dict[str, JsonValue]:
-        """The cursor to checkpoint: task statistics and counters (the queue itself is rebuilt from the store)."""
+        """The cursor to checkpoint: task statistics, counters and the version history (the queue itself is
+        rebuilt from the store).
+
+        Take it right after the step being checkpointed was trained (as the runner does): every decision made
+        from now on is tagged in the store as made after this step, so :meth:`resume` from this checkpoint undoes
+        it.
+        """
+        self._after_step = max(self._counters.last_step, 0)
         return {
             "version": _STATE_VERSION,
+            "step": self._after_step,
             "outcomes": {task: [int(s) for s in window] for task, window in self._outcomes.items()},
             "counters": dict(self._counters.as_dict()),
+            "version_gaps": [[first, last] for first, last in self._gaps],
         }
 
     def load_state_dict(self, state: Mapping[str, JsonValue]) -> None:
-        """Restore a cursor from :meth:`state_dict`. Clears the in-memory queue: call :meth:`recover` next."""
-        if state.get("version") != _STATE_VERSION:
+        """Restore a cursor from :meth:`state_dict`. Clears the in-memory queue: call :meth:`recover` next (or use
+        :meth:`resume`, which does both and undoes what happened after the cursor)."""
+        if state.get("version") not in (_STATE_VERSION, *_OLD_STATE_VERSIONS):
             raise ValueError(f"unsupported data-manager state version {state.get('version')!r}")
         outcomes = state.get("outcomes")
         counters = state.get("counters")
         if not isinstance(outcomes, dict) or not isinstance(counters, dict):
             raise ValueError("data-manager state lacks 'outcomes' or 'counters'")
+        gaps = state.get("version_gaps", [])
+        step = state.get("step", 0)
+        if (
+            not isinstance(gaps, list)
+            or not all(
+                isinstance(g, list) and len(g) == 2 and all(isinstance(v, int) for v in g) for g in gaps
+            )
+            or not isinstance(step, int)
+        ):
+            raise ValueError("data-manager state has malformed 'version_gaps' or 'step'")
         window = self._config.adaptive_window
         self._outcomes = {
             str(task): deque((bool(v) for v in values), maxlen=window)
@@ -394,6 +545,8 @@ class DataManager:
         self._counters = _Counters(
             **{k: int(v) for k, v in counters.items() if k in known and isinstance(v, int | float)}
         )
+        self._gaps = [(int(g[0]), int(g[1])) for g in cast(list[list[int]], gaps)]
+        self._after_step = step
         self._open.clear()
         self._ready.clear()
         self._last_batch.clear()
@@ -411,6 +564,7 @@ class DataManager:
             "data/received": float(counters.received),
             "data/failed": float(counters.failed),
             "data/dropped_stale": float(counters.dropped_stale),
+            "data/dropped_lost_version": float(counters.dropped_lost_version),
             "data/dropped_zero_variance": float(counters.dropped_zero_variance),
             "data/replayed": float(counters.replayed),
             "data/trained": float(counters.trained),

@@ -6,7 +6,8 @@ Layout (schema version 1, kept in ``PRAGMA user_version``)::
     trajectories(seq INTEGER PRIMARY KEY, trajectory_id TEXT UNIQUE, task_id, group_id, status, reward, success,
                  min_version, max_version, policy_versions (JSON), num_turns, num_generated_tokens,
                  trained_at_step (NULL until trained), replay_of (the original of a success-replay copy),
-                 created_at (episode finished), stored_at, updated_at, blob_id -> blobs.id, meta (JSON))
+                 created_at (episode finished), stored_at, updated_at, blob_id -> blobs.id, meta (JSON),
+                 stored_after, marked_after (see "Resume" below))
 
 A row holds what curation and export query (task, group, versions, reward, status, ``trained_at_step``,
 timestamps) plus the trajectory's JSON without its token arrays (``meta``). The token arrays (every turn's
@@ -15,6 +16,14 @@ success-replay copy shares its original's blob. A blob is compact: each turn's p
 the prefix it shares with the previous turn's prompt + completion (token-in/token-out makes that the whole
 previous context) plus the new tokens only, ids as int32 and log-probs as float64 (so they round-trip exactly),
 zlib-compressed.
+
+Resume: a run that dies after its checkpoint of step C goes on from that checkpoint, so whatever curation did
+after it must be undone (:meth:`TrajectoryStore.rollback`). The data manager tags each row it stores with
+``stored_after`` and each status it sets (``dropped_stale``, ``dropped_zero_variance``, ``aborted``) with
+``marked_after``: the step of the newest checkpoint cursor taken before. Rolling back to C forgets training after
+step C, gives every status marked after C's cursor back the status the episode was stored with (in ``meta``),
+and removes the success-replay copies made after it. Files written before these two columns existed get them
+when opened (NULL: never rolled back).
 
 Every SQLite call runs in a worker thread (``anyio.to_thread.run_sync``), one at a time per store; the file is in
 WAL mode, so several stores (threads or processes) can write it at once.
@@ -32,6 +41,7 @@ import time
 import zlib
 from array import array
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, cast
@@ -44,7 +54,7 @@ from agentscope._sqlite import SQLiteSchema, connect, sqlite_errors, write_trans
 from agentscope.exceptions import SessionError
 from agentscope.rl._types import Trajectory, TrajectoryStatus, Turn
 
-__all__ = ["TRAINABLE_STATUSES", "TrajectoryStore"]
+__all__ = ["TRAINABLE_STATUSES", "Rollback", "TrajectoryStore"]
 
 _T = TypeVar("_T")
 
@@ -75,7 +85,9 @@ _SCHEMA: Final = (
         stored_at REAL NOT NULL,
         updated_at REAL NOT NULL,
         blob_id TEXT NOT NULL REFERENCES blobs (id),
-        meta TEXT NOT NULL
+        meta TEXT NOT NULL,
+        stored_after INTEGER,
+        marked_after INTEGER
     )""",
     "CREATE INDEX IF NOT EXISTS trajectories_group ON trajectories (group_id)",
     "CREATE INDEX IF NOT EXISTS trajectories_task_success ON trajectories (task_id, success, seq)",
@@ -88,6 +100,8 @@ _FILE: Final = SQLiteSchema(
     statements=_SCHEMA,
     busy_timeout_s=30.0,
 )
+_ADDED_COLUMNS: Final = {"stored_after": "INTEGER", "marked_after": "INTEGER"}
+"""Columns added to schema version 1 after its first release (nullable: old rows are never rolled back)."""
 _CHUNK: Final = 500
 """Ids per statement, well under SQLite's limit on bound parameters."""
 
@@ -171,7 +185,7 @@ _Row = tuple[str, str, int | None, str, str, bytes]
 
 
 def _to_row(
-    traj: Trajectory, replay_of: str | None, now: float
+    traj: Trajectory, replay_of: str | None, now: float, after_step: int | None
 ) -> tuple[tuple[object, ...], tuple[object, ...]]:
     """The (blob row, trajectory row) that store ``traj``."""
     data = encode_turns(traj.turns)
@@ -196,6 +210,7 @@ def _to_row(
         now,
         blob_id,
         json.dumps(meta, separators=(",", ":")),
+        after_step,
     )
     return (blob_id, _CODEC, len(data), data), trajectory
 
@@ -223,6 +238,32 @@ def _from_row(row: _Row, path: Path) -> tuple[Trajectory, int | None]:
             f"trajectory store {str(path)!r}: stored trajectory {trajectory_id!r} cannot be read "
             f"(written by an incompatible version?): {e}"
         ) from e
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """What :meth:`TrajectoryStore.rollback` undid."""
+
+    untrained: int
+    """Trajectories trained after the step, untrained again."""
+    restored: int
+    """Trajectories whose curation status (dropped or aborted after the checkpoint) was given back."""
+    removed_replays: int
+    """Success-replay copies made after the checkpoint, removed (curation makes them again if still due)."""
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a file written before :data:`_ADDED_COLUMNS` existed those columns."""
+
+    def missing() -> list[str]:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(trajectories)")}
+        return [name for name in _ADDED_COLUMNS if name not in have]
+
+    if not missing():
+        return
+    with write_transaction(conn):
+        for name in missing():  # again under the write lock: another connection may have added them
+            conn.execute(f"ALTER TABLE trajectories ADD COLUMN {name} {_ADDED_COLUMNS[name]}")
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -253,16 +294,21 @@ class TrajectoryStore:
         """The database file."""
         return self._path
 
-    async def add(self, traj: Trajectory, *, replay_of: str | None = None) -> None:
-        """Store one trajectory (``replay_of``: the id of the success it copies, for success replay).
+    async def add(
+        self, traj: Trajectory, *, replay_of: str | None = None, after_step: int | None = None
+    ) -> None:
+        """Store one trajectory (``replay_of``: the id of the success it copies, for success replay;
+        ``after_step``: the step of the newest checkpoint cursor, see :meth:`rollback`).
 
         Raises:
             ValueError: a trajectory with this id is stored already, or a turn's log-probs and completion ids
                 differ in length.
         """
-        await self.add_many([traj], replay_of=replay_of)
+        await self.add_many([traj], replay_of=replay_of, after_step=after_step)
 
-    async def add_many(self, trajs: Sequence[Trajectory], *, replay_of: str | None = None) -> None:
+    async def add_many(
+        self, trajs: Sequence[Trajectory], *, replay_of: str | None = None, after_step: int | None = None
+    ) -> None:
         """Store several trajectories in one transaction (all or none)."""
         if not trajs:
             return
@@ -270,7 +316,7 @@ class TrajectoryStore:
 
         def write(conn: sqlite3.Connection) -> None:
             now = time.time()
-            rows = [_to_row(t, replay_of, now) for t in items]
+            rows = [_to_row(t, replay_of, now, after_step) for t in items]
             try:
                 with write_transaction(conn):
                     conn.executemany(
@@ -280,8 +326,8 @@ class TrajectoryStore:
                     conn.executemany(
                         "INSERT INTO trajectories (trajectory_id, task_id, group_id, status, reward, success,"
                         " min_version, max_version, policy_versions, num_turns, num_generated_tokens, replay_of,"
-                        " created_at, stored_at, updated_at, blob_id, meta)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " created_at, stored_at, updated_at, blob_id, meta, stored_after)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [row for _, row in rows],
                     )
             except sqlite3.IntegrityError as e:
@@ -331,16 +377,21 @@ class TrajectoryStore:
         *,
         status: TrajectoryStatus | None = None,
         trained_at_step: int | None = None,
+        after_step: int | None = None,
     ) -> int:
-        """Set the status and/or the step a trajectory was trained at (``None``: leave it); return rows changed."""
+        """Set the status and/or the step a trajectory was trained at (``None``: leave it); return rows changed.
+
+        ``after_step`` (with ``status``): the step of the newest checkpoint cursor, so that :meth:`rollback` to an
+        earlier checkpoint gives the trajectory its stored status back. ``None``: a final mark.
+        """
         ids = sorted(set(trajectory_ids))
         if not ids or (status is None and trained_at_step is None):
             return 0
         sets = ["updated_at = ?"]
         values: list[object] = [time.time()]
         if status is not None:
-            sets.append("status = ?")
-            values.append(status)
+            sets += ["status = ?", "marked_after = ?"]
+            values += [status, after_step]
         if trained_at_step is not None:
             sets.append("trained_at_step = ?")
             values.append(trained_at_step)
@@ -376,6 +427,43 @@ class TrajectoryStore:
             return cursor.rowcount
 
         return await self._run("unmark trajectories", write)
+
+    async def rollback(self, step: int) -> Rollback:
+        """Undo what happened after the checkpoint of ``step`` (resuming from it), in one transaction.
+
+        Trajectories trained after ``step`` become untrained (they are trained again from the restored weights:
+        no sample is lost and none counts twice); statuses marked at or after ``step``'s cursor (``marked_after
+        >= step``) go back to the status the episode was stored with; success-replay copies stored at or after
+        it are removed (their token blob stays: the original references it).
+        """
+
+        def write(conn: sqlite3.Connection) -> Rollback:
+            now = time.time()
+            with write_transaction(conn):
+                untrained = conn.execute(
+                    "UPDATE trajectories SET trained_at_step = NULL, updated_at = ? WHERE trained_at_step > ?",
+                    (now, step),
+                ).rowcount
+                removed = conn.execute(
+                    "DELETE FROM trajectories WHERE replay_of IS NOT NULL AND stored_after >= ?", (step,)
+                ).rowcount
+                restored = conn.execute(
+                    "UPDATE trajectories SET status = json_extract(meta, '$.status'), marked_after = NULL,"
+                    " updated_at = ? WHERE marked_after >= ?",
+                    (now, step),
+                ).rowcount
+            return Rollback(untrained=untrained, restored=restored, removed_replays=removed)
+
+        return await self._run("roll back trajectories", write)
+
+    async def max_version(self) -> int:
+        """The newest policy version that generated any stored trajectory (-1: none)."""
+
+        def read(conn: sqlite3.Connection) -> int:
+            result: int | None = conn.execute("SELECT MAX(max_version) FROM trajectories").fetchone()[0]
+            return -1 if result is None else result
+
+        return await self._run("read the newest policy version", read)
 
     async def iter_all(self, *, page: int = 256) -> AsyncIterator[tuple[Trajectory, int | None]]:
         """Every stored trajectory in the order stored, with the step it was trained at (``None``: never)."""
@@ -507,7 +595,13 @@ class TrajectoryStore:
     def _call(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         with sqlite_errors(_FILE.kind, self._path, action):
             if self._conn is None:
-                self._conn = connect(self._path, _FILE)
+                conn = connect(self._path, _FILE)
+                try:
+                    _add_columns(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                self._conn = conn
             return fn(self._conn)
 
     def _close(self) -> None:

@@ -341,15 +341,16 @@ async def test_resume_requeues_untrained_groups_and_never_trains_twice(
     gid, _ = dm.open_group("t3")
     half = make_traj(task_id="t3", group_id=gid, reward=1.0)  # its partner was running when the process died
     await dm.put(half)
-    flat = await put_group(dm, make_traj, [0.0, 0.0], task_id="t4")  # dropped for zero variance: final
+    flat = await put_group(dm, make_traj, [0.0, 0.0], task_id="t4")  # dropped for zero variance
 
-    # The process is killed. A new one resumes from the checkpoint of step 1.
-    assert await store.unmark_trained_after(1) == 2
+    # The process is killed. A new one resumes from the checkpoint of step 1 (policy version 1).
     resumed = DataManager(store, cfg)
-    resumed.load_state_dict(cursor)
+    report = await resumed.resume(cursor, step=1, version=1)
+    assert (report.untrained, report.requeued_groups, report.lost_versions) == (2, 2, None)
+    assert report.version == 1  # every stored trajectory came from version 0: nothing was lost
+    assert report.restored == 2  # the flat group's drop happened after the checkpoint: undone, then redone
     assert resumed.stats()["data/trained"] == 2
     assert resumed.success_rate("t0") == 0.5
-    assert await resumed.recover() == 2  # g2 and g3; the half group has a single member: zero variance
     first = await resumed.next_batch(policy_version=1, step=2)
     second = await resumed.next_batch(policy_version=2, step=3)
     assert first == g2
@@ -360,11 +361,78 @@ async def test_resume_requeues_untrained_groups_and_never_trains_twice(
     assert stored[half.trajectory_id] == ("dropped_zero_variance", None)
     assert {stored[t.trajectory_id] for t in flat} == {("dropped_zero_variance", None)}
     assert len(stored) == 9  # nothing lost
+    assert resumed.stats()["data/dropped_zero_variance"] == 3  # flat and half, each counted once
 
     # A member that arrives for a group closed by the recovery is stored but never trained.
     late = make_traj(task_id="t3", group_id=gid, reward=0.0)
     await resumed.put(late)
     assert (await store.get(late.trajectory_id)).status == "aborted"
+
+
+async def test_resume_undoes_curation_after_the_checkpoint_and_keeps_versions_monotonic(
+    store: TrajectoryStore, make_traj: MakeTraj
+) -> None:
+    """A run checkpoints step 1 (version 1), goes on to version 3 and dies. Resumed from the checkpoint, every
+    decision made after it is undone, versions 2 and 3 are lost (their weights are gone), and the restored
+    weights are served as version 4."""
+    cfg = config(batch_groups=1, max_staleness=1, drop_zero_variance=True, success_replay=True)
+    dm = DataManager(store, cfg)
+    g1 = await put_group(dm, make_traj, [1.0, 0.0], task_id="t0", version=0)
+    assert await dm.next_batch(policy_version=0, step=1) == g1
+    cursor = dm.state_dict()  # saved with the checkpoint of step 1, whose weights are version 1
+
+    trained_late = await put_group(dm, make_traj, [1.0, 0.0], task_id="a", version=1)
+    dropped_late = await put_group(dm, make_traj, [1.0, 0.0], task_id="s", version=1)
+    replayed = await put_group(dm, make_traj, [0.0, 0.0], task_id="t0", version=1)  # copies g1's success
+    assert await dm.next_batch(policy_version=1, step=2) == trained_late
+    lost = await put_group(dm, make_traj, [1.0, 0.0], task_id="l", version=2)
+    # Version 3: the version-1 groups are 2 updates behind (bound 1): dropped; the version-2 group trains.
+    assert await dm.next_batch(policy_version=3, step=3) == lost
+    lost_pending = await put_group(dm, make_traj, [0.0, 1.0], task_id="x", version=3)
+    stored = await statuses(store)
+    assert {stored[t.trajectory_id][0] for t in [*dropped_late, replayed[0]]} == {"dropped_stale"}
+    assert stored[replayed[1].trajectory_id][0] == "dropped_zero_variance"  # replaced by the copy
+    [first_copy] = [t async for t, _ in store.iter_all() if t.metrics.get("data/replayed")]
+
+    # The process is killed; a new one resumes from the checkpoint of step 1.
+    resumed = DataManager(store, cfg)
+    report = await resumed.resume(cursor, step=1, version=1)
+    assert report.lost_versions == (2, 3)
+    assert report.version == 4  # above every version ever stored: a version number never means two policies
+    assert report.untrained == 4  # trained_late and lost
+    assert report.restored == 4  # dropped_late and replayed's two failures (one was replaced by the copy)
+    assert report.removed_replays == 1
+    assert report.dropped_lost == 4  # lost and lost_pending: made by weights that no longer exist
+    assert report.requeued_groups == 3
+    assert "versions 2..3 lost" in report.describe()
+    stored = await statuses(store)
+    assert first_copy.trajectory_id not in stored
+    assert {stored[t.trajectory_id] for t in [*lost, *lost_pending]} == {("dropped_stale", None)}
+
+    # Staleness counts updates along the resumed history: version 1's trajectories are 0 behind version 4
+    # (the same weights), so the group dropped as stale after the checkpoint is trained now.
+    assert await resumed.next_batch(policy_version=4, step=2) == trained_late
+    assert resumed.stats()["data/staleness"] == 0.0
+    assert await resumed.next_batch(policy_version=4, step=3) == dropped_late
+    batch = await resumed.next_batch(policy_version=4, step=4)
+    assert batch is not None
+    assert batch[0] == replayed[0]
+    assert batch[1].metrics["data/replayed"] == 1.0  # a new copy of g1's success (1 update behind)
+    assert batch[1].trajectory_id != first_copy.trajectory_id
+    assert resumed.stats()["data/staleness_max"] == 1.0
+    fresh = await put_group(resumed, make_traj, [0.0, 1.0], task_id="n", version=4)
+    assert await resumed.next_batch(policy_version=5, step=5) == fresh
+    stats = resumed.stats()
+    assert stats["data/staleness"] == 1.0
+    assert stats["data/dropped_lost_version"] == 4
+    assert stats["data/trained"] == 2 + 2 + 2 + 2 + 2
+
+    # The version history is part of the cursor: a second crash and resume keeps it.
+    again = DataManager(store, cfg)
+    second = await again.resume(resumed.state_dict(), step=5, version=5)
+    assert (second.version, second.lost_versions) == (5, None)
+    assert again.staleness(g1[0], 5) == 2  # 0 -> 1 -> (4 = 1) -> 5
+    assert again.staleness(lost[0], 5) is None
 
 
 def test_state_dict_rejects_garbage(store: TrajectoryStore) -> None:
@@ -373,3 +441,9 @@ def test_state_dict_rejects_garbage(store: TrajectoryStore) -> None:
         dm.load_state_dict({"version": 99})
     with pytest.raises(ValueError, match="outcomes"):
         dm.load_state_dict({"version": 1})
+    with pytest.raises(ValueError, match="version_gaps"):
+        dm.load_state_dict({"version": 2, "outcomes": {}, "counters": {}, "version_gaps": [[1]]})
+    dm.load_state_dict(
+        {"version": 1, "outcomes": {"t": [1]}, "counters": {"trained": 3}}
+    )  # older cursors load
+    assert dm.stats()["data/trained"] == 3

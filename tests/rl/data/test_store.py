@@ -208,6 +208,58 @@ async def test_latest_success_within_versions_and_replays_counted(
     assert (await store.latest_success("a")) == v7  # copies are never replayed themselves
 
 
+async def test_rollback_undoes_what_happened_after_a_checkpoint(
+    store: TrajectoryStore, make_traj: MakeTraj
+) -> None:
+    early, late, trained, aborted, final = (make_traj(reward=float(i % 2), version=i) for i in range(5))
+    await store.add_many([early, trained, aborted, final], after_step=0)
+    await store.add(late.model_copy(update={"status": "truncated"}), after_step=2)
+    await store.add(
+        early.model_copy(update={"trajectory_id": "old-copy"}), replay_of=early.trajectory_id, after_step=1
+    )
+    await store.add(
+        early.model_copy(update={"trajectory_id": "new-copy"}), replay_of=early.trajectory_id, after_step=2
+    )
+    await store.mark([early.trajectory_id, late.trajectory_id], status="dropped_stale", after_step=2)
+    await store.mark([aborted.trajectory_id], status="aborted", after_step=1)
+    await store.mark([final.trajectory_id], status="dropped_zero_variance")  # untagged: never undone
+    await store.mark([trained.trajectory_id], trained_at_step=3)
+    await store.mark(["old-copy"], trained_at_step=2)
+    assert await store.max_version() == 4
+
+    undone = await store.rollback(2)  # resume from the checkpoint of step 2
+    assert (undone.untrained, undone.restored, undone.removed_replays) == (1, 2, 1)
+    rows = {t.trajectory_id: (t.status, step) async for t, step in store.iter_all()}
+    assert rows == {
+        early.trajectory_id: ("ok", None),  # its status as stored
+        late.trajectory_id: ("truncated", None),
+        trained.trajectory_id: ("ok", None),
+        aborted.trajectory_id: ("aborted", None),  # marked before step 2's cursor
+        final.trajectory_id: ("dropped_zero_variance", None),
+        "old-copy": ("ok", 2),
+    }
+    again = await store.rollback(2)  # idempotent: nothing left to undo
+    assert (again.untrained, again.restored, again.removed_replays) == (0, 0, 0)
+
+
+async def test_a_file_from_before_the_rollback_columns_gets_them(tmp_path: Path, make_traj: MakeTraj) -> None:
+    path = tmp_path / "old.db"
+    traj = make_traj(reward=1.0, version=3)
+    async with TrajectoryStore(path) as store:
+        await store.add(traj)
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE trajectories DROP COLUMN stored_after")
+        conn.execute("ALTER TABLE trajectories DROP COLUMN marked_after")
+    async with TrajectoryStore(path) as store:
+        assert await store.get(traj.trajectory_id) == traj
+        await store.mark([traj.trajectory_id], status="dropped_stale", after_step=0)
+        assert (await store.rollback(0)).restored == 1
+        assert (await store.get(traj.trajectory_id)).status == "ok"
+        assert await store.max_version() == 3
+    async with TrajectoryStore(tmp_path / "empty.db") as store:
+        assert await store.max_version() == -1
+
+
 async def test_concurrent_writers_on_one_file(tmp_path: Path, make_traj: MakeTraj) -> None:
     path = tmp_path / "shared.db"
     stores = [TrajectoryStore(path) for _ in range(3)]
