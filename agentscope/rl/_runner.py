@@ -200,6 +200,7 @@ async def train(
         ConfigError: the config names something that cannot be loaded.
     """
     started = time.perf_counter()
+    started_ns = time.time_ns()  # the run's start in the studio: tracing is turned on after the warm start
     root = Path(run_dir)
     store_path = root / STORE_FILE
     exists = await anyio.to_thread.run_sync(store_path.exists)
@@ -237,6 +238,7 @@ async def train(
             run_name=root.name,
             config=config.model_dump(mode="json"),
             sample_rate=config.trace_sample_rate,
+            started_ns=started_ns,
         )
     try:
         result = await _train(
@@ -255,6 +257,14 @@ async def train(
         if tracer_on:
             await tracing.aflush()
             await anyio.to_thread.run_sync(tracing.shutdown)
+    from agentscope.rl._plots import plot_run
+
+    curve = await anyio.to_thread.run_sync(plot_run, root)
+    if console is not None:
+        if curve is not None:
+            console.print(f"reward curve: {curve}")
+        if config.trace:
+            console.print(f"open the run in the studio: agentscope studio --store {root / TRACE_FILE}")
     if evaluation:
         evaluation["after"] = await evaluate(config, root)
         if console is not None:
