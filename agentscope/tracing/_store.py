@@ -243,7 +243,7 @@ class TraceStore:
     def list_runs(
         self, filters: RunFilter | None = None, *, offset: int = 0, limit: int = 100
     ) -> tuple[list[Row], int]:
-        """Runs matching ``filters``, newest first, and how many match in all."""
+        """Runs matching ``filters``, newest first (each with its ``duration_ns``), and how many match in all."""
         f = filters or RunFilter()
         where: list[str] = []
         args: list[Any] = []
@@ -281,7 +281,8 @@ class TraceStore:
 
     @_serialised
     def get_run(self, run_id: str) -> Row | None:
-        """One run with its counters and the names of its metrics, or None."""
+        """One run with its counters, its ``duration_ns`` (until now while it runs) and the names of its metrics,
+        or None."""
         conn = self._conn()
         row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
@@ -699,7 +700,17 @@ def _run_row(row: sqlite3.Row) -> Row:
     run = dict(row)
     run["config"] = json.loads(run["config"])
     run["agents"] = [a for a in run["agents"].split("|") if a]
+    run["duration_ns"] = _run_duration(run)
     return run
+
+
+def _run_duration(run: Row) -> int:
+    """From the run's start to its end; a run still going has lasted until now, not until its last write (an
+    agent waiting for its user writes nothing for minutes)."""
+    end: int | None = run["ended_ns"]
+    if run["status"] == "running" or end is None:
+        end = max(time.time_ns(), run["updated_ns"])
+    return max(0, end - run["started_ns"])
 
 
 def _span_row(row: sqlite3.Row) -> Row:

@@ -92,11 +92,12 @@ class Tracer:
         busy_interval_s: float = 1.0,
         sample_rate: float = 1.0,
         capture_content: bool = True,
+        started_ns: int | None = None,
     ) -> None:
         if not exporters:
             raise ValueError("a tracer needs at least one exporter (a trace store, OTLP, or your own)")
         sample_below = _runtime.sample_threshold(sample_rate)
-        started = time.time_ns()
+        started = _run_start(started_ns)
         self.run = RunRecord(
             id=uuid.uuid4().hex,
             project=project,
@@ -291,6 +292,18 @@ class Tracer:
                 logger.exception("trace exporter %r failed; %d spans dropped", exporter, len(spans))
 
 
+def _run_start(started_ns: int | None) -> int:
+    now = time.time_ns()
+    if started_ns is None:
+        return now
+    if type(started_ns) is not int or not 0 < started_ns <= now:
+        raise ValueError(
+            "started_ns must be a time in the past, in nanoseconds since the epoch (time.time_ns()); "
+            f"got {started_ns!r}"
+        )
+    return started_ns
+
+
 _SECRET_OPTION = re.compile(
     r"^--?[\w-]*(key|token|secret|password|passwd|credential|auth)[\w-]*$", re.IGNORECASE
 )
@@ -342,6 +355,7 @@ def init(
     flush_interval_s: float = 0.25,
     sample_rate: float = 1.0,
     capture_content: bool = True,
+    started_ns: int | None = None,
 ) -> Tracer | None:
     """Turn tracing on for this process: every agent invocation, model call and tool call becomes a span.
 
@@ -360,6 +374,9 @@ def init(
         capture_content: False keeps what was said out of the spans (messages, tool arguments and results, token
             ids): names, timings, token counts, statuses and errors stay, and the command line keeps only
             option names. For private data (it saves little time: most of the cost is per span, not per byte).
+        started_ns: When the run began (``time.time_ns()``), for a command that works before it turns tracing
+            on (``agentscope rl train`` builds and warm-starts its policy first): the run's start and duration
+            count from it. Default: now.
 
     Returns:
         The installed :class:`Tracer`, or None when nothing is to be recorded (no store, no endpoint, no
@@ -390,6 +407,7 @@ def init(
         flush_interval_s=flush_interval_s,
         sample_rate=sample_rate,
         capture_content=capture_content,
+        started_ns=started_ns,
     ).install()
     global _atexit_registered
     if not _atexit_registered:

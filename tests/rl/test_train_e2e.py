@@ -21,6 +21,7 @@ import pytest
 from agentscope.rl import Trajectory
 from agentscope.rl._runner import EXPORT_KEYS
 from agentscope.rl.data import TrajectoryStore
+from agentscope.tracing import TraceStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -96,6 +97,9 @@ def check_run(run_dir: Path, summary: dict[str, Any], steps: int, max_staleness:
     assert (run_dir / "checkpoints" / "latest" / "config.json").is_file()
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "traces.db").is_file()
+    with TraceStore(run_dir / "traces.db") as traces:  # the studio's duration: the command's, not tracing's
+        (run,), _ = traces.list_runs()
+    assert run["duration_ns"] / 1e9 >= metrics[-1]["time/wall_s"]
     rows = stored(run_dir)
     trained = [(t, s) for t, s in rows if s is not None]
     assert len(trained) == sum(len(b["trajectory_ids"]) for b in lines(run_dir / "batches.jsonl"))

@@ -369,3 +369,72 @@ async def test_runs_of_processes_that_are_gone_are_shown_lost(tmp_path: Path) ->
             assert [r["name"] for r in (await get(c, "/api/runs", status="lost"))["runs"]] == ["crashed"]
     finally:
         await anyio.to_thread.run_sync(opened.close)
+
+
+# ---------------------------------------------------------------------- how long a run lasted
+
+
+def _late_traced_run(path: Path, prepare_s: float, steps: int, step_s: float) -> tuple[str, int, int]:
+    """An RL-like run: the command prepares (loads, warm-starts) for ``prepare_s`` before it turns tracing on, as
+    ``agentscope rl train`` does, then records a metric point every ``step_s``. Returns its id, start and end."""
+    begun = time.time_ns()
+    time.sleep(prepare_s)
+    tracer = tracing.init(path, project="rl", run_name="late-tracing", started_ns=begun)
+    assert tracer is not None
+    for step in range(1, steps + 1):
+        time.sleep(step_s)
+        tracing.log_metrics(
+            {"train/reward_mean": step / steps, "time/wall_s": (time.time_ns() - begun) / 1e9}, step=step
+        )
+    tracing.shutdown()
+    return tracer.run.id, begun, time.time_ns()
+
+
+async def test_a_run_lasts_from_its_real_start_to_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "traces.db"
+    run_id, begun, done = await anyio.to_thread.run_sync(_late_traced_run, path, 0.8, 3, 0.15)
+    opened = await anyio.to_thread.run_sync(TraceStore, path)
+    try:
+        app = create_app(opened)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+            row = await get(c, f"/api/runs/{run_id}")
+            (listed,) = (await get(c, "/api/runs"))["runs"]
+            series = (await get(c, f"/api/runs/{run_id}/metrics", names="time/wall_s"))["series"][
+                "time/wall_s"
+            ]
+    finally:
+        await anyio.to_thread.run_sync(opened.close)
+    assert row["status"] == "finished"
+    assert row["started_ns"] == begun, "the run started when its command did, not when tracing was turned on"
+    assert row["duration_ns"] == row["ended_ns"] - begun
+    assert 1.25e9 <= row["duration_ns"] <= done - begun
+    assert row["duration_ns"] >= series[-1][1] * 1e9, (
+        "the run lasted at least as long as its last step's wall time"
+    )
+    assert listed["duration_ns"] == row["duration_ns"]
+
+
+async def test_a_run_in_progress_has_lasted_until_now(tmp_path: Path) -> None:
+    """A running run that writes nothing for a while (an agent waiting for its user) still gets older."""
+    path = tmp_path / "traces.db"
+    tracer = await anyio.to_thread.run_sync(lambda: tracing.init(path, project="demo", run_name="chatting"))
+    assert tracer is not None
+    try:
+        tracing.record_metric("turns", 1)
+        await tracer.aflush()
+        opened = await anyio.to_thread.run_sync(TraceStore, path)
+        try:
+            app = create_app(opened)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+                await anyio.sleep(1.0)  # nothing is written meanwhile
+                row = await get(c, f"/api/runs/{tracer.run.id}")
+                (listed,) = (await get(c, "/api/runs"))["runs"]
+        finally:
+            await anyio.to_thread.run_sync(opened.close)
+    finally:
+        await anyio.to_thread.run_sync(tracing.shutdown)
+    assert row["status"] == "running"
+    assert row["ended_ns"] is None
+    assert row["updated_ns"] - row["started_ns"] < 0.9e9, "the last write came early"
+    assert row["duration_ns"] >= 1.0e9
+    assert listed["duration_ns"] >= 1.0e9

@@ -56,6 +56,22 @@ def test_init_writes_a_run_to_the_store_and_shutdown_finishes_it(tmp_path: Path)
         assert store.metric_series(row["id"], "train/policy_loss") == [(0, 0.5)]
 
 
+def test_a_run_may_start_before_tracing_does(tmp_path: Path) -> None:
+    begun = time.time_ns() - 5_000_000_000  # a command that loaded and warm-started for 5 s first
+    tracer = tracing.init(tmp_path / "a.db", run_name="late", started_ns=begun)
+    assert tracer is not None
+    tracing.shutdown()
+    with tracing.TraceStore(tmp_path / "a.db") as store:
+        (row,), _ = store.list_runs()
+    assert row["started_ns"] == begun
+    assert row["ended_ns"] - begun >= 5_000_000_000
+    for bad in (time.time_ns() + 60_000_000_000, 0, 1.5e18):
+        with pytest.raises(ValueError, match="started_ns must be a time in the past"):
+            tracing.init(tmp_path / "b.db", started_ns=bad)  # type: ignore[arg-type]
+    assert tracing.get_tracer() is None
+    assert not (tmp_path / "b.db").exists()
+
+
 def test_init_again_ends_the_previous_run(tmp_path: Path) -> None:
     first = tracing.init(tmp_path / "a.db", run_name="one")
     second = tracing.init(tmp_path / "a.db", run_name="two")
