@@ -74,6 +74,26 @@ def _jsonl_tasks(path: str) -> list[Task]:
     return [Task.model_validate_json(line) for line in lines if line.strip()]
 
 
+class _Suite:
+    """A callable of :mod:`agentscope.rl.tasks` by name, imported on first use (the suites load SQLite and
+    sandboxes, and import this module)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _target(self) -> Any:
+        import agentscope.rl.tasks
+
+        return getattr(agentscope.rl.tasks, self.name)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self._target())  # load_tasks reads the default ``n``
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+
 _REGISTRY: dict[str, TaskSet] = {
     "arith": TaskSet(
         "arith",
@@ -83,6 +103,14 @@ _REGISTRY: dict[str, TaskSet] = {
         arith_demonstrations,
         expert=arith_expert,
         random_policy=arith_random_policy,
+    ),
+    "lookup": TaskSet(
+        "lookup",
+        _Suite("lookup_tasks"),
+        _Suite("LookupEnv"),
+        "lookups in a per-task SQLite database: 2-3 tool calls whose results feed each other",
+        expert=_Suite("lookup_expert"),
+        random_policy=_Suite("lookup_random_policy"),
     ),
 }
 

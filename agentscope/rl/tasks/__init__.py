@@ -1,0 +1,21 @@
+"""Task suites for RL on real agent tasks, each played by an :class:`~agentscope.rl.envs.Environment` and
+selected by a task-set spec (``load_tasks("lookup:n=200,level=1")``).
+
+Multi-step tool tasks, generated in code, graded by a verifier, with difficulty levels (``level=1``, ``2``,
+``3``, or a mixture such as ``level=1-3``):
+
+- ``lookup`` (:class:`LookupEnv`, :func:`lookup_tasks`): questions answered by a chain of tool calls over a
+  small SQLite database made per task (find the id, read the record, follow it, compute).
+
+Each comes with a scripted expert (proof that the tools suffice, and demonstrations) and a random policy (the
+baseline), both reading only the conversation.
+"""
+
+from agentscope.rl.tasks._lookup import LookupEnv, lookup_expert, lookup_random_policy, lookup_tasks
+
+__all__ = [
+    "LookupEnv",
+    "lookup_expert",
+    "lookup_random_policy",
+    "lookup_tasks",
+]

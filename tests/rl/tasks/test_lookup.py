@@ -1,0 +1,203 @@
+"""The lookup suite: generation, levels, splits, the SQLite-backed tools, the verifier, and the expert and random
+policies played through the real environment cluster and ReActAgent."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from agentscope.message import Msg, ToolUseBlock
+from agentscope.rl import Task
+from agentscope.rl.envs import get_task_set, load_tasks, overlapping, split_of
+from agentscope.rl.tasks import LookupEnv, lookup_expert, lookup_random_policy, lookup_tasks
+
+if TYPE_CHECKING:
+    from conftest import Play  # type: ignore[import-not-found]
+
+FORMS = {
+    1: re.compile(r"What is the (city|job|age) of ([A-Z][a-z]+ [A-Z][a-z]+)\? Reply with the value only\."),
+    2: re.compile(
+        r"What is the (name|city|industry) of the employer of ([A-Z][a-z]+ [A-Z][a-z]+)\? Reply with the value only\."
+    ),
+    3: re.compile(
+        r"What is the (total) of the orders of ([A-Z][a-z]+ [A-Z][a-z]+)\? Reply with the value only\."
+    ),
+}
+TRUTH = {  # the answer, straight from the database by SQL (the tools are not used)
+    1: "SELECT {field} FROM people WHERE name = ?",
+    2: "SELECT c.{field} FROM people p JOIN companies c ON c.id = p.employer WHERE p.name = ?",
+    3: "SELECT SUM(o.amount) FROM people p JOIN orders o ON o.person_id = p.id WHERE p.name = ?",
+}
+EXPERT_CALLS = {1: 2, 2: 3, 3: 3}
+
+
+async def database_answer(env: LookupEnv, task: Task) -> str:
+    level = task.metadata["level"]
+    assert isinstance(level, int)
+    match = FORMS[level].fullmatch(task.prompt)
+    assert match is not None, task.prompt
+    field, name = match[1], match[2]
+    connection = env._connection
+    assert connection is not None
+    sql = TRUTH[level].format(field=field)
+    rows = await anyio.to_thread.run_sync(lambda: connection.execute(sql, (name,)).fetchall())
+    assert len(rows) == 1
+    return str(rows[0][0])
+
+
+def test_generation_is_deterministic() -> None:
+    tasks = load_tasks("lookup:n=30,seed=0,level=1-3")
+    assert tasks == load_tasks("lookup:n=30,seed=0,level=1-3")
+    assert tasks != load_tasks("lookup:n=30,seed=1,level=1-3")
+    assert len({t.id for t in tasks}) == 30
+    assert load_tasks("lookup:n=30,seed=0,level=0") == tasks  # level=0 is the same mixture
+    # task i of a mixture is task i of the single-level spec of its level (same id, database, question)
+    singles = {level: lookup_tasks(n=30, seed=0, level=level) for level in (1, 2, 3)}
+    for i, task in enumerate(tasks):
+        assert task.metadata["level"] == i % 3 + 1
+        assert task == singles[i % 3 + 1][i]
+    assert {t.metadata["level"] for t in lookup_tasks(n=10, level="1-2")} == {1, 2}
+    for bad in (4, -1, "3-1", "x"):
+        with pytest.raises(ValueError, match="lookup level must be 1, 2 or 3"):
+            lookup_tasks(n=1, level=bad)
+    with pytest.raises(ValueError, match="n >= 1"):
+        lookup_tasks(n=0)
+
+
+async def test_levels_ask_what_they_say_and_the_answer_is_in_the_database_only() -> None:
+    env = LookupEnv()
+    try:
+        for level in (1, 2, 3):
+            tasks = load_tasks(f"lookup:n=20,seed=3,level={level}")
+            fields = set()
+            for task in tasks:
+                match = FORMS[level].fullmatch(task.prompt)
+                assert match is not None, task.prompt
+                fields.add(match[1])
+                await env.reset(task)
+                assert await database_answer(env, task) == task.answer
+                # the question does not hold the answer: it takes the tools
+                assert str(task.answer).lower() not in task.prompt.lower().split()
+            assert fields == {1: {"city", "job", "age"}, 2: {"name", "city", "industry"}, 3: {"total"}}[level]
+    finally:
+        await env.close()
+
+
+def test_splits_are_disjoint_by_content() -> None:
+    splits = {
+        s: load_tasks(f"lookup:n=120,seed={i},level=1-3,split={s}")
+        for i, s in enumerate(("train", "warm", "eval"))
+    }
+    for name, tasks in splits.items():
+        assert len(tasks) == 120
+        assert {split_of(t) for t in tasks} == {name}
+        assert len({t.content_key for t in tasks}) == 120
+    assert not overlapping(splits["eval"], splits["train"] + splits["warm"])
+    assert not overlapping(splits["warm"], splits["train"])
+    # The key is the question with its answer: the same question and answer in two databases is one problem
+    # (a policy that memorised one would pass the other), so both land in one split.
+    groups: dict[tuple[str, object], list[Task]] = {}
+    for task in lookup_tasks(n=1500, seed=4, level=1):
+        groups.setdefault((task.prompt, task.answer), []).append(task)
+    twins = [group for group in groups.values() if len(group) > 1]
+    assert twins
+    for group in twins:
+        assert len({t.metadata["db_seed"] for t in group}) == len(group)
+        assert len({t.content_key for t in group}) == 1
+
+
+async def test_tools_answer_in_short_regular_lines_and_say_what_is_wrong() -> None:
+    env = LookupEnv()
+    task = lookup_tasks(n=1, seed=5, level=2)[0]
+    observation = await env.reset(task)
+    assert observation.toolkit.names == [
+        "find_person",
+        "get_person",
+        "get_company",
+        "list_orders",
+        "sum_values",
+    ]
+    name = FORMS[2].fullmatch(task.prompt)[2]  # type: ignore[index]
+
+    async def call(tool: str, **arguments: object) -> tuple[str, bool]:
+        result = await observation.toolkit.call(ToolUseBlock(id="c", name=tool, input=arguments))  # type: ignore[arg-type]
+        assert isinstance(result.output, str)
+        return result.output, result.is_error
+
+    found, _ = await call("find_person", name=name.lower())  # names match whatever the case
+    assert re.fullmatch(r"person \d+", found)
+    person, _ = await call("get_person", person_id=int(found.split()[1]))
+    assert re.fullmatch(r"name: .+; city: \w+; job: \w+; age: \d+; employer: \d+", person)
+    company, _ = await call("get_company", company_id=int(person.rsplit(" ", 1)[1]))
+    assert re.fullmatch(r"name: \w+; city: \w+; industry: \w+", company)
+    assert re.fullmatch(
+        r"amounts: (none|\d+(, \d+)*)", (await call("list_orders", person_id=int(found.split()[1])))[0]
+    )
+    assert await call("sum_values", values="12, 30, 7") == ("49", False)
+    assert await call("find_person", name="Nobody Here") == ("no person named 'Nobody Here'", True)
+    assert await call("get_person", person_id=1) == ("no person with id 1", True)
+    assert await call("list_orders", person_id=1) == ("no person with id 1", True)
+    assert await call("sum_values", values="none") == ("no numbers in 'none'", True)
+    judged = await env.evaluate(Msg(role="assistant", content="x"))
+    assert judged.info == {"level": 2, "tool_calls": 9, "correct": False}
+    await env.close()
+
+
+async def test_the_verifier_wants_the_answer_and_nothing_else() -> None:
+    env = LookupEnv()
+    task = lookup_tasks(n=1, seed=2, level=1)[0]
+    await env.reset(task)
+    answer = str(task.answer)
+    for right in (answer, f" {answer.lower()}.", f"The answer is {answer}.", f'"{answer}"'):
+        judged = await env.evaluate(Msg(role="assistant", content=right))
+        assert (judged.reward, judged.success) == (1.0, True), right
+    for wrong in ("", "unknown", f"{answer} or Oslo", f"It is {answer}", answer + "0", "Ada Lee"):
+        judged = await env.evaluate(Msg(role="assistant", content=wrong))
+        assert (judged.reward, judged.success) == (0.0, False), wrong
+    await env.close()
+
+
+async def test_the_expert_solves_every_level_through_the_real_agent(play_episodes: Play) -> None:
+    tasks = load_tasks("lookup:n=45,seed=11,level=1-3,split=eval")
+    trajectories = await play_episodes(LookupEnv, lookup_expert(), tasks)
+    for task, trajectory in zip(tasks, trajectories, strict=True):
+        level = task.metadata["level"]
+        assert isinstance(level, int)
+        assert (trajectory.status, trajectory.success, trajectory.reward) == ("ok", True, 1.0), (
+            trajectory.error
+        )
+        assert trajectory.metrics["env/tool_calls"] == EXPERT_CALLS[level]
+        assert len(trajectory.turns) == EXPERT_CALLS[level] + 1
+
+
+async def test_the_random_policy_is_a_low_baseline(play_episodes: Play) -> None:
+    tasks = load_tasks("lookup:n=90,seed=12,level=1-3")
+    trajectories = await play_episodes(LookupEnv, lookup_random_policy(0), tasks)
+    assert {t.status for t in trajectories} == {"ok"}
+    calls = sum(t.metrics["env/steps"] for t in trajectories) / len(trajectories)
+    success = sum(t.success for t in trajectories) / len(trajectories)
+    assert calls > 1.0  # it does act: about 2 calls per episode, drawn from what it saw
+    assert success <= 0.1  # measured: 0.01 over 300 episodes (benchmarks/rl_tasks/baselines.py)
+
+
+def test_the_registry_loads_the_suite_only_when_used() -> None:
+    probe = (
+        "import json, sys; import agentscope.rl.envs as e; before = [m for m in ('agentscope.rl.tasks', "
+        "'agentscope.sandbox') if m in sys.modules]; e.load_tasks('lookup:n=2'); "
+        "print(json.dumps([before, 'agentscope.rl.tasks' in sys.modules]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [[], True]
+    task_set = get_task_set("lookup")
+    assert task_set.env().__class__ is LookupEnv
+    assert task_set.expert is not None
+    assert task_set.random_policy is not None
