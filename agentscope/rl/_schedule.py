@@ -1,15 +1,23 @@
 """The schedule: how generation (environment cluster + rollout service) and training share time.
 
-One :class:`Scheduler` runs both modes over the same components:
+One :class:`Scheduler` runs three modes over the same components:
 
-- ``sync``: open a batch's worth of groups (more by the observed share that curation drops), play them (a
-  finished episode's slot takes the next episode of the round at once), curate, train, publish the weights to
-  every rollout server, repeat. A batch still short of groups is topped up by another round before training.
+- ``sync-wave`` (strictly on-policy): each step plays *waves* of episodes. A wave fills every env slot with
+  whole groups at once, and the next wave starts only when every episode of this one has ended; waves repeat
+  until the data manager holds a batch. Then train, publish the weights to every rollout server, and discard
+  the curated groups the batch did not take (status ``dropped_stale``, counted as ``sched/discarded_groups``
+  and ``sched/discarded_trajectories``): every trained token comes from the policy being trained
+  (staleness 0). The data manager's bound must be 0 (``ScheduleConfig`` sets it).
+- ``sync-refill`` (per-trajectory refill): each round opens the groups the batch lacks, more by the observed
+  share that curation drops, and a finished episode's slot takes the round's next episode at once; a batch
+  still short of groups is topped up by another round; then train and publish. Groups beyond the batch stay
+  queued and are trained the next step, one version late (staleness 1): not strictly on-policy.
 - ``async``: the cluster plays episodes continuously from an endless task feed while the trainer takes a batch
-  whenever the data manager has one within ``max_staleness``. Generation is throttled to the trainer's pace (at
-  most ``max_ahead`` batches of groups launched but not yet trained), episodes that can no longer be trained are
-  aborted, and weights reach the rollout servers either all at once (``global``) or one server after another in
-  the background (``rolling``, DART's per-worker sync) every ``publish_every`` steps.
+  whenever the data manager has one within ``max_staleness``. Generation is throttled in episodes: a new group
+  starts only while fewer than ``max_ahead`` episodes wait for the trainer (finished, in open or ready groups;
+  the episodes playing do not count, so the slots stay busy whenever the trainer keeps up). Episodes that can no
+  longer be trained are aborted, and weights reach the rollout servers either all at once (``global``) or one
+  server after another in the background (``rolling``, DART's per-worker sync) every ``publish_every`` steps.
 
 The scheduler only awaits: it never sleeps on its own and reads time from the event loop, so it runs unchanged
 on :class:`~agentscope.rl._virtual_time.VirtualTimeEventLoop` inside the schedule simulator
@@ -53,6 +61,14 @@ class WeightReceiver(Protocol):
     async def update_weights(self, state_dict: Any, version: int) -> None:
         """Serve ``state_dict`` as policy ``version`` from now on."""
         ...
+
+
+@dataclass(slots=True)
+class _Launch:
+    """A group whose members are not all finished."""
+
+    size: int
+    finished: int = 0
 
 
 @dataclass(slots=True)
@@ -124,6 +140,8 @@ class Scheduler:
         servers: The rollout servers to publish weights to.
         sampler: Where tasks come from.
         start_step: Steps already done (resume); the trainer's policy version starts here too.
+        start_version: The policy version of the trainer's weights at ``start_step``, when it differs (a resumed
+            run serves its restored weights under a version above every stored one: ``DataManager.resume``).
         on_step: Called after every step (metrics logging, checkpoints); awaited before the next step.
         stats: Extra metrics merged into every step's report (e.g. the rollout service's).
     """
@@ -138,11 +156,17 @@ class Scheduler:
         servers: Sequence[WeightReceiver],
         sampler: TaskSampler,
         start_step: int = 0,
+        start_version: int | None = None,
         on_step: Callable[[StepReport], Awaitable[None]] | None = None,
         stats: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         if not servers:
             raise ValueError("the scheduler needs at least one rollout server")
+        if config.mode == "sync-wave" and data.config.max_staleness != 0:
+            raise ValueError(
+                f"sync-wave trains only the current policy's trajectories: the data manager's max_staleness must "
+                f"be 0, not {data.config.max_staleness}"
+            )
         self.config = config
         self.cluster = cluster
         self.data = data
@@ -151,14 +175,16 @@ class Scheduler:
         self.sampler = sampler
         self.step = start_step
         """Trainer steps done."""
-        self.version = start_step
+        self.version = start_step if start_version is None else start_version
         """The trainer's policy version (one per step)."""
-        self.server_versions = [start_step] * len(self.servers)
+        self.server_versions = [self.version] * len(self.servers)
         """Policy version each rollout server serves."""
         self._on_step = on_step
         self._extra_stats = stats
         self._changed = anyio.Event()
-        self._generating: dict[str, int] = {}  # group id -> members not finished yet
+        self._generating: dict[str, _Launch] = {}  # groups with members not finished yet
+        self._finished_open = 0  # finished members of the groups in _generating
+        self._held: Task | None = None  # sync-wave: a task drawn for a wave it did not fit in
         self._publish_target: tuple[Any, int] | None = None
         self._rolling = False
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -169,6 +195,9 @@ class Scheduler:
         self._publish_s = 0.0
         self._aborted = 0
         self._groups_opened = 0
+        self._waves = 0
+        self._discarded_groups = 0
+        self._discarded_trajectories = 0
 
     # ------------------------------------------------------------------ running
 
@@ -177,8 +206,10 @@ class Scheduler:
         self._started_at = anyio.current_time()
         async with anyio.create_task_group() as tg:
             self._task_group = tg
-            if self.config.mode == "sync":
-                await self._run_sync()
+            if self.config.mode == "sync-wave":
+                await self._run_waves()
+            elif self.config.mode == "sync-refill":
+                await self._run_refill()
             else:
                 tg.start_soon(self.cluster.run, self._feed(), self._sink)
                 await self._train_loop()
@@ -186,15 +217,22 @@ class Scheduler:
             tg.cancel_scope.cancel()  # stop generation (episodes in flight are dropped, never stored)
 
     @property
-    def window_groups(self) -> int | None:
-        """Async throttle: most groups launched but not yet trained (None: unlimited)."""
+    def window_episodes(self) -> int | None:
+        """Async throttle: a new group starts only while fewer episodes than this wait for the trainer (None:
+        unlimited). ``max_ahead``, else ``max_staleness`` (at least 1) batches of ``group_size`` episodes."""
         ahead = self.config.max_ahead
         if ahead is None:
             staleness = self.config.max_staleness
             if staleness is None:
                 return None
-            ahead = max(staleness, 1)
-        return ahead * self.data.config.batch_groups
+            data = self.data.config
+            ahead = max(staleness, 1) * data.batch_groups * data.group_size
+        return ahead
+
+    def waiting_episodes(self) -> int:
+        """Episodes that wait for the trainer: finished members of groups still playing, and the episodes of the
+        curated groups ready to train (counted at ``group_size`` each)."""
+        return self._finished_open + self.data.ready_groups() * self.data.config.group_size
 
     def stats(self) -> dict[str, float]:
         """Schedule metrics: ``sched/*`` time shares since the run started, the version lag of the servers."""
@@ -210,6 +248,10 @@ class Scheduler:
             "sched/aborted": float(self._aborted),
             "sched/groups_opened": float(self._groups_opened),
             "sched/groups_generating": float(len(self._generating)),
+            "sched/episodes_waiting": float(self.waiting_episodes()),
+            "sched/waves": float(self._waves),
+            "sched/discarded_groups": float(self._discarded_groups),
+            "sched/discarded_trajectories": float(self._discarded_trajectories),
             "sched/elapsed_s": elapsed,
         }
 
@@ -226,16 +268,16 @@ class Scheduler:
             await self._changed.wait()
         return anyio.current_time() - start
 
-    def _open_group(self) -> tuple[Task, str, int]:
-        task = self.sampler.next()
+    def _open_group(self, task: Task | None = None) -> tuple[Task, str, int]:
+        task = task or self.sampler.next()
         group_id, size = self.data.open_group(task.id)
-        self._generating[group_id] = size
+        self._generating[group_id] = _Launch(size)
         self._groups_opened += 1
         return task, group_id, size
 
     def _room(self) -> bool:
-        window = self.window_groups
-        return window is None or len(self._generating) + self.data.ready_groups() < window
+        window = self.window_episodes
+        return window is None or self.waiting_episodes() < window
 
     async def _feed(self) -> AsyncIterator[tuple[Task, str]]:
         """Endless (task, group id) pairs, a whole group at a time, throttled to the trainer's pace."""
@@ -246,16 +288,55 @@ class Scheduler:
                 yield task, group_id
 
     async def _sink(self, trajectory: Trajectory) -> None:
-        await self.data.put(trajectory)
-        left = self._generating.get(trajectory.group_id)
-        if left is not None:
-            if left <= 1:
+        await self.data.put(trajectory)  # curates the group when this was its last member
+        launch = self._generating.get(trajectory.group_id)
+        if launch is not None:
+            launch.finished += 1
+            if launch.finished >= launch.size:
                 del self._generating[trajectory.group_id]
+                self._finished_open -= launch.finished - 1
             else:
-                self._generating[trajectory.group_id] = left - 1
+                self._finished_open += 1
         self._notify()
 
-    async def _run_sync(self) -> None:
+    async def _run_waves(self) -> None:
+        batch_groups = self.data.config.batch_groups
+        while self.step < self.config.steps:
+            while self.data.ready_groups() < batch_groups:
+                await self._wave()
+            batch = await self.data.next_batch(policy_version=self.version, step=self.step + 1)
+            if batch is None:
+                continue  # groups left from before a resume were too old: play another wave
+            await self._train(batch, background_publish=False)
+
+    async def _wave(self) -> None:
+        """Fill every slot with whole groups and play them to the end; no slot starts another episode before."""
+        slots = self.cluster.slots
+        items: list[tuple[Task, str]] = []
+        while len(items) < slots:
+            task = self._held or self.sampler.next()
+            self._held = None
+            if items and len(items) + self.data.group_size_for(task.id) > slots:
+                self._held = task  # it starts the next wave
+                break
+            task, group_id, size = self._open_group(task)
+            items += [(task, group_id)] * size
+        self._waves += 1
+        await self.cluster.run(_aiter(items), self._sink)
+
+    async def _discard_leftovers(self) -> None:
+        """Drop the curated groups the batch did not take: made by the previous policy, they are stale now."""
+        groups = self.data.ready_groups()
+        if not groups:
+            return
+        before = self.data.stats().get("data/dropped_stale", 0.0)
+        batch = await self.data.next_batch(policy_version=self.version, step=self.step + 1)
+        if batch is not None:  # cannot happen with the bound at 0: every queued token is a version old
+            raise RuntimeError("sync-wave: the data manager returned a stale batch (is its max_staleness 0?)")
+        self._discarded_groups += groups - self.data.ready_groups()
+        self._discarded_trajectories += round(self.data.stats().get("data/dropped_stale", 0.0) - before)
+
+    async def _run_refill(self) -> None:
         batch_groups = self.data.config.batch_groups
         opened = survived = 0
         while self.step < self.config.steps:
@@ -300,6 +381,8 @@ class Scheduler:
         self.version += 1
         if self.step % self.config.publish_every == 0 or self.step == self.config.steps:
             await self._publish(background=background_publish)
+        if self.config.mode == "sync-wave":
+            await self._discard_leftovers()
         if self.config.mode == "async" and self.config.abort_stale and self.config.max_staleness is not None:
             self._aborted += self.cluster.abort(self._doomed, "can no longer be trained (too stale)")
         report = StepReport(step=self.step, version=self.version, batch=batch, metrics=dict(metrics))

@@ -37,7 +37,7 @@ def test_overrides_are_dotted_yaml_values(tmp_path: Path) -> None:
         path,
         [
             "trainer.lr=1e-5",
-            "schedule.mode=sync",
+            "schedule.mode=sync-refill",
             "schedule.max_staleness=1",
             "env.kwargs.step_latency.median_s=0.5",
             "agent.kwargs.sys_prompt=Be brief: answer with a number.",
@@ -46,7 +46,7 @@ def test_overrides_are_dotted_yaml_values(tmp_path: Path) -> None:
         ],
     )
     assert config.trainer.lr == 1e-5
-    assert config.schedule.mode == "sync"
+    assert config.schedule.mode == "sync-refill"
     assert config.data.max_staleness == 1  # follows schedule.max_staleness
     assert config.env.kwargs == {"step_latency": {"median_s": 0.5}}
     assert config.agent.kwargs["sys_prompt"] == "Be brief: answer with a number."
@@ -59,7 +59,7 @@ def test_overrides_are_dotted_yaml_values(tmp_path: Path) -> None:
     [
         (["trainer.lrr=1"], "trainer.lrr: unknown field"),
         (["trainer.lr=-1"], "trainer.lr: Input should be greater than 0"),
-        (["schedule.mode=fast"], "schedule.mode: Input should be 'sync' or 'async'"),
+        (["schedule.mode=fast"], "schedule.mode: Input should be 'sync-wave', 'sync-refill' or 'async'"),
         (["env.slots=many"], "env.slots: Input should be a valid integer"),
         (["data.max_staleness=5"], "data.max_staleness: set schedule.max_staleness instead"),
         (["rollout.temperature=0.7"], "trainer.temperature: 1.0 must equal rollout.temperature (0.7)"),
@@ -107,7 +107,10 @@ def test_help_lists_every_field_with_its_doc(cli: Callable[..., Result]) -> None
         "policy.tiny.hidden_size",
     ):
         assert f"\n{key} (" in f"\n{text}"
-    assert "schedule.mode (sync|async, default 'async'): ``sync``: generate a batch" in text
+    assert (
+        "schedule.mode (sync-wave|sync-refill|async, default 'async'): ``sync-wave``: strictly on-policy"
+        in text
+    )
     assert "policy.tiny.hidden_size (int, default 256): Width of the residual stream." in text
 
     result = cli("rl", "train", "--help")
