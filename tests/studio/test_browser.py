@@ -1,14 +1,17 @@
 """The studio in a real browser (Playwright driving Debian's chromium) over traces of real agent runs.
 
 Starts ``agentscope studio`` as a subprocess on 127.0.0.1, checks the runs list, the trace tree and timeline, the
-span detail, the conversation view and live updates (a new run and new spans appear without a reload), and saves
-the screenshot the README shows (``docs/studio.png``). Skipped when chromium or Playwright is missing.
+span detail, the conversation view and live updates (a new run and new spans appear without a reload), an RL run's
+metrics page (the headline charts first, then a collapsible section per service, live, against step or wall-clock
+time), and saves the screenshots the README shows (``docs/studio.png``, ``docs/studio-rl.png``). Skipped when
+chromium or Playwright is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -31,6 +34,7 @@ from agentscope.tools import Toolkit
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "studio.png"
+SCREENSHOT_RL = ROOT / "docs" / "studio-rl.png"
 CHROMIUM = os.environ.get("AGENTSCOPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -236,6 +240,118 @@ async def test_the_studio_in_a_real_browser(studio: tuple[str, Path]) -> None:
         finally:
             await browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+HEADLINE = [
+    "heldout-success",
+    "training-success",
+    "reward",
+    "loss",
+    "kl",
+    "tokens-per-s",
+    "episodes-per-s",
+    "staleness",
+]
+"""The charts an RL run's page leads with, in order (eval/success_rate is recorded in this run)."""
+GROUPS = [
+    "Trainer",
+    "Data manager",
+    "Environment cluster",
+    "Rollout service",
+    "Schedule",
+    "Checkpoints",
+    "Other",
+]
+
+
+async def test_an_rl_run_leads_with_what_a_user_watches(studio: tuple[str, Path], helpers: Any) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    url, store = studio
+    tracer = await anyio.to_thread.run_sync(helpers.start_rl_run, store)
+    try:
+        async with playwright_api.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+                page_errors: list[str] = []
+                page.on("pageerror", lambda e: page_errors.append(str(e)))
+                expect = playwright_api.expect
+                expect.set_options(timeout=15_000)
+
+                # ---- the runs list: the run has lasted since its command began (95 s before tracing), and counts on
+                row = page.locator("tr", has=page.locator("a.run-link", has_text="grpo-arith"))
+                await page.goto(f"{url}/#/")
+                await expect(row.locator(".duration.ticking")).to_have_text(re.compile(r"^1m [3-5]\ds$"))
+                await row.locator("a.run-link").click()
+
+                # ---- a run with metrics and no traces opens on its metrics: the headline first, in order
+                await expect(page.locator("#run-duration")).to_have_text(re.compile(r"^1m [3-5]\ds$"))
+                charts = page.locator("#charts figure.chart-box")
+                await expect(charts).to_have_count(
+                    len(HEADLINE) + 26 - 9
+                )  # 26 names, 9 of them in the headline
+                headline = page.locator("#metric-headline figure")
+                assert await headline.evaluate_all("fs => fs.map(f => f.dataset.chart)") == HEADLINE
+                assert (await charts.first.get_attribute("data-chart")) == HEADLINE[0]
+                await expect(headline.nth(1)).to_contain_text("data/batch_success_rate")
+                await expect(headline.nth(1).locator("path.line")).to_have_count(2)
+                await expect(headline.nth(2)).to_contain_text("last 0.85")  # train/reward_mean at step 30
+                await expect(headline.nth(6)).to_contain_text("last 6.4")  # 16 episodes in the last 2.5 s
+                await expect(headline.nth(6)).to_contain_text("Δ env/episodes ÷ Δ env/wall_seconds")
+                await page.screenshot(  # the headline and the first section
+                    path=str(SCREENSHOT_RL),
+                    full_page=True,
+                    clip={"x": 0, "y": 0, "width": 1440, "height": 1220},
+                )
+
+                # ---- then one collapsible section per service, in order, without the headline's metrics
+                groups = page.locator("#charts details.metric-group")
+                assert await groups.locator("summary h2").all_inner_texts() == GROUPS
+                trainer = groups.nth(0)
+                await expect(trainer.locator("figure")).to_have_count(3)  # entropy, grad_norm, lr
+                await expect(trainer.locator("figure[data-metric='train/reward_mean']")).to_have_count(0)
+                await expect(groups.nth(6).locator("figure[data-metric='time/wall_s']")).to_have_count(1)
+                checkpoints = groups.nth(5)
+                await checkpoints.locator("summary").click()
+                await expect(checkpoints).not_to_have_attribute("open", "")
+                await expect(checkpoints.locator("figure").first).to_be_hidden()
+
+                # ---- live: new points and a new metric arrive without a reload
+                await page.evaluate("window.__sameDocument = true")
+                await expect(page.locator("#live.on")).to_be_visible()
+                helpers.log_rl_steps(31, 32)
+                tracing.log_metrics({"train/reward_mean": 0.97, "train/clip_ratio": 0.1}, step=33)
+                await tracer.aflush()
+                await expect(headline.nth(2)).to_contain_text("last 0.97")
+                new_chart = trainer.locator("figure[data-metric='train/clip_ratio']")
+                await expect(new_chart).to_contain_text("last 0.1")
+                await expect(trainer.locator("figure")).to_have_count(4)
+                await expect(checkpoints).not_to_have_attribute(
+                    "open", ""
+                )  # what the user closed stays closed
+
+                # ---- against wall-clock time (time/wall_s), and back
+                ticks = headline.nth(2).locator(
+                    "text.tick"
+                )  # five on the y axis, then the x axis's first and last
+                await expect(ticks.last).to_have_text("step 33")
+                await page.locator("#metric-toolbar button[data-x='wall']").click()
+                await expect(ticks.last).to_have_text("1m 40s")  # 20 s of warm start + 32 steps of 2.5 s
+                await expect(ticks.nth(5)).to_have_text("22.5 s")
+                await page.locator("#metric-toolbar button[data-x='step']").click()
+                await expect(ticks.last).to_have_text("step 33")
+
+                # ---- the run ends: its header says so and its duration stops
+                await anyio.to_thread.run_sync(tracing.shutdown)
+                await expect(page.locator("#run-header .badge")).to_have_text("finished")
+                await expect(page.locator("#run-duration .duration.ticking")).to_have_count(0)
+                assert await page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+                assert not page_errors, page_errors
+            finally:
+                await browser.close()
+    finally:
+        await anyio.to_thread.run_sync(tracing.shutdown)
+    assert SCREENSHOT_RL.stat().st_size > 10_000
 
 
 async def test_a_studio_with_a_token_asks_for_it(tmp_path: Path, helpers: Any) -> None:

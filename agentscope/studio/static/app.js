@@ -23,6 +23,15 @@ function h(tag, attrs, ...children) {
 
 const ms = (v) => (v >= 1000 ? `${(v / 1000).toFixed(2)} s` : v >= 10 ? `${v.toFixed(0)} ms` : `${v.toFixed(2)} ms`);
 const durNs = (a, b) => (b && a ? ms((b - a) / 1e6) : "—");
+// A run's length: seconds with a decimal, then minutes and hours.
+function longDur(ns) {
+  const s = ns / 1e9;
+  if (s < 1) return ms(ns / 1e6);
+  if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${String(Math.floor(s % 60)).padStart(2, "0")}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
 const when = (ns) => (ns ? new Date(ns / 1e6).toLocaleString() : "—");
 const num = (v) => (v === null || v === undefined ? "—" : Number(v).toLocaleString());
 const short = (s, n) => (s && s.length > n ? s.slice(0, n - 1) + "…" : s || "");
@@ -35,6 +44,23 @@ function badge(text, cls) {
 function statusBadge(status) {
   return badge(status, `status-${status}`);
 }
+
+// How long a run has lasted (the API's duration_ns: from its real start to its end, or to now while it runs).
+// A running run's duration keeps counting here, from when the row was read (no clock shared with the server).
+function runDuration(run) {
+  const node = h("span", { class: "duration", "data-duration-ns": run.duration_ns }, longDur(run.duration_ns));
+  if (run.status === "running") {
+    node.classList.add("ticking");
+    node._readAt = performance.now();
+  }
+  return node;
+}
+
+setInterval(() => {
+  for (const node of document.querySelectorAll(".duration.ticking")) {
+    node.textContent = longDur(Number(node.dataset.durationNs) + (performance.now() - node._readAt) * 1e6);
+  }
+}, 1000);
 
 function debounce(fn, wait) {
   let timer = null;
@@ -191,7 +217,7 @@ async function runsPage(params) {
       h("td", {}, box),
       h("td", {}, h("a", { href: `#/run/${run.id}`, class: "run-link" }, run.name)),
       h("td", {}, run.project), h("td", {}, statusBadge(run.status)),
-      h("td", {}, when(run.started_ns)), h("td", {}, durNs(run.started_ns, run.ended_ns || run.updated_ns)),
+      h("td", {}, when(run.started_ns)), h("td", {}, runDuration(run)),
       h("td", { class: "num" }, num(run.trace_count)), h("td", { class: "num" }, num(run.span_count)),
       h("td", { class: run.error_count ? "num error-text" : "num" }, num(run.error_count)),
       h("td", { class: "num" }, `${num(run.input_tokens)} / ${num(run.output_tokens)}`),
@@ -243,7 +269,7 @@ async function runPage(runId, tab) {
       h("dl", { class: "facts" },
         h("dt", {}, "Project"), h("dd", {}, r.project),
         h("dt", {}, "Started"), h("dd", {}, when(r.started_ns)),
-        h("dt", {}, "Duration"), h("dd", {}, durNs(r.started_ns, r.ended_ns || r.updated_ns)),
+        h("dt", {}, "Duration"), h("dd", { id: "run-duration" }, runDuration(r)),
         h("dt", {}, "Traces"), h("dd", { id: "run-traces" }, num(r.trace_count)),
         h("dt", {}, "Spans"), h("dd", { id: "run-spans" }, num(r.span_count)),
         h("dt", {}, "Errors"), h("dd", { class: r.error_count ? "error-text" : "" }, num(r.error_count)),
@@ -286,30 +312,218 @@ async function tracesView(runId, body) {
   return { span: debounce(load, 300) };
 }
 
+// What a run's metrics page leads with, and how it groups the rest: the one place that decides it. RL runs log
+// these stable names (agentscope rl train); a run's other metrics land in "Other".
+const METRIC_LAYOUT = {
+  // The headline row, in this order; a chart shows when at least one of its metrics was recorded.
+  headline: [
+    { id: "heldout-success", title: "Held-out success", metrics: ["eval/success_rate"] },
+    { id: "training-success", title: "Training success", metrics: ["data/batch_success_rate", "data/task_success_rate"] },
+    { id: "reward", title: "Reward", metrics: ["train/reward_mean"] },
+    { id: "loss", title: "Policy loss", metrics: ["train/policy_loss"] },
+    { id: "kl", title: "KL divergence", metrics: ["train/approx_kl", "train/rollout_kl"] },
+    { id: "tokens-per-s", title: "Rollout tokens / s", metrics: ["rollout/tokens_per_s"] },
+    { id: "episodes-per-s", title: "Env episodes / s", metrics: ["env/episodes_per_s"] },
+    { id: "staleness", title: "Staleness (policy versions)", metrics: ["data/staleness"] },
+  ],
+  // Then one collapsible section per service, by name prefix; the last one takes what no prefix matches.
+  groups: [
+    { id: "train", title: "Trainer", prefix: "train/" },
+    { id: "data", title: "Data manager", prefix: "data/" },
+    { id: "env", title: "Environment cluster", prefix: "env/" },
+    { id: "rollout", title: "Rollout service", prefix: "rollout/" },
+    { id: "sched", title: "Schedule", prefix: "sched/" },
+    { id: "checkpoint", title: "Checkpoints", prefix: "checkpoint/" },
+    { id: "other", title: "Other", prefix: "" },
+  ],
+  // Series computed here when a run did not record them: name -> inputs and how (shown under the chart).
+  derived: {
+    "env/episodes_per_s": { from: ["env/episodes", "env/wall_seconds"], how: "Δ env/episodes ÷ Δ env/wall_seconds", fn: rate },
+  },
+  // Seconds since the run started, recorded at every step: the x axis of the wall-clock view.
+  wallClock: "time/wall_s",
+};
+
+// Per-step rate of a cumulative count over a cumulative time (points matched by step).
+function rate(counts, seconds) {
+  const at = new Map(seconds.map(([step, s]) => [step, s]));
+  const out = [];
+  let prev = [0, 0];
+  for (const [step, count] of counts) {
+    const s = at.get(step);
+    if (s === undefined) continue;
+    if (s > prev[1]) out.push([step, (count - prev[0]) / (s - prev[1])]);
+    prev = [count, s];
+  }
+  return out;
+}
+
+// Wall-clock axis ticks: seconds since the run started.
+function clock(s) {
+  if (s < 60) return `${+s.toFixed(1)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${String(Math.floor(s % 60)).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+}
+
+// The page's sections for the recorded metric names: [{id, title, headline, charts: [{id, title, metrics, caption}]}].
+function metricPlan(names) {
+  const recorded = new Set(names);
+  const derivable = (name) => {
+    const d = METRIC_LAYOUT.derived[name];
+    return d && d.from.every((n) => recorded.has(n));
+  };
+  const shown = new Set();
+  const headline = [];
+  for (const spec of METRIC_LAYOUT.headline) {
+    const metrics = spec.metrics.filter((n) => recorded.has(n) || derivable(n));
+    if (!metrics.length) continue;
+    metrics.forEach((n) => shown.add(n));
+    const how = metrics.filter((n) => !recorded.has(n)).map((n) => METRIC_LAYOUT.derived[n].how);
+    headline.push({ id: spec.id, title: spec.title, metrics, caption: [...metrics.filter((n) => recorded.has(n)), ...how].join(" · ") });
+  }
+  const sections = headline.length ? [{ id: "headline", title: "Headline", headline: true, charts: headline }] : [];
+  const groups = METRIC_LAYOUT.groups;
+  const rest = names.filter((n) => !shown.has(n)).sort();
+  for (const group of groups) {
+    const last = group === groups[groups.length - 1];
+    const mine = rest.filter((n) => (last ? !groups.some((g) => g.prefix && n.startsWith(g.prefix)) : n.startsWith(group.prefix)));
+    if (mine.length) sections.push({ id: group.id, title: group.title, prefix: group.prefix, charts: mine.map((n) => ({ id: n, title: n, metrics: [n] })) });
+  }
+  return sections;
+}
+
+const collapsedGroups = {
+  get() { try { return new Set(JSON.parse(localStorage.getItem("agentscope-collapsed-groups") || "[]")); } catch (e) { return new Set(); } },
+  set(id, closed) {
+    const ids = this.get();
+    if (closed) ids.add(id); else ids.delete(id);
+    localStorage.setItem("agentscope-collapsed-groups", JSON.stringify([...ids]));
+  },
+};
+
 async function metricsView(runId, body) {
   const data = await api(`/api/runs/${runId}/metrics`);
   const series = data.series;
-  const grid = h("div", { class: "charts", id: "charts" });
-  const groups = {};
-  function draw() {
-    const names = Object.keys(series).sort();
-    if (!names.length) {
-      grid.replaceChildren(h("p", { class: "muted" }, "No metrics recorded in this run (agentscope.tracing.record_metric)."));
-      return;
-    }
-    grid.replaceChildren(...names.map((name) => {
-      const area = name.split("/")[0];
-      groups[area] = true;
-      return h("figure", { class: "chart-box", "data-metric": name }, window.lineChart(series[name], { title: name }));
+  let xAxis = localStorage.getItem("agentscope-metrics-x") === "wall" ? "wall" : "step";
+  const toolbar = h("div", { class: "metric-toolbar", id: "metric-toolbar" });
+  const root = h("div", { id: "charts" });
+  body.replaceChildren(toolbar, root);
+  let layout = "";
+  const figures = new Map(); // chart id -> [figure, chart spec]
+
+  function points(name) {
+    const d = METRIC_LAYOUT.derived[name];
+    if (!series[name] && d) return d.fn(...d.from.map((n) => series[n] || []));
+    return series[name] || [];
+  }
+
+  // Step -> seconds since the run started, from the wall-clock metric (the latest record at or before a step).
+  function wallOf() {
+    const wall = series[METRIC_LAYOUT.wallClock] || [];
+    return (step) => {
+      let lo = 0, hi = wall.length - 1, found = null;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        if (wall[mid][0] <= step) { found = wall[mid][1]; lo = mid + 1; } else hi = mid - 1;
+      }
+      return found === null && step <= 0 ? 0 : found; // step 0 (before the first trainer step): the run's start
+    };
+  }
+
+  // Against wall-clock time only where the run recorded it (the choice is kept across runs).
+  const byWall = () => xAxis === "wall" && !!series[METRIC_LAYOUT.wallClock];
+
+  function chart(spec) {
+    const wall = byWall() ? wallOf() : null;
+    const toX = (pts) => (wall ? pts.map(([step, v]) => [wall(step), v]).filter(([x]) => x !== null) : pts);
+    const lines = spec.metrics.map((n) => ({ name: n, points: toX(points(n)) }));
+    const size = spec.large ? { width: 460, height: 220 } : { width: 340, height: 160 };  // about the box's pixels
+    return window.lineChart(lines.length === 1 ? lines[0].points : lines,
+      { title: spec.title, xFormat: wall ? clock : undefined, ...size });
+  }
+
+  function drawToolbar() {
+    const current = byWall() ? "wall" : "step";
+    const choice = (value, label) => h("button", { type: "button", class: current === value ? "active" : "", "data-x": value,
+      "aria-pressed": current === value ? "true" : "false", onclick: () => {
+        xAxis = value;
+        localStorage.setItem("agentscope-metrics-x", value);
+        drawToolbar();
+        redrawAll();
+      } }, label);
+    toolbar.replaceChildren(...(series[METRIC_LAYOUT.wallClock]
+      ? [h("span", { class: "muted" }, "x axis"), h("span", { class: "segmented", role: "group", "aria-label": "x axis" },
+        choice("step", "step"), choice("wall", "wall-clock time"))]
+      : []));
+  }
+
+  function build(sections) {
+    figures.clear();
+    const closed = collapsedGroups.get();
+    root.replaceChildren(...sections.map((section) => {
+      const grid = h("div", { class: section.headline ? "charts large" : "charts" }, ...section.charts.map((spec) => {
+        spec.large = !!section.headline;
+        const figure = h("figure", { class: "chart-box", "data-chart": spec.id, "data-metric": spec.metrics.length === 1 ? spec.metrics[0] : null });
+        figures.set(spec.id, [figure, spec]);
+        return figure;
+      }));
+      if (section.headline) return h("section", { class: "metric-headline", id: "metric-headline" }, grid);
+      const details = h("details", { class: "metric-group", "data-group": section.id, open: !closed.has(section.id) },
+        h("summary", {}, h("h2", {}, section.title),
+          h("span", { class: "muted" }, `${section.prefix ? `${section.prefix}* · ` : ""}${section.charts.length} chart${section.charts.length === 1 ? "" : "s"}`)),
+        grid);
+      details.addEventListener("toggle", () => collapsedGroups.set(section.id, !details.open));
+      return details;
     }));
   }
-  draw();
-  body.replaceChildren(grid);
-  const redraw = debounce(draw, 200);
+
+  function draw(figure, spec) {
+    const caption = spec.caption && spec.caption !== spec.title ? [h("figcaption", { class: "muted" }, spec.caption)] : [];
+    figure.replaceChildren(chart(spec), ...caption);
+  }
+
+  // Rebuild the sections when a new metric name appears; otherwise redraw only the charts whose data changed.
+  function render(dirty) {
+    const names = Object.keys(series);
+    if (!names.length) {
+      root.replaceChildren(h("p", { class: "muted" }, "No metrics recorded in this run (agentscope.tracing.log_metrics)."));
+      return;
+    }
+    const sections = metricPlan(names);
+    const key = JSON.stringify(sections.map((s) => [s.id, s.charts.map((c) => c.id)]));
+    if (key !== layout) {
+      layout = key;
+      build(sections);
+      dirty = null;
+    }
+    const wallChanged = byWall() && dirty && dirty.has(METRIC_LAYOUT.wallClock);
+    for (const [figure, spec] of figures.values()) {
+      const inputs = spec.metrics.flatMap((n) => (series[n] || !METRIC_LAYOUT.derived[n] ? [n] : METRIC_LAYOUT.derived[n].from));
+      if (!dirty || wallChanged || inputs.some((n) => dirty.has(n))) draw(figure, spec);
+    }
+  }
+
+  function redrawAll() { render(null); }
+  drawToolbar();
+  render(null);
+  let pending = new Set();
+  const flush = debounce(() => {
+    const dirty = pending;
+    pending = new Set();
+    if (dirty.has(METRIC_LAYOUT.wallClock) && !toolbar.childElementCount) drawToolbar();
+    render(dirty);
+  }, 200);
   return {
     metric: (point) => {
-      (series[point.name] = series[point.name] || []).push([point.step, point.value]);
-      redraw();
+      const line = (series[point.name] = series[point.name] || []);
+      const last = line[line.length - 1];
+      if (last && last[0] === point.step) last[1] = point.value;
+      else if (last && last[0] > point.step) {
+        const at = line.findIndex(([s]) => s >= point.step);
+        if (line[at][0] === point.step) line[at][1] = point.value; else line.splice(at, 0, [point.step, point.value]);
+      } else line.push([point.step, point.value]);
+      pending.add(point.name);
+      flush();
     },
   };
 }
@@ -589,7 +803,7 @@ async function comparePage(a, b) {
   const runs = [data.a, data.b];
   const facts = [
     ["Status", (r) => statusBadge(r.status)], ["Started", (r) => when(r.started_ns)],
-    ["Duration", (r) => durNs(r.started_ns, r.ended_ns || r.updated_ns)], ["Traces", (r) => num(r.trace_count)],
+    ["Duration", (r) => runDuration(r)], ["Traces", (r) => num(r.trace_count)],
     ["Spans", (r) => num(r.span_count)], ["Errors", (r) => num(r.error_count)],
     ["Tokens in", (r) => num(r.input_tokens)], ["Tokens out", (r) => num(r.output_tokens)], ["Agents", (r) => r.agents.join(", ")],
   ];
