@@ -112,6 +112,14 @@ _REGISTRY: dict[str, TaskSet] = {
         expert=_Suite("lookup_expert"),
         random_policy=_Suite("lookup_random_policy"),
     ),
+    "files": TaskSet(
+        "files",
+        _Suite("files_tasks"),
+        _Suite("FilesEnv"),
+        "create or edit files with the built-in file and shell tools; a check run in a sandbox grades them",
+        expert=_Suite("files_expert"),
+        random_policy=_Suite("files_random_policy"),
+    ),
 }
 
 

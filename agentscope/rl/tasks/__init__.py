@@ -6,15 +6,22 @@ Multi-step tool tasks, generated in code, graded by a verifier, with difficulty 
 
 - ``lookup`` (:class:`LookupEnv`, :func:`lookup_tasks`): questions answered by a chain of tool calls over a
   small SQLite database made per task (find the id, read the record, follow it, compute).
+- ``files`` (:class:`FilesEnv`, :func:`files_tasks`): create or edit files with the built-in file and code
+  tools so that a check run in a sandbox passes (bubblewrap, or Docker when an engine answers).
 
 Each comes with a scripted expert (proof that the tools suffice, and demonstrations) and a random policy (the
 baseline), both reading only the conversation.
 """
 
+from agentscope.rl.tasks._files import FilesEnv, files_expert, files_random_policy, files_tasks
 from agentscope.rl.tasks._lookup import LookupEnv, lookup_expert, lookup_random_policy, lookup_tasks
 
 __all__ = [
+    "FilesEnv",
     "LookupEnv",
+    "files_expert",
+    "files_random_policy",
+    "files_tasks",
     "lookup_expert",
     "lookup_random_policy",
     "lookup_tasks",

@@ -10,14 +10,17 @@ import pytest
 from agentscope.rl import Task, Trajectory
 from agentscope.rl.envs import EnvCluster, EnvFactory, ScriptedPolicy, ScriptedRollout, react_agent_factory
 
-Play = Callable[[EnvFactory, ScriptedPolicy, Sequence[Task]], Awaitable[list[Trajectory]]]
+Play = Callable[..., Awaitable[list[Trajectory]]]
 
 
-async def play(env_factory: EnvFactory, policy: ScriptedPolicy, tasks: Sequence[Task]) -> list[Trajectory]:
-    """Play every task once with ``policy`` (4 episodes at once), in task order."""
+async def play(
+    env_factory: EnvFactory, policy: ScriptedPolicy, tasks: Sequence[Task], *, slots: int = 4
+) -> list[Trajectory]:
+    """Play every task once with ``policy``, ``slots`` episodes at once; the trajectories in task order. With one
+    slot the episodes run one after another, so a seeded random policy makes the same moves every run."""
     rollout = ScriptedRollout(policy)
     cluster = EnvCluster(
-        env_factory, react_agent_factory, rollout, slots=4, step_timeout_s=60, model_factory=rollout.model
+        env_factory, react_agent_factory, rollout, slots=slots, step_timeout_s=60, model_factory=rollout.model
     )
     done: dict[str, Trajectory] = {}
 

@@ -178,7 +178,7 @@ async def test_the_expert_solves_every_level_through_the_real_agent(play_episode
 
 async def test_the_random_policy_is_a_low_baseline(play_episodes: Play) -> None:
     tasks = load_tasks("lookup:n=90,seed=12,level=1-3")
-    trajectories = await play_episodes(LookupEnv, lookup_random_policy(0), tasks)
+    trajectories = await play_episodes(LookupEnv, lookup_random_policy(0), tasks, slots=1)
     assert {t.status for t in trajectories} == {"ok"}
     calls = sum(t.metrics["env/steps"] for t in trajectories) / len(trajectories)
     success = sum(t.success for t in trajectories) / len(trajectories)
