@@ -59,7 +59,19 @@ def train(
         ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue RUN_DIR from its latest checkpoint.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue RUN_DIR from its latest checkpoint that loads (a damaged one is refused, saying why).",
+        ),
+    ] = False,
+    allow_config_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-config-change",
+            help="With --resume: go on even if the config differs from the checkpoint's in fields other than "
+            "schedule.steps, schedule.checkpoint_every, threads and tracing (the changes are listed).",
+        ),
     ] = False,
 ) -> None:
     """Train the agent of CONFIG.yaml with reinforcement learning (sync or async schedule)."""
@@ -68,12 +80,19 @@ def train(
 
     from agentscope.exceptions import ConfigError, UsageError
     from agentscope.rl._runner import train as run_train
+    from agentscope.rl.trainer import CheckpointError
 
+    if allow_config_change and not resume:
+        raise _fail("--allow-config-change only applies with --resume")
     rl_config = _load(config, set_)
     console = Console(stderr=True)
     try:
-        result = anyio.run(lambda: run_train(rl_config, run_dir, resume=resume, console=console))
-    except (ConfigError, UsageError) as exc:
+        result = anyio.run(
+            lambda: run_train(
+                rl_config, run_dir, resume=resume, allow_config_change=allow_config_change, console=console
+            )
+        )
+    except (ConfigError, UsageError, CheckpointError) as exc:
         raise _fail(str(exc)) from None
     summary: dict[str, object] = {
         "run_dir": str(result.run_dir),

@@ -9,11 +9,18 @@ Everything a run writes lives under its run directory::
     DIR/traces.db              spans of every episode, model and tool call, and the metric curves (the studio)
     DIR/policy_init/           the tiny policy built (and warm-started) for this run, unless cached elsewhere
     DIR/checkpoints/latest/    the last complete checkpoint (``from_pretrained`` loads it)
+    DIR/resumes.jsonl          one line per --resume: the checkpoint, what was refused and undone, config changes
 
-``--resume`` continues from ``checkpoints/latest``: the trainer, optimizer, RNGs, data-manager cursor and task
-order are restored, trajectories marked trained after the checkpoint's step are unmarked (those steps never
-happened), and the data manager re-queues every stored, trainable, never-trained trajectory: nothing stored is
-lost and nothing is trained twice.
+``--resume`` continues from ``checkpoints/latest``, or, when that checkpoint is damaged, from the newest one that
+loads (saying which were refused and why; the refused ones are renamed ``refused-...``); with no loadable
+checkpoint it fails with a :class:`~agentscope.rl.trainer.CheckpointError` naming each. The config must equal the
+checkpoint's but for a few fields (``agentscope.rl._resume.RESUMABLE_FIELDS``, e.g. ``schedule.steps``) unless
+``allow_config_change`` (``--allow-config-change``) is given; the changes are listed either way. The trainer,
+optimizer, RNGs, data-manager cursor and task order are restored; the data manager undoes everything decided
+after the checkpoint (training, drops, replay copies) and re-queues every stored, trainable, never-trained
+trajectory, so nothing stored is lost and nothing is trained twice; policy versions go on above every version
+stored (the trajectories of versions lost with the steps after the checkpoint are dropped); ``metrics.jsonl``
+and ``batches.jsonl`` are cut back to the checkpoint's step, so each step appears once.
 """
 
 from __future__ import annotations
@@ -39,10 +46,11 @@ from pydantic import JsonValue
 from agentscope import tracing
 from agentscope.exceptions import ConfigError, UsageError
 from agentscope.rl._config import RLConfig
+from agentscope.rl._resume import load_for_resume, truncate_log
 from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
 from agentscope.rl._sft import prepare_policy
 from agentscope.rl._types import Task, Trajectory
-from agentscope.rl.data import DataManager, TrajectoryStore
+from agentscope.rl.data import DataManager, ResumeReport, TrajectoryStore
 from agentscope.rl.envs import (
     AgentFactory,
     EnvCluster,
@@ -66,6 +74,9 @@ METRICS_FILE = "metrics.jsonl"
 BATCHES_FILE = "batches.jsonl"
 TRACE_FILE = "traces.db"
 CONFIG_FILE = "config.yaml"
+RESUMES_FILE = "resumes.jsonl"
+LOGS = (METRICS_FILE, BATCHES_FILE)
+"""Per-step logs, cut back to the checkpoint's step on resume."""
 EVAL_FILE = "eval.json"
 
 EXPORT_KEYS = (
@@ -191,14 +202,20 @@ async def train(
     run_dir: str | os.PathLike[str],
     *,
     resume: bool = False,
+    allow_config_change: bool = False,
     console: Console | None = None,
 ) -> TrainResult:
-    """Train ``config`` into ``run_dir`` (see the module docstring); ``resume`` continues a killed run.
+    """Train ``config`` into ``run_dir`` (see the module docstring); ``resume`` continues a killed run from its
+    checkpoint (``allow_config_change``: even if the config changed beyond ``schedule.steps`` and the like).
 
     Raises:
         UsageError: ``run_dir`` already holds a run and ``resume`` is False.
-        ConfigError: the config names something that cannot be loaded.
+        ConfigError: the config names something that cannot be loaded; or, resuming, it differs from the
+            checkpoint's (listing the fields) and ``allow_config_change`` is False.
+        CheckpointError: ``resume`` is True and the run has no checkpoint that loads (naming each and why).
     """
+    from agentscope.rl.trainer import CheckpointError
+
     started = time.perf_counter()
     started_ns = time.time_ns()  # the run's start in the studio: tracing is turned on after the warm start
     root = Path(run_dir)
@@ -206,10 +223,9 @@ async def train(
     exists = await anyio.to_thread.run_sync(store_path.exists)
     if exists and not resume:
         raise UsageError(f"{root} already holds a run; continue it with --resume or choose another --run-dir")
+    if resume and not exists:
+        raise CheckpointError(f"--resume: {root} holds no run to resume ({store_path} does not exist)")
     await anyio.to_thread.run_sync(functools.partial(root.mkdir, parents=True, exist_ok=True))
-    await anyio.to_thread.run_sync(
-        (root / CONFIG_FILE).write_text, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    )
 
     tasks = await anyio.to_thread.run_sync(load_tasks, config.tasks)
     env_factory = _env_factory(config)
@@ -218,7 +234,31 @@ async def train(
     await anyio.to_thread.run_sync(_import_heavy)  # torch, transformers, verl: seconds of file reads
     from agentscope.rl.trainer import AsyncCheckpointer
 
-    checkpoint = await anyio.to_thread.run_sync(AsyncCheckpointer.load_latest, root) if resume else None
+    checkpoint = None
+    resume_record: dict[str, JsonValue] = {}
+    if resume:
+        checkpoint, changes = await load_for_resume(
+            config, root, root / CONFIG_FILE, allow_config_change=allow_config_change
+        )
+        refused = await anyio.to_thread.run_sync(AsyncCheckpointer(root).set_aside, checkpoint)
+        cut = {
+            name: await anyio.to_thread.run_sync(truncate_log, root / name, checkpoint.step) for name in LOGS
+        }
+        resume_record = {
+            "checkpoint": str(checkpoint.path),
+            "step": checkpoint.step,
+            "refused": {str(path): why for path, why in checkpoint.skipped},
+            "set_aside": [str(path) for path in refused],
+            "config_changes": {name: [old, new] for name, (old, new) in changes.items()},
+            "log_lines_dropped": cast(dict[str, JsonValue], cut),
+        }
+        if console is not None:
+            console.print(f"resuming from the {checkpoint.describe()}")
+            for name, (old, new) in changes.items():
+                console.print(f"config changed on resume: {name}: {old!r} -> {new!r}")
+    await anyio.to_thread.run_sync(
+        (root / CONFIG_FILE).write_text, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    )
     if checkpoint is not None:
         model_dir = checkpoint.path
     else:
@@ -252,6 +292,7 @@ async def train(
             start_step,
             console,
             started,
+            resume_record,
         )
     finally:
         if tracer_on:
@@ -376,10 +417,16 @@ async def _train(
     start_step: int,
     console: Console | None,
     started: float,
+    resume_record: dict[str, JsonValue],
 ) -> TrainResult:
-    from agentscope.rl.trainer import AsyncCheckpointer, Trainer
+    from agentscope.rl.trainer import AsyncCheckpointer, CheckpointError, Trainer
 
-    model, tokenizer = await _load_model(model_dir, config.threads)
+    try:
+        model, tokenizer = await _load_model(model_dir, config.threads)
+    except Exception as exc:  # safetensors, JSON and tokenizer errors alike
+        if checkpoint is None:
+            raise
+        raise CheckpointError(f"{model_dir}: the model or tokenizer cannot be loaded: {exc}") from exc
 
     def make_trainer() -> Trainer:
         made = Trainer(model, tokenizer, config.trainer)  # a reference copy when kl_coef > 0
@@ -392,31 +439,35 @@ async def _train(
     sampler = TaskSampler(tasks, seed=config.seed)
     store = TrajectoryStore(root / STORE_FILE)
     data = DataManager(store, config.data)
+    resumed: ResumeReport | None = None
     if checkpoint is not None:
         extra = checkpoint.extra
-        if isinstance(extra.get("data"), dict):
-            data.load_state_dict(extra["data"])
         if isinstance(extra.get("sampler"), dict):
             sampler.load_state_dict(extra["sampler"])
-    unmarked = await store.unmark_trained_after(start_step)
-    requeued = await data.recover()
+        cursor, version = extra.get("data"), extra.get("version")
+        resumed = await data.resume(
+            cast(dict[str, JsonValue], cursor) if isinstance(cursor, dict) else None,
+            step=start_step,
+            version=version if isinstance(version, int) else start_step,
+        )
+    start_version = resumed.version if resumed is not None else start_step
     checkpointer = await anyio.to_thread.run_sync(AsyncCheckpointer, root)
-    service = _rollout_service(config, model_dir, tokenizer, start_step)
+    service = _rollout_service(config, model_dir, tokenizer, start_version)
     cluster = _env_cluster(config, service, env_factory, agent_factory)
     progress = _Progress(console, config.schedule.steps, start_step)
-    if checkpoint is not None:
-        progress.note(
-            f"resumed from step {start_step} ({unmarked} trajectories unmarked, {requeued} groups re-queued)"
-        )
+    if resumed is not None:
+        progress.note(f"resumed from step {start_step}: {resumed.describe()}")
+        record = {"time": time.time(), **resume_record, "data": cast(JsonValue, asdict(resumed))}
+        await _append_line(root / RESUMES_FILE, record)
     last: dict[str, float] = {}
     saved_step = start_step
 
-    async def save(step: int) -> None:
+    async def save(step: int, version: int) -> None:
         nonlocal saved_step
         extra: dict[str, JsonValue] = {
             "data": data.state_dict(),
             "sampler": sampler.state_dict(),
-            "version": step,
+            "version": version,
             "config": config.model_dump(mode="json"),
         }
         await anyio.to_thread.run_sync(
@@ -445,7 +496,7 @@ async def _train(
         tracing.log_metrics(metrics, step=report.step)
         every = config.schedule.checkpoint_every
         if (every and report.step % every == 0) or report.step >= config.schedule.steps:
-            await save(report.step)
+            await save(report.step, report.version)
         progress.update(report, metrics)
 
     scheduler = Scheduler(
@@ -456,6 +507,7 @@ async def _train(
         servers=[service],
         sampler=sampler,
         start_step=start_step,
+        start_version=start_version,
         on_step=on_step,
         stats=service.stats,
     )
@@ -465,7 +517,7 @@ async def _train(
                 if start_step < config.schedule.steps:
                     await scheduler.run()
         if saved_step < scheduler.step:
-            await save(scheduler.step)
+            await save(scheduler.step, scheduler.version)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(checkpointer.wait)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,9 @@ from agentscope.rl._runner import (
     train,
 )
 from agentscope.rl._sft import record_demonstrations
+from agentscope.rl.data import TrajectoryStore
 from agentscope.rl.envs import ArithEnv, get_task_set, load_tasks, react_agent_factory
+from agentscope.rl.trainer import CheckpointError
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -52,6 +55,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("runner") / "run"
 
 
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def stored(run: Path) -> dict[str, tuple[Trajectory, int | None]]:
+    async with TrajectoryStore(run / "trajectories.db") as store:
+        return {t.trajectory_id: (t, step) async for t, step in store.iter_all()}
+
+
 async def test_train_in_process_then_resume(run: Path) -> None:
     config = load_config(None, TINY)
     result = await train(config, run)
@@ -65,13 +77,80 @@ async def test_train_in_process_then_resume(run: Path) -> None:
     with pytest.raises(UsageError, match="already holds a run"):
         await train(config, run)
 
-    more = load_config(None, [*TINY, "schedule.steps=3", "schedule.mode=sync"])
-    resumed = await train(more, run, resume=True)
-    assert resumed.resumed_from == 2
+    # The disk lost the end of step 2's weights, and the run had gone on past its last good checkpoint: policy
+    # version 2 made a group that is stored, and the crash cut a log line in half.
+    weights = run / "checkpoints" / "step_00000002" / "model.safetensors"
+    with weights.open("r+b") as f:
+        f.truncate(weights.stat().st_size - 100)
+    [(template, _), *_] = (await stored(run)).values()
+    lost = [
+        template.model_copy(
+            update={
+                "trajectory_id": f"lost-{i}",
+                "group_id": "lost-group",
+                "reward": float(i),
+                "turns": [
+                    t.model_copy(update={"version_head": 2, "version_tail": 2}) for t in template.turns
+                ],
+            }
+        )
+        for i in range(2)
+    ]
+    async with TrajectoryStore(run / "trajectories.db") as store:
+        await store.add_many(lost)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "train/pol')
+    config_before = (run / "config.yaml").read_text()
+
+    changed = load_config(None, [*TINY, "schedule.steps=3", "trainer.lr=3e-5"])
+    with pytest.raises(
+        ConfigError, match=r"in 1 field\(s\): trainer\.lr: 1e-05 -> 3e-05\. .*--allow-config-change"
+    ):
+        await train(changed, run, resume=True)
+    assert (run / "config.yaml").read_text() == config_before  # refused: nothing touched
+    assert (run / "metrics.jsonl").read_text().endswith('"train/pol')
+
+    resumed = await train(changed, run, resume=True, allow_config_change=True)
+    assert resumed.resumed_from == 1  # step 2's checkpoint was refused
     assert resumed.steps == 3
     assert resumed.initial_policy is None
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3]
+    metrics = lines(run / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3]  # each step once; the cut line is gone
+    batches = lines(run / "batches.jsonl")
+    assert [b["step"] for b in batches] == [1, 2, 3]
+    ids = [i for b in batches for i in b["trajectory_ids"]]
+    assert len(ids) == len(set(ids))  # nothing trained twice
+    # Versions never repeat: the restored weights (version 1) are served above the lost version 2.
+    assert [m["version"] for m in metrics] == [1, 4, 5]
+    assert metrics[-1]["data/dropped_lost_version"] == 2
+    rows = await stored(run)
+    assert {rows[f"lost-{i}"][0].status for i in range(2)} == {"dropped_stale"}
+    assert all(t.min_version <= 1 or t.min_version >= 3 for t, step in rows.values() if step is not None)
+
+    [record] = lines(run / "resumes.jsonl")
+    assert record["step"] == 1
+    assert record["config_changes"] == {"schedule.steps": [2, 3], "trainer.lr": [1e-05, 3e-05]}
+    [(path, why)] = record["refused"].items()
+    assert path.endswith("step_00000002")
+    assert why.startswith("model.safetensors has")
+    assert record["set_aside"] == [str(run / "checkpoints" / "refused-step_00000002")]
+    assert record["log_lines_dropped"] == {"metrics.jsonl": 2, "batches.jsonl": 1}
+    assert record["data"]["lost_versions"] == [2, 2]
+    assert record["data"]["version"] == 3
+    assert "lr: 3.0e-05" in (run / "config.yaml").read_text()
+
+
+async def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:
+    config = load_config(None, TINY)
+    with pytest.raises(
+        CheckpointError, match=r"holds no run to resume \(.*trajectories\.db does not exist\)"
+    ):
+        await train(config, tmp_path / "nothing", resume=True)
+    assert not (tmp_path / "nothing").exists()
+    async with TrajectoryStore(tmp_path / "early" / "trajectories.db"):
+        pass  # killed before its first checkpoint
+    with pytest.raises(CheckpointError, match=r"checkpoints holds no checkpoint"):
+        await train(config, tmp_path / "early", resume=True)
 
 
 async def test_export_and_eval(run: Path, tmp_path: Path) -> None:
@@ -121,7 +200,9 @@ def test_import_object_names_the_field() -> None:
 
 
 def test_the_warm_start_imitates_the_warm_split_of_the_training_set() -> None:
-    config = load_config(None, ["sft.steps=10", "sft.demonstrations=24", "tasks=arith:n=8,seed=0,split=train"])
+    config = load_config(
+        None, ["sft.steps=10", "sft.demonstrations=24", "tasks=arith:n=8,seed=0,split=train"]
+    )
     assert config.warm_start_spec() == "arith:n=24,seed=0,split=warm"
     config = load_config(None, ["sft.steps=10", "tasks=arith:n=8,seed=0"])  # no split: the training tasks
     assert config.warm_start_spec() == "arith:n=8,seed=0"

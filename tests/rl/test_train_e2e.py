@@ -191,7 +191,8 @@ def test_resume_after_sigkill_trains_nothing_twice_and_loses_nothing(cache: Path
         process.wait()
         if process.stderr is not None:
             process.stderr.close()
-    before = {t.trajectory_id: s for t, s in stored(run_dir)}
+    before_rows = stored(run_dir)
+    before = {t.trajectory_id: s for t, s in before_rows}
     steps_before = len(lines(metrics))
     assert steps_before < steps
 
@@ -201,21 +202,32 @@ def test_resume_after_sigkill_trains_nothing_twice_and_loses_nothing(cache: Path
     assert resumed_from is not None
     assert 1 <= resumed_from <= steps_before
 
-    # The effective history: the first run's steps up to the checkpoint, then the resumed run's.
-    history: dict[int, list[str]] = {}
-    for entry in lines(run_dir / "batches.jsonl"):
-        history[entry["step"]] = entry["trajectory_ids"]  # a resumed step replaces the lost one
-    assert sorted(history) == list(range(1, steps + 1))
+    # The logs were cut back to the checkpoint's step: each step appears once, the resumed run's after it.
+    batches = lines(run_dir / "batches.jsonl")
+    assert [entry["step"] for entry in batches] == list(range(1, steps + 1))
+    metrics_after = lines(metrics)
+    assert [m["step"] for m in metrics_after] == list(range(1, steps + 1))
     trained_at: dict[str, int] = {}
-    for step, ids in history.items():
-        for trajectory_id in ids:
+    for entry in batches:
+        for trajectory_id in entry["trajectory_ids"]:
             assert trajectory_id not in trained_at, (
-                f"{trajectory_id} trained at steps {trained_at[trajectory_id]} and {step}"
+                f"{trajectory_id} trained at steps {trained_at[trajectory_id]} and {entry['step']}"
             )
-            trained_at[trajectory_id] = step
+            trained_at[trajectory_id] = entry["step"]
 
-    after = {t.trajectory_id: s for t, s in stored(run_dir)}
+    after = {t.trajectory_id: (t, s) for t, s in stored(run_dir)}
     assert set(before) <= set(after), "trajectories stored before the kill were lost"
-    assert {tid: s for tid, s in after.items() if s is not None} == trained_at
-    metric_steps = [m["step"] for m in lines(metrics)]
-    assert metric_steps[-(steps - resumed_from) :] == list(range(resumed_from + 1, steps + 1))
+    assert {tid: s for tid, (_, s) in after.items() if s is not None} == trained_at
+    # Policy versions never repeat: the resumed run serves its weights above every version stored before it.
+    [record] = lines(run_dir / "resumes.jsonl")
+    assert record["step"] == resumed_from
+    newest_before = max((v for t, _ in before_rows for v in t.policy_versions), default=-1)
+    assert record["data"]["version"] >= newest_before
+    resumed_versions = [m["version"] for m in metrics_after[resumed_from:]]
+    assert resumed_versions == list(
+        range(record["data"]["version"] + 1, record["data"]["version"] + 1 + len(resumed_versions))
+    )
+    for t, _ in after.values():
+        if t.trajectory_id not in before:
+            assert t.min_version >= record["data"]["version"]
+    assert all(m["data/staleness_max"] <= 2 for m in metrics_after)

@@ -1,7 +1,7 @@
 """The trainer: verl-layout batches, policy-gradient updates with verl's algorithms, asynchronous checkpoints.
 
-:class:`TrainerConfig` is light; the rest loads torch, transformers and verl when first used
-(``pip install 'agentscope[rl]'``, and verl as ``scripts/setup.d/30-verl.sh`` installs it).
+:class:`TrainerConfig` and :class:`CheckpointError` are light; the rest loads torch, transformers and verl when
+first used (``pip install 'agentscope[rl]'``, and verl as ``scripts/setup.d/30-verl.sh`` installs it).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import importlib as _importlib
 import typing as _typing
 
 from agentscope.rl.trainer._config import TrainerConfig
+from agentscope.rl.trainer._errors import CheckpointError
 
 if _typing.TYPE_CHECKING:
     from agentscope.rl.trainer._batch import Batch, TrainBatch, build_batch
@@ -19,6 +20,7 @@ if _typing.TYPE_CHECKING:
 __all__ = [
     "AsyncCheckpointer",
     "Batch",
+    "CheckpointError",
     "CheckpointState",
     "TrainBatch",
     "Trainer",

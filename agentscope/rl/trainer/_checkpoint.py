@@ -18,10 +18,16 @@ are captured. A background thread then writes the checkpoint while training goes
 A process killed at any moment leaves ``latest`` pointing at a complete checkpoint (or absent, before the first),
 so ``AutoModelForCausalLM.from_pretrained(DIR/checkpoints/latest)`` and :meth:`AsyncCheckpointer.load_latest`
 always work. Leftover temporary directories are removed by the next checkpointer on that run directory.
+
+A checkpoint damaged afterwards (a file truncated or overwritten on disk) is refused when loaded: every file must
+have the size ``meta.json`` recorded and read back. :meth:`AsyncCheckpointer.load_latest` then falls back to the
+newest checkpoint that loads and says which it passed over and why; when none loads it raises
+:class:`~agentscope.rl.trainer.CheckpointError` naming each.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -38,6 +44,8 @@ from typing import Any, Final, cast
 
 import torch
 from pydantic import JsonValue
+
+from agentscope.rl.trainer._errors import CheckpointError
 
 __all__ = ["AsyncCheckpointer", "CheckpointState", "copy_state_dict"]
 
@@ -98,6 +106,16 @@ class CheckpointState:
     """The ``extra`` given to :meth:`AsyncCheckpointer.save` (data-manager cursor, run config, ...)."""
     created_at: float
     """When the snapshot was taken."""
+    skipped: tuple[tuple[Path, str], ...] = ()
+    """Checkpoints :meth:`AsyncCheckpointer.load_latest` tried first and refused, each with why (empty: ``latest``
+    itself loaded)."""
+
+    def describe(self) -> str:
+        """One line for a person: which checkpoint this is and what was passed over to reach it."""
+        text = f"checkpoint of step {self.step} ({self.path})"
+        if self.skipped:
+            text += "; refused: " + "; ".join(f"{path.name}: {why}" for path, why in self.skipped)
+        return text
 
     def restore_rng(self) -> None:
         """Put every RNG back in the state it was in at the snapshot."""
@@ -376,18 +394,22 @@ class AsyncCheckpointer:
         _fsync_path(self.dir)
         self._notify("renamed")
 
-        link = self.dir / f".latest-{os.getpid()}"
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(target.name, target_is_directory=True)
-        os.replace(link, self.dir / _LATEST)
-        _fsync_path(self.dir)
+        self._point_latest(target.name)
         self._notify("published")
 
         self._prune(keep_name=target.name)
         self._stats["checkpoint/write_seconds"] = time.perf_counter() - started
         self._stats["checkpoint/write_cpu_seconds"] = time.thread_time() - cpu_started
         self._stats["checkpoint/bytes"] = float(sum(files.values()))
+
+    def _point_latest(self, name: str) -> None:
+        """Swap ``latest`` to the checkpoint directory ``name`` by an atomic rename, durably."""
+        link = self.dir / f".latest-{os.getpid()}"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(name, target_is_directory=True)
+        os.replace(link, self.dir / _LATEST)
+        _fsync_path(self.dir)
 
     def _free_name(self, name: str) -> Path:
         """``step_N``, or ``step_N.k`` when a checkpoint of that step exists already (never overwritten in
@@ -414,44 +436,106 @@ class AsyncCheckpointer:
             elif path.name.startswith(".latest-") and path.is_symlink():
                 path.unlink(missing_ok=True)
 
+    def set_aside(self, state: CheckpointState) -> list[Path]:
+        """Move the checkpoints refused on the way to ``state`` (:attr:`CheckpointState.skipped`) out of the way,
+        renamed ``refused-<name>`` (kept to inspect; never loaded or pruned), and point ``latest`` at ``state``'s
+        checkpoint. Without it a damaged newer checkpoint would outrank the ones the resumed run writes when old
+        checkpoints are pruned. Returns the new paths."""
+        moved: list[Path] = []
+        for path, _ in state.skipped:
+            if path.parent == self.dir and path.is_dir() and _step_key(path) is not None:
+                target = self.dir / f"refused-{path.name}"
+                k = 0
+                while target.exists():
+                    k += 1
+                    target = self.dir / f"refused-{path.name}.{k}"
+                os.rename(path, target)
+                moved.append(target)
+        if state.skipped and state.path.parent == self.dir:
+            self._point_latest(state.path.name)
+        return moved
+
     # -- loading -----------------------------------------------------------------------------------------
 
     @staticmethod
     def load_latest(run_dir: str | os.PathLike[str]) -> CheckpointState | None:
-        """The checkpoint ``run_dir/checkpoints/latest`` points at, or ``None`` when there is none yet.
+        """The checkpoint ``run_dir/checkpoints/latest`` points at; ``None`` when the run has no checkpoint yet.
 
-        If the pointer is missing or broken but complete checkpoints exist, the newest complete one is used.
+        Every file is checked against the size ``meta.json`` recorded, then read. When ``latest`` is missing or
+        refused, the newest other checkpoint that loads is returned and :attr:`CheckpointState.skipped` names
+        each one refused and why.
+
+        Raises:
+            CheckpointError: checkpoints exist but none loads (the message names each and why).
         """
         directory = Path(run_dir) / "checkpoints"
         if not directory.is_dir():
             return None
-        latest = directory / _LATEST
         candidates: list[Path] = []
-        if (latest / _META).is_file():
+        latest = directory / _LATEST
+        if latest.is_symlink() or latest.exists():
             candidates.append(latest.resolve())
-        complete = [p for p in directory.iterdir() if _step_key(p) is not None and (p / _META).is_file()]
-        complete.sort(key=lambda p: _step_key(p) or (0, 0), reverse=True)
-        candidates.extend(complete)
+        steps = [p for p in directory.iterdir() if _step_key(p) is not None and p.is_dir()]
+        steps.sort(key=lambda p: _step_key(p) or (0, 0), reverse=True)
+        candidates += [p for p in steps if p.resolve() not in candidates]
+        skipped: list[tuple[Path, str]] = []
         for path in candidates:
             try:
-                return _load(path)
-            except (OSError, ValueError, KeyError, RuntimeError):
+                state = _load(path)
+            except CheckpointError as e:
+                skipped.append((path, str(e)))
                 continue
-        return None
+            return dataclasses.replace(state, skipped=tuple(skipped))
+        if not skipped:
+            return None
+        refused = "; ".join(f"{path}: {why}" for path, why in skipped)
+        raise CheckpointError(f"no checkpoint under {directory} can be loaded: {refused}")
 
 
 def _load(path: Path) -> CheckpointState:
-    meta = json.loads((path / _META).read_text(encoding="utf-8"))
-    if meta.get("format") != _FORMAT:
-        raise ValueError(f"checkpoint {path} has format {meta.get('format')!r}, expected {_FORMAT}")
-    trainer_state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
-    rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=True)
-    extra = json.loads((path / "extra.json").read_text(encoding="utf-8"))
+    """Read the checkpoint in ``path``, checking every file; raises CheckpointError saying what is wrong."""
+    meta_path = path / _META
+    if not path.is_dir():
+        raise CheckpointError("the directory is missing")
+    if not meta_path.is_file():
+        raise CheckpointError(f"{_META} is missing (not a complete checkpoint)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        step, created_at, files = int(meta["step"]), float(meta["created_at"]), dict(meta["files"])
+        fmt = meta.get("format")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{_META} cannot be read: {type(e).__name__}: {e}") from e
+    if fmt != _FORMAT:
+        raise CheckpointError(f"{_META} has format {fmt!r}, this AgentScope reads {_FORMAT}")
+    for name, size in files.items():
+        try:
+            actual = (path / str(name)).stat().st_size
+        except OSError:
+            raise CheckpointError(f"{name} is missing") from None
+        if actual != size:
+            raise CheckpointError(
+                f"{name} has {actual} bytes, {_META} recorded {size} (truncated or overwritten)"
+            )
+
+    def read(name: str, reader: Callable[[Path], Any]) -> Any:
+        try:
+            return reader(path / name)
+        except Exception as e:  # pickle, zip, JSON and OS errors alike: the file is damaged
+            raise CheckpointError(f"{name} cannot be read: {type(e).__name__}: {e}") from e
+
+    def torch_file(file: Path) -> Any:
+        return torch.load(file, map_location="cpu", weights_only=True)
+
+    trainer_state = read("trainer_state.pt", torch_file)
+    rng = read("rng.pt", torch_file)
+    extra = read("extra.json", lambda file: json.loads(file.read_text(encoding="utf-8")))
+    if not isinstance(trainer_state, dict) or not isinstance(rng, dict) or not isinstance(extra, dict):
+        raise CheckpointError("trainer_state.pt, rng.pt or extra.json does not hold a mapping")
     return CheckpointState(
-        step=int(meta["step"]),
+        step=step,
         path=path,
-        trainer_state=trainer_state,
-        rng=rng,
-        extra=extra,
-        created_at=float(meta["created_at"]),
+        trainer_state=cast(dict[str, Any], trainer_state),
+        rng=cast(dict[str, Any], rng),
+        extra=cast(dict[str, JsonValue], extra),
+        created_at=created_at,
     )

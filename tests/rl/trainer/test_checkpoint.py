@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2ForCausalLM
 
 from agentscope.rl import Trajectory
-from agentscope.rl.trainer import AsyncCheckpointer, Trainer, TrainerConfig
+from agentscope.rl.trainer import AsyncCheckpointer, CheckpointError, Trainer, TrainerConfig
 
 MakeModel = Callable[..., Qwen2ForCausalLM]
 Sample = Callable[..., Trajectory]
@@ -170,6 +171,68 @@ def test_latest_falls_back_to_the_newest_complete_checkpoint(
     state = AsyncCheckpointer.load_latest(tmp_path)
     assert state is not None
     assert state.step == 5
+
+
+def two_checkpoints(run_dir: Path, model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast) -> Path:
+    """Checkpoints of steps 1 and 2 (``latest`` -> step 2); returns step 2's directory."""
+    checkpointer = AsyncCheckpointer(run_dir)
+    for step in (1, 2):
+        checkpointer.save(step=step, model=model, tokenizer=tokenizer, trainer_state={"steps_done": step})
+        checkpointer.wait()
+    return run_dir / "checkpoints" / "step_00000002"
+
+
+def test_a_truncated_latest_is_refused_saying_why_and_set_aside(
+    tmp_path: Path, make_model: MakeModel, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    newest = two_checkpoints(tmp_path, make_model(), tokenizer)
+    weights = newest / "model.safetensors"
+    size = weights.stat().st_size
+    with weights.open("r+b") as f:
+        f.truncate(size // 2)  # the disk lost the end of the file
+
+    state = AsyncCheckpointer.load_latest(tmp_path)
+    assert state is not None
+    assert state.step == 1  # the previous checkpoint, and it says what it passed over
+    [(refused, why)] = state.skipped
+    assert refused == newest
+    assert (
+        why
+        == f"model.safetensors has {size // 2} bytes, meta.json recorded {size} (truncated or overwritten)"
+    )
+    assert "step_00000002: model.safetensors has" in state.describe()
+
+    checkpointer = AsyncCheckpointer(tmp_path)
+    assert checkpointer.set_aside(state) == [tmp_path / "checkpoints" / "refused-step_00000002"]
+    again = AsyncCheckpointer.load_latest(tmp_path)
+    assert again is not None
+    assert (again.step, again.skipped) == (1, ())  # latest points at the checkpoint the run goes on from
+    assert os.readlink(tmp_path / "checkpoints" / "latest") == "step_00000001"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing", "meta"])
+def test_when_no_checkpoint_loads_the_error_names_each_and_why(
+    tmp_path: Path, make_model: MakeModel, tokenizer: PreTrainedTokenizerFast, damage: str
+) -> None:
+    newest = two_checkpoints(tmp_path, make_model(), tokenizer)
+    oldest = newest.with_name("step_00000001")
+    (oldest / "meta.json").unlink()
+    target = newest / "trainer_state.pt"
+    if damage == "garbage":  # same size, so only reading it finds out (torch.load raised UnpicklingError)
+        target.write_bytes(b"corrupt!" * (target.stat().st_size // 8) + b"!" * (target.stat().st_size % 8))
+        expected = r"trainer_state\.pt cannot be read: UnpicklingError"
+    elif damage == "missing":
+        target.unlink()
+        expected = r"trainer_state\.pt is missing"
+    else:
+        (newest / "meta.json").write_text("{not json")
+        expected = r"meta\.json cannot be read: JSONDecodeError"
+    with pytest.raises(CheckpointError) as info:
+        AsyncCheckpointer.load_latest(tmp_path)
+    message = str(info.value)
+    assert re.search(rf"{newest}: {expected}", message), message
+    assert f"{oldest}: meta.json is missing (not a complete checkpoint)" in message
+    assert AsyncCheckpointer.load_latest(tmp_path / "nothing-here") is None
 
 
 CHILD = """
