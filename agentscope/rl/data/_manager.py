@@ -101,7 +101,7 @@ class ResumeReport:
     def describe(self) -> str:
         """One line for a person: what was undone and requeued."""
         lost = (
-            f"versions {self.lost_versions[0]}..{self.lost_versions[1]} lost with the steps after it "
+            f"versions {self.lost_versions[0]}..{self.lost_versions[1]} lost with the steps after the checkpoint "
             f"({self.dropped_lost} of their trajectories dropped), "
             if self.lost_versions is not None
             else ""
