@@ -281,8 +281,12 @@ class Sandbox(ABC):
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
         stdin: bytes | str | None = None,
+        keep_background: bool = False,
     ) -> ExecResult:
         """Run ``command`` inside and wait for it.
+
+        When the command exits, the processes it left running (``cmd &``, ``nohup``, ``setsid``, daemons) get
+        0.2 s to finish and are then killed; the result lists them in ``killed``.
 
         Args:
             command: an argv list (run directly), or a string (run by ``/bin/sh -c``).
@@ -291,6 +295,10 @@ class Sandbox(ABC):
             cwd: working directory, relative to the work dir (default: the work dir).
             env: extra environment variables.
             stdin: data for the command's standard input (default: none, as from /dev/null).
+            keep_background: leave what the command started in the background running after it returns (a
+                server for later commands, say) until :meth:`reset` or close; they still count against the
+                ``pids`` and memory limits. Redirect their output (``> log 2>&1``): the command's pipes close
+                when it returns.
 
         A failing command is not an error: look at ``exit_code``. Raises :class:`SandboxError` only when the
         sandbox itself fails.
@@ -313,6 +321,7 @@ class Sandbox(ABC):
             timeout=limit,
             max_output=self.limits.output_bytes,
             stdin=base64.b64encode(data).decode("ascii") if data is not None else None,
+            keep_background=keep_background,
         )
         if "error" in reply:
             raise SandboxError(f"exec of {argv[0]!r} failed inside the sandbox: {reply['error']}")
@@ -336,6 +345,8 @@ class Sandbox(ABC):
             oom_killed=oom,
             signal=sig if isinstance(sig, int) else None,
             truncated=bool(reply.get("truncated")),
+            killed=tuple(str(line) for line in reply.get("killed") or ()),
+            killed_count=int(reply.get("killed_count") or 0),
         )
         logger.debug("%s exec %s -> %s in %.3f s", self.id, argv[:3], result.exit_code, result.duration_s)
         return result

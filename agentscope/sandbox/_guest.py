@@ -11,7 +11,13 @@ stdin and writes replies to stdout, one JSON object per line::
 
 Operations: ``exec``, ``read``, ``write``, ``cancel`` (kill a running exec's process tree), ``reset`` (kill every
 process but the guest, empty the work dir and /tmp), ``stat`` (OOM-kill count, processes), ``ping``. Every
-request is handled on its own thread, so commands run concurrently. The guest makes itself non-dumpable, so
+request is handled on its own thread, so commands run concurrently.
+
+When a command exits, the processes it left running (background jobs, ``setsid`` and double-forked daemons, which
+the guest adopts as child subreaper) get a short grace and are then killed, and the reply lists them
+(``killed``), unless the exec asked to ``keep_background``. Which command a process belongs to is learnt from
+its session, process group and parentage while they still show it; an orphan never seen with its parent belongs
+to the one command that was running when it started (with several, the last of them to end takes it). The guest makes itself non-dumpable, so
 sandboxed code running as the same user can neither ptrace it nor open its file descriptors (and forge replies).
 A reply ``{"id": 0, "ready": true}`` is sent once at start-up. End of input (the host went away) ends the guest,
 and with it the sandbox.
@@ -35,10 +41,35 @@ _GRACE_AFTER_EXIT_S = 0.2
 """How long to keep reading a command's pipes after it exited, while background children still hold them."""
 _MAX_READ_BYTES = 256 << 20
 
+_MAX_KILLED_LISTED = 32
+"""Most command lines of killed background processes listed in a reply (the count is always exact)."""
+_TRACK_EVERY_S = 0.05
+"""How often a running command's process tree is looked at, to learn which processes are its own."""
+_KEPT = 0
+"""The owner of processes left running on purpose by a command run with ``keep_background``."""
+
+
+class _Job:
+    """One running ``exec``: its command's process, when it started (clock ticks since boot), and whether the
+    processes it leaves running are kept."""
+
+    __slots__ = ("keep", "proc", "rid", "started")
+
+    def __init__(self, rid: int, proc: subprocess.Popen[bytes], started: int, keep: bool) -> None:
+        self.rid = rid
+        self.proc = proc
+        self.started = started
+        self.keep = keep
+
+
 _write_lock = threading.Lock()
-_running: dict[int, subprocess.Popen[bytes]] = {}
+_running: dict[int, _Job] = {}
 _cancelled: set[int] = set()
 _running_lock = threading.Lock()
+_owners: dict[tuple[int, int], int] = {}
+"""(pid, start ticks) -> id of the exec whose command started that process (``_KEPT``: kept on purpose), learnt
+while its session or parentage still showed it: a daemon orphaned to the guest is still known to be its own."""
+_last_track = [0.0]
 
 
 _token = ""
@@ -100,42 +131,127 @@ def _boot_ticks() -> int:
         return int(float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
 
 
-def _kill_tree(root: int, orphans_since: int | None = None) -> None:
-    """Kill ``root``, its process group and session, and every descendant, until none is left alive.
-
-    With ``orphans_since`` (clock ticks since boot), also the processes orphaned to the guest (double forks,
-    daemons) that started since then: the command's own escapees when no other command ran meanwhile.
-    """
-    me = os.getpid()
-    for _ in range(200):
-        procs = _processes()
-        with _running_lock:
-            ours = {p.pid for p in _running.values()}
-        victims = {
-            pid
-            for pid, (_state, ppid, pgrp, sid, started) in procs.items()
-            if pid == root
-            or pgrp == root
-            or sid == root
-            or (orphans_since is not None and ppid == me and pid not in ours and started >= orphans_since)
-        }
+def _track(procs: dict[int, tuple[str, int, int, int, int]]) -> None:
+    """Learn the owner of every process that shows it: a running command's own process, its session or process
+    group, or a parent whose owner is known. Owners of processes that are gone are forgotten."""
+    with _running_lock:
+        roots = {job.proc.pid: rid for rid, job in _running.items()}
+        for key in [key for key in _owners if procs.get(key[0], ("", 0, 0, 0, -1))[4] != key[1]]:
+            del _owners[key]
         grew = True
         while grew:
             grew = False
-            for pid, (_state, ppid, _pgrp, _sid, _started) in procs.items():
-                if ppid in victims and pid not in victims:
-                    victims.add(pid)
+            for pid, (_state, ppid, pgrp, sid, started) in procs.items():
+                key = (pid, started)
+                if key in _owners:
+                    continue
+                owner = roots.get(pid, roots.get(sid, roots.get(pgrp)))
+                if owner is None and ppid in procs:
+                    owner = _owners.get((ppid, procs[ppid][4]))
+                if owner is not None:
+                    _owners[key] = owner
                     grew = True
-        alive = [pid for pid in victims if pid not in (me, 1) and procs.get(pid, ("Z",))[0] != "Z"]
+
+
+def _maybe_track() -> None:
+    """:func:`_track`, at most every ``_TRACK_EVERY_S`` however many commands run."""
+    now = time.monotonic()
+    if now - _last_track[0] < _TRACK_EVERY_S:
+        return
+    _last_track[0] = now
+    with contextlib.suppress(Exception):
+        _track(_processes())
+
+
+def _leftovers(job: _Job, procs: dict[int, tuple[str, int, int, int, int]], found: dict[int, int]) -> None:
+    """Add to ``found`` (pid -> start ticks) the processes of ``job``: its command, its session and process
+    group, the processes known to be its own (see :func:`_track`), their descendants, and the orphans of
+    unknown owner that no other running command can have started (they started after this command did, and
+    before every other one). An orphan that another running command may have started is left to that one."""
+    me = os.getpid()
+    root = job.proc.pid
+    with _running_lock:
+        others = [other for other in _running.values() if other is not job]
+        owners = dict(_owners)
+    other_roots = {other.proc.pid for other in others}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (_state, ppid, pgrp, sid, started) in procs.items():
+            if found.get(pid) == started or pid in (me, 1) or pid in other_roots:
+                continue
+            owner = owners.get((pid, started))
+            if owner is None:
+                mine = (
+                    root in (pid, sid, pgrp)
+                    or ppid in found
+                    or (
+                        ppid == me
+                        and started >= job.started
+                        and not any(other.started <= started for other in others)
+                    )
+                )
+            else:
+                mine = owner == job.rid
+            if mine:
+                found[pid] = started
+                grew = True
+
+
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read(512)
+    except OSError:
+        return f"pid {pid}"
+    return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()[:200] or f"pid {pid}"
+
+
+def _kill_job(job: _Job) -> list[str]:
+    """Kill ``job``'s command and every process it left (see :func:`_leftovers`) until none is left alive;
+    return the command lines of those killed, the command's own process excepted."""
+    found: dict[int, int] = {}
+    killed: dict[int, str] = {}
+    root = job.proc.pid
+    for _ in range(500):
+        procs = _processes()
+        _leftovers(job, procs, found)
+        alive = [
+            pid
+            for pid, started in found.items()
+            if pid in procs and procs[pid][4] == started and procs[pid][0] != "Z"
+        ]
         if not alive:
-            _reap_after_kill()
-            return
+            break
+        for pid in alive:
+            if pid != root and pid not in killed:
+                killed[pid] = _command_line(pid)
+        # Whole process groups first (the command's own, and those of escapees that lead one): one call kills
+        # every member at once, even the children a fork bomb makes while we look.
+        for pgrp in {root} | {pid for pid in alive if procs[pid][2] == pid}:
+            with contextlib.suppress(OSError):
+                os.killpg(pgrp, signal.SIGKILL)
         for pid in alive:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            os.killpg(root, signal.SIGKILL)
         time.sleep(0.002)
+    with _running_lock:
+        for pid, started in found.items():
+            _owners.pop((pid, started), None)
+    _reap_after_kill()
+    return list(killed.values())
+
+
+def _keep_job(job: _Job) -> None:
+    """Mark what ``job`` left running as kept: no later command's end kills it (``reset`` and close do)."""
+    found: dict[int, int] = {}
+    _leftovers(job, _processes(), found)
+    with _running_lock:
+        for pid, started in found.items():
+            _owners[(pid, started)] = _KEPT
+        for key, owner in list(_owners.items()):
+            if owner == job.rid:
+                _owners[key] = _KEPT
 
 
 def _reap_adopted() -> int:
@@ -145,7 +261,7 @@ def _reap_adopted() -> int:
     left = 0
     procs = _processes()
     with _running_lock:
-        ours = {p.pid for p in _running.values()}
+        ours = {job.proc.pid for job in _running.values()}
         for pid, (state, ppid, _pgrp, _sid, _started) in procs.items():
             if state == "Z" and ppid == me and pid not in ours:
                 try:
@@ -339,6 +455,8 @@ class Guest:
             running = list(_running)
             _cancelled.update(running)
         killed = _kill_all()
+        with _running_lock:
+            _owners.clear()
         for path in self.wipe:
             _empty_dir(path)
         return {"ok": True, "killed": killed}
@@ -347,9 +465,9 @@ class Guest:
         target = int(request["target"])
         with _running_lock:
             _cancelled.add(target)
-            proc = _running.get(target)
-        if proc is not None:
-            _kill_tree(proc.pid)  # the exec's own thread then finishes the job, escapees included
+            job = _running.get(target)
+        if job is not None:
+            _kill_job(job)  # the exec's own thread then finishes the job
         return {"ok": True}
 
     def op_exec(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -360,6 +478,7 @@ class Guest:
         cwd = self._path(request.get("cwd") or "")
         timeout = float(request["timeout"])
         limit = int(request["max_output"])
+        keep = bool(request.get("keep_background"))
         stdin_data = base64.b64decode(request["stdin"]) if request.get("stdin") is not None else None
         start = time.monotonic()
         start_ticks = _boot_ticks()
@@ -375,7 +494,7 @@ class Guest:
                     stderr=subprocess.PIPE,
                     start_new_session=True,
                 )
-                _running[rid] = proc
+                job = _running[rid] = _Job(rid, proc, start_ticks, keep)
         except FileNotFoundError as exc:
             missing = argv[0] if exc.filename in (None, argv[0]) else exc.filename
             what = "no such directory" if exc.filename == cwd else "command not found"
@@ -383,7 +502,7 @@ class Guest:
         except (PermissionError, NotADirectoryError, OSError) as exc:
             return self._failed(126, f"{argv[0]}: {exc.strerror or exc}\n")
         try:
-            return self._communicate(rid, proc, stdin_data, start, start_ticks, timeout, limit)
+            return self._communicate(job, stdin_data, start, timeout, limit)
         finally:
             with _running_lock:
                 _running.pop(rid, None)
@@ -398,27 +517,44 @@ class Guest:
             "timed_out": False,
             "truncated": False,
             "duration": 0.0,
+            "killed": [],
+            "killed_count": 0,
         }
 
     def _communicate(
-        self,
-        rid: int,
-        proc: subprocess.Popen[bytes],
-        stdin_data: bytes | None,
-        start: float,
-        start_ticks: int,
-        timeout: float,
-        limit: int,
+        self, job: _Job, stdin_data: bytes | None, start: float, timeout: float, limit: int
     ) -> dict[str, Any]:
+        rid, proc = job.rid, job.proc
         assert proc.stdout is not None
         assert proc.stderr is not None
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
         buffers: dict[int, bytearray] = {out_fd: bytearray(), err_fd: bytearray()}
-        truncated = False
+        truncated = [False]
         poller = select.poll()
         for fd in buffers:
             poller.register(fd, select.POLLIN)
         open_fds = set(buffers)
+
+        def read(fd: int) -> bool:
+            """Read a chunk of ``fd`` into its buffer (up to the limit); False at end of stream."""
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                chunk = b""
+            if not chunk:
+                poller.unregister(fd)
+                open_fds.discard(fd)
+                return False
+            buffer = buffers[fd]
+            room = limit - len(buffer)
+            if room > 0:
+                buffer += chunk[:room]
+            if len(chunk) > room:
+                truncated[0] = True
+            return True
+
         in_fd = -1
         pending = memoryview(b"")
         if stdin_data is not None and proc.stdin is not None:
@@ -433,48 +569,53 @@ class Guest:
         deadline = start + timeout
         exited_at: float | None = None
         timed_out = False
-        while open_fds:
+        while True:
             now = time.monotonic()
             if exited_at is None and proc.poll() is not None:
                 exited_at = now
-            if exited_at is not None and now - exited_at > _GRACE_AFTER_EXIT_S:
-                break  # background children keep the pipes open: stop waiting for them
+            if exited_at is not None and (not open_fds or now - exited_at > _GRACE_AFTER_EXIT_S):
+                break  # background children may hold the pipes: they get the grace, then what is left is killed
             if rid in _cancelled:
                 break
             if now >= deadline:
                 timed_out = exited_at is None
                 break
+            if now - start > 0.01:
+                _maybe_track()
             wait = min(deadline - now, 0.05)
+            if not open_fds and in_fd < 0:
+                # Its output is closed but it has not exited (or not yet been seen to): wait for the exit itself.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=wait)
+                continue
             for fd, _event in poller.poll(max(wait, 0.001) * 1000):
-                if fd == in_fd:
-                    try:
-                        pending = pending[os.write(fd, pending[:65536]) :]
-                    except OSError:
-                        pending = memoryview(b"")
-                    if not pending:
-                        poller.unregister(fd)
-                        assert proc.stdin is not None
-                        proc.stdin.close()
-                        in_fd = -1
+                if fd != in_fd:
+                    read(fd)
                     continue
                 try:
-                    chunk = os.read(fd, 65536)
+                    pending = pending[os.write(fd, pending[:65536]) :]
                 except OSError:
-                    chunk = b""
-                if not chunk:
+                    pending = memoryview(b"")
+                if not pending:
                     poller.unregister(fd)
-                    open_fds.discard(fd)
-                    continue
-                buffer = buffers[fd]
-                room = limit - len(buffer)
-                if room > 0:
-                    buffer += chunk[:room]
-                if len(chunk) > room:
-                    truncated = True
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+                    in_fd = -1
+        killed: list[str] = []
         if timed_out or rid in _cancelled:
-            with _running_lock:
-                alone = len(_running) == 1
-            _kill_tree(proc.pid, orphans_since=start_ticks if alone else None)
+            killed = _kill_job(job)
+        elif job.keep:
+            _keep_job(job)
+        else:
+            killed = self._end_background(job, exited_at)
+        if killed or timed_out:
+            # What the killed processes wrote before they died is still in the pipes: take it.
+            give_up = time.monotonic() + 0.1
+            for fd in list(open_fds):
+                os.set_blocking(fd, False)
+            while open_fds and time.monotonic() < give_up:
+                for fd, _event in poller.poll(10):
+                    read(fd)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -482,7 +623,7 @@ class Guest:
         try:
             code = proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            _kill_tree(proc.pid)
+            killed += _kill_job(job)
             code = proc.wait()
         duration = time.monotonic() - start
         sig = -code if code < 0 else None
@@ -492,9 +633,24 @@ class Guest:
             "stdout": _b64(buffers[out_fd]),
             "stderr": _b64(buffers[err_fd]),
             "timed_out": timed_out,
-            "truncated": truncated,
+            "truncated": truncated[0],
             "duration": duration,
+            "killed": killed[:_MAX_KILLED_LISTED],
+            "killed_count": len(killed),
         }
+
+    def _end_background(self, job: _Job, exited_at: float | None) -> list[str]:
+        """The command exited: what it left running gets what remains of the grace, then is killed."""
+        ends = (exited_at if exited_at is not None else time.monotonic()) + _GRACE_AFTER_EXIT_S
+        while True:
+            found: dict[int, int] = {}
+            procs = _processes()
+            _leftovers(job, procs, found)
+            if not any(pid in procs and procs[pid][0] != "Z" for pid in found if pid != job.proc.pid):
+                return []
+            if time.monotonic() >= ends:
+                return _kill_job(job)
+            time.sleep(0.01)
 
 
 def _apply_rlimits(rlimits: list[list[Any]]) -> None:

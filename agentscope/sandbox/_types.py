@@ -41,7 +41,7 @@ class SandboxLimits(BaseModel):
     """Most processes (and threads) alive at once; a fork bomb stops here."""
     timeout_s: float = Field(default=30.0, gt=0, le=86_400)
     """Default wall-clock limit of one :meth:`~agentscope.sandbox.Sandbox.exec`; the command's whole process tree is
-    killed when it runs out."""
+    killed when it runs out (and, when it exits in time, whatever it left running in the background)."""
     disk_mb: int = Field(default=256, ge=1, le=1 << 20)
     """Size of the writable work dir, and separately of /tmp, in MiB."""
     output_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
@@ -110,6 +110,11 @@ class ExecResult(BaseModel):
     """The signal that killed it, if one did."""
     truncated: bool = False
     """True when stdout or stderr was longer than ``output_bytes`` and was cut."""
+    killed: tuple[str, ...] = ()
+    """Command lines of the processes the command left running (background jobs, daemons), which were killed
+    when it exited (or with it at its timeout); at most 32 are listed. Empty with ``keep_background=True``."""
+    killed_count: int = 0
+    """How many such processes were killed (all of them, listed or not)."""
     stdout_bytes: bytes = Field(default=b"", repr=False)
     """Standard output, raw."""
     stderr_bytes: bytes = Field(default=b"", repr=False)

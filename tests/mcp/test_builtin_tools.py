@@ -352,6 +352,11 @@ async def test_code_tools_in_a_real_bubblewrap_sandbox() -> None:
                 code="import urllib.request; urllib.request.urlopen('http://127.0.0.1:1')",
             )
             assert is_error  # no network inside
+            output, is_error = await call(toolkit, "execute_shell_command", command="sleep 100 & echo hi")
+            assert (output, is_error) == (
+                "exit code 0\nstdout:\nhi\nkilled 1 process it left running in the background: sleep 100",
+                False,
+            )
     except SandboxError as exc:
         pytest.skip(f"bubblewrap cannot start a sandbox on this machine: {exc}")
 

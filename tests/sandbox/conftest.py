@@ -164,9 +164,10 @@ def docker_works() -> None:
 
 
 def _our_cgroups() -> set[str]:
+    """The cgroups of this process's sandboxes (other processes on the machine may run sandboxes meanwhile)."""
     from agentscope.sandbox._cgroups import list_sandbox_cgroups
 
-    return {str(path) for path in list_sandbox_cgroups()}
+    return {str(path) for path in list_sandbox_cgroups(prefix=f"sb-{os.getpid()}-")}
 
 
 def _our_containers() -> set[str]:

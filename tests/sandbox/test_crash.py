@@ -25,7 +25,7 @@ OWNER = textwrap.dedent("""
 
     async def main(backend):
         async with open_sandbox(backend) as sb:
-            await sb.exec("sleep 600 &")
+            await sb.exec("sleep 600 &", keep_background=True)
             print(getattr(sb, "_container", None) or sb.id, flush=True)
             time.sleep(600)
 

@@ -3,7 +3,8 @@
 What sandboxed code must not be able to do: reach the network (not even a port listening on the host's
 127.0.0.1), write outside its work dir and /tmp, read host files that were not shown to it, gain privileges
 (setuid, mount, ptrace of the guest, new user namespaces, setuid binaries), or outlive its limits: a fork bomb
-stops at ``pids``, a memory bomb is killed and reported, a CPU spin is stopped at the timeout. Afterwards the
+stops at ``pids``, a memory bomb is killed and reported, a CPU spin is stopped at the timeout, and what a command
+leaves running in the background (``&``, ``setsid``, double forks) is killed when it returns. Afterwards the
 host is as it was: no process, cgroup, container or file of the sandbox is left.
 
 Bombs only run after a harmless probe has shown that the limit which contains them is in force, and each runs
@@ -24,7 +25,7 @@ import anyio
 import pytest
 
 from agentscope.exceptions import SandboxError
-from agentscope.sandbox import Sandbox, SandboxLimits
+from agentscope.sandbox import ExecResult, Sandbox, SandboxLimits
 
 if TYPE_CHECKING:
     from conftest import Opener  # type: ignore[import-not-found]
@@ -50,6 +51,11 @@ MEMORY_BOMB = py("""
     while True:
         chunks.append(b"x" * (16 << 20))
     """)
+PROCESSES = py("""
+    import os
+    print(sum(1 for pid in os.listdir("/proc") if pid.isdigit() and int(pid) != os.getpid()))
+    """)
+"""How many processes the sandbox has besides this one (run as an argv: no shell whose children race the count)."""
 
 
 @pytest.fixture
@@ -230,11 +236,11 @@ async def test_fork_bomb_is_contained(backend: Opener) -> None:
         assert sb.limit_enforcement["pids"] != "none"
         await _prove_pids_limit(sb)
         bomb = FORK_BOMB
-        baseline = int((await sb.exec("ps -e --no-headers | wc -l")).stdout)
+        baseline = int((await sb.exec(PROCESSES)).stdout)
         r = await sb.exec(bomb, timeout=3)
         assert r.timed_out
         assert await sb.ping()
-        r = await sb.exec("ps -e --no-headers | wc -l")  # the bomb is gone with the timeout
+        r = await sb.exec(PROCESSES)  # the bomb is gone with the timeout
         assert int(r.stdout) == baseline, r
         await sb.exec(
             ["bash", "-c", ":(){ :|:& };:"], timeout=2
@@ -280,12 +286,95 @@ async def _bomb_kills_only_its_gvisor_sandbox(backend: Opener, bomb: list[str]) 
 
 async def test_cpu_spin_stopped_at_the_timeout(backend: Opener) -> None:
     async with backend(limits=LIMITS) as sb:
-        baseline = int((await sb.exec("ps -e --no-headers | wc -l")).stdout)
+        baseline = int((await sb.exec(PROCESSES)).stdout)
         r = await sb.exec(py("while True: pass"), timeout=1)
         assert r.timed_out
         assert 1 <= r.duration_s < 3
-        r = await sb.exec("ps -e --no-headers | wc -l")
+        r = await sb.exec(PROCESSES)
         assert int(r.stdout) == baseline
+
+
+BACKGROUND = "setsid sleep 986.5 & python3 -c 'while True: pass' & (sleep 986.25 &) ; echo started"
+"""A command that leaves three processes behind: a new session, a CPU burner, and a double-forked daemon."""
+
+
+CPU_TICKS = py("""
+    import os
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    print(total)
+    """)
+"""The CPU time (user + system, in clock ticks) of every other process in the sandbox."""
+
+
+async def _sleepers(sb: Sandbox) -> list[str]:
+    ps = await sb.exec(["ps", "-eo", "args"])
+    return sorted(
+        line for line in ps.stdout.splitlines() if line.startswith(("sleep 98", "python3 -c while"))
+    )
+
+
+async def test_background_processes_do_not_outlive_their_command(backend: Opener) -> None:
+    async with backend(limits=LIMITS) as sb:
+        r = await sb.exec(BACKGROUND)
+        assert (r.stdout, r.timed_out, r.exit_code) == ("started\n", False, 0)
+        assert r.killed_count == 3, r
+        assert sorted(line.split()[-1] for line in r.killed) == ["986.25", "986.5", "pass"], r
+        assert await _sleepers(sb) == []
+        # Nothing burns CPU after the command returned: the sandbox's CPU time stands still.
+        before = int((await sb.exec(CPU_TICKS)).stdout)
+        await anyio.sleep(0.5)
+        after = int((await sb.exec(CPU_TICKS)).stdout)
+        assert after - before < 20, (before, after)  # clock ticks of 10 ms: a spinning loop would add 50
+        # Leftovers would hold the pids limit: a dozen such commands in a row all still fork.
+        for _ in range(12):
+            r = await sb.exec("for i in 1 2 3 4 5; do setsid sleep 986.75 & done; echo ok")
+            assert (r.stdout, r.killed_count) == ("ok\n", 5), r
+        # At a timeout, the background processes are killed and listed with the command.
+        r = await sb.exec("setsid sleep 986.5 & sleep 600", timeout=0.5)
+        assert r.timed_out
+        assert "sleep 986.5" in r.killed, r
+        assert await _sleepers(sb) == []
+
+
+async def test_kept_background_processes_run_until_reset(backend: Opener) -> None:
+    async with backend(limits=LIMITS) as sb:
+        r = await sb.exec("setsid sleep 985.5 & (sleep 985.25 &); echo started", keep_background=True)
+        assert (r.stdout, r.killed) == ("started\n", ())
+        assert await _sleepers(sb) == ["sleep 985.25", "sleep 985.5"]
+        r = await sb.exec(BACKGROUND)  # a later command's end kills its own leftovers, not the kept ones
+        assert r.killed_count == 3, r
+        assert await _sleepers(sb) == ["sleep 985.25", "sleep 985.5"]
+        await sb.reset()
+        assert await _sleepers(sb) == []
+
+
+async def test_a_command_ending_kills_none_of_a_concurrent_commands_processes(backend: Opener) -> None:
+    async with backend(limits=LIMITS) as sb:
+        results: dict[str, ExecResult] = {}
+
+        async def run(name: str, command: str) -> None:
+            results[name] = await sb.exec(command)
+
+        long = "sleep 984.5 & setsid sleep 984.25 & sleep 1.5; ps -eo args | grep -c '^sleep 984'"
+        short = "setsid sleep 983.5 & (setsid sleep 983.25 &); echo short"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "long", long)
+            await anyio.sleep(0.3)
+            tg.start_soon(run, "short", short)
+        # Both of the long command's processes were still alive when it looked, after the short one ended.
+        assert results["long"].stdout == "2\n", results
+        assert results["short"].stdout == "short\n"
+        killed = results["long"].killed + results["short"].killed
+        assert sorted(line.split()[-1] for line in killed) == ["983.25", "983.5", "984.25", "984.5"], results
+        assert await _sleepers(sb) == []
 
 
 async def test_host_unchanged_afterwards(backend: Opener) -> None:
@@ -295,7 +384,7 @@ async def test_host_unchanged_afterwards(backend: Opener) -> None:
     tmp_before = {p for p in os.listdir("/tmp") if "agentscope" in p}
     async with backend(limits=LIMITS) as sb:
         await sb.write_file("f", "x")
-        await sb.exec("sleep 987.25 & setsid sleep 987.75 & echo started")
+        await sb.exec("sleep 987.25 & setsid sleep 987.75 & echo started", keep_background=True)
     tmp_after = {p for p in os.listdir("/tmp") if "agentscope" in p}
     assert tmp_after == tmp_before
     # No process of the sandbox survives it (the conftest also checks for cgroups and containers). The kernel tears

@@ -88,6 +88,7 @@ async def test_background_process_does_not_hold_exec(api_backend: Opener) -> Non
         r = await sb.exec("sleep 30 & echo started")
         assert r.stdout == "started\n"
         assert time.perf_counter() - started < 3
+        assert (r.killed, r.killed_count) == (("sleep 30",), 1)  # and it did not outlive the command
 
 
 async def test_concurrent_execs_run_side_by_side(api_backend: Opener) -> None:
@@ -150,7 +151,7 @@ async def test_a_start_cancelled_after_the_guest_answered_leaves_nothing_behind(
 async def test_reset_empties_the_sandbox(api_backend: Opener) -> None:
     async with api_backend(limits=LIMITS) as sb:
         await sb.write_file("keep.txt", "x")
-        await sb.exec("echo t > /tmp/t; sleep 200 &")
+        await sb.exec("echo t > /tmp/t; sleep 200 &", keep_background=True)
         await sb.reset()
         r = await sb.exec("ls -A /work /tmp; ps -eo args | grep -c '[s]leep 200' || true")
         assert r.stdout.split() == ["/tmp:", "/work:", "0"]

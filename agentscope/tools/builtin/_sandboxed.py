@@ -154,6 +154,12 @@ def _render(result: ExecResultLike, timeout_s: float, limit: int) -> ToolRespons
         parts.append("stderr:\n" + _cut(result.stderr, limit))
     if not result.stdout and not result.stderr:
         parts.append("(no output)")
+    killed = _killed(result)
+    if killed:
+        parts.append(
+            f"killed {len(killed)} process{'es' if len(killed) > 1 else ''} it left running in the background: "
+            + "; ".join(_cut(line, 200) for line in killed[:10])
+        )
     return ToolResponse.text("\n".join(parts), is_error=result.timed_out or result.exit_code != 0).model_copy(
         update={
             "metadata": {
@@ -163,6 +169,15 @@ def _render(result: ExecResultLike, timeout_s: float, limit: int) -> ToolRespons
             }
         }
     )
+
+
+def _killed(result: ExecResultLike) -> list[str]:
+    """The background processes the sandbox killed when the command returned (:attr:`ExecResult.killed
+    <agentscope.sandbox.ExecResult.killed>`); results without that field list none."""
+    killed: object = getattr(result, "killed", ())
+    if not isinstance(killed, tuple | list):
+        return []
+    return [str(line) for line in killed]  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
 
 
 def _cut(text: str, limit: int) -> str:
