@@ -3,11 +3,12 @@
 One :class:`Scheduler` runs three modes over the same components:
 
 - ``sync-wave`` (strictly on-policy): each step plays *waves* of episodes. A wave fills every env slot with
-  whole groups at once, and the next wave starts only when every episode of this one has ended; waves repeat
-  until the data manager holds a batch. Then train, publish the weights to every rollout server, and discard
-  the curated groups the batch did not take (status ``dropped_stale``, counted as ``sched/discarded_groups``
-  and ``sched/discarded_trajectories``): every trained token comes from the policy being trained
-  (staleness 0). The data manager's bound must be 0 (``ScheduleConfig`` sets it).
+  whole groups at once, and the next wave starts only when every episode of this one has ended; the wave's
+  groups reach the data manager when it ends, in a seeded random order (so the groups a step leaves over are not
+  its slowest). Waves repeat until the data manager holds a batch. Then train, publish the weights to every
+  rollout server, and discard the curated groups the batch did not take (status ``dropped_stale``, counted as
+  ``sched/discarded_groups`` and ``sched/discarded_trajectories``): every trained token comes from the policy
+  being trained (staleness 0). The data manager's bound must be 0 (``ScheduleConfig`` sets it).
 - ``sync-refill`` (per-trajectory refill): each round opens the groups the batch lacks, more by the observed
   share that curation drops, and a finished episode's slot takes the round's next episode at once; a batch
   still short of groups is topped up by another round; then train and publish. Groups beyond the batch stay
@@ -322,7 +323,19 @@ class Scheduler:
             task, group_id, size = self._open_group(task)
             items += [(task, group_id)] * size
         self._waves += 1
-        await self.cluster.run(_aiter(items), self._sink)
+        finished: dict[str, list[Trajectory]] = {}
+
+        async def hold(trajectory: Trajectory) -> None:
+            finished.setdefault(trajectory.group_id, []).append(trajectory)
+
+        await self.cluster.run(_aiter(items), hold)
+        # The data manager queues groups in the order they complete and the batch takes the first: handed over as
+        # they finished, the slowest groups would be the ones left over and discarded (a bias to short episodes).
+        groups = list(finished.values())
+        random.Random(f"{self.sampler.seed}/{self._waves}").shuffle(groups)
+        for group in groups:
+            for trajectory in group:
+                await self._sink(trajectory)
 
     async def _discard_leftovers(self) -> None:
         """Drop the curated groups the batch did not take: made by the previous policy, they are stale now."""

@@ -212,6 +212,24 @@ def test_sync_wave_trains_only_the_current_policy() -> None:
         assert not [t for t in out["starts"] if start <= t < start + 6.0]
 
 
+def test_sync_wave_leaves_over_a_random_choice_of_groups_not_the_slowest() -> None:
+    # A wave of 4 groups, all kept by curation; the batch takes 2 and the other 2 are discarded. Taken in the
+    # order they finished, the discarded ones would always be the wave's slowest.
+    out = run_schedule(
+        ScheduleConfig(mode="sync-wave", steps=8), tasks(lambda i: 1.0 + 3.0 * i, n=32), batch_groups=2
+    )
+    rows = out["rows"]
+    assert len([t for t, _ in rows if t.status == "dropped_stale"]) == 8 * 4
+    fairly = 0
+    for version in range(8):
+        wave = [(t.metrics["env/seconds"], s) for t, s in rows if t.min_version == version]
+        trained = [seconds for seconds, s in wave if s is not None]
+        discarded = [seconds for seconds, s in wave if s is None]
+        assert len(trained) == len(discarded) == 4
+        fairly += max(trained) > min(discarded)
+    assert fairly >= 3
+
+
 def test_sync_refill_trains_groups_left_over_one_step_late() -> None:
     out = run_schedule(
         ScheduleConfig(mode="sync-refill", steps=6, weight_sync="global"),
