@@ -100,7 +100,8 @@ class Sandbox(ABC):
         self.id = ""
         """Backend identifier (container id, or a name for bubblewrap)."""
         self.limit_enforcement: dict[str, str] = {}
-        """How each limit is enforced here, e.g. ``{"memory": "cgroup v1", "disk": "tmpfs"}``."""
+        """How each limit is enforced here, e.g. ``{"memory": "cgroup v1", "disk": "tmpfs"}``; ``syscalls`` says
+        how the system-call filter is loaded."""
         self._transport: GuestTransport | None = None
         self._buffer = bytearray()
         self._ids = itertools.count(1)
@@ -144,6 +145,11 @@ class Sandbox(ABC):
                 hello = await self._read_reply()
             if not hello.get("ready"):
                 raise SandboxError(f"{self.backend} sandbox started but its guest said {hello!r}")
+            if hello.get("seccomp_error") or hello.get("seccomp") == 0:
+                raise SandboxError(
+                    f"{self.backend} sandbox started without its system-call filter "
+                    f"({hello.get('seccomp_error') or 'the kernel reports no seccomp filter'}); refusing to use it"
+                )
             count = await self._read_oom_kills()
         except TimeoutError:
             with anyio.CancelScope(shield=True):

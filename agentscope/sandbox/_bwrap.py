@@ -5,8 +5,9 @@ Each sandbox is one ``bwrap`` process: new user, pid, net, ipc, uts and cgroup n
 /sys); a size-limited tmpfs as the work dir and another as /tmp; a root that is read-only; no capabilities, no
 further user namespaces. Limits go through a per-sandbox cgroup where one can be made (see ``_cgroups.py``),
 else through rlimits (``AGENTSCOPE_SANDBOX_CGROUPS=0`` forces that): RLIMIT_NPROC counts per user namespace
-(Linux 5.14+), so it caps the sandbox's own processes, and RLIMIT_AS its memory. When this process runs as root, the sandbox runs as ``nobody`` on the host, so host files
-are not its own. The guest inside (``_guest.py``) runs every command in its own session and kills its whole tree on
+(Linux 5.14+), so it caps the sandbox's own processes, and RLIMIT_AS its memory. When this process runs as root,
+the sandbox runs as ``nobody`` on the host, so host files are not its own. bwrap loads the system-call filter of
+``_seccomp.py`` (``--seccomp``) before it starts the guest. The guest inside (``_guest.py``) runs every command in its own session and kills its whole tree on
 timeout; killing ``bwrap`` kills the pid namespace and everything in it.
 """
 
@@ -28,6 +29,7 @@ import anyio.abc
 from agentscope.exceptions import SandboxError
 from agentscope.sandbox._base import Sandbox, guest_boot_line, guest_command, guest_source
 from agentscope.sandbox._cgroups import Cgroup, create_cgroup, sweep_stale_cgroups
+from agentscope.sandbox._seccomp import seccomp_program
 from agentscope.sandbox._types import SandboxSpec
 
 __all__ = ["BwrapSandbox", "bwrap_available"]
@@ -234,6 +236,13 @@ class BwrapSandbox(Sandbox):
         for name, data in _etc_files().items():
             etc[name] = fd = _memfd(name, data)
             argv += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
+        if "--seccomp" not in flags:
+            raise SandboxError(
+                "this bubblewrap cannot load a system-call filter (no --seccomp option): upgrade it "
+                "(apt-get install bubblewrap) or use backend='docker'"
+            )
+        etc["seccomp"] = fd = _memfd("seccomp", seccomp_program())
+        argv += ["--seccomp", str(fd)]
         for mount in spec.mounts:
             argv += ["--ro-bind", mount, mount]
         argv += ["--proc", "/proc", "--dev", "/dev"]
@@ -299,6 +308,7 @@ class BwrapSandbox(Sandbox):
             }
         sized = await anyio.to_thread.run_sync(lambda: "--size" in _bwrap_flags())
         self.limit_enforcement["disk"] = "tmpfs" if sized else "rlimit FSIZE"
+        self.limit_enforcement["syscalls"] = "seccomp filter (bwrap --seccomp)"
         etc: dict[str, int] = {}
         try:
             argv, config = await anyio.to_thread.run_sync(self._argv, etc)

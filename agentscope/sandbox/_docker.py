@@ -3,7 +3,9 @@
 Each sandbox is a container of the image that ``agentscope sandbox build-image`` builds (or any image with a
 ``python3``), created with: no network at all (``network_mode="none"``), a read-only root, a size-limited tmpfs as
 the work dir and another as /tmp, a non-root user, every capability dropped, ``no-new-privileges``, and memory
-(swap included), CPU and pids limits; optionally the gVisor runtime (``runtime="runsc"``). Its main process is the
+(swap included), CPU and pids limits; optionally the gVisor runtime (``runtime="runsc"``). The guest loads the
+system-call filter of ``_seccomp.py`` on itself before anything else, on top of Docker's default profile (which
+allows ``ptrace``, and which gVisor does not apply at all). Its main process is the
 guest (``_guest.py``), attached over the engine's socket: stdin carries requests, stdout replies. The container is
 removed when the sandbox closes, when the guest's stdin closes (our process died: the guest exits and the engine
 auto-removes the container), and at the first sandbox of a later process, which sweeps containers labelled as ours
@@ -14,6 +16,7 @@ Every blocking SDK call runs in a worker thread; the attach stream itself is rea
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import logging
@@ -32,6 +35,7 @@ import anyio.abc
 from agentscope.exceptions import SandboxError
 from agentscope.sandbox._base import Sandbox, guest_boot_line, guest_command, guest_source
 from agentscope.sandbox._gvisor import gvisor_start_failure
+from agentscope.sandbox._seccomp import seccomp_program
 from agentscope.sandbox._types import SandboxSpec
 
 if TYPE_CHECKING:
@@ -396,6 +400,7 @@ class DockerSandbox(Sandbox):
                 "for a sandbox on the host's network"
             )
         source = await guest_source()
+        program = await anyio.to_thread.run_sync(seccomp_program)
         limits = self.spec.limits
         runtime = self.spec.runtime or "runc"
         self.limit_enforcement = {
@@ -403,6 +408,8 @@ class DockerSandbox(Sandbox):
             "pids": "rlimit NPROC (gVisor kernel)" if is_gvisor(runtime) else f"cgroup ({runtime})",
             "cpus": f"cgroup ({runtime})",
             "disk": "tmpfs",
+            "syscalls": "seccomp filter (loaded by the guest)"
+            + (" in gVisor's kernel" if is_gvisor(runtime) else " on top of Docker's default profile"),
         }
         logger.debug("starting docker sandbox %s (limits %s)", self._name, limits)
         created: tuple[str, socket.socket] | None = None
@@ -433,6 +440,7 @@ class DockerSandbox(Sandbox):
             "wipe": [self.spec.workdir, "/tmp", "/dev/shm"],
             "rlimits": [["RLIMIT_FSIZE", limits.disk_mb << 20, limits.disk_mb << 20]],
             "oom_files": _OOM_FILES,
+            "seccomp": base64.b64encode(program).decode("ascii"),
         }
         await self._transport.send(guest_boot_line(source, config, self._token))
 

@@ -384,8 +384,10 @@ class Guest:
         self.oom_files: list[str] = config.get("oom_files", [])
         self.out: BinaryIO = sys.stdout.buffer
 
-    def serve(self) -> None:
-        _send(self.out, {"id": 0, "ready": True, "pid": os.getpid(), "python": sys.version.split()[0]})
+    def serve(self, seccomp_error: str | None = None) -> None:
+        hello: dict[str, Any] = {"id": 0, "ready": True, "pid": os.getpid(), "python": sys.version.split()[0]}
+        hello.update(seccomp=_seccomp_mode(), seccomp_error=seccomp_error)
+        _send(self.out, hello)
         for line in sys.stdin.buffer:
             if not line.strip():
                 continue
@@ -661,13 +663,51 @@ def _apply_rlimits(rlimits: list[list[Any]]) -> None:
             resource.setrlimit(getattr(resource, name), (int(soft), int(hard)))
 
 
+def _load_seccomp(program: bytes) -> str | None:
+    """Load the host's system-call filter (classic BPF) on this process, and so on every command it starts;
+    return why it could not be loaded, or None. Must run before the guest starts any thread."""
+    try:
+        import ctypes
+    except ImportError as exc:
+        return f"the sandbox's python3 has no ctypes ({exc})"
+
+    class _Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    code = ctypes.create_string_buffer(program, len(program))
+    prog = _Program(len(program) // 8, ctypes.cast(code, ctypes.c_void_p))
+    ulong = ctypes.c_ulong
+    if libc.prctl(38, ulong(1), ulong(0), ulong(0), ulong(0)) != 0:  # PR_SET_NO_NEW_PRIVS
+        return f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}"
+    # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+    if libc.prctl(22, ulong(2), ulong(ctypes.addressof(prog)), ulong(0), ulong(0)) != 0:
+        return f"prctl(PR_SET_SECCOMP) failed: {os.strerror(ctypes.get_errno())}"
+    return None
+
+
+def _seccomp_mode() -> int | None:
+    """This process's seccomp mode as the kernel reports it (2: a filter), or None where it does not say."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Seccomp:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def main(config: dict[str, Any]) -> None:
     """Run the guest with ``config`` (sent by the host with the source)."""
     global _token
     _token = str(config.get("token", ""))
+    seccomp_error = None
+    if config.get("seccomp"):
+        seccomp_error = _load_seccomp(base64.b64decode(config["seccomp"]))
     threading.stack_size(512 * 1024)
     _prctl_setup()
     threading.Thread(target=_reap_orphans, daemon=True).start()
     _apply_rlimits(config.get("rlimits", []))
     os.umask(0o022)
-    Guest(config).serve()
+    Guest(config).serve(seccomp_error)

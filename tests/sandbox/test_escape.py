@@ -196,6 +196,112 @@ async def test_no_privilege_gain(backend: Opener) -> None:
         assert r.stdout.strip().splitlines()[-1] != "0"
 
 
+SYSCALL_PROBES: dict[str, list[int]] = {
+    # Arguments chosen so that a call that got through would fail harmlessly, mostly with another errno
+    # (ESRCH, EBADF, EFAULT, EINVAL, ENOSPC) or succeed at doing nothing: only the filter gives EPERM for all.
+    "ptrace": [16, 999_999, 0, 0],  # PTRACE_ATTACH to no one
+    "process_vm_readv": [999_999, 0, 1, 0, 1, 0],
+    "process_vm_writev": [999_999, 0, 1, 0, 1, 0],
+    "pidfd_getfd": [-1, 0, 0],
+    "kcmp": [999_999, 999_999, 0, 0, 0],
+    "mount": [0, 0, 0, 0, 0],
+    "umount2": [0, 0],
+    "pivot_root": [0, 0],
+    "chroot": [0],
+    "fsopen": [0, 0],
+    "fsmount": [-1, 0, 0],
+    "fspick": [-1, 0, 0],
+    "open_tree": [-1, 0, 0],
+    "move_mount": [-1, 0, -1, 0, 0],
+    "mount_setattr": [-1, 0, 0, 0, 0],
+    "unshare": [0x10000000],  # CLONE_NEWUSER
+    "setns": [-1, 0],
+    "clone": [0x10000000 | 17, 0, 0, 0, 0],  # CLONE_NEWUSER | SIGCHLD
+    "keyctl": [0, -3, 0],  # KEYCTL_GET_KEYRING_ID of the session keyring
+    "add_key": [0, 0, 0, 0, 0],
+    "request_key": [0, 0, 0, 0],
+    "bpf": [-1, 0, 0],
+    "perf_event_open": [0, 0, -1, -1, 0],
+    "userfaultfd": [1],  # UFFD_USER_MODE_ONLY: allowed to anyone where the call is
+    "io_uring_setup": [0, 0],
+    "io_uring_enter": [-1, 0, 0, 0, 0, 0],
+    "io_uring_register": [-1, 0, 0, 0],
+    "fanotify_init": [0, 0],
+    "open_by_handle_at": [-1, 0, 0],
+    "kexec_load": [0, 0, 0, 0],
+    "kexec_file_load": [-1, -1, 0, 0, 0],
+    "init_module": [0, 0, 0],
+    "finit_module": [-1, 0, 0],
+    "delete_module": [0, 0],
+    "reboot": [0, 0, 0, 0],  # no magic numbers: EINVAL even with the capability
+    "swapon": [0, 0],
+    "swapoff": [0],
+    "acct": [0],
+    "quotactl": [0, 0, 0, 0],
+    "settimeofday": [0, 0],
+    "clock_settime": [0, 0],
+    "clock_adjtime": [0, 0],
+    "adjtimex": [0],
+    "syslog": [10, 0, 0],  # SYSLOG_ACTION_SIZE_BUFFER
+    "vhangup": [],
+    "iopl": [0],  # level 0: a no-op where allowed
+    "ioperm": [0, 0, 0],
+    "lookup_dcookie": [0, 0, 0],
+    "clone3": [0, 0],  # ENOSYS, not EPERM: C libraries then fall back to clone
+}
+
+SYSCALL_PROBE = py("""
+    import ctypes, json, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    results = {}
+    for name, (number, *args) in json.loads(sys.argv[1]).items():
+        ctypes.set_errno(0)
+        result = libc.syscall(ctypes.c_long(number), *(ctypes.c_long(arg) for arg in args))
+        if name == "clone" and result == 0:
+            os._exit(0)  # the child of a clone that got through
+        results[name] = [result, ctypes.get_errno()]
+        if result > 0 and name in ("clone", "userfaultfd", "perf_event_open", "io_uring_setup"):
+            os.waitpid(result, 0) if name == "clone" else os.close(result)
+    print(json.dumps(results))
+    """)
+
+
+def _syscall_numbers() -> dict[str, list[int]]:
+    import pyseccomp
+
+    calls: dict[str, list[int]] = {}
+    for name, args in SYSCALL_PROBES.items():
+        number = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
+        if number >= 0:  # a call this architecture has
+            calls[name] = [number, *args]
+    return calls
+
+
+async def test_dangerous_syscalls_are_refused(backend: Opener) -> None:
+    import errno
+    import json
+
+    calls = _syscall_numbers()
+    assert len(calls) >= 45
+    async with backend(limits=LIMITS) as sb:
+        assert "seccomp" in sb.limit_enforcement["syscalls"]
+        r = await sb.exec([*SYSCALL_PROBE, json.dumps(calls)])
+        assert r.exit_code == 0, r
+        results = {name: tuple(value) for name, value in json.loads(r.stdout).items()}
+        expected = {name: (-1, errno.ENOSYS if name == "clone3" else errno.EPERM) for name in calls}
+        assert results == expected
+        # What the filter lets through still works: threads, forks, a subprocess, a fresh interpreter.
+        r = await sb.exec(
+            py("""
+            import subprocess, threading
+            threading.Thread(target=print, args=("thread",)).start()
+            print(subprocess.run(["echo", "forked"], capture_output=True, text=True).stdout.strip())
+            """)
+        )
+        assert r.stdout.split() == ["thread", "forked"], r
+
+
 async def test_forged_replies_are_ignored(backend: Opener) -> None:
     async with backend(limits=LIMITS) as sb:
         forged = '{"id": %d, "exit_code": 0, "stdout": "Zm9yZ2Vk", "stderr": "", "timed_out": false, "k": ""}'

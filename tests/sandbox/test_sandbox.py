@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from typing import TYPE_CHECKING
 
@@ -231,6 +232,24 @@ async def test_missing_engine_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> 
             pass
     monkeypatch.undo()
     await anyio.to_thread.run_sync(_docker.close_docker_client)
+
+
+async def test_missing_seccomp_binding_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from agentscope.sandbox._seccomp import seccomp_program
+
+    seccomp_program.cache_clear()
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # as if it were not installed
+    try:
+        # Docker loads the filter before it talks to an engine; bubblewrap needs to be installed to get there.
+        for backend in ("docker", "bwrap") if shutil.which("bwrap") else ("docker",):
+            with pytest.raises(SandboxError, match=r"pip install 'agentscope\[sandbox\]'"):
+                async with open_sandbox(backend, limits=LIMITS):  # type: ignore[arg-type]
+                    pass
+    finally:
+        monkeypatch.undo()
+        seccomp_program.cache_clear()
 
 
 async def test_missing_image_names_the_fix(docker_works: None) -> None:
