@@ -10,8 +10,11 @@ from agentscope.formatters._anthropic import (
     format_anthropic_tools,
 )
 from agentscope.formatters._common import (
+    MAX_ARGUMENT_DEPTH,
     JsonSchemaFormat,
     dump_tool_arguments,
+    json_value_problem,
+    load_tool_arguments,
     parse_tool_arguments,
     resolve_response_format,
     sanitize_name,
@@ -24,6 +27,7 @@ from agentscope.formatters._openai import (
 )
 
 __all__ = [
+    "MAX_ARGUMENT_DEPTH",
     "AnthropicPayload",
     "JsonSchemaFormat",
     "dump_tool_arguments",
@@ -34,6 +38,8 @@ __all__ = [
     "format_openai_response_format",
     "format_openai_tool_choice",
     "format_openai_tools",
+    "json_value_problem",
+    "load_tool_arguments",
     "parse_tool_arguments",
     "resolve_response_format",
     "sanitize_name",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from pydantic import BaseModel, JsonValue
 
@@ -17,15 +18,20 @@ if TYPE_CHECKING:
     from agentscope.models import ResponseFormat
 
 __all__ = [
+    "MAX_ARGUMENT_DEPTH",
     "JsonSchemaFormat",
     "as_list",
     "as_object",
     "dump_tool_arguments",
     "image_url",
+    "json_value_problem",
+    "load_tool_arguments",
     "parse_data_url",
     "parse_tool_arguments",
+    "printable_raw_arguments",
     "resolve_response_format",
     "sanitize_name",
+    "tool_arguments_from_value",
     "tool_result_text",
 ]
 
@@ -52,22 +58,114 @@ def sanitize_name(name: str) -> str:
     return cleaned or "_"
 
 
-def parse_tool_arguments(raw: str) -> tuple[dict[str, JsonValue], str | None]:
-    """Parse a model's tool-call arguments; never raises.
+MAX_ARGUMENT_DEPTH: Final = 64
+"""Most levels of nested objects and arrays that tool-call arguments may have (the arguments object is level
+1). Deeper arguments are refused: a model has no use for them, and past a few hundred levels Python's JSON
+parser, pydantic and every serializer of the conversation fail."""
 
-    Returns ``(arguments, None)`` when ``raw`` is a JSON object (or empty, meaning no arguments), and
-    ``({}, raw)`` when it is not valid JSON or not an object, so that the caller can keep the raw text in
-    :attr:`~agentscope.message.ToolUseBlock.raw_input` and report the problem to the model.
+
+def load_tool_arguments(raw: str) -> dict[str, JsonValue] | str:
+    """Parse a model's tool-call arguments: the JSON object, or a sentence saying why they cannot be used.
+
+    Never raises, whatever ``raw`` holds. Empty text means no arguments (``{}``). Refused, with the reason:
+    text that is not JSON, JSON that is not an object, nesting deeper than :data:`MAX_ARGUMENT_DEPTH`,
+    strings that are not valid Unicode (lone surrogates such as ``"\\ud800"``) and numbers JSON cannot carry
+    (``NaN``, ``Infinity``, ``1e999``). Every accepted object can be stored, traced and sent back to a provider.
     """
     if not raw or raw.isspace():
-        return {}, None
+        return {}
     try:
         value = json.loads(raw)
-    except ValueError:
-        return {}, raw
+    except RecursionError:
+        return _TOO_DEEP
+    except ValueError as exc:  # JSONDecodeError, or an integer beyond Python's digit limit
+        return f"arguments were not valid JSON: {exc}"
+    if not isinstance(value, dict):
+        return f"arguments were not valid JSON: expected a JSON object, got {type(value).__name__}"
+    arguments = cast("dict[str, JsonValue]", value)
+    problem = json_value_problem(arguments)
+    return arguments if problem is None else problem
+
+
+def json_value_problem(value: object) -> str | None:
+    """Why ``value`` (parsed JSON, e.g. tool-call arguments) is unusable as tool-call arguments, or ``None``.
+
+    Checks the nesting depth, that every string is valid Unicode and that every number is finite, without
+    recursion (the value may be nested deeper than Python's stack).
+    """
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_ARGUMENT_DEPTH:
+                return _TOO_DEEP
+            if isinstance(item, dict):
+                for key, child in cast("dict[object, object]", item).items():
+                    if isinstance(key, str) and not _valid_unicode(key):
+                        return _BAD_UNICODE
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in cast("list[object]", item))
+        elif isinstance(item, str):
+            if not _valid_unicode(item):
+                return _BAD_UNICODE
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "arguments contain a number JSON cannot carry (NaN or infinity)"
+    return None
+
+
+_TOO_DEEP: Final = (
+    f"arguments are nested too deeply (more than {MAX_ARGUMENT_DEPTH} levels of objects and arrays)"
+)
+_BAD_UNICODE: Final = "arguments contain invalid Unicode (a lone surrogate such as \\ud800)"
+
+
+def _valid_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_raw_arguments(raw: str) -> str:
+    """``raw`` with lone surrogates replaced by U+FFFD, so that it can be stored and sent as UTF-8."""
+    if _valid_unicode(raw):
+        return raw
+    return raw.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def parse_tool_arguments(raw: str) -> tuple[dict[str, JsonValue], str | None]:
+    """Parse a model's tool-call arguments; never raises (see :func:`load_tool_arguments` for what is refused).
+
+    Returns ``(arguments, None)`` when ``raw`` is a usable JSON object (or empty, meaning no arguments), and
+    ``({}, raw)`` otherwise, so that the caller can keep the raw text in
+    :attr:`~agentscope.message.ToolUseBlock.raw_input` and the toolkit reports the problem to the model (lone
+    surrogates in ``raw`` become U+FFFD there, so that the message can still be stored and sent).
+    """
+    loaded = load_tool_arguments(raw)
+    if isinstance(loaded, str):
+        return {}, printable_raw_arguments(raw)
+    return loaded, None
+
+
+def tool_arguments_from_value(value: object) -> tuple[dict[str, JsonValue], str | None]:
+    """Arguments a provider sent already parsed (Anthropic's ``input``): like :func:`parse_tool_arguments`.
+
+    Returns ``(value, None)`` for a usable JSON object, else ``({}, raw)`` with ``raw`` the value as JSON text
+    (or a note, when even that cannot be written), for the toolkit to report.
+    """
     if isinstance(value, dict):
-        return value, None  # pyright: ignore[reportUnknownVariableType]
-    return {}, raw
+        arguments = cast("dict[str, JsonValue]", value)
+        if json_value_problem(arguments) is None:
+            return arguments, None
+    try:
+        raw = json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError):
+        raw = f"(arguments nested too deeply to show: more than {MAX_ARGUMENT_DEPTH} levels)"
+    return {}, printable_raw_arguments(raw)
 
 
 def dump_tool_arguments(block: ToolUseBlock) -> str:

@@ -32,7 +32,13 @@ from agentscope.formatters._anthropic import (
     format_anthropic_tool_choice,
     format_anthropic_tools,
 )
-from agentscope.formatters._common import as_list, as_object, parse_tool_arguments, resolve_response_format
+from agentscope.formatters._common import (
+    as_list,
+    as_object,
+    parse_tool_arguments,
+    resolve_response_format,
+    tool_arguments_from_value,
+)
 from agentscope.message import ContentBlock, Msg, TextBlock, ThinkingBlock, ToolUseBlock
 from agentscope.models._base import (
     ChatModel,
@@ -261,9 +267,14 @@ class AnthropicChatModel(ChatModel):
                 if format_tool is not None and block.get("name") == format_tool.name:
                     content.append(TextBlock(text=format_tool.text(block.get("input"))))
                 else:
-                    tool_input = as_object(block.get("input"))
+                    tool_input, raw_input = tool_arguments_from_value(block.get("input"))
                     content.append(
-                        ToolUseBlock(id=block.get("id") or "", name=block.get("name") or "", input=tool_input)
+                        ToolUseBlock(
+                            id=block.get("id") or "",
+                            name=block.get("name") or "",
+                            input=tool_input,
+                            raw_input=raw_input,
+                        )
                     )
         usage = as_object(data.get("usage"))
         return _response(
@@ -298,7 +309,7 @@ class AnthropicChatModel(ChatModel):
             async for event in self._http.iter_sse(response):
                 try:
                     data = json.loads(event.data)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise ModelResponseError(
                         f"Anthropic API streamed invalid JSON: {event.data[:200]!r}"
                     ) from exc

@@ -241,7 +241,7 @@ class HTTPChannel:
         response = await self._send(body, timeout_s, stream=False)
         try:
             return json.loads(response.content)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python's stack
             snippet = self.redact(response.text[:200])
             raise ModelResponseError(f"{self.provider} answered with invalid JSON: {snippet!r}") from exc
 
@@ -332,7 +332,7 @@ def _error_detail(body: str) -> str:
     """The provider's own error message (from ``{"error": {"message": ...}}`` and the like), else the body."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body[:300].strip()
     error = as_object(data).get("error", data)
     if isinstance(error, str):

@@ -192,7 +192,7 @@ class OpenAIChatModel(ChatModel):
 def _loads_chunk(data: str) -> dict[str, Any]:
     try:
         chunk = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ModelResponseError(f"OpenAI-compatible API streamed invalid JSON: {data[:200]!r}") from exc
     error = as_object(chunk).get("error")
     if error:

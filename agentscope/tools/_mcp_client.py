@@ -14,6 +14,7 @@ What a tool call can end in (``call_tool`` never raises for the server's problem
     the tool's result                       -> text, images and structured content kept (isError kept too)
     the server rejects the request          -> error naming the server, the tool and the server's message
     no answer within timeout_s              -> error; the server is sent notifications/cancelled
+    a stdio reply that cannot be parsed     -> error at once (too deep, not JSON-RPC...) when its id can be read
     the connection dies during the call     -> error naming the server and that it was restarted (stdio) or
                                                reconnected (HTTP); the next call uses the new connection
     the connection died before the call     -> restarted / reconnected; error saying so (the server's state is
@@ -44,7 +45,7 @@ from mcp import Client as SdkClient
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import JsonValue, ValidationError
 
@@ -52,7 +53,7 @@ import agentscope
 from agentscope.exceptions import ToolError, UsageError
 from agentscope.message import Base64Source, ImageBlock, Msg, TextBlock
 from agentscope.tools._convert import error_response
-from agentscope.tools._mcp_stdio import StdioServer, StdioTransport
+from agentscope.tools._mcp_stdio import UNREADABLE_REPLY, StdioServer, StdioTransport
 from agentscope.tools._response import ToolResponse
 
 if TYPE_CHECKING:
@@ -729,6 +730,11 @@ class MCPClient:
         if exc.code == REQUEST_TIMEOUT:
             return error_response(
                 f"MCP server '{server}' did not finish tool '{tool}' within {limit_s:g}s; the call was cancelled"
+            )
+        if exc.code == PARSE_ERROR and exc.data == UNREADABLE_REPLY:
+            return error_response(
+                f"MCP server '{server}' answered the call to tool '{tool}' with a reply that cannot be read "
+                f"({exc.message}); the call may or may not have taken effect"
             )
         if not (exc.code == CONNECTION_CLOSED or conn.done.is_set()):
             return error_response(

@@ -13,7 +13,9 @@ hang on it.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 from collections import deque
@@ -26,11 +28,19 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from mcp.shared.message import SessionMessage
 
-__all__ = ["StdioServer", "StdioTransport", "default_environment"]
+__all__ = [
+    "UNREADABLE_REPLY",
+    "StdioServer",
+    "StdioTransport",
+    "default_environment",
+    "frame_id",
+    "unreadable_reply",
+]
 
 _INHERITED_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TMPDIR")
 _STDERR_TAIL = 30
@@ -153,8 +163,8 @@ class StdioTransport:
                                 item: SessionMessage | Exception = SessionMessage(
                                     jsonrpc_message_adapter.validate_json(line, by_name=False)
                                 )
-                            except ValueError as exc:
-                                item = exc
+                            except ValueError as exc:  # pydantic's ValidationError: not JSON-RPC, too deep...
+                                item = unreadable_reply(line, exc) or exc
                             await read_send.send(item)
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
                     pass
@@ -213,6 +223,75 @@ class StdioTransport:
         self.stderr_tail.append(line)
         if self.on_stderr is not None:
             self.on_stderr(line)
+
+
+UNREADABLE_REPLY = "agentscope: unreadable reply"
+"""``data`` of the error that stands in for a reply that could not be parsed (see :func:`unreadable_reply`)."""
+
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_KEY_END = re.compile(rb"\s*:")
+_ID_VALUE = re.compile(rb'\s*(-?\d{1,30}|"(?:[^"\\]|\\.){0,200}")\s*[,}\]]')
+
+
+def frame_id(line: bytes) -> int | str | None:
+    """The ``id`` of a JSON-RPC response that cannot be parsed as a whole (too deep, truncated, invalid).
+
+    Scans the top level of the frame only, token by token (strings and brackets, in linear time and without
+    recursion). Returns ``None`` when no top-level ``id`` is found, or when the frame has a top-level
+    ``method`` (a request of the server's, whose ids are not ours).
+    """
+    depth = 0
+    found: int | str | None = None
+    for token in _TOKEN.finditer(line):
+        text = token.group()
+        if text in (b"{", b"["):
+            depth += 1
+        elif text in (b"}", b"]"):
+            depth -= 1
+            if depth <= 0:
+                break
+        elif depth == 1 and (colon := _KEY_END.match(line, token.end())) is not None:
+            if text == b'"method"':
+                return None
+            if (
+                text == b'"id"'
+                and found is None
+                and (value := _ID_VALUE.match(line, colon.end())) is not None
+            ):
+                parsed: object = json.loads(value.group(1))
+                found = parsed if isinstance(parsed, int | str) else None
+    return found
+
+
+def unreadable_reply(line: bytes, error: ValueError) -> SessionMessage | None:
+    """A JSON-RPC error answering the request that ``line`` (a frame that failed to parse) was the reply to.
+
+    A reply that cannot be parsed would otherwise be dropped, and its request wait until its timeout (or for
+    ever). ``None`` when the frame's id cannot be recovered.
+    """
+    from mcp.shared.message import SessionMessage
+    from mcp_types import PARSE_ERROR, ErrorData, JSONRPCError
+
+    request_id = frame_id(line)
+    if request_id is None:
+        return None
+    return SessionMessage(
+        JSONRPCError(
+            jsonrpc="2.0",
+            id=request_id,
+            error=ErrorData(code=PARSE_ERROR, message=_parse_problem(error), data=UNREADABLE_REPLY),
+        )
+    )
+
+
+def _parse_problem(error: ValueError) -> str:
+    """Why a frame failed to parse, in a few words: the JSON problem, else that it is not JSON-RPC."""
+    if isinstance(error, ValidationError):
+        for detail in error.errors(include_url=False):
+            if detail["type"] == "json_invalid":
+                return detail["msg"]
+        return "valid JSON, but not a JSON-RPC message"
+    return str(error).split("\n", 1)[0] or type(error).__name__
 
 
 async def _stop(process: anyio.abc.Process, grace_s: float) -> None:

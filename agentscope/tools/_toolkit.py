@@ -4,6 +4,7 @@ What a tool call can end in (the toolkit never raises for a tool's own problems)
 
     unknown tool, inactive group   -> error result naming the tool and listing the available ones
     arguments not JSON             -> error result "arguments were not valid JSON: ...; you sent: ..."
+    arguments unusable JSON        -> error result saying why: nested too deeply, invalid Unicode, NaN...
     arguments fail validation      -> error result naming each bad parameter (tool not called)
     tool raises ModelRetry(msg)    -> error result, exactly msg
     tool raises another Exception  -> error result "<ExcType>: <message>" (traceback logged at debug level)
@@ -15,7 +16,6 @@ What a tool call can end in (the toolkit never raises for a tool's own problems)
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -29,6 +29,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from agentscope.exceptions import ApprovalRequired, ModelRetry, UsageError
+from agentscope.formatters import json_value_problem, load_tool_arguments
 from agentscope.message import ToolResultBlock, ToolUseBlock
 from agentscope.models import ToolSchema
 from agentscope.tools._convert import (
@@ -453,19 +454,15 @@ class Toolkit:
                 + self._available()
             )
         arguments: Any = call.input
-        if call.raw_input is not None:
-            raw = call.raw_input
-            if raw.strip():
-                try:
-                    parsed = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    problem = str(exc)
-                else:
-                    problem = f"expected a JSON object, got {type(parsed).__name__}"
-                return error_response(
-                    f"arguments were not valid JSON: {problem}; you sent: {shorten(raw, _RAW_LIMIT)}"
-                )
-            arguments = {}  # an empty argument string means "no arguments"
+        if call.raw_input is not None:  # the model's arguments could not be parsed: say why
+            loaded = load_tool_arguments(call.raw_input)
+            if isinstance(loaded, str):
+                return error_response(f"{loaded}; you sent: {shorten(call.raw_input, _RAW_LIMIT)}")
+            arguments = loaded  # an empty argument string means "no arguments"
+        else:
+            problem = json_value_problem(arguments)
+            if problem is not None:
+                return error_response(problem)
         spec = tool._spec
         try:
             validated = spec.model.__pydantic_validator__.validate_python(arguments)

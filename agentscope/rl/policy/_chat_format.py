@@ -40,6 +40,7 @@ from typing import Any, cast
 
 from pydantic import JsonValue
 
+from agentscope.formatters import json_value_problem
 from agentscope.formatters._common import tool_result_text
 from agentscope.message import ContentBlock, Msg, TextBlock, ToolResultBlock, ToolUseBlock, new_id
 from agentscope.models import ToolSchema
@@ -250,15 +251,15 @@ def _plain_text(msg: Msg) -> str:
 def _parse_call(inner: str) -> ToolUseBlock:
     call_id = f"call_{new_id()[:24]}"
     value: JsonValue = None
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, RecursionError):  # RecursionError: nested past Python's stack
         value = json.loads(inner)
     if isinstance(value, dict):
         name = value.get("name")
         arguments = value.get("arguments", {})
         if isinstance(arguments, str):  # some models emit the arguments as a JSON string
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, RecursionError):
                 arguments = cast(JsonValue, json.loads(arguments))
-        if isinstance(name, str) and isinstance(arguments, dict):
+        if isinstance(name, str) and isinstance(arguments, dict) and json_value_problem(arguments) is None:
             return ToolUseBlock(id=call_id, name=name, input=arguments)
     found = _NAME_RE.search(inner)
     name_text = ""
