@@ -7,18 +7,21 @@ value the tools return, never one the question holds, so it cannot be had withou
 ========  =============================================================  ============================================
 level     question                                                       what the expert calls
 ========  =============================================================  ============================================
-1         ``What is the city of Ada Lee? Reply with the value only.``    ``find_person`` → ``get_person`` (2 calls)
-2         ``What is the industry of the employer of Ada Lee? ...``       ``find_person`` → ``get_person`` →
-                                                                         ``get_company`` (3 calls)
-3         ``What is the total of the orders of Ada Lee? ...``            ``find_person`` → ``list_orders`` →
+1         ``What is the city of Ada Lee? Reply with the value only.``    ``find_person`` → ``get_record`` (2 calls)
+2         ``What is the industry of the employer of Ada Lee? ...``       ``find_person`` → ``get_record`` (the
+                                                                         person) → ``get_record`` (the company)
+3         ``What is the total of the orders of Ada Lee? ...``            ``find_person`` → ``get_record`` →
                                                                          ``sum_values`` (3 calls, one computing)
 ========  =============================================================  ============================================
 
 Level 1 asks for a person's ``city``, ``job`` or ``age``; level 2 for their employer's ``name``, ``city`` or
-``industry``. The tools answer in short, regular lines (``person 37``; ``name: Ada Lee; city: Lyon; job: baker;
-age: 34; employer: 12``; ``amounts: 12, 30, 7``), so the skill is copying the right span of the question or of a
-result into the next call and, at the end, into the answer. The verifier compares the normalised final reply
-with the answer (``Lyon``, ``lyon.`` and ``The answer is Lyon.`` all match; a reply listing candidates does not).
+``industry``. Three tools, answering in short, regular lines: ``find_person`` (``person 37``), ``get_record``
+(people and companies share one id space: ``name: Ada Lee; city: Lyon; job: baker; age: 34; employer: 12;
+orders: 12, 30, 7`` or ``name: Acme; city: Oslo; industry: shipping``) and ``sum_values`` (``49``). The skill is
+copying the right span of the question or of a result into the next call and, at the end, into the answer. Three
+tools and one-line descriptions keep the prompt short: a tiny policy reads every tool schema in every prompt (the
+schemas are about 300 of an episode's ~450 tokens). The verifier compares the normalised final reply with the
+answer (``Lyon``, ``lyon.`` and ``The answer is Lyon.`` all match; a reply listing candidates does not).
 
 Spec: ``lookup:n=200,seed=0,level=1``. ``level`` is 1, 2 or 3; a mixture is ``level=1-3`` (or ``level=0``, the
 same), ``level=1-2`` and so on: task ``i`` then has the ``i % k``-th level of the range, and it is the very task
@@ -79,7 +82,7 @@ _PEOPLE: Final = 24
 _COMPANY_COUNT: Final = 8
 _PERSON_FIELDS: Final = ("city", "job", "age")
 _COMPANY_FIELDS: Final = ("name", "city", "industry")
-_TOOLS: Final = ("find_person", "get_person", "get_company", "list_orders", "sum_values")
+_TOOLS: Final = ("find_person", "get_record", "sum_values")
 _SUFFIX: Final = " Reply with the value only."
 _QUESTION: Final = re.compile(r"What is the (\w+) of (the employer of |the orders of )?(.+?)\?")
 
@@ -123,7 +126,8 @@ def _database(db_seed: str) -> _Database:
     """The rows of one task's database (deterministic given ``db_seed``)."""
     rng = random.Random(f"lookup-db:{db_seed}")
     names = rng.sample([f"{first} {last}" for first in _FIRST for last in _LAST], _PEOPLE)
-    company_ids = rng.sample(range(10, 100), _COMPANY_COUNT)
+    ids = rng.sample(range(10, 100), _PEOPLE + _COMPANY_COUNT)  # one id space: get_record reads both
+    company_ids = ids[_PEOPLE:]
     companies = tuple(
         _Company(cid, name, rng.choice(_CITIES), rng.choice(_INDUSTRIES))
         for cid, name in zip(company_ids, rng.sample(_COMPANIES, _COMPANY_COUNT), strict=True)
@@ -132,7 +136,7 @@ def _database(db_seed: str) -> _Database:
         _Person(
             pid, name, rng.choice(_CITIES), rng.choice(_JOBS), rng.randint(20, 69), rng.choice(company_ids)
         )
-        for pid, name in zip(rng.sample(range(10, 100), _PEOPLE), names, strict=True)
+        for pid, name in zip(ids[:_PEOPLE], names, strict=True)
     )
     order_ids = iter(rng.sample(range(100, 1000), _PEOPLE * 4))
     orders = tuple(
@@ -227,7 +231,7 @@ def lookup_tasks(n: int = 200, seed: int = 0, level: int | str = 1) -> list[Task
 
 
 class LookupEnv(Environment):
-    """Plays lookup tasks: the task's database in an in-memory SQLite, five tools over it, and an exact-answer
+    """Plays lookup tasks: the task's database in an in-memory SQLite, three tools over it, and an exact-answer
     verifier (reward 1 for the right value, else 0; ``info`` holds ``level``, ``tool_calls`` and ``correct``).
 
     SQLite runs in worker threads, never on the event loop; the connection is replaced at every reset.
@@ -249,7 +253,7 @@ class LookupEnv(Environment):
         self._task = task
         self._calls = 0
         toolkit = Toolkit()
-        for tool in (self.find_person, self.get_person, self.get_company, self.list_orders, self.sum_values):
+        for tool in (self.find_person, self.get_record, self.sum_values):
             toolkit.register(tool)
         return Observation(msg=Msg(role="user", name="user", content=task.prompt), toolkit=toolkit)
 
@@ -260,8 +264,6 @@ class LookupEnv(Environment):
             return _open_database(db)
 
     async def _rows(self, sql: str, *params: object) -> list[tuple[object, ...]]:
-        self._calls += 1
-
         def run() -> list[tuple[object, ...]]:
             with self._lock:
                 if self._connection is None:
@@ -272,37 +274,28 @@ class LookupEnv(Environment):
 
     async def find_person(self, name: str) -> str:
         """Find a person's id by full name."""
+        self._calls += 1
         rows = await self._rows("SELECT id FROM people WHERE lower(name) = lower(?)", name.strip())
         if not rows:
             raise ModelRetry(f"no person named {name!r}")
         return f"person {rows[0][0]}"
 
-    async def get_person(self, person_id: int) -> str:
-        """Read a person: name, city, job, age, employer id."""
-        rows = await self._rows("SELECT name, city, job, age, employer FROM people WHERE id = ?", person_id)
+    async def get_record(self, record_id: int) -> str:
+        """Read the record of a person or a company by id."""
+        self._calls += 1
+        rows = await self._rows("SELECT name, city, job, age, employer FROM people WHERE id = ?", record_id)
+        if rows:
+            name, city, job, age, employer = rows[0]
+            orders = await self._rows("SELECT amount FROM orders WHERE person_id = ? ORDER BY id", record_id)
+            amounts = ", ".join(str(row[0]) for row in orders) or "none"
+            return (
+                f"name: {name}; city: {city}; job: {job}; age: {age}; employer: {employer}; orders: {amounts}"
+            )
+        rows = await self._rows("SELECT name, city, industry FROM companies WHERE id = ?", record_id)
         if not rows:
-            raise ModelRetry(f"no person with id {person_id}")
-        name, city, job, age, employer = rows[0]
-        return f"name: {name}; city: {city}; job: {job}; age: {age}; employer: {employer}"
-
-    async def get_company(self, company_id: int) -> str:
-        """Read a company: name, city, industry."""
-        rows = await self._rows("SELECT name, city, industry FROM companies WHERE id = ?", company_id)
-        if not rows:
-            raise ModelRetry(f"no company with id {company_id}")
+            raise ModelRetry(f"no record with id {record_id}")
         name, city, industry = rows[0]
         return f"name: {name}; city: {city}; industry: {industry}"
-
-    async def list_orders(self, person_id: int) -> str:
-        """List the amounts of a person's orders."""
-        rows = await self._rows("SELECT amount FROM orders WHERE person_id = ? ORDER BY id", person_id)
-        if not rows:
-            exists = await self._rows("SELECT 1 FROM people WHERE id = ?", person_id)
-            self._calls -= 1  # one tool call, two queries
-            if not exists:
-                raise ModelRetry(f"no person with id {person_id}")
-            return "amounts: none"
-        return "amounts: " + ", ".join(str(row[0]) for row in rows)
 
     async def sum_values(self, values: str) -> str:
         """Add up comma-separated numbers."""
@@ -363,17 +356,13 @@ def _expert_step(messages: list[Msg]) -> ScriptItem:
     if not results:
         return tool_call("find_person", name=name)
     step, last = len(results), results[-1]
-    if via == "the orders of ":
-        if step == 1:
-            return tool_call("list_orders", person_id=_number(last))
-        if step == 2:
-            return tool_call("sum_values", values=last.removeprefix("amounts: "))
-        return last
     if step == 1:
-        return tool_call("get_person", person_id=_number(last))
+        return tool_call("get_record", record_id=_number(last))
     record = _fields(last)
+    if via == "the orders of ":
+        return tool_call("sum_values", values=record.get("orders", "")) if step == 2 else last
     if via == "the employer of " and step == 2:
-        return tool_call("get_company", company_id=_number(record.get("employer", "")))
+        return tool_call("get_record", record_id=_number(record.get("employer", "")))
     return record.get(field, "unknown")
 
 
@@ -384,14 +373,14 @@ def _seen(messages: list[Msg]) -> tuple[list[str], list[int], list[str]]:
     values: list[str] = list(names)
     for text, _ in tool_outputs(messages):
         fields = _fields(text)
-        values.extend(fields.values() if fields else [text.removeprefix("amounts: ").removeprefix("person ")])
+        values.extend(fields.values() if fields else [text.removeprefix("person ")])
     numbers = [int(x) for x in re.findall(r"\d+", " ".join([question, *values]))]
     return names, numbers, values
 
 
 def lookup_random_policy(seed: int) -> ScriptedPolicy:
     """A policy that acts at random among what the conversation offers: each turn it answers with probability
-    1/4 (always after three calls, or when asked to answer), else it calls one of the five tools at random with
+    1/4 (always after three calls, or when asked to answer), else it calls one of the three tools at random with
     an argument drawn from the names, numbers and values seen so far; its answer is a value seen. The baseline
     of the lookup tasks."""
     rng = random.Random(seed)
@@ -407,8 +396,6 @@ def lookup_random_policy(seed: int) -> ScriptedPolicy:
             return tool_call(tool, name=rng.choice(names or values or ["nobody"]))
         if tool == "sum_values":
             return tool_call(tool, values=rng.choice(values or [str(some_number)]))
-        if tool == "get_company":
-            return tool_call(tool, company_id=some_number)
-        return tool_call(tool, person_id=some_number)
+        return tool_call(tool, record_id=some_number)
 
     return policy

@@ -116,13 +116,7 @@ async def test_tools_answer_in_short_regular_lines_and_say_what_is_wrong() -> No
     env = LookupEnv()
     task = lookup_tasks(n=1, seed=5, level=2)[0]
     observation = await env.reset(task)
-    assert observation.toolkit.names == [
-        "find_person",
-        "get_person",
-        "get_company",
-        "list_orders",
-        "sum_values",
-    ]
+    assert observation.toolkit.names == ["find_person", "get_record", "sum_values"]
     name = FORMS[2].fullmatch(task.prompt)[2]  # type: ignore[index]
 
     async def call(tool: str, **arguments: object) -> tuple[str, bool]:
@@ -132,20 +126,29 @@ async def test_tools_answer_in_short_regular_lines_and_say_what_is_wrong() -> No
 
     found, _ = await call("find_person", name=name.lower())  # names match whatever the case
     assert re.fullmatch(r"person \d+", found)
-    person, _ = await call("get_person", person_id=int(found.split()[1]))
-    assert re.fullmatch(r"name: .+; city: \w+; job: \w+; age: \d+; employer: \d+", person)
-    company, _ = await call("get_company", company_id=int(person.rsplit(" ", 1)[1]))
-    assert re.fullmatch(r"name: \w+; city: \w+; industry: \w+", company)
-    assert re.fullmatch(
-        r"amounts: (none|\d+(, \d+)*)", (await call("list_orders", person_id=int(found.split()[1])))[0]
+    person, _ = await call("get_record", record_id=int(found.split()[1]))
+    record = re.fullmatch(
+        r"name: (.+); city: \w+; job: \w+; age: \d+; employer: (\d+); orders: (none|\d+(?:, \d+)*)", person
     )
+    assert record is not None
+    assert record[1] == name
+    company, _ = await call("get_record", record_id=int(record[2]))
+    assert re.fullmatch(r"name: \w+; city: \w+; industry: \w+", company)
+    # the orders come in the order they were placed, as SQLite holds them
+    connection = env._connection
+    assert connection is not None
+    rows = await anyio.to_thread.run_sync(
+        lambda: connection.execute(
+            "SELECT amount FROM orders WHERE person_id = ? ORDER BY id", (int(found.split()[1]),)
+        ).fetchall()
+    )
+    assert record[3] == (", ".join(str(r[0]) for r in rows) or "none")
     assert await call("sum_values", values="12, 30, 7") == ("49", False)
     assert await call("find_person", name="Nobody Here") == ("no person named 'Nobody Here'", True)
-    assert await call("get_person", person_id=1) == ("no person with id 1", True)
-    assert await call("list_orders", person_id=1) == ("no person with id 1", True)
+    assert await call("get_record", record_id=1) == ("no record with id 1", True)
     assert await call("sum_values", values="none") == ("no numbers in 'none'", True)
     judged = await env.evaluate(Msg(role="assistant", content="x"))
-    assert judged.info == {"level": 2, "tool_calls": 9, "correct": False}
+    assert judged.info == {"level": 2, "tool_calls": 7, "correct": False}
     await env.close()
 
 
@@ -183,7 +186,7 @@ async def test_the_random_policy_is_a_low_baseline(play_episodes: Play) -> None:
     calls = sum(t.metrics["env/steps"] for t in trajectories) / len(trajectories)
     success = sum(t.success for t in trajectories) / len(trajectories)
     assert calls > 1.0  # it does act: about 2 calls per episode, drawn from what it saw
-    assert success <= 0.1  # measured: 0.01 over 300 episodes (benchmarks/rl_tasks/baselines.py)
+    assert success <= 0.1  # measured: 0.005 over 600 episodes (benchmarks/RESULTS.md, rl_tasks)
 
 
 def test_the_registry_loads_the_suite_only_when_used() -> None:
