@@ -4,8 +4,9 @@ Each sandbox is one ``bwrap`` process: new user, pid, net, ipc, uts and cgroup n
 /bin, /lib symlinks) and a few files of /etc read-only, nothing else of the host (no /home, /root, /tmp, /var,
 /sys); a size-limited tmpfs as the work dir and another as /tmp; a root that is read-only; no capabilities, no
 further user namespaces. Limits go through a per-sandbox cgroup where one can be made (see ``_cgroups.py``),
-else through rlimits (``AGENTSCOPE_SANDBOX_CGROUPS=0`` forces that): RLIMIT_NPROC counts per user namespace
-(Linux 5.14+), so it caps the sandbox's own processes, and RLIMIT_AS its memory. When this process runs as root,
+else through rlimits, and only when asked with ``strict=False`` (``AGENTSCOPE_SANDBOX_CGROUPS=0`` forces that
+path): RLIMIT_NPROC counts per user namespace (Linux 5.14+), so it caps the sandbox's own processes, but RLIMIT_AS
+caps each command's memory, not the sandbox's, and nothing caps CPU. When this process runs as root,
 the sandbox runs as ``nobody`` on the host, so host files are not its own. bwrap loads the system-call filter of
 ``_seccomp.py`` (``--seccomp``) before it starts the guest. The guest inside (``_guest.py``) runs every command in its own session and kills its whole tree on
 timeout; killing ``bwrap`` kills the pid namespace and everything in it.
@@ -28,7 +29,7 @@ import anyio.abc
 
 from agentscope.exceptions import SandboxError
 from agentscope.sandbox._base import Sandbox, guest_boot_line, guest_command, guest_source
-from agentscope.sandbox._cgroups import Cgroup, create_cgroup, sweep_stale_cgroups
+from agentscope.sandbox._cgroups import Cgroup, CgroupUnavailable, create_cgroup, sweep_stale_cgroups
 from agentscope.sandbox._seccomp import seccomp_program
 from agentscope.sandbox._types import SandboxSpec
 
@@ -137,8 +138,9 @@ def _memfd(name: str, data: bytes) -> int:
 _swept = False
 
 
-def _prepare(name: str, spec: SandboxSpec) -> Cgroup | None:
-    """Blocking set-up: a sweep of stale cgroups (once per process), then this sandbox's cgroup."""
+def _prepare(name: str, spec: SandboxSpec) -> tuple[Cgroup | None, str]:
+    """Blocking set-up: a sweep of stale cgroups (once per process), then this sandbox's cgroup (or None, and
+    why none could be made)."""
     global _swept
     if _bwrap_path() is None:
         raise SandboxError(
@@ -150,9 +152,42 @@ def _prepare(name: str, spec: SandboxSpec) -> Cgroup | None:
         if removed:
             logger.info("removed %d stale sandbox cgroup(s) left by dead processes", removed)
     if os.environ.get("AGENTSCOPE_SANDBOX_CGROUPS", "1") == "0":
-        return None  # rlimits only, as on a machine that lets us make no cgroup
+        return (
+            None,
+            "AGENTSCOPE_SANDBOX_CGROUPS=0 turns cgroups off",
+        )  # as on a machine that lets us make none
     limits = spec.limits
-    return create_cgroup(name, memory_mb=limits.memory_mb, pids=limits.pids, cpus=limits.cpus)
+    try:
+        return create_cgroup(name, memory_mb=limits.memory_mb, pids=limits.pids, cpus=limits.cpus), ""
+    except CgroupUnavailable as exc:
+        return None, str(exc)
+
+
+_warned: set[str] = set()
+
+
+def _weaker_limits(spec: SandboxSpec, cgroup: Cgroup | None, sized: bool, why: str) -> str | None:
+    """What this sandbox would not enforce as asked, and how to fix it; None when it enforces everything."""
+    limits = spec.limits
+    problems: list[str] = []
+    if cgroup is None:
+        problems.append(f"memory_mb={limits.memory_mb} would cap each process, not the sandbox as a whole")
+    if cgroup is None or "cpu" not in cgroup.controllers:
+        problems.append(f"cpus={limits.cpus:g} would not be enforced at all (only the timeout stops a spin)")
+        why = why or "this machine's cgroups have no cpu controller for sandboxes"
+    if not sized:
+        problems.append(
+            f"disk_mb={limits.disk_mb} would cap each file, not the work dir (this bwrap has no --size)"
+        )
+    if not problems:
+        return None
+    return (
+        "the bubblewrap sandbox cannot enforce its limits as asked: "
+        + "; ".join(problems)
+        + (f" ({why})" if why else "")
+        + ". Run as root or in a cgroup delegated to this process (systemd-run --user --scope -p Delegate=yes "
+        "...), use backend='docker', or accept the weaker limits with SandboxLimits(strict=False)"
+    )
 
 
 class _ProcessTransport:
@@ -261,8 +296,7 @@ class BwrapSandbox(Sandbox):
         }
         rlimits: list[list[Any]] = [["RLIMIT_CORE", 0, 0]]
         if self._cgroup is None:
-            memory = limits.memory_mb << 20
-            rlimits += [["RLIMIT_AS", memory, memory], ["RLIMIT_NPROC", limits.pids, limits.pids]]
+            rlimits.append(["RLIMIT_NPROC", limits.pids, limits.pids])
         rlimits.append(["RLIMIT_FSIZE", limits.disk_mb << 20, limits.disk_mb << 20])
         config = {
             "workdir": spec.workdir,
@@ -270,6 +304,8 @@ class BwrapSandbox(Sandbox):
             "wipe": [spec.workdir, "/tmp", "/dev/shm"],
             "rlimits": rlimits,
             "oom_files": [],
+            # Without a cgroup, each command (not the guest, which must keep its threads) gets RLIMIT_AS.
+            "command_memory_kb": None if self._cgroup is not None else limits.memory_mb << 10,
         }
         argv += ["--", *guest_command(python)]
         prefix: list[str] = []
@@ -290,8 +326,9 @@ class BwrapSandbox(Sandbox):
 
     async def _start(self) -> None:
         source = await guest_source()
+        no_cgroup = ""
         with anyio.CancelScope(shield=True):  # a cancelled start must still learn of (and remove) its cgroup
-            self._cgroup = await anyio.to_thread.run_sync(_prepare, self.id, self.spec)
+            self._cgroup, no_cgroup = await anyio.to_thread.run_sync(_prepare, self.id, self.spec)
         limits = self.spec.limits
         if self._cgroup is not None:
             how = f"cgroup {self._cgroup.version}"
@@ -302,13 +339,20 @@ class BwrapSandbox(Sandbox):
             }
         else:
             self.limit_enforcement = {
-                "memory": "rlimit AS",
+                "memory": "rlimit AS, per process (not a total)",
                 "pids": "rlimit NPROC",
                 "cpus": "none (timeout only)",
             }
         sized = await anyio.to_thread.run_sync(lambda: "--size" in _bwrap_flags())
-        self.limit_enforcement["disk"] = "tmpfs" if sized else "rlimit FSIZE"
+        self.limit_enforcement["disk"] = "tmpfs" if sized else "rlimit FSIZE, per file (not a total)"
         self.limit_enforcement["syscalls"] = "seccomp filter (bwrap --seccomp)"
+        weaker = _weaker_limits(self.spec, self._cgroup, sized, no_cgroup)
+        if weaker is not None:
+            if limits.strict:
+                raise SandboxError(weaker)
+            if weaker not in _warned:
+                _warned.add(weaker)
+                logger.warning("%s; starting anyway (strict=False)", weaker)
         etc: dict[str, int] = {}
         try:
             argv, config = await anyio.to_thread.run_sync(self._argv, etc)

@@ -3,8 +3,8 @@
 We never touch cgroups we did not create: each sandbox gets ``<our own cgroup>/agentscope/<name>`` in each
 controller (cgroup v1: memory, pids, cpu; cgroup v2: one directory), so its limits nest inside whatever limits
 already apply to this process. Where that is not possible (no permission, cgroup v2 with processes in our own
-cgroup), :func:`create_cgroup` returns ``None`` and the caller falls back to rlimits. Everything here is blocking
-file I/O: call it from a worker thread.
+cgroup), :func:`create_cgroup` raises :class:`CgroupUnavailable` saying why, and the caller decides whether
+rlimits will do. Everything here is blocking file I/O: call it from a worker thread.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Cgroup", "create_cgroup", "list_sandbox_cgroups", "sweep_stale_cgroups"]
+__all__ = ["Cgroup", "CgroupUnavailable", "create_cgroup", "list_sandbox_cgroups", "sweep_stale_cgroups"]
 
 _ROOT = Path("/sys/fs/cgroup")
 _V1_CONTROLLERS = ("memory", "pids", "cpu")
@@ -121,8 +121,13 @@ def _v1_dir(controller: str, own: dict[str, str], mounts: dict[str, tuple[Path, 
     return mount_point / path.lstrip("/") / _PARENT
 
 
-def create_cgroup(name: str, *, memory_mb: int, pids: int, cpus: float) -> Cgroup | None:
-    """Make the cgroup(s) of sandbox ``name`` with these limits, or return None where we may not."""
+class CgroupUnavailable(Exception):
+    """No cgroup can be made for a sandbox here; the message says why."""
+
+
+def create_cgroup(name: str, *, memory_mb: int, pids: int, cpus: float) -> Cgroup:
+    """Make the cgroup(s) of sandbox ``name`` with these limits; raise :class:`CgroupUnavailable` where we may not."""
+    problem = "the shared parent cgroup kept vanishing"
     for _attempt in range(5):
         try:
             if (_ROOT / "cgroup.controllers").exists():
@@ -130,9 +135,17 @@ def create_cgroup(name: str, *, memory_mb: int, pids: int, cpus: float) -> Cgrou
             return _create_v1(name, memory_mb=memory_mb, pids=pids, cpus=cpus)
         except (_ParentVanished, FileNotFoundError):
             continue  # the last sandbox's removal took the shared parent away under us: make it again
-        except (OSError, ValueError):
-            return None
-    return None
+        except OSError as exc:
+            raise CgroupUnavailable(_os_problem(exc)) from None
+        except ValueError as exc:
+            problem = f"cannot read this process's cgroups ({exc})"
+            break
+    raise CgroupUnavailable(problem)
+
+
+def _os_problem(exc: OSError) -> str:
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot create a cgroup:{where}: {exc.strerror or exc}"
 
 
 class _ParentVanished(Exception):
@@ -149,7 +162,7 @@ def _mkdir_child(parent: Path, name: str) -> Path:
     return directory
 
 
-def _create_v1(name: str, *, memory_mb: int, pids: int, cpus: float) -> Cgroup | None:
+def _create_v1(name: str, *, memory_mb: int, pids: int, cpus: float) -> Cgroup:
     own = _own_cgroups()
     mounts = _v1_mounts()
     group = Cgroup(version="v1")
@@ -180,27 +193,38 @@ def _create_v1(name: str, *, memory_mb: int, pids: int, cpus: float) -> Cgroup |
             group.controllers.add(controller)
     except OSError:
         group.remove(timeout_s=0.5)
-        return None
+        raise
     if not {"memory", "pids"} <= group.controllers:
         group.remove(timeout_s=0.5)
-        return None
+        raise CgroupUnavailable(
+            "cgroup v1 without both a memory and a pids hierarchy mounted under /sys/fs/cgroup"
+        )
     return group
 
 
-def _create_v2(name: str, *, memory_mb: int, pids: int, cpus: float) -> Cgroup | None:
+def _create_v2(name: str, *, memory_mb: int, pids: int, cpus: float) -> Cgroup:
     own = _own_cgroups().get("", "/")
     base = _ROOT / own.lstrip("/")
     wanted = {"memory", "pids", "cpu"}
     available = set((base / "cgroup.controllers").read_text().split())
     if not {"memory", "pids"} <= available:
-        return None
+        raise CgroupUnavailable(
+            f"the memory and pids controllers are not delegated to this process's cgroup {base} (it has: "
+            f"{' '.join(sorted(available)) or 'none'})"
+        )
     parent = base / _PARENT
     parent.mkdir(exist_ok=True)
     enabled = set((base / "cgroup.subtree_control").read_text().split())
     missing = (wanted & available) - enabled
     if missing:
         # Fails (EBUSY) when our own cgroup holds processes and is not the root: then we cannot nest here.
-        _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(missing)))
+        try:
+            _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(missing)))
+        except OSError as exc:
+            raise CgroupUnavailable(
+                f"cannot enable {', '.join(sorted(missing))} for cgroups below {base} ({exc.strerror}: a cgroup "
+                "that holds processes cannot delegate controllers; start this process in a cgroup of its own)"
+            ) from None
     parent_enabled = set((parent / "cgroup.subtree_control").read_text().split())
     parent_missing = (wanted & available) - parent_enabled
     if parent_missing:
@@ -218,7 +242,7 @@ def _create_v2(name: str, *, memory_mb: int, pids: int, cpus: float) -> Cgroup |
             group.controllers.add("cpu")
     except OSError:
         group.remove(timeout_s=0.5)
-        return None
+        raise
     return group
 
 

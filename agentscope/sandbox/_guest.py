@@ -382,6 +382,7 @@ class Guest:
         self.env: dict[str, str] = config["env"]
         self.wipe: list[str] = config.get("wipe", [self.workdir, "/tmp"])
         self.oom_files: list[str] = config.get("oom_files", [])
+        self.command_memory_kb: int | None = config.get("command_memory_kb")
         self.out: BinaryIO = sys.stdout.buffer
 
     def serve(self, seccomp_error: str | None = None) -> None:
@@ -484,6 +485,8 @@ class Guest:
         stdin_data = base64.b64decode(request["stdin"]) if request.get("stdin") is not None else None
         start = time.monotonic()
         start_ticks = _boot_ticks()
+        if self.command_memory_kb is not None:  # no cgroup: the memory limit is each command's address space
+            argv = ["/bin/sh", "-c", 'ulimit -v "$0" && exec "$@"', str(self.command_memory_kb), *argv]
         try:
             # Under the lock: the orphan reaper must never see (and reap) this child before it is registered.
             with _running_lock:

@@ -26,8 +26,11 @@ class SandboxLimits(BaseModel):
     """Resource limits of one sandbox. Invalid values raise :class:`~agentscope.exceptions.SandboxError`
     naming the field.
 
-    Every backend enforces every limit: Docker through the container's cgroup and tmpfs sizes, bubblewrap
-    through a cgroup when one can be created (root, or a delegated cgroup) and otherwise through rlimits.
+    Docker enforces every limit through the container's cgroup and tmpfs sizes; bubblewrap through a cgroup of its
+    own, which needs root or a delegated cgroup. Where bubblewrap can make no cgroup, rlimits cannot do the same
+    (``memory_mb`` would cap each process, not the sandbox, and ``cpus`` would not be enforced at all), so the
+    sandbox is refused unless ``strict=False``; :attr:`Sandbox.limit_enforcement
+    <agentscope.sandbox.Sandbox.limit_enforcement>` says how each limit is enforced.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -47,6 +50,10 @@ class SandboxLimits(BaseModel):
     output_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
     """Most bytes of stdout (and, separately, of stderr) kept per exec; the rest is dropped and the result says
     ``truncated``."""
+    strict: bool = True
+    """Refuse to start a sandbox whose limits cannot all be enforced as asked (a :class:`SandboxError` says which
+    and why). False: start it anyway with what can be enforced, log a warning, and say what in
+    :attr:`Sandbox.limit_enforcement <agentscope.sandbox.Sandbox.limit_enforcement>`."""
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from agentscope.exceptions import SandboxError
-from agentscope.sandbox import Sandbox, open_sandbox
+from agentscope.sandbox import Sandbox, SandboxLimits, open_sandbox
 
 BACKENDS = ("bwrap", "bwrap-rlimit", "docker", "gvisor")
 """``gvisor`` is the Docker backend with ``runtime="runsc"`` (set up by scripts/setup.d/20-sandbox.sh);
 ``bwrap-rlimit`` is bubblewrap without cgroups (``AGENTSCOPE_SANDBOX_CGROUPS=0``), limited by rlimits alone, as
-on a machine where no cgroup can be made."""
+on a machine where no cgroup can be made (which takes ``strict=False`` limits)."""
 
 
 @cache
@@ -101,7 +101,11 @@ class Opener:
         if self.name == "gvisor":
             return open_sandbox("docker", runtime="runsc", **kwargs)
         if self.name == "bwrap-rlimit":
-            return _without_cgroups(open_sandbox("bwrap", **kwargs))
+            limits = kwargs.pop("limits", None) or SandboxLimits()
+            if not isinstance(limits, SandboxLimits):
+                limits = SandboxLimits(**limits)
+            limits = limits.model_copy(update={"strict": False})
+            return _without_cgroups(open_sandbox("bwrap", limits=limits, **kwargs))
         return open_sandbox(self.name, **kwargs)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:

@@ -234,6 +234,35 @@ async def test_missing_engine_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> 
     await anyio.to_thread.run_sync(_docker.close_docker_client)
 
 
+async def test_limits_that_cannot_be_enforced_are_refused_or_weakened_loudly(
+    bwrap_works: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("AGENTSCOPE_SANDBOX_CGROUPS", "0")  # as on a machine where no cgroup can be made
+    limits = SandboxLimits(memory_mb=64, cpus=0.5, pids=64, timeout_s=20)
+    with pytest.raises(SandboxError) as refused:
+        async with open_sandbox("bwrap", limits=limits):
+            pytest.fail("a sandbox whose memory and CPU limits are not enforced was handed out")
+    message = str(refused.value)
+    for part in (
+        "memory_mb=64 would cap each process",
+        "cpus=0.5 would not be enforced",
+        "AGENTSCOPE_SANDBOX_CGROUPS",
+    ):
+        assert part in message
+    assert "strict=False" in message  # and the ways out
+    assert "backend='docker'" in message
+    with caplog.at_level(logging.WARNING, logger="agentscope.sandbox"):
+        async with open_sandbox("bwrap", limits=limits.model_copy(update={"strict": False})) as sb:
+            assert sb.limit_enforcement["memory"] == "rlimit AS, per process (not a total)"
+            assert sb.limit_enforcement["cpus"] == "none (timeout only)"
+            # The guest itself is not squeezed into 64 MiB: commands run (they failed with "can't start new thread").
+            r = await sb.exec("echo hi; python3 -c 'print(1)'")
+            assert (r.exit_code, r.stdout) == (0, "hi\n1\n"), r
+            r = await sb.exec(["python3", "-c", "x = b'x' * (100 << 20)"])
+            assert "MemoryError" in r.stderr
+    assert "cannot enforce its limits as asked" in caplog.text
+
+
 async def test_missing_seccomp_binding_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
