@@ -216,12 +216,13 @@ class ScheduleConfig(BaseModel):
     ``rolling``: one server after another in the background while the others keep serving (DART's per-worker
     sync). The sync modes always publish to every server before generating again."""
     max_ahead: int | None = Field(default=None, ge=1)
-    """Async: how far generation may run ahead of the trainer, in episodes: a new group starts only while fewer
-    than this many episodes wait for the trainer (finished, in a group still open or ready to train); the
-    episodes playing in the env slots do not count, so the slots stay busy whenever the trainer keeps up. None:
-    ``max_staleness`` (at least 1) batches' worth of episodes (``batch_groups`` × ``group_size`` each), so a
-    group starts behind at most that many batches and only its own duration can make it stale. No bound when
-    ``max_staleness`` is None too."""
+    """Async: how far generation may run ahead of the trainer, in episodes. While the trainer trains, a new group
+    starts only while fewer than this many episodes are launched and not yet trained (playing, finished in a group
+    still open, or ready to train); while it waits for a batch, generation is the bottleneck and every free env
+    slot takes an episode at once. None: ``max_staleness`` (at least 1) batches' worth of episodes
+    (``batch_groups`` × ``group_size`` each): a group started behind that many batches is trained within about
+    ``max_staleness`` versions unless its own duration makes it stale. No bound when ``max_staleness`` is None
+    too."""
     abort_stale: bool = True
     """Async: stop episodes that can no longer be trained (older than ``max_staleness`` already)."""
     checkpoint_every: int = Field(default=1, ge=0)

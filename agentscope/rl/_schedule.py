@@ -14,11 +14,12 @@ One :class:`Scheduler` runs three modes over the same components:
   still short of groups is topped up by another round; then train and publish. Groups beyond the batch stay
   queued and are trained the next step, one version late (staleness 1): not strictly on-policy.
 - ``async``: the cluster plays episodes continuously from an endless task feed while the trainer takes a batch
-  whenever the data manager has one within ``max_staleness``. Generation is throttled in episodes: a new group
-  starts only while fewer than ``max_ahead`` episodes wait for the trainer (finished, in open or ready groups;
-  the episodes playing do not count, so the slots stay busy whenever the trainer keeps up). Episodes that can no
-  longer be trained are aborted, and weights reach the rollout servers either all at once (``global``) or one
-  server after another in the background (``rolling``, DART's per-worker sync) every ``publish_every`` steps.
+  whenever the data manager has one within ``max_staleness``. Generation is throttled in episodes, and only while
+  the trainer trains: then a new group starts only while fewer than ``max_ahead`` episodes are launched and not
+  yet trained; while the trainer waits for a batch, generation is the bottleneck and every free slot takes an
+  episode at once (groups waiting for one long member no longer idle the slots). Episodes that can no longer be
+  trained are aborted, and weights reach the rollout servers either all at once (``global``) or one server after
+  another in the background (``rolling``, DART's per-worker sync) every ``publish_every`` steps.
 
 The scheduler only awaits: it never sleeps on its own and reads time from the event loop, so it runs unchanged
 on :class:`~agentscope.rl._virtual_time.VirtualTimeEventLoop` inside the schedule simulator
@@ -184,7 +185,7 @@ class Scheduler:
         self._extra_stats = stats
         self._changed = anyio.Event()
         self._generating: dict[str, _Launch] = {}  # groups with members not finished yet
-        self._finished_open = 0  # finished members of the groups in _generating
+        self._starved = False  # async: the trainer waits for a batch
         self._held: Task | None = None  # sync-wave: a task drawn for a wave it did not fit in
         self._publish_target: tuple[Any, int] | None = None
         self._rolling = False
@@ -219,8 +220,9 @@ class Scheduler:
 
     @property
     def window_episodes(self) -> int | None:
-        """Async throttle: a new group starts only while fewer episodes than this wait for the trainer (None:
-        unlimited). ``max_ahead``, else ``max_staleness`` (at least 1) batches of ``group_size`` episodes."""
+        """Async throttle: while the trainer trains, a new group starts only while fewer episodes than this are
+        launched and not yet trained (None: unlimited). ``max_ahead``, else ``max_staleness`` (at least 1) batches
+        of ``group_size`` episodes."""
         ahead = self.config.max_ahead
         if ahead is None:
             staleness = self.config.max_staleness
@@ -230,10 +232,11 @@ class Scheduler:
             ahead = max(staleness, 1) * data.batch_groups * data.group_size
         return ahead
 
-    def waiting_episodes(self) -> int:
-        """Episodes that wait for the trainer: finished members of groups still playing, and the episodes of the
-        curated groups ready to train (counted at ``group_size`` each)."""
-        return self._finished_open + self.data.ready_groups() * self.data.config.group_size
+    def episodes_ahead(self) -> int:
+        """Episodes launched and not yet trained: every member of the groups still playing (finished or not), and
+        the episodes of the curated groups ready to train (counted at ``group_size`` each)."""
+        playing = sum(launch.size for launch in self._generating.values())
+        return playing + self.data.ready_groups() * self.data.config.group_size
 
     def stats(self) -> dict[str, float]:
         """Schedule metrics: ``sched/*`` time shares since the run started, the version lag of the servers."""
@@ -249,7 +252,7 @@ class Scheduler:
             "sched/aborted": float(self._aborted),
             "sched/groups_opened": float(self._groups_opened),
             "sched/groups_generating": float(len(self._generating)),
-            "sched/episodes_waiting": float(self.waiting_episodes()),
+            "sched/episodes_ahead": float(self.episodes_ahead()),
             "sched/waves": float(self._waves),
             "sched/discarded_groups": float(self._discarded_groups),
             "sched/discarded_trajectories": float(self._discarded_trajectories),
@@ -278,7 +281,8 @@ class Scheduler:
 
     def _room(self) -> bool:
         window = self.window_episodes
-        return window is None or self.waiting_episodes() < window
+        # A trainer waiting for data means generation is the bottleneck: more episodes cannot queue behind it.
+        return window is None or self._starved or self.episodes_ahead() < window
 
     async def _feed(self) -> AsyncIterator[tuple[Task, str]]:
         """Endless (task, group id) pairs, a whole group at a time, throttled to the trainer's pace."""
@@ -295,9 +299,6 @@ class Scheduler:
             launch.finished += 1
             if launch.finished >= launch.size:
                 del self._generating[trajectory.group_id]
-                self._finished_open -= launch.finished - 1
-            else:
-                self._finished_open += 1
         self._notify()
 
     async def _run_waves(self) -> None:
@@ -381,7 +382,11 @@ class Scheduler:
                 changed = self._changed  # taken first: a change during next_batch must not be missed
                 batch = await self.data.next_batch(policy_version=self.version, step=self.step + 1)
                 if batch is None:
+                    if not self._starved:
+                        self._starved = True
+                        self._notify()  # the throttle opens
                     await changed.wait()
+            self._starved = False
             self._trainer_wait_s += anyio.current_time() - start
             self._notify()  # the batch freed room in the generation window
             await self._train(batch, background_publish=self.config.weight_sync == "rolling")
