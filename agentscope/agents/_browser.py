@@ -17,7 +17,8 @@ BROWSER_SYS_PROMPT = """You operate a web browser to complete the user's task.
 
 Each browser tool returns what you see next: the page's URL, its title and an accessibility snapshot, a YAML tree
 in which every element has a ref such as [ref=e12]{screenshot_note}. Act on elements by their ref: browser_click
-(ref), browser_type (ref, text, submit), browser_press (key), browser_scroll; browser_navigate opens a URL. Refs
+(ref), browser_type (ref, text, submit), browser_select (ref, option), browser_press (key), browser_scroll;
+browser_navigate opens a URL. Refs
 change when the page changes: always use refs from the latest observation. Only the origins you were given can be
 reached (local addresses included); others are blocked. When the task is done, answer with the result and stop
 calling tools."""

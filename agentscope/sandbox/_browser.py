@@ -146,6 +146,11 @@ class Browser:
             args.append("--host-resolver-rules=" + ", ".join(rules))
         return args
 
+    @property
+    def is_running(self) -> bool:
+        """Whether Chromium is started and still connected (False after a crash of the browser process)."""
+        return self._browser is not None and self._browser.is_connected()
+
     async def start(self) -> None:
         """Launch Chromium (``async with Browser()`` does this)."""
         if self._browser is not None:
@@ -472,6 +477,24 @@ class BrowserSession:
             await locator.press("Enter")
         return f"Typed {len(text)} characters into {ref}{' and pressed Enter' if submit else ''}."
 
+    async def select(self, ref: str, option: str) -> str:
+        """Choose ``option`` (its label, else its value) in the drop-down or list box ``ref``."""
+        locator = self._locator(ref)
+        choices: list[list[str]] = await locator.evaluate(
+            "e => Array.from(e.options || [], o => [o.label.trim(), o.value])"
+        )
+        if not choices:
+            raise SandboxError(f"{ref} is not a drop-down or list box (it has no options)")
+        wanted = option.strip()
+        index = next((i for i, (label, _v) in enumerate(choices) if label == wanted), None)
+        if index is None:
+            index = next((i for i, (_l, value) in enumerate(choices) if value == wanted), None)
+        if index is None:
+            labels = ", ".join(repr(label) for label, _v in choices[:20])
+            raise SandboxError(f"{ref} has no option {option!r}; its options: {labels}")
+        await locator.select_option(index=index)
+        return f"Selected {choices[index][0]!r} in {ref}."
+
     async def press(self, key: str) -> str:
         """Press a key (or a chord such as ``Control+A``) on the focused element."""
         await self.page.keyboard.press(key)
@@ -532,6 +555,15 @@ class BrowserSession:
             """
             return await act(lambda: session.type(ref, text, submit=submit))
 
+        async def browser_select(ref: str, option: str) -> ToolResponse:
+            """Choose an option of a drop-down or list box.
+
+            Args:
+                ref: The drop-down's ref from the latest snapshot.
+                option: The option's text, as the snapshot shows it.
+            """
+            return await act(lambda: session.select(ref, option))
+
         async def browser_press(key: str) -> ToolResponse:
             """Press a key on the focused element, e.g. Enter, Tab, ArrowDown or Control+A.
 
@@ -561,6 +593,7 @@ class BrowserSession:
             browser_navigate,
             browser_click,
             browser_type,
+            browser_select,
             browser_press,
             browser_scroll,
             browser_snapshot,

@@ -35,6 +35,7 @@ PAGE = b"""<!doctype html><html><head><title>Test page</title></head><body>
 Press me</button>
 <p id="out">not yet</p>
 <label>Name <input id="name"></label>
+<label>Color <select id="color"><option>red</option><option value="g">green</option></select></label>
 <div style="height: 3000px">tall</div>
 <img src="http://10.255.255.1/tracker.png">
 <script>
@@ -99,6 +100,15 @@ async def test_snapshot_refs_actions_and_screenshot(browser: Browser, site: tupl
         await page.type(field.group(1), "Ada")
         await page.click(button.group(1))
         assert "clicked Ada" in await page.snapshot()
+        color = re.search(r'combobox "Color" \[ref=(e\d+)\]', snapshot)
+        assert color is not None
+        assert await page.select(color.group(1), "green") == "Selected 'green' in " + color.group(1) + "."
+        assert await page.page.evaluate("document.getElementById('color').value") == "g"
+        await page.select(color.group(1), "g")  # by value too
+        with pytest.raises(SandboxError, match="has no option 'blue'; its options: 'red', 'green'"):
+            await page.select(color.group(1), "blue")
+        with pytest.raises(SandboxError, match="not a drop-down"):
+            await page.select(button.group(1), "red")
         await page.scroll(dy=800)
         assert await page.page.evaluate("window.scrollY") > 0
         shot = await page.screenshot()

@@ -120,6 +120,14 @@ _REGISTRY: dict[str, TaskSet] = {
         expert=_Suite("files_expert"),
         random_policy=_Suite("files_random_policy"),
     ),
+    "miniwob": TaskSet(
+        "miniwob",
+        _Suite("miniwob_tasks"),
+        _Suite("MiniWoBEnv"),
+        "MiniWoB++ web tasks in Chromium (any of the package's 130 by name), rewarded by the page itself",
+        expert=_Suite("miniwob_expert"),
+        random_policy=_Suite("miniwob_random_policy"),
+    ),
 }
 
 
