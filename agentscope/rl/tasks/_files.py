@@ -363,7 +363,10 @@ class FilesEnv(Environment):
     Args:
         backend: Sandbox backend of the shared pool: ``auto`` (Docker when an engine answers, else bubblewrap),
             ``bwrap`` or ``docker``.
-        pool: A pool to take the episodes' sandboxes from instead (the caller opens and closes it).
+        pool: A pool to take the episodes' sandboxes from instead (the caller opens and closes it). Give it no
+            ``max_concurrency``: an episode's sandbox may go back to the pool from another task than the one
+            that took it (the next reset, the cluster's close), which a concurrency cap does not allow; the
+            cluster's slots bound the sandboxes in use anyway.
         command_timeout_s: Longest a shell command of the agent may run.
     """
 
