@@ -8,6 +8,7 @@ backend.
 from __future__ import annotations
 
 import base64
+import binascii
 import itertools
 import json
 import logging
@@ -18,9 +19,10 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentscope.exceptions import SandboxError
 from agentscope.sandbox._types import ExecResult, SandboxLimits, SandboxSpec
@@ -34,6 +36,57 @@ _REPLY_GRACE_S = 15.0
 _FILE_DEADLINE_S = 120.0
 _MAX_LINE_BYTES = 3 << 28
 """Longest reply line accepted (a 256 MiB file, base64-encoded, and then some)."""
+
+
+class _BadReply(Exception):
+    """A line from the guest (it carries the sandbox's token) that the host cannot understand."""
+
+
+class _Reply(BaseModel):
+    """What every reply of the guest is checked against before use (a malformed one ends the sandbox)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class _ErrorReply(_Reply):
+    error: str = Field(max_length=1 << 16)
+    errno: int | None = None
+
+
+class _ExecReply(_Reply):
+    exit_code: int = Field(ge=0, le=65535)
+    signal: int | None = Field(default=None, ge=1, le=128)
+    stdout: str
+    stderr: str
+    timed_out: bool
+    truncated: bool = False
+    duration: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    killed: list[str] = Field(default_factory=list[str], max_length=1000)
+    killed_count: int = Field(default=0, ge=0)
+
+
+class _ReadReply(_Reply):
+    data: str
+
+
+class _StatReply(_Reply):
+    oom_kills: int | None = Field(default=None, ge=0)
+
+
+class _OkReply(_Reply):
+    ok: bool
+
+
+_ReplyT = TypeVar("_ReplyT", bound=_Reply)
+
+
+def _summary(exc: ValidationError) -> str:
+    """The first problems of a validation error, with short excerpts of the values (they may be huge)."""
+    problems: list[str] = []
+    for error in exc.errors()[:3]:
+        field = ".".join(str(part) for part in error["loc"]) or "reply"
+        problems.append(f"{field}: {error['msg']} (got {repr(error.get('input'))[:60]})")
+    return "; ".join(problems)
 
 
 class GuestTransport(Protocol):
@@ -114,6 +167,8 @@ class Sandbox(ABC):
         self._oom_kills = 0
         self._token = secrets.token_hex(16)
         """Proves a reply came from the guest (see ``guest_boot_line``)."""
+        self._mark = b'"k":"' + self._token.encode() + b'"'
+        """How the token appears in every line the guest writes (it writes compact JSON)."""
 
     # ------------------------------------------------------------------ lifecycle (backends)
 
@@ -132,8 +187,7 @@ class Sandbox(ABC):
     async def _read_oom_kills(self) -> int | None:
         """The sandbox's cumulative OOM-kill count, when the backend can tell."""
         reply = await self._request("stat", deadline_s=10.0)
-        value = reply.get("oom_kills")
-        return value if isinstance(value, int) else None
+        return (await self._checked(_StatReply, reply, "stat")).oom_kills
 
     async def start(self) -> None:
         """Start the sandbox and wait until its guest answers. :func:`open_sandbox` calls this for you."""
@@ -142,7 +196,12 @@ class Sandbox(ABC):
         try:
             await self._start()
             with anyio.fail_after(30):
-                hello = await self._read_reply()
+                try:
+                    hello = await self._read_reply()
+                except _BadReply as exc:
+                    raise SandboxError(
+                        f"{self.backend} sandbox's guest sent a malformed greeting ({exc})"
+                    ) from None
             if not hello.get("ready"):
                 raise SandboxError(f"{self.backend} sandbox started but its guest said {hello!r}")
             if hello.get("seccomp_error") or hello.get("seccomp") == 0:
@@ -191,25 +250,45 @@ class Sandbox(ABC):
     # ------------------------------------------------------------------ the protocol
 
     async def _read_reply(self) -> dict[str, Any]:
+        """The guest's next reply. A line without the token is dropped (sandboxed code that reaches the guest's
+        stdout cannot forge one); a line with it that is not a JSON object, or a line too long to be a reply,
+        raises :class:`_BadReply`."""
         assert self._transport is not None
         while True:
             newline = self._buffer.find(b"\n")
             if newline >= 0:
                 line = bytes(self._buffer[: newline + 1])
                 del self._buffer[: newline + 1]
+                if self._mark not in line:
+                    continue  # not from the guest: forged by sandboxed code, or noise
                 try:
-                    reply = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(reply, dict) and reply.get("k") == self._token:  # pyright: ignore[reportUnknownMemberType]
-                    return reply  # type: ignore[return-value]
-                continue  # not from the guest: forged by sandboxed code
+                    reply: object = json.loads(line)
+                except RecursionError:
+                    raise _BadReply("JSON nested too deeply") from None
+                except ValueError as exc:
+                    raise _BadReply(f"not JSON: {str(exc)[:100]}") from None
+                if not isinstance(reply, dict) or reply.get("k") != self._token:  # pyright: ignore[reportUnknownMemberType]
+                    raise _BadReply("not a JSON object carrying this sandbox's token")
+                return reply  # pyright: ignore[reportUnknownVariableType]
             if len(self._buffer) > _MAX_LINE_BYTES:
-                raise EOFError  # no reply is this long: something else is writing to the guest's stdout
+                raise _BadReply(f"more than {_MAX_LINE_BYTES} bytes without a line end")
             chunk = await self._transport.receive()
             if not chunk:
                 raise EOFError
             self._buffer += chunk
+
+    async def _checked(self, model: type[_ReplyT], reply: Mapping[str, Any], op: str) -> _ReplyT:
+        """``reply`` validated as ``model``; a malformed one ends the sandbox with a :class:`SandboxError`."""
+        try:
+            return model.model_validate(reply)
+        except ValidationError as exc:
+            raise await self._fail(f"sent a malformed reply to {op} ({_summary(exc)})") from None
+
+    async def _decoded(self, text: str, op: str, field: str) -> bytes:
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise await self._fail(f"sent a malformed reply to {op} ({field}: not base64)") from None
 
     async def _fail(self, why: str) -> SandboxError:
         if self._dead is None:
@@ -250,7 +329,9 @@ class Sandbox(ABC):
                                 break
                             reply = await self._read_reply()
                             reply_id = reply.get("id")
-                            if isinstance(reply_id, int) and reply_id in self._waiting:
+                            if not isinstance(reply_id, int) or isinstance(reply_id, bool):
+                                raise _BadReply(f"id {str(reply_id)[:20]!r} is not a request id")
+                            if reply_id in self._waiting:  # else a late reply to a call that gave up
                                 self._replies[reply_id] = reply
             except TimeoutError:
                 raise await self._fail(
@@ -260,6 +341,8 @@ class Sandbox(ABC):
                 if self._closed:
                     raise SandboxError("this sandbox was closed while a call was running") from None
                 raise await self._fail(f"died ({type(exc).__name__}: the guest's pipe closed)") from None
+            except _BadReply as exc:
+                raise await self._fail(f"sent a malformed reply ({exc})") from None
             except anyio.get_cancelled_exc_class():
                 if op == "exec" and self.alive:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(2):
@@ -330,29 +413,30 @@ class Sandbox(ABC):
             keep_background=keep_background,
         )
         if "error" in reply:
-            raise SandboxError(f"exec of {argv[0]!r} failed inside the sandbox: {reply['error']}")
-        out = base64.b64decode(reply["stdout"])
-        err = base64.b64decode(reply["stderr"])
-        sig = reply.get("signal")
+            failure = await self._checked(_ErrorReply, reply, "exec")
+            raise SandboxError(f"exec of {argv[0]!r} failed inside the sandbox: {failure.error}")
+        done = await self._checked(_ExecReply, reply, "exec")
+        out = await self._decoded(done.stdout, "exec", "stdout")
+        err = await self._decoded(done.stderr, "exec", "stderr")
         oom = False
-        if reply["exit_code"] != 0 and not reply["timed_out"]:
+        if done.exit_code != 0 and not done.timed_out:
             count = await self._read_oom_kills()
             if count is not None and count > self._oom_kills:
                 oom = True
                 self._oom_kills = count
         result = ExecResult(
-            exit_code=int(reply["exit_code"]),
+            exit_code=done.exit_code,
             stdout=_decode(out),
             stderr=_decode(err),
             stdout_bytes=out,
             stderr_bytes=err,
-            timed_out=bool(reply["timed_out"]),
-            duration_s=float(reply.get("duration") or (time.perf_counter() - started)),
+            timed_out=done.timed_out,
+            duration_s=done.duration or (time.perf_counter() - started),
             oom_killed=oom,
-            signal=sig if isinstance(sig, int) else None,
-            truncated=bool(reply.get("truncated")),
-            killed=tuple(str(line) for line in reply.get("killed") or ()),
-            killed_count=int(reply.get("killed_count") or 0),
+            signal=done.signal,
+            truncated=done.truncated,
+            killed=tuple(done.killed),
+            killed_count=max(done.killed_count, len(done.killed)),
         )
         logger.debug("%s exec %s -> %s in %.3f s", self.id, argv[:3], result.exit_code, result.duration_s)
         return result
@@ -361,8 +445,9 @@ class Sandbox(ABC):
         """The bytes of ``path`` inside the sandbox. Raises :class:`FileNotFoundError` when it does not exist."""
         reply = await self._request("read", deadline_s=_FILE_DEADLINE_S, path=path)
         if "error" in reply:
-            _raise_file_error("read", path, reply)
-        return base64.b64decode(reply["data"])
+            _raise_file_error("read", path, await self._checked(_ErrorReply, reply, "read"))
+        data = (await self._checked(_ReadReply, reply, "read")).data
+        return await self._decoded(data, "read", "data")
 
     async def write_file(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
         """Write ``data`` to ``path`` inside the sandbox, creating parent directories."""
@@ -375,13 +460,14 @@ class Sandbox(ABC):
             mode=mode,
         )
         if "error" in reply:
-            _raise_file_error("write", path, reply)
+            _raise_file_error("write", path, await self._checked(_ErrorReply, reply, "write"))
 
     async def reset(self) -> None:
         """Kill every process inside and empty the work dir and /tmp: as good as new, in milliseconds."""
         reply = await self._request("reset", deadline_s=30.0)
         if "error" in reply:
-            raise await self._fail(f"could not be reset: {reply['error']}")
+            failure = await self._checked(_ErrorReply, reply, "reset")
+            raise await self._fail(f"could not be reset: {failure.error}")
 
     async def ping(self) -> bool:
         """True when the guest answers within 5 seconds (a dead sandbox gives False, never an exception)."""
@@ -389,18 +475,18 @@ class Sandbox(ABC):
             return False
         try:
             reply = await self._request("ping", deadline_s=5.0)
+            return (await self._checked(_OkReply, reply, "ping")).ok
         except SandboxError:
             return False
-        return bool(reply.get("ok"))
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else "closed" if self._closed else f"dead: {self._dead}"
         return f"<{type(self).__name__} {self.id} ({state})>"
 
 
-def _raise_file_error(action: str, path: str, reply: Mapping[str, Any]) -> None:
-    errno = reply.get("errno")
-    message = f"cannot {action} {path!r} in the sandbox: {reply['error']}"
+def _raise_file_error(action: str, path: str, reply: _ErrorReply) -> None:
+    errno = reply.errno
+    message = f"cannot {action} {path!r} in the sandbox: {reply.error}"
     if errno == 2:
         raise FileNotFoundError(errno, message, path)
     if errno == 21:
