@@ -122,6 +122,7 @@ async def test_the_random_policy_is_a_low_baseline(play_episodes: Play) -> None:
     )
     assert {t.status for t in trajectories} == {"ok"}
     assert sum(t.metrics["env/steps"] for t in trajectories) / len(trajectories) > 1.0  # it does act
+    # measured: 0.013 over 600 episodes (benchmarks/RESULTS.md, rl_tasks); a lax check would let it pass more
     assert sum(t.success for t in trajectories) / len(trajectories) <= 0.15
 
 
