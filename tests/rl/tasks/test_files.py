@@ -116,7 +116,7 @@ async def test_the_expert_solves_every_level_through_the_real_agent(
 
 async def test_the_random_policy_is_a_low_baseline(play_episodes: Play) -> None:
     await skip_unless_usable("bwrap")
-    tasks = load_tasks("files:n=36,seed=6,level=1-3")
+    tasks = load_tasks("files:n=24,seed=6,level=1-3")
     trajectories = await play_episodes(
         functools.partial(FilesEnv, backend="bwrap"), files_random_policy(0), tasks, slots=1
     )

@@ -91,19 +91,19 @@ async def test_levels_ask_what_they_say_and_the_answer_is_in_the_database_only()
 
 def test_splits_are_disjoint_by_content() -> None:
     splits = {
-        s: load_tasks(f"lookup:n=120,seed={i},level=1-3,split={s}")
+        s: load_tasks(f"lookup:n=80,seed={i},level=1-3,split={s}")
         for i, s in enumerate(("train", "warm", "eval"))
     }
     for name, tasks in splits.items():
-        assert len(tasks) == 120
+        assert len(tasks) == 80
         assert {split_of(t) for t in tasks} == {name}
-        assert len({t.content_key for t in tasks}) == 120
+        assert len({t.content_key for t in tasks}) == 80
     assert not overlapping(splits["eval"], splits["train"] + splits["warm"])
     assert not overlapping(splits["warm"], splits["train"])
     # The key is the question with its answer: the same question and answer in two databases is one problem
     # (a policy that memorised one would pass the other), so both land in one split.
     groups: dict[tuple[str, object], list[Task]] = {}
-    for task in lookup_tasks(n=1500, seed=4, level=1):
+    for task in lookup_tasks(n=1000, seed=4, level=1):
         groups.setdefault((task.prompt, task.answer), []).append(task)
     twins = [group for group in groups.values() if len(group) > 1]
     assert twins
