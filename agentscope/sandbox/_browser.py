@@ -74,6 +74,17 @@ _TIMEOUT_S = 15.0
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 _SNAPSHOT_LIMIT = 20_000
 _REF_RE = re.compile(r"^e\d+$")
+_VISIBLE_POINT_JS = """e => {
+  const r = e.getBoundingClientRect();
+  if (!r.width || !r.height || r.left < 0 || r.top < 0 || r.right > innerWidth || r.bottom > innerHeight) return null;
+  for (const fy of [0.5, 0.25, 0.75, 0.1, 0.9]) for (const fx of [0.5, 0.25, 0.75, 0.1, 0.9]) {
+    const hit = document.elementFromPoint(r.left + r.width * fx, r.top + r.height * fy);
+    if (hit && (hit === e || e.contains(hit))) return fx === 0.5 && fy === 0.5 ? null : {x: r.width * fx, y: r.height * fy};
+  }
+  return null;
+}"""
+"""Where a click reaches the element itself: None for its centre (or when the page must scroll, or nothing shows:
+Playwright's own checks then apply), else an offset inside its box that no other element covers."""
 
 
 def _origin(url: str) -> str:
@@ -460,9 +471,14 @@ class BrowserSession:
         return f"Opened {url} (status {status})."
 
     async def click(self, ref: str | None = None, *, x: float | None = None, y: float | None = None) -> str:
-        """Click the element ``ref`` (from the snapshot) or the viewport point (``x``, ``y``)."""
+        """Click the element ``ref`` (from the snapshot) or the viewport point (``x``, ``y``).
+
+        An element partly covered by another is clicked where it shows (as a person would), not at its centre.
+        """
         if ref:
-            await self._locator(ref).click()
+            locator = self._locator(ref)
+            point: dict[str, float] | None = await locator.evaluate(_VISIBLE_POINT_JS)
+            await locator.click(position=point) if point else await locator.click()
             return f"Clicked {ref}."
         if x is None or y is None:
             raise SandboxError("click needs an element ref, or both x and y")

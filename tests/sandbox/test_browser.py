@@ -133,6 +133,21 @@ async def test_only_allowed_origins(browser: Browser, site: tuple[int, list[str]
         await browser.new_session(allowed_origins=["https://example.org"])
 
 
+async def test_a_partly_covered_element_is_clicked_where_it_shows(browser: Browser) -> None:
+    async with browser.session() as page:
+        await page.page.set_content(
+            '<button id="under" style="position:absolute;left:10px;top:10px;width:40px;height:40px" '
+            "onclick=\"document.title='under'\">ONE</button>"
+            '<button style="position:absolute;left:25px;top:25px;width:40px;height:40px" '
+            "onclick=\"document.title='over'\">TWO</button>"
+        )
+        ref = re.search(r'button "ONE" \[ref=(e\d+)\]', await page.snapshot())
+        assert ref is not None
+        page.page.set_default_timeout(2000)
+        await page.click(ref.group(1))  # its centre is under TWO: a click there would reach TWO
+        assert await page.page.title() == "under"
+
+
 class _Api(http.server.BaseHTTPRequestHandler):
     """Stands in for a local service a page must not reach (the studio's API on another loopback port)."""
 
