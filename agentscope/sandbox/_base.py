@@ -25,7 +25,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentscope.exceptions import SandboxError
-from agentscope.sandbox._types import ExecResult, SandboxLimits, SandboxSpec
+from agentscope.sandbox._types import MAX_FILE_BYTES, MAX_OUTPUT_BYTES, ExecResult, SandboxLimits, SandboxSpec
 
 __all__ = ["GuestTransport", "Sandbox", "guest_boot_line", "guest_command", "guest_source"]
 
@@ -34,8 +34,15 @@ logger = logging.getLogger("agentscope.sandbox")
 _REPLY_GRACE_S = 15.0
 """How much longer than a command's own timeout the host waits for the guest's reply before declaring it dead."""
 _FILE_DEADLINE_S = 120.0
-_MAX_LINE_BYTES = 3 << 28
-"""Longest reply line accepted (a 256 MiB file, base64-encoded, and then some)."""
+
+
+def _base64_size(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+_MAX_LINE_BYTES = max(2 * _base64_size(MAX_OUTPUT_BYTES), _base64_size(MAX_FILE_BYTES)) + (16 << 20)
+"""Longest reply line accepted: an exec's two streams at their largest, base64-encoded, and room for the rest
+(a longer line is not the guest's: the sandbox is ended)."""
 
 
 class _BadReply(Exception):
@@ -157,6 +164,8 @@ class Sandbox(ABC):
         how the system-call filter is loaded."""
         self._transport: GuestTransport | None = None
         self._buffer = bytearray()
+        self._scanned = 0
+        """How much of ``_buffer`` is known to hold no line end (a long reply is searched once, not per chunk)."""
         self._ids = itertools.count(1)
         self._waiting: set[int] = set()
         self._replies: dict[int, dict[str, Any]] = {}
@@ -255,10 +264,14 @@ class Sandbox(ABC):
         raises :class:`_BadReply`."""
         assert self._transport is not None
         while True:
-            newline = self._buffer.find(b"\n")
+            newline = self._buffer.find(b"\n", self._scanned)  # the bytes before were searched already
             if newline >= 0:
-                line = bytes(self._buffer[: newline + 1])
-                del self._buffer[: newline + 1]
+                if newline + 1 == len(self._buffer):  # the usual case, a whole reply: take it without a copy
+                    line, self._buffer = self._buffer, bytearray()
+                else:
+                    line = self._buffer[: newline + 1]
+                    del self._buffer[: newline + 1]
+                self._scanned = 0
                 if self._mark not in line:
                     continue  # not from the guest: forged by sandboxed code, or noise
                 try:
@@ -272,6 +285,7 @@ class Sandbox(ABC):
                 return reply  # pyright: ignore[reportUnknownVariableType]
             if len(self._buffer) > _MAX_LINE_BYTES:
                 raise _BadReply(f"more than {_MAX_LINE_BYTES} bytes without a line end")
+            self._scanned = len(self._buffer)
             chunk = await self._transport.receive()
             if not chunk:
                 raise EOFError
@@ -400,6 +414,8 @@ class Sandbox(ABC):
             raise SandboxError(f"exec timeout must be positive, got {timeout}")
         merged = {**self.spec.env, **(env or {})}
         data = stdin.encode() if isinstance(stdin, str) else stdin
+        if data is not None and len(data) > MAX_FILE_BYTES:
+            raise SandboxError(f"exec stdin is {len(data)} bytes; at most {MAX_FILE_BYTES} can be sent")
         started = time.perf_counter()
         reply = await self._request(
             "exec",
@@ -442,7 +458,8 @@ class Sandbox(ABC):
         return result
 
     async def read_file(self, path: str) -> bytes:
-        """The bytes of ``path`` inside the sandbox. Raises :class:`FileNotFoundError` when it does not exist."""
+        """The bytes of ``path`` inside the sandbox (a regular file of at most 256 MiB). Raises
+        :class:`FileNotFoundError` when it does not exist."""
         reply = await self._request("read", deadline_s=_FILE_DEADLINE_S, path=path)
         if "error" in reply:
             _raise_file_error("read", path, await self._checked(_ErrorReply, reply, "read"))
@@ -452,6 +469,10 @@ class Sandbox(ABC):
     async def write_file(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
         """Write ``data`` to ``path`` inside the sandbox, creating parent directories."""
         payload = data.encode() if isinstance(data, str) else data
+        if len(payload) > MAX_FILE_BYTES:
+            raise SandboxError(
+                f"cannot write {path!r}: {len(payload)} bytes; at most {MAX_FILE_BYTES} per file"
+            )
         reply = await self._request(
             "write",
             deadline_s=_FILE_DEADLINE_S,

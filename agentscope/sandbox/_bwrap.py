@@ -31,7 +31,7 @@ from agentscope.exceptions import SandboxError
 from agentscope.sandbox._base import Sandbox, guest_boot_line, guest_command, guest_source
 from agentscope.sandbox._cgroups import Cgroup, CgroupUnavailable, create_cgroup, sweep_stale_cgroups
 from agentscope.sandbox._seccomp import seccomp_program
-from agentscope.sandbox._types import SandboxSpec
+from agentscope.sandbox._types import MAX_FILE_BYTES, SandboxSpec
 
 __all__ = ["BwrapSandbox", "bwrap_available"]
 
@@ -303,6 +303,7 @@ class BwrapSandbox(Sandbox):
             "env": env,
             "wipe": [spec.workdir, "/tmp", "/dev/shm"],
             "rlimits": rlimits,
+            "max_file_bytes": MAX_FILE_BYTES,
             "oom_files": [],
             # Without a cgroup, each command (not the guest, which must keep its threads) gets RLIMIT_AS.
             "command_memory_kb": None if self._cgroup is not None else limits.memory_mb << 10,

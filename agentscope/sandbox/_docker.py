@@ -36,7 +36,7 @@ from agentscope.exceptions import SandboxError
 from agentscope.sandbox._base import Sandbox, guest_boot_line, guest_command, guest_source
 from agentscope.sandbox._gvisor import gvisor_start_failure
 from agentscope.sandbox._seccomp import seccomp_program
-from agentscope.sandbox._types import SandboxSpec
+from agentscope.sandbox._types import MAX_FILE_BYTES, SandboxSpec
 
 if TYPE_CHECKING:
     import docker
@@ -440,6 +440,7 @@ class DockerSandbox(Sandbox):
             "wipe": [self.spec.workdir, "/tmp", "/dev/shm"],
             "rlimits": [["RLIMIT_FSIZE", limits.disk_mb << 20, limits.disk_mb << 20]],
             "oom_files": _OOM_FILES,
+            "max_file_bytes": MAX_FILE_BYTES,
             "seccomp": base64.b64encode(program).decode("ascii"),
         }
         await self._transport.send(guest_boot_line(source, config, self._token))

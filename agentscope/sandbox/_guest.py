@@ -383,6 +383,7 @@ class Guest:
         self.wipe: list[str] = config.get("wipe", [self.workdir, "/tmp"])
         self.oom_files: list[str] = config.get("oom_files", [])
         self.command_memory_kb: int | None = config.get("command_memory_kb")
+        self.max_file_bytes: int = config.get("max_file_bytes", _MAX_READ_BYTES)
         self.out: BinaryIO = sys.stdout.buffer
 
     def serve(self, seccomp_error: str | None = None) -> None:
@@ -433,9 +434,9 @@ class Guest:
 
     def op_read(self, request: dict[str, Any]) -> dict[str, Any]:
         with open(self._path(request["path"]), "rb") as f:
-            data = f.read(_MAX_READ_BYTES + 1)
-        if len(data) > _MAX_READ_BYTES:
-            raise OSError(27, f"file larger than {_MAX_READ_BYTES} bytes")
+            data = f.read(self.max_file_bytes + 1)
+        if len(data) > self.max_file_bytes:
+            raise OSError(27, f"file larger than {self.max_file_bytes} bytes")
         return {"data": _b64(data)}
 
     def op_write(self, request: dict[str, Any]) -> dict[str, Any]:

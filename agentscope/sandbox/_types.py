@@ -8,7 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentscope.exceptions import SandboxError
 
-__all__ = ["BackendName", "ExecResult", "SandboxLimits", "SandboxSpec"]
+__all__ = ["MAX_FILE_BYTES", "MAX_OUTPUT_BYTES", "BackendName", "ExecResult", "SandboxLimits", "SandboxSpec"]
+
+MAX_OUTPUT_BYTES = 1 << 28
+"""The largest ``output_bytes``: an exec's reply carries both streams, base64-encoded, in one line."""
+MAX_FILE_BYTES = 1 << 28
+"""The largest file ``read_file`` returns and ``write_file`` (or an exec's ``stdin``) takes."""
 
 BackendName: TypeAlias = Literal["auto", "docker", "bwrap"]
 """Which isolation backend runs a sandbox: ``auto`` picks Docker when an engine answers, else bubblewrap."""
@@ -47,9 +52,9 @@ class SandboxLimits(BaseModel):
     killed when it runs out (and, when it exits in time, whatever it left running in the background)."""
     disk_mb: int = Field(default=256, ge=1, le=1 << 20)
     """Size of the writable work dir, and separately of /tmp, in MiB."""
-    output_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
-    """Most bytes of stdout (and, separately, of stderr) kept per exec; the rest is dropped and the result says
-    ``truncated``."""
+    output_bytes: int = Field(default=1 << 20, ge=1024, le=MAX_OUTPUT_BYTES)
+    """Most bytes of stdout (and, separately, of stderr) kept per exec, at most 256 MiB; the rest is dropped and
+    the result says ``truncated``."""
     strict: bool = True
     """Refuse to start a sandbox whose limits cannot all be enforced as asked (a :class:`SandboxError` says which
     and why). False: start it anyway with what can be enforced, log a warning, and say what in

@@ -12,6 +12,7 @@ import base64
 import itertools
 import json
 import math
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,11 +29,12 @@ Reply = Callable[[dict[str, Any], str], bytes]
 class _Transport:
     def __init__(self, sandbox: ScriptedSandbox) -> None:
         self._sandbox = sandbox
-        self._send, self._receive = anyio.create_memory_object_stream[bytes](1000)
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](math.inf)
 
     def push(self, data: bytes) -> None:
-        for start in range(0, len(data), 65536):
-            self._send.send_nowait(data[start : start + 65536])
+        chunk = self._sandbox.chunk_bytes
+        for start in range(0, len(data), chunk):
+            self._send.send_nowait(data[start : start + chunk])
 
     async def send(self, data: bytes) -> None:
         for line in data.splitlines():
@@ -62,10 +64,12 @@ class ScriptedSandbox(Sandbox):
 
     backend = "scripted"
 
-    def __init__(self, reply: Reply, hello: Reply | None = None) -> None:
+    def __init__(self, reply: Reply, hello: Reply | None = None, chunk_bytes: int = 65536) -> None:
         super().__init__(SandboxSpec())
         self.reply = reply
         self.hello = hello
+        self.chunk_bytes = chunk_bytes
+        """The guest's output arrives in pieces of this size (a pipe gives 64 KiB at most)."""
         self.stopped = False
         self._double: _Transport | None = None
 
@@ -300,3 +304,40 @@ async def test_an_endless_line_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
             SandboxError, match=r"malformed reply \(more than 1048576 bytes without a line end\)"
         ):
             await sb.exec("true")
+
+
+async def test_a_long_reply_is_read_in_linear_time() -> None:
+    # The reader searched the whole buffer for a line end at every chunk: 48 MiB in 16 KiB chunks took many
+    # seconds of event-loop CPU (quadratic); read once, it is a fraction of a second.
+    data = bytes(range(256)) * (48 << 12)
+    encoded = _b64(data).encode()
+
+    def reply(request: dict[str, Any], token: str) -> bytes:
+        head = b'{"id":%d,"exit_code":0,"stdout":"' % request["id"]
+        return head + encoded + b'","stderr":"","timed_out":false,"k":"%s"}\n' % token.encode()
+
+    async with ScriptedSandbox(reply, chunk_bytes=16384) as sb:
+        await sb.start()
+        cpu = time.thread_time()  # the event loop's thread: robust to a busy machine, unlike wall time
+        r = await sb.exec("true")
+        cpu = time.thread_time() - cpu
+    assert r.stdout_bytes == data
+    assert cpu < 2.5, f"reading a 48 MiB reply took {cpu:.2f} s of event-loop CPU"
+
+
+async def test_limits_fit_in_a_reply() -> None:
+    from agentscope.sandbox import SandboxLimits
+    from agentscope.sandbox._base import _MAX_LINE_BYTES
+    from agentscope.sandbox._types import MAX_FILE_BYTES
+
+    with pytest.raises(SandboxError, match="output_bytes"):
+        SandboxLimits(output_bytes=1 << 30)  # two such streams made a reply the host refused as too long
+    largest = SandboxLimits(output_bytes=256 << 20).output_bytes
+    both_streams = 2 * 4 * ((largest + 2) // 3)  # base64
+    assert both_streams + 1000 * 1200 + 4096 <= _MAX_LINE_BYTES  # and up to 1000 escaped killed command lines
+    assert 4 * ((MAX_FILE_BYTES + 2) // 3) + 4096 <= _MAX_LINE_BYTES
+    async with ScriptedSandbox(_exec_reply()) as sb:
+        await sb.start()
+        with pytest.raises(SandboxError, match="at most"):
+            await sb.write_file("big", b"\0" * (MAX_FILE_BYTES + 1))
+        assert sb.alive  # refused before anything was sent
