@@ -39,7 +39,7 @@ from typing import Any, cast
 
 import yaml
 
-__all__ = ["PREPARE_JS", "Node", "parse_tree", "render_snapshot"]
+__all__ = ["PREPARE_JS", "Node", "parse_tree", "render_nodes", "render_snapshot"]
 
 PREPARE_JS = """() => {
   for (const id of ['reward-display', 'sync-task-cover', 'click-canvas', 'query', 'attention-canvas']) {
@@ -123,13 +123,6 @@ class Node:
     """Child elements."""
     hidden: bool = False
     """Marked ``aria-hidden`` (left out of the rendering with its subtree)."""
-
-    def walk(self) -> list[Node]:
-        """This node and its descendants, in document order."""
-        out: list[Node] = [self]
-        for child in self.children:
-            out.extend(child.walk())
-        return out
 
 
 def _parse_key(key: str) -> Node:
