@@ -295,11 +295,26 @@ def mcp_serve(
     ] = "stdio",
     host: Annotated[
         str,
-        typer.Option("--host", help="Interface to listen on (http); keep the loopback unless you add auth."),
+        typer.Option("--host", help="Interface to listen on (http); anything but loopback needs --token."),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on (http); 0 picks a free one.")] = 8000,
     path: Annotated[str, typer.Option("--path", help="URL path of the MCP endpoint (http).")] = "/mcp",
     name: Annotated[str, typer.Option("--name", help="The server name clients see.")] = "agentscope",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="AGENTSCOPE_MCP_TOKEN",
+            help="Require 'Authorization: Bearer <token>' on every request (http; 16+ characters).",
+        ),
+    ] = None,
+    allowed_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Another name clients reach the server by (Host header; repeatable). Others get 421.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a Toolkit's tools over MCP (stdio or streamable HTTP) until interrupted."""
     if transport not in ("stdio", "http"):
@@ -310,11 +325,30 @@ def mcp_serve(
         )
     from contextlib import suppress
 
+    if transport == "http":
+        from agentscope.exceptions import UsageError
+        from agentscope.tools._mcp_server import check_mcp_binding
+
+        try:
+            check_mcp_binding(host, token)
+        except UsageError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--host") from None
     with suppress(KeyboardInterrupt):
-        asyncio.run(_mcp_serve(toolkit_spec, transport, host, port, path, name))
+        asyncio.run(
+            _mcp_serve(toolkit_spec, transport, host, port, path, name, token, tuple(allowed_hosts or ()))
+        )
 
 
-async def _mcp_serve(spec: str, transport: str, host: str, port: int, path: str, name: str) -> None:
+async def _mcp_serve(
+    spec: str,
+    transport: str,
+    host: str,
+    port: int,
+    path: str,
+    name: str,
+    token: str | None = None,
+    allowed_hosts: tuple[str, ...] = (),
+) -> None:
     from contextlib import redirect_stdout
 
     import anyio
@@ -334,7 +368,14 @@ async def _mcp_serve(spec: str, transport: str, host: str, port: int, path: str,
             param_hint="MODULE:TOOLKIT",
         )
     await serve_mcp(
-        obj, transport="http" if transport == "http" else "stdio", host=host, port=port, path=path, name=name
+        obj,
+        transport="http" if transport == "http" else "stdio",
+        host=host,
+        port=port,
+        path=path,
+        name=name,
+        token=token,
+        allowed_hosts=allowed_hosts,
     )
 
 

@@ -23,7 +23,7 @@ if _typing.TYPE_CHECKING:
         MCPProgress,
         MCPRequestError,
     )
-    from agentscope.tools._mcp_server import build_mcp_server, serve_mcp
+    from agentscope.tools._mcp_server import build_mcp_server, mcp_http_app, serve_mcp
 
 __all__ = [
     "BASIC_GROUP",
@@ -39,6 +39,7 @@ __all__ = [
     "Toolkit",
     "approved_calls",
     "build_mcp_server",
+    "mcp_http_app",
     "require_approval",
     "serve_mcp",
 ]
@@ -50,6 +51,7 @@ _LAZY: dict[str, str] = {
     "MCPProgress": "agentscope.tools._mcp_client",
     "MCPRequestError": "agentscope.tools._mcp_client",
     "build_mcp_server": "agentscope.tools._mcp_server",
+    "mcp_http_app": "agentscope.tools._mcp_server",
     "serve_mcp": "agentscope.tools._mcp_server",
 }
 

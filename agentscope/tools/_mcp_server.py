@@ -10,10 +10,13 @@ and returns the merged output. Text becomes ``text`` content, base64 images ``im
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
+import secrets
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -30,9 +33,11 @@ from agentscope.tools._convert import merge_responses
 from agentscope.tools._response import ToolResponse
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
     from agentscope.tools._toolkit import Toolkit
 
-__all__ = ["build_mcp_server", "serve_mcp", "tool_response_to_mcp"]
+__all__ = ["build_mcp_server", "check_mcp_binding", "mcp_http_app", "serve_mcp", "tool_response_to_mcp"]
 
 logger = logging.getLogger("agentscope.mcp.server")
 
@@ -43,8 +48,8 @@ def build_mcp_server(
     """An ``mcp`` low-level ``Server`` exposing ``toolkit``'s active tools.
 
     Run it yourself (``server.run(read, write, server.create_initialization_options())``, or mount
-    ``server.streamable_http_app()`` in an ASGI app), connect an :class:`~agentscope.tools.MCPClient` to it
-    in-process, or use :func:`serve_mcp`.
+    :func:`mcp_http_app` in an ASGI app), connect an :class:`~agentscope.tools.MCPClient` to it in-process, or
+    use :func:`serve_mcp`.
 
     Args:
         toolkit: The tools to serve. Groups switched on or off later change what is listed.
@@ -146,6 +151,8 @@ async def serve_mcp(
     path: str = "/mcp",
     name: str = "agentscope",
     instructions: str | None = None,
+    token: str | None = None,
+    allowed_hosts: Sequence[str] = (),
     on_ready: Callable[[str], object] | None = None,
 ) -> None:
     """Serve ``toolkit`` as an MCP server until cancelled (or, over stdio, until the client disconnects).
@@ -154,15 +161,28 @@ async def serve_mcp(
     Over HTTP it listens on ``http://{host}:{port}{path}`` (streamable HTTP; ``port=0`` picks a free port, the
     address is logged and written to stderr) and stops gracefully when cancelled.
 
+    HTTP security: the tools run on this machine, so a ``host`` other than the loopback needs a ``token``
+    (at least 16 characters), and with a token every request must carry ``Authorization: Bearer <token>``
+    (else 401). Requests whose ``Host`` header is not a name of this server get 421, and browser requests from
+    another ``Origin`` get 403 (DNS-rebinding protection), whatever the interface: the accepted names are the
+    loopback's, the bound address, this machine's host name and addresses when bound to all interfaces, and
+    ``allowed_hosts``.
+
     Args:
         toolkit: The tools to serve.
         transport: ``"stdio"`` or ``"http"``.
-        host: Interface to listen on (HTTP); keep the loopback default unless you add authentication.
+        host: Interface to listen on (HTTP); anything but the loopback needs ``token``.
         port: Port to listen on (HTTP).
         path: URL path of the endpoint (HTTP).
         name: The server name clients see.
         instructions: Sent to clients at connection; default: the toolkit's group instructions.
+        token: Require ``Authorization: Bearer <token>`` on every HTTP request.
+        allowed_hosts: More names clients may reach the server by (``Host`` header values: ``"mcp.internal"``,
+            or ``"mcp.internal:8000"`` for one port only), e.g. behind a proxy.
         on_ready: Called with the endpoint's URL once the HTTP server listens (handy with ``port=0``).
+
+    Raises:
+        UsageError: an unknown transport, or a non-loopback ``host`` without a (long enough) ``token``.
     """
     server = build_mcp_server(toolkit, name=name, instructions=instructions)
     if transport == "stdio":
@@ -173,15 +193,116 @@ async def serve_mcp(
         return
     if transport != "http":
         raise UsageError(f"unknown MCP transport {transport!r}; use 'stdio' or 'http'")
-    await _serve_http(server, host=host, port=port, path=path, on_ready=on_ready)
+    check_mcp_binding(host, token)
+    names = await anyio.to_thread.run_sync(_host_names, host, tuple(allowed_hosts))  # may resolve names
+    app = mcp_http_app(server, path=path, host_names=names, token=token)
+    await _serve_http(app, host=host, port=port, path=path, on_ready=on_ready)
+
+
+def check_mcp_binding(host: str, token: str | None) -> None:
+    """Refuse to serve tools over HTTP beyond the loopback without a token (anyone could run them).
+
+    Raises:
+        UsageError: ``host`` is not a loopback address and there is no token, or it is shorter than 16.
+    """
+    if token is not None and len(token) < _MIN_TOKEN:
+        raise UsageError(f"the MCP server token must be at least {_MIN_TOKEN} characters long")
+    if _is_loopback(host) or token:
+        return
+    raise UsageError(
+        f"binding the MCP server to {host} lets anyone who can reach it run its tools on this machine: pass "
+        f"a token (--token {secrets.token_urlsafe(24)}; clients send Authorization: Bearer <token>) or bind "
+        "127.0.0.1"
+    )
+
+
+def mcp_http_app(
+    server: Server[Any], *, path: str = "/mcp", host_names: Sequence[str], token: str | None = None
+) -> ASGIApp:
+    """The streamable-HTTP ASGI app of ``server``, with explicit DNS-rebinding settings and an optional token.
+
+    Args:
+        server: The MCP server (see :func:`build_mcp_server`).
+        path: URL path of the endpoint.
+        host_names: The names (``Host`` header values, without port) the server may be reached by; requests
+            with another ``Host`` get 421, and browser requests whose ``Origin`` is not one of them 403.
+        token: When set, every request must carry ``Authorization: Bearer <token>`` (else 401).
+    """
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    hosts: list[str] = []
+    origins: list[str] = []
+    for name in dict.fromkeys(host_names):
+        shown = f"[{name}]" if ":" in name and not name.startswith("[") else name
+        hosts += [shown, f"{shown}:*"]
+        origins += [f"http://{shown}", f"http://{shown}:*", f"https://{shown}", f"https://{shown}:*"]
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+    app: ASGIApp = server.streamable_http_app(streamable_http_path=path, transport_security=security)
+    return app if token is None else _BearerToken(app, token)
+
+
+class _BearerToken:
+    """ASGI middleware: HTTP requests without ``Authorization: Bearer <token>`` get 401."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan
+            await self.app(scope, receive, send)
+            return
+        from starlette.datastructures import Headers
+        from starlette.responses import PlainTextResponse
+
+        scheme, _, supplied = Headers(scope=scope).get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and secrets.compare_digest(supplied.strip().encode(), self._token):
+            await self.app(scope, receive, send)
+            return
+        response = PlainTextResponse(
+            "this MCP server needs its token: send Authorization: Bearer <token>",
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="agentscope-mcp"'},
+        )
+        await response(scope, receive, send)
+
+
+_MIN_TOKEN = 16
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_names(host: str, extra: Sequence[str]) -> list[str]:
+    """The ``Host`` names the server answers to: loopback, the bound address (all of this machine's names and
+    addresses for a wildcard bind) and ``extra``. Blocking (it may resolve this machine's name)."""
+    names = [*_LOOPBACK_NAMES, host.strip("[]")]
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        machine = socket.gethostname()
+        names += [machine, socket.getfqdn()]
+        with contextlib.suppress(OSError):
+            names += [str(info[4][0]) for info in socket.getaddrinfo(machine, None)]
+    for item in extra:
+        name = item.strip().lower()
+        if name:
+            names.append(name)
+    return [n for n in dict.fromkeys(names) if n not in ("0.0.0.0", "::", "")]
 
 
 async def _serve_http(
-    server: Server[Any], *, host: str, port: int, path: str, on_ready: Callable[[str], object] | None
+    app: ASGIApp, *, host: str, port: int, path: str, on_ready: Callable[[str], object] | None
 ) -> None:
     import uvicorn
 
-    app = server.streamable_http_app(streamable_http_path=path, host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     http = uvicorn.Server(config)
     # Bind first, so that the address (a free port when port=0) is known and announced before serving.
@@ -221,6 +342,9 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        # Listen now: the address is announced before uvicorn starts serving, and a client that connects in
+        # between must wait in the backlog, not be refused.
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise
