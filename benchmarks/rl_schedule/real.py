@@ -1,12 +1,13 @@
-"""Sync vs async on the real embedded system, in one invocation: the tiny policy on the arithmetic tool task
-with injected environment latency (lognormal, a 10x tail), ``agentscope rl train`` in both modes.
+"""The schedule modes on the real embedded system, in one invocation: the tiny policy on the arithmetic tool task
+with injected environment latency (lognormal, a 10x tail), ``agentscope rl train`` once per mode.
 
-    .venv/bin/python benchmarks/rl_schedule/real.py                  # ~5 minutes on 2 cores
-    .venv/bin/python benchmarks/rl_schedule/real.py --steps 4 --median 0.5
+    .venv/bin/python benchmarks/rl_schedule/real.py                  # ~6 minutes on 2 cores
+    .venv/bin/python benchmarks/rl_schedule/real.py --steps 12 --modes sync-refill,async
 
-Both runs use examples/rl/smoke.yaml with the same overrides, the same (cached) warm-started policy and the same
+Every run uses examples/rl/smoke.yaml with the same overrides, the same (cached) warm-started policy and the same
 task order; only ``schedule.mode`` differs. Throughput is measured over the scheduler's own clock
-(``sched/elapsed_s``: from the first episode to the last step), so building the policy does not count.
+(``sched/elapsed_s``: from the first episode to the last step), so building the policy does not count. The machine
+is shared: each run records the 1-minute load average before and after it.
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ def run(mode: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     command += ["--run-dir", str(run_dir)]
     for item in overrides:
         command += ["--set", item]
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{result.stderr[-3000:]}")
     wall = time.perf_counter() - started
+    load_after = os.getloadavg()[0]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last = metrics[-1]
     elapsed = last["sched/elapsed_s"]
@@ -60,6 +63,7 @@ def run(mode: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         "mode": mode,
         "steps": len(metrics),
         "process_wall_s": wall,
+        "load_avg_1m": [load_before, load_after],
         "schedule_s": elapsed,
         "trained_trajectories": trained,
         "trained_per_hour": trained / elapsed * 3600,
@@ -72,6 +76,7 @@ def run(mode: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         "tokens_per_s_last": last.get("rollout/tokens_per_s", 0.0),
         "dropped_stale": last.get("data/dropped_stale", 0.0),
         "episodes": last.get("env/episodes", 0.0),
+        "discarded_groups": last.get("sched/discarded_groups", 0.0),
     }
 
 
@@ -83,22 +88,28 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--batch-groups", type=int, default=4)
     parser.add_argument("--median", type=float, default=1.0, help="median env step latency, seconds")
+    parser.add_argument("--modes", default="sync-wave,sync-refill,async")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     cache = OUT / "policy-cache"
-    results = [run("sync", args, cache), run("async", args, cache)]
+    results = [run(mode, args, cache) for mode in args.modes.split(",")]
     for r in results:
         print(
-            f"{r['mode']:<6} steps={r['steps']} schedule={r['schedule_s']:.0f}s trained={r['trained_trajectories']:.0f} "
+            f"{r['mode']:<12} steps={r['steps']} schedule={r['schedule_s']:.0f}s trained={r['trained_trajectories']:.0f} "
             f"traj/h={r['trained_per_hour']:.0f} tok/h={r['trained_tokens_per_hour']:.0f} "
             f"occ={r['env_slot_occupancy']:.1%} envutil={r['env_utilisation']:.1%} "
-            f"trainer={r['trainer_utilisation']:.1%} staleness mean={r['staleness_mean']:.2f} max={r['staleness_max']:.0f}"
+            f"trainer={r['trainer_utilisation']:.1%} staleness mean={r['staleness_mean']:.2f} max={r['staleness_max']:.0f} "
+            f"load={r['load_avg_1m'][0]:.1f}->{r['load_avg_1m'][1]:.1f}"
         )
-    sync, async_ = results
-    print(
-        f"async/sync: {async_['trained_per_hour'] / sync['trained_per_hour']:.2f}x trajectories/h, "
-        f"{async_['trained_tokens_per_hour'] / sync['trained_tokens_per_hour']:.2f}x tokens/h"
-    )
+    by_mode = {r["mode"]: r for r in results}
+    if "async" in by_mode:
+        fast = by_mode["async"]
+        for mode, r in by_mode.items():
+            if mode != "async":
+                print(
+                    f"async/{mode}: {fast['trained_per_hour'] / r['trained_per_hour']:.2f}x trajectories/h, "
+                    f"{fast['trained_tokens_per_hour'] / r['trained_tokens_per_hour']:.2f}x tokens/h"
+                )
     (OUT / "real.json").write_text(
         json.dumps({"args": vars(args), "cpus": os.cpu_count(), "results": results}, indent=1)
     )

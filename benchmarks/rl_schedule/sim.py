@@ -12,8 +12,6 @@ Scheduler, EnvCluster, ReActAgent and DataManager, plus these) runs in simulated
 - :class:`SimEnv`: each tool call takes a :class:`LatencyModel` draw; the verifier succeeds with the task's
   probability.
 - :class:`SimTrainer`: a step costs ``fixed_s + per_token_s * tokens`` (all tokens of the flattened samples).
-- :class:`Lockstep`: turn-level batch synchronisation (the classic batched multi-turn rollout): every model call
-  waits until every live episode is at its next model call.
 """
 
 from __future__ import annotations
@@ -204,36 +202,6 @@ class _Session:
     plan: _Plan | None = None
 
 
-class Lockstep:
-    """Turn-level barrier across the live episodes (sync-batch baseline)."""
-
-    def __init__(self) -> None:
-        self.participants: set[str] = set()
-        self.waiting: set[str] = set()
-        self._release = anyio.Event()
-
-    def join(self, sid: str) -> None:
-        self.participants.add(sid)
-
-    def leave(self, sid: str) -> None:
-        self.participants.discard(sid)
-        self.waiting.discard(sid)
-        self._check()
-
-    def _check(self) -> None:
-        if self.waiting and self.waiting >= self.participants:
-            self.waiting.clear()
-            self._release.set()
-            self._release = anyio.Event()
-
-    async def arrive(self, sid: str) -> None:
-        release = self._release
-        self.waiting.add(sid)
-        self._check()
-        if sid in self.waiting:
-            await release.wait()
-
-
 class SimRollout:
     """The rollout service over several :class:`SimServer` (sessions stick to the least loaded server)."""
 
@@ -242,12 +210,10 @@ class SimRollout:
         servers: Sequence[SimServer],
         policy: PolicySpec,
         rng: random.Random,
-        lockstep: Lockstep | None = None,
     ) -> None:
         self.servers = list(servers)
         self.policy = policy
         self.rng = rng
-        self.lockstep = lockstep
         self.sessions: dict[str, _Session] = {}
 
     def open_session(self, session_id: str | None = None) -> str:
@@ -258,15 +224,11 @@ class SimRollout:
         server = min(self.servers, key=lambda s: (s.version < newest, s.sessions, s.name))
         server.sessions += 1
         self.sessions[sid] = _Session(server)
-        if self.lockstep is not None:
-            self.lockstep.join(sid)
         return sid
 
     def close_session(self, session_id: str) -> list[Turn]:
         session = self.sessions.pop(session_id)
         session.server.sessions -= 1
-        if self.lockstep is not None:
-            self.lockstep.leave(session_id)
         return session.turns
 
     def _plan(self) -> _Plan:
@@ -288,8 +250,6 @@ class SimRollout:
         return _Plan(k, completions, observations)
 
     async def chat(self, session_id: str, messages: Sequence[Msg]) -> ChatResponse:
-        if self.lockstep is not None:
-            await self.lockstep.arrive(session_id)
         session = self.sessions[session_id]
         if session.plan is None:
             session.plan = self._plan()
