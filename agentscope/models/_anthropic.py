@@ -96,7 +96,9 @@ class AnthropicChatModel(ChatModel):
         base_url: API root.
         api_key: Sent as ``x-api-key``; defaults to the ``ANTHROPIC_API_KEY`` environment variable.
         max_tokens: ``max_tokens`` when the settings do not give one (the API requires it).
-        timeout_s: Timeout of one attempt, in seconds (``settings["timeout_s"]`` overrides it per call).
+        timeout_s: Deadline of one attempt, in seconds, from sending the request to the last byte of the answer
+            (of a stream: to its last event); a retry gets a new one. ``settings["timeout_s"]`` overrides it
+            per call.
         max_retries: Retries on 408/429/5xx/529 answers, timeouts and connection errors.
         backoff: ``(base, max)`` seconds of the exponential backoff between retries.
         default_settings: Settings for every call; per-call ``settings`` override them key by key.
@@ -305,8 +307,8 @@ class AnthropicChatModel(ChatModel):
             messages, tools, tool_choice, response_format, settings, True
         )
         state = _StreamState(format_tool)
-        async with self._http.stream(body, timeout_s=timeout_s) as response:
-            async for event in self._http.iter_sse(response):
+        async with self._http.stream(body, timeout_s=timeout_s) as events:
+            async for event in events:
                 try:
                     data = json.loads(event.data)
                 except (ValueError, RecursionError) as exc:

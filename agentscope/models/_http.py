@@ -4,9 +4,14 @@ What a failed request becomes (see :mod:`agentscope.exceptions`)::
 
     retryable status (408, 429, 500, 502, 503, 504, 529)  -> retried, then ModelHTTPError
     other error status (400, 401, 403, 404, 422, ...)      -> ModelHTTPError at once, with a hint
-    timeout (connect, read, write, pool)                   -> retried, then ModelTimeoutError
+    deadline passed (timeout_s; see below)                 -> retried, then ModelTimeoutError
     connection error (refused, reset, protocol error)      -> retried, then ModelConnectionError
     a 2xx answer that is not the JSON we expect            -> ModelResponseError
+
+``timeout_s`` is a deadline for each attempt as a whole, not for each read: from sending the request to the last
+byte of the answer, so a server that drips bytes slowly cannot stretch a call. For a stream the deadline covers
+the whole stream, up to its last event (a long generation needs a ``timeout_s`` to match). A retry gets a new
+deadline; waiting between attempts is not counted.
 
 Retries wait ``min(backoff_max, backoff_base * 2**attempt)`` with jitter (between half and all of it), or what
 the server's ``Retry-After`` / ``retry-after-ms`` header asks for when that is at most a minute. A stream is
@@ -129,7 +134,7 @@ class HTTPChannel:
         headers: Headers for every request (authentication included).
         secret: The API key, removed from every message and error body.
         key_hint: What a 401 message tells the user to check, for example ``"api_key= or OPENAI_API_KEY"``.
-        timeout_s: Default timeout of one attempt, in seconds.
+        timeout_s: Default deadline of one attempt, in seconds (see the module docstring for what it covers).
         retry: Retry policy.
         http_client: A client to use instead of our own; it is not closed by :meth:`aclose`.
         transport: Transport for our own client (for tests or custom networking).
@@ -195,31 +200,45 @@ class HTTPChannel:
 
     async def _send(
         self, body: Mapping[str, Any], timeout_s: float | None, *, stream: bool
-    ) -> httpx.Response:
-        """Send with retries; return a 2xx response (unread when ``stream``) or raise a model error."""
+    ) -> tuple[httpx.Response, float]:
+        """Send with retries; return a 2xx response (unread when ``stream``) and the deadline of its attempt
+        (``anyio.current_time()`` scale), or raise a model error."""
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         client = self._get_client()
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
         attempt = 0
         while True:
             request = self._request(client, content, timeout_s)
-            try:
-                response = await client.send(request, stream=stream)
-            except httpx.UnsupportedProtocol as exc:
-                raise ModelConnectionError(
-                    self.redact(f"{self.provider}: cannot send to {self.url}: {exc}; check base_url")
-                ) from exc
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
+            response: httpx.Response | None = None
+            failure: httpx.TimeoutException | httpx.TransportError | None = None
+            deadline = anyio.current_time() + timeout
+            with anyio.move_on_after(timeout) as scope:
+                try:
+                    response = await client.send(request, stream=stream)
+                    if stream and response.status_code >= 300:  # the body is only for the message
+                        with contextlib.suppress(httpx.TransportError):
+                            await response.aread()
+                except httpx.UnsupportedProtocol as exc:
+                    raise ModelConnectionError(
+                        self.redact(f"{self.provider}: cannot send to {self.url}: {exc}; check base_url")
+                    ) from exc
+                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                    failure = exc
+            if scope.cancelled_caught or failure is not None:
+                if response is not None:
+                    await response.aclose()
                 if attempt >= self.retry.max_retries:
-                    self._raise_transport_error(exc, attempt + 1, timeout_s)
+                    if failure is None:
+                        self._raise_deadline_passed(timeout, attempt + 1)
+                    self._raise_transport_error(failure, attempt + 1, timeout_s)
                 delay = self.retry.delay_s(attempt)
-                reason = type(exc).__name__
+                reason = type(failure).__name__ if failure is not None else f"no answer within {timeout:g}s"
             else:
+                assert response is not None
                 status = response.status_code
                 if status < 300:
-                    return response
+                    return response, deadline
                 if stream:
-                    with contextlib.suppress(httpx.TransportError):  # the body is only for the message
-                        await response.aread()
                     await response.aclose()
                 if status not in RETRYABLE_STATUS_CODES or attempt >= self.retry.max_retries:
                     self._raise_status_error(response, attempt + 1)
@@ -237,8 +256,8 @@ class HTTPChannel:
             await anyio.sleep(delay)
 
     async def post_json(self, body: Mapping[str, Any], *, timeout_s: float | None = None) -> Any:
-        """POST ``body`` as JSON and return the decoded JSON answer."""
-        response = await self._send(body, timeout_s, stream=False)
+        """POST ``body`` as JSON and return the decoded JSON answer (each attempt within ``timeout_s``)."""
+        response, _ = await self._send(body, timeout_s, stream=False)
         try:
             return json.loads(response.content)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python's stack
@@ -248,20 +267,35 @@ class HTTPChannel:
     @asynccontextmanager
     async def stream(
         self, body: Mapping[str, Any], *, timeout_s: float | None = None
-    ) -> AsyncGenerator[httpx.Response]:
-        """POST ``body`` and yield the open streaming response; it is closed on exit."""
-        response = await self._send(body, timeout_s, stream=True)
+    ) -> AsyncGenerator[AsyncIterator[SSEEvent]]:
+        """POST ``body`` and yield its server-sent events; the response is closed on exit.
+
+        The whole stream, up to its last event, must arrive within ``timeout_s`` (else ModelTimeoutError);
+        transport failures while streaming become model errors.
+        """
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
+        response, deadline = await self._send(body, timeout_s, stream=True)
         try:
-            yield response
+            yield self._iter_sse(response, deadline, timeout)
         finally:
             await response.aclose()
 
-    async def iter_sse(self, response: httpx.Response) -> AsyncIterator[SSEEvent]:
-        """Parse a ``text/event-stream`` body into events; transport failures become model errors."""
+    async def _iter_sse(
+        self, response: httpx.Response, deadline: float, limit_s: float
+    ) -> AsyncIterator[SSEEvent]:
+        """Parse a ``text/event-stream`` body into events, each read bounded by what is left of the deadline."""
         event: str | None = None
         data: list[str] = []
+        lines = response.aiter_lines()
         try:
-            async for line in response.aiter_lines():
+            while True:
+                line: str | None = None
+                with anyio.move_on_after(deadline - anyio.current_time()) as scope:
+                    line = await anext(lines, None)
+                if scope.cancelled_caught:
+                    self._raise_deadline_passed(limit_s, 1, during_stream=True)
+                if line is None:
+                    break
                 if not line:
                     if data:
                         yield SSEEvent(event, "\n".join(data))
@@ -280,7 +314,19 @@ class HTTPChannel:
             if data:
                 yield SSEEvent(event, "\n".join(data))
         except (httpx.TimeoutException, httpx.TransportError) as exc:
-            self._raise_transport_error(exc, 1, None, during_stream=True)
+            self._raise_transport_error(exc, 1, limit_s, during_stream=True)
+
+    def _raise_deadline_passed(
+        self, timeout: float, attempts: int, *, during_stream: bool = False
+    ) -> NoReturn:
+        where = (
+            "while streaming" if during_stream else f"after {attempts} attempt{'s' if attempts > 1 else ''}"
+        )
+        message = (
+            f"{self.provider}: no complete answer from {self.url} within {timeout:g}s ({where}); "
+            "raise timeout_s (or settings['timeout_s']) or check that the server is healthy"
+        )
+        raise ModelTimeoutError(self.redact(message))
 
     def _raise_transport_error(
         self,

@@ -56,7 +56,9 @@ class OpenAIChatModel(ChatModel):
         base_url: API root; requests go to ``{base_url}/chat/completions``.
         api_key: Bearer token; defaults to the ``OPENAI_API_KEY`` environment variable (local servers may
             need none).
-        timeout_s: Timeout of one attempt, in seconds (``settings["timeout_s"]`` overrides it per call).
+        timeout_s: Deadline of one attempt, in seconds, from sending the request to the last byte of the answer
+            (of a stream: to its last event); a retry gets a new one. ``settings["timeout_s"]`` overrides it
+            per call.
         max_retries: Retries on 408/429/5xx answers, timeouts and connection errors.
         backoff: ``(base, max)`` seconds of the exponential backoff between retries.
         default_settings: Settings for every call; per-call ``settings`` override them key by key.
@@ -180,8 +182,8 @@ class OpenAIChatModel(ChatModel):
             stream=True,
         )
         state = _StreamState()
-        async with self._http.stream(body, timeout_s=timeout_s) as response:
-            async for event in self._http.iter_sse(response):
+        async with self._http.stream(body, timeout_s=timeout_s) as events:
+            async for event in events:
                 if event.data == "[DONE]":
                     break
                 for delta in state.feed(_loads_chunk(event.data)):
