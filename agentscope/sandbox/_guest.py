@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -334,6 +336,27 @@ def _kill_all() -> int:
     return killed
 
 
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def _open_regular(path: str, flags: int, mode: int = 0o644) -> int:
+    """``path`` opened without blocking (a FIFO would block its thread forever, and the host would give up on the
+    sandbox); anything but a regular file is refused with an OSError saying what it is."""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO opened for writing while nobody reads it
+            raise OSError(errno.ENXIO, "it is a FIFO, not a regular file") from None
+        raise
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        if kind == stat.S_IFDIR:
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        raise OSError(errno.EINVAL, f"it is {_KINDS.get(kind, 'not a regular file')}, not a regular file")
+    return fd
+
+
 def _empty_dir(path: str) -> None:
     try:
         names = os.listdir(path)
@@ -433,7 +456,7 @@ class Guest:
         return {"oom_kills": _oom_kills(self.oom_files), "processes": len(procs)}
 
     def op_read(self, request: dict[str, Any]) -> dict[str, Any]:
-        with open(self._path(request["path"]), "rb") as f:
+        with os.fdopen(_open_regular(self._path(request["path"]), os.O_RDONLY), "rb") as f:
             data = f.read(self.max_file_bytes + 1)
         if len(data) > self.max_file_bytes:
             raise OSError(27, f"file larger than {self.max_file_bytes} bytes")
@@ -445,7 +468,7 @@ class Guest:
         if parent:
             os.makedirs(parent, exist_ok=True)
         data = base64.b64decode(request["data"])
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, int(request.get("mode", 0o644)))
+        fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, int(request.get("mode", 0o644)))
         try:
             view = memoryview(data)
             while view:

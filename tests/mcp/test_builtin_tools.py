@@ -141,6 +141,64 @@ async def test_write_and_edit_files(files: Toolkit, workdir: Path) -> None:
     assert "was not found" in output
 
 
+async def test_fifos_and_devices_are_refused_at_once(files: Toolkit, workdir: Path) -> None:
+    import contextlib
+    import os
+    import threading
+    import time
+
+    fifo = workdir / "pipe"
+    os.mkfifo(fifo)
+    (workdir / "null").symlink_to("/dev/null")  # a symlink inside pointing out is refused anyway
+
+    def release() -> None:
+        # Opening the FIFO's other end wakes a tool stuck in open() (the old code) so the test can end.
+        time.sleep(5)
+        for flags in (os.O_WRONLY | os.O_NONBLOCK, os.O_RDONLY | os.O_NONBLOCK):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, flags))
+
+    threading.Thread(target=release, daemon=True).start()
+    started = time.perf_counter()
+    for name, arguments in (
+        ("view_file", {"path": "pipe"}),
+        ("edit_file", {"path": "pipe", "old_text": "a", "new_text": "b"}),
+        ("write_file", {"path": "pipe", "content": "x"}),
+    ):
+        output, is_error = await call(files, name, **arguments)
+        assert is_error, (name, output)
+        assert "'pipe' is a FIFO (named pipe)" in output, (name, output)
+    assert (
+        time.perf_counter() - started < 2
+    )  # the old code blocked in open() until something opened the other end
+
+
+async def test_view_file_reads_only_what_it_shows(files: Toolkit, workdir: Path) -> None:
+    big = workdir / "big.log"
+    with big.open("w") as f:
+        f.writelines(f"line {n}\n" for n in range(1, 20_001))
+        f.truncate(256 << 20)  # then a 256 MiB hole: the file is huge, its start is text
+
+    def read_bytes() -> int:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+        raise AssertionError("no rchar in /proc/self/io")
+
+    before = read_bytes()
+    output, is_error = await call(files, "view_file", path="big.log")
+    read = read_bytes() - before
+    assert not is_error
+    assert output.startswith("big.log (lines 1-")
+    assert "of 268435456 bytes)" in output.splitlines()[0]
+    assert output.endswith("... (cut; view a smaller line range)")
+    assert "\n   1  line 1\n   2  line 2\n" in output
+    assert read < 4 << 20, f"view_file read {read} bytes to show {len(output)} characters"
+    output, _ = await call(files, "view_file", path="big.log", start_line=19_999, end_line=20_000)
+    assert output.splitlines()[1:] == ["19999  line 19999", "20000  line 20000"]
+    assert read_bytes() - before < 8 << 20
+
+
 @pytest.mark.parametrize(
     ("tool", "arguments"),
     [

@@ -61,6 +61,20 @@ async def test_files_round_trip(api_backend: Opener) -> None:
             await sb.read_file("a")
 
 
+async def test_files_that_are_not_regular_are_refused_at_once(api_backend: Opener) -> None:
+    # Reading a FIFO blocked the guest's thread forever: after 120 s the host declared the whole sandbox dead.
+    async with api_backend(limits=LIMITS) as sb:
+        assert (await sb.exec(["python3", "-c", "import os; os.mkfifo('pipe')"])).exit_code == 0
+        with anyio.fail_after(10):
+            with pytest.raises(SandboxError, match="it is a FIFO, not a regular file"):
+                await sb.read_file("pipe")
+            with pytest.raises(SandboxError, match="it is a FIFO, not a regular file"):
+                await sb.write_file("pipe", "x")
+            with pytest.raises(SandboxError, match="character device"):
+                await sb.read_file("/dev/zero")  # not 256 MiB of zeros first
+        assert (await sb.exec("echo alive")).stdout == "alive\n"
+
+
 async def test_output_is_truncated_at_the_limit(api_backend: Opener) -> None:
     limits = LIMITS.model_copy(update={"output_bytes": 4096})
     async with api_backend(limits=limits) as sb:
