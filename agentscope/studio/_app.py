@@ -2,8 +2,9 @@
 
 Everything the UI shows comes from the JSON API under ``/api``; the API is usable on its own. Store reads block
 (SQLite), so every handler runs them in a worker thread. With a token configured every ``/api`` request must carry
-it (``Authorization: Bearer <token>``, or ``?token=`` for the SSE feed, which browsers open without headers); the
-static files hold no data and are served without it.
+it in ``Authorization: Bearer <token>``; only the SSE feed (``/api/events``, which browsers open without headers)
+also takes ``?token=``. The static files hold no data and are served without it. Bad query parameters get 422
+with a ``detail`` naming each one.
 """
 
 import asyncio
@@ -42,6 +43,9 @@ def _require_fastapi() -> None:
         raise ImportError("the studio needs FastAPI and uvicorn: pip install 'agentscope[studio]'") from exc
 
 
+_INT64 = 2**63 - 1
+"""Largest integer SQLite stores: the bound of every numeric query parameter (nanoseconds, ids, offsets)."""
+
 _LOST_RUN_POLLS = 10
 """The live feed checks for runs whose process is gone every this many polls."""
 
@@ -66,6 +70,8 @@ def create_app(
     from contextlib import asynccontextmanager
 
     from fastapi import Depends, FastAPI, HTTPException, Query, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
     from fastapi.staticfiles import StaticFiles
 
@@ -93,17 +99,25 @@ def create_app(
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
 
-    def check_token(request: Request) -> None:
-        if token is None:
-            return
-        supplied = request.query_params.get("token") or ""
+    def supplied_token(request: Request, *, query: bool) -> str:
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
-            supplied = header[7:].strip()
-        if not secrets.compare_digest(supplied.encode(), token.encode()):
+            return header[7:].strip()
+        return (request.query_params.get("token") or "") if query else ""
+
+    def require(supplied: str) -> None:
+        if token is not None and not secrets.compare_digest(supplied.encode(), token.encode()):
             raise HTTPException(
                 status_code=401, detail="this studio needs its token", headers={"WWW-Authenticate": "Bearer"}
             )
+
+    def check_token(request: Request) -> None:
+        """The token from the ``Authorization`` header only: a token in a URL ends up in logs and history."""
+        require(supplied_token(request, query=False))
+
+    def check_feed_token(request: Request) -> None:
+        """The live feed's token: also from ``?token=``, since a browser's EventSource cannot send headers."""
+        require(supplied_token(request, query=True))
 
     async def read(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a store read in a worker thread (SQLite blocks)."""
@@ -147,10 +161,10 @@ def create_app(
         project: str | None = None,
         agent: str | None = None,
         status: str | None = None,
-        since_ns: int | None = None,
-        until_ns: int | None = None,
+        since_ns: int | None = Query(None, ge=0, le=_INT64),
+        until_ns: int | None = Query(None, ge=0, le=_INT64),
         q: str | None = None,
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=_INT64),
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict[str, Any]:
         filters = RunFilter(
@@ -170,7 +184,7 @@ def create_app(
 
     @app.get("/api/runs/{run_id}/traces", dependencies=api)
     async def traces(  # pyright: ignore[reportUnusedFunction]
-        run_id: str, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)
+        run_id: str, offset: int = Query(0, ge=0, le=_INT64), limit: int = Query(100, ge=1, le=1000)
     ) -> dict[str, Any]:
         rows, total = await read(TraceStore.list_traces, run_id, offset=offset, limit=limit)
         return {"traces": rows, "total": total, "offset": offset}
@@ -215,7 +229,7 @@ def create_app(
 
     @app.get("/api/traces/{trace_id}/tree", dependencies=api)
     async def tree(  # pyright: ignore[reportUnusedFunction]
-        trace_id: str, offset: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000)
+        trace_id: str, offset: int = Query(0, ge=0, le=_INT64), limit: int = Query(500, ge=1, le=5000)
     ) -> dict[str, Any]:
         rows, total = await read(TraceStore.trace_tree, trace_id, offset=offset, limit=limit)
         if total == 0:
@@ -237,7 +251,7 @@ def create_app(
         status: str | None = None,
         name: str | None = None,
         q: str | None = None,
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=_INT64),
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict[str, Any]:
         if not run_id and not trace_id:
@@ -271,15 +285,15 @@ def create_app(
 
     # -------------------------------------------------------------- live feed
 
-    @app.get("/api/events", dependencies=api)
+    @app.get("/api/events", dependencies=[Depends(check_feed_token)])
     async def events(  # pyright: ignore[reportUnusedFunction]
         request: Request,
         run_id: str | None = None,
         trace_id: str | None = None,
-        after_span: int | None = None,
-        after_metric: int | None = None,
-        after_run_ns: int | None = None,
-        max_events: int | None = Query(None, ge=1),
+        after_span: int | None = Query(None, ge=0, le=_INT64),
+        after_metric: int | None = Query(None, ge=0, le=_INT64),
+        after_run_ns: int | None = Query(None, ge=0, le=_INT64),
+        max_events: int | None = Query(None, ge=1, le=_INT64),
     ) -> StreamingResponse:
         """Server-sent events: ``run`` (a run row changed), ``span`` (a span was written; light row), ``metric``.
 
@@ -330,6 +344,19 @@ def create_app(
             stream(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        """422 whose ``detail`` names each bad parameter in one sentence (``errors`` keeps FastAPI's list)."""
+        problems: list[str] = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body"))
+            got = repr(error.get("input"))
+            got = got if len(got) <= 60 else got[:59] + "…"
+            problems.append(f"{where or 'request'}: {error.get('msg', 'invalid')} (got {got})")
+        return JSONResponse(
+            status_code=422, content={"detail": "; ".join(problems), "errors": jsonable_encoder(exc.errors())}
         )
 
     @app.exception_handler(RuntimeError)
