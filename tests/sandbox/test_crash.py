@@ -64,7 +64,8 @@ async def test_sandbox_does_not_outlive_a_killed_owner(api_backend: Opener) -> N
                 await anyio.sleep(0.1)
         stale = [p for p in await anyio.to_thread.run_sync(list_sandbox_cgroups) if p.name == sandbox_id]
         assert stale, "the killed owner's cgroup should still be there, for the sweep to find"
-        assert await anyio.to_thread.run_sync(sweep_stale_cgroups) >= 1
+        # The sweep removes it (or another process's first sandbox on this machine already did: same code).
+        await anyio.to_thread.run_sync(sweep_stale_cgroups)
         left = [p for p in await anyio.to_thread.run_sync(list_sandbox_cgroups) if p.name == sandbox_id]
         assert not left
 
