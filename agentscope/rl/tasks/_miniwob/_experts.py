@@ -474,16 +474,26 @@ def miniwob_random_policy(seed: int = 0) -> ScriptedPolicy:
     else ``click``; one step in ten is a ``press`` of a random key instead. It never answers before the page
     says the episode is over, so its episodes end when the page does or at the agent's step limit.
 
-    Its draws depend on ``seed``, the episode's first observation and the step, not on the order in which
-    concurrent episodes call it: the same episodes make the same moves however many run at once.
+    Its draws depend on ``seed``, the episode's first observation, how many episodes began with the same
+    observation before it, and the step; not on how the calls of concurrent episodes interleave. (Many pages look
+    the same in the tree from seed to seed, ``click-test-2``'s two buttons for one: each episode still gets draws
+    of its own.)
     """
+    episode_index: dict[str, int] = {}  # first message id -> its rank among episodes that began the same way
+    started: dict[str, int] = {}  # first observation -> episodes begun with it
 
     def policy(messages: list[Msg]) -> ScriptItem:
         if _OVER in latest_observation(messages) or _out_of_steps(messages):
             return _DONE_ANSWER
         seen = observations(messages)
+        first = next((m for m in messages if m.role == "user" and m.name != "system"), None)
+        opening = first.text if first is not None else ""
+        key = first.id if first is not None else ""
+        if key not in episode_index:
+            episode_index[key] = started.get(opening, 0)
+            started[opening] = episode_index[key] + 1
         steps = sum(1 for m in messages if m.role == "assistant")
-        rng = random.Random(f"{seed}/{seen[-1] if seen else ''}/{steps}")
+        rng = random.Random(f"{seed}/{opening}/{episode_index[key]}/{steps}")
         page = next((p for p in map(read_page, seen) if p is not None), None)
         refs = [e for e in page.elements if e.ref] if page is not None else []
         if not refs or rng.random() < 0.1:

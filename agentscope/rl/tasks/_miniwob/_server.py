@@ -11,12 +11,16 @@ import difflib
 import functools
 import http.server
 import importlib.util
+import logging
+import sys
 import threading
 from pathlib import Path
 
 import anyio
 
 __all__ = ["html_dir", "miniwob_task_names", "serve_html", "task_url", "validate_task_names"]
+
+logger = logging.getLogger("agentscope.rl.tasks")
 
 _INSTALL = "MiniWoB++ tasks need the miniwob package: pip install 'agentscope[miniwob]'"
 
@@ -63,8 +67,19 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         super().end_headers()
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A context closed while its page still loads drops the connection (BrokenPipe, ConnectionReset): normal
+        # at the end of every episode, not worth the traceback socketserver prints.
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            logger.warning("miniwob HTTP server: a request failed", exc_info=error)
+
+
 _lock = threading.Lock()
-_server: http.server.ThreadingHTTPServer | None = None
+_server: _Server | None = None
 
 
 def _start() -> str:
@@ -73,8 +88,7 @@ def _start() -> str:
     with _lock:
         if _server is None:
             handler = functools.partial(_QuietHandler, directory=str(html_dir()))
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-            server.daemon_threads = True
+            server = _Server(("127.0.0.1", 0), handler)
             thread = threading.Thread(target=server.serve_forever, name="miniwob-http", daemon=True)
             thread.start()
             _server = server
