@@ -321,7 +321,7 @@ def _build(config: RLConfig, target: Path, demos: list[Demonstration], report: S
     staging.parent.mkdir(parents=True, exist_ok=True)
     source: Path = staging
     if config.policy.path is None:
-        chat = ChatFormat()
+        chat = ChatFormat(tools_style=config.policy.tiny.tools_style)
         corpus = [chat.render(d.messages, d.tools, add_generation_prompt=False) for d in demos]
         tiny = config.policy.tiny.model_copy(
             update={"extra_corpus": [*config.policy.tiny.extra_corpus, *corpus]}

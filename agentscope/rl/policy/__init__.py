@@ -10,7 +10,7 @@
 Importing this package loads neither torch nor transformers; the functions that need them import them when called.
 """
 
-from agentscope.rl.policy._chat_format import CHAT_TEMPLATE, ChatFormat
+from agentscope.rl.policy._chat_format import CHAT_TEMPLATE, ChatFormat, ToolsStyle, chat_template
 from agentscope.rl.policy._tiny import TinyPolicyConfig, build_tiny_policy, tiny_corpus
 from agentscope.rl.policy._tokens import ChatTokenizer, TokenizerLike
 from agentscope.rl.policy._warm_start import Demonstration, warm_start
@@ -22,7 +22,9 @@ __all__ = [
     "Demonstration",
     "TinyPolicyConfig",
     "TokenizerLike",
+    "ToolsStyle",
     "build_tiny_policy",
+    "chat_template",
     "tiny_corpus",
     "warm_start",
 ]

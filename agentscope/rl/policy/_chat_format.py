@@ -24,7 +24,12 @@ The layout, as the Qwen2.5 chat template writes it::
     </tool_response><|im_end|>
     <|im_start|>assistant
 
-The tiny policy's tokenizer carries the same layout as its Jinja chat template (:data:`CHAT_TEMPLATE`), so
+A ``compact`` tools style lists each tool as one line instead of its JSON schema (``find_person(name: string):
+Find a person's id by full name.``): the tiny policy uses it (its format is ours to choose, and the schema block was
+two thirds of every episode's tokens); models trained on Qwen2.5's template keep ``qwen``. A tokenizer says which
+style it was trained with in its ``agentscope_tools_style`` init argument (:meth:`ChatFormat.for_tokenizer`).
+
+The tiny policy's tokenizer carries the same layout as its Jinja chat template (:func:`chat_template`), so
 ``tokenizer.apply_chat_template`` and :class:`ChatFormat` render the same text (one difference: the template merges
 consecutive ``tool`` messages into one user block, while :class:`ChatFormat` renders each :class:`Msg` as its own
 block; a ReActAgent puts all results of one step into one message, so the two agree there).
@@ -36,7 +41,7 @@ import contextlib
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Literal, TypeAlias, cast
 
 from pydantic import JsonValue
 
@@ -45,7 +50,7 @@ from agentscope.formatters._common import tool_result_text
 from agentscope.message import ContentBlock, Msg, TextBlock, ToolResultBlock, ToolUseBlock, new_id
 from agentscope.models import ToolSchema
 
-__all__ = ["CHAT_TEMPLATE", "ChatFormat"]
+__all__ = ["CHAT_TEMPLATE", "ChatFormat", "ToolsStyle", "chat_template"]
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -67,37 +72,65 @@ _TOOLS_OUTRO = (
     "</tool_call>"
 )
 
-CHAT_TEMPLATE = (
-    "{%- if messages and messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}"
-    "{%- set rest = messages[1:] %}{%- else %}{%- set system = '" + DEFAULT_SYSTEM_PROMPT + "' %}"
-    "{%- set rest = messages %}{%- endif %}"
-    "{{- '<|im_start|>system\\n' + system }}"
-    "{%- if tools %}{{- " + json.dumps(_TOOLS_INTRO) + " }}"
-    "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
-    "{{- " + json.dumps(_TOOLS_OUTRO) + " }}{%- endif %}"
-    "{{- '<|im_end|>\\n' }}"
-    "{%- for message in rest %}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}{%- set ns = namespace(parts=[]) %}"
-    "{%- if message['content'] %}{%- set ns.parts = ns.parts + [message['content']] %}{%- endif %}"
-    "{%- for call in message.get('tool_calls') or [] %}"
-    "{%- if call['function'] is defined %}{%- set call = call['function'] %}{%- endif %}"
-    "{%- set args = call['arguments'] if call['arguments'] is string else (call['arguments'] | tojson) %}"
-    "{%- set ns.parts = ns.parts + ['<tool_call>\\n{\"name\": \"' + call['name'] + '\", \"arguments\": ' + args"
-    " + '}\\n</tool_call>'] %}"
-    "{%- endfor %}"
-    "{{- ns.parts | join('\\n') }}{{- '<|im_end|>\\n' }}"
-    "{%- elif message['role'] == 'tool' %}"
-    "{%- if loop.first or rest[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
-    "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
-    "{%- if loop.last or rest[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
-    "{%- else %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-"""The Jinja chat template equivalent to :class:`ChatFormat` (saved with the tiny policy's tokenizer)."""
+ToolsStyle: TypeAlias = Literal["qwen", "compact"]
+"""How the system block lists the tools: Qwen2.5's JSON schemas, or one line per tool."""
+
+_COMPACT_INTRO = "\n\n# Tools"
+_COMPACT_OUTRO = '\nCall a tool with <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>'
+
+_TOOLS_JINJA: dict[ToolsStyle, str] = {
+    "qwen": (
+        "{{- " + json.dumps(_TOOLS_INTRO) + " }}"
+        "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
+        "{{- " + json.dumps(_TOOLS_OUTRO) + " }}"
+    ),
+    "compact": (
+        "{{- " + json.dumps(_COMPACT_INTRO) + " }}"
+        "{%- for tool in tools %}{%- set f = tool['function'] if tool['function'] is defined else tool %}"
+        "{{- '\\n' + f['name'] + '(' }}"
+        "{%- for name, spec in (f['parameters']['properties'] or {}).items() %}"
+        "{{- (', ' if not loop.first else '') + name + ': ' + (spec['type'] if spec['type'] is defined else 'any') }}"
+        "{%- endfor %}{{- ')' }}{%- if f['description'] %}{{- ': ' + f['description'] }}{%- endif %}{%- endfor %}"
+        "{{- " + json.dumps(_COMPACT_OUTRO) + " }}"
+    ),
+}
+
+
+def chat_template(tools_style: ToolsStyle = "qwen") -> str:
+    """The Jinja chat template equivalent to :class:`ChatFormat` with ``tools_style`` (saved with the tiny policy's
+    tokenizer, so that ``tokenizer.apply_chat_template`` renders what the policy was trained on)."""
+    return (
+        "{%- if messages and messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}"
+        "{%- set rest = messages[1:] %}{%- else %}{%- set system = '" + DEFAULT_SYSTEM_PROMPT + "' %}"
+        "{%- set rest = messages %}{%- endif %}"
+        "{{- '<|im_start|>system\\n' + system }}"
+        "{%- if tools %}" + _TOOLS_JINJA[tools_style] + "{%- endif %}"
+        "{{- '<|im_end|>\\n' }}"
+        "{%- for message in rest %}"
+        "{%- if message['role'] == 'assistant' %}"
+        "{{- '<|im_start|>assistant\\n' }}{%- set ns = namespace(parts=[]) %}"
+        "{%- if message['content'] %}{%- set ns.parts = ns.parts + [message['content']] %}{%- endif %}"
+        "{%- for call in message.get('tool_calls') or [] %}"
+        "{%- if call['function'] is defined %}{%- set call = call['function'] %}{%- endif %}"
+        "{%- set args = call['arguments'] if call['arguments'] is string else (call['arguments'] | tojson) %}"
+        "{%- set ns.parts = ns.parts + ['<tool_call>\\n{\"name\": \"' + call['name'] + '\", \"arguments\": ' + args"
+        " + '}\\n</tool_call>'] %}"
+        "{%- endfor %}"
+        "{{- ns.parts | join('\\n') }}{{- '<|im_end|>\\n' }}"
+        "{%- elif message['role'] == 'tool' %}"
+        "{%- if loop.first or rest[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+        "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+        "{%- if loop.last or rest[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+        "{%- else %}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{%- endif %}"
+        "{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+    )
+
+
+CHAT_TEMPLATE = chat_template("qwen")
+"""The Jinja chat template of Qwen2.5's layout (:func:`chat_template` with ``"qwen"``)."""
 
 _TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
 _NAME_RE = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -111,18 +144,39 @@ class ChatFormat:
 
     Args:
         default_system_prompt: The system prompt used when a conversation has no system message.
+        tools_style: How the system block lists the tools (see the module docstring).
     """
 
-    def __init__(self, *, default_system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> None:
+    def __init__(
+        self, *, default_system_prompt: str = DEFAULT_SYSTEM_PROMPT, tools_style: ToolsStyle = "qwen"
+    ) -> None:
         self.default_system_prompt = default_system_prompt
         """Used when the conversation starts without a system message."""
+        self.tools_style: ToolsStyle = tools_style
+        """How the system block lists the tools."""
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: object) -> ChatFormat:
+        """The format a tokenizer's policy was trained with: its ``agentscope_tools_style`` init argument
+        (saved in ``tokenizer_config.json`` by :func:`~agentscope.rl.policy.build_tiny_policy`), else ``qwen``."""
+        init_kwargs: object = getattr(tokenizer, "init_kwargs", None)
+        style = (
+            cast("dict[str, object]", init_kwargs).get("agentscope_tools_style")
+            if isinstance(init_kwargs, dict)
+            else None
+        )
+        return cls(tools_style="compact" if style == "compact" else "qwen")
 
     # ------------------------------------------------------------------ rendering
 
     def render_system(self, prompt: str | None, tools: Sequence[ToolSchema] | None = None) -> str:
         """The system block: the prompt (the default when None) and, when there are tools, their signatures."""
         text = IM_START + "system\n" + (self.default_system_prompt if prompt is None else prompt)
-        if tools:
+        if tools and self.tools_style == "compact":
+            text += (
+                _COMPACT_INTRO + "".join("\n" + _compact_signature(tool) for tool in tools) + _COMPACT_OUTRO
+            )
+        elif tools:
             text += _TOOLS_INTRO
             for tool in tools:
                 text += "\n" + json.dumps(tool_dict(tool), ensure_ascii=False)
@@ -220,6 +274,18 @@ def tool_dict(tool: ToolSchema) -> dict[str, Any]:
         "type": "function",
         "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
     }
+
+
+def _compact_signature(tool: ToolSchema) -> str:
+    """``name(arg: type, ...): description``, the parameters in their schema's order."""
+    properties: object = tool.parameters.get("properties")
+    args: list[str] = []
+    if isinstance(properties, dict):
+        for name, spec in cast("dict[str, object]", properties).items():
+            kind = cast("dict[str, object]", spec).get("type", "any") if isinstance(spec, dict) else "any"
+            args.append(f"{name}: {kind}")
+    text = f"{tool.name}({', '.join(args)})"
+    return f"{text}: {tool.description}" if tool.description else text
 
 
 def render_tool_call(call: ToolUseBlock) -> str:

@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
 from agentscope.models import ToolSchema
 from agentscope.rl.policy._chat_format import (
-    CHAT_TEMPLATE,
     END_OF_TEXT,
     IM_END,
     IM_START,
@@ -31,6 +30,8 @@ from agentscope.rl.policy._chat_format import (
     TOOL_RESPONSE_CLOSE,
     TOOL_RESPONSE_OPEN,
     ChatFormat,
+    ToolsStyle,
+    chat_template,
 )
 
 __all__ = ["TinyPolicyConfig", "build_tiny_policy", "tiny_corpus"]
@@ -77,6 +78,9 @@ class TinyPolicyConfig(BaseModel):
     """Generated conversations the tokenizer is trained on."""
     extra_corpus: list[str] = Field(default_factory=list[str])
     """More text for the tokenizer (task prompts, tool descriptions...), so that it gets short encodings."""
+    tools_style: ToolsStyle = "compact"
+    """How the chat format lists tools in the system block: ``compact`` (one line per tool) or ``qwen`` (Qwen2.5's
+    JSON schemas: several times longer). Saved with the tokenizer, so every component renders the same."""
 
 
 def build_tiny_policy(config: TinyPolicyConfig, out_dir: str | Path) -> Path:
@@ -169,7 +173,8 @@ def _train_tokenizer(config: TinyPolicyConfig):
         eos_token=IM_END,
         pad_token=END_OF_TEXT,
         additional_special_tokens=[IM_START],
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template(config.tools_style),
+        agentscope_tools_style=config.tools_style,
         model_max_length=config.max_position_embeddings,
         clean_up_tokenization_spaces=False,
     )
@@ -292,7 +297,7 @@ def _conversation(rng: random.Random) -> tuple[list[Msg], list[ToolSchema]]:
 def tiny_corpus(config: TinyPolicyConfig) -> Iterator[str]:
     """The text the tokenizer is trained on (deterministic given ``config.seed``)."""
     rng = random.Random(config.seed)
-    chat_format = ChatFormat()
+    chat_format = ChatFormat(tools_style=config.tools_style)
     for _ in range(config.corpus_conversations):
         messages, tools = _conversation(rng)
         yield chat_format.render(messages, tools, add_generation_prompt=False)

@@ -39,7 +39,7 @@ class ChatTokenizer:
     def __init__(self, tokenizer: TokenizerLike, chat_format: ChatFormat | None = None) -> None:
         self.tokenizer = tokenizer
         """The wrapped tokenizer."""
-        self.chat_format = chat_format or ChatFormat()
+        self.chat_format = chat_format or ChatFormat.for_tokenizer(tokenizer)
         """How messages are rendered."""
         im_end = tokenizer.convert_tokens_to_ids(IM_END)
         if im_end is None:

@@ -79,7 +79,7 @@ class RolloutService:
     ) -> None:
         self.engine = engine
         """The engine that generates."""
-        self.chat_format = chat_format or ChatFormat()
+        self.chat_format = chat_format or ChatFormat.for_tokenizer(tokenizer)
         """Rendering and parsing."""
         self.chat_tokenizer = ChatTokenizer(tokenizer, self.chat_format)
         """Messages to ids and back."""

@@ -9,7 +9,7 @@ import pytest
 
 from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
 from agentscope.models import ToolSchema
-from agentscope.rl.policy import CHAT_TEMPLATE, ChatFormat
+from agentscope.rl.policy import CHAT_TEMPLATE, ChatFormat, ToolsStyle, chat_template
 from agentscope.rl.policy._chat_format import tool_dict
 
 TOOL = ToolSchema(
@@ -24,12 +24,16 @@ TOOL = ToolSchema(
 FMT = ChatFormat()
 
 
-@pytest.fixture(scope="module")
-def hf_template() -> Any:
+def _hf_tokenizer(template: str, **kwargs: Any) -> Any:
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()), chat_template=CHAT_TEMPLATE)
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()), chat_template=template, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def hf_template() -> Any:
+    return _hf_tokenizer(CHAT_TEMPLATE)
 
 
 def conversation() -> tuple[list[Msg], list[dict[str, Any]]]:
@@ -181,3 +185,37 @@ def test_parsing_never_raises() -> None:
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         for block in FMT.parse_completion(text):
             assert isinstance(block, TextBlock | ToolUseBlock)
+
+
+@pytest.mark.parametrize("style", ["qwen", "compact"])
+def test_each_tools_style_renders_as_its_saved_template(style: ToolsStyle) -> None:
+    tokenizer = _hf_tokenizer(chat_template(style), agentscope_tools_style=style)
+    chat = ChatFormat.for_tokenizer(tokenizer)
+    assert chat.tools_style == style
+    ours, theirs = conversation()
+    two = [
+        TOOL,
+        ToolSchema(
+            name="lookup", description="", parameters={"properties": {"a": {"type": "integer"}, "b": {}}}
+        ),
+    ]
+    expected = tokenizer.apply_chat_template(
+        theirs, tools=[tool_dict(t) for t in two], tokenize=False, add_generation_prompt=True
+    )
+    assert chat.render(ours, two) == expected
+
+
+def test_the_compact_style_lists_one_line_per_tool_and_keeps_the_call_format() -> None:
+    ours, _ = conversation()
+    compact, qwen = ChatFormat(tools_style="compact"), ChatFormat()
+    text = compact.render(ours[:4], [TOOL])
+    assert (
+        "\n# Tools\ncalculator(expression: string): Evaluate an expression.\nCall a tool with <tool_call>"
+        in text
+    )
+    assert len(text) < len(qwen.render(ours[:4], [TOOL])) - 250
+    body = text.split("<|im_start|>assistant\n")[1]
+    assert body == qwen.render(ours[:4], [TOOL]).split("<|im_start|>assistant\n")[1]  # calls render the same
+    assert (
+        ChatFormat.for_tokenizer(object()).tools_style == "qwen"
+    )  # a tokenizer that says nothing: Qwen2.5's

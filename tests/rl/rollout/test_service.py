@@ -146,7 +146,9 @@ async def test_the_memorised_policy_plays_a_react_episode_on_the_torch_engine(
     memorized_dir: Path, tokenizer: Any, helpers: Any
 ) -> None:
     async with RolloutService(
-        TorchEngine(memorized_dir, max_batch=4, max_seq_len=1024), tokenizer, ChatFormat()
+        TorchEngine(memorized_dir, max_batch=4, max_seq_len=1024),
+        tokenizer,
+        ChatFormat.for_tokenizer(tokenizer),
     ) as service:
         reply, turns, _ = await run_episode(service, helpers, temperature=0.0)
         assert reply.text == "The answer is 42."
