@@ -10,6 +10,7 @@ import ast
 import functools
 import inspect
 import itertools
+import math
 import textwrap
 import types
 import typing
@@ -373,7 +374,7 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     text = raw.strip()
     try:
         value = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an integer of more than 4300 digits
         value = text
     if isinstance(value, dict | list) and not text.startswith(("{", "[")):
         value = text  # "a: b" is text here; write {a: b} or [a, b] for a mapping or a list
@@ -409,19 +410,72 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RLCon
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path} nests its values too deeply") from None
+        except ValueError as exc:  # an integer beyond Python's 4300-digit limit
+            raise ConfigError(f"{path} holds a value that cannot be read: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config sections, not {type(loaded).__name__}")
         data = typing.cast(dict[str, Any], loaded or {})
     for item in overrides:
         _apply_override(data, item)
+    problem = _value_problem(data)
+    if problem is not None:
+        raise ConfigError(f"invalid {where}: {problem}")
     try:
         return RLConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"invalid {where}: {_describe(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"invalid {where}: values nested too deeply") from None
+
+
+_MAX_VALUES = 100_000
+"""Most values (counting every repetition of a YAML alias) a config may hold before it is validated."""
+
+
+def _value_problem(data: object) -> str | None:
+    """What is wrong with the raw values, before validation: a NaN or infinite number (which no field means),
+    named by its dotted key; or more than ``_MAX_VALUES`` values, as YAML aliases that repeat (or contain)
+    a section make (validating such a config would take for ever). None when neither."""
+    # Each entry: a value and its key as a linked list (key part, parent), joined only for a message.
+    stack: list[tuple[object, _KeyLink]] = [(data, None)]
+    seen = 0
+    while stack:
+        value, link = stack.pop()
+        seen += 1
+        if seen > _MAX_VALUES:
+            return f"holds more than {_MAX_VALUES:,} values (YAML aliases repeating or containing a section?)"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{_dotted(link)}: {value}: must be a finite number"
+        if isinstance(value, dict):
+            items = typing.cast(dict[object, object], value).items()
+            stack.extend((child, (str(key), link)) for key, child in items)
+        elif isinstance(value, list):
+            stack.extend(
+                (child, (f"[{i}]", link)) for i, child in enumerate(typing.cast(list[object], value))
+            )
+    return None
+
+
+_KeyLink: TypeAlias = "tuple[str, _KeyLink] | None"
+
+
+def _dotted(link: _KeyLink) -> str:
+    parts: list[str] = []
+    while link is not None:
+        parts.append(link[0])
+        link = link[1]
+    dotted = ""
+    for part in reversed(parts):
+        dotted += part if part.startswith("[") or not dotted else f".{part}"
+    return dotted or "(root)"
 
 
 # ---------------------------------------------------------------------- help text
