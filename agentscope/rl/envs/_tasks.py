@@ -42,6 +42,9 @@ SPLITS: dict[str, tuple[int, int]] = {"train": (0, 60), "warm": (60, 80), "eval"
 """Each split's share of the content-key space, as a range of percentiles of the key's hash: RL training tasks,
 warm-start (supervised) demonstrations, held-out evaluation."""
 _MAX_OVERSAMPLE = 64
+MAX_TASKS = 1_000_000
+"""Most tasks a spec may generate (``n``, and ``n`` times the oversampling of a split): a bigger ``n`` is an error,
+not minutes of generation while a config loads."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +198,9 @@ def load_tasks(spec: str) -> list[Task]:
     """
     name, kwargs = parse_task_spec(spec)
     split = kwargs.pop("split", None)
+    n = kwargs.get("n")
+    if isinstance(n, int) and not 1 <= n <= MAX_TASKS:
+        raise ValueError(f"task spec {spec!r}: n must be between 1 and {MAX_TASKS:,}, got {n:,}")
     if split is not None and split not in SPLITS:
         raise ValueError(f"task spec {spec!r}: split must be one of {', '.join(SPLITS)}, got {split!r}")
     if name == "jsonl":
@@ -213,7 +219,7 @@ def load_tasks(spec: str) -> list[Task]:
         return _distinct(t for t in _generate(task_set, kwargs) if split_of(t) == split)
     kept: list[Task] = []
     factor = 1
-    while factor <= _MAX_OVERSAMPLE:
+    while factor <= _MAX_OVERSAMPLE and wanted * factor <= MAX_TASKS:
         kept = _distinct(
             t for t in _generate(task_set, {**kwargs, "n": wanted * factor}) if split_of(t) == split
         )

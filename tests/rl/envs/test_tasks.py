@@ -149,3 +149,8 @@ def test_a_split_too_small_for_n_is_an_error_and_bad_splits_are_named() -> None:
         load_tasks("arith:n=100,max_operand=9,split=eval")
     with pytest.raises(ValueError, match="split must be one of train, warm, eval, got 'test'"):
         load_tasks("arith:n=10,split=test")
+
+
+def test_a_huge_n_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="n must be between 1 and 1,000,000, got 999,999,999"):
+        load_tasks("arith:n=999999999")
