@@ -217,13 +217,13 @@ class ScheduleConfig(BaseModel):
     ``rolling``: one server after another in the background while the others keep serving (DART's per-worker
     sync). The sync modes always publish to every server before generating again."""
     max_ahead: int | None = Field(default=None, ge=1)
-    """Async: how far generation may run ahead of the trainer, in episodes. While the trainer trains, a new group
-    starts only while fewer than this many episodes are launched and not yet trained (playing, finished in a group
-    still open, or ready to train); while it waits for a batch, generation is the bottleneck and every free env
-    slot takes an episode at once. None: ``max_staleness`` (at least 1) batches' worth of episodes
-    (``batch_groups`` × ``group_size`` each): a group started behind that many batches is trained within about
-    ``max_staleness`` versions unless its own duration makes it stale. No bound when ``max_staleness`` is None
-    too."""
+    """Async: how far generation may run ahead of the trainer, in episodes: a new group starts only while fewer
+    than this many episodes are launched and not yet trained (playing, finished in a group still open, or ready to
+    train). None: ``max_staleness`` (at least 1) batches' worth of episodes (``batch_groups`` × ``group_size``
+    each), so a group starts behind at most that many batches, and only while the trainer trains: while it waits
+    for a batch, generation is the bottleneck and every free env slot takes an episode at once. A number is a hard
+    cap, waiting trainer or not: set it when a trainer-bound run drops too many episodes as stale. No bound when
+    both are None."""
     abort_stale: bool = True
     """Async: stop episodes that can no longer be trained (older than ``max_staleness`` already)."""
     checkpoint_every: int = Field(default=1, ge=0)

@@ -17,7 +17,8 @@ One :class:`Scheduler` runs three modes over the same components:
   whenever the data manager has one within ``max_staleness``. Generation is throttled in episodes, and only while
   the trainer trains: then a new group starts only while fewer than ``max_ahead`` episodes are launched and not
   yet trained; while the trainer waits for a batch, generation is the bottleneck and every free slot takes an
-  episode at once (groups waiting for one long member no longer idle the slots). Episodes that can no longer be
+  episode at once (groups waiting for one long member no longer idle the slots), unless ``max_ahead`` was set
+  (then it is a hard cap). Episodes that can no longer be
   trained are aborted, and weights reach the rollout servers either all at once (``global``) or one server after
   another in the background (``rolling``, DART's per-worker sync) every ``publish_every`` steps.
 
@@ -281,8 +282,13 @@ class Scheduler:
 
     def _room(self) -> bool:
         window = self.window_episodes
-        # A trainer waiting for data means generation is the bottleneck: more episodes cannot queue behind it.
-        return window is None or self._starved or self.episodes_ahead() < window
+        if window is None:
+            return True
+        # A trainer waiting for data means generation is the bottleneck: more episodes cannot queue behind it. A
+        # max_ahead that was set is a hard cap all the same (a trainer-bound run that wastes too much as stale).
+        if self._starved and self.config.max_ahead is None:
+            return True
+        return self.episodes_ahead() < window
 
     async def _feed(self) -> AsyncIterator[tuple[Task, str]]:
         """Endless (task, group id) pairs, a whole group at a time, throttled to the trainer's pace."""

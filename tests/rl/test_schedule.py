@@ -295,6 +295,22 @@ def test_async_throttle_keeps_the_slots_busy_while_the_trainer_keeps_up() -> Non
     assert max(staleness(out)) <= 2
 
 
+def test_async_max_ahead_set_is_a_hard_cap_even_while_the_trainer_waits() -> None:
+    # The scenario above with the default window written out: now it holds while the trainer waits for data.
+    out = run_schedule(
+        ScheduleConfig(mode="async", steps=12, max_staleness=2, max_ahead=8),
+        tasks(lambda i: 20.0 if i % 4 == 0 else 2.0),
+        slots=8,
+        group_size=2,
+        batch_groups=2,
+        train_s=0.5,
+    )
+    trained_once(out)
+    for report in out["reports"]:
+        assert report.metrics["sched/episodes_ahead"] < 8 + 2
+    assert out["cluster"]["env/slot_occupancy"] < 0.9  # the slots wait for the groups' long members
+
+
 def test_async_throttle_stops_generation_when_the_trainer_falls_behind() -> None:
     out = run_schedule(
         ScheduleConfig(mode="async", steps=4, max_staleness=2, max_ahead=6),
