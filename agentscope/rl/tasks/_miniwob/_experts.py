@@ -350,7 +350,10 @@ _SOLVERS: list[tuple[re.Pattern[str], Solver]] = [
         _find_link_behind("section"),
     ),
     (re.compile(r"^Select (.+) from the list and click Submit\.$"), _choose_from_list),
-    (re.compile(r"^Select (?!words similar to)(.+) and click Submit\.$"), _select_then_submit),
+    (
+        re.compile(r"^Select (?!words similar to)(?!.* from the scroll list)(.+) and click Submit\.$"),
+        _select_then_submit,
+    ),
     (
         re.compile(
             r'^Click the "Menu" button, and then find and click on the item (?:labeled "(.+)"|with the (.+) icon)\.$'

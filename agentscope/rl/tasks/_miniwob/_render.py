@@ -33,6 +33,7 @@ A simple task renders in a few dozen tokens, e.g. ``click-button`` (seed 3)::
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -40,6 +41,8 @@ from typing import Any, cast
 import yaml
 
 __all__ = ["PREPARE_JS", "Node", "parse_tree", "render_nodes", "render_snapshot"]
+
+logger = logging.getLogger("agentscope.rl.tasks")
 
 PREPARE_JS = """() => {
   for (const id of ['reward-display', 'sync-task-cover', 'click-canvas', 'query', 'attention-canvas']) {
@@ -102,6 +105,8 @@ _KEY = re.compile(r'^(?P<role>[\w-]+)(?: (?P<name>"(?:[^"\\]|\\.)*"))?(?P<attrs>
 _ATTR = re.compile(r"\[([^\]=]+)(?:=([^\]]*))?\]")
 _DROPPED_ATTRS = frozenset({"active", "cursor", "box"})
 _EMPTY_DROPPED = frozenset({"generic", "paragraph"})
+_NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""What YAML refuses in a document (PyYAML's reader check)."""
 _LIVE_REGIONS = frozenset({"status", "log", "marquee", "timer"})  # announcements for screen readers
 
 
@@ -171,7 +176,14 @@ def _parse_items(items: list[Any]) -> list[Node]:
 
 
 def parse_tree(snapshot: str) -> list[Node]:
-    """Playwright's AI-mode ARIA snapshot (YAML) as nodes, every scalar kept as a string."""
+    """Playwright's AI-mode ARIA snapshot (YAML) as nodes, every scalar kept as a string.
+
+    Characters YAML does not allow (control characters a page may hold, as ``unicode-test`` does) become U+FFFD.
+
+    Raises:
+        yaml.YAMLError: the snapshot is not YAML.
+    """
+    snapshot = _NON_PRINTABLE.sub("\ufffd", snapshot)
     loaded: Any = yaml.load(snapshot, Loader=yaml.BaseLoader) if snapshot.strip() else []
     return _parse_items(cast("list[Any]", loaded) if isinstance(loaded, list) else [])
 
@@ -220,6 +232,13 @@ def render_nodes(nodes: list[Node], depth: int = 0) -> list[str]:
 
 
 def render_snapshot(snapshot: str) -> tuple[str, list[Node]]:
-    """The compact rendering of an AI-mode snapshot, and its nodes (top level)."""
-    nodes = _simplify(parse_tree(snapshot))
+    """The compact rendering of an AI-mode snapshot, and its nodes (top level). A snapshot that does not parse is
+    shown as it is (refs and all) rather than failing the episode."""
+    try:
+        nodes = _simplify(parse_tree(snapshot))
+    except yaml.YAMLError:
+        logger.warning(
+            "miniwob: an ARIA snapshot did not parse as YAML; showing it unrendered", exc_info=True
+        )
+        return snapshot, []
     return "\n".join(render_nodes(nodes)) or "(nothing on the page)", nodes
