@@ -143,6 +143,12 @@ def schedules(max_staleness: int = 2) -> dict[str, Schedule]:
             note="async without adaptive rollouts (every group of 4)",
         ),
         Schedule(
+            "async-capped",
+            ScheduleConfig(mode="async", steps=big, max_staleness=max_staleness, max_ahead=2 * 16 * 4),
+            adaptive=True,
+            note="async with max_ahead set (2 batches of 16 x 4): a hard cap, also while the trainer waits",
+        ),
+        Schedule(
             "async-unthrottled",
             ScheduleConfig(
                 mode="async", steps=big, max_staleness=max_staleness, abort_stale=False, max_ahead=10**6
