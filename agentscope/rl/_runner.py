@@ -348,10 +348,10 @@ def _set_torch_threads(threads: int | None) -> None:
 
 async def _load_tokenizer(model_dir: Path, threads: int | None) -> Any:
     def load() -> Any:
-        from transformers import AutoTokenizer
+        from agentscope.rl.policy import load_tokenizer
 
         _set_torch_threads(threads)
-        return cast(Any, AutoTokenizer).from_pretrained(model_dir)
+        return load_tokenizer(model_dir)
 
     return await anyio.to_thread.run_sync(load)
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -307,9 +307,9 @@ def _read_ready(target: Path) -> SFTReport | None:
 
 def _build(config: RLConfig, target: Path, demos: list[Demonstration], report: SFTReport) -> None:
     """Build (tiny) and warm-start into a staging directory, then rename it into place (blocking, CPU-heavy)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from agentscope.rl.policy import ChatFormat, build_tiny_policy, warm_start
+    from agentscope.rl.policy import ChatFormat, build_tiny_policy, load_tokenizer, warm_start
 
     started = time.perf_counter()
     if config.threads is not None:
@@ -329,7 +329,7 @@ def _build(config: RLConfig, target: Path, demos: list[Demonstration], report: S
         build_tiny_policy(tiny, staging)
     else:
         source = Path(config.policy.path)
-    tokenizer: Any = cast(Any, AutoTokenizer).from_pretrained(source)
+    tokenizer: Any = load_tokenizer(source)
     if demos:
         model: Any = AutoModelForCausalLM.from_pretrained(source)
         losses = warm_start(

@@ -12,7 +12,7 @@ Importing this package loads neither torch nor transformers; the functions that 
 
 from agentscope.rl.policy._chat_format import CHAT_TEMPLATE, ChatFormat, ToolsStyle, chat_template
 from agentscope.rl.policy._tiny import TinyPolicyConfig, build_tiny_policy, tiny_corpus
-from agentscope.rl.policy._tokens import ChatTokenizer, TokenizerLike
+from agentscope.rl.policy._tokens import ChatTokenizer, TokenizerLike, load_tokenizer
 from agentscope.rl.policy._warm_start import Demonstration, warm_start
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "ToolsStyle",
     "build_tiny_policy",
     "chat_template",
+    "load_tokenizer",
     "tiny_corpus",
     "warm_start",
 ]

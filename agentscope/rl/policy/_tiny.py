@@ -41,8 +41,10 @@ SPECIAL_TOKENS = (END_OF_TEXT, IM_START, IM_END)
 ADDED_TOKENS = (TOOL_CALL_OPEN, TOOL_CALL_CLOSE, TOOL_RESPONSE_OPEN, TOOL_RESPONSE_CLOSE)
 """Ordinary (non-special) added tokens, one id each, as in Qwen2.5: kept when decoding skips special tokens."""
 
-# Qwen2's pre-tokenizer: digits one by one, words with their leading space, punctuation runs, newlines.
-_SPLIT_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+# Qwen2's pre-tokenizer, but with digits in runs of one or two (as Llama 3 groups them by three): words with their
+# leading space, punctuation runs, newlines. A two-digit number is then one token the policy copies whole: a tiny
+# model learns a one-token copy from a few thousand demonstrations, a two-token copy (an induction) from far more.
+_SPLIT_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 
 
 class TinyPolicyConfig(BaseModel):
@@ -301,7 +303,8 @@ def tiny_corpus(config: TinyPolicyConfig) -> Iterator[str]:
     for _ in range(config.corpus_conversations):
         messages, tools = _conversation(rng)
         yield chat_format.render(messages, tools, add_generation_prompt=False)
-    yield " ".join(str(i) for i in range(1000))
+    for _ in range(2):  # every number below 100 at least twice, so that each becomes one token
+        yield " ".join(str(i) for i in range(1000))
     yield json.dumps({"name": "calculator", "arguments": {"expression": "1 + 2"}})
     for _ in range(3):  # extra text counts more than one generated conversation
         yield from config.extra_corpus

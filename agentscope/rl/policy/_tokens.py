@@ -8,14 +8,38 @@ and ``\\n`` (the body tokenized on its own, as the policy generates it).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from agentscope.message import Msg
 from agentscope.models import ToolSchema
 from agentscope.rl.policy._chat_format import END_OF_TEXT, IM_END, ChatFormat
 
-__all__ = ["ChatTokenizer", "TokenizerLike"]
+__all__ = ["ChatTokenizer", "TokenizerLike", "load_tokenizer"]
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> Any:
+    """The tokenizer saved in ``path``, exactly as saved (blocking: reads files).
+
+    A tiny policy's tokenizer (its ``tokenizer_config.json`` names an ``agentscope_tools_style``) loads as the
+    ``tokenizer.json`` it was trained as: ``AutoTokenizer`` would make a ``Qwen2Tokenizer`` of it, which replaces
+    the saved pre-tokenizer with Qwen2's own (one token per digit, where the tiny policy's groups digits by two).
+    Any other tokenizer loads with ``AutoTokenizer``.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config_file = Path(path) / "tokenizer_config.json"
+    ours = False
+    if config_file.is_file():
+        try:
+            ours = "agentscope_tools_style" in json.loads(config_file.read_text(encoding="utf-8"))
+        except ValueError:
+            ours = False
+    loader: Any = PreTrainedTokenizerFast if ours else AutoTokenizer
+    return loader.from_pretrained(path)
 
 
 class TokenizerLike(Protocol):

@@ -199,12 +199,12 @@ class TorchEngine:
             config = cast(Any, AutoConfig.from_pretrained(path))
             state_dict = _load_state_dict(path)
             if self._tokenizer is None and (path / "tokenizer.json").exists():
-                from transformers import AutoTokenizer
+                from agentscope.rl.policy import load_tokenizer
 
                 verbosity = hf_logging.get_verbosity()
                 hf_logging.set_verbosity_error()
                 try:
-                    self._tokenizer = cast("TokenizerLike", AutoTokenizer.from_pretrained(path))
+                    self._tokenizer = cast("TokenizerLike", load_tokenizer(path))
                 finally:
                     hf_logging.set_verbosity(verbosity)
         else:

@@ -7,16 +7,16 @@ value the tools return, never one the question holds, so it cannot be had withou
 ========  =============================================================  ============================================
 level     question                                                       what the expert calls
 ========  =============================================================  ============================================
-1         ``What is the city of Ada Lee? Reply with the value only.``    ``find_person`` → ``get_record`` (2 calls)
-2         ``What is the industry of the employer of Ada Lee? ...``       ``find_person`` → ``get_record`` (the
+1         ``What is the city of Ada? Reply with the value only.``        ``find_person`` → ``get_record`` (2 calls)
+2         ``What is the industry of the employer of Ada? ...``           ``find_person`` → ``get_record`` (the
                                                                          person) → ``get_record`` (the company)
-3         ``What is the total of the orders of Ada Lee? ...``            ``find_person`` → ``get_record`` →
+3         ``What is the total of the orders of Ada? ...``                ``find_person`` → ``get_record`` →
                                                                          ``sum_values`` (3 calls, one computing)
 ========  =============================================================  ============================================
 
 Level 1 asks for a person's ``city``, ``job`` or ``age``; level 2 for their employer's ``name``, ``city`` or
 ``industry``. Three tools, answering in short, regular lines: ``find_person`` (``person 37``), ``get_record``
-(people and companies share one id space: ``name: Ada Lee; city: Lyon; job: baker; age: 34; employer: 12;
+(people and companies share one id space: ``name: Ada; city: Lyon; job: baker; age: 34; employer: 12;
 orders: 12, 30, 7`` or ``name: Acme; city: Oslo; industry: shipping``) and ``sum_values`` (``49``). The skill is
 copying the right span of the question or of a result into the next call and, at the end, into the answer. Three
 tools and one-line descriptions keep the prompt short: a tiny policy reads every tool schema in every prompt (the
@@ -58,14 +58,13 @@ from agentscope.tools import Toolkit
 
 __all__ = ["LookupEnv", "lookup_expert", "lookup_random_policy", "lookup_tasks"]
 
-_FIRST: Final = (
+_NAMES: Final = (
     "Ada", "Ben", "Cleo", "Dan", "Eva", "Finn", "Gus", "Hana", "Ivo", "Jade", "Kai", "Lena",
     "Milo", "Nora", "Otto", "Pia", "Quinn", "Rosa", "Sami", "Tara", "Umar", "Vera", "Wes", "Yuki",
+    "Alba", "Bruno", "Cora", "Dario", "Elsa", "Felix", "Greta", "Hugo", "Ines", "Jonas", "Karl", "Luca",
+    "Mira", "Nils", "Olga", "Paul", "Rita", "Saul", "Theo", "Ugo", "Vito", "Wanda", "Xena", "Zara",
 )  # fmt: skip
-_LAST: Final = (
-    "Lee", "Moss", "Ruiz", "Kim", "Park", "Cole", "Diaz", "Hart", "Lund", "Nash", "Roy", "Shaw",
-    "Stone", "Vance", "Wolf", "Ito", "Berg", "Fox", "Gray", "Hill", "Kerr", "Lowe", "Mendes", "Reed",
-)  # fmt: skip
+"""People go by one name (unique in a database), so that every value a task copies is one word."""
 _CITIES: Final = (
     "Lyon", "Oslo", "Rome", "Kyoto", "Lima", "Cairo", "Perth", "Quito",
     "Dakar", "Hanoi", "Porto", "Riga", "Bern", "Graz", "Nice", "Turin",
@@ -125,7 +124,7 @@ class _Database:
 def _database(db_seed: str) -> _Database:
     """The rows of one task's database (deterministic given ``db_seed``)."""
     rng = random.Random(f"lookup-db:{db_seed}")
-    names = rng.sample([f"{first} {last}" for first in _FIRST for last in _LAST], _PEOPLE)
+    names = rng.sample(_NAMES, _PEOPLE)
     ids = rng.sample(range(10, 100), _PEOPLE + _COMPANY_COUNT)  # one id space: get_record reads both
     company_ids = ids[_PEOPLE:]
     companies = tuple(
@@ -273,7 +272,7 @@ class LookupEnv(Environment):
         return await anyio.to_thread.run_sync(run)
 
     async def find_person(self, name: str) -> str:
-        """Find a person's id by full name."""
+        """Find a person's id by name."""
         self._calls += 1
         rows = await self._rows("SELECT id FROM people WHERE lower(name) = lower(?)", name.strip())
         if not rows:
@@ -330,7 +329,7 @@ class LookupEnv(Environment):
 
 
 def _fields(output: str) -> dict[str, str]:
-    """``"name: Ada Lee; city: Lyon"`` -> ``{"name": "Ada Lee", "city": "Lyon"}``."""
+    """``"name: Ada; city: Lyon"`` -> ``{"name": "Ada", "city": "Lyon"}``."""
     pairs = (part.partition(": ") for part in output.split("; "))
     return {key.strip(): value.strip() for key, sep, value in pairs if sep}
 
@@ -369,7 +368,7 @@ def _expert_step(messages: list[Msg]) -> ScriptItem:
 def _seen(messages: list[Msg]) -> tuple[list[str], list[int], list[str]]:
     """Names, numbers and values the conversation shows (the random policy's material)."""
     question = task_text(messages)
-    names = re.findall(r"[A-Z][a-z]+(?: [A-Z][a-z]+)+", question)
+    names = [word for word in re.findall(r"\b[A-Z][a-z]+\b", question) if word not in ("What", "Reply")]
     values: list[str] = list(names)
     for text, _ in tool_outputs(messages):
         fields = _fields(text)

@@ -21,13 +21,11 @@ if TYPE_CHECKING:
     from conftest import Play  # type: ignore[import-not-found]
 
 FORMS = {
-    1: re.compile(r"What is the (city|job|age) of ([A-Z][a-z]+ [A-Z][a-z]+)\? Reply with the value only\."),
+    1: re.compile(r"What is the (city|job|age) of ([A-Z][a-z]+)\? Reply with the value only\."),
     2: re.compile(
-        r"What is the (name|city|industry) of the employer of ([A-Z][a-z]+ [A-Z][a-z]+)\? Reply with the value only\."
+        r"What is the (name|city|industry) of the employer of ([A-Z][a-z]+)\? Reply with the value only\."
     ),
-    3: re.compile(
-        r"What is the (total) of the orders of ([A-Z][a-z]+ [A-Z][a-z]+)\? Reply with the value only\."
-    ),
+    3: re.compile(r"What is the (total) of the orders of ([A-Z][a-z]+)\? Reply with the value only\."),
 }
 TRUTH = {  # the answer, straight from the database by SQL (the tools are not used)
     1: "SELECT {field} FROM people WHERE name = ?",
