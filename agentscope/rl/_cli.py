@@ -70,7 +70,8 @@ def train(
         typer.Option(
             "--allow-config-change",
             help="With --resume: go on even if the config differs from the checkpoint's in fields other than "
-            "schedule.steps, schedule.checkpoint_every, threads and tracing (the changes are listed).",
+            "schedule.steps, checkpoint_every, keep_checkpoints, time_limit_s, evaluation, threads and tracing (the changes are "
+            "listed).",
         ),
     ] = False,
 ) -> None:

@@ -228,6 +228,11 @@ class ScheduleConfig(BaseModel):
     """Async: stop episodes that can no longer be trained (older than ``max_staleness`` already)."""
     checkpoint_every: int = Field(default=1, ge=0)
     """Save a checkpoint every this many steps (0: only at the end)."""
+    keep_checkpoints: int | None = Field(default=2, ge=1)
+    """Checkpoints kept on disk, the newest (None: every one, e.g. to evaluate each afterwards)."""
+    time_limit_s: float | None = Field(default=None, gt=0)
+    """Stop training after this many seconds of wall-clock (counted from the first episode; the step running then
+    finishes), whatever ``steps`` says. None: no limit. For comparisons at equal training time."""
 
     @field_validator("publish_every")
     @classmethod

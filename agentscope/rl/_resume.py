@@ -44,6 +44,12 @@ RESUMABLE_FIELDS: Final = frozenset(
     {
         "schedule.steps",
         "schedule.checkpoint_every",
+        "schedule.keep_checkpoints",
+        "schedule.time_limit_s",
+        "evaluation.attempts",
+        "evaluation.temperature",
+        "evaluation.before_after",
+        "evaluation.breakdown",
         "threads",
         "rollout.threads",
         "trace",

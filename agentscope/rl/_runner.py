@@ -451,7 +451,9 @@ async def _train(
             version=version if isinstance(version, int) else start_step,
         )
     start_version = resumed.version if resumed is not None else start_step
-    checkpointer = await anyio.to_thread.run_sync(AsyncCheckpointer, root)
+    checkpointer = await anyio.to_thread.run_sync(
+        functools.partial(AsyncCheckpointer, root, keep=config.schedule.keep_checkpoints)
+    )
     service = _rollout_service(config, model_dir, tokenizer, start_version)
     cluster = _env_cluster(config, service, env_factory, agent_factory)
     progress = _Progress(console, config.schedule.steps, start_step)

@@ -205,7 +205,7 @@ class Scheduler:
     # ------------------------------------------------------------------ running
 
     async def run(self) -> None:
-        """Train until ``config.steps`` steps are done."""
+        """Train until :attr:`finished`: ``config.steps`` steps done or ``config.time_limit_s`` passed."""
         self._started_at = anyio.current_time()
         async with anyio.create_task_group() as tg:
             self._task_group = tg
@@ -218,6 +218,14 @@ class Scheduler:
                 await self._train_loop()
                 await self._wait_for(lambda: not self._rolling)  # the last weights reach every server
             tg.cancel_scope.cancel()  # stop generation (episodes in flight are dropped, never stored)
+
+    @property
+    def finished(self) -> bool:
+        """``config.steps`` steps are done, or ``config.time_limit_s`` has passed since :meth:`run` began."""
+        if self.step >= self.config.steps:
+            return True
+        limit = self.config.time_limit_s
+        return limit is not None and anyio.current_time() - self._started_at >= limit
 
     @property
     def window_episodes(self) -> int | None:
@@ -309,7 +317,7 @@ class Scheduler:
 
     async def _run_waves(self) -> None:
         batch_groups = self.data.config.batch_groups
-        while self.step < self.config.steps:
+        while not self.finished:
             while self.data.ready_groups() < batch_groups:
                 await self._wave()
             batch = await self.data.next_batch(policy_version=self.version, step=self.step + 1)
@@ -359,7 +367,7 @@ class Scheduler:
     async def _run_refill(self) -> None:
         batch_groups = self.data.config.batch_groups
         opened = survived = 0
-        while self.step < self.config.steps:
+        while not self.finished:
             while (ready := self.data.ready_groups()) < batch_groups:
                 # Curation drops some groups (zero variance, failures): launch enough that the batch is likely
                 # full after one round instead of waiting for the slowest episode of several top-up rounds.
@@ -381,7 +389,7 @@ class Scheduler:
     # ------------------------------------------------------------------ training and publishing
 
     async def _train_loop(self) -> None:
-        while self.step < self.config.steps:
+        while not self.finished:
             start = anyio.current_time()
             batch: list[Trajectory] | None = None
             while batch is None:
@@ -403,7 +411,7 @@ class Scheduler:
         self._trainer_busy_s += anyio.current_time() - start
         self.step += 1
         self.version += 1
-        if self.step % self.config.publish_every == 0 or self.step == self.config.steps:
+        if self.step % self.config.publish_every == 0 or self.finished:
             await self._publish(background=background_publish)
         if self.config.mode == "sync-wave":
             await self._discard_leftovers()

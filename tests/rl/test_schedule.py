@@ -380,3 +380,18 @@ def test_task_sampler_epochs_and_state() -> None:
     assert TaskSampler(task_list, seed=3).next().id == first[0]
     with pytest.raises(ValueError, match="empty"):
         TaskSampler([])
+
+
+@pytest.mark.parametrize("mode", ["async", "sync-wave", "sync-refill"])
+def test_a_time_limit_ends_training_at_the_first_step_past_it(mode: str) -> None:
+    task_list = tasks(lambda i: 2.0)
+    full = run_schedule(ScheduleConfig(mode=mode, steps=8, max_staleness=2), task_list)  # type: ignore[arg-type]
+    per_step = full["time"] / 8
+    limited = run_schedule(
+        ScheduleConfig(mode=mode, steps=1000, max_staleness=2, time_limit_s=3.5 * per_step),  # type: ignore[arg-type]
+        task_list,
+    )
+    steps = len(limited["reports"])
+    assert 2 <= steps <= 6  # about 3.5 steps' time: the step running when the limit passes finishes
+    assert limited["time"] < 7 * per_step
+    trained_once(limited)

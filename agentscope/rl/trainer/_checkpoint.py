@@ -248,12 +248,13 @@ class AsyncCheckpointer:
 
     Args:
         run_dir: the run directory (``checkpoints/`` is created in it).
-        keep: complete checkpoints kept on disk (the newest; ``latest``'s target is never removed).
+        keep: complete checkpoints kept on disk (the newest; ``latest``'s target is never removed); None keeps
+            every one (to evaluate each afterwards).
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], *, keep: int = 2) -> None:
-        if keep < 1:
-            raise ValueError("keep must be at least 1")
+    def __init__(self, run_dir: str | os.PathLike[str], *, keep: int | None = 2) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError("keep must be at least 1 (None: keep every checkpoint)")
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / "checkpoints"
         self.keep = keep
@@ -422,6 +423,8 @@ class AsyncCheckpointer:
         return target
 
     def _prune(self, *, keep_name: str) -> None:
+        if self.keep is None:
+            return
         complete = [p for p in self.dir.iterdir() if _step_key(p) is not None and (p / _META).exists()]
         complete.sort(key=lambda p: _step_key(p) or (0, 0))
         for path in complete[: max(0, len(complete) - self.keep)]:

@@ -136,6 +136,19 @@ def test_retention_and_resaving_a_step(
         AsyncCheckpointer(tmp_path, keep=0)
 
 
+def test_keep_none_keeps_every_checkpoint(
+    tmp_path: Path, make_model: MakeModel, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    model = make_model()
+    trainer = Trainer(model, tokenizer, TrainerConfig())
+    checkpointer = AsyncCheckpointer(tmp_path, keep=None)
+    for step in (1, 2, 3, 4):
+        checkpointer.save(step=step, model=model, tokenizer=None, trainer_state=trainer.state_dict())
+    checkpointer.close()
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["latest", "step_00000001", "step_00000002", "step_00000003", "step_00000004"]
+
+
 def test_a_failed_write_is_reported_and_latest_survives(
     tmp_path: Path, make_model: MakeModel, tokenizer: PreTrainedTokenizerFast
 ) -> None:
