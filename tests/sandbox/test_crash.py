@@ -23,18 +23,20 @@ OWNER = textwrap.dedent("""
     import sys, time, anyio
     from agentscope.sandbox import open_sandbox
 
-    async def main(backend):
+    async def main(backend, seconds):
         async with open_sandbox(backend) as sb:
-            await sb.exec("sleep 600 &", keep_background=True)
+            await sb.exec(f"sleep {seconds} &", keep_background=True)
             print(getattr(sb, "_container", None) or sb.id, flush=True)
             time.sleep(600)
 
-    anyio.run(main, sys.argv[1])
+    anyio.run(main, sys.argv[1], sys.argv[2])
 """)
 
 
 async def test_sandbox_does_not_outlive_a_killed_owner(api_backend: Opener) -> None:
-    owner = await anyio.open_process([sys.executable, "-c", OWNER, api_backend.name])
+    # A sleep length no other test uses (test_escape runs a "sleep 600" that may still be dying).
+    seconds = f"600.{os.getpid()}"
+    owner = await anyio.open_process([sys.executable, "-c", OWNER, api_backend.name, seconds])
     try:
         assert owner.stdout is not None
         with anyio.fail_after(60):
@@ -60,7 +62,7 @@ async def test_sandbox_does_not_outlive_a_killed_owner(api_backend: Opener) -> N
                 await anyio.sleep(0.2)
     else:
         with anyio.fail_after(10):
-            while await anyio.to_thread.run_sync(_sleepers_alive):  # noqa: ASYNC110 - polling the host
+            while await anyio.to_thread.run_sync(_sleepers_alive, seconds):  # noqa: ASYNC110 - polling the host
                 await anyio.sleep(0.1)
         stale = [p for p in await anyio.to_thread.run_sync(list_sandbox_cgroups) if p.name == sandbox_id]
         assert stale, "the killed owner's cgroup should still be there, for the sweep to find"
@@ -70,6 +72,6 @@ async def test_sandbox_does_not_outlive_a_killed_owner(api_backend: Opener) -> N
         assert not left
 
 
-def _sleepers_alive() -> bool:
-    out = subprocess.run(["pgrep", "-f", "^sleep 600$"], capture_output=True, text=True).stdout
+def _sleepers_alive(seconds: str) -> bool:
+    out = subprocess.run(["pgrep", "-f", f"^sleep {seconds}$"], capture_output=True, text=True).stdout
     return bool(out.strip())
