@@ -280,6 +280,8 @@ async def train(
             sample_rate=config.trace_sample_rate,
             started_ns=started_ns,
         )
+    if "before" in evaluation:
+        tracing.log_metrics(_eval_metrics(evaluation["before"]), step=start_step)
     try:
         result = await _train(
             config,
@@ -294,6 +296,10 @@ async def train(
             started,
             resume_record,
         )
+        if evaluation:
+            # Before the tracer shuts down: the studio charts held-out success at the first and last step.
+            evaluation["after"] = await evaluate(config, root)
+            tracing.log_metrics(_eval_metrics(evaluation["after"]), step=result.steps)
     finally:
         if tracer_on:
             await tracing.aflush()
@@ -307,7 +313,6 @@ async def train(
         if config.trace:
             console.print(f"open the run in the studio: agentscope studio --store {root / TRACE_FILE}")
     if evaluation:
-        evaluation["after"] = await evaluate(config, root)
         if console is not None:
             console.print(
                 f"held-out success before RL: {_success_line(evaluation['before'])}\n"
@@ -317,6 +322,17 @@ async def train(
         await anyio.to_thread.run_sync((root / EVAL_FILE).write_text, text)
         result.evaluation = evaluation
     return result
+
+
+def _eval_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """An :func:`evaluate` report as metrics: ``eval/success_rate``, ``eval/reward_mean`` and, with a breakdown,
+    ``eval/success_by_<key>/<value>``."""
+    metrics = {"eval/success_rate": report["success_rate"], "eval/reward_mean": report["reward_mean"]}
+    for name, value in report.items():
+        if name.startswith("success_by_") and isinstance(value, dict):
+            for group, rate in cast(dict[str, float], value).items():
+                metrics[f"eval/{name}/{group}"] = rate
+    return metrics
 
 
 def _success_line(report: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from agentscope.exceptions import ConfigError, UsageError
@@ -167,6 +168,38 @@ async def test_export_and_eval(run: Path, tmp_path: Path) -> None:
     assert report["episodes"] == 3
     assert report["checkpoint"].endswith("latest")
     assert sum(report["statuses"].values()) == 3
+
+
+async def test_held_out_success_before_and_after_is_reported_and_traced(tmp_path: Path) -> None:
+    """``evaluation.before_after``: eval.json holds both reports, and the studio's held-out chart gets a point at
+    the first and at the last step (``eval/success_rate`` in the run's trace store)."""
+    from agentscope.tracing import TraceStore
+
+    config = load_config(
+        None,
+        [
+            *TINY,
+            "tasks=arith:n=8,seed=0,max_operand=9,split=train",
+            "eval_tasks=arith:n=3,seed=1,max_operand=9,split=eval",
+            "evaluation.temperature=0",
+            "evaluation.before_after=true",
+        ],
+    )
+    result = await train(config, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert set(report) == {"before", "after"}
+    assert report["before"]["episodes"] == report["after"]["episodes"] == 3
+    assert report["after"]["training_overlap"] == 0
+
+    def held_out_series() -> list[tuple[int, float]]:
+        with TraceStore(tmp_path / "run" / "traces.db") as traces:
+            (run,), _ = traces.list_runs()
+            return traces.metric_series(run["id"], "eval/success_rate")
+
+    assert await anyio.to_thread.run_sync(held_out_series) == [
+        (0, report["before"]["success_rate"]),
+        (result.steps, report["after"]["success_rate"]),
+    ]
 
 
 def test_export_record_of_a_rewritten_history() -> None:
