@@ -126,6 +126,9 @@ class EvalConfig(BaseModel):
     both (``DIR/eval.json``); ``rl sft`` evaluates the warm-started policy."""
     breakdown: str | None = None
     """Also report success per value of this task metadata field (e.g. ``level``, or ``task`` for MiniWoB++)."""
+    training_tasks: int = Field(default=0, ge=0)
+    """With ``before_after``: also play the first this many training tasks before and after (``train_before``,
+    ``train_after`` in ``DIR/eval.json``), so the gap between what RL fitted and what generalises is visible."""
 
 
 class RolloutConfig(BaseModel):

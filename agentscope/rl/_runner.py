@@ -267,6 +267,8 @@ async def train(
     evaluation: dict[str, Any] = {}
     if config.evaluation.before_after and config.eval_tasks is not None and checkpoint is None:
         evaluation["before"] = await evaluate_cached(config, model_dir)
+        if config.evaluation.training_tasks:
+            evaluation["train_before"] = await evaluate(config, model_dir, _training_sample(config))
         if console is not None:
             console.print(f"held-out success before RL: {_success_line(evaluation['before'])}")
 
@@ -282,6 +284,8 @@ async def train(
         )
     if "before" in evaluation:
         tracing.log_metrics(_eval_metrics(evaluation["before"]), step=start_step)
+    if "train_before" in evaluation:
+        tracing.log_metrics(_eval_metrics(evaluation["train_before"], "eval_train"), step=start_step)
     try:
         result = await _train(
             config,
@@ -300,6 +304,9 @@ async def train(
             # Before the tracer shuts down: the studio charts held-out success at the first and last step.
             evaluation["after"] = await evaluate(config, root)
             tracing.log_metrics(_eval_metrics(evaluation["after"]), step=result.steps)
+            if "train_before" in evaluation:
+                evaluation["train_after"] = await evaluate(config, root, _training_sample(config))
+                tracing.log_metrics(_eval_metrics(evaluation["train_after"], "eval_train"), step=result.steps)
     finally:
         if tracer_on:
             await tracing.aflush()
@@ -318,21 +325,38 @@ async def train(
                 f"held-out success before RL: {_success_line(evaluation['before'])}\n"
                 f"held-out success after RL:  {_success_line(evaluation['after'])}"
             )
+            if "train_after" in evaluation:
+                console.print(
+                    f"training-task success before RL: {_success_line(evaluation['train_before'])}\n"
+                    f"training-task success after RL:  {_success_line(evaluation['train_after'])}"
+                )
         text = json.dumps(evaluation, indent=1) + "\n"
         await anyio.to_thread.run_sync((root / EVAL_FILE).write_text, text)
         result.evaluation = evaluation
     return result
 
 
-def _eval_metrics(report: dict[str, Any]) -> dict[str, float]:
+def _eval_metrics(report: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
     """An :func:`evaluate` report as metrics: ``eval/success_rate``, ``eval/reward_mean`` and, with a breakdown,
-    ``eval/success_by_<key>/<value>``."""
-    metrics = {"eval/success_rate": report["success_rate"], "eval/reward_mean": report["reward_mean"]}
+    ``eval/success_by_<key>/<value>`` (``prefix`` in place of ``eval``)."""
+    metrics = {
+        f"{prefix}/success_rate": report["success_rate"],
+        f"{prefix}/reward_mean": report["reward_mean"],
+    }
     for name, value in report.items():
         if name.startswith("success_by_") and isinstance(value, dict):
             for group, rate in cast(dict[str, float], value).items():
-                metrics[f"eval/{name}/{group}"] = rate
+                metrics[f"{prefix}/{name}/{group}"] = rate
     return metrics
+
+
+def _training_sample(config: RLConfig) -> str:
+    """The training spec with ``n=evaluation.training_tasks``: the same generator and seed, fewer tasks."""
+    from agentscope.rl.envs import parse_task_spec
+
+    name, kwargs = parse_task_spec(config.tasks)
+    kwargs["n"] = config.evaluation.training_tasks
+    return f"{name}:" + ",".join(f"{key}={value}" for key, value in kwargs.items())
 
 
 def _success_line(report: dict[str, Any]) -> str:

@@ -183,22 +183,33 @@ async def test_held_out_success_before_and_after_is_reported_and_traced(tmp_path
             "eval_tasks=arith:n=3,seed=1,max_operand=9,split=eval",
             "evaluation.temperature=0",
             "evaluation.before_after=true",
+            "evaluation.training_tasks=2",
         ],
     )
     result = await train(config, tmp_path / "run")
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert set(report) == {"before", "after"}
+    assert set(report) == {"before", "after", "train_before", "train_after"}
     assert report["before"]["episodes"] == report["after"]["episodes"] == 3
     assert report["after"]["training_overlap"] == 0
+    assert report["train_before"]["episodes"] == report["train_after"]["episodes"] == 2
+    assert report["train_after"]["training_overlap"] == 2  # training tasks, and counted as such
 
-    def held_out_series() -> list[tuple[int, float]]:
+    def held_out_series() -> dict[str, list[tuple[int, float]]]:
         with TraceStore(tmp_path / "run" / "traces.db") as traces:
             (run,), _ = traces.list_runs()
-            return traces.metric_series(run["id"], "eval/success_rate")
+            return {
+                name: traces.metric_series(run["id"], name)
+                for name in ("eval/success_rate", "eval_train/success_rate")
+            }
 
-    assert await anyio.to_thread.run_sync(held_out_series) == [
+    series = await anyio.to_thread.run_sync(held_out_series)
+    assert series["eval/success_rate"] == [
         (0, report["before"]["success_rate"]),
         (result.steps, report["after"]["success_rate"]),
+    ]
+    assert series["eval_train/success_rate"] == [
+        (0, report["train_before"]["success_rate"]),
+        (result.steps, report["train_after"]["success_rate"]),
     ]
 
 

@@ -317,7 +317,7 @@ async function tracesView(runId, body) {
 const METRIC_LAYOUT = {
   // The headline row, in this order; a chart shows when at least one of its metrics was recorded.
   headline: [
-    { id: "heldout-success", title: "Held-out success", metrics: ["eval/success_rate"] },
+    { id: "heldout-success", title: "Held-out success", metrics: ["eval/success_rate", "eval_train/success_rate"] },
     { id: "training-success", title: "Training success", metrics: ["data/batch_success_rate", "data/task_success_rate"] },
     { id: "reward", title: "Reward", metrics: ["train/reward_mean"] },
     { id: "loss", title: "Policy loss", metrics: ["train/policy_loss"] },
