@@ -1,11 +1,18 @@
-"""Does `agentscope rl train` make the policy better? Success on held-out tasks before and after a run.
+"""Learning that holds up: held-out success of RL against its warm start, over seeds, vs wall-clock and env steps.
 
-Trains ``--config`` (default ``examples/rl/learn.yaml``) into a new run directory, then evaluates the policy the run
-started from and the one it ended with, on the training tasks and on the config's ``eval_tasks`` (tasks the run
-never trained on), at the training temperature and greedily. Also reports the success rate of the trained batches over
-the run (from ``metrics.jsonl``). Writes a JSON report (``--out``) with the machine, date, load and command.
+For every seed: the warm start (``agentscope rl sft``: the tiny policy built offline and fine-tuned on a fixed
+budget of expert demonstrations of the training set's warm split) is evaluated on the held-out
+split; then, for every schedule mode, RL trains from it for ``--minutes`` of wall-clock, keeping a checkpoint every
+``--eval-every`` trainer steps, and every kept checkpoint is evaluated on the held-out split afterwards (so the
+evaluations do not slow the training they measure). Held-out tasks share no content key with the training or
+warm-start tasks (the config fails to load otherwise, and every evaluation report counts the overlap: 0).
 
-    .venv/bin/python benchmarks/rl_learning/run.py --out benchmarks/rl_learning/_out/learn.json
+Writes ``OUT/results.json`` (every evaluation, with the step, wall-clock seconds and environment episodes of its
+checkpoint), ``OUT/table.md`` (mean and spread over seeds) and PNG plots (held-out success vs wall-clock and vs
+environment episodes, one line per mode, the warm start as a dashed line).
+
+    .venv/bin/python benchmarks/rl_learning/run.py --config examples/rl/quickstart.yaml --seeds 0 1 2 \\
+        --modes async sync-wave --minutes 30 --eval-every 10 --out benchmarks/rl_learning/_out/lookup
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -24,96 +32,207 @@ from typing import Any
 
 import anyio
 
-from agentscope.rl import evaluate, load_config, train
+from agentscope.rl import load_config, train
+from agentscope.rl._plots import read_metrics
+from agentscope.rl._runner import evaluate, evaluate_cached, sft
 
-ROOT = Path(__file__).resolve().parents[2]
+_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-def _curve(run_dir: Path, window: int) -> list[dict[str, float]]:
-    """Trained-batch success rate per step, and its moving average over ``window`` steps."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rates = [float(r.get("data/batch_success_rate", 0.0)) for r in rows]
-    return [
-        {
-            "step": float(r["step"]),
-            "batch_success_rate": rate,
-            "moving_average": statistics.fmean(rates[max(0, i + 1 - window) : i + 1]),
-        }
-        for i, (r, rate) in enumerate(zip(rows, rates, strict=True))
+def _log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[str, Any]) -> dict[str, Any]:
+    run_dir = args.out / f"seed{seed}-{mode}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    overrides = [
+        *args.set,
+        f"seed={seed}",
+        f"policy.tiny.seed={seed}",
+        f"schedule.mode={mode}",
+        f"schedule.time_limit_s={args.minutes * 60}",
+        "schedule.steps=100000",
+        f"schedule.checkpoint_every={args.eval_every}",
+        "schedule.keep_checkpoints=null",
+        "evaluation.before_after=false",
     ]
+    config = load_config(args.config, overrides)
+    _log(f"seed {seed} {mode}: training for {args.minutes} min ({_uptime()})")
+    result = await train(config, run_dir)
+    rows = {int(r["step"]): r for r in read_metrics(run_dir / "metrics.jsonl") if "step" in r}
+    points: list[dict[str, Any]] = [
+        {
+            "step": 0,
+            "wall_s": 0.0,
+            "episodes": 0.0,
+            "success_rate": warm["success_rate"],
+            "source": "warm start",
+        }
+    ]
+    checkpoints = sorted(
+        (int(m.group(1)), path)
+        for path in (run_dir / "checkpoints").iterdir()
+        if (m := _STEP_DIR.match(path.name)) is not None
+    )
+    for step, path in checkpoints:
+        report = await evaluate(config, path)
+        row = rows.get(step, {})
+        points.append(
+            {
+                "step": step,
+                "wall_s": row.get("time/wall_s", float("nan")),
+                "episodes": row.get("env/episodes", float("nan")),
+                "success_rate": report["success_rate"],
+                "training_overlap": report["training_overlap"],
+                "episodes_evaluated": report["episodes"],
+            }
+        )
+        _log(f"seed {seed} {mode}: step {step} held-out success {report['success_rate']:.3f}")
+    return {
+        "seed": seed,
+        "mode": mode,
+        "steps": result.steps,
+        "train_wall_s": result.wall_s,
+        "points": points,
+        "final": points[-1]["success_rate"],
+        "best": max(p["success_rate"] for p in points),
+        "uptime_after": _uptime(),
+    }
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    config = load_config(args.config, args.set)
-    if args.run_dir.exists():
-        if not args.fresh:
-            raise SystemExit(f"{args.run_dir} exists; pass --fresh to replace it")
-        shutil.rmtree(args.run_dir)
-    started = time.perf_counter()
-    result = await train(config, args.run_dir)
-    train_s = time.perf_counter() - started
-    assert result.initial_policy is not None
-    final = args.run_dir / "checkpoints" / "latest"
-    evals: dict[str, dict[str, float]] = {}
-    task_sets = {"train": config.tasks, "held_out": config.eval_tasks or config.tasks}
-    for split, spec in task_sets.items():
-        for label, temperature in (("sampled", config.rollout.temperature), ("greedy", 0.0)):
-            for which, checkpoint in (("before", result.initial_policy), ("after", final)):
-                report = await evaluate(
-                    config, checkpoint, spec, attempts=args.attempts, temperature=temperature
-                )
-                evals[f"{split}/{label}/{which}"] = {
-                    "success_rate": report["success_rate"],
-                    "episodes": report["episodes"],
-                }
-                print(
-                    f"{split:8s} {label:7s} {which:6s}: success {report['success_rate']:.3f} "
-                    f"over {report['episodes']} episodes",
-                    file=sys.stderr,
-                )
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs: list[dict[str, Any]] = []
+    warm_starts: dict[int, dict[str, Any]] = {}
+    for seed in args.seeds:
+        base = load_config(args.config, [*args.set, f"seed={seed}", f"policy.tiny.seed={seed}"])
+        _log(f"seed {seed}: warm start ({_uptime()})")
+        summary = await sft(base, args.out / f"seed{seed}-sft")
+        warm = summary["eval"] if "eval" in summary else await evaluate_cached(base, Path(summary["policy"]))
+        warm_starts[seed] = {
+            "success_rate": warm["success_rate"],
+            "episodes": warm["episodes"],
+            "sft": summary["sft"],
+        }
+        _log(f"seed {seed}: warm start held-out success {warm['success_rate']:.3f}")
+        for mode in args.modes:
+            runs.append(await _one_run(args, seed, mode, warm))
+            (args.out / "results.json").write_text(json.dumps(_report(args, warm_starts, runs), indent=1))
+    return _report(args, warm_starts, runs)
+
+
+def _report(
+    args: argparse.Namespace, warm: dict[int, dict[str, Any]], runs: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
-        "train_s": train_s,
-        "steps": result.steps,
-        "trained_trajectories": result.metrics.get("data/trained"),
-        "task_sets": task_sets,
-        "attempts": args.attempts,
-        "eval": evals,
-        "curve": _curve(args.run_dir, args.window),
+        "command": " ".join([sys.executable, *sys.argv]),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "config": str(args.config),
+        "overrides": args.set,
+        "minutes": args.minutes,
+        "warm_start": {str(k): v for k, v in warm.items()},
+        "runs": runs,
     }
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.1%}"
+    return f"{mean:.1%} ± {statistics.stdev(values):.1%} (min {min(values):.1%}, max {max(values):.1%})"
+
+
+def write_outputs(report: dict[str, Any], out: Path) -> None:
+    """The table (mean ± std over seeds) and the plots of ``report``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = report["runs"]
+    modes = sorted({r["mode"] for r in runs})
+    warm = [w["success_rate"] for w in report["warm_start"].values()]
+    lines = [
+        f"| | held-out success | gain over warm start (points) | trainer steps in {report['minutes']} min |",
+        "|---|---:|---:|---:|",
+        f"| warm start ({len(warm)} seeds) | {_spread(warm)} | | |",
+    ]
+    for mode in modes:
+        mine = [r for r in runs if r["mode"] == mode]
+        gains = [100 * (r["final"] - report["warm_start"][str(r["seed"])]["success_rate"]) for r in mine]
+        lines.append(
+            f"| RL {mode}, final ({len(mine)} seeds) | {_spread([r['final'] for r in mine])} | "
+            f"{statistics.fmean(gains):+.1f} (min {min(gains):+.1f}) | "
+            f"{statistics.fmean(r['steps'] for r in mine):.0f} |"
+        )
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    for axis_key, label, name in (
+        ("wall_s", "training wall-clock (s)", "time"),
+        ("episodes", "environment episodes", "episodes"),
+    ):
+        figure, axis = plt.subplots(figsize=(6.4, 4.0), constrained_layout=True)
+        for index, mode in enumerate(modes):
+            for r in (r for r in runs if r["mode"] == mode):
+                xs = [p[axis_key] for p in r["points"]]
+                ys = [p["success_rate"] for p in r["points"]]
+                axis.plot(
+                    xs,
+                    ys,
+                    color=f"C{index}",
+                    alpha=0.8,
+                    marker="o",
+                    markersize=3,
+                    label=mode if r["seed"] == min(x["seed"] for x in runs if x["mode"] == mode) else None,
+                )
+        if warm:
+            axis.axhline(statistics.fmean(warm), color="gray", linestyle="--", label="warm start (mean)")
+        axis.set_xlabel(label)
+        axis.set_ylabel("held-out success")
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+        axis.set_title(f"{Path(report['config']).stem}: one line per seed", fontsize=10)
+        figure.savefig(out / f"heldout_vs_{name}.png", dpi=110)
+        plt.close(figure)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", type=Path, default=ROOT / "examples" / "rl" / "learn.yaml")
+    parser.add_argument("--config", type=Path, default=Path("examples/rl/quickstart.yaml"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--modes", nargs="+", default=["async"])
+    parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
+        "--eval-every", type=int, default=10, help="Trainer steps between evaluated checkpoints."
     )
-    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "rl_learning")
-    parser.add_argument("--fresh", action="store_true", help="replace --run-dir if it exists")
-    parser.add_argument("--attempts", type=int, default=4, help="episodes per held-out task and policy")
-    parser.add_argument("--window", type=int, default=10, help="steps in the moving average of the curve")
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON report here too")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/rl_learning/_out/run"))
+    parser.add_argument(
+        "--report-only", action="store_true", help="Redraw table and plots from OUT/results.json."
+    )
     args = parser.parse_args()
-    report: dict[str, Any] = {
-        "benchmark": "rl_learning",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "uptime_before": _uptime(),
-    }
-    report.update(anyio.run(_main, args))
-    report["uptime_after"] = _uptime()
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    if args.report_only:
+        report = json.loads((args.out / "results.json").read_text())
+    else:
+        report = anyio.run(_main, args)
+        (args.out / "results.json").write_text(json.dumps(report, indent=1))
+    write_outputs(report, args.out)
+    print((args.out / "table.md").read_text())
 
 
 if __name__ == "__main__":
