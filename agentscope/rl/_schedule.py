@@ -227,6 +227,13 @@ class Scheduler:
         limit = self.config.time_limit_s
         return limit is not None and anyio.current_time() - self._started_at >= limit
 
+    def _time_left(self) -> float:
+        """Seconds until ``config.time_limit_s`` passes (infinite without one)."""
+        limit = self.config.time_limit_s
+        if limit is None:
+            return math.inf
+        return max(0.0, limit - (anyio.current_time() - self._started_at))
+
     @property
     def window_episodes(self) -> int | None:
         """Async throttle: while the trainer trains, a new group starts only while fewer episodes than this are
@@ -320,6 +327,8 @@ class Scheduler:
         while not self.finished:
             while self.data.ready_groups() < batch_groups:
                 await self._wave()
+                if self.finished:  # the time limit passed while every group was curated away
+                    return
             batch = await self.data.next_batch(policy_version=self.version, step=self.step + 1)
             if batch is None:
                 continue  # groups left from before a resume were too old: play another wave
@@ -382,6 +391,8 @@ class Scheduler:
                 await self.cluster.run(_aiter(items), self._sink)
                 opened += count
                 survived += self.data.ready_groups() - ready
+                if self.finished:  # the time limit passed while every group was curated away
+                    return
             batch = await self.data.next_batch(policy_version=self.version, step=self.step + 1)
             if batch is not None:
                 await self._train(batch, background_publish=False)
@@ -399,7 +410,11 @@ class Scheduler:
                     if not self._starved:
                         self._starved = True
                         self._notify()  # the throttle opens
-                    await changed.wait()
+                    # The time limit also ends a wait for a batch that never comes (every group curated away).
+                    with anyio.move_on_after(self._time_left()):
+                        await changed.wait()
+                    if self.finished:
+                        return
             self._starved = False
             self._trainer_wait_s += anyio.current_time() - start
             self._notify()  # the batch freed room in the generation window

@@ -32,10 +32,11 @@ from agentscope.tools import Toolkit
 class TimedEnv(Environment):
     """One tool whose call takes ``task.metadata['delay']`` seconds; success decided by a seeded coin."""
 
-    def __init__(self, rng: random.Random, starts: list[float] | None = None) -> None:
+    def __init__(self, rng: random.Random, starts: list[float] | None = None, success_p: float = 0.5) -> None:
         super().__init__()
         self.rng = rng
         self.starts = starts
+        self.success_p = success_p
         self.task: Task | None = None
 
     async def reset(self, task: Task) -> Observation:
@@ -55,7 +56,7 @@ class TimedEnv(Environment):
         return "done"
 
     async def evaluate(self, reply: Msg) -> EnvResult:
-        success = self.rng.random() < 0.5
+        success = self.rng.random() < self.success_p
         return EnvResult(reward=float(success), success=success)
 
 
@@ -109,6 +110,7 @@ def run_schedule(
     sync_s: float = 1.0,
     servers: int = 1,
     drop_zero_variance: bool = False,
+    success_p: float = 0.5,
 ) -> dict[str, Any]:
     reports: list[StepReport] = []
     starts: list[float] = []
@@ -117,7 +119,7 @@ def run_schedule(
         rollout = ScriptedRollout(policy, latency_s=1.0)
         rng = random.Random(0)
         cluster = EnvCluster(
-            lambda: TimedEnv(rng, starts),
+            lambda: TimedEnv(rng, starts, success_p),
             react_agent_factory,
             rollout,
             slots=slots,
@@ -395,3 +397,17 @@ def test_a_time_limit_ends_training_at_the_first_step_past_it(mode: str) -> None
     assert 2 <= steps <= 6  # about 3.5 steps' time: the step running when the limit passes finishes
     assert limited["time"] < 7 * per_step
     trained_once(limited)
+
+
+@pytest.mark.parametrize("mode", ["async", "sync-wave", "sync-refill"])
+def test_a_time_limit_ends_a_run_whose_every_group_is_curated_away(mode: str) -> None:
+    """A policy that never succeeds, with zero-variance groups dropped: no batch ever forms, and the run still
+    ends when its time limit passes instead of waiting for one forever."""
+    out = run_schedule(
+        ScheduleConfig(mode=mode, steps=1000, max_staleness=2, time_limit_s=60.0),  # type: ignore[arg-type]
+        tasks(lambda i: 2.0),
+        drop_zero_variance=True,
+        success_p=0.0,
+    )
+    assert out["reports"] == []
+    assert 60.0 <= out["time"] < 90.0  # the limit, plus at most the episodes in flight (sync modes)
