@@ -312,7 +312,10 @@ def mcp_serve(
         list[str] | None,
         typer.Option(
             "--allowed-host",
-            help="Another name clients reach the server by (Host header; repeatable). Others get 421.",
+            help=(
+                "Another name clients reach the server by (Host header: mcp.internal for any port, "
+                "mcp.internal:8000 for one; repeatable). Others get 421."
+            ),
         ),
     ] = None,
 ) -> None:
@@ -327,12 +330,17 @@ def mcp_serve(
 
     if transport == "http":
         from agentscope.exceptions import UsageError
-        from agentscope.tools._mcp_server import check_mcp_binding
+        from agentscope.tools._mcp_server import check_mcp_binding, parse_host_entry
 
         try:
             check_mcp_binding(host, token)
         except UsageError as exc:
             raise typer.BadParameter(str(exc), param_hint="--host") from None
+        try:
+            for entry in allowed_hosts or ():
+                parse_host_entry(entry)
+        except UsageError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--allowed-host") from None
     with suppress(KeyboardInterrupt):
         asyncio.run(
             _mcp_serve(toolkit_spec, transport, host, port, path, name, token, tuple(allowed_hosts or ()))

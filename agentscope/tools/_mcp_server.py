@@ -37,7 +37,14 @@ if TYPE_CHECKING:
 
     from agentscope.tools._toolkit import Toolkit
 
-__all__ = ["build_mcp_server", "check_mcp_binding", "mcp_http_app", "serve_mcp", "tool_response_to_mcp"]
+__all__ = [
+    "build_mcp_server",
+    "check_mcp_binding",
+    "mcp_http_app",
+    "parse_host_entry",
+    "serve_mcp",
+    "tool_response_to_mcp",
+]
 
 logger = logging.getLogger("agentscope.mcp.server")
 
@@ -177,12 +184,14 @@ async def serve_mcp(
         name: The server name clients see.
         instructions: Sent to clients at connection; default: the toolkit's group instructions.
         token: Require ``Authorization: Bearer <token>`` on every HTTP request.
-        allowed_hosts: More names clients may reach the server by (``Host`` header values: ``"mcp.internal"``,
-            or ``"mcp.internal:8000"`` for one port only), e.g. behind a proxy.
+        allowed_hosts: More names clients may reach the server by (``Host`` header values: ``"mcp.internal"``
+            for any port, ``"mcp.internal:8000"`` for one port only; IPv6 as ``"::1"``, ``"[::1]"`` or
+            ``"[::1]:8000"``), e.g. behind a proxy. See :func:`parse_host_entry`.
         on_ready: Called with the endpoint's URL once the HTTP server listens (handy with ``port=0``).
 
     Raises:
-        UsageError: an unknown transport, or a non-loopback ``host`` without a (long enough) ``token``.
+        UsageError: an unknown transport, a non-loopback ``host`` without a (long enough) ``token``, or a
+            malformed ``allowed_hosts`` entry.
     """
     server = build_mcp_server(toolkit, name=name, instructions=instructions)
     if transport == "stdio":
@@ -224,20 +233,38 @@ def mcp_http_app(
     Args:
         server: The MCP server (see :func:`build_mcp_server`).
         path: URL path of the endpoint.
-        host_names: The names (``Host`` header values, without port) the server may be reached by; requests
-            with another ``Host`` get 421, and browser requests whose ``Origin`` is not one of them 403.
+        host_names: The names the server may be reached by, as :func:`parse_host_entry` reads them: a name
+            (``"mcp.internal"``, ``"::1"``) for any port, or ``"mcp.internal:8000"``/``"[::1]:8000"`` for that
+            port only. Requests with another ``Host`` get 421, and browser requests whose ``Origin`` is not one
+            of them 403.
         token: When set, every request must carry ``Authorization: Bearer <token>`` (else 401).
+
+    Raises:
+        UsageError: a malformed ``host_names`` entry.
     """
     from mcp.server.transport_security import TransportSecuritySettings
 
+    # The SDK matches a Host header exactly, or "name:*" as the name with any port; Origin likewise.
     hosts: list[str] = []
     origins: list[str] = []
-    for name in dict.fromkeys(host_names):
-        shown = f"[{name}]" if ":" in name and not name.startswith("[") else name
-        hosts += [shown, f"{shown}:*"]
-        origins += [f"http://{shown}", f"http://{shown}:*", f"https://{shown}", f"https://{shown}:*"]
+    for entry in host_names:
+        name, port = parse_host_entry(entry)
+        if port is None:
+            hosts += [name, f"{name}:*"]
+            origins += [
+                f"{scheme}://{name}{any_port}" for scheme in ("http", "https") for any_port in ("", ":*")
+            ]
+            continue
+        hosts.append(f"{name}:{port}")
+        origins += [f"http://{name}:{port}", f"https://{name}:{port}"]
+        # Clients leave the scheme's default port out of Host and Origin.
+        if port in (80, 443):
+            hosts.append(name)
+            origins.append(f"{'http' if port == 80 else 'https'}://{name}")
     security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=list(dict.fromkeys(hosts)),
+        allowed_origins=list(dict.fromkeys(origins)),
     )
     app: ASGIApp = server.streamable_http_app(streamable_http_path=path, transport_security=security)
     return app if token is None else _BearerToken(app, token)
@@ -273,6 +300,49 @@ _MIN_TOKEN = 16
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
+def parse_host_entry(entry: str) -> tuple[str, int | None]:
+    """An allowed ``Host`` as ``(name, port)``: the name as a ``Host`` header writes it (lower case, an IPv6
+    address in brackets) and the port, or ``None`` for any port.
+
+    ``"mcp.internal"`` and ``"mcp.internal:8000"``; IPv6 as ``"::1"`` or ``"[::1]"`` (any port) and
+    ``"[::1]:8000"``.
+
+    Raises:
+        UsageError: an empty entry, a URL, a port that is not a number from 1 to 65535, or an IPv6 address
+            with a port but without brackets.
+    """
+    text = entry.strip().lower()
+    port_text: str | None
+    if text.startswith("["):
+        address, closed, rest = text[1:].partition("]")
+        if not closed or not _is_ipv6(address) or (rest and not rest.startswith(":")):
+            raise UsageError(f"bad host {entry!r}: write an IPv6 address as [address] or [address]:port")
+        name, port_text = f"[{address}]", (rest[1:] if rest else None)
+    elif _is_ipv6(text):
+        return f"[{text}]", None
+    else:
+        if "/" in text:
+            raise UsageError(f"bad host {entry!r}: give a Host header value (name or name:port), not a URL")
+        name, colon, after = text.partition(":")
+        port_text = after if colon else None
+        if port_text is not None and ":" in port_text:
+            raise UsageError(f"bad host {entry!r}: write an IPv6 address with a port as [address]:port")
+    if not name:
+        raise UsageError(f"bad host {entry!r}: the name is empty")
+    if port_text is None:
+        return name, None
+    if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise UsageError(f"bad host {entry!r}: the port {port_text!r} is not a number from 1 to 65535")
+    return name, int(port_text)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -284,7 +354,8 @@ def _is_loopback(host: str) -> bool:
 
 def _host_names(host: str, extra: Sequence[str]) -> list[str]:
     """The ``Host`` names the server answers to: loopback, the bound address (all of this machine's names and
-    addresses for a wildcard bind) and ``extra``. Blocking (it may resolve this machine's name)."""
+    addresses for a wildcard bind) and ``extra`` (entries as :func:`parse_host_entry` reads them, checked
+    later by :func:`mcp_http_app`). Blocking (it may resolve this machine's name)."""
     names = [*_LOOPBACK_NAMES, host.strip("[]")]
     if host in ("0.0.0.0", "::", "[::]", ""):
         machine = socket.gethostname()

@@ -22,7 +22,7 @@ from click.testing import Result
 
 from agentscope.exceptions import UsageError
 from agentscope.tools import MCPClient, Toolkit, serve_mcp
-from agentscope.tools._mcp_server import _host_names, check_mcp_binding
+from agentscope.tools._mcp_server import _host_names, check_mcp_binding, parse_host_entry
 
 TOKEN = "s3cret-token-0123456789"
 INITIALIZE = {
@@ -126,6 +126,88 @@ async def test_allowed_hosts_add_names_clients_may_use() -> None:
         assert await post(url, Host="mcp.internal") == 200
         assert await post(url, Host="mcp.internal:9999") == 200
         assert await post(url, Host="evil.example") == 421
+
+
+async def test_an_allowed_host_with_a_port_is_reached_on_that_port_only() -> None:
+    # Before: every name with a ':' was taken for an IPv6 address and bracketed ("[mcp.internal:8000]"), so
+    # "--allowed-host mcp.internal:8000", the documented form, refused every request with 421.
+    allowed = ["mcp.internal:8000", "any.internal", "MCP.Proxy:443", "[fd00::5]:8000", "fd00::6"]
+    async with served("127.0.0.1", allowed_hosts=allowed) as url:
+        assert await post(url, Host="mcp.internal:8000") == 200
+        assert await post(url, Host="mcp.internal:8001") == 421
+        assert await post(url, Host="mcp.internal") == 421
+        assert await post(url, Host="mcp.internal:8000", Origin="http://mcp.internal:8000") == 200
+        assert await post(url, Host="mcp.internal:8000", Origin="https://mcp.internal:8000") == 200
+        assert await post(url, Host="mcp.internal:8000", Origin="http://mcp.internal:8001") == 403
+        # Without a port: any port.
+        assert await post(url, Host="any.internal") == 200
+        assert await post(url, Host="any.internal:8001") == 200
+        assert await post(url, Host="any.internal:8001", Origin="https://any.internal:8001") == 200
+        # Clients leave a default port out of Host and Origin.
+        assert await post(url, Host="mcp.proxy", Origin="https://mcp.proxy") == 200
+        assert await post(url, Host="mcp.proxy:443") == 200
+        assert await post(url, Host="mcp.proxy:8443") == 421
+        assert await post(url, Host="mcp.proxy", Origin="http://mcp.proxy") == 403
+        # IPv6: bracketed with a port, bare for any port.
+        assert await post(url, Host="[fd00::5]:8000") == 200
+        assert await post(url, Host="[fd00::5]:8001") == 421
+        assert await post(url, Host="[fd00::6]:8001", Origin="http://[fd00::6]:8001") == 200
+        assert await post(url, Host="[fd00::6]") == 200
+        assert await post(url, Host="evil.example:8000") == 421
+
+
+@pytest.mark.parametrize(
+    ("entry", "parsed"),
+    [
+        ("mcp.internal", ("mcp.internal", None)),
+        (" MCP.Internal:8000 ", ("mcp.internal", 8000)),
+        ("10.0.0.5:65535", ("10.0.0.5", 65535)),
+        ("::1", ("[::1]", None)),
+        ("[::1]", ("[::1]", None)),
+        ("[FD00::5]:8000", ("[fd00::5]", 8000)),
+    ],
+)
+def test_allowed_host_entries_are_read_as_name_and_port(entry: str, parsed: tuple[str, int | None]) -> None:
+    assert parse_host_entry(entry) == parsed
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("", "the name is empty"),
+        (":8000", "the name is empty"),
+        ("mcp.internal:", "the port '' is not a number"),
+        ("mcp.internal:http", "the port 'http' is not a number"),
+        ("mcp.internal:0", "the port '0' is not a number from 1 to 65535"),
+        ("mcp.internal:65536", "the port '65536' is not a number"),
+        ("http://mcp.internal:8000", "not a URL"),
+        ("fd00::5:8000:x", "write an IPv6 address with a port as [address]:port"),
+        ("[fd00::5", "write an IPv6 address as [address]"),
+        ("[mcp.internal]:8000", "write an IPv6 address as [address]"),
+        ("[fd00::5]8000", "write an IPv6 address as [address]"),
+        ("[fd00::5]:", "the port '' is not a number"),
+    ],
+)
+def test_a_malformed_allowed_host_is_refused_naming_the_problem(entry: str, problem: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(f"bad host {entry!r}: ") + ".*" + re.escape(problem)):
+        parse_host_entry(entry)
+
+
+def test_cli_refuses_a_malformed_allowed_host_before_serving(cli: Callable[..., Result]) -> None:
+    result = cli(
+        "mcp",
+        "serve",
+        "tests/mcp/servers/toolkit_app.py:toolkit",
+        "--transport",
+        "http",
+        "--port",
+        "0",
+        "--allowed-host",
+        "http://mcp.internal:8000",
+    )
+    assert result.exit_code == 2
+    assert "--allowed-host" in result.output
+    assert "not a URL" in result.output
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "example.com"])
