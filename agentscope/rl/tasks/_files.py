@@ -21,7 +21,9 @@ keeps the two equal: before each command (and before the check) it copies what c
 each command it copies the sandbox's files back. The check runs in the sandbox when the episode ends (``python3
 -I``, out of the agent's reach): the exact content (level 1), the ini file's keys and values, in order (level 2),
 the program unchanged and printing ``ok`` (level 3). Reward 1 when it passes, else 0; the reply's text does not
-matter.
+matter. The check reads regular files only: a FIFO, a symbolic link or a directory where it reads fails the task
+(a blocking read of a FIFO the agent made would otherwise hang the check until its timeout, which is an
+infrastructure failure, not a score).
 
 Sandboxes come from a :class:`~agentscope.sandbox.SandboxPool`, one per episode, reset and reused by the pool
 afterwards: the environments of one event loop share one pool per backend (``auto``: Docker when an engine
@@ -116,17 +118,29 @@ print("ok")
 """
 
 _CHECK: Final = """\
-import json, subprocess, sys
+import errno, json, os, stat, subprocess, sys
 
 spec = json.loads(sys.stdin.read())
 
 
 def read(path):
+    # The file's text, or why there is none. Only a regular file is read: a FIFO would block the open (and the
+    # check until its timeout), a link to a device could never end; neither is opened blocking nor followed.
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):
-        return None
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None, path + " is not a regular file"
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return None, path + " is missing"
+    except OSError as exc:  # ELOOP: swapped for a link since the lstat
+        return None, path + (" is not a regular file" if exc.errno == errno.ELOOP else " cannot be read")
+    with os.fdopen(fd, encoding="utf-8") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped since the lstat
+            return None, path + " is not a regular file"
+        try:
+            return f.read(), None
+        except UnicodeDecodeError:
+            return None, path + " is not UTF-8 text"
 
 
 def ini(text):
@@ -135,15 +149,20 @@ def ini(text):
 
 def problem():
     path = spec["path"]
-    text = read(path)
+    text, unread = read(path)
     if text is None:
-        return path + " is missing"
+        return unread
     if spec["kind"] == "exact":
         return None if text.rstrip("\\n") == spec["text"] else path + " holds " + repr(text[:60])
     if spec["kind"] == "ini":
         return None if ini(text) == spec["expected"] else path + " holds " + repr(text[:80])
     if text != spec["source"]:
         return path + " was changed"
+    config = spec.get("config")
+    if config is not None and os.path.lexists(config):
+        unread = read(config)[1]
+        if unread is not None:
+            return unread  # the program would block on it (a FIFO) or fail to read it
     try:
         done = subprocess.run(
             [sys.executable, "-I", path], capture_output=True, text=True, timeout=spec["timeout"]
@@ -199,7 +218,7 @@ def _task(level: int, rng: random.Random) -> tuple[str, dict[str, str], dict[str
     program, config = rng.choice(_PROGRAMS)
     others = tuple(k for k in keys if k != key)
     source = _PROGRAM.format(config=config, others=others, key=key, value=new)
-    check = {"kind": "run", "path": program, "source": source, "timeout": _CHECK_TIMEOUT_S}
+    check = {"kind": "run", "path": program, "config": config, "source": source, "timeout": _CHECK_TIMEOUT_S}
     prompt = f"Run python3 {program}, then fix {config} so that it prints ok."
     return prompt, {program: source, config: _ini(pairs)}, check
 

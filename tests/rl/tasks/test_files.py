@@ -24,7 +24,7 @@ from agentscope.rl.envs import (
 )
 from agentscope.rl.tasks import FilesEnv, files_expert, files_random_policy, files_tasks
 from agentscope.sandbox import Sandbox, open_sandbox
-from agentscope.testing import ScriptItem
+from agentscope.testing import ScriptItem, tool_call
 from agentscope.tools import Toolkit
 
 if TYPE_CHECKING:
@@ -203,6 +203,55 @@ async def test_what_a_command_changes_in_the_sandbox_comes_back_to_the_file_tool
         toolkit = (await env.reset(task)).toolkit
         listing = await _call(toolkit, "execute_shell_command", command="ls")
         assert sorted(str(listing.output).split("\n", 2)[2].split()) == sorted([program, config])
+    finally:
+        await env.close()
+
+
+async def test_a_fifo_where_the_check_reads_fails_quickly_not_as_infra(play_episodes: Play) -> None:
+    """``mkfifo notes.txt`` made the check's open() block until the check's timeout: evaluate raised SandboxError,
+    and the episode was thrown away as an infrastructure failure instead of scored 0."""
+    await skip_unless_usable("bwrap")
+    task = _task(1, seed=7)
+    match = FORMS[1].fullmatch(task.prompt)
+    assert match is not None
+
+    def policy(messages: list[Msg]) -> ScriptItem:
+        if any(m.blocks_of(ToolResultBlock) for m in messages):
+            return "done"
+        return tool_call("execute_shell_command", command=f"mkfifo {match[1]}")
+
+    started = anyio.current_time()
+    [trajectory] = await play_episodes(functools.partial(FilesEnv, backend="bwrap"), policy, [task], slots=1)
+    elapsed = anyio.current_time() - started
+    assert (trajectory.status, trajectory.success, trajectory.reward) == ("ok", False, 0.0), trajectory.error
+    assert trajectory.metrics["env/steps"] == 1
+    assert elapsed < 5.0  # the check's timeout is 10 s; a blocked open used all of it
+
+
+async def test_the_check_scores_what_is_no_regular_file_as_a_failure() -> None:
+    await skip_unless_usable("bwrap")
+    env = FilesEnv(backend="bwrap")
+    cases = [  # level, which file of the prompt (FORMS' group), the command
+        (1, 1, "mkfifo {path}"),
+        (1, 1, "ln -s /dev/zero {path}"),  # reading it would never end
+        (1, 1, "mkdir {path}"),
+        (2, 1, "rm {path} && mkfifo {path}"),
+        (3, 1, "rm {path} && mkfifo {path}"),  # the program
+        (3, 2, "rm {path} && mkfifo {path}"),  # its config: the program would block reading it
+    ]
+    try:
+        for level, group, command in cases:
+            task = _task(level, seed=7)
+            match = FORMS[level].fullmatch(task.prompt)
+            assert match is not None
+            path = match[group]
+            toolkit = (await env.reset(task)).toolkit
+            ran = await _call(toolkit, "execute_shell_command", command=command.format(path=path))
+            assert not ran.is_error, ran.output
+            with anyio.fail_after(4):  # the check's own timeout is 10 s
+                judged = await env.evaluate(Msg(role="assistant", content="done"))
+            assert (judged.reward, judged.success) == (0.0, False)
+            assert judged.info["check"] == f"fail: {path} is not a regular file", command
     finally:
         await env.close()
 
