@@ -445,8 +445,11 @@ class AsyncCheckpointer:
         checkpoint. Without it a damaged newer checkpoint would outrank the ones the resumed run writes when old
         checkpoints are pruned. Returns the new paths."""
         moved: list[Path] = []
+        here = (
+            self.dir.resolve()
+        )  # load_latest resolves ``latest``: compare real paths (run dirs may be relative)
         for path, _ in state.skipped:
-            if path.parent == self.dir and path.is_dir() and _step_key(path) is not None:
+            if path.resolve().parent == here and path.is_dir() and _step_key(path) is not None:
                 target = self.dir / f"refused-{path.name}"
                 k = 0
                 while target.exists():
@@ -454,7 +457,7 @@ class AsyncCheckpointer:
                     target = self.dir / f"refused-{path.name}.{k}"
                 os.rename(path, target)
                 moved.append(target)
-        if state.skipped and state.path.parent == self.dir:
+        if state.skipped and state.path.resolve().parent == here:
             self._point_latest(state.path.name)
         return moved
 

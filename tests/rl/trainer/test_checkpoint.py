@@ -195,9 +195,17 @@ def two_checkpoints(run_dir: Path, model: Qwen2ForCausalLM, tokenizer: PreTraine
     return run_dir / "checkpoints" / "step_00000002"
 
 
+@pytest.mark.parametrize("where", ["absolute", "relative"])
 def test_a_truncated_latest_is_refused_saying_why_and_set_aside(
-    tmp_path: Path, make_model: MakeModel, tokenizer: PreTrainedTokenizerFast
+    tmp_path: Path,
+    make_model: MakeModel,
+    tokenizer: PreTrainedTokenizerFast,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
 ) -> None:
+    if where == "relative":  # `rl train --run-dir runs/x`, as the README has it
+        monkeypatch.chdir(tmp_path.parent)
+        tmp_path = Path(tmp_path.name)
     newest = two_checkpoints(tmp_path, make_model(), tokenizer)
     weights = newest / "model.safetensors"
     size = weights.stat().st_size
@@ -208,7 +216,7 @@ def test_a_truncated_latest_is_refused_saying_why_and_set_aside(
     assert state is not None
     assert state.step == 1  # the previous checkpoint, and it says what it passed over
     [(refused, why)] = state.skipped
-    assert refused == newest
+    assert refused.resolve() == newest.resolve()
     assert (
         why
         == f"model.safetensors has {size // 2} bytes, meta.json recorded {size} (truncated or overwritten)"
