@@ -8,11 +8,39 @@ from agentscope.rl._types import Task
 from agentscope.rl.tasks._miniwob._experts import EXPERT_TASKS
 from agentscope.rl.tasks._miniwob._server import miniwob_task_names, validate_task_names
 
-__all__ = ["MINIWOB_DEFAULT_TASKS", "miniwob_tasks", "resolve_task_names"]
+__all__ = [
+    "FEW_PROBLEM_TASKS",
+    "MINIWOB_DEFAULT_TASKS",
+    "SEED_INVARIANT_TASKS",
+    "content_key",
+    "miniwob_tasks",
+    "resolve_task_names",
+]
 
 MINIWOB_DEFAULT_TASKS: tuple[str, ...] = EXPERT_TASKS
 """The wired tasks (``tasks=default``): each has a scripted expert that solves it through the tools; their
 expert and random-policy success rates are in ``docs/miniwob.md``."""
+
+SEED_INVARIANT_TASKS: frozenset[str] = frozenset(
+    {"click-button-sequence", "click-test", "click-test-2", "click-test-transfer", "focus-text"}
+)
+"""Wired tasks whose page shows the same problem whatever the seed: the instruction and the tree are identical
+(the seed moves the elements, which only a screenshot shows). Measured: the first observation of seeds 0-7 of
+each wired task, refs aside; ``tests/rl/tasks/test_miniwob.py`` checks the set against Chromium."""
+
+FEW_PROBLEM_TASKS: dict[str, int] = {"focus-text-2": 3}
+"""Wired tasks with a handful of problems whatever the seed, and how many (focus-text-2 asks for one of its 3
+textboxes: 3 distinct first observations in seeds 0-7)."""
+
+
+def content_key(name: str, seed: int) -> str:
+    """The content key of an episode: ``miniwob/<task>/<seed>``, the problem the page generates from the seed;
+    ``miniwob/<task>`` for a task of :data:`SEED_INVARIANT_TASKS` or :data:`FEW_PROBLEM_TASKS`, whose seeds share
+    their problems, so that all its episodes fall in one split and the held-out ones are not training problems."""
+    if name in SEED_INVARIANT_TASKS or name in FEW_PROBLEM_TASKS:
+        return f"miniwob/{name}"
+    return f"miniwob/{name}/{seed}"
+
 
 _SEED_SPACE = 2**31
 
@@ -42,7 +70,8 @@ def miniwob_tasks(tasks: str = "default", n: int = 64, seed: int = 0) -> list[Ta
     Each task draws its own episode seeds from ``seed`` (so adding a task to the list leaves the others' seeds
     alone), without repeats; the page generates its problem from that seed (``Math.seedrandom``), so a task and a
     seed are one problem: the content key is ``miniwob/<task>/<seed>``, and ``split=`` keeps train, warm-start
-    and evaluation episodes disjoint by it.
+    and evaluation episodes disjoint by it. A task whose seeds share their problems (:func:`content_key`) is one
+    key, ``miniwob/<task>``: all its episodes fall in one split, where ``split=`` keeps one of them.
 
     Args:
         tasks: Task names joined by ``|`` (any of the package's tasks), ``default`` (the wired tasks, see
@@ -69,7 +98,7 @@ def miniwob_tasks(tasks: str = "default", n: int = 64, seed: int = 0) -> list[Ta
                 metadata={
                     "task": name,
                     "seed": episode_seed,
-                    "content_key": f"miniwob/{name}/{episode_seed}",
+                    "content_key": content_key(name, episode_seed),
                 },
             )
         )
