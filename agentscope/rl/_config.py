@@ -333,7 +333,7 @@ class RLConfig(BaseModel):
         def load(field: str, spec: str) -> list[Any]:
             try:
                 return load_tasks(spec)
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, ImportError) as exc:  # ImportError: a suite's extra is not installed
                 raise ValueError(f"{field}: cannot load {spec!r}: {exc}") from None
 
         held_out = load("eval_tasks", self.eval_tasks)

@@ -50,6 +50,7 @@ RESUMABLE_FIELDS: Final = frozenset(
         "evaluation.temperature",
         "evaluation.before_after",
         "evaluation.breakdown",
+        "evaluation.training_tasks",
         "threads",
         "rollout.threads",
         "trace",

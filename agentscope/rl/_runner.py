@@ -29,6 +29,7 @@ import functools
 import hashlib
 import importlib
 import json
+import logging
 import math
 import os
 import statistics
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
     from agentscope.rl.trainer import Trainer
 
 __all__ = ["TrainResult", "evaluate", "export_trajectories", "train"]
+
+logger = logging.getLogger("agentscope.rl")
 
 STORE_FILE = "trajectories.db"
 METRICS_FILE = "metrics.jsonl"
@@ -311,9 +314,16 @@ async def train(
         if tracer_on:
             await tracing.aflush()
             await anyio.to_thread.run_sync(tracing.shutdown)
+    if evaluation:  # written first: nothing after it (the plot) may lose it
+        text = json.dumps(evaluation, indent=1) + "\n"
+        await anyio.to_thread.run_sync((root / EVAL_FILE).write_text, text)
     from agentscope.rl._plots import plot_run
 
-    curve = await anyio.to_thread.run_sync(plot_run, root)
+    try:
+        curve = await anyio.to_thread.run_sync(plot_run, root)
+    except Exception as exc:  # the curve is a convenience; the run and its reports are done
+        logger.warning("could not draw the reward curve of %s: %s", root, exc)
+        curve = None
     if console is not None:
         if curve is not None:
             console.print(f"reward curve: {curve}")
@@ -330,8 +340,6 @@ async def train(
                     f"training-task success before RL: {_success_line(evaluation['train_before'])}\n"
                     f"training-task success after RL:  {_success_line(evaluation['train_after'])}"
                 )
-        text = json.dumps(evaluation, indent=1) + "\n"
-        await anyio.to_thread.run_sync((root / EVAL_FILE).write_text, text)
         result.evaluation = evaluation
     return result
 
@@ -676,9 +684,11 @@ async def evaluate(
     async def sink(trajectory: Trajectory) -> None:
         results.append(trajectory)
 
-    async with service:
-        await cluster.run(feed(), sink)
-    await cluster.aclose()
+    try:
+        async with service:
+            await cluster.run(feed(), sink)
+    finally:
+        await cluster.aclose()  # its environments' sandboxes and browser contexts, also on error
     per_task: dict[str, list[bool]] = {}
     statuses: dict[str, int] = {}
     for t in results:
@@ -720,9 +730,13 @@ def _training_overlap(config: RLConfig, tasks: list[Task]) -> list[Task]:
 
 async def evaluate_cached(config: RLConfig, policy: Path) -> dict[str, Any]:
     """:func:`evaluate` of ``policy`` on ``eval_tasks`` as the config's ``evaluation`` section says, kept in the
-    policy directory (an initial policy is evaluated once, whichever command asks first)."""
+    policy directory (an initial policy is evaluated once, whichever command asks first). A policy the user
+    gave (``policy.path``) is evaluated every time: nothing is written into a directory we did not make."""
+    if config.policy.path is not None and policy == Path(config.policy.path):
+        return await evaluate(config, policy)
     settings = {
         "tasks": config.eval_tasks,
+        "training": [config.tasks, config.warm_start_spec()],  # what training_overlap counts against
         "evaluation": config.evaluation.model_dump(mode="json"),
         "rollout": config.rollout.model_dump(mode="json"),
         "agent": config.agent.model_dump(mode="json"),
@@ -733,8 +747,15 @@ async def evaluate_cached(config: RLConfig, policy: Path) -> dict[str, Any]:
     if await anyio.to_thread.run_sync(path.is_file):
         return json.loads(await anyio.to_thread.run_sync(path.read_text))
     report = await evaluate(config, policy)
-    await anyio.to_thread.run_sync(path.write_text, json.dumps(report, indent=1) + "\n")
+    await anyio.to_thread.run_sync(_write_atomically, path, json.dumps(report, indent=1) + "\n")
     return report
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader (another process sharing the cache) never sees half of it."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 # ---------------------------------------------------------------------- sft

@@ -55,7 +55,9 @@ __all__ = ["SFTReport", "prepare_policy", "record_demonstrations"]
 POLICY_DIR = "policy_init"
 REPORT_FILE = "sft.json"
 _READY = ".ready"
-_KEY_VERSION = 2  # bump when what the key covers changes meaning
+_KEY_VERSION = (
+    3  # bump when what the key covers changes meaning, or the code it depends on (task tools, tokenizer)
+)
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from agentscope.rl._config import load_config
 from agentscope.rl._runner import (
     EXPORT_KEYS,
     evaluate,
+    evaluate_cached,
     export_record,
     export_trajectories,
     import_object,
@@ -211,6 +212,44 @@ async def test_held_out_success_before_and_after_is_reported_and_traced(tmp_path
         (0, report["train_before"]["success_rate"]),
         (result.steps, report["train_after"]["success_rate"]),
     ]
+
+
+async def test_a_failing_plot_loses_no_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reward curve is drawn last and may fail (a broken font cache, say): eval.json is written before it."""
+    import agentscope.rl._plots as plots
+
+    def broken(run_dir: Path) -> Path:
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(plots, "plot_run", broken)
+    config = load_config(
+        None,
+        [
+            *TINY,
+            "tasks=arith:n=8,seed=0,max_operand=9,split=train",
+            "eval_tasks=arith:n=2,seed=1,max_operand=9,split=eval",
+            "evaluation.before_after=true",
+            "schedule.steps=1",
+        ],
+    )
+    result = await train(config, tmp_path / "run")
+    assert result.evaluation is not None
+    assert set(result.evaluation) == {"before", "after"}
+    assert set(json.loads((tmp_path / "run" / "eval.json").read_text())) == {"before", "after"}
+
+
+async def test_a_policy_the_user_gave_is_evaluated_without_writing_into_it(run: Path) -> None:
+    """``policy.path`` is the user's directory (maybe read-only, maybe shared): the cached evaluation of an initial
+    policy goes only into directories we made."""
+    latest = run / "checkpoints" / "latest"
+    config = load_config(
+        None,
+        [*TINY, f"policy.path={latest}", "sft.steps=0", "eval_tasks=arith:n=2,seed=1,max_operand=9"],
+    )
+    before = sorted(p.name for p in latest.iterdir())
+    report = await evaluate_cached(config, latest)
+    assert report["episodes"] == 2
+    assert sorted(p.name for p in latest.iterdir()) == before
 
 
 def test_export_record_of_a_rewritten_history() -> None:

@@ -190,7 +190,8 @@ def load_tasks(spec: str) -> list[Task]:
     """The tasks a spec names: ``arith:n=64,seed=0,max_operand=20``, or ``jsonl:path=tasks.jsonl``.
 
     ``split=train|warm|eval`` keeps the tasks of that split (:func:`split_of`), without duplicate content keys;
-    ``n`` then counts the tasks kept (the generator is asked for more until it has them).
+    ``n`` then counts the tasks kept (the generator is asked for more until it has them; a task set whose loader
+    takes ``split`` itself picks them, as ``miniwob`` does to deal ``n`` evenly over its tasks).
 
     Raises:
         ValueError: unknown task set, malformed spec, arguments the task set does not take, an unknown split,
@@ -211,6 +212,8 @@ def load_tasks(spec: str) -> list[Task]:
     task_set = get_task_set(name)
     if split is None:
         return _generate(task_set, kwargs)
+    if "split" in inspect.signature(task_set.load).parameters:  # it picks its own n of the split (miniwob)
+        return _distinct(t for t in _generate(task_set, {**kwargs, "split": split}) if split_of(t) == split)
     wanted = kwargs.get("n")
     if wanted is None:
         default = inspect.signature(task_set.load).parameters.get("n")

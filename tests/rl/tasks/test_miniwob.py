@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +31,7 @@ from agentscope.rl.envs import (
     load_tasks,
     overlapping,
     react_agent_factory,
+    split_of,
 )
 from agentscope.rl.tasks import (
     MINIWOB_DEFAULT_TASKS,
@@ -166,6 +168,37 @@ def test_a_task_whose_seeds_share_their_problem_falls_in_one_split() -> None:
         "miniwob/click-test",
         "miniwob/focus-text-2",
     }
+
+
+def test_a_split_deals_n_evenly_over_the_tasks() -> None:
+    """n counts the split's episodes, dealt round-robin over the tasks that have episodes in it: the per-task
+    breakdown of a held-out evaluation rests on it (a prefix of a per-seed coin flip gave 1-9 episodes a task)."""
+    keyed = SEED_INVARIANT_TASKS | set(FEW_PROBLEM_TASKS)
+    for names, n, seed, split in [
+        ("default", 136, 1, "eval"),  # examples/rl/miniwob.yaml's held-out tasks
+        ("default", 340, 0, "warm"),  # and its demonstrations
+        ("click-button|click-link|enter-text", 12, 2, "train"),
+    ]:
+        tasks = load_tasks(f"miniwob:tasks={names},n={n},seed={seed},split={split}")
+        assert len(tasks) == n
+        assert {split_of(t) for t in tasks} == {split}
+        counts = Counter(str(t.metadata["task"]) for t in tasks)
+        listed = MINIWOB_DEFAULT_TASKS if names == "default" else names.split("|")
+        assert set(counts) >= {
+            name for name in listed if name not in keyed
+        }  # each varying task is in each split
+        assert {counts[name] for name in keyed & set(counts)} <= {1}  # one problem, one episode
+        varying = [counts[name] for name in counts if name not in keyed]
+        assert max(varying) - min(varying) <= 1, (names, split, counts)
+        for name in ("click-button", "enter-text"):  # a task's episodes are its first seeds in the split
+            drawn = [t for t in miniwob_tasks(tasks=name, n=200, seed=seed) if split_of(t) == split]
+            assert [t for t in tasks if t.metadata["task"] == name] == drawn[: counts[name]]
+    even = load_tasks("miniwob:tasks=click-button|enter-text,n=8,split=eval")
+    assert Counter(t.metadata["task"] for t in even) == {"click-button": 4, "enter-text": 4}
+    with pytest.raises(ValueError, match=r"the eval split holds only 0 distinct"):
+        load_tasks("miniwob:tasks=click-test|focus-text,n=1,split=eval")  # both are in train
+    with pytest.raises(ValueError, match="split must be one of"):
+        miniwob_tasks(tasks="click-button", split="test")
 
 
 def test_the_rendering_keeps_the_task_and_drops_the_rest() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 from agentscope.rl._types import Task
+from agentscope.rl.envs import SPLITS, split_of
 from agentscope.rl.tasks._miniwob._experts import EXPERT_TASKS
 from agentscope.rl.tasks._miniwob._server import miniwob_task_names, validate_task_names
 
@@ -37,9 +39,11 @@ def content_key(name: str, seed: int) -> str:
     """The content key of an episode: ``miniwob/<task>/<seed>``, the problem the page generates from the seed;
     ``miniwob/<task>`` for a task of :data:`SEED_INVARIANT_TASKS` or :data:`FEW_PROBLEM_TASKS`, whose seeds share
     their problems, so that all its episodes fall in one split and the held-out ones are not training problems."""
-    if name in SEED_INVARIANT_TASKS or name in FEW_PROBLEM_TASKS:
-        return f"miniwob/{name}"
-    return f"miniwob/{name}/{seed}"
+    return f"miniwob/{name}" if _keyed_by_task(name) else f"miniwob/{name}/{seed}"
+
+
+def _keyed_by_task(name: str) -> bool:
+    return name in SEED_INVARIANT_TASKS or name in FEW_PROBLEM_TASKS
 
 
 _SEED_SPACE = 2**31
@@ -64,7 +68,7 @@ def resolve_task_names(tasks: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def miniwob_tasks(tasks: str = "default", n: int = 64, seed: int = 0) -> list[Task]:
+def miniwob_tasks(tasks: str = "default", n: int = 64, seed: int = 0, split: str | None = None) -> list[Task]:
     """``n`` MiniWoB++ episodes, dealt round-robin over ``tasks``.
 
     Each task draws its own episode seeds from ``seed`` (so adding a task to the list leaves the others' seeds
@@ -78,28 +82,57 @@ def miniwob_tasks(tasks: str = "default", n: int = 64, seed: int = 0) -> list[Ta
             :data:`MINIWOB_DEFAULT_TASKS`) or ``all``.
         n: How many episodes.
         seed: Seed of the episode seeds.
+        split: Only the episodes of this split (``train``, ``warm`` or ``eval``; see
+            :func:`~agentscope.rl.envs.split_of`), still dealt round-robin over the tasks: each task's first
+            episodes in the split, in the order it draws them, ``n // len(tasks)`` or one more per task (a task
+            keyed by task alone has one episode in its split and none in the others).
+
+    Raises:
+        ValueError: ``n`` below 1, an unknown task or split, or a split holding fewer than ``n`` episodes of the
+            tasks (only possible when every task is keyed by task alone).
     """
     if n < 1:
         raise ValueError(f"miniwob needs n >= 1, got {n}")
     names = resolve_task_names(tasks)
-    rngs = {name: random.Random(f"miniwob/{seed}/{name}") for name in names}
-    used: dict[str, set[int]] = {name: set() for name in names}
+    streams = {name: _episodes(name, seed) for name in names}
+    if split is None:
+        return [next(streams[names[i % len(names)]]) for i in range(n)]
+    if split not in SPLITS:
+        raise ValueError(f"miniwob: split must be one of {', '.join(SPLITS)}, got {split!r}")
+    kept: dict[str, Iterator[Task]] = {}
+    for name, stream in streams.items():
+        if _keyed_by_task(name):  # one key: the whole task is in one split
+            first = next(stream)
+            kept[name] = iter([first] if split_of(first) == split else [])
+        else:
+            kept[name] = (task for task in stream if split_of(task) == split)
     out: list[Task] = []
-    for i in range(n):
-        name = names[i % len(names)]
-        episode_seed = rngs[name].randrange(_SEED_SPACE)
-        while episode_seed in used[name]:
-            episode_seed = rngs[name].randrange(_SEED_SPACE)
-        used[name].add(episode_seed)
-        out.append(
-            Task(
-                id=f"miniwob-{name}-{episode_seed}",
-                prompt=f"MiniWoB++ {name} (seed {episode_seed}): the page states the instruction.",
-                metadata={
-                    "task": name,
-                    "seed": episode_seed,
-                    "content_key": content_key(name, episode_seed),
-                },
-            )
+    while kept and len(out) < n:
+        for name in list(kept):
+            task = next(kept[name], None)
+            if task is None:
+                del kept[name]
+            elif len(out) < n:
+                out.append(task)
+    if len(out) < n:
+        raise ValueError(
+            f"miniwob: the {split} split holds only {len(out)} distinct episodes of tasks={tasks!r}, fewer than "
+            f"n={n} (these tasks are keyed by task alone: {', '.join(names)})"
         )
     return out
+
+
+def _episodes(name: str, seed: int) -> Iterator[Task]:
+    """The episodes of task ``name`` that ``seed`` draws, in order: endless, no seed twice."""
+    rng = random.Random(f"miniwob/{seed}/{name}")
+    used: set[int] = set()
+    while True:
+        episode_seed = rng.randrange(_SEED_SPACE)
+        if episode_seed in used:
+            continue
+        used.add(episode_seed)
+        yield Task(
+            id=f"miniwob-{name}-{episode_seed}",
+            prompt=f"MiniWoB++ {name} (seed {episode_seed}): the page states the instruction.",
+            metadata={"task": name, "seed": episode_seed, "content_key": content_key(name, episode_seed)},
+        )
