@@ -102,8 +102,24 @@ async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[st
         "points": points,
         "final": points[-1]["success_rate"],
         "best": max(p["success_rate"] for p in points),
+        "training_rollouts": _rollout_success(run_dir / "trajectories.db", args.eval_every),
         "uptime_after": _uptime(),
     }
+
+
+def _rollout_success(store: Path, every: int) -> list[dict[str, float]]:
+    """Success of the training rollouts (sampled, every episode played, trained or not) by the policy version that
+    finished them, in windows of ``every`` versions: what RL did on the tasks it is rewarded on."""
+    import sqlite3
+
+    with sqlite3.connect(store) as db:
+        rows = db.execute(
+            "SELECT max_version / ?, AVG(success), COUNT(*) FROM trajectories GROUP BY max_version / ? ORDER BY 1",
+            (every, every),
+        ).fetchall()
+    return [
+        {"versions_from": float(w * every), "success_rate": rate, "episodes": float(n)} for w, rate, n in rows
+    ]
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,6 +162,25 @@ def _report(
     }
 
 
+def _merge(dirs: list[Path], every: int) -> dict[str, Any]:
+    """One report of the runs in ``dirs`` (each an OUT of this script); the first one's header is kept."""
+    reports = [json.loads((d / "results.json").read_text()) for d in dirs]
+    merged = {
+        **reports[0],
+        "merged_from": [str(d) for d in dirs],
+        "commands": [r["command"] for r in reports],
+    }
+    merged["warm_start"] = {k: v for r in reports for k, v in r["warm_start"].items()}
+    merged["runs"] = []
+    for directory, report in zip(dirs, reports, strict=True):
+        for run in report["runs"]:
+            if "training_rollouts" not in run:
+                store = directory / f"seed{run['seed']}-{run['mode']}" / "trajectories.db"
+                run["training_rollouts"] = _rollout_success(store, every)
+            merged["runs"].append(run)
+    return merged
+
+
 def _spread(values: list[float]) -> str:
     if not values:
         return "-"
@@ -166,17 +201,21 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
     modes = sorted({r["mode"] for r in runs})
     warm = [w["success_rate"] for w in report["warm_start"].values()]
     lines = [
-        f"| | held-out success | gain over warm start (points) | trainer steps in {report['minutes']} min |",
-        "|---|---:|---:|---:|",
-        f"| warm start ({len(warm)} seeds) | {_spread(warm)} | | |",
+        f"| | held-out success (greedy) | gain over warm start (points) | trainer steps in {report['minutes']} min "
+        "| training rollouts (sampled): first window → last |",
+        "|---|---:|---:|---:|---:|",
+        f"| warm start ({len(warm)} seeds) | {_spread(warm)} | | | |",
     ]
     for mode in modes:
         mine = [r for r in runs if r["mode"] == mode]
         gains = [100 * (r["final"] - report["warm_start"][str(r["seed"])]["success_rate"]) for r in mine]
+        rollouts = [r["training_rollouts"] for r in mine if r.get("training_rollouts")]
+        first = statistics.fmean(w[0]["success_rate"] for w in rollouts) if rollouts else float("nan")
+        last = statistics.fmean(w[-1]["success_rate"] for w in rollouts) if rollouts else float("nan")
         lines.append(
             f"| RL {mode}, final ({len(mine)} seeds) | {_spread([r['final'] for r in mine])} | "
-            f"{statistics.fmean(gains):+.1f} (min {min(gains):+.1f}) | "
-            f"{statistics.fmean(r['steps'] for r in mine):.0f} |"
+            f"{statistics.fmean(gains):+.1f} (min {min(gains):+.1f}, max {max(gains):+.1f}) | "
+            f"{statistics.fmean(r['steps'] for r in mine):.0f} | {first:.1%} → {last:.1%} |"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     for axis_key, label, name in (
@@ -207,6 +246,27 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
         axis.set_title(f"{Path(report['config']).stem}: one line per seed", fontsize=10)
         figure.savefig(out / f"heldout_vs_{name}.png", dpi=110)
         plt.close(figure)
+    figure, axis = plt.subplots(figsize=(6.4, 4.0), constrained_layout=True)
+    for index, mode in enumerate(modes):
+        for r in (r for r in runs if r["mode"] == mode and r.get("training_rollouts")):
+            windows = r["training_rollouts"]
+            axis.plot(
+                [w["versions_from"] for w in windows],
+                [w["success_rate"] for w in windows],
+                color=f"C{index}",
+                alpha=0.8,
+                marker="o",
+                markersize=3,
+                label=mode if r["seed"] == min(x["seed"] for x in runs if x["mode"] == mode) else None,
+            )
+    axis.set_xlabel("policy version (window start)")
+    axis.set_ylabel("training-rollout success (sampled)")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title("the tasks RL is rewarded on: one line per seed", fontsize=10)
+    figure.savefig(out / "training_rollouts.png", dpi=110)
+    plt.close(figure)
 
 
 def main() -> None:
@@ -225,8 +285,19 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="Redraw table and plots from OUT/results.json."
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="Merge the results.json of several OUT dirs (runs made in parallel) into --out, then report.",
+    )
     args = parser.parse_args()
-    if args.report_only:
+    if args.merge:
+        report = _merge(args.merge, args.eval_every)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(report, indent=1))
+    elif args.report_only:
         report = json.loads((args.out / "results.json").read_text())
     else:
         report = anyio.run(_main, args)
