@@ -532,6 +532,17 @@ def _load(path: Path) -> CheckpointState:
     def torch_file(file: Path) -> Any:
         return torch.load(file, map_location="cpu", weights_only=True)
 
+    def weights_header(file: Path) -> list[str]:
+        # The tensor index only (no tensor data): weights overwritten at the same size fail here, at resume, not
+        # after the run directory was already rolled back to this checkpoint.
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as weights:
+            return list(weights.keys())
+
+    for name in sorted(str(n) for n in files if str(n).endswith(".safetensors")):
+        if not read(name, weights_header):
+            raise CheckpointError(f"{name} holds no tensors")
     trainer_state = read("trainer_state.pt", torch_file)
     rng = read("rng.pt", torch_file)
     extra = read("extra.json", lambda file: json.loads(file.read_text(encoding="utf-8")))

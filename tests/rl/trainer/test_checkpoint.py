@@ -231,6 +231,20 @@ def test_a_truncated_latest_is_refused_saying_why_and_set_aside(
     assert os.readlink(tmp_path / "checkpoints" / "latest") == "step_00000001"
 
 
+def test_weights_overwritten_at_the_same_size_are_refused_at_load(
+    tmp_path: Path, make_model: MakeModel, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    newest = two_checkpoints(tmp_path, make_model(), tokenizer)
+    weights = newest / "model.safetensors"
+    weights.write_bytes(b"x" * weights.stat().st_size)  # the size meta.json recorded, nothing of the content
+    state = AsyncCheckpointer.load_latest(tmp_path)
+    assert state is not None
+    assert state.step == 1
+    [(refused, why)] = state.skipped
+    assert refused == newest
+    assert why.startswith("model.safetensors cannot be read: ")
+
+
 @pytest.mark.parametrize("damage", ["garbage", "missing", "meta"])
 def test_when_no_checkpoint_loads_the_error_names_each_and_why(
     tmp_path: Path, make_model: MakeModel, tokenizer: PreTrainedTokenizerFast, damage: str
