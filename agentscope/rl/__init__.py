@@ -5,10 +5,11 @@ From Python::
 
     from agentscope.rl import load_config, train
 
-    config = load_config("examples/rl/smoke.yaml", ["schedule.steps=4"])
-    result = await train(config, "runs/smoke")
+    config = load_config("examples/rl/quickstart.yaml", ["schedule.time_limit_s=60"])
+    await sft(config, "runs/qs")  # optional: train() warm-starts the policy itself when it has to
+    result = await train(config, "runs/qs")
 
-Only the data model is imported eagerly; the runner (``RLConfig``, ``train``, ``evaluate``,
+Only the data model is imported eagerly; the runner (``RLConfig``, ``train``, ``sft``, ``evaluate``,
 ``export_trajectories``) loads on first use, and the services load torch, transformers and verl when they run
 (``pip install 'agentscope[rl]'``).
 """
@@ -19,7 +20,7 @@ from agentscope.rl._types import FlatSample, Task, Trajectory, TrajectoryStatus,
 
 if _typing.TYPE_CHECKING:
     from agentscope.rl._config import RLConfig, load_config
-    from agentscope.rl._runner import TrainResult, evaluate, export_trajectories, train
+    from agentscope.rl._runner import TrainResult, evaluate, export_trajectories, sft, train
 
 __all__ = [
     "FlatSample",
@@ -32,6 +33,7 @@ __all__ = [
     "evaluate",
     "export_trajectories",
     "load_config",
+    "sft",
     "train",
 ]
 
@@ -41,6 +43,7 @@ _LAZY = {
     "TrainResult": "agentscope.rl._runner",
     "evaluate": "agentscope.rl._runner",
     "export_trajectories": "agentscope.rl._runner",
+    "sft": "agentscope.rl._runner",
     "train": "agentscope.rl._runner",
 }
 

@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from agentscope.rl.rollout import RolloutService
     from agentscope.rl.trainer import Trainer
 
-__all__ = ["TrainResult", "evaluate", "export_trajectories", "train"]
+__all__ = ["TrainResult", "evaluate", "export_trajectories", "sft", "train"]
 
 logger = logging.getLogger("agentscope.rl")
 

@@ -32,9 +32,7 @@ from typing import Any
 
 import anyio
 
-from agentscope.rl import load_config, train
-from agentscope.rl._plots import read_metrics
-from agentscope.rl._runner import evaluate, evaluate_cached, sft
+from agentscope.rl import evaluate, load_config, sft, train
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -65,7 +63,9 @@ async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[st
     config = load_config(args.config, overrides)
     _log(f"seed {seed} {mode}: training for {args.minutes} min ({_uptime()})")
     result = await train(config, run_dir)
-    rows = {int(r["step"]): r for r in read_metrics(run_dir / "metrics.jsonl") if "step" in r}
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    parsed: list[dict[str, Any]] = [json.loads(line) for line in lines if line.strip()]
+    rows = {int(r["step"]): r for r in parsed if "step" in r}
     points: list[dict[str, Any]] = [
         {
             "step": 0,
@@ -130,7 +130,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         base = load_config(args.config, [*args.set, f"seed={seed}", f"policy.tiny.seed={seed}"])
         _log(f"seed {seed}: warm start ({_uptime()})")
         summary = await sft(base, args.out / f"seed{seed}-sft")
-        warm = summary["eval"] if "eval" in summary else await evaluate_cached(base, Path(summary["policy"]))
+        if "eval" not in summary:
+            raise SystemExit(f"{args.config} has no eval_tasks: nothing to measure held-out success on")
+        warm = summary["eval"]
         warm_starts[seed] = {
             "success_rate": warm["success_rate"],
             "episodes": warm["episodes"],
