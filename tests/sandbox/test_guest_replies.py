@@ -12,6 +12,7 @@ import base64
 import itertools
 import json
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -341,3 +342,52 @@ async def test_limits_fit_in_a_reply() -> None:
         with pytest.raises(SandboxError, match="at most"):
             await sb.write_file("big", b"\0" * (MAX_FILE_BYTES + 1))
         assert sb.alive  # refused before anything was sent
+
+
+def _mutations(count: int, seed: int = 0) -> Iterator[bytes]:
+    """``count`` random corruptions of a good exec reply's fields (bytes flipped, cut, inserted, repeated), each
+    keeping the ``id`` and token that make the host read the line (a line without them is dropped unread)."""
+    rng = random.Random(seed)
+    body = json.dumps(GOOD_EXEC, separators=(",", ":")).encode()[1:-1]  # the fields, without the braces
+    junk = b'{}[]",:\\0123456789.-eE+tfn \x00\xff\xfe\x7f'
+    for _ in range(count):
+        data = bytearray(body)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data) + 1)
+            kind = rng.randrange(4)
+            if kind == 0 and data:
+                data[min(at, len(data) - 1)] = rng.choice(junk)
+            elif kind == 1:
+                del data[at : at + rng.randint(1, 12)]
+            elif kind == 2:
+                data[at:at] = bytes(rng.choice(junk) for _ in range(rng.randint(1, 6)))
+            else:
+                data[at:at] = data[at : at + rng.randint(1, 40)] * rng.randint(2, 50)
+        yield bytes(data).replace(b"\n", b" ")
+
+
+async def test_a_thousand_random_corruptions_each_give_a_result_or_a_clear_error() -> None:
+    """Whatever a corrupted reply holds, ``exec`` returns a result or raises :class:`SandboxError`: never another
+    exception, never a hang."""
+    outcomes = {"result": 0, "error": 0}
+    lengths: list[int] = []
+    for body in _mutations(1000):
+
+        def reply(request: dict[str, Any], token: str, body: bytes = body) -> bytes:
+            return b'{"id":%d,"k":"%s",%s}\n' % (request["id"], token.encode(), body)
+
+        async with ScriptedSandbox(reply) as sb:
+            await sb.start()
+            with anyio.fail_after(5):
+                try:
+                    await sb.exec("true")
+                except SandboxError as error:
+                    lengths.append(len(str(error)))
+                    outcomes["error"] += 1
+                else:
+                    outcomes["result"] += 1
+    assert sum(outcomes.values()) == 1000, outcomes
+    assert outcomes["error"] > 500, outcomes  # most corruptions are malformed
+    assert outcomes["result"] > 0, (
+        outcomes
+    )  # and some leave a valid reply (a digit changed, a field repeated)
