@@ -69,11 +69,11 @@ def main() -> None:
     args = parser.parse_args()
     cells = [(k, tis) for k in args.staleness for tis in (True, False)]
 
-    def run(cell: tuple[int, bool]) -> tuple[str, Path]:
+    def play(cell: tuple[int, bool]) -> tuple[str, Path]:
         return _cell(args, *cell)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        done = list(pool.map(run, cells))
+        done = list(pool.map(play, cells))
     rows: list[dict[str, Any]] = []
     lines = [
         f"| max_staleness | TIS | trainer steps in {args.minutes:g} min | training rollouts: first → last window "
