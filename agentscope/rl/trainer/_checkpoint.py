@@ -537,8 +537,9 @@ def _load(path: Path) -> CheckpointState:
         # after the run directory was already rolled back to this checkpoint.
         from safetensors import safe_open
 
-        with safe_open(str(file), framework="pt") as weights:
-            return list(weights.keys())
+        with safe_open(str(file), framework="pt") as weights:  # pyright: ignore[reportUnknownVariableType]
+            keys: list[str] = list(cast(Any, weights).keys())
+        return keys
 
     for name in sorted(str(n) for n in files if str(n).endswith(".safetensors")):
         if not read(name, weights_header):
