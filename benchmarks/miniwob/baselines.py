@@ -48,11 +48,9 @@ from rl_tasks.baselines import loadavg, machine  # noqa: E402  (one way to descr
 from agentscope.message import Msg  # noqa: E402
 from agentscope.rl import Task, Trajectory  # noqa: E402
 from agentscope.rl.envs import (  # noqa: E402
-    EnvCluster,
     EnvFactory,
     ScriptedPolicy,
-    ScriptedRollout,
-    react_agent_factory,
+    play_scripted,
 )
 from agentscope.rl.tasks import (  # noqa: E402
     MINIWOB_DEFAULT_TASKS,
@@ -125,23 +123,7 @@ class Recorder:
 async def play(
     env_factory: EnvFactory, policy: ScriptedPolicy, tasks: list[Task], slots: int, max_iters: int
 ) -> list[Trajectory]:
-    rollout = ScriptedRollout(policy)
-    agent = functools.partial(react_agent_factory, max_iters=max_iters)
-    cluster = EnvCluster(
-        env_factory, agent, rollout, slots=slots, step_timeout_s=60, model_factory=rollout.model
-    )
-    done: dict[str, Trajectory] = {}
-
-    async def one(task: Task) -> None:
-        done[task.id] = await cluster.run_episode(task, task.id)
-
-    try:
-        async with anyio.create_task_group() as tg:
-            for task in tasks:
-                tg.start_soon(one, task)
-    finally:
-        await cluster.aclose()
-    return [done[t.id] for t in tasks]
+    return await play_scripted(env_factory, policy, tasks, slots=slots, max_iters=max_iters)
 
 
 def summary(trajectories: list[Trajectory]) -> dict[str, float]:

@@ -41,13 +41,11 @@ from agentscope.message import Msg  # noqa: E402
 from agentscope.models import ToolSchema  # noqa: E402
 from agentscope.rl import Task, Trajectory  # noqa: E402
 from agentscope.rl.envs import (  # noqa: E402
-    EnvCluster,
     EnvFactory,
     ScriptedPolicy,
-    ScriptedRollout,
     get_task_set,
     load_tasks,
-    react_agent_factory,
+    play_scripted,
 )
 from agentscope.testing import ScriptItem  # noqa: E402
 
@@ -75,22 +73,7 @@ class Recorder:
 async def play(
     env_factory: EnvFactory, policy: ScriptedPolicy, tasks: list[Task], slots: int
 ) -> list[Trajectory]:
-    rollout = ScriptedRollout(policy)
-    cluster = EnvCluster(
-        env_factory, react_agent_factory, rollout, slots=slots, step_timeout_s=60, model_factory=rollout.model
-    )
-    done: dict[str, Trajectory] = {}
-
-    async def one(task: Task) -> None:
-        done[task.id] = await cluster.run_episode(task, task.id)
-
-    try:
-        async with anyio.create_task_group() as tg:
-            for task in tasks:
-                tg.start_soon(one, task)
-    finally:
-        await cluster.aclose()
-    return [done[t.id] for t in tasks]
+    return await play_scripted(env_factory, policy, tasks, slots=slots)
 
 
 def summary(trajectories: list[Trajectory], seconds: float) -> dict[str, float]:

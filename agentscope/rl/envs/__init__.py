@@ -22,6 +22,7 @@ from agentscope.rl.envs._cluster import (
     TrajectorySink,
 )
 from agentscope.rl.envs._latency import LatencyModel
+from agentscope.rl.envs._play import play_scripted
 from agentscope.rl.envs._scripted import ScriptedPolicy, ScriptedRollout
 from agentscope.rl.envs._tasks import (
     SPLITS,
@@ -59,6 +60,7 @@ __all__ = [
     "load_tasks",
     "overlapping",
     "parse_task_spec",
+    "play_scripted",
     "react_agent_factory",
     "register_task_set",
     "split_of",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-import anyio
 import pytest
 
 from agentscope.rl import Task, Trajectory
-from agentscope.rl.envs import EnvCluster, EnvFactory, ScriptedPolicy, ScriptedRollout, react_agent_factory
+from agentscope.rl.envs import EnvFactory, ScriptedPolicy, play_scripted
 
 Play = Callable[..., Awaitable[list[Trajectory]]]
 
@@ -16,24 +15,8 @@ Play = Callable[..., Awaitable[list[Trajectory]]]
 async def play(
     env_factory: EnvFactory, policy: ScriptedPolicy, tasks: Sequence[Task], *, slots: int = 4
 ) -> list[Trajectory]:
-    """Play every task once with ``policy``, ``slots`` episodes at once; the trajectories in task order. With one
-    slot the episodes run one after another, so a seeded random policy makes the same moves every run."""
-    rollout = ScriptedRollout(policy)
-    cluster = EnvCluster(
-        env_factory, react_agent_factory, rollout, slots=slots, step_timeout_s=60, model_factory=rollout.model
-    )
-    done: dict[str, Trajectory] = {}
-
-    async def one(task: Task) -> None:
-        done[task.id] = await cluster.run_episode(task, task.id)
-
-    try:
-        async with anyio.create_task_group() as tg:
-            for task in tasks:
-                tg.start_soon(one, task)
-    finally:
-        await cluster.aclose()
-    return [done[task.id] for task in tasks]
+    """Play every task once with ``policy``, ``slots`` episodes at once; the trajectories in task order."""
+    return await play_scripted(env_factory, policy, tasks, slots=slots)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from agentscope.rl.envs import (
     get_task_set,
     load_tasks,
     overlapping,
+    play_scripted,
     react_agent_factory,
     split_of,
 )
@@ -94,23 +95,7 @@ async def play(
     env_factory: EnvFactory, policy: ScriptedPolicy, tasks: Sequence[Task], *, slots: int = 3
 ) -> list[Trajectory]:
     """Play every task once through EnvCluster and ReActAgent; the trajectories in task order."""
-    rollout = ScriptedRollout(policy)
-    agent_factory = functools.partial(react_agent_factory, max_iters=MAX_ITERS)
-    cluster = EnvCluster(
-        env_factory, agent_factory, rollout, slots=slots, step_timeout_s=60, model_factory=rollout.model
-    )
-    done: dict[str, Trajectory] = {}
-
-    async def one(task: Task) -> None:
-        done[task.id] = await cluster.run_episode(task, task.id)
-
-    try:
-        async with anyio.create_task_group() as tg:
-            for task in tasks:
-                tg.start_soon(one, task)
-    finally:
-        await cluster.aclose()
-    return [done[task.id] for task in tasks]
+    return await play_scripted(env_factory, policy, tasks, slots=slots, max_iters=MAX_ITERS)
 
 
 def live_page(env: MiniWoBEnv) -> Page:
