@@ -231,6 +231,11 @@ async def train(
     await anyio.to_thread.run_sync(functools.partial(root.mkdir, parents=True, exist_ok=True))
 
     tasks = await anyio.to_thread.run_sync(load_tasks, config.tasks)
+    if config.evaluation.before_after and config.evaluation.training_tasks > len(tasks):
+        raise ConfigError(
+            f"evaluation.training_tasks: {config.evaluation.training_tasks} is more than the {len(tasks)} training "
+            f"tasks of {config.tasks!r}"
+        )
     env_factory = _env_factory(config)
     agent_factory = _agent_factory(config)
 
@@ -304,12 +309,19 @@ async def train(
             resume_record,
         )
         if evaluation:
-            # Before the tracer shuts down: the studio charts held-out success at the first and last step.
-            evaluation["after"] = await evaluate(config, root)
-            tracing.log_metrics(_eval_metrics(evaluation["after"]), step=result.steps)
-            if "train_before" in evaluation:
-                evaluation["train_after"] = await evaluate(config, root, _training_sample(config))
-                tracing.log_metrics(_eval_metrics(evaluation["train_after"], "eval_train"), step=result.steps)
+            # Before the tracer shuts down: the studio charts held-out success at the first and last step. A failing
+            # evaluation must not fail the finished run: it is logged, and eval.json keeps what was measured.
+            try:
+                evaluation["after"] = await evaluate(config, root)
+                tracing.log_metrics(_eval_metrics(evaluation["after"]), step=result.steps)
+                if "train_before" in evaluation:
+                    evaluation["train_after"] = await evaluate(config, root, _training_sample(config))
+                    tracing.log_metrics(
+                        _eval_metrics(evaluation["train_after"], "eval_train"), step=result.steps
+                    )
+            except Exception as exc:
+                logger.warning("the evaluation after RL failed: %s: %s", type(exc).__name__, exc)
+                evaluation["after_error"] = f"{type(exc).__name__}: {exc}"
     finally:
         if tracer_on:
             await tracing.aflush()
@@ -330,7 +342,9 @@ async def train(
         if config.trace:
             console.print(f"open the run in the studio: agentscope studio --store {root / TRACE_FILE}")
     if evaluation:
-        if console is not None:
+        if console is not None and "after" not in evaluation:
+            console.print(f"the evaluation after RL failed: {evaluation.get('after_error')}")
+        elif console is not None:
             console.print(
                 f"held-out success before RL: {_success_line(evaluation['before'])}\n"
                 f"held-out success after RL:  {_success_line(evaluation['after'])}"

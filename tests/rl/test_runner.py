@@ -238,6 +238,51 @@ async def test_a_failing_plot_loses_no_report(tmp_path: Path, monkeypatch: pytes
     assert set(json.loads((tmp_path / "run" / "eval.json").read_text())) == {"before", "after"}
 
 
+async def test_a_failing_evaluation_after_rl_keeps_the_run_and_what_was_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentscope.rl._runner as runner
+
+    real = runner.evaluate
+
+    async def evaluate_or_fail(config: Any, checkpoint: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if Path(checkpoint) == tmp_path / "run":  # the trained policy: its evaluation breaks
+            raise RuntimeError("browser gone")
+        return await real(config, checkpoint, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", evaluate_or_fail)
+    config = load_config(
+        None,
+        [
+            *TINY,
+            "tasks=arith:n=8,seed=0,max_operand=9,split=train",
+            "eval_tasks=arith:n=2,seed=1,max_operand=9,split=eval",
+            "evaluation.before_after=true",
+            "schedule.steps=1",
+        ],
+    )
+    result = await train(config, tmp_path / "run")
+    assert result.steps == 1
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert report["before"]["episodes"] == 2
+    assert report["after_error"] == "RuntimeError: browser gone"
+
+
+async def test_more_training_tasks_to_evaluate_than_there_are_is_a_config_error(tmp_path: Path) -> None:
+    config = load_config(
+        None,
+        [
+            *TINY,
+            "tasks=arith:n=8,seed=0,max_operand=9,split=train",
+            "eval_tasks=arith:n=2,seed=1,max_operand=9,split=eval",
+            "evaluation.before_after=true",
+            "evaluation.training_tasks=9",
+        ],
+    )
+    with pytest.raises(ConfigError, match=r"evaluation.training_tasks: 9 is more than the 8 training tasks"):
+        await train(config, tmp_path / "run")
+
+
 async def test_a_policy_the_user_gave_is_evaluated_without_writing_into_it(run: Path) -> None:
     """``policy.path`` is the user's directory (maybe read-only, maybe shared): the cached evaluation of an initial
     policy goes only into directories we made."""

@@ -533,8 +533,8 @@ def _load(path: Path) -> CheckpointState:
         return torch.load(file, map_location="cpu", weights_only=True)
 
     def weights_header(file: Path) -> list[str]:
-        # The tensor index only (no tensor data): weights overwritten at the same size fail here, at resume, not
-        # after the run directory was already rolled back to this checkpoint.
+        # The header and tensor index only (no tensor data): a file overwritten at the same size from its start fails
+        # here, before the run directory is rolled back to this checkpoint; damage inside the tensor data does not.
         from safetensors import safe_open
 
         with safe_open(str(file), framework="pt") as weights:  # pyright: ignore[reportUnknownVariableType]
