@@ -322,6 +322,9 @@ _URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#@\s]+@")
 _URL_PARAM = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][\w.\-\[\]]*)=(.*)", re.DOTALL)
 _REDACTED = "<redacted>"
+_HEADER = re.compile(r"([A-Za-z][A-Za-z0-9-]*)\s*:\s*\S.*", re.DOTALL)
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
 
 
 def _secret_name(name: str) -> bool:
@@ -333,10 +336,17 @@ def _secret_name(name: str) -> bool:
 
 def _scrub(text: str) -> str:
     """``text`` without the secrets it may carry: URL user info (``https://user:pw@host``), URL parameters
-    with secret names (``?api_key=...``), and the value of a ``KEY=VALUE`` whose key looks secret."""
+    with secret names (``?api_key=...``), the value of a ``KEY=VALUE`` whose key looks secret, the value of an HTTP
+    header line that carries credentials (``Authorization: ...``, ``X-Api-Key: ...``) and ``Bearer <token>``."""
     assignment = _ASSIGNMENT.fullmatch(text)
     if assignment is not None and _secret_name(assignment.group(1)):
         return f"{assignment.group(1)}={_REDACTED}"
+    header = _HEADER.fullmatch(text)  # curl -H 'Authorization: Bearer ...', 'X-Api-Key: ...'
+    if header is not None and "://" not in text:
+        name = header.group(1)
+        if name.lower() in _CREDENTIAL_HEADERS or _secret_name(name):
+            return f"{name}: {_REDACTED}"
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {_REDACTED}", text)
     if "://" in text:
         text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{_REDACTED}@", text)
     if "=" in text and ("?" in text or "&" in text or ";" in text):

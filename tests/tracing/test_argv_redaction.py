@@ -35,11 +35,19 @@ from agentscope.tracing._tracer import recorded_argv
             ["--url", "https://h/v1?api_key=<redacted>&model=m"],
         ),
         (["--header", "Authorization=Bearer tok-0005"], ["--header", "Authorization=<redacted>"]),
+        (["-H", "Authorization: Bearer tok-0007xyz"], ["-H", "Authorization: <redacted>"]),
+        (["-H", "authorization:Basic dXNlcjpwdw=="], ["-H", "authorization: <redacted>"]),
+        (["-H", "X-Api-Key: k-00080000"], ["-H", "X-Api-Key: <redacted>"]),
+        (["-H", "Cookie: session=s-0009"], ["-H", "Cookie: <redacted>"]),
+        (["--note", "sent with Bearer tok-0010abcdef"], ["--note", "sent with Bearer <redacted>"]),
         # Not secrets: kept as they are.
         (["--set", "rollout.max_tokens=512"], ["--set", "rollout.max_tokens=512"]),
         (["--max-tokens", "100"], ["--max-tokens", "100"]),
         (["--base-url", "https://api.example/v1"], ["--base-url", "https://api.example/v1"]),
         (["-m", "what is a=b?"], ["-m", "what is a=b?"]),
+        (["-H", "Accept: application/json"], ["-H", "Accept: application/json"]),
+        (["-m", "Note: the bearer of bad news"], ["-m", "Note: the bearer of bad news"]),
+        (["--base-url", "http://127.0.0.1:8000/v1"], ["--base-url", "http://127.0.0.1:8000/v1"]),
     ],
 )
 def test_secrets_inside_arguments_are_redacted(argv: list[str], expected: list[str]) -> None:
