@@ -315,13 +315,11 @@ class RLConfig(BaseModel):
             return None
         if self.sft.tasks is not None:
             return self.sft.tasks
-        from agentscope.rl.envs import parse_task_spec
+        from agentscope.rl.envs import parse_task_spec, with_task_spec_args
 
-        name, kwargs = parse_task_spec(self.tasks)
-        if "split" not in kwargs:
+        if "split" not in parse_task_spec(self.tasks)[1]:
             return self.tasks
-        kwargs.update(split="warm", n=self.sft.demonstrations)
-        return f"{name}:" + ",".join(f"{key}={value}" for key, value in kwargs.items())
+        return with_task_spec_args(self.tasks, split="warm", n=self.sft.demonstrations)
 
     @model_validator(mode="after")
     def _held_out(self) -> Self:

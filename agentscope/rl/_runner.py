@@ -60,6 +60,7 @@ from agentscope.rl.envs import (
     load_tasks,
     overlapping,
     parse_task_spec,
+    with_task_spec_args,
 )
 
 if TYPE_CHECKING:
@@ -374,11 +375,7 @@ def _eval_metrics(report: dict[str, Any], prefix: str = "eval") -> dict[str, flo
 
 def _training_sample(config: RLConfig) -> str:
     """The training spec with ``n=evaluation.training_tasks``: the same generator and seed, fewer tasks."""
-    from agentscope.rl.envs import parse_task_spec
-
-    name, kwargs = parse_task_spec(config.tasks)
-    kwargs["n"] = config.evaluation.training_tasks
-    return f"{name}:" + ",".join(f"{key}={value}" for key, value in kwargs.items())
+    return with_task_spec_args(config.tasks, n=config.evaluation.training_tasks)
 
 
 def _success_line(report: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ from agentscope.rl.envs._tasks import (
     parse_task_spec,
     register_task_set,
     split_of,
+    with_task_spec_args,
 )
 
 __all__ = [
@@ -64,4 +65,5 @@ __all__ = [
     "react_agent_factory",
     "register_task_set",
     "split_of",
+    "with_task_spec_args",
 ]

@@ -173,6 +173,14 @@ def parse_task_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
+def with_task_spec_args(spec: str, **changes: Any) -> str:
+    """``spec`` with some of its keyword arguments set (added or replaced): ``with_task_spec_args("lookup:n=256,seed=0",
+    n=64)`` is ``"lookup:n=64,seed=0"``."""
+    name, kwargs = parse_task_spec(spec)
+    kwargs.update(changes)
+    return f"{name}:" + ",".join(f"{key}={value}" for key, value in kwargs.items())
+
+
 def split_of(task: Task) -> str:
     """The split (:data:`SPLITS`) that owns ``task``'s content key."""
     digest = hashlib.sha256(f"split:{task.content_key}".encode()).digest()
