@@ -52,6 +52,15 @@ TINY = [
 ]
 
 
+BEFORE_AFTER = [
+    *TINY,
+    "tasks=arith:n=8,seed=0,max_operand=9,split=train",
+    "eval_tasks=arith:n=2,seed=1,max_operand=9,split=eval",
+    "evaluation.before_after=true",
+]
+"""A run that evaluates on held-out tasks before and after (later overrides replace these)."""
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("runner") / "run"
@@ -179,11 +188,9 @@ async def test_held_out_success_before_and_after_is_reported_and_traced(tmp_path
     config = load_config(
         None,
         [
-            *TINY,
-            "tasks=arith:n=8,seed=0,max_operand=9,split=train",
+            *BEFORE_AFTER,
             "eval_tasks=arith:n=3,seed=1,max_operand=9,split=eval",
             "evaluation.temperature=0",
-            "evaluation.before_after=true",
             "evaluation.training_tasks=2",
         ],
     )
@@ -224,13 +231,7 @@ async def test_a_failing_plot_loses_no_report(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(plots, "plot_run", broken)
     config = load_config(
         None,
-        [
-            *TINY,
-            "tasks=arith:n=8,seed=0,max_operand=9,split=train",
-            "eval_tasks=arith:n=2,seed=1,max_operand=9,split=eval",
-            "evaluation.before_after=true",
-            "schedule.steps=1",
-        ],
+        [*BEFORE_AFTER, "schedule.steps=1"],
     )
     result = await train(config, tmp_path / "run")
     assert result.evaluation is not None
@@ -253,13 +254,7 @@ async def test_a_failing_evaluation_after_rl_keeps_the_run_and_what_was_measured
     monkeypatch.setattr(runner, "evaluate", evaluate_or_fail)
     config = load_config(
         None,
-        [
-            *TINY,
-            "tasks=arith:n=8,seed=0,max_operand=9,split=train",
-            "eval_tasks=arith:n=2,seed=1,max_operand=9,split=eval",
-            "evaluation.before_after=true",
-            "schedule.steps=1",
-        ],
+        [*BEFORE_AFTER, "schedule.steps=1"],
     )
     result = await train(config, tmp_path / "run")
     assert result.steps == 1
@@ -271,13 +266,7 @@ async def test_a_failing_evaluation_after_rl_keeps_the_run_and_what_was_measured
 async def test_more_training_tasks_to_evaluate_than_there_are_is_a_config_error(tmp_path: Path) -> None:
     config = load_config(
         None,
-        [
-            *TINY,
-            "tasks=arith:n=8,seed=0,max_operand=9,split=train",
-            "eval_tasks=arith:n=2,seed=1,max_operand=9,split=eval",
-            "evaluation.before_after=true",
-            "evaluation.training_tasks=9",
-        ],
+        [*BEFORE_AFTER, "evaluation.training_tasks=9"],
     )
     with pytest.raises(ConfigError, match=r"evaluation.training_tasks: 9 is more than the 8 training tasks"):
         await train(config, tmp_path / "run")

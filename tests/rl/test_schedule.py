@@ -279,18 +279,23 @@ def test_async_mode_overlaps_and_respects_staleness() -> None:
     assert async_["cluster"]["env/slot_occupancy"] > sync["cluster"]["env/slot_occupancy"]
 
 
-def test_async_throttle_keeps_the_slots_busy_while_the_trainer_keeps_up() -> None:
-    # One task in four takes ten times as long: most groups wait for one long member while their others are
-    # done, and a window of 2 batches (8 episodes) launched ahead is full most of the time. But the trainer is
-    # waiting for data then: generation is the bottleneck, and the throttle must not idle the slots.
-    out = run_schedule(
-        ScheduleConfig(mode="async", steps=12, max_staleness=2),
+def run_long_tails(config: ScheduleConfig) -> dict[str, Any]:
+    """One task in four takes ten times as long; 8 slots, groups of 2, batches of 2 groups, a fast trainer."""
+    return run_schedule(
+        config,
         tasks(lambda i: 20.0 if i % 4 == 0 else 2.0),
         slots=8,
         group_size=2,
         batch_groups=2,
         train_s=0.5,
     )
+
+
+def test_async_throttle_keeps_the_slots_busy_while_the_trainer_keeps_up() -> None:
+    # One task in four takes ten times as long: most groups wait for one long member while their others are
+    # done, and a window of 2 batches (8 episodes) launched ahead is full most of the time. But the trainer is
+    # waiting for data then: generation is the bottleneck, and the throttle must not idle the slots.
+    out = run_long_tails(ScheduleConfig(mode="async", steps=12, max_staleness=2))
     trained_once(out)
     assert out["scheduler"].window_episodes == 2 * 2 * 2  # max_staleness batches of 2 groups of 2
     assert out["cluster"]["env/slot_occupancy"] > 0.9
@@ -299,14 +304,7 @@ def test_async_throttle_keeps_the_slots_busy_while_the_trainer_keeps_up() -> Non
 
 def test_async_max_ahead_set_is_a_hard_cap_even_while_the_trainer_waits() -> None:
     # The scenario above with the default window written out: now it holds while the trainer waits for data.
-    out = run_schedule(
-        ScheduleConfig(mode="async", steps=12, max_staleness=2, max_ahead=8),
-        tasks(lambda i: 20.0 if i % 4 == 0 else 2.0),
-        slots=8,
-        group_size=2,
-        batch_groups=2,
-        train_s=0.5,
-    )
+    out = run_long_tails(ScheduleConfig(mode="async", steps=12, max_staleness=2, max_ahead=8))
     trained_once(out)
     for report in out["reports"]:
         assert report.metrics["sched/episodes_ahead"] < 8 + 2
