@@ -15,7 +15,6 @@ Plain file I/O: call these in a worker thread.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -26,6 +25,7 @@ from pydantic import JsonValue
 
 from agentscope.exceptions import ConfigError
 from agentscope.rl._config import RLConfig
+from agentscope.rl._files import write_text_atomically
 from agentscope.rl.trainer import CheckpointError
 
 if TYPE_CHECKING:
@@ -157,12 +157,7 @@ def truncate_log(path: Path, step: int) -> int:
         else:
             dropped += 1
     if dropped:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.writelines(kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_text_atomically(path, "".join(kept))
     return dropped
 
 

@@ -47,6 +47,7 @@ from pydantic import JsonValue
 from agentscope import tracing
 from agentscope.exceptions import ConfigError, UsageError
 from agentscope.rl._config import RLConfig
+from agentscope.rl._files import write_text_atomically
 from agentscope.rl._resume import load_for_resume, truncate_log
 from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
 from agentscope.rl._sft import prepare_policy
@@ -758,15 +759,8 @@ async def evaluate_cached(config: RLConfig, policy: Path) -> dict[str, Any]:
     if await anyio.to_thread.run_sync(path.is_file):
         return json.loads(await anyio.to_thread.run_sync(path.read_text))
     report = await evaluate(config, policy)
-    await anyio.to_thread.run_sync(_write_atomically, path, json.dumps(report, indent=1) + "\n")
+    await anyio.to_thread.run_sync(write_text_atomically, path, json.dumps(report, indent=1) + "\n")
     return report
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader (another process sharing the cache) never sees half of it."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 # ---------------------------------------------------------------------- sft
