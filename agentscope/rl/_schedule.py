@@ -222,10 +222,7 @@ class Scheduler:
     @property
     def finished(self) -> bool:
         """``config.steps`` steps are done, or ``config.time_limit_s`` has passed since :meth:`run` began."""
-        if self.step >= self.config.steps:
-            return True
-        limit = self.config.time_limit_s
-        return limit is not None and anyio.current_time() - self._started_at >= limit
+        return self.step >= self.config.steps or self._time_left() <= 0
 
     def _time_left(self) -> float:
         """Seconds until ``config.time_limit_s`` passes (infinite without one)."""
