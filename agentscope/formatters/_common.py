@@ -1,4 +1,4 @@
-"""Helpers shared by the provider formatters: tool arguments, structured-output schemas, names, images."""
+"""Helpers shared by the provider codecs: tool arguments, structured-output schemas, names, images, requests."""
 
 from __future__ import annotations
 
@@ -7,30 +7,36 @@ import functools
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from pydantic import BaseModel, JsonValue
 
-from agentscope.message import Base64Source, ImageBlock, ToolResultBlock, ToolUseBlock, URLSource
+from agentscope.message import Base64Source, ImageBlock, Msg, ToolResultBlock, ToolUseBlock, URLSource
 
 if TYPE_CHECKING:
-    from agentscope.models import ResponseFormat
+    from agentscope.models import ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
 
 __all__ = [
     "MAX_ARGUMENT_DEPTH",
+    "ChatRequest",
     "JsonSchemaFormat",
     "as_list",
     "as_object",
+    "default_finish_reason",
     "dump_tool_arguments",
+    "encode_sse",
     "image_url",
     "json_value_problem",
     "load_tool_arguments",
+    "number_setting",
     "parse_data_url",
     "parse_tool_arguments",
     "printable_raw_arguments",
     "resolve_response_format",
     "sanitize_name",
+    "text_chunks",
     "tool_arguments_from_value",
     "tool_result_text",
 ]
@@ -271,3 +277,64 @@ def _close_objects(node: Any) -> bool:
     for child in children:
         strict = _close_objects(child) and strict
     return strict
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A provider request decoded back into the arguments of :meth:`~agentscope.models.ChatModel.generate`.
+
+    What :func:`~agentscope.formatters.parse_openai_request` and
+    :func:`~agentscope.formatters.parse_anthropic_request` return: the inverse of the request formatters.
+    """
+
+    messages: list[Msg]
+    """The conversation, oldest first."""
+    model: str | None = None
+    """The model the request names, if any."""
+    tools: list[ToolSchema] = field(default_factory=list["ToolSchema"])
+    """Tools offered to the model (empty when none)."""
+    tool_choice: ToolChoice | None = None
+    """The tool choice, when the request sets one."""
+    response_format: ResponseFormat | None = None
+    """A JSON schema the answer must match (OpenAI's ``{"name", "schema", "strict"}`` wrapper), if any."""
+    settings: ModelSettings = field(default_factory=lambda: cast("ModelSettings", {}))
+    """Sampling settings the request sets (``timeout_s`` and ``extra_body`` never)."""
+    stream: bool = False
+    """Whether the client asked for server-sent events."""
+    extra: dict[str, Any] = field(default_factory=dict[str, Any])
+    """Top-level fields the codec does not map (``session_id``, provider options...), as they came."""
+
+
+def default_finish_reason(response: ChatResponse) -> str:
+    """``response.finish_reason``, else ``tool_calls`` when it calls tools and ``stop`` otherwise."""
+    if response.finish_reason:
+        return response.finish_reason
+    return "tool_calls" if response.tool_calls else "stop"
+
+
+def text_chunks(text: str, size: int | None) -> list[str]:
+    """``text`` cut into pieces of ``size`` characters for streaming (``None``: one piece; ``""``: none)."""
+    if size is None:
+        return [text] if text else []
+    size = max(1, size)
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def encode_sse(data: Mapping[str, Any] | str, event: str | None = None) -> bytes:
+    """One server-sent event: ``data`` (a mapping is sent as compact JSON), with an ``event:`` line if named."""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def number_setting(body: Mapping[str, Any], key: str, kind: type[float] | type[int]) -> float | int | None:
+    """``body[key]`` as a number of ``kind`` (None when absent or null), or ValueError naming the field."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{key} must be a number, got {value!r:.100}") from None
