@@ -12,7 +12,7 @@ Both models record every :class:`ModelRequest` they receive and never touch the 
 ``agentscope.models.ALLOW_MODEL_REQUESTS`` is False.
 """
 
-from agentscope.testing._openai_server import (
+from agentscope.testing._compat_servers import (
     AnthropicCompatServer,
     ErrorReply,
     OpenAICompatServer,

@@ -30,7 +30,7 @@ from agentscope.message import (
     URLSource,
 )
 from agentscope.models import AnthropicChatModel, ChatResponse, ChatUsage, ToolSchema
-from agentscope.testing._openai_server import AnthropicCompatServer, ErrorReply, SSEReply
+from agentscope.testing import AnthropicCompatServer, ErrorReply, SSEReply
 
 pytestmark = pytest.mark.usefixtures("allow_model_requests")
 

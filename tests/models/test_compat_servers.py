@@ -10,7 +10,7 @@ import pytest
 
 from agentscope.message import TextBlock, ThinkingBlock, ToolUseBlock
 from agentscope.models import ChatResponse, ChatUsage
-from agentscope.testing._openai_server import (
+from agentscope.testing import (
     AnthropicCompatServer,
     ErrorReply,
     OpenAICompatServer,

@@ -33,7 +33,7 @@ from agentscope.message import (
     ToolUseBlock,
 )
 from agentscope.models import ChatResponse, ChatUsage, OpenAIChatModel, ToolSchema
-from agentscope.testing._openai_server import ErrorReply, OpenAICompatServer, SSEReply
+from agentscope.testing import ErrorReply, OpenAICompatServer, SSEReply
 
 pytestmark = pytest.mark.usefixtures("allow_model_requests")
 

@@ -22,7 +22,7 @@ from agentscope.formatters import load_tool_arguments
 from agentscope.memory import InMemoryMemory
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.models import AnthropicChatModel, ChatModel, ChatResponse, OpenAIChatModel
-from agentscope.testing._openai_server import AnthropicCompatServer, OpenAICompatServer
+from agentscope.testing import AnthropicCompatServer, OpenAICompatServer
 from agentscope.tools import Toolkit
 
 pytestmark = pytest.mark.usefixtures("allow_model_requests")

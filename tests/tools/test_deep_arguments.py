@@ -20,7 +20,7 @@ from agentscope.events import ReplyEvent
 from agentscope.formatters import MAX_ARGUMENT_DEPTH, load_tool_arguments, parse_tool_arguments
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.models import AnthropicChatModel, ChatModel, ChatResponse, OpenAIChatModel
-from agentscope.testing._openai_server import AnthropicCompatServer, OpenAICompatServer
+from agentscope.testing import AnthropicCompatServer, OpenAICompatServer
 from agentscope.tools import MCPClient, StdioServer, Toolkit
 
 HOSTILE = Path(__file__).with_name("hostile_mcp_server.py")

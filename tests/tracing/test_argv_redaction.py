@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agentscope.testing._openai_server import OpenAICompatServer
+from agentscope.testing import OpenAICompatServer
 from agentscope.tracing import TraceStore
 from agentscope.tracing._tracer import recorded_argv
 

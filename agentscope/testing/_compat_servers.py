@@ -13,15 +13,18 @@ For tests and benchmarks of anything that talks to a model over HTTP::
 The responder receives the parsed JSON request body and returns one of:
 
 - a :class:`~agentscope.models.ChatResponse` or a ``str`` (a text answer): rendered in the server's wire
-  format, as JSON or, when the request asks for ``stream: true``, as server-sent events; token ids, log-probs
-  and the policy version are included when the response has them (the vLLM / rollout-service field names);
+  format by the provider's codec (:mod:`agentscope.formatters`), as JSON or, when the request asks for
+  ``stream: true``, as server-sent events; token ids, log-probs and the policy version are included when the
+  response has them (the vLLM / rollout-service field names);
 - a ``dict``: sent verbatim as the JSON body (status 200);
 - an :class:`ErrorReply`: an error status with a body and headers (e.g. ``Retry-After``);
 - an :class:`SSEReply`: exactly these server-sent events (for malformed or unusual streams).
 
 The responder may be sync or async. Sync responders run on the server's event loop thread, so keep them quick;
 to simulate a slow server use an async responder that awaits ``asyncio.sleep``. A responder that raises makes
-the server answer 500 and records the exception in :attr:`errors`.
+the server answer 500 and records the exception in :attr:`errors`. A body that is not JSON gets 400, any other
+path 404; every error body has the provider's shape (:func:`~agentscope.formatters.format_openai_error`,
+:func:`~agentscope.formatters.format_anthropic_error`).
 
 The server runs uvicorn in a background thread on a free port; ``uvicorn`` is imported only when a server is
 started (it comes with the ``dev`` and ``serve`` extras). Use it as a context manager (``with`` or
@@ -38,17 +41,24 @@ import json
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeAlias, cast
 
 import anyio
 
-from agentscope.formatters._common import dump_tool_arguments
-from agentscope.message import TextBlock, ThinkingBlock, ToolUseBlock
-from agentscope.models._base import ChatResponse, ChatUsage
+from agentscope.formatters import (
+    encode_sse,
+    format_anthropic_error,
+    format_anthropic_response,
+    format_anthropic_stream,
+    format_openai_error,
+    format_openai_response,
+    format_openai_stream,
+)
+from agentscope.message import TextBlock
+from agentscope.models import ChatResponse
 
 if TYPE_CHECKING:
     import uvicorn
@@ -249,7 +259,7 @@ class _CompatServer:
         try:
             body: Any = json.loads(raw) if raw else {}
         except ValueError:
-            await _send_bytes(send, 400, b'{"error": {"message": "invalid JSON"}}', "application/json")
+            await _send_json(send, 400, self._error_body(400, "invalid JSON"))
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         method: str = scope["method"]
@@ -257,11 +267,10 @@ class _CompatServer:
         self.requests.append(RecordedRequest(method, path, headers, body, time.monotonic()))
 
         if method == "GET" and path.rstrip("/") == f"{self._prefix}/models":
-            models = {"object": "list", "data": [{"id": "test-model", "object": "model"}]}
-            await _send_bytes(send, 200, json.dumps(models).encode(), "application/json")
+            await _send_json(send, 200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
             return
         if method != "POST" or path.rstrip("/") != self._endpoint:
-            await _send_bytes(send, 404, b'{"error": {"message": "not found"}}', "application/json")
+            await _send_json(send, 404, self._error_body(404, "not found"))
             return
         try:
             reply = self.responder(body)
@@ -269,8 +278,7 @@ class _CompatServer:
                 reply = await reply
         except Exception as exc:
             self.errors.append(exc)
-            error = {"error": {"type": "server_error", "message": f"responder raised {exc!r}"}}
-            await _send_bytes(send, 500, json.dumps(error).encode(), "application/json")
+            await _send_json(send, 500, self._error_body(500, f"responder raised {exc!r}"))
             return
         with contextlib.suppress(OSError):  # the client went away
             await self._reply(send, body, reply)
@@ -288,35 +296,30 @@ class _CompatServer:
         if isinstance(reply, str):
             reply = ChatResponse(content=[TextBlock(text=reply)])
         if isinstance(reply, ChatResponse):
+            model = body.get("model", "test-model")
             if body.get("stream"):
-                await _send_events(send, self._stream_events(body, reply), 0.0)
+                await _send_events(send, self._stream(body, reply, model), 0.0)
             else:
-                await _send_bytes(
-                    send, 200, json.dumps(self._render(body, reply)).encode(), "application/json"
-                )
+                await _send_json(send, 200, self._render(reply, model))
             return
-        await _send_bytes(send, 200, json.dumps(dict(reply)).encode(), "application/json")
+        await _send_json(send, 200, dict(reply))
 
     def _raw_events(self, reply: SSEReply) -> Iterator[bytes]:
         for item in reply.events:
             name, data = item if isinstance(item, tuple) else (None, item)
-            yield _sse(data if isinstance(data, str) else dict(data), name)
+            yield encode_sse(data if isinstance(data, str) else dict(data), name)
         if reply.done and self._done_marker:
-            yield b"data: [DONE]\n\n"
-
-    def _chunks(self, text: str) -> list[str]:
-        size = max(1, self.chunk_size)
-        return [text[i : i + size] for i in range(0, len(text), size)]
+            yield encode_sse("[DONE]")
 
     # -- provider specifics (overridden) ---------------------------------------------------------------------
 
-    def _error_body(self, status: int) -> dict[str, Any]:
+    def _error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _render(self, body: dict[str, Any], response: ChatResponse) -> dict[str, Any]:
+    def _render(self, response: ChatResponse, model: Any) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _stream_events(self, body: dict[str, Any], response: ChatResponse) -> Iterator[bytes]:
+    def _stream(self, body: dict[str, Any], response: ChatResponse, model: Any) -> Iterator[bytes]:
         raise NotImplementedError
 
 
@@ -349,12 +352,6 @@ def _server_class() -> Callable[[uvicorn.Config], _UvicornServer]:
     return _Server
 
 
-def _sse(data: Mapping[str, Any] | str, event: str | None = None) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {payload}\n\n".encode()
-
-
 async def _send_bytes(
     send: _ASGISend, status: int, data: bytes, content_type: str, headers: Mapping[str, str] | None = None
 ) -> None:
@@ -362,6 +359,10 @@ async def _send_bytes(
     raw_headers.extend((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": data})
+
+
+async def _send_json(send: _ASGISend, status: int, payload: Mapping[str, Any]) -> None:
+    await _send_bytes(send, status, json.dumps(payload).encode(), "application/json")
 
 
 async def _send_events(send: _ASGISend, events: Iterator[bytes], delay_s: float) -> None:
@@ -374,229 +375,58 @@ async def _send_events(send: _ASGISend, events: Iterator[bytes], delay_s: float)
     await send({"type": "http.response.body", "body": b""})
 
 
-def _finish_reason(response: ChatResponse) -> str:
-    if response.finish_reason:
-        return response.finish_reason
-    return "tool_calls" if response.tool_calls else "stop"
-
-
 class OpenAICompatServer(_CompatServer):
     """An OpenAI Chat Completions server (``POST /v1/chat/completions``, ``GET /v1/models``) on 127.0.0.1.
 
-    ``base_url`` ends in ``/v1``, as clients expect. A :class:`~agentscope.models.ChatResponse` is rendered
-    with thinking as ``reasoning_content``, tool calls (their ``raw_input`` when set, so malformed arguments
-    can be produced), ``usage``, and, when set, ``prompt_token_ids`` (top level; in a stream, the first
-    chunk), ``token_ids`` (in the choice; in a stream, the finishing chunk), ``logprobs.content`` (tokens
-    written as ``token_id:<id>`` when ids are known) and ``policy_version`` (top level; in a stream, the
-    finishing chunk). Streams send the role, then reasoning, text and tool-call deltas, the finishing chunk, a
-    usage chunk when ``stream_options.include_usage`` is set, and ``data: [DONE]``.
+    ``base_url`` ends in ``/v1``, as clients expect. A :class:`~agentscope.models.ChatResponse` is rendered by
+    :func:`~agentscope.formatters.format_openai_response` and :func:`~agentscope.formatters.format_openai_stream`:
+    thinking as ``reasoning_content``, tool calls (their ``raw_input`` when set, so malformed arguments can be
+    produced), ``usage``, and, when set, ``prompt_token_ids`` (top level; in a stream, the first chunk),
+    ``token_ids`` and ``logprobs.content`` (in the choice; in a stream, the finishing chunk) and
+    ``policy_version`` (top level; in a stream, the finishing chunk). Streams send the role, then reasoning, text
+    and tool-call deltas of ``chunk_size`` characters, the finishing chunk, a usage chunk when
+    ``stream_options.include_usage`` is set, and ``data: [DONE]``.
     """
 
     _endpoint = "/v1/chat/completions"
     _prefix = "/v1"
 
-    def _error_body(self, status: int) -> dict[str, Any]:
-        return {"error": {"message": f"error {status}", "type": "server_error", "code": status}}
+    def _error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
+        return format_openai_error(message or f"error {status}", code=status)
 
-    def _render(self, body: dict[str, Any], response: ChatResponse) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": response.text or None}
-        thinking = "".join(b.thinking for b in response.content if isinstance(b, ThinkingBlock))
-        if thinking:
-            message["reasoning_content"] = thinking
-        if response.tool_calls:
-            message["tool_calls"] = [_openai_call(b) for b in response.tool_calls]
-        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": _finish_reason(response)}
-        choice.update(_openai_token_fields(response))
-        data: dict[str, Any] = {
-            "id": response.id or f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": response.model or body.get("model", "test-model"),
-            "choices": [choice],
-            "usage": _openai_usage(response.usage),
-        }
-        if response.prompt_token_ids is not None:
-            data["prompt_token_ids"] = response.prompt_token_ids
-        if response.policy_version is not None:
-            data["policy_version"] = response.policy_version
-        return data
+    def _render(self, response: ChatResponse, model: Any) -> dict[str, Any]:
+        return format_openai_response(response, model=model)
 
-    def _stream_events(self, body: dict[str, Any], response: ChatResponse) -> Iterator[bytes]:
-        base: dict[str, Any] = {
-            "id": response.id or f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": response.model or body.get("model", "test-model"),
-        }
-
-        def chunk(delta: dict[str, Any], **extra: Any) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
-            return _sse({**base, "choices": [choice], **extra})
-
-        first: dict[str, Any] = {}
-        if response.prompt_token_ids is not None:
-            first["prompt_token_ids"] = response.prompt_token_ids
-        yield chunk({"role": "assistant", "content": ""}, **first)
-        for block in response.content:
-            if isinstance(block, ThinkingBlock):
-                for piece in self._chunks(block.thinking):
-                    yield chunk({"reasoning_content": piece})
-            elif isinstance(block, TextBlock):
-                for piece in self._chunks(block.text):
-                    yield chunk({"content": piece})
-        for index, call in enumerate(response.tool_calls):
-            head = {
-                "index": index,
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": ""},
-            }
-            yield chunk({"tool_calls": [head]})
-            for piece in self._chunks(dump_tool_arguments(call)):
-                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-        final_choice: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": _finish_reason(response)}
-        final_choice.update(_openai_token_fields(response))
-        final: dict[str, Any] = {**base, "choices": [final_choice]}
-        if response.policy_version is not None:
-            final["policy_version"] = response.policy_version
-        yield _sse(final)
-        if (body.get("stream_options") or {}).get("include_usage"):
-            yield _sse({**base, "choices": [], "usage": _openai_usage(response.usage)})
-        yield b"data: [DONE]\n\n"
-
-
-def _openai_call(block: ToolUseBlock) -> dict[str, Any]:
-    return {
-        "id": block.id,
-        "type": "function",
-        "function": {"name": block.name, "arguments": dump_tool_arguments(block)},
-    }
-
-
-def _openai_usage(usage: ChatUsage | None) -> dict[str, int]:
-    usage = usage or ChatUsage()
-    return {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-
-
-def _openai_token_fields(response: ChatResponse) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    ids = response.completion_token_ids
-    if ids is not None:
-        fields["token_ids"] = ids
-    if response.logprobs is not None:
-        tokens = [f"token_id:{i}" for i in ids] if ids is not None else [""] * len(response.logprobs)
-        fields["logprobs"] = {
-            "content": [
-                {"token": token, "logprob": lp, "bytes": None, "top_logprobs": []}
-                for token, lp in zip(tokens, response.logprobs, strict=False)
-            ]
-        }
-    return fields
-
-
-_ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-_ANTHROPIC_ERRORS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
+    def _stream(self, body: dict[str, Any], response: ChatResponse, model: Any) -> Iterator[bytes]:
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(
+            cast("dict[str, Any]", options).get("include_usage")
+        )
+        return format_openai_stream(
+            response, model=model, chunk_size=self.chunk_size, include_usage=include_usage
+        )
 
 
 class AnthropicCompatServer(_CompatServer):
     """An Anthropic Messages API server (``POST /v1/messages``) on 127.0.0.1; ``base_url`` has no ``/v1``.
 
-    A :class:`~agentscope.models.ChatResponse` is rendered as ``text``, ``thinking`` (with its signature) and
-    ``tool_use`` blocks with ``usage``; ``finish_reason`` is mapped to ``stop_reason`` (``stop`` ->
-    ``end_turn``, ``length`` -> ``max_tokens``, ``tool_calls`` -> ``tool_use``). Streams follow the documented
-    event sequence: ``message_start``, per block ``content_block_start`` / ``content_block_delta``
-    (``text_delta``, ``thinking_delta`` then ``signature_delta``, ``input_json_delta``) /
-    ``content_block_stop``, ``ping``, ``message_delta`` and ``message_stop``. A streamed tool call's arguments
-    are its ``raw_input`` when set.
+    A :class:`~agentscope.models.ChatResponse` is rendered by :func:`~agentscope.formatters.format_anthropic_response`
+    and :func:`~agentscope.formatters.format_anthropic_stream`: ``text``, ``thinking`` (with its signature) and
+    ``tool_use`` blocks with ``usage``; ``finish_reason`` is mapped to ``stop_reason`` (``stop`` -> ``end_turn``,
+    ``length`` -> ``max_tokens``, ``tool_calls`` -> ``tool_use``). Streams follow the documented event sequence:
+    ``message_start``, per block ``content_block_start`` / ``content_block_delta`` (``text_delta``,
+    ``thinking_delta`` then ``signature_delta``, ``input_json_delta``) / ``content_block_stop``, ``ping``,
+    ``message_delta`` and ``message_stop``. A streamed tool call's arguments are its ``raw_input`` when set.
     """
 
     _endpoint = "/v1/messages"
     _done_marker = False
 
-    def _error_body(self, status: int) -> dict[str, Any]:
-        kind = _ANTHROPIC_ERRORS.get(status, "api_error")
-        return {"type": "error", "error": {"type": kind, "message": f"error {status}"}}
+    def _error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
+        return format_anthropic_error(status, message)
 
-    def _message(
-        self, body: dict[str, Any], response: ChatResponse, content: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        usage = response.usage or ChatUsage()
-        stop = _finish_reason(response)
-        return {
-            "id": response.id or f"msg_{uuid.uuid4().hex[:12]}",
-            "type": "message",
-            "role": "assistant",
-            "model": response.model or body.get("model", "test-model"),
-            "content": content,
-            "stop_reason": _ANTHROPIC_STOP.get(stop, stop),
-            "stop_sequence": None,
-            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
-        }
+    def _render(self, response: ChatResponse, model: Any) -> dict[str, Any]:
+        return format_anthropic_response(response, model=model)
 
-    def _render(self, body: dict[str, Any], response: ChatResponse) -> dict[str, Any]:
-        content: list[dict[str, Any]] = []
-        for block in response.content:
-            if isinstance(block, TextBlock):
-                content.append({"type": "text", "text": block.text})
-            elif isinstance(block, ThinkingBlock):
-                content.append(
-                    {"type": "thinking", "thinking": block.thinking, "signature": block.signature or ""}
-                )
-            elif isinstance(block, ToolUseBlock):
-                content.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
-        return self._message(body, response, content)
-
-    def _stream_events(self, body: dict[str, Any], response: ChatResponse) -> Iterator[bytes]:
-        start = self._message(body, response, [])
-        start["stop_reason"] = None
-        start["usage"] = {"input_tokens": start["usage"]["input_tokens"], "output_tokens": 1}
-        yield _sse({"type": "message_start", "message": start}, "message_start")
-        index = 0
-        for block in response.content:
-            events: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
-            if isinstance(block, TextBlock):
-                deltas = [{"type": "text_delta", "text": p} for p in self._chunks(block.text)]
-                events.append(({"type": "text", "text": ""}, deltas))
-            elif isinstance(block, ThinkingBlock):
-                deltas = [{"type": "thinking_delta", "thinking": p} for p in self._chunks(block.thinking)]
-                if block.signature:
-                    deltas.append({"type": "signature_delta", "signature": block.signature})
-                events.append(({"type": "thinking", "thinking": ""}, deltas))
-            elif isinstance(block, ToolUseBlock):
-                arguments = dump_tool_arguments(block)
-                deltas = [{"type": "input_json_delta", "partial_json": p} for p in self._chunks(arguments)]
-                events.append(({"type": "tool_use", "id": block.id, "name": block.name, "input": {}}, deltas))
-            else:
-                continue
-            for content_block, deltas in events:
-                yield _sse(
-                    {"type": "content_block_start", "index": index, "content_block": content_block},
-                    "content_block_start",
-                )
-                for delta in deltas:
-                    yield _sse(
-                        {"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta"
-                    )
-                yield _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
-                index += 1
-            if index == 1:
-                yield _sse({"type": "ping"}, "ping")
-        usage = response.usage or ChatUsage()
-        stop = _finish_reason(response)
-        delta = {"stop_reason": _ANTHROPIC_STOP.get(stop, stop), "stop_sequence": None}
-        yield _sse(
-            {"type": "message_delta", "delta": delta, "usage": {"output_tokens": usage.output_tokens}},
-            "message_delta",
-        )
-        yield _sse({"type": "message_stop"}, "message_stop")
+    def _stream(self, body: dict[str, Any], response: ChatResponse, model: Any) -> Iterator[bytes]:
+        return format_anthropic_stream(response, model=model, chunk_size=self.chunk_size)
