@@ -266,7 +266,7 @@ _REQUEST_KEYS: Final = frozenset(
 )
 
 
-def parse_openai_request(body: Mapping[str, Any], *, image_placeholder: str | None = None) -> ChatRequest:
+def parse_openai_request(body: Mapping[str, Any], *, images_as_text: bool = False) -> ChatRequest:
     """A Chat Completions request body decoded: messages, tools, tool choice, response format and settings.
 
     The inverse of :func:`format_openai_request` (see the module docstring for what comes back exactly). Raises
@@ -275,15 +275,16 @@ def parse_openai_request(body: Mapping[str, Any], *, image_placeholder: str | No
 
     Args:
         body: The parsed JSON body.
-        image_placeholder: For text-only consumers: every image part becomes a text block with this text (its
-            URL is not checked). None decodes images into image blocks.
+        images_as_text: For text-only consumers: every image part becomes the text ``[image]`` (its URL is not
+            checked), as it does in system, assistant and tool messages, which hold text only. False decodes the
+            images of user messages into image blocks.
     """
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
         raise ValueError("messages must be a list of message objects")
     model = body.get("model")
     return ChatRequest(
-        messages=parse_openai_messages(cast("list[Any]", raw_messages), image_placeholder=image_placeholder),
+        messages=parse_openai_messages(cast("list[Any]", raw_messages), images_as_text=images_as_text),
         model=None if model is None else str(model),
         tools=_parse_tools(body.get("tools")),
         tool_choice=_parse_tool_choice(body.get("tool_choice")),
@@ -294,7 +295,7 @@ def parse_openai_request(body: Mapping[str, Any], *, image_placeholder: str | No
     )
 
 
-def parse_openai_messages(items: Sequence[Any], *, image_placeholder: str | None = None) -> list[Msg]:
+def parse_openai_messages(items: Sequence[Any], *, images_as_text: bool = False) -> list[Msg]:
     """Chat Completions ``messages`` back into :class:`Msg` objects (see :func:`parse_openai_request`).
 
     Tool-call arguments are parsed as a model's are (:func:`~agentscope.formatters.parse_tool_arguments`):
@@ -310,7 +311,7 @@ def parse_openai_messages(items: Sequence[Any], *, image_placeholder: str | None
         name = name if isinstance(name, str) and name else None
         if role == "tool":
             call_id = str(message.get("tool_call_id") or "")
-            text = _content_text(message.get("content"), index, image_placeholder or _IMAGE_TEXT)
+            text = _content_text(message.get("content"), index)
             is_error = text.startswith(_ERROR_PREFIX)
             result = ToolResultBlock(
                 id=call_id,
@@ -331,7 +332,7 @@ def parse_openai_messages(items: Sequence[Any], *, image_placeholder: str | None
             reasoning = message.get("reasoning_content") or message.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
                 blocks.append(ThinkingBlock(thinking=reasoning))
-            text = _content_text(message.get("content"), index, image_placeholder or _IMAGE_TEXT)
+            text = _content_text(message.get("content"), index)
             if text:
                 blocks.append(TextBlock(text=text))
             for raw_call in as_list(message.get("tool_calls")):
@@ -342,10 +343,10 @@ def parse_openai_messages(items: Sequence[Any], *, image_placeholder: str | None
                 blocks.append(block)
             out.append(Msg(role="assistant", name=name, content=blocks))
         elif role in ("system", "developer"):
-            text = _content_text(message.get("content"), index, image_placeholder or _IMAGE_TEXT)
+            text = _content_text(message.get("content"), index)
             out.append(Msg(role="system", name=name, content=text))
         elif role == "user":
-            content = _user_content(message.get("content"), index, image_placeholder)
+            content = _user_content(message.get("content"), index, images_as_text)
             out.append(Msg(role="user", name=name, content=content))
         else:
             raise ValueError(f"messages[{index}]: unknown message role {role!r}")
@@ -362,10 +363,11 @@ def openai_tool_use(call_id: Any, name: Any, arguments: Any) -> ToolUseBlock:
 
 _IMAGE_PARTS: Final = frozenset({"image_url", "input_image", "image"})
 _IMAGE_TEXT: Final = "[image]"
-"""What an image part of a system, assistant or tool message (which hold text only) becomes."""
+"""What an image part becomes in text: in system, assistant and tool messages (which hold text only), and in user
+messages with ``images_as_text``."""
 
 
-def _parts(content: Any, index: int, image_placeholder: str | None) -> list[TextBlock | ImageBlock]:
+def _parts(content: Any, index: int, images_as_text: bool) -> list[TextBlock | ImageBlock]:
     blocks: list[TextBlock | ImageBlock] = []
     for position, raw_part in enumerate(as_list(content)):
         part = as_object(raw_part)
@@ -373,8 +375,8 @@ def _parts(content: Any, index: int, image_placeholder: str | None) -> list[Text
         if kind == "text":
             blocks.append(TextBlock(text=str(part.get("text") or "")))
         elif kind in _IMAGE_PARTS:
-            if image_placeholder is not None:
-                blocks.append(TextBlock(text=image_placeholder))
+            if images_as_text:
+                blocks.append(TextBlock(text=_IMAGE_TEXT))
             else:
                 blocks.append(_image(part, f"messages[{index}].content[{position}]"))
         else:
@@ -392,21 +394,21 @@ def _image(part: dict[str, Any], where: str) -> ImageBlock:
     return ImageBlock(source=inline if inline is not None else URLSource(url=url))
 
 
-def _content_text(content: Any, index: int, image_text: str) -> str:
-    """Message content as text: a string, or its parts' text joined with newlines (images as ``image_text``)."""
+def _content_text(content: Any, index: int) -> str:
+    """Message content as text: a string, or its parts' text joined with newlines (images as ``[image]``)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return "\n".join(b.text for b in _parts(content, index, image_text) if isinstance(b, TextBlock))
+    return "\n".join(b.text for b in _parts(content, index, True) if isinstance(b, TextBlock))
 
 
-def _user_content(content: Any, index: int, image_placeholder: str | None) -> str | list[ContentBlock]:
+def _user_content(content: Any, index: int, images_as_text: bool) -> str | list[ContentBlock]:
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    parts = _parts(content, index, image_placeholder)
+    parts = _parts(content, index, images_as_text)
     if all(isinstance(b, TextBlock) for b in parts):
         return "\n".join(b.text for b in parts if isinstance(b, TextBlock))
     blocks: list[ContentBlock] = [*parts]

@@ -4,27 +4,32 @@ so that fastapi loads when an app is built)."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agentscope.exceptions import ModelError, SessionError
-from agentscope.formatters._common import as_list, as_object
-from agentscope.rl.rollout._http import (
-    messages_from_openai,
-    response_to_openai,
-    settings_from_openai,
-    stream_chunks,
-    tools_from_openai,
+from agentscope.formatters import (
+    format_openai_error,
+    format_openai_response,
+    format_openai_stream,
+    parse_openai_request,
 )
+from agentscope.formatters._common import as_object
 from agentscope.rl.rollout._service import RolloutService
 
 __all__ = ["build_app"]
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+    return JSONResponse(format_openai_error(message, error_type=kind), status_code=status)
+
+
+async def _events(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
 def build_app(service: RolloutService) -> FastAPI:
@@ -41,23 +46,28 @@ def build_app(service: RolloutService) -> FastAPI:
         if session_id is not None:
             service.open_session(str(session_id))
         try:
-            messages = messages_from_openai(as_list(body.get("messages")))
-            tools = tools_from_openai(as_list(body.get("tools")))
-            settings = settings_from_openai(body)
+            decoded = parse_openai_request(body, images_as_text=True)  # the policy reads text only
         except (ValueError, TypeError) as exc:
             return _error(400, str(exc), "invalid_request_error")
         try:
             response = await service.chat(
-                None if session_id is None else str(session_id), messages, tools=tools, settings=settings
+                None if session_id is None else str(session_id),
+                decoded.messages,
+                tools=decoded.tools or None,
+                settings=decoded.settings,
             )
         except SessionError as exc:
             return _error(404, str(exc), "not_found_error")
         except ModelError as exc:
             return _error(500, str(exc), "server_error")
-        payload = response_to_openai(response)
-        if body.get("stream"):
-            return StreamingResponse(stream_chunks(payload), media_type="text/event-stream")
-        return JSONResponse(payload)
+        extra = {
+            "version_head": response.metadata.get("version_head"),
+            "session_id": response.metadata.get("session_id"),
+        }
+        if decoded.stream:
+            chunks = format_openai_stream(response, model=service.model_name, include_usage=True, extra=extra)
+            return StreamingResponse(_events(chunks), media_type="text/event-stream")
+        return JSONResponse(format_openai_response(response, model=service.model_name, extra=extra))
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
