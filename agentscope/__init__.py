@@ -1,6 +1,6 @@
 """AgentScope: build LLM agents, trace them, serve them, and make them better with reinforcement learning.
 
-``import agentscope`` is kept light: it loads pydantic, httpx and anyio-based core modules only when used.
+``import agentscope`` is kept light: it loads pydantic, httpx2 and anyio-based core modules only when used.
 """
 
 from __future__ import annotations

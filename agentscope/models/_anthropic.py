@@ -1,4 +1,4 @@
-"""Anthropic Messages API client over httpx (no SDK).
+"""Anthropic Messages API client over httpx2 (no SDK).
 
 The wire format is the Anthropic codec's: :func:`~agentscope.formatters.format_anthropic_request` writes each
 request (``response_format`` emulated with a forced tool), :func:`~agentscope.formatters.parse_anthropic_response`
@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-import httpx
+import httpx2
 
 from agentscope.events import ModelStreamEvent
 from agentscope.formatters import (
@@ -76,8 +76,8 @@ class AnthropicChatModel(ChatModel):
         max_retries: int = 3,
         backoff: tuple[float, float] = (0.5, 8.0),
         default_settings: ModelSettings | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx2.AsyncClient | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.model_name = model

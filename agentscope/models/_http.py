@@ -1,4 +1,4 @@
-"""Shared HTTP plumbing of the provider clients: one pooled ``httpx.AsyncClient``, retries, SSE, errors.
+"""Shared HTTP plumbing of the provider clients: one pooled ``httpx2.AsyncClient``, retries, SSE, errors.
 
 What a failed request becomes (see :mod:`agentscope.exceptions`)::
 
@@ -16,6 +16,10 @@ deadline; waiting between attempts is not counted.
 Retries wait ``min(backoff_max, backoff_base * 2**attempt)`` with jitter (between half and all of it), or what
 the server's ``Retry-After`` / ``retry-after-ms`` header asks for when that is at most a minute. A stream is
 retried only until its response headers arrive; once events flow, a failure is raised as it is.
+
+Our own client is created on first use in a worker thread: creating one loads the TLS trust store from disk
+(tens of milliseconds), which must not block the event loop. httpx2 checks certificates against the system's trust
+store (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` override it), not a bundled one.
 
 The API key lives only in the request headers. It is never logged, and it is removed from every error message
 and error body, in case a server echoes it.
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import anyio
-import httpx
+import httpx2
 
 from agentscope.exceptions import (
     ModelConnectionError,
@@ -72,7 +76,7 @@ _HINTS: dict[int, str] = {
 }
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
+def parse_retry_after(headers: httpx2.Headers) -> float | None:
     """Seconds the server asks us to wait (``retry-after-ms``, ``Retry-After`` seconds or date), or None."""
     value = headers.get("retry-after-ms")
     if value is not None:
@@ -126,7 +130,7 @@ class SSEEvent:
 
 
 class HTTPChannel:
-    """One provider endpoint: a lazily created, pooled ``httpx.AsyncClient`` plus retry and error handling.
+    """One provider endpoint: a lazily created, pooled ``httpx2.AsyncClient`` plus retry and error handling.
 
     Args:
         provider: Name used in error messages, for example ``"OpenAI-compatible API"``.
@@ -150,8 +154,8 @@ class HTTPChannel:
         key_hint: str,
         timeout_s: float,
         retry: RetryPolicy,
-        http_client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx2.AsyncClient | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.provider = provider
         self.url = url
@@ -163,18 +167,24 @@ class HTTPChannel:
         self._transport = transport
         self._client = http_client
         self._owns_client = http_client is None
+        self._client_lock = anyio.Lock()
 
-    def _get_client(self) -> httpx.AsyncClient:
+    async def _get_client(self) -> httpx2.AsyncClient:
         client = self._client
         if client is None:
-            client = httpx.AsyncClient(
-                headers=self._headers,
-                timeout=self.timeout_s,
-                transport=self._transport,
-                limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
-            )
-            self._client = client
+            async with self._client_lock:  # one client, however many first requests race for it
+                client = self._client
+                if client is None:
+                    client = self._client = await anyio.to_thread.run_sync(self._new_client)
         return client
+
+    def _new_client(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(
+            headers=self._headers,
+            timeout=self.timeout_s,
+            transport=self._transport,
+            limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=256),
+        )
 
     async def aclose(self) -> None:
         """Close our own client; a caller's client is left open. Safe to call twice; a later request reopens."""
@@ -190,7 +200,7 @@ class HTTPChannel:
             return text.replace(self._secret, "***")
         return text
 
-    def _request(self, client: httpx.AsyncClient, content: bytes, timeout_s: float | None) -> httpx.Request:
+    def _request(self, client: httpx2.AsyncClient, content: bytes, timeout_s: float | None) -> httpx2.Request:
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         if self._owns_client:
             if timeout_s is None:
@@ -200,29 +210,29 @@ class HTTPChannel:
 
     async def _send(
         self, body: Mapping[str, Any], timeout_s: float | None, *, stream: bool
-    ) -> tuple[httpx.Response, float]:
+    ) -> tuple[httpx2.Response, float]:
         """Send with retries; return a 2xx response (unread when ``stream``) and the deadline of its attempt
         (``anyio.current_time()`` scale), or raise a model error."""
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        client = self._get_client()
+        client = await self._get_client()
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         attempt = 0
         while True:
             request = self._request(client, content, timeout_s)
-            response: httpx.Response | None = None
-            failure: httpx.TimeoutException | httpx.TransportError | None = None
+            response: httpx2.Response | None = None
+            failure: httpx2.TimeoutException | httpx2.TransportError | None = None
             deadline = anyio.current_time() + timeout
             with anyio.move_on_after(timeout) as scope:
                 try:
                     response = await client.send(request, stream=stream)
                     if stream and response.status_code >= 300:  # the body is only for the message
-                        with contextlib.suppress(httpx.TransportError):
+                        with contextlib.suppress(httpx2.TransportError):
                             await response.aread()
-                except httpx.UnsupportedProtocol as exc:
+                except httpx2.UnsupportedProtocol as exc:
                     raise ModelConnectionError(
                         self.redact(f"{self.provider}: cannot send to {self.url}: {exc}; check base_url")
                     ) from exc
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                except (httpx2.TimeoutException, httpx2.TransportError) as exc:
                     failure = exc
             if scope.cancelled_caught or failure is not None:
                 if response is not None:
@@ -281,7 +291,7 @@ class HTTPChannel:
             await response.aclose()
 
     async def _iter_sse(
-        self, response: httpx.Response, deadline: float, limit_s: float
+        self, response: httpx2.Response, deadline: float, limit_s: float
     ) -> AsyncIterator[SSEEvent]:
         """Parse a ``text/event-stream`` body into events, each read bounded by what is left of the deadline."""
         event: str | None = None
@@ -313,7 +323,7 @@ class HTTPChannel:
                     event = value
             if data:
                 yield SSEEvent(event, "\n".join(data))
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
+        except (httpx2.TimeoutException, httpx2.TransportError) as exc:
             self._raise_transport_error(exc, 1, limit_s, during_stream=True)
 
     def _raise_deadline_passed(
@@ -330,7 +340,7 @@ class HTTPChannel:
 
     def _raise_transport_error(
         self,
-        exc: httpx.TimeoutException | httpx.TransportError,
+        exc: httpx2.TimeoutException | httpx2.TransportError,
         attempts: int,
         timeout_s: float | None,
         *,
@@ -339,7 +349,7 @@ class HTTPChannel:
         where = (
             "while streaming" if during_stream else f"after {attempts} attempt{'s' if attempts > 1 else ''}"
         )
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx2.TimeoutException):
             timeout = timeout_s if timeout_s is not None else self.timeout_s
             message = (
                 f"{self.provider}: no answer from {self.url} within {timeout:g}s "
@@ -354,7 +364,7 @@ class HTTPChannel:
         )
         raise ModelConnectionError(self.redact(message)) from exc
 
-    def _raise_status_error(self, response: httpx.Response, attempts: int) -> NoReturn:
+    def _raise_status_error(self, response: httpx2.Response, attempts: int) -> NoReturn:
         status = response.status_code
         body = self.redact(response.text[:_MAX_BODY_CHARS])
         hint = _HINTS.get(status)

@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions client over httpx (no SDK): OpenAI, vLLM, SGLang and AgentScope's rollout service.
+"""OpenAI Chat Completions client over httpx2 (no SDK): OpenAI, vLLM, SGLang and AgentScope's rollout service.
 
 The wire format, RL fields included (token ids, log-probs, policy version), is the OpenAI codec's:
 :func:`~agentscope.formatters.format_openai_request` writes each request, :func:`~agentscope.formatters.parse_openai_response`
@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-import httpx
+import httpx2
 
 from agentscope.events import ModelStreamEvent
 from agentscope.formatters import OpenAIStreamDecoder, format_openai_request, parse_openai_response
@@ -48,7 +48,7 @@ class OpenAIChatModel(ChatModel):
         transport: Transport for the client we create (tests, custom networking).
         headers: Extra headers for every request.
 
-    One pooled ``httpx.AsyncClient`` is created on first use and closed by :meth:`aclose` (or ``async with``);
+    One pooled ``httpx2.AsyncClient`` is created on first use and closed by :meth:`aclose` (or ``async with``);
     like any asyncio connection pool it belongs to the event loop that first used it, so use one model per loop.
     Stop iterating :meth:`stream` early only inside ``contextlib.aclosing`` so the connection is released at once.
     """
@@ -63,8 +63,8 @@ class OpenAIChatModel(ChatModel):
         max_retries: int = 3,
         backoff: tuple[float, float] = (0.5, 8.0),
         default_settings: ModelSettings | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx2.AsyncClient | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.model_name = model

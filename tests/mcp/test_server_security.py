@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from click.testing import Result
 
@@ -75,7 +75,7 @@ async def served(
 
 
 async def post(url: str, **headers: str) -> int:
-    async with httpx.AsyncClient(trust_env=False) as client:
+    async with httpx2.AsyncClient(trust_env=False) as client:
         response = await client.post(url, json=INITIALIZE, headers={**HEADERS, **headers})
         return response.status_code
 
@@ -115,7 +115,7 @@ async def test_a_token_is_checked_on_every_request() -> None:
         assert await post(url, Authorization=f"Bearer {TOKEN}", Host="evil.example") == 421
         async with MCPClient(url, timeout_s=10, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
             assert (await client.call_tool("ping")).text_content == "pong"
-        async with httpx.AsyncClient(trust_env=False) as raw:
+        async with httpx2.AsyncClient(trust_env=False) as raw:
             refused = await raw.post(url, json=INITIALIZE, headers=HEADERS)
         assert refused.headers["www-authenticate"].startswith("Bearer")
         assert "needs its token" in refused.text

@@ -1,11 +1,11 @@
-"""The local provider-compatible servers themselves, driven by a plain httpx client."""
+"""The local provider-compatible servers themselves, driven by a plain httpx2 client."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from agentscope.message import TextBlock, ThinkingBlock, ToolUseBlock
@@ -26,7 +26,7 @@ def test_sync_context_manager_records_requests() -> None:
     with OpenAICompatServer(lambda body: "hi") as server:
         assert server.base_url.startswith("http://127.0.0.1:")
         assert server.base_url.endswith("/v1")
-        with httpx.Client() as client:
+        with httpx2.Client() as client:
             answer = client.post(
                 f"{server.base_url}/chat/completions",
                 json={"model": "m", "messages": []},
@@ -71,7 +71,7 @@ async def test_replies_of_every_kind() -> None:
     async def responder(body: dict[str, Any]) -> Any:
         return replies.pop(0)
 
-    async with OpenAICompatServer(responder) as server, httpx.AsyncClient() as client:
+    async with OpenAICompatServer(responder) as server, httpx2.AsyncClient() as client:
         url = f"{server.base_url}/chat/completions"
         first = await client.post(url, json={})
         second = await client.post(url, json={})
@@ -86,7 +86,7 @@ async def test_responder_exception_becomes_500() -> None:
     def broken(body: dict[str, Any]) -> str:
         raise ValueError("boom")
 
-    async with OpenAICompatServer(broken) as server, httpx.AsyncClient() as client:
+    async with OpenAICompatServer(broken) as server, httpx2.AsyncClient() as client:
         response = await client.post(f"{server.base_url}/chat/completions", json={})
     assert response.status_code == 500
     assert "boom" in response.text
@@ -106,7 +106,7 @@ async def test_openai_stream_format() -> None:
         logprobs=[-1.0, -2.0],
         policy_version=4,
     )
-    async with OpenAICompatServer(lambda body: reply, chunk_size=2) as server, httpx.AsyncClient() as client:
+    async with OpenAICompatServer(lambda body: reply, chunk_size=2) as server, httpx2.AsyncClient() as client:
         url = f"{server.base_url}/chat/completions"
         with_usage = await client.post(url, json={"stream": True, "stream_options": {"include_usage": True}})
         without_usage = await client.post(url, json={"stream": True})
@@ -131,7 +131,7 @@ async def test_openai_stream_format() -> None:
 
 async def test_raw_sse_reply() -> None:
     reply = SSEReply([{"a": 1}, "plain", ("named", {"b": 2})], done=False)
-    async with OpenAICompatServer(lambda body: reply) as server, httpx.AsyncClient() as client:
+    async with OpenAICompatServer(lambda body: reply) as server, httpx2.AsyncClient() as client:
         response = await client.post(f"{server.base_url}/chat/completions", json={"stream": True})
     assert response.text == 'data: {"a":1}\n\ndata: plain\n\nevent: named\ndata: {"b":2}\n\n'
 
@@ -145,7 +145,7 @@ async def test_anthropic_stream_event_sequence() -> None:
         ],
         usage=ChatUsage(input_tokens=3, output_tokens=4),
     )
-    async with AnthropicCompatServer(lambda body: reply) as server, httpx.AsyncClient() as client:
+    async with AnthropicCompatServer(lambda body: reply) as server, httpx2.AsyncClient() as client:
         response = await client.post(f"{server.base_url}/v1/messages", json={"stream": True})
         plain = await client.post(f"{server.base_url}/v1/messages", json={})
     events = [line[len("event: ") :] for line in response.text.splitlines() if line.startswith("event: ")]

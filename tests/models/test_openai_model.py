@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from pydantic import BaseModel
 
@@ -609,16 +609,16 @@ async def test_connection_refused(make_model: Any) -> None:
 async def test_connection_error_then_success(make_model: Any) -> None:
     attempts = 0
 
-    async def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: httpx2.Request) -> httpx2.Response:
         nonlocal attempts
         attempts += 1
         if attempts == 1:
-            raise httpx.ConnectError("refused", request=request)
+            raise httpx2.ConnectError("refused", request=request)
         reply = {"choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
-        return httpx.Response(200, json=reply)
+        return httpx2.Response(200, json=reply)
 
     async with OpenAIChatModel(
-        "m", base_url="http://127.0.0.1:9/v1", transport=httpx.MockTransport(handler), backoff=(0.001, 0.001)
+        "m", base_url="http://127.0.0.1:9/v1", transport=httpx2.MockTransport(handler), backoff=(0.001, 0.001)
     ) as model:
         assert (await model.generate(USER)).text == "hi"
     assert attempts == 2
@@ -682,7 +682,7 @@ async def test_one_pooled_client_per_model(make_model: Any) -> None:
         model = make_model(server)
         await model.generate(USER)
         client = model._http._client
-        assert isinstance(client, httpx.AsyncClient)
+        assert isinstance(client, httpx2.AsyncClient)
         await model.generate(USER)
         await collect(model.stream(USER))
         assert model._http._client is client
@@ -693,8 +693,28 @@ async def test_one_pooled_client_per_model(make_model: Any) -> None:
         assert model._http._client is not client
 
 
+async def test_concurrent_first_requests_share_one_client(
+    make_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client is built in a worker thread (loading the TLS trust store blocks); the requests that arrive
+    # while it is being built must wait for it, not build one each.
+    built: list[httpx2.AsyncClient] = []
+
+    class CountedClient(httpx2.AsyncClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(httpx2, "AsyncClient", CountedClient)
+    async with OpenAICompatServer(lambda body: "ok") as server:
+        model = make_model(server)
+        answers = await asyncio.gather(*(model.generate(USER) for _ in range(20)))
+    assert [a.text for a in answers] == ["ok"] * 20
+    assert built == [model._http._client]
+
+
 async def test_caller_http_client_is_used_and_left_open() -> None:
-    async with OpenAICompatServer(lambda body: "ok") as server, httpx.AsyncClient() as client:
+    async with OpenAICompatServer(lambda body: "ok") as server, httpx2.AsyncClient() as client:
         model = OpenAIChatModel("m", base_url=server.base_url, api_key=KEY, http_client=client)
         assert (await model.generate(USER)).text == "ok"
         await model.aclose()

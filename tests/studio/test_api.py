@@ -1,4 +1,4 @@
-"""The studio's JSON API, in process (httpx.AsyncClient over ASGITransport), over a store made by real agent runs."""
+"""The studio's JSON API, in process (httpx2.AsyncClient over ASGITransport), over a store made by real agent runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 import agentscope
@@ -31,19 +31,19 @@ async def store(populated: Any) -> AsyncIterator[TraceStore]:
 
 
 @pytest.fixture
-async def client(store: TraceStore) -> AsyncIterator[httpx.AsyncClient]:
+async def client(store: TraceStore) -> AsyncIterator[httpx2.AsyncClient]:
     app = create_app(store, poll_interval_s=0.05)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as c:
         yield c
 
 
-async def get(client: httpx.AsyncClient, path: str, **params: Any) -> Any:
+async def get(client: httpx2.AsyncClient, path: str, **params: Any) -> Any:
     response = await client.get(path, params=params)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-async def test_health_and_the_ui_shell(client: httpx.AsyncClient) -> None:
+async def test_health_and_the_ui_shell(client: httpx2.AsyncClient) -> None:
     health = await get(client, "/api/health")
     assert health["ok"] is True
     assert health["schema_version"] == tracing.SCHEMA_VERSION
@@ -57,7 +57,7 @@ async def test_health_and_the_ui_shell(client: httpx.AsyncClient) -> None:
     assert (await get(client, "/api/auth")) == {"token_required": False}
 
 
-async def test_runs_list_with_filters_and_search(client: httpx.AsyncClient, populated: Any) -> None:
+async def test_runs_list_with_filters_and_search(client: httpx2.AsyncClient, populated: Any) -> None:
     everything = await get(client, "/api/runs")
     assert everything["total"] == 2
     assert [r["name"] for r in everything["runs"]] == ["grpo-tiny", "calculator"]  # newest first
@@ -80,7 +80,7 @@ async def test_runs_list_with_filters_and_search(client: httpx.AsyncClient, popu
     assert await get(client, "/api/projects") == ["demo", "rl"]
 
 
-async def test_run_traces_and_the_trace_tree(client: httpx.AsyncClient, populated: Any) -> None:
+async def test_run_traces_and_the_trace_tree(client: httpx2.AsyncClient, populated: Any) -> None:
     run = await get(client, f"/api/runs/{populated.calc_run}")
     assert run["kinds"] == {
         "agent": {"count": 1, "errors": 0},
@@ -104,7 +104,7 @@ async def test_run_traces_and_the_trace_tree(client: httpx.AsyncClient, populate
 
 
 async def test_span_detail_shows_inputs_outputs_usage_and_errors(
-    client: httpx.AsyncClient, populated: Any
+    client: httpx2.AsyncClient, populated: Any
 ) -> None:
     errors = await get(client, "/api/spans", run_id=populated.calc_run, status="error")
     (failed,) = errors["spans"]
@@ -131,7 +131,7 @@ async def test_span_detail_shows_inputs_outputs_usage_and_errors(
     assert (await client.get("/api/spans")).status_code == 422
 
 
-async def test_the_conversation_replays_the_exchange(client: httpx.AsyncClient, populated: Any) -> None:
+async def test_the_conversation_replays_the_exchange(client: httpx2.AsyncClient, populated: Any) -> None:
     (trace,) = (await get(client, f"/api/runs/{populated.calc_run}/traces"))["traces"]
     convo = await get(client, f"/api/traces/{trace['trace_id']}/conversation")
     assert convo["agent"] == "calculator"
@@ -150,7 +150,7 @@ async def test_the_conversation_replays_the_exchange(client: httpx.AsyncClient, 
     assert convo["messages"][-1]["content"][0]["text"].startswith("2 + 3 = 5")
 
 
-async def test_metrics_series_and_downsampling(client: httpx.AsyncClient, populated: Any) -> None:
+async def test_metrics_series_and_downsampling(client: httpx2.AsyncClient, populated: Any) -> None:
     data = await get(client, f"/api/runs/{populated.rl_run}/metrics")
     assert [m["name"] for m in data["metrics"]] == ["rollout/tokens_per_s", "train/policy_loss"]
     assert data["series"]["train/policy_loss"][:2] == [[0, 1.0], [1, 0.5]]
@@ -160,7 +160,7 @@ async def test_metrics_series_and_downsampling(client: httpx.AsyncClient, popula
     assert len(few["series"]["train/policy_loss"]) == 10
 
 
-async def test_compare_two_runs(client: httpx.AsyncClient, populated: Any) -> None:
+async def test_compare_two_runs(client: httpx2.AsyncClient, populated: Any) -> None:
     data = await get(client, "/api/compare", a=populated.calc_run, b=populated.rl_run)
     assert data["a"]["run"]["name"] == "calculator"
     assert data["b"]["run"]["name"] == "grpo-tiny"
@@ -173,7 +173,7 @@ async def test_compare_two_runs(client: httpx.AsyncClient, populated: Any) -> No
     ).status_code == 404
 
 
-async def test_blobs_are_served_by_hash(client: httpx.AsyncClient, store: TraceStore) -> None:
+async def test_blobs_are_served_by_hash(client: httpx2.AsyncClient, store: TraceStore) -> None:
     digest = await anyio.to_thread.run_sync(
         lambda: store._conn().execute("SELECT hash FROM blobs LIMIT 1").fetchone()[0]
     )
@@ -184,7 +184,7 @@ async def test_blobs_are_served_by_hash(client: httpx.AsyncClient, store: TraceS
 
 
 async def test_the_live_feed_sends_new_runs_and_spans(
-    client: httpx.AsyncClient, populated: Any, helpers: Any
+    client: httpx2.AsyncClient, populated: Any, helpers: Any
 ) -> None:
     backlog = await client.get("/api/events", params={"after_span": 0, "after_run_ns": 0, "max_events": 4})
     assert backlog.headers["content-type"].startswith("text/event-stream")
@@ -236,7 +236,7 @@ def _parse_sse(text: str) -> list[tuple[str, Any]]:
 
 async def test_a_token_protects_the_api_but_not_the_static_ui(store: TraceStore) -> None:
     app = create_app(store, token="s3cret-token-0123456789")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as c:
         assert (await c.get("/api/runs")).status_code == 401
         assert (await c.get("/api/runs", headers={"Authorization": "Bearer wrong"})).status_code == 401
         ok = await c.get("/api/runs", headers={"Authorization": "Bearer s3cret-token-0123456789"})
@@ -250,7 +250,7 @@ async def test_a_token_protects_the_api_but_not_the_static_ui(store: TraceStore)
 
 async def test_foreign_host_headers_are_refused_when_hosts_are_pinned(store: TraceStore) -> None:
     app = create_app(store, allowed_hosts=["127.0.0.1", "localhost"])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as c:
         assert (await c.get("/api/runs")).status_code == 200
         assert (await c.get("/api/runs", headers={"Host": "attacker.example"})).status_code == 400
 
@@ -276,8 +276,8 @@ async def test_a_path_store_is_opened_by_the_lifespan(tmp_path: Path, helpers: A
     path = tmp_path / "lifespan.db"
     await anyio.to_thread.run_sync(helpers.populate, path)
     app = create_app(path)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+    transport = httpx2.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx2.AsyncClient(transport=transport, base_url=BASE) as c:
         assert (await c.get("/api/runs")).json()["total"] == 2
 
 
@@ -331,7 +331,7 @@ async def test_a_10000_span_trace_is_served_in_pages_quickly(tmp_path: Path) -> 
     store = await anyio.to_thread.run_sync(TraceStore, path)
     try:
         app = create_app(store)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as c:
             started = time.perf_counter()
             first = (await c.get(f"/api/traces/{trace_id}/tree", params={"limit": 500})).json()
             cold = time.perf_counter() - started
@@ -365,7 +365,7 @@ async def test_runs_of_processes_that_are_gone_are_shown_lost(tmp_path: Path) ->
         )
         await anyio.to_thread.run_sync(opened.upsert_run, run)
         app = create_app(opened, poll_interval_s=0.05)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as c:
             assert (await get(c, "/api/runs/r-gone"))["status"] == "lost"
             assert [r["name"] for r in (await get(c, "/api/runs", status="lost"))["runs"]] == ["crashed"]
     finally:
@@ -397,7 +397,7 @@ async def test_a_run_lasts_from_its_real_start_to_its_end(tmp_path: Path) -> Non
     opened = await anyio.to_thread.run_sync(TraceStore, path)
     try:
         app = create_app(opened)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as c:
             row = await get(c, f"/api/runs/{run_id}")
             (listed,) = (await get(c, "/api/runs"))["runs"]
             series = (await get(c, f"/api/runs/{run_id}/metrics", names="time/wall_s"))["series"][
@@ -426,7 +426,7 @@ async def test_a_run_in_progress_has_lasted_until_now(tmp_path: Path) -> None:
         opened = await anyio.to_thread.run_sync(TraceStore, path)
         try:
             app = create_app(opened)
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+            async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as c:
                 await anyio.sleep(1.0)  # nothing is written meanwhile
                 row = await get(c, f"/api/runs/{tracer.run.id}")
                 (listed,) = (await get(c, "/api/runs"))["runs"]

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from agentscope.studio import create_app
@@ -33,7 +33,7 @@ async def store(populated: Any) -> AsyncIterator[TraceStore]:
 
 async def test_since_ns_beyond_64_bits_is_a_422_naming_it(store: TraceStore) -> None:
     app = create_app(store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as c:
         response = await c.get("/api/runs", params={"since_ns": HUGE})
     assert response.status_code == 422
     body = response.json()
@@ -69,8 +69,8 @@ async def test_bad_numbers_are_refused_before_reaching_the_store(
     runs, _ = await anyio.to_thread.run_sync(store.list_runs)
     trace_ids = await anyio.to_thread.run_sync(lambda: store.list_traces(runs[0]["id"]))
     real = path.replace("RUN", runs[0]["id"]).replace("TRACE", trace_ids[0][0]["trace_id"])
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url=BASE) as c:
         response = await c.get(real, params=params)
     assert response.status_code == 422, response.text
     bad = list(params)[-1]
@@ -79,7 +79,7 @@ async def test_bad_numbers_are_refused_before_reaching_the_store(
 
 async def test_the_token_is_taken_from_the_query_string_only_for_the_live_feed(store: TraceStore) -> None:
     app = create_app(store, token=TOKEN)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as c:
         for path in ("/api/runs", "/api/health", "/api/projects"):
             assert (await c.get(path, params={"token": TOKEN})).status_code == 401
             assert (await c.get(path, headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200

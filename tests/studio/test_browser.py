@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 import agentscope
@@ -76,9 +76,9 @@ def studio(tmp_path: Path, helpers: Any) -> Iterator[tuple[str, Path]]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                if httpx2.get(f"{url}/api/health", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the studio did not start:\n{(tmp_path / 'studio.log').read_text()}")
@@ -376,12 +376,12 @@ async def test_a_studio_with_a_token_asks_for_it(tmp_path: Path, helpers: Any) -
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as client:
+        async with httpx2.AsyncClient() as client:
             for _ in range(300):
                 try:
                     if (await client.get(f"{url}/api/auth")).status_code == 200:
                         break
-                except httpx.HTTPError:
+                except httpx2.HTTPError:
                     await anyio.sleep(0.1)
             assert (await client.get(f"{url}/api/runs")).status_code == 401
         async with playwright_api.async_playwright() as p:

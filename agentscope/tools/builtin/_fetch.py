@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -11,7 +12,7 @@ from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
 import anyio
-import httpx
+import httpx2
 
 from agentscope.exceptions import ModelRetry
 
@@ -104,7 +105,7 @@ async def _resolve(host: str, port: int) -> list[str]:
     return addresses
 
 
-def _check_url(url: str) -> httpx.URL:
+def _check_url(url: str) -> httpx2.URL:
     """``url`` parsed, or ModelRetry saying what is wrong with it (before anything is sent)."""
     bad = next((c for c in url if ord(c) < 0x20 or ord(c) == 0x7F or c.isspace()), None)
     if bad is not None:
@@ -113,9 +114,9 @@ def _check_url(url: str) -> httpx.URL:
             "send it without (spaces as %20)"
         )
     try:
-        parsed = httpx.URL(url)
+        parsed = httpx2.URL(url)
         _ = urlsplit(url).port  # a port out of range
-    except (httpx.InvalidURL, ValueError) as exc:
+    except (httpx2.InvalidURL, ValueError) as exc:
         raise ModelRetry(f"not a valid URL: {url!r} ({exc})") from None
     if parsed.scheme not in ("http", "https"):
         raise ModelRetry(f"only http and https URLs can be fetched, not {url!r}")
@@ -134,7 +135,7 @@ def make_fetch_url(
     max_bytes: int = 5_000_000,
     timeout_s: float = 20.0,
     allow_private: bool = False,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
 ) -> Callable[..., Any]:
     """A ``fetch_url`` tool that fetches pages only from ``allowed_hosts``.
 
@@ -153,7 +154,7 @@ def make_fetch_url(
         max_bytes: Most bytes of a response body read; the rest is not downloaded (the page says it was cut).
         timeout_s: Limit for each request.
         allow_private: Let allowed hosts resolve to non-public addresses (an intranet, a local server).
-        transport: An ``httpx`` transport (for tests and proxies).
+        transport: An ``httpx2`` transport (for tests and proxies).
     """
     allowed = frozenset(h.lower() for h in allowed_hosts or ())
 
@@ -166,9 +167,17 @@ def make_fetch_url(
         if not allowed:
             raise ModelRetry("fetch_url is disabled: no hosts are allowed (the allow-list is empty)")
         current = url.strip()
-        async with httpx.AsyncClient(
-            transport=transport, timeout=timeout_s, follow_redirects=False, trust_env=False
-        ) as client:
+        # Built in a worker thread: creating a client loads the TLS trust store from disk.
+        client = await anyio.to_thread.run_sync(
+            functools.partial(
+                httpx2.AsyncClient,
+                transport=transport,
+                timeout=timeout_s,
+                follow_redirects=False,
+                trust_env=False,
+            )
+        )
+        async with client:
             for _ in range(_MAX_REDIRECTS + 1):
                 target = _check_url(current)
                 if not _host_allowed(current, allowed):
@@ -187,9 +196,9 @@ def make_fetch_url(
                             body, cut = await _read_capped(response, max_bytes)
                         finally:
                             await response.aclose()
-                except (TimeoutError, httpx.TimeoutException):
+                except (TimeoutError, httpx2.TimeoutException):
                     raise ModelRetry(f"no answer from {current} within {timeout_s:g}s") from None
-                except httpx.HTTPError as exc:
+                except httpx2.HTTPError as exc:
                     raise ModelRetry(f"cannot fetch {current}: {type(exc).__name__}: {exc}") from None
                 return _page_text(current, response, body, cut, max_chars, max_bytes)
         raise ModelRetry(f"too many redirects (more than {_MAX_REDIRECTS}) from {url}")
@@ -198,8 +207,8 @@ def make_fetch_url(
 
 
 async def _pinned_request(
-    client: httpx.AsyncClient, target: httpx.URL, allowed: frozenset[str], allow_private: bool
-) -> httpx.Request:
+    client: httpx2.AsyncClient, target: httpx2.URL, allowed: frozenset[str], allow_private: bool
+) -> httpx2.Request:
     """A GET of ``target`` sent to an address its host resolves to, after checking that address."""
     host = target.host
     port = target.port or (443 if target.scheme == "https" else 80)
@@ -230,7 +239,7 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:
+async def _read_capped(response: httpx2.Response, max_bytes: int) -> tuple[bytes, bool]:
     """At most ``max_bytes`` of the body, and whether there was more (the rest is not downloaded)."""
     if response.status_code >= 400:
         return b"", False
@@ -245,7 +254,7 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> tuple[bytes,
 
 
 def _page_text(
-    url: str, response: httpx.Response, body: bytes, cut: bool, max_chars: int, max_bytes: int
+    url: str, response: httpx2.Response, body: bytes, cut: bool, max_chars: int, max_bytes: int
 ) -> str:
     if response.status_code >= 400:
         raise ModelRetry(f"{url} answered HTTP {response.status_code} {response.reason_phrase}")

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from agentscope.agents import ReActAgent
@@ -42,7 +42,7 @@ async def test_an_agent_on_openai_chat_model_is_recorded_over_http(
     server: RolloutHTTPServer, helpers: Any
 ) -> None:
     assert server.base_url.startswith("http://127.0.0.1:")
-    async with httpx.AsyncClient(base_url=server.base_url.removesuffix("/v1")) as client:
+    async with httpx2.AsyncClient(base_url=server.base_url.removesuffix("/v1")) as client:
         sid = (await client.post("/sessions", json={})).json()["session_id"]
         model = Recorder(
             "policy",
@@ -75,6 +75,15 @@ async def test_an_agent_on_openai_chat_model_is_recorded_over_http(
         assert stats["rollout/incremental_fraction"] == 0.5
         bad = await client.post("/v1/chat/completions", content=b"not json")
         assert bad.status_code == 400
+        for body, problem in [
+            (
+                {"messages": [{"role": "wizard", "content": "x"}]},
+                "messages[0]: unknown message role 'wizard'",
+            ),
+            ({"messages": [], "temperature": "hot"}, "temperature must be a number, got 'hot'"),
+        ]:
+            refused = await client.post("/v1/chat/completions", json=body)
+            assert (refused.status_code, refused.json()["error"]["message"]) == (400, problem)
 
 
 async def test_streaming_carries_the_rl_fields(server: RolloutHTTPServer, helpers: Any) -> None:
@@ -102,7 +111,7 @@ async def test_streaming_carries_the_rl_fields(server: RolloutHTTPServer, helper
     assert final.logprobs
     assert len(final.logprobs) == len(final.completion_token_ids)
     assert final.policy_version == 0
-    async with httpx.AsyncClient(base_url=server.base_url.removesuffix("/v1")) as client:
+    async with httpx2.AsyncClient(base_url=server.base_url.removesuffix("/v1")) as client:
         turns = (await client.delete("/sessions/s-1")).json()["turns"]  # opened on first use
     assert turns[0]["completion_ids"] == final.completion_token_ids
 
