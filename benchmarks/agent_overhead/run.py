@@ -89,8 +89,7 @@ RUNS = [
     Run("agentscope2", "AgentScope 2.0.11", "runner_agentscope2.py", "agentscope2", "inproc"),
     Run("openai_agents", "openai-agents", "runner_openai_agents.py", "openai_agents", "inproc"),
     Run("pydantic_ai", "pydantic-ai", "runner_pydantic_ai.py", "pydantic_ai", "inproc"),
-    Run("bare", "bare loop (httpx)", "runner_bare.py", None, "http"),
-    Run("bare_httpx2", "bare loop (httpx2)", "runner_bare.py", None, "http", ("--client", "httpx2")),
+    Run("bare", "bare loop (httpx2)", "runner_bare.py", None, "http"),
     Run("ours", "AgentScope (ours)", "runner_agentscope.py", None, "http"),
     Run("agentscope2", "AgentScope 2.0.11", "runner_agentscope2.py", "agentscope2", "http"),
     Run("openai_agents", "openai-agents", "runner_openai_agents.py", "openai_agents", "http"),
@@ -451,7 +450,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         x = ours_http["steps_per_s"] / bare["steps_per_s"]
         lo = ours_http["steps_per_s_min"] / bare["steps_per_s_max"]
         verdicts.append(
-            f"HTTP: ours / bare httpx loop = {x:.2f}x by median, {lo:.2f}x worst case; "
+            f"HTTP: ours / bare httpx2 loop = {x:.2f}x by median, {lo:.2f}x worst case; "
             f"target >= 0.85x: {'met' if x >= 0.85 else 'MISSED'}"
         )
         cpu = bare["cpu_ms_per_step"] / ours_http["cpu_ms_per_step"]
@@ -588,7 +587,7 @@ def main() -> None:
     p.add_argument(
         "--only",
         default="",
-        help="comma list of run keys (ours,ours_fm,agentscope2,openai_agents,pydantic_ai,bare,bare_httpx2)",
+        help="comma list of run keys (ours,ours_fm,agentscope2,openai_agents,pydantic_ai,bare)",
     )
     p.add_argument("--modes", default="inproc,http", help="comma list: inproc,http")
     p.add_argument("--reinstall", action="store_true", help="recreate the competitor venvs")

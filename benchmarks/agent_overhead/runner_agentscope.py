@@ -7,7 +7,7 @@ toolkit runs sync tools in a worker thread (``anyio.to_thread.run_sync``).
   subclass rather than ``agentscope.testing.FunctionModel``, because the test doubles record every request (by
   design, for assertions), which over 12,000 calls would measure the recording, not the agent. Pass
   ``--function-model`` to use ``FunctionModel`` instead.
-- http: ``OpenAIChatModel`` (our httpx client, ``max_retries=0``) pointed at the local server.
+- http: ``OpenAIChatModel`` (our httpx2 client, ``max_retries=0``) pointed at the local server.
 """
 
 from __future__ import annotations

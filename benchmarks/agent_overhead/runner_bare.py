@@ -1,4 +1,6 @@
-"""Baseline: the same K tool rounds written directly with ``httpx.AsyncClient`` and ``json`` (no framework).
+"""Baseline: the same K tool rounds written directly with ``httpx2.AsyncClient`` and ``json`` (no framework).
+
+``httpx2`` is the HTTP client our ``OpenAIChatModel`` and the openai SDK use (pydantic's continuation of ``httpx``).
 
 HTTP mode only. It does what any agent loop must do and nothing else: keep the message list, POST it, parse the
 answer, run the tool (inline: it is a tiny sync function), append the result, repeat until a text answer.
@@ -18,17 +20,12 @@ import _common as c
 
 
 def _imports() -> Any:
-    # --client httpx2 benchmarks pydantic's httpx fork (what the openai SDK 3.x uses) instead of httpx
-    if "--client" in sys.argv and sys.argv[sys.argv.index("--client") + 1] == "httpx2":
-        import httpx2
+    import httpx2
 
-        return httpx2
-    import httpx
-
-    return httpx
+    return httpx2
 
 
-httpx, IMPORT_S = c.timed_import(_imports)
+httpx2, IMPORT_S = c.timed_import(_imports)
 
 TOOLS = [
     {
@@ -52,11 +49,11 @@ async def setup(
 ) -> tuple[Callable[[int], Awaitable[c.AgentResult]], Callable[[], Awaitable[None]]]:
     if args.mode != "http":
         raise SystemExit("runner_bare: http mode only")
-    client = httpx.AsyncClient(
+    client = httpx2.AsyncClient(
         base_url=args.base_url,
         headers={"Authorization": "Bearer sk-bench"},
-        timeout=httpx.Timeout(120.0),
-        limits=httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency),
+        timeout=httpx2.Timeout(120.0),
+        limits=httpx2.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency),
     )
 
     async def run_one(i: int) -> c.AgentResult:
@@ -84,8 +81,4 @@ async def setup(
 
 
 if __name__ == "__main__":
-    if "--client" in sys.argv:  # consumed above; not an argument of the common harness
-        i = sys.argv.index("--client")
-        del sys.argv[i : i + 2]
-    name = httpx.__name__
-    c.main(f"bare-{name}", setup, version=f"{name} {httpx.__version__}", import_s=IMPORT_S)
+    c.main("bare-httpx2", setup, version=f"httpx2 {httpx2.__version__}", import_s=IMPORT_S)

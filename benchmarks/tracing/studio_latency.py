@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 import agentscope
 from agentscope import tracing
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def measure(base: str, repeat: int) -> dict[str, Any]:
-    with httpx.Client(base_url=base, timeout=60) as c:
+    with httpx2.Client(base_url=base, timeout=60) as c:
         (run,) = c.get("/api/runs").json()["runs"]
         (trace,) = c.get(f"/api/runs/{run['id']}/traces").json()["traces"]
         trace_id = trace["trace_id"]
