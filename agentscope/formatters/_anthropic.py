@@ -47,10 +47,11 @@ from agentscope.formatters._common import (
     ChatRequest,
     as_list,
     as_object,
-    number_setting,
     parse_data_url,
     resolve_response_format,
+    sampling_settings,
     tool_arguments_from_value,
+    tool_schema,
 )
 from agentscope.message import (
     Base64Source,
@@ -446,21 +447,12 @@ def _decode_tool_result(block: dict[str, Any], names: dict[str, str], where: str
 
 
 def _parse_tools(value: Any) -> list[ToolSchema]:
-    # The shared types live in agentscope.models until issue 13 moves them to the bottom layer; imported when
-    # called because agentscope.models imports this module.
-    from agentscope.models._base import ToolSchema
-
     tools: list[ToolSchema] = []
     for index, item in enumerate(as_list(value)):
         tool = as_object(item)
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"tools[{index}]: each tool needs a name")
         tools.append(
-            ToolSchema(
-                name=name,
-                description=str(tool.get("description") or ""),
-                parameters=as_object(tool.get("input_schema")) or {"type": "object", "properties": {}},
+            tool_schema(
+                tool.get("name"), tool.get("description"), tool.get("input_schema"), f"tools[{index}]"
             )
         )
     return tools
@@ -487,16 +479,7 @@ def _parse_tool_choice(value: Any) -> tuple[ToolChoice | None, bool | None]:
 
 
 def _parse_settings(body: Mapping[str, Any]) -> ModelSettings:
-    settings = cast("ModelSettings", {})
-    max_tokens = number_setting(body, "max_tokens", int)
-    if max_tokens is not None:
-        settings["max_tokens"] = int(max_tokens)
-    temperature = number_setting(body, "temperature", float)
-    if temperature is not None:
-        settings["temperature"] = float(temperature)
-    top_p = number_setting(body, "top_p", float)
-    if top_p is not None:
-        settings["top_p"] = float(top_p)
+    settings = sampling_settings(body, max_tokens_keys=("max_tokens",))
     stop = body.get("stop_sequences")
     if stop is not None:
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in cast("list[Any]", stop)):

@@ -7,9 +7,9 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from pydantic import BaseModel, JsonValue
 
@@ -27,21 +27,25 @@ __all__ = [
     "default_finish_reason",
     "dump_tool_arguments",
     "encode_sse",
+    "float_setting",
     "image_url",
+    "int_setting",
     "json_value_problem",
     "load_tool_arguments",
-    "number_setting",
     "parse_data_url",
     "parse_tool_arguments",
     "printable_raw_arguments",
     "resolve_response_format",
+    "sampling_settings",
     "sanitize_name",
     "text_chunks",
     "tool_arguments_from_value",
     "tool_result_text",
+    "tool_schema",
 ]
 
 _NAME_INVALID = re.compile(r"[^a-zA-Z0-9_-]")
+_N = TypeVar("_N", int, float)
 
 
 def as_object(value: Any) -> dict[str, Any]:
@@ -327,8 +331,34 @@ def encode_sse(data: Mapping[str, Any] | str, event: str | None = None) -> bytes
     return f"{head}data: {payload}\n\n".encode()
 
 
-def number_setting(body: Mapping[str, Any], key: str, kind: type[float] | type[int]) -> float | int | None:
-    """``body[key]`` as a number of ``kind`` (None when absent or null), or ValueError naming the field."""
+def sampling_settings(body: Mapping[str, Any], *, max_tokens_keys: tuple[str, ...]) -> ModelSettings:
+    """``temperature``, ``top_p`` and ``max_tokens`` (from the first of ``max_tokens_keys`` set) of a request body,
+    each checked: ValueError names a field that is not a number."""
+    settings = cast("ModelSettings", {})
+    temperature = float_setting(body, "temperature")
+    if temperature is not None:
+        settings["temperature"] = temperature
+    top_p = float_setting(body, "top_p")
+    if top_p is not None:
+        settings["top_p"] = top_p
+    key = next((k for k in max_tokens_keys if body.get(k) is not None), None)
+    max_tokens = None if key is None else int_setting(body, key)
+    if max_tokens is not None:
+        settings["max_tokens"] = max_tokens
+    return settings
+
+
+def float_setting(body: Mapping[str, Any], key: str) -> float | None:
+    """``body[key]`` as a float (None when absent or null), or ValueError naming the field."""
+    return _setting(body, key, float)
+
+
+def int_setting(body: Mapping[str, Any], key: str) -> int | None:
+    """``body[key]`` as an int (None when absent or null), or ValueError naming the field."""
+    return _setting(body, key, int)
+
+
+def _setting(body: Mapping[str, Any], key: str, kind: Callable[[Any], _N]) -> _N | None:
     value = body.get(key)
     if value is None:
         return None
@@ -338,3 +368,18 @@ def number_setting(body: Mapping[str, Any], key: str, kind: type[float] | type[i
         return kind(value)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{key} must be a number, got {value!r:.100}") from None
+
+
+def tool_schema(name: Any, description: Any, parameters: Any, where: str) -> ToolSchema:
+    """A tool of a request as a :class:`~agentscope.models.ToolSchema`; ValueError when it has no name."""
+    # The shared types live in agentscope.models until issue 13 moves them to the bottom layer; imported when
+    # called because agentscope.models imports the codecs.
+    from agentscope.models._base import ToolSchema
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: each tool needs a name")
+    return ToolSchema(
+        name=name,
+        description=str(description or ""),
+        parameters=as_object(parameters) or {"type": "object", "properties": {}},
+    )

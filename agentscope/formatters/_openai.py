@@ -37,12 +37,14 @@ from agentscope.formatters._common import (
     as_object,
     dump_tool_arguments,
     image_url,
-    number_setting,
+    int_setting,
     parse_data_url,
     parse_tool_arguments,
     resolve_response_format,
+    sampling_settings,
     sanitize_name,
     tool_result_text,
+    tool_schema,
 )
 from agentscope.message import (
     ContentBlock,
@@ -416,20 +418,12 @@ def _user_content(content: Any, index: int, images_as_text: bool) -> str | list[
 
 
 def _parse_tools(value: Any) -> list[ToolSchema]:
-    from agentscope.models._base import ToolSchema  # deferred: see _common.ChatRequest
-
     tools: list[ToolSchema] = []
     for index, item in enumerate(as_list(value)):
         function = as_object(as_object(item).get("function"))
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"tools[{index}]: each tool needs function.name")
+        where = f"tools[{index}].function"
         tools.append(
-            ToolSchema(
-                name=name,
-                description=str(function.get("description") or ""),
-                parameters=as_object(function.get("parameters")) or {"type": "object", "properties": {}},
-            )
+            tool_schema(function.get("name"), function.get("description"), function.get("parameters"), where)
         )
     return tools
 
@@ -471,23 +465,13 @@ def _parse_response_format(value: Any) -> ResponseFormat | None:
 
 
 def _parse_settings(body: Mapping[str, Any]) -> ModelSettings:
-    settings = cast("ModelSettings", {})
-    temperature = number_setting(body, "temperature", float)
-    if temperature is not None:
-        settings["temperature"] = float(temperature)
-    top_p = number_setting(body, "top_p", float)
-    if top_p is not None:
-        settings["top_p"] = float(top_p)
-    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = number_setting(body, key, int)
-    if max_tokens is not None:
-        settings["max_tokens"] = int(max_tokens)
+    settings = sampling_settings(body, max_tokens_keys=("max_completion_tokens", "max_tokens"))
     stop = body.get("stop")
     if stop is not None:
         settings["stop"] = [stop] if isinstance(stop, str) else [str(s) for s in as_list(stop)]
-    seed = number_setting(body, "seed", int)
+    seed = int_setting(body, "seed")
     if seed is not None:
-        settings["seed"] = int(seed)
+        settings["seed"] = seed
     parallel = body.get("parallel_tool_calls")
     if parallel is not None:
         if not isinstance(parallel, bool):

@@ -35,7 +35,7 @@ from agentscope.formatters._common import (
     text_chunks,
 )
 from agentscope.formatters._openai import openai_tool_use
-from agentscope.message import ContentBlock, TextBlock, ThinkingBlock
+from agentscope.message import ContentBlock, TextBlock, ThinkingBlock, ToolUseBlock
 
 if TYPE_CHECKING:
     from agentscope.models import ChatResponse, ChatUsage
@@ -329,14 +329,7 @@ def format_openai_response(
     if thinking:
         message["reasoning_content"] = thinking
     if response.tool_calls:
-        message["tool_calls"] = [
-            {
-                "id": b.id,
-                "type": "function",
-                "function": {"name": b.name, "arguments": dump_tool_arguments(b)},
-            }
-            for b in response.tool_calls
-        ]
+        message["tool_calls"] = [_wire_call(call) for call in response.tool_calls]
     refusal = response.metadata.get("refusal")
     if refusal:
         message["refusal"] = refusal
@@ -437,16 +430,13 @@ def _whole_delta(response: ChatResponse) -> dict[str, Any]:
     if thinking:
         delta["reasoning_content"] = thinking
     if response.tool_calls:
-        delta["tool_calls"] = [
-            {
-                "index": index,
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": dump_tool_arguments(call)},
-            }
-            for index, call in enumerate(response.tool_calls)
-        ]
+        delta["tool_calls"] = [{"index": i, **_wire_call(call)} for i, call in enumerate(response.tool_calls)]
     return delta
+
+
+def _wire_call(call: ToolUseBlock) -> dict[str, Any]:
+    arguments = dump_tool_arguments(call)
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": arguments}}
 
 
 def _thinking(response: ChatResponse) -> str:

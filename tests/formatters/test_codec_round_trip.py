@@ -248,7 +248,10 @@ def test_openai_images_as_text_for_text_only_consumers() -> None:
             {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
             r"messages\[0\]\.content\[0\]: unsupported content part type 'input_audio'",
         ),
-        ({"messages": [], "tools": [{"type": "function", "function": {}}]}, r"tools\[0\]: each tool needs"),
+        (
+            {"messages": [], "tools": [{"type": "function", "function": {}}]},
+            r"tools\[0\]\.function: each tool needs a name",
+        ),
         ({"messages": [], "temperature": "hot"}, "temperature must be a number, got 'hot'"),
         ({"messages": [], "max_tokens": True}, "max_tokens must be a number"),
         ({"messages": [], "parallel_tool_calls": "no"}, "parallel_tool_calls must be true or false"),
