@@ -147,7 +147,7 @@ def _response(
 ) -> ChatResponse:
     # The shared types live in agentscope.models until issue 13 moves them to the bottom layer; imported when
     # called because agentscope.models imports this module.
-    from agentscope.models._base import ChatResponse, ChatUsage
+    from agentscope.models import ChatResponse, ChatUsage
 
     metadata: dict[str, Any] = {}
     if stop_reason is not None:

@@ -374,7 +374,7 @@ def tool_schema(name: Any, description: Any, parameters: Any, where: str) -> Too
     """A tool of a request as a :class:`~agentscope.models.ToolSchema`; ValueError when it has no name."""
     # The shared types live in agentscope.models until issue 13 moves them to the bottom layer; imported when
     # called because agentscope.models imports the codecs.
-    from agentscope.models._base import ToolSchema
+    from agentscope.models import ToolSchema
 
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: each tool needs a name")

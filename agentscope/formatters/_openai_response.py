@@ -63,7 +63,7 @@ def parse_openai_response(data: Any) -> ChatResponse:
     """
     # The shared types live in agentscope.models until issue 13 moves them to the bottom layer; imported when
     # called because agentscope.models imports this module.
-    from agentscope.models._base import ChatResponse
+    from agentscope.models import ChatResponse
 
     root = as_object(data)
     choices = as_list(root.get("choices"))
@@ -107,7 +107,7 @@ def parse_openai_response(data: Any) -> ChatResponse:
 
 
 def _usage(value: Any) -> ChatUsage | None:
-    from agentscope.models._base import ChatUsage  # deferred: see parse_openai_response
+    from agentscope.models import ChatUsage  # deferred: see parse_openai_response
 
     usage = as_object(value)
     if not usage:
@@ -282,7 +282,7 @@ class OpenAIStreamDecoder:
 
     def result(self) -> ChatResponse:
         """The complete answer streamed so far."""
-        from agentscope.models._base import ChatResponse  # deferred: see parse_openai_response
+        from agentscope.models import ChatResponse  # deferred: see parse_openai_response
 
         content: list[ContentBlock] = []
         if self._thinking:
