@@ -10,13 +10,10 @@ Events are slotted dataclasses rather than pydantic models: they are created per
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
-
-if TYPE_CHECKING:
-    from agentscope.models import ChatResponse
-    from agentscope.tools import ToolResponse
+from agentscope.types import ChatResponse, ToolResponse
 
 __all__ = [
     "AgentEvent",
@@ -105,10 +102,10 @@ class ReplyEvent:
     """The reply, as ``await agent(...)`` would return it."""
 
 
-ModelStreamEvent: TypeAlias = "TextDelta | ThinkingDelta | ToolCallDelta | ChatResponse"
+ModelStreamEvent: TypeAlias = TextDelta | ThinkingDelta | ToolCallDelta | ChatResponse
 """What ``ChatModel.stream`` yields. The last item is always a ``ChatResponse``."""
 
 AgentEvent: TypeAlias = (
-    "TextDelta | ThinkingDelta | ToolCallEvent | ToolResultDelta | ToolResultEvent | ReplyEvent"
+    TextDelta | ThinkingDelta | ToolCallEvent | ToolResultDelta | ToolResultEvent | ReplyEvent
 )
 """What ``AgentBase.stream`` yields. The last item is always a :class:`ReplyEvent`."""

@@ -42,6 +42,7 @@ CORE_MODULES = (
     "agentscope.testing",
     "agentscope.tools",
     "agentscope.tracing",
+    "agentscope.types",
 )
 """The modules checked, each one alone, where they exist yet."""
 

@@ -46,6 +46,7 @@ from agentscope.formatters._common import (
     parse_tool_arguments,
     resolve_response_format,
     sanitize_name,
+    tool_result_text,
 )
 from agentscope.formatters._openai import (
     format_openai_messages,
@@ -99,4 +100,5 @@ __all__ = [
     "parse_tool_arguments",
     "resolve_response_format",
     "sanitize_name",
+    "tool_result_text",
 ]

@@ -1,6 +1,6 @@
 """The Anthropic Messages API request, both ways: Msg list -> request body, and request body -> Msg list.
 
-The answer side (response and stream -> :class:`~agentscope.models.ChatResponse` and back) is in
+The answer side (response and stream -> :class:`~agentscope.types.ChatResponse` and back) is in
 :mod:`agentscope.formatters._anthropic_response`.
 
 Mapping (:func:`format_anthropic_messages`):
@@ -39,14 +39,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, cast
 
 from pydantic import JsonValue
 
+from agentscope._json import as_list, as_object
 from agentscope.formatters._common import (
     ChatRequest,
-    as_list,
-    as_object,
     parse_data_url,
     resolve_response_format,
     sampling_settings,
@@ -64,9 +63,7 @@ from agentscope.message import (
     ToolUseBlock,
     URLSource,
 )
-
-if TYPE_CHECKING:
-    from agentscope.models import ModelSettings, ResponseFormat, ToolChoice, ToolSchema
+from agentscope.types import ModelSettings, ResponseFormat, ToolChoice, ToolSchema
 
 __all__ = [
     "AnthropicFormatTool",

@@ -27,14 +27,13 @@ import json
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from agentscope._json import as_list, as_object
 from agentscope.events import ModelStreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from agentscope.exceptions import ModelHTTPError, ModelResponseError
 from agentscope.formatters._anthropic import AnthropicFormatTool
 from agentscope.formatters._common import (
-    as_list,
-    as_object,
     default_finish_reason,
     dump_tool_arguments,
     encode_sse,
@@ -43,9 +42,7 @@ from agentscope.formatters._common import (
     tool_arguments_from_value,
 )
 from agentscope.message import ContentBlock, TextBlock, ThinkingBlock, ToolUseBlock
-
-if TYPE_CHECKING:
-    from agentscope.models import ChatResponse, ChatUsage
+from agentscope.types import ChatResponse, ChatUsage
 
 __all__ = [
     "AnthropicStreamDecoder",
@@ -145,10 +142,6 @@ def _response(
     model: Any,
     usage: dict[str, Any],
 ) -> ChatResponse:
-    # The shared types live in agentscope.models until issue 13 moves them to the bottom layer; imported when
-    # called because agentscope.models imports this module.
-    from agentscope.models import ChatResponse, ChatUsage
-
     metadata: dict[str, Any] = {}
     if stop_reason is not None:
         metadata["stop_reason"] = stop_reason

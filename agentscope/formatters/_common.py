@@ -9,21 +9,18 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from pydantic import BaseModel, JsonValue
 
+from agentscope._json import as_list, as_object
 from agentscope.message import Base64Source, ImageBlock, Msg, ToolResultBlock, ToolUseBlock, URLSource
-
-if TYPE_CHECKING:
-    from agentscope.models import ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
+from agentscope.types import ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
 
 __all__ = [
     "MAX_ARGUMENT_DEPTH",
     "ChatRequest",
     "JsonSchemaFormat",
-    "as_list",
-    "as_object",
     "default_finish_reason",
     "dump_tool_arguments",
     "encode_sse",
@@ -46,20 +43,6 @@ __all__ = [
 
 _NAME_INVALID = re.compile(r"[^a-zA-Z0-9_-]")
 _N = TypeVar("_N", int, float)
-
-
-def as_object(value: Any) -> dict[str, Any]:
-    """``value`` if it is a JSON object, else an empty dict (for tolerant parsing of provider answers)."""
-    if isinstance(value, dict):
-        return value  # pyright: ignore[reportUnknownVariableType]
-    return {}
-
-
-def as_list(value: Any) -> list[Any]:
-    """``value`` if it is a JSON array, else an empty list."""
-    if isinstance(value, list):
-        return value  # pyright: ignore[reportUnknownVariableType]
-    return []
 
 
 def sanitize_name(name: str) -> str:
@@ -295,7 +278,7 @@ class ChatRequest:
     """The conversation, oldest first."""
     model: str | None = None
     """The model the request names, if any."""
-    tools: list[ToolSchema] = field(default_factory=list["ToolSchema"])
+    tools: list[ToolSchema] = field(default_factory=list[ToolSchema])
     """Tools offered to the model (empty when none)."""
     tool_choice: ToolChoice | None = None
     """The tool choice, when the request sets one."""
@@ -371,11 +354,7 @@ def _setting(body: Mapping[str, Any], key: str, kind: Callable[[Any], _N]) -> _N
 
 
 def tool_schema(name: Any, description: Any, parameters: Any, where: str) -> ToolSchema:
-    """A tool of a request as a :class:`~agentscope.models.ToolSchema`; ValueError when it has no name."""
-    # The shared types live in agentscope.models until issue 13 moves them to the bottom layer; imported when
-    # called because agentscope.models imports the codecs.
-    from agentscope.models import ToolSchema
-
+    """A tool of a request as a :class:`~agentscope.types.ToolSchema`; ValueError when it has no name."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: each tool needs a name")
     return ToolSchema(

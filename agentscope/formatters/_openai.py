@@ -1,7 +1,7 @@
 """The OpenAI Chat Completions request, both ways: Msg list -> request body, and request body -> Msg list.
 
 The same format is spoken by OpenAI, vLLM, SGLang and AgentScope's rollout service. The answer side (response and
-stream -> :class:`~agentscope.models.ChatResponse` and back) is in :mod:`agentscope.formatters._openai_response`.
+stream -> :class:`~agentscope.types.ChatResponse` and back) is in :mod:`agentscope.formatters._openai_response`.
 
 Mapping, message by message (:func:`format_openai_messages`):
 
@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, cast
 
+from agentscope._json import as_list, as_object
 from agentscope.formatters._common import (
     ChatRequest,
-    as_list,
-    as_object,
     dump_tool_arguments,
     image_url,
     int_setting,
@@ -56,9 +55,7 @@ from agentscope.message import (
     ToolUseBlock,
     URLSource,
 )
-
-if TYPE_CHECKING:
-    from agentscope.models import ModelSettings, ResponseFormat, ToolChoice, ToolSchema
+from agentscope.types import ModelSettings, ResponseFormat, ToolChoice, ToolSchema
 
 __all__ = [
     "format_openai_messages",

@@ -22,13 +22,12 @@ import json
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from agentscope._json import as_list, as_object
 from agentscope.events import ModelStreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from agentscope.exceptions import ModelResponseError
 from agentscope.formatters._common import (
-    as_list,
-    as_object,
     default_finish_reason,
     dump_tool_arguments,
     encode_sse,
@@ -36,9 +35,7 @@ from agentscope.formatters._common import (
 )
 from agentscope.formatters._openai import openai_tool_use
 from agentscope.message import ContentBlock, TextBlock, ThinkingBlock, ToolUseBlock
-
-if TYPE_CHECKING:
-    from agentscope.models import ChatResponse, ChatUsage
+from agentscope.types import ChatResponse, ChatUsage
 
 __all__ = [
     "OpenAIStreamDecoder",
@@ -61,10 +58,6 @@ def parse_openai_response(data: Any) -> ChatResponse:
 
     Raises ModelResponseError when the answer has no choices.
     """
-    # The shared types live in agentscope.models until issue 13 moves them to the bottom layer; imported when
-    # called because agentscope.models imports this module.
-    from agentscope.models import ChatResponse
-
     root = as_object(data)
     choices = as_list(root.get("choices"))
     if not choices:
@@ -107,8 +100,6 @@ def parse_openai_response(data: Any) -> ChatResponse:
 
 
 def _usage(value: Any) -> ChatUsage | None:
-    from agentscope.models import ChatUsage  # deferred: see parse_openai_response
-
     usage = as_object(value)
     if not usage:
         return None
@@ -282,8 +273,6 @@ class OpenAIStreamDecoder:
 
     def result(self) -> ChatResponse:
         """The complete answer streamed so far."""
-        from agentscope.models import ChatResponse  # deferred: see parse_openai_response
-
         content: list[ContentBlock] = []
         if self._thinking:
             content.append(ThinkingBlock(thinking="".join(self._thinking)))

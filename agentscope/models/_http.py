@@ -41,13 +41,13 @@ from typing import Any, NoReturn
 import anyio
 import httpx2
 
+from agentscope._json import as_object
 from agentscope.exceptions import (
     ModelConnectionError,
     ModelHTTPError,
     ModelResponseError,
     ModelTimeoutError,
 )
-from agentscope.formatters._common import as_object
 
 __all__ = [
     "RETRYABLE_STATUS_CODES",

@@ -3,6 +3,9 @@
 The MCP client and server (``MCPClient``, ``serve_mcp``...) load the ``mcp`` SDK, which takes most of a second and
 pulls in starlette and uvicorn; they are imported on first use (module ``__getattr__``), so ``import
 agentscope.tools`` stays light.
+
+``ToolResponse`` is defined in :mod:`agentscope.types` (the layer below tools, models and formatters) and
+re-exported here.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import typing as _typing
 
 from agentscope.tools._approval import approved_calls, require_approval
 from agentscope.tools._mcp_stdio import StdioServer
-from agentscope.tools._response import ToolResponse
 from agentscope.tools._toolkit import BASIC_GROUP, ToolGroup, ToolInfo, Toolkit
+from agentscope.types import ToolResponse
 
 if _typing.TYPE_CHECKING:
     from agentscope.tools._mcp_client import (

@@ -9,7 +9,7 @@ import pydantic_core
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from agentscope.message import ImageBlock, TextBlock, ToolResultBlock
-from agentscope.tools._response import ToolResponse
+from agentscope.types import ToolResponse
 
 __all__ = [
     "error_response",

@@ -54,7 +54,7 @@ from agentscope.exceptions import ToolError, UsageError
 from agentscope.message import Base64Source, ImageBlock, Msg, TextBlock
 from agentscope.tools._convert import error_response
 from agentscope.tools._mcp_stdio import UNREADABLE_REPLY, StdioServer, StdioTransport
-from agentscope.tools._response import ToolResponse
+from agentscope.types import ToolResponse
 
 if TYPE_CHECKING:
     from mcp.client._transport import Transport

@@ -30,7 +30,7 @@ import agentscope
 from agentscope.exceptions import ApprovalRequired, UsageError
 from agentscope.message import Base64Source, ImageBlock, TextBlock, ToolResultBlock, ToolUseBlock, new_id
 from agentscope.tools._convert import merge_responses
-from agentscope.tools._response import ToolResponse
+from agentscope.types import ToolResponse
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send

@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from agentscope.exceptions import ApprovalRequired, ModelRetry, UsageError
 from agentscope.formatters import json_value_problem, load_tool_arguments
 from agentscope.message import ToolResultBlock, ToolUseBlock
-from agentscope.models import ToolSchema
 from agentscope.tools._convert import (
     error_response,
     format_validation_error,
@@ -40,7 +39,6 @@ from agentscope.tools._convert import (
     to_response,
     to_result_block,
 )
-from agentscope.tools._response import ToolResponse
 from agentscope.tools._schema import (
     CallKind,
     FunctionSpec,
@@ -49,6 +47,7 @@ from agentscope.tools._schema import (
     default_tool_name,
 )
 from agentscope.tracing import _runtime as _tracing
+from agentscope.types import ToolResponse, ToolSchema
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -45,8 +45,7 @@ from typing import Any, Literal, TypeAlias, cast
 
 from pydantic import JsonValue
 
-from agentscope.formatters import json_value_problem
-from agentscope.formatters._common import tool_result_text
+from agentscope.formatters import json_value_problem, tool_result_text
 from agentscope.message import ContentBlock, Msg, TextBlock, ToolResultBlock, ToolUseBlock, new_id
 from agentscope.models import ToolSchema
 

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from agentscope._json import as_object
 from agentscope.exceptions import ModelError, SessionError
 from agentscope.formatters import (
     format_openai_error,
@@ -17,7 +18,6 @@ from agentscope.formatters import (
     format_openai_stream,
     parse_openai_request,
 )
-from agentscope.formatters._common import as_object
 from agentscope.rl.rollout._service import RolloutService
 
 __all__ = ["build_app"]

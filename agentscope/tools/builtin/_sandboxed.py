@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 
 from agentscope.exceptions import SandboxError, UsageError
-from agentscope.tools._response import ToolResponse
+from agentscope.types import ToolResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
