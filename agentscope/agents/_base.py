@@ -186,10 +186,14 @@ class AgentBase(ABC):
             observed = await self._run_hooks("pre_observe", m)
             await self.memory.add(observed)
 
-    def _subscribe(self, hub_id: str, peers: Sequence[AgentBase]) -> None:
+    def reset_subscribers(self, hub_id: str, peers: Sequence[AgentBase]) -> None:
+        """Send each reply to ``peers`` (this agent left out) on behalf of hub ``hub_id``, replacing the hub's
+        earlier list. :class:`~agentscope.pipelines.MsgHub` calls this; a reply goes once to each peer, however
+        many hubs they share."""
         self._subscribers[hub_id] = [p for p in peers if p is not self]
 
-    def _unsubscribe(self, hub_id: str) -> None:
+    def remove_subscribers(self, hub_id: str) -> None:
+        """Stop sending replies to the peers of hub ``hub_id``. Safe to call for a hub that set none."""
         self._subscribers.pop(hub_id, None)
 
     async def _broadcast(self, reply: Msg) -> None:

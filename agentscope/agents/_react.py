@@ -15,8 +15,7 @@ from agentscope.events import TextDelta, ThinkingDelta, ToolCallEvent, ToolResul
 from agentscope.exceptions import ApprovalRequired
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.models import ChatModel, ChatResponse, ModelSettings, ToolChoice, ToolSchema
-from agentscope.tools import Toolkit, ToolResponse
-from agentscope.tools._approval import approved_calls
+from agentscope.tools import Toolkit, ToolResponse, approved_calls
 from agentscope.tracing import _runtime as _tracing
 
 if TYPE_CHECKING:

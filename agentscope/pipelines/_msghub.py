@@ -53,7 +53,7 @@ class MsgHub:
     ) -> None:
         self._open = False
         for agent in self.participants:
-            agent._unsubscribe(self.id)
+            agent.remove_subscribers(self.id)
 
     def add(self, agents: AgentBase | Sequence[AgentBase]) -> None:
         """Add participants; they hear replies from now on (not earlier ones)."""
@@ -67,7 +67,7 @@ class MsgHub:
         for agent in [agents] if isinstance(agents, AgentBase) else agents:
             if agent in self.participants:
                 self.participants.remove(agent)
-                agent._unsubscribe(self.id)
+                agent.remove_subscribers(self.id)
         self._wire()
 
     async def broadcast(self, msg: Msg | Sequence[Msg]) -> None:
@@ -80,4 +80,4 @@ class MsgHub:
         if not (self._open and self.enable_auto_broadcast):
             return
         for agent in self.participants:
-            agent._subscribe(self.id, self.participants)
+            agent.reset_subscribers(self.id, self.participants)

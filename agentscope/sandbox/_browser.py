@@ -38,7 +38,7 @@ import anyio
 from agentscope.exceptions import SandboxError
 from agentscope.message import Base64Source, ImageBlock, TextBlock
 from agentscope.sandbox._background import Background
-from agentscope.tools import ToolResponse
+from agentscope.types import ToolResponse
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser as PlaywrightBrowser
@@ -279,14 +279,9 @@ class Browser:
             service_workers="block",
             accept_downloads=False,
         )
-        session = BrowserSession(self, context, set(origins), timeout_s)
-        try:
-            await session._setup()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await session.aclose()
-            raise
-        return session
+        return await BrowserSession.start(
+            self, context, set(origins), timeout_s, on_close=self._sessions.discard
+        )
 
     @asynccontextmanager
     async def session(
@@ -345,7 +340,13 @@ class BrowserSession:
     """
 
     def __init__(
-        self, browser: Browser, context: BrowserContext, origins: set[str], timeout_s: float
+        self,
+        browser: Browser,
+        context: BrowserContext,
+        origins: set[str],
+        timeout_s: float,
+        *,
+        on_close: Callable[[BrowserSession], None] | None = None,
     ) -> None:
         self.browser = browser
         """The shared Chromium process."""
@@ -359,6 +360,28 @@ class BrowserSession:
         """URLs of the requests and WebSockets that were blocked."""
         self._page: Page | None = None
         self._closed = False
+        self._on_close = on_close
+
+    @classmethod
+    async def start(
+        cls,
+        browser: Browser,
+        context: BrowserContext,
+        origins: set[str],
+        timeout_s: float,
+        *,
+        on_close: Callable[[BrowserSession], None] | None = None,
+    ) -> BrowserSession:
+        """A ready session over ``context``: the origin filter installed and the page open (the context is
+        closed if that fails). ``on_close`` is called with the session when it closes."""
+        session = cls(browser, context, origins, timeout_s, on_close=on_close)
+        try:
+            await session._setup()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await session.aclose()
+            raise
+        return session
 
     @property
     def page(self) -> Page:
@@ -401,7 +424,8 @@ class BrowserSession:
             return
         self._closed = True
         self._page = None
-        self.browser._sessions.discard(self)
+        if self._on_close is not None:
+            self._on_close(self)
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
             await self.context.close()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -70,7 +70,8 @@ class _Slot:
     def poke(self) -> None:
         self.wake.set()
 
-    async def fill_forever(self) -> None:
+    async def fill_forever(self, start_one: Callable[[_Slot], Coroutine[Any, Any, None]]) -> None:
+        """Keep ``size`` sandboxes warm, starting each with ``start_one(self)``."""
         while True:
             missing = self.pool.size - len(self.warm) - self.starting
             if missing <= 0:
@@ -81,35 +82,13 @@ class _Slot:
             async with anyio.create_task_group() as tg:
                 for _ in range(missing):
                     self.starting += 1
-                    tg.start_soon(self._start_one)
+                    tg.start_soon(start_one, self)
             if self.failures:
                 delay = _RETRY_S[min(self.failures, len(_RETRY_S)) - 1]
                 logger.warning("sandbox pool: start failed (%s); retrying in %.1f s", self.last_error, delay)
                 if self.failures >= 3:
                     self.ready.set()  # let wait_ready() callers see the error instead of hanging
                 await anyio.sleep(delay)
-
-    async def _start_one(self) -> None:
-        try:
-            async with self.pool._start_limiter:
-                sandbox = await start_sandbox(self.spec)
-        except SandboxError as exc:
-            self.failures += 1
-            self.last_error = str(exc)
-            self.pool.stats.failed_starts += 1
-            return
-        finally:
-            self.starting -= 1
-        self.failures = 0
-        self.last_error = None
-        self.pool.stats.started += 1
-        if self.pool._closed:
-            await sandbox.aclose()
-            return
-        self.pool._all[id(sandbox)] = sandbox
-        self.uses[id(sandbox)] = 0
-        self.warm.append(sandbox)
-        self.pool._available(self)
 
 
 class SandboxPool:
@@ -256,8 +235,31 @@ class SandboxPool:
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = _Slot(self, spec)
-            self._background.start_soon(slot.fill_forever)
+            self._background.start_soon(slot.fill_forever, self._start_warm)
         return slot
+
+    async def _start_warm(self, slot: _Slot) -> None:
+        """Start one sandbox for ``slot``'s warm set (its filler calls this)."""
+        try:
+            async with self._start_limiter:
+                sandbox = await start_sandbox(slot.spec)
+        except SandboxError as exc:
+            slot.failures += 1
+            slot.last_error = str(exc)
+            self.stats.failed_starts += 1
+            return
+        finally:
+            slot.starting -= 1
+        slot.failures = 0
+        slot.last_error = None
+        self.stats.started += 1
+        if self._closed:
+            await sandbox.aclose()
+            return
+        self._all[id(sandbox)] = sandbox
+        slot.uses[id(sandbox)] = 0
+        slot.warm.append(sandbox)
+        self._available(slot)
 
     def _available(self, slot: _Slot) -> None:
         self.stats.warm = sum(len(s.warm) for s in self._slots.values())

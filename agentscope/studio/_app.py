@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from agentscope.tracing._store import Row, RunFilter, TraceStore
+from agentscope.tracing import Row, RunFilter, TraceStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

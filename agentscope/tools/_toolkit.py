@@ -106,6 +106,22 @@ class ToolInfo:
     """True for generator functions (sync or async): each yielded item is one piece of output."""
     _spec: FunctionSpec = field(repr=False, compare=False)
 
+    @property
+    def is_async(self) -> bool:
+        """True when calling :attr:`func` returns a coroutine (it runs on the event loop, not in a thread)."""
+        return self._spec.kind is CallKind.ASYNC
+
+    def bind(self, arguments: Any) -> tuple[list[Any], dict[str, Any]] | ToolResponse:
+        """The model's arguments validated against the signature and bound, with the preset arguments, as
+        ``(args, kwargs)`` for :attr:`func`; or, when they do not fit, the error response the model sees."""
+        try:
+            validated = self._spec.model.__pydantic_validator__.validate_python(arguments)
+        except ValidationError as exc:
+            return error_response(format_validation_error(self.name, exc, self._spec.param_names))
+        return bind_arguments(
+            self._spec, validated.__dict__, validated.__pydantic_extra__, self.preset_kwargs
+        )
+
 
 class _Timeout(Exception):
     """Internal signal: the tool ran out of time (never escapes the toolkit)."""
@@ -462,15 +478,10 @@ class Toolkit:
             problem = json_value_problem(arguments)
             if problem is not None:
                 return error_response(problem)
-        spec = tool._spec
-        try:
-            validated = spec.model.__pydantic_validator__.validate_python(arguments)
-        except ValidationError as exc:
-            return error_response(format_validation_error(tool.name, exc, spec.param_names))
-        args, kwargs = bind_arguments(
-            spec, validated.__dict__, validated.__pydantic_extra__, tool.preset_kwargs
-        )
-        return tool, args, kwargs
+        bound = tool.bind(arguments)
+        if isinstance(bound, ToolResponse):
+            return bound
+        return tool, *bound
 
     def _timeout_of(self, tool: ToolInfo) -> float | None:
         return tool.timeout_s if tool.timeout_s is not None else self.default_timeout_s
@@ -603,7 +614,7 @@ class Toolkit:
 
 async def _invoke(tool: ToolInfo, args: list[Any], kwargs: dict[str, Any]) -> object:
     """Run a non-streaming tool to completion: awaited, or in a worker thread (abandoned if cancelled)."""
-    if tool._spec.kind is CallKind.ASYNC:
+    if tool.is_async:
         result = await tool.func(*args, **kwargs)
     else:
         result = await anyio.to_thread.run_sync(partial(tool.func, *args, **kwargs), abandon_on_cancel=True)

@@ -40,7 +40,7 @@ if _typing.TYPE_CHECKING:
         traced,
     )
     from agentscope.tracing._schema import SCHEMA_VERSION
-    from agentscope.tracing._store import RunFilter, TraceStore
+    from agentscope.tracing._store import Row, RunFilter, TraceStore
     from agentscope.tracing._tracer import (
         DEFAULT_TRACE_STORE,
         RunStatus,
@@ -67,6 +67,7 @@ __all__ = [
     "Messages",
     "MetricRecord",
     "OTLPExporter",
+    "Row",
     "RunFilter",
     "RunRecord",
     "RunStatus",
@@ -113,6 +114,7 @@ _LAZY = {
     "start_span": "_runtime",
     "traced": "_runtime",
     "SCHEMA_VERSION": "_schema",
+    "Row": "_store",
     "RunFilter": "_store",
     "TraceStore": "_store",
     "DEFAULT_TRACE_STORE": "_tracer",

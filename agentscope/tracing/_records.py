@@ -21,7 +21,7 @@ from typing import Any, cast
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from agentscope.tracing._runtime import _PROVIDERS, Blob, Json, Messages, Span, ToolDefinitions, expand
+from agentscope.tracing._runtime import PROVIDERS, Blob, Json, Messages, Span, ToolDefinitions, expand
 
 __all__ = [
     "BLOB_MIN_BYTES",
@@ -278,7 +278,7 @@ class Encoder:
         model_class: str = type(model).__name__
         head = self._model_heads.get((model_class, model_name))
         if head is None:
-            provider = _PROVIDERS.get(model_class, model_class)
+            provider = PROVIDERS.get(model_class, model_class)
             head = self._model_heads[(model_class, model_name)] = (
                 '{"gen_ai.operation.name":"chat","gen_ai.provider.name":'
                 + to_json(provider).decode()

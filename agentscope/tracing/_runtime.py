@@ -616,7 +616,8 @@ def _fail_tool_span(target: Span, exc: BaseException) -> None:
 
 # ---------------------------------------------------------------------- expansion (writer thread)
 
-_PROVIDERS = {"OpenAIChatModel": "openai", "AnthropicChatModel": "anthropic"}
+PROVIDERS = {"OpenAIChatModel": "openai", "AnthropicChatModel": "anthropic"}
+"""``gen_ai.provider.name`` of our model classes (others are named by their class)."""
 
 CONTENT_ATTRIBUTES = frozenset(
     {
@@ -709,7 +710,7 @@ def _expand_model(
     span.name = f"chat {model_name}"
     attributes: dict[str, object] = {
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": _PROVIDERS.get(type(model).__name__, type(model).__name__),
+        "gen_ai.provider.name": PROVIDERS.get(type(model).__name__, type(model).__name__),
         "gen_ai.request.model": model_name,
     }
     payloads: dict[str, object] = {"gen_ai.input.messages": Messages(messages)}

@@ -59,20 +59,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 logger = logging.getLogger("agentscope.tracing")
 
 
-def _serialised(method: _F) -> _F:
-    """Store methods hold the store's lock for an in-memory store: its shared-cache connections lock whole tables
-    (``SQLITE_LOCKED``, which busy timeouts do not cover), so they take turns instead."""
-
-    @functools.wraps(method)
-    def wrapper(self: TraceStore, *args: Any, **kwargs: Any) -> Any:
-        if not self._memory:
-            return method(self, *args, **kwargs)
-        with self._memory_lock:
-            return method(self, *args, **kwargs)
-
-    return cast(_F, wrapper)
-
-
 @dataclass(slots=True)
 class RunFilter:
     """Filters for :meth:`TraceStore.list_runs`; every field set must match."""
@@ -97,6 +83,20 @@ class TraceStore:
 
     Opening creates the file (and its folder) and migrates the schema to :data:`SCHEMA_VERSION`.
     """
+
+    @staticmethod
+    def _serialised(method: _F) -> _F:
+        """Store methods hold the store's lock for an in-memory store: its shared-cache connections lock whole
+        tables (``SQLITE_LOCKED``, which busy timeouts do not cover), so they take turns instead."""
+
+        @functools.wraps(method)
+        def wrapper(self: TraceStore, *args: Any, **kwargs: Any) -> Any:
+            if not self._memory:
+                return method(self, *args, **kwargs)
+            with self._memory_lock:
+                return method(self, *args, **kwargs)
+
+        return cast(_F, wrapper)
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = str(path)

@@ -43,7 +43,7 @@ from agentscope.rl.rollout._qwen2 import Qwen2Runner, RunnerShape
 from agentscope.rl.rollout._types import FinishReason, Generation, SamplingParams
 
 if TYPE_CHECKING:
-    from agentscope.rl.policy._tokens import TokenizerLike
+    from agentscope.rl.policy import TokenizerLike
 
 __all__ = ["TorchEngine"]
 

@@ -22,8 +22,7 @@ from agentscope.exceptions import SessionError
 from agentscope.message import ContentBlock, Msg, ToolUseBlock, new_id
 from agentscope.models import ChatResponse, ChatUsage, ModelSettings, ToolSchema
 from agentscope.rl._types import Turn
-from agentscope.rl.policy._chat_format import ChatFormat
-from agentscope.rl.policy._tokens import ChatTokenizer, TokenizerLike
+from agentscope.rl.policy import ChatFormat, ChatTokenizer, TokenizerLike
 from agentscope.rl.rollout._types import Generation, RolloutEngine, SamplingParams
 
 if TYPE_CHECKING:

@@ -41,10 +41,10 @@ import anyio
 from agentscope.exceptions import SandboxError
 from agentscope.message import Base64Source, ImageBlock, Msg, TextBlock
 from agentscope.rl._types import Task
-from agentscope.rl.envs._base import Environment, EnvResult, Observation
+from agentscope.rl.envs import Environment, EnvResult, Observation
 from agentscope.rl.tasks._miniwob._render import PREPARE_JS, render_snapshot
 from agentscope.rl.tasks._miniwob._server import serve_html, task_url, validate_task_names
-from agentscope.sandbox._browser import Browser, BrowserSession
+from agentscope.sandbox import Browser, BrowserSession
 from agentscope.tools import Toolkit, ToolResponse
 
 if TYPE_CHECKING:
