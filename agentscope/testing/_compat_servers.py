@@ -35,19 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import json
-import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeAlias, cast
+from typing import Any, Self, TypeAlias, cast
 
 import anyio
 
+from agentscope._uvicorn import BackgroundServer
 from agentscope.formatters import (
     encode_sse,
     format_anthropic_error,
@@ -59,20 +57,6 @@ from agentscope.formatters import (
 )
 from agentscope.message import TextBlock
 from agentscope.models import ChatResponse
-
-if TYPE_CHECKING:
-    import uvicorn
-
-
-class _UvicornServer(Protocol):
-    """The parts of our ``uvicorn.Server`` subclass that the server uses."""
-
-    started: bool
-
-    def run(self, sockets: list[socket.socket] | None = None) -> None: ...
-
-    def request_exit(self) -> None: ...
-
 
 __all__ = [
     "AnthropicCompatServer",
@@ -153,9 +137,7 @@ class _CompatServer:
         """Requests received, in order (recorded before the responder runs)."""
         self.errors: list[BaseException] = []
         """Exceptions raised by the responder."""
-        self._server: _UvicornServer | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+        self._background: BackgroundServer | None = None
         self.port = 0
 
     @property
@@ -174,57 +156,22 @@ class _CompatServer:
 
     def start(self) -> None:
         """Start serving; returns once the server accepts connections."""
-        if self._thread is not None:
+        if self._background is not None:
             raise RuntimeError("the server is already running")
-        try:
-            import uvicorn
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "the test servers need uvicorn: pip install 'agentscope[dev]' (or 'agentscope[serve]')"
-            ) from exc
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without
-        # it every response pays a 40 ms delayed-ACK stall.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        background = BackgroundServer(
             self._app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            interface="asgi3",
-            ws="none",
-            loop="asyncio",
-            timeout_graceful_shutdown=1,
+            host=self.host,
+            name=type(self).__name__,
+            install_hint="pip install 'agentscope[dev]' (or 'agentscope[serve]')",
         )
-        server = _server_class()(config)
-        thread = threading.Thread(
-            target=server.run,
-            kwargs={"sockets": [sock]},
-            name=f"{type(self).__name__}:{self.port}",
-            daemon=True,
-        )
-        self._server, self._thread, self._socket = server, thread, sock
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{type(self).__name__} did not start")
-            time.sleep(0.002)
+        background.start()
+        self._background, self.port = background, background.port
 
     def stop(self) -> None:
         """Stop serving and wait for the thread to end. Safe to call more than once."""
-        server, thread, sock = self._server, self._thread, self._socket
-        self._server = self._thread = self._socket = None
-        if server is not None:
-            server.request_exit()
-        if thread is not None:
-            thread.join(timeout=10)
-        if sock is not None:
-            sock.close()
+        background, self._background = self._background, None
+        if background is not None:
+            background.stop()
 
     def __enter__(self) -> Self:
         self.start()
@@ -321,35 +268,6 @@ class _CompatServer:
 
     def _stream(self, body: dict[str, Any], response: ChatResponse, model: Any) -> Iterator[bytes]:
         raise NotImplementedError
-
-
-@functools.cache
-def _server_class() -> Callable[[uvicorn.Config], _UvicornServer]:
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        """A uvicorn server that stops as soon as asked (the stock one polls ``should_exit`` every 0.1 s)."""
-
-        _loop: asyncio.AbstractEventLoop | None = None
-        _wake: asyncio.Event | None = None
-
-        async def main_loop(self) -> None:
-            self._loop = asyncio.get_running_loop()
-            self._wake = asyncio.Event()
-            counter = 0
-            while not await self.on_tick(counter):
-                counter = (counter + 10) % 864000  # on_tick refreshes the Date header when counter % 10 == 0
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
-
-        def request_exit(self) -> None:
-            self.should_exit = True
-            loop, wake = self._loop, self._wake
-            if loop is not None and wake is not None:
-                with contextlib.suppress(RuntimeError):  # the loop already ended
-                    loop.call_soon_threadsafe(wake.set)
-
-    return _Server
 
 
 async def _send_bytes(

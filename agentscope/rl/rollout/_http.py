@@ -25,18 +25,14 @@ only); ``tool_choice`` and ``response_format`` are decoded but not applied.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from typing import TYPE_CHECKING, Any, Self
 
-import anyio
-
+from agentscope._uvicorn import BackgroundServer
 from agentscope.formatters import parse_openai_messages
 from agentscope.message import Msg
 from agentscope.rl.rollout._service import RolloutService
 
 if TYPE_CHECKING:
-    import uvicorn
     from fastapi import FastAPI
 
 __all__ = ["RolloutHTTPServer", "create_rollout_app", "messages_from_openai"]
@@ -85,9 +81,7 @@ class RolloutHTTPServer:
         self.service = service
         self.host = host
         self.port = port
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._socket: socket.socket | None = None
+        self._background: BackgroundServer | None = None
 
     @property
     def base_url(self) -> str:
@@ -95,46 +89,18 @@ class RolloutHTTPServer:
         return f"http://{self.host}:{self.port}/v1"
 
     async def __aenter__(self) -> Self:
-        try:
-            import uvicorn
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "the rollout HTTP server needs uvicorn: pip install 'agentscope[serve]'"
-            ) from exc
-        sock = await anyio.to_thread.run_sync(self._bind)
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        background = BackgroundServer(
             create_rollout_app(self.service),
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            loop="asyncio",
-            timeout_graceful_shutdown=1,
+            host=self.host,
+            port=self.port,
+            name="the rollout HTTP server",
+            install_hint="pip install 'agentscope[serve]'",
         )
-        server = uvicorn.Server(config)
-        self._server, self._socket = server, sock
-        self._task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            if self._task.done():
-                await self._task
-                raise RuntimeError("the rollout HTTP server did not start")
-            await asyncio.sleep(0.005)
+        await background.astart()  # on this loop: the app calls the service, which lives here
+        self._background, self.port = background, background.port
         return self
 
-    def _bind(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        return sock
-
     async def __aexit__(self, *exc_info: object) -> None:
-        server, task, sock = self._server, self._task, self._socket
-        self._server = self._task = self._socket = None
-        if server is not None:
-            server.should_exit = True
-        if task is not None:
-            await task
-        if sock is not None:
-            sock.close()
+        background, self._background = self._background, None
+        if background is not None:
+            await background.astop()
