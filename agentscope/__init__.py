@@ -33,7 +33,7 @@ def init(
     """Turn tracing on: agent invocations, model calls and tool calls become spans in ``trace_store``.
 
     ``agentscope studio --store .agentscope/traces.db`` shows them. ``otlp_endpoint`` also sends them to an
-    OpenTelemetry collector (``pip install 'agentscope[otlp]'``). Each call starts a new run named ``run_name``
+    OpenTelemetry collector (``pip install -e '.[otlp]'``). Each call starts a new run named ``run_name``
     in ``project``. ``sample_rate`` records that fraction of traces (whole traces, chosen by trace id);
     ``capture_content=False`` leaves messages, tool arguments and results out of the spans. See
     :func:`agentscope.tracing.init` for the details.

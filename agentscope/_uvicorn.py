@@ -52,7 +52,7 @@ class BackgroundServer:
         host: Interface to bind.
         port: Port to bind; 0 picks a free one.
         name: Names the thread and the errors.
-        install_hint: What to install when uvicorn is missing, e.g. ``pip install 'agentscope[serve]'``.
+        install_hint: What to install when uvicorn is missing, e.g. ``pip install -e '.[serve]'``.
     """
 
     def __init__(
@@ -62,7 +62,7 @@ class BackgroundServer:
         host: str = "127.0.0.1",
         port: int = 0,
         name: str = "uvicorn",
-        install_hint: str = "pip install 'agentscope[serve]'",
+        install_hint: str = "pip install -e '.[serve]'",
     ) -> None:
         self.app = app
         self.host = host

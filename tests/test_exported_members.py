@@ -8,7 +8,8 @@ For each package under ``agentscope/`` (found on disk; private ``_name`` package
   aside) are exactly the public names of ``__all__``; a package with a lazy module-level ``__getattr__`` may
   list names it does not bind yet;
 - every name in ``__all__`` resolves. A name whose optional extra is not installed must raise an
-  ``ImportError`` naming the extra to install (``pip install 'agentscope[...]'``).
+  ``ImportError`` naming the extra to install from the clone (``pip install -e '.[...]'``: the PyPI project
+  ``agentscope`` is another one).
 
 Public modules that are not packages (``agentscope/message.py``, ``agentscope/cli.py``...) may bind other
 public names (imports such as ``BaseModel``, CLI commands); their ``__all__``, when they have one, is checked
@@ -121,9 +122,9 @@ def _check_resolves(module: types.ModuleType, names: list[str]) -> None:
         if error is None:
             continue
         assert _missing_optional_module(error) is not None, f"{module.__name__}.{name}: {error!r}"
-        assert "agentscope[" in str(error), (
+        assert "pip install -e '.[" in str(error), (
             f"{module.__name__}.{name}: the ImportError for a missing extra must name it "
-            f"(pip install 'agentscope[extra]'); got {error}"
+            f"(pip install -e '.[extra]'); got {error}"
         )
 
 

@@ -16,6 +16,7 @@ Only the data model is imported eagerly; the runner (``RLConfig``, ``train``, ``
 
 import typing as _typing
 
+from agentscope._lazy import lazy_exports as _lazy_exports
 from agentscope.rl._types import FlatSample, Task, Trajectory, TrajectoryStatus, Turn
 
 if _typing.TYPE_CHECKING:
@@ -37,22 +38,17 @@ __all__ = [
     "train",
 ]
 
-_LAZY = {
-    "RLConfig": "agentscope.rl._config",
-    "load_config": "agentscope.rl._config",
-    "TrainResult": "agentscope.rl._runner",
-    "evaluate": "agentscope.rl._runner",
-    "export_trajectories": "agentscope.rl._runner",
-    "sft": "agentscope.rl._runner",
-    "train": "agentscope.rl._runner",
-}
-
-
-def __getattr__(name: str) -> _typing.Any:
-    # The runner imports the environment cluster, the data manager and the scheduler (~0.5 s): load on use.
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentscope.rl' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+# The runner imports the environment cluster, the data manager and the scheduler (~0.5 s): load on use.
+__getattr__ = _lazy_exports(
+    __name__,
+    {
+        "RLConfig": "_config",
+        "load_config": "_config",
+        "TrainResult": "_runner",
+        "evaluate": "_runner",
+        "export_trajectories": "_runner",
+        "sft": "_runner",
+        "train": "_runner",
+    },
+    extras={"_runner": "rl"},
+)

@@ -2,13 +2,14 @@
 
 ``open_sandbox`` starts one on Docker (when an engine answers) or bubblewrap (no daemon needed), with the same
 interface on both; ``SandboxPool`` keeps warm ones for RL episodes; ``open_browser`` gives an isolated Chromium
-page for GUI agents (``pip install 'agentscope[browser]'``), and ``Browser`` shares one Chromium among many.
+page for GUI agents (``pip install -e '.[browser]'`` in a clone), and ``Browser`` shares one Chromium among many.
 
 Errors are :class:`~agentscope.exceptions.SandboxError`, each naming its fix.
 """
 
 import typing as _typing
 
+from agentscope._lazy import lazy_exports as _lazy_exports
 from agentscope.sandbox._base import Sandbox
 from agentscope.sandbox._open import open_sandbox
 from agentscope.sandbox._pool import PoolStats, SandboxPool
@@ -31,13 +32,9 @@ __all__ = [
     "open_sandbox",
 ]
 
-_LAZY = {"Browser", "BrowserSession", "open_browser"}
-
-
-def __getattr__(name: str) -> _typing.Any:
-    # The browser backend loads on first use: it pulls in the toolkit, which may itself use sandboxes.
-    if name in _LAZY:
-        from agentscope.sandbox import _browser
-
-        return getattr(_browser, name)
-    raise AttributeError(f"module 'agentscope.sandbox' has no attribute {name!r}")
+# The browser backend loads on first use; Playwright itself loads when a Browser starts.
+__getattr__ = _lazy_exports(
+    __name__,
+    dict.fromkeys(("Browser", "BrowserSession", "open_browser"), "_browser"),
+    extras={"_browser": "browser"},
+)

@@ -1,6 +1,6 @@
 """The browser backend: pages an agent drives, in isolated contexts of one shared Chromium process.
 
-Needs ``pip install 'agentscope[browser]'`` (Playwright) and a Chromium binary: Debian's ``chromium`` at
+Needs ``pip install -e '.[browser]'`` (Playwright) and a Chromium binary: Debian's ``chromium`` at
 ``/usr/bin/chromium`` by default (never ``playwright install``). One :class:`Browser` is one headless Chromium
 process; each :class:`BrowserSession` is a fresh, isolated context (its own cookies, storage, cache) with one page.
 
@@ -170,7 +170,7 @@ class Browser:
             from playwright.async_api import async_playwright
         except ImportError:
             raise SandboxError(
-                "the browser backend needs Playwright: pip install 'agentscope[browser]'"
+                "the browser backend needs Playwright: pip install -e '.[browser]'"
             ) from None
         if not await anyio.Path(self.executable_path).is_file():
             raise SandboxError(

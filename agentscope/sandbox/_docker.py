@@ -1,4 +1,4 @@
-"""The Docker backend: one container per sandbox, driven through the Docker SDK (``pip install 'agentscope[sandbox]'``).
+"""The Docker backend: one container per sandbox, driven through the Docker SDK (``pip install -e '.[sandbox]'``).
 
 Each sandbox is a container of the image that ``agentscope sandbox build-image`` builds (or any image with a
 ``python3``), created with: no network at all (``network_mode="none"``), a read-only root, a size-limited tmpfs as
@@ -72,7 +72,7 @@ def _import_docker() -> Any:
         import docker
     except ImportError:
         raise SandboxError(
-            "the Docker backend needs the docker SDK: pip install 'agentscope[sandbox]' (or use backend='bwrap')"
+            "the Docker backend needs the docker SDK: pip install -e '.[sandbox]' (or use backend='bwrap')"
         ) from None
     return docker
 

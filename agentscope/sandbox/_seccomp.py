@@ -1,4 +1,4 @@
-"""The system-call filter of every sandbox, built with libseccomp (``pyseccomp``, in ``agentscope[sandbox]``).
+"""The system-call filter of every sandbox, built with libseccomp (``pyseccomp``, in the ``sandbox`` extra).
 
 It allows everything except what sandboxed code has no business doing and what widens the kernel's attack
 surface, which it refuses with ``EPERM``: the calls Docker's default profile refuses to a container without
@@ -110,7 +110,7 @@ def _import_pyseccomp() -> None:
     except ImportError:
         raise SandboxError(
             "sandboxes filter dangerous system calls with libseccomp, whose Python binding is missing: "
-            "pip install 'agentscope[sandbox]' (it brings pyseccomp)"
+            "pip install -e '.[sandbox]' (it brings pyseccomp)"
         ) from None
     except RuntimeError as exc:  # pyseccomp raises it when libseccomp.so.2 is not installed
         raise SandboxError(

@@ -1,7 +1,7 @@
 """The studio: a web UI over the trace store (``agentscope studio --store .agentscope/traces.db``).
 
 :func:`create_app` builds the FastAPI app (JSON API under ``/api``, live feed at ``/api/events``, the UI at ``/``);
-:func:`serve` runs it with uvicorn. Needs the ``studio`` extra (``pip install 'agentscope[studio]'``); importing
+:func:`serve` runs it with uvicorn. Needs the ``studio`` extra (``pip install -e '.[studio]'``); importing
 this package does not load FastAPI.
 """
 

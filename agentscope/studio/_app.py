@@ -40,7 +40,7 @@ def _require_fastapi() -> None:
     try:
         import fastapi  # noqa: F401  # pyright: ignore[reportUnusedImport]
     except ImportError as exc:
-        raise ImportError("the studio needs FastAPI and uvicorn: pip install 'agentscope[studio]'") from exc
+        raise ImportError("the studio needs FastAPI and uvicorn: pip install -e '.[studio]'") from exc
 
 
 _INT64 = 2**63 - 1

@@ -64,7 +64,7 @@ def serve(
     try:
         import uvicorn
     except ImportError as exc:
-        raise ImportError("the studio needs FastAPI and uvicorn: pip install 'agentscope[studio]'") from exc
+        raise ImportError("the studio needs FastAPI and uvicorn: pip install -e '.[studio]'") from exc
     allowed = None
     if token is None:  # loopback without a token: accept only loopback Host headers (no DNS rebinding)
         allowed = ["127.0.0.1", "localhost", "[::1]", "::1"]

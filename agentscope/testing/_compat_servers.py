@@ -162,7 +162,7 @@ class _CompatServer:
             self._app,
             host=self.host,
             name=type(self).__name__,
-            install_hint="pip install 'agentscope[dev]' (or 'agentscope[serve]')",
+            install_hint="pip install -e '.[dev]' (or '.[serve]')",
         )
         background.start()
         self._background, self.port = background, background.port

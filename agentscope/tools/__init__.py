@@ -10,9 +10,9 @@ re-exported here.
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
 
+from agentscope._lazy import lazy_exports as _lazy_exports
 from agentscope.tools._approval import approved_calls, require_approval
 from agentscope.tools._mcp_stdio import StdioServer
 from agentscope.tools._toolkit import BASIC_GROUP, ToolGroup, ToolInfo, Toolkit
@@ -47,22 +47,17 @@ __all__ = [
     "serve_mcp",
 ]
 
-_LAZY: dict[str, str] = {
-    "MCPClient": "agentscope.tools._mcp_client",
-    "MCPConnectionError": "agentscope.tools._mcp_client",
-    "MCPLogMessage": "agentscope.tools._mcp_client",
-    "MCPProgress": "agentscope.tools._mcp_client",
-    "MCPRequestError": "agentscope.tools._mcp_client",
-    "build_mcp_server": "agentscope.tools._mcp_server",
-    "mcp_http_app": "agentscope.tools._mcp_server",
-    "serve_mcp": "agentscope.tools._mcp_server",
-}
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+# The mcp SDK is a core dependency (no extra to name) but slow to import.
+__getattr__ = _lazy_exports(
+    __name__,
+    {
+        "MCPClient": "_mcp_client",
+        "MCPConnectionError": "_mcp_client",
+        "MCPLogMessage": "_mcp_client",
+        "MCPProgress": "_mcp_client",
+        "MCPRequestError": "_mcp_client",
+        "build_mcp_server": "_mcp_server",
+        "mcp_http_app": "_mcp_server",
+        "serve_mcp": "_mcp_server",
+    },
+)

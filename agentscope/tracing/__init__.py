@@ -18,6 +18,8 @@ microseconds on the event loop; encoding and writing happen in a background thre
 
 import typing as _typing
 
+from agentscope._lazy import lazy_exports as _lazy_exports
+
 if _typing.TYPE_CHECKING:
     from agentscope.tracing._exporters import (
         FinishedSpan,
@@ -132,15 +134,7 @@ _LAZY = {
 the hot path (``_runtime``), does not load the store, SQLite or the exporters until tracing is used."""
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentscope.tracing' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"agentscope.tracing.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(__name__, _LAZY, extras={"_otlp": "otlp"})
 
 
 def enabled() -> bool:

@@ -1,4 +1,4 @@
-"""Export spans to an OpenTelemetry collector over OTLP (``pip install 'agentscope[otlp]'``).
+"""Export spans to an OpenTelemetry collector over OTLP (``pip install -e '.[otlp]'``).
 
 Our spans already carry OpenTelemetry ids (128-bit trace, 64-bit span) and GenAI attribute names; this exporter
 turns each encoded span into an OpenTelemetry SDK ``ReadableSpan`` and hands it to a ``BatchSpanProcessor`` in front
@@ -29,7 +29,7 @@ def _require_otlp() -> Any:
         from opentelemetry.exporter.otlp.proto.http import trace_exporter
     except ImportError as exc:
         raise ImportError(
-            "exporting traces over OTLP needs the OTLP exporter: pip install 'agentscope[otlp]'"
+            "exporting traces over OTLP needs the OTLP exporter: pip install -e '.[otlp]'"
         ) from exc
     return trace_exporter
 

@@ -412,7 +412,7 @@ def init(
     Args:
         trace_store: SQLite trace store file (the studio reads it); None for none.
         otlp_endpoint: Also send spans to this OpenTelemetry collector (OTLP over HTTP, e.g.
-            ``http://127.0.0.1:4318``); needs ``pip install 'agentscope[otlp]'``.
+            ``http://127.0.0.1:4318``); needs ``pip install -e '.[otlp]'``.
         otlp_headers: HTTP headers for the collector (API keys).
         project: Groups runs in the studio.
         run_name: Name of this run; default ``run-<date>-<time>``.

@@ -287,7 +287,7 @@ async def test_missing_seccomp_binding_names_the_fix(monkeypatch: pytest.MonkeyP
     try:
         # Docker loads the filter before it talks to an engine; bubblewrap needs to be installed to get there.
         for backend in ("docker", "bwrap") if shutil.which("bwrap") else ("docker",):
-            with pytest.raises(SandboxError, match=r"pip install 'agentscope\[sandbox\]'"):
+            with pytest.raises(SandboxError, match=r"pip install -e '\.\[sandbox\]'"):
                 async with open_sandbox(backend, limits=LIMITS):  # type: ignore[arg-type]
                     pass
     finally:

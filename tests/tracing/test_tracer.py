@@ -283,7 +283,7 @@ def test_spans_go_to_an_otlp_collector_with_genai_attributes(
 
 def test_otlp_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http", None)
-    with pytest.raises(ImportError, match=r"pip install 'agentscope\[otlp\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[otlp\]'"):
         tracing.OTLPExporter("http://127.0.0.1:4318")
 
 

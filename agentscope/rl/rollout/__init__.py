@@ -13,9 +13,9 @@ loads fastapi when it is created.
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
 
+from agentscope._lazy import lazy_exports as _lazy_exports
 from agentscope.rl.rollout._http import RolloutHTTPServer, create_rollout_app, messages_from_openai
 from agentscope.rl.rollout._model import RolloutChatModel
 from agentscope.rl.rollout._service import RolloutService
@@ -37,18 +37,4 @@ __all__ = [
     "messages_from_openai",
 ]
 
-_LAZY = {"TorchEngine": "agentscope.rl.rollout._engine"}
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        value = getattr(_importlib.import_module(module), name)
-    except ImportError as exc:
-        if (exc.name or "").split(".")[0] == "torch":
-            raise ImportError(f"{name} needs torch: pip install 'agentscope[rl]'", name=exc.name) from exc
-        raise
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(__name__, {"TorchEngine": "_engine"}, extras={"_engine": "rl"})

@@ -6,9 +6,9 @@ first used (``pip install 'agentscope[rl]'``, and verl as ``scripts/setup.d/30-v
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
 
+from agentscope._lazy import lazy_exports as _lazy_exports
 from agentscope.rl.trainer._config import TrainerConfig
 from agentscope.rl.trainer._errors import CheckpointError
 
@@ -28,28 +28,16 @@ __all__ = [
     "build_batch",
 ]
 
-_LAZY = {
-    "AsyncCheckpointer": "agentscope.rl.trainer._checkpoint",
-    "Batch": "agentscope.rl.trainer._batch",
-    "CheckpointState": "agentscope.rl.trainer._checkpoint",
-    "TrainBatch": "agentscope.rl.trainer._batch",
-    "Trainer": "agentscope.rl.trainer._trainer",
-    "build_batch": "agentscope.rl.trainer._batch",
-}
-_EXTRA_HINT = (
-    "agentscope.rl.trainer needs torch, transformers and verl: pip install 'agentscope[rl]', then "
-    "bash scripts/setup.d/30-verl.sh (verl==0.9.1 --no-deps and its CPU dependencies)"
+__getattr__ = _lazy_exports(
+    __name__,
+    {
+        "AsyncCheckpointer": "_checkpoint",
+        "Batch": "_batch",
+        "CheckpointState": "_checkpoint",
+        "TrainBatch": "_batch",
+        "Trainer": "_trainer",
+        "build_batch": "_batch",
+    },
+    extras={"_batch": "rl", "_checkpoint": "rl", "_trainer": "rl"},
+    note=", then bash scripts/setup.d/30-verl.sh (verl==0.9.1 --no-deps and its CPU dependencies)",
 )
-
-
-def __getattr__(name: str) -> object:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        module = _importlib.import_module(module_name)
-    except ImportError as e:
-        raise ImportError(f"{_EXTRA_HINT} ({e})", name=e.name) from e
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
