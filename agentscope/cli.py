@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import inspect
 import os
 import sys
@@ -12,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from agentscope._loading import LoadError, load_object
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -45,35 +45,12 @@ def _root() -> None:
 
 def _load_object(spec: str) -> object:
     """Load ``module:attribute``, ``path/to/file.py:attribute`` or ``path/to/file.py`` (its ``agent`` attribute)."""
-    target, _, attribute = spec.partition(":")
-    if target.endswith(".py") or os.sep in target or "/" in target:
-        path = Path(target)
-        if not path.is_file():
-            raise typer.BadParameter(f"no such file: {path}", param_hint="AGENT_SPEC")
-        module_name = f"_agentscope_user_{path.stem}"
-        module_spec = importlib.util.spec_from_file_location(module_name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise typer.BadParameter(f"cannot import {path}", param_hint="AGENT_SPEC")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_name] = module
-        sys.path.insert(0, str(path.resolve().parent))
-        module_spec.loader.exec_module(module)
-        attribute = attribute or ("agent" if hasattr(module, "agent") else "build_agent")
-    else:
-        if not attribute:
-            raise typer.BadParameter(f"expected MODULE:ATTRIBUTE, got {spec!r}", param_hint="AGENT_SPEC")
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise typer.BadParameter(
-                f"cannot import module {target!r}: {exc}", param_hint="AGENT_SPEC"
-            ) from exc
     try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise typer.BadParameter(
-            f"{target} has no attribute {attribute!r}", param_hint="AGENT_SPEC"
-        ) from None
+        return load_object(
+            spec, file_default=lambda module: "agent" if hasattr(module, "agent") else "build_agent"
+        )
+    except LoadError as exc:
+        raise typer.BadParameter(str(exc), param_hint="AGENT_SPEC") from exc
 
 
 async def load_agent(spec: str, model: ChatModel | None = None) -> AgentBase:

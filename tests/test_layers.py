@@ -4,7 +4,8 @@ A *part* is a subpackage or a plain module directly under ``agentscope/``. The l
 import its own modules and any part of a strictly lower layer, never a peer in its own layer nor anything above::
 
     exceptions                            errors (imports nothing of ours)
-    _json  _lazy  _sqlite  _uvicorn       tolerant JSON readers; lazy exports; SQLite files; background uvicorn servers
+    _errors  _json  _lazy  _loading       private helpers: exception groups; tolerant JSON readers; lazy exports;
+    _sqlite  _uvicorn                     ``module:attr`` loading; SQLite files; background uvicorn servers
     message                               Msg and content blocks
     types                                 ToolSchema, ChatResponse, ToolResponse... (the shared vocabulary)
     events                                stream events (deltas, ChatResponse, ToolResponse)
@@ -49,7 +50,7 @@ PACKAGE_DIR = Path(agentscope.__file__).parent
 
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"exceptions"}),
-    frozenset({"_json", "_lazy", "_sqlite", "_uvicorn"}),
+    frozenset({"_errors", "_json", "_lazy", "_loading", "_sqlite", "_uvicorn"}),
     frozenset({"message"}),
     frozenset({"types"}),
     frozenset({"events"}),

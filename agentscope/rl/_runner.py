@@ -45,6 +45,7 @@ import yaml
 from pydantic import JsonValue
 
 from agentscope import tracing
+from agentscope._loading import LoadError, load_object
 from agentscope.exceptions import ConfigError, UsageError
 from agentscope.rl._config import RLConfig
 from agentscope.rl._files import write_text_atomically
@@ -125,18 +126,12 @@ class TrainResult:
 
 
 def import_object(spec: str, what: str) -> Any:
-    """``module:attribute`` → the object (raises ConfigError naming ``what``, the config field)."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ConfigError(f"{what}: expected MODULE:ATTRIBUTE, got {spec!r}")
+    """``module:attribute`` (or ``file.py:attribute``) → the object (raises ConfigError naming ``what``, the
+    config field)."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"{what}: cannot import {module_name!r}: {exc}") from exc
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise ConfigError(f"{what}: {module_name} has no attribute {attribute!r}") from None
+        return load_object(spec)
+    except LoadError as exc:
+        raise ConfigError(f"{what}: {exc}") from exc
 
 
 def _env_factory(config: RLConfig) -> EnvFactory:

@@ -28,6 +28,7 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from agentscope._errors import unwrap_group
 from agentscope.exceptions import ApprovalRequired, ModelRetry, UsageError
 from agentscope.formatters import json_value_problem, load_tool_arguments
 from agentscope.message import ToolResultBlock, ToolUseBlock
@@ -129,16 +130,6 @@ class _Timeout(Exception):
 
 def _next_or_done(gen: GeneratorType[Any, Any, Any]) -> object:
     return next(gen, _DONE)
-
-
-def _unwrap_group(exc: BaseException) -> BaseException:
-    """The single exception inside (nested) one-member exception groups, else ``exc`` itself."""
-    while isinstance(exc, BaseExceptionGroup):
-        group = cast("BaseExceptionGroup[BaseException]", exc)
-        if len(group.exceptions) != 1:
-            return group
-        exc = group.exceptions[0]
-    return exc
 
 
 class Toolkit:
@@ -492,7 +483,7 @@ class Toolkit:
         For a streaming tool that already produced output, the model sees that output followed by the error
         (except for ``ModelRetry``, whose message is always sent alone).
         """
-        inner = _unwrap_group(exc)
+        inner = unwrap_group(exc)
         if isinstance(inner, ApprovalRequired):
             raise inner
         if isinstance(inner, ModelRetry):

@@ -22,11 +22,12 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
 
 import anyio
 
 from agentscope import tracing
+from agentscope._errors import unwrap_group
 from agentscope.agents import AgentBase
 from agentscope.exceptions import ModelError
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock, new_id
@@ -376,7 +377,7 @@ class EnvCluster:
                 if deadline.cancelled_caught:
                     episode._stop(fault=f"episode timed out after {self.episode_timeout_s:g}s")
         except Exception as exc:
-            inner = _unwrap(exc)
+            inner = unwrap_group(exc)
             if isinstance(inner, _EpisodeStopped):
                 pass  # the episode's flags say what happened
             elif isinstance(inner, ModelError | EnvironmentCrashed):
@@ -549,13 +550,3 @@ class EnvCluster:
 
 class _EpisodeStopped(Exception):
     """Internal: the episode was stopped (turn limit, step timeout); its flags say why."""
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The single exception inside (nested) one-member exception groups, else ``exc`` itself."""
-    while isinstance(exc, BaseExceptionGroup):
-        group = cast("BaseExceptionGroup[BaseException]", exc)
-        if len(group.exceptions) != 1:
-            return group
-        exc = group.exceptions[0]
-    return exc
