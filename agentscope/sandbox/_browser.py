@@ -169,9 +169,7 @@ class Browser:
         try:
             from playwright.async_api import async_playwright
         except ImportError:
-            raise SandboxError(
-                "the browser backend needs Playwright: pip install -e '.[browser]'"
-            ) from None
+            raise SandboxError("the browser backend needs Playwright: pip install -e '.[browser]'") from None
         if not await anyio.Path(self.executable_path).is_file():
             raise SandboxError(
                 f"no Chromium at {self.executable_path}: apt-get install chromium, or pass executable_path= "

@@ -4,58 +4,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 
 from agentscope.exceptions import SandboxError
 from agentscope.sandbox._base import Sandbox
-from agentscope.sandbox._types import BackendName, SandboxLimits, SandboxSpec
+from agentscope.sandbox._types import BackendName, SandboxSpec
 
-__all__ = ["make_spec", "open_sandbox", "resolve_backend", "start_sandbox"]
+__all__ = ["as_spec", "open_sandbox", "resolve_backend", "start_sandbox"]
 
 logger = logging.getLogger("agentscope.sandbox")
 
 _AUTO_CACHE_S = 30.0
-_RESERVED_DIRS = ("", "/usr", "/proc", "/dev", "/etc", "/bin", "/lib", "/lib64", "/sbin", "/sys", "/tmp")
 _auto_choice: tuple[float, str, str] | None = None
 
 
-def make_spec(
-    *,
-    backend: BackendName = "auto",
-    limits: SandboxLimits | Mapping[str, Any] | None = None,
-    network: bool = False,
-    image: str | None = None,
-    workdir: str = "/work",
-    runtime: str | None = None,
-    env: Mapping[str, str] | None = None,
-    mounts: tuple[str, ...] | list[str] = (),
-) -> SandboxSpec:
-    """Validate the arguments of :func:`open_sandbox` into a :class:`SandboxSpec` (raises SandboxError)."""
-    if limits is None:
-        limits = SandboxLimits()
-    elif not isinstance(limits, SandboxLimits):
-        limits = SandboxLimits(**dict(limits))
-    if not workdir.startswith("/") or workdir.rstrip("/") in _RESERVED_DIRS or ".." in workdir.split("/"):
-        raise SandboxError(f"workdir must be an absolute path of its own, such as /work; got {workdir!r}")
-    for mount in mounts:
-        if not mount.startswith("/") or mount.rstrip("/") in _RESERVED_DIRS or ".." in mount.split("/"):
-            raise SandboxError(
-                f"mounts must be absolute host paths below /, such as /opt/venv; got {mount!r}"
-            )
-    return SandboxSpec(
-        backend=backend,
-        limits=limits,
-        network=network,
-        image=image,
-        workdir=workdir.rstrip("/"),
-        runtime=runtime,
-        env=dict(env or {}),
-        mounts=tuple(mounts),
-    )
+def as_spec(spec: SandboxSpec | BackendName) -> SandboxSpec:
+    """``spec`` itself, or the default spec on the backend it names (raises SandboxError for an unknown one)."""
+    return spec if isinstance(spec, SandboxSpec) else SandboxSpec(backend=spec)
 
 
 async def resolve_backend(spec: SandboxSpec) -> str:
@@ -113,52 +81,30 @@ async def start_sandbox(spec: SandboxSpec) -> Sandbox:
 
 
 @asynccontextmanager
-async def open_sandbox(
-    backend: BackendName = "auto",
-    *,
-    limits: SandboxLimits | Mapping[str, Any] | None = None,
-    network: bool = False,
-    image: str | None = None,
-    workdir: str = "/work",
-    runtime: str | None = None,
-    env: Mapping[str, str] | None = None,
-    mounts: tuple[str, ...] | list[str] = (),
-) -> AsyncGenerator[Sandbox]:
+async def open_sandbox(spec: SandboxSpec | BackendName = "auto") -> AsyncGenerator[Sandbox]:
     """Start a sandbox, yield it, and remove it (with everything running inside) on exit, error or cancellation.
 
     Example::
 
-        async with open_sandbox(limits=SandboxLimits(memory_mb=256, timeout_s=10)) as sb:
+        async with open_sandbox("bwrap") as sb:
             r = await sb.exec(["python3", "-c", "print(1)"])
             assert r.stdout == "1\\n"
 
+        spec = SandboxSpec(limits=SandboxLimits(memory_mb=256, timeout_s=10), mounts=["/opt/venv"])
+        async with open_sandbox(spec) as sb:
+            ...
+
     Args:
-        backend: ``docker``, ``bwrap``, or ``auto`` (Docker when an engine answers and has the image, else
-            bubblewrap; the choice is logged on the ``agentscope.sandbox`` logger).
-        limits: memory, CPU, processes, default timeout, disk (a :class:`SandboxLimits` or a dict of its fields).
-        network: False (default): no network at all. True gives a bubblewrap sandbox the host's network
-            (``auto`` then picks bubblewrap); Docker sandboxes always run with ``--network none`` and refuse it.
-        image: Docker image (default: the one ``agentscope sandbox build-image`` builds).
-        workdir: the writable work dir inside (a size-limited tmpfs); relative paths start here.
-        runtime: Docker runtime, e.g. ``runsc`` (gVisor).
-        env: extra environment variables for every command.
-        mounts: host paths to show read-only inside (bubblewrap only).
+        spec: What to start (:class:`SandboxSpec`: backend, limits, network, image, workdir, runtime, env,
+            mounts), or just the backend with the default spec: ``docker``, ``bwrap``, or ``auto`` (Docker when
+            an engine answers and has the image, else bubblewrap; the choice is logged on the
+            ``agentscope.sandbox`` logger).
 
     Raises:
-        SandboxError: the backend is missing or broken, the image is missing, or an argument is invalid; the
-            message says how to fix it.
+        SandboxError: the backend is missing or broken, the image is missing, or the spec asks for what the
+            backend refuses (Docker sandboxes never get a network); the message says how to fix it.
     """
-    spec = make_spec(
-        backend=backend,
-        limits=limits,
-        network=network,
-        image=image,
-        workdir=workdir,
-        runtime=runtime,
-        env=env,
-        mounts=mounts,
-    )
-    sandbox = await start_sandbox(spec)
+    sandbox = await start_sandbox(as_spec(spec))
     try:
         yield sandbox
     finally:

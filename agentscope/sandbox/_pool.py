@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,8 +23,8 @@ import anyio
 from agentscope.exceptions import SandboxError
 from agentscope.sandbox._background import Background
 from agentscope.sandbox._base import Sandbox
-from agentscope.sandbox._open import make_spec, resolve_backend, start_sandbox
-from agentscope.sandbox._types import BackendName, SandboxLimits, SandboxSpec
+from agentscope.sandbox._open import as_spec, resolve_backend, start_sandbox
+from agentscope.sandbox._types import BackendName, SandboxSpec
 
 __all__ = ["PoolStats", "SandboxPool"]
 
@@ -96,13 +96,13 @@ class SandboxPool:
 
     Example::
 
-        async with SandboxPool("bwrap", size=8, max_concurrency=32) as pool:
+        async with SandboxPool(SandboxSpec(backend="bwrap", limits={"memory_mb": 256}), size=8) as pool:
             async with pool.acquire() as sb:      # ~1 ms when a warm one is there
                 r = await sb.exec("python3 -c 'print(1)'")
             # the sandbox is reset (or replaced) in the background
 
     Args:
-        backend, limits, network, image, workdir, runtime, env, mounts: the default spec, as for
+        spec: The default spec (a :class:`SandboxSpec`, or just its backend), as for
             :func:`~agentscope.sandbox.open_sandbox`; ``acquire(spec=...)`` may ask for another one, which gets
             its own ``size`` warm sandboxes.
         size: idle sandboxes kept warm per spec.
@@ -116,15 +116,8 @@ class SandboxPool:
 
     def __init__(
         self,
-        backend: BackendName = "auto",
+        spec: SandboxSpec | BackendName = "auto",
         *,
-        limits: SandboxLimits | Mapping[str, Any] | None = None,
-        network: bool = False,
-        image: str | None = None,
-        workdir: str = "/work",
-        runtime: str | None = None,
-        env: Mapping[str, str] | None = None,
-        mounts: tuple[str, ...] | list[str] = (),
         size: int = 4,
         max_concurrency: int | None = None,
         max_uses: int | None = None,
@@ -142,16 +135,7 @@ class SandboxPool:
             raise SandboxError(f"max_uses must be 1 or more (or None), got {max_uses}")
         if start_concurrency < 1:
             raise SandboxError(f"start_concurrency must be 1 or more, got {start_concurrency}")
-        self.spec = make_spec(
-            backend=backend,
-            limits=limits,
-            network=network,
-            image=image,
-            workdir=workdir,
-            runtime=runtime,
-            env=env,
-            mounts=mounts,
-        )
+        self.spec = as_spec(spec)
         """The default spec."""
         self.size = size
         """Idle sandboxes kept warm per spec."""

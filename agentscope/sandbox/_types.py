@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentscope.exceptions import SandboxError
 
@@ -18,12 +18,17 @@ MAX_FILE_BYTES = 1 << 28
 BackendName: TypeAlias = Literal["auto", "docker", "bwrap"]
 """Which isolation backend runs a sandbox: ``auto`` picks Docker when an engine answers, else bubblewrap."""
 
+_RESERVED_DIRS = ("", "/usr", "/proc", "/dev", "/etc", "/bin", "/lib", "/lib64", "/sbin", "/sys", "/tmp")
+
 
 def _validation_message(what: str, exc: ValidationError) -> str:
     problems: list[str] = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or what
-        problems.append(f"{field}: {error['msg']} (got {error.get('input')!r})")
+        # A validator's own ValueError reads as its message, without pydantic's "Value error, " in front.
+        cause = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
+        message = str(cause) if cause is not None else error["msg"]
+        problems.append(f"{field}: {message} (got {error.get('input')!r})")
     return f"invalid {what}: " + "; ".join(problems)
 
 
@@ -68,8 +73,16 @@ class SandboxLimits(BaseModel):
 
 
 class SandboxSpec(BaseModel):
-    """Everything that makes two sandboxes interchangeable: a :class:`~agentscope.sandbox.SandboxPool` keeps warm
-    sandboxes per spec. The arguments of :func:`~agentscope.sandbox.open_sandbox`, as data."""
+    """Everything that makes two sandboxes interchangeable: what :func:`~agentscope.sandbox.open_sandbox` starts,
+    and what a :class:`~agentscope.sandbox.SandboxPool` keeps warm sandboxes of. Invalid values raise
+    :class:`~agentscope.exceptions.SandboxError` naming the field.
+
+    Example::
+
+        spec = SandboxSpec(backend="bwrap", limits={"memory_mb": 256, "timeout_s": 10}, mounts=["/opt/venv"])
+        async with open_sandbox(spec) as sb:
+            ...
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -98,6 +111,23 @@ class SandboxSpec(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise SandboxError(_validation_message("sandbox spec", exc)) from None
+
+    @field_validator("workdir")
+    @classmethod
+    def _own_absolute_workdir(cls, workdir: str) -> str:
+        if not workdir.startswith("/") or workdir.rstrip("/") in _RESERVED_DIRS or ".." in workdir.split("/"):
+            raise ValueError("workdir must be an absolute path of its own, such as /work")
+        return workdir.rstrip("/")
+
+    @field_validator("mounts")
+    @classmethod
+    def _absolute_mounts(cls, mounts: tuple[str, ...]) -> tuple[str, ...]:
+        for mount in mounts:
+            if not mount.startswith("/") or mount.rstrip("/") in _RESERVED_DIRS or ".." in mount.split("/"):
+                raise ValueError(
+                    f"mounts must be absolute host paths below /, such as /opt/venv; not {mount!r}"
+                )
+        return mounts
 
 
 class ExecResult(BaseModel):

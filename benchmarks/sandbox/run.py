@@ -39,8 +39,8 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agentscope.exceptions import SandboxError  # noqa: E402
-from agentscope.sandbox import Sandbox, SandboxLimits, SandboxPool, open_sandbox  # noqa: E402
-from agentscope.sandbox._open import make_spec, start_sandbox  # noqa: E402
+from agentscope.sandbox import Sandbox, SandboxLimits, SandboxPool, SandboxSpec, open_sandbox  # noqa: E402
+from agentscope.sandbox._open import start_sandbox  # noqa: E402
 
 LIMITS = SandboxLimits(memory_mb=256, cpus=1.0, pids=64, timeout_s=30, disk_mb=64)
 
@@ -54,15 +54,15 @@ def ms(x: float) -> str:
     return f"{x * 1000:.1f}" if x >= 1e-4 else f"{x * 1000:.3f}"
 
 
-def kwargs_for(backend: str) -> dict[str, Any]:
+def spec_for(backend: str) -> SandboxSpec:
     if backend == "gvisor":
-        return {"backend": "docker", "runtime": "runsc"}
-    return {"backend": backend}
+        return SandboxSpec(backend="docker", runtime="runsc", limits=LIMITS)
+    return SandboxSpec(backend=backend, limits=LIMITS)
 
 
 async def usable(backend: str) -> str | None:
     try:
-        async with open_sandbox(limits=LIMITS, **kwargs_for(backend)) as sb:
+        async with open_sandbox(spec_for(backend)) as sb:
             await sb.exec(["true"])
     except SandboxError as exc:
         return str(exc)
@@ -78,7 +78,7 @@ async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
 async def bench_cold(backend: str, n: int) -> dict[str, float]:
     starts: list[float] = []
     closes: list[float] = []
-    spec = make_spec(limits=LIMITS, **kwargs_for(backend))
+    spec = spec_for(backend)
     for _ in range(n):
         t0 = time.perf_counter()
         sb = await start_sandbox(spec)
@@ -90,7 +90,7 @@ async def bench_cold(backend: str, n: int) -> dict[str, float]:
 
 
 async def bench_exec(backend: str, n: int) -> dict[str, float]:
-    async with open_sandbox(limits=LIMITS, **kwargs_for(backend)) as sb:
+    async with open_sandbox(spec_for(backend)) as sb:
         for _ in range(20):
             await sb.exec(["true"])
         times = [await timed(lambda: sb.exec(["true"])) for _ in range(n)]
@@ -104,7 +104,7 @@ async def bench_exec(backend: str, n: int) -> dict[str, float]:
 
 async def bench_acquire(backend: str, n: int) -> dict[str, float]:
     times: list[float] = []
-    async with SandboxPool(limits=LIMITS, size=4, **kwargs_for(backend)) as pool:
+    async with SandboxPool(spec_for(backend), size=4) as pool:
         for _ in range(n):
             t0 = time.perf_counter()
             async with pool.acquire():
@@ -164,7 +164,7 @@ def sandbox_pss_mib(sandboxes: list[Sandbox]) -> float:
 
 
 async def bench_concurrent(backend: str, k: int) -> dict[str, float]:
-    spec = make_spec(limits=LIMITS, **kwargs_for(backend))
+    spec = spec_for(backend)
     limiter = anyio.CapacityLimiter(4)
     sandboxes: list[Sandbox] = []
     failures: list[str] = []

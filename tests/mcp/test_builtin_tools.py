@@ -388,13 +388,13 @@ async def test_code_tools_accept_a_sandbox_per_call() -> None:
 @pytest.mark.integration
 async def test_code_tools_in_a_real_bubblewrap_sandbox() -> None:
     try:
-        from agentscope.sandbox import SandboxLimits, open_sandbox
+        from agentscope.sandbox import SandboxLimits, SandboxSpec, open_sandbox
     except ImportError as exc:
         pytest.skip(
             f"agentscope.sandbox is not available yet ({exc}); the fake sandbox tests cover the tools"
         )
     try:
-        async with open_sandbox("bwrap", limits=SandboxLimits(timeout_s=20)) as sandbox:
+        async with open_sandbox(SandboxSpec(backend="bwrap", limits=SandboxLimits(timeout_s=20))) as sandbox:
             toolkit = kit(*make_code_tools(sandbox, timeout_s=10))
             output, is_error = await call(
                 toolkit, "execute_python_code", code="import sys; print(6 * 7, sys.version_info[0])"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from agentscope.exceptions import SandboxError
-from agentscope.sandbox import Sandbox, SandboxLimits, open_sandbox
+from agentscope.sandbox import Sandbox, SandboxSpec, open_sandbox
 
 BACKENDS = ("bwrap", "bwrap-rlimit", "docker", "gvisor")
 """``gvisor`` is the Docker backend with ``runtime="runsc"`` (set up by scripts/setup.d/20-sandbox.sh);
@@ -97,16 +97,19 @@ class Opener:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __call__(self, **kwargs: Any) -> AbstractAsyncContextManager[Sandbox]:
+    def spec(self, **fields: Any) -> SandboxSpec:
+        """The :class:`SandboxSpec` with ``fields`` on this backend."""
         if self.name == "gvisor":
-            return open_sandbox("docker", runtime="runsc", **kwargs)
+            return SandboxSpec(backend="docker", runtime="runsc", **fields)
         if self.name == "bwrap-rlimit":
-            limits = kwargs.pop("limits", None) or SandboxLimits()
-            if not isinstance(limits, SandboxLimits):
-                limits = SandboxLimits(**limits)
-            limits = limits.model_copy(update={"strict": False})
-            return _without_cgroups(open_sandbox("bwrap", limits=limits, **kwargs))
-        return open_sandbox(self.name, **kwargs)  # type: ignore[arg-type]
+            spec = SandboxSpec(backend="bwrap", **fields)
+            return spec.model_copy(update={"limits": spec.limits.model_copy(update={"strict": False})})
+        return SandboxSpec(backend=self.name, **fields)
+
+    def __call__(self, **fields: Any) -> AbstractAsyncContextManager[Sandbox]:
+        """``open_sandbox`` on this backend, with ``fields`` of its spec."""
+        opening = open_sandbox(self.spec(**fields))
+        return _without_cgroups(opening) if self.name == "bwrap-rlimit" else opening
 
     def __repr__(self) -> str:
         return self.name

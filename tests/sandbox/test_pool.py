@@ -9,8 +9,7 @@ import anyio
 import pytest
 
 from agentscope.exceptions import SandboxError
-from agentscope.sandbox import SandboxLimits, SandboxPool
-from agentscope.sandbox._open import make_spec
+from agentscope.sandbox import SandboxLimits, SandboxPool, SandboxSpec
 
 if TYPE_CHECKING:
     from conftest import Opener  # type: ignore[import-not-found]
@@ -19,9 +18,7 @@ LIMITS = SandboxLimits(memory_mb=256, pids=64, timeout_s=20, disk_mb=32)
 
 
 def _pool(opener: Opener, **kwargs: object) -> SandboxPool:
-    if opener.name == "gvisor":
-        return SandboxPool("docker", runtime="runsc", limits=LIMITS, **kwargs)  # type: ignore[arg-type]
-    return SandboxPool(opener.name, limits=LIMITS, **kwargs)  # type: ignore[arg-type]
+    return SandboxPool(opener.spec(limits=LIMITS), **kwargs)  # type: ignore[arg-type]
 
 
 async def test_warm_acquire_is_fast_and_sandboxes_come_back_clean(api_backend: Opener) -> None:
@@ -85,7 +82,7 @@ async def test_max_uses_and_other_specs(api_backend: Opener) -> None:
             first = sb
         async with pool.acquire() as sb:
             assert sb is not first
-        other = make_spec(
+        other = SandboxSpec(
             backend=pool.spec.backend, limits={"memory_mb": 300, "pids": 64}, runtime=pool.spec.runtime
         )
         async with pool.acquire(other) as sb:
@@ -113,7 +110,7 @@ def test_bad_pool_arguments() -> None:
 
 
 async def test_pool_that_cannot_start_says_why(docker_works: None) -> None:
-    pool = SandboxPool("docker", image="agentscope-no-such-image:1", size=1)
+    pool = SandboxPool(SandboxSpec(backend="docker", image="agentscope-no-such-image:1"), size=1)
     with pytest.raises(SandboxError, match="missing"):
         async with pool:
             pass

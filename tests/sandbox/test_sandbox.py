@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from agentscope.exceptions import SandboxError
-from agentscope.sandbox import ExecResult, SandboxLimits, open_sandbox
+from agentscope.sandbox import ExecResult, SandboxLimits, SandboxSpec, open_sandbox
 
 if TYPE_CHECKING:
     from conftest import Opener  # type: ignore[import-not-found]
@@ -223,17 +223,32 @@ def test_bad_limits_name_the_field(field: str, value: object) -> None:
 
 async def test_bad_arguments() -> None:
     with pytest.raises(SandboxError, match="workdir"):
-        async with open_sandbox("bwrap", workdir="relative"):
+        async with open_sandbox(SandboxSpec(backend="bwrap", workdir="relative")):
             pass
     with pytest.raises(SandboxError, match="backend"):
         async with open_sandbox("podman"):  # type: ignore[arg-type]
             pass
     with pytest.raises(SandboxError, match="memory_mb"):
-        async with open_sandbox("bwrap", limits={"memory_mb": -5}):
+        async with open_sandbox(SandboxSpec(backend="bwrap", limits={"memory_mb": -5})):
             pass
     with pytest.raises(SandboxError, match="network"):
-        async with open_sandbox("docker", network=True):
+        async with open_sandbox(SandboxSpec(backend="docker", network=True)):
             pass
+
+
+def test_a_spec_checks_and_normalises_its_paths() -> None:
+    spec = SandboxSpec(workdir="/work/", mounts=["/opt/venv"], limits={"memory_mb": 64}, env={"A": "1"})
+    assert (spec.workdir, spec.mounts, spec.limits.memory_mb) == ("/work", ("/opt/venv",), 64)
+    for workdir in ("relative", "/usr", "/tmp/", "/work/../etc"):
+        with pytest.raises(SandboxError) as caught:
+            SandboxSpec(workdir=workdir)
+        assert str(caught.value) == (
+            f"invalid sandbox spec: workdir: workdir must be an absolute path of its own, such as /work "
+            f"(got {workdir!r})"
+        )
+    for mount in ("opt/venv", "/proc", "/a/../etc"):
+        with pytest.raises(SandboxError, match=rf"mounts: .* such as /opt/venv; not {mount!r}"):
+            SandboxSpec(mounts=(mount,))
 
 
 async def test_missing_engine_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -254,7 +269,7 @@ async def test_limits_that_cannot_be_enforced_are_refused_or_weakened_loudly(
     monkeypatch.setenv("AGENTSCOPE_SANDBOX_CGROUPS", "0")  # as on a machine where no cgroup can be made
     limits = SandboxLimits(memory_mb=64, cpus=0.5, pids=64, timeout_s=20)
     with pytest.raises(SandboxError) as refused:
-        async with open_sandbox("bwrap", limits=limits):
+        async with open_sandbox(SandboxSpec(backend="bwrap", limits=limits)):
             pytest.fail("a sandbox whose memory and CPU limits are not enforced was handed out")
     message = str(refused.value)
     for part in (
@@ -266,7 +281,8 @@ async def test_limits_that_cannot_be_enforced_are_refused_or_weakened_loudly(
     assert "strict=False" in message  # and the ways out
     assert "backend='docker'" in message
     with caplog.at_level(logging.WARNING, logger="agentscope.sandbox"):
-        async with open_sandbox("bwrap", limits=limits.model_copy(update={"strict": False})) as sb:
+        spec = SandboxSpec(backend="bwrap", limits=limits.model_copy(update={"strict": False}))
+        async with open_sandbox(spec) as sb:
             assert sb.limit_enforcement["memory"] == "rlimit AS, per process (not a total)"
             assert sb.limit_enforcement["cpus"] == "none (timeout only)"
             # The guest itself is not squeezed into 64 MiB: commands run (they failed with "can't start new thread").
@@ -288,7 +304,7 @@ async def test_missing_seccomp_binding_names_the_fix(monkeypatch: pytest.MonkeyP
         # Docker loads the filter before it talks to an engine; bubblewrap needs to be installed to get there.
         for backend in ("docker", "bwrap") if shutil.which("bwrap") else ("docker",):
             with pytest.raises(SandboxError, match=r"pip install -e '\.\[sandbox\]'"):
-                async with open_sandbox(backend, limits=LIMITS):  # type: ignore[arg-type]
+                async with open_sandbox(SandboxSpec(backend=backend, limits=LIMITS)):
                     pass
     finally:
         monkeypatch.undo()
@@ -297,7 +313,7 @@ async def test_missing_seccomp_binding_names_the_fix(monkeypatch: pytest.MonkeyP
 
 async def test_missing_image_names_the_fix(docker_works: None) -> None:
     with pytest.raises(SandboxError, match=r"build-image|missing"):
-        async with open_sandbox("docker", image="agentscope-no-such-image:1"):
+        async with open_sandbox(SandboxSpec(backend="docker", image="agentscope-no-such-image:1")):
             pass
 
 
@@ -306,7 +322,7 @@ async def test_auto_picks_a_backend_and_logs_it(caplog: pytest.LogCaptureFixture
 
     _open._auto_choice = None
     with caplog.at_level(logging.INFO, logger="agentscope.sandbox"):
-        async with open_sandbox("auto", limits=LIMITS) as sb:
+        async with open_sandbox(SandboxSpec(limits=LIMITS)) as sb:
             assert (await sb.exec("echo ok")).stdout == "ok\n"
     assert any(f"sandbox backend: {sb.backend}" in record.getMessage() for record in caplog.records)
 
@@ -319,7 +335,7 @@ async def test_bwrap_network_true_reaches_the_host_loopback(bwrap_works: None) -
     server.listen()
     try:
         port = server.getsockname()[1]
-        async with open_sandbox("bwrap", network=True, limits=LIMITS) as sb:
+        async with open_sandbox(SandboxSpec(backend="bwrap", network=True, limits=LIMITS)) as sb:
             code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3); print('ok')"
             r = await sb.exec(["python3", "-c", code])
             assert r.stdout == "ok\n", r

@@ -60,7 +60,7 @@ from agentscope.message import Msg
 from agentscope.rl._types import Task
 from agentscope.rl.envs import Environment, EnvResult, Observation, ScriptedPolicy
 from agentscope.rl.tasks._common import forced_to_answer, parse_levels, task_text, tool_outputs
-from agentscope.sandbox import BackendName, Sandbox, SandboxLimits, SandboxPool
+from agentscope.sandbox import BackendName, Sandbox, SandboxLimits, SandboxPool, SandboxSpec
 from agentscope.testing import ScriptItem, tool_call
 from agentscope.tools import Toolkit, ToolResponse
 from agentscope.tools.builtin import make_code_tools, make_file_tools
@@ -347,7 +347,7 @@ async def _lease_pool(backend: BackendName) -> _Shared:
     pools = _POOLS.setdefault(asyncio.get_running_loop(), {})
     shared = pools.get(backend)
     if shared is None:
-        shared = pools[backend] = _Shared(SandboxPool(backend, limits=_LIMITS, size=2))
+        shared = pools[backend] = _Shared(SandboxPool(SandboxSpec(backend=backend, limits=_LIMITS), size=2))
     shared.users += 1
     try:
         async with shared.lock:
