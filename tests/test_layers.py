@@ -10,8 +10,9 @@ import its own modules and any part of a strictly lower layer, never a peer in i
     types                                 ToolSchema, ChatResponse, ToolResponse... (the shared vocabulary)
     events                                stream events (deltas, ChatResponse, ToolResponse)
     formatters  tracing                   wire codecs; spans and the trace store
-    models  tools  memory  studio         chat models; toolkit and MCP; memory; the web studio (reads stores)
-    sandbox                               sandboxes, the browser (registers its tools in a Toolkit)
+    models  tools  memory  studio         chat models; toolkit, built-in tools and MCP; memory; the web studio
+    sandbox                               (reads stores); sandboxes and the browser (the tools drive them through
+                                          the SandboxLike and BrowserLike protocols, never importing them)
     agents  testing                       agents; test doubles for models and provider servers
     pipelines  rl                         multi-agent pipelines; reinforcement learning
     cli                                   the ``agentscope`` command
@@ -55,8 +56,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"types"}),
     frozenset({"events"}),
     frozenset({"formatters", "tracing"}),
-    frozenset({"models", "tools", "memory", "studio"}),
-    frozenset({"sandbox"}),
+    frozenset({"models", "tools", "memory", "studio", "sandbox"}),
     frozenset({"agents", "testing"}),
     frozenset({"pipelines", "rl"}),
     frozenset({"cli", ""}),  # "": the root package's __init__

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentscope.agents._react import ReActAgent
 from agentscope.tools import Toolkit
+from agentscope.tools.builtin import make_browser_tools
 
 if TYPE_CHECKING:
     from agentscope.models import ChatModel
@@ -60,7 +61,8 @@ class BrowserAgent(ReActAgent):
         **kwargs: Any,
     ) -> None:
         toolkit = toolkit if toolkit is not None else Toolkit()
-        session.register_tools(toolkit, screenshots=screenshots)
+        for tool in make_browser_tools(session, screenshots=screenshots):
+            toolkit.register(tool)
         if sys_prompt is None:
             note = ", plus a screenshot of the viewport" if screenshots else ""
             sys_prompt = BROWSER_SYS_PROMPT.format(screenshot_note=note)

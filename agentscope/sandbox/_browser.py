@@ -14,7 +14,7 @@ traffic (updates, safe browsing, metrics) is switched off.
 
 The page is driven by accessibility refs: :meth:`BrowserSession.snapshot` returns the page's ARIA tree in
 Playwright's AI mode, where each element carries ``[ref=eN]``; ``click``, ``type`` and friends take such a ref (or
-coordinates). :meth:`BrowserSession.register_tools` turns the session into tools for a
+coordinates). :func:`agentscope.tools.builtin.make_browser_tools` turns a session into tools for a
 :class:`~agentscope.tools.Toolkit`; each action's result is the new observation (URL, title, snapshot and, when
 asked, a screenshot), which is what :class:`~agentscope.agents.BrowserAgent` runs on.
 """
@@ -43,8 +43,6 @@ from agentscope.types import ToolResponse
 if TYPE_CHECKING:
     from playwright.async_api import Browser as PlaywrightBrowser
     from playwright.async_api import BrowserContext, Page, Playwright, Route, WebSocketRoute
-
-    from agentscope.tools import Toolkit
 
 __all__ = ["CHROMIUM_ARGS", "DEFAULT_CHROMIUM", "Browser", "BrowserSession", "open_browser"]
 
@@ -544,109 +542,3 @@ class BrowserSession:
         await self.page.wait_for_timeout(100)
         position = await self.page.evaluate("[window.scrollX, window.scrollY]")
         return f"Scrolled; the page is now at {position}."
-
-    # ------------------------------------------------------------------ as tools
-
-    def tool_functions(self, *, screenshots: bool = False) -> list[Callable[..., Any]]:
-        """The session's actions as tool functions whose result is the following observation."""
-        session = self
-
-        async def act(action: Callable[[], Any]) -> ToolResponse:
-            try:
-                note = await action()
-            except SandboxError as exc:
-                return ToolResponse.text(str(exc), is_error=True)
-            except Exception as exc:  # a Playwright error: timeouts, detached elements, navigation errors
-                message = str(exc).split("\n", 1)[0]
-                observation = await session.observe(screenshot=screenshots, note=f"Failed: {message}")
-                observation.is_error = True
-                return observation
-            return await session.observe(screenshot=screenshots, note=str(note))
-
-        async def browser_navigate(url: str) -> ToolResponse:
-            """Open a URL in the browser and show the page.
-
-            Args:
-                url: The address to open, e.g. http://127.0.0.1:8000/.
-            """
-            return await act(lambda: session.navigate(url))
-
-        async def browser_click(
-            ref: str = "", x: float | None = None, y: float | None = None
-        ) -> ToolResponse:
-            """Click an element by its ref from the snapshot (preferred), or a point of the viewport.
-
-            Args:
-                ref: The element's ref, such as e12, from the latest snapshot.
-                x: Horizontal pixel position, when clicking a point instead of a ref.
-                y: Vertical pixel position, when clicking a point instead of a ref.
-            """
-            return await act(lambda: session.click(ref or None, x=x, y=y))
-
-        async def browser_type(ref: str, text: str, submit: bool = False) -> ToolResponse:
-            """Type text into an input field, replacing what is there.
-
-            Args:
-                ref: The field's ref from the latest snapshot.
-                text: The text to enter.
-                submit: Press Enter afterwards.
-            """
-            return await act(lambda: session.type(ref, text, submit=submit))
-
-        async def browser_select(ref: str, option: str) -> ToolResponse:
-            """Choose an option of a drop-down or list box.
-
-            Args:
-                ref: The drop-down's ref from the latest snapshot.
-                option: The option's text, as the snapshot shows it.
-            """
-            return await act(lambda: session.select(ref, option))
-
-        async def browser_press(key: str) -> ToolResponse:
-            """Press a key on the focused element, e.g. Enter, Tab, ArrowDown or Control+A.
-
-            Args:
-                key: The key or chord.
-            """
-            return await act(lambda: session.press(key))
-
-        async def browser_scroll(dy: float = 600, dx: float = 0) -> ToolResponse:
-            """Scroll the page.
-
-            Args:
-                dy: Pixels down (negative: up).
-                dx: Pixels right (negative: left).
-            """
-            return await act(lambda: session.scroll(dx, dy))
-
-        async def browser_snapshot() -> ToolResponse:
-            """Show the current page again: URL, title and accessibility snapshot."""
-            return await session.observe(screenshot=screenshots)
-
-        async def browser_screenshot() -> ToolResponse:
-            """Take a screenshot of the visible part of the page."""
-            return ToolResponse(content=[await session.screenshot()])
-
-        return [
-            browser_navigate,
-            browser_click,
-            browser_type,
-            browser_select,
-            browser_press,
-            browser_scroll,
-            browser_snapshot,
-            browser_screenshot,
-        ]
-
-    def register_tools(
-        self, toolkit: Toolkit, *, screenshots: bool = False, group: str | None = None
-    ) -> list[str]:
-        """Register the browser tools in ``toolkit`` (in ``group`` when given); return their names."""
-        names: list[str] = []
-        for func in self.tool_functions(screenshots=screenshots):
-            if group is None:
-                toolkit.register(func)
-            else:
-                toolkit.register(func, group=group)
-            names.append(func.__name__)
-        return names

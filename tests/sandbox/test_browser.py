@@ -23,6 +23,7 @@ from agentscope.exceptions import SandboxError
 from agentscope.message import ImageBlock, Msg, ToolResultBlock
 from agentscope.sandbox import Browser, open_browser
 from agentscope.testing import ModelRequest, ScriptedModel, tool_call
+from agentscope.tools.builtin import make_browser_tools
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -293,6 +294,33 @@ async def test_browser_agent_drives_the_page(browser: Browser, site: tuple[int, 
             if isinstance(b, ImageBlock)
         ]
         assert images, "screenshots=True puts a screenshot in every observation"
+
+
+async def test_browser_tools_say_what_happened(browser: Browser, site: tuple[int, list[str]]) -> None:
+    port, _hits = site
+    async with browser.session(allowed_origins=_local(port), timeout_s=1) as page:
+        tools = {tool.__name__: tool for tool in make_browser_tools(page)}
+        opened = await tools["browser_navigate"](url=f"http://127.0.0.1:{port}/")
+        assert not opened.is_error
+        assert opened.text_content.startswith(f"Opened http://127.0.0.1:{port}/ (status 200).\nURL: ")
+        assert 'heading "Hello"' in opened.text_content
+        # Refused by the page itself: the reason alone, as an error.
+        refused = await tools["browser_click"](ref="not-a-ref")
+        assert refused.is_error
+        assert (
+            refused.text_content
+            == "'not-a-ref' is not an element ref: use one of the [ref=eN] of the snapshot, e.g. e3"
+        )
+        blocked = await tools["browser_navigate"](url="http://example.com/")
+        assert blocked.is_error
+        assert blocked.text_content.startswith("http://example.com/ is not reachable from this browser")
+        # Failed in Playwright (no element e9999: a timeout): an error with the page as it is now.
+        failed = await tools["browser_click"](ref="e9999")
+        assert failed.is_error
+        assert failed.text_content.startswith("Failed: ")
+        assert 'heading "Hello"' in failed.text_content
+        shot = await tools["browser_screenshot"]()
+        assert isinstance(shot.content[0], ImageBlock)
 
 
 def model_tools(agent: BrowserAgent) -> set[str]:
