@@ -28,7 +28,7 @@ __all__ = ["create_app"]
 
 _T = TypeVar("_T")
 
-STATIC_DIR = Path(str(resources.files("agentscope.studio") / "static"))
+_STATIC_DIR = Path(str(resources.files("agentscope.studio") / "static"))
 """The UI: plain HTML, JS and CSS shipped in the package (no build step)."""
 
 
@@ -135,10 +135,10 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:  # pyright: ignore[reportUnusedFunction]
-        html = await anyio.Path(STATIC_DIR / "index.html").read_text(encoding="utf-8")
+        html = await anyio.Path(_STATIC_DIR / "index.html").read_text(encoding="utf-8")
         return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.mount("/static", StaticFiles(directory=_STATIC_DIR, check_dir=False), name="static")
 
     # -------------------------------------------------------------- runs
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from agentscope.exceptions import UsageError
 
-__all__ = ["is_loopback", "serve", "studio_url"]
+__all__ = ["check_binding", "serve", "studio_url"]
 
 
-def is_loopback(host: str) -> bool:
+def _is_loopback(host: str) -> bool:
     """True for ``127.0.0.1``, ``::1``, ``localhost`` and the rest of the loopback range."""
     if host == "localhost":
         return True
@@ -34,7 +34,7 @@ def check_binding(host: str, token: str | None) -> None:
     Raises:
         UsageError: ``host`` is not a loopback address and there is no token (or it is too short).
     """
-    if is_loopback(host):
+    if _is_loopback(host):
         return
     if not token:
         raise UsageError(

@@ -14,7 +14,7 @@ import pytest
 
 import agentscope
 from agentscope import tracing
-from agentscope.studio import check_binding, create_app, is_loopback, studio_url
+from agentscope.studio import check_binding, create_app, studio_url
 from agentscope.tracing import TraceStore
 from agentscope.tracing._records import ExportBatch, RunRecord, SpanRecord
 
@@ -256,13 +256,11 @@ async def test_foreign_host_headers_are_refused_when_hosts_are_pinned(store: Tra
 
 
 def test_binding_rules() -> None:
-    assert is_loopback("127.0.0.1")
-    assert is_loopback("127.8.0.1")
-    assert is_loopback("::1")
-    assert is_loopback("localhost")
-    assert not is_loopback("0.0.0.0")
-    assert not is_loopback("example.org")
-    check_binding("127.0.0.1", None)
+    for loopback in ("127.0.0.1", "127.8.0.1", "::1", "[::1]", "localhost"):
+        check_binding(loopback, None)  # no token needed
+    for exposed in ("0.0.0.0", "example.org", "10.0.0.1", "::"):
+        with pytest.raises(agentscope.exceptions.UsageError, match="--token"):
+            check_binding(exposed, None)
     check_binding("0.0.0.0", "a-long-enough-token-123")
     with pytest.raises(agentscope.exceptions.UsageError, match="--token"):
         check_binding("0.0.0.0", None)
