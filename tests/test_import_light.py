@@ -7,8 +7,11 @@ that needs one of these imports it inside the function that uses it, or behind a
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +82,15 @@ def test_import_loads_no_heavy_module(name: str) -> None:
 def test_the_probe_sees_heavy_imports() -> None:
     """The check is not vacuous: importing a heavy module shows up in the probe's answer."""
     assert "starlette" in (_top_level_modules_after_import("starlette.requests") or set())
+
+
+def test_the_core_install_declares_no_heavy_package() -> None:
+    """``pip install -e .`` (no extras) gives the agent core only: the heavy packages come with extras."""
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    core = {
+        re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower()
+        for requirement in pyproject["project"]["dependencies"]
+    }
+    assert "pydantic" in core  # the parse found the list
+    heavy = sorted(core.intersection(HEAVY_MODULES))
+    assert not heavy, f"core dependencies {heavy} belong in an extra ([project.optional-dependencies])"
