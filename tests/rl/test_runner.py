@@ -133,9 +133,13 @@ async def test_train_in_process_then_resume(run: Path) -> None:
     assert len(ids) == len(set(ids))  # nothing trained twice
     # Versions never repeat: the restored weights (version 1) are served above the lost version 2.
     assert [m["version"] for m in metrics] == [1, 4, 5]
-    assert metrics[-1]["data/dropped_lost_version"] == 2
     rows = await stored(run)
     assert {rows[f"lost-{i}"][0].status for i in range(2)} == {"dropped_stale"}
+    # Every trajectory that version 2 had a hand in is dropped and counted: the two above, and any the first run
+    # stored after step 2 and never trained (how many depends on timing: none on an idle machine, some on a busy one).
+    made_by_lost_version = [t for t, _ in rows.values() if 2 in t.policy_versions]
+    assert {t.status for t in made_by_lost_version} == {"dropped_stale"}
+    assert metrics[-1]["data/dropped_lost_version"] == len(made_by_lost_version) >= 2
     assert all(t.min_version <= 1 or t.min_version >= 3 for t, step in rows.values() if step is not None)
 
     [record] = lines(run / "resumes.jsonl")
