@@ -5,7 +5,8 @@ import its own modules and any part of a strictly lower layer, never a peer in i
 
     exceptions                            errors (imports nothing of ours)
     _errors  _json  _lazy  _loading       private helpers: exception groups; tolerant JSON readers; lazy exports;
-    _sqlite  _uvicorn                     ``module:attr`` loading; SQLite files; background uvicorn servers
+    _net  _sqlite  _uvicorn               ``module:attr`` loading; loopback hosts; SQLite files; background uvicorn
+                                          servers
     message                               Msg and content blocks
     types                                 ToolSchema, ChatResponse, ToolResponse... (the shared vocabulary)
     events                                stream events (deltas, ChatResponse, ToolResponse)
@@ -51,7 +52,7 @@ PACKAGE_DIR = Path(agentscope.__file__).parent
 
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"exceptions"}),
-    frozenset({"_errors", "_json", "_lazy", "_loading", "_sqlite", "_uvicorn"}),
+    frozenset({"_errors", "_json", "_lazy", "_loading", "_net", "_sqlite", "_uvicorn"}),
     frozenset({"message"}),
     frozenset({"types"}),
     frozenset({"events"}),

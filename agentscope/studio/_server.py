@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from pathlib import Path
 
+from agentscope._net import is_loopback_host
 from agentscope.exceptions import UsageError
 
 __all__ = ["check_binding", "serve", "studio_url"]
-
-
-def _is_loopback(host: str) -> bool:
-    """True for ``127.0.0.1``, ``::1``, ``localhost`` and the rest of the loopback range."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def studio_url(host: str, port: int, token: str | None = None) -> str:
@@ -34,7 +24,7 @@ def check_binding(host: str, token: str | None) -> None:
     Raises:
         UsageError: ``host`` is not a loopback address and there is no token (or it is too short).
     """
-    if _is_loopback(host):
+    if is_loopback_host(host):
         return
     if not token:
         raise UsageError(

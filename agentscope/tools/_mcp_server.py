@@ -27,6 +27,7 @@ from mcp.server.context import ServerRequestContext
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import agentscope
+from agentscope._net import is_loopback_host
 from agentscope.exceptions import ApprovalRequired, UsageError
 from agentscope.message import Base64Source, ImageBlock, TextBlock, ToolResultBlock, ToolUseBlock, new_id
 from agentscope.tools._convert import merge_responses
@@ -216,7 +217,7 @@ def check_mcp_binding(host: str, token: str | None) -> None:
     """
     if token is not None and len(token) < _MIN_TOKEN:
         raise UsageError(f"the MCP server token must be at least {_MIN_TOKEN} characters long")
-    if _is_loopback(host) or token:
+    if is_loopback_host(host) or token:
         return
     raise UsageError(
         f"binding the MCP server to {host} lets anyone who can reach it run its tools on this machine: pass "
@@ -339,15 +340,6 @@ def parse_host_entry(entry: str) -> tuple[str, int | None]:
 def _is_ipv6(text: str) -> bool:
     try:
         return isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address)
-    except ValueError:
-        return False
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
