@@ -11,7 +11,7 @@ From Python::
 
 Only the data model is imported eagerly; the runner (``RLConfig``, ``train``, ``sft``, ``evaluate``,
 ``export_trajectories``) loads on first use, and the services load torch, transformers and verl when they run
-(``pip install 'agentscope[rl]'``).
+(``pip install -e '.[rl]'``).
 """
 
 import typing as _typing

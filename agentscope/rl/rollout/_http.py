@@ -47,7 +47,7 @@ def create_rollout_app(service: RolloutService) -> FastAPI:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         if (exc.name or "").split(".")[0] not in ("fastapi", "starlette"):
             raise
-        raise ImportError("the rollout HTTP app needs fastapi: pip install 'agentscope[serve]'") from exc
+        raise ImportError("the rollout HTTP app needs fastapi: pip install -e '.[serve]'") from exc
     return build_app(service)
 
 
@@ -94,7 +94,7 @@ class RolloutHTTPServer:
             host=self.host,
             port=self.port,
             name="the rollout HTTP server",
-            install_hint="pip install 'agentscope[serve]'",
+            install_hint="pip install -e '.[serve]'",
         )
         await background.astart()  # on this loop: the app calls the service, which lives here
         self._background, self.port = background, background.port

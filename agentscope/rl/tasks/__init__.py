@@ -11,7 +11,7 @@ Multi-step tool tasks, generated in code, graded by a verifier, with difficulty 
 
 GUI tasks: ``miniwob`` (:class:`MiniWoBEnv`, :func:`miniwob_tasks`): MiniWoB++'s web tasks in Chromium through
 the browser sandbox, rewarded by the page's own JavaScript (``miniwob:tasks=click-button|click-link,n=200``;
-``pip install 'agentscope[miniwob]'``; see ``docs/miniwob.md``).
+``pip install -e '.[miniwob]'``; see ``docs/miniwob.md``).
 
 Each comes with a scripted expert (proof that the tools suffice, and demonstrations) and a random policy (the
 baseline), both reading only the conversation.

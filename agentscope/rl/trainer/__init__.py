@@ -1,7 +1,7 @@
 """The trainer: verl-layout batches, policy-gradient updates with verl's algorithms, asynchronous checkpoints.
 
 :class:`TrainerConfig` and :class:`CheckpointError` are light; the rest loads torch, transformers and verl when
-first used (``pip install 'agentscope[rl]'``, and verl as ``scripts/setup.d/30-verl.sh`` installs it).
+first used (``pip install -e '.[rl]'``, and verl as ``scripts/setup.d/30-verl.sh`` installs it).
 """
 
 from __future__ import annotations

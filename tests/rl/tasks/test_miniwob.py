@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("miniwob") is None, reason="pip install 'agentscope[miniwob]'"
+    importlib.util.find_spec("miniwob") is None, reason="pip install -e '.[miniwob]'"
 )
 _CHROMIUM = (
     pytest.mark.asyncio(loop_scope="module"),

@@ -7,7 +7,7 @@
   ``select`` on the refs of a compact accessibility tree.
 - :func:`miniwob_expert` and :func:`miniwob_random_policy`: scripted policies over the conversation.
 
-The HTML comes from the ``miniwob`` package (``pip install 'agentscope[miniwob]'``), served from 127.0.0.1.
+The HTML comes from the ``miniwob`` package (``pip install -e '.[miniwob]'``), served from 127.0.0.1.
 Importing this package imports neither Playwright nor the ``miniwob`` package.
 """
 

@@ -22,7 +22,7 @@ __all__ = ["html_dir", "miniwob_task_names", "serve_html", "task_url", "validate
 
 logger = logging.getLogger("agentscope.rl.tasks")
 
-_INSTALL = "MiniWoB++ tasks need the miniwob package: pip install 'agentscope[miniwob]'"
+_INSTALL = "MiniWoB++ tasks need the miniwob package: pip install -e '.[miniwob]'"
 
 
 @functools.cache
