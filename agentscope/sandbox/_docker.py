@@ -78,12 +78,19 @@ def _import_docker() -> Any:
 
 
 def _engine_problem() -> str | None:
-    """A missing unix socket, found without the SDK (which leaks a socket when connecting to one fails)."""
+    """A missing or dead unix socket, found without the SDK (whose unix connection leaks its socket when
+    connecting fails, and ``DockerClient.close`` cannot reach it). Blocking (a local connect)."""
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if host.startswith("unix://"):
         path = host[len("unix://") :]
         if not os.path.exists(path):
             return f"no socket at {path}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(5)
+            try:
+                probe.connect(path)
+            except OSError as exc:
+                return f"nothing answers at {path}: {exc.strerror or exc}"
     return None
 
 
@@ -96,10 +103,16 @@ def _client_cached() -> docker.DockerClient:
             f"no Docker engine answers ({problem}); start it (dockerd, or `bash scripts/setup.sh` here), "
             "set DOCKER_HOST, or use backend='bwrap'"
         )
+    client: docker.DockerClient | None = None
     try:
         client = cast("docker.DockerClient", docker.from_env(timeout=60, max_pool_size=64))
         client.ping()
     except Exception as exc:
+        if (
+            client is not None
+        ):  # its socket would otherwise be left for the garbage collector (ResourceWarning)
+            with contextlib.suppress(Exception):
+                client.close()
         raise SandboxError(
             f"no Docker engine answers ({type(exc).__name__}: {exc}); start it (dockerd, or "
             "`bash scripts/setup.sh` here), set DOCKER_HOST, or use backend='bwrap'"
