@@ -211,7 +211,7 @@ class _ProcessTransport:
 
 
 class BwrapSandbox(Sandbox):
-    """A sandbox run by bubblewrap. Open it with ``open_sandbox(backend="bwrap")``."""
+    """A sandbox run by bubblewrap. Open it with ``open_sandbox("bwrap")`` or ``open_sandbox(SandboxSpec(backend="bwrap", ...))``."""
 
     backend = "bwrap"
 

@@ -108,9 +108,8 @@ def _client_cached() -> docker.DockerClient:
         client = cast("docker.DockerClient", docker.from_env(timeout=60, max_pool_size=64))
         client.ping()
     except Exception as exc:
-        if (
-            client is not None
-        ):  # its socket would otherwise be left for the garbage collector (ResourceWarning)
+        # Close what was opened: its socket would otherwise be left for the garbage collector (ResourceWarning).
+        if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
         raise SandboxError(
@@ -396,7 +395,7 @@ class _AttachTransport:
 
 
 class DockerSandbox(Sandbox):
-    """A sandbox in a Docker container. Open it with ``open_sandbox(backend="docker")``."""
+    """A sandbox in a Docker container. Open it with ``open_sandbox("docker")`` or ``open_sandbox(SandboxSpec(backend="docker", ...))``."""
 
     backend = "docker"
 

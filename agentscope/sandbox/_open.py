@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
 
 import anyio
@@ -21,9 +21,21 @@ _AUTO_CACHE_S = 30.0
 _auto_choice: tuple[float, str, str] | None = None
 
 
-def as_spec(spec: SandboxSpec | BackendName) -> SandboxSpec:
-    """``spec`` itself, or the default spec on the backend it names (raises SandboxError for an unknown one)."""
-    return spec if isinstance(spec, SandboxSpec) else SandboxSpec(backend=spec)
+def as_spec(spec: SandboxSpec | BackendName, fields: Mapping[str, object] | None = None) -> SandboxSpec:
+    """``spec`` itself, or the spec on the backend it names with ``fields`` (SandboxSpec's fields given as keyword
+    arguments, as ``open_sandbox(backend="bwrap", limits=...)`` was called before it took a spec).
+
+    Raises:
+        SandboxError: an unknown backend or field, or a bad value (naming the field).
+        TypeError: both a SandboxSpec and fields.
+    """
+    if isinstance(spec, SandboxSpec):
+        if fields:
+            raise TypeError(
+                f"give a SandboxSpec or its fields as keyword arguments, not both (got {', '.join(fields)})"
+            )
+        return spec
+    return SandboxSpec(**{"backend": spec, **(fields or {})})
 
 
 async def resolve_backend(spec: SandboxSpec) -> str:
@@ -81,7 +93,7 @@ async def start_sandbox(spec: SandboxSpec) -> Sandbox:
 
 
 @asynccontextmanager
-async def open_sandbox(spec: SandboxSpec | BackendName = "auto") -> AsyncGenerator[Sandbox]:
+async def open_sandbox(spec: SandboxSpec | BackendName = "auto", **fields: object) -> AsyncGenerator[Sandbox]:
     """Start a sandbox, yield it, and remove it (with everything running inside) on exit, error or cancellation.
 
     Example::
@@ -99,12 +111,13 @@ async def open_sandbox(spec: SandboxSpec | BackendName = "auto") -> AsyncGenerat
             mounts), or just the backend with the default spec: ``docker``, ``bwrap``, or ``auto`` (Docker when
             an engine answers and has the image, else bubblewrap; the choice is logged on the
             ``agentscope.sandbox`` logger).
+        **fields: Instead of a spec, its fields (``open_sandbox(backend="bwrap", limits=...)``).
 
     Raises:
         SandboxError: the backend is missing or broken, the image is missing, or the spec asks for what the
             backend refuses (Docker sandboxes never get a network); the message says how to fix it.
     """
-    sandbox = await start_sandbox(as_spec(spec))
+    sandbox = await start_sandbox(as_spec(spec, fields))
     try:
         yield sandbox
     finally:

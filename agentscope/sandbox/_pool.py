@@ -105,6 +105,7 @@ class SandboxPool:
         spec: The default spec (a :class:`SandboxSpec`, or just its backend), as for
             :func:`~agentscope.sandbox.open_sandbox`; ``acquire(spec=...)`` may ask for another one, which gets
             its own ``size`` warm sandboxes.
+        **fields: Instead of a spec, its fields (``SandboxPool(backend="bwrap", limits=..., size=8)``).
         size: idle sandboxes kept warm per spec.
         max_concurrency: most sandboxes handed out at once (all specs together); ``None``: no cap.
         max_uses: close a sandbox after this many episodes instead of resetting it; ``None``: never.
@@ -124,6 +125,7 @@ class SandboxPool:
         max_idle: int | None = None,
         check_on_acquire: bool = True,
         start_concurrency: int = 4,
+        **fields: object,
     ) -> None:
         if size < 0:
             raise SandboxError(f"pool size must be 0 or more, got {size}")
@@ -135,7 +137,7 @@ class SandboxPool:
             raise SandboxError(f"max_uses must be 1 or more (or None), got {max_uses}")
         if start_concurrency < 1:
             raise SandboxError(f"start_concurrency must be 1 or more, got {start_concurrency}")
-        self.spec = as_spec(spec)
+        self.spec = as_spec(spec, fields)
         """The default spec."""
         self.size = size
         """Idle sandboxes kept warm per spec."""
