@@ -157,6 +157,17 @@ class HTTPChannel:
         http_client: httpx2.AsyncClient | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
+        # httpx's classes look alike and half work here (no retries, raw errors), so they are refused by name.
+        if http_client is not None and not isinstance(http_client, httpx2.AsyncClient):
+            raise TypeError(
+                f"http_client must be an httpx2.AsyncClient, got {type(http_client).__module__}."
+                f"{type(http_client).__qualname__} (httpx is no longer used)"
+            )
+        if transport is not None and not isinstance(transport, httpx2.AsyncBaseTransport):
+            raise TypeError(
+                f"transport must be an httpx2.AsyncBaseTransport, got {type(transport).__module__}."
+                f"{type(transport).__qualname__} (httpx is no longer used)"
+            )
         self.provider = provider
         self.url = url
         self.retry = retry
@@ -190,7 +201,8 @@ class HTTPChannel:
         """Close our own client; a caller's client is left open. Safe to call twice; a later request reopens."""
         if not self._owns_client:
             return
-        client, self._client = self._client, None
+        async with self._client_lock:  # not while a first request is still making the client
+            client, self._client = self._client, None
         if client is not None:
             await client.aclose()
 
