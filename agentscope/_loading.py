@@ -7,6 +7,7 @@ the problem; each caller turns it into its own error (``typer.BadParameter``, ``
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -25,8 +26,8 @@ class LoadError(ValueError):
 def load_object(spec: str, *, file_default: Callable[[ModuleType], str] | None = None) -> object:
     """The object ``spec`` names: ``module:attribute``, or ``path/to/file.py[:attribute]``.
 
-    A file is executed as a new module (``_agentscope_user_<stem>``), with its folder put first on ``sys.path`` so
-    that it can import its neighbours. A module is imported by its dotted name.
+    A file is executed once per process as a module of its own (``_agentscope_user_<stem>_<hash of its path>``),
+    with its folder put first on ``sys.path`` (once) so that it can import its neighbours. A module is imported by its dotted name.
 
     Args:
         spec: What to load. A spec ending in ``.py`` or holding a path separator names a file.
@@ -57,14 +58,27 @@ def load_object(spec: str, *, file_default: Callable[[ModuleType], str] | None =
 
 
 def _run_file(path: Path) -> ModuleType:
+    """The module of ``path``, executed once per process (a second spec naming the same file, such as
+    ``agent.factory`` and ``env.factory`` in one file, gets the same module: one copy of each class)."""
     if not path.is_file():
         raise LoadError(f"no such file: {path}")
-    module_name = f"_agentscope_user_{path.stem}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    resolved = path.resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    module_name = f"_agentscope_user_{resolved.stem}_{digest}"  # two agent.py in two folders stay apart
+    loaded = sys.modules.get(module_name)
+    if loaded is not None:
+        return loaded
+    module_spec = importlib.util.spec_from_file_location(module_name, resolved)
     if module_spec is None or module_spec.loader is None:
         raise LoadError(f"cannot import {path}")
     module = importlib.util.module_from_spec(module_spec)
+    folder = str(resolved.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     sys.modules[module_name] = module
-    sys.path.insert(0, str(path.resolve().parent))
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]  # a half-run module is not reused by the next load
+        raise
     return module

@@ -26,8 +26,31 @@ def user_file(tmp_path: Path) -> Iterator[Path]:
     saved = list(sys.path)
     yield path
     sys.path[:] = saved
-    for name in ("neighbour_for_loading", "_agentscope_user_my_agent"):
-        sys.modules.pop(name, None)
+    for name in [n for n in sys.modules if n == "neighbour_for_loading" or n.startswith("_agentscope_user_")]:
+        del sys.modules[name]
+
+
+def test_a_file_runs_once_and_same_named_files_stay_apart(user_file: Path, tmp_path: Path) -> None:
+    first = load_object(f"{user_file}:make")
+    path_length = len(sys.path)
+    assert load_object(f"{user_file}:make") is first  # one module, one copy of each class and function
+    assert len(sys.path) == path_length
+    other = tmp_path / "elsewhere" / "my_agent.py"
+    other.parent.mkdir()
+    other.write_text("agent = 'the other one'\n")
+    assert load_object(f"{other}:agent") == "the other one"
+    assert load_object(f"{user_file}:agent") == 42
+
+
+def test_a_file_that_fails_halfway_is_not_kept(tmp_path: Path) -> None:
+    path = tmp_path / "broken_agent.py"
+    path.write_text("agent = 1\nraise RuntimeError('boom')\n")
+    with pytest.raises(RuntimeError, match="boom"):
+        load_object(f"{path}:agent")
+    assert not [n for n in sys.modules if n.startswith("_agentscope_user_broken_agent")]
+    path.write_text("agent = 2\n")
+    assert load_object(f"{path}:agent") == 2  # run again, not the half-run module
+    sys.path.remove(str(tmp_path))
 
 
 def test_a_module_attribute_loads() -> None:
@@ -57,7 +80,9 @@ def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
 def test_a_file_without_an_attribute_needs_a_default(user_file: Path) -> None:
     with pytest.raises(LoadError, match="expected MODULE:ATTRIBUTE"):
         load_object(str(user_file))
-    assert "_agentscope_user_my_agent" not in sys.modules  # refused before running the file
+    assert not [
+        n for n in sys.modules if n.startswith("_agentscope_user_my_agent")
+    ]  # refused before running it
 
 
 def test_errors_of_the_loaded_code_pass_through(tmp_path: Path) -> None:
