@@ -1,13 +1,8 @@
 """The MCP client: tools, resources and prompts of a Model Context Protocol server, for agents.
 
-Lifecycle. Each connection to the server lives in one dedicated background task, which opens the transport
-and the ``mcp`` SDK session, waits until it is told to stop (or the server process exits), and closes them
-again: every cancel scope the SDK opens is entered and exited in that one task, so any task may connect, call
-and close. Callers talk to the session directly (the SDK's session is safe to use from many tasks at once)::
-
-    connect()/async with ──► owner task: open transport ─► initialize ─► ready ── wait ── close transport
-                                                                   ▲
-    call_tool()/list_tools()/... from any number of tasks ─────────┘ (requests go straight to the session)
+:class:`MCPClient` is the requests half; the connection it sends them over (an owner task per connection,
+re-established when lost) is ``_mcp_connection``'s :class:`ServerConnection`, and MCP content becomes ours in
+``_mcp_convert`` (next to the server's conversion the other way).
 
 What a tool call can end in (``call_tool`` never raises for the server's problems; the model sees an error)::
 
@@ -27,37 +22,38 @@ What a tool call can end in (``call_tool`` never raises for the server's problem
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
-import json
 import logging
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypeVar, cast
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeAlias, TypeVar, cast
 
 import anyio
 import mcp_types as mtypes
 from mcp import Client as SdkClient
-from mcp.server import Server
-from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, REQUEST_TIMEOUT
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import JsonValue, ValidationError
 
-import agentscope
 from agentscope.exceptions import ToolError, UsageError
-from agentscope.message import Base64Source, ImageBlock, Msg, TextBlock
+from agentscope.message import Msg
 from agentscope.tools._convert import error_response
-from agentscope.tools._mcp_stdio import UNREADABLE_REPLY, StdioServer, StdioTransport
+from agentscope.tools._mcp_connection import (
+    STOP_TIMEOUT_S,
+    Connection,
+    LogCallback,
+    LogLevel,
+    MCPConnectionError,
+    MCPLogMessage,
+    MCPServerSpec,
+    ServerConnection,
+    loss_description,
+    maybe_await,
+)
+from agentscope.tools._mcp_convert import mcp_content_to_blocks, mcp_result_to_response
+from agentscope.tools._mcp_stdio import UNREADABLE_REPLY, StdioServer
 from agentscope.types import ToolResponse
-
-if TYPE_CHECKING:
-    from mcp.client._transport import Transport
 
 __all__ = [
     "MCPClient",
@@ -67,40 +63,12 @@ __all__ = [
     "MCPRequestError",
     "MCPServerSpec",
     "MCPToolEntry",
-    "mcp_content_to_blocks",
-    "mcp_result_to_response",
 ]
 
-logger = logging.getLogger("agentscope.mcp")
-
-MCPServerSpec: TypeAlias = "str | StdioServer | Server[Any] | MCPServer | Callable[[], Transport]"
-"""Where an :class:`MCPClient` connects: a streamable-HTTP URL, a :class:`StdioServer` to run, an in-process
-``mcp`` server (``Server`` or ``MCPServer``; handy in tests), or a zero-argument callable returning a fresh
-``mcp`` transport (an async context manager yielding the read and write streams) for each connection."""
-
-LogLevel: TypeAlias = Literal["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
-
 _T = TypeVar("_T")
+_Page = TypeVar("_Page", bound=mtypes.PaginatedResult, covariant=True)
 _DEFAULT: Final = object()
 _TOOL_NAME_RE = re.compile(r"[^A-Za-z0-9_-]")
-_PY_LEVELS: Final[Mapping[str, int]] = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "notice": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "alert": logging.CRITICAL,
-    "emergency": logging.CRITICAL,
-}
-_STOP_TIMEOUT_S = 10.0
-_STARTING_GRACE_S = 0.2
-
-
-class MCPConnectionError(ToolError):
-    """An MCP server could not be reached: it did not start, did not answer the handshake in time, or the
-    connection was lost and could not be re-established. The message names the server and says why (with the
-    end of its stderr for a stdio server that exited)."""
 
 
 class MCPRequestError(ToolError):
@@ -128,22 +96,7 @@ class MCPProgress:
     """What the server is doing, when it says."""
 
 
-@dataclass(frozen=True, slots=True)
-class MCPLogMessage:
-    """A log message sent by an MCP server (``notifications/message``)."""
-
-    server: str
-    """Name of the server."""
-    level: str
-    """MCP log level: ``debug``, ``info``, ``notice``, ``warning``, ``error``, ``critical``, ``alert``..."""
-    logger: str | None
-    """The server-side logger name, when given."""
-    data: Any
-    """The message: a string or any JSON value."""
-
-
 ProgressCallback: TypeAlias = Callable[[MCPProgress], Awaitable[None] | None]
-LogCallback: TypeAlias = Callable[[MCPLogMessage], Awaitable[None] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,29 +116,7 @@ class MCPToolEntry:
     function returning the result."""
 
 
-@dataclass(eq=False)
-class _Connection:
-    generation: int
-    ready: anyio.Event = field(default_factory=anyio.Event)
-    wake: anyio.Event = field(default_factory=anyio.Event)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    scope: anyio.CancelScope | None = None
-    stop_requested: bool = False
-    client: SdkClient | None = None
-    transport: StdioTransport | None = None
-    error: BaseException | None = None
-    lost: bool = False
-
-    @property
-    def usable(self) -> bool:
-        return self.client is not None and not self.lost and not self.wake.is_set() and not self.done.is_set()
-
-    def request_stop(self) -> None:
-        self.stop_requested = True
-        self.wake.set()
-
-
-class MCPClient:
+class MCPClient(ServerConnection):
     """A client of one MCP server: lists and calls its tools, reads its resources and prompts.
 
     Use it as an async context manager, or call :meth:`connect` and :meth:`aclose` (from any tasks)::
@@ -239,265 +170,26 @@ class MCPClient:
         """
         if timeout_s is not None and not timeout_s > 0:
             raise UsageError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}")
-        if not connect_timeout_s > 0:
-            raise UsageError(
-                f"connect_timeout_s must be a positive number of seconds, got {connect_timeout_s!r}"
-            )
-        self._server = server
-        self._explicit_name = name is not None
-        self.name: str = name if name is not None else _default_name(server)
-        """Name used in messages, logs and tool errors."""
+        super().__init__(
+            server,
+            name=name,
+            connect_timeout_s=connect_timeout_s,
+            on_log=on_log,
+            log_level=log_level,
+            headers=headers,
+        )
         self.timeout_s = timeout_s
         """Default limit for each request, in seconds."""
-        self.connect_timeout_s = connect_timeout_s
-        """Limit for starting the server and the handshake, in seconds."""
         self.on_progress = on_progress
         """Receives every progress notification."""
-        self.on_log = on_log
-        """Receives every log message of the server."""
-        self.log_level: LogLevel | None = log_level
-        """Lowest log level requested from the server."""
-        self.headers: Mapping[str, str] = dict(headers or {})
-        """HTTP headers sent to a streamable-HTTP server."""
         self.retry_on_reconnect = retry_on_reconnect
         """Send a call that found the connection lost on the re-established one instead of reporting it."""
-        self.restarts = 0
-        """How many times the connection was re-established after being lost."""
-        self._conn: _Connection | None = None
-        self._generation = 0
-        self._lock: anyio.Lock | None = None
-        self._closed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._log = logging.getLogger(f"agentscope.mcp.{_logger_suffix(self.name)}")
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> MCPClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def connect(self) -> None:
-        """Start (or reach) the server and complete the MCP handshake. Does nothing when already connected.
-
-        Raises:
-            MCPConnectionError: the server did not start or did not answer in time.
-            UsageError: the client was closed (a closed client cannot be reopened; make a new one).
-        """
-        if self._closed:
-            raise UsageError(f"MCP client {self.name!r} is closed; create a new MCPClient to connect again")
-        conn = self._conn
-        if conn is not None and conn.usable:
-            return
-        await self._reconnect(conn, counting=False)
-
-    async def aclose(self) -> None:
-        """Close the connection and stop a stdio server (its whole process group). Safe to call many times,
-        from any task, and while cancelled (the shutdown is shielded and bounded)."""
-        self._closed = True
-        with anyio.CancelScope(shield=True):
-            conn = self._conn
-            if conn is not None:
-                await _stop(conn)
-            pending = [t for t in self._tasks if not t.done()]
-            if pending:
-                with anyio.move_on_after(_STOP_TIMEOUT_S):
-                    await asyncio.wait(pending)
-
-    @property
-    def connected(self) -> bool:
-        """Whether a live connection is open (a server that exited counts as not connected)."""
-        conn = self._conn
-        return conn is not None and conn.usable
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._closed
-
-    @property
-    def server_pid(self) -> int | None:
-        """Process id of the running stdio server; ``None`` for other transports or when not running."""
-        conn = self._conn
-        if conn is None or conn.transport is None or conn.done.is_set():
-            return None
-        return conn.transport.pid
-
-    @property
-    def server_info(self) -> mtypes.Implementation | None:
-        """Name and version the server reported, when connected."""
-        conn = self._conn
-        return conn.client.server_info if conn is not None and conn.client is not None else None
-
-    @property
-    def session(self) -> SdkClient:
-        """The ``mcp`` SDK client of the current connection, for what this class does not wrap.
-
-        It is replaced when the connection is re-established; don't keep it.
-
-        Raises:
-            UsageError: not connected.
-        """
-        conn = self._conn
-        if conn is None or conn.client is None or not conn.usable:
-            raise UsageError(f"MCP client {self.name!r} is not connected; call connect() first")
-        return conn.client
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self.connected else "not connected"
         return f"MCPClient(name={self.name!r}, {state})"
 
-    async def _reconnect(self, old: _Connection | None, *, counting: bool = True) -> _Connection:
-        """The live connection: ``old`` is replaced by a new one unless another task already did it."""
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:
-            if self._closed:
-                raise UsageError(f"MCP client {self.name!r} is closed")
-            current = self._conn
-            if current is not None and current is not old and current.usable:
-                return current
-            if current is not None:
-                with anyio.CancelScope(shield=True):
-                    await _stop(current)
-            conn = await self._open()
-            if counting:
-                self.restarts += 1
-                self._log.warning("reconnected to MCP server %r (restart %d)", self.name, self.restarts)
-            return conn
-
-    async def _open(self) -> _Connection:
-        self._generation += 1
-        conn = _Connection(self._generation)
-        self._conn = conn
-        self._spawn(self._own(conn))
-        try:
-            with anyio.fail_after(self.connect_timeout_s):
-                await conn.ready.wait()
-        except TimeoutError:
-            with anyio.CancelScope(shield=True):
-                await _stop(conn)
-            raise MCPConnectionError(
-                f"MCP server {self.name!r} did not finish connecting within {self.connect_timeout_s:g}s"
-                + _stderr_note(conn)
-            ) from None
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await _stop(conn)
-            raise
-        if self._closed:
-            with anyio.CancelScope(shield=True):
-                await _stop(conn)
-            raise UsageError(f"MCP client {self.name!r} was closed while connecting")
-        if conn.error is not None or conn.client is None:
-            raise MCPConnectionError(
-                f"cannot connect to MCP server {self.name!r}: {_describe_error(conn.error)}"
-                + _stderr_note(conn)
-            ) from conn.error
-        if not self._explicit_name and conn.client.server_info is not None and conn.client.server_info.name:
-            self.name = conn.client.server_info.name
-            self._log = logging.getLogger(f"agentscope.mcp.{_logger_suffix(self.name)}")
-        return conn
-
-    def _spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
-        """Run ``coro`` in a task of its own that no caller's cancel scope reaches; :meth:`aclose` waits for it."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            coro.close()
-            raise UsageError("MCPClient runs on the asyncio event loop (anyio's asyncio backend)") from None
-        task = loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _own(self, conn: _Connection) -> None:
-        """The owner task of one connection: open it, hold it until told to stop (or the server exits), close it."""
-        try:
-            with anyio.CancelScope() as scope:
-                conn.scope = scope
-                if conn.stop_requested:
-                    scope.cancel()
-                await _preload_sdk_modules()
-                async with AsyncExitStack() as stack:
-                    client = SdkClient(
-                        await self._target(conn, stack),
-                        logging_callback=self._on_log_message,
-                        log_level=self.log_level,
-                        client_info=mtypes.Implementation(name="agentscope", version=agentscope.__version__),
-                        cache=None,
-                    )
-                    await stack.enter_async_context(client)
-                    conn.client = client
-                    await self._after_handshake(client)
-                    conn.ready.set()
-                    await conn.wake.wait()
-        except Exception as exc:  # recorded for the caller: the owner task must not die with an error
-            conn.error = exc
-            if conn.ready.is_set() and not conn.stop_requested:
-                self._log.warning("connection to MCP server %r ended: %s", self.name, _describe_error(exc))
-        finally:
-            conn.lost = True
-            conn.ready.set()
-            conn.done.set()
-
-    async def _target(self, conn: _Connection, stack: AsyncExitStack) -> Any:
-        """What the SDK client connects to, for one connection; resources it needs go on ``stack``."""
-        server = self._server
-        if isinstance(server, StdioServer):
-            transport = StdioTransport(server, on_stderr=self._on_stderr_line, on_exit=conn.wake.set)
-            conn.transport = transport
-            return transport
-        if isinstance(server, str):
-            from mcp.client.streamable_http import streamable_http_client
-            from mcp.shared._httpx_utils import create_mcp_http_client
-
-            # Built in a worker thread: creating an HTTP client loads the TLS trust store from disk.
-            headers = dict(self.headers) if self.headers else None
-            http = await anyio.to_thread.run_sync(create_mcp_http_client, headers)
-            await stack.enter_async_context(http)
-            return streamable_http_client(server, http_client=http)
-        if isinstance(server, Server | MCPServer):
-            return cast("Any", server)
-        return server()
-
-    async def _after_handshake(self, client: SdkClient) -> None:
-        """Ask a handshake-era server for log messages (newer servers get the level with every request)."""
-        level = self.log_level
-        caps = client.server_capabilities
-        if level is None or caps.logging is None or client.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            return
-        request = mtypes.SetLevelRequest(params=mtypes.SetLevelRequestParams(level=level))
-        try:
-            await client.session.send_request(request, mtypes.EmptyResult, request_read_timeout_seconds=5)
-        except (MCPError, ValidationError) as exc:
-            self._log.debug("MCP server %r refused logging/setLevel: %s", self.name, exc)
-
-    async def _on_log_message(self, params: mtypes.LoggingMessageNotificationParams) -> None:
-        message = MCPLogMessage(server=self.name, level=params.level, logger=params.logger, data=params.data)
-        self._log.log(_PY_LEVELS.get(params.level, logging.INFO), "%s", params.data)
-        if self.on_log is not None:
-            await _maybe_await(self.on_log(message))
-
-    def _on_stderr_line(self, line: str) -> None:
-        if line.strip():
-            self._log.info("[stderr] %s", line)
-
     # ------------------------------------------------------------------ requests
-
-    async def _live(self) -> _Connection:
-        conn = self._conn
-        if conn is not None and conn.usable:
-            return conn
-        if self._closed:
-            raise UsageError(f"MCP client {self.name!r} is closed")
-        if conn is None:
-            raise UsageError(
-                f"MCP client {self.name!r} is not connected; use `async with MCPClient(...)` or call connect()"
-            )
-        return await self._reconnect(conn)
 
     async def _request(self, what: str, send: Callable[[SdkClient], Awaitable[_T]]) -> _T:
         """Send an idempotent request; re-establish a lost connection and retry once."""
@@ -530,48 +222,20 @@ class MCPClient:
             MCPConnectionError: the server cannot be reached.
             MCPRequestError: the server answered with an error.
         """
-
-        async def send(client: SdkClient) -> list[mtypes.Tool]:
-            tools: list[mtypes.Tool] = []
-            cursor: str | None = None
-            while True:
-                page = await client.list_tools(cursor=cursor)
-                tools.extend(page.tools)
-                cursor = page.next_cursor
-                if not cursor:
-                    return tools
-
-        return await self._request("tools/list", send)
+        return await self._request("tools/list", lambda c: _every_page(c.list_tools, lambda p: p.tools))
 
     async def list_resources(self) -> list[mtypes.Resource]:
         """All resources the server lists (every page)."""
-
-        async def send(client: SdkClient) -> list[mtypes.Resource]:
-            resources: list[mtypes.Resource] = []
-            cursor: str | None = None
-            while True:
-                page = await client.list_resources(cursor=cursor)
-                resources.extend(page.resources)
-                cursor = page.next_cursor
-                if not cursor:
-                    return resources
-
-        return await self._request("resources/list", send)
+        return await self._request(
+            "resources/list", lambda c: _every_page(c.list_resources, lambda p: p.resources)
+        )
 
     async def list_resource_templates(self) -> list[mtypes.ResourceTemplate]:
         """All resource templates (URI patterns) the server lists (every page)."""
-
-        async def send(client: SdkClient) -> list[mtypes.ResourceTemplate]:
-            templates: list[mtypes.ResourceTemplate] = []
-            cursor: str | None = None
-            while True:
-                page = await client.list_resource_templates(cursor=cursor)
-                templates.extend(page.resource_templates)
-                cursor = page.next_cursor
-                if not cursor:
-                    return templates
-
-        return await self._request("resources/templates/list", send)
+        return await self._request(
+            "resources/templates/list",
+            lambda c: _every_page(c.list_resource_templates, lambda p: p.resource_templates),
+        )
 
     async def read_resource(
         self, uri: str
@@ -589,18 +253,7 @@ class MCPClient:
 
     async def list_prompts(self) -> list[mtypes.Prompt]:
         """All prompt templates the server offers (every page)."""
-
-        async def send(client: SdkClient) -> list[mtypes.Prompt]:
-            prompts: list[mtypes.Prompt] = []
-            cursor: str | None = None
-            while True:
-                page = await client.list_prompts(cursor=cursor)
-                prompts.extend(page.prompts)
-                cursor = page.next_cursor
-                if not cursor:
-                    return prompts
-
-        return await self._request("prompts/list", send)
+        return await self._request("prompts/list", lambda c: _every_page(c.list_prompts, lambda p: p.prompts))
 
     async def get_prompt(self, name: str, arguments: Mapping[str, str] | None = None) -> list[Msg]:
         """A prompt rendered by the server, as messages ready for an agent's memory or a model.
@@ -703,10 +356,10 @@ class MCPClient:
             return mcp_result_to_response(result, server=self.name, tool=name)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _lost_before_call(self, old: _Connection, tool: str) -> ToolResponse:
+    def _lost_before_call(self, old: Connection, tool: str) -> ToolResponse:
         """The error for a call that found the connection lost and re-established before it was sent."""
         if isinstance(self._server, StdioServer):
-            what = f"{_loss_description(old)} since the last call, so it was restarted"
+            what = f"{loss_description(old)} since the last call, so it was restarted"
         else:
             what = "dropped the connection since the last call (or restarted), so it was reconnected"
         self._log.warning("MCP server %r %s; call of tool %r not sent", self.name, what, tool)
@@ -724,7 +377,7 @@ class MCPClient:
         )
 
     async def _call_failed(
-        self, conn: _Connection, tool: str, exc: MCPError, limit_s: float | None
+        self, conn: Connection, tool: str, exc: MCPError, limit_s: float | None
     ) -> ToolResponse:
         server = self.name
         if exc.code == REQUEST_TIMEOUT:
@@ -753,7 +406,7 @@ class MCPClient:
             failure = str(again)
         except UsageError:
             failure = "the client was closed"
-        what = _loss_description(conn)  # after the reconnect: the old process has been reaped by now
+        what = loss_description(conn)  # after the reconnect: the old process has been reaped by now
         self._log.warning("MCP server %r %s while running tool %r", server, what, tool)
         if failure is not None:
             return error_response(
@@ -776,7 +429,7 @@ class MCPClient:
             if debug:
                 self._log.debug("progress of %r: %s/%s %s", tool, progress, total, message or "")
             for callback in listeners:
-                await _maybe_await(callback(event))
+                await maybe_await(callback(event))
 
         return on_progress
 
@@ -822,7 +475,7 @@ class MCPClient:
                 not task.done()
             ):  # the consumer left early or was cancelled: cancel the call (and on the server)
                 task.cancel()
-                with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_TIMEOUT_S):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_TIMEOUT_S):
                     await asyncio.wait([task])
         yield task.result()
 
@@ -885,104 +538,25 @@ class MCPClient:
         return func
 
 
-# ---------------------------------------------------------------------- conversions
-
-
-def mcp_content_to_blocks(content: Sequence[mtypes.ContentBlock]) -> list[TextBlock | ImageBlock]:
-    """MCP content as blocks a model can see: text as text, images inline (base64), embedded text resources
-    as their text; audio, links and binary resources as a one-line description."""
-    blocks: list[TextBlock | ImageBlock] = []
-    for item in content:
-        if isinstance(item, mtypes.TextContent):
-            blocks.append(TextBlock(text=item.text))
-        elif isinstance(item, mtypes.ImageContent):
-            blocks.append(ImageBlock(source=Base64Source(media_type=item.mime_type, data=item.data)))
-        elif isinstance(item, mtypes.EmbeddedResource):
-            resource = item.resource
-            if isinstance(resource, mtypes.TextResourceContents):
-                blocks.append(TextBlock(text=resource.text))
-            elif (resource.mime_type or "").startswith("image/"):
-                blocks.append(
-                    ImageBlock(source=Base64Source(media_type=resource.mime_type or "", data=resource.blob))
-                )
-            else:
-                size = len(resource.blob) * 3 // 4
-                blocks.append(
-                    TextBlock(
-                        text=f"[binary resource {resource.uri} ({resource.mime_type or 'unknown type'}, ~{size} bytes)]"
-                    )
-                )
-        elif isinstance(item, mtypes.ResourceLink):
-            about = f": {item.description}" if item.description else ""
-            blocks.append(TextBlock(text=f"[resource {item.name} <{item.uri}>{about}]"))
-        else:
-            blocks.append(TextBlock(text=f"[audio ({item.mime_type}), not shown]"))
-    return blocks
-
-
-def mcp_result_to_response(result: mtypes.CallToolResult, *, server: str, tool: str) -> ToolResponse:
-    """An MCP tool result as a :class:`ToolResponse`: content blocks converted (see
-    :func:`mcp_content_to_blocks`), ``structuredContent`` kept in ``structured`` (and shown as JSON text when
-    the result has no content), ``isError`` kept."""
-    blocks: list[TextBlock | ImageBlock] = mcp_content_to_blocks(result.content)
-    structured = cast("JsonValue", result.structured_content)
-    if not blocks and structured is not None:
-        blocks = [TextBlock(text=json.dumps(structured, ensure_ascii=False))]
-    return ToolResponse(
-        content=blocks,
-        structured=structured,
-        is_error=result.is_error,
-        metadata={"mcp_server": server, "mcp_tool": tool},
-    )
-
-
 # ---------------------------------------------------------------------- helpers
 
 
-async def _stop(conn: _Connection) -> None:
-    """Stop a connection's owner task and wait for it (bounded); shield the caller's cancellation yourself.
+class _ListPage(Protocol[_Page]):
+    """One of the SDK client's paginated list requests (``list_tools``, ``list_prompts``...)."""
 
-    A connection that is still starting is cut off at once (a server that has not finished the handshake gets
-    a short grace period, not the usual one, before it is terminated).
-    """
-    conn.request_stop()
-    if not conn.ready.is_set():
-        if conn.transport is not None:
-            conn.transport.grace_s = _STARTING_GRACE_S
-        if conn.scope is not None:
-            conn.scope.cancel()
-    with anyio.move_on_after(_STOP_TIMEOUT_S):
-        await conn.done.wait()
-        return
-    if conn.scope is not None:
-        conn.scope.cancel()
-    with anyio.move_on_after(_STOP_TIMEOUT_S):
-        await conn.done.wait()
+    def __call__(self, *, cursor: str | None = None) -> Awaitable[_Page]: ...
 
 
-_preloaded = False
-
-
-async def _preload_sdk_modules() -> None:
-    """Import, in a worker thread, the modules the SDK imports lazily on the event loop (once per process).
-
-    The SDK imports ``jsonschema`` (which reads its schema files from disk) the first time a tool with an
-    output schema returns: a blocking pause on the event loop in the middle of a run, done here up front.
-    """
-    global _preloaded
-    if not _preloaded:
-        await anyio.to_thread.run_sync(_import_sdk_modules)
-        _preloaded = True
-
-
-def _import_sdk_modules() -> None:
-    for name in ("jsonschema.exceptions", "jsonschema.validators", "referencing", "referencing.exceptions"):
-        importlib.import_module(name)
-
-
-async def _maybe_await(value: Awaitable[None] | None) -> None:
-    if inspect.isawaitable(value):
-        await value
+async def _every_page(list_page: _ListPage[_Page], items: Callable[[_Page], Sequence[_T]]) -> list[_T]:
+    """Every item of a paginated list: request page after page, following ``nextCursor`` until there is none."""
+    found: list[_T] = []
+    cursor: str | None = None
+    while True:
+        page = await list_page(cursor=cursor)
+        found.extend(items(page))
+        cursor = page.next_cursor
+        if not cursor:
+            return found
 
 
 def _connection_lost(exc: MCPError) -> bool:
@@ -990,38 +564,6 @@ def _connection_lost(exc: MCPError) -> bool:
     return exc.code == CONNECTION_CLOSED or (
         exc.code == INVALID_REQUEST and exc.message == "Session terminated"
     )
-
-
-def _loss_description(conn: _Connection) -> str:
-    transport = conn.transport
-    if transport is not None and transport.returncode is not None:
-        code = transport.returncode
-        return f"was killed by signal {-code}" if code < 0 else f"exited (exit code {code})"
-    return "closed the connection"
-
-
-def _stderr_note(conn: _Connection) -> str:
-    transport = conn.transport
-    if transport is None or not transport.stderr_tail:
-        return ""
-    tail = "\n".join(list(transport.stderr_tail)[-10:])
-    return f"\nIts stderr ended with:\n{tail}"
-
-
-def _describe_error(error: BaseException | None) -> str:
-    exc: BaseException | None = error
-    while isinstance(exc, BaseExceptionGroup):
-        members: tuple[BaseException, ...] = cast("BaseExceptionGroup[BaseException]", exc).exceptions
-        if len(members) != 1:
-            break
-        exc = members[0]
-    if exc is None:
-        return "the connection closed during the handshake"
-    inner = cast(BaseException, exc)
-    if isinstance(inner, MCPError):
-        return f"{inner.message} (MCP error {inner.code})"
-    text = str(inner)
-    return f"{type(inner).__name__}: {text}" if text else type(inner).__name__
 
 
 def _selected(
@@ -1032,20 +574,3 @@ def _selected(
     if include is not None and not (include(name) if callable(include) else name in include):
         return False
     return not (exclude is not None and (exclude(name) if callable(exclude) else name in exclude))
-
-
-def _default_name(server: object) -> str:
-    if isinstance(server, StdioServer):
-        return server.describe()
-    if isinstance(server, str):
-        parts = urlsplit(server)
-        return parts.netloc or server
-    if isinstance(server, MCPServer):
-        return server.name
-    if isinstance(server, Server):
-        return cast("Server[Any]", server).name
-    return "mcp"
-
-
-def _logger_suffix(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", name) or "mcp"

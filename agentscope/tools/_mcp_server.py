@@ -4,8 +4,9 @@ Every tool of the toolkit's active groups is listed with its JSON schema and des
 :meth:`Toolkit.execute`, so validation, timeouts and errors behave exactly as in-process: a bad argument, an
 exception or a timeout comes back as a result with ``isError`` set and the same text the model would see.
 A streaming tool reports each piece it yields as a progress notification (when the client asked for progress)
-and returns the merged output. Text becomes ``text`` content, base64 images ``image`` content, image URLs
-``resource_link`` content, and structured data ``structuredContent``.
+and returns the merged output, converted by :func:`~agentscope.tools._mcp_convert.tool_response_to_mcp` (text
+becomes ``text`` content, base64 images ``image`` content, image URLs ``resource_link`` content, and structured
+data ``structuredContent``).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 import agentscope
 from agentscope._net import is_loopback_host
 from agentscope.exceptions import ApprovalRequired, UsageError
-from agentscope.message import Base64Source, ImageBlock, TextBlock, ToolResultBlock, ToolUseBlock, new_id
+from agentscope.message import ImageBlock, TextBlock, ToolResultBlock, ToolUseBlock, new_id
 from agentscope.tools._convert import merge_responses
+from agentscope.tools._mcp_convert import tool_response_to_mcp
 from agentscope.types import ToolResponse
 
 if TYPE_CHECKING:
@@ -44,7 +46,6 @@ __all__ = [
     "mcp_http_app",
     "parse_host_entry",
     "serve_mcp",
-    "tool_response_to_mcp",
 ]
 
 logger = logging.getLogger("agentscope.mcp.server")
@@ -127,27 +128,6 @@ async def _run_streaming(
         [TextBlock(text=output)] if isinstance(output, str) else list(output)
     )
     return ToolResponse(content=content, is_error=final.is_error)
-
-
-def tool_response_to_mcp(response: ToolResponse, *, modern: bool = False) -> mtypes.CallToolResult:
-    """A :class:`ToolResponse` as an MCP tool result.
-
-    ``structured`` becomes ``structuredContent``; before protocol 2026-07-28 that must be a JSON object, so
-    any other value is wrapped as ``{"result": value}``.
-    """
-    content: list[mtypes.ContentBlock] = []
-    for block in response.content:
-        if isinstance(block, TextBlock):
-            content.append(mtypes.TextContent(text=block.text))
-        elif isinstance(block.source, Base64Source):
-            content.append(mtypes.ImageContent(data=block.source.data, mime_type=block.source.media_type))
-        else:
-            url = block.source.url
-            content.append(mtypes.ResourceLink(uri=url, name=url.rsplit("/", 1)[-1][:100] or "image"))
-    structured: Any = response.structured
-    if structured is not None and not modern and not isinstance(structured, dict):
-        structured = {"result": structured}
-    return mtypes.CallToolResult(content=content, structured_content=structured, is_error=response.is_error)
 
 
 async def serve_mcp(

@@ -8,8 +8,7 @@ import mcp_types as mtypes
 
 from agentscope.message import Base64Source, ImageBlock, TextBlock, URLSource
 from agentscope.tools import ToolResponse
-from agentscope.tools._mcp_client import mcp_content_to_blocks, mcp_result_to_response
-from agentscope.tools._mcp_server import tool_response_to_mcp
+from agentscope.tools._mcp_convert import mcp_content_to_blocks, mcp_result_to_response, tool_response_to_mcp
 
 PNG = base64.b64encode(b"\x89PNG fake").decode()
 

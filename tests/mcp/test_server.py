@@ -207,7 +207,7 @@ async def test_unknown_transport_is_a_usage_error(toolkit: Toolkit) -> None:
 
 
 def test_tool_response_conversion_keeps_what_mcp_can_carry() -> None:
-    from agentscope.tools._mcp_server import tool_response_to_mcp
+    from agentscope.tools._mcp_convert import tool_response_to_mcp
 
     response = ToolResponse(content=[], structured=[1, 2], is_error=True)
     legacy: Any = tool_response_to_mcp(response)
