@@ -243,7 +243,9 @@ def _merge(dirs: list[Path], every: int) -> dict[str, Any]:
     merged["runs"] = []
     for directory, report in zip(dirs, reports, strict=True):
         for run in report["runs"]:
-            if "training_rollouts" not in run:
+            if (
+                "training_rollouts" not in run and run["mode"] != "sft-more"
+            ):  # supervised steps play no rollouts
                 store = directory / f"seed{run['seed']}-{run['mode']}" / "trajectories.db"
                 run["training_rollouts"] = _rollout_success(store, every)
             merged["runs"].append(run)
