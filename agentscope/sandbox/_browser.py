@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from agentscope._net import is_loopback_host
 from agentscope.exceptions import SandboxError
 from agentscope.message import Base64Source, ImageBlock, TextBlock
 from agentscope.sandbox._background import Background
@@ -69,7 +70,6 @@ CHROMIUM_ARGS = (
 """Headless Chromium flags: no GPU, no background traffic of any kind."""
 _VIEWPORT = (1280, 800)
 _TIMEOUT_S = 15.0
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 _SNAPSHOT_LIMIT = 20_000
 _REF_RE = re.compile(r"^e\d+$")
 _VISIBLE_POINT_JS = """e => {
@@ -95,8 +95,7 @@ def _origin(url: str) -> str:
 
 
 def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+    return is_loopback_host((urlsplit(url).hostname or "").lower())  # 127.example.com is a name, not loopback
 
 
 class Browser:

@@ -132,6 +132,8 @@ async def test_only_allowed_origins(browser: Browser, site: tuple[int, list[str]
             await page.navigate("http://example.com/")
     with pytest.raises(SandboxError, match="external_hosts"):
         await browser.new_session(allowed_origins=["https://example.org"])
+    with pytest.raises(SandboxError, match="external_hosts"):  # a name that starts with 127. is still a name
+        await browser.new_session(allowed_origins=["http://127.example.com"])
 
 
 async def test_a_partly_covered_element_is_clicked_where_it_shows(browser: Browser) -> None:
