@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
 
+from agentscope._net import is_loopback_host
+
 if TYPE_CHECKING:
     import uvicorn
 
@@ -53,6 +55,11 @@ class BackgroundServer:
         port: Port to bind; 0 picks a free one.
         name: Names the thread and the errors.
         install_hint: What to install when uvicorn is missing, e.g. ``pip install -e '.[serve]'``.
+        allow_remote: Bind a host other machines can reach. These servers check no credentials, so this is refused
+            unless asked for (where a network policy or a private network protects the port).
+
+    Raises:
+        ValueError: ``host`` is not a loopback address and ``allow_remote`` is False.
     """
 
     def __init__(
@@ -63,7 +70,13 @@ class BackgroundServer:
         port: int = 0,
         name: str = "uvicorn",
         install_hint: str = "pip install -e '.[serve]'",
+        allow_remote: bool = False,
     ) -> None:
+        if not allow_remote and not is_loopback_host(host):
+            raise ValueError(
+                f"{name} would listen on {host}, reachable from other machines, and it checks no credentials: "
+                "bind 127.0.0.1, or pass allow_remote=True where a network policy protects the port"
+            )
         self.app = app
         self.host = host
         self.port = port

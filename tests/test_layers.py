@@ -4,9 +4,10 @@ A *part* is a subpackage or a plain module directly under ``agentscope/``. The l
 import its own modules and any part of a strictly lower layer, never a peer in its own layer nor anything above::
 
     exceptions                            errors (imports nothing of ours)
+    _net                                  loopback hosts
     _errors  _json  _lazy  _loading       private helpers: exception groups; tolerant JSON readers; lazy exports;
-    _net  _sqlite  _uvicorn               ``module:attr`` loading; loopback hosts; SQLite files; background uvicorn
-                                          servers
+    _sqlite  _uvicorn                     ``module:attr`` loading; SQLite files; background uvicorn servers (which
+                                          refuse a non-loopback host unless told)
     message                               Msg and content blocks
     types                                 ToolSchema, ChatResponse, ToolResponse... (the shared vocabulary)
     events                                stream events (deltas, ChatResponse, ToolResponse)
@@ -52,7 +53,8 @@ PACKAGE_DIR = Path(agentscope.__file__).parent
 
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"exceptions"}),
-    frozenset({"_errors", "_json", "_lazy", "_loading", "_net", "_sqlite", "_uvicorn"}),
+    frozenset({"_net"}),
+    frozenset({"_errors", "_json", "_lazy", "_loading", "_sqlite", "_uvicorn"}),
     frozenset({"message"}),
     frozenset({"types"}),
     frozenset({"events"}),
