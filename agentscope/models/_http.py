@@ -36,7 +36,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import anyio
 import httpx2
@@ -157,13 +157,14 @@ class HTTPChannel:
         http_client: httpx2.AsyncClient | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
-        # httpx's classes look alike and half work here (no retries, raw errors), so they are refused by name.
-        if http_client is not None and not isinstance(http_client, httpx2.AsyncClient):
+        # httpx's classes look alike and half work here (no retries, raw errors), so they are refused by name
+        # (the annotations say httpx2, but untyped callers pass what they have).
+        if http_client is not None and not isinstance(cast("object", http_client), httpx2.AsyncClient):
             raise TypeError(
                 f"http_client must be an httpx2.AsyncClient, got {type(http_client).__module__}."
                 f"{type(http_client).__qualname__} (httpx is no longer used)"
             )
-        if transport is not None and not isinstance(transport, httpx2.AsyncBaseTransport):
+        if transport is not None and not isinstance(cast("object", transport), httpx2.AsyncBaseTransport):
             raise TypeError(
                 f"transport must be an httpx2.AsyncBaseTransport, got {type(transport).__module__}."
                 f"{type(transport).__qualname__} (httpx is no longer used)"
