@@ -67,12 +67,6 @@ LAYERS: tuple[frozenset[str], ...] = (
 """The parts of each layer, lowest first (names under ``agentscope.``)."""
 
 ALLOWED: dict[tuple[str, str], str] = {
-    ("agentscope.agents._base", "agentscope.tracing._runtime"): (
-        "the on/off switch `_runtime.ON` is read as a module attribute on the hot path, next to the GenAI span "
-        "wrappers; both get a public home when tracing/_runtime.py is split (issue 13, files cut by concern)"
-    ),
-    ("agentscope.agents._react", "agentscope.tracing._runtime"): "as for agents._base",
-    ("agentscope.tools._toolkit", "agentscope.tracing._runtime"): "as for agents._base",
     ("agentscope.cli", "agentscope.rl._cli"): (
         "the command line mounts each part's command helpers, which are not library API: `agentscope rl`"
     ),

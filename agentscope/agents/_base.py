@@ -17,7 +17,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from agentscope.events import AgentEvent, ReplyEvent
 from agentscope.exceptions import UsageError
 from agentscope.message import Msg, new_id
-from agentscope.tracing import _runtime as _tracing
+from agentscope.tracing import agent_call, switch
 
 if TYPE_CHECKING:
     from agentscope.memory import MemoryBase
@@ -101,8 +101,8 @@ class AgentBase(ABC):
 
     async def __call__(self, msg: Msg | Sequence[Msg] | None = None, **kwargs: Any) -> Msg:
         """Reply to ``msg`` (a message, several, or None to continue), running hooks and honouring interrupts."""
-        if _tracing.ON:  # an ``invoke_agent`` span around the reply
-            return await _tracing.agent_call(self, self._call, msg, kwargs)
+        if switch.ON:  # an ``invoke_agent`` span around the reply
+            return await agent_call(self, self._call, msg, kwargs)
         return await self._call(msg, **kwargs)
 
     async def _call(self, msg: Msg | Sequence[Msg] | None = None, **kwargs: Any) -> Msg:

@@ -16,7 +16,7 @@ from agentscope.exceptions import ApprovalRequired
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.models import ChatModel, ChatResponse, ModelSettings, ToolChoice, ToolSchema
 from agentscope.tools import Toolkit, ToolResponse, approved_calls
-from agentscope.tracing import _runtime as _tracing
+from agentscope.tracing import first_chunk, model_call, switch
 
 if TYPE_CHECKING:
     from agentscope.memory import MemoryBase
@@ -200,8 +200,8 @@ class ReActAgent(AgentBase):
     async def _call_model(
         self, messages: list[Msg], tools: list[ToolSchema], tool_choice: ToolChoice | None
     ) -> ChatResponse:
-        if _tracing.ON:  # a ``chat {model}`` span around the call
-            return await _tracing.model_call(
+        if switch.ON:  # a ``chat {model}`` span around the call
+            return await model_call(
                 self.model,
                 partial(self._generate, messages, tools, tool_choice),
                 messages,
@@ -226,8 +226,8 @@ class ReActAgent(AgentBase):
         ):
             if first:
                 first = False
-                if _tracing.ON:
-                    _tracing.first_chunk()
+                if switch.ON:
+                    first_chunk()
             if isinstance(event, ChatResponse):
                 response = event
             elif isinstance(event, TextDelta | ThinkingDelta):

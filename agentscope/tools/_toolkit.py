@@ -47,7 +47,7 @@ from agentscope.tools._schema import (
     build_function_spec,
     default_tool_name,
 )
-from agentscope.tracing import _runtime as _tracing
+from agentscope.tracing import switch, tool_execute, tool_stream
 from agentscope.types import ToolResponse, ToolSchema
 
 if TYPE_CHECKING:
@@ -527,8 +527,8 @@ class Toolkit:
         Raises:
             ApprovalRequired: the tool asked for a human's approval.
         """
-        if _tracing.ON:  # an ``execute_tool`` span around the call
-            return await _tracing.tool_execute(call, self._execute)
+        if switch.ON:  # an ``execute_tool`` span around the call
+            return await tool_execute(call, self._execute)
         return await self._execute(call)
 
     async def _execute(self, call: ToolUseBlock) -> ToolResponse:
@@ -571,8 +571,8 @@ class Toolkit:
         Raises:
             ApprovalRequired: the tool asked for a human's approval.
         """
-        if _tracing.ON:  # an ``execute_tool`` span around the call
-            return _tracing.tool_stream(call, self._stream(call), ToolResultBlock)
+        if switch.ON:  # an ``execute_tool`` span around the call
+            return tool_stream(call, self._stream(call), ToolResultBlock)
         return self._stream(call)
 
     async def _stream(self, call: ToolUseBlock) -> AsyncIterator[ToolResponse | ToolResultBlock]:

@@ -12,8 +12,11 @@ OpenTelemetry GenAI semantic conventions::
 Other work (sandbox execs, RL episodes, training steps) uses :func:`span` or :func:`traced` with
 ``kind="env"`` or ``"train"``, and :func:`record_metric` for metric curves (``rollout/tokens_per_s``).
 
-With tracing off, instrumented code pays one global check and nothing else. With it on, a span costs a few
-microseconds on the event loop; encoding and writing happen in a background thread, in batches.
+The agent core makes the three GenAI spans with :func:`agent_call`, :func:`model_call`, :func:`tool_execute` and
+:func:`tool_stream` (an agent or toolkit of your own can too), each behind a check of the switch
+(:mod:`agentscope.tracing.switch`): ``if switch.ON: return await tracing.tool_execute(call, execute)``. With
+tracing off, instrumented code pays that one module-attribute read and nothing else. With it on, a span costs a
+few microseconds on the event loop; encoding and writing happen in a background thread, in batches.
 """
 
 import typing as _typing
@@ -28,9 +31,11 @@ if _typing.TYPE_CHECKING:
         SpanExporter,
         StoreExporter,
     )
+    from agentscope.tracing._genai import agent_call, first_chunk, model_call, tool_execute, tool_stream
     from agentscope.tracing._otlp import OTLPExporter
     from agentscope.tracing._records import ExportBatch, MetricRecord, RunRecord, SpanRecord
-    from agentscope.tracing._runtime import (
+    from agentscope.tracing._schema import SCHEMA_VERSION
+    from agentscope.tracing._spans import (
         Blob,
         Json,
         Messages,
@@ -41,7 +46,6 @@ if _typing.TYPE_CHECKING:
         start_span,
         traced,
     )
-    from agentscope.tracing._schema import SCHEMA_VERSION
     from agentscope.tracing._store import Row, RunFilter, TraceStore
     from agentscope.tracing._tracer import (
         DEFAULT_TRACE_STORE,
@@ -81,16 +85,21 @@ __all__ = [
     "TraceStore",
     "Tracer",
     "aflush",
+    "agent_call",
     "current_span",
     "enabled",
+    "first_chunk",
     "flush",
     "get_tracer",
     "init",
     "log_metrics",
+    "model_call",
     "record_metric",
     "shutdown",
     "span",
     "start_span",
+    "tool_execute",
+    "tool_stream",
     "traced",
 ]
 
@@ -106,15 +115,20 @@ _LAZY = {
     "MetricRecord": "_records",
     "RunRecord": "_records",
     "SpanRecord": "_records",
-    "Blob": "_runtime",
-    "Json": "_runtime",
-    "Messages": "_runtime",
-    "Span": "_runtime",
-    "SpanKind": "_runtime",
-    "current_span": "_runtime",
-    "span": "_runtime",
-    "start_span": "_runtime",
-    "traced": "_runtime",
+    "agent_call": "_genai",
+    "first_chunk": "_genai",
+    "model_call": "_genai",
+    "tool_execute": "_genai",
+    "tool_stream": "_genai",
+    "Blob": "_spans",
+    "Json": "_spans",
+    "Messages": "_spans",
+    "Span": "_spans",
+    "SpanKind": "_spans",
+    "current_span": "_spans",
+    "span": "_spans",
+    "start_span": "_spans",
+    "traced": "_spans",
     "SCHEMA_VERSION": "_schema",
     "Row": "_store",
     "RunFilter": "_store",
@@ -131,7 +145,8 @@ _LAZY = {
     "shutdown": "_tracer",
 }
 """Public name -> the private module defining it. Loaded on first use, so that the agent core, which imports only
-the hot path (``_runtime``), does not load the store, SQLite or the exporters until tracing is used."""
+the hot path (``switch``, ``_spans`` and ``_genai``), does not load the store, SQLite or the exporters until
+tracing is used."""
 
 
 __getattr__ = _lazy_exports(__name__, _LAZY, extras={"_otlp": "otlp"})
@@ -139,6 +154,6 @@ __getattr__ = _lazy_exports(__name__, _LAZY, extras={"_otlp": "otlp"})
 
 def enabled() -> bool:
     """True while tracing is on (a tracer is installed)."""
-    from agentscope.tracing import _runtime
+    from agentscope.tracing import switch
 
-    return _runtime.ON
+    return switch.ON

@@ -7,6 +7,11 @@ encoded message by message, each message once per message id, so the prompt of t
 conversation costs only the messages the first nine did not already contain, and a long system prompt sent with
 every call is stored once. The encoded prompt of a conversation's last call is kept too (by its first message), so
 the next call, which sends the same messages plus a few new ones, only looks up the new ones.
+
+One encoder for every span: a span of the generic API is encoded from its attribute dicts, the agent core's spans
+(``AgentSpan``, ``ModelSpan``, ``ToolSpan``) from their fields by their expander (``_expand``); both write each
+value through the same methods (:meth:`Encoder.value`, :meth:`~Encoder.json`, :meth:`~Encoder.messages`,
+:meth:`~Encoder.tools`, :meth:`~Encoder.blob`), so a value is encoded one way whichever span carries it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any, cast
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from agentscope.tracing._runtime import PROVIDERS, Blob, Json, Messages, Span, ToolDefinitions, expand
+from agentscope.tracing._expand import EXPANDERS, drop_content
+from agentscope.tracing._spans import Blob, Json, Messages, Span, ToolDefinitions
 
 __all__ = [
     "BLOB_MIN_BYTES",
@@ -137,13 +143,10 @@ class Encoder:
         self.blob_min_bytes = blob_min_bytes
         self.capture_content = capture_content
         """False: spans keep names, timings, token counts and errors, not what was said
-        (:data:`~agentscope.tracing._runtime.CONTENT_ATTRIBUTES`)."""
+        (:data:`~agentscope.tracing._expand.CONTENT_ATTRIBUTES`)."""
         self.new_blobs: dict[str, bytes] = {}
         """Blobs created since the last :meth:`take_blobs`."""
         self._keys: dict[str, str] = {}
-        self._tool_names: dict[str, str] = {}
-        self._model_names: dict[str, str] = {}
-        self._model_heads: dict[tuple[str, str], str] = {}
         self._short: dict[str, str] = {}
         self._tool_lists: dict[tuple[int, ...], tuple[tuple[Any, ...], str]] = {}
         self._messages: dict[str, str] = {}
@@ -166,33 +169,13 @@ class Encoder:
         return self._recent.get(digest)
 
     def encode(self, span: Span, run_id: str) -> SpanRecord:
-        """Encode one finished span."""
-        raw = span.raw
-        if not self.capture_content:
-            expand(span, capture_content=False)
-        elif raw is not None:
-            if not span.attributes and raw[-1] is not None:
-                if span.kind == "tool":
-                    return self._fast_tool(span, raw, run_id)
-                if span.kind == "model":
-                    return self._fast_model(span, raw, run_id)
-            expand(span)
-        attributes = span.attributes
-        text = ""
-        if attributes:
-            data = to_json(attributes, fallback=repr)
-            if len(data) > self.blob_min_bytes:
-                text = ",".join([self._key(k) + self._value(v) for k, v in attributes.items()])
-            else:
-                text = data.decode()[1:-1]
-        payloads = span.payloads
-        if payloads:
-            value_of = self._value
-            extra = ",".join([self._key(k) + value_of(v) for k, v in payloads.items()])
-            text = f"{text},{extra}" if text else extra
-        input_tokens = attributes.get("gen_ai.usage.input_tokens")
-        output_tokens = attributes.get("gen_ai.usage.output_tokens")
-        agent = attributes.get("gen_ai.agent.name")
+        """Encode one finished span (the agent core's spans are expanded here: see ``_expand``)."""
+        expander = EXPANDERS.get(type(span))
+        if expander is not None:
+            parts, input_tokens, output_tokens, agent = expander(span, self, self.capture_content)
+            text = ",".join(parts)
+        else:
+            text, input_tokens, output_tokens, agent = self._own_attributes(span)
         parent_id = span.parent_id
         return SpanRecord(
             run_id,
@@ -207,115 +190,41 @@ class Encoder:
             span.status_message,
             "{" + text + "}",
             span.is_root,
+            input_tokens,
+            output_tokens,
+            agent,
+        )
+
+    def _own_attributes(self, span: Span) -> tuple[str, int | None, int | None, str | None]:
+        """A span of the generic API: its attributes as the body of a JSON object, its token counts and agent."""
+        if not self.capture_content:
+            drop_content(span)
+        key = self.key
+        attributes = span.attributes
+        text = ""
+        if attributes:
+            data = to_json(attributes, fallback=repr)
+            if len(data) > self.blob_min_bytes:
+                text = ",".join([key(k) + self.value(v) for k, v in attributes.items()])
+            else:
+                text = data.decode()[1:-1]
+        payloads = span.payloads
+        if payloads:
+            value = self.value
+            extra = ",".join([key(k) + value(v) for k, v in payloads.items()])
+            text = f"{text},{extra}" if text else extra
+        input_tokens = attributes.get("gen_ai.usage.input_tokens")
+        output_tokens = attributes.get("gen_ai.usage.output_tokens")
+        agent = attributes.get("gen_ai.agent.name")
+        return (
+            text,
             input_tokens if type(input_tokens) is int else None,
             output_tokens if type(output_tokens) is int else None,
             agent if type(agent) is str else None,
         )
 
-    # -------------------------------------------------------------- fast paths for the agent core's spans
-    #
-    # The same JSON that expand() + the generic path make (tests/tracing check both agree), written directly: these
-    # two kinds are most spans, and the writer thread shares the GIL with the event loop.
-
-    def _record(
-        self,
-        span: Span,
-        run_id: str,
-        name: str,
-        text: str,
-        tokens: tuple[int | None, int | None] = (None, None),
-    ) -> SpanRecord:
-        parent_id = span.parent_id
-        return SpanRecord(
-            run_id,
-            f"{span.trace_id:032x}",
-            f"{span.span_id:016x}",
-            None if parent_id is None else f"{parent_id:016x}",
-            span.kind,
-            name,
-            span.start_ns,
-            span.end_ns,
-            span.status,
-            span.status_message,
-            text,
-            span.is_root,
-            tokens[0],
-            tokens[1],
-            None,
-        )
-
-    def _fast_tool(self, span: Span, raw: tuple[Any, ...], run_id: str) -> SpanRecord:
-        call, result = raw
-        span.raw = None
-        if call.raw_input is not None or result.is_error:
-            span.raw = raw
-            expand(span)
-            return self.encode(span, run_id)
-        name: str = call.name
-        output = result.content if hasattr(result, "content") else result.output
-        text = (
-            '{"gen_ai.operation.name":"execute_tool","gen_ai.tool.name":'
-            + self._value(name)
-            + ',"gen_ai.tool.call.id":'
-            + (to_json(call.id).decode() if len(call.id) <= _SHORT else self._value(call.id))
-            + ',"gen_ai.tool.type":"function","gen_ai.tool.call.arguments":'
-            + self._json(call.input)
-            + ',"gen_ai.tool.call.result":'
-            + self._json(output)
-            + "}"
-        )
-        tool_name = self._tool_names.get(name) or self._name(self._tool_names, "execute_tool", name)
-        return self._record(span, run_id, tool_name, text)
-
-    def _fast_model(self, span: Span, raw: tuple[Any, ...], run_id: str) -> SpanRecord:
-        model, messages, tools, tool_choice, settings, streaming, response = raw
-        if settings or streaming or tool_choice is not None or response.prompt_token_ids is not None:
-            expand(span)
-            return self.encode(span, run_id)
-        span.raw = None
-        short = self._value
-        model_name: str = model.model_name
-        model_class: str = type(model).__name__
-        head = self._model_heads.get((model_class, model_name))
-        if head is None:
-            provider = PROVIDERS.get(model_class, model_class)
-            head = self._model_heads[(model_class, model_name)] = (
-                '{"gen_ai.operation.name":"chat","gen_ai.provider.name":'
-                + to_json(provider).decode()
-                + ',"gen_ai.request.model":'
-                + to_json(model_name).decode()
-            )
-        parts = [head]
-        if response.model:
-            parts.append(',"gen_ai.response.model":' + short(response.model))
-        if response.id:
-            parts.append(',"gen_ai.response.id":' + short(response.id))
-        if response.finish_reason:
-            parts.append(',"gen_ai.response.finish_reasons":[' + short(response.finish_reason) + "]")
-        usage = response.usage
-        tokens: tuple[int | None, int | None] = (None, None)
-        if usage is not None:
-            tokens = (usage.input_tokens, usage.output_tokens)
-            parts.append(
-                f',"gen_ai.usage.input_tokens":{usage.input_tokens},"gen_ai.usage.output_tokens":{usage.output_tokens}'
-            )
-        if response.policy_version is not None:
-            parts.append(f',"agentscope.policy_version":{int(response.policy_version)}')
-        parts.append(',"gen_ai.input.messages":' + self._conversation(messages))
-        if tools:
-            parts.append(',"gen_ai.tool.definitions":' + self._tools(tools))
-        parts.append(',"gen_ai.output.messages":' + self._json(response.content) + "}")
-        name = self._model_names.get(model_name) or self._name(self._model_names, "chat", model_name)
-        return self._record(span, run_id, name, "".join(parts), tokens)
-
-    @staticmethod
-    def _name(cache: dict[str, str], operation: str, target: str) -> str:
-        if len(cache) > _CACHE_LIMIT:
-            cache.clear()
-        name = cache[target] = f"{operation} {target}"
-        return name
-
-    def _key(self, key: str) -> str:
+    def key(self, key: str) -> str:
+        """An attribute name and its colon, as JSON (cached)."""
         prefix = self._keys.get(key)
         if prefix is None:
             prefix = self._keys[key] = to_json(key).decode() + ":"
@@ -323,7 +232,8 @@ class Encoder:
 
     # -------------------------------------------------------------- values
 
-    def _value(self, value: object) -> str:
+    def value(self, value: object) -> str:
+        """Any JSON-compatible value, or a :class:`Json`/:class:`Blob`/:class:`Messages` wrapper, as JSON."""
         kind = type(value)
         if kind is str:
             text: str = value  # type: ignore[assignment]
@@ -342,21 +252,20 @@ class Encoder:
         if kind is bool:
             return "true" if value else "false"
         if kind is Messages:
-            message = self._message
-            return "[" + ",".join([message(m) for m in value]) + "]"  # type: ignore[attr-defined]
+            return self.messages(cast(Messages, value))
         if kind is Json:
-            return self._json(cast(Json, value).value)
+            return self.json(cast(Json, value).value)
         if kind is ToolDefinitions:
-            return self._tools(value)  # type: ignore[arg-type]
+            return self.tools(value)  # type: ignore[arg-type]
         if kind is Blob:
-            return self._blob(to_json(value.value, fallback=repr))  # type: ignore[attr-defined]
+            return self.blob(cast(Blob, value).value)
         data = to_json(value, fallback=repr)
         if len(data) > self.blob_min_bytes:
             return self._blob(data)
         return data.decode()
 
-    def _json(self, value: object) -> str:
-        """What ``_value(Json(value))`` gives, without the wrapper."""
+    def json(self, value: object) -> str:
+        """What ``value(Json(value))`` gives, without the wrapper."""
         blocks = _model_list(value)
         if blocks is not None:
             fragment = self._content(blocks)
@@ -366,7 +275,17 @@ class Encoder:
             return self._blob(data)
         return data.decode()
 
-    def _conversation(self, messages: tuple[Any, ...]) -> str:
+    def messages(self, messages: Sequence[Any]) -> str:
+        """A list of messages as a JSON array: a conversation's (see :meth:`_conversation`), or one message."""
+        if len(messages) > 1:
+            return self._conversation(messages)
+        return "[" + self._message(messages[0]) + "]" if messages else "[]"
+
+    def blob(self, value: object) -> str:
+        """A value stored by reference in the blob table, however short."""
+        return self._blob(to_json(value, fallback=repr))
+
+    def _conversation(self, messages: Sequence[Any]) -> str:
         """A model call's input messages as a JSON array.
 
         The next call of a conversation sends the same messages again plus a few new ones: the array of the last
@@ -411,7 +330,7 @@ class Encoder:
         self._content_refs[key] = blocks[0] if len(blocks) == 1 else tuple(blocks)
         return fragment
 
-    def _tools(self, tools: Sequence[Any]) -> str:
+    def tools(self, tools: Sequence[Any]) -> str:
         """Tool definitions are sent with every model call: one blob per distinct tool list, encoded once.
 
         Tool schemas are frozen; the cache holds the objects themselves, so their ids cannot be reused meanwhile.

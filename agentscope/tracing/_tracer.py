@@ -25,12 +25,12 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
-from agentscope.tracing import _runtime
+from agentscope.tracing import _spans
 from agentscope.tracing._exporters import SpanExporter, StoreExporter
 from agentscope.tracing._records import Encoder, ExportBatch, MetricRecord, RunRecord, SpanRecord
-from agentscope.tracing._runtime import Span
+from agentscope.tracing._spans import Span
 
 __all__ = [
     "DEFAULT_TRACE_STORE",
@@ -96,7 +96,7 @@ class Tracer:
     ) -> None:
         if not exporters:
             raise ValueError("a tracer needs at least one exporter (a trace store, OTLP, or your own)")
-        sample_below = _runtime.sample_threshold(sample_rate)
+        sample_below = _spans.sample_threshold(sample_rate)
         started = _run_start(started_ns)
         self.run = RunRecord(
             id=uuid.uuid4().hex,
@@ -155,7 +155,7 @@ class Tracer:
         self._thread.start()
         _tracer = self
         self._installed = True
-        _runtime.switch_on(self._queue.append, self._sample_below)
+        _spans.switch_on(self._queue.append, self._sample_below)
         return self
 
     def wait_ready(self, timeout_s: float | None = 30.0) -> None:
@@ -199,7 +199,7 @@ class Tracer:
             return
         self._closed = True
         if _tracer is self:
-            _runtime.switch_off()
+            _spans.switch_off()
             _tracer = None
         self.run.status = status
         self.run.ended_ns = time.time_ns()
@@ -256,17 +256,17 @@ class Tracer:
             encode = self._encoder.encode
             while queue and len(spans) + len(metrics) < self.max_batch:
                 item = queue.popleft()
-                if type(item) is Span:
-                    try:
-                        spans.append(encode(item, run_id))
-                    except Exception:
-                        self.dropped += 1
-                        logger.exception("could not encode span %r; dropped", item)
-                elif type(item) is _Metric:
+                if type(item) is _Metric:
                     metrics.append(MetricRecord(run_id, item.name, item.step, item.value, item.time_ns))
                 elif type(item) is _Flush:
                     markers.append(item)
                     break
+                else:  # a Span, or one of the agent core's (AgentSpan, ModelSpan, ToolSpan)
+                    try:
+                        spans.append(encode(cast(Span, item), run_id))
+                    except Exception:
+                        self.dropped += 1
+                        logger.exception("could not encode span %r; dropped", item)
             if spans or metrics:
                 self._export(spans, metrics)
                 exported += len(spans) + len(metrics)
@@ -477,7 +477,7 @@ def _forget_in_child() -> None:
     until it calls :func:`init` itself (its spans would otherwise pile up unwritten)."""
     global _tracer
     _tracer = None
-    _runtime.switch_off()
+    _spans.switch_off()
 
 
 if hasattr(os, "register_at_fork"):

@@ -1,4 +1,5 @@
-"""The encoder's fast paths for the agent core's spans write exactly what the generic path writes."""
+"""The encoder's caches (conversations, content blocks, messages, tool lists, short strings) change how much work
+a span costs, never what is written."""
 
 from __future__ import annotations
 
@@ -12,20 +13,21 @@ from agentscope.message import Msg, TextBlock
 from agentscope.models import ChatResponse, ChatUsage
 from agentscope.testing import ScriptedModel, tool_call
 from agentscope.tools import Toolkit
-from agentscope.tracing import _runtime
+from agentscope.tracing import _spans, switch
+from agentscope.tracing._genai import ModelSpan
 from agentscope.tracing._records import Encoder
-from agentscope.tracing._runtime import Span, expand
+from agentscope.tracing._spans import Span
 
 
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[Span]:
     spans: list[Span] = []
-    monkeypatch.setattr(_runtime, "ON", True)
-    monkeypatch.setattr(_runtime, "_submit", spans.append)
+    monkeypatch.setattr(switch, "ON", True)
+    monkeypatch.setattr(_spans, "_submit", spans.append)
     return spans
 
 
-async def test_fast_and_generic_encodings_agree(captured: list[Span], toolkit: Toolkit) -> None:
+async def test_a_warm_encoder_writes_what_a_fresh_one_writes(captured: list[Span], toolkit: Toolkit) -> None:
     usage = ChatUsage(input_tokens=11, output_tokens=7)
     model = ScriptedModel(
         [
@@ -43,13 +45,15 @@ async def test_fast_and_generic_encodings_agree(captured: list[Span], toolkit: T
     )
     await ReActAgent("enc", "system " * 500, model, toolkit=toolkit)(Msg(role="user", content="hi"))
     assert {s.kind for s in captured} == {"agent", "model", "tool"}
-    fast, generic = Encoder(), Encoder()
+    warm = Encoder()  # sees every span of the run, in order: its caches are hit
+    fresh_blobs: set[str] = set()
     for span in captured:
         twin = copy.copy(span)
         twin.attributes = dict(span.attributes)
-        expand(twin)
-        a = fast.encode(span, "run")
-        b = generic.encode(twin, "run")
+        a = warm.encode(span, "run")
+        fresh = Encoder()
+        b = fresh.encode(twin, "run")
+        fresh_blobs |= fresh.take_blobs().keys()
         assert a.name == b.name
         assert (a.status, a.status_message, a.input_tokens, a.output_tokens) == (
             b.status,
@@ -58,7 +62,7 @@ async def test_fast_and_generic_encodings_agree(captured: list[Span], toolkit: T
             b.output_tokens,
         )
         assert json.loads(a.attributes) == json.loads(b.attributes), a.name
-    assert fast.take_blobs().keys() == generic.take_blobs().keys()
+    assert warm.take_blobs().keys() == fresh_blobs
 
 
 async def test_the_encoder_does_not_keep_conversations_alive(captured: list[Span], toolkit: Toolkit) -> None:
@@ -80,3 +84,38 @@ async def test_the_encoder_does_not_keep_conversations_alive(captured: list[Span
     gc.collect()
     alive = [ref for ref in watched if ref() is not None]
     assert len(alive) <= 1, f"{len(alive)} of 30 finished conversations are still held by the encoder"
+
+
+def test_attributes_set_on_an_agent_core_span_win_over_the_request_and_lose_to_the_response() -> None:
+    class Model:
+        model_name = "m"
+
+    span = ModelSpan("", "model", 1, 2, None, {}, True)
+    span.model, span.messages, span.tools = Model(), (Msg(role="user", content="hi"),), []
+    span.tool_choice, span.settings, span.streaming = None, {"temperature": 0.2}, False
+    span.response = ChatResponse(
+        content=[TextBlock(text="ok")], model="m-2024", usage=ChatUsage(input_tokens=3)
+    )
+    span.set_attributes(
+        {
+            "gen_ai.request.temperature": 0.9,  # the caller's correction of the request: kept
+            "gen_ai.response.model": "mine",  # what the model said wins
+            "error.type": "timeout",
+        }
+    )
+    record = Encoder().encode(span, "run")
+    attributes = json.loads(record.attributes)
+    assert record.name == "chat m"
+    assert attributes["gen_ai.request.temperature"] == 0.9
+    assert attributes["gen_ai.response.model"] == "m-2024"
+    assert attributes["error.type"] == "timeout"
+    assert record.attributes.count('"gen_ai.response.model"') == 1, "each name once"
+    names = list(
+        attributes
+    )  # request, then the span's own, then the response's (a name keeps its first place)
+    assert (
+        names.index("gen_ai.request.model")
+        < names.index("error.type")
+        < names.index("gen_ai.usage.input_tokens")
+    )
+    assert (record.input_tokens, record.output_tokens) == (3, 0)

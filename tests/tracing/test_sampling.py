@@ -15,7 +15,7 @@ from agentscope.message import Msg, TextBlock
 from agentscope.models import ChatResponse, ChatUsage
 from agentscope.testing import ScriptedModel, tool_call
 from agentscope.tools import Toolkit
-from agentscope.tracing import _runtime
+from agentscope.tracing import _expand, _spans
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +74,7 @@ async def test_a_sampled_trace_is_recorded_whole_and_the_choice_follows_the_trac
         with tracing.span(f"episode {i}", "env") as episode:
             await agent(Msg(role="user", content=f"add for {SECRET}"))
         if episode.recording:
-            assert episode.trace_id & _runtime._LOW64 < 1 << 63
+            assert episode.trace_id & _spans._LOW64 < 1 << 63
     await tracing.aflush()
 
     roots = [s for s in half.spans if s.parent_id is None]
@@ -82,7 +82,7 @@ async def test_a_sampled_trace_is_recorded_whole_and_the_choice_follows_the_trac
     assert 8 <= len(roots) <= 32, len(roots)
     by_id = {s.span_id: s for s in half.spans}
     for root in roots:
-        assert int(root.trace_id, 16) & _runtime._LOW64 < 1 << 63, "recorded although the sampler said no"
+        assert int(root.trace_id, 16) & _spans._LOW64 < 1 << 63, "recorded although the sampler said no"
         trace = [s for s in half.spans if s.trace_id == root.trace_id]
         kinds = sorted(s.kind for s in trace)
         assert kinds == ["agent", "env", "model", "model", "tool", "tool"], "a sampled trace is whole"
@@ -112,7 +112,7 @@ async def test_nothing_under_an_unsampled_root_is_recorded_but_metrics_are(
     await tracing.aflush()
     assert none_sampled.spans == []
     assert [(m.name, m.value) for m in none_sampled.metrics] == [("rollout/reward", 0.25)]
-    assert _runtime.UNSAMPLED.attributes == {}, "the shared non-recording span is never written to"
+    assert _spans.UNSAMPLED.attributes == {}, "the shared non-recording span is never written to"
 
 
 async def test_unsampled_streaming_and_failing_tools_run_normally(
@@ -134,7 +134,7 @@ async def test_unsampled_streaming_and_failing_tools_run_normally(
     assert result.is_error
     await tracing.aflush()
     assert none_sampled.spans == []
-    assert _runtime.UNSAMPLED.attributes == {}
+    assert _spans.UNSAMPLED.attributes == {}
 
 
 async def test_without_content_spans_keep_names_tokens_and_errors_but_not_what_was_said(
@@ -157,7 +157,7 @@ async def test_without_content_spans_keep_names_tokens_and_errors_but_not_what_w
     assert add.status != "error"
 
     for span in no_content.spans:
-        assert not _runtime.CONTENT_ATTRIBUTES & span.attributes.keys(), span.name
+        assert not _expand.CONTENT_ATTRIBUTES & span.attributes.keys(), span.name
         assert SECRET not in repr(span), span.name
     assert not any(SECRET.encode() in blob for blob in no_content.blobs.values())
     run = next(iter(no_content.runs.values()))

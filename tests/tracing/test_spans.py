@@ -11,7 +11,7 @@ from agentscope.message import Msg, TextBlock
 from agentscope.models import ChatResponse, ChatUsage
 from agentscope.testing import ScriptedModel, tool_call
 from agentscope.tools import Toolkit
-from agentscope.tracing import _runtime
+from agentscope.tracing import _genai, _spans
 
 pytestmark = pytest.mark.anyio
 
@@ -255,8 +255,9 @@ async def test_with_tracing_off_nothing_is_recorded_and_no_span_is_made(
     def no_spans(*_: object, **__: object) -> None:
         raise AssertionError("a span was created while tracing is off")
 
-    monkeypatch.setattr(_runtime, "_user_span", no_spans)
-    monkeypatch.setattr(_runtime, "Span", no_spans)
+    monkeypatch.setattr(_spans, "_user_span", no_spans)
+    monkeypatch.setattr(_spans, "Span", no_spans)
+    monkeypatch.setattr(_genai, "new_span", no_spans)
     await _run_calculator(toolkit)
     model = ScriptedModel([tool_call("add", a=1, b=2), "3"])
     events = [

@@ -20,7 +20,7 @@ from agentscope.agents import ReActAgent
 from agentscope.message import Msg
 from agentscope.testing import ScriptedModel, tool_call
 from agentscope.tools import Toolkit
-from agentscope.tracing import _runtime
+from agentscope.tracing import _spans, switch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -195,14 +195,14 @@ def test_a_failing_exporter_does_not_stop_the_others() -> None:
 
 
 def test_the_hot_path_flag_follows_the_tracer() -> None:
-    assert _runtime.ON is False
-    assert _runtime._submit is None
+    assert switch.ON is False
+    assert _spans._submit is None
     tracing.init(None, exporters=[tracing.InMemoryExporter()])
-    assert _runtime.ON is True
-    assert _runtime._submit is not None
+    assert switch.ON is True
+    assert _spans._submit is not None
     tracing.shutdown()
-    assert _runtime.ON is False
-    assert _runtime._submit is None
+    assert switch.ON is False
+    assert _spans._submit is None
 
 
 # ---------------------------------------------------------------------- OTLP
