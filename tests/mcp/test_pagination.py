@@ -3,6 +3,7 @@ and prompts, against an in-process ``mcp`` server that pages its lists two items
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import mcp_types as mtypes
@@ -26,42 +27,40 @@ def _page(params: mtypes.PaginatedRequestParams | None, seen: list[str | None]) 
     return range(start, end), (str(end) if end < COUNT else None)
 
 
+def _lister(seen: list[str | None], result: type[Any], field: str, make: Callable[[int], Any]) -> Any:
+    """A list handler that serves item ``make(i)`` for each i of the requested page, in ``result.<field>``."""
+
+    async def handler(ctx: ServerRequestContext[Any], params: mtypes.PaginatedRequestParams | None) -> Any:
+        items, cursor = _page(params, seen)
+        return result(**{field: [make(i) for i in items]}, next_cursor=cursor)
+
+    return handler
+
+
 def _paging_server(seen: dict[str, list[str | None]]) -> Server[Any]:
-    async def list_tools(
-        ctx: ServerRequestContext[Any], params: mtypes.PaginatedRequestParams | None
-    ) -> mtypes.ListToolsResult:
-        items, cursor = _page(params, seen["tools"])
-        tools = [mtypes.Tool(name=f"tool{i}", input_schema={"type": "object"}) for i in items]
-        return mtypes.ListToolsResult(tools=tools, next_cursor=cursor)
-
-    async def list_resources(
-        ctx: ServerRequestContext[Any], params: mtypes.PaginatedRequestParams | None
-    ) -> mtypes.ListResourcesResult:
-        items, cursor = _page(params, seen["resources"])
-        resources = [mtypes.Resource(uri=f"page://r{i}", name=f"r{i}") for i in items]
-        return mtypes.ListResourcesResult(resources=resources, next_cursor=cursor)
-
-    async def list_templates(
-        ctx: ServerRequestContext[Any], params: mtypes.PaginatedRequestParams | None
-    ) -> mtypes.ListResourceTemplatesResult:
-        items, cursor = _page(params, seen["templates"])
-        templates = [mtypes.ResourceTemplate(uri_template=f"page://t{i}/{{x}}", name=f"t{i}") for i in items]
-        return mtypes.ListResourceTemplatesResult(resource_templates=templates, next_cursor=cursor)
-
-    async def list_prompts(
-        ctx: ServerRequestContext[Any], params: mtypes.PaginatedRequestParams | None
-    ) -> mtypes.ListPromptsResult:
-        items, cursor = _page(params, seen["prompts"])
-        return mtypes.ListPromptsResult(
-            prompts=[mtypes.Prompt(name=f"p{i}") for i in items], next_cursor=cursor
-        )
-
     return Server(
         "paging",
-        on_list_tools=list_tools,
-        on_list_resources=list_resources,
-        on_list_resource_templates=list_templates,
-        on_list_prompts=list_prompts,
+        on_list_tools=_lister(
+            seen["tools"],
+            mtypes.ListToolsResult,
+            "tools",
+            lambda i: mtypes.Tool(name=f"tool{i}", input_schema={"type": "object"}),
+        ),
+        on_list_resources=_lister(
+            seen["resources"],
+            mtypes.ListResourcesResult,
+            "resources",
+            lambda i: mtypes.Resource(uri=f"page://r{i}", name=f"r{i}"),
+        ),
+        on_list_resource_templates=_lister(
+            seen["templates"],
+            mtypes.ListResourceTemplatesResult,
+            "resource_templates",
+            lambda i: mtypes.ResourceTemplate(uri_template=f"page://t{i}/{{x}}", name=f"t{i}"),
+        ),
+        on_list_prompts=_lister(
+            seen["prompts"], mtypes.ListPromptsResult, "prompts", lambda i: mtypes.Prompt(name=f"p{i}")
+        ),
     )
 
 
