@@ -18,7 +18,7 @@ from agentscope.tracing._genai import AgentSpan, ModelSpan, ToolSpan
 
 if TYPE_CHECKING:
     from agentscope.tracing._spans import Span
-    from agentscope.types import ChatResponse, ToolResponse
+    from agentscope.types import ToolResponse
 
 __all__ = ["CONTENT_ATTRIBUTES", "EXPANDERS", "PROVIDERS", "Expanded", "Fragments", "drop_content"]
 
@@ -125,7 +125,7 @@ def _expand_agent(span: AgentSpan, out: Fragments, capture: bool) -> Expanded:
     ]
     if agent.description:
         parts.append('"gen_ai.agent.description":' + value(agent.description))
-    reply: Msg | None = span.outcome
+    reply = span.reply
     if reply is not None and reply.metadata.get("interrupted"):
         parts.append('"agentscope.interrupted":true')
     request = len(parts)
@@ -164,7 +164,7 @@ def _expand_model(span: ModelSpan, out: Fragments, capture: bool) -> Expanded:
     if span.streaming:
         parts.append('"agentscope.request.stream":true')
     request = len(parts)
-    response: ChatResponse | None = span.outcome
+    response = span.response
     input_tokens = output_tokens = None
     if response is not None:
         if response.model:
@@ -202,8 +202,7 @@ def _expand_model(span: ModelSpan, out: Fragments, capture: bool) -> Expanded:
 
 
 def _expand_tool(span: ToolSpan, out: Fragments, capture: bool) -> Expanded:
-    tool_use = span.tool_use
-    result: ToolResponse | ToolResultBlock | None = span.outcome
+    tool_use, result = span.tool_use, span.result
     span.name = f"execute_tool {tool_use.name}"
     value = out.value
     parts = [

@@ -9,10 +9,7 @@ Called only while ``switch.ON`` is true; the seams (``AgentBase.__call__``, ``Re
 
 On the event loop these wrappers only time the call and keep the objects involved, in the named fields of one span
 class per kind (:class:`AgentSpan`, :class:`ModelSpan`, :class:`ToolSpan`): no object beyond the span itself, as
-this runs for every call (a record object per span measured +1.4k instructions per call, ~8 %). The wrappers are
-plain functions returning what to await (:func:`_recorded`, or the call itself when nothing is recorded): a traced
-call costs one coroutine more than an untraced one. The writer thread turns the fields into the span's name and
-attributes (``_expand``).
+this runs for every call. The writer thread turns those fields into the span's name and attributes (``_expand``).
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentSpan",
-    "GenAISpan",
     "ModelSpan",
     "ToolSpan",
     "agent_call",
@@ -46,32 +42,23 @@ _get_current, _set_current, _reset_current = CURRENT.get, CURRENT.set, CURRENT.r
 (a bound method made and freed on every call), not as a method call."""
 
 
-class GenAISpan(Span):
-    """A span of the agent core: its wrapper keeps what the call was given in the fields of its kind, and what
-    the call returned in :attr:`outcome`."""
-
-    __slots__ = ("outcome",)
-
-    outcome: Any
-    """What the call returned (an agent's reply, a model's response, a tool's result); None while it runs and
-    when it failed."""
-
-
-class AgentSpan(GenAISpan):
+class AgentSpan(Span):
     """An ``invoke_agent`` span: the agent's reply to what it was given (see :func:`agent_call`)."""
 
-    __slots__ = ("agent", "msg")
+    __slots__ = ("agent", "msg", "reply")
 
     agent: Any
     """The agent (its ``name``, ``id`` and ``description`` are read when the span is written)."""
     msg: Msg | Sequence[Msg] | None
-    """What the agent was given; its reply (a Msg) is the :attr:`outcome`."""
+    """What the agent was given."""
+    reply: Msg | None
+    """Its reply; None while running and when the call failed."""
 
 
-class ModelSpan(GenAISpan):
+class ModelSpan(Span):
     """A ``chat`` span: one model call (see :func:`model_call`)."""
 
-    __slots__ = ("messages", "model", "settings", "streaming", "tool_choice", "tools")
+    __slots__ = ("messages", "model", "response", "settings", "streaming", "tool_choice", "tools")
 
     model: Any
     """The chat model (anything with a ``model_name``)."""
@@ -84,17 +71,21 @@ class ModelSpan(GenAISpan):
     settings: Mapping[str, Any] | None
     """The generation settings (temperature, max_tokens...), if any."""
     streaming: bool
-    """Whether the response is streamed (the response, a ChatResponse, is the :attr:`outcome`)."""
+    """Whether the response is streamed."""
+    response: ChatResponse | None
+    """The response; None while running and when the call failed."""
 
 
-class ToolSpan(GenAISpan):
+class ToolSpan(Span):
     """An ``execute_tool`` span: one tool call (see :func:`tool_execute` and :func:`tool_stream`)."""
 
-    __slots__ = ("tool_use",)
+    __slots__ = ("result", "tool_use")
 
     tool_use: ToolUseBlock
-    """The call the model asked for. Its result, the :attr:`outcome`, is a ToolResponse (``execute``) or a
-    ToolResultBlock (``stream``; None when the stream was closed early)."""
+    """The call the model asked for."""
+    result: ToolResponse | ToolResultBlock | None
+    """A ToolResponse (``execute``) or a ToolResultBlock (``stream``); None while running, when the call failed
+    and when its stream was closed early."""
 
     def record_exception(self, exc: BaseException) -> None:
         """Mark the call failed by ``exc``; a tool asking for a human's approval
@@ -107,49 +98,39 @@ class ToolSpan(GenAISpan):
             super().record_exception(exc)
 
 
-async def _unsampled(awaitable: Awaitable[_R]) -> _R:
-    """Await ``awaitable`` with :data:`UNSAMPLED` current, so that nothing under it is recorded either."""
-    token = _set_current(UNSAMPLED)
-    try:
-        return await awaitable
-    finally:
-        _reset_current(token)
-
-
-async def _recorded(span: GenAISpan, awaitable: Awaitable[_R]) -> _R:
-    """Await ``awaitable`` with ``span`` current, then record its outcome and end the span. A failure ends the
-    span with the error and propagates."""
+async def _within(span: Span, awaitable: Awaitable[_R]) -> _R:
+    """Await ``awaitable`` with ``span`` current (:data:`UNSAMPLED` too: nothing under it is recorded either). A
+    failure ends the span with the error and propagates; on success the caller records the outcome and ends it."""
     token = _set_current(span)
     try:
-        outcome = await awaitable
+        return await awaitable
     except BaseException as exc:
         span.record_exception(exc)
         span.end()
         raise
     finally:
         _reset_current(token)
-    span.outcome = outcome
-    span.end()
-    return outcome
 
 
-def agent_call(
+async def agent_call(
     agent: Any, invoke: Callable[..., Awaitable[Msg]], msg: Msg | Sequence[Msg] | None, kwargs: dict[str, Any]
-) -> Awaitable[Msg]:
-    """``invoke(msg, **kwargs)`` (an agent's reply) inside an ``invoke_agent {name}`` span: await the result."""
+) -> Msg:
+    """Run ``invoke(msg, **kwargs)`` (an agent's reply) inside an ``invoke_agent {name}`` span."""
     current = new_span("agent", AgentSpan)
     if current is None:
-        return invoke(msg, **kwargs)
+        return await invoke(msg, **kwargs)
     if current is UNSAMPLED:
-        return _unsampled(invoke(msg, **kwargs))
+        return await _within(current, invoke(msg, **kwargs))
     span: AgentSpan = current  # type: ignore[assignment]  (new_span made an AgentSpan)
     span.agent = agent
     span.msg = msg
-    span.outcome = None
-    return _recorded(span, invoke(msg, **kwargs))
+    span.reply = None
+    span.reply = reply = await _within(span, invoke(msg, **kwargs))
+    span.end()
+    return reply
 
 
-def model_call(
+async def model_call(
     model: Any,
     call: Callable[[], Awaitable[ChatResponse]],
     messages: Sequence[Msg],
@@ -157,13 +138,13 @@ def model_call(
     tool_choice: str | None,
     settings: Mapping[str, Any] | None,
     streaming: bool,
-) -> Awaitable[ChatResponse]:
-    """``call()`` (one model call returning a ChatResponse) inside a ``chat {model}`` span: await the result."""
+) -> ChatResponse:
+    """Run ``call()`` (one model call returning a ChatResponse) inside a ``chat {model}`` span."""
     current = new_span("model", ModelSpan)
     if current is None:
-        return call()
+        return await call()
     if current is UNSAMPLED:
-        return _unsampled(call())
+        return await _within(current, call())
     span: ModelSpan = current  # type: ignore[assignment]  (new_span made a ModelSpan)
     span.model = model
     span.messages = tuple(messages)  # a snapshot: the caller's list grows while the model answers
@@ -171,23 +152,27 @@ def model_call(
     span.tool_choice = tool_choice
     span.settings = settings
     span.streaming = streaming
-    span.outcome = None
-    return _recorded(span, call())
+    span.response = None
+    span.response = response = await _within(span, call())
+    span.end()
+    return response
 
 
-def tool_execute(
+async def tool_execute(
     call: ToolUseBlock, execute: Callable[[ToolUseBlock], Awaitable[ToolResponse]]
-) -> Awaitable[ToolResponse]:
-    """``execute(call)`` (returns a ToolResponse) inside an ``execute_tool {name}`` span: await the result."""
+) -> ToolResponse:
+    """Run ``execute(call)`` (returns a ToolResponse) inside an ``execute_tool {name}`` span."""
     current = new_span("tool", ToolSpan)
     if current is None:
-        return execute(call)
+        return await execute(call)
     if current is UNSAMPLED:
-        return _unsampled(execute(call))
+        return await _within(current, execute(call))
     span: ToolSpan = current  # type: ignore[assignment]  (new_span made a ToolSpan)
     span.tool_use = call
-    span.outcome = None
-    return _recorded(span, execute(call))
+    span.result = None
+    span.result = response = await _within(span, execute(call))
+    span.end()
+    return response
 
 
 async def tool_stream(
@@ -205,7 +190,7 @@ async def tool_stream(
     if current is not UNSAMPLED:
         made: ToolSpan = current  # type: ignore[assignment]  (new_span made a ToolSpan)
         made.tool_use = call
-        made.outcome = None
+        made.result = None
         span = made
     result: ToolResultBlock | None = None
     try:
@@ -235,7 +220,7 @@ async def tool_stream(
         if closer is not None:
             await closer()
     if span is not None:
-        span.outcome = result
+        span.result = result
         span.end()
 
 

@@ -97,7 +97,7 @@ def _model_span(messages: tuple[Msg, ...]) -> ModelSpan:
     span = ModelSpan("", "model", 1, 2, None, {}, True)
     span.model, span.messages, span.tools = _Model(), messages, []
     span.tool_choice, span.settings, span.streaming = None, None, False
-    span.outcome = ChatResponse(
+    span.response = ChatResponse(
         content=[TextBlock(text="ok")], usage=ChatUsage(input_tokens=1, output_tokens=1)
     )
     span.end_ns = 1

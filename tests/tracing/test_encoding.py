@@ -93,7 +93,7 @@ def test_attributes_set_on_an_agent_core_span_win_over_the_request_and_lose_to_t
     span = ModelSpan("", "model", 1, 2, None, {}, True)
     span.model, span.messages, span.tools = Model(), (Msg(role="user", content="hi"),), []
     span.tool_choice, span.settings, span.streaming = None, {"temperature": 0.2}, False
-    span.outcome = ChatResponse(
+    span.response = ChatResponse(
         content=[TextBlock(text="ok")], model="m-2024", usage=ChatUsage(input_tokens=3)
     )
     span.set_attributes(
