@@ -2,11 +2,14 @@
 
 ``ChatResponse``, ``ChatUsage``, ``ModelSettings``, ``ResponseFormat``, ``ToolChoice`` and ``ToolSchema`` are
 defined in :mod:`agentscope.types` (the layer below models, formatters and tools) and re-exported here.
+:data:`ScriptItem` and :func:`to_response` (with :func:`tool_call` and :func:`text_response`) are responses
+written by hand: what experts, scripted policies and the test doubles of :mod:`agentscope.testing` answer.
 """
 
 from agentscope.models._anthropic import AnthropicChatModel
 from agentscope.models._base import ALLOW_MODEL_REQUESTS, ChatModel, check_model_requests_allowed
 from agentscope.models._openai import OpenAIChatModel
+from agentscope.models._scripted import ScriptItem, text_response, to_response, tool_call
 from agentscope.types import ChatResponse, ChatUsage, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
 
 __all__ = [
@@ -18,7 +21,11 @@ __all__ = [
     "ModelSettings",
     "OpenAIChatModel",
     "ResponseFormat",
+    "ScriptItem",
     "ToolChoice",
     "ToolSchema",
     "check_model_requests_allowed",
+    "text_response",
+    "to_response",
+    "tool_call",
 ]

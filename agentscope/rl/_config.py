@@ -161,7 +161,8 @@ class EnvConfig(BaseModel):
     factory: str | None = None
     """``module:callable`` building one environment, instead of the task set's. Called with ``kwargs``."""
     kwargs: dict[str, JsonValue] = Field(default_factory=dict[str, JsonValue])
-    """Keyword arguments of the environment, e.g. ``{step_latency: {median_s: 0.5}}`` for the arithmetic task."""
+    """Keyword arguments of the environment (of ``factory`` when set, else of the task set's environment), e.g.
+    ``{require_tool: false}`` for the arithmetic task."""
     slots: int = Field(default=8, ge=1)
     """Episodes played at once (E); a finished episode's slot is refilled at once."""
     step_timeout_s: float | None = Field(default=60.0, gt=0)

@@ -23,7 +23,7 @@ One :class:`Scheduler` runs three modes over the same components:
   another in the background (``rolling``, DART's per-worker sync) every ``publish_every`` steps.
 
 The scheduler only awaits: it never sleeps on its own and reads time from the event loop, so it runs unchanged
-on :class:`~agentscope.rl._virtual_time.VirtualTimeEventLoop` inside the schedule simulator
+on :class:`~agentscope.testing.VirtualTimeEventLoop` inside the schedule simulator
 (``benchmarks/rl_schedule``) with simulated servers, environments and trainer.
 """
 

@@ -31,7 +31,15 @@ import anyio.to_thread
 
 from agentscope.exceptions import ConfigError, UsageError
 from agentscope.message import Msg, new_id
-from agentscope.models import ChatModel, ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
+from agentscope.models import (
+    ChatModel,
+    ChatResponse,
+    ModelSettings,
+    ResponseFormat,
+    ToolChoice,
+    ToolSchema,
+    to_response,
+)
 from agentscope.rl._config import RLConfig
 from agentscope.rl._types import Task, Trajectory, Turn
 from agentscope.rl.envs import (
@@ -45,7 +53,6 @@ from agentscope.rl.envs import (
     load_tasks,
     parse_task_spec,
 )
-from agentscope.testing import to_response
 
 if TYPE_CHECKING:
     from agentscope.rl.policy import Demonstration

@@ -122,7 +122,7 @@ class Trajectory(BaseModel):
     created_at: float = Field(default_factory=time.time)
     """When the episode finished."""
     metrics: dict[str, float] = Field(default_factory=dict[str, float])
-    """Episode measurements: ``env/steps``, ``env/seconds``, ..."""
+    """Episode measurements: ``env/steps``, ``env/episode_s``, ..."""
 
     @property
     def policy_versions(self) -> list[int]:

@@ -9,8 +9,17 @@ from typing import TypeAlias, cast
 
 from agentscope.events import ModelStreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from agentscope.message import ContentBlock, Msg, TextBlock, ThinkingBlock, ToolUseBlock
-from agentscope.models import ChatModel, ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
-from agentscope.testing._request import ModelRequest, ScriptItem, to_response
+from agentscope.models import (
+    ChatModel,
+    ChatResponse,
+    ModelSettings,
+    ResponseFormat,
+    ScriptItem,
+    ToolChoice,
+    ToolSchema,
+    to_response,
+)
+from agentscope.testing._request import ModelRequest
 
 __all__ = ["FunctionModel", "ModelFunction", "ScriptedModel", "StreamFunction"]
 

@@ -133,7 +133,7 @@ def summary(trajectories: list[Trajectory]) -> dict[str, float]:
         "reward": sum(t.reward for t in trajectories) / n,
         "actions": sum(t.metrics.get("env/actions", 0.0) for t in trajectories) / n,
         "infra": float(sum(t.status == "failed_infra" for t in trajectories)),
-        "seconds": statistics.mean(t.metrics["env/seconds"] for t in trajectories),
+        "seconds": statistics.mean(t.metrics["env/episode_s"] for t in trajectories),
     }
 
 

@@ -106,8 +106,8 @@ def run_variant(variant: str, args: argparse.Namespace, trajs: list[Trajectory])
     steps: list[float] = []
 
     def record_write(stats: dict[str, float]) -> None:
-        writes.append(stats["checkpoint/write_seconds"])
-        write_cpu.append(stats["checkpoint/write_cpu_seconds"])
+        writes.append(stats["checkpoint/write_s"])
+        write_cpu.append(stats["checkpoint/write_cpu_s"])
 
     with tempfile.TemporaryDirectory(dir=args.tmp) as run_dir:
         checkpointer = AsyncCheckpointer(run_dir, keep=2)
@@ -127,8 +127,8 @@ def run_variant(variant: str, args: argparse.Namespace, trajs: list[Trajectory])
                 extra={"data": {"version": 1, "outcomes": {}, "counters": {"trained": step}}},
             )
             stats = checkpointer.stats()
-            snapshots.append(stats["checkpoint/snapshot_seconds"])
-            snapshot_cpu.append(stats["checkpoint/snapshot_cpu_seconds"])
+            snapshots.append(stats["checkpoint/snapshot_s"])
+            snapshot_cpu.append(stats["checkpoint/snapshot_cpu_s"])
             if variant == "async" and step > 1:
                 record_write(stats)
             if variant == "sync":
@@ -188,7 +188,7 @@ def run_paired(args: argparse.Namespace, trajs: list[Trajectory]) -> dict[str, o
                 times[kind] = time.perf_counter() - t0
                 if kind == "A":
                     blocked.append(save_s + time.perf_counter() - t1)
-                    written.append(checkpointer.stats()["checkpoint/write_seconds"])
+                    written.append(checkpointer.stats()["checkpoint/write_s"])
                 units[kind].append(times[kind])
             costs.append(times["A"] - times["B"])
             print(

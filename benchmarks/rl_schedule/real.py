@@ -37,6 +37,7 @@ def run(mode: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         f"env.slots={args.slots}",
         f"data.batch_groups={args.batch_groups}",
         "data.group_size=4",
+        f"env.factory={Path(__file__).parent / 'slow_arith.py'}:SlowArithEnv",
         f"env.kwargs={{step_latency: {{median_s: {args.median}, sigma: 0.5, tail_prob: 0.2, tail_factor: 10.0}}}}",
         "env.step_timeout_s=120",
         "env.episode_timeout_s=600",

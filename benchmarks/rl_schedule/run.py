@@ -6,7 +6,7 @@
 Only the servers, environments and trainer are simulated (see sim.py); the code that decides what runs when is
 the code ``agentscope rl train`` runs: ``agentscope.rl._schedule.Scheduler`` over ``agentscope.rl.envs.EnvCluster``
 (playing each episode with a real ``ReActAgent``) and ``agentscope.rl.data.DataManager`` with its SQLite store.
-The event loop is ``agentscope.rl._virtual_time.VirtualTimeEventLoop``: ``asyncio.sleep`` jumps the clock.
+The event loop is ``agentscope.testing.VirtualTimeEventLoop``: ``asyncio.sleep`` jumps the clock.
 
 Throughput is counted at train end: the policy-generated tokens of the trajectories trained by the last finished
 trainer step (success-replay copies excluded: they are old episodes trained again), over the time that step
@@ -44,9 +44,9 @@ from sim import (
 from agentscope.rl import Trajectory
 from agentscope.rl._config import ScheduleConfig
 from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
-from agentscope.rl._virtual_time import run_virtual
 from agentscope.rl.data import DataConfig, DataManager, TrajectoryStore
-from agentscope.rl.envs import EnvCluster, LatencyModel, react_agent_factory
+from agentscope.rl.envs import EnvCluster, react_agent_factory
+from agentscope.testing import LatencyModel, run_virtual
 
 
 @dataclass
@@ -279,7 +279,7 @@ def simulate(scenario: Scenario, schedule: Schedule) -> dict[str, Any]:
         "seed": scenario.seed,
         "horizon_hours": out["wall"] / 3600,
         "train_end_hours": hours,
-        "real_seconds": real_s,
+        "real_s": real_s,
         "steps": steps,
         "trained_trajectories": len(trained),
         "trained_tokens": trained_tokens,
@@ -389,7 +389,7 @@ def main() -> None:
                     f"roll={r['rollout_utilisation']:.1%}/{r['rollout_batch_occupancy']:.1%} waste={r['waste']:.1%} "
                     f"zv={r['zero_variance_share']:.1%} stale={r['staleness_hist']} waves={r['waves']:.0f} "
                     f"len(gen/trained p50)={r['length_generated'].get('p50', 0):.0f}/{r['length_trained'].get('p50', 0):.0f} "
-                    f"({r['real_seconds']:.0f}s real)",
+                    f"({r['real_s']:.0f}s real)",
                     flush=True,
                 )
     summary = summarise(results)

@@ -35,7 +35,8 @@ from agentscope.models import (
     ToolSchema,
 )
 from agentscope.rl import Task, Trajectory, Turn
-from agentscope.rl.envs import Environment, EnvResult, LatencyModel, Observation
+from agentscope.rl.envs import Environment, EnvResult, Observation
+from agentscope.testing import LatencyModel
 from agentscope.tools import Toolkit
 
 

@@ -15,7 +15,6 @@ from agentscope.message import Msg, ToolResultBlock
 from agentscope.rl import Task, Trajectory
 from agentscope.rl._config import ScheduleConfig, load_config
 from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
-from agentscope.rl._virtual_time import run_virtual
 from agentscope.rl.data import DataConfig, DataManager, TrajectoryStore
 from agentscope.rl.envs import (
     EnvCluster,
@@ -25,7 +24,7 @@ from agentscope.rl.envs import (
     ScriptedRollout,
     react_agent_factory,
 )
-from agentscope.testing import ScriptItem, tool_call
+from agentscope.testing import ScriptItem, run_virtual, tool_call
 from agentscope.tools import Toolkit
 
 
@@ -224,7 +223,7 @@ def test_sync_wave_leaves_over_a_random_choice_of_groups_not_the_slowest() -> No
     assert len([t for t, _ in rows if t.status == "dropped_stale"]) == 8 * 4
     fairly = 0
     for version in range(8):
-        wave = [(t.metrics["env/seconds"], s) for t, s in rows if t.min_version == version]
+        wave = [(t.metrics["env/episode_s"], s) for t, s in rows if t.min_version == version]
         trained = [seconds for seconds, s in wave if s is not None]
         discarded = [seconds for seconds, s in wave if s is None]
         assert len(trained) == len(discarded) == 4

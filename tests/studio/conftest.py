@@ -132,7 +132,7 @@ def log_rl_steps(first: int, last: int, *, warm_start_s: float = 20.0) -> None:
             "train/grad_norm": 0.8 + 0.2 * abs(math.sin(step / 5)),
             "train/lr": 5e-4,
             "env/episodes": float(sum(14 + i % 4 for i in range(1, step + 1))),
-            "env/wall_seconds": RL_STEP_S * step,
+            "env/wall_s": RL_STEP_S * step,
             "env/utilisation": 0.6 + 0.05 * math.sin(step / 4),
             "env/slot_occupancy": 0.9,
             "rollout/tokens_per_s": 900.0 + 10 * step,
@@ -143,7 +143,7 @@ def log_rl_steps(first: int, last: int, *, warm_start_s: float = 20.0) -> None:
             "time/wall_s": warm_start_s + RL_STEP_S * step,
         }
         if step % 5 == 0:
-            values.update({"checkpoint/bytes": 1.5e6, "checkpoint/write_seconds": 0.2})
+            values.update({"checkpoint/bytes": 1.5e6, "checkpoint/write_s": 0.2})
         if step % 10 == 0:
             values["eval/success_rate"] = min(1.0, 0.6 * progress)
         tracing.log_metrics(values, step=step)

@@ -297,7 +297,7 @@ async def test_an_rl_run_leads_with_what_a_user_watches(studio: tuple[str, Path]
                 await expect(headline.nth(1).locator("path.line")).to_have_count(2)
                 await expect(headline.nth(2)).to_contain_text("last 0.85")  # train/reward_mean at step 30
                 await expect(headline.nth(6)).to_contain_text("last 6.4")  # 16 episodes in the last 2.5 s
-                await expect(headline.nth(6)).to_contain_text("Δ env/episodes ÷ Δ env/wall_seconds")
+                await expect(headline.nth(6)).to_contain_text("Δ env/episodes ÷ Δ env/wall_s")
                 await page.screenshot(  # the headline and the first section
                     path=str(SCREENSHOT_RL),
                     full_page=True,

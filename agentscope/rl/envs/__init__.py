@@ -7,7 +7,8 @@
 - :func:`load_tasks`: task sets by spec (``arith:n=64,seed=0``, ``split=train|warm|eval`` for disjoint splits by
   content key, :func:`overlapping` to check); :class:`ArithEnv` is the smoke task.
 - :func:`react_agent_factory`: the default agent (a plain :class:`~agentscope.agents.ReActAgent`).
-- :class:`ScriptedRollout`: a stand-in for the rollout service playing a Python policy (tests without torch).
+- :class:`ScriptedRollout`: a rollout service playing a Python policy (experts and baselines through
+  :func:`play_scripted`; tests without torch).
 """
 
 from agentscope.rl.envs._agent import DEFAULT_SYS_PROMPT, AgentFactory, react_agent_factory
@@ -21,7 +22,6 @@ from agentscope.rl.envs._cluster import (
     RolloutClient,
     TrajectorySink,
 )
-from agentscope.rl.envs._latency import LatencyModel
 from agentscope.rl.envs._play import play_scripted
 from agentscope.rl.envs._scripted import ScriptedPolicy, ScriptedRollout
 from agentscope.rl.envs._tasks import (
@@ -46,7 +46,6 @@ __all__ = [
     "EnvResult",
     "Environment",
     "EnvironmentCrashed",
-    "LatencyModel",
     "LiveEpisode",
     "ModelFactory",
     "Observation",

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import ast
 import operator
 import random
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import anyio
 
 from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
+from agentscope.models import ScriptItem, tool_call
 from agentscope.rl._types import Task
 from agentscope.rl.envs._base import Environment, EnvResult, Observation
-from agentscope.rl.envs._latency import LatencyModel
-from agentscope.testing import ScriptItem, tool_call
 from agentscope.tools import Toolkit
+from agentscope.tools.builtin import calculator as evaluate_expression
 
 __all__ = ["ArithEnv", "arith_demonstrations", "arith_expert", "arith_random_policy", "arith_tasks"]
 
 _OPS: dict[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
-_BIN: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-}
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -59,7 +47,7 @@ def arith_tasks(
         expression = str(operands[0])
         for op, value in zip(chosen, operands[1:], strict=True):
             expression += f" {op} {value}"
-        answer = _evaluate(expression)
+        answer = evaluate_expression(expression)
         tasks.append(
             Task(
                 id=f"arith-{seed}-{i}",
@@ -136,54 +124,19 @@ def arith_random_policy(seed: int) -> Callable[[list[Msg]], ScriptItem]:
     return play
 
 
-def _evaluate(expression: str) -> int | float:
-    """Evaluate a plain arithmetic expression (numbers, + - * / // %, parentheses) without ``eval``."""
-
-    def walk(node: ast.AST) -> Any:
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if (
-            isinstance(node, ast.Constant)
-            and isinstance(node.value, int | float)
-            and not isinstance(node.value, bool)
-        ):
-            return node.value
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-            value = walk(node.operand)
-            return -value if isinstance(node.op, ast.USub) else value
-        if isinstance(node, ast.BinOp) and type(node.op) in _BIN:
-            return _BIN[type(node.op)](walk(node.left), walk(node.right))
-        raise ValueError(f"unsupported expression element: {ast.dump(node)[:60]}")
-
-    if len(expression) > 200:
-        raise ValueError("expression too long (at most 200 characters)")
-    result = walk(ast.parse(expression, mode="eval"))
-    if isinstance(result, float) and result.is_integer():
-        return int(result)
-    return result
-
-
 class ArithEnv(Environment):
     """Arithmetic with a calculator tool: reward 1 for the right number (after using the calculator).
 
+    The calculator is the built-in :func:`~agentscope.tools.builtin.calculator` (errors go back to the model as
+    tool errors), offered under a short description that the tiny policy's tokenizer was trained on.
+
     Args:
-        step_latency: Delay injected into every calculator call (a :class:`LatencyModel` or its fields as a
-            dict), to study scheduling under slow environments; None for none.
         require_tool: Success requires at least one calculator call (the task is a tool task).
-        seed: Seed of the latency draws.
     """
 
-    def __init__(
-        self,
-        *,
-        step_latency: LatencyModel | dict[str, float] | None = None,
-        require_tool: bool = True,
-        seed: int | None = None,
-    ) -> None:
+    def __init__(self, *, require_tool: bool = True) -> None:
         super().__init__()
-        self.step_latency = LatencyModel(**step_latency) if isinstance(step_latency, dict) else step_latency
         self.require_tool = require_tool
-        self._rng = random.Random(seed)
         self._task: Task | None = None
         self._calls = 0
 
@@ -194,20 +147,14 @@ class ArithEnv(Environment):
         toolkit.register(self.calculator)
         return Observation(msg=Msg(role="user", name="user", content=task.prompt), toolkit=toolkit)
 
-    async def calculator(self, expression: str) -> str:
+    async def calculator(self, expression: str) -> int | float:
         """Evaluate an arithmetic expression and return the result.
 
         Args:
             expression: The expression, e.g. "12 * (3 + 4)". Numbers, + - * / // % and parentheses.
         """
         self._calls += 1
-        if self.step_latency is not None:
-            await anyio.sleep(self.step_latency.sample(self._rng))
-        try:
-            value = _evaluate(expression)
-        except (ValueError, SyntaxError, ZeroDivisionError) as exc:
-            return f"error: {exc}"
-        return str(value)
+        return evaluate_expression(expression)
 
     async def evaluate(self, reply: Msg) -> EnvResult:
         if self._task is None:

@@ -274,7 +274,7 @@ class EnvCluster:
         ``env/slot_occupancy``: time-average fraction of slots holding a live episode. ``env/utilisation``:
         environment busy time (reset, tool calls, evaluate) over slots × wall time. ``env/episodes`` and
         ``env/episodes_<status>``: finished episodes. ``env/restarts``: environments replaced after a crash.
-        ``env/live``: episodes in progress. ``env/slot_seconds`` and ``env/busy_seconds``: the raw integrals.
+        ``env/live``: episodes in progress. ``env/slot_s`` and ``env/busy_s``: the raw integrals.
         """
         elapsed = 0.0 if self._started_at is None else anyio.current_time() - self._started_at
         capacity = self.slots * elapsed
@@ -284,9 +284,9 @@ class EnvCluster:
             "env/slot_occupancy": occupied / capacity if capacity > 0 else 0.0,
             "env/utilisation": busy / capacity if capacity > 0 else 0.0,
             "env/live": float(len(self._live)),
-            "env/slot_seconds": occupied,
-            "env/busy_seconds": busy,
-            "env/wall_seconds": elapsed,
+            "env/slot_s": occupied,
+            "env/busy_s": busy,
+            "env/wall_s": elapsed,
             "env/episodes": 0.0,
             "env/restarts": 0.0,
         }
@@ -526,8 +526,8 @@ class EnvCluster:
                 turn.reward = (turn.reward or 0.0) + reward
             turns[last].reward = (turns[last].reward or 0.0) + final
         metrics: dict[str, float] = {
-            "env/seconds": anyio.current_time() - episode.started_at,
-            "env/busy_seconds": episode._busy_s,
+            "env/episode_s": anyio.current_time() - episode.started_at,
+            "env/busy_s": episode._busy_s,
             "env/steps": float(episode.tool_calls),
             "rollout/turns": float(len(turns)),
         }

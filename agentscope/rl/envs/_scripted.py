@@ -1,4 +1,4 @@
-"""ScriptedRollout: a stand-in for the rollout service that plays a Python policy, for tests without torch."""
+"""ScriptedRollout: a rollout service that plays a Python policy (experts, baselines, tests without torch)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,22 @@ from typing import TypeAlias
 import anyio
 
 from agentscope.message import Msg, new_id
-from agentscope.models import ChatModel, ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
+from agentscope.models import (
+    ChatModel,
+    ChatResponse,
+    ModelSettings,
+    ResponseFormat,
+    ScriptItem,
+    ToolChoice,
+    ToolSchema,
+    to_response,
+)
 from agentscope.rl._types import Turn
-from agentscope.testing import ScriptItem, to_response
 
 __all__ = ["ScriptedPolicy", "ScriptedRollout"]
 
 ScriptedPolicy: TypeAlias = Callable[[list[Msg]], "ScriptItem | Awaitable[ScriptItem]"]
-"""Plays the policy: the conversation so far in, what the model answers out (see ``agentscope.testing``)."""
+"""Plays the policy: the conversation so far in, what the model answers out (see :data:`agentscope.models.ScriptItem`)."""
 
 
 class ScriptedRollout:

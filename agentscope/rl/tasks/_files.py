@@ -57,11 +57,11 @@ from pydantic import JsonValue
 
 from agentscope.exceptions import SandboxError
 from agentscope.message import Msg
+from agentscope.models import ScriptItem, tool_call
 from agentscope.rl._types import Task
 from agentscope.rl.envs import Environment, EnvResult, Observation, ScriptedPolicy
 from agentscope.rl.tasks._common import forced_to_answer, parse_levels, task_text, tool_outputs
 from agentscope.sandbox import BackendName, Sandbox, SandboxLimits, SandboxPool, SandboxSpec
-from agentscope.testing import ScriptItem, tool_call
 from agentscope.tools import Toolkit, ToolResponse
 from agentscope.tools.builtin import make_code_tools, make_file_tools
 

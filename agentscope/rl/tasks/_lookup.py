@@ -44,6 +44,7 @@ import anyio.to_thread
 
 from agentscope.exceptions import ModelRetry
 from agentscope.message import Msg
+from agentscope.models import ScriptItem, tool_call
 from agentscope.rl._types import Task
 from agentscope.rl.envs import Environment, EnvResult, Observation, ScriptedPolicy
 from agentscope.rl.tasks._common import (
@@ -53,7 +54,6 @@ from agentscope.rl.tasks._common import (
     task_text,
     tool_outputs,
 )
-from agentscope.testing import ScriptItem, tool_call
 from agentscope.tools import Toolkit
 
 __all__ = ["LookupEnv", "lookup_expert", "lookup_random_policy", "lookup_tasks"]

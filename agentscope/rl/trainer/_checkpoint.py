@@ -306,9 +306,9 @@ class AsyncCheckpointer:
         job = _Job(step, model, tokenizer, weights, state, _capture_rng(), extra_json, time.time())
         self._stats.update(
             {
-                "checkpoint/wait_seconds": started - waited,
-                "checkpoint/snapshot_seconds": time.perf_counter() - started,
-                "checkpoint/snapshot_cpu_seconds": time.thread_time() - cpu_started,
+                "checkpoint/wait_s": started - waited,
+                "checkpoint/snapshot_s": time.perf_counter() - started,
+                "checkpoint/snapshot_cpu_s": time.thread_time() - cpu_started,
                 "checkpoint/snapshot_bytes": float(snap.bytes),
                 "checkpoint/step": float(step),
             }
@@ -342,9 +342,9 @@ class AsyncCheckpointer:
         return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict[str, float]:
-        """The last checkpoint's ``checkpoint/snapshot_seconds`` (what ``save`` blocked for),
-        ``checkpoint/write_seconds`` (background), their CPU times (``..._cpu_seconds``, of the calling and the
-        writer thread), ``checkpoint/wait_seconds`` (``save`` waiting for the previous write) and sizes."""
+        """The last checkpoint's ``checkpoint/snapshot_s`` (what ``save`` blocked for),
+        ``checkpoint/write_s`` (background), their CPU times (``..._cpu_s``, of the calling and the
+        writer thread), ``checkpoint/wait_s`` (``save`` waiting for the previous write) and sizes."""
         return dict(self._stats)
 
     # -- the writer thread -------------------------------------------------------------------------------
@@ -399,8 +399,8 @@ class AsyncCheckpointer:
         self._notify("published")
 
         self._prune(keep_name=target.name)
-        self._stats["checkpoint/write_seconds"] = time.perf_counter() - started
-        self._stats["checkpoint/write_cpu_seconds"] = time.thread_time() - cpu_started
+        self._stats["checkpoint/write_s"] = time.perf_counter() - started
+        self._stats["checkpoint/write_cpu_s"] = time.thread_time() - cpu_started
         self._stats["checkpoint/bytes"] = float(sum(files.values()))
 
     def _point_latest(self, name: str) -> None:

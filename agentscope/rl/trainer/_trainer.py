@@ -255,8 +255,8 @@ class Trainer:
         metrics["train/tis_clipped_fraction"] = corr.get("rollout_corr/rollout_is_ratio_fraction_high", 0.0)
         metrics["train/rollout_kl"] = corr.get("rollout_corr/kl", 0.0)
         metrics["train/rollout_k3_kl"] = corr.get("rollout_corr/k3_kl", 0.0)
-        metrics["train/prepare_seconds"] = prepared - started
-        metrics["train/seconds"] = time.perf_counter() - started
+        metrics["train/prepare_s"] = prepared - started
+        metrics["train/step_s"] = time.perf_counter() - started
         metrics["train/lr"] = self.config.lr
         if step is not None:
             metrics["train/step"] = float(step)

@@ -338,7 +338,7 @@ const METRIC_LAYOUT = {
   ],
   // Series computed here when a run did not record them: name -> inputs and how (shown under the chart).
   derived: {
-    "env/episodes_per_s": { from: ["env/episodes", "env/wall_seconds"], how: "Δ env/episodes ÷ Δ env/wall_seconds", fn: rate },
+    "env/episodes_per_s": { from: ["env/episodes", "env/wall_s"], how: "Δ env/episodes ÷ Δ env/wall_s", fn: rate },
   },
   // Seconds since the run started, recorded at every step: the x axis of the wall-clock view.
   wallClock: "time/wall_s",

@@ -13,7 +13,6 @@ from agentscope.exceptions import ModelConnectionError
 from agentscope.message import Msg, TextBlock, ToolResultBlock
 from agentscope.models import ChatModel
 from agentscope.rl import Task, Trajectory
-from agentscope.rl._virtual_time import run_virtual
 from agentscope.rl.envs import (
     ArithEnv,
     EnvCluster,
@@ -24,7 +23,7 @@ from agentscope.rl.envs import (
     load_tasks,
     react_agent_factory,
 )
-from agentscope.testing import ScriptItem, tool_call
+from agentscope.testing import ScriptItem, run_virtual, tool_call
 from agentscope.tools import Toolkit
 
 
@@ -346,8 +345,8 @@ def test_utilisation_counts_only_env_time() -> None:
         cluster = make_cluster(ScriptedRollout(work_policy, latency_s=1.0), env_factory=SlowEnv, slots=1)
 
         async def sink(trajectory: Trajectory) -> None:
-            assert trajectory.metrics["env/seconds"] == 5.0
-            assert trajectory.metrics["env/busy_seconds"] == 3.0
+            assert trajectory.metrics["env/episode_s"] == 5.0
+            assert trajectory.metrics["env/busy_s"] == 3.0
 
         await cluster.run(feed([slow_task(0, 3.0)]), sink)
         return cluster.stats()

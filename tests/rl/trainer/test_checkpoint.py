@@ -52,8 +52,8 @@ def test_round_trip_restores_model_optimizer_rng_and_cursor(
     after_snapshot = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     checkpointer.wait()
     stats = checkpointer.stats()
-    assert stats["checkpoint/snapshot_seconds"] >= 0
-    assert stats["checkpoint/write_seconds"] > 0
+    assert stats["checkpoint/snapshot_s"] >= 0
+    assert stats["checkpoint/write_s"] > 0
     assert stats["checkpoint/bytes"] > 0
 
     state = AsyncCheckpointer.load_latest(tmp_path)

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
+from agentscope.models import ScriptItem, tool_call
 from agentscope.rl.envs import ScriptedPolicy
-from agentscope.testing import ScriptItem, tool_call
 
 __all__ = ["EXPERT_TASKS", "Element", "Page", "miniwob_expert", "miniwob_random_policy", "read_page"]
 

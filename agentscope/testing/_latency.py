@@ -1,4 +1,4 @@
-"""Injected latency: a long-tailed delay model for environments under test and in the schedule simulator."""
+"""Injected latency: a long-tailed delay model for environments under test and in the schedule benchmarks."""
 
 from __future__ import annotations
 
