@@ -21,7 +21,9 @@ from agentscope.rl._types import FlatSample, Task, Trajectory, TrajectoryStatus,
 
 if _typing.TYPE_CHECKING:
     from agentscope.rl._config import RLConfig, load_config
-    from agentscope.rl._runner import TrainResult, evaluate, export_trajectories, sft, train
+    from agentscope.rl._evaluation import evaluate
+    from agentscope.rl._export import export_trajectories
+    from agentscope.rl._runner import TrainResult, sft, train
 
 __all__ = [
     "FlatSample",
@@ -45,10 +47,10 @@ __getattr__ = _lazy_exports(
         "RLConfig": "_config",
         "load_config": "_config",
         "TrainResult": "_runner",
-        "evaluate": "_runner",
-        "export_trajectories": "_runner",
+        "evaluate": "_evaluation",
+        "export_trajectories": "_export",
         "sft": "_runner",
         "train": "_runner",
     },
-    extras={"_runner": "rl"},
+    extras={"_evaluation": "rl", "_export": "rl", "_runner": "rl"},
 )

@@ -177,7 +177,7 @@ def eval_(
     import anyio
 
     from agentscope.exceptions import ConfigError
-    from agentscope.rl._runner import evaluate
+    from agentscope.rl._evaluation import evaluate
 
     rl_config = _load(config, set_)
     try:
@@ -199,7 +199,7 @@ def export(
     import anyio
 
     from agentscope.exceptions import UsageError
-    from agentscope.rl._runner import export_trajectories
+    from agentscope.rl._export import export_trajectories
 
     try:
         count = anyio.run(export_trajectories, run_dir, out)

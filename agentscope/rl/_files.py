@@ -1,11 +1,32 @@
-"""Small file helpers of the RL runner (plain, blocking I/O: call them in a worker thread)."""
+"""The names of the files in a run directory (``agentscope.rl._runner`` describes each), and small file helpers of
+the RL runner (plain, blocking I/O: call them in a worker thread)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["write_text_atomically"]
+__all__ = [
+    "BATCHES_FILE",
+    "CONFIG_FILE",
+    "EVAL_FILE",
+    "LOGS",
+    "METRICS_FILE",
+    "RESUMES_FILE",
+    "STORE_FILE",
+    "TRACE_FILE",
+    "write_text_atomically",
+]
+
+STORE_FILE = "trajectories.db"
+METRICS_FILE = "metrics.jsonl"
+BATCHES_FILE = "batches.jsonl"
+TRACE_FILE = "traces.db"
+CONFIG_FILE = "config.yaml"
+RESUMES_FILE = "resumes.jsonl"
+LOGS = (METRICS_FILE, BATCHES_FILE)
+"""Per-step logs, cut back to the checkpoint's step on resume."""
+EVAL_FILE = "eval.json"
 
 
 def write_text_atomically(path: Path, text: str) -> None:

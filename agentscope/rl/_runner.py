@@ -1,4 +1,4 @@
-"""The training run behind ``agentscope rl train``, and ``rl eval`` / ``rl export``.
+"""The training run behind ``agentscope rl train``, and the initial policy of ``rl sft``.
 
 Everything a run writes lives under its run directory::
 
@@ -21,20 +21,20 @@ after the checkpoint (training, drops, replay copies) and re-queues every stored
 trajectory, so nothing stored is lost and nothing is trained twice; policy versions go on above every version
 stored (the trajectories of versions lost with the steps after the checkpoint are dropped); ``metrics.jsonl``
 and ``batches.jsonl`` are cut back to the checkpoint's step, so each step appears once.
+
+The run's parts are built in ``agentscope.rl._components``, policies are evaluated in ``agentscope.rl._evaluation``
+(``rl eval``) and stored trajectories exported in ``agentscope.rl._export`` (``rl export``).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib
 import json
 import logging
 import math
 import os
 import statistics
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -45,60 +45,41 @@ import yaml
 from pydantic import JsonValue
 
 from agentscope import tracing
-from agentscope._loading import LoadError, load_object
 from agentscope.exceptions import ConfigError, UsageError
+from agentscope.rl._components import (
+    TorchTrainer,
+    build_agent_factory,
+    build_env_cluster,
+    build_env_factory,
+    build_rollout_service,
+    import_heavy,
+    load_policy_model,
+)
 from agentscope.rl._config import RLConfig
-from agentscope.rl._files import write_text_atomically
+from agentscope.rl._evaluation import eval_metrics, evaluate, evaluate_cached, success_line, training_sample
+from agentscope.rl._files import (
+    BATCHES_FILE,
+    CONFIG_FILE,
+    EVAL_FILE,
+    LOGS,
+    METRICS_FILE,
+    RESUMES_FILE,
+    STORE_FILE,
+    TRACE_FILE,
+)
 from agentscope.rl._resume import load_for_resume, truncate_log
 from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
 from agentscope.rl._sft import prepare_policy
-from agentscope.rl._types import Task, Trajectory
+from agentscope.rl._types import Task
 from agentscope.rl.data import DataManager, ResumeReport, TrajectoryStore
-from agentscope.rl.envs import (
-    AgentFactory,
-    EnvCluster,
-    EnvFactory,
-    get_task_set,
-    load_tasks,
-    overlapping,
-    parse_task_spec,
-    with_task_spec_args,
-)
+from agentscope.rl.envs import AgentFactory, EnvFactory, load_tasks
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from agentscope.rl.rollout import RolloutService
-    from agentscope.rl.trainer import Trainer
-
-__all__ = ["TrainResult", "evaluate", "export_trajectories", "sft", "train"]
+__all__ = ["TrainResult", "sft", "train"]
 
 logger = logging.getLogger("agentscope.rl")
-
-STORE_FILE = "trajectories.db"
-METRICS_FILE = "metrics.jsonl"
-BATCHES_FILE = "batches.jsonl"
-TRACE_FILE = "traces.db"
-CONFIG_FILE = "config.yaml"
-RESUMES_FILE = "resumes.jsonl"
-LOGS = (METRICS_FILE, BATCHES_FILE)
-"""Per-step logs, cut back to the checkpoint's step on resume."""
-EVAL_FILE = "eval.json"
-
-EXPORT_KEYS = (
-    "uid",
-    "trajectory_id",
-    "task_id",
-    "prompt_ids",
-    "response_ids",
-    "response_mask",
-    "response_logprobs",
-    "reward",
-    "policy_versions",
-    "trained_at_step",
-    "status",
-)
-"""Keys of each ``agentscope rl export`` line (verl-aligned: ``uid`` is the group id)."""
 
 
 @dataclass(slots=True)
@@ -120,64 +101,6 @@ class TrainResult:
     ``from_pretrained`` and ``agentscope rl eval --checkpoint``; None for a run resumed from a checkpoint."""
     evaluation: dict[str, Any] = field(default_factory=dict[str, Any])
     """With ``evaluation.before_after``: the :func:`evaluate` reports ``before`` and ``after`` (``DIR/eval.json``)."""
-
-
-# ---------------------------------------------------------------------- loading user code and components
-
-
-def import_object(spec: str, what: str) -> Any:
-    """``module:attribute`` (or ``file.py:attribute``) → the object (raises ConfigError naming ``what``, the
-    config field)."""
-    try:
-        return load_object(spec)
-    except LoadError as exc:
-        raise ConfigError(f"{what}: {exc}") from exc
-
-
-def _env_factory(config: RLConfig) -> EnvFactory:
-    kwargs = dict(config.env.kwargs)
-    if config.env.factory is not None:
-        target = import_object(config.env.factory, "env.factory")
-    else:
-        name = config.env.name or parse_task_spec(config.tasks)[0]
-        try:
-            target = get_task_set(name).env
-        except ValueError as exc:
-            raise ConfigError(f"env.name: {exc}") from None
-    if not callable(target):
-        raise ConfigError(f"env: {target!r} is not callable")
-    return cast(EnvFactory, functools.partial(target, **kwargs))
-
-
-def _agent_factory(config: RLConfig) -> AgentFactory:
-    target = import_object(config.agent.factory, "agent.factory")
-    if not callable(target):
-        raise ConfigError(f"agent.factory: {config.agent.factory} is not callable")
-    return cast(AgentFactory, functools.partial(target, **config.agent.kwargs))
-
-
-# ---------------------------------------------------------------------- ports onto the real trainer and service
-
-
-class _TorchTrainer:
-    """The scheduler's TrainerPort over :class:`~agentscope.rl.trainer.Trainer` (torch runs in worker threads)."""
-
-    def __init__(self, trainer: Trainer, threads: int | None) -> None:
-        self.trainer = trainer
-        self.threads = threads
-
-    def _threads(self) -> None:
-        _set_torch_threads(self.threads)
-
-    async def train(self, batch: list[Trajectory], *, step: int) -> dict[str, float]:
-        def run() -> dict[str, float]:
-            self._threads()
-            return self.trainer.step(batch, step=step)
-
-        return await anyio.to_thread.run_sync(run)
-
-    async def weights(self) -> Any:
-        return await anyio.to_thread.run_sync(self.trainer.weights_for_rollout)
 
 
 async def _append_line(path: Path, record: dict[str, Any]) -> None:
@@ -233,10 +156,10 @@ async def train(
             f"evaluation.training_tasks: {config.evaluation.training_tasks} is more than the {len(tasks)} training "
             f"tasks of {config.tasks!r}"
         )
-    env_factory = _env_factory(config)
-    agent_factory = _agent_factory(config)
+    env_factory = build_env_factory(config)
+    agent_factory = build_agent_factory(config)
 
-    await anyio.to_thread.run_sync(_import_heavy)  # torch, transformers, verl: seconds of file reads
+    await anyio.to_thread.run_sync(import_heavy)  # torch, transformers, verl: seconds of file reads
     from agentscope.rl.trainer import AsyncCheckpointer
 
     checkpoint = None
@@ -273,9 +196,9 @@ async def train(
     if config.evaluation.before_after and config.eval_tasks is not None and checkpoint is None:
         evaluation["before"] = await evaluate_cached(config, model_dir)
         if config.evaluation.training_tasks:
-            evaluation["train_before"] = await evaluate(config, model_dir, _training_sample(config))
+            evaluation["train_before"] = await evaluate(config, model_dir, training_sample(config))
         if console is not None:
-            console.print(f"held-out success before RL: {_success_line(evaluation['before'])}")
+            console.print(f"held-out success before RL: {success_line(evaluation['before'])}")
 
     tracer_on = config.trace and not tracing.enabled()
     if tracer_on:
@@ -288,9 +211,9 @@ async def train(
             started_ns=started_ns,
         )
     if "before" in evaluation:
-        tracing.log_metrics(_eval_metrics(evaluation["before"]), step=start_step)
+        tracing.log_metrics(eval_metrics(evaluation["before"]), step=start_step)
     if "train_before" in evaluation:
-        tracing.log_metrics(_eval_metrics(evaluation["train_before"], "eval_train"), step=start_step)
+        tracing.log_metrics(eval_metrics(evaluation["train_before"], "eval_train"), step=start_step)
     try:
         result = await _train(
             config,
@@ -310,11 +233,11 @@ async def train(
             # evaluation must not fail the finished run: it is logged, and eval.json keeps what was measured.
             try:
                 evaluation["after"] = await evaluate(config, root)
-                tracing.log_metrics(_eval_metrics(evaluation["after"]), step=result.steps)
+                tracing.log_metrics(eval_metrics(evaluation["after"]), step=result.steps)
                 if "train_before" in evaluation:
-                    evaluation["train_after"] = await evaluate(config, root, _training_sample(config))
+                    evaluation["train_after"] = await evaluate(config, root, training_sample(config))
                     tracing.log_metrics(
-                        _eval_metrics(evaluation["train_after"], "eval_train"), step=result.steps
+                        eval_metrics(evaluation["train_after"], "eval_train"), step=result.steps
                     )
             except Exception as exc:
                 logger.warning("the evaluation after RL failed: %s: %s", type(exc).__name__, exc)
@@ -343,122 +266,16 @@ async def train(
             console.print(f"the evaluation after RL failed: {evaluation.get('after_error')}")
         elif console is not None:
             console.print(
-                f"held-out success before RL: {_success_line(evaluation['before'])}\n"
-                f"held-out success after RL:  {_success_line(evaluation['after'])}"
+                f"held-out success before RL: {success_line(evaluation['before'])}\n"
+                f"held-out success after RL:  {success_line(evaluation['after'])}"
             )
             if "train_after" in evaluation:
                 console.print(
-                    f"training-task success before RL: {_success_line(evaluation['train_before'])}\n"
-                    f"training-task success after RL:  {_success_line(evaluation['train_after'])}"
+                    f"training-task success before RL: {success_line(evaluation['train_before'])}\n"
+                    f"training-task success after RL:  {success_line(evaluation['train_after'])}"
                 )
         result.evaluation = evaluation
     return result
-
-
-def _eval_metrics(report: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
-    """An :func:`evaluate` report as metrics: ``eval/success_rate``, ``eval/reward_mean`` and, with a breakdown,
-    ``eval/success_by_<key>/<value>`` (``prefix`` in place of ``eval``)."""
-    metrics = {
-        f"{prefix}/success_rate": report["success_rate"],
-        f"{prefix}/reward_mean": report["reward_mean"],
-    }
-    for name, value in report.items():
-        if name.startswith("success_by_") and isinstance(value, dict):
-            for group, rate in cast(dict[str, float], value).items():
-                metrics[f"{prefix}/{name}/{group}"] = rate
-    return metrics
-
-
-def _training_sample(config: RLConfig) -> str:
-    """The training spec with ``n=evaluation.training_tasks``: the same generator and seed, fewer tasks."""
-    return with_task_spec_args(config.tasks, n=config.evaluation.training_tasks)
-
-
-def _success_line(report: dict[str, Any]) -> str:
-    decoding = "greedy" if report["temperature"] == 0 else f"temperature {report['temperature']:g}"
-    return (
-        f"{report['success_rate']:.1%} of {report['episodes']} episodes ({report['tasks']}, {decoding}; "
-        f"{report['training_overlap']} tasks shared with training)"
-    )
-
-
-def _import_heavy() -> None:
-    """Import the torch side (in a worker thread: importing torch, transformers and verl reads many files)."""
-    for name in (
-        "transformers",
-        "agentscope.rl.trainer._trainer",
-        "agentscope.rl.trainer._checkpoint",
-        "agentscope.rl.rollout._engine",
-    ):
-        importlib.import_module(name)
-
-
-def _set_torch_threads(threads: int | None) -> None:
-    """Limit torch's intra-op threads for this process (None: torch's default)."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-async def _load_tokenizer(model_dir: Path, threads: int | None) -> Any:
-    def load() -> Any:
-        from agentscope.rl.policy import load_tokenizer
-
-        _set_torch_threads(threads)
-        return load_tokenizer(model_dir)
-
-    return await anyio.to_thread.run_sync(load)
-
-
-async def _load_model(model_dir: Path, threads: int | None) -> tuple[Any, Any]:
-    """The policy (for the trainer) and its tokenizer."""
-    tokenizer = await _load_tokenizer(model_dir, threads)
-
-    def load() -> Any:
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(model_dir)
-
-    return await anyio.to_thread.run_sync(load), tokenizer
-
-
-def _rollout_service(config: RLConfig, model_dir: Path, tokenizer: Any, version: int) -> RolloutService:
-    from agentscope.rl.rollout import RolloutService, SamplingParams, TorchEngine
-
-    engine = TorchEngine(
-        model_dir,
-        tokenizer=tokenizer,
-        max_batch=config.rollout.max_batch,
-        max_seq_len=config.rollout.max_seq_len,
-        version=version,
-        num_threads=config.rollout.threads,
-        seed=config.seed,
-    )
-    params = SamplingParams(
-        max_tokens=config.rollout.max_tokens,
-        temperature=config.rollout.temperature,
-        top_p=config.rollout.top_p,
-    )
-    return RolloutService(engine, tokenizer, default_params=params)
-
-
-def _env_cluster(
-    config: RLConfig, service: RolloutService, env_factory: EnvFactory, agent_factory: AgentFactory
-) -> EnvCluster:
-    """The environment cluster of ``config``, its agents talking to ``service``."""
-    from agentscope.rl.rollout import RolloutChatModel
-
-    return EnvCluster(
-        env_factory,
-        agent_factory,
-        service,
-        slots=config.env.slots,
-        step_timeout_s=config.env.step_timeout_s,
-        episode_timeout_s=config.env.episode_timeout_s,
-        max_turns=config.env.max_turns,
-        model_factory=lambda sid: RolloutChatModel(service, sid),
-    )
 
 
 async def _train(
@@ -477,7 +294,7 @@ async def _train(
     from agentscope.rl.trainer import AsyncCheckpointer, CheckpointError, Trainer
 
     try:
-        model, tokenizer = await _load_model(model_dir, config.threads)
+        model, tokenizer = await load_policy_model(model_dir, config.threads)
     except Exception as exc:  # safetensors, JSON and tokenizer errors alike
         if checkpoint is None:
             raise
@@ -509,8 +326,8 @@ async def _train(
     checkpointer = await anyio.to_thread.run_sync(
         functools.partial(AsyncCheckpointer, root, keep=config.schedule.keep_checkpoints)
     )
-    service = _rollout_service(config, model_dir, tokenizer, start_version)
-    cluster = _env_cluster(config, service, env_factory, agent_factory)
+    service = build_rollout_service(config, model_dir, tokenizer, start_version)
+    cluster = build_env_cluster(config, service, env_factory, agent_factory)
     progress = _Progress(console, config.schedule.steps, start_step)
     if resumed is not None:
         progress.note(f"resumed from step {start_step}: {resumed.describe()}")
@@ -560,7 +377,7 @@ async def _train(
         config.schedule,
         cluster=cluster,
         data=data,
-        trainer=_TorchTrainer(trainer, config.threads),
+        trainer=TorchTrainer(trainer, config.threads),
         servers=[service],
         sampler=sampler,
         start_step=start_step,
@@ -641,123 +458,6 @@ class _Progress:
             self.console.print(f"step {report.step}/{self.steps} | {text}")  # type: ignore[union-attr]
 
 
-# ---------------------------------------------------------------------- eval
-
-
-async def evaluate(
-    config: RLConfig,
-    checkpoint: str | os.PathLike[str] | None,
-    tasks_spec: str | None = None,
-    *,
-    attempts: int | None = None,
-    temperature: float | None = None,
-) -> dict[str, Any]:
-    """Play every task of ``tasks_spec`` (default ``config.eval_tasks`` or ``config.tasks``) ``attempts`` times
-    with the policy in ``checkpoint`` (a directory ``from_pretrained`` loads: ``DIR/checkpoints/latest``, or a run
-    directory); returns success rates as JSON-ready data. ``attempts`` and ``temperature`` default to the config's
-    ``evaluation`` section. ``training_overlap`` counts the tasks that share a content key with the config's
-    training or warm-start tasks (0 for a held-out set)."""
-    spec = tasks_spec or config.eval_tasks or config.tasks
-    attempts = attempts or config.evaluation.attempts
-    if temperature is None:
-        temperature = config.evaluation.temperature
-    tasks = await anyio.to_thread.run_sync(load_tasks, spec)
-    overlap = await anyio.to_thread.run_sync(_training_overlap, config, tasks)
-    await anyio.to_thread.run_sync(_import_heavy)
-    model_dir = Path(checkpoint) if checkpoint is not None else None
-    if model_dir is not None and await anyio.to_thread.run_sync(
-        (model_dir / "checkpoints" / "latest").is_dir
-    ):
-        model_dir = model_dir / "checkpoints" / "latest"
-    if model_dir is None:
-        if config.policy.path is None:
-            raise ConfigError("rl eval needs --checkpoint (or policy.path in the config)")
-        model_dir = Path(config.policy.path)
-    tokenizer = await _load_tokenizer(model_dir, config.threads)  # the engine loads the weights itself
-    if temperature is not None:
-        config = config.model_copy(
-            update={"rollout": config.rollout.model_copy(update={"temperature": temperature})}
-        )
-    service = _rollout_service(config, model_dir, tokenizer, 0)
-    cluster = _env_cluster(config, service, _env_factory(config), _agent_factory(config))
-    results: list[Trajectory] = []
-    started = time.perf_counter()
-
-    async def feed() -> AsyncIterator[tuple[Task, str]]:
-        for attempt in range(attempts):
-            for task in tasks:
-                yield task, f"eval-{task.id}-{attempt}"
-
-    async def sink(trajectory: Trajectory) -> None:
-        results.append(trajectory)
-
-    try:
-        async with service:
-            await cluster.run(feed(), sink)
-    finally:
-        await cluster.aclose()  # its environments' sandboxes and browser contexts, also on error
-    per_task: dict[str, list[bool]] = {}
-    statuses: dict[str, int] = {}
-    for t in results:
-        per_task.setdefault(t.task_id, []).append(t.success)
-        statuses[t.status] = statuses.get(t.status, 0) + 1
-    report: dict[str, Any] = {
-        "tasks": spec,
-        "checkpoint": str(model_dir),
-        "attempts": attempts,
-        "temperature": config.rollout.temperature,
-        "episodes": len(results),
-        "training_overlap": len(overlap),
-        "success_rate": sum(t.success for t in results) / len(results) if results else 0.0,
-        "reward_mean": statistics.fmean(t.reward for t in results) if results else 0.0,
-        "task_success_rate": statistics.fmean(sum(v) / len(v) for v in per_task.values())
-        if per_task
-        else 0.0,
-        "statuses": statuses,
-        "wall_s": round(time.perf_counter() - started, 2),
-        "per_task": {task: sum(v) / len(v) for task, v in sorted(per_task.items())},
-    }
-    key = config.evaluation.breakdown
-    if key is not None:
-        category = {t.id: str(t.metadata.get(key, "?")) for t in tasks}
-        groups: dict[str, list[bool]] = {}
-        for t in results:
-            groups.setdefault(category.get(t.task_id, "?"), []).append(t.success)
-        report[f"success_by_{key}"] = {name: sum(v) / len(v) for name, v in sorted(groups.items())}
-    return report
-
-
-def _training_overlap(config: RLConfig, tasks: list[Task]) -> list[Task]:
-    seen = load_tasks(config.tasks)
-    warm = config.warm_start_spec()
-    if warm is not None and warm != config.tasks:
-        seen += load_tasks(warm)
-    return overlapping(tasks, seen)
-
-
-async def evaluate_cached(config: RLConfig, policy: Path) -> dict[str, Any]:
-    """:func:`evaluate` of ``policy`` on ``eval_tasks`` as the config's ``evaluation`` section says, kept in the
-    policy directory (an initial policy is evaluated once, whichever command asks first). A policy the user
-    gave (``policy.path``) is evaluated every time: nothing is written into a directory we did not make."""
-    if config.policy.path is not None and policy == Path(config.policy.path):
-        return await evaluate(config, policy)
-    settings = {
-        "tasks": config.eval_tasks,
-        "training": [config.tasks, config.warm_start_spec()],  # what training_overlap counts against
-        "evaluation": config.evaluation.model_dump(mode="json"),
-        "rollout": config.rollout.model_dump(mode="json"),
-        "agent": config.agent.model_dump(mode="json"),
-        "env": config.env.model_dump(mode="json"),
-    }
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = policy / f"eval-{digest}.json"
-    if await anyio.to_thread.run_sync(path.is_file):
-        return json.loads(await anyio.to_thread.run_sync(path.read_text))
-    report = await evaluate(config, policy)
-    await anyio.to_thread.run_sync(write_text_atomically, path, json.dumps(report, indent=1) + "\n")
-    return report
-
-
 # ---------------------------------------------------------------------- sft
 
 
@@ -774,62 +474,11 @@ async def sft(config: RLConfig, run_dir: str | os.PathLike[str]) -> dict[str, An
         raise ConfigError("sft.steps: 0 means no warm start; set it (e.g. --set sft.steps=300)")
     root = Path(run_dir)
     await anyio.to_thread.run_sync(functools.partial(root.mkdir, parents=True, exist_ok=True))
-    await anyio.to_thread.run_sync(_import_heavy)
-    model_dir, report = await prepare_policy(config, root, _env_factory(config), _agent_factory(config))
+    await anyio.to_thread.run_sync(import_heavy)
+    model_dir, report = await prepare_policy(
+        config, root, build_env_factory(config), build_agent_factory(config)
+    )
     summary: dict[str, Any] = {"policy": str(model_dir), "sft": asdict(report) if report else None}
     if config.eval_tasks is not None:
         summary["eval"] = await evaluate_cached(config, model_dir)
     return summary
-
-
-# ---------------------------------------------------------------------- export
-
-
-def export_record(trajectory: Trajectory, trained_at_step: int | None) -> dict[str, Any]:
-    """One ``rl export`` line: the trajectory flattened in verl's layout (the first sample when the agent rewrote
-    its history; the others under ``more_samples``)."""
-    samples = trajectory.flatten()
-    first = samples[0] if samples else None
-    record: dict[str, Any] = {
-        "uid": trajectory.group_id,
-        "trajectory_id": trajectory.trajectory_id,
-        "task_id": trajectory.task_id,
-        "prompt_ids": first.prompt_ids if first else [],
-        "response_ids": first.response_ids if first else [],
-        "response_mask": first.response_mask if first else [],
-        "response_logprobs": first.response_logprobs if first else [],
-        "reward": trajectory.reward,
-        "policy_versions": trajectory.policy_versions,
-        "trained_at_step": trained_at_step,
-        "status": trajectory.status,
-    }
-    if len(samples) > 1:
-        record["more_samples"] = [s.model_dump(mode="json") for s in samples[1:]]
-    return record
-
-
-async def export_trajectories(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
-    """Write every stored trajectory of ``run_dir`` to ``out`` as JSON lines (:data:`EXPORT_KEYS`); returns how
-    many."""
-    path = Path(run_dir) / STORE_FILE
-    if not await anyio.to_thread.run_sync(path.is_file):
-        raise UsageError(f"{run_dir} holds no trajectory store ({STORE_FILE})")
-    target = Path(out)
-    count = 0
-    lines: list[str] = []
-
-    def flush(text: str, mode: str) -> None:
-        with target.open(mode, encoding="utf-8") as f:
-            f.write(text)
-
-    await anyio.to_thread.run_sync(flush, "", "w")
-    async with TrajectoryStore(path) as store:
-        async for trajectory, step in store.iter_all():
-            lines.append(json.dumps(export_record(trajectory, step), separators=(",", ":")))
-            count += 1
-            if len(lines) >= 256:
-                await anyio.to_thread.run_sync(flush, "\n".join(lines) + "\n", "a")
-                lines = []
-    if lines:
-        await anyio.to_thread.run_sync(flush, "\n".join(lines) + "\n", "a")
-    return count

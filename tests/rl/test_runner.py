@@ -11,16 +11,11 @@ import pytest
 
 from agentscope.exceptions import ConfigError, UsageError
 from agentscope.rl import Trajectory, Turn
+from agentscope.rl._components import import_object
 from agentscope.rl._config import load_config
-from agentscope.rl._runner import (
-    EXPORT_KEYS,
-    evaluate,
-    evaluate_cached,
-    export_record,
-    export_trajectories,
-    import_object,
-    train,
-)
+from agentscope.rl._evaluation import evaluate, evaluate_cached
+from agentscope.rl._export import EXPORT_KEYS, export_record, export_trajectories
+from agentscope.rl._runner import train
 from agentscope.rl._sft import record_demonstrations
 from agentscope.rl.data import TrajectoryStore
 from agentscope.rl.envs import ArithEnv, get_task_set, load_tasks, react_agent_factory

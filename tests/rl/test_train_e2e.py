@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from agentscope.rl import Trajectory
-from agentscope.rl._runner import EXPORT_KEYS
+from agentscope.rl._export import EXPORT_KEYS
 from agentscope.rl.data import TrajectoryStore
 from agentscope.tracing import TraceStore
 
