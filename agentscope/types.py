@@ -6,20 +6,31 @@ clients (:mod:`agentscope.models`) take and return them, the toolkit (:mod:`agen
 tools with :class:`ToolSchema` and returns :class:`ToolResponse`, and the events (:mod:`agentscope.events`)
 carry both. This module imports nothing of ours but :mod:`agentscope.message`; ``agentscope.models`` and
 ``agentscope.tools`` re-export each name, so ``from agentscope.models import ChatResponse`` keeps working.
+
+The hook vocabulary lives here too: :data:`HookType` (where an agent runs hooks), :class:`HookPayloads` (what
+each hook type's hooks receive and may return in its place), :class:`ReplyArguments` (the ``pre_reply`` payload)
+and the generic :data:`Hook` callable. ``agentscope.agents`` re-exports them, and ``AgentBase.register_hook`` is
+typed with them, so a type checker rejects a hook whose signature does not fit its hook type.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeAlias, TypedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, Literal, NotRequired, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from typing_extensions import TypedDict  # `extra_items` (PEP 728) for ReplyArguments
 
-from agentscope.message import ContentBlock, ImageBlock, Msg, TextBlock, ToolUseBlock
+from agentscope.message import ContentBlock, ImageBlock, Msg, TextBlock, ToolResultBlock, ToolUseBlock
 
 __all__ = [
     "ChatResponse",
     "ChatUsage",
+    "Hook",
+    "HookPayloads",
+    "HookType",
     "ModelSettings",
+    "ReplyArguments",
     "ResponseFormat",
     "ToolChoice",
     "ToolResponse",
@@ -145,3 +156,66 @@ class ToolResponse(BaseModel):
     def text_content(self) -> str:
         """All text blocks joined."""
         return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+
+# ---------------------------------------------------------------------------------------------------- hooks
+
+HookType: TypeAlias = Literal[
+    "pre_reply", "post_reply", "pre_reasoning", "post_reasoning", "pre_acting", "post_acting", "pre_observe"
+]
+"""Points in an agent's work where hooks run (the keys of :class:`HookPayloads`)."""
+
+
+class ReplyArguments(TypedDict, extra_items=Any):
+    """The ``pre_reply`` payload: the keyword arguments the reply will be called with.
+
+    ``msg`` is always there (None to continue without a new message); the other keys are present only when the
+    caller passed them. The three optional keys are those :class:`~agentscope.agents.ReActAgent` reads; an agent
+    of your own may take any other keyword (typed ``Any`` here). A hook may change the dict in place or return
+    a new one.
+    """
+
+    msg: Msg | Sequence[Msg] | None
+    """The message (or messages) to reply to."""
+    structured_model: NotRequired[type[BaseModel] | None]
+    """ReActAgent: the pydantic model the answer must fill."""
+    approve: NotRequired[Sequence[str]]
+    """ReActAgent: ids of the tool calls waiting for approval that the human approves."""
+    deny: NotRequired[Sequence[str]]
+    """ReActAgent: ids of the tool calls waiting for approval that the human denies."""
+
+
+class HookPayloads(TypedDict):
+    """Hook type -> the payload its hooks receive, and may return in its place.
+
+    A table for readers and type checkers, never instantiated: ``typing.get_type_hints(HookPayloads)`` reads it
+    at run time, and ``AgentBase.register_hook`` has one overload per row. The payload is the object the agent
+    goes on with, not a copy: a hook that returns None keeps it (changes made in place included), one that returns
+    a value replaces it for the next hook and for the agent.
+    """
+
+    pre_reply: ReplyArguments
+    """Before the reply starts: the reply's keyword arguments, ``msg`` included."""
+    post_reply: Msg
+    """After the reply: the reply message, before it is returned and broadcast."""
+    pre_reasoning: list[Msg]
+    """Before each model call: the messages about to be sent (system prompt first, when there is one)."""
+    post_reasoning: ChatResponse
+    """After each model call: the model's response, before the agent acts on it."""
+    pre_acting: ToolUseBlock
+    """Before each tool call: the call about to run."""
+    post_acting: ToolResultBlock
+    """After each tool call: its result, before it goes into memory."""
+    pre_observe: Msg
+    """Before an observed message (a MsgHub broadcast) goes into memory: that message."""
+
+
+_AgentT = TypeVar("_AgentT")
+_PayloadT = TypeVar("_PayloadT")
+
+Hook: TypeAlias = Callable[[_AgentT, _PayloadT], _PayloadT | Awaitable[_PayloadT | None] | None]
+"""A hook: ``(agent, payload) -> payload | None``, a plain function or a coroutine function.
+
+``Hook[ReActAgent, ToolUseBlock]`` is a ``pre_acting`` hook of a ReActAgent (see :class:`HookPayloads` for each
+hook type's payload). Returning None keeps the payload; returning a value replaces it.
+"""

@@ -9,35 +9,23 @@ import inspect
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, cast, overload
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from agentscope.events import AgentEvent, ReplyEvent
 from agentscope.exceptions import UsageError
-from agentscope.message import Msg, new_id
+from agentscope.message import Msg, ToolResultBlock, ToolUseBlock, new_id
 from agentscope.tracing import agent_call, switch
+from agentscope.types import ChatResponse, Hook, HookType, ReplyArguments
 
 if TYPE_CHECKING:
     from agentscope.memory import MemoryBase
 
-__all__ = ["AgentBase", "Hook", "HookType"]
+__all__ = ["AgentBase"]
 
 logger = logging.getLogger("agentscope.agents")
-
-HookType: TypeAlias = Literal[
-    "pre_reply", "post_reply", "pre_reasoning", "post_reasoning", "pre_acting", "post_acting", "pre_observe"
-]
-"""Points in an agent's work where hooks run."""
-
-Hook: TypeAlias = Callable[..., Any]
-"""A hook: ``(agent, payload) -> payload | None``, sync or async. Returning None keeps the payload unchanged.
-
-Payloads: ``pre_reply`` a dict of the reply's keyword arguments (``msg`` included); ``post_reply`` the reply Msg;
-``pre_reasoning`` the list of messages about to be sent to the model; ``post_reasoning`` the ChatResponse;
-``pre_acting`` the ToolUseBlock about to run; ``post_acting`` the ToolResultBlock; ``pre_observe`` the observed Msg.
-"""
 
 _event_sink: contextvars.ContextVar[MemoryObjectSendStream[AgentEvent] | None] = contextvars.ContextVar(
     "agentscope_event_sink", default=None
@@ -78,7 +66,7 @@ class AgentBase(ABC):
         """What the agent does, used when it is offered to another agent as a tool."""
         self.memory: MemoryBase = memory
         """The agent's conversation memory."""
-        self._hooks: dict[HookType, dict[str, Hook]] = {}
+        self._hooks: dict[HookType, dict[str, Hook[Any, Any]]] = {}
         self._reply_scope: anyio.CancelScope | None = None
         self._subscribers: dict[str, list[AgentBase]] = {}
 
@@ -111,16 +99,16 @@ class AgentBase(ABC):
                 f"agent {self.name!r} is already replying; await that reply or create another agent"
             )
         kwargs["msg"] = msg
-        kwargs = await self._run_hooks("pre_reply", kwargs)
+        arguments = await self._run_hooks("pre_reply", cast(ReplyArguments, kwargs))
         reply: Msg | None = None
         with anyio.CancelScope() as scope:
             self._reply_scope = scope
             try:
-                reply = await self.reply(**kwargs)
+                reply = await self.reply(**arguments)
             finally:
                 self._reply_scope = None
         if reply is None:  # interrupt() cancelled the scope
-            reply = await self.handle_interrupt(**kwargs)
+            reply = await self.handle_interrupt(**arguments)
         final: Msg = await self._run_hooks("post_reply", reply)
         await self._broadcast(final)
         return final
@@ -206,8 +194,49 @@ class AgentBase(ABC):
 
     # ------------------------------------------------------------------ hooks
 
-    def register_hook(self, hook_type: HookType, name: str, hook: Hook) -> None:
-        """Run ``hook`` at ``hook_type``; hooks of one type run in registration order. Names are unique per type."""
+    @overload
+    def register_hook(
+        self, hook_type: Literal["pre_reply"], name: str, hook: Hook[Self, ReplyArguments]
+    ) -> None: ...
+    @overload
+    def register_hook(self, hook_type: Literal["post_reply"], name: str, hook: Hook[Self, Msg]) -> None: ...
+    @overload
+    def register_hook(
+        self, hook_type: Literal["pre_reasoning"], name: str, hook: Hook[Self, list[Msg]]
+    ) -> None: ...
+    @overload
+    def register_hook(
+        self, hook_type: Literal["post_reasoning"], name: str, hook: Hook[Self, ChatResponse]
+    ) -> None: ...
+    @overload
+    def register_hook(
+        self, hook_type: Literal["pre_acting"], name: str, hook: Hook[Self, ToolUseBlock]
+    ) -> None: ...
+    @overload
+    def register_hook(
+        self, hook_type: Literal["post_acting"], name: str, hook: Hook[Self, ToolResultBlock]
+    ) -> None: ...
+    @overload
+    def register_hook(self, hook_type: Literal["pre_observe"], name: str, hook: Hook[Self, Msg]) -> None: ...
+    def register_hook(self, hook_type: HookType, name: str, hook: Hook[Any, Any]) -> None:
+        """Run ``hook`` at ``hook_type``; hooks of one type run in registration order. Names are unique per type.
+
+        A hook is called as ``hook(agent, payload)``, sync or async; returning None keeps the payload, returning a
+        value replaces it. Each hook type has its payload (:class:`~agentscope.types.HookPayloads`):
+
+        ========================  ==========================================================================
+        ``pre_reply``             :class:`~agentscope.types.ReplyArguments`: the reply's keyword arguments
+        ``post_reply``            :class:`~agentscope.message.Msg`: the reply
+        ``pre_reasoning``         ``list[Msg]``: the messages about to be sent to the model
+        ``post_reasoning``        :class:`~agentscope.types.ChatResponse`: the model's response
+        ``pre_acting``            :class:`~agentscope.message.ToolUseBlock`: the tool call about to run
+        ``post_acting``           :class:`~agentscope.message.ToolResultBlock`: the tool call's result
+        ``pre_observe``           :class:`~agentscope.message.Msg`: the observed message
+        ========================  ==========================================================================
+
+        The overloads let a type checker reject a hook whose signature does not fit its hook type; nothing is
+        checked at run time beyond the hook type's name.
+        """
         if hook_type not in self.hook_types:
             raise ValueError(f"unknown hook type {hook_type!r}; expected one of {', '.join(self.hook_types)}")
         self._hooks.setdefault(hook_type, {})[name] = hook
@@ -216,6 +245,24 @@ class AgentBase(ABC):
         """Remove the hook registered under ``name``. Raises KeyError when there is none."""
         del self._hooks[hook_type][name]
 
+    @overload
+    async def _run_hooks(
+        self, hook_type: Literal["pre_reply"], payload: ReplyArguments
+    ) -> ReplyArguments: ...
+    @overload
+    async def _run_hooks(self, hook_type: Literal["post_reply", "pre_observe"], payload: Msg) -> Msg: ...
+    @overload
+    async def _run_hooks(self, hook_type: Literal["pre_reasoning"], payload: list[Msg]) -> list[Msg]: ...
+    @overload
+    async def _run_hooks(
+        self, hook_type: Literal["post_reasoning"], payload: ChatResponse
+    ) -> ChatResponse: ...
+    @overload
+    async def _run_hooks(self, hook_type: Literal["pre_acting"], payload: ToolUseBlock) -> ToolUseBlock: ...
+    @overload
+    async def _run_hooks(
+        self, hook_type: Literal["post_acting"], payload: ToolResultBlock
+    ) -> ToolResultBlock: ...
     async def _run_hooks(self, hook_type: HookType, payload: Any) -> Any:
         hooks = self._hooks.get(hook_type)
         if not hooks:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 from pydantic import BaseModel, Field
 
-from agentscope.agents import ReActAgent
+from agentscope.agents import ReActAgent, ReplyArguments
 from agentscope.events import ReplyEvent, TextDelta, ToolCallEvent, ToolResultDelta, ToolResultEvent
 from agentscope.exceptions import UsageError
 from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
@@ -255,7 +255,7 @@ async def test_hooks_see_and_can_change_each_stage() -> None:
     agent, model = make_agent([tool_call("add", a=1, b=1), "two"])
     seen: list[str] = []
 
-    def pre_reply(_agent: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def pre_reply(_agent: Any, kwargs: ReplyArguments) -> ReplyArguments:
         seen.append("pre_reply")
         kwargs["msg"] = Msg(role="user", content="rewritten")
         return kwargs
