@@ -17,6 +17,10 @@ first and last token (``version_head``/``version_tail``). The prefix cache is dr
 Prefix cache: a finished sequence's KV cache stays in a spare slot, keyed by its token ids, until the slot is
 needed; the next turn of a token-in/token-out conversation (its prompt begins with exactly those ids) takes it over
 and prefills only the tokens added since.
+
+The parts the engine thread drives live next to this file: ``_slots.py`` (which KV-cache slot holds what, and the
+prefix cache), ``_sampling.py`` (a request, its running sequence, and drawing the next tokens) and
+``_token_bytes.py`` (each token id's bytes, for stop strings).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import queue
 import random
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +44,10 @@ import torch
 
 from agentscope.exceptions import ModelError
 from agentscope.rl.rollout._qwen2 import Qwen2Runner, RunnerShape
-from agentscope.rl.rollout._types import FinishReason, Generation, SamplingParams
+from agentscope.rl.rollout._sampling import Request, Sequence, sample
+from agentscope.rl.rollout._slots import SlotTable
+from agentscope.rl.rollout._token_bytes import token_byte_table
+from agentscope.rl.rollout._types import Generation, SamplingParams
 
 if TYPE_CHECKING:
     from agentscope.rl.policy import TokenizerLike
@@ -57,15 +64,6 @@ class EngineStoppedError(ModelError):
 
 
 @dataclass(eq=False, slots=True)
-class _Request:
-    prompt_ids: list[int]
-    params: SamplingParams
-    future: asyncio.Future[Generation]
-    loop: asyncio.AbstractEventLoop
-    cancelled: bool = False
-
-
-@dataclass(eq=False, slots=True)
 class _WeightUpdate:
     state_dict: Mapping[str, torch.Tensor]
     version: int
@@ -76,24 +74,6 @@ class _WeightUpdate:
 @dataclass(eq=False, slots=True)
 class _Stop:
     pass
-
-
-@dataclass(eq=False, slots=True)
-class _Sequence:
-    request: _Request
-    rng: random.Random
-    max_new: int
-    stop_ids: frozenset[int]
-    stop_bytes: list[bytes]
-    position: int = 0
-    """Tokens in the cache."""
-    next_token: int = 0
-    completion: list[int] = field(default_factory=list[int])
-    logprobs: list[float] = field(default_factory=list[float])
-    text: bytearray = field(default_factory=bytearray)
-    version_head: int = 0
-    version_tail: int = 0
-    finish: FinishReason | None = None
 
 
 class TorchEngine:
@@ -152,7 +132,7 @@ class TorchEngine:
         self.prefix_cache_slots = max_batch if prefix_cache_slots is None else prefix_cache_slots
         """KV-cache slots beyond ``max_batch`` that keep finished sequences for prompts that extend them."""
         self._seed_source = random.Random(seed)
-        self._inbox: queue.SimpleQueue[_Request | _WeightUpdate | _Stop] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Request | _WeightUpdate | _Stop] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._runner: Qwen2Runner | None = None
         self._token_bytes: list[bytes] | None = None
@@ -238,7 +218,7 @@ class TorchEngine:
         if params.stop and self._tokenizer is None:
             raise ValueError("stop strings need a tokenizer: pass tokenizer= to TorchEngine")
         loop = asyncio.get_running_loop()
-        request = _Request(list(prompt_ids), params, loop.create_future(), loop)
+        request = Request(list(prompt_ids), params, loop.create_future(), loop)
         self._inbox.put(request)
         try:
             return await request.future
@@ -282,8 +262,8 @@ class TorchEngine:
         runner = self._runner
         assert runner is not None
         if self._tokenizer is not None:
-            self._token_bytes = _token_byte_table(self._tokenizer, runner.shape.vocab_size)
-        state = _LoopState(_SlotTable(runner, runner.max_slots, enabled=self.prefix_cache_slots > 0))
+            self._token_bytes = token_byte_table(self._tokenizer, runner.shape.vocab_size)
+        state = _LoopState(SlotTable(runner, runner.max_slots, enabled=self.prefix_cache_slots > 0))
         with torch.inference_mode():
             while True:
                 try:
@@ -316,7 +296,7 @@ class TorchEngine:
         """One round of the engine loop; False once asked to stop."""
         running, waiting = state.running, state.waiting
         # 1. take in what arrived (weight updates first in arrival order); block only when idle
-        commands: list[_Request | _WeightUpdate | _Stop] = []
+        commands: list[Request | _WeightUpdate | _Stop] = []
         if not running and not waiting:
             self._stats["rollout/tokens_per_s"] = 0.0
             self._stats["rollout/batch_occupancy"] = 0.0
@@ -334,7 +314,7 @@ class TorchEngine:
                 waiting.append(command)
         # 2. drop cancelled sequences; admit waiting ones into free slots (prefill, first token)
         self._retire(state, [i for i, s in enumerate(running) if s.request.cancelled])
-        admitted: list[_Request] = []
+        admitted: list[Request] = []
         budget = self.max_prefill_tokens
         while waiting and len(running) + len(admitted) < self.max_batch:
             if admitted and len(waiting[0].prompt_ids) > budget:
@@ -394,9 +374,9 @@ class TorchEngine:
         self._stats["rollout/policy_version"] = float(update.version)
         _resolve(update.loop, update.future, None)
 
-    def _admit(self, runner: Qwen2Runner, state: _LoopState, requests: list[_Request]) -> None:
+    def _admit(self, runner: Qwen2Runner, state: _LoopState, requests: list[Request]) -> None:
         """Prefill these prompts together (reusing cached prefixes) and sample each one's first token."""
-        seqs: list[_Sequence] = []
+        seqs: list[Sequence] = []
         items: list[tuple[int, list[int], int]] = []
         try:
             for request in requests:
@@ -407,7 +387,7 @@ class TorchEngine:
                 start = state.slots.claim(slot, prompt)
                 items.append((slot, prompt[start:], start))
                 seqs.append(
-                    _Sequence(
+                    Sequence(
                         request=request,
                         rng=random.Random(seed),
                         max_new=max(0, min(params.max_tokens, self.max_seq_len - len(prompt))),
@@ -432,12 +412,12 @@ class TorchEngine:
                 seq.finish = "length"
         if sampling:
             rows = [seqs[i] for i in sampling]
-            tokens, logprobs = _sample(logits[sampling] if len(sampling) < len(seqs) else logits, rows)
+            tokens, logprobs = sample(logits[sampling] if len(sampling) < len(seqs) else logits, rows)
             for seq, token, logprob in zip(rows, tokens, logprobs, strict=True):
                 self._append(seq, token, logprob)
             state.generated += len(rows)
 
-    def _decode_step(self, runner: Qwen2Runner, running: list[_Sequence]) -> None:
+    def _decode_step(self, runner: Qwen2Runner, running: list[Sequence]) -> None:
         device = runner.device
         tokens = torch.tensor([s.next_token for s in running], dtype=torch.long, device=device)
         positions = torch.tensor([s.position for s in running], dtype=torch.long, device=device)
@@ -445,11 +425,11 @@ class TorchEngine:
         logits = runner.decode(tokens, positions)
         for seq in running:
             seq.position += 1
-        sampled, logprobs = _sample(logits, running)
+        sampled, logprobs = sample(logits, running)
         for seq, token, logprob in zip(running, sampled, logprobs, strict=True):
             self._append(seq, token, logprob)
 
-    def _append(self, seq: _Sequence, token: int, logprob: float) -> None:
+    def _append(self, seq: Sequence, token: int, logprob: float) -> None:
         seq.completion.append(token)
         seq.logprobs.append(logprob)
         seq.version_tail = self.version
@@ -459,7 +439,7 @@ class TorchEngine:
         elif len(seq.completion) >= seq.max_new:
             seq.finish = "length"
 
-    def _hit_stop_string(self, seq: _Sequence, token: int) -> bool:
+    def _hit_stop_string(self, seq: Sequence, token: int) -> bool:
         table = self._token_bytes
         if table is not None and token < len(table):
             seq.text += table[token]
@@ -500,142 +480,15 @@ class TorchEngine:
 class _LoopState:
     """What the engine thread keeps between iterations."""
 
-    slots: _SlotTable
-    waiting: deque[_Request] = field(default_factory=deque[_Request])
-    running: list[_Sequence] = field(default_factory=list[_Sequence])
+    slots: SlotTable
+    waiting: deque[Request] = field(default_factory=deque[Request])
+    running: list[Sequence] = field(default_factory=list[Sequence])
     window: deque[tuple[float, int]] = field(default_factory=deque[tuple[float, int]])
     """(time, running sequences) per decode step over the stats window."""
     generated: int = 0
     prefilled: int = 0
     reused: int = 0
     steps: int = 0
-
-
-class _SlotTable:
-    """Which KV-cache slot holds what, and the prefix cache.
-
-    Running sequences occupy slots ``0..B-1`` (packed, so that one decode pass reads a contiguous block). A
-    finished sequence's cache is kept ("parked") in a slot above the running ones, keyed by the token ids it
-    holds, until the slot is needed: a new prompt that begins with those ids (the next turn of the same
-    conversation, token-in/token-out) takes the slot over and prefills only the rest. Least recently parked
-    entries go first; a weight update drops them all.
-    """
-
-    MIN_PREFIX = 16
-    """Shorter cached prefixes are not worth keeping."""
-
-    def __init__(self, runner: Qwen2Runner, max_slots: int, *, enabled: bool) -> None:
-        self.runner = runner
-        self.max_slots = max_slots
-        self.enabled = enabled
-        self.parked: OrderedDict[int, tuple[int, ...]] = OrderedDict()
-
-    def clear(self) -> None:
-        self.parked.clear()
-
-    def _free(self, lowest: int, avoid: int = -1) -> int | None:
-        for slot in range(self.max_slots - 1, lowest - 1, -1):
-            if slot not in self.parked and slot != avoid:
-                return slot
-        return None
-
-    def _evict_oldest(self, avoid: int = -1) -> int | None:
-        """Drop the least recently parked entry (not ``avoid``); returns its slot."""
-        for slot in self.parked:
-            if slot != avoid:
-                del self.parked[slot]
-                return slot
-        return None
-
-    def _vacate(self, slot: int, avoid: int = -1) -> None:
-        """Make ``slot`` hold nothing, moving a parked entry there elsewhere (over the oldest one when full)."""
-        ids = self.parked.pop(slot, None)
-        if ids is None:
-            return
-        target = self._free(slot + 1, avoid)
-        if target is None:
-            target = self._evict_oldest(avoid)
-        if target is not None:
-            self.runner.move(slot, target, len(ids))
-            self.parked[target] = ids
-
-    def claim(self, slot: int, prompt: list[int]) -> int:
-        """Prepare ``slot`` (the next running one) for ``prompt``; returns how many leading prompt tokens its
-        cache already holds (0 without a prefix hit)."""
-        best, best_len = -1, 0
-        if self.enabled and self.parked:
-            key = tuple(prompt)
-            for parked_slot, ids in self.parked.items():
-                n = len(ids)
-                if best_len < n <= len(key) and key[n - 1] == ids[-1] and key[:n] == ids:
-                    best, best_len = parked_slot, n
-        if best < 0:
-            self._vacate(slot)
-            return 0
-        if best != slot:
-            self._vacate(slot, avoid=best)
-            self.runner.move(best, slot, best_len)
-        del self.parked[best]
-        return min(best_len, len(prompt) - 1)  # at least one token is run, for the next-token logits
-
-    def release(self, index: int, count: int, cached: list[int] | None, last_position: int) -> None:
-        """Running sequence ``index`` (of ``count``) leaves; the last running one moves into its slot. When
-        ``cached`` is given, the leaving sequence's cache is parked under those ids."""
-        last = count - 1
-        park = self.enabled and cached is not None and len(cached) >= self.MIN_PREFIX
-        if park and index != last:
-            target = self._free(count)
-            if target is None:
-                target = self._evict_oldest()
-            if target is None:
-                park = False
-            else:
-                assert cached is not None
-                self.runner.move(index, target, len(cached))
-                self.parked[target] = tuple(cached)
-        elif park:
-            assert cached is not None
-            self.parked[last] = tuple(cached)
-        if index != last:
-            self.runner.move(last, index, last_position)
-
-
-def _sample(logits: torch.Tensor, seqs: list[_Sequence]) -> tuple[list[int], list[float]]:
-    """One token per row and its log-probability under ``log_softmax(logits / temperature)``."""
-    temps = [s.request.params.temperature for s in seqs]
-    greedy = [t <= 0 for t in temps]
-    device = logits.device
-    if all(greedy):
-        tokens = logits.argmax(dim=-1, keepdim=True)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(1, tokens)
-        return _lists(tokens, logprobs)
-    temperature = torch.tensor([1.0 if g else t for g, t in zip(greedy, temps, strict=True)], device=device)
-    logp = torch.log_softmax(logits / temperature[:, None], dim=-1)
-    probs = logp.exp()
-    uniforms = torch.tensor([s.rng.random() for s in seqs], dtype=probs.dtype, device=device)
-    top_ps = [s.request.params.top_p for s in seqs]
-    if any(p < 1.0 for p, g in zip(top_ps, greedy, strict=True) if not g):
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        top_p = torch.tensor(top_ps, dtype=probs.dtype, device=device)
-        outside = (sorted_probs.cumsum(dim=-1) - sorted_probs) > top_p[
-            :, None
-        ]  # the first token always stays
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        cdf = sorted_probs.cumsum(dim=-1)
-        index = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True)
-        tokens = order.gather(1, index.clamp(max=probs.shape[-1] - 1))
-    else:
-        cdf = probs.cumsum(dim=-1)
-        index = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True)
-        tokens = index.clamp(max=probs.shape[-1] - 1)
-    if any(greedy):
-        rows = torch.tensor(greedy, device=device)
-        tokens = torch.where(rows[:, None], logits.argmax(dim=-1, keepdim=True), tokens)
-    return _lists(tokens, logp.gather(1, tokens))
-
-
-def _lists(tokens: torch.Tensor, logprobs: torch.Tensor) -> tuple[list[int], list[float]]:
-    return cast("list[int]", tokens[:, 0].tolist()), cast("list[float]", logprobs[:, 0].tolist())
 
 
 def _resolve(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], outcome: object) -> None:
@@ -684,43 +537,3 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     for file in bins:
         state.update(torch.load(file, map_location="cpu", weights_only=True))
     return state
-
-
-def _token_byte_table(tokenizer: TokenizerLike, vocab_size: int) -> list[bytes] | None:
-    """Each token id's bytes, for byte-level BPE tokenizers (None for others: stop strings then decode)."""
-    convert = getattr(tokenizer, "convert_ids_to_tokens", None)
-    added: dict[int, Any] = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    if convert is None:
-        return None
-    byte_of = {ch: b for b, ch in _bytes_to_unicode().items()}
-    table: list[bytes] = []
-    for token_id in range(vocab_size):
-        if token_id in added:
-            table.append(str(added[token_id]).encode())
-            continue
-        token = convert(token_id)
-        if token is None:
-            table.append(b"")
-            continue
-        try:
-            table.append(bytes(byte_of[ch] for ch in token))
-        except KeyError:
-            return None
-    return table
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte-to-character map used by byte-level BPE."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    chars = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}

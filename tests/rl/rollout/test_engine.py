@@ -298,7 +298,7 @@ async def test_interleaved_multi_turn_sessions_stay_exact(
 async def test_a_failure_fails_the_requests_in_flight_and_the_engine_keeps_serving(
     policy_dir: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agentscope.rl.rollout import _engine, _qwen2
+    from agentscope.rl.rollout import _qwen2, _slots
 
     def broken_once(original: Any) -> Any:
         calls = {"n": 0}
@@ -316,7 +316,7 @@ async def test_a_failure_fails_the_requests_in_flight_and_the_engine_keeps_servi
         for cls, name, message in [
             (_qwen2.Qwen2Runner, "prefill_many", "prefill failed"),
             (_qwen2.Qwen2Runner, "decode", "decode failed"),
-            (_engine._SlotTable, "release", "engine failed"),
+            (_slots.SlotTable, "release", "engine failed"),
         ]:
             monkeypatch.setattr(cls, name, broken_once(getattr(cls, name)))
             with pytest.raises(ModelError, match=message):
