@@ -15,18 +15,15 @@ What a tool call can end in (the toolkit never raises for a tool's own problems)
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
-from types import AsyncGeneratorType, GeneratorType, MappingProxyType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, overload
 
 import anyio
-import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
 from agentscope._errors import unwrap_group
 from agentscope.exceptions import ApprovalRequired, ModelRetry, UsageError
@@ -34,19 +31,19 @@ from agentscope.formatters import json_value_problem, load_tool_arguments
 from agentscope.message import ToolResultBlock, ToolUseBlock
 from agentscope.tools._convert import (
     error_response,
-    format_validation_error,
     merge_responses,
     shorten,
     to_response,
     to_result_block,
 )
+from agentscope.tools._invoke import ToolTimeout, invoke, stream_pieces
 from agentscope.tools._schema import (
     CallKind,
     FunctionSpec,
-    bind_arguments,
     build_function_spec,
     default_tool_name,
 )
+from agentscope.tools._tool_info import ToolGroup, ToolInfo
 from agentscope.tracing import switch, tool_execute, tool_stream
 from agentscope.types import ToolResponse, ToolSchema
 
@@ -66,70 +63,8 @@ BASIC_GROUP: Final = "basic"
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _RAW_LIMIT = 200
-_DONE: Final = object()
 _ANY_ARGUMENTS: type[BaseModel] = create_model("any_arguments", __config__=ConfigDict(extra="allow"))
 """Arguments model of tools whose schema is checked elsewhere (MCP tools: by their server): any JSON object."""
-
-
-@dataclass(slots=True)
-class ToolGroup:
-    """A named set of tools that is switched on and off together."""
-
-    name: str
-    """Group name."""
-    description: str = ""
-    """What the group is for (for people, and for the model in :meth:`Toolkit.group_instructions`)."""
-    active: bool = False
-    """Whether its tools are offered to the model and may be called."""
-    instructions: str | None = None
-    """How to use the group's tools; added to the system prompt while the group is active."""
-
-
-@dataclass(frozen=True, slots=True)
-class ToolInfo:
-    """A registered tool: its schema, settings and the callable behind it."""
-
-    name: str
-    """Name the model calls it by."""
-    description: str
-    """Description the model sees."""
-    group: str
-    """Group it belongs to."""
-    func: Callable[..., Any]
-    """The registered callable."""
-    schema: ToolSchema
-    """The tool as the model sees it."""
-    timeout_s: float | None
-    """Its own timeout; ``None`` uses the toolkit's default."""
-    preset_kwargs: Mapping[str, Any]
-    """Arguments injected on every call and hidden from the model."""
-    streaming: bool
-    """True for generator functions (sync or async): each yielded item is one piece of output."""
-    _spec: FunctionSpec = field(repr=False, compare=False)
-
-    @property
-    def is_async(self) -> bool:
-        """True when calling :attr:`func` returns a coroutine (it runs on the event loop, not in a thread)."""
-        return self._spec.kind is CallKind.ASYNC
-
-    def bind(self, arguments: Any) -> tuple[list[Any], dict[str, Any]] | ToolResponse:
-        """The model's arguments validated against the signature and bound, with the preset arguments, as
-        ``(args, kwargs)`` for :attr:`func`; or, when they do not fit, the error response the model sees."""
-        try:
-            validated = self._spec.model.__pydantic_validator__.validate_python(arguments)
-        except ValidationError as exc:
-            return error_response(format_validation_error(self.name, exc, self._spec.param_names))
-        return bind_arguments(
-            self._spec, validated.__dict__, validated.__pydantic_extra__, self.preset_kwargs
-        )
-
-
-class _Timeout(Exception):
-    """Internal signal: the tool ran out of time (never escapes the toolkit)."""
-
-
-def _next_or_done(gen: GeneratorType[Any, Any, Any]) -> object:
-    return next(gen, _DONE)
 
 
 class Toolkit:
@@ -488,7 +423,7 @@ class Toolkit:
             raise inner
         if isinstance(inner, ModelRetry):
             return error_response(inner.message)
-        if isinstance(inner, _Timeout):
+        if isinstance(inner, ToolTimeout):
             message = f"Tool '{tool.name}' timed out after {inner.args[0]:g}s"
         else:
             logger.debug("tool %r raised", tool.name, exc_info=inner)
@@ -507,13 +442,13 @@ class Toolkit:
         timeout = self._timeout_of(tool)
         try:
             if timeout is None:
-                result = await _invoke(tool, args, kwargs)
+                result = await invoke(tool, args, kwargs)
             else:
                 result: object = None
                 with anyio.move_on_after(timeout) as scope:
-                    result = await _invoke(tool, args, kwargs)
+                    result = await invoke(tool, args, kwargs)
                 if scope.cancelled_caught:
-                    raise _Timeout(timeout)
+                    raise ToolTimeout(timeout)
         except Exception as exc:
             return self._failure(tool, exc, [])
         return to_response(result)
@@ -539,7 +474,7 @@ class Toolkit:
         if not tool.streaming:
             return await self._run(tool, args, kwargs)
         pieces: list[ToolResponse] = []
-        gen = _pieces(partial(tool.func, *args, **kwargs), self._timeout_of(tool))
+        gen = stream_pieces(partial(tool.func, *args, **kwargs), self._timeout_of(tool))
         try:
             async for piece in gen:
                 pieces.append(piece)
@@ -585,7 +520,7 @@ class Toolkit:
             yield to_result_block(call.id, call.name, await self._run(tool, args, kwargs))
             return
         pieces: list[ToolResponse] = []
-        gen = _pieces(partial(tool.func, *args, **kwargs), self._timeout_of(tool))
+        gen = stream_pieces(partial(tool.func, *args, **kwargs), self._timeout_of(tool))
         final: ToolResponse | None = None
         try:
             while final is None:
@@ -601,69 +536,6 @@ class Toolkit:
         finally:
             await gen.aclose()
         yield to_result_block(call.id, call.name, final)
-
-
-async def _invoke(tool: ToolInfo, args: list[Any], kwargs: dict[str, Any]) -> object:
-    """Run a non-streaming tool to completion: awaited, or in a worker thread (abandoned if cancelled)."""
-    if tool.is_async:
-        result = await tool.func(*args, **kwargs)
-    else:
-        result = await anyio.to_thread.run_sync(partial(tool.func, *args, **kwargs), abandon_on_cancel=True)
-        if inspect.isawaitable(result):  # a sync wrapper around a coroutine function
-            result = await result
-    if isinstance(result, GeneratorType | AsyncGeneratorType):  # a plain function that returned a generator
-        source = cast("GeneratorType[Any, Any, Any] | AsyncGeneratorType[Any, Any]", result)
-        return merge_responses([piece async for piece in _pieces(lambda: source, None)])
-    return result
-
-
-async def _pieces(
-    start: Callable[[], AsyncGeneratorType[Any, Any] | GeneratorType[Any, Any, Any]], budget_s: float | None
-) -> AsyncGenerator[ToolResponse, None]:
-    """Pull a streaming tool's items one by one, each converted to a :class:`ToolResponse`.
-
-    No cancel scope spans a ``yield``: the time budget is enforced around each pull separately and counts only
-    the time spent inside the tool. Raises :class:`_Timeout` when the budget runs out. ``start`` creates the
-    tool's generator on the first pull, so that an error it raises surfaces there like any tool error.
-    """
-    budget = budget_s
-    source = start()
-    try:
-        while True:
-            item: object = _DONE
-            if budget is None:
-                item = await _pull(source)
-            else:
-                started = anyio.current_time()
-                with anyio.move_on_after(budget) as scope:
-                    item = await _pull(source)
-                if scope.cancelled_caught:
-                    raise _Timeout(budget_s)
-                budget -= anyio.current_time() - started
-            if item is _DONE:
-                return
-            yield to_response(item)
-    finally:
-        await _close(source)
-
-
-async def _pull(source: AsyncGeneratorType[Any, Any] | GeneratorType[Any, Any, Any]) -> object:
-    if isinstance(source, AsyncGeneratorType):
-        try:
-            return await source.__anext__()
-        except StopAsyncIteration:
-            return _DONE
-    return await anyio.to_thread.run_sync(_next_or_done, source, abandon_on_cancel=True)
-
-
-async def _close(source: AsyncGeneratorType[Any, Any] | GeneratorType[Any, Any, Any]) -> None:
-    """Run the tool's own cleanup (its ``finally`` blocks), shielded so cancellation cannot cut it short."""
-    with anyio.CancelScope(shield=True):
-        if isinstance(source, AsyncGeneratorType):
-            await source.aclose()
-        elif not source.gi_running:
-            # A generator still running in an abandoned thread cannot be closed; it is closed when collected.
-            await anyio.to_thread.run_sync(source.close)
 
 
 def _check_timeout(timeout_s: float | None) -> None:
