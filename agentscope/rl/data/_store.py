@@ -12,10 +12,9 @@ Layout (schema version 1, kept in ``PRAGMA user_version``)::
 A row holds what curation and export query (task, group, versions, reward, status, ``trained_at_step``,
 timestamps) plus the trajectory's JSON without its token arrays (``meta``). The token arrays (every turn's
 prompt ids, completion ids and log-probs) live in ``blobs``, referenced by ``blob_id``: a content hash, so a
-success-replay copy shares its original's blob. A blob is compact: each turn's prompt is stored as the length of
-the prefix it shares with the previous turn's prompt + completion (token-in/token-out makes that the whole
-previous context) plus the new tokens only, ids as int32 and log-probs as float64 (so they round-trip exactly),
-zlib-compressed.
+success-replay copy shares its original's blob. A blob is compact (``_token_blob.py``): each turn's prompt is
+stored as the length of the prefix it shares with the previous turn's prompt + completion plus the new tokens
+only, zlib-compressed.
 
 Resume: a run that dies after its checkpoint of step C goes on from that checkpoint, so whatever curation did
 after it must be undone (:meth:`TrajectoryStore.rollback`). The data manager tags each row it stores with
@@ -36,10 +35,8 @@ import json
 import os
 import sqlite3
 import struct
-import sys
 import time
 import zlib
-from array import array
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +49,8 @@ from pydantic import ValidationError
 
 from agentscope._sqlite import SQLiteSchema, connect, sqlite_errors, write_transaction
 from agentscope.exceptions import SessionError
-from agentscope.rl._types import Trajectory, TrajectoryStatus, Turn
+from agentscope.rl._types import Trajectory, TrajectoryStatus
+from agentscope.rl.data._token_blob import CODEC, decode_turns, encode_turns
 
 __all__ = ["TRAINABLE_STATUSES", "Rollback", "TrajectoryStore"]
 
@@ -109,75 +107,7 @@ TRAINABLE_STATUSES: Final[tuple[TrajectoryStatus, ...]] = ("ok", "truncated")
 """Statuses a trainer may learn from; every other status is final (never trained)."""
 _NOT_REPLAYABLE: Final[tuple[TrajectoryStatus, ...]] = ("failed_infra", "failed_agent", "aborted")
 
-_CODEC: Final = "turns-v1+zlib"
-_MAGIC: Final = b"ASTB"
-_HEADER: Final = struct.Struct("<4sI")
-_TURN: Final = struct.Struct("<III")
 _TOKEN_ARRAYS: Final = {"prompt_ids", "completion_ids", "logprobs"}
-
-
-def _native(values: array[Any]) -> array[Any]:
-    """Blobs are little-endian; swap on a big-endian machine (in place, returns the same array)."""
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values
-
-
-def encode_turns(turns: Sequence[Turn]) -> bytes:
-    """The token arrays of ``turns`` as one compressed blob (see the module docstring for the layout)."""
-    header = [_HEADER.pack(_MAGIC, len(turns))]
-    ids: array[int] = array("i")
-    logprobs: array[float] = array("d")
-    context: list[int] = []
-    for turn in turns:
-        if len(turn.logprobs) != len(turn.completion_ids):
-            raise ValueError(
-                f"a turn has {len(turn.completion_ids)} completion ids but {len(turn.logprobs)} log-probs"
-            )
-        shared = 0
-        limit = min(len(context), len(turn.prompt_ids))
-        while shared < limit and context[shared] == turn.prompt_ids[shared]:
-            shared += 1
-        tail = turn.prompt_ids[shared:]
-        header.append(_TURN.pack(shared, len(tail), len(turn.completion_ids)))
-        ids.extend(tail)
-        ids.extend(turn.completion_ids)
-        logprobs.extend(turn.logprobs)
-        context = turn.prompt_ids + turn.completion_ids
-    raw = b"".join(header) + _native(ids).tobytes() + _native(logprobs).tobytes()
-    return zlib.compress(raw, 1)
-
-
-def decode_turns(data: bytes) -> list[tuple[list[int], list[int], list[float]]]:
-    """``(prompt_ids, completion_ids, logprobs)`` per turn, from a blob made by :func:`encode_turns`."""
-    raw = zlib.decompress(data)
-    magic, n_turns = _HEADER.unpack_from(raw, 0)
-    if magic != _MAGIC:
-        raise ValueError("not a trajectory token blob")
-    offset = _HEADER.size
-    shapes: list[tuple[int, int, int]] = []
-    for _ in range(n_turns):
-        shapes.append(_TURN.unpack_from(raw, offset))
-        offset += _TURN.size
-    n_ids = sum(tail + completion for _, tail, completion in shapes)
-    ids: array[int] = array("i")
-    ids.frombytes(raw[offset : offset + 4 * n_ids])
-    offset += 4 * n_ids
-    logprobs: array[float] = array("d")
-    logprobs.frombytes(raw[offset:])
-    all_ids, all_logprobs = _native(ids).tolist(), _native(logprobs).tolist()
-    turns: list[tuple[list[int], list[int], list[float]]] = []
-    context: list[int] = []
-    i = j = 0
-    for shared, tail, completion in shapes:
-        prompt = context[:shared] + all_ids[i : i + tail]
-        i += tail
-        completion_ids = all_ids[i : i + completion]
-        i += completion
-        turns.append((prompt, completion_ids, all_logprobs[j : j + completion]))
-        j += completion
-        context = prompt + completion_ids
-    return turns
 
 
 _ROW_COLUMNS: Final = "t.trajectory_id, t.status, t.trained_at_step, t.meta, b.codec, b.data"
@@ -212,13 +142,13 @@ def _to_row(
         json.dumps(meta, separators=(",", ":")),
         after_step,
     )
-    return (blob_id, _CODEC, len(data), data), trajectory
+    return (blob_id, CODEC, len(data), data), trajectory
 
 
 def _from_row(row: _Row, path: Path) -> tuple[Trajectory, int | None]:
     trajectory_id, status, trained_at_step, meta_json, codec, data = row
     try:
-        if codec != _CODEC:
+        if codec != CODEC:
             raise ValueError(f"unknown blob codec {codec!r}")
         meta: dict[str, Any] = json.loads(meta_json)
         turns = cast(list[dict[str, Any]], meta["turns"])

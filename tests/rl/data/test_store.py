@@ -13,7 +13,7 @@ import pytest
 from agentscope.exceptions import SessionError
 from agentscope.rl import Trajectory, Turn
 from agentscope.rl.data import TrajectoryStore
-from agentscope.rl.data._store import decode_turns, encode_turns
+from agentscope.rl.data._token_blob import decode_turns, encode_turns
 
 MakeTraj = Callable[..., Trajectory]
 
