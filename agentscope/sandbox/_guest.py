@@ -21,6 +21,9 @@ to the one command that was running when it started (with several, the last of t
 sandboxed code running as the same user can neither ptrace it nor open its file descriptors (and forge replies).
 A reply ``{"id": 0, "ready": true}`` is sent once at start-up. End of input (the host went away) ends the guest,
 and with it the sandbox.
+
+One file because the host sends this file's source text into every sandbox and runs it there under ``python3 -I
+-S``: it must stay a single, standard-library-only file (a split would need files of ours inside the image).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ the GIL released, not in one short step per row.
 
 Rows come back as plain dicts, ready for JSON. Span ``attributes`` hold blob references (``{"$blob": hash}``) for
 large values; :meth:`TraceStore.get_span` resolves them.
+
+One file because it is one class, each of whose methods is one query (or one transaction) on the per-thread
+connection under the same in-memory lock (``_serialised``); the batch writer's SQL is already in ``_writes.py`` and
+the schema in ``_schema.py``, and cutting the remaining reads into mixins would scatter one class's methods.
 """
 
 from __future__ import annotations
