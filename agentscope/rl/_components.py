@@ -20,7 +20,8 @@ from agentscope._loading import LoadError, load_object
 from agentscope.exceptions import ConfigError
 from agentscope.rl._config import RLConfig
 from agentscope.rl._types import Trajectory
-from agentscope.rl.envs import AgentFactory, EnvCluster, EnvFactory, get_task_set, parse_task_spec
+from agentscope.rl.envs import AgentFactory, EnvCluster, EnvFactory
+from agentscope.rl.tasks import get_task_set, parse_task_spec
 
 if TYPE_CHECKING:
     from agentscope.rl.rollout import RolloutService

@@ -54,7 +54,7 @@ _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 def _check_task_spec(spec: str) -> str:
-    from agentscope.rl.envs import parse_task_spec  # the environments load only when a config names a spec
+    from agentscope.rl.tasks import parse_task_spec  # the task sets load only when a config names a spec
 
     parse_task_spec(spec)  # raises ValueError naming what is malformed
     return spec
@@ -316,7 +316,7 @@ class RLConfig(BaseModel):
             return None
         if self.sft.tasks is not None:
             return self.sft.tasks
-        from agentscope.rl.envs import parse_task_spec, with_task_spec_args
+        from agentscope.rl.tasks import parse_task_spec, with_task_spec_args
 
         if "split" not in parse_task_spec(self.tasks)[1]:
             return self.tasks
@@ -327,7 +327,7 @@ class RLConfig(BaseModel):
         """Evaluation tasks share no content key with the training or warm-start tasks (no leak)."""
         if self.eval_tasks is None:
             return self
-        from agentscope.rl.envs import load_tasks, overlapping
+        from agentscope.rl.tasks import load_tasks, overlapping
 
         def load(field: str, spec: str) -> list[Any]:
             try:

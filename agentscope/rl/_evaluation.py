@@ -31,7 +31,7 @@ from agentscope.rl._components import (
 from agentscope.rl._config import RLConfig
 from agentscope.rl._files import write_text_atomically
 from agentscope.rl._types import Task, Trajectory
-from agentscope.rl.envs import load_tasks, overlapping, with_task_spec_args
+from agentscope.rl.tasks import load_tasks, overlapping, with_task_spec_args
 
 __all__ = ["eval_metrics", "evaluate", "evaluate_cached", "success_line", "training_sample"]
 

@@ -72,7 +72,8 @@ from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
 from agentscope.rl._sft import prepare_policy
 from agentscope.rl._types import Task
 from agentscope.rl.data import DataManager, ResumeReport, TrajectoryStore
-from agentscope.rl.envs import AgentFactory, EnvFactory, load_tasks
+from agentscope.rl.envs import AgentFactory, EnvFactory
+from agentscope.rl.tasks import load_tasks
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -42,17 +42,8 @@ from agentscope.models import (
 )
 from agentscope.rl._config import RLConfig
 from agentscope.rl._types import Task, Trajectory, Turn
-from agentscope.rl.envs import (
-    DEFAULT_SYS_PROMPT,
-    AgentFactory,
-    EnvCluster,
-    EnvFactory,
-    ScriptedPolicy,
-    TaskSet,
-    get_task_set,
-    load_tasks,
-    parse_task_spec,
-)
+from agentscope.rl.envs import DEFAULT_SYS_PROMPT, AgentFactory, EnvCluster, EnvFactory, ScriptedPolicy
+from agentscope.rl.tasks import TaskSet, get_task_set, load_tasks, parse_task_spec
 
 if TYPE_CHECKING:
     from agentscope.rl.policy import Demonstration

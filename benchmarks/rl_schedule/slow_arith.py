@@ -12,7 +12,7 @@ import random
 
 import anyio
 
-from agentscope.rl.envs import ArithEnv
+from agentscope.rl.tasks import ArithEnv
 from agentscope.testing import LatencyModel
 
 

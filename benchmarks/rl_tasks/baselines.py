@@ -40,13 +40,8 @@ sys.path.insert(0, str(ROOT))
 from agentscope.message import Msg  # noqa: E402
 from agentscope.models import ToolSchema  # noqa: E402
 from agentscope.rl import Task, Trajectory  # noqa: E402
-from agentscope.rl.envs import (  # noqa: E402
-    EnvFactory,
-    ScriptedPolicy,
-    get_task_set,
-    load_tasks,
-    play_scripted,
-)
+from agentscope.rl.envs import EnvFactory, ScriptedPolicy, play_scripted  # noqa: E402
+from agentscope.rl.tasks import get_task_set, load_tasks  # noqa: E402
 from agentscope.testing import ScriptItem  # noqa: E402
 
 SETS = ("lookup", "files")

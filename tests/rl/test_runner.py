@@ -18,7 +18,8 @@ from agentscope.rl._export import EXPORT_KEYS, export_record, export_trajectorie
 from agentscope.rl._runner import train
 from agentscope.rl._sft import record_demonstrations
 from agentscope.rl.data import TrajectoryStore
-from agentscope.rl.envs import ArithEnv, get_task_set, load_tasks, react_agent_factory
+from agentscope.rl.envs import react_agent_factory
+from agentscope.rl.tasks import ArithEnv, get_task_set, load_tasks
 from agentscope.rl.trainer import CheckpointError
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

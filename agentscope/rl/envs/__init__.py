@@ -4,15 +4,12 @@
   offers (:class:`Observation`); a verifiable reward at the end (:class:`EnvResult`); optional per-step rewards.
 - :class:`EnvCluster`: up to E episodes at once, scheduled per trajectory, with step and episode timeouts and
   restart of crashed environments.
-- :func:`load_tasks`: task sets by spec (``arith:n=64,seed=0``, ``split=train|warm|eval`` for disjoint splits by
-  content key, :func:`overlapping` to check); :class:`ArithEnv` is the smoke task.
 - :func:`react_agent_factory`: the default agent (a plain :class:`~agentscope.agents.ReActAgent`).
 - :class:`ScriptedRollout`: a rollout service playing a Python policy (experts and baselines through
   :func:`play_scripted`; tests without torch).
 """
 
 from agentscope.rl.envs._agent import DEFAULT_SYS_PROMPT, AgentFactory, react_agent_factory
-from agentscope.rl.envs._arith import ArithEnv, arith_demonstrations, arith_tasks
 from agentscope.rl.envs._base import Environment, EnvironmentCrashed, EnvResult, Observation
 from agentscope.rl.envs._cluster import (
     EnvCluster,
@@ -24,23 +21,10 @@ from agentscope.rl.envs._cluster import (
 )
 from agentscope.rl.envs._play import play_scripted
 from agentscope.rl.envs._scripted import ScriptedPolicy, ScriptedRollout
-from agentscope.rl.envs._tasks import (
-    SPLITS,
-    TaskSet,
-    get_task_set,
-    load_tasks,
-    overlapping,
-    parse_task_spec,
-    register_task_set,
-    split_of,
-    with_task_spec_args,
-)
 
 __all__ = [
     "DEFAULT_SYS_PROMPT",
-    "SPLITS",
     "AgentFactory",
-    "ArithEnv",
     "EnvCluster",
     "EnvFactory",
     "EnvResult",
@@ -52,17 +36,7 @@ __all__ = [
     "RolloutClient",
     "ScriptedPolicy",
     "ScriptedRollout",
-    "TaskSet",
     "TrajectorySink",
-    "arith_demonstrations",
-    "arith_tasks",
-    "get_task_set",
-    "load_tasks",
-    "overlapping",
-    "parse_task_spec",
     "play_scripted",
     "react_agent_factory",
-    "register_task_set",
-    "split_of",
-    "with_task_spec_args",
 ]

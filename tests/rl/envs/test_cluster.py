@@ -14,15 +14,14 @@ from agentscope.message import Msg, TextBlock, ToolResultBlock
 from agentscope.models import ChatModel
 from agentscope.rl import Task, Trajectory
 from agentscope.rl.envs import (
-    ArithEnv,
     EnvCluster,
     Environment,
     EnvResult,
     Observation,
     ScriptedRollout,
-    load_tasks,
     react_agent_factory,
 )
+from agentscope.rl.tasks import ArithEnv, load_tasks
 from agentscope.testing import ScriptItem, run_virtual, tool_call
 from agentscope.tools import Toolkit
 

@@ -6,7 +6,7 @@ import pytest
 
 from agentscope.message import Msg, ToolUseBlock
 from agentscope.rl import Task
-from agentscope.rl.envs import (
+from agentscope.rl.tasks import (
     ArithEnv,
     TaskSet,
     get_task_set,

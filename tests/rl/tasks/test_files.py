@@ -13,16 +13,17 @@ import pytest
 from agentscope.exceptions import SandboxError
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.rl import Task
-from agentscope.rl.envs import (
-    EnvCluster,
-    ScriptedRollout,
+from agentscope.rl.envs import EnvCluster, ScriptedRollout, react_agent_factory
+from agentscope.rl.tasks import (
+    FilesEnv,
+    files_expert,
+    files_random_policy,
+    files_tasks,
     get_task_set,
     load_tasks,
     overlapping,
-    react_agent_factory,
     split_of,
 )
-from agentscope.rl.tasks import FilesEnv, files_expert, files_random_policy, files_tasks
 from agentscope.sandbox import Sandbox, open_sandbox
 from agentscope.testing import ScriptItem, tool_call
 from agentscope.tools import Toolkit

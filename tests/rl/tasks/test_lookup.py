@@ -14,8 +14,16 @@ import pytest
 
 from agentscope.message import Msg, ToolUseBlock
 from agentscope.rl import Task
-from agentscope.rl.envs import get_task_set, load_tasks, overlapping, split_of
-from agentscope.rl.tasks import LookupEnv, lookup_expert, lookup_random_policy, lookup_tasks
+from agentscope.rl.tasks import (
+    LookupEnv,
+    get_task_set,
+    load_tasks,
+    lookup_expert,
+    lookup_random_policy,
+    lookup_tasks,
+    overlapping,
+    split_of,
+)
 
 if TYPE_CHECKING:
     from conftest import Play  # type: ignore[import-not-found]
@@ -189,9 +197,10 @@ async def test_the_random_policy_is_a_low_baseline(play_episodes: Play) -> None:
 
 def test_the_registry_loads_the_suite_only_when_used() -> None:
     probe = (
-        "import json, sys; import agentscope.rl.envs as e; before = [m for m in ('agentscope.rl.tasks', "
-        "'agentscope.sandbox') if m in sys.modules]; e.load_tasks('lookup:n=2'); "
-        "print(json.dumps([before, 'agentscope.rl.tasks' in sys.modules]))"
+        "import json, sys; import agentscope.rl.tasks as t; t.load_tasks('arith:n=2'); "
+        "heavy = ('agentscope.rl.tasks._lookup', 'agentscope.sandbox', 'sqlite3'); "
+        "before = [m for m in heavy if m in sys.modules]; t.load_tasks('lookup:n=2'); "
+        "print(json.dumps([before, 'agentscope.rl.tasks._lookup' in sys.modules]))"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False

@@ -27,20 +27,20 @@ from agentscope.rl.envs import (
     EnvFactory,
     ScriptedPolicy,
     ScriptedRollout,
-    get_task_set,
-    load_tasks,
-    overlapping,
     play_scripted,
     react_agent_factory,
-    split_of,
 )
 from agentscope.rl.tasks import (
     MINIWOB_DEFAULT_TASKS,
     MiniWoBEnv,
+    get_task_set,
+    load_tasks,
     miniwob_expert,
     miniwob_random_policy,
     miniwob_task_names,
     miniwob_tasks,
+    overlapping,
+    split_of,
 )
 from agentscope.rl.tasks._miniwob._experts import read_page
 from agentscope.rl.tasks._miniwob._render import render_snapshot
@@ -274,7 +274,7 @@ def test_unknown_task_names_are_clear_errors() -> None:
 def test_importing_the_suite_loads_neither_playwright_nor_the_miniwob_package() -> None:
     code = (
         "import sys, agentscope.rl.envs, agentscope.rl.tasks\n"
-        "from agentscope.rl.envs import load_tasks\n"
+        "from agentscope.rl.tasks import load_tasks\n"
         "load_tasks('miniwob:n=3')\n"
         "print(sorted(m for m in ('playwright', 'miniwob', 'gymnasium', 'selenium') if m in sys.modules))"
     )

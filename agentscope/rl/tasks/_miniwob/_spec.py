@@ -6,9 +6,9 @@ import random
 from collections.abc import Iterator
 
 from agentscope.rl._types import Task
-from agentscope.rl.envs import SPLITS, split_of
 from agentscope.rl.tasks._miniwob._experts import EXPERT_TASKS
 from agentscope.rl.tasks._miniwob._server import miniwob_task_names, validate_task_names
+from agentscope.rl.tasks._registry import SPLITS, split_of
 
 __all__ = [
     "FEW_PROBLEM_TASKS",
@@ -83,7 +83,7 @@ def miniwob_tasks(tasks: str = "default", n: int = 64, seed: int = 0, split: str
         n: How many episodes.
         seed: Seed of the episode seeds.
         split: Only the episodes of this split (``train``, ``warm`` or ``eval``; see
-            :func:`~agentscope.rl.envs.split_of`), still dealt round-robin over the tasks: each task's first
+            :func:`~agentscope.rl.tasks.split_of`), still dealt round-robin over the tasks: each task's first
             episodes in the split, in the order it draws them, ``n // len(tasks)`` or one more per task (a task
             keyed by task alone has one episode in its split and none in the others).
 

@@ -9,6 +9,7 @@ of the key). The three splits of any task set are therefore disjoint by construc
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -17,15 +18,14 @@ from typing import Any
 
 from agentscope.message import Msg
 from agentscope.rl._types import Task
-from agentscope.rl.envs._arith import (
+from agentscope.rl.envs import Environment, ScriptedPolicy
+from agentscope.rl.tasks._arith import (
     ArithEnv,
     arith_demonstrations,
     arith_expert,
     arith_random_policy,
     arith_tasks,
 )
-from agentscope.rl.envs._base import Environment
-from agentscope.rl.envs._scripted import ScriptedPolicy
 
 __all__ = [
     "SPLITS",
@@ -78,16 +78,14 @@ def _jsonl_tasks(path: str) -> list[Task]:
 
 
 class _Suite:
-    """A callable of :mod:`agentscope.rl.tasks` by name, imported on first use (the suites load SQLite and
-    sandboxes, and import this module)."""
+    """A callable of one of this package's suites (``"_lookup:lookup_tasks"``), imported on first use: loading the
+    registry (every config does) does not import SQLite task databases, sandboxes or the browser."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, target: str) -> None:
+        self.module, _, self.name = target.partition(":")
 
     def _target(self) -> Any:
-        import agentscope.rl.tasks
-
-        return getattr(agentscope.rl.tasks, self.name)
+        return getattr(importlib.import_module(f"agentscope.rl.tasks.{self.module}"), self.name)
 
     @property
     def __signature__(self) -> inspect.Signature:
@@ -109,27 +107,27 @@ _REGISTRY: dict[str, TaskSet] = {
     ),
     "lookup": TaskSet(
         "lookup",
-        _Suite("lookup_tasks"),
-        _Suite("LookupEnv"),
+        _Suite("_lookup:lookup_tasks"),
+        _Suite("_lookup:LookupEnv"),
         "lookups in a per-task SQLite database: 2-3 tool calls whose results feed each other",
-        expert=_Suite("lookup_expert"),
-        random_policy=_Suite("lookup_random_policy"),
+        expert=_Suite("_lookup:lookup_expert"),
+        random_policy=_Suite("_lookup:lookup_random_policy"),
     ),
     "files": TaskSet(
         "files",
-        _Suite("files_tasks"),
-        _Suite("FilesEnv"),
+        _Suite("_files:files_tasks"),
+        _Suite("_files:FilesEnv"),
         "create or edit files with the built-in file and shell tools; a check run in a sandbox grades them",
-        expert=_Suite("files_expert"),
-        random_policy=_Suite("files_random_policy"),
+        expert=_Suite("_files:files_expert"),
+        random_policy=_Suite("_files:files_random_policy"),
     ),
     "miniwob": TaskSet(
         "miniwob",
-        _Suite("miniwob_tasks"),
-        _Suite("MiniWoBEnv"),
+        _Suite("_miniwob:miniwob_tasks"),
+        _Suite("_miniwob:MiniWoBEnv"),
         "MiniWoB++ web tasks in Chromium (any of the package's 130 by name), rewarded by the page itself",
-        expert=_Suite("miniwob_expert"),
-        random_policy=_Suite("miniwob_random_policy"),
+        expert=_Suite("_miniwob:miniwob_expert"),
+        random_policy=_Suite("_miniwob:miniwob_random_policy"),
     ),
 }
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
 from agentscope.models import ScriptItem, tool_call
 from agentscope.rl._types import Task
-from agentscope.rl.envs._base import Environment, EnvResult, Observation
+from agentscope.rl.envs import Environment, EnvResult, Observation
 from agentscope.tools import Toolkit
 from agentscope.tools.builtin import calculator as evaluate_expression
 
