@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from agentscope._loading import LoadError, load_object
+from agentscope.rl.cli import rl_app
+from agentscope.sandbox.cli import sandbox_app
+from agentscope.tools.cli import mcp_app
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -246,124 +248,6 @@ async def _render_reply(agent: AgentBase, console: Console, msg: Any) -> None:
                 console.print(f"[bold cyan]{escape(agent.name)}[/]: {escape(event.msg.text)}")
 
 
-# ---------------------------------------------------------------------- agentscope mcp
-
-mcp_app = typer.Typer(
-    name="mcp",
-    help="Model Context Protocol: serve a Toolkit as an MCP server.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(mcp_app, name="mcp")
-
-
-@mcp_app.command("serve")
-def mcp_serve(
-    toolkit_spec: Annotated[
-        str,
-        typer.Argument(
-            metavar="MODULE:TOOLKIT",
-            help="The toolkit: MODULE:ATTRIBUTE or FILE.py:ATTRIBUTE; a Toolkit, or a function returning one.",
-        ),
-    ],
-    transport: Annotated[
-        str, typer.Option("--transport", "-t", help="stdio (for Claude Desktop and the like) or http.")
-    ] = "stdio",
-    host: Annotated[
-        str,
-        typer.Option("--host", help="Interface to listen on (http); anything but loopback needs --token."),
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on (http); 0 picks a free one.")] = 8000,
-    path: Annotated[str, typer.Option("--path", help="URL path of the MCP endpoint (http).")] = "/mcp",
-    name: Annotated[str, typer.Option("--name", help="The server name clients see.")] = "agentscope",
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token",
-            envvar="AGENTSCOPE_MCP_TOKEN",
-            help="Require 'Authorization: Bearer <token>' on every request (http; 16+ characters).",
-        ),
-    ] = None,
-    allowed_hosts: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allowed-host",
-            help=(
-                "Another name clients reach the server by (Host header: mcp.internal for any port, "
-                "mcp.internal:8000 for one; repeatable). Others get 421."
-            ),
-        ),
-    ] = None,
-) -> None:
-    """Serve a Toolkit's tools over MCP (stdio or streamable HTTP) until interrupted."""
-    if transport not in ("stdio", "http"):
-        raise typer.BadParameter(f"use stdio or http, got {transport!r}", param_hint="--transport")
-    if ":" not in toolkit_spec:
-        raise typer.BadParameter(
-            f"expected MODULE:TOOLKIT, got {toolkit_spec!r}", param_hint="MODULE:TOOLKIT"
-        )
-    from contextlib import suppress
-
-    if transport == "http":
-        from agentscope.exceptions import UsageError
-        from agentscope.tools._mcp_server import check_mcp_binding, parse_host_entry
-
-        try:
-            check_mcp_binding(host, token)
-        except UsageError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--host") from None
-        try:
-            for entry in allowed_hosts or ():
-                parse_host_entry(entry)
-        except UsageError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--allowed-host") from None
-    with suppress(KeyboardInterrupt):
-        asyncio.run(
-            _mcp_serve(toolkit_spec, transport, host, port, path, name, token, tuple(allowed_hosts or ()))
-        )
-
-
-async def _mcp_serve(
-    spec: str,
-    transport: str,
-    host: str,
-    port: int,
-    path: str,
-    name: str,
-    token: str | None = None,
-    allowed_hosts: tuple[str, ...] = (),
-) -> None:
-    from contextlib import redirect_stdout
-
-    import anyio
-
-    from agentscope.tools import Toolkit, serve_mcp
-
-    # Over stdio, stdout carries the protocol: whatever user code prints while loading goes to stderr.
-    with redirect_stdout(sys.stderr if transport == "stdio" else sys.stdout):
-        obj = await anyio.to_thread.run_sync(_load_object, spec)  # importing user code reads files
-    if not isinstance(obj, Toolkit) and callable(obj):
-        obj = obj()
-        if inspect.isawaitable(obj):
-            obj = await obj
-    if not isinstance(obj, Toolkit):
-        raise typer.BadParameter(
-            f"{spec} is {type(obj).__name__}, not a Toolkit (or a function returning one)",
-            param_hint="MODULE:TOOLKIT",
-        )
-    await serve_mcp(
-        obj,
-        transport="http" if transport == "http" else "stdio",
-        host=host,
-        port=port,
-        path=path,
-        name=name,
-        token=token,
-        allowed_hosts=allowed_hosts,
-    )
-
-
 # ---------------------------------------------------------------------- agentscope studio
 
 
@@ -400,78 +284,10 @@ def studio(
     serve(store, host=host, port=port, token=token)
 
 
-# ---------------------------------------------------------------------- agentscope sandbox
+# ---------------------------------------------------------------------- the parts' command groups
 
-sandbox_app = typer.Typer(
-    name="sandbox",
-    help="Sandboxes for model-written code: build the Docker image.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app.add_typer(mcp_app, name="mcp")
 app.add_typer(sandbox_app, name="sandbox")
-
-
-@sandbox_app.command("build-image")
-def sandbox_build_image(
-    tag: Annotated[
-        str, typer.Option("--tag", help="Tag of the image to build.")
-    ] = "agentscope-sandbox:latest",
-    force: Annotated[
-        bool, typer.Option("--force", help="Build even when an up-to-date image exists.")
-    ] = False,
-) -> None:
-    """Build the Docker sandbox image offline from this host's Python and tools (docker import; no registry)."""
-    from agentscope.exceptions import SandboxError
-    from agentscope.sandbox._image import build_image
-
-    try:
-        built = build_image(tag, force=force)
-    except SandboxError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if built.built:
-        typer.echo(
-            f"built {built.tag} ({built.image_id[:19]}): {built.files} files, {built.size_bytes >> 20} MiB"
-        )
-    else:
-        typer.echo(f"{built.tag} is up to date ({built.image_id[:19]})")
-    if built.notes:
-        typer.echo(f"note: not on this host, so not in the image: {', '.join(built.notes)}", err=True)
-
-
-@sandbox_app.command("register-gvisor")
-def sandbox_register_gvisor(
-    runsc: Annotated[
-        str | None, typer.Option("--runsc", help="Path of runsc (default: found on PATH).")
-    ] = None,
-    daemon_json: Annotated[Path, typer.Option("--daemon-json", help="dockerd's configuration file.")] = Path(
-        "/etc/docker/daemon.json"
-    ),
-) -> None:
-    """Register gVisor's runsc with dockerd as the "runsc" runtime, with --network=none (sandboxes have no
-    network; current kernels refuse runsc's network set-up). Updates a registration that lacks the flag; prints
-    "changed" (reload dockerd: kill -HUP its pid) or "unchanged"."""
-    import shutil
-
-    from agentscope.sandbox._gvisor import register_gvisor_runtime
-
-    path = runsc or shutil.which("runsc")
-    if path is None:
-        typer.echo("error: runsc not found (apt-get install runsc)", err=True)
-        raise typer.Exit(1)
-    try:
-        changed = register_gvisor_runtime(path, daemon_json=daemon_json)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo("changed" if changed else "unchanged")
-
-
-# ---------------------------------------------------------------------- agentscope rl (train, eval, export)
-
-from agentscope.rl._cli import rl_app  # noqa: E402 - kept beside the other groups
-
 app.add_typer(rl_app, name="rl")
 
 

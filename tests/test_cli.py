@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,58 @@ async def test_run_against_a_local_openai_compatible_server(
     assert len(server.requests) == 2
     assert server.requests[0].headers["authorization"] == "Bearer sk-local-test"
     assert "sk-local-test" not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------- the parts' command groups
+
+LIGHT_HELP_PROBE = """
+import sys
+from typer.testing import CliRunner
+from agentscope.cli import app
+
+for args in ([], ["mcp"], ["sandbox"], ["rl"]):
+    result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0, (args, result.output)
+heavy = ("mcp", "torch", "docker", "playwright", "transformers", "verl", "ray")
+print(sorted({m for m in sys.modules if m.split(".")[0] in heavy}))
+print(sorted(m for m in sys.modules if m in ("agentscope.tools._mcp_server", "agentscope.sandbox._image")))
+"""
+
+
+def test_help_of_every_group_lists_its_commands(cli: Callable[..., Any]) -> None:
+    groups = {
+        (): ["run", "studio", "mcp", "sandbox", "rl"],
+        ("mcp",): ["serve"],
+        ("sandbox",): ["build-image", "register-gvisor"],
+        ("rl",): ["train", "sft", "eval", "export"],
+    }
+    for args, commands in groups.items():
+        result = cli(*args, "--help")
+        assert result.exit_code == 0, result.output
+        missing = [c for c in commands if f" {c} " not in result.output]
+        assert missing == [], f"agentscope {' '.join(args)} --help lacks {missing}"
+
+
+def test_help_loads_no_command_s_heavy_dependencies() -> None:
+    # The groups live in the parts' public cli modules; their commands import the MCP SDK, torch, Docker... when
+    # they run, so that `agentscope --help` (and every group's) stays light.
+    done = subprocess.run(
+        [sys.executable, "-c", LIGHT_HELP_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "[]"]
+
+
+def test_mcp_serve_names_the_toolkit_spec_when_it_cannot_load_it(cli: Callable[..., Any]) -> None:
+    result = cli("mcp", "serve", "agentscope_no_such_module:toolkit")
+    assert result.exit_code == 2
+    assert "Invalid value for MODULE:TOOLKIT: cannot import 'agentscope_no_such_module'" in result.output
+    # A file named without its attribute is not read as an agent spec (whose default is `agent`).
+    result = cli("mcp", "serve", "tests/mcp/servers/toolkit_app.py:")
+    assert result.exit_code == 2
+    assert "expected MODULE:ATTRIBUTE or FILE.py:ATTRIBUTE" in result.output

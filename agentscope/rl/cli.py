@@ -1,4 +1,8 @@
-"""``agentscope rl``: train, evaluate and export (registered on the main app as the ``rl`` group)."""
+"""``agentscope rl``: train, evaluate and export.
+
+The command group of this package; :mod:`agentscope.cli` mounts :data:`rl_app` as ``agentscope rl``. Importing
+this module is light: each command imports the training stack (torch, the trainer) when it runs.
+"""
 
 from __future__ import annotations
 
