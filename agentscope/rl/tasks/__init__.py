@@ -38,7 +38,8 @@ from agentscope.rl.tasks._registry import (
 )
 
 if _typing.TYPE_CHECKING:
-    from agentscope.rl.tasks._files import FilesEnv, files_expert, files_random_policy, files_tasks
+    from agentscope.rl.tasks._files import FilesEnv, files_tasks
+    from agentscope.rl.tasks._files_policies import files_expert, files_random_policy
     from agentscope.rl.tasks._lookup import LookupEnv, lookup_expert, lookup_random_policy, lookup_tasks
     from agentscope.rl.tasks._miniwob import (
         MINIWOB_DEFAULT_TASKS,
@@ -83,7 +84,8 @@ __all__ = [
 __getattr__ = _lazy_exports(
     __name__,
     {
-        **dict.fromkeys(["FilesEnv", "files_expert", "files_random_policy", "files_tasks"], "_files"),
+        **dict.fromkeys(["FilesEnv", "files_tasks"], "_files"),
+        **dict.fromkeys(["files_expert", "files_random_policy"], "_files_policies"),
         **dict.fromkeys(["LookupEnv", "lookup_expert", "lookup_random_policy", "lookup_tasks"], "_lookup"),
         **dict.fromkeys(
             [

@@ -118,8 +118,8 @@ _REGISTRY: dict[str, TaskSet] = {
         _Suite("_files:files_tasks"),
         _Suite("_files:FilesEnv"),
         "create or edit files with the built-in file and shell tools; a check run in a sandbox grades them",
-        expert=_Suite("_files:files_expert"),
-        random_policy=_Suite("_files:files_random_policy"),
+        expert=_Suite("_files_policies:files_expert"),
+        random_policy=_Suite("_files_policies:files_random_policy"),
     ),
     "miniwob": TaskSet(
         "miniwob",
