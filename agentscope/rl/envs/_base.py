@@ -56,6 +56,7 @@ class Environment(ABC):
     Tools (usually bound methods registered in the toolkit that :meth:`reset` returns) may call
     :meth:`add_step_reward` to give a per-step reward for the turn that requested them, and :meth:`fail` when the
     environment itself broke. An exception raised by :meth:`reset` or :meth:`evaluate` counts as a crash too.
+    The runner calls :meth:`begin_episode` before each reset and :meth:`take_step_rewards` after each tool call.
     """
 
     def __init__(self) -> None:
@@ -89,10 +90,21 @@ class Environment(ABC):
         """Why the environment declared itself broken, or None while it is healthy."""
         return self._failure
 
-    def _take_step_rewards(self) -> list[float]:
-        rewards, self._step_rewards = self._step_rewards, []
-        return rewards
+    # ------------------------------------------------------------------ for the runner
 
-    def _begin_episode(self) -> None:
+    def begin_episode(self) -> None:
+        """Forget the previous episode's pending step rewards and failure.
+
+        Called by whatever plays the environment (:class:`~agentscope.rl.envs.EnvCluster`) before each
+        :meth:`reset`, so that a reused environment starts every episode clean.
+        """
         self._step_rewards = []
         self._failure = None
+
+    def take_step_rewards(self) -> list[float]:
+        """Return the step rewards added since the last call, in order, and clear them.
+
+        Called by whatever plays the environment after each tool call, to credit the turn that requested it.
+        """
+        rewards, self._step_rewards = self._step_rewards, []
+        return rewards

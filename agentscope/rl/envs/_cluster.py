@@ -85,26 +85,48 @@ class LiveEpisode:
     """Model calls made so far."""
     tool_calls: int = 0
     """Tool calls made so far."""
-    # ---- private bookkeeping
-    _scope: anyio.CancelScope = field(default_factory=anyio.CancelScope, repr=False)
-    _task_group: anyio.abc.TaskGroup | None = field(default=None, repr=False)
-    _timers: dict[str, anyio.CancelScope] = field(default_factory=dict[str, anyio.CancelScope], repr=False)
-    _fault: str | None = field(default=None, repr=False)
-    _aborted: str | None = field(default=None, repr=False)
-    _truncated: bool = field(default=False, repr=False)
-    _last_response: ChatResponse | None = field(default=None, repr=False)
-    _turn_rewards: dict[int, float] = field(default_factory=dict[int, float], repr=False)
-    _env_ops: int = field(default=0, repr=False)
-    _busy_since: float = field(default=0.0, repr=False)
-    _busy_s: float = field(default=0.0, repr=False)
 
-    def _stop(self, *, fault: str | None = None, abort: str | None = None, truncate: bool = False) -> None:
-        if fault is not None and self._fault is None:
-            self._fault = fault
-        if abort is not None and self._aborted is None:
-            self._aborted = abort
-        self._truncated = self._truncated or truncate
-        self._scope.cancel()
+
+@dataclass(slots=True, eq=False)
+class _EpisodeRun:
+    """The cluster's own bookkeeping for one live episode: what stops it, why, and what it has cost so far.
+
+    :class:`LiveEpisode` is the part schedulers see; this record stays inside the cluster.
+    """
+
+    episode: LiveEpisode
+    """The public view (what :meth:`EnvCluster.live` returns and abort predicates see)."""
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    """Cancelled to stop the episode (abort, fault, turn limit)."""
+    task_group: anyio.abc.TaskGroup | None = None
+    """Where the step timers run (None until the episode starts)."""
+    timers: dict[str, anyio.CancelScope] = field(default_factory=dict[str, anyio.CancelScope])
+    """Running step timers by key (``model``, ``tool:<call id>``)."""
+    fault: str | None = None
+    """Why infrastructure failed the episode (the first reason wins)."""
+    aborted: str | None = None
+    """Why :meth:`EnvCluster.abort` stopped it."""
+    truncated: bool = False
+    """The agent hit its step limit or the cluster's ``max_turns``."""
+    last_response: ChatResponse | None = None
+    """The policy's latest answer (judged when the turn limit stops the agent)."""
+    turn_rewards: dict[int, float] = field(default_factory=dict[int, float])
+    """Step rewards by the index of the turn that requested the tool call."""
+    env_ops: int = 0
+    """Environment operations in progress (tool calls may overlap)."""
+    busy_since: float = 0.0
+    """Loop time the environment last became busy."""
+    busy_s: float = 0.0
+    """Environment busy time so far."""
+
+    def stop(self, *, fault: str | None = None, abort: str | None = None, truncate: bool = False) -> None:
+        """Stop the episode, keeping the first fault and abort reason given."""
+        if fault is not None and self.fault is None:
+            self.fault = fault
+        if abort is not None and self.aborted is None:
+            self.aborted = abort
+        self.truncated = self.truncated or truncate
+        self.scope.cancel()
 
 
 class _Gauge:
@@ -179,7 +201,7 @@ class EnvCluster:
         self._limiter = anyio.CapacityLimiter(slots)
         self._idle_envs: list[Environment] = []
         self._all_envs: set[Environment] = set()
-        self._live: dict[str, LiveEpisode] = {}
+        self._live: dict[str, _EpisodeRun] = {}
         self._occupied = _Gauge()
         self._busy = _Gauge()
         self._started_at: float | None = None
@@ -218,14 +240,15 @@ class EnvCluster:
             episode = LiveEpisode(
                 task=task, group_id=group_id, trajectory_id=new_id(), started_at=anyio.current_time()
             )
-            self._live[episode.trajectory_id] = episode
+            run = _EpisodeRun(episode)
+            self._live[episode.trajectory_id] = run
             self._occupied.add(1)
             env: Environment | None = None
             try:
                 env = await self._acquire_env()
                 attributes = {"agentscope.rl.task_id": task.id, "agentscope.rl.group_id": group_id}
                 with tracing.span(f"episode {task.id}", "env", attributes) as span:
-                    trajectory, healthy = await self._play(env, episode)
+                    trajectory, healthy = await self._play(env, run)
                     if span.recording:
                         trajectory.trace_id = span.trace_id_hex
                         span.set_attributes(
@@ -256,16 +279,16 @@ class EnvCluster:
 
     def live(self) -> list[LiveEpisode]:
         """Episodes in progress."""
-        return list(self._live.values())
+        return [run.episode for run in self._live.values()]
 
     def abort(
         self, predicate: Callable[[LiveEpisode], bool], reason: str = "aborted by the scheduler"
     ) -> int:
         """Stop the live episodes ``predicate`` picks (status ``aborted``); returns how many. Their slots are
         refilled at once. Used to stop episodes that could no longer be trained (too stale)."""
-        picked = [e for e in self._live.values() if e._aborted is None and predicate(e)]
-        for episode in picked:
-            episode._stop(abort=reason)
+        picked = [run for run in self._live.values() if run.aborted is None and predicate(run.episode)]
+        for run in picked:
+            run.stop(abort=reason)
         return len(picked)
 
     def stats(self) -> dict[str, float]:
@@ -343,9 +366,10 @@ class EnvCluster:
 
         return RolloutChatModel(self.rollout, session_id)  # type: ignore[arg-type]
 
-    async def _play(self, env: Environment, episode: LiveEpisode) -> tuple[Trajectory, bool]:
+    async def _play(self, env: Environment, run: _EpisodeRun) -> tuple[Trajectory, bool]:
         """Run the episode; returns its trajectory and whether the environment is still healthy."""
-        env._begin_episode()
+        episode = run.episode
+        env.begin_episode()
         session_id = self.rollout.open_session(episode.trajectory_id)  # one id for the session and trajectory
         try:
             model = self._model(session_id)
@@ -358,150 +382,149 @@ class EnvCluster:
         status: TrajectoryStatus = "ok"
         healthy = True
         try:
-            with episode._scope:
+            with run.scope:
                 with anyio.move_on_after(self.episode_timeout_s or math.inf) as deadline:
                     async with anyio.create_task_group() as tg:
-                        episode._task_group = tg
-                        observation: Observation = await self._env_op(
-                            episode, "reset", env.reset(episode.task)
-                        )
+                        run.task_group = tg
+                        observation: Observation = await self._env_op(run, "reset", env.reset(episode.task))
                         agent = self.agent_factory(model=model, toolkit=observation.toolkit)
                         if inspect.isawaitable(agent):
                             agent = await agent
-                        self._instrument(agent, env, episode)
+                        self._instrument(agent, env, run)
                         reply = await agent(observation.msg)
                         if reply.metadata.get("max_iters_reached"):
-                            episode._truncated = True
-                        result = await self._env_op(episode, "evaluate", env.evaluate(reply))
+                            run.truncated = True
+                        result = await self._env_op(run, "evaluate", env.evaluate(reply))
                         tg.cancel_scope.cancel()  # stop the step timers
                 if deadline.cancelled_caught:
-                    episode._stop(fault=f"episode timed out after {self.episode_timeout_s:g}s")
+                    run.stop(fault=f"episode timed out after {self.episode_timeout_s:g}s")
         except Exception as exc:
             inner = unwrap_group(exc)
             if isinstance(inner, _EpisodeStopped):
-                pass  # the episode's flags say what happened
+                pass  # the run record says what happened
             elif isinstance(inner, ModelError | EnvironmentCrashed):
-                episode._fault = episode._fault or f"{type(inner).__name__}: {inner}"
-            elif episode._fault is None:
+                run.fault = run.fault or f"{type(inner).__name__}: {inner}"
+            elif run.fault is None:
                 status, error = "failed_agent", f"{type(inner).__name__}: {inner}"
                 logger.info("episode %s: the agent raised", episode.trajectory_id, exc_info=inner)
         finally:
             turns = self.rollout.close_session(session_id)
-            for scope in episode._timers.values():
+            for scope in run.timers.values():
                 scope.cancel()
-            self._end_env_ops(episode)
+            self._end_env_ops(run)
 
-        if episode._fault is None and env.failure is not None:
-            episode._fault = f"environment failed: {env.failure}"
-        if episode._aborted is not None:
-            status, error = "aborted", episode._aborted
-        elif episode._fault is not None:
-            status, error, healthy = "failed_infra", episode._fault, False
-        elif status == "ok" and episode._truncated and result is None:
+        if run.fault is None and env.failure is not None:
+            run.fault = f"environment failed: {env.failure}"
+        if run.aborted is not None:
+            status, error = "aborted", run.aborted
+        elif run.fault is not None:
+            status, error, healthy = "failed_infra", run.fault, False
+        elif status == "ok" and run.truncated and result is None:
             # Stopped at max_turns: judge the last answer the policy gave.
-            last = episode._last_response
+            last = run.last_response
             reply = last.to_msg("agent") if last is not None else Msg(role="assistant", content="")
             with anyio.CancelScope() as scope:
-                episode._scope = scope
+                run.scope = scope
                 try:
-                    result = await self._env_op(episode, "evaluate", env.evaluate(reply))
+                    result = await self._env_op(run, "evaluate", env.evaluate(reply))
                 except Exception as exc:
-                    episode._fault = f"evaluate raised {type(exc).__name__}: {exc}"
-            if episode._fault is not None:
-                status, error, healthy = "failed_infra", episode._fault, False
-        if status == "ok" and episode._truncated:
+                    run.fault = f"evaluate raised {type(exc).__name__}: {exc}"
+            if run.fault is not None:
+                status, error, healthy = "failed_infra", run.fault, False
+        if status == "ok" and run.truncated:
             status = "truncated"
-        return self._trajectory(episode, turns, status, error, result), healthy
+        return self._trajectory(run, turns, status, error, result), healthy
 
-    async def _env_op(self, episode: LiveEpisode, what: str, op: Awaitable[_T]) -> _T:
+    async def _env_op(self, run: _EpisodeRun, what: str, op: Awaitable[_T]) -> _T:
         """Await an environment operation within the step timeout, counting it as environment busy time.
 
         A timeout or an exception is a fault of the environment: the episode is stopped and the exception (or
         the cancellation of the episode's scope) propagates."""
-        self._begin_env_op(episode)
+        self._begin_env_op(run)
         try:
             with anyio.move_on_after(self.step_timeout_s or math.inf):
                 try:
                     return await op
                 except Exception as exc:
-                    episode._stop(fault=f"{what} raised {type(exc).__name__}: {exc}")
+                    run.stop(fault=f"{what} raised {type(exc).__name__}: {exc}")
                     raise
-            episode._stop(fault=f"{what} timed out after {self.step_timeout_s:g}s")
+            run.stop(fault=f"{what} timed out after {self.step_timeout_s:g}s")
             raise _EpisodeStopped(what)
         finally:
-            self._end_env_op(episode)
+            self._end_env_op(run)
 
-    def _begin_env_op(self, episode: LiveEpisode) -> None:
-        episode._env_ops += 1
-        if episode._env_ops == 1:
-            episode._busy_since = anyio.current_time()
+    def _begin_env_op(self, run: _EpisodeRun) -> None:
+        run.env_ops += 1
+        if run.env_ops == 1:
+            run.busy_since = anyio.current_time()
             self._busy.add(1)
 
-    def _end_env_op(self, episode: LiveEpisode) -> None:
-        if episode._env_ops == 0:
+    def _end_env_op(self, run: _EpisodeRun) -> None:
+        if run.env_ops == 0:
             return
-        episode._env_ops -= 1
-        if episode._env_ops == 0:
-            episode._busy_s += anyio.current_time() - episode._busy_since
+        run.env_ops -= 1
+        if run.env_ops == 0:
+            run.busy_s += anyio.current_time() - run.busy_since
             self._busy.add(-1)
 
-    def _end_env_ops(self, episode: LiveEpisode) -> None:
-        while episode._env_ops:
-            self._end_env_op(episode)
+    def _end_env_ops(self, run: _EpisodeRun) -> None:
+        while run.env_ops:
+            self._end_env_op(run)
 
-    def _start_timer(self, episode: LiveEpisode, key: str, what: str) -> None:
-        if self.step_timeout_s is None or episode._task_group is None:
+    def _start_timer(self, run: _EpisodeRun, key: str, what: str) -> None:
+        if self.step_timeout_s is None or run.task_group is None:
             return
         scope = anyio.CancelScope()
-        episode._timers[key] = scope
-        episode._task_group.start_soon(self._timer, episode, scope, what, self.step_timeout_s)
+        run.timers[key] = scope
+        run.task_group.start_soon(self._timer, run, scope, what, self.step_timeout_s)
 
     @staticmethod
-    async def _timer(episode: LiveEpisode, scope: anyio.CancelScope, what: str, delay_s: float) -> None:
+    async def _timer(run: _EpisodeRun, scope: anyio.CancelScope, what: str, delay_s: float) -> None:
         with scope:
             await anyio.sleep(delay_s)
-            episode._stop(fault=f"{what} timed out after {delay_s:g}s")
+            run.stop(fault=f"{what} timed out after {delay_s:g}s")
 
-    def _stop_timer(self, episode: LiveEpisode, key: str) -> None:
-        scope = episode._timers.pop(key, None)
+    def _stop_timer(self, run: _EpisodeRun, key: str) -> None:
+        scope = run.timers.pop(key, None)
         if scope is not None:
             scope.cancel()
 
-    def _instrument(self, agent: AgentBase, env: Environment, episode: LiveEpisode) -> None:
+    def _instrument(self, agent: AgentBase, env: Environment, run: _EpisodeRun) -> None:
         """Watch the agent's model and tool calls through its hooks: turn limit, step timeouts, busy time,
         per-step rewards, policy versions, environment failures."""
+        episode = run.episode
         max_turns = self.max_turns
 
         def pre_reasoning(_agent: AgentBase, messages: list[Msg]) -> None:
-            if episode._scope.cancel_called:
+            if run.scope.cancel_called:
                 raise _EpisodeStopped("stopped")
             if max_turns is not None and episode.model_calls >= max_turns:
-                episode._truncated = True
+                run.truncated = True
                 raise _EpisodeStopped("turn limit")
             episode.model_calls += 1
-            self._start_timer(episode, "model", "a model call")
+            self._start_timer(run, "model", "a model call")
 
         def post_reasoning(_agent: AgentBase, response: ChatResponse) -> None:
-            self._stop_timer(episode, "model")
-            episode._last_response = response
+            self._stop_timer(run, "model")
+            run.last_response = response
             head = response.metadata.get("version_head", response.policy_version)
             if isinstance(head, int) and (episode.first_version is None or head < episode.first_version):
                 episode.first_version = head
 
         def pre_acting(_agent: AgentBase, call: ToolUseBlock) -> None:
             episode.tool_calls += 1
-            self._begin_env_op(episode)
-            self._start_timer(episode, f"tool:{call.id}", f"tool call {call.name!r}")
+            self._begin_env_op(run)
+            self._start_timer(run, f"tool:{call.id}", f"tool call {call.name!r}")
 
         def post_acting(_agent: AgentBase, result: ToolResultBlock) -> None:
-            self._stop_timer(episode, f"tool:{result.id}")
-            self._end_env_op(episode)
-            rewards = env._take_step_rewards()
+            self._stop_timer(run, f"tool:{result.id}")
+            self._end_env_op(run)
+            rewards = env.take_step_rewards()
             if rewards:
                 turn = max(episode.model_calls - 1, 0)
-                episode._turn_rewards[turn] = episode._turn_rewards.get(turn, 0.0) + sum(rewards)
+                run.turn_rewards[turn] = run.turn_rewards.get(turn, 0.0) + sum(rewards)
             if env.failure is not None:
-                episode._stop(fault=f"environment failed: {env.failure}")
+                run.stop(fault=f"environment failed: {env.failure}")
                 raise _EpisodeStopped("environment failed")
 
         agent.register_hook("pre_reasoning", "rl_cluster", pre_reasoning)
@@ -511,23 +534,24 @@ class EnvCluster:
 
     def _trajectory(
         self,
-        episode: LiveEpisode,
+        run: _EpisodeRun,
         turns: list[Turn],
         status: TrajectoryStatus,
         error: str | None,
         result: EnvResult | None,
     ) -> Trajectory:
+        episode = run.episode
         final = result.reward if result is not None and status in ("ok", "truncated") else 0.0
-        step_total = sum(episode._turn_rewards.values())
-        if episode._turn_rewards and turns:
+        step_total = sum(run.turn_rewards.values())
+        if run.turn_rewards and turns:
             last = len(turns) - 1
-            for index, reward in episode._turn_rewards.items():
+            for index, reward in run.turn_rewards.items():
                 turn = turns[min(index, last)]
                 turn.reward = (turn.reward or 0.0) + reward
             turns[last].reward = (turns[last].reward or 0.0) + final
         metrics: dict[str, float] = {
             "env/episode_s": anyio.current_time() - episode.started_at,
-            "env/busy_s": episode._busy_s,
+            "env/busy_s": run.busy_s,
             "env/steps": float(episode.tool_calls),
             "rollout/turns": float(len(turns)),
         }
@@ -549,4 +573,4 @@ class EnvCluster:
 
 
 class _EpisodeStopped(Exception):
-    """Internal: the episode was stopped (turn limit, step timeout); its flags say why."""
+    """Internal: the episode was stopped (turn limit, step timeout); its :class:`_EpisodeRun` says why."""

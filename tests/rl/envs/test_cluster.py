@@ -16,6 +16,7 @@ from agentscope.rl import Task, Trajectory
 from agentscope.rl.envs import (
     EnvCluster,
     Environment,
+    EnvironmentCrashed,
     EnvResult,
     Observation,
     ScriptedRollout,
@@ -287,6 +288,22 @@ async def test_step_rewards_attach_to_the_turn_that_asked() -> None:
     sample = trajectory.flatten()[0]
     assert sample.token_rewards is not None
     assert sum(sample.token_rewards) == 1.25
+
+
+def test_environment_hands_step_rewards_and_failure_to_its_runner() -> None:
+    """The runner's side of Environment: take_step_rewards drains what tools added, begin_episode starts clean."""
+    env = SlowEnv()
+    env.add_step_reward(0.5)
+    env.add_step_reward(1)
+    assert env.take_step_rewards() == [0.5, 1.0]
+    assert env.take_step_rewards() == []
+    env.add_step_reward(2.0)
+    with pytest.raises(EnvironmentCrashed, match="the sandbox died"):
+        env.fail("the sandbox died")
+    assert env.failure == "the sandbox died"
+    env.begin_episode()  # a reused environment forgets the last episode's leftovers
+    assert env.failure is None
+    assert env.take_step_rewards() == []
 
 
 async def test_custom_agent_factory_and_async_env_factory() -> None:
