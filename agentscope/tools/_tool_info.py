@@ -49,6 +49,8 @@ class ToolInfo:
     """Arguments injected on every call and hidden from the model."""
     streaming: bool
     """True for generator functions (sync or async): each yielded item is one piece of output."""
+    inline: bool
+    """A sync function that runs on the event loop instead of a worker thread (registered with ``inline=True``)."""
     _spec: FunctionSpec = field(repr=False, compare=False)
 
     @property

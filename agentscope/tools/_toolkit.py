@@ -78,10 +78,11 @@ class Toolkit:
     Tools belong to groups; only tools in active groups are offered (:meth:`schemas`) and callable. Group
     ``"basic"`` always exists and starts active.
 
-    Sync callables run in a worker thread (``anyio.to_thread.run_sync``, context variables copied) so they
-    never block the event loop. A sync tool that times out, or whose caller is cancelled, is abandoned: Python
-    cannot stop a thread, so it runs on in the background and its result is discarded. Async tools are
-    cancelled.
+    Sync callables run in a worker thread (the toolkit's thread pool, context variables copied) so they never
+    block the event loop. A sync tool that times out, or whose caller is cancelled, is abandoned: Python cannot
+    stop a thread, so it runs on in the background and its result is discarded. Async tools are cancelled. A sync
+    function that only computes and returns in microseconds can be registered with ``inline=True`` to run on the
+    event loop and skip the thread hand-off (about half the cost of a tool call).
 
     The toolkit is safe to use from many concurrent tasks.
     """
@@ -110,6 +111,7 @@ class Toolkit:
         group: str = BASIC_GROUP,
         timeout_s: float | None = None,
         preset_kwargs: Mapping[str, Any] | None = None,
+        inline: bool = False,
     ) -> F:
         """Register ``func`` as a tool and return it unchanged.
 
@@ -122,10 +124,13 @@ class Toolkit:
             timeout_s: Seconds a call may take before it is reported as timed out; default: the toolkit's.
             preset_kwargs: Arguments passed on every call; they are left out of the schema, so the model
                 neither sees nor sets them.
+            inline: Run a sync function (or sync generator) on the event loop instead of a worker thread. Only
+                for code that never blocks and returns in microseconds (pure computation): while it runs, every
+                other agent in the process waits, and no timeout can interrupt it (so it takes none).
 
         Raises:
-            UsageError: the name is taken or invalid, the group does not exist, or the callable cannot be
-                described.
+            UsageError: the name is taken or invalid, the group does not exist, the callable cannot be
+                described, or ``inline`` is asked of an async callable or together with ``timeout_s``.
         """
         tool_name = name if name is not None else default_tool_name(func)
         if not _NAME_RE.fullmatch(tool_name):
@@ -139,6 +144,15 @@ class Toolkit:
         _check_timeout(timeout_s)
         preset = MappingProxyType(dict(preset_kwargs or {}))
         spec = build_function_spec(func, name=tool_name, preset=preset)
+        if inline and spec.kind in (CallKind.ASYNC, CallKind.ASYNC_GEN):
+            raise UsageError(
+                f"tool {tool_name!r} is async: it runs on the event loop already; drop inline=True"
+            )
+        if inline and timeout_s is not None:
+            raise UsageError(
+                f"tool {tool_name!r}: an inline tool cannot be interrupted, so it takes no timeout_s; "
+                "drop one of them"
+            )
         tool_description = description if description is not None else spec.description
         self._tools[tool_name] = ToolInfo(
             name=tool_name,
@@ -149,6 +163,7 @@ class Toolkit:
             timeout_s=timeout_s,
             preset_kwargs=preset,
             streaming=spec.kind in (CallKind.ASYNC_GEN, CallKind.SYNC_GEN),
+            inline=inline,
             _spec=spec,
         )
         self._schemas = None
@@ -229,6 +244,7 @@ class Toolkit:
                 timeout_s=timeout_s,
                 preset_kwargs=MappingProxyType({}),
                 streaming=progress,
+                inline=False,
                 _spec=spec,
             )
         self._schemas = None
@@ -410,6 +426,8 @@ class Toolkit:
         return tool, *bound
 
     def _timeout_of(self, tool: ToolInfo) -> float | None:
+        if tool.inline:
+            return None  # nothing could interrupt it
         return tool.timeout_s if tool.timeout_s is not None else self.default_timeout_s
 
     def _failure(self, tool: ToolInfo, exc: Exception, output_so_far: list[ToolResponse]) -> ToolResponse:
@@ -474,7 +492,7 @@ class Toolkit:
         if not tool.streaming:
             return await self._run(tool, args, kwargs)
         pieces: list[ToolResponse] = []
-        gen = stream_pieces(partial(tool.func, *args, **kwargs), self._timeout_of(tool))
+        gen = stream_pieces(partial(tool.func, *args, **kwargs), self._timeout_of(tool), inline=tool.inline)
         try:
             async for piece in gen:
                 pieces.append(piece)
@@ -520,7 +538,7 @@ class Toolkit:
             yield to_result_block(call.id, call.name, await self._run(tool, args, kwargs))
             return
         pieces: list[ToolResponse] = []
-        gen = stream_pieces(partial(tool.func, *args, **kwargs), self._timeout_of(tool))
+        gen = stream_pieces(partial(tool.func, *args, **kwargs), self._timeout_of(tool), inline=tool.inline)
         final: ToolResponse | None = None
         try:
             while final is None:

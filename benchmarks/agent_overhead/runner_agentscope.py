@@ -1,7 +1,8 @@
 """Our AgentScope (this repository, the project's ``.venv``).
 
 One ``ReActAgent`` per conversation (agents hold their memory); one ``Toolkit`` and one model shared by all. The
-toolkit runs sync tools in a worker thread (``anyio.to_thread.run_sync``).
+toolkit runs sync tools on its worker thread pool; ``--inline-tool`` registers ``add`` with ``inline=True`` (it runs
+on the event loop, as AgentScope 2.0.11 runs every sync tool).
 
 - inproc: a ``ChatModel`` subclass whose ``generate`` answers like the HTTP server (counts tool results). A plain
   subclass rather than ``agentscope.testing.FunctionModel``, because the test doubles record every request (by
@@ -24,6 +25,9 @@ import _common as c
 USE_FUNCTION_MODEL = "--function-model" in sys.argv
 if USE_FUNCTION_MODEL:
     sys.argv.remove("--function-model")
+INLINE_TOOL = "--inline-tool" in sys.argv
+if INLINE_TOOL:
+    sys.argv.remove("--inline-tool")
 
 
 def _imports() -> Any:
@@ -119,7 +123,7 @@ async def setup(
         )
 
     toolkit = Toolkit()
-    toolkit.register(c.add)
+    toolkit.register(c.add, inline=INLINE_TOOL)
 
     async def run_one(i: int) -> c.AgentResult:
         agent = ReActAgent(
@@ -138,6 +142,7 @@ if __name__ == "__main__":
         version=f"agentscope {agentscope.__version__} (this repo)",
         import_s=IMPORT_S,
         notes=("FunctionModel; " if USE_FUNCTION_MODEL else "")
-        + "sync tool runs via anyio.to_thread.run_sync; "
+        + ("sync tool registered inline=True: runs on the event loop; " if INLINE_TOOL else "")
+        + ("" if INLINE_TOOL else "sync tool runs on the toolkit's thread pool; ")
         + f"agentscope loaded from {Path(agentscope.__file__).parent}",
     )

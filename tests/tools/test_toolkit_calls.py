@@ -10,7 +10,7 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
-from agentscope.exceptions import ApprovalRequired, ModelRetry
+from agentscope.exceptions import ApprovalRequired, ModelRetry, UsageError
 from agentscope.message import Base64Source, ImageBlock, TextBlock, ToolResultBlock, ToolUseBlock, URLSource
 from agentscope.tools import Toolkit, ToolResponse
 
@@ -271,6 +271,70 @@ async def test_sync_tool_runs_in_a_worker_thread_without_blocking_the_loop() -> 
     assert tool_threads
     assert tool_threads[0] != loop_thread
     assert ticks >= 10  # the loop kept running while the tool slept
+
+
+async def test_an_inline_sync_tool_runs_on_the_event_loop_and_takes_no_timeout() -> None:
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def add(a: int, b: int) -> int:
+        seen.append(threading.get_ident())
+        return a + b
+
+    def pieces() -> Any:
+        seen.append(threading.get_ident())
+        yield "a"
+        seen.append(threading.get_ident())
+        yield "b"
+
+    toolkit = Toolkit(default_timeout_s=5.0)
+    toolkit.register(add, inline=True)
+    toolkit.register(pieces, inline=True)
+    assert (await toolkit.call(use("add", a=1, b=2))).output == "3"
+    assert (await toolkit.call(use("pieces"))).output == "ab"
+    assert seen == [loop_thread] * 3
+
+    async def coro() -> str:
+        return "x"
+
+    def sync() -> str:
+        return "x"
+
+    with pytest.raises(UsageError, match="async"):
+        toolkit.register(coro, inline=True)
+    with pytest.raises(UsageError, match="timeout_s"):
+        toolkit.register(sync, inline=True, timeout_s=1.0)
+
+
+async def test_sync_tools_share_a_bounded_thread_pool() -> None:
+    from agentscope.tools._invoke import TOOL_THREADS
+
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def busy() -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return "ok"
+
+    toolkit = Toolkit()
+    toolkit.register(busy)
+    results: list[str] = []
+
+    async def one() -> None:
+        results.append(str((await toolkit.call(use("busy"))).output))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(TOOL_THREADS + 10):
+            tg.start_soon(one)
+    assert results == ["ok"] * (TOOL_THREADS + 10)
+    assert 1 < most <= TOOL_THREADS  # concurrent, and never more threads than the pool holds
 
 
 async def test_context_variables_reach_sync_and_async_tools() -> None:
