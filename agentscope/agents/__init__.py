@@ -1,5 +1,8 @@
 """Agents: the ReAct loop, the human in the loop, and the base class for your own.
 
+The agent spec (``path/to/file.py[:name]`` or ``module:name``, naming an agent factory) is how every command names
+its agent: :func:`load_agent_factory` loads one, :func:`build_agent` calls it with the arguments it declares.
+
 The hook vocabulary (``Hook``, ``HookPayloads``, ``HookType``, ``ReplyArguments``) is defined in
 :mod:`agentscope.types` and re-exported here.
 """
@@ -7,11 +10,14 @@ The hook vocabulary (``Hook``, ``HookPayloads``, ``HookType``, ``ReplyArguments`
 from agentscope.agents._base import AgentBase
 from agentscope.agents._browser import BrowserAgent
 from agentscope.agents._react import ReActAgent
+from agentscope.agents._spec import DEFAULT_FACTORY_NAME, AgentFactory, build_agent, load_agent_factory
 from agentscope.agents._user import InputFunction, UserAgent
 from agentscope.types import Hook, HookPayloads, HookType, ReplyArguments
 
 __all__ = [
+    "DEFAULT_FACTORY_NAME",
     "AgentBase",
+    "AgentFactory",
     "BrowserAgent",
     "Hook",
     "HookPayloads",
@@ -20,4 +26,6 @@ __all__ = [
     "ReActAgent",
     "ReplyArguments",
     "UserAgent",
+    "build_agent",
+    "load_agent_factory",
 ]
