@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from agentscope._loading import LoadError, load_object
 from agentscope.rl.cli import rl_app
 from agentscope.sandbox.cli import sandbox_app
 from agentscope.tools.cli import mcp_app
@@ -18,7 +16,7 @@ from agentscope.tools.cli import mcp_app
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from agentscope.agents import AgentBase
+    from agentscope.agents import AgentBase, AgentFactory
     from agentscope.models import ChatModel
 
 app = typer.Typer(
@@ -45,42 +43,46 @@ def _root() -> None:
 # ---------------------------------------------------------------------- loading agents and models
 
 
-def _load_object(spec: str) -> object:
-    """Load ``module:attribute``, ``path/to/file.py:attribute`` or ``path/to/file.py`` (its ``agent`` attribute)."""
+def _load_factory(spec: str) -> AgentFactory:
+    """The agent factory ``spec`` names (see :mod:`agentscope.agents`), or the error a user reads."""
+    from agentscope.agents import load_agent_factory
+    from agentscope.exceptions import UsageError
+
     try:
-        return load_object(
-            spec, file_default=lambda module: "agent" if hasattr(module, "agent") else "build_agent"
-        )
-    except LoadError as exc:
-        raise typer.BadParameter(str(exc), param_hint="AGENT_SPEC") from exc
+        return load_agent_factory(spec)
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="AGENT_SPEC") from None
 
 
 async def load_agent(spec: str, model: ChatModel | None = None) -> AgentBase:
-    """Build the agent named by ``spec``: an agent instance, or a factory called with ``model`` when it takes one."""
+    """Build the agent named by the agent spec ``spec`` (``FILE.py[:NAME]`` or ``MODULE:NAME``): its factory is
+    called with ``model=`` when a model is given (``--model``), else with its own defaults."""
     import anyio
 
-    from agentscope.agents import AgentBase
+    from agentscope.agents import build_agent
+    from agentscope.exceptions import UsageError
 
-    obj = await anyio.to_thread.run_sync(_load_object, spec)  # importing user code reads files
-    if isinstance(obj, AgentBase):
-        if model is not None:
-            if not hasattr(obj, "model"):
-                raise typer.BadParameter(f"{spec} is an agent without a model; --model does not apply")
-            obj.model = model  # type: ignore[attr-defined]
-        return obj
-    if not callable(obj):
+    factory = await anyio.to_thread.run_sync(_load_factory, spec)  # importing user code reads files
+    if model is not None and not _takes(factory, "model"):
         raise typer.BadParameter(
-            f"{spec} is neither an agent nor a function returning one", param_hint="AGENT_SPEC"
+            f"{spec} takes no model= argument, so --model cannot replace its model", param_hint="--model"
         )
-    parameters = inspect.signature(obj).parameters
-    agent = obj(model) if model is not None or "model" in parameters else obj()
-    if inspect.isawaitable(agent):
-        agent = await agent
-    if not isinstance(agent, AgentBase):
-        raise typer.BadParameter(
-            f"{spec} returned {type(agent).__name__}, not an agent", param_hint="AGENT_SPEC"
-        )
-    return agent
+    try:
+        return await build_agent(factory, **({} if model is None else {"model": model}))
+    except UsageError as exc:
+        hint = " (--model PROVIDER:MODEL gives model=)" if model is None and "'model'" in str(exc) else ""
+        raise typer.BadParameter(f"{exc}{hint}", param_hint="AGENT_SPEC") from None
+
+
+def _takes(factory: AgentFactory, name: str) -> bool:
+    """Whether ``factory`` accepts the keyword argument ``name`` (True when its signature cannot be read)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def make_model(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> ChatModel:
@@ -112,13 +114,15 @@ def run(
         str,
         typer.Argument(
             metavar="AGENT_SPEC",
-            help="The agent: MODULE:ATTRIBUTE or FILE.py[:ATTRIBUTE]; an agent, or a function (model) -> agent.",
+            help="The agent spec: FILE.py[:NAME] (default NAME: build_agent) or MODULE:NAME, a function "
+            "returning a fresh agent; it gets model= when --model is given.",
         ),
     ],
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", help="PROVIDER:MODEL, e.g. openai:gpt-4o-mini. Default: the agent's own model."
+            "--model",
+            help="PROVIDER:MODEL, e.g. openai:gpt-4o-mini, passed as model=. Default: the factory's own model.",
         ),
     ] = None,
     base_url: Annotated[

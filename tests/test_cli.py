@@ -54,23 +54,43 @@ def test_run_reports_a_bad_spec_clearly(cli_process: Callable[..., subprocess.Co
     assert "PROVIDER:MODEL" in result.stderr
 
 
-async def test_load_agent_accepts_instances_and_factories(tmp_path: Path) -> None:
+async def test_load_agent_calls_the_factory_with_the_model_only_when_one_is_given(tmp_path: Path) -> None:
     module = tmp_path / "my_agents.py"
     module.write_text(
         "from agentscope.agents import ReActAgent\n"
         "from agentscope.testing import ScriptedModel\n"
         "agent = ReActAgent(name='inst', model=ScriptedModel(['hi']))\n"
-        "async def make(model=None):\n"
+        "async def build_agent(model=None):\n"
         "    return ReActAgent(name='made', model=model or ScriptedModel(['x']))\n"
+        "def fixed():\n"
+        "    return ReActAgent(name='fixed', model=ScriptedModel(['x']))\n"
+        "def needs_model(model):\n"
+        "    return ReActAgent(name='needs', model=model)\n"
         "not_an_agent = 3\n"
     )
-    assert (await load_agent(str(module))).name == "inst"
+    default = await load_agent(str(module))  # the file's build_agent, with its own default model
+    assert isinstance(default, ReActAgent)
+    assert default.name == "made"
+    assert isinstance(default.model, ScriptedModel)
     replacement = ScriptedModel(["replaced"])
-    made = await load_agent(f"{module}:make", replacement)
+    made = await load_agent(str(module), replacement)
     assert isinstance(made, ReActAgent)
     assert made.model is replacement
-    with pytest.raises(typer.BadParameter, match="neither an agent"):
+    assert (await load_agent(f"{module}:fixed")).name == "fixed"
+    with pytest.raises(typer.BadParameter, match="takes no model= argument") as caught:
+        await load_agent(f"{module}:fixed", replacement)  # --model would be silently dropped otherwise
+    assert caught.value.param_hint == "--model"
+    with pytest.raises(
+        typer.BadParameter, match=r"requires 'model'.*\(--model PROVIDER:MODEL gives model=\)"
+    ):
+        await load_agent(f"{module}:needs_model")
+    with pytest.raises(
+        typer.BadParameter, match=r"agent instance \(ReActAgent\), not a factory.*def build_agent"
+    ):
+        await load_agent(f"{module}:agent")
+    with pytest.raises(typer.BadParameter, match="not an agent factory") as caught:
         await load_agent(f"{module}:not_an_agent")
+    assert caught.value.param_hint == "AGENT_SPEC"
     with pytest.raises(typer.BadParameter, match="no attribute"):
         await load_agent(f"{module}:missing")
     with pytest.raises(typer.BadParameter, match="MODULE:ATTRIBUTE"):
