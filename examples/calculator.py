@@ -7,6 +7,11 @@ Run it offline (a rule-based stand-in plays the model):
 or against any OpenAI-compatible server:
 
     agentscope run examples/calculator.py --model openai:MODEL --base-url http://127.0.0.1:8000/v1
+
+``build_agent`` is an agent factory (the agent spec ``examples/calculator.py`` means it): every command calls it
+with the arguments it declares. ``run`` passes ``model=`` when ``--model`` is given; ``rl train`` with
+``agent.factory: examples/calculator.py:build_agent`` passes the policy as ``model=`` and the environment's tools as
+``toolkit=``, so the same agent is trained unchanged.
 """
 
 from __future__ import annotations
@@ -71,11 +76,18 @@ def rule_based_model(messages: list[Msg], request: ModelRequest) -> ScriptItem:
     return tool_call(_OPERATORS[op], a=float(a), b=float(b))
 
 
-def build_agent(model: ChatModel | None = None) -> ReActAgent:
-    """The calculator agent, on ``model`` or (by default) on the offline rule-based model."""
-    toolkit = Toolkit()
-    for tool in (add, multiply, divide):
-        toolkit.register(tool)
+def build_agent(model: ChatModel | None = None, toolkit: Toolkit | None = None) -> ReActAgent:
+    """The calculator agent: a fresh one each call (the agent spec ``examples/calculator.py`` names this factory).
+
+    Args:
+        model: The model (``agentscope run --model``, the policy being trained); by default the offline
+            rule-based stand-in.
+        toolkit: The tools (an RL environment's, when training); by default this file's add, multiply and divide.
+    """
+    if toolkit is None:
+        toolkit = Toolkit()
+        for tool in (add, multiply, divide):
+            toolkit.register(tool)
     return ReActAgent(
         name="calculator",
         sys_prompt="You are a careful calculator. Use the tools for every computation, then state the result.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -17,11 +18,14 @@ import anyio
 import anyio.to_thread
 
 from agentscope._loading import LoadError, load_object
-from agentscope.exceptions import ConfigError
+from agentscope.agents import AgentBase, build_agent, load_agent_factory
+from agentscope.exceptions import ConfigError, UsageError
+from agentscope.models import ChatModel
 from agentscope.rl._config import RLConfig
 from agentscope.rl._types import Trajectory
 from agentscope.rl.envs import AgentFactory, EnvCluster, EnvFactory
 from agentscope.rl.tasks import get_task_set, parse_task_spec
+from agentscope.tools import Toolkit
 
 if TYPE_CHECKING:
     from agentscope.rl.rollout import RolloutService
@@ -71,11 +75,63 @@ def build_env_factory(config: RLConfig) -> EnvFactory:
 
 
 def build_agent_factory(config: RLConfig) -> AgentFactory:
-    """The agent factory ``agent.factory``, with ``agent.kwargs`` bound."""
-    target = import_object(config.agent.factory, "agent.factory")
-    if not callable(target):
-        raise ConfigError(f"agent.factory: {config.agent.factory} is not callable")
-    return cast(AgentFactory, functools.partial(target, **config.agent.kwargs))
+    """The agent factory ``agent.factory`` (an agent spec: ``module:NAME`` or ``path/to/file.py[:NAME]``) as the
+    cluster calls it: ``factory(model=..., toolkit=...)`` builds the agent through
+    :func:`~agentscope.agents.build_agent` with ``model``, ``toolkit`` and ``agent.kwargs`` (each passed when the
+    factory declares it).
+
+    Loads the user's code (file reads): call it from a worker thread in async code.
+
+    Raises:
+        ConfigError: the spec does not name an agent factory, ``agent.kwargs`` holds an argument the factory does
+            not take, or the factory requires one that neither the cluster nor ``agent.kwargs`` gives.
+    """
+    spec = config.agent.factory
+    try:
+        target = load_agent_factory(spec)
+    except UsageError as exc:
+        raise ConfigError(f"agent.factory: {exc}") from None
+    kwargs: dict[str, object] = dict(config.agent.kwargs)
+    _check_agent_kwargs(spec, target, kwargs)
+
+    async def agent_factory(*, model: ChatModel, toolkit: Toolkit) -> AgentBase:
+        return await build_agent(target, model=model, toolkit=toolkit, **kwargs)
+
+    return agent_factory
+
+
+def _check_agent_kwargs(spec: str, factory: AgentFactory, kwargs: dict[str, object]) -> None:
+    """Fail at load time, not in every episode: ``agent.kwargs`` the factory does not take (a typo would be lost
+    silently) and parameters it requires that nobody gives."""
+    reserved = sorted({"model", "toolkit"} & set(kwargs))
+    if reserved:
+        raise ConfigError(
+            f"agent.kwargs: {', '.join(reserved)} is given by training itself (the policy, the tools)"
+        )
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return  # nothing to check against; build_agent passes everything
+    takes = {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        unknown = sorted(set(kwargs) - takes)
+        if unknown:
+            raise ConfigError(
+                f"agent.kwargs: {', '.join(unknown)} not taken by {spec} (it takes: {', '.join(sorted(takes))})"
+            )
+    given = {"model", "toolkit", *kwargs}
+    required = [
+        p.name
+        for p in parameters
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        and p.name not in given
+    ]
+    if required:
+        raise ConfigError(
+            f"agent.factory: {spec} requires {', '.join(required)}, which training does not give (it gives model, "
+            "toolkit and agent.kwargs); set them in agent.kwargs or give them defaults"
+        )
 
 
 # ---------------------------------------------------------------------- the port onto the real trainer

@@ -180,9 +180,11 @@ class AgentConfig(BaseModel):
     model_config = _STRICT
 
     factory: str = "agentscope.rl.envs:react_agent_factory"
-    """``module:callable`` called as ``factory(model=..., toolkit=..., **kwargs)`` returning an agent."""
+    """The agent spec, as for ``agentscope run``: ``module:NAME`` or ``path/to/file.py[:NAME]`` (default NAME:
+    ``build_agent``), a function returning a fresh agent. It gets ``model=`` (the policy), ``toolkit=`` (the
+    environment's tools) and ``kwargs``, each if it declares it."""
     kwargs: dict[str, JsonValue] = Field(default_factory=dict[str, JsonValue])
-    """Extra keyword arguments of the factory (e.g. ``sys_prompt``, ``max_iters``)."""
+    """Extra keyword arguments of the factory (e.g. ``sys_prompt``, ``max_iters``); each must be one it takes."""
 
 
 ScheduleMode: TypeAlias = Literal["sync-wave", "sync-refill", "async"]

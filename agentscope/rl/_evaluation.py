@@ -71,7 +71,8 @@ async def evaluate(
             update={"rollout": config.rollout.model_copy(update={"temperature": temperature})}
         )
     service = build_rollout_service(config, model_dir, tokenizer, 0)
-    cluster = build_env_cluster(config, service, build_env_factory(config), build_agent_factory(config))
+    agent_factory = await anyio.to_thread.run_sync(build_agent_factory, config)  # may run a user's file
+    cluster = build_env_cluster(config, service, build_env_factory(config), agent_factory)
     results: list[Trajectory] = []
     started = time.perf_counter()
 

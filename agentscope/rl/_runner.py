@@ -158,7 +158,7 @@ async def train(
             f"tasks of {config.tasks!r}"
         )
     env_factory = build_env_factory(config)
-    agent_factory = build_agent_factory(config)
+    agent_factory = await anyio.to_thread.run_sync(build_agent_factory, config)  # may run a user's file
 
     await anyio.to_thread.run_sync(import_heavy)  # torch, transformers, verl: seconds of file reads
     from agentscope.rl.trainer import AsyncCheckpointer
@@ -476,9 +476,8 @@ async def sft(config: RLConfig, run_dir: str | os.PathLike[str]) -> dict[str, An
     root = Path(run_dir)
     await anyio.to_thread.run_sync(functools.partial(root.mkdir, parents=True, exist_ok=True))
     await anyio.to_thread.run_sync(import_heavy)
-    model_dir, report = await prepare_policy(
-        config, root, build_env_factory(config), build_agent_factory(config)
-    )
+    agent_factory = await anyio.to_thread.run_sync(build_agent_factory, config)  # may run a user's file
+    model_dir, report = await prepare_policy(config, root, build_env_factory(config), agent_factory)
     summary: dict[str, Any] = {"policy": str(model_dir), "sft": asdict(report) if report else None}
     if config.eval_tasks is not None:
         summary["eval"] = await evaluate_cached(config, model_dir)

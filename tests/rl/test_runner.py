@@ -47,6 +47,8 @@ TINY = [
     "threads=1",
 ]
 
+CALCULATOR = Path(__file__).resolve().parents[2] / "examples" / "calculator.py"
+"""The example agent of ``agentscope run``, trained as it is."""
 
 BEFORE_AFTER = [
     *TINY,
@@ -79,6 +81,7 @@ async def test_train_in_process_then_resume(run: Path) -> None:
     assert "train/policy_loss" in result.metrics
     assert (run / "checkpoints" / "latest" / "model.safetensors").is_file()
     assert result.initial_policy == run / "policy_init"
+    assert result.initial_policy is not None
     assert (result.initial_policy / "config.json").is_file()
 
     with pytest.raises(UsageError, match="already holds a run"):
@@ -284,6 +287,20 @@ async def test_a_policy_the_user_gave_is_evaluated_without_writing_into_it(run: 
     report = await evaluate_cached(config, latest)
     assert report["episodes"] == 2
     assert sorted(p.name for p in latest.iterdir()) == before
+
+
+async def test_rl_train_trains_the_calculator_example_unchanged(tmp_path: Path) -> None:
+    """``agent.factory`` takes the spec ``agentscope run`` takes (a file): the example's agent, on the policy and
+    the arithmetic environment's tools, plays and is trained on (tests/rl/test_agent_spec.py checks the wiring)."""
+    overrides = [o for o in TINY if not o.startswith("agent.kwargs.")]  # it takes model and toolkit only
+    config = load_config(None, [*overrides, "schedule.steps=1", f"agent.factory={CALCULATOR}:build_agent"])
+    result = await train(config, tmp_path / "run")
+    assert result.steps == 1
+    rows = list((await stored(tmp_path / "run")).values())
+    trained = [t for t, step in rows if step is not None]
+    assert trained, "no episode was trained on"
+    assert all(t.turns and t.turns[0].completion_ids for t in trained)
+    assert {t.status for t, _ in rows} <= {"ok", "truncated"}  # every episode's agent was built and played
 
 
 def test_export_record_of_a_rewritten_history() -> None:

@@ -1,22 +1,13 @@
-"""How the cluster builds agents: ``factory(model=..., toolkit=...) -> AgentBase``."""
+"""How the cluster builds agents: an agent factory (see :mod:`agentscope.agents`' agent spec) called with the
+``model=`` (the policy) and ``toolkit=`` (the environment's tools) it declares."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeAlias
-
-from agentscope.agents import AgentBase, ReActAgent
+from agentscope.agents import AgentFactory, ReActAgent
 from agentscope.models import ChatModel, ModelSettings
 from agentscope.tools import Toolkit
 
 __all__ = ["DEFAULT_SYS_PROMPT", "AgentFactory", "react_agent_factory"]
-
-AgentFactory: TypeAlias = Callable[..., AgentBase | Awaitable[AgentBase]]
-"""Builds the agent of one episode; called as ``factory(model=model, toolkit=toolkit)`` (sync or async).
-
-``model`` is the policy being trained (a client of the rollout service) and ``toolkit`` holds the environment's
-tools. The agent is the same class users deploy; it never knows it is being trained.
-"""
 
 DEFAULT_SYS_PROMPT = (
     "You are a helpful assistant. Use the tools when they help, then give a short final answer."
