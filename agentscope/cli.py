@@ -11,6 +11,7 @@ import typer
 
 from agentscope.rl.cli import rl_app
 from agentscope.sandbox.cli import sandbox_app
+from agentscope.service.cli import serve_command
 from agentscope.tools.cli import mcp_app
 
 if TYPE_CHECKING:
@@ -293,6 +294,7 @@ def studio(
 app.add_typer(mcp_app, name="mcp")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(rl_app, name="rl")
+app.command("serve")(serve_command)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import its own modules and any part of a strictly lower layer, never a peer in i
     sandbox                               (reads stores); sandboxes and the browser (the tools drive them through
                                           the SandboxLike and BrowserLike protocols, never importing them)
     agents  testing                       agents; test doubles for models and provider servers
-    pipelines  rl                         multi-agent pipelines; reinforcement learning
+    pipelines  rl  service                multi-agent pipelines; reinforcement learning; agents as services
     cli                                   the ``agentscope`` command
 
 docs/architecture.md draws the same picture, top layer first; the test reads it and fails naming each part the
@@ -69,7 +69,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"formatters", "tracing"}),
     frozenset({"models", "tools", "memory", "studio", "sandbox"}),
     frozenset({"agents", "testing"}),
-    frozenset({"pipelines", "rl"}),
+    frozenset({"pipelines", "rl", "service"}),
     frozenset({"cli", ""}),  # "": the root package's __init__
 )
 """The parts of each layer, lowest first (names under ``agentscope.``)."""

@@ -1,0 +1,271 @@
+"""The run layer every protocol shares: an agent per request or per session, sessions kept apart and stored.
+
+A protocol router (OpenAI Chat Completions today; A2A and AG-UI can sit next to it) decodes its request into
+messages and a session id, then::
+
+    async with service.open_agent(session_id) as agent:     # built by the factory, state restored
+        mark = await memory_mark(agent)
+        reply = await agent(message)                         # or agent.stream(message)
+        record = await turn_record(agent, mark, reply)       # tool steps and token usage of this turn
+
+and encodes the reply in its own wire format. Nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, cast
+
+import anyio
+
+from agentscope.agents import AgentBase, AgentFactory, build_agent
+from agentscope.formatters import dump_tool_arguments, tool_result_text
+from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
+from agentscope.service._config import ServeConfig
+from agentscope.service._store import SessionInfo, SessionStore
+from agentscope.types import ChatUsage
+
+__all__ = [
+    "AgentService",
+    "Step",
+    "TurnInput",
+    "TurnRecord",
+    "call_step",
+    "memory_mark",
+    "result_step",
+    "split_turn",
+    "turn_record",
+]
+
+logger = logging.getLogger("agentscope.service")
+
+Step: TypeAlias = dict[str, Any]
+"""One intermediate step of a reply, as the API shows it: a ``tool_call`` or a ``tool_result`` (see
+docs/serving.md)."""
+
+_LEASE_POLL_S = (0.005, 0.2)
+"""First and largest pause between tries to take a session another process holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnInput:
+    """A request's messages, split as the agent takes them."""
+
+    history: list[Msg]
+    """The messages before the last user message: the conversation so far, for a request without a session."""
+    message: Msg
+    """The last user message: what the agent replies to."""
+
+
+def split_turn(messages: Sequence[Msg]) -> TurnInput:
+    """Split a request's conversation into its history and the last user message.
+
+    Raises:
+        ValueError: there are no messages, or the last one is not from the user.
+    """
+    if not messages:
+        raise ValueError("messages must hold at least one message")
+    last = messages[-1]
+    if last.role != "user":
+        raise ValueError(
+            f"the last message must be a user message (the agent replies to it), not {last.role!r}"
+        )
+    return TurnInput(history=list(messages[:-1]), message=last)
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """What one reply did besides answering."""
+
+    steps: list[Step] = field(default_factory=list[Step])
+    """The tool calls and their results, in order."""
+    usage: ChatUsage = field(default_factory=ChatUsage)
+    """Tokens of every model call of the reply, summed."""
+
+
+def call_step(call: ToolUseBlock, agent: str | None) -> Step:
+    """A tool call as a step: ``{"type": "tool_call", "id", "name", "arguments", "agent"}``."""
+    return {
+        "type": "tool_call",
+        "id": call.id,
+        "name": call.name,
+        "arguments": dump_tool_arguments(call),
+        "agent": agent,
+    }
+
+
+def result_step(result: ToolResultBlock, agent: str | None) -> Step:
+    """A tool result as a step: ``{"type": "tool_result", "id", "name", "output", "is_error", "agent"}``."""
+    return {
+        "type": "tool_result",
+        "id": result.id,
+        "name": result.name,
+        "output": tool_result_text(result),
+        "is_error": result.is_error,
+        "agent": agent,
+    }
+
+
+async def memory_mark(agent: AgentBase) -> int:
+    """Where the agent's memory ends now: :func:`turn_record` reads what the reply adds after it."""
+    return await agent.memory.size()
+
+
+async def turn_record(agent: AgentBase, mark: int, reply: Msg) -> TurnRecord:
+    """The steps and usage of the reply that began at ``mark``, read from what it added to the agent's memory."""
+    added = (await agent.memory.get())[mark:]
+    record = TurnRecord()
+    usage_seen = False
+    for msg in added:
+        if msg.role == "assistant":
+            record.steps.extend(call_step(call, msg.name) for call in msg.blocks_of(ToolUseBlock))
+            usage_seen = _add_usage(record.usage, msg.metadata.get("usage")) or usage_seen
+        elif msg.role == "tool":
+            record.steps.extend(result_step(result, agent.name) for result in msg.blocks_of(ToolResultBlock))
+    if not usage_seen and not any(msg is reply or msg.id == reply.id for msg in added):
+        _add_usage(record.usage, reply.metadata.get("usage"))
+    return record
+
+
+def _add_usage(total: ChatUsage, usage: object) -> bool:
+    if not isinstance(usage, Mapping):
+        return False
+    fields = cast("Mapping[str, object]", usage)
+    for key in ("input_tokens", "output_tokens"):
+        value = fields.get(key)
+        if isinstance(value, int):
+            setattr(total, key, getattr(total, key) + value)
+    return True
+
+
+@dataclass(slots=True)
+class _LocalLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class AgentService:
+    """Agents for requests: a fresh one per stateless request; per session, one restored from the session store.
+
+    Two requests on one session never run at once: within a process they queue on a lock (first come, first
+    served); across processes the session store's lease keeps them apart. A session's new state is stored only
+    when its request completes: a request that fails or is cancelled (the client went away) leaves the session as
+    it was, so that the client can simply retry.
+
+    Args:
+        factory: Builds a fresh agent (see :func:`~agentscope.agents.load_agent_factory`).
+        config: Sessions file, lease length and the rest (:class:`ServeConfig`).
+        agent_kwargs: Offered to the factory (it takes those it declares), e.g. ``model=``.
+    """
+
+    def __init__(
+        self,
+        factory: AgentFactory,
+        config: ServeConfig | None = None,
+        *,
+        agent_kwargs: Mapping[str, object] | None = None,
+    ) -> None:
+        self.factory = factory
+        self.config = config or ServeConfig()
+        self.store = SessionStore(self.config.sessions_db)
+        """Where sessions live."""
+        self.in_flight = 0
+        """Agent runs in progress."""
+        self._agent_kwargs = dict(agent_kwargs or {})
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._locks: dict[str, _LocalLock] = {}
+
+    async def aclose(self) -> None:
+        """Close the session store (it reopens if used again)."""
+        await self.store.aclose()
+
+    async def new_agent(self) -> AgentBase:
+        """A fresh agent from the factory."""
+        return await build_agent(self.factory, **self._agent_kwargs)
+
+    @contextlib.asynccontextmanager
+    async def open_agent(self, session_id: str | None) -> AsyncGenerator[AgentBase]:
+        """The agent for one request: fresh without a session; with one, restored, and stored again on success.
+
+        Waits while another request holds the session. The block's normal end stores the agent's state as the
+        session's; an exception (cancellation included) leaves the stored session untouched.
+        """
+        self.in_flight += 1
+        try:
+            if session_id is None:
+                yield await self.new_agent()
+                return
+            async with self._session_lock(session_id):
+                state = await self._take_lease(session_id)
+                heartbeat = asyncio.get_running_loop().create_task(self._keep_lease(session_id))
+                new_state: dict[str, Any] | None = None
+                try:
+                    agent = await self.new_agent()
+                    if state is not None:
+                        agent.load_state_dict(state)
+                    yield agent
+                    new_state = agent.state_dict()
+                finally:
+                    heartbeat.cancel()
+                    with anyio.CancelScope(shield=True):
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await heartbeat
+                        await self.store.release(session_id, self._owner, new_state)
+        finally:
+            self.in_flight -= 1
+
+    async def list_sessions(
+        self, *, after: str | None = None, limit: int = 100
+    ) -> tuple[list[SessionInfo], bool]:
+        """Stored sessions by id, after ``after``, and whether more follow."""
+        return await self.store.list_sessions(after=after, limit=limit)
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete a session once no request holds it; False when there was none."""
+        async with self._session_lock(session_id):
+            pause, longest = _LEASE_POLL_S
+            while (deleted := await self.store.delete_session(session_id, self._owner)) is None:
+                await anyio.sleep(pause)  # a request in another process holds it
+                pause = min(pause * 2, longest)
+            return deleted
+
+    # -- sessions ------------------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _session_lock(self, session_id: str) -> AsyncGenerator[None]:
+        entry = self._locks.get(session_id)
+        if entry is None:
+            entry = self._locks[session_id] = _LocalLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[session_id]
+
+    async def _take_lease(self, session_id: str) -> dict[str, Any] | None:
+        pause, longest = _LEASE_POLL_S
+        while True:
+            taken, state = await self.store.try_acquire(session_id, self._owner, self.config.session_lease_s)
+            if taken:
+                return state
+            await anyio.sleep(pause)  # another process holds it: its request is running
+            pause = min(pause * 2, longest)
+
+    async def _keep_lease(self, session_id: str) -> None:
+        every = self.config.session_lease_s / 3
+        while True:
+            await anyio.sleep(every)
+            try:
+                await self.store.renew(session_id, self._owner, self.config.session_lease_s)
+            except Exception:  # the release will report a lost lease; keep the request running meanwhile
+                logger.warning("could not renew the lease of session %r", session_id, exc_info=True)
