@@ -16,6 +16,7 @@ import pytest
 
 from agentscope import tracing
 from agentscope.agents import ReActAgent, load_agent_factory
+from agentscope.exceptions import ModelHTTPError
 from agentscope.message import Msg, TextBlock, ToolResultBlock
 from agentscope.testing import FunctionModel, ModelRequest, ScriptItem, tool_call
 from agentscope.tools import Toolkit
@@ -202,3 +203,30 @@ async def test_every_request_is_traced_and_its_trace_id_comes_back(serving: Serv
     assert any(s.kind == "agent" for s in exporter.children(root))
     assert {s.kind for s in spans} >= {"agent", "model", "tool"}
     assert any(s.trace_id == streamed.headers["x-trace-id"] and s.kind == "tool" for s in exporter.spans)
+
+
+async def test_a_failing_agent_is_an_openai_error_with_the_details_in_the_server_log(
+    serving: Serving, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(messages: list[Msg], request: ModelRequest) -> ScriptItem:
+        raise ModelHTTPError("provider said no: secret-detail", status_code=500)
+
+    def factory() -> ReActAgent:
+        return ReActAgent("broken", model=FunctionModel(broken))
+
+    async with (
+        serving(factory) as base_url,
+        openai.AsyncOpenAI(base_url=base_url, api_key="-", max_retries=0) as client,
+    ):
+        with pytest.raises(openai.InternalServerError) as failed:
+            await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        stream = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        with pytest.raises(openai.APIError, match="the agent's model failed") as mid_stream:
+            async for _ in stream:
+                pass
+    assert failed.value.status_code == 502
+    assert "the agent's model failed (ModelHTTPError)" in failed.value.message
+    assert "secret-detail" not in failed.value.message + str(mid_stream.value)
+    assert "secret-detail" in caplog.text  # the operator sees what happened
