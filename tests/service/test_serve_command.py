@@ -161,10 +161,10 @@ from typer.testing import CliRunner
 import agentscope.service
 from agentscope.cli import app
 
-for args in (["--help"], ["serve", "--help"]):
+for args, expected in ((["--help"], "Serve an agent over HTTP"), (["serve", "--help"], "--api-key")):
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200", "NO_COLOR": "1"})
     assert result.exit_code == 0, result.output
-    assert "serve" in result.output
+    assert expected in result.output, result.output
 print(sorted({m.split(".")[0] for m in sys.modules} & {"fastapi", "starlette", "uvicorn"}))
 """
 
