@@ -1,27 +1,26 @@
 """Running a tool's callable: awaited, in a worker thread, or inline; a generator pulled one piece at a time, each
 pull within what is left of the tool's time budget, its cleanup shielded from cancellation.
 
-Sync tools run on the toolkit's own thread pool (:data:`TOOL_THREADS` workers, context variables copied), handed
-over with ``loop.run_in_executor``: measured in ``benchmarks/agent_overhead``, this costs half of what
-``anyio.to_thread.run_sync`` costs per call (its capacity limiter, cancel scopes and per-call worker bookkeeping),
-and a tool call is half of an agent step. A sync tool registered with ``inline=True`` runs on the event loop.
+Sync tools run in anyio's worker threads (``anyio.to_thread.run_sync``, at most 40 at once, context variables
+copied). A plain ``loop.run_in_executor`` on a 40-worker pool was measured against it in
+``benchmarks/agent_overhead`` (2026-12-05, interleaved runs): 1.6x the agent steps/s with an in-process model, but
+0.8x over HTTP, where the extra threads fought the event loop for the GIL (client CPU per step 2.08 vs 1.70 ms);
+real agents talk to models over HTTP, so anyio stays. A sync tool registered with ``inline=True`` runs on the event
+loop and skips the hand-off altogether.
 
 The :class:`~agentscope.tools.Toolkit` decides what a call may do and what the model sees; this module only runs it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import inspect
-import threading
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import AsyncGeneratorType, GeneratorType
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
+import anyio.to_thread
 
 from agentscope.tools._convert import merge_responses, to_response
 from agentscope.types import ToolResponse
@@ -29,32 +28,9 @@ from agentscope.types import ToolResponse
 if TYPE_CHECKING:
     from agentscope.tools._tool_info import ToolInfo
 
-__all__ = ["TOOL_THREADS", "ToolTimeout", "invoke", "run_in_tool_thread", "stream_pieces"]
+__all__ = ["ToolTimeout", "invoke", "run_in_tool_thread", "stream_pieces"]
 
 _DONE: Final = object()
-
-TOOL_THREADS: Final = 40
-"""Most sync tool calls running at once in one process (as many as anyio's default thread limiter allows); more
-wait for a free worker."""
-
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def _tool_executor() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        with _executor_lock:
-            if _executor is None:
-                _executor = ThreadPoolExecutor(TOOL_THREADS, thread_name_prefix="agentscope-tool")
-    return _executor
-
-
-async def run_in_tool_thread(func: Callable[[], object]) -> object:
-    """Run ``func`` on the tool thread pool with the caller's context variables; cancelling the caller abandons
-    it (Python cannot stop a thread: it runs on and its result is discarded)."""
-    context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(_tool_executor(), context.run, func)
 
 
 class ToolTimeout(Exception):
@@ -63,6 +39,12 @@ class ToolTimeout(Exception):
 
 def _next_or_done(gen: GeneratorType[Any, Any, Any]) -> object:
     return next(gen, _DONE)
+
+
+async def run_in_tool_thread(func: Callable[[], object]) -> object:
+    """Run ``func`` in a worker thread with the caller's context variables; cancelling the caller abandons it
+    (Python cannot stop a thread: it runs on and its result is discarded)."""
+    return await anyio.to_thread.run_sync(func, abandon_on_cancel=True)
 
 
 async def invoke(tool: ToolInfo, args: list[Any], kwargs: dict[str, Any]) -> object:

@@ -78,7 +78,7 @@ class Toolkit:
     Tools belong to groups; only tools in active groups are offered (:meth:`schemas`) and callable. Group
     ``"basic"`` always exists and starts active.
 
-    Sync callables run in a worker thread (the toolkit's thread pool, context variables copied) so they never
+    Sync callables run in a worker thread (``anyio.to_thread.run_sync``, context variables copied) so they never
     block the event loop. A sync tool that times out, or whose caller is cancelled, is abandoned: Python cannot
     stop a thread, so it runs on in the background and its result is discarded. Async tools are cancelled. A sync
     function that only computes and returns in microseconds can be registered with ``inline=True`` to run on the
