@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from agentscope._commands import command_group
 from agentscope.rl.cli import rl_app
 from agentscope.sandbox.cli import sandbox_app
 from agentscope.service.cli import serve_command
@@ -20,13 +21,7 @@ if TYPE_CHECKING:
     from agentscope.agents import AgentBase, AgentFactory
     from agentscope.models import ChatModel
 
-app = typer.Typer(
-    name="agentscope",
-    help="Build, run, trace, serve and train LLM agents.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_group("agentscope", "Build, run, trace, serve and train LLM agents.")
 
 __all__ = ["app", "load_agent", "main", "make_model"]
 

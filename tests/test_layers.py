@@ -5,9 +5,9 @@ import its own modules and any part of a strictly lower layer, never a peer in i
 
     exceptions                            errors (imports nothing of ours)
     _net                                  loopback hosts
-    _errors  _json  _lazy  _loading       private helpers: exception groups; tolerant JSON readers; lazy exports;
-    _sqlite  _uvicorn                     ``module:attr`` loading; SQLite files; background uvicorn servers (which
-                                          refuse a non-loopback host unless told)
+    _commands  _errors  _json  _lazy      private helpers: command groups; exception groups; tolerant JSON readers;
+    _loading  _sqlite  _uvicorn           lazy exports; ``module:attr`` loading; SQLite files; background uvicorn
+                                          servers (which refuse a non-loopback host unless told)
     message                               Msg and content blocks
     types                                 ToolSchema, ChatResponse, ToolResponse... (the shared vocabulary)
     events                                stream events (deltas, ChatResponse, ToolResponse)
@@ -62,7 +62,7 @@ ARCHITECTURE_DOC = PACKAGE_DIR.parent / "docs" / "architecture.md"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"exceptions"}),
     frozenset({"_net"}),
-    frozenset({"_errors", "_json", "_lazy", "_loading", "_sqlite", "_uvicorn"}),
+    frozenset({"_commands", "_errors", "_json", "_lazy", "_loading", "_sqlite", "_uvicorn"}),
     frozenset({"message"}),
     frozenset({"types"}),
     frozenset({"events"}),

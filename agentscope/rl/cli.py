@@ -13,18 +13,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from agentscope._commands import command_group
+
 if TYPE_CHECKING:
     from agentscope.rl._config import RLConfig
 
 __all__ = ["rl_app"]
 
-rl_app = typer.Typer(
-    name="rl",
-    help="Train agents with reinforcement learning: sft, train, eval, export.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+rl_app = command_group("rl", "Train agents with reinforcement learning: sft, train, eval, export.")
 
 
 def _config_epilog() -> str:

@@ -11,15 +11,11 @@ from typing import Annotated
 
 import typer
 
+from agentscope._commands import command_group
+
 __all__ = ["sandbox_app"]
 
-sandbox_app = typer.Typer(
-    name="sandbox",
-    help="Sandboxes for model-written code: build the Docker image.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+sandbox_app = command_group("sandbox", "Sandboxes for model-written code: build the Docker image.")
 
 
 @sandbox_app.command("build-image")

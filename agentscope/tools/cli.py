@@ -13,17 +13,12 @@ from typing import Annotated
 
 import typer
 
+from agentscope._commands import command_group
 from agentscope._loading import LoadError, load_object
 
 __all__ = ["mcp_app"]
 
-mcp_app = typer.Typer(
-    name="mcp",
-    help="Model Context Protocol: serve a Toolkit as an MCP server.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+mcp_app = command_group("mcp", "Model Context Protocol: serve a Toolkit as an MCP server.")
 
 
 @mcp_app.command("serve")
