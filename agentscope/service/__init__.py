@@ -1,10 +1,11 @@
-"""Agents as services: ``agentscope serve AGENT_SPEC`` answers the OpenAI Chat Completions API over HTTP.
+"""Agents as services: ``agentscope serve AGENT_SPEC`` answers the OpenAI Chat Completions API, A2A and AG-UI over
+HTTP.
 
 - :class:`ServeConfig`: address, workers, API keys, sessions file, limits, tracing.
 - :class:`AgentService`: the run layer every protocol shares: a fresh agent per stateless request, per session an
   agent restored from the session store (SQLite), requests on one session queued, state stored on success.
 - :func:`create_app`: the FastAPI app over an :class:`AgentService` (or an agent factory): one router per protocol
-  (OpenAI Chat Completions today), sessions, ``/healthz``, API keys, body limit, tracing.
+  (OpenAI Chat Completions, A2A, AG-UI), sessions, ``/healthz``, API keys, body limit, tracing.
 - :func:`serve`: run it with uvicorn (``--workers N`` processes), refusing a non-loopback address without API keys
   (:func:`check_binding`).
 

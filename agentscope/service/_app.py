@@ -5,6 +5,9 @@ Routes (all under the API key when keys are configured, except ``/healthz``):
 - ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/{id}``: OpenAI Chat Completions
   (:mod:`agentscope.service._openai`);
 - ``GET /v1/sessions`` (``?limit=&after=``), ``DELETE /v1/sessions/{id}``: the stored sessions;
+- ``POST /agui``: AG-UI (:mod:`agentscope.service._agui`);
+- ``POST /a2a`` and the agent card at ``GET /.well-known/agent-card.json`` (public): A2A
+  (:mod:`agentscope.service._a2a`);
 - ``GET /healthz``: ``{"status": "ok", "in_flight": n}``.
 
 Every error, the framework's own (404, 405) included, has OpenAI's shape ``{"error": {"message", "type",
@@ -23,6 +26,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from agentscope.agents import AgentFactory
+from agentscope.service._a2a import a2a_routes
+from agentscope.service._agui import agui_router
 from agentscope.service._config import ServeConfig
 from agentscope.service._http import ApiError, ServiceMiddleware, error_response
 from agentscope.service._openai import openai_router
@@ -105,4 +110,6 @@ def create_app(agent: AgentService | AgentFactory, config: ServeConfig | None = 
         return {"id": session_id, "object": "session.deleted", "deleted": True}
 
     app.include_router(openai_router(service))
+    app.include_router(agui_router(service))
+    app.router.routes.extend(a2a_routes(service))
     return app

@@ -43,8 +43,9 @@ _T = TypeVar("_T")
 TRACE_HEADER = "X-Trace-Id"
 """Response header with the request's trace id (32 hex digits) while tracing records it."""
 
-_PUBLIC_PATHS = frozenset({"/healthz"})
-"""Paths served without an API key (load balancers probe them) and without a span."""
+_PUBLIC_PATHS = frozenset({"/healthz", "/.well-known/agent-card.json"})
+"""Paths served without an API key and without a span: load balancers probe ``/healthz``; A2A clients discover the
+agent (and how to authenticate) from its card."""
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 

@@ -19,6 +19,7 @@ from agentscope.tools._toolkit import BASIC_GROUP, ToolGroup, ToolInfo, Toolkit
 from agentscope.types import ToolResponse
 
 if _typing.TYPE_CHECKING:
+    from agentscope.tools._a2a import A2AAgent
     from agentscope.tools._mcp_client import (
         MCPClient,
         MCPConnectionError,
@@ -30,6 +31,7 @@ if _typing.TYPE_CHECKING:
 
 __all__ = [
     "BASIC_GROUP",
+    "A2AAgent",
     "MCPClient",
     "MCPConnectionError",
     "MCPLogMessage",
@@ -47,10 +49,11 @@ __all__ = [
     "serve_mcp",
 ]
 
-# The mcp SDK is a core dependency (no extra to name) but slow to import.
+# The mcp SDK is a core dependency (no extra to name) but slow to import; the A2A client needs the serve extra.
 __getattr__ = _lazy_exports(
     __name__,
     {
+        "A2AAgent": "_a2a",
         "MCPClient": "_mcp_client",
         "MCPConnectionError": "_mcp_client",
         "MCPLogMessage": "_mcp_client",
@@ -60,4 +63,5 @@ __getattr__ = _lazy_exports(
         "mcp_http_app": "_mcp_server",
         "serve_mcp": "_mcp_server",
     },
+    extras={"_a2a": "serve"},
 )

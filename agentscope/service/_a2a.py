@@ -1,0 +1,252 @@
+"""The A2A protocol (Agent2Agent, with the ``a2a-sdk`` server components) over the run layer
+(:class:`~agentscope.service.AgentService`).
+
+- ``GET /.well-known/agent-card.json``: the agent card (public, as A2A discovery expects; it names the bearer
+  scheme when API keys are configured), its JSON-RPC interface at this server's ``/a2a``;
+- ``POST /a2a``: A2A 1.0 JSON-RPC (``SendMessage``, ``SendStreamingMessage``, ``GetTask``, ``ListTasks``,
+  ``CancelTask``, ``SubscribeToTask``), behind the API key like every other route.
+
+Each message is a task: submitted, working (one status update per tool call and per tool result, a data part
+holding the step as docs/serving.md shows it), then completed with the reply in the artifact ``reply`` (its text
+streams as chunks of that artifact while the model writes it, and the last update replaces them with the reply).
+The A2A context id is the session id, so a second message in the same context continues the conversation.
+Tasks are kept in memory (the conversation itself is in the session store).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from a2a.helpers import get_data_parts, get_text_parts, new_data_part, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict
+from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    Message,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+    Task,
+    TaskState,
+    TaskStatus,
+)
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0, TransportProtocol
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Message as AsgiMessage
+
+from agentscope.events import ReplyEvent, TextDelta, ToolCallEvent, ToolResultEvent
+from agentscope.message import Msg
+from agentscope.service._http import ApiError
+from agentscope.service._service import AgentService, Step, call_step, result_step
+
+__all__ = ["A2A_PATH", "AGENT_CARD_PATH", "a2a_routes"]
+
+logger = logging.getLogger("agentscope.service")
+
+A2A_PATH = "/a2a"
+"""Where the JSON-RPC interface listens."""
+AGENT_CARD_PATH = AGENT_CARD_WELL_KNOWN_PATH
+"""Where the agent card is (``/.well-known/agent-card.json``): served without an API key."""
+
+_REPLY_ARTIFACT = "reply"
+_MAX_SESSION_ID = 256
+_STEP_MEDIA_TYPE = "application/json"
+
+
+def a2a_routes(service: AgentService, *, description: str | None = None) -> list[BaseRoute]:
+    """The agent card and JSON-RPC routes serving ``service`` over A2A (mount them on the app)."""
+    name = service.config.model_name
+    card = _agent_card(name, description or f"The AgentScope agent {name!r}", bool(service.config.api_keys))
+    handler = DefaultRequestHandler(
+        agent_executor=_AgentExecutor(service), task_store=InMemoryTaskStore(), agent_card=card
+    )
+    dispatcher = JsonRpcDispatcher(request_handler=handler)
+    limit = service.config.max_body_bytes
+
+    async def agent_card(request: Request) -> Response:
+        served = AgentCard()
+        served.CopyFrom(card)
+        served.supported_interfaces[0].url = f"{str(request.base_url).rstrip('/')}{A2A_PATH}"
+        return JSONResponse(agent_card_to_dict(served))
+
+    async def json_rpc(request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ApiError(
+                413,
+                f"the request body is larger than this server accepts ({limit} bytes)",
+                code="request_too_large",
+            )
+        received = 0
+
+        async def bounded() -> AsgiMessage:  # a chunked body: the SDK answers its 413 as a JSON-RPC error
+            nonlocal received
+            message = await request.receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413)
+            return message
+
+        return await dispatcher.handle_requests(Request(request.scope, bounded))
+
+    return [
+        Route(AGENT_CARD_PATH, agent_card, methods=["GET"]),
+        Route(A2A_PATH, json_rpc, methods=["POST"]),
+    ]
+
+
+def _agent_card(name: str, description: str, keys: bool) -> AgentCard:
+    card = AgentCard(
+        name=name,
+        description=description,
+        version="1.0.0",
+        supported_interfaces=[
+            AgentInterface(
+                url=A2A_PATH,
+                protocol_binding=TransportProtocol.JSONRPC.value,
+                protocol_version=PROTOCOL_VERSION_1_0,
+            )
+        ],
+        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+        default_input_modes=["text/plain", "application/json"],
+        default_output_modes=["text/plain", "application/json"],
+        skills=[AgentSkill(id=name, name=name, description=description, tags=["agentscope"])],
+    )
+    if keys:
+        card.security_schemes["bearer"].CopyFrom(
+            SecurityScheme(
+                http_auth_security_scheme=HTTPAuthSecurityScheme(
+                    scheme="Bearer", description="one of the server's API keys"
+                )
+            )
+        )
+        card.security_requirements.append(SecurityRequirement(schemes={"bearer": StringList()}))
+    return card
+
+
+def _user_message(message: Message) -> Msg:
+    """The A2A message as the agent's user message: its text parts, and its data parts as JSON text.
+
+    Raises:
+        ValueError: it holds a file (raw or URL) part, or nothing.
+    """
+    kinds = {part.WhichOneof("content") for part in message.parts}
+    if kinds - {"text", "data"}:
+        unsupported = ", ".join(sorted(str(kind) for kind in kinds - {"text", "data"}))
+        raise ValueError(f"this agent takes text and data parts only, not {unsupported} parts")
+    texts = [*get_text_parts(list(message.parts))]
+    texts.extend(json.dumps(data, ensure_ascii=False) for data in get_data_parts(list(message.parts)))
+    if not texts:
+        raise ValueError("the message has no text or data part to reply to")
+    return Msg(role="user", content="\n".join(texts))
+
+
+def _session_problem(context_id: str) -> str | None:
+    if len(context_id) > _MAX_SESSION_ID or not context_id.isprintable():
+        return f"the context id (the session id) must be at most {_MAX_SESSION_ID} printable characters"
+    return None
+
+
+class _AgentExecutor(AgentExecutor):
+    """Runs the served agent for one A2A task, in the session named by the task's context id."""
+
+    def __init__(self, service: AgentService) -> None:
+        self.service = service
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task_id, context_id, message = context.task_id, context.context_id, context.message
+        assert task_id, "the request context builder sets it"
+        assert context_id, "the request context builder sets it"
+        assert message is not None, "a SendMessage request has one"
+        if context.current_task is None:
+            await event_queue.enqueue_event(
+                Task(
+                    id=task_id,
+                    context_id=context_id,
+                    status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED),
+                    history=[message],
+                )
+            )
+        updater = TaskUpdater(event_queue, task_id, context_id)
+        try:
+            problem = _session_problem(context_id)
+            if problem is not None:
+                raise ValueError(problem)
+            user = _user_message(message)
+        except ValueError as exc:
+            await updater.reject(updater.new_agent_message([new_text_part(str(exc))]))
+            return
+        await updater.start_work()
+        artifact = _ReplyArtifact(updater)
+        try:
+            async with self.service.open_agent(context_id) as agent:
+                reply: Msg | None = None
+                async for event in agent.stream(user):
+                    if isinstance(event, TextDelta):
+                        if event.agent in (None, agent.name) and event.text:
+                            await artifact.chunk(event.text)
+                    elif isinstance(event, ToolCallEvent | ToolResultEvent):
+                        if event.agent == agent.name:
+                            step = (
+                                call_step(event.call, event.agent)
+                                if isinstance(event, ToolCallEvent)
+                                else result_step(event.result, event.agent)
+                            )
+                            await self._step(updater, step)
+                    elif isinstance(event, ReplyEvent):
+                        reply = event.msg
+                assert reply is not None, "AgentBase.stream ends with a ReplyEvent"
+        except Exception as exc:
+            logger.error("the agent run failed (A2A task %s)", task_id, exc_info=exc)
+            text = f"the agent failed ({type(exc).__name__}); see the server log"
+            await updater.failed(updater.new_agent_message([new_text_part(text)]))
+            return
+        await artifact.final(reply.text)
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        # The SDK has cancelled the task running execute() already: its session was left as it was.
+        await TaskUpdater(event_queue, context.task_id or "", context.context_id or "").cancel()
+
+    @staticmethod
+    async def _step(updater: TaskUpdater, step: Step) -> None:
+        part = new_data_part(step, media_type=_STEP_MEDIA_TYPE)
+        await updater.update_status(TaskState.TASK_STATE_WORKING, updater.new_agent_message([part]))
+
+
+class _ReplyArtifact:
+    """The ``reply`` artifact: text chunks while the model writes, then the reply itself, replacing them."""
+
+    def __init__(self, updater: TaskUpdater) -> None:
+        self.updater = updater
+        self.id = uuid.uuid4().hex
+        self.started = False
+
+    async def chunk(self, text: str) -> None:
+        await self.updater.add_artifact(
+            [new_text_part(text)],
+            artifact_id=self.id,
+            name=_REPLY_ARTIFACT,
+            append=self.started,
+            last_chunk=False,
+        )
+        self.started = True
+
+    async def final(self, text: str) -> None:
+        await self.updater.add_artifact(
+            [new_text_part(text)], artifact_id=self.id, name=_REPLY_ARTIFACT, append=False, last_chunk=True
+        )
