@@ -8,11 +8,21 @@ import socket
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
+import anyio
 import httpx
 import pytest
 from a2a.client import A2ACardResolver, ClientConfig, create_client
 from a2a.helpers import get_artifact_text, get_data_parts, get_message_text
-from a2a.types import GetTaskRequest, Message, Part, Role, SendMessageRequest, StreamResponse, TaskState
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    StreamResponse,
+    TaskState,
+)
 
 from agentscope.agents import ReActAgent
 from agentscope.exceptions import ModelRetry, UsageError
@@ -187,3 +197,28 @@ async def test_an_unreachable_a2a_agent_is_a_tool_error_naming_its_url() -> None
 def test_the_a2a_tool_refuses_a_url_that_is_not_http() -> None:
     with pytest.raises(UsageError, match="must start with http:// or https://"):
         A2AAgent("127.0.0.1:8000")
+
+
+async def test_cancelling_a_task_stops_the_run_and_leaves_the_session_as_it_was(serving: Serving) -> None:
+    started = anyio.Event()
+
+    async def slow_model(messages: list[Msg], request: ModelRequest) -> ScriptItem:
+        if messages[-1].text == "slow":
+            started.set()
+            await anyio.sleep(30)
+        return remembering_model(messages, request)
+
+    async with (
+        serving(lambda: ReActAgent("remote", model=FunctionModel(slow_model))) as base_url,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        card = await A2ACardResolver(http, root(base_url)).get_agent_card()
+        client = await create_client(card, ClientConfig(httpx_client=http, streaming=False, polling=True))
+        (submitted,) = [e async for e in client.send_message(user_message("slow", "ctx-1"))]
+        await started.wait()
+        cancelled = await client.cancel_task(CancelTaskRequest(id=submitted.task.id))
+        blocking = await create_client(card, ClientConfig(httpx_client=http, streaming=False))
+        (after,) = [e async for e in blocking.send_message(user_message("what now?", "ctx-1"))]
+    assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+    # the cancelled turn left nothing in the session
+    assert get_artifact_text(after.task.artifacts[0]) == "You said: what now?"

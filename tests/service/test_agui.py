@@ -13,6 +13,7 @@ from ag_ui.core import (
     AssistantMessage,
     BaseEvent,
     Event,
+    ReasoningMessageContentEvent,
     RunAgentInput,
     RunErrorEvent,
     RunFinishedEvent,
@@ -28,7 +29,7 @@ from pydantic import TypeAdapter
 
 from agentscope.agents import ReActAgent
 from agentscope.exceptions import ModelResponseError
-from agentscope.message import Msg, TextBlock, ToolResultBlock
+from agentscope.message import Msg, TextBlock, ThinkingBlock, ToolResultBlock
 from agentscope.testing import FunctionModel, ModelRequest, ScriptItem, tool_call
 from agentscope.tools import Toolkit
 from agentscope.types import ChatResponse
@@ -212,3 +213,27 @@ async def test_bad_input_is_a_400_naming_the_problem_and_keys_are_required(servi
     assert assistant_last.status_code == 400
     assert "last message must be a user message" in assistant_last.json()["error"]["message"]
     assert types(events)[-1] == "RUN_FINISHED"
+
+
+async def test_reasoning_streams_as_reasoning_events_before_the_text(serving: Serving) -> None:
+    def thoughtful(messages: list[Msg], request: ModelRequest) -> ScriptItem:
+        return [ThinkingBlock(thinking="The user greets me."), TextBlock(text="Hello there.")]
+
+    async with serving(
+        lambda: ReActAgent("ui", model=FunctionModel(thoughtful, stream_chunk_chars=5))
+    ) as base_url:
+        events = await run(base_url, run_input("t1", UserMessage(id="u1", content="hi")))
+    assert collapse(types(events)) == [
+        "RUN_STARTED",
+        "REASONING_START",
+        "REASONING_MESSAGE_START",
+        "REASONING_MESSAGE_CONTENT",
+        "REASONING_MESSAGE_END",
+        "REASONING_END",
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",
+        "RUN_FINISHED",
+    ]
+    thought = "".join(e.delta for e in events if isinstance(e, ReasoningMessageContentEvent))
+    assert thought == "The user greets me."
