@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 from starlette.requests import Request
@@ -200,6 +201,13 @@ class ServiceMiddleware:
       Keys are never logged. ``/healthz`` needs none.
     - **Host** (when no key is configured, so the server is on loopback): only loopback ``Host`` headers, so that a
       web page cannot reach the agent through DNS rebinding.
+    - **Cross-site requests** (when no key is configured): a request from a web page of another origin (an
+      ``Origin`` that is not loopback, or ``Sec-Fetch-Site: cross-site``) gets 403, and a ``POST`` must say
+      ``Content-Type: application/json`` (else 415), so that a page cannot send a "simple" cross-site request that
+      the browser delivers without asking: any site the user visits could otherwise run the agent and its tools.
+      With keys, a browser cannot attach ``Authorization`` to a cross-site request without the server's consent
+      (it gives none: no CORS headers).
+    - **WebSocket** connections need the same key (closed with code 1008 otherwise).
     - **Tracing** (while on): a span per request (``POST /v1/chat/completions``) around the agent's spans; its
       trace id goes back in :data:`TRACE_HEADER`.
     """
@@ -209,13 +217,16 @@ class ServiceMiddleware:
         self._keys = config.key_bytes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self._refusal(_headers(scope), "GET") is not None:
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
         headers = _headers(scope)
         public = path in _PUBLIC_PATHS
-        problem = None if public else self._refusal(headers)
+        problem = None if public else self._refusal(headers, scope["method"])
         if problem is not None:
             await problem(scope, receive, send)
             self._log(scope, problem.status_code, time.perf_counter(), None)
@@ -248,7 +259,7 @@ class ServiceMiddleware:
         finally:
             self._log(scope, status, started, trace_id)
 
-    def _refusal(self, headers: dict[str, str]) -> JSONResponse | None:
+    def _refusal(self, headers: dict[str, str], method: str) -> JSONResponse | None:
         if not self._keys:
             host = _host_name(headers.get("host", ""))
             if host not in _LOOPBACK_NAMES and not is_loopback_host(host):
@@ -259,7 +270,7 @@ class ServiceMiddleware:
                     "invalid_request_error",
                     "untrusted_host",
                 )
-            return None
+            return _cross_site_refusal(headers, method)
         scheme, _, given = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             return error_response(
@@ -295,7 +306,43 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def _host_name(host: str) -> str:
-    """The name of a ``Host`` header, without its port (``[::1]:8000`` -> ``::1``)."""
+    """The name of a ``Host`` header, without its port, lower case (``[::1]:8000`` -> ``::1``, ``LOCALHOST.`` ->
+    ``localhost``)."""
     if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.lower().rstrip(".")
+
+
+def _cross_site_refusal(headers: dict[str, str], method: str) -> JSONResponse | None:
+    """403 for a request a web page of another origin sent, 415 for a POST whose body is not declared JSON (the
+    "simple" requests a browser sends cross-site without asking the server first); None when it may pass."""
+    origin = headers.get("origin")
+    if origin is not None and origin != "null":
+        origin_host = _host_name(urlsplit(origin).netloc)
+        if origin_host not in _LOOPBACK_NAMES and not is_loopback_host(origin_host):
+            return error_response(
+                403,
+                f"cross-origin request from {origin[:100]!r} refused: this server has no API keys and answers "
+                "only programs on this machine; configure API keys to serve web pages",
+                "invalid_request_error",
+                "cross_origin",
+            )
+    if origin == "null" or headers.get("sec-fetch-site") == "cross-site":
+        return error_response(
+            403,
+            "cross-site request refused: this server has no API keys and answers only programs on this machine",
+            "invalid_request_error",
+            "cross_origin",
+        )
+    if method == "POST":
+        media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            return error_response(
+                415,
+                f"send the body as JSON with 'Content-Type: application/json' (got {media_type or 'none'!r})",
+                "invalid_request_error",
+                "unsupported_media_type",
+            )
+    return None

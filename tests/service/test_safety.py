@@ -148,6 +148,66 @@ async def test_without_keys_only_loopback_host_headers_are_answered(serving: Ser
     assert local.status_code == 200
 
 
+async def test_without_keys_a_web_page_of_another_site_cannot_run_the_agent(serving: Serving) -> None:
+    ran: list[str] = []
+
+    def recording_agent() -> ReActAgent:
+        ran.append("built")
+        return hello_agent()
+
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+    async with serving(recording_agent) as base_url, httpx2.AsyncClient(base_url=base_url) as http:
+        # A form or fetch() a browser sends cross-site without asking the server first: text/plain, its Origin.
+        simple = await http.post(
+            "/chat/completions",
+            content=body,
+            headers={
+                "Content-Type": "text/plain",
+                "Origin": "https://evil.example",
+                "Sec-Fetch-Site": "cross-site",
+            },
+        )
+        # The same without the browser's headers is still refused: the body must be declared JSON.
+        plain = await http.post("/chat/completions", content=body, headers={"Content-Type": "text/plain"})
+        declared_json = await http.post(
+            "/chat/completions",
+            content=body,
+            headers={"Content-Type": "application/json", "Origin": "https://evil.example"},
+        )
+        sandboxed = await http.post(
+            "/chat/completions", content=body, headers={"Content-Type": "application/json", "Origin": "null"}
+        )
+        fetch_metadata = await http.post(
+            "/chat/completions",
+            content=body,
+            headers={"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"},
+        )
+        assert ran == []
+        local_page = await http.post(
+            "/chat/completions",
+            content=body,
+            headers={"Content-Type": "application/json; charset=utf-8", "Origin": "http://127.0.0.1:3000"},
+        )
+        upper_host = await http.get("/models", headers={"Host": "LOCALHOST.:8000"})
+    assert_openai_error(simple, 403, "cross_origin")
+    assert_openai_error(plain, 415, "unsupported_media_type")
+    assert_openai_error(declared_json, 403, "cross_origin")
+    assert_openai_error(sandboxed, 403, "cross_origin")
+    assert_openai_error(fetch_metadata, 403, "cross_origin")
+    assert local_page.status_code == 200
+    assert ran == ["built"]
+    assert upper_host.status_code == 200  # host names are case-insensitive
+
+
+async def test_with_keys_a_keyed_request_is_not_checked_for_its_origin(keyed: str) -> None:
+    # A browser cannot add the key to a cross-site request without the server's consent (no CORS headers here),
+    # so a request carrying the key may come from a page the key's owner runs.
+    headers = {"Authorization": f"Bearer {KEY}", "Origin": "https://console.example"}
+    async with httpx2.AsyncClient(base_url=keyed, headers=headers) as http:
+        answer = await http.post("/chat/completions", json={"model": "m", "messages": ask("hi")})
+    assert answer.status_code == 200
+
+
 def test_listening_beyond_loopback_needs_api_keys(cli: Callable[..., Result]) -> None:
     with pytest.raises(UsageError, match="--api-key"):
         check_binding(ServeConfig(host="0.0.0.0"))
