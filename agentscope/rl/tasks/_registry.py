@@ -28,6 +28,7 @@ from agentscope.rl.tasks._arith import (
 )
 
 __all__ = [
+    "MAX_TASKS",
     "SPLITS",
     "TaskSet",
     "get_task_set",
@@ -36,6 +37,7 @@ __all__ = [
     "parse_task_spec",
     "register_task_set",
     "split_of",
+    "with_task_spec_args",
 ]
 
 SPLITS: dict[str, tuple[int, int]] = {"train": (0, 60), "warm": (60, 80), "eval": (80, 100)}
