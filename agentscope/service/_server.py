@@ -27,6 +27,7 @@ __all__ = ["check_binding", "serve", "worker_app"]
 
 _SPEC_ENV = "AGENTSCOPE_SERVE_SPEC"
 _CONFIG_ENV = "AGENTSCOPE_SERVE_CONFIG"
+_LOG_LEVEL_ENV = "AGENTSCOPE_SERVE_LOG_LEVEL"
 
 
 def check_binding(config: ServeConfig) -> None:
@@ -67,19 +68,32 @@ def serve(
             raise UsageError(
                 "several workers each load the agent from its spec: pass a spec, without agent_kwargs"
             )
-        os.environ[_SPEC_ENV] = agent
-        os.environ[_CONFIG_ENV] = config.model_dump_json(exclude={"api_keys"})
-        os.environ[API_KEYS_ENV] = ",".join(key.get_secret_value() for key in config.api_keys)
-        uvicorn.run(
-            f"{__name__}:worker_app",
-            factory=True,
-            host=config.host,
-            port=config.port,
-            workers=config.workers,
-            timeout_graceful_shutdown=drain,
-            log_level=log_level,
-            access_log=False,
-        )
+        # The workers are spawned processes: they read what to serve from the environment they inherit.
+        handed_over = {
+            _SPEC_ENV: agent,
+            _CONFIG_ENV: config.model_dump_json(exclude={"api_keys"}),
+            API_KEYS_ENV: ",".join(key.get_secret_value() for key in config.api_keys),
+            _LOG_LEVEL_ENV: log_level,
+        }
+        before = {name: os.environ.get(name) for name in handed_over}
+        os.environ.update(handed_over)
+        try:
+            uvicorn.run(
+                f"{__name__}:worker_app",
+                factory=True,
+                host=config.host,
+                port=config.port,
+                workers=config.workers,
+                timeout_graceful_shutdown=drain,
+                log_level=log_level,
+                access_log=False,
+            )
+        finally:
+            for name, value in before.items():  # leave the caller's environment as it was
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         return
     from agentscope.service._app import create_app
     from agentscope.service._service import AgentService
@@ -105,9 +119,12 @@ def worker_app() -> FastAPI:
     from agentscope.service._app import create_app
     from agentscope.service._service import AgentService
 
+    _configure_logging(os.environ.get(_LOG_LEVEL_ENV, "info"))
     spec = os.environ[_SPEC_ENV]
     settings = json.loads(os.environ[_CONFIG_ENV])
     settings["api_keys"] = [SecretStr(key) for key in keys_from_environment()]
+    # Out of this worker's environment, so that the agent's tools and the processes they start never see them.
+    os.environ.pop(API_KEYS_ENV, None)
     config = ServeConfig.model_validate(settings)
     _start_tracing(config)
     return create_app(AgentService(load_agent_factory(spec), config))

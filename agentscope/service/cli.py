@@ -13,6 +13,8 @@ import typer
 
 __all__ = ["default_model_name", "serve_command"]
 
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 def default_model_name(spec: str) -> str:
     """The model id a spec is served as: the file's stem (``examples/calculator.py`` -> ``calculator``) or the
@@ -77,6 +79,8 @@ def serve_command(
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve an agent over HTTP: the OpenAI Chat Completions API (streaming included), sessions, API keys."""
+    if log_level.lower() not in _LOG_LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(_LOG_LEVELS)}", param_hint="--log-level")
     from pydantic import SecretStr, ValidationError
 
     from agentscope.exceptions import UsageError

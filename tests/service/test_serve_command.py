@@ -112,6 +112,7 @@ def test_workers_share_the_sessions_and_keep_each_session_s_requests_in_order(tm
             "PATH": "/usr/bin:/bin",
             "AGENTSCOPE_API_KEYS": "sk-workers-key-1,sk-workers-key-2",
             "SLOW_CALCULATOR_S": "0.1",
+            "SLOW_CALCULATOR_PROBE": str(tmp_path / "probe.txt"),
         },
     )  # fmt: skip
     root = f"http://127.0.0.1:{port}"
@@ -136,11 +137,18 @@ def test_workers_share_the_sessions_and_keep_each_session_s_requests_in_order(tm
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.communicate(timeout=30)
+            _, stderr = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            _, stderr = proc.communicate()
     assert [a.choices[0].message.content for a in answers] == [f"The result is {n + 1.0}." for n in range(4)]
+    # The workers log each request (their log level comes from the parent) and never the keys...
+    assert stderr.count("POST /v1/chat/completions 200") == 4, stderr
+    assert "sk-workers-key" not in stderr
+    # ...and the agent's process no longer has the keys in its environment (its tools could read or pass them on).
+    probes = (tmp_path / "probe.txt").read_text().splitlines()
+    assert len(probes) == 8  # two model calls per question
+    assert {line.split(" ", 1)[1] for line in probes} == {"None"}
     with closing(sqlite3.connect(sessions)) as conn:
         ((turns, state),) = conn.execute("SELECT turns, state FROM service_sessions").fetchall()
     roles = [m["role"] for m in json.loads(state)["memory"]["messages"]]

@@ -24,6 +24,10 @@ _spec.loader.exec_module(calculator)
 
 
 async def slow_model(messages: list[Msg], request: ModelRequest) -> ScriptItem:
+    probe = os.environ.get("SLOW_CALCULATOR_PROBE")
+    if probe:  # what the agent's process can see: its pid and any API keys left in its environment
+        with open(probe, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - a test probe, a few bytes
+            out.write(f"{os.getpid()} {os.environ.get('AGENTSCOPE_API_KEYS')!r}\n")
     await asyncio.sleep(SLOW_S)
     return calculator.rule_based_model(messages, request)
 
