@@ -7,6 +7,9 @@ tools with :class:`ToolSchema` and returns :class:`ToolResponse`, and the events
 carry both. This module imports nothing of ours but :mod:`agentscope.message`; ``agentscope.models`` and
 ``agentscope.tools`` re-export each name, so ``from agentscope.models import ChatResponse`` keeps working.
 
+:class:`ApprovalDecision` is a human's decision on a tool call waiting for approval (a ReActAgent takes a list of
+them; ``agentscope serve`` parses them from the request's ``agentscope.approvals``).
+
 The hook vocabulary lives here too: :data:`HookType` (where an agent runs hooks), :class:`HookPayloads` (what
 each hook type's hooks receive and may return in its place), :class:`ReplyArguments` (the ``pre_reply`` payload)
 and the generic :data:`Hook` callable. ``agentscope.agents`` re-exports them, and ``AgentBase.register_hook`` is
@@ -16,14 +19,15 @@ typed with them, so a type checker rejects a hook whose signature does not fit i
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, Literal, NotRequired, TypeAlias, TypeVar
+from typing import Annotated, Any, Literal, NotRequired, Self, TypeAlias, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from typing_extensions import TypedDict  # `extra_items` (PEP 728) for ReplyArguments
 
 from agentscope.message import ContentBlock, ImageBlock, Msg, TextBlock, ToolResultBlock, ToolUseBlock
 
 __all__ = [
+    "ApprovalDecision",
     "ChatResponse",
     "ChatUsage",
     "Hook",
@@ -158,6 +162,42 @@ class ToolResponse(BaseModel):
         return "".join(b.text for b in self.content if isinstance(b, TextBlock))
 
 
+class ApprovalDecision(BaseModel):
+    """A human's decision on one tool call that waits for approval (see ``ReActAgent.reply(decisions=...)``).
+
+    - ``approve``: run the call as the model wrote it.
+    - ``edit``: run it with ``arguments`` instead, checked against the tool's schema first (arguments that do not
+      fit are refused before anything runs). The model sees the result prefixed with a note giving the arguments
+      the human chose, since its own call in the conversation still shows the original ones.
+    - ``reject``: never run it; the model sees an error result, "A human refused this call: <reason>".
+
+    ``reason`` is optional; for ``approve`` and ``edit`` the model sees it in the note before the result.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    call_id: str = Field(min_length=1)
+    """Id of the waiting call, as listed in the paused reply's ``metadata["approval_required"]``."""
+    action: Literal["approve", "edit", "reject"]
+    """What to do with the call."""
+    arguments: dict[str, JsonValue] | None = None
+    """The arguments to run the call with: required for ``edit``, not allowed otherwise."""
+    reason: str | None = None
+    """Why, in the human's words; the model sees it."""
+
+    @model_validator(mode="after")
+    def _arguments_only_for_edit(self) -> Self:
+        if self.action == "edit" and self.arguments is None:
+            raise ValueError(
+                f"action 'edit' of call {self.call_id!r} needs the new 'arguments' (a JSON object)"
+            )
+        if self.action != "edit" and self.arguments is not None:
+            raise ValueError(
+                f"'arguments' are only for action 'edit'; call {self.call_id!r} has action {self.action!r}"
+            )
+        return self
+
+
 # ---------------------------------------------------------------------------------------------------- hooks
 
 HookType: TypeAlias = Literal[
@@ -170,7 +210,7 @@ class ReplyArguments(TypedDict, extra_items=Any):
     """The ``pre_reply`` payload: the keyword arguments the reply will be called with.
 
     ``msg`` is always there (None to continue without a new message); the other keys are present only when the
-    caller passed them. The three optional keys are those :class:`~agentscope.agents.ReActAgent` reads; an agent
+    caller passed them. The optional keys are those :class:`~agentscope.agents.ReActAgent` reads; an agent
     of your own may take any other keyword (typed ``Any`` here). A hook may change the dict in place or return
     a new one.
     """
@@ -183,6 +223,8 @@ class ReplyArguments(TypedDict, extra_items=Any):
     """ReActAgent: ids of the tool calls waiting for approval that the human approves."""
     deny: NotRequired[Sequence[str]]
     """ReActAgent: ids of the tool calls waiting for approval that the human denies."""
+    decisions: NotRequired[Sequence[ApprovalDecision]]
+    """ReActAgent: the human's decision (approve, edit, reject) on each tool call waiting for approval."""
 
 
 class HookPayloads(TypedDict):

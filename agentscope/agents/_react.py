@@ -13,10 +13,12 @@ from pydantic import BaseModel, ValidationError
 from agentscope.agents._base import AgentBase
 from agentscope.events import TextDelta, ThinkingDelta, ToolCallEvent, ToolResultDelta, ToolResultEvent
 from agentscope.exceptions import ApprovalRequired
-from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
+from agentscope.formatters import json_value_problem
+from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
 from agentscope.models import ChatModel, ChatResponse, ModelSettings, ToolChoice, ToolSchema
 from agentscope.tools import Toolkit, ToolResponse, approved_calls
 from agentscope.tracing import first_chunk, model_call, switch
+from agentscope.types import ApprovalDecision
 
 if TYPE_CHECKING:
     from agentscope.memory import MemoryBase
@@ -82,9 +84,14 @@ class ReActAgent(AgentBase):
     ``generate_response`` tool validated against ``Answer``; invalid answers go back to the model as tool errors to
     be fixed. The validated data is in ``reply.metadata["structured_output"]``.
 
-    A tool that raises :class:`~agentscope.exceptions.ApprovalRequired` ends the reply with
-    ``metadata["approval_required"]`` listing the pending calls; reply again with
-    ``approve=[call_id, ...]`` (or ``deny=[...]``) to run or refuse them and continue.
+    A tool that raises :class:`~agentscope.exceptions.ApprovalRequired` (e.g. through
+    :func:`~agentscope.tools.require_approval`) ends the reply with ``metadata["approval_required"]``, a list of
+    ``{"id", "name", "input", "reason"}``: the waiting calls (the model sees nothing of them yet). Reply again with
+    the human's decisions, ``decisions=[ApprovalDecision(call_id=..., action="approve" | "edit" | "reject",
+    arguments=..., reason=...)]`` (or the short forms ``approve=[call_id, ...]`` and ``deny=[...]``), to run, run
+    with edited arguments, or refuse each call and continue. A waiting call without a decision is refused, as are
+    all of them when the reply is given a new message instead. The waiting calls are part of :meth:`state_dict`
+    (plain JSON), so the decision can come to a fresh agent in another process.
     """
 
     def __init__(
@@ -124,6 +131,9 @@ class ReActAgent(AgentBase):
         """Sampling settings for every model call."""
         self._tool_limiter = anyio.CapacityLimiter(max_concurrent_tools)
         self._pending_approval: dict[str, ToolUseBlock] = {}
+        self._approval_reasons: dict[str, str] = {}
+        self._resumed_notes: dict[str, str | None] = {}
+        """Calls running after a human's decision -> the note the model sees before their result."""
         self._system_cache: Msg | None = None
 
     # ------------------------------------------------------------------ the loop
@@ -135,16 +145,27 @@ class ReActAgent(AgentBase):
         structured_model: type[BaseModel] | None = None,
         approve: Sequence[str] = (),
         deny: Sequence[str] = (),
+        decisions: Sequence[ApprovalDecision] = (),
         **kwargs: Any,
     ) -> Msg:
+        """Reply to ``msg``; ``approve``, ``deny`` and ``decisions`` decide the calls waiting for approval.
+
+        Raises:
+            ValueError: decisions that cannot be applied (see :meth:`check_decisions`); nothing has changed then.
+        """
         if kwargs:
             raise TypeError(f"unexpected arguments for {type(self).__name__}.reply: {', '.join(kwargs)}")
         finish = _FinishTool(structured_model) if structured_model is not None else None
+        given = [
+            *(ApprovalDecision(call_id=i, action="approve") for i in approve),
+            *(ApprovalDecision(call_id=i, action="reject") for i in deny),
+            *decisions,
+        ]
         # Pending calls are answered first: their results must directly follow the assistant's tool-use message.
+        if given:
+            self.check_decisions(given)
         if self._pending_approval:
-            await self._resolve_approvals(approve, deny, finish)
-        elif approve or deny:
-            raise ValueError(f"agent {self.name!r} has no tool call waiting for approval")
+            await self._resolve_approvals(given, finish)
         if msg is not None:
             await self.memory.add(msg)
 
@@ -251,6 +272,10 @@ class ReActAgent(AgentBase):
                     for call in calls:
                         tg.start_soon(self._run_tool_into, call, finish, results)
         finally:
+            if len(self._pending_approval) > 1:  # listed in the model's order, not in the order they asked
+                order = {call.id: i for i, call in enumerate(calls)}
+                waiting = sorted(self._pending_approval.values(), key=lambda c: order.get(c.id, -1))
+                self._pending_approval = {c.id: c for c in waiting}
             # Calls waiting for approval get their result when the human decides; every other call gets one now.
             blocks = [
                 results.get(call.id)
@@ -269,14 +294,20 @@ class ReActAgent(AgentBase):
             results[call.id] = await self._run_tool(call, finish)
 
     async def _run_tool(self, call: ToolUseBlock, finish: _FinishTool | None) -> ToolResultBlock:
+        resumed = call.id in self._resumed_notes  # its ToolCallEvent went out when it began to wait
+        note = self._resumed_notes.get(call.id)
         call = await self._run_hooks("pre_acting", call)
         streaming = self.streaming
-        if streaming:
+        if streaming and not resumed:
             await self.emit(ToolCallEvent(call=call, agent=self.name))
         if finish is not None and call.name == FINISH_TOOL_NAME:
             result = finish.accept(call)
         else:
             result = await self._execute(call, streaming)
+            if call.id in self._pending_approval:  # no result yet: it comes with the human's decision
+                return result
+        if note is not None:
+            result = _with_note(result, note)
         result = await self._run_hooks("post_acting", result)
         if streaming:
             await self.emit(ToolResultEvent(result=result, agent=self.name))
@@ -296,6 +327,7 @@ class ReActAgent(AgentBase):
             return final
         except ApprovalRequired as exc:
             self._pending_approval[call.id] = call
+            self._approval_reasons[call.id] = exc.reason
             return ToolResultBlock(
                 id=call.id, name=call.name, output=f"Waiting for human approval: {exc.reason}", is_error=True
             )
@@ -305,43 +337,110 @@ class ReActAgent(AgentBase):
     async def _approval_reply(self) -> Msg:
         """End the reply listing the calls that wait for a human. Not stored: the tool results must come next."""
         pending: list[Any] = [
-            {"id": c.id, "name": c.name, "input": c.input} for c in self._pending_approval.values()
+            {"id": c.id, "name": c.name, "input": c.input, "reason": self._approval_reasons.get(c.id, "")}
+            for c in self._pending_approval.values()
         ]
-        names = ", ".join(c.name for c in self._pending_approval.values())
+        waiting = "; ".join(
+            f"{c.name} ({reason})" if (reason := self._approval_reasons.get(c.id)) else c.name
+            for c in self._pending_approval.values()
+        )
         return Msg(
             role="assistant",
             name=self.name,
-            content=f"I need approval before running: {names}.",
+            content=f"I need approval before running: {waiting}.",
             metadata={"approval_required": pending},
         )
 
-    async def _resolve_approvals(
-        self, approve: Sequence[str], deny: Sequence[str], finish: _FinishTool | None
-    ) -> None:
-        """Run the approved pending calls; every other pending call is refused (unmentioned ones included)."""
-        unknown = [i for i in (*approve, *deny) if i not in self._pending_approval]
-        if unknown:
-            raise ValueError(
-                f"no pending approval for call id(s) {unknown}; pending: {list(self._pending_approval)}"
-            )
-        approved = [self._pending_approval[i] for i in approve]
-        refused = [c for i, c in self._pending_approval.items() if i not in approve]
-        self._pending_approval.clear()
-        if refused:
-            await self.memory.add(
-                Msg(
-                    role="tool",
-                    content=[
-                        ToolResultBlock(
-                            id=c.id, name=c.name, output="A human refused this call.", is_error=True
-                        )
-                        for c in refused
-                    ],
+    @property
+    def pending_approvals(self) -> list[ToolUseBlock]:
+        """The tool calls waiting for a human's decision (empty when the agent is not paused)."""
+        return list(self._pending_approval.values())
+
+    def check_decisions(self, decisions: Sequence[ApprovalDecision]) -> None:
+        """Check that ``decisions`` can be applied to the calls waiting for approval, without applying them.
+
+        Raises:
+            ValueError: nothing waits for approval, a decision names a call that does not wait (or one named
+                twice), or edited arguments do not fit the tool's schema; the message names each problem.
+        """
+        if not self._pending_approval:
+            raise ValueError(f"agent {self.name!r} has no tool call waiting for approval")
+        problems: list[str] = []
+        seen: set[str] = set()
+        for decision in decisions:
+            call = self._pending_approval.get(decision.call_id)
+            if call is None:
+                problems.append(
+                    f"no tool call {decision.call_id!r} waits for approval "
+                    f"(waiting: {', '.join(repr(i) for i in self._pending_approval)})"
                 )
-            )
-        if approved:
-            with approved_calls():
-                await self._acting(approved, finish)
+            elif decision.call_id in seen:
+                problems.append(f"call {decision.call_id!r} has more than one decision")
+            elif decision.arguments is not None:
+                problem = self._arguments_problem(call.name, decision.arguments)
+                if problem is not None:
+                    problems.append(
+                        f"the edited arguments of call {decision.call_id!r} do not fit: {problem}"
+                    )
+            seen.add(decision.call_id)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _arguments_problem(self, tool_name: str, arguments: dict[str, Any]) -> str | None:
+        """Why ``arguments`` would be refused by the tool, checked as the toolkit checks every call; None if fine."""
+        tool = self.toolkit.get(tool_name)
+        if tool is None:
+            return f"the agent has no tool {tool_name!r}"
+        problem = json_value_problem(arguments)
+        if problem is not None:
+            return problem
+        bound = tool.bind(arguments)
+        return bound.text_content.replace("\n- ", "; ") if isinstance(bound, ToolResponse) else None
+
+    async def _resolve_approvals(
+        self, decisions: Sequence[ApprovalDecision], finish: _FinishTool | None
+    ) -> None:
+        """Apply the (checked) decisions; every pending call without one is refused."""
+        by_id = {d.call_id: d for d in decisions}
+        pending = self._pending_approval
+        self._pending_approval = {}
+        self._approval_reasons = {}
+        refused: list[ToolResultBlock] = []
+        to_run: list[ToolUseBlock] = []
+        notes: dict[str, str | None] = {}
+        for call_id, call in pending.items():
+            decision = by_id.get(call_id)
+            if decision is None or decision.action == "reject":
+                why = f": {decision.reason}" if decision is not None and decision.reason else "."
+                refused.append(
+                    ToolResultBlock(
+                        id=call.id, name=call.name, output=f"A human refused this call{why}", is_error=True
+                    )
+                )
+                continue
+            if decision.arguments is not None:
+                call = call.model_copy(update={"input": decision.arguments})
+                note = (
+                    f"A human changed the arguments to {json.dumps(decision.arguments, ensure_ascii=False)}"
+                )
+                notes[call_id] = f"[{note}{f': {decision.reason}' if decision.reason else ''}]"
+            else:
+                notes[call_id] = (
+                    f"[A human approved this call: {decision.reason}]" if decision.reason else None
+                )
+            to_run.append(call)
+        if refused:
+            await self.memory.add(Msg(role="tool", content=list(refused)))
+            if self.streaming:
+                for result in refused:
+                    await self.emit(ToolResultEvent(result=result, agent=self.name))
+        if to_run:
+            self._resumed_notes = notes
+            try:
+                with approved_calls():
+                    await self._acting(to_run, finish)
+            finally:
+                self._resumed_notes = {}
 
     # ------------------------------------------------------------------ running out of steps
 
@@ -378,6 +477,7 @@ class ReActAgent(AgentBase):
         state = super().state_dict()
         state["sys_prompt"] = self.sys_prompt
         state["pending_approval"] = [c.model_dump(mode="json") for c in self._pending_approval.values()]
+        state["approval_reasons"] = dict(self._approval_reasons)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -385,6 +485,8 @@ class ReActAgent(AgentBase):
         self.sys_prompt = state.get("sys_prompt", self.sys_prompt)
         pending = [ToolUseBlock.model_validate(c) for c in state.get("pending_approval", [])]
         self._pending_approval = {c.id: c for c in pending}
+        reasons: dict[str, str] = state.get("approval_reasons", {})
+        self._approval_reasons = {i: reasons[i] for i in self._pending_approval if i in reasons}
 
 
 def _attach_usage(msg: Msg, response: ChatResponse) -> None:
@@ -393,6 +495,15 @@ def _attach_usage(msg: Msg, response: ChatResponse) -> None:
             "input_tokens": response.usage.input_tokens,
             "output_tokens": response.usage.output_tokens,
         }
+
+
+def _with_note(result: ToolResultBlock, note: str) -> ToolResultBlock:
+    """``result`` with ``note`` (a human's decision on the call) before its output."""
+    if isinstance(result.output, str):
+        output: str | list[Any] = f"{note}\n{result.output}"
+    else:
+        output = [TextBlock(text=note), *result.output]
+    return result.model_copy(update={"output": output})
 
 
 def _structured_reply(

@@ -413,7 +413,7 @@ async def test_approval_pauses_and_resumes() -> None:
     agent, model = make_agent(script, delete_file, add)
     paused = await agent(Msg(role="user", content="clean up"))
     assert paused.metadata["approval_required"] == [
-        {"id": "d1", "name": "delete_file", "input": {"path": "a.txt"}}
+        {"id": "d1", "name": "delete_file", "input": {"path": "a.txt"}, "reason": "deleting a.txt"}
     ]
     assert deleted == []
     done = await agent(approve=["d1"])
