@@ -7,6 +7,11 @@ the fresh agent's memory); with one (``X-Session-Id``, else the ``user`` field) 
 conversation and they are not used. The request's ``tools``, ``tool_choice`` and sampling settings are not
 applied: the agent has its own. Answers carry the agent's intermediate tool calls and results in an extra
 ``agentscope`` field (docs/serving.md), which standard clients ignore.
+
+Human approval: a reply that pauses answers with ``finish_reason: "stop"``, a message saying what waits, and the
+waiting calls in ``agentscope.approval_required``; the client decides in a later request on the same session with
+``"agentscope": {"approvals": [{"call_id", "action", "arguments", "reason"}]}`` in the body (then ``messages`` may
+be empty, and a last user message, if any, follows the decisions).
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentscope import tracing
 from agentscope._json import as_object
+from agentscope.agents import AgentBase
 from agentscope.events import ReplyEvent, TextDelta, ThinkingDelta, ToolCallEvent, ToolResultEvent
 from agentscope.exceptions import ModelError
 from agentscope.formatters import encode_sse, format_openai_response, parse_openai_request
@@ -30,14 +37,15 @@ from agentscope.service._http import ApiError, EventStream, error_body, read_jso
 from agentscope.service._service import (
     AgentService,
     Step,
-    TurnInput,
     call_step,
+    check_decisions,
     memory_mark,
     result_step,
     split_turn,
     turn_record,
+    waiting_calls,
 )
-from agentscope.types import ChatResponse, ChatUsage
+from agentscope.types import ApprovalDecision, ChatResponse, ChatUsage
 
 __all__ = ["SESSION_HEADER", "openai_router"]
 
@@ -47,6 +55,15 @@ SESSION_HEADER = "X-Session-Id"
 """Request header naming the session (it wins over the ``user`` field); echoed in the answer."""
 
 _MAX_SESSION_ID = 256
+
+
+class _Extension(BaseModel):
+    """The request body's ``agentscope`` field (all optional; unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approvals: list[ApprovalDecision] | None = None
+    """The human's decisions on the tool calls the session waits on."""
 
 
 def openai_router(service: AgentService) -> APIRouter:
@@ -73,18 +90,37 @@ def openai_router(service: AgentService) -> APIRouter:
     @router.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
         body = await read_json_body(request, service.config.max_body_bytes)
+        approvals = _extension(body).approvals
         try:
             decoded = parse_openai_request(body)
-            turn = split_turn(decoded.messages)
+            history: list[Msg] = []
+            message: Msg | None = None
+            if approvals is None:
+                turn = split_turn(decoded.messages)
+                history, message = turn.history, turn.message
+            elif decoded.messages and decoded.messages[-1].role == "user":
+                message = decoded.messages[-1]  # the decisions come first; a new user message is optional
         except (ValueError, TypeError) as exc:
             raise ApiError(400, str(exc)) from None
         session_id = _session_id(request, body)
+        if approvals is not None and session_id is None:
+            raise ApiError(
+                400,
+                "agentscope.approvals decide the tool calls a session waits on: name the session with the "
+                f"{SESSION_HEADER} header (or the user field)",
+                code="session_required",
+            )
         span = tracing.current_span()
         if span is not None and session_id is not None:
             span.set_attribute("agentscope.session.id", session_id)
         headers = {SESSION_HEADER: session_id} if session_id is not None else {}
-        completion = _Completion(service, turn, session_id, model_name)
+        completion = _Completion(service, history, message, session_id, model_name, approvals)
         if decoded.stream:
+            if approvals is not None and session_id is not None:  # refused with a status, before the stream
+                try:
+                    await service.check_approvals(session_id, approvals)
+                except ValueError as exc:
+                    raise _invalid_approvals(exc) from None
             include_usage = bool(as_object(body.get("stream_options")).get("include_usage"))
             return EventStream(lambda emit: completion.stream(emit, include_usage=include_usage), headers)
         answer = await run_until_disconnect(request, completion.complete)
@@ -93,6 +129,24 @@ def openai_router(service: AgentService) -> APIRouter:
         return JSONResponse(answer, headers=headers)
 
     return router
+
+
+def _extension(body: dict[str, Any]) -> _Extension:
+    raw = body.get("agentscope")
+    if raw is None:
+        return _Extension()
+    try:
+        return _Extension.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(['agentscope', *(str(p) for p in err['loc'])])}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise ApiError(400, problems, code="invalid_agentscope_extension") from None
+
+
+def _invalid_approvals(exc: ValueError) -> ApiError:
+    return ApiError(400, f"agentscope.approvals: {exc}", code="invalid_approvals")
 
 
 def _session_id(request: Request, body: dict[str, Any]) -> str | None:
@@ -118,10 +172,20 @@ def _session_id(request: Request, body: dict[str, Any]) -> str | None:
 class _Completion:
     """One chat completion: the agent's reply as a JSON answer or as a stream of chunks."""
 
-    def __init__(self, service: AgentService, turn: TurnInput, session_id: str | None, model: str) -> None:
+    def __init__(
+        self,
+        service: AgentService,
+        history: list[Msg],
+        message: Msg | None,
+        session_id: str | None,
+        model: str,
+        approvals: list[ApprovalDecision] | None,
+    ) -> None:
         self.service = service
-        self.turn = turn
+        self.history = history
+        self.message = message
         self.session_id = session_id
+        self.approvals = approvals
         self.model = model
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
@@ -130,10 +194,10 @@ class _Completion:
         """The answer (``chat.completion``), the steps in ``choices[0].message.agentscope``."""
         try:
             async with self.service.open_agent(self.session_id) as agent:
-                if self.session_id is None:
-                    await agent.memory.add(self.turn.history)
+                arguments = await self._prepare(agent)
                 mark = await memory_mark(agent)
-                reply = await agent(self.turn.message)
+                reply = await agent(self.message, **arguments)
+                waiting = self._waiting(reply)
                 record = await turn_record(agent, mark, reply)
         except Exception as exc:
             raise _agent_failure(exc) from None
@@ -141,8 +205,36 @@ class _Completion:
         answer = format_openai_response(
             response, model=self.model, extra={"id": self.id, "created": self.created}
         )
-        answer["choices"][0]["message"]["agentscope"] = {"steps": record.steps}
+        extension: dict[str, Any] = {"steps": record.steps}
+        if waiting:
+            extension["approval_required"] = waiting
+        answer["choices"][0]["message"]["agentscope"] = extension
         return answer
+
+    async def _prepare(self, agent: AgentBase) -> dict[str, Any]:
+        """Give a fresh agent the request's history; the reply's keyword arguments (the decisions, checked)."""
+        if self.session_id is None:
+            await agent.memory.add(self.history)
+        if self.approvals is None:
+            return {}
+        try:
+            check_decisions(agent, self.approvals)
+        except ValueError as exc:
+            raise _invalid_approvals(exc) from None
+        return {"decisions": self.approvals}
+
+    def _waiting(self, reply: Msg) -> list[dict[str, Any]]:
+        """The calls the reply waits on; a stateless request cannot wait (nothing would keep the paused agent)."""
+        waiting = waiting_calls(reply)
+        if waiting and self.session_id is None:
+            names = ", ".join(f"{c['name']} (call {c['call_id']})" for c in waiting)
+            raise ApiError(
+                400,
+                f"the agent paused for a human's approval of {names}, which needs a session to be decided: send "
+                f"the request with the {SESSION_HEADER} header (or the user field)",
+                code="session_required",
+            )
+        return waiting
 
     async def stream(self, emit: Callable[[bytes], Awaitable[None]], *, include_usage: bool) -> None:
         """The answer as ``chat.completion.chunk`` events, ``data: [DONE]`` last; an error mid-way as an
@@ -150,10 +242,10 @@ class _Completion:
         await emit(self._chunk({"role": "assistant", "content": ""}))
         try:
             async with self.service.open_agent(self.session_id) as agent:
-                if self.session_id is None:
-                    await agent.memory.add(self.turn.history)
+                arguments = await self._prepare(agent)
                 mark = await memory_mark(agent)
-                reply, tail = await self._relay(agent.stream(self.turn.message), agent.name, emit)
+                reply, tail = await self._relay(agent.stream(self.message, **arguments), agent.name, emit)
+                waiting = self._waiting(reply)
                 record = await turn_record(agent, mark, reply)
         except Exception as exc:
             failure = _agent_failure(exc)
@@ -166,6 +258,8 @@ class _Completion:
             text = f"\n\n{text}"
         if text:
             await emit(self._chunk({"content": text}))
+        if waiting:
+            await emit(self._chunk({"agentscope": {"approval_required": waiting}}))
         await emit(self._chunk({}, finish_reason="stop"))
         if include_usage:
             await emit(encode_sse({**self._base(), "choices": [], "usage": _usage_json(record.usage)}))

@@ -9,6 +9,11 @@ messages and a session id, then::
         record = await turn_record(agent, mark, reply)       # tool steps and token usage of this turn
 
 and encodes the reply in its own wire format. Nothing here knows HTTP.
+
+Human approval: a reply that pauses (a tool asked for approval) lists the waiting calls, :func:`waiting_calls`;
+the session stores the paused agent, and a later request passes the human's decisions
+(:class:`~agentscope.types.ApprovalDecision`), checked first with :func:`check_decisions` (or, before the
+request's run, :meth:`AgentService.check_approvals`), to ``agent(message_or_None, decisions=...)``.
 """
 
 from __future__ import annotations
@@ -25,12 +30,12 @@ from typing import Any, TypeAlias, cast
 
 import anyio
 
-from agentscope.agents import AgentBase, AgentFactory, build_agent
+from agentscope.agents import AgentBase, AgentFactory, ReActAgent, build_agent
 from agentscope.formatters import dump_tool_arguments, tool_result_text
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.service._config import ServeConfig
 from agentscope.service._store import SessionInfo, SessionStore
-from agentscope.types import ChatUsage
+from agentscope.types import ApprovalDecision, ChatUsage
 
 __all__ = [
     "AgentService",
@@ -38,10 +43,12 @@ __all__ = [
     "TurnInput",
     "TurnRecord",
     "call_step",
+    "check_decisions",
     "memory_mark",
     "result_step",
     "split_turn",
     "turn_record",
+    "waiting_calls",
 ]
 
 logger = logging.getLogger("agentscope.service")
@@ -145,6 +152,37 @@ def _add_usage(total: ChatUsage, usage: object) -> bool:
     return True
 
 
+def waiting_calls(reply: Msg) -> list[dict[str, Any]]:
+    """The tool calls a paused reply waits on, as the API shows them: ``{"call_id", "name", "arguments",
+    "reason"}`` each (``arguments`` a JSON object); empty when the reply did not pause."""
+    listed = reply.metadata.get("approval_required")
+    if not isinstance(listed, list):
+        return []
+    calls: list[dict[str, Any]] = []
+    for entry in cast("list[Mapping[str, Any]]", listed):  # written by ReActAgent._approval_reply
+        calls.append(
+            {
+                "call_id": entry.get("id"),
+                "name": entry.get("name"),
+                "arguments": entry.get("input", {}),
+                "reason": entry.get("reason", ""),
+            }
+        )
+    return calls
+
+
+def check_decisions(agent: AgentBase, decisions: Sequence[ApprovalDecision]) -> None:
+    """Check that ``decisions`` apply to the calls ``agent`` waits on, changing nothing.
+
+    Raises:
+        ValueError: the agent cannot pause for approvals, nothing waits, an unknown or repeated call id, or
+            edited arguments the tool would refuse (the message names each problem).
+    """
+    if not isinstance(agent, ReActAgent):
+        raise ValueError(f"agent {agent.name!r} ({type(agent).__name__}) does not wait for approvals")
+    agent.check_decisions(decisions)
+
+
 @dataclass(slots=True)
 class _LocalLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -220,6 +258,20 @@ class AgentService:
                         await self.store.release(session_id, self._owner, new_state)
         finally:
             self.in_flight -= 1
+
+    async def check_approvals(self, session_id: str, decisions: Sequence[ApprovalDecision]) -> None:
+        """Check ``decisions`` against the calls the stored session waits on, before its request runs (a stream
+        must refuse them before it starts). The request's run checks them again, as the session may change
+        meanwhile.
+
+        Raises:
+            ValueError: as :func:`check_decisions`; nothing waits in a session that does not exist.
+        """
+        state = await self.store.get_state(session_id)
+        agent = await self.new_agent()
+        if state is not None:
+            agent.load_state_dict(state)
+        check_decisions(agent, decisions)
 
     async def list_sessions(
         self, *, after: str | None = None, limit: int = 100

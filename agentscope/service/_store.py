@@ -112,6 +112,11 @@ class SessionStore:
         """
         await self._run("store a session", _release, session_id, owner, state)
 
+    async def get_state(self, session_id: str) -> dict[str, Any] | None:
+        """The session's stored state, read without its lease (a request running on it may change it); None for
+        a session that has none."""
+        return await self._run("read a session", _get_state, session_id)
+
     # -- listing and deleting ------------------------------------------------------------------------------------
 
     async def list_sessions(
@@ -205,6 +210,11 @@ def _release(conn: sqlite3.Connection, session_id: str, owner: str, state: dict[
             "UPDATE service_sessions SET lease_owner = NULL, lease_until_ns = NULL WHERE id = ? AND lease_owner = ?",
             (session_id, owner),
         )
+
+
+def _get_state(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT state FROM service_sessions WHERE id = ?", (session_id,)).fetchone()
+    return None if row is None or row[0] is None else json.loads(row[0])
 
 
 def _list(conn: sqlite3.Connection, after: str | None, limit: int) -> tuple[list[SessionInfo], bool]:
