@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -82,23 +81,15 @@ def _takes(factory: AgentFactory, name: str) -> bool:
 
 
 def make_model(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> ChatModel:
-    """Build a model from ``provider:model-name`` (``openai:...``, ``anthropic:...``)."""
-    provider, _, name = spec.partition(":")
-    if not name:
-        raise typer.BadParameter(
-            f"expected PROVIDER:MODEL such as openai:gpt-4o-mini, got {spec!r}", param_hint="--model"
-        )
-    if provider == "openai":
-        from agentscope.models import OpenAIChatModel
+    """Build a model from ``provider:model-name`` (``openai:...``, ``anthropic:...``; see
+    :func:`agentscope.models.model_from_spec`), or the error a user reads."""
+    from agentscope.exceptions import UsageError
+    from agentscope.models import model_from_spec
 
-        url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        return OpenAIChatModel(name, base_url=url, api_key=api_key)
-    if provider == "anthropic":
-        from agentscope.models import AnthropicChatModel
-
-        url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
-        return AnthropicChatModel(name, base_url=url, api_key=api_key)
-    raise typer.BadParameter(f"unknown provider {provider!r}; use openai or anthropic", param_hint="--model")
+    try:
+        return model_from_spec(spec, base_url=base_url, api_key=api_key)
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
 
 
 # ---------------------------------------------------------------------- agentscope run

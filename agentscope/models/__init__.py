@@ -8,6 +8,7 @@ written by hand: what experts, scripted policies and the test doubles of :mod:`a
 
 from agentscope.models._anthropic import AnthropicChatModel
 from agentscope.models._base import ALLOW_MODEL_REQUESTS, ChatModel, check_model_requests_allowed
+from agentscope.models._from_spec import model_from_spec
 from agentscope.models._openai import OpenAIChatModel
 from agentscope.models._scripted import ScriptItem, text_response, to_response, tool_call
 from agentscope.types import ChatResponse, ChatUsage, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
@@ -25,6 +26,7 @@ __all__ = [
     "ToolChoice",
     "ToolSchema",
     "check_model_requests_allowed",
+    "model_from_spec",
     "text_response",
     "to_response",
     "tool_call",

@@ -35,6 +35,13 @@ class ServeConfig(BaseModel):
     loads; sessions stay consistent across processes through the session store's leases."""
     model_name: str = "agent"
     """The model id clients name (``GET /v1/models``, the ``model`` field of every answer)."""
+    model: str | None = None
+    """``PROVIDER:MODEL`` (:func:`~agentscope.models.model_from_spec`): one chat model per process, made at start
+    and handed to the factory as ``model=`` for every agent, so that all requests share its connection pool. None:
+    the factory's own model."""
+    model_base_url: str | None = None
+    """Endpoint of :attr:`model` (an OpenAI-compatible server); None: the provider's default. Its API key comes
+    from the provider's environment variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``)."""
     api_keys: tuple[SecretStr, ...] = ()
     """Accepted ``Authorization: Bearer`` keys; empty: no authentication (loopback only)."""
     sessions_db: Path = Path(".agentscope/sessions.db")

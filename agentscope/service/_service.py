@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import socket
@@ -31,8 +32,10 @@ from typing import Any, TypeAlias, cast
 import anyio
 
 from agentscope.agents import AgentBase, AgentFactory, ReActAgent, build_agent
+from agentscope.exceptions import UsageError
 from agentscope.formatters import dump_tool_arguments, tool_result_text
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
+from agentscope.models import ChatModel, model_from_spec
 from agentscope.service._config import ServeConfig
 from agentscope.service._store import SessionInfo, SessionStore
 from agentscope.types import ApprovalDecision, ChatUsage
@@ -217,12 +220,26 @@ class AgentService:
         self.in_flight = 0
         """Agent runs in progress."""
         self._agent_kwargs = dict(agent_kwargs or {})
+        self._owned_models: list[ChatModel] = []
+        if self.config.model is not None:
+            if "model" in self._agent_kwargs:
+                raise UsageError("pass the model either as config.model or in agent_kwargs, not both")
+            if not _takes_model(factory):
+                raise UsageError(
+                    f"the agent factory {getattr(factory, '__name__', factory)!r} takes no 'model' parameter, so "
+                    f"the served model {self.config.model!r} cannot be handed to it; add `model=None` to it"
+                )
+            model = model_from_spec(self.config.model, base_url=self.config.model_base_url)
+            self._agent_kwargs["model"] = model
+            self._owned_models.append(model)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._locks: dict[str, _LocalLock] = {}
 
     async def aclose(self) -> None:
-        """Close the session store (it reopens if used again)."""
+        """Close the session store (it reopens if used again) and the models this service made."""
         await self.store.aclose()
+        for model in self._owned_models:
+            await model.aclose()
 
     async def new_agent(self) -> AgentBase:
         """A fresh agent from the factory."""
@@ -321,3 +338,14 @@ class AgentService:
                 await self.store.renew(session_id, self._owner, self.config.session_lease_s)
             except Exception:  # the release will report a lost lease; keep the request running meanwhile
                 logger.warning("could not renew the lease of session %r", session_id, exc_info=True)
+
+
+def _takes_model(factory: AgentFactory) -> bool:
+    """Whether ``factory`` takes a ``model`` keyword (or any keyword); True when its signature cannot be read."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        (p.name == "model" and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD for p in parameters
+    )

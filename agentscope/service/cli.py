@@ -55,6 +55,18 @@ def serve_command(
             "--model-name", help="The model id clients name. Default: the spec's file or module name."
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="PROVIDER:MODEL (e.g. openai:gpt-4o-mini): one model per process, handed to the factory as "
+            "model= for every agent (API key from OPENAI_API_KEY / ANTHROPIC_API_KEY). Default: the factory's own.",
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Endpoint of --model (OpenAI-compatible servers, proxies)."),
+    ] = None,
     sessions_db: Annotated[
         Path, typer.Option("--sessions-db", help="SQLite file keeping each session's agent state.")
     ] = Path(".agentscope/sessions.db"),
@@ -79,6 +91,8 @@ def serve_command(
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve an agent over HTTP: the OpenAI Chat Completions API (streaming included), sessions, API keys."""
+    if base_url is not None and model is None:
+        raise typer.BadParameter("--base-url is the endpoint of --model; give --model too", param_hint="--base-url")
     if log_level.lower() not in _LOG_LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(_LOG_LEVELS)}", param_hint="--log-level")
     from pydantic import SecretStr, ValidationError
@@ -94,6 +108,8 @@ def serve_command(
             port=port,
             workers=workers,
             model_name=model_name or default_model_name(agent_spec),
+            model=model,
+            model_base_url=base_url,
             api_keys=tuple(SecretStr(key) for key in keys),
             sessions_db=sessions_db,
             max_body_bytes=max_body_bytes,
