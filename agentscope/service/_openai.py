@@ -121,7 +121,7 @@ def openai_router(service: AgentService) -> APIRouter:
                     await service.check_approvals(session_id, approvals)
                 except ValueError as exc:
                     raise _invalid_approvals(exc) from None
-            include_usage = bool(as_object(body.get("stream_options")).get("include_usage"))
+            include_usage = _include_usage(body.get("stream_options"))
             return EventStream(lambda emit: completion.stream(emit, include_usage=include_usage), headers)
         answer = await run_until_disconnect(request, completion.complete)
         if answer is None:
@@ -347,3 +347,21 @@ def _agent_failure(exc: Exception) -> ApiError:
         error_type="server_error",
         code="agent_error",
     )
+
+
+def _include_usage(stream_options: object) -> bool:
+    """``stream_options.include_usage``; 400 for options that are not an object or a flag that is not a bool."""
+    if stream_options is None:
+        return False
+    if not isinstance(stream_options, dict):
+        raise ApiError(
+            400,
+            'stream_options must be an object such as {"include_usage": true}',
+            code="invalid_stream_options",
+        )
+    include = as_object(stream_options).get("include_usage", False)
+    if not isinstance(include, bool):
+        raise ApiError(
+            400, "stream_options.include_usage must be true or false", code="invalid_stream_options"
+        )
+    return include

@@ -108,6 +108,21 @@ async def test_malformed_bodies_are_openai_style_400s(serving: Serving) -> None:
             await client.chat.completions.create(
                 model="m", messages=[*ask("hi"), {"role": "assistant", "content": "hello"}]
             )
+        bad_options = await http.post(
+            "/chat/completions",
+            json={"model": "m", "messages": ask("hi"), "stream": True, "stream_options": 5},
+        )
+        bad_flag = await http.post(
+            "/chat/completions",
+            json={
+                "model": "m",
+                "messages": ask("hi"),
+                "stream": True,
+                "stream_options": {"include_usage": "yes"},
+            },
+        )
+    assert_openai_error(bad_options, 400, "invalid_stream_options")
+    assert_openai_error(bad_flag, 400, "invalid_stream_options")
     assert_openai_error(not_json, 400, "invalid_json")
     assert "not valid JSON" in not_json.json()["error"]["message"]
     assert_openai_error(not_object, 400, "invalid_json")
