@@ -255,3 +255,45 @@ async def test_a_lease_left_by_a_dead_process_expires(sessions_db: Path) -> None
         assert not more
     finally:
         await store.aclose()
+
+
+async def test_a_request_longer_than_its_lease_keeps_the_session_by_renewing_it(sessions_db: Path) -> None:
+    from agentscope.service import AgentService, ServeConfig
+
+    running = 0
+    most = 0
+
+    async def slow(messages: list[Msg], request: ModelRequest) -> ScriptItem:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await anyio.sleep(0.6)  # twice the lease: without renewal the other service would take the session
+        running -= 1
+        return "ok"
+
+    def factory() -> ReActAgent:
+        return ReActAgent("slow", model=FunctionModel(slow))
+
+    config = ServeConfig(sessions_db=sessions_db, session_lease_s=0.3)
+    first, second = AgentService(factory, config), AgentService(factory, config)  # two processes' worth
+
+    async def turn(service: AgentService) -> None:
+        async with service.open_agent("long") as agent:
+            await agent(Msg(role="user", name="user", content="hi"))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(turn, first)
+            await anyio.sleep(0.1)
+            tg.start_soon(turn, second)
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert most == 1
+    store = SessionStore(sessions_db)
+    try:
+        state = await store.get_state("long")
+    finally:
+        await store.aclose()
+    assert state is not None
+    assert [m["role"] for m in state["memory"]["messages"]] == ["user", "assistant"] * 2
