@@ -92,7 +92,9 @@ def serve_command(
 ) -> None:
     """Serve an agent over HTTP: the OpenAI Chat Completions API (streaming included), sessions, API keys."""
     if base_url is not None and model is None:
-        raise typer.BadParameter("--base-url is the endpoint of --model; give --model too", param_hint="--base-url")
+        raise typer.BadParameter(
+            "--base-url is the endpoint of --model; give --model too", param_hint="--base-url"
+        )
     if log_level.lower() not in _LOG_LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(_LOG_LEVELS)}", param_hint="--log-level")
     from pydantic import SecretStr, ValidationError
