@@ -26,9 +26,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,14 +36,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _harness import Harness, free_port, loadavg, machine, network_isolated, uptime
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 VENVS = HERE / ".venvs"
 OUT = HERE / "_out"
-OUR_PYTHON = REPO / ".venv" / "bin" / "python"
-BASE_PYTHON = shutil.which("python3.11") or sys.executable
 
-FORBIDDEN = ("torch", "nvidia", "cuda", "triton", "tensorflow", "jax", "jaxlib")
+H = Harness("agent_overhead", HERE)
+log, pin_ours = H.log, H.pin_ours
+
+
+def ensure_venv(env: Env, reinstall: bool) -> dict[str, Any]:
+    """Create (or reuse) the venv for ``env``; return what was installed and how big it is."""
+    return H.ensure_venv(env.name, env.packages, reinstall)
+
+
+def reexec_in_netns(mode: str) -> None:
+    H.reexec_in_netns(mode, Path(__file__).resolve())
+
+
+def record(section_body: str) -> None:
+    H.record(SECTION, section_body)
+
+
+OUR_PYTHON = REPO / ".venv" / "bin" / "python"
 
 
 @dataclass(frozen=True)
@@ -105,100 +121,8 @@ RUNS = [
 ]
 
 
-def log(msg: str) -> None:
-    print(f"[agent_overhead] {msg}", file=sys.stderr, flush=True)
-
-
 def venv_python(name: str | None) -> Path:
     return OUR_PYTHON if name is None else VENVS / name / "bin" / "python"
-
-
-def du_mb(path: Path) -> float:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            if not os.path.islink(p):
-                total += os.path.getsize(p)
-    return total / 2**20
-
-
-def _quiet(cmd: list[str]) -> None:
-    """Run ``cmd``; show its output only when it fails."""
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        log(proc.stdout[-3000:] + proc.stderr[-3000:])
-        raise subprocess.CalledProcessError(proc.returncode, cmd)
-
-
-def ensure_venv(env: Env, reinstall: bool) -> dict[str, Any]:
-    """Create (or reuse) the venv for ``env``; return what was installed and how big it is."""
-    path = VENVS / env.name
-    spec_file = path / "agent_overhead_spec.json"
-    spec = {"packages": list(env.packages), "python": BASE_PYTHON}
-    if (
-        not reinstall
-        and spec_file.exists()
-        and json.loads(spec_file.read_text()).get("packages") == spec["packages"]
-    ):
-        info = json.loads(spec_file.read_text())
-        missing = venv_missing(path, info.get("installed", []))
-        if not missing:
-            log(f"venv {env.name}: reusing ({info.get('site_packages_mb', 0):.0f} MB)")
-            return info
-        log(f"venv {env.name}: incomplete (missing or mismatched: {missing[:5]}); recreating")
-    if os.environ.get(_NETNS_MARK):
-        raise SystemExit(
-            f"venv {env.name} needs installing, which cannot happen inside the network namespace"
-        )
-    if path.exists():
-        shutil.rmtree(path)
-    log(f"venv {env.name}: creating with {BASE_PYTHON}")
-    subprocess.run([BASE_PYTHON, "-m", "venv", str(path)], check=True)
-    pip = [str(path / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    report = path / "dry-run-report.json"
-    _quiet([*pip, "install", "--dry-run", "--report", str(report), *env.packages])
-    planned = sorted(
-        f"{i['metadata']['name']}=={i['metadata']['version']}"
-        for i in json.loads(report.read_text())["install"]
-    )
-    bad = [p for p in planned if p.split("==")[0].lower().startswith(FORBIDDEN)]
-    if bad:
-        raise SystemExit(f"{env.name}: refusing to install heavy packages {bad}")
-    log(f"venv {env.name}: installing {len(planned)} packages (dry run clean: no torch/CUDA)")
-    _quiet([*pip, "install", *env.packages])
-    site = next((path / "lib").glob("python*/site-packages"))
-    info = {
-        **spec,
-        "installed": planned,
-        "n_packages": len(planned),
-        "site_packages_mb": round(du_mb(site), 1),
-    }
-    spec_file.write_text(json.dumps(info, indent=2))
-    return info
-
-
-def venv_missing(path: Path, planned: list[str]) -> list[str]:
-    """Packages of ``planned`` (``name==version``) not installed at that version in the venv at ``path``."""
-    code = (
-        "import json,sys,importlib.metadata as m\n"
-        "bad=[]\n"
-        "for p in json.loads(sys.argv[1]):\n"
-        "    n,v=p.split('==')\n"
-        "    try:\n"
-        "        ok=m.version(n)==v\n"
-        "    except m.PackageNotFoundError:\n"
-        "        ok=False\n"
-        "    bad+=[] if ok else [p]\n"
-        "print(json.dumps(bad))"
-    )
-    python = path / "bin" / "python"
-    if not python.exists():
-        return ["<no python>"]
-    proc = subprocess.run([str(python), "-c", code, json.dumps(planned)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return ["<venv python fails>"]
-    return json.loads(proc.stdout)
 
 
 def measure_import(
@@ -233,12 +157,6 @@ def measure_import(
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def proc_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -260,109 +178,6 @@ def start_server(python: Path, k: int) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.2)
     proc.kill()
     raise SystemExit("benchmark server did not start")
-
-
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "cores": os.cpu_count()}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    with open("/proc/meminfo") as f:
-        info["ram_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
-    return info
-
-
-_NETNS_MARK = "AGENT_OVERHEAD_IN_NETNS"
-
-
-def _git(*args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def pin_ours(rev: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """Extract ``agentscope/`` at ``rev`` into ``_out/ours-src`` and return (description, env for our runs).
-
-    Other engineers commit to the same checkout while the benchmark runs (it takes a while); a snapshot taken at the
-    start keeps every round on the same code. ``rev == "worktree"`` runs the live checkout instead.
-    """
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", "agentscope"))
-    if rev == "worktree":
-        return {
-            "source": "live working tree",
-            "commit": _git("rev-parse", "--short", "HEAD"),
-            "agentscope_dirty": dirty,
-        }, {}
-    commit = _git("rev-parse", "--short", rev)
-    dest = OUT / "ours-src"
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", commit, "agentscope"],
-        capture_output=True,
-        check=True,
-    )
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    info = {"source": f"snapshot of agentscope/ at {commit} (git archive)", "commit": commit}
-    return info, {"PYTHONPATH": str(dest)}
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def reexec_in_netns(mode: str) -> None:
-    """Run this script again inside a new network namespace that has only loopback (needs ``unshare -n``)."""
-    if mode == "off" or os.environ.get(_NETNS_MARK):
-        return
-    argv = [a for a in sys.argv[1:] if a != "--reinstall"]
-    unshare, ip = shutil.which("unshare"), shutil.which("ip")
-    if unshare and ip:
-        cmd = [
-            unshare,
-            "-n",
-            "sh",
-            "-c",
-            f'{ip} link set lo up && exec "$@"',
-            "sh",
-            sys.executable,
-            str(Path(__file__).resolve()),
-            *argv,
-        ]
-        probe = subprocess.run([unshare, "-n", "true"], capture_output=True)
-        if probe.returncode == 0:
-            log("re-running inside a fresh network namespace (loopback only)")
-            env = {**os.environ, _NETNS_MARK: "1"}
-            sys.stdout.flush()
-            os.execve(unshare, cmd, env)
-    if mode == "on":
-        raise SystemExit(
-            "--netns on: cannot create a network namespace (unshare -n needs root or user namespaces)"
-        )
-    log("WARNING: no network namespace available; running without network isolation")
-
-
-def network_isolated() -> bool:
-    """True when this process cannot reach a non-loopback address (checked with a connect to a TEST-NET address)."""
-    with socket.socket() as s:
-        s.settimeout(1)
-        try:
-            s.connect(("192.0.2.1", 9))  # RFC 5737 TEST-NET-1: never routed; in a netns: ENETUNREACH at once
-        except OSError as exc:
-            return "unreachable" in str(exc).lower() or getattr(exc, "errno", 0) == 101
-        return False
 
 
 def fmt(v: Any, digits: int = 0) -> str:
@@ -518,28 +333,7 @@ def report(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     return "\n".join(md)
 
 
-RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 SECTION = "## agent_overhead"
-RESULTS_HEADER = (
-    "# Benchmark results\n\n"
-    "Recorded runs of the benchmarks under `benchmarks/`. Each section belongs to one benchmark and is rewritten by "
-    "whoever reruns it; machine, date, command and load are given with every table.\n"
-)
-
-
-def record(section_body: str) -> None:
-    """Replace (or append) the ``## agent_overhead`` section of benchmarks/RESULTS.md, leaving the others alone."""
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else RESULTS_HEADER
-    block = f"{SECTION}\n\n{section_body.rstrip()}\n"
-    match = re.search(rf"^{re.escape(SECTION)}\s*$", text, flags=re.M)
-    if match:
-        nxt = re.search(r"^## ", text[match.end() :], flags=re.M)
-        end = match.end() + nxt.start() if nxt else len(text)
-        text = text[: match.start()] + block + ("\n" + text[end:] if nxt else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    RESULTS_MD.write_text(text)
-    log(f"recorded in {RESULTS_MD}")
 
 
 def run_one(

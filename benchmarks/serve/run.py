@@ -24,9 +24,7 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,15 +36,34 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _harness import Harness, free_port, loadavg, machine, network_isolated, uptime
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 VENVS = HERE / ".venvs"
 OUT = HERE / "_out"
+
+H = Harness("serve", HERE)
+log, site_packages, pin_ours = H.log, H.site_packages, H.pin_ours
+
+
+def ensure_venv(name: str, reinstall: bool) -> dict[str, Any]:
+    """Create (or reuse) the venv ``name`` of :data:`VENV_PACKAGES`; return what was installed."""
+    return H.ensure_venv(name, VENV_PACKAGES[name], reinstall)
+
+
+def reexec_in_netns(mode: str) -> None:
+    H.reexec_in_netns(mode, Path(__file__).resolve())
+
+
+def record(section_body: str) -> None:
+    H.record(SECTION, section_body)
+
+
 OUR_PYTHON = REPO / ".venv" / "bin" / "python"
 OUR_CLI = REPO / ".venv" / "bin" / "agentscope"
-BASE_PYTHON = shutil.which("python3.11") or sys.executable
-FORBIDDEN = ("torch", "nvidia", "cuda", "triton", "tensorflow", "jax", "jaxlib")
-_NETNS_MARK = "SERVE_BENCH_IN_NETNS"
 
 VENV_PACKAGES = {
     # agentscope-runtime alone resolves agentscope 2.0.11, whose pydantic Msg its agentscope adapter cannot read
@@ -81,145 +98,6 @@ SERVERS = [
 ]
 
 
-def log(msg: str) -> None:
-    print(f"[serve] {msg}", file=sys.stderr, flush=True)
-
-
-def _quiet(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        log(proc.stdout[-3000:] + proc.stderr[-3000:])
-        raise subprocess.CalledProcessError(proc.returncode, cmd)
-
-
-def ensure_venv(name: str, reinstall: bool) -> dict[str, Any]:
-    """Create (or reuse) the venv ``name``; return what was installed."""
-    packages = list(VENV_PACKAGES[name])
-    path = VENVS / name
-    spec_file = path / "serve_spec.json"
-    if not reinstall and spec_file.exists():
-        info = json.loads(spec_file.read_text())
-        if info.get("packages") == packages and not venv_missing(path, info["installed"]):
-            log(f"venv {name}: reusing")
-            return info
-    if os.environ.get(_NETNS_MARK):
-        raise SystemExit(f"venv {name} needs installing, which cannot happen inside the network namespace")
-    shutil.rmtree(path, ignore_errors=True)
-    log(f"venv {name}: creating with {BASE_PYTHON}")
-    subprocess.run([BASE_PYTHON, "-m", "venv", str(path)], check=True)
-    pip = [str(path / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    report = path / "dry-run-report.json"
-    _quiet([*pip, "install", "--dry-run", "--report", str(report), *packages])
-    planned = sorted(
-        f"{i['metadata']['name']}=={i['metadata']['version']}"
-        for i in json.loads(report.read_text())["install"]
-    )
-    bad = [p for p in planned if p.split("==")[0].lower().startswith(FORBIDDEN)]
-    if bad:
-        raise SystemExit(f"{name}: refusing to install heavy packages {bad}")
-    log(f"venv {name}: installing {len(planned)} packages (dry run clean: no torch/CUDA)")
-    _quiet([*pip, "install", *packages])
-    info = {"packages": packages, "python": BASE_PYTHON, "installed": planned, "n_packages": len(planned)}
-    spec_file.write_text(json.dumps(info, indent=2))
-    return info
-
-
-def venv_missing(path: Path, planned: list[str]) -> list[str]:
-    code = (
-        "import json,sys,importlib.metadata as m\n"
-        "bad=[]\n"
-        "for p in json.loads(sys.argv[1]):\n"
-        "    n,v=p.split('==')\n"
-        "    try: ok=m.version(n)==v\n"
-        "    except m.PackageNotFoundError: ok=False\n"
-        "    bad+=[] if ok else [p]\n"
-        "print(json.dumps(bad))"
-    )
-    python = path / "bin" / "python"
-    if not python.exists():
-        return ["<no python>"]
-    proc = subprocess.run([str(python), "-c", code, json.dumps(planned)], capture_output=True, text=True)
-    return json.loads(proc.stdout) if proc.returncode == 0 else ["<venv python fails>"]
-
-
-def site_packages(name: str) -> Path:
-    return next((VENVS / name / "lib").glob("python*/site-packages"))
-
-
-def reexec_in_netns(mode: str) -> None:
-    """Run this script again inside a new network namespace that has only loopback (needs ``unshare -n``)."""
-    if mode == "off" or os.environ.get(_NETNS_MARK):
-        return
-    unshare, ip = shutil.which("unshare"), shutil.which("ip")
-    if unshare and ip and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
-        argv = [a for a in sys.argv[1:] if a != "--reinstall"]
-        cmd = [
-            unshare,
-            "-n",
-            "sh",
-            "-c",
-            f'{ip} link set lo up && exec "$@"',
-            "sh",
-            sys.executable,
-            __file__,
-            *argv,
-        ]
-        log("re-running inside a fresh network namespace (loopback only)")
-        sys.stdout.flush()
-        os.execve(unshare, cmd, {**os.environ, _NETNS_MARK: "1"})
-    if mode == "on":
-        raise SystemExit(
-            "--netns on: cannot create a network namespace (unshare -n needs root or user namespaces)"
-        )
-    log("WARNING: no network namespace available; running without network isolation")
-
-
-def network_isolated() -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        try:
-            s.connect(("192.0.2.1", 9))  # RFC 5737 TEST-NET-1; in a loopback-only netns: ENETUNREACH at once
-        except OSError as exc:
-            return "unreachable" in str(exc).lower() or getattr(exc, "errno", 0) == 101
-        return False
-
-
-def _git(*args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def pin_ours(rev: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """Snapshot ``agentscope/`` at ``rev`` into ``_out/ours-src`` (others commit while this runs)."""
-    if rev == "worktree":
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", "agentscope"))
-        return {
-            "source": "live working tree",
-            "commit": _git("rev-parse", "--short", "HEAD"),
-            "dirty": dirty,
-        }, {}
-    commit = _git("rev-parse", "--short", rev)
-    dest = OUT / "ours-src"
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", commit, "agentscope"],
-        capture_output=True,
-        check=True,
-    )
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    return {"source": f"snapshot of agentscope/ at {commit} (git archive)", "commit": commit}, {
-        "PYTHONPATH": str(dest)
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of ``pid`` and its live descendants."""
     total = 0.0
@@ -236,17 +114,6 @@ def tree_cpu_s(pid: int) -> float:
         except (OSError, ValueError):
             continue
     return total
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def start_server(s: Server, ours_env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -414,23 +281,7 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 SECTION = "## serve"
-
-
-def record(section_body: str) -> None:
-    """Replace (or append) the ``## serve`` section of benchmarks/RESULTS.md, leaving the others alone."""
-    text = RESULTS_MD.read_text()
-    block = f"{SECTION}\n\n{section_body.rstrip()}\n"
-    match = re.search(rf"^{re.escape(SECTION)}\s*$", text, flags=re.M)
-    if match:
-        nxt = re.search(r"^## ", text[match.end() :], flags=re.M)
-        end = match.end() + nxt.start() if nxt else len(text)
-        text = text[: match.start()] + block + ("\n" + text[end:] if nxt else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    RESULTS_MD.write_text(text)
-    log(f"recorded in {RESULTS_MD}")
 
 
 def report(doc: dict[str, Any], rows: list[dict[str, Any]], servers: list[Server]) -> str:
@@ -453,15 +304,6 @@ def report(doc: dict[str, Any], rows: list[dict[str, Any]], servers: list[Server
         "Versions: " + "; ".join(f"{k}: {' '.join(v['packages'])}" for k, v in doc["venvs"].items())
         + f"; Python {doc['python']}.",
     ])  # fmt: skip
-
-
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "cores": os.cpu_count()}
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            info["cpu"] = line.split(":", 1)[1].strip()
-    return info
 
 
 def main() -> None:
