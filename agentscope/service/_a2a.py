@@ -50,7 +50,14 @@ from starlette.types import Message as AsgiMessage
 from agentscope.events import ReplyEvent, TextDelta, ToolCallEvent, ToolResultEvent
 from agentscope.message import Msg
 from agentscope.service._http import ApiError
-from agentscope.service._service import AgentService, Step, call_step, result_step
+from agentscope.service._service import (
+    MAX_SESSION_ID,
+    AgentService,
+    Step,
+    call_step,
+    fits_session_id,
+    result_step,
+)
 
 __all__ = ["A2A_PATH", "AGENT_CARD_PATH", "a2a_routes"]
 
@@ -62,7 +69,6 @@ AGENT_CARD_PATH = AGENT_CARD_WELL_KNOWN_PATH
 """Where the agent card is (``/.well-known/agent-card.json``): served without an API key."""
 
 _REPLY_ARTIFACT = "reply"
-_MAX_SESSION_ID = 256
 _STEP_MEDIA_TYPE = "application/json"
 
 
@@ -156,8 +162,8 @@ def _user_message(message: Message) -> Msg:
 
 
 def _session_problem(context_id: str) -> str | None:
-    if len(context_id) > _MAX_SESSION_ID or not context_id.isprintable():
-        return f"the context id (the session id) must be at most {_MAX_SESSION_ID} printable characters"
+    if not fits_session_id(context_id):
+        return f"the context id (the session id) must be at most {MAX_SESSION_ID} printable characters"
     return None
 
 

@@ -58,7 +58,7 @@ from agentscope.exceptions import ModelError
 from agentscope.formatters import dump_tool_arguments, parse_openai_messages, tool_result_text
 from agentscope.message import Msg
 from agentscope.service._http import ApiError, EventStream, read_json_body
-from agentscope.service._service import AgentService, TurnInput, split_turn
+from agentscope.service._service import MAX_SESSION_ID, AgentService, TurnInput, fits_session_id, split_turn
 
 __all__ = ["AGUI_PATH", "agui_router"]
 
@@ -67,7 +67,6 @@ logger = logging.getLogger("agentscope.service")
 AGUI_PATH = "/agui"
 """Where the AG-UI endpoint listens."""
 
-_MAX_SESSION_ID = 256
 
 Emit = Callable[[bytes], Awaitable[None]]
 
@@ -87,10 +86,10 @@ def agui_router(service: AgentService) -> APIRouter:
             )
             raise ApiError(400, f"not an AG-UI RunAgentInput: {problems}", code="invalid_run_input") from None
         thread = run_input.thread_id
-        if not thread or len(thread) > _MAX_SESSION_ID or not thread.isprintable():
+        if not thread or not fits_session_id(thread):
             raise ApiError(
                 400,
-                f"threadId (the session id) must be 1 to {_MAX_SESSION_ID} printable characters",
+                f"threadId (the session id) must be 1 to {MAX_SESSION_ID} printable characters",
                 code="invalid_session_id",
             )
         try:

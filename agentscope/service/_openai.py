@@ -35,10 +35,12 @@ from agentscope.formatters import encode_sse, format_openai_response, parse_open
 from agentscope.message import ContentBlock, Msg, TextBlock, ThinkingBlock
 from agentscope.service._http import ApiError, EventStream, error_body, read_json_body, run_until_disconnect
 from agentscope.service._service import (
+    MAX_SESSION_ID,
     AgentService,
     Step,
     call_step,
     check_decisions,
+    fits_session_id,
     memory_mark,
     result_step,
     split_turn,
@@ -53,8 +55,6 @@ logger = logging.getLogger("agentscope.service")
 
 SESSION_HEADER = "X-Session-Id"
 """Request header naming the session (it wins over the ``user`` field); echoed in the answer."""
-
-_MAX_SESSION_ID = 256
 
 
 class _Extension(BaseModel):
@@ -160,10 +160,10 @@ def _session_id(request: Request, body: dict[str, Any]) -> str | None:
         raise ApiError(
             400, f"{where} must be a non-empty string naming the session", code="invalid_session_id"
         )
-    if len(value) > _MAX_SESSION_ID or not value.isprintable():
+    if not fits_session_id(value):
         raise ApiError(
             400,
-            f"{where} must be at most {_MAX_SESSION_ID} printable characters",
+            f"{where} must be at most {MAX_SESSION_ID} printable characters",
             code="invalid_session_id",
         )
     return value

@@ -41,12 +41,14 @@ from agentscope.service._store import SessionInfo, SessionStore
 from agentscope.types import ApprovalDecision, ChatUsage
 
 __all__ = [
+    "MAX_SESSION_ID",
     "AgentService",
     "Step",
     "TurnInput",
     "TurnRecord",
     "call_step",
     "check_decisions",
+    "fits_session_id",
     "memory_mark",
     "result_step",
     "split_turn",
@@ -61,6 +63,17 @@ Step: TypeAlias = dict[str, Any]
 docs/serving.md)."""
 
 _LEASE_POLL_S = (0.005, 0.2)
+
+MAX_SESSION_ID = 256
+"""Longest session id (characters), whichever protocol names it (header, ``user``, A2A context, AG-UI thread)."""
+
+
+def fits_session_id(session_id: str) -> bool:
+    """Whether ``session_id`` is short enough (:data:`MAX_SESSION_ID`) and printable to name a session; each
+    protocol words the refusal for its own field."""
+    return len(session_id) <= MAX_SESSION_ID and session_id.isprintable()
+
+
 """First and largest pause between tries to take a session another process holds."""
 
 
