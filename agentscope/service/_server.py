@@ -11,7 +11,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -62,7 +62,13 @@ def serve(
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("agentscope serve needs FastAPI and uvicorn: pip install -e '.[serve]'") from exc
     _configure_logging(log_level)
-    drain = math.ceil(config.drain_timeout_s)
+    options: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "timeout_graceful_shutdown": math.ceil(config.drain_timeout_s),
+        "log_level": log_level,
+        "access_log": False,
+    }
     if config.workers > 1:
         if not isinstance(agent, str) or agent_kwargs:
             raise UsageError(
@@ -78,16 +84,7 @@ def serve(
         before = {name: os.environ.get(name) for name in handed_over}
         os.environ.update(handed_over)
         try:
-            uvicorn.run(
-                f"{__name__}:worker_app",
-                factory=True,
-                host=config.host,
-                port=config.port,
-                workers=config.workers,
-                timeout_graceful_shutdown=drain,
-                log_level=log_level,
-                access_log=False,
-            )
+            uvicorn.run(f"{__name__}:worker_app", factory=True, workers=config.workers, **options)
         finally:
             for name, value in before.items():  # leave the caller's environment as it was
                 if value is None:
@@ -102,14 +99,7 @@ def serve(
     _start_tracing(config)
     app = create_app(AgentService(factory, config, agent_kwargs=agent_kwargs))
     try:
-        uvicorn.run(
-            app,
-            host=config.host,
-            port=config.port,
-            timeout_graceful_shutdown=drain,
-            log_level=log_level,
-            access_log=False,
-        )
+        uvicorn.run(app, **options)
     finally:
         _stop_tracing(config)
 

@@ -262,32 +262,30 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
     verdicts = []
     if ours_in and as2_in:
-        x = ours_in["steps_per_s"] / as2_in["steps_per_s"]
-        lo = ours_in["steps_per_s_min"] / as2_in["steps_per_s_max"]
-        verdicts.append(
-            f"in process: ours / AgentScope 2.0.11 = {x:.2f}x by median, {lo:.2f}x worst case "
-            f"(our min / their max); goal >= 10x: {'met' if x >= 10 else 'MISSED'}"
-        )
+        verdicts.append(ratio_verdict("in process: ours / AgentScope 2.0.11", ours_in, as2_in, goal=10.0))
         cpu = as2_in["cpu_ms_per_step"] / ours_in["cpu_ms_per_step"]
         verdicts.append(f"in process, by CPU per step: AgentScope 2.0.11 / ours = {cpu:.2f}x")
     if ours_inline and as2_in:
-        x = ours_inline["steps_per_s"] / as2_in["steps_per_s"]
-        lo = ours_inline["steps_per_s_min"] / as2_in["steps_per_s_max"]
-        verdicts.append(
-            f"in process, the tool inline on both sides (AgentScope 2.0.11 runs every sync tool on the loop): "
-            f"ours / AgentScope 2.0.11 = {x:.2f}x by median, {lo:.2f}x worst case; "
-            f"goal >= 10x: {'met' if x >= 10 else 'MISSED'}"
+        label = (
+            "in process, the tool inline on both sides (AgentScope 2.0.11 runs every sync tool on the loop): "
+            "ours / AgentScope 2.0.11"
         )
+        verdicts.append(ratio_verdict(label, ours_inline, as2_in, goal=10.0))
     if ours_http and bare:
-        x = ours_http["steps_per_s"] / bare["steps_per_s"]
-        lo = ours_http["steps_per_s_min"] / bare["steps_per_s_max"]
-        verdicts.append(
-            f"HTTP: ours / bare httpx2 loop = {x:.2f}x by median, {lo:.2f}x worst case; "
-            f"goal >= 1.0x: {'met' if x >= 1.0 else 'MISSED'}"
-        )
+        verdicts.append(ratio_verdict("HTTP: ours / bare httpx2 loop", ours_http, bare, goal=1.0))
         cpu = bare["cpu_ms_per_step"] / ours_http["cpu_ms_per_step"]
         verdicts.append(f"HTTP, by client CPU per step: bare / ours = {cpu:.2f}x")
     return "\n".join(lines) + ("\n\n" + "\n".join(f"- {v}" for v in verdicts) if verdicts else "")
+
+
+def ratio_verdict(label: str, ours: dict[str, Any], theirs: dict[str, Any], goal: float) -> str:
+    """``label = 2.05x by median, 1.90x worst case (our min / their max); goal >= 10x: MISSED``."""
+    x = ours["steps_per_s"] / theirs["steps_per_s"]
+    lo = ours["steps_per_s_min"] / theirs["steps_per_s_max"]
+    return (
+        f"{label} = {x:.2f}x by median, {lo:.2f}x worst case (our min / their max); "
+        f"goal >= {goal:g}x: {'met' if x >= goal else 'MISSED'}"
+    )
 
 
 def import_table(imports: dict[str, dict[str, float]]) -> str:
