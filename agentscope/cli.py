@@ -54,11 +54,11 @@ async def load_agent(spec: str, model: ChatModel | None = None) -> AgentBase:
     called with ``model=`` when a model is given (``--model``), else with its own defaults."""
     import anyio
 
-    from agentscope.agents import build_agent
+    from agentscope.agents import build_agent, takes_argument
     from agentscope.exceptions import UsageError
 
     factory = await anyio.to_thread.run_sync(_load_factory, spec)  # importing user code reads files
-    if model is not None and not _takes(factory, "model"):
+    if model is not None and not takes_argument(factory, "model"):
         raise typer.BadParameter(
             f"{spec} takes no model= argument, so --model cannot replace its model", param_hint="--model"
         )
@@ -67,17 +67,6 @@ async def load_agent(spec: str, model: ChatModel | None = None) -> AgentBase:
     except UsageError as exc:
         hint = " (--model PROVIDER:MODEL gives model=)" if model is None and "'model'" in str(exc) else ""
         raise typer.BadParameter(f"{exc}{hint}", param_hint="AGENT_SPEC") from None
-
-
-def _takes(factory: AgentFactory, name: str) -> bool:
-    """Whether ``factory`` accepts the keyword argument ``name`` (True when its signature cannot be read)."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def make_model(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> ChatModel:

@@ -10,7 +10,13 @@ human's decision on a tool call waiting for approval) are defined in :mod:`agent
 from agentscope.agents._base import AgentBase
 from agentscope.agents._browser import BrowserAgent
 from agentscope.agents._react import ReActAgent
-from agentscope.agents._spec import DEFAULT_FACTORY_NAME, AgentFactory, build_agent, load_agent_factory
+from agentscope.agents._spec import (
+    DEFAULT_FACTORY_NAME,
+    AgentFactory,
+    build_agent,
+    load_agent_factory,
+    takes_argument,
+)
 from agentscope.agents._user import InputFunction, UserAgent
 from agentscope.types import ApprovalDecision, Hook, HookPayloads, HookType, ReplyArguments
 
@@ -29,4 +35,5 @@ __all__ = [
     "UserAgent",
     "build_agent",
     "load_agent_factory",
+    "takes_argument",
 ]

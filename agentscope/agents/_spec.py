@@ -30,7 +30,7 @@ from agentscope._loading import LoadError, load_object
 from agentscope.agents._base import AgentBase
 from agentscope.exceptions import UsageError
 
-__all__ = ["DEFAULT_FACTORY_NAME", "AgentFactory", "build_agent", "load_agent_factory"]
+__all__ = ["DEFAULT_FACTORY_NAME", "AgentFactory", "build_agent", "load_agent_factory", "takes_argument"]
 
 AgentFactory: TypeAlias = Callable[..., AgentBase | Awaitable[AgentBase]]
 """Builds a fresh agent; called through :func:`build_agent` with the keyword arguments it declares (sync or async).
@@ -103,6 +103,18 @@ async def build_agent(factory: AgentFactory, /, **available: object) -> AgentBas
             f"agent factory {_describe(factory)} returned {type(agent).__name__}, not an agent (AgentBase)"
         )
     return agent
+
+
+def takes_argument(factory: AgentFactory, name: str) -> bool:
+    """Whether :func:`build_agent` would hand ``factory`` an available ``name`` (it declares that parameter or takes
+    ``**kwargs``); True when its signature cannot be read (it is then given everything)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        (p.name == name and p.kind is not p.VAR_POSITIONAL) or p.kind is p.VAR_KEYWORD for p in parameters
+    )
 
 
 def _arguments(factory: AgentFactory, available: dict[str, object]) -> tuple[list[object], dict[str, object]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import socket
@@ -31,7 +30,7 @@ from typing import Any, TypeAlias, cast
 
 import anyio
 
-from agentscope.agents import AgentBase, AgentFactory, ReActAgent, build_agent
+from agentscope.agents import AgentBase, AgentFactory, ReActAgent, build_agent, takes_argument
 from agentscope.exceptions import UsageError
 from agentscope.formatters import dump_tool_arguments, tool_result_text
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
@@ -237,7 +236,7 @@ class AgentService:
         if self.config.model is not None:
             if "model" in self._agent_kwargs:
                 raise UsageError("pass the model either as config.model or in agent_kwargs, not both")
-            if not _takes_model(factory):
+            if not takes_argument(factory, "model"):
                 raise UsageError(
                     f"the agent factory {getattr(factory, '__name__', factory)!r} takes no 'model' parameter, so "
                     f"the served model {self.config.model!r} cannot be handed to it; add `model=None` to it"
@@ -351,14 +350,3 @@ class AgentService:
                 await self.store.renew(session_id, self._owner, self.config.session_lease_s)
             except Exception:  # the release will report a lost lease; keep the request running meanwhile
                 logger.warning("could not renew the lease of session %r", session_id, exc_info=True)
-
-
-def _takes_model(factory: AgentFactory) -> bool:
-    """Whether ``factory`` takes a ``model`` keyword (or any keyword); True when its signature cannot be read."""
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(
-        (p.name == "model" and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD for p in parameters
-    )
