@@ -108,20 +108,39 @@ async def build_agent(factory: AgentFactory, /, **available: object) -> AgentBas
 def takes_argument(factory: AgentFactory, name: str) -> bool:
     """Whether :func:`build_agent` would hand ``factory`` an available ``name`` (it declares that parameter or takes
     ``**kwargs``); True when its signature cannot be read (it is then given everything)."""
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
+    parameters = _parameters(factory)
+    if parameters is None:
         return True
     return any(
         (p.name == name and p.kind is not p.VAR_POSITIONAL) or p.kind is p.VAR_KEYWORD for p in parameters
     )
 
 
+def _parameters(factory: AgentFactory) -> tuple[inspect.Parameter, ...] | None:
+    """The factory's parameters, or None when it has no signature to read. Read once per factory: a server builds
+    an agent per request, and ``inspect.signature`` is a few percent of a request."""
+    try:
+        return _cached_parameters(factory)
+    except TypeError:  # an unhashable callable: read it every time
+        return _read_parameters(factory)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_parameters(factory: AgentFactory) -> tuple[inspect.Parameter, ...] | None:
+    return _read_parameters(factory)
+
+
+def _read_parameters(factory: AgentFactory) -> tuple[inspect.Parameter, ...] | None:
+    try:
+        return tuple(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return None
+
+
 def _arguments(factory: AgentFactory, available: dict[str, object]) -> tuple[list[object], dict[str, object]]:
     """The positional-only and keyword arguments of ``factory`` out of ``available``."""
-    try:
-        parameters = list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError):  # no signature to read (some builtins): give it everything
+    parameters = _parameters(factory)
+    if parameters is None:  # no signature to read (some builtins): give it everything
         return [], dict(available)
     args: list[object] = []
     kwargs: dict[str, object] = {}
@@ -161,9 +180,8 @@ def _describe(factory: AgentFactory) -> str:
     while isinstance(inner, functools.partial):
         inner = inner.func  # pyright: ignore[reportUnknownMemberType]
     name = str(getattr(inner, "__qualname__", None) or type(inner).__name__).rpartition("<locals>.")[2]
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
+    parameters = _parameters(factory)
+    if parameters is None:
         return name
     shown = [
         f"{'*' if p.kind is p.VAR_POSITIONAL else '**' if p.kind is p.VAR_KEYWORD else ''}{p.name}"
