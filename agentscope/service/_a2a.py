@@ -11,6 +11,14 @@ holding the step as docs/serving.md shows it), then completed with the reply in 
 streams as chunks of that artifact while the model writes it, and the last update replaces them with the reply).
 The A2A context id is the session id, so a second message in the same context continues the conversation.
 Tasks are kept in memory (the conversation itself is in the session store).
+
+Human approval is A2A's ``input-required`` state: a run whose agent paused (a tool asked for a human's approval)
+leaves its task ``input-required``, with a message holding the reply's text and a data part
+``{"approval_required": [{"call_id", "name", "arguments", "reason"}, ...]}``. The client answers with a message in
+the same task (or any task of the context: approvals belong to the session) holding a data part ``{"approvals":
+[{"call_id", "action", "arguments"?, "reason"?}, ...]}`` (the Chat Completions decisions) and, optionally, text for
+the agent after them. Decisions that do not apply leave the task ``input-required`` with a message naming the
+problem; nothing has changed then.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from typing import Any, cast
 
 from a2a.helpers import get_data_parts, get_text_parts, new_data_part, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -41,6 +50,7 @@ from a2a.types import (
     TaskStatus,
 )
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0, TransportProtocol
+from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -57,7 +67,9 @@ from agentscope.service._service import (
     call_step,
     fits_session_id,
     result_step,
+    waiting_calls,
 )
+from agentscope.types import ApprovalDecision
 
 __all__ = ["A2A_PATH", "AGENT_CARD_PATH", "a2a_routes"]
 
@@ -70,6 +82,8 @@ AGENT_CARD_PATH = AGENT_CARD_WELL_KNOWN_PATH
 
 _REPLY_ARTIFACT = "reply"
 _STEP_MEDIA_TYPE = "application/json"
+_APPROVALS_KEY = "approvals"
+_DECISIONS: TypeAdapter[list[ApprovalDecision]] = TypeAdapter(list[ApprovalDecision])
 
 
 def a2a_routes(service: AgentService, *, description: str | None = None) -> list[BaseRoute]:
@@ -144,21 +158,37 @@ def _agent_card(name: str, description: str, keys: bool) -> AgentCard:
     return card
 
 
-def _user_message(message: Message) -> Msg:
-    """The A2A message as the agent's user message: its text parts, and its data parts as JSON text.
+def _user_turn(message: Message) -> tuple[Msg | None, list[ApprovalDecision] | None]:
+    """The A2A message as the agent's turn: a user message of its text parts and its data parts as JSON text, and
+    the decisions of a data part ``{"approvals": [...]}`` (None without one; the message is then required).
 
     Raises:
-        ValueError: it holds a file (raw or URL) part, or nothing.
+        ValueError: it holds a file (raw or URL) part, malformed decisions (the field named), or nothing.
     """
     kinds = {part.WhichOneof("content") for part in message.parts}
     if kinds - {"text", "data"}:
         unsupported = ", ".join(sorted(str(kind) for kind in kinds - {"text", "data"}))
         raise ValueError(f"this agent takes text and data parts only, not {unsupported} parts")
     texts = [*get_text_parts(list(message.parts))]
-    texts.extend(json.dumps(data, ensure_ascii=False) for data in get_data_parts(list(message.parts)))
-    if not texts:
+    decisions: list[ApprovalDecision] | None = None
+    for data in get_data_parts(list(message.parts)):
+        if isinstance(data, dict) and _APPROVALS_KEY in data:
+            decisions = [*(decisions or []), *_parse_decisions(cast("dict[str, Any]", data)[_APPROVALS_KEY])]
+        else:
+            texts.append(json.dumps(data, ensure_ascii=False))
+    if not texts and decisions is None:
         raise ValueError("the message has no text or data part to reply to")
-    return Msg(role="user", content="\n".join(texts))
+    return (Msg(role="user", content="\n".join(texts)) if texts else None), decisions
+
+
+def _parse_decisions(value: object) -> list[ApprovalDecision]:
+    try:
+        return _DECISIONS.validate_python(value)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_APPROVALS_KEY}.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ValueError(problems) from None
 
 
 def _session_problem(context_id: str) -> str | None:
@@ -192,16 +222,23 @@ class _AgentExecutor(AgentExecutor):
             problem = _session_problem(context_id)
             if problem is not None:
                 raise ValueError(problem)
-            user = _user_message(message)
+            user, decisions = _user_turn(message)
+            if decisions is not None:
+                await self.service.check_approvals(context_id, decisions)
         except ValueError as exc:
-            await updater.reject(updater.new_agent_message([new_text_part(str(exc))]))
+            answer = updater.new_agent_message([new_text_part(str(exc))])
+            if context.current_task is not None:  # a paused task stays paused: the client may decide again
+                await updater.requires_input(answer)
+            else:
+                await updater.reject(answer)
             return
         await updater.start_work()
         artifact = _ReplyArtifact(updater)
         try:
             async with self.service.open_agent(context_id) as agent:
                 reply: Msg | None = None
-                async for event in agent.stream(user):
+                events = agent.stream(user) if decisions is None else agent.stream(user, decisions=decisions)
+                async for event in events:
                     if isinstance(event, TextDelta):
                         if event.agent in (None, agent.name) and event.text:
                             await artifact.chunk(event.text)
@@ -220,6 +257,11 @@ class _AgentExecutor(AgentExecutor):
             logger.error("the agent run failed (A2A task %s)", task_id, exc_info=exc)
             text = f"the agent failed ({type(exc).__name__}); see the server log"
             await updater.failed(updater.new_agent_message([new_text_part(text)]))
+            return
+        waiting = waiting_calls(reply)
+        if waiting:
+            parts = [new_text_part(reply.text), new_data_part({"approval_required": waiting})]
+            await updater.requires_input(updater.new_agent_message(parts))
             return
         await artifact.final(reply.text)
         await updater.complete()

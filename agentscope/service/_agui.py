@@ -11,6 +11,14 @@ The events, in order: ``RUN_STARTED``; per model turn the reasoning (``REASONING
 ``REASONING_END``) and the text (``TEXT_MESSAGE_START``, ``TEXT_MESSAGE_CONTENT``..., ``TEXT_MESSAGE_END``) as the
 model streams them; per tool call ``TOOL_CALL_START``, ``TOOL_CALL_ARGS``, ``TOOL_CALL_END`` and, when it ran,
 ``TOOL_CALL_RESULT``; then ``RUN_FINISHED``, or ``RUN_ERROR`` when the agent failed (its details go to the server log).
+
+Human approval is AG-UI's interrupt: a run whose agent paused (a tool asked for a human's approval) finishes with
+an ``interrupt`` outcome, one ``Interrupt`` per waiting call (``id`` and ``toolCallId``: the call's id; ``reason``
+``tool_approval``; ``message`` the tool's reason; ``metadata`` the tool's name and arguments; ``responseSchema``
+the answer it takes). The next run on the thread answers them in ``resume``: ``status: "resolved"`` with
+``payload`` ``{"action": "approve" | "edit" | "reject", "arguments": {...}, "reason": "..."}`` (no payload:
+approve), ``status: "cancelled"`` rejects. A resuming run's messages are not a new turn (the session holds the
+conversation); an interrupt it does not answer is rejected, as a new message to a paused session does.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from ag_ui.core import (
     AssistantMessage,
@@ -27,6 +35,7 @@ from ag_ui.core import (
     ImageInputContent,
     InputContentDataSource,
     InputContentUrlSource,
+    Interrupt,
     ReasoningEndEvent,
     ReasoningMessageContentEvent,
     ReasoningMessageEndEvent,
@@ -35,6 +44,7 @@ from ag_ui.core import (
     RunAgentInput,
     RunErrorEvent,
     RunFinishedEvent,
+    RunFinishedInterruptOutcome,
     RunStartedEvent,
     SystemMessage,
     TextInputContent,
@@ -51,14 +61,22 @@ from ag_ui.core import (
 from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from agentscope.events import ReplyEvent, TextDelta, ThinkingDelta, ToolCallEvent, ToolResultEvent
 from agentscope.exceptions import ModelError
 from agentscope.formatters import dump_tool_arguments, parse_openai_messages, tool_result_text
 from agentscope.message import Msg
 from agentscope.service._http import ApiError, EventStream, read_json_body
-from agentscope.service._service import MAX_SESSION_ID, AgentService, TurnInput, fits_session_id, split_turn
+from agentscope.service._service import (
+    MAX_SESSION_ID,
+    AgentService,
+    TurnInput,
+    fits_session_id,
+    split_turn,
+    waiting_calls,
+)
+from agentscope.types import ApprovalDecision
 
 __all__ = ["AGUI_PATH", "agui_router"]
 
@@ -69,6 +87,21 @@ AGUI_PATH = "/agui"
 
 
 Emit = Callable[[bytes], Awaitable[None]]
+
+APPROVAL_REASON = "tool_approval"
+"""The ``reason`` of an interrupt that waits for a human's approval of a tool call."""
+
+_DECISION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "action": {"enum": ["approve", "edit", "reject"]},
+        "arguments": {"type": "object", "description": "the arguments to run the call with (edit only)"},
+        "reason": {"type": "string", "description": "why; the model sees it"},
+    },
+    "required": ["action"],
+    "additionalProperties": False,
+}
+_DECISIONS: TypeAdapter[list[ApprovalDecision]] = TypeAdapter(list[ApprovalDecision])
 
 
 def agui_router(service: AgentService) -> APIRouter:
@@ -92,15 +125,69 @@ def agui_router(service: AgentService) -> APIRouter:
                 f"threadId (the session id) must be 1 to {MAX_SESSION_ID} printable characters",
                 code="invalid_session_id",
             )
-        try:
-            turn = split_turn(parse_openai_messages(_openai_messages(run_input)))
-        except (ValueError, TypeError) as exc:
-            raise ApiError(400, str(exc), code="invalid_messages") from None
+        decisions = _decisions(run_input)
+        turn: TurnInput | None = None
+        if decisions is None:
+            try:
+                turn = split_turn(parse_openai_messages(_openai_messages(run_input)))
+            except (ValueError, TypeError) as exc:
+                raise ApiError(400, str(exc), code="invalid_messages") from None
+        else:
+            try:  # refused with a status, before the stream starts; the run checks them again
+                await service.check_approvals(thread, decisions)
+            except ValueError as exc:
+                raise ApiError(400, f"resume: {exc}", code="invalid_resume") from None
         encoder = EventEncoder(accept=request.headers.get("accept", ""))
-        run = _Run(service, run_input, turn, encoder)
+        run = _Run(service, run_input, turn, decisions, encoder)
         return EventStream(run.stream, {})
 
     return router
+
+
+def _decisions(run_input: RunAgentInput) -> list[ApprovalDecision] | None:
+    """The input's resume entries as decisions on the waiting calls; None when it does not resume.
+
+    Raises:
+        ApiError: an entry whose payload is not a decision (the message names the entry and the field).
+    """
+    if not run_input.resume:
+        return None
+    decisions: list[dict[str, Any]] = []
+    for entry in run_input.resume:
+        if entry.status == "cancelled":
+            decisions.append({"call_id": entry.interrupt_id, "action": "reject"})
+            continue
+        payload = entry.payload if entry.payload is not None else {"action": "approve"}
+        if not isinstance(payload, dict):
+            raise ApiError(
+                400,
+                f"resume entry {entry.interrupt_id!r}: the payload must be a decision object "
+                f"{{'action': 'approve' | 'edit' | 'reject', 'arguments'?, 'reason'?}}, not {type(payload).__name__}",
+                code="invalid_resume",
+            )
+        decisions.append({**cast("dict[str, Any]", payload), "call_id": entry.interrupt_id})
+    try:
+        return _DECISIONS.validate_python(decisions)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"resume.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ApiError(400, problems, code="invalid_resume") from None
+
+
+def _interrupts(reply: Msg) -> list[Interrupt]:
+    """The interrupts of a reply that paused for approvals (empty when it did not)."""
+    return [
+        Interrupt(
+            id=call["call_id"],
+            reason=APPROVAL_REASON,
+            message=call["reason"] or f"approve the call of {call['name']}?",
+            tool_call_id=call["call_id"],
+            response_schema=_DECISION_SCHEMA,
+            metadata={"tool": call["name"], "arguments": call["arguments"]},
+        )
+        for call in waiting_calls(reply)
+    ]
 
 
 def _openai_messages(run_input: RunAgentInput) -> list[dict[str, Any]]:
@@ -162,11 +249,18 @@ class _Run:
     """One AG-UI run: the agent's reply to the input's last message as AG-UI events."""
 
     def __init__(
-        self, service: AgentService, run_input: RunAgentInput, turn: TurnInput, encoder: EventEncoder
+        self,
+        service: AgentService,
+        run_input: RunAgentInput,
+        turn: TurnInput | None,
+        decisions: list[ApprovalDecision] | None,
+        encoder: EventEncoder,
     ) -> None:
         self.service = service
         self.input = run_input
         self.turn = turn
+        """The new turn; None when the run resumes a paused one."""
+        self.decisions = decisions
         self.encoder = encoder
         self.emit: Emit | None = None
         self.text_id: str | None = None
@@ -185,16 +279,22 @@ class _Run:
         await self.send(RunStartedEvent(thread_id=thread, run_id=run))
         try:
             async with self.service.open_agent(thread) as agent:
-                if self.turn.history and await agent.memory.size() == 0:
-                    await agent.memory.add(self.turn.history)
-                await self.relay(agent.name, agent.stream(self.turn.message))
+                if self.turn is None:
+                    events = agent.stream(None, decisions=self.decisions or [])
+                else:
+                    if self.turn.history and await agent.memory.size() == 0:
+                        await agent.memory.add(self.turn.history)
+                    events = agent.stream(self.turn.message)
+                reply = await self.relay(agent.name, events)
         except Exception as exc:
             await self.close_open()
             await self.send(_run_error(exc))
             return
-        await self.send(RunFinishedEvent(thread_id=thread, run_id=run))
+        interrupts = _interrupts(reply)
+        outcome = RunFinishedInterruptOutcome(interrupts=interrupts) if interrupts else None
+        await self.send(RunFinishedEvent(thread_id=thread, run_id=run, outcome=outcome))
 
-    async def relay(self, name: str, events: Any) -> None:
+    async def relay(self, name: str, events: Any) -> Msg:
         tail: list[str] = []  # the text streamed since the last tool step
         reply: Msg | None = None
         async for event in events:
@@ -246,6 +346,7 @@ class _Run:
         if rest:
             await self.text(rest)
         await self.close_open()
+        return reply
 
     async def text(self, delta: str) -> None:
         await self.close_reasoning()
