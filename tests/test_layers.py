@@ -15,7 +15,8 @@ import its own modules and any part of a strictly lower layer, never a peer in i
     models  tools  memory  studio         chat models; toolkit, built-in tools and MCP; memory; the web studio
     sandbox                               (reads stores); sandboxes and the browser (the tools drive them through
                                           the SandboxLike and BrowserLike protocols, never importing them)
-    agents  testing                       agents; test doubles for models and provider servers
+    agents  testing  knowledge            agents; test doubles for models and provider servers; knowledge
+                                          bases (RAG) and long-term memory
     pipelines  rl  service                multi-agent pipelines; reinforcement learning; agents as services
     cli                                   the ``agentscope`` command
 
@@ -68,7 +69,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"events"}),
     frozenset({"formatters", "tracing"}),
     frozenset({"models", "tools", "memory", "studio", "sandbox"}),
-    frozenset({"agents", "testing"}),
+    frozenset({"agents", "testing", "knowledge"}),
     frozenset({"pipelines", "rl", "service"}),
     frozenset({"cli", ""}),  # "": the root package's __init__
 )

@@ -1,0 +1,214 @@
+"""The SQLite file that holds a knowledge base and long-term memory, and the connection both use.
+
+Layout (schema version 1, kept in ``PRAGMA user_version``)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)              embedding_model, embedding_dim once vectors exist
+    documents(id, path UNIQUE, name, kind, sha256, added_at)
+    chunks(id, document_id, ordinal, text, page, heading)
+    chunks_fts   FTS5 over chunks(text, heading), kept in step by triggers; ranked with BM25
+    chunk_vectors(chunk_id PRIMARY KEY, embedding BLOB)  unit float32 vectors; deleted with their chunk
+    facts(id, scope, text, created_at), UNIQUE(scope, text)
+    facts_fts    FTS5 over facts(text), kept in step by triggers
+    fact_vectors(fact_id PRIMARY KEY, embedding BLOB)
+
+Every call runs in a worker thread behind a per-instance limiter of one; the file is in WAL mode, so several
+instances and processes can share it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+from agentscope._sqlite import SQLiteSchema, connect, sqlite_errors
+from agentscope.knowledge._types import KnowledgeError
+from agentscope.knowledge._vectors import (
+    EmbeddingModel,
+    VectorSearch,
+    check_vector_search,
+    dot,
+    from_blob,
+    load_sqlite_vec,
+    to_blob,
+)
+
+__all__ = ["DEFAULT_PATH", "Store", "fts_query", "rrf"]
+
+_T = TypeVar("_T")
+
+DEFAULT_PATH = ".agentscope/knowledge.db"
+_TOKENIZE = "porter unicode61 remove_diacritics 2"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS documents (
+        id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, name TEXT NOT NULL, kind TEXT NOT NULL,
+        sha256 TEXT NOT NULL, added_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS chunks (
+        id INTEGER PRIMARY KEY, document_id INTEGER NOT NULL, ordinal INTEGER NOT NULL, text TEXT NOT NULL,
+        page INTEGER, heading TEXT)""",
+    "CREATE TABLE IF NOT EXISTS chunk_vectors (chunk_id INTEGER PRIMARY KEY, embedding BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS fact_vectors (fact_id INTEGER PRIMARY KEY, embedding BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id)",
+    f"""CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+        text, heading, content='chunks', content_rowid='id', tokenize='{_TOKENIZE}')""",
+    """CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+        INSERT INTO chunks_fts (rowid, text, heading) VALUES (new.id, new.text, new.heading); END""",
+    """CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+        INSERT INTO chunks_fts (chunks_fts, rowid, text, heading) VALUES ('delete', old.id, old.text, old.heading);
+        DELETE FROM chunk_vectors WHERE chunk_id = old.id; END""",
+    """CREATE TABLE IF NOT EXISTS facts (
+        id INTEGER PRIMARY KEY, scope TEXT NOT NULL, text TEXT NOT NULL, created_at REAL NOT NULL,
+        UNIQUE (scope, text))""",
+    f"""CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
+        text, content='facts', content_rowid='id', tokenize='{_TOKENIZE}')""",
+    """CREATE TRIGGER IF NOT EXISTS facts_ai AFTER INSERT ON facts BEGIN
+        INSERT INTO facts_fts (rowid, text) VALUES (new.id, new.text); END""",
+    """CREATE TRIGGER IF NOT EXISTS facts_ad AFTER DELETE ON facts BEGIN
+        INSERT INTO facts_fts (facts_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        DELETE FROM fact_vectors WHERE fact_id = old.id; END""",
+)
+_FILE = SQLiteSchema(kind="knowledge store", marker_table="documents", version=1, statements=_SCHEMA)
+_RRF_K = 60
+
+
+def fts_query(query: str) -> str:
+    """An FTS5 query that matches any word of ``query`` (BM25 ranks the rows that match more and rarer words).
+
+    Raises:
+        ValueError: the query has no words.
+    """
+    words = dict.fromkeys(w.lower() for w in re.findall(r"\w+", query))
+    if not words:
+        raise ValueError(f"the query {query!r} is empty: it has no words to search for")
+    return " OR ".join(f'"{w}"' for w in words)
+
+
+def rrf(*rankings: Sequence[int]) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of several rankings of ids, best first, with their fused scores."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (_RRF_K + rank + 1)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+class Store:
+    """One connection to a knowledge store file, used from worker threads one call at a time.
+
+    Args:
+        path: The file; created with its directory on first use.
+        embedder: The embedding model, if vectors are wanted; the file remembers the first model that wrote
+            vectors into it and refuses another.
+        vector_search: Who computes vector similarity (see :data:`VectorSearch`).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], embedder: EmbeddingModel | None, vector_search: VectorSearch
+    ) -> None:
+        self.path = Path(path)
+        self.embedder = embedder
+        self.vector_search: VectorSearch = check_vector_search(vector_search)
+        self._limiter = anyio.CapacityLimiter(1)
+        self._conn: sqlite3.Connection | None = None
+        self._engine: VectorSearch = "python"
+
+    @property
+    def engine(self) -> VectorSearch:
+        """``sqlite-vec`` or ``python``: who computes vector similarity (known once the file is open)."""
+        return self._engine
+
+    async def run(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` with the open connection in a worker thread; SQLite errors name the file and ``action``."""
+        return await anyio.to_thread.run_sync(self._call, action, fn, limiter=self._limiter)
+
+    def _call(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        with sqlite_errors(_FILE.kind, self.path, action):
+            if self._conn is None:
+                self._conn = self._open()
+            return fn(self._conn)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = connect(self.path, _FILE)
+        try:
+            if self.vector_search != "python":
+                problem = load_sqlite_vec(conn)
+                if problem is None:
+                    self._engine = "sqlite-vec"
+                elif self.vector_search == "sqlite-vec":
+                    raise KnowledgeError(f"vector_search='sqlite-vec': {problem}")
+            if self.embedder is not None:
+                stored = meta(conn, "embedding_model")
+                if stored is not None and stored != self.embedder.name:
+                    raise KnowledgeError(
+                        f"knowledge store {str(self.path)!r} holds vectors of embedding model {stored!r}, not "
+                        f"{self.embedder.name!r}; use that model, or another file for this one"
+                    )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def aclose(self) -> None:
+        """Close the connection (the store reopens on next use)."""
+
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await anyio.to_thread.run_sync(close, limiter=self._limiter)
+
+    async def embed(self, texts: Sequence[str]) -> list[bytes]:
+        """Embed ``texts`` with the store's model as blobs, checking the dimension against the file's."""
+        assert self.embedder is not None
+        if not texts:
+            return []
+        vectors = await self.embedder.embed(texts)
+        if len(vectors) != len(texts) or len({len(v) for v in vectors}) != 1:
+            raise KnowledgeError(
+                f"embedding model {self.embedder.name!r} returned {len(vectors)} vectors of lengths "
+                f"{sorted({len(v) for v in vectors})} for {len(texts)} texts; expected one per text, all alike"
+            )
+        dim = str(len(vectors[0]))
+        stored = await self.run("read its embedding settings", lambda conn: meta(conn, "embedding_dim"))
+        if stored is not None and stored != dim:
+            raise KnowledgeError(
+                f"embedding model {self.embedder.name!r} returned {dim}-dimensional vectors, but knowledge store "
+                f"{str(self.path)!r} holds {stored}-dimensional ones"
+            )
+        return [to_blob(v) for v in vectors]
+
+    def claim_vectors(self, conn: sqlite3.Connection, dim: int) -> None:
+        """Record the store's embedding model and dimension (in the caller's write transaction)."""
+        assert self.embedder is not None
+        for key, value in (("embedding_model", self.embedder.name), ("embedding_dim", str(dim))):
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def nearest(
+        self, conn: sqlite3.Connection, rows_sql: str, params: Sequence[object], query: bytes, limit: int
+    ) -> list[tuple[int, float]]:
+        """The ``limit`` rows of ``rows_sql`` (selecting ``id, embedding``) most similar to ``query``."""
+        if self._engine == "sqlite-vec":
+            sql = (
+                f"SELECT id, 1.0 - vec_distance_cosine(embedding, ?) AS sim FROM ({rows_sql}) "
+                "ORDER BY sim DESC, id LIMIT ?"
+            )
+            return [(int(i), float(s)) for i, s in conn.execute(sql, (query, *params, limit))]
+        target = from_blob(query)
+        rows = conn.execute(rows_sql, tuple(params))
+        scored = ((dot(target, from_blob(blob)), -int(i)) for i, blob in rows)
+        return [(-neg_id, sim) for sim, neg_id in heapq.nlargest(limit, scored)]
+
+
+def meta(conn: sqlite3.Connection, key: str) -> str | None:
+    """A value of the ``meta`` table."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
