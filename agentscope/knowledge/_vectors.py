@@ -16,6 +16,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import anyio.to_thread
 import httpx2
 
 from agentscope._lazy import install_hint
@@ -101,7 +102,11 @@ class OpenAIEmbedding:
         check_model_requests_allowed()
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         vectors: list[list[float]] = []
-        async with httpx2.AsyncClient(timeout=self._timeout_s, headers=headers) as client:
+        # Making a client loads the TLS certificates from disk: in a worker thread, off the event loop.
+        client = await anyio.to_thread.run_sync(
+            lambda: httpx2.AsyncClient(timeout=self._timeout_s, headers=headers)
+        )
+        async with client:
             for start in range(0, len(texts), self._batch_size):
                 batch = list(texts[start : start + self._batch_size])
                 vectors.extend(await self._embed_batch(client, batch))

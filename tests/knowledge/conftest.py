@@ -90,14 +90,17 @@ def docs_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def embed_text(text: str, dim: int = 64) -> list[float]:
-    """A deterministic bag-of-words embedding: each word (and its 4-letter prefix) hashed to a dimension.
+EMBED_DIM = 256
 
-    Texts that share words point the same way, so similarity search behaves like a (crude) real model."""
-    vector = [0.0] * dim
+
+def embed_text(text: str) -> list[float]:
+    """A deterministic embedding: the 5-letter prefix of each word hashed to one of ``EMBED_DIM`` dimensions.
+
+    Texts that share word stems point the same way, so similarity search behaves like a (crude) real model and
+    finds "Bouvetian" near "Bouvet", which keyword search does not."""
+    vector = [0.0] * EMBED_DIM
     for word in re.findall(r"\w+", text.lower()):
-        for token in (word, word[:4]):
-            vector[int.from_bytes(hashlib.sha256(token.encode()).digest()[:4], "big") % dim] += 1.0
+        vector[int.from_bytes(hashlib.sha256(word[:5].encode()).digest()[:4], "big") % EMBED_DIM] += 1.0
     norm = math.sqrt(sum(x * x for x in vector)) or 1.0
     return [x / norm for x in vector]
 
@@ -135,7 +138,7 @@ class EmbeddingServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> EmbeddingServer:
         self._thread.start()
