@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from agentscope._commands import command_group
+from agentscope.evaluation.cli import eval_command
 from agentscope.rl.cli import rl_app
 from agentscope.sandbox.cli import sandbox_app
 from agentscope.service.cli import serve_command
@@ -270,6 +271,7 @@ app.add_typer(mcp_app, name="mcp")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(rl_app, name="rl")
 app.command("serve")(serve_command)
+app.command("eval")(eval_command)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Mapping
 
+from agentscope.tracing._evals import create_eval_results
+
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
 _V1 = """
@@ -98,8 +100,9 @@ def _create_v1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: Mapping[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
-"""Version -> the step that migrates a store from the version before (version 1: an empty database)."""
+MIGRATIONS: Mapping[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: create_eval_results}
+"""Version -> the step that migrates a store from the version before (version 1: an empty database; version 2
+adds ``eval_results``, the per-episode rows of evaluations)."""
 
 SCHEMA_VERSION = max(MIGRATIONS)
 """The version this AgentScope writes."""

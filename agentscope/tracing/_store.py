@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeAlias, TypeVar, cast
 
 from agentscope._sqlite import enable_wal
+from agentscope.tracing._evals import list_evaluations, read_eval_results, write_eval_results
 from agentscope.tracing._records import ExportBatch, RunRecord
 from agentscope.tracing._schema import migrate
 from agentscope.tracing._writes import insert_rows, write_metrics, write_spans
@@ -623,6 +624,33 @@ class TraceStore:
             [*args, limit],
         )
         return [dict(r) for r in rows]
+
+    # -------------------------------------------------------------- evaluations
+
+    @_serialised
+    def write_eval_results(self, run_id: str, rows: list[Row]) -> None:
+        """Insert or replace evaluation rows of ``run_id`` (one per task key and repeat; see ``agentscope eval``):
+        each has ``task_key``, ``repeat``, ``task_id``, ``status``, ``success``, ``reward`` and ``trace_id``, and
+        any other JSON-ready metrics."""
+        write_eval_results(self._conn(), run_id, rows)
+
+    @_serialised
+    def eval_results(self, run_id: str) -> list[Row]:
+        """The evaluation rows of ``run_id``, by task key and repeat (empty for a run that is no evaluation)."""
+        return read_eval_results(self._conn(), run_id)
+
+    @_serialised
+    def list_evaluations(self, *, offset: int = 0, limit: int = 100) -> tuple[list[Row], int]:
+        """Runs holding evaluation rows, newest first, each its run row with ``episodes``, ``tasks``,
+        ``successes``, ``success_rate`` and ``reward_mean``; and how many there are."""
+        conn = self._conn()
+        summaries, total = list_evaluations(conn, offset=offset, limit=limit)
+        out: list[Row] = []
+        for summary in summaries:
+            row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (summary["run_id"],)).fetchone()
+            run = _run_row(row) if row is not None else {"id": summary["run_id"], "name": summary["run_id"]}
+            out.append({**run, **{k: v for k, v in summary.items() if k != "run_id"}})
+        return out, total
 
     # -------------------------------------------------------------- comparing
 

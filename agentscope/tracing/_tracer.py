@@ -93,13 +93,14 @@ class Tracer:
         sample_rate: float = 1.0,
         capture_content: bool = True,
         started_ns: int | None = None,
+        run_id: str | None = None,
     ) -> None:
         if not exporters:
             raise ValueError("a tracer needs at least one exporter (a trace store, OTLP, or your own)")
         sample_below = _spans.sample_threshold(sample_rate)
         started = _run_start(started_ns)
         self.run = RunRecord(
-            id=uuid.uuid4().hex,
+            id=_run_id(run_id),
             project=project,
             name=run_name or time.strftime("run-%Y%m%d-%H%M%S", time.localtime(started / 1e9)),
             started_ns=started,
@@ -292,6 +293,18 @@ class Tracer:
                 logger.exception("trace exporter %r failed; %d spans dropped", exporter, len(spans))
 
 
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _run_id(run_id: str | None) -> str:
+    """A new random id, or ``run_id`` (to continue a run in a new process) when it is a plausible id."""
+    if run_id is None:
+        return uuid.uuid4().hex
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run_id must be 1 to 64 letters, digits, '-' or '_'; got {run_id!r}")
+    return run_id
+
+
 def _run_start(started_ns: int | None) -> int:
     now = time.time_ns()
     if started_ns is None:
@@ -406,6 +419,7 @@ def init(
     sample_rate: float = 1.0,
     capture_content: bool = True,
     started_ns: int | None = None,
+    run_id: str | None = None,
 ) -> Tracer | None:
     """Turn tracing on for this process: every agent invocation, model call and tool call becomes a span.
 
@@ -427,6 +441,8 @@ def init(
         started_ns: When the run began (``time.time_ns()``), for a command that works before it turns tracing
             on (``agentscope rl train`` builds and warm-starts its policy first): the run's start and duration
             count from it. Default: now.
+        run_id: Continue the run of this id (a resumed ``agentscope eval``): its row in the store keeps its
+            start and counters, and takes this process's status, name and config. Default: a new random id.
 
     Returns:
         The installed :class:`Tracer`, or None when nothing is to be recorded (no store, no endpoint, no
@@ -458,6 +474,7 @@ def init(
         sample_rate=sample_rate,
         capture_content=capture_content,
         started_ns=started_ns,
+        run_id=run_id,
     ).install()
     global _atexit_registered
     if not _atexit_registered:

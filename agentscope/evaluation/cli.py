@@ -1,0 +1,245 @@
+"""``agentscope eval AGENT_SPEC TASKS``: the command of this package, mounted by :mod:`agentscope.cli`.
+
+Importing this module is light: the command imports the runner (the environment cluster, the task sets) when it
+runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agentscope.evaluation._results import EpisodeResult, EvaluationReport
+    from agentscope.models import ChatModel
+
+__all__ = ["default_out", "eval_command"]
+
+_DEFAULT_STORE = Path(".agentscope/traces.db")
+_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def default_out(agent_spec: str, tasks: str, model: str | None, name: str | None) -> Path:
+    """Where an evaluation writes when ``--out`` is not given: one file per name, or per (agent, tasks, model),
+    under ``.agentscope/evals/`` (so running the same command again with ``--resume`` finds it)."""
+    if name is not None:
+        stem = _SLUG.sub("-", name).strip("-") or "eval"
+    else:
+        digest = hashlib.sha256(json.dumps([agent_spec, tasks, model]).encode()).hexdigest()[:8]
+        agent = (
+            Path(agent_spec.partition(":")[0]).stem if ".py" in agent_spec else agent_spec.partition(":")[2]
+        )
+        stem = _SLUG.sub("-", f"{agent or 'agent'}-{tasks.partition(':')[0]}-{digest}").strip("-")
+    return Path(".agentscope") / "evals" / f"{stem}.json"
+
+
+def eval_command(
+    agent_spec: Annotated[
+        str,
+        typer.Argument(
+            metavar="AGENT_SPEC",
+            help="The agent spec: FILE.py[:NAME] (default NAME: build_agent) or MODULE:NAME, a function "
+            "returning a fresh agent; it gets toolkit= (the task's tools) and model= when --model is given.",
+        ),
+    ],
+    tasks: Annotated[
+        str,
+        typer.Argument(
+            metavar="TASKS",
+            help="Task-set spec, e.g. arith:n=20,seed=1 or lookup:n=20,level=1-2,split=eval (the RL task sets).",
+        ),
+    ],
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Episodes per task.")] = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Episodes at once.")] = 4,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="The JSON results; episodes are logged beside it (.jsonl) as they finish. Default: "
+            ".agentscope/evals/<name or agent-tasks-hash>.json.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the evaluation logged beside --out: keep its episodes, play the rest."
+        ),
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="PROVIDER:MODEL passed as model=, e.g. openai:gpt-4o-mini. Default: the factory's own.",
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="Provider endpoint (OpenAI-compatible servers, proxies).")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="AGENTSCOPE_API_KEY", help="API key (else the provider's env var)."),
+    ] = None,
+    price: Annotated[
+        str | None,
+        typer.Option(
+            "--price",
+            metavar="INPUT,OUTPUT",
+            help="Dollars per million input and output tokens, e.g. 0.15,0.6: adds cost per episode and in all.",
+        ),
+    ] = None,
+    trace: Annotated[
+        bool,
+        typer.Option(
+            "--trace/--no-trace",
+            help="Record the evaluation as a run in the trace store (the studio's page).",
+        ),
+    ] = True,
+    trace_store: Annotated[
+        Path, typer.Option("--trace-store", help="Trace store file (SQLite) the studio reads.")
+    ] = _DEFAULT_STORE,
+    name: Annotated[
+        str | None, typer.Option("--name", help="The evaluation's name (its run in the studio).")
+    ] = None,
+    project: Annotated[
+        str, typer.Option("--project", help="Project of the run in the trace store.")
+    ] = "eval",
+    max_turns: Annotated[
+        int | None, typer.Option("--max-turns", min=1, help="Most model calls per episode.")
+    ] = None,
+    episode_timeout: Annotated[
+        float, typer.Option("--episode-timeout", min=0.001, help="Seconds an episode may take.")
+    ] = 600.0,
+) -> None:
+    """Evaluate an agent on a task set: every task's verifier scores it; success, reward, steps, tokens,
+    latency and cost per episode and in all, written to JSON (and the trace store). Resumable."""
+    import anyio
+    from rich.console import Console
+
+    from agentscope.exceptions import UsageError
+
+    console = Console(stderr=True)
+    out_path = out if out is not None else default_out(agent_spec, tasks, model, name)
+    try:
+        report = anyio.run(
+            lambda: _evaluate(
+                agent_spec,
+                tasks,
+                repeats=repeats,
+                concurrency=concurrency,
+                out=out_path,
+                resume=resume,
+                model=model,
+                base_url=base_url,
+                api_key=api_key,
+                price=price,
+                trace_store=trace_store if trace else None,
+                name=name,
+                project=project,
+                max_turns=max_turns,
+                episode_timeout_s=episode_timeout,
+                console=console,
+            )
+        )
+    except UsageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    summary = {
+        "name": report.name,
+        "out": str(out_path),
+        "episodes": len(report.episodes),
+        "expected_episodes": report.expected_episodes,
+        "complete": report.complete,
+        "statuses": report.statuses,
+        "metrics": report.metrics,
+        "run_id": report.run_id if trace else None,
+    }
+    typer.echo(json.dumps(summary, indent=1))
+    if trace:
+        console.print(f"[dim]View it with: agentscope studio --store {trace_store}  (Evaluations)[/]")
+
+
+async def _evaluate(
+    agent_spec: str,
+    tasks: str,
+    *,
+    repeats: int,
+    concurrency: int,
+    out: Path,
+    resume: bool,
+    model: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    price: str | None,
+    trace_store: Path | None,
+    name: str | None,
+    project: str,
+    max_turns: int | None,
+    episode_timeout_s: float,
+    console: Console,
+) -> EvaluationReport:
+    import anyio.to_thread
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from agentscope.agents import load_agent_factory
+    from agentscope.evaluation._run import Price, evaluate
+    from agentscope.models import model_from_spec
+
+    factory = await anyio.to_thread.run_sync(load_agent_factory, agent_spec)  # runs the user's file
+    chat_model: ChatModel | None = (
+        model_from_spec(model, base_url=base_url, api_key=api_key) if model is not None else None
+    )
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    bar = progress.add_task("episodes", total=None, rate="")
+    successes: dict[tuple[str, int], bool] = {}
+
+    def advance(result: EpisodeResult, done: int, total: int) -> None:
+        successes[result.key] = result.success
+        rate = f"success {sum(successes.values()) / len(successes):.0%} of {len(successes)} this run"
+        progress.update(bar, completed=done, total=total, rate=rate)
+
+    try:
+        with progress:
+            return await evaluate(
+                factory,
+                tasks,
+                model=chat_model,
+                repeats=repeats,
+                concurrency=concurrency,
+                out=out,
+                resume=resume,
+                trace_store=trace_store,
+                name=name,
+                project=project,
+                price=Price.parse(price) if price is not None else None,
+                max_turns=max_turns,
+                episode_timeout_s=episode_timeout_s,
+                on_episode=advance,
+                agent_label=agent_spec,
+                model_label=model,
+            )
+    finally:
+        if chat_model is not None:
+            await chat_model.aclose()
