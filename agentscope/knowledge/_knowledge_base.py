@@ -15,16 +15,14 @@ from typing import Self
 import anyio.to_thread
 
 from agentscope._sqlite import write_transaction
-from agentscope.exceptions import ModelRetry, UsageError
+from agentscope.exceptions import ModelRetry
 from agentscope.knowledge._chunking import Chunk, check_chunking, chunk_sections
 from agentscope.knowledge._readers import SUPPORTED_SUFFIXES, read_document
-from agentscope.knowledge._store import DEFAULT_PATH, Store, fts_query, rrf
+from agentscope.knowledge._store import DEFAULT_PATH, Store, check_limit
 from agentscope.knowledge._types import KnowledgeError, Passage, SearchMode
 from agentscope.knowledge._vectors import EmbeddingModel, VectorSearch
 
 __all__ = ["AddReport", "KnowledgeBase", "format_passages"]
-
-_MAX_LIMIT = 50
 
 
 @dataclass(slots=True)
@@ -50,11 +48,6 @@ class _Read:
     kind: str
     sha256: str
     chunks: list[Chunk]
-
-
-def _check_limit(limit: int) -> None:
-    if not 1 <= limit <= _MAX_LIMIT:
-        raise ValueError(f"limit must be between 1 and {_MAX_LIMIT}, got {limit}")
 
 
 def format_passages(query: str, passages: Sequence[Passage]) -> str:
@@ -240,6 +233,13 @@ class KnowledgeBase:
                     report.chunks += len(read.chunks)
 
         await self._store.run("add documents", write)
+        if self._store.embedder is not None:
+            await self._store.embed_missing("chunk")
+
+    async def embed_missing(self) -> int:
+        """Give a vector to every chunk stored without one (added before the embedder was configured); returns
+        how many. ``add_file`` and ``add_folder`` do it too. Nothing to do without an embedder."""
+        return await self._store.embed_missing("chunk")
 
     # ------------------------------------------------------------------ reading
 
@@ -277,38 +277,17 @@ class KnowledgeBase:
             ValueError: the query has no words, or ``limit`` is out of range.
             UsageError: ``mode`` needs an embedder and there is none.
         """
-        match = fts_query(query)
-        _check_limit(limit)
-        store = self._store
-        mode = mode or ("hybrid" if store.embedder is not None else "keyword")
-        if mode != "keyword" and store.embedder is None:
-            raise UsageError(f"search mode {mode!r} needs an embedder: KnowledgeBase(..., embedder=...)")
-        query_blob = (await store.embed([query]))[0] if mode != "keyword" else b""
-        pool = limit if mode != "hybrid" else limit * 4
-
-        def run(conn: sqlite3.Connection) -> list[Passage]:
-            keyword: list[tuple[int, float]] = []
-            vector: list[tuple[int, float]] = []
-            if mode != "vector":
-                keyword = [
-                    (int(i), -float(s))
-                    for i, s in conn.execute(
-                        "SELECT rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts WHERE chunks_fts MATCH ? "
-                        "ORDER BY s LIMIT ?",
-                        (match, pool),
-                    )
-                ]
-            if mode != "keyword":
-                vector = store.nearest(
-                    conn, "SELECT chunk_id AS id, embedding FROM chunk_vectors", (), query_blob, pool
-                )
-            if mode == "hybrid":
-                ranked = rrf([i for i, _ in keyword], [i for i, _ in vector])[:limit]
-            else:
-                ranked = keyword or vector
-            return [p for i, s in ranked if (p := _passage(conn, i, s)) is not None]
-
-        return await store.run("search", run)
+        return await self._store.search(
+            query,
+            mode=mode,
+            limit=limit,
+            keyword_sql="SELECT rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts WHERE chunks_fts MATCH ? "
+            "ORDER BY s LIMIT ?",
+            vector_sql="SELECT chunk_id AS id, embedding FROM chunk_vectors",
+            params=(),
+            load=_passage,
+            action="search",
+        )
 
     def as_tool(self, *, name: str = "search_knowledge", limit: int = 5) -> Callable[[str], Awaitable[str]]:
         """A tool for :meth:`Toolkit.register <agentscope.tools.Toolkit.register>` that searches this knowledge
@@ -318,7 +297,7 @@ class KnowledgeBase:
 
         An empty query goes back to the model as a tool error it can correct.
         """
-        _check_limit(limit)
+        check_limit(limit)
 
         async def search_knowledge(query: str) -> str:
             """Search the knowledge base for passages about a topic. Each passage is headed by its source

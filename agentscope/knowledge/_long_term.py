@@ -11,21 +11,25 @@ from types import TracebackType
 from typing import Self
 
 from agentscope._sqlite import write_transaction
-from agentscope.exceptions import ModelRetry, UsageError
-from agentscope.knowledge._store import DEFAULT_PATH, Store, fts_query, rrf
+from agentscope.exceptions import ModelRetry
+from agentscope.knowledge._store import DEFAULT_PATH, Store
 from agentscope.knowledge._types import Fact, SearchMode
 from agentscope.knowledge._vectors import EmbeddingModel, VectorSearch
 
 __all__ = ["LongTermMemory"]
 
 _MAX_FACT_CHARS = 4000
-_MAX_LIMIT = 50
 
 
 def _check_scope(scope: str) -> str:
     if not scope or len(scope) > 200:
         raise ValueError(f"scope must be 1 to 200 characters, got {scope!r}")
     return scope
+
+
+def _load_fact(conn: sqlite3.Connection, fact_id: int, score: float) -> Fact | None:
+    row = conn.execute("SELECT id, scope, text, created_at FROM facts WHERE id = ?", (fact_id,)).fetchone()
+    return None if row is None else _fact_row(row, score)
 
 
 def _fact_row(row: tuple[object, ...], score: float) -> Fact:
@@ -123,7 +127,15 @@ class LongTermMemory:
                     )
                 return Fact(id=fact_id, scope=where, text=text, created_at=now)
 
-        return await store.run("record a fact", write)
+        saved = await store.run("record a fact", write)
+        if store.embedder is not None:
+            await store.embed_missing("fact")
+        return saved
+
+    async def embed_missing(self) -> int:
+        """Give a vector to every fact stored without one (recorded before the embedder was configured); returns
+        how many. ``record`` does it too. Nothing to do without an embedder."""
+        return await self._store.embed_missing("fact")
 
     async def recall(
         self, query: str, *, limit: int = 5, scope: str | None = None, mode: SearchMode | None = None
@@ -134,50 +146,18 @@ class LongTermMemory:
             ValueError: the query has no words, or ``limit`` is not between 1 and 50.
             UsageError: ``mode`` needs an embedder and there is none.
         """
-        match = fts_query(query)
-        if not 1 <= limit <= _MAX_LIMIT:
-            raise ValueError(f"limit must be between 1 and {_MAX_LIMIT}, got {limit}")
-        where = _check_scope(scope or self._scope)
-        store = self._store
-        mode = mode or ("hybrid" if store.embedder is not None else "keyword")
-        if mode != "keyword" and store.embedder is None:
-            raise UsageError(f"recall mode {mode!r} needs an embedder: LongTermMemory(..., embedder=...)")
-        query_blob = (await store.embed([query]))[0] if mode != "keyword" else b""
-        pool = limit if mode != "hybrid" else limit * 4
-
-        def run(conn: sqlite3.Connection) -> list[Fact]:
-            keyword: list[tuple[int, float]] = []
-            vector: list[tuple[int, float]] = []
-            if mode != "vector":
-                keyword = [
-                    (int(i), -float(s))
-                    for i, s in conn.execute(
-                        "SELECT f.id, bm25(facts_fts) AS s FROM facts_fts JOIN facts f ON f.id = facts_fts.rowid "
-                        "WHERE facts_fts MATCH ? AND f.scope = ? ORDER BY s LIMIT ?",
-                        (match, where, pool),
-                    )
-                ]
-            if mode != "keyword":
-                rows_sql = (
-                    "SELECT v.fact_id AS id, v.embedding AS embedding FROM fact_vectors v "
-                    "JOIN facts f ON f.id = v.fact_id WHERE f.scope = ?"
-                )
-                vector = store.nearest(conn, rows_sql, (where,), query_blob, pool)
-            ranked = (
-                rrf([i for i, _ in keyword], [i for i, _ in vector])[:limit]
-                if mode == "hybrid"
-                else keyword or vector
-            )
-            facts: list[Fact] = []
-            for fact_id, score in ranked:
-                row = conn.execute(
-                    "SELECT id, scope, text, created_at FROM facts WHERE id = ?", (fact_id,)
-                ).fetchone()
-                if row is not None:
-                    facts.append(_fact_row(row, score))
-            return facts
-
-        return await store.run("recall facts", run)
+        return await self._store.search(
+            query,
+            mode=mode,
+            limit=limit,
+            keyword_sql="SELECT f.id, bm25(facts_fts) AS s FROM facts_fts JOIN facts f ON f.id = facts_fts.rowid "
+            "WHERE facts_fts MATCH ? AND f.scope = ? ORDER BY s LIMIT ?",
+            vector_sql="SELECT v.fact_id AS id, v.embedding AS embedding FROM fact_vectors v "
+            "JOIN facts f ON f.id = v.fact_id WHERE f.scope = ?",
+            params=(_check_scope(scope or self._scope),),
+            load=_load_fact,
+            action="recall facts",
+        )
 
     async def facts(self, *, scope: str | None = None) -> list[Fact]:
         """Every fact of ``scope`` (default: this memory's), oldest first."""

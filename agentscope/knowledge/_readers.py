@@ -160,7 +160,7 @@ def _read_pdf(path: Path) -> list[Section]:
         if reader.is_encrypted:
             raise KnowledgeError(f"{str(path)!r} is an encrypted PDF; decrypt it first")
         pages = [page.extract_text() or "" for page in reader.pages]
-    except (PdfReadError, ValueError, KeyError, TypeError) as e:
+    except (PdfReadError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         raise KnowledgeError(f"{str(path)!r} is not a readable PDF: {e}") from e
     return [Section(text=text, page=number) for number, text in enumerate(pages, 1) if text.strip()]
 

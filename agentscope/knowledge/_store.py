@@ -23,13 +23,14 @@ import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from agentscope._sqlite import SQLiteSchema, connect, sqlite_errors
-from agentscope.knowledge._types import KnowledgeError
+from agentscope._sqlite import SQLiteSchema, connect, sqlite_errors, write_transaction
+from agentscope.exceptions import UsageError
+from agentscope.knowledge._types import KnowledgeError, SearchMode
 from agentscope.knowledge._vectors import (
     EmbeddingModel,
     VectorSearch,
@@ -40,7 +41,7 @@ from agentscope.knowledge._vectors import (
     to_blob,
 )
 
-__all__ = ["DEFAULT_PATH", "Store", "fts_query", "rrf"]
+__all__ = ["DEFAULT_PATH", "Store", "check_limit", "fts_query", "rrf"]
 
 _T = TypeVar("_T")
 
@@ -77,6 +78,13 @@ _SCHEMA = (
 )
 _FILE = SQLiteSchema(kind="knowledge store", marker_table="documents", version=1, statements=_SCHEMA)
 _RRF_K = 60
+_MAX_LIMIT = 50
+
+
+def check_limit(limit: int) -> None:
+    """Raise ValueError unless ``limit`` is a sensible number of results (1 to 50)."""
+    if not 1 <= limit <= _MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {_MAX_LIMIT}, got {limit}")
 
 
 def fts_query(query: str) -> str:
@@ -186,11 +194,91 @@ class Store:
             )
         return [to_blob(v) for v in vectors]
 
+    async def embed_missing(self, kind: Literal["chunk", "fact"]) -> int:
+        """Embed the chunks (or facts) stored without a vector, e.g. before an embedder was configured; returns how
+        many were embedded. Nothing to do without an embedder."""
+        if self.embedder is None:
+            return 0
+        table, vectors, id_column = f"{kind}s", f"{kind}_vectors", f"{kind}_id"
+
+        def missing(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            rows = conn.execute(
+                f"SELECT t.id, t.text FROM {table} t "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {vectors} v WHERE v.{id_column} = t.id) ORDER BY t.id"
+            )
+            return [(int(i), str(text)) for i, text in rows]
+
+        rows = await self.run("find what has no vector", missing)
+        if not rows:
+            return 0
+        blobs = await self.embed([text for _, text in rows])
+
+        def write(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                self.claim_vectors(conn, len(blobs[0]) // 4)
+                # A row deleted meanwhile gets no vector.
+                conn.executemany(
+                    f"INSERT OR IGNORE INTO {vectors} ({id_column}, embedding) "
+                    f"SELECT ?, ? WHERE EXISTS (SELECT 1 FROM {table} WHERE id = ?)",
+                    [(i, blob, i) for (i, _), blob in zip(rows, blobs, strict=True)],
+                )
+
+        await self.run("store vectors", write)
+        return len(rows)
+
     def claim_vectors(self, conn: sqlite3.Connection, dim: int) -> None:
         """Record the store's embedding model and dimension (in the caller's write transaction)."""
         assert self.embedder is not None
         for key, value in (("embedding_model", self.embedder.name), ("embedding_dim", str(dim))):
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    async def search(
+        self,
+        query: str,
+        *,
+        mode: SearchMode | None,
+        limit: int,
+        keyword_sql: str,
+        vector_sql: str,
+        params: Sequence[object],
+        load: Callable[[sqlite3.Connection, int, float], _T | None],
+        action: str,
+    ) -> list[_T]:
+        """The rows best matching ``query``, best first, each built by ``load(conn, id, score)``.
+
+        ``keyword_sql`` selects ``(id, bm25 score)`` with placeholders for the FTS5 match, ``params`` and the
+        limit, in that order; ``vector_sql`` selects ``(id, embedding)`` with placeholders for ``params``.
+        ``mode`` None means hybrid with an embedder, else keyword.
+
+        Raises:
+            ValueError: the query has no words, or ``limit`` or ``mode`` is out of range.
+            UsageError: ``mode`` needs an embedder and there is none.
+        """
+        match = fts_query(query)
+        check_limit(limit)
+        if mode not in (None, "hybrid", "keyword", "vector"):
+            raise ValueError(f"mode must be 'hybrid', 'keyword' or 'vector', got {mode!r}")
+        mode = mode or ("hybrid" if self.embedder is not None else "keyword")
+        if mode != "keyword" and self.embedder is None:
+            raise UsageError(f"search mode {mode!r} needs an embedding model: pass embedder=...")
+        query_blob = (await self.embed([query]))[0] if mode != "keyword" else b""
+        pool = limit * 4 if mode == "hybrid" else limit
+
+        def run(conn: sqlite3.Connection) -> list[_T]:
+            keyword: list[tuple[int, float]] = []
+            vector: list[tuple[int, float]] = []
+            if mode != "vector":
+                rows = conn.execute(keyword_sql, (match, *params, pool))
+                keyword = [(int(i), -float(score)) for i, score in rows]
+            if mode != "keyword":
+                vector = self.nearest(conn, vector_sql, params, query_blob, pool)
+            if mode == "hybrid":
+                ranked = rrf([i for i, _ in keyword], [i for i, _ in vector])[:limit]
+            else:
+                ranked = keyword or vector
+            return [item for i, score in ranked if (item := load(conn, i, score)) is not None]
+
+        return await self.run(action, run)
 
     def nearest(
         self, conn: sqlite3.Connection, rows_sql: str, params: Sequence[object], query: bytes, limit: int

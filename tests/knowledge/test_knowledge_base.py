@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentscope.agents import ReActAgent
-from agentscope.exceptions import SessionError
+from agentscope.exceptions import SessionError, UsageError
 from agentscope.knowledge import KnowledgeBase, KnowledgeError, Passage, format_passages
 from agentscope.message import Msg, ToolResultBlock
 from agentscope.testing import ScriptedModel, tool_call
@@ -155,8 +155,12 @@ async def test_bad_input_is_refused_naming_the_problem_and_loses_nothing(
                 await kb.search(query)
         with pytest.raises(ValueError, match="limit must be between 1 and 50, got 0"):
             await kb.search("budget", limit=0)
-        with pytest.raises(Exception, match=r"search mode 'vector' needs an embedder"):
+        with pytest.raises(
+            UsageError, match=r"search mode 'vector' needs an embedding model: pass embedder="
+        ):
             await kb.search("budget", mode="vector")
+        with pytest.raises(ValueError, match=r"mode must be 'hybrid', 'keyword' or 'vector', got 'semantic'"):
+            await kb.search("budget", mode="semantic")  # type: ignore[arg-type]
         assert await kb.documents() == ["notes.txt"]
         assert [h.source for h in await kb.search("budget")] == ["notes.txt"]
 

@@ -57,6 +57,19 @@ def test_pdf_without_text_is_refused_with_a_hint(
         read_document(path)
 
 
+def test_encrypted_pdf_is_refused(tmp_path: Path, pdf_maker: Callable[[list[list[str]]], bytes]) -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    plain = tmp_path / "plain.pdf"
+    plain.write_bytes(pdf_maker([["Secret plans."]]))
+    writer = PdfWriter(clone_from=PdfReader(plain))
+    writer.encrypt("password")
+    with (tmp_path / "locked.pdf").open("wb") as f:
+        writer.write(f)
+    with pytest.raises(KnowledgeError, match=r"locked\.pdf.*is an encrypted PDF; decrypt it first"):
+        read_document(tmp_path / "locked.pdf")
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

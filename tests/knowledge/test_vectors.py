@@ -177,3 +177,23 @@ def test_vector_search_setting_is_checked(tmp_path: Path) -> None:
         KnowledgeError, match="vector_search must be 'auto', 'sqlite-vec' or 'python', got 'faiss'"
     ):
         KnowledgeBase(tmp_path / "kb.db", vector_search="faiss")  # type: ignore[arg-type]
+
+
+async def test_chunks_and_facts_stored_before_an_embedder_get_vectors_later(
+    docs_folder: Path, tmp_path: Path, embedding_server: EmbeddingServer
+) -> None:
+    path = tmp_path / "kb.db"
+    async with KnowledgeBase(path) as kb, LongTermMemory(path) as ltm:
+        report = await kb.add_folder(docs_folder)
+        await ltm.record("The Bouvetian expedition leaves in May.")
+    async with KnowledgeBase(path, embedder=embedder(embedding_server)) as kb:
+        assert await kb.search("Bouvetian", mode="vector") == []  # no chunk has a vector yet
+        assert await kb.embed_missing() == report.chunks
+        assert await kb.embed_missing() == 0
+        [hit] = await kb.search("Bouvetian", mode="vector", limit=1)
+        assert (hit.source, hit.page) == ("report.pdf", 2)
+    async with LongTermMemory(path, embedder=embedder(embedding_server)) as ltm:
+        await ltm.record("Penguins moult once a year.")  # embeds the older fact too
+        assert await ltm.embed_missing() == 0
+        [fact] = await ltm.recall("bouvet", mode="vector", limit=1)
+        assert fact.text == "The Bouvetian expedition leaves in May."
