@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from agentscope.studio._evaluations import add_evaluation_routes
 from agentscope.tracing import Row, RunFilter, TraceStore
 
 if TYPE_CHECKING:
@@ -217,6 +218,8 @@ def create_app(
                 {"run": run_row, "stats": await read(TraceStore.run_stats, run_id), "metrics": metric_rows}
             )
         return {"a": sides[0], "b": sides[1]}
+
+    add_evaluation_routes(app, read, api, not_found)  # /api/evaluations: agentscope eval's results
 
     # -------------------------------------------------------------- traces and spans
 

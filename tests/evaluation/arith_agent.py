@@ -1,6 +1,7 @@
 """An agent file for the evaluation tests: a ReActAgent whose model is a Python function that solves ``arith``
 tasks with the environment's calculator, except that it answers every subtraction one too high (so success is
-strictly between 0 and 1, and the same tasks fail every time).
+strictly between 0 and 1, and the same tasks fail every time); ``build_product_bug`` gets the products wrong
+instead (a second agent to compare with: it fixes the subtractions and breaks the products).
 
 ``EVAL_TEST_DELAY_S`` makes each model call wait that long (the kill-and-resume test needs a slow evaluation);
 ``EVAL_TEST_PLAYED`` names a file to which each episode appends its question when it starts (which episodes a
@@ -30,7 +31,7 @@ def _record(question: str) -> None:
             file.write(question + "\n")
 
 
-async def solve(messages: list[Msg], request: ModelRequest) -> ChatResponse:
+async def solve(messages: list[Msg], request: ModelRequest, wrong: str = " - ") -> ChatResponse:
     delay = float(os.environ.get("EVAL_TEST_DELAY_S", "0"))
     if delay:
         await anyio.sleep(delay)
@@ -42,7 +43,7 @@ async def solve(messages: list[Msg], request: ModelRequest) -> ChatResponse:
         step = to_response(tool_call("calculator", expression=expression))
     else:
         value = float(str(results[-1].output))
-        if " - " in expression:
+        if wrong in expression:
             value += 1  # the deliberate mistake
         step = to_response(f"The answer is {value:g}.")
     return step.model_copy(update={"usage": ChatUsage(input_tokens=100, output_tokens=10)})
@@ -53,6 +54,19 @@ def build_agent(model: ChatModel | None = None, toolkit: Toolkit | None = None) 
         "arith-solver",
         "Use the calculator, then answer with the number.",
         model or FunctionModel(solve, model_name="arith-solver"),
+        toolkit=toolkit or Toolkit(),
+        max_iters=4,
+    )
+
+
+def build_product_bug(model: ChatModel | None = None, toolkit: Toolkit | None = None) -> ReActAgent:
+    async def solve_sums(messages: list[Msg], request: ModelRequest) -> ChatResponse:
+        return await solve(messages, request, wrong=" * ")
+
+    return ReActAgent(
+        "arith-solver",
+        "Use the calculator, then answer with the number.",
+        model or FunctionModel(solve_sums, model_name="arith-solver"),
         toolkit=toolkit or Toolkit(),
         max_iters=4,
     )

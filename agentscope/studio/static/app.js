@@ -158,6 +158,9 @@ async function route() {
     if (parts[0] === "run" && parts[1]) await runPage(parts[1], params.get("tab") || "traces");
     else if (parts[0] === "trace" && parts[1]) await tracePage(parts[1], params.get("view") || "tree", params.get("span"));
     else if (parts[0] === "compare" && parts[1] && parts[2]) await comparePage(parts[1], parts[2]);
+    else if (parts[0] === "evals") await evaluationsPage(); // evaluations.js
+    else if (parts[0] === "eval" && parts[1]) await evaluationPage(parts[1]);
+    else if (parts[0] === "eval-compare" && parts[1] && parts[2]) await evalComparePage(parts[1], parts[2]);
     else await runsPage(params);
   } catch (err) {
     app.replaceChildren(h("p", { class: "error-text" }, `Could not load this page: ${err.message}`));
