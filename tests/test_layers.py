@@ -15,10 +15,10 @@ import its own modules and any part of a strictly lower layer, never a peer in i
     models  tools  memory  studio         chat models; toolkit, built-in tools and MCP; memory; the web studio
     sandbox                               (reads stores); sandboxes and the browser (the tools drive them through
                                           the SandboxLike and BrowserLike protocols, never importing them)
+    context                               what a model is sent: token counting, compaction, tool-call repair
     agents  testing  knowledge            agents; test doubles for models and provider servers; knowledge
                                           bases (RAG) and long-term memory
     pipelines  rl  service                multi-agent pipelines; reinforcement learning; agents as services
-    evaluation                            ``agentscope eval``: any agent on the RL task sets, measured
     cli                                   the ``agentscope`` command
 
 docs/architecture.md draws the same picture, top layer first; the test reads it and fails naming each part the
@@ -70,9 +70,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"events"}),
     frozenset({"formatters", "tracing"}),
     frozenset({"models", "tools", "memory", "studio", "sandbox"}),
+    frozenset({"context"}),
     frozenset({"agents", "testing", "knowledge"}),
     frozenset({"pipelines", "rl", "service"}),
-    frozenset({"evaluation"}),
     frozenset({"cli", ""}),  # "": the root package's __init__
 )
 """The parts of each layer, lowest first (names under ``agentscope.``)."""

@@ -11,6 +11,13 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from agentscope.agents._base import AgentBase
+from agentscope.context import (
+    READ_OFFLOADED,
+    ContextConfig,
+    ContextManager,
+    ToolCallLedger,
+    repair_tool_history,
+)
 from agentscope.events import TextDelta, ThinkingDelta, ToolCallEvent, ToolResultDelta, ToolResultEvent
 from agentscope.exceptions import ApprovalRequired
 from agentscope.formatters import json_value_problem
@@ -28,6 +35,9 @@ __all__ = ["ReActAgent"]
 FINISH_TOOL_NAME = "generate_response"
 
 _INTERRUPTED_OUTPUT = "The call was interrupted before it finished; it may or may not have taken effect."
+_NOT_RUN_OUTPUT = "Not run: no steps were left for more tool calls."
+_PRIME_TAIL = 64
+"""Messages of memory read to learn which tool calls still wait for a result (before the first write)."""
 _MAX_ITERS_HINT = (
     "You have used all the reasoning steps available for this request. Do not call any more tools; "
     "answer now with what you have found so far."
@@ -92,6 +102,13 @@ class ReActAgent(AgentBase):
     with edited arguments, or refuse each call and continue. A waiting call without a decision is refused, as are
     all of them when the reply is given a new message instead. The waiting calls are part of :meth:`state_dict`
     (plain JSON), so the decision can come to a fresh agent in another process.
+
+    ``context=ContextConfig(max_tokens=...)`` (or a :class:`~agentscope.context.ContextManager`) keeps every
+    request under a token budget by the configured compaction policies (see :mod:`agentscope.context`); memory
+    keeps the full history. Whatever the budget, every message the agent stores goes through a
+    :class:`~agentscope.context.ToolCallLedger` and every request through
+    :func:`~agentscope.context.repair_tool_history`, so each tool call has exactly one result and JSON-object
+    arguments, also after an interruption, a timeout, an error or malformed model output.
     """
 
     def __init__(
@@ -106,6 +123,7 @@ class ReActAgent(AgentBase):
         max_concurrent_tools: int = 8,
         parallel_tool_calls: bool = True,
         model_settings: ModelSettings | None = None,
+        context: ContextConfig | ContextManager | None = None,
         description: str = "",
     ) -> None:
         if model is None:
@@ -135,6 +153,11 @@ class ReActAgent(AgentBase):
         self._resumed_notes: dict[str, str | None] = {}
         """Calls running after a human's decision -> the note the model sees before their result."""
         self._system_cache: Msg | None = None
+        self.context = ContextManager(context) if isinstance(context, ContextConfig) else context
+        """The context budget and compaction (None: requests are sent whole)."""
+        self._ledger = ToolCallLedger()
+        self._reply_ids: frozenset[str] = frozenset()
+        """Ids of the messages that started the current reply (never compacted away)."""
 
     # ------------------------------------------------------------------ the loop
 
@@ -167,14 +190,15 @@ class ReActAgent(AgentBase):
         if self._pending_approval:
             await self._resolve_approvals(given, finish)
         if msg is not None:
-            await self.memory.add(msg)
+            self._reply_ids = frozenset(m.id for m in ([msg] if isinstance(msg, Msg) else msg))
+            await self._remember(msg)
 
         tool_choice: ToolChoice | None = None
         for _ in range(self.max_iters):
             response = await self._reasoning(finish, tool_choice)
             assistant = response.to_msg(self.name)
             _attach_usage(assistant, response)
-            await self.memory.add(assistant)
+            await self._remember(assistant)
             calls = response.tool_calls
             if not calls:
                 if finish is None:
@@ -195,6 +219,9 @@ class ReActAgent(AgentBase):
         tools = self.toolkit.schemas()
         if finish is not None:
             tools = [*tools, finish.schema]
+        offload = self._offload_tool()
+        if offload is not None:
+            tools = [*tools, offload]
         response = await self._call_model(messages, tools, tool_choice)
         return await self._run_hooks("post_reasoning", response)
 
@@ -221,6 +248,9 @@ class ReActAgent(AgentBase):
     async def _call_model(
         self, messages: list[Msg], tools: list[ToolSchema], tool_choice: ToolChoice | None
     ) -> ChatResponse:
+        messages, _ = repair_tool_history(messages)
+        if self.context is not None:
+            messages = await self.context.fit(messages, tools, model=self.model, protect=self._reply_ids)
         if switch.ON:  # a ``chat {model}`` span around the call
             return await model_call(
                 self.model,
@@ -285,7 +315,7 @@ class ReActAgent(AgentBase):
             ]
             if blocks:
                 with anyio.CancelScope(shield=True):
-                    await self.memory.add(Msg(role="tool", content=list(blocks)))
+                    await self._remember(Msg(role="tool", content=list(blocks)))
 
     async def _run_tool_into(
         self, call: ToolUseBlock, finish: _FinishTool | None, results: dict[str, ToolResultBlock]
@@ -302,6 +332,8 @@ class ReActAgent(AgentBase):
             await self.emit(ToolCallEvent(call=call, agent=self.name))
         if finish is not None and call.name == FINISH_TOOL_NAME:
             result = finish.accept(call)
+        elif call.name == READ_OFFLOADED and self.context is not None and self._offload_tool() is not None:
+            result = await self.context.read_offloaded(call, await self.memory.get())
         else:
             result = await self._execute(call, streaming)
             if call.id in self._pending_approval:  # no result yet: it comes with the human's decision
@@ -430,7 +462,7 @@ class ReActAgent(AgentBase):
                 )
             to_run.append(call)
         if refused:
-            await self.memory.add(Msg(role="tool", content=list(refused)))
+            await self._remember(Msg(role="tool", content=list(refused)))
             if self.streaming:
                 for result in refused:
                     await self.emit(ToolResultEvent(result=result, agent=self.name))
@@ -452,13 +484,15 @@ class ReActAgent(AgentBase):
             for call in response.tool_calls:
                 if call.name == FINISH_TOOL_NAME and not finish.accept(call).is_error and finish.output:
                     assistant = response.to_msg(self.name)
-                    await self.memory.add(assistant)
-                    await self.memory.add(
-                        Msg(
-                            role="tool",
-                            content=[ToolResultBlock(id=call.id, name=call.name, output="Accepted.")],
-                        )
-                    )
+                    await self._remember(assistant)
+                    # Every call of the response gets its result: the accepted answer, and the others not run.
+                    results = [
+                        ToolResultBlock(id=c.id, name=c.name, output="Accepted.")
+                        if c.id == call.id
+                        else ToolResultBlock(id=c.id, name=c.name, output=_NOT_RUN_OUTPUT, is_error=True)
+                        for c in response.tool_calls
+                    ]
+                    await self._remember(Msg(role="tool", content=list(results)))
                     return _structured_reply(self.name, assistant, finish.output, max_iters_reached=True)
         else:
             response = await self._call_model(messages, self.toolkit.schemas(), "none")
@@ -468,8 +502,38 @@ class ReActAgent(AgentBase):
             content=response.text or "I could not finish within the allowed number of steps.",
             metadata={"max_iters_reached": True},
         )
-        await self.memory.add(reply)
+        await self._remember(reply)
         return reply
+
+    # ------------------------------------------------------------------ memory and context
+
+    async def _remember(self, msgs: Msg | Sequence[Msg]) -> None:
+        """Store ``msgs`` repaired by the ledger: every tool call in memory gets exactly one result."""
+        if not self._ledger.primed:
+            self._ledger.prime(await self.memory.get(limit=_PRIME_TAIL))
+        await self.memory.add(self._ledger.write(msgs, held=self._pending_approval))
+
+    def _offload_tool(self) -> ToolSchema | None:
+        """The ``read_offloaded`` tool, offered while results may be offloaded (unless a tool has its name)."""
+        if self.context is None or READ_OFFLOADED in self.toolkit:
+            return None
+        return self.context.offload_tool
+
+    async def observe(self, msg: Msg | Sequence[Msg] | None) -> None:
+        """Take in ``msg`` without replying, through the tool-call ledger like every message stored."""
+        if msg is None:
+            return
+        for m in [msg] if isinstance(msg, Msg) else list(msg):
+            await self._remember(await self._run_hooks("pre_observe", m))
+
+    async def handle_interrupt(self, msg: Msg | Sequence[Msg] | None = None, **kwargs: Any) -> Msg:
+        """Answer the calls an interruption left without a result (synthetic errors), then reply as usual."""
+        with anyio.CancelScope(shield=True):
+            await self._remember([])
+            closing = self._ledger.close(held=self._pending_approval)
+            if closing is not None:
+                await self.memory.add(closing)
+        return await super().handle_interrupt(msg, **kwargs)
 
     # ------------------------------------------------------------------ state
 
@@ -478,10 +542,15 @@ class ReActAgent(AgentBase):
         state["sys_prompt"] = self.sys_prompt
         state["pending_approval"] = [c.model_dump(mode="json") for c in self._pending_approval.values()]
         state["approval_reasons"] = dict(self._approval_reasons)
+        if self.context is not None:
+            state["context"] = self.context.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
+        self._ledger.reset()  # the memory may be another one now: learn its waiting calls again
+        if self.context is not None:
+            self.context.load_state_dict(state.get("context", {}))
         self.sys_prompt = state.get("sys_prompt", self.sys_prompt)
         pending = [ToolUseBlock.model_validate(c) for c in state.get("pending_approval", [])]
         self._pending_approval = {c.id: c for c in pending}

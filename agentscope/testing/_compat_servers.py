@@ -23,8 +23,10 @@ The responder receives the parsed JSON request body and returns one of:
 The responder may be sync or async. Sync responders run on the server's event loop thread, so keep them quick;
 to simulate a slow server use an async responder that awaits ``asyncio.sleep``. A responder that raises makes
 the server answer 500 and records the exception in :attr:`errors`. A body that is not JSON gets 400, any other
-path 404; every error body has the provider's shape (:func:`~agentscope.formatters.format_openai_error`,
-:func:`~agentscope.formatters.format_anthropic_error`).
+path 404; a conversation whose tool calls and results do not pair up (a call without its result, a result
+for no call or a second one, arguments that are not a JSON object) gets 400 as the providers answer it
+(``check_history=False`` accepts it). Every error body has the provider's shape
+(:func:`~agentscope.formatters.format_openai_error`, :func:`~agentscope.formatters.format_anthropic_error`).
 
 The server runs uvicorn in a background thread on a free port; ``uvicorn`` is imported only when a server is
 started (it comes with the ``dev`` and ``serve`` extras). Use it as a context manager (``with`` or
@@ -57,6 +59,7 @@ from agentscope.formatters import (
 )
 from agentscope.message import TextBlock
 from agentscope.models import ChatResponse
+from agentscope.testing._history import anthropic_history_problem, openai_history_problem
 
 __all__ = [
     "AnthropicCompatServer",
@@ -127,12 +130,21 @@ class _CompatServer:
     _prefix: str = ""
     _done_marker: bool = True
 
-    def __init__(self, responder: Responder, *, chunk_size: int = 8, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        responder: Responder,
+        *,
+        chunk_size: int = 8,
+        host: str = "127.0.0.1",
+        check_history: bool = True,
+    ) -> None:
         self.responder = responder
         """The responder; may be swapped while the server runs."""
         self.chunk_size = chunk_size
         """Characters of text per streamed delta."""
         self.host = host
+        self.check_history = check_history
+        """Answer 400 to a conversation whose tool calls and results do not pair up, as the providers do."""
         self.requests: list[RecordedRequest] = []
         """Requests received, in order (recorded before the responder runs)."""
         self.errors: list[BaseException] = []
@@ -219,6 +231,10 @@ class _CompatServer:
         if method != "POST" or path.rstrip("/") != self._endpoint:
             await _send_json(send, 404, self._error_body(404, "not found"))
             return
+        problem = self._history_problem(body) if self.check_history else None
+        if problem is not None:
+            await _send_json(send, 400, self._error_body(400, problem))
+            return
         try:
             reply = self.responder(body)
             if inspect.isawaitable(reply):
@@ -261,6 +277,9 @@ class _CompatServer:
     # -- provider specifics (overridden) ---------------------------------------------------------------------
 
     def _error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _history_problem(self, body: dict[str, Any]) -> str | None:
         raise NotImplementedError
 
     def _render(self, response: ChatResponse, model: Any) -> dict[str, Any]:
@@ -312,6 +331,9 @@ class OpenAICompatServer(_CompatServer):
     def _error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
         return format_openai_error(message or f"error {status}", code=status)
 
+    def _history_problem(self, body: dict[str, Any]) -> str | None:
+        return openai_history_problem(body)
+
     def _render(self, response: ChatResponse, model: Any) -> dict[str, Any]:
         return format_openai_response(response, model=model)
 
@@ -342,6 +364,9 @@ class AnthropicCompatServer(_CompatServer):
 
     def _error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
         return format_anthropic_error(status, message)
+
+    def _history_problem(self, body: dict[str, Any]) -> str | None:
+        return anthropic_history_problem(body)
 
     def _render(self, response: ChatResponse, model: Any) -> dict[str, Any]:
         return format_anthropic_response(response, model=model)
