@@ -163,6 +163,15 @@ def eval_command(
     typer.echo(json.dumps(summary, indent=1))
     if trace:
         console.print(f"[dim]View it with: agentscope studio --store {trace_store}  (Evaluations)[/]")
+    if not report.complete:
+        failed = [e for e in report.episodes if e.status == "failed_infra"]
+        first = f" (the first: {failed[0].error})" if failed else ""
+        typer.echo(
+            f"error: {len(failed)} of {report.expected_episodes} episodes failed for infrastructure{first}; "
+            "fix the cause and run the same command with --resume to play them again",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 async def _evaluate(

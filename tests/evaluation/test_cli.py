@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -142,3 +143,30 @@ def test_bad_input_is_named(
     result = cli("eval", *args, "--no-trace")
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+@pytest.mark.integration
+def test_episodes_the_endpoint_failed_are_played_again_on_resume(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    with socket.socket() as s:  # a port nobody listens on: every model call fails to connect
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    args = [str(AGENT), "arith:n=2,seed=0", "--model", "openai:test-model", "--api-key", "sk-test"]
+    args += ["--no-trace", "--out", str(out)]
+    down = agentscope_eval(*args, "--base-url", dead)
+    _, stderr = down.communicate(timeout=120)
+    assert down.returncode == 1, stderr
+    assert "2 of 2 episodes failed for infrastructure" in stderr
+    assert "--resume" in stderr
+    failed = EvaluationReport.model_validate_json(out.read_text())
+    assert failed.statuses == {"failed_infra": 2}
+    assert not failed.complete
+
+    with OpenAICompatServer(_solve) as server:
+        up = agentscope_eval(*args, "--base-url", server.base_url, "--resume")
+        _, stderr = up.communicate(timeout=120)
+    assert up.returncode == 0, stderr
+    report = EvaluationReport.model_validate_json(out.read_text())
+    assert report.complete
+    assert report.statuses == {"ok": 2}
+    assert report.metrics["eval/success_rate"] == 1.0

@@ -217,3 +217,32 @@ async def test_tracing_already_on_is_refused(factory: AgentFactory, tmp_path: Pa
             await evaluate(factory, "arith:n=2", trace_store=tmp_path / "other.db")
     finally:
         await anyio.to_thread.run_sync(tracing.shutdown)
+
+
+async def test_a_cancelled_evaluation_writes_what_it_has(
+    factory: AgentFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVAL_TEST_DELAY_S", "0.05")
+    out = tmp_path / "results.json"
+    done: list[int] = []
+    with anyio.move_on_after(30) as scope:
+
+        async def stop_after_three(_result: EpisodeResult, finished: int, _total: int) -> None:
+            done.append(finished)
+            if finished == 3:
+                scope.cancel()
+
+        await evaluate(factory, SPEC, out=out, concurrency=1, on_episode=stop_after_three)
+    assert scope.cancel_called
+    partial = EvaluationReport.model_validate_json(out.read_text())
+    assert len(partial.episodes) == 3
+    assert not partial.complete
+    rest = await evaluate(factory, SPEC, out=out, resume=True)
+    assert rest.complete
+    assert len(rest.episodes) == 12
+
+
+def test_a_run_id_must_look_like_one(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="run_id must be 1 to 64 letters"):
+        tracing.Tracer([tracing.InMemoryExporter()], run_id="../etc")
+    assert tracing.Tracer([tracing.InMemoryExporter()], run_id="eval-1").run.id == "eval-1"

@@ -196,7 +196,7 @@ async def test_the_evaluation_pages_in_a_real_browser(studio: str, evaluations: 
         try:
             page = await browser.new_page(viewport={"width": 1440, "height": 900})
             page_errors: list[str] = []
-            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.on("pageerror", lambda error: page_errors.append(str(error)))  # pyright: ignore[reportUnknownLambdaType, reportUnknownArgumentType]
 
             # ---- the list, reached from the top bar
             await page.goto(f"{studio}/#/")
