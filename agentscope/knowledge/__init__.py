@@ -5,6 +5,8 @@
   an :class:`EmbeddingModel` (e.g. :class:`OpenAIEmbedding`, any OpenAI-compatible ``/v1/embeddings``) also by
   vector similarity, fused with BM25. :meth:`KnowledgeBase.as_tool` makes a retrieval tool whose results cite
   their sources.
+- :class:`QdrantIndex` (a Qdrant server or its local mode) answers vector queries for large stores; the SQLite file
+  stays the record.
 - :class:`LongTermMemory` records facts per scope (a user, an agent) and recalls them in later sessions and
   processes, with tools for the agent to do both.
 
@@ -16,7 +18,9 @@ and the problem; ``ValueError`` for an empty query or an out-of-range setting; S
 
 from agentscope.knowledge._knowledge_base import AddReport, KnowledgeBase, format_passages
 from agentscope.knowledge._long_term import LongTermMemory
+from agentscope.knowledge._qdrant import QdrantIndex
 from agentscope.knowledge._readers import SUPPORTED_SUFFIXES, read_document
+from agentscope.knowledge._store import VectorEngine
 from agentscope.knowledge._types import Fact, KnowledgeError, Passage, SearchMode, Section
 from agentscope.knowledge._vectors import EmbeddingModel, OpenAIEmbedding, VectorSearch
 
@@ -30,8 +34,10 @@ __all__ = [
     "LongTermMemory",
     "OpenAIEmbedding",
     "Passage",
+    "QdrantIndex",
     "SearchMode",
     "Section",
+    "VectorEngine",
     "VectorSearch",
     "format_passages",
     "read_document",

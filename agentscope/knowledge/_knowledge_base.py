@@ -17,8 +17,9 @@ import anyio.to_thread
 from agentscope._sqlite import write_transaction
 from agentscope.exceptions import ModelRetry
 from agentscope.knowledge._chunking import Chunk, check_chunking, chunk_sections
+from agentscope.knowledge._qdrant import QdrantIndex
 from agentscope.knowledge._readers import SUPPORTED_SUFFIXES, read_document
-from agentscope.knowledge._store import DEFAULT_PATH, Store, check_limit
+from agentscope.knowledge._store import DEFAULT_PATH, Store, VectorEngine, check_limit
 from agentscope.knowledge._types import KnowledgeError, Passage, SearchMode
 from agentscope.knowledge._vectors import EmbeddingModel, VectorSearch
 
@@ -78,6 +79,8 @@ class KnowledgeBase:
         chunk_overlap: Characters a chunk repeats from the one before (at most ``chunk_size // 2``).
         vector_search: Who computes vector similarity: ``"auto"`` (sqlite-vec when this Python's sqlite3 can load
             it, else an exact scan in Python), ``"sqlite-vec"`` (fail if it cannot load) or ``"python"``.
+        vector_index: A :class:`QdrantIndex` that answers vector queries instead (for large stores); the file
+            keeps every vector too, and the index is loaded from it when it lacks them.
 
     Raises:
         ValueError: a chunking setting is out of range.
@@ -94,9 +97,10 @@ class KnowledgeBase:
         chunk_size: int = 1200,
         chunk_overlap: int = 150,
         vector_search: VectorSearch = "auto",
+        vector_index: QdrantIndex | None = None,
     ) -> None:
         check_chunking(chunk_size, chunk_overlap)
-        self._store = Store(path, embedder, vector_search)
+        self._store = Store(path, embedder, vector_search, vector_index)
         self._chunk_size = chunk_size
         self._chunk_overlap = chunk_overlap
 
@@ -111,9 +115,16 @@ class KnowledgeBase:
         return self._store.embedder
 
     @property
-    def vector_engine(self) -> VectorSearch:
-        """``"sqlite-vec"`` or ``"python"``: who computes vector similarity (known once the store is open)."""
+    def vector_engine(self) -> VectorEngine:
+        """Who computes vector similarity: ``"qdrant"``, ``"sqlite-vec"`` or ``"python"`` (known once the store is
+        open)."""
         return self._store.engine
+
+    async def rebuild_index(self) -> None:
+        """Load the Qdrant index again from the file's vectors (after it was lost or written to by hand)."""
+        await self._store.run(
+            "rebuild its index", lambda conn: self._store.sync_index(conn, "chunk", rebuild=True)
+        )
 
     async def __aenter__(self) -> Self:
         await self._store.run("open it", lambda conn: None)
@@ -205,6 +216,8 @@ class KnowledgeBase:
 
         def write(conn: sqlite3.Connection) -> None:
             vectors = iter(blobs)
+            removed: list[int] = []
+            added: list[int] = []
             with write_transaction(conn):
                 if blobs:
                     self._store.claim_vectors(conn, len(blobs[0]) // 4)
@@ -213,8 +226,7 @@ class KnowledgeBase:
                         "SELECT id FROM documents WHERE path = ?", (str(read.path),)
                     ).fetchone()
                     if row is not None:
-                        conn.execute("DELETE FROM chunks WHERE document_id = ?", (row[0],))
-                        conn.execute("DELETE FROM documents WHERE id = ?", (row[0],))
+                        removed.extend(_delete_document(conn, row[0]))
                     doc_id = conn.execute(
                         "INSERT INTO documents (path, name, kind, sha256, added_at) VALUES (?, ?, ?, ?, ?)",
                         (str(read.path), read.name, read.kind, read.sha256, time.time()),
@@ -225,12 +237,15 @@ class KnowledgeBase:
                             "INSERT INTO chunks (document_id, ordinal, text, page, heading) VALUES (?, ?, ?, ?, ?)",
                             (doc_id, ordinal, chunk.text, chunk.page, chunk.heading),
                         ).lastrowid
+                        assert chunk_id is not None
                         if blobs:
                             conn.execute(
                                 "INSERT INTO chunk_vectors (chunk_id, embedding) VALUES (?, ?)",
                                 (chunk_id, next(vectors)),
                             )
+                            added.append(chunk_id)
                     report.chunks += len(read.chunks)
+            self._store.mirror(conn, "chunk", added=added, removed=removed)
 
         await self._store.run("add documents", write)
         if self._store.embedder is not None:
@@ -255,12 +270,13 @@ class KnowledgeBase:
         """Remove the document cited as ``name`` and its chunks; False when there is none."""
 
         def delete(conn: sqlite3.Connection) -> bool:
+            removed: list[int] = []
             with write_transaction(conn):
-                ids = [i for (i,) in conn.execute("SELECT id FROM documents WHERE name = ?", (name,))]
+                ids = [int(i) for (i,) in conn.execute("SELECT id FROM documents WHERE name = ?", (name,))]
                 for doc_id in ids:
-                    conn.execute("DELETE FROM chunks WHERE document_id = ?", (doc_id,))
-                    conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
-                return bool(ids)
+                    removed.extend(_delete_document(conn, doc_id))
+            self._store.mirror(conn, "chunk", removed=removed)
+            return bool(ids)
 
         return await self._store.run("remove a document", delete)
 
@@ -283,8 +299,7 @@ class KnowledgeBase:
             limit=limit,
             keyword_sql="SELECT rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts WHERE chunks_fts MATCH ? "
             "ORDER BY s LIMIT ?",
-            vector_sql="SELECT chunk_id AS id, embedding FROM chunk_vectors",
-            params=(),
+            kind="chunk",
             load=_passage,
             action="search",
         )
@@ -317,6 +332,14 @@ class KnowledgeBase:
 
     def __repr__(self) -> str:
         return f"KnowledgeBase({str(self.path)!r}, embedder={self.embedder!r})"
+
+
+def _delete_document(conn: sqlite3.Connection, doc_id: int) -> list[int]:
+    """Delete a document and its chunks (their vectors go with them); returns the chunk ids."""
+    chunk_ids = [int(i) for (i,) in conn.execute("SELECT id FROM chunks WHERE document_id = ?", (doc_id,))]
+    conn.execute("DELETE FROM chunks WHERE document_id = ?", (doc_id,))
+    conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+    return chunk_ids
 
 
 def _passage(conn: sqlite3.Connection, chunk_id: int, score: float) -> Passage | None:

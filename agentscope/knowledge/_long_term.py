@@ -12,6 +12,7 @@ from typing import Self
 
 from agentscope._sqlite import write_transaction
 from agentscope.exceptions import ModelRetry
+from agentscope.knowledge._qdrant import QdrantIndex
 from agentscope.knowledge._store import DEFAULT_PATH, Store
 from agentscope.knowledge._types import Fact, SearchMode
 from agentscope.knowledge._vectors import EmbeddingModel, VectorSearch
@@ -64,9 +65,10 @@ class LongTermMemory:
         scope: str = "default",
         embedder: EmbeddingModel | None = None,
         vector_search: VectorSearch = "auto",
+        vector_index: QdrantIndex | None = None,
     ) -> None:
         self._scope = _check_scope(scope)
-        self._store = Store(path, embedder, vector_search)
+        self._store = Store(path, embedder, vector_search, vector_index)
 
     @property
     def path(self) -> Path:
@@ -125,12 +127,20 @@ class LongTermMemory:
                     conn.execute(
                         "INSERT INTO fact_vectors (fact_id, embedding) VALUES (?, ?)", (fact_id, blobs[0])
                     )
-                return Fact(id=fact_id, scope=where, text=text, created_at=now)
+            if blobs:
+                store.mirror(conn, "fact", added=[fact_id])
+            return Fact(id=fact_id, scope=where, text=text, created_at=now)
 
         saved = await store.run("record a fact", write)
         if store.embedder is not None:
             await store.embed_missing("fact")
         return saved
+
+    async def rebuild_index(self) -> None:
+        """Load the Qdrant index again from the file's vectors (after it was lost or written to by hand)."""
+        await self._store.run(
+            "rebuild its index", lambda conn: self._store.sync_index(conn, "fact", rebuild=True)
+        )
 
     async def embed_missing(self) -> int:
         """Give a vector to every fact stored without one (recorded before the embedder was configured); returns
@@ -152,9 +162,8 @@ class LongTermMemory:
             limit=limit,
             keyword_sql="SELECT f.id, bm25(facts_fts) AS s FROM facts_fts JOIN facts f ON f.id = facts_fts.rowid "
             "WHERE facts_fts MATCH ? AND f.scope = ? ORDER BY s LIMIT ?",
-            vector_sql="SELECT v.fact_id AS id, v.embedding AS embedding FROM fact_vectors v "
-            "JOIN facts f ON f.id = v.fact_id WHERE f.scope = ?",
-            params=(_check_scope(scope or self._scope),),
+            kind="fact",
+            scope=_check_scope(scope or self._scope),
             load=_load_fact,
             action="recall facts",
         )
@@ -176,7 +185,9 @@ class LongTermMemory:
 
         def run(conn: sqlite3.Connection) -> bool:
             with write_transaction(conn):
-                return conn.execute("DELETE FROM facts WHERE id = ?", (fact_id,)).rowcount > 0
+                deleted = conn.execute("DELETE FROM facts WHERE id = ?", (fact_id,)).rowcount > 0
+            self._store.mirror(conn, "fact", removed=[fact_id])
+            return deleted
 
         return await self._store.run("forget a fact", run)
 

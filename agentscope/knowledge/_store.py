@@ -21,7 +21,7 @@ import heapq
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -30,6 +30,7 @@ import anyio.to_thread
 
 from agentscope._sqlite import SQLiteSchema, connect, sqlite_errors, write_transaction
 from agentscope.exceptions import UsageError
+from agentscope.knowledge._qdrant import IndexRow, QdrantIndex
 from agentscope.knowledge._types import KnowledgeError, SearchMode
 from agentscope.knowledge._vectors import (
     EmbeddingModel,
@@ -41,9 +42,12 @@ from agentscope.knowledge._vectors import (
     to_blob,
 )
 
-__all__ = ["DEFAULT_PATH", "Store", "check_limit", "fts_query", "rrf"]
+__all__ = ["DEFAULT_PATH", "Kind", "Store", "VectorEngine", "check_limit", "fts_query", "rrf"]
 
 _T = TypeVar("_T")
+
+Kind = Literal["chunk", "fact"]
+VectorEngine = Literal["sqlite-vec", "python", "qdrant"]
 
 DEFAULT_PATH = ".agentscope/knowledge.db"
 _TOKENIZE = "porter unicode61 remove_diacritics 2"
@@ -115,22 +119,30 @@ class Store:
         path: The file; created with its directory on first use.
         embedder: The embedding model, if vectors are wanted; the file remembers the first model that wrote
             vectors into it and refuses another.
-        vector_search: Who computes vector similarity (see :data:`VectorSearch`).
+        vector_search: Who computes vector similarity in the file (see :data:`VectorSearch`).
+        index: A Qdrant index that answers vector queries instead (the file keeps the vectors too).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], embedder: EmbeddingModel | None, vector_search: VectorSearch
+        self,
+        path: str | os.PathLike[str],
+        embedder: EmbeddingModel | None,
+        vector_search: VectorSearch,
+        index: QdrantIndex | None = None,
     ) -> None:
         self.path = Path(path)
         self.embedder = embedder
         self.vector_search: VectorSearch = check_vector_search(vector_search)
         self._limiter = anyio.CapacityLimiter(1)
         self._conn: sqlite3.Connection | None = None
-        self._engine: VectorSearch = "python"
+        self.index = index
+        self._engine: VectorEngine = "qdrant" if index is not None else "python"
+        self._indexed: set[Kind] = set()
+        """The kinds whose Qdrant collection was checked against the file since it was opened."""
 
     @property
-    def engine(self) -> VectorSearch:
-        """``sqlite-vec`` or ``python``: who computes vector similarity (known once the file is open)."""
+    def engine(self) -> VectorEngine:
+        """Who computes vector similarity: ``qdrant``, ``sqlite-vec`` or ``python`` (known once the file is open)."""
         return self._engine
 
     async def run(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -146,7 +158,7 @@ class Store:
     def _open(self) -> sqlite3.Connection:
         conn = connect(self.path, _FILE)
         try:
-            if self.vector_search != "python":
+            if self.vector_search != "python" and self.index is None:
                 problem = load_sqlite_vec(conn)
                 if problem is None:
                     self._engine = "sqlite-vec"
@@ -171,6 +183,9 @@ class Store:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            self._indexed.clear()
+            if self.index is not None:
+                self.index.close()
 
         await anyio.to_thread.run_sync(close, limiter=self._limiter)
 
@@ -194,7 +209,7 @@ class Store:
             )
         return [to_blob(v) for v in vectors]
 
-    async def embed_missing(self, kind: Literal["chunk", "fact"]) -> int:
+    async def embed_missing(self, kind: Kind) -> int:
         """Embed the chunks (or facts) stored without a vector, e.g. before an embedder was configured; returns how
         many were embedded. Nothing to do without an embedder."""
         if self.embedder is None:
@@ -222,6 +237,7 @@ class Store:
                     f"SELECT ?, ? WHERE EXISTS (SELECT 1 FROM {table} WHERE id = ?)",
                     [(i, blob, i) for (i, _), blob in zip(rows, blobs, strict=True)],
                 )
+            self.mirror(conn, kind, added=[i for i, _ in rows])
 
         await self.run("store vectors", write)
         return len(rows)
@@ -238,16 +254,16 @@ class Store:
         *,
         mode: SearchMode | None,
         limit: int,
+        kind: Kind,
         keyword_sql: str,
-        vector_sql: str,
-        params: Sequence[object],
+        scope: str | None = None,
         load: Callable[[sqlite3.Connection, int, float], _T | None],
         action: str,
     ) -> list[_T]:
         """The rows best matching ``query``, best first, each built by ``load(conn, id, score)``.
 
-        ``keyword_sql`` selects ``(id, bm25 score)`` with placeholders for the FTS5 match, ``params`` and the
-        limit, in that order; ``vector_sql`` selects ``(id, embedding)`` with placeholders for ``params``.
+        ``keyword_sql`` selects ``(id, bm25 score)`` with placeholders for the FTS5 match, ``scope`` (when
+        given) and the limit, in that order; vector search covers the chunks, or the facts of ``scope``.
         ``mode`` None means hybrid with an embedder, else keyword.
 
         Raises:
@@ -268,10 +284,10 @@ class Store:
             keyword: list[tuple[int, float]] = []
             vector: list[tuple[int, float]] = []
             if mode != "vector":
-                rows = conn.execute(keyword_sql, (match, *params, pool))
+                rows = conn.execute(keyword_sql, (match, *([] if scope is None else [scope]), pool))
                 keyword = [(int(i), -float(score)) for i, score in rows]
             if mode != "keyword":
-                vector = self.nearest(conn, vector_sql, params, query_blob, pool)
+                vector = self.nearest(conn, kind, scope, query_blob, pool)
             if mode == "hybrid":
                 ranked = rrf([i for i, _ in keyword], [i for i, _ in vector])[:limit]
             else:
@@ -281,9 +297,20 @@ class Store:
         return await self.run(action, run)
 
     def nearest(
-        self, conn: sqlite3.Connection, rows_sql: str, params: Sequence[object], query: bytes, limit: int
+        self, conn: sqlite3.Connection, kind: Kind, scope: str | None, query: bytes, limit: int
     ) -> list[tuple[int, float]]:
-        """The ``limit`` rows of ``rows_sql`` (selecting ``id, embedding``) most similar to ``query``."""
+        """The ids (and cosine similarities) of the ``limit`` chunks or facts (of ``scope``) nearest ``query``."""
+        if self.index is not None:
+            self.sync_index(conn, kind)
+            return self.index.query(kind, query, limit, scope)
+        rows_sql = f"SELECT {kind}_id AS id, embedding FROM {kind}_vectors"
+        params: tuple[object, ...] = ()
+        if scope is not None:
+            rows_sql = (
+                "SELECT v.fact_id AS id, v.embedding AS embedding FROM fact_vectors v "
+                "JOIN facts f ON f.id = v.fact_id WHERE f.scope = ?"
+            )
+            params = (scope,)
         if self._engine == "sqlite-vec":
             sql = (
                 f"SELECT id, 1.0 - vec_distance_cosine(embedding, ?) AS sim FROM ({rows_sql}) "
@@ -291,9 +318,59 @@ class Store:
             )
             return [(int(i), float(s)) for i, s in conn.execute(sql, (query, *params, limit))]
         target = from_blob(query)
-        rows = conn.execute(rows_sql, tuple(params))
+        rows = conn.execute(rows_sql, params)
         scored = ((dot(target, from_blob(blob)), -int(i)) for i, blob in rows)
         return [(-neg_id, sim) for sim, neg_id in heapq.nlargest(limit, scored)]
+
+    def sync_index(self, conn: sqlite3.Connection, kind: Kind, *, rebuild: bool = False) -> None:
+        """Make the Qdrant collection of ``kind`` hold the file's vectors (once per opening, or now if
+        ``rebuild``); nothing to do before the file holds any vector."""
+        if self.index is None or (kind in self._indexed and not rebuild):
+            return
+        dim = meta(conn, "embedding_dim")
+        if dim is None:
+            return
+        count = int(conn.execute(f"SELECT count(*) FROM {kind}_vectors").fetchone()[0])
+
+        def rows() -> Iterable[IndexRow]:
+            return _index_rows(conn, kind, None)
+
+        self.index.prepare(kind, int(dim), count, rows, rebuild=rebuild)
+        self._indexed.add(kind)
+
+    def mirror(
+        self, conn: sqlite3.Connection, kind: Kind, *, added: Sequence[int] = (), removed: Sequence[int] = ()
+    ) -> None:
+        """Copy a committed change of the file's vectors to the Qdrant index, if there is one."""
+        if self.index is None:
+            return
+        try:
+            self.index.delete(kind, removed)
+            if added and kind in self._indexed:
+                self.index.upsert(kind, list(_index_rows(conn, kind, added)))
+            else:
+                self.sync_index(conn, kind)
+        except KnowledgeError as e:
+            self._indexed.discard(kind)  # check it against the file again on next use
+            raise KnowledgeError(
+                f"{e}. The file {str(self.path)!r} holds the change; the index catches up on its next use or with "
+                "rebuild_index()"
+            ) from e
+
+
+def _index_rows(conn: sqlite3.Connection, kind: Kind, ids: Sequence[int] | None) -> Iterable[IndexRow]:
+    """(id, blob, scope) of the vectors of ``kind``, all of them or those of ``ids``."""
+    if kind == "fact":
+        sql = "SELECT v.fact_id, v.embedding, f.scope FROM fact_vectors v JOIN facts f ON f.id = v.fact_id"
+        column = "v.fact_id"
+    else:
+        sql = "SELECT chunk_id, embedding, NULL FROM chunk_vectors"
+        column = "chunk_id"
+    if ids is None:
+        cursor = conn.execute(sql)
+    else:
+        cursor = conn.execute(f"{sql} WHERE {column} IN ({','.join('?' * len(ids))})", tuple(ids))
+    return ((int(i), bytes(blob), None if scope is None else str(scope)) for i, blob, scope in cursor)
 
 
 def meta(conn: sqlite3.Connection, key: str) -> str | None:
