@@ -4,7 +4,8 @@
 suites: ``arith``, ``lookup``, ``files``, ``miniwob``, or your own registered set), ``repeats`` times each,
 ``concurrency`` at once, and returns an :class:`EvaluationReport`: success, reward, steps (model and tool calls),
 tokens, latency and cost per episode (:class:`EpisodeResult`), per task and aggregated under stable
-``eval/...`` names. Episodes are appended to a results log as they finish, so a killed evaluation resumes
+``eval/...`` names. The model is the factory's own, any API model, or a trained checkpoint on the embedded rollout
+engine (:func:`checkpoint_model`). Episodes are appended to a results log as they finish, so a killed evaluation resumes
 without counting anything twice; with a trace store the evaluation is a run the studio shows and compares::
 
     from agentscope.agents import load_agent_factory
@@ -22,6 +23,7 @@ import typing as _typing
 from agentscope._lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
+    from agentscope.evaluation._checkpoint import checkpoint_model
     from agentscope.evaluation._results import EpisodeResult, EvaluationHeader, EvaluationReport, TaskSummary
     from agentscope.evaluation._run import EpisodeCallback, Price, evaluate
 
@@ -32,6 +34,7 @@ __all__ = [
     "EvaluationReport",
     "Price",
     "TaskSummary",
+    "checkpoint_model",
     "evaluate",
 ]
 
@@ -42,5 +45,6 @@ __getattr__ = _lazy_exports(
     {
         **dict.fromkeys(["EpisodeResult", "EvaluationHeader", "EvaluationReport", "TaskSummary"], "_results"),
         **dict.fromkeys(["EpisodeCallback", "Price", "evaluate"], "_run"),
+        "checkpoint_model": "_checkpoint",
     },
 )

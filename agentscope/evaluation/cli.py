@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,6 +18,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from agentscope.agents import AgentFactory
     from agentscope.evaluation._results import EpisodeResult, EvaluationReport
     from agentscope.models import ChatModel
 
@@ -86,6 +88,21 @@ def eval_command(
         str | None,
         typer.Option("--api-key", envvar="AGENTSCOPE_API_KEY", help="API key (else the provider's env var)."),
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="A trained policy (checkpoint or run directory of rl train) served by the embedded rollout "
+            "engine and passed as model= (needs the rl extra).",
+        ),
+    ] = None,
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", min=0.0, help="With --checkpoint: sampling temperature (0: greedy)."),
+    ] = 0.0,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=1, help="With --checkpoint: most tokens per model call.")
+    ] = 256,
     price: Annotated[
         str | None,
         typer.Option(
@@ -125,7 +142,11 @@ def eval_command(
     from agentscope.exceptions import UsageError
 
     console = Console(stderr=True)
-    out_path = out if out is not None else default_out(agent_spec, tasks, model, name)
+    if model is not None and checkpoint is not None:
+        typer.echo("error: give --model or --checkpoint, not both", err=True)
+        raise typer.Exit(2)
+    model_label = model if checkpoint is None else f"checkpoint:{checkpoint}"
+    out_path = out if out is not None else default_out(agent_spec, tasks, model_label, name)
     try:
         report = anyio.run(
             lambda: _evaluate(
@@ -138,6 +159,7 @@ def eval_command(
                 model=model,
                 base_url=base_url,
                 api_key=api_key,
+                checkpoint=(checkpoint, temperature, max_tokens) if checkpoint is not None else None,
                 price=price,
                 trace_store=trace_store if trace else None,
                 name=name,
@@ -185,6 +207,7 @@ async def _evaluate(
     model: str | None,
     base_url: str | None,
     api_key: str | None,
+    checkpoint: tuple[Path, float, int] | None,
     price: str | None,
     trace_store: Path | None,
     name: str | None,
@@ -194,6 +217,65 @@ async def _evaluate(
     console: Console,
 ) -> EvaluationReport:
     import anyio.to_thread
+
+    from agentscope.agents import load_agent_factory
+    from agentscope.evaluation._checkpoint import checkpoint_model
+    from agentscope.models import model_from_spec
+
+    factory = await anyio.to_thread.run_sync(load_agent_factory, agent_spec)  # runs the user's file
+    async with AsyncExitStack() as stack:
+        chat_model: ChatModel | None = None
+        label = model
+        if model is not None:
+            chat_model = model_from_spec(model, base_url=base_url, api_key=api_key)
+            stack.push_async_callback(chat_model.aclose)
+        elif checkpoint is not None:
+            path, temperature, max_tokens = checkpoint
+            label = f"checkpoint:{path}"
+            chat_model = await stack.enter_async_context(
+                checkpoint_model(
+                    path, concurrency=concurrency, temperature=temperature, max_tokens=max_tokens
+                )
+            )
+        return await _run_with_progress(
+            factory,
+            tasks,
+            chat_model,
+            label,
+            console,
+            repeats=repeats,
+            concurrency=concurrency,
+            out=out,
+            resume=resume,
+            trace_store=trace_store,
+            name=name,
+            project=project,
+            price=price,
+            max_turns=max_turns,
+            episode_timeout_s=episode_timeout_s,
+            agent_label=agent_spec,
+        )
+
+
+async def _run_with_progress(
+    factory: AgentFactory,
+    tasks: str,
+    chat_model: ChatModel | None,
+    model_label: str | None,
+    console: Console,
+    *,
+    repeats: int,
+    concurrency: int,
+    out: Path,
+    resume: bool,
+    trace_store: Path | None,
+    name: str | None,
+    project: str,
+    price: str | None,
+    max_turns: int | None,
+    episode_timeout_s: float,
+    agent_label: str,
+) -> EvaluationReport:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -203,14 +285,8 @@ async def _evaluate(
         TimeRemainingColumn,
     )
 
-    from agentscope.agents import load_agent_factory
     from agentscope.evaluation._run import Price, evaluate
-    from agentscope.models import model_from_spec
 
-    factory = await anyio.to_thread.run_sync(load_agent_factory, agent_spec)  # runs the user's file
-    chat_model: ChatModel | None = (
-        model_from_spec(model, base_url=base_url, api_key=api_key) if model is not None else None
-    )
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -229,26 +305,22 @@ async def _evaluate(
         rate = f"success {sum(successes.values()) / len(successes):.0%} of {len(successes)} this run"
         progress.update(bar, completed=done, total=total, rate=rate)
 
-    try:
-        with progress:
-            return await evaluate(
-                factory,
-                tasks,
-                model=chat_model,
-                repeats=repeats,
-                concurrency=concurrency,
-                out=out,
-                resume=resume,
-                trace_store=trace_store,
-                name=name,
-                project=project,
-                price=Price.parse(price) if price is not None else None,
-                max_turns=max_turns,
-                episode_timeout_s=episode_timeout_s,
-                on_episode=advance,
-                agent_label=agent_spec,
-                model_label=model,
-            )
-    finally:
-        if chat_model is not None:
-            await chat_model.aclose()
+    with progress:
+        return await evaluate(
+            factory,
+            tasks,
+            model=chat_model,
+            repeats=repeats,
+            concurrency=concurrency,
+            out=out,
+            resume=resume,
+            trace_store=trace_store,
+            name=name,
+            project=project,
+            price=Price.parse(price) if price is not None else None,
+            max_turns=max_turns,
+            episode_timeout_s=episode_timeout_s,
+            on_episode=advance,
+            agent_label=agent_label,
+            model_label=model_label,
+        )
