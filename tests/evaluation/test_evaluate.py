@@ -246,3 +246,35 @@ def test_a_run_id_must_look_like_one(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="run_id must be 1 to 64 letters"):
         tracing.Tracer([tracing.InMemoryExporter()], run_id="../etc")
     assert tracing.Tracer([tracing.InMemoryExporter()], run_id="eval-1").run.id == "eval-1"
+
+
+async def test_episodes_run_concurrently_up_to_the_limit() -> None:
+    in_flight = 0
+    most = 0
+
+    async def slow(messages: list[Msg], _request: ModelRequest) -> ScriptItem:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await anyio.sleep(0.05)
+        in_flight -= 1
+        return "0"
+
+    def build(model: ChatModel | None = None, toolkit: Toolkit | None = None) -> ReActAgent:
+        return ReActAgent("slow", "Answer.", model or FunctionModel(slow), toolkit=toolkit)
+
+    report = await evaluate(build, "arith:n=8,seed=0", concurrency=3)
+    assert len(report.episodes) == 8
+    assert most == 3
+
+
+async def test_more_repeats_on_resume_play_only_the_new_ones(factory: AgentFactory, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    await evaluate(factory, SPEC, out=out)
+    played: list[tuple[str, int]] = []
+    report = await evaluate(
+        factory, SPEC, out=out, resume=True, repeats=2, on_episode=lambda r, _d, _t: played.append(r.key)
+    )
+    assert sorted(r for _, r in played) == [1] * 12
+    assert len(report.episodes) == 24
+    assert report.complete
