@@ -243,10 +243,17 @@ class Store:
         return len(rows)
 
     def claim_vectors(self, conn: sqlite3.Connection, dim: int) -> None:
-        """Record the store's embedding model and dimension (in the caller's write transaction)."""
+        """Record the store's embedding model and dimension (in the caller's write transaction), refusing to mix
+        vectors with those another connection wrote meanwhile with another model."""
         assert self.embedder is not None
         for key, value in (("embedding_model", self.embedder.name), ("embedding_dim", str(dim))):
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            stored = meta(conn, key)
+            if stored != value:
+                raise KnowledgeError(
+                    f"knowledge store {str(self.path)!r} holds vectors with {key} {stored!r}, not {value!r}; "
+                    "use that model, or another file for this one"
+                )
 
     async def search(
         self,

@@ -197,3 +197,25 @@ async def test_chunks_and_facts_stored_before_an_embedder_get_vectors_later(
         assert await ltm.embed_missing() == 0
         [fact] = await ltm.recall("bouvet", mode="vector", limit=1)
         assert fact.text == "The Bouvetian expedition leaves in May."
+
+
+async def test_two_stores_racing_with_different_models_do_not_mix_vectors(
+    tmp_path: Path, embedding_server: EmbeddingServer
+) -> None:
+    doc = tmp_path / "a.txt"
+    doc.write_text("Kestrels hover.", encoding="utf-8")
+    path = tmp_path / "kb.db"
+    other = OpenAIEmbedding("other-model", base_url=embedding_server.base_url)
+    # Both open the file before either wrote a vector, so neither is refused at opening.
+    async with (
+        KnowledgeBase(path, embedder=embedder(embedding_server)) as first,
+        KnowledgeBase(path, embedder=other) as second,
+    ):
+        await first.add_file(doc)
+        doc2 = tmp_path / "b.txt"
+        doc2.write_text("Owls hoot.", encoding="utf-8")
+        with pytest.raises(
+            KnowledgeError, match=r"holds vectors with embedding_model 'stems-256', not 'other-model'"
+        ):
+            await second.add_file(doc2)
+        assert await first.documents() == ["a.txt"]  # nothing of the refused writes was stored
