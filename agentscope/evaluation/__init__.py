@@ -24,8 +24,9 @@ from agentscope._lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from agentscope.evaluation._checkpoint import checkpoint_model
+    from agentscope.evaluation._play import Price
     from agentscope.evaluation._results import EpisodeResult, EvaluationHeader, EvaluationReport, TaskSummary
-    from agentscope.evaluation._run import EpisodeCallback, Price, evaluate
+    from agentscope.evaluation._run import EpisodeCallback, evaluate
 
 __all__ = [
     "EpisodeCallback",
@@ -44,7 +45,8 @@ __getattr__ = _lazy_exports(
     __name__,
     {
         **dict.fromkeys(["EpisodeResult", "EvaluationHeader", "EvaluationReport", "TaskSummary"], "_results"),
-        **dict.fromkeys(["EpisodeCallback", "Price", "evaluate"], "_run"),
+        **dict.fromkeys(["EpisodeCallback", "evaluate"], "_run"),
+        "Price": "_play",
         "checkpoint_model": "_checkpoint",
     },
 )

@@ -285,7 +285,8 @@ async def _run_with_progress(
         TimeRemainingColumn,
     )
 
-    from agentscope.evaluation._run import Price, evaluate
+    from agentscope.evaluation._play import Price
+    from agentscope.evaluation._run import evaluate
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
