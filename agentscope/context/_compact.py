@@ -262,13 +262,9 @@ class ContextManager:
                 chosen = prefix
         saved = sum(units[i].cost for i in chosen)
         if not (chosen and total() - saved + _estimate(previous) <= target):
-            for i in candidates:
-                if i in chosen:
-                    continue
-                if chosen and total() - saved + policy.max_summary_tokens <= target:
-                    break
-                chosen.append(i)
-                saved += units[i].cost
+            # Summarise every turn that may go, not just enough of them: the summary then lasts for several
+            # requests before the model must be asked again.
+            chosen = candidates
         covered_msgs = [m for i in chosen for m in units[i].messages]
         covered_ids = [m.id for m in covered_msgs]
         if self.summary is not None and previous and covered_ids == self.summary[0]:
@@ -322,7 +318,7 @@ class ContextManager:
             for block in msg.blocks_of(ToolResultBlock):
                 if block.id == ref:
                     text = tool_result_text(block)
-                    part = text[offset : offset + _READ_CHARS]
+                    part = text[offset : offset + self._read_chars()]
                     end = offset + len(part)
                     more = (
                         f" {len(text) - end} more: read_offloaded(ref={ref!r}, offset={end})."
@@ -334,6 +330,11 @@ class ContextManager:
         return ToolResultBlock(
             id=call.id, name=call.name, output=f"no tool result with ref {ref!r} is kept", is_error=True
         )
+
+    def _read_chars(self) -> int:
+        """Characters per ``read_offloaded`` call: as much as a result may hold without being offloaded."""
+        policy = self.offload_policy
+        return int(policy.max_result_tokens * CHARS_PER_TOKEN) if policy is not None else _READ_CHARS
 
     # ------------------------------------------------------------------ state
 
@@ -395,12 +396,16 @@ def _replace(units: list[_Unit], chosen: list[int], replacement: _Unit) -> None:
 async def _drop(
     units: list[_Unit], total: Any, target: int, counter: TokenCounter, result: CompactionResult
 ) -> bool:
+    note_cost = (await _note(1, counter)).cost
     dropped: set[int] = set()
+    saved = 0
     for i, unit in enumerate(units):
-        if total() - sum(units[j].cost for j in dropped) <= target:
+        runs = sum(1 for j in dropped if j - 1 not in dropped)
+        if total() - saved + runs * note_cost <= target:
             break
         if not unit.protected:
             dropped.add(i)
+            saved += unit.cost
     if not dropped:
         return False
     rebuilt: list[_Unit] = []
@@ -448,7 +453,7 @@ async def _offload(
                 if not isinstance(block, ToolResultBlock):
                     continue
                 text = tool_result_text(block)
-                if len(text) <= limit or text.startswith(_OFFLOADED_MARK):
+                if len(text) <= limit or text.startswith(_OFFLOADED_MARK) or block.name == READ_OFFLOADED:
                     continue
                 images = (
                     0

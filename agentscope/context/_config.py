@@ -32,7 +32,8 @@ class OffloadToolResults(_Policy):
 
     The oldest results go first. The preview tells the model the call id to pass to ``read_offloaded(ref=...,
     offset=...)``, a tool the agent offers while this policy is configured, which reads the full result from
-    the agent's memory (memory keeps every result whole).
+    the agent's memory (memory keeps every result whole), ``max_result_tokens`` worth of characters per call
+    (its own results are never offloaded).
     """
 
     kind: Literal["offload_tool_results"] = "offload_tool_results"
@@ -51,8 +52,9 @@ class DropOldTurns(_Policy):
 class SummarizeOldTurns(_Policy):
     """Replace the oldest turns by a summary the model writes (a plain text call, no tools, no structured output).
 
-    The summary is kept and extended: later compactions summarise the previous summary with the turns that no
-    longer fit, so the model is asked again only when more must go.
+    It summarises every turn that may go (all but system messages, the message that started the reply and the
+    recent turns), so that one summary lasts for several requests. The summary is kept and reused while the
+    request fits with it; when it no longer does, the previous summary and the turns since are summarised again.
     """
 
     kind: Literal["summarize_old_turns"] = "summarize_old_turns"

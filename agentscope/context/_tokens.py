@@ -25,7 +25,7 @@ import logging
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
 import anyio.to_thread
@@ -181,8 +181,8 @@ class HFTokenCounter(TokenCounter):
 
 def _ids_length(ids: Any) -> int:
     found: Any = ids
-    if isinstance(found, dict):  # a BatchEncoding from apply_chat_template
-        found = cast("dict[str, Any]", found)["input_ids"]
+    if isinstance(found, Mapping):  # a BatchEncoding from apply_chat_template
+        found = cast("Mapping[str, Any]", found)["input_ids"]
     found = getattr(found, "ids", found)  # tokenizers.Encoding
     return len(found)
 
