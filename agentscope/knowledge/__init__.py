@@ -2,9 +2,9 @@
 
 - :class:`KnowledgeBase` reads documents (plain text, Markdown, HTML, PDF), cuts them into chunks that remember
   their source, page and heading, and retrieves them with SQLite FTS5 (BM25), offline and without a model; with
-  an :class:`EmbeddingModel` (e.g. :class:`OpenAIEmbedding`, any OpenAI-compatible ``/v1/embeddings``) also by
-  vector similarity, fused with BM25. :meth:`KnowledgeBase.as_tool` makes a retrieval tool whose results cite
-  their sources.
+  an :class:`EmbeddingModel` (:class:`OpenAIEmbedding` for any OpenAI-compatible ``/v1/embeddings``,
+  :class:`LocalEmbedding` for a local encoder by path) also by vector similarity, fused with BM25.
+  :meth:`KnowledgeBase.as_tool` makes a retrieval tool whose results cite their sources.
 - :class:`QdrantIndex` (a Qdrant server or its local mode) answers vector queries for large stores; the SQLite file
   stays the record.
 - :class:`LongTermMemory` records facts per scope (a user, an agent) and recalls them in later sessions and
@@ -17,6 +17,7 @@ and the problem; ``ValueError`` for an empty query or an out-of-range setting; S
 """
 
 from agentscope.knowledge._knowledge_base import AddReport, KnowledgeBase, format_passages
+from agentscope.knowledge._local import LocalEmbedding
 from agentscope.knowledge._long_term import LongTermMemory
 from agentscope.knowledge._qdrant import QdrantIndex
 from agentscope.knowledge._readers import SUPPORTED_SUFFIXES, read_document
@@ -31,6 +32,7 @@ __all__ = [
     "Fact",
     "KnowledgeBase",
     "KnowledgeError",
+    "LocalEmbedding",
     "LongTermMemory",
     "OpenAIEmbedding",
     "Passage",
