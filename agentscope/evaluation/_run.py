@@ -20,8 +20,9 @@ import anyio
 import anyio.to_thread
 
 from agentscope import tracing
-from agentscope.agents import AgentFactory, takes_argument
+from agentscope.agents import AgentFactory, load_agent_factory, takes_argument
 from agentscope.evaluation._play import Price, play
+from agentscope.evaluation._ray import RemoteSetup, absolute_spec, play_on_ray
 from agentscope.evaluation._results import (
     EpisodeResult,
     EvaluationHeader,
@@ -34,7 +35,7 @@ from agentscope.evaluation._results import (
     write_json_atomically,
 )
 from agentscope.exceptions import UsageError
-from agentscope.models import ChatModel
+from agentscope.models import ChatModel, model_from_spec
 from agentscope.rl import Task
 from agentscope.rl.envs import EnvFactory
 
@@ -49,11 +50,14 @@ EpisodeCallback = Callable[[EpisodeResult, int, int], Awaitable[None] | None]
 
 
 async def evaluate(
-    agent: AgentFactory,
+    agent: AgentFactory | str,
     tasks: str | Sequence[Task],
     *,
     env: EnvFactory | None = None,
-    model: ChatModel | None = None,
+    model: ChatModel | str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    workers: int | None = None,
     repeats: int = 1,
     concurrency: int = 4,
     out: str | Path | None = None,
@@ -72,16 +76,24 @@ async def evaluate(
     verifier; return (and write) the report.
 
     Args:
-        agent: The agent factory (see :func:`agentscope.agents.load_agent_factory`). It is called per episode
-            with the arguments it declares of ``model=`` (when ``model`` is given) and ``toolkit=`` (the task's
-            tools: an agent that ignores them cannot use the environment).
+        agent: The agent factory, or an agent spec naming one (``"my_agent.py"``; see
+            :func:`agentscope.agents.load_agent_factory`). It is called per episode with the arguments it
+            declares of ``model=`` (when ``model`` is given) and ``toolkit=`` (the task's tools: an agent that
+            ignores them cannot use the environment).
         tasks: A task-set spec (``"arith:n=20,seed=1"``, ``"lookup:n=20,level=1-2,split=eval"``; see
             :func:`agentscope.rl.tasks.load_tasks`) or the tasks themselves (then give ``env``). Tasks with the
             same content key are the same problem: it is played once per repeat.
         env: Builds the environment that plays the tasks; default: the task set's (from the spec's name).
-        model: The model handed to the factory as ``model=``; None: the factory's own.
+        model: The model handed to the factory as ``model=``, or ``PROVIDER:MODEL`` to build one
+            (:func:`agentscope.models.model_from_spec`, with ``base_url`` and ``api_key``); None: the factory's own.
+        base_url: The endpoint of a model given as ``PROVIDER:MODEL``.
+        api_key: Its API key (else the provider's environment variable).
+        workers: Play the episodes as Ray tasks, at most this many at once, each playing ``concurrency``
+            episodes (Ray, the ``scale`` extra; the connected cluster, or a local one of this many CPUs). The agent, the
+            tasks and the model must then be given by name (specs), and the episodes are not traced. None: all
+            in this process.
         repeats: Episodes per task.
-        concurrency: Episodes at once.
+        concurrency: Episodes at once (per worker with ``workers``).
         out: The JSON report; the results log is written beside it (``.jsonl``) as episodes finish. None: no
             files (and no resume).
         resume: Continue the evaluation whose log is beside ``out``: its episodes are kept, the others played.
@@ -112,10 +124,27 @@ async def evaluate(
             "tracing is already on: evaluate(trace_store=...) records the evaluation as its own run; call "
             "tracing.shutdown() first, or leave trace_store out to trace into the current run"
         )
-    agent_label = agent_label or str(getattr(agent, "__qualname__", type(agent).__name__))
-    _check_factory(agent_label, agent, model is not None)
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers must be at least 1, got {workers}")
+    if workers is not None and not (
+        isinstance(agent, str) and isinstance(tasks, str) and not isinstance(model, ChatModel)
+    ):
+        raise UsageError(
+            "evaluate(workers=...) sends the agent, the tasks and the model to other processes by name: give the "
+            "agent spec, the task-set spec and PROVIDER:MODEL (or no model) as strings"
+        )
+    if isinstance(agent, str):
+        factory = await anyio.to_thread.run_sync(load_agent_factory, agent)  # runs the user's file
+        agent_label = agent_label or agent
+    else:
+        factory = agent
+        agent_label = agent_label or str(getattr(agent, "__qualname__", type(agent).__name__))
+    _check_factory(agent_label, factory, model is not None)
     task_list, env_factory, tasks_label = await _tasks(tasks, env)
-    model_label = model_label or (model.model_name if model is not None else None)
+    model_spec = model if isinstance(model, str) else None
+    if model_spec is not None:  # a bad PROVIDER:MODEL fails here, before any file is written
+        await model_from_spec(model_spec, base_url=base_url, api_key=api_key).aclose()
+    model_label = model_label or model_spec or (model.model_name if isinstance(model, ChatModel) else None)
     out_path = Path(out) if out is not None else None
     log = log_path(out_path) if out_path is not None else None
     header, kept = await _open_log(log, resume, agent_label, tasks_label, model_label, name)
@@ -131,13 +160,24 @@ async def evaluate(
     recorder = _Recorder(log, trace_store, header, results, keys, repeats, total, on_episode)
     await recorder.start(project)
     status: tracing.RunStatus = "failed"
+    built: ChatModel | None = None
     try:
-        if todo:
+        if todo and workers is not None:
+            setup = RemoteSetup(
+                absolute_spec(str(agent)), str(tasks), model_spec, base_url, api_key, concurrency, max_turns,
+                episode_timeout_s, price,
+            )  # fmt: skip
+            await play_on_ray(setup, todo, workers, recorder.record)
+        elif todo:
+            if model_spec is not None:
+                built = model_from_spec(model_spec, base_url=base_url, api_key=api_key)
+            chat_model = built if model_spec is not None else model
+            assert not isinstance(chat_model, str)
             await play(
                 todo,
-                agent,
+                factory,
                 env_factory,
-                model,
+                chat_model,
                 concurrency,
                 max_turns,
                 episode_timeout_s,
@@ -146,6 +186,9 @@ async def evaluate(
             )
         status = "finished"
     finally:
+        if built is not None:
+            with anyio.CancelScope(shield=True):
+                await built.aclose()
         report = summarise(header, keys, repeats, results.values())
         with anyio.CancelScope(shield=True):
             await recorder.finish(report, status)

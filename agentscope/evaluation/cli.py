@@ -18,7 +18,6 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from agentscope.agents import AgentFactory
     from agentscope.evaluation._results import EpisodeResult, EvaluationReport
     from agentscope.models import ChatModel
 
@@ -59,7 +58,18 @@ def eval_command(
         ),
     ],
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Episodes per task.")] = 1,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Episodes at once.")] = 4,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Episodes at once (in each worker with --workers).")
+    ] = 4,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Play the episodes in this many Ray worker processes at once (the scale extra; the connected "
+            "cluster or a local one). Episodes in workers are not traced.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -154,6 +164,7 @@ def eval_command(
                 tasks,
                 repeats=repeats,
                 concurrency=concurrency,
+                workers=workers,
                 out=out_path,
                 resume=resume,
                 model=model,
@@ -202,6 +213,7 @@ async def _evaluate(
     *,
     repeats: int,
     concurrency: int,
+    workers: int | None,
     out: Path,
     resume: bool,
     model: str | None,
@@ -216,20 +228,17 @@ async def _evaluate(
     episode_timeout_s: float,
     console: Console,
 ) -> EvaluationReport:
-    import anyio.to_thread
-
-    from agentscope.agents import load_agent_factory
     from agentscope.evaluation._checkpoint import checkpoint_model
-    from agentscope.models import model_from_spec
+    from agentscope.exceptions import UsageError
 
-    factory = await anyio.to_thread.run_sync(load_agent_factory, agent_spec)  # runs the user's file
     async with AsyncExitStack() as stack:
-        chat_model: ChatModel | None = None
+        chat_model: ChatModel | str | None = model  # PROVIDER:MODEL: evaluate builds it (or each worker does)
         label = model
-        if model is not None:
-            chat_model = model_from_spec(model, base_url=base_url, api_key=api_key)
-            stack.push_async_callback(chat_model.aclose)
-        elif checkpoint is not None:
+        if checkpoint is not None:
+            if workers is not None:
+                raise UsageError(
+                    "--checkpoint serves the policy in this process: it does not go with --workers"
+                )
             path, temperature, max_tokens = checkpoint
             label = f"checkpoint:{path}"
             chat_model = await stack.enter_async_context(
@@ -238,11 +247,14 @@ async def _evaluate(
                 )
             )
         return await _run_with_progress(
-            factory,
+            agent_spec,
             tasks,
             chat_model,
             label,
             console,
+            base_url=base_url,
+            api_key=api_key,
+            workers=workers,
             repeats=repeats,
             concurrency=concurrency,
             out=out,
@@ -253,17 +265,19 @@ async def _evaluate(
             price=price,
             max_turns=max_turns,
             episode_timeout_s=episode_timeout_s,
-            agent_label=agent_spec,
         )
 
 
 async def _run_with_progress(
-    factory: AgentFactory,
+    agent_spec: str,
     tasks: str,
-    chat_model: ChatModel | None,
+    chat_model: ChatModel | str | None,
     model_label: str | None,
     console: Console,
     *,
+    base_url: str | None,
+    api_key: str | None,
+    workers: int | None,
     repeats: int,
     concurrency: int,
     out: Path,
@@ -274,7 +288,6 @@ async def _run_with_progress(
     price: str | None,
     max_turns: int | None,
     episode_timeout_s: float,
-    agent_label: str,
 ) -> EvaluationReport:
     from rich.progress import (
         BarColumn,
@@ -308,9 +321,12 @@ async def _run_with_progress(
 
     with progress:
         return await evaluate(
-            factory,
+            agent_spec,
             tasks,
             model=chat_model,
+            base_url=base_url,
+            api_key=api_key,
+            workers=workers,
             repeats=repeats,
             concurrency=concurrency,
             out=out,
@@ -322,6 +338,5 @@ async def _run_with_progress(
             max_turns=max_turns,
             episode_timeout_s=episode_timeout_s,
             on_episode=advance,
-            agent_label=agent_label,
             model_label=model_label,
         )

@@ -4,8 +4,8 @@ strictly between 0 and 1, and the same tasks fail every time); ``build_product_b
 instead (a second agent to compare with: it fixes the subtractions and breaks the products).
 
 ``EVAL_TEST_DELAY_S`` makes each model call wait that long (the kill-and-resume test needs a slow evaluation);
-``EVAL_TEST_PLAYED`` names a file to which each episode appends its question when it starts (which episodes a
-process played).
+``EVAL_TEST_PLAYED`` names a file to which each episode appends its process id and question when it starts (which
+episodes a process played).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _record(question: str) -> None:
     played = os.environ.get("EVAL_TEST_PLAYED")
     if played:
         with open(played, "a", encoding="utf-8") as file:
-            file.write(question + "\n")
+            file.write(f"{os.getpid()} {question}\n")
 
 
 async def solve(messages: list[Msg], request: ModelRequest, wrong: str = " - ") -> ChatResponse:

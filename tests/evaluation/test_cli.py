@@ -170,3 +170,25 @@ def test_episodes_the_endpoint_failed_are_played_again_on_resume(tmp_path: Path)
     assert report.complete
     assert report.statuses == {"ok": 2}
     assert report.metrics["eval/success_rate"] == 1.0
+
+
+@pytest.mark.integration
+def test_episodes_played_by_ray_workers(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    out, store, played = tmp_path / "results.json", tmp_path / "traces.db", tmp_path / "played.txt"
+    process = agentscope_eval(
+        str(AGENT), "arith:n=8,seed=1", "--workers", "2", "--concurrency", "2", "--out", str(out),
+        "--trace-store", str(store), env={"EVAL_TEST_PLAYED": str(played), "EVAL_TEST_DELAY_S": "0.2"},
+    )  # fmt: skip
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    pids = {int(line.split()[0]) for line in played.read_text().splitlines()}
+    assert process.pid not in pids, "the episodes ran in worker processes"
+    assert len(pids) >= 2, "two workers at once"
+    report = EvaluationReport.model_validate_json(out.read_text())
+    truth = expected(8, 1)
+    assert {e.task_key for e in report.episodes} == set(truth)
+    assert all(e.success is truth[e.task_key] for e in report.episodes)
+    assert all((e.model_calls, e.input_tokens) == (2, 200) for e in report.episodes)
+    with TraceStore(store) as opened:
+        assert len(opened.eval_results(report.run_id)) == 8

@@ -147,6 +147,11 @@ async def test_a_log_is_never_overwritten_or_mixed_up(factory: AgentFactory, tmp
         ({"tasks": "arith:n=3", "concurrency": 0}, "concurrency must be at least 1"),
         ({"tasks": "arith:n=3", "resume": True}, r"resume needs the results file"),
         ({"tasks": arith_tasks(2)}, r"needs env="),
+        ({"tasks": "arith:n=3", "workers": 0}, "workers must be at least 1"),
+        (
+            {"tasks": "arith:n=3", "workers": 2},
+            "sends the agent, the tasks and the model to other processes by name",
+        ),
     ],
 )
 async def test_bad_arguments_fail_before_any_episode(
