@@ -20,7 +20,7 @@ from agentscope.context import (
     token_counter_for,
 )
 from agentscope.formatters import format_openai_messages, format_openai_tools
-from agentscope.message import Msg, ToolUseBlock
+from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.testing import ScriptedModel
 from agentscope.types import ToolSchema
 
@@ -137,3 +137,45 @@ async def test_the_estimate_is_characters_over_four_of_the_formatted_request() -
     assert await counter.count([call]) == pytest.approx(len(_request_json([call])) / 4, abs=6)
     with pytest.raises(ValueError, match="chars_per_token"):
         EstimateTokenCounter(0)
+
+
+async def test_the_rollout_policy_s_tokenizer_counts_exactly_the_prompt_the_rollout_service_builds(
+    tmp_path: Path,
+) -> None:
+    """The tiny policy (built offline) through its saved chat template: the same ids as ChatTokenizer's."""
+    pytest.importorskip("torch")
+    from agentscope.rl.policy import ChatTokenizer, TinyPolicyConfig, build_tiny_policy
+
+    config = TinyPolicyConfig(
+        vocab_size=512,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        max_position_embeddings=256,
+        corpus_conversations=50,
+    )
+    await anyio.to_thread.run_sync(build_tiny_policy, config, tmp_path)
+    tools = [
+        ToolSchema(
+            name="calculator",
+            description="Evaluate an expression.",
+            parameters={"type": "object", "properties": {"expression": {"type": "string"}}},
+        )
+    ]
+    conversation = [
+        Msg(role="system", content="Use the calculator."),
+        Msg(role="user", content="What is 17 + 25?"),
+        Msg(
+            role="assistant",
+            content=[ToolUseBlock(id="c1", name="calculator", input={"expression": "17 + 25"})],
+        ),
+        Msg(role="tool", content=[ToolResultBlock(id="c1", name="calculator", output="42")]),
+        Msg(role="assistant", content="42"),
+    ]
+    counter = HFTokenCounter(str(tmp_path))
+    policy = ChatTokenizer(await counter.tokenizer())
+    for end in (2, len(conversation)):
+        ids, _ = policy.encode_conversation(conversation[:end], tools)
+        assert await counter.count(conversation[:end], tools) == len(ids)
