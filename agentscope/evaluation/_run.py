@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -303,6 +304,10 @@ def _start_log(path: Path, header: EvaluationHeader) -> None:
     append_line(path, {"header": header.model_dump(mode="json")})
 
 
+_METRICS_EVERY_S = 1.0
+"""Least time between two points of the running ``eval/...`` metrics in the trace store."""
+
+
 class _Recorder:
     """Where each finished episode goes: the results log, the trace store (row and running metrics), the
     caller's callback."""
@@ -327,7 +332,14 @@ class _Recorder:
         self.total = total
         self.on_episode = on_episode
         self.store: TraceStore | None = None
+        self.done = {
+            key
+            for key, e in results.items()
+            if e.task_key in self.wanted and e.repeat < repeats and e.status != "failed_infra"
+        }
+        """(task key, repeat) of the episodes counted as done (not infrastructure failures)."""
         self._lock = anyio.Lock()
+        self._metrics_at = -math.inf
 
     def _counted(self) -> list[EpisodeResult]:
         return [e for e in self.results.values() if e.task_key in self.wanted and e.repeat < self.repeats]
@@ -360,13 +372,22 @@ class _Recorder:
             self.results[result.key] = result
             if self.log is not None:
                 await anyio.to_thread.run_sync(append_line, self.log, result.model_dump(mode="json"))
-            counted = self._counted()
+            if result.task_key in self.wanted and result.repeat < self.repeats:
+                if result.status == "failed_infra":
+                    self.done.discard(result.key)
+                else:
+                    self.done.add(result.key)
+            done = len(self.done)
             if self.store is not None:
                 await anyio.to_thread.run_sync(
                     self.store.write_eval_results, self.header.run_id, [_row(result)]
                 )
-                tracing.log_metrics(metrics_of(counted), step=len(counted))
-            done = sum(1 for e in counted if e.status != "failed_infra")
+                now = anyio.current_time()
+                if now - self._metrics_at >= _METRICS_EVERY_S or done == self.total:
+                    # The metrics of every episode so far: a pass over them, so at most once a second.
+                    self._metrics_at = now
+                    counted = self._counted()
+                    tracing.log_metrics(metrics_of(counted), step=len(counted))
         if self.on_episode is not None:
             called = self.on_episode(result, done, self.total)
             if called is not None:
