@@ -375,7 +375,7 @@ def _units(messages: list[Msg], costs: list[int], protect: Collection[str], keep
             units[-1].costs.append(cost)
             continue
         units.append(_Unit([msg], [cost], protected=msg.role == "system" or msg.id in protect))
-    for unit in units[len(units) - keep_recent :] if keep_recent else []:
+    for unit in units[max(0, len(units) - max(keep_recent, 1)) :]:  # the last message: what the model answers
         unit.protected = True
     return units
 

@@ -276,3 +276,11 @@ async def test_the_wire_request_of_a_compacted_conversation_is_what_was_counted(
     import json
 
     assert abs(with_tools - len(json.dumps(body)) / 4) < 20
+
+
+async def test_the_last_message_stays_even_without_recent_turns_kept() -> None:
+    manager = ContextManager(ContextConfig(max_tokens=60, keep_recent_turns=0, target_ratio=1.0))
+    history = [Msg(role="user", content=f"message {i} " * 10) for i in range(5)]
+    fitted = await manager.fit(history, [], model=ScriptedModel([]), protect=())
+    assert fitted[-1] is history[-1]
+    assert history[0] not in fitted
