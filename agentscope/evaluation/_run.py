@@ -134,6 +134,8 @@ async def evaluate(
             "evaluate(workers=...) sends the agent, the tasks and the model to other processes by name: give the "
             "agent spec, the task-set spec and PROVIDER:MODEL (or no model) as strings"
         )
+    if workers is not None and env is not None:
+        raise UsageError("evaluate(workers=...) plays each task set's own environment: leave env= out")
     if isinstance(agent, str):
         factory = await anyio.to_thread.run_sync(load_agent_factory, agent)  # runs the user's file
         agent_label = agent_label or agent
@@ -159,10 +161,10 @@ async def evaluate(
     results = dict(kept)
     total = len(task_list) * repeats
     recorder = _Recorder(log, trace_store, header, results, keys, repeats, total, on_episode)
-    await recorder.start(project)
     status: tracing.RunStatus = "failed"
     built: ChatModel | None = None
     try:
+        await recorder.start(project)
         if todo and workers is not None:
             setup = RemoteSetup(
                 absolute_spec(str(agent)), str(tasks), model_spec, base_url, api_key, concurrency, max_turns,
@@ -394,11 +396,12 @@ class _Recorder:
                 await called
 
     async def finish(self, report: EvaluationReport, status: tracing.RunStatus) -> None:
-        if self.store is None:
+        if self.trace_store is None:
             return
-        tracing.log_metrics(report.metrics, step=len(report.episodes))
-        await anyio.to_thread.run_sync(tracing.shutdown, status)
-        await anyio.to_thread.run_sync(self.store.close)
+        if self.store is not None:
+            tracing.log_metrics(report.metrics, step=len(report.episodes))
+            await anyio.to_thread.run_sync(self.store.close)
+        await anyio.to_thread.run_sync(tracing.shutdown, status)  # also when start() failed half-way
 
 
 def _row(result: EpisodeResult) -> dict[str, Any]:
