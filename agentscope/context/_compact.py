@@ -16,6 +16,7 @@ from agentscope.context._config import (
     SummarizeOldTurns,
 )
 from agentscope.context._tokens import CHARS_PER_TOKEN, TokenCounter, token_counter_for
+from agentscope.exceptions import ModelError
 from agentscope.formatters import tool_result_text
 from agentscope.message import ImageBlock, Msg, ToolResultBlock, ToolUseBlock
 from agentscope.models import ChatModel
@@ -56,6 +57,8 @@ class CompactionResult:
     """Messages left out."""
     summarized: int = 0
     """Messages replaced by the summary."""
+    summary_error: str | None = None
+    """Why the summary call failed (the policy was then skipped), or None."""
 
 
 @dataclass(slots=True)
@@ -84,7 +87,10 @@ class ContextManager:
             :func:`~agentscope.context.token_counter_for` and :attr:`ContextConfig.tokenizer`).
         summarizer: The model that writes summaries (:class:`SummarizeOldTurns`); default: the agent's model.
             Give a separate one when the agent's model records its calls (an RL rollout client), so that
-            summaries stay out of the trajectories.
+            summaries stay out of the trajectories. A summary call that fails (:class:`ModelError`) is logged
+            and the policy skipped, so that the next ones can still make the request fit.
+
+    One manager per agent: it keeps that agent's summary between requests.
     """
 
     def __init__(
@@ -179,6 +185,8 @@ class ContextManager:
                     "agentscope.context.fits": result.tokens_after <= self.config.max_tokens,
                 }
             )
+            if result.summary_error is not None:
+                current.set_attribute("agentscope.context.summary_error", result.summary_error)
         self.last = result
         if result.tokens_after > self.config.max_tokens:
             logger.warning(
@@ -270,7 +278,12 @@ class ContextManager:
         if self.summary is not None and previous and covered_ids == self.summary[0]:
             text = previous
         else:
-            text = await self._write_summary(policy, previous, covered_msgs, model, counter)
+            try:
+                text = await self._write_summary(policy, previous, covered_msgs, model, counter)
+            except ModelError as exc:  # the next policies (dropping) can still make the request fit
+                logger.warning("context: the summary call failed, skipping summarize_old_turns: %s", exc)
+                result.summary_error = str(exc)
+                return False
             self.summary = (covered_ids, text)
         summary = Msg(role="user", name="summary", content=_SUMMARY_HEAD + text)
         cost = (await counter.count_each([summary]))[0]

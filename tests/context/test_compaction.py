@@ -20,7 +20,7 @@ from agentscope.context import (
     OffloadToolResults,
     SummarizeOldTurns,
 )
-from agentscope.context._config import SUMMARY_PROMPT
+from agentscope.exceptions import ModelHTTPError
 from agentscope.formatters import format_openai_request
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.models import ChatResponse
@@ -142,7 +142,7 @@ async def test_old_turns_are_summarised_with_a_plain_text_call_and_the_summary_i
     pages = iter(range(12))
 
     def play(messages: list[Msg], request: ModelRequest) -> ScriptItem:
-        if messages[0].text == SUMMARY_PROMPT:
+        if messages[0].text == SummarizeOldTurns().prompt:
             summaries.append(request)
             return f"Summary #{len(summaries)}: pages were read."
         page = next(pages, None)
@@ -284,3 +284,24 @@ async def test_the_last_message_stays_even_without_recent_turns_kept() -> None:
     fitted = await manager.fit(history, [], model=ScriptedModel([]), protect=())
     assert fitted[-1] is history[-1]
     assert history[0] not in fitted
+
+
+async def test_a_failing_summary_call_falls_through_to_the_next_policy(
+    spans: tracing.InMemoryExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    def play(messages: list[Msg], request: ModelRequest) -> ScriptItem:
+        if messages[0].text == SummarizeOldTurns().prompt:
+            raise ModelHTTPError("the provider is overloaded", status_code=529)
+        return "fine"
+
+    model = FunctionModel(play)
+    config = ContextConfig(max_tokens=300, policies=(SummarizeOldTurns(), DropOldTurns()))
+    agent = ReActAgent("a", "sys", model, context=config)
+    await agent.memory.add([Msg(role="user", content="old " * 500), Msg(role="assistant", content="ok")])
+    with caplog.at_level(logging.WARNING, logger="agentscope.context"):
+        assert (await agent(Msg(role="user", content="new"))).text == "fine"
+    await tracing.aflush()
+    attributes = spans.by_name("compact_context")[-1].attributes
+    assert attributes["agentscope.context.applied"] == ["drop_old_turns"]
+    assert "overloaded" in attributes["agentscope.context.summary_error"]
+    assert "summary call failed" in caplog.text
