@@ -19,6 +19,7 @@ import its own modules and any part of a strictly lower layer, never a peer in i
     agents  testing  knowledge            agents; test doubles for models and provider servers; knowledge
                                           bases (RAG) and long-term memory
     pipelines  rl  service                multi-agent pipelines; reinforcement learning; agents as services
+    evaluation                            ``agentscope eval``: any agent on the RL task sets, measured
     cli                                   the ``agentscope`` command
 
 docs/architecture.md draws the same picture, top layer first; the test reads it and fails naming each part the
@@ -73,6 +74,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"context"}),
     frozenset({"agents", "testing", "knowledge"}),
     frozenset({"pipelines", "rl", "service"}),
+    frozenset({"evaluation"}),
     frozenset({"cli", ""}),  # "": the root package's __init__
 )
 """The parts of each layer, lowest first (names under ``agentscope.``)."""
