@@ -511,7 +511,8 @@ class ReActAgent(AgentBase):
         """Store ``msgs`` repaired by the ledger: every tool call in memory gets exactly one result."""
         if not self._ledger.primed:
             self._ledger.prime(await self.memory.get(limit=_PRIME_TAIL))
-        await self.memory.add(self._ledger.write(msgs, held=self._pending_approval))
+        stored = self._ledger.write(msgs, held=self._pending_approval)
+        await self.memory.add(stored[0] if len(stored) == 1 else stored)
 
     def _offload_tool(self) -> ToolSchema | None:
         """The ``read_offloaded`` tool, offered while results may be offloaded (unless a tool has its name)."""

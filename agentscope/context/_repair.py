@@ -85,31 +85,35 @@ def _fix_arguments(msg: Msg, report: RepairReport) -> Msg:
 
 
 def _is_canonical(messages: Sequence[Msg]) -> bool:
-    """True when every call is answered exactly once by the ``tool`` messages right after it, nothing else."""
+    """True when every call is answered exactly once by the ``tool`` messages right after it, nothing else.
+
+    On the path of every model request: one pass over the blocks, no copies.
+    """
     open_ids: set[str] = set()
     seen_calls: set[str] = set()
     for msg in messages:
-        if isinstance(msg.content, str):
+        content = msg.content
+        if isinstance(content, str):
             if open_ids:
                 return False
             continue
-        results = [b for b in msg.content if isinstance(b, ToolResultBlock)]
-        if results:
-            if msg.role != "tool" or len(results) != len(msg.content):
-                return False
-            for result in results:
-                if result.id not in open_ids:
-                    return False
-                open_ids.discard(result.id)
-            continue
         if open_ids:
-            return False
-        if msg.role == "assistant":
-            for call in msg.tool_calls:
-                if call.raw_input is not None or call.id in seen_calls:
+            if msg.role != "tool":
+                return False
+            for block in content:
+                if not isinstance(block, ToolResultBlock) or block.id not in open_ids:
                     return False
-                seen_calls.add(call.id)
-                open_ids.add(call.id)
+                open_ids.discard(block.id)
+            continue
+        is_assistant = msg.role == "assistant"
+        for block in content:
+            if isinstance(block, ToolResultBlock):
+                return False
+            if is_assistant and isinstance(block, ToolUseBlock):
+                if block.raw_input is not None or block.id in seen_calls:
+                    return False
+                seen_calls.add(block.id)
+                open_ids.add(block.id)
     return not open_ids
 
 
