@@ -39,6 +39,7 @@ TOOLS = [ToolSchema(name="read", description="read page")]
 
 def _word_tokenizer() -> Any:
     """A tokenizer built here (no download): one token per word or punctuation mark, unknown ones as [UNK]."""
+    pytest.importorskip("tokenizers")  # the rl extra
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
@@ -67,6 +68,7 @@ async def test_a_tokenizer_json_by_path_counts_the_formatted_request(tmp_path: P
 
 
 async def test_a_saved_transformers_tokenizer_counts_through_its_chat_template(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")  # the rl extra
     from transformers import PreTrainedTokenizerFast
 
     template = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
@@ -143,7 +145,7 @@ async def test_the_rollout_policy_s_tokenizer_counts_exactly_the_prompt_the_roll
     tmp_path: Path,
 ) -> None:
     """The tiny policy (built offline) through its saved chat template: the same ids as ChatTokenizer's."""
-    pytest.importorskip("torch")
+    pytest.importorskip("torch")  # the rl extra
     from agentscope.rl.policy import ChatTokenizer, TinyPolicyConfig, build_tiny_policy
 
     config = TinyPolicyConfig(
