@@ -314,8 +314,7 @@ class ReActAgent(AgentBase):
                 if call.id not in self._pending_approval
             ]
             if blocks:
-                with anyio.CancelScope(shield=True):
-                    await self._remember(Msg(role="tool", content=list(blocks)))
+                await self._remember(Msg(role="tool", content=list(blocks)))
 
     async def _run_tool_into(
         self, call: ToolUseBlock, finish: _FinishTool | None, results: dict[str, ToolResultBlock]
@@ -508,11 +507,15 @@ class ReActAgent(AgentBase):
     # ------------------------------------------------------------------ memory and context
 
     async def _remember(self, msgs: Msg | Sequence[Msg]) -> None:
-        """Store ``msgs`` repaired by the ledger: every tool call in memory gets exactly one result."""
-        if not self._ledger.primed:
-            self._ledger.prime(await self.memory.get(limit=_PRIME_TAIL))
-        stored = self._ledger.write(msgs, held=self._pending_approval)
-        await self.memory.add(stored[0] if len(stored) == 1 else stored)
+        """Store ``msgs`` repaired by the ledger: every tool call in memory gets exactly one result.
+
+        Shielded: a cancellation arriving meanwhile takes effect after, so the ledger and memory agree.
+        """
+        with anyio.CancelScope(shield=True):
+            if not self._ledger.primed:
+                self._ledger.prime(await self.memory.get(limit=_PRIME_TAIL))
+            stored = self._ledger.write(msgs, held=self._pending_approval)
+            await self.memory.add(stored[0] if len(stored) == 1 else stored)
 
     def _offload_tool(self) -> ToolSchema | None:
         """The ``read_offloaded`` tool, offered while results may be offloaded (unless a tool has its name)."""
@@ -529,10 +532,10 @@ class ReActAgent(AgentBase):
 
     async def handle_interrupt(self, msg: Msg | Sequence[Msg] | None = None, **kwargs: Any) -> Msg:
         """Answer the calls an interruption left without a result (synthetic errors), then reply as usual."""
-        with anyio.CancelScope(shield=True):
-            await self._remember([])
-            closing = self._ledger.close(held=self._pending_approval)
-            if closing is not None:
+        await self._remember([])  # primes the ledger when nothing was written yet
+        closing = self._ledger.close(held=self._pending_approval)
+        if closing is not None:
+            with anyio.CancelScope(shield=True):
                 await self.memory.add(closing)
         return await super().handle_interrupt(msg, **kwargs)
 
