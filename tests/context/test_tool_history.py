@@ -3,6 +3,8 @@ interruption, timeout, error or malformed model output, and both providers accep
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
 from pydantic import BaseModel
@@ -14,6 +16,7 @@ from agentscope.context import (
     ToolCallLedger,
     repair_tool_history,
 )
+from agentscope.memory import SQLiteMemory
 from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
 from agentscope.testing import ScriptedModel, tool_call
 from agentscope.tools import Toolkit, require_approval
@@ -260,3 +263,22 @@ async def test_a_message_observed_while_a_call_waits_for_approval_keeps_the_appr
     results = [r for m in await agent.memory.get() for r in m.blocks_of(ToolResultBlock)]
     assert [(r.id, r.output) for r in results] == [(call_id, "3")]  # the real result, no synthetic one
     await continue_on_both_providers(agent)
+
+
+@pytest.mark.usefixtures("allow_model_requests")
+async def test_a_session_left_with_a_dangling_call_by_a_killed_process_is_repaired_on_resume(
+    tmp_path: Path,
+) -> None:
+    """SQLite memory: the process died after storing the model's call, before its result; a new agent resumes."""
+    path = tmp_path / "memory.db"
+    async with SQLiteMemory(path, session_id="s") as memory:
+        await memory.add(
+            [Msg(role="user", content="add"), Msg(role="assistant", content=[_call("c1", a=1, b=2)])]
+        )
+    async with SQLiteMemory(path, session_id="s") as memory:
+        agent = _agent([], memory=memory)
+        await continue_on_both_providers(agent)
+        history = await memory.get()
+    assert_paired(history)
+    assert [m.role for m in history[:4]] == ["user", "assistant", "tool", "user"]
+    assert history[2].blocks_of(ToolResultBlock)[0].output == NO_RESULT_OUTPUT
