@@ -10,7 +10,8 @@ Each message is a task: submitted, working (one status update per tool call and 
 holding the step as docs/serving.md shows it), then completed with the reply in the artifact ``reply`` (its text
 streams as chunks of that artifact while the model writes it, and the last update replaces them with the reply).
 The A2A context id is the session id, so a second message in the same context continues the conversation.
-Tasks are kept in memory (the conversation itself is in the session store).
+Tasks are stored in the session file (table ``tasks``, by the SDK's ``DatabaseTaskStore``), so ``GetTask``
+and ``ListTasks`` answer after a restart and a paused task can be continued by another process.
 
 Human approval is A2A's ``input-required`` state: a run whose agent paused (a tool asked for a human's approval)
 leaves its task ``input-required``, with a message holding the reply's text and a data part
@@ -23,24 +24,31 @@ problem; nothing has changed then.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
+import anyio.to_thread
 from a2a.helpers import get_data_parts, get_text_parts, new_data_part, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.server.tasks import DatabaseTaskStore, TaskStore, TaskUpdater
 from a2a.types import (
     AgentCapabilities,
     AgentCard,
     AgentInterface,
     AgentSkill,
     HTTPAuthSecurityScheme,
+    ListTasksRequest,
+    ListTasksResponse,
     Message,
     SecurityRequirement,
     SecurityScheme,
@@ -71,7 +79,10 @@ from agentscope.service._service import (
 )
 from agentscope.types import ApprovalDecision
 
-__all__ = ["A2A_PATH", "AGENT_CARD_PATH", "a2a_routes"]
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["A2A_PATH", "AGENT_CARD_PATH", "a2a_routes", "a2a_task_store"]
 
 logger = logging.getLogger("agentscope.service")
 
@@ -86,13 +97,23 @@ _APPROVALS_KEY = "approvals"
 _DECISIONS: TypeAdapter[list[ApprovalDecision]] = TypeAdapter(list[ApprovalDecision])
 
 
-def a2a_routes(service: AgentService, *, description: str | None = None) -> list[BaseRoute]:
-    """The agent card and JSON-RPC routes serving ``service`` over A2A (mount them on the app)."""
+def a2a_task_store(sessions_db: Path) -> tuple[TaskStore, Callable[[], Awaitable[None]]]:
+    """The A2A task store in the session file (table ``tasks``), and the coroutine function that closes it."""
+    store = _SessionFileTaskStore(sessions_db)
+    return store, store.aclose
+
+
+def a2a_routes(
+    service: AgentService, *, task_store: TaskStore, description: str | None = None
+) -> list[BaseRoute]:
+    """The agent card and JSON-RPC routes serving ``service`` over A2A (mount them on the app), keeping tasks in
+    ``task_store`` (:func:`a2a_task_store`)."""
     name = service.config.model_name
     card = _agent_card(name, description or f"The AgentScope agent {name!r}", bool(service.config.api_keys))
     handler = DefaultRequestHandler(
-        agent_executor=_AgentExecutor(service), task_store=InMemoryTaskStore(), agent_card=card
+        agent_executor=_AgentExecutor(service), task_store=task_store, agent_card=card
     )
+    service.call_on_close(handler.aclose)  # paused (input-required) tasks keep the SDK's workers until then
     dispatcher = JsonRpcDispatcher(request_handler=handler)
     limit = service.config.max_body_bytes
 
@@ -186,7 +207,8 @@ def _parse_decisions(value: object) -> list[ApprovalDecision]:
         return _DECISIONS.validate_python(value)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{_APPROVALS_KEY}.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+            f"{_APPROVALS_KEY}.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
         )
         raise ValueError(problems) from None
 
@@ -298,3 +320,46 @@ class _ReplyArtifact:
         await self.updater.add_artifact(
             [new_text_part(text)], artifact_id=self.id, name=_REPLY_ARTIFACT, append=False, last_chunk=True
         )
+
+
+class _SessionFileTaskStore(TaskStore):
+    """The SDK's database task store over the session file, opened on first use (the engine reads the file
+    system as it is made, which must not happen on the event loop; the session store may make the file's folder
+    only after the first task is saved)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.engine: AsyncEngine | None = None
+        self.store: TaskStore | None = None
+
+    async def _open(self) -> TaskStore:
+        if self.store is None:
+            self.engine = await anyio.to_thread.run_sync(functools.partial(_engine, self.path))
+            # The SDK's own table name: another name makes a new mapped class per store, which SQLAlchemy warns
+            # about from the second app of a process on.
+            self.store = DatabaseTaskStore(self.engine)
+        return self.store
+
+    async def aclose(self) -> None:
+        if self.engine is not None:
+            engine, self.engine, self.store = self.engine, None, None
+            await engine.dispose()
+
+    async def save(self, task: Task, context: ServerCallContext) -> None:
+        await (await self._open()).save(task, context)
+
+    async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
+        return await (await self._open()).get(task_id, context)
+
+    async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        return await (await self._open()).list(params, context)
+
+    async def delete(self, task_id: str, context: ServerCallContext) -> None:
+        await (await self._open()).delete(task_id, context)
+
+
+def _engine(path: Path) -> AsyncEngine:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return create_async_engine(f"sqlite+aiosqlite:///{path}")

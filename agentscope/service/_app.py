@@ -7,7 +7,7 @@ Routes (all under the API key when keys are configured, except ``/healthz``):
 - ``GET /v1/sessions`` (``?limit=&after=``), ``DELETE /v1/sessions/{id}``: the stored sessions;
 - ``POST /agui``: AG-UI (:mod:`agentscope.service._agui`);
 - ``POST /a2a`` and the agent card at ``GET /.well-known/agent-card.json`` (public): A2A
-  (:mod:`agentscope.service._a2a`);
+  (:mod:`agentscope.service._a2a`; its tasks in the session file);
 - ``GET /healthz``: ``{"status": "ok", "in_flight": n}``.
 
 Every error, the framework's own (404, 405) included, has OpenAI's shape ``{"error": {"message", "type",
@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from agentscope.agents import AgentFactory
-from agentscope.service._a2a import a2a_routes
+from agentscope.service._a2a import a2a_routes, a2a_task_store
 from agentscope.service._agui import agui_router
 from agentscope.service._config import ServeConfig
 from agentscope.service._http import ApiError, ServiceMiddleware, error_response
@@ -50,6 +50,10 @@ def create_app(agent: AgentService | AgentFactory, config: ServeConfig | None = 
         service = agent
     else:
         service = AgentService(agent, config)
+
+    task_store, close_task_store = a2a_task_store(service.config.sessions_db)
+    a2a = a2a_routes(service, task_store=task_store)  # closes its running tasks with the service...
+    service.call_on_close(close_task_store)  # ...before the store they are saved in
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncGenerator[None]:
@@ -111,5 +115,5 @@ def create_app(agent: AgentService | AgentFactory, config: ServeConfig | None = 
 
     app.include_router(openai_router(service))
     app.include_router(agui_router(service))
-    app.router.routes.extend(a2a_routes(service))
+    app.router.routes.extend(a2a)
     return app

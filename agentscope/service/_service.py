@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
 
@@ -246,12 +246,22 @@ class AgentService:
             self._owned_models.append(model)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._locks: dict[str, _LocalLock] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def call_on_close(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Have :meth:`aclose` await ``close()`` first (a protocol's own store, e.g. the A2A tasks)."""
+        self._closers.append(close)
 
     async def aclose(self) -> None:
-        """Close the session store (it reopens if used again) and the models this service made."""
-        await self.store.aclose()
-        for model in self._owned_models:
-            await model.aclose()
+        """Close what was registered with :meth:`call_on_close`, the session store (it reopens if used again) and
+        the models this service made."""
+        try:
+            for close in self._closers:
+                await close()
+        finally:
+            await self.store.aclose()
+            for model in self._owned_models:
+                await model.aclose()
 
     async def new_agent(self) -> AgentBase:
         """A fresh agent from the factory."""

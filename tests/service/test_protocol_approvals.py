@@ -12,7 +12,7 @@ import httpx
 import httpx2
 from a2a.client import A2ACardResolver, ClientConfig, create_client
 from a2a.helpers import get_artifact_text, get_data_parts, get_message_text, new_data_part
-from a2a.types import Message, Part, Role, SendMessageRequest, StreamResponse, TaskState
+from a2a.types import GetTaskRequest, Message, Part, Role, SendMessageRequest, StreamResponse, TaskState
 from ag_ui.core import (
     BaseEvent,
     Event,
@@ -193,6 +193,7 @@ async def test_an_a2a_task_that_waits_for_approval_is_input_required_and_continu
             e async for e in client.send_message(message(Part(text="remove a.txt b.txt"), context_id="ctx-1"))
         ]
     paused = events[-1].status_update
+    task_id = paused.task_id
     assert paused.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
     assert "removing a.txt" in get_message_text(paused.status.message)
     (waiting,) = get_data_parts(list(paused.status.message.parts))
@@ -211,6 +212,7 @@ async def test_an_a2a_task_that_waits_for_approval_is_input_required_and_continu
     async with serving(files.factory) as base_url, httpx.AsyncClient(timeout=10) as http:
         card = await A2ACardResolver(http, base_url.removesuffix("/v1")).get_agent_card()
         client = await create_client(card, ClientConfig(httpx_client=http, streaming=False))
+        stored = await client.get_task(GetTaskRequest(id=task_id))  # tasks live in the session file
         bad = [
             e
             async for e in client.send_message(
@@ -219,11 +221,16 @@ async def test_an_a2a_task_that_waits_for_approval_is_input_required_and_continu
                 )
             )
         ]
-        (done,) = [
-            e async for e in client.send_message(message(new_data_part(decisions), context_id="ctx-1"))
+        (done,) = [  # in the paused task itself, which the new server found in the session file
+            e
+            async for e in client.send_message(
+                message(new_data_part(decisions), context_id="ctx-1", task_id=task_id)
+            )
         ]
+    assert stored.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
     assert bad[-1].task.status.state == TaskState.TASK_STATE_REJECTED
     assert "r9" in get_message_text(bad[-1].task.status.message)
+    assert done.task.id == task_id
     assert done.task.status.state == TaskState.TASK_STATE_COMPLETED
     assert (
         get_artifact_text(done.task.artifacts[0])
