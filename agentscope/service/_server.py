@@ -6,6 +6,7 @@ uvicorn drains on shutdown: on SIGTERM or Ctrl-C it stops accepting connections 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -98,6 +99,7 @@ def serve(
     factory = load_agent_factory(agent) if isinstance(agent, str) else agent
     _start_tracing(config)
     app = create_app(AgentService(factory, config, agent_kwargs=agent_kwargs))
+    _freeze_startup_objects()
     try:
         uvicorn.run(app, **options)
     finally:
@@ -117,7 +119,17 @@ def worker_app() -> FastAPI:
     os.environ.pop(API_KEYS_ENV, None)
     config = ServeConfig.model_validate(settings)
     _start_tracing(config)
-    return create_app(AgentService(load_agent_factory(spec), config))
+    app = create_app(AgentService(load_agent_factory(spec), config))
+    _freeze_startup_objects()
+    return app
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what start-up loaded (the framework, the agent's modules, the app) out of every later garbage
+    collection: a full collection otherwise walks all of it, a pause of milliseconds that lands on whichever
+    requests are in flight (their p99)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _start_tracing(config: ServeConfig) -> None:
