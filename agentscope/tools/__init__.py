@@ -15,6 +15,7 @@ import typing as _typing
 from agentscope._lazy import lazy_exports as _lazy_exports
 from agentscope.tools._approval import approved_calls, require_approval
 from agentscope.tools._mcp_stdio import StdioServer
+from agentscope.tools._policy import ApprovalPolicy, ApprovalRule
 from agentscope.tools._toolkit import BASIC_GROUP, ToolGroup, ToolInfo, Toolkit
 from agentscope.types import ToolResponse
 
@@ -32,6 +33,8 @@ if _typing.TYPE_CHECKING:
 __all__ = [
     "BASIC_GROUP",
     "A2AAgent",
+    "ApprovalPolicy",
+    "ApprovalRule",
     "MCPClient",
     "MCPConnectionError",
     "MCPLogMessage",

@@ -6,6 +6,8 @@ What a tool call can end in (the toolkit never raises for a tool's own problems)
     arguments not JSON             -> error result "arguments were not valid JSON: ...; you sent: ..."
     arguments unusable JSON        -> error result saying why: nested too deeply, invalid Unicode, NaN...
     arguments fail validation      -> error result naming each bad parameter (tool not called)
+    approval policy denies it      -> error result "denied by policy: <reason>" (tool not called)
+    approval policy asks           -> ApprovalRequired, as below (unless inside approved_calls())
     tool raises ModelRetry(msg)    -> error result, exactly msg
     tool raises another Exception  -> error result "<ExcType>: <message>" (traceback logged at debug level)
     tool exceeds its timeout       -> error result "Tool 'x' timed out after Xs"
@@ -37,6 +39,7 @@ from agentscope.tools._convert import (
     to_result_block,
 )
 from agentscope.tools._invoke import ToolTimeout, invoke, stream_pieces
+from agentscope.tools._policy import ApprovalPolicy, enforce_policy
 from agentscope.tools._schema import (
     CallKind,
     FunctionSpec,
@@ -87,15 +90,20 @@ class Toolkit:
     The toolkit is safe to use from many concurrent tasks.
     """
 
-    def __init__(self, default_timeout_s: float | None = None) -> None:
+    def __init__(
+        self, default_timeout_s: float | None = None, *, approval_policy: ApprovalPolicy | None = None
+    ) -> None:
         """Create an empty toolkit.
 
         Args:
             default_timeout_s: Timeout for tools registered without their own ``timeout_s``; ``None``: none.
+            approval_policy: Rules that allow, ask a human about, or deny each call (docs/approvals.md).
         """
         _check_timeout(default_timeout_s)
         self.default_timeout_s: float | None = default_timeout_s
         """Timeout for tools registered without their own; ``None`` means none."""
+        self.approval_policy: ApprovalPolicy | None = approval_policy
+        """Consulted for every call whose arguments fit the tool, before it runs; ``None``: every call runs."""
         self._tools: dict[str, ToolInfo] = {}
         self._groups: dict[str, ToolGroup] = {BASIC_GROUP: ToolGroup(BASIC_GROUP, "Basic tools", active=True)}
         self._schemas: list[ToolSchema] | None = None
@@ -423,6 +431,10 @@ class Toolkit:
         bound = tool.bind(arguments)
         if isinstance(bound, ToolResponse):
             return bound
+        if self.approval_policy is not None:  # may raise ApprovalRequired
+            denied = enforce_policy(self.approval_policy, tool.name, arguments)
+            if denied is not None:
+                return denied
         return tool, *bound
 
     def _timeout_of(self, tool: ToolInfo) -> float | None:
