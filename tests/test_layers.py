@@ -73,7 +73,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"models", "tools", "memory", "studio", "sandbox"}),
     frozenset({"context"}),
     frozenset({"agents", "testing", "knowledge"}),
-    frozenset({"pipelines", "rl", "service"}),
+    frozenset({"pipelines", "plan", "rl", "service"}),
     frozenset({"evaluation"}),
     frozenset({"cli", ""}),  # "": the root package's __init__
 )

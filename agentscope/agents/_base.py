@@ -9,7 +9,7 @@ import inspect
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast, overload
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
@@ -23,7 +23,7 @@ from agentscope.types import ChatResponse, Hook, HookType, ReplyArguments
 if TYPE_CHECKING:
     from agentscope.memory import MemoryBase
 
-__all__ = ["AgentBase"]
+__all__ = ["AgentBase", "StatePart"]
 
 logger = logging.getLogger("agentscope.agents")
 
@@ -69,6 +69,7 @@ class AgentBase(ABC):
         self._hooks: dict[HookType, dict[str, Hook[Any, Any]]] = {}
         self._reply_scope: anyio.CancelScope | None = None
         self._subscribers: dict[str, list[AgentBase]] = {}
+        self._state_parts: dict[str, StatePart] = {}
 
     # ------------------------------------------------------------------ replying
 
@@ -278,13 +279,31 @@ class AgentBase(ABC):
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """The agent's state as JSON-compatible data (memory included)."""
-        return {"name": self.name, "id": self.id, "memory": self.memory.state_dict()}
+        """The agent's state as JSON-compatible data (memory and registered state parts included)."""
+        state: dict[str, Any] = {"name": self.name, "id": self.id, "memory": self.memory.state_dict()}
+        if self._state_parts:
+            state["parts"] = {name: part.state_dict() for name, part in self._state_parts.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore state saved by :meth:`state_dict`."""
+        """Restore state saved by :meth:`state_dict` (a registered part missing from ``state`` is left as is)."""
         self.id = state.get("id", self.id)
         self.memory.load_state_dict(state["memory"])
+        parts: dict[str, Any] = state.get("parts", {})
+        for name, part in self._state_parts.items():
+            if name in parts:
+                part.load_state_dict(parts[name])
+
+    def register_state(self, name: str, part: StatePart) -> None:
+        """Save ``part`` with the agent: :meth:`state_dict` holds ``part.state_dict()`` under ``parts[name]``.
+
+        For what is attached to an agent and must survive with its session (e.g. a
+        :class:`~agentscope.plan.PlanNotebook`). Raises ValueError when ``name`` is taken by another part.
+        """
+        held = self._state_parts.get(name)
+        if held is not None and held is not part:
+            raise ValueError(f"agent {self.name!r} already saves a state part named {name!r}")
+        self._state_parts[name] = part
 
     # ------------------------------------------------------------------ as a tool
 
@@ -310,6 +329,18 @@ class AgentBase(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+class StatePart(Protocol):
+    """Anything saved with an agent through :meth:`AgentBase.register_state`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The part's state as JSON-compatible data."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state saved by :meth:`state_dict`."""
+        ...
 
 
 def _identifier(name: str) -> str:
