@@ -569,18 +569,22 @@ async function tracePage(traceId, view, spanId) {
     h("a", { href: `#/trace/${traceId}?view=chat`, class: view === "chat" ? "active" : "", id: "tab-chat" }, "Conversation"));
   const detail = h("aside", { class: "detail", id: "span-detail" }, h("p", { class: "muted" }, "Select a span to see its inputs, outputs, usage and latency."));
   const main = h("div", { class: "trace-main" });
-  app.replaceChildren(h("section", { class: "trace-page" }, head, tabs, h("div", { class: "split" }, main, detail)));
+  let tree = null;
+  const plan = planPanel(traceId, (id) => (tree ? tree.select(id) : api(`/api/spans/${id}`).then((s) => detail.replaceChildren(spanDetail(s)))));
+  app.replaceChildren(h("section", { class: "trace-page" }, head, tabs, plan.node, h("div", { class: "split" }, main, detail)));
+  await plan.refresh();
 
   const refreshHead = debounce(async () => fillHead(await api(`/api/traces/${traceId}`)), 300);
+  const refreshPlan = debounce(plan.refresh, 300);
   if (view === "chat") {
     await conversationView(traceId, main, detail);
-    live({ trace_id: traceId }, { span: refreshHead });
+    live({ trace_id: traceId }, { span: () => { refreshHead(); refreshPlan(); } });
     return;
   }
-  const tree = await treeView(traceId, main, detail);
+  tree = await treeView(traceId, main, detail);
   if (spanId) tree.select(spanId);
   // Start the feed after the newest span the tree has read, so none written in between is missed.
-  live({ trace_id: traceId, after_span: tree.cursor() }, { span: () => { refreshHead(); tree.refresh(); } });
+  live({ trace_id: traceId, after_span: tree.cursor() }, { span: () => { refreshHead(); tree.refresh(); refreshPlan(); } });
 }
 
 function barLabel(left, width, text) {

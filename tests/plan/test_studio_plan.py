@@ -1,0 +1,178 @@
+"""The plan in the studio, in a real browser (Playwright driving Debian's chromium): a scripted agent creates a
+plan, revises it, finishes its subtasks and the plan; the trace page shows the final plan next to the trace, and
+each change, chosen in the list, shows the plan as it stood then and selects its span. Skipped when chromium or
+Playwright is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+import agentscope
+from agentscope import tracing
+from agentscope.agents import ReActAgent
+from agentscope.message import Msg
+from agentscope.testing import ScriptedModel
+
+CHROMIUM = os.environ.get("AGENTSCOPE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def populate(store: Path, plan_run: Any) -> None:
+    """A run whose agent plans (project trips), and one whose agent has no plan."""
+    agentscope.init(store, project="trips", run_name="lisbon-plan")
+    try:
+        asyncio.run(plan_run.run_plan())
+    finally:
+        tracing.shutdown()
+    agentscope.init(store, project="trips", run_name="no-plan")
+    try:
+        agent = ReActAgent("greeter", "Greet.", ScriptedModel(["Hello!"]))
+        asyncio.run(agent(Msg(role="user", name="user", content="hi")))
+    finally:
+        tracing.shutdown()
+
+
+@pytest.fixture
+def studio(tmp_path: Path, plan_run: Any) -> Iterator[str]:
+    store = tmp_path / "traces.db"
+    populate(store, plan_run)
+    port = _free_port()
+    log = (tmp_path / "studio.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentscope.cli", "studio", "--store", str(store), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx2.get(f"{url}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the studio did not start:\n{(tmp_path / 'studio.log').read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+async def test_the_studio_shows_the_plan_next_to_the_trace(studio: str, tmp_path: Path) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    url = studio
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+            page_errors: list[str] = []
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            expect = playwright_api.expect
+            expect.set_options(timeout=15_000)
+
+            # ---- a trace without a plan has no plan panel
+            await page.goto(f"{url}/#/")
+            await page.locator("a.run-link", has_text="no-plan").click()
+            await page.locator("a.trace-link").first.click()
+            await expect(page.locator(".span-row").first).to_contain_text("invoke_agent greeter")
+            await expect(page.locator("#plan-panel")).to_be_hidden()
+
+            # ---- the planning run: the final plan, next to the trace tree
+            await page.goto(f"{url}/#/")
+            await page.locator("a.run-link", has_text="lisbon-plan").click()
+            await page.locator("a.trace-link").first.click()
+            panel = page.locator("#plan-panel")
+            await expect(panel).to_be_visible()
+            await expect(page.locator(".span-row").first).to_contain_text("invoke_agent planner")
+            version = panel.locator(".plan-version")
+            await expect(version.locator("h3")).to_contain_text("Lisbon weekend")
+            await expect(version.locator("h3 .badge")).to_have_text("done")
+            subtasks = version.locator(".plan-subtask")
+            await expect(subtasks).to_have_count(3)
+            assert await subtasks.evaluate_all("(els) => els.map((e) => e.dataset.state)") == [
+                "done",
+                "done",
+                "abandoned",
+            ]
+            await expect(subtasks.nth(0)).to_contain_text("Outcome: TP1350 on Friday 18:05, 180 EUR")
+            await expect(subtasks.nth(2)).to_contain_text("Outcome: The traveller plans the days")
+            await expect(version.locator(".plan-final-outcome")).to_contain_text(
+                "Flight TP1350 and Casa Alfama booked"
+            )
+            changes = panel.locator(".plan-change")
+            assert await changes.evaluate_all("(els) => els.map((e) => e.dataset.change)") == [
+                "create_plan",
+                "revise_plan:add",
+                "update_subtask_state",
+                "finish_subtask",
+                "finish_subtask",
+                "update_subtask_state",
+                "finish_plan",
+            ]
+            await expect(changes.last).to_have_class("plan-change active")
+            await page.screenshot(path=str(tmp_path / "plan.png"))
+
+            # ---- over time: each change shows the plan as it stood then, and selects its span in the trace
+            await changes.nth(1).locator("button").click()
+            await expect(subtasks).to_have_count(3)
+            await expect(version.locator("h3 .badge")).to_have_text("todo")
+            assert await subtasks.evaluate_all("(els) => els.map((e) => e.dataset.state)") == ["todo"] * 3
+            await expect(subtasks.nth(2)).to_contain_text("Plan the days")
+            await expect(page.locator("#span-detail h2")).to_have_text("update_plan")
+            await expect(page.locator("#span-detail")).to_contain_text('"agentscope.plan.change": "revise_plan:add"')
+
+            await changes.nth(3).locator("button").click()
+            assert await subtasks.evaluate_all("(els) => els.map((e) => e.dataset.state)") == [
+                "done",
+                "in_progress",
+                "todo",
+            ]
+            await expect(version.locator("h3 .badge")).to_have_text("in progress")
+            await expect(changes.nth(0)).to_contain_text("create_plan")
+            await expect(changes.nth(0).locator(".plan-chip")).to_have_count(2)
+
+            # ---- the conversation view keeps the panel
+            await page.locator("#tab-chat").click()
+            await expect(panel.locator(".plan-version h3 .badge")).to_have_text("done")
+            assert not page_errors, page_errors
+        finally:
+            await browser.close()
