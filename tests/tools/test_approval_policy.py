@@ -4,6 +4,7 @@ asked call pauses a ReActAgent exactly as ``require_approval`` does, and a denie
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,7 +15,15 @@ from agentscope.agents import ApprovalDecision, ReActAgent
 from agentscope.exceptions import ApprovalRequired, ConfigError
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
 from agentscope.testing import FunctionModel, ModelRequest, ScriptItem, tool_call
-from agentscope.tools import ApprovalPolicy, ApprovalRule, Toolkit, approved_calls, require_approval
+from agentscope.tools import (
+    ApprovalPolicy,
+    ApprovalRule,
+    MCPClient,
+    StdioServer,
+    Toolkit,
+    approved_calls,
+    require_approval,
+)
 from agentscope.types import ChatResponse
 
 
@@ -377,3 +386,26 @@ def test_a_bad_policy_from_python_fails_naming_the_field() -> None:
         ApprovalRule(tool="x", action="maybe")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ConfigError, match="cannot read approval policy"):
         ApprovalPolicy.from_file("/nonexistent/policy.yaml")
+
+
+TINY_MCP_SERVER = Path(__file__).parents[1] / "mcp" / "servers" / "tiny_server.py"
+
+
+@pytest.mark.integration
+async def test_the_policy_governs_mcp_tools_registered_in_the_toolkit() -> None:
+    policy = policy_of(("tiny_echo", {"message": "re:secret"}, "deny"), ("tiny_add", {}, "ask"))
+    async with MCPClient(
+        StdioServer(sys.executable, [str(TINY_MCP_SERVER)]), name="tiny", timeout_s=60
+    ) as client:
+        toolkit = Toolkit(approval_policy=policy)
+        await toolkit.register_mcp(client, prefix="tiny_", include=["echo", "add"], progress=False)
+        assert (
+            await outcome(toolkit, "tiny_echo", message="the secret")
+            == "denied by policy: rule 0 for 'tiny_echo'"
+        )
+        assert await outcome(toolkit, "tiny_add", a=1, b=2) == "ask: rule 1 for 'tiny_add'"
+        echoed = await toolkit.call(ToolUseBlock(id="e", name="tiny_echo", input={"message": "hello"}))
+        with approved_calls():
+            added = await toolkit.call(ToolUseBlock(id="a", name="tiny_add", input={"a": 1, "b": 2}))
+    assert echoed.output == "echo: hello"
+    assert added.output == "3"
