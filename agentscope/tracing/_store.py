@@ -647,7 +647,9 @@ class TraceStore:
         summaries, total = list_evaluations(conn, offset=offset, limit=limit)
         out: list[Row] = []
         for summary in summaries:
-            row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (summary["run_id"],)).fetchone()
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (summary["run_id"],)
+            ).fetchone()
             run = _run_row(row) if row is not None else {"id": summary["run_id"], "name": summary["run_id"]}
             out.append({**run, **{k: v for k, v in summary.items() if k != "run_id"}})
         return out, total
