@@ -105,7 +105,11 @@ async def test_the_studio_shows_the_plan_next_to_the_trace(studio: str, tmp_path
         try:
             page = await browser.new_page(viewport={"width": 1440, "height": 1000})
             page_errors: list[str] = []
-            page.on("pageerror", lambda e: page_errors.append(str(e)))
+
+            def on_error(error: Any) -> None:
+                page_errors.append(str(error))
+
+            page.on("pageerror", on_error)
             expect = playwright_api.expect
             expect.set_options(timeout=15_000)
 
@@ -158,7 +162,9 @@ async def test_the_studio_shows_the_plan_next_to_the_trace(studio: str, tmp_path
             assert await subtasks.evaluate_all("(els) => els.map((e) => e.dataset.state)") == ["todo"] * 3
             await expect(subtasks.nth(2)).to_contain_text("Plan the days")
             await expect(page.locator("#span-detail h2")).to_have_text("update_plan")
-            await expect(page.locator("#span-detail")).to_contain_text('"agentscope.plan.change": "revise_plan:add"')
+            await expect(page.locator("#span-detail")).to_contain_text(
+                '"agentscope.plan.change": "revise_plan:add"'
+            )
 
             await changes.nth(3).locator("button").click()
             assert await subtasks.evaluate_all("(els) => els.map((e) => e.dataset.state)") == [
