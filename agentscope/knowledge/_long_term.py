@@ -180,13 +180,19 @@ class LongTermMemory:
 
         return await self._store.run("list facts", run)
 
-    async def forget(self, fact_id: int) -> bool:
-        """Delete the fact with id ``fact_id``; False when there is none."""
+    async def forget(self, fact_id: int, *, scope: str | None = None) -> bool:
+        """Delete the fact with id ``fact_id`` of ``scope`` (default: this memory's); False when that scope has
+        none (a fact of another scope is left alone)."""
+        where = _check_scope(scope or self._scope)
 
         def run(conn: sqlite3.Connection) -> bool:
             with write_transaction(conn):
-                deleted = conn.execute("DELETE FROM facts WHERE id = ?", (fact_id,)).rowcount > 0
-            self._store.mirror(conn, "fact", removed=[fact_id])
+                deleted = (
+                    conn.execute("DELETE FROM facts WHERE id = ? AND scope = ?", (fact_id, where)).rowcount
+                    > 0
+                )
+            if deleted:
+                self._store.mirror(conn, "fact", removed=[fact_id])
             return deleted
 
         return await self._store.run("forget a fact", run)

@@ -68,6 +68,19 @@ async def test_recording_twice_keeps_one_fact_and_forget_removes_it(tmp_path: Pa
         assert await ltm.recall("deploy key") == []
 
 
+async def test_forget_leaves_another_scopes_fact_alone(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    async with (
+        LongTermMemory(path, scope="user:alice") as alice,
+        LongTermMemory(path, scope="user:bob") as bob,
+    ):
+        fact = await alice.record("Alice is allergic to peanuts.")
+        assert await bob.forget(fact.id) is False
+        assert [f.text for f in await alice.facts()] == ["Alice is allergic to peanuts."]
+        assert await alice.forget(fact.id) is True
+        assert await alice.facts() == []
+
+
 async def test_memory_and_knowledge_share_one_file(docs_folder: Path, tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     async with KnowledgeBase(path) as kb, LongTermMemory(path) as ltm:
