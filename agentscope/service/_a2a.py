@@ -77,6 +77,7 @@ from agentscope.service._service import (
     result_step,
     waiting_calls,
 )
+from agentscope.service._store import BUSY_TIMEOUT_S
 from agentscope.types import ApprovalDecision
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ AGENT_CARD_PATH = AGENT_CARD_WELL_KNOWN_PATH
 _REPLY_ARTIFACT = "reply"
 _STEP_MEDIA_TYPE = "application/json"
 _APPROVALS_KEY = "approvals"
+_PAUSED_TASK_IDLE_S = 120.0
 _DECISIONS: TypeAdapter[list[ApprovalDecision]] = TypeAdapter(list[ApprovalDecision])
 
 
@@ -111,7 +113,11 @@ def a2a_routes(
     name = service.config.model_name
     card = _agent_card(name, description or f"The AgentScope agent {name!r}", bool(service.config.api_keys))
     handler = DefaultRequestHandler(
-        agent_executor=_AgentExecutor(service), task_store=task_store, agent_card=card
+        agent_executor=_AgentExecutor(service),
+        task_store=task_store,
+        agent_card=card,
+        # A task paused for input keeps an SDK worker in memory until then; a later message reloads it from the store.
+        interrupted_task_timeout=_PAUSED_TASK_IDLE_S,
     )
     service.call_on_close(handler.aclose)  # paused (input-required) tasks keep the SDK's workers until then
     dispatcher = JsonRpcDispatcher(request_handler=handler)
@@ -331,9 +337,14 @@ class _SessionFileTaskStore(TaskStore):
         self.path = path
         self.engine: AsyncEngine | None = None
         self.store: TaskStore | None = None
+        self.opening = anyio.Lock()
 
     async def _open(self) -> TaskStore:
-        if self.store is None:
+        if self.store is not None:
+            return self.store
+        async with self.opening:  # two first requests at once must not make two engines
+            if self.store is not None:
+                return self.store
             self.engine = await anyio.to_thread.run_sync(functools.partial(_engine, self.path))
             # The SDK's own table name: another name makes a new mapped class per store, which SQLAlchemy warns
             # about from the second app of a process on.
@@ -362,4 +373,4 @@ def _engine(path: Path) -> AsyncEngine:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return create_async_engine(f"sqlite+aiosqlite:///{path}")
+    return create_async_engine(f"sqlite+aiosqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_S})

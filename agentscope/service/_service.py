@@ -255,13 +255,14 @@ class AgentService:
     async def aclose(self) -> None:
         """Close what was registered with :meth:`call_on_close`, the session store (it reopens if used again) and
         the models this service made."""
-        try:
-            for close in self._closers:
+        for close in self._closers:
+            try:
                 await close()
-        finally:
-            await self.store.aclose()
-            for model in self._owned_models:
-                await model.aclose()
+            except Exception:  # the rest must still close
+                logger.exception("closing %r failed", close)
+        await self.store.aclose()
+        for model in self._owned_models:
+            await model.aclose()
 
     async def new_agent(self) -> AgentBase:
         """A fresh agent from the factory."""

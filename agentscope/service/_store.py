@@ -29,7 +29,7 @@ import anyio.to_thread
 from agentscope._sqlite import SQLiteSchema, connect, sqlite_errors, write_transaction
 from agentscope.exceptions import SessionError
 
-__all__ = ["SessionInfo", "SessionStore"]
+__all__ = ["A2A_TASK_TABLE", "BUSY_TIMEOUT_S", "SessionInfo", "SessionStore"]
 
 _T = TypeVar("_T")
 
@@ -49,6 +49,13 @@ _FILE = SQLiteSchema(
         )""",
     ),
 )
+
+
+BUSY_TIMEOUT_S = _FILE.busy_timeout_s
+"""How long a write waits for another connection to the session file (every connection to it uses this)."""
+
+A2A_TASK_TABLE = "tasks"
+"""The A2A SDK's task table in the session file (its ``DatabaseTaskStore``); a deleted session's tasks go too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +240,7 @@ def _delete(conn: sqlite3.Connection, session_id: str, owner: str) -> bool | Non
             "SELECT lease_owner, lease_until_ns FROM service_sessions WHERE id = ?", (session_id,)
         ).fetchone()
         if row is None:
-            return False
+            return _delete_a2a_tasks(conn, session_id) > 0
         holder, holder_until = row
         if (
             holder is not None
@@ -243,4 +250,14 @@ def _delete(conn: sqlite3.Connection, session_id: str, owner: str) -> bool | Non
         ):
             return None
         conn.execute("DELETE FROM service_sessions WHERE id = ?", (session_id,))
+        _delete_a2a_tasks(conn, session_id)
     return True
+
+
+def _delete_a2a_tasks(conn: sqlite3.Connection, session_id: str) -> int:
+    """Delete the A2A tasks of the session (their history is the conversation too); how many there were."""
+    if conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (A2A_TASK_TABLE,)
+    ).fetchone():
+        return conn.execute(f"DELETE FROM {A2A_TASK_TABLE} WHERE context_id = ?", (session_id,)).rowcount
+    return 0

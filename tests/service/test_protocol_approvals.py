@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import httpx2
+import pytest
 from a2a.client import A2ACardResolver, ClientConfig, create_client
 from a2a.helpers import get_artifact_text, get_data_parts, get_message_text, new_data_part
 from a2a.types import GetTaskRequest, Message, Part, Role, SendMessageRequest, StreamResponse, TaskState
+from a2a.utils.errors import TaskNotFoundError
 from ag_ui.core import (
     BaseEvent,
     Event,
@@ -269,3 +271,19 @@ async def test_a_decision_in_the_paused_a2a_task_itself_continues_that_task(serv
     assert done.task.id == task.id
     assert done.task.status.state == TaskState.TASK_STATE_COMPLETED
     assert files.removed == ["c.txt"]
+
+
+async def test_deleting_a_session_deletes_its_a2a_tasks(serving: Serving) -> None:
+    files = Files()
+    async with serving(files.factory) as base_url, httpx.AsyncClient(timeout=10) as http:
+        card = await A2ACardResolver(http, base_url.removesuffix("/v1")).get_agent_card()
+        client = await create_client(card, ClientConfig(httpx_client=http, streaming=False))
+        (paused,) = [
+            e async for e in client.send_message(message(Part(text="remove a.txt"), context_id="ctx-3"))
+        ]
+        kept = await client.get_task(GetTaskRequest(id=paused.task.id))
+        deleted = await http.delete(f"{base_url}/sessions/ctx-3")
+        with pytest.raises(TaskNotFoundError):
+            await client.get_task(GetTaskRequest(id=paused.task.id))
+    assert kept.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert deleted.status_code == 200
