@@ -10,11 +10,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -22,7 +24,7 @@ import agentscope
 from agentscope import tracing
 from agentscope.agents import ReActAgent
 from agentscope.message import Msg
-from agentscope.testing import ScriptedModel
+from agentscope.testing import ModelRequest, ScriptedModel
 
 CHROMIUM = os.environ.get("AGENTSCOPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -180,5 +182,69 @@ async def test_the_studio_shows_the_plan_next_to_the_trace(studio: str, tmp_path
             await page.locator("#tab-chat").click()
             await expect(panel.locator(".plan-version h3 .badge")).to_have_text("done")
             assert not page_errors, page_errors
+        finally:
+            await browser.close()
+
+
+class PausedPlanRun:
+    """The plan run in its own thread (its own trace store writer), waiting before its fifth model call until
+    :meth:`release`: by then the plan was created, revised and its first subtask finished."""
+
+    def __init__(self, store: Path, plan_run: Any) -> None:
+        self.store = store
+        self.plan_run = plan_run
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            agentscope.init(self.store, project="trips", run_name="live-plan", sample_rate=1.0)
+            script: list[Any] = self.plan_run.plan_script()
+            held = script[4]
+
+            async def later(_: ModelRequest) -> Any:
+                self.waiting.set()
+                await anyio.to_thread.run_sync(self.gate.wait)
+                return held
+
+            script[4] = later
+            asyncio.run(self.plan_run.run_plan(ScriptedModel(script)))
+        except BaseException as exc:  # pragma: no cover - reported by the test
+            self.error = exc
+        finally:
+            tracing.shutdown()
+
+    def release(self) -> None:
+        self.gate.set()
+        self.thread.join(30)
+        assert self.error is None, self.error
+
+
+async def test_the_plan_panel_follows_a_running_trace_live(
+    studio: str, tmp_path: Path, plan_run: Any
+) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    run = PausedPlanRun(tmp_path / "traces.db", plan_run)
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+            expect = playwright_api.expect
+            expect.set_options(timeout=15_000)
+            await anyio.to_thread.run_sync(run.thread.start)
+            await anyio.to_thread.run_sync(run.waiting.wait, 30)
+            await page.goto(f"{studio}/#/")
+            await page.locator("a.run-link", has_text="live-plan").click()
+            await page.locator("a.trace-link").first.click()
+            version = page.locator("#plan-panel .plan-version")
+            await expect(version.locator("h3 .badge")).to_have_text("in progress")
+            await expect(page.locator("#plan-panel .plan-change")).to_have_count(4)
+            await page.evaluate("window.__sameDocument = true")
+            await anyio.to_thread.run_sync(run.release)
+            await expect(page.locator("#plan-panel .plan-change")).to_have_count(7)
+            await expect(version.locator("h3 .badge")).to_have_text("done")
+            assert await page.evaluate("window.__sameDocument === true"), "the page was reloaded"
         finally:
             await browser.close()
