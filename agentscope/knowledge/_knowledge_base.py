@@ -18,7 +18,7 @@ from agentscope._sqlite import write_transaction
 from agentscope.exceptions import ModelRetry
 from agentscope.knowledge._chunking import Chunk, check_chunking, chunk_sections
 from agentscope.knowledge._qdrant import QdrantIndex
-from agentscope.knowledge._readers import SUPPORTED_SUFFIXES, read_document
+from agentscope.knowledge._readers import SUPPORTED_SUFFIXES, load_document
 from agentscope.knowledge._store import DEFAULT_PATH, Store, VectorEngine, check_limit
 from agentscope.knowledge._types import KnowledgeError, Passage, SearchMode
 from agentscope.knowledge._vectors import EmbeddingModel, VectorSearch
@@ -194,8 +194,8 @@ class KnowledgeBase:
         return report
 
     def _read(self, path: Path, name: str) -> _Read:
-        sections = read_document(path)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        sections, data = load_document(path)
+        digest = hashlib.sha256(data).hexdigest()
         chunks = chunk_sections(sections, size=self._chunk_size, overlap=self._chunk_overlap)
         return _Read(path.resolve(), name, path.suffix.lower().lstrip("."), digest, chunks)
 

@@ -12,6 +12,7 @@ All of it is blocking: callers run it in a worker thread.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 from agentscope._lazy import install_hint
 from agentscope.knowledge._types import KnowledgeError, Section
 
-__all__ = ["SUPPORTED_SUFFIXES", "read_document"]
+__all__ = ["SUPPORTED_SUFFIXES", "load_document", "read_document"]
 
 _BLOCK_TAGS = frozenset(
     [
@@ -68,8 +69,8 @@ def _decode(path: Path, data: bytes) -> str:
         ) from None
 
 
-def _read_text(path: Path) -> list[Section]:
-    return [Section(text=_decode(path, path.read_bytes()))]
+def _read_text(path: Path, data: bytes) -> list[Section]:
+    return [Section(text=_decode(path, data))]
 
 
 def _heading_path(stack: list[tuple[int, str]]) -> str | None:
@@ -82,10 +83,10 @@ def _push(stack: list[tuple[int, str]], level: int, title: str) -> None:
     stack.append((level, title))
 
 
-def _read_markdown(path: Path) -> list[Section]:
+def _read_markdown(path: Path, data: bytes) -> list[Section]:
     from markdown_it import MarkdownIt
 
-    text = _decode(path, path.read_bytes())
+    text = _decode(path, data)
     lines = text.splitlines()
     tokens = MarkdownIt("commonmark").parse(text)
     # (first line, line after the heading, level, title) of every heading, in order.
@@ -113,12 +114,12 @@ def _squeeze(text: str) -> str:
     return "\n\n".join(p for p in paragraphs if p)
 
 
-def _read_html(path: Path) -> list[Section]:
+def _read_html(path: Path, data: bytes) -> list[Section]:
     try:
         from bs4 import BeautifulSoup
     except ImportError as e:
         raise KnowledgeError(f"reading HTML needs beautifulsoup4: {install_hint('knowledge')}") from e
-    soup = BeautifulSoup(_decode(path, path.read_bytes()), "html.parser")
+    soup = BeautifulSoup(_decode(path, data), "html.parser")
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup.find_all(_DROP_TAGS):
         tag.decompose()
@@ -149,23 +150,26 @@ def _read_html(path: Path) -> list[Section]:
     return sections
 
 
-def _read_pdf(path: Path) -> list[Section]:
+def _read_pdf(path: Path, data: bytes) -> list[Section]:
     try:
-        from pypdf import PdfReader
-        from pypdf.errors import PdfReadError
+        from pypdf import PasswordType, PdfReader
     except ImportError as e:
         raise KnowledgeError(f"reading PDF needs pypdf: {install_hint('knowledge')}") from e
     try:
-        reader = PdfReader(path)
-        if reader.is_encrypted:
+        reader = PdfReader(io.BytesIO(data))
+        # A PDF with an empty user password is only permission-protected: any viewer opens it.
+        if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
             raise KnowledgeError(f"{str(path)!r} is an encrypted PDF; decrypt it first")
         pages = [page.extract_text() or "" for page in reader.pages]
-    except (PdfReadError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
-        raise KnowledgeError(f"{str(path)!r} is not a readable PDF: {e}") from e
+    except KnowledgeError:
+        raise
+    except Exception as e:
+        # pypdf raises many kinds on malformed files (struct.error, zlib.error, RecursionError, its own errors).
+        raise KnowledgeError(f"{str(path)!r} is not a readable PDF: {type(e).__name__}: {e}") from e
     return [Section(text=text, page=number) for number, text in enumerate(pages, 1) if text.strip()]
 
 
-_READERS: dict[str, Callable[[Path], list[Section]]] = {
+_READERS: dict[str, Callable[[Path, bytes], list[Section]]] = {
     ".txt": _read_text,
     ".text": _read_text,
     ".md": _read_markdown,
@@ -185,6 +189,11 @@ def read_document(path: Path) -> list[Section]:
         KnowledgeError: the file does not exist, is not a file, has an unsupported suffix, cannot be decoded or
             parsed, or holds no text (a scanned PDF needs OCR first).
     """
+    return load_document(path)[0]
+
+
+def load_document(path: Path) -> tuple[list[Section], bytes]:
+    """:func:`read_document`'s sections and the file's bytes, read once (for a digest of what was parsed)."""
     if not path.exists():
         raise KnowledgeError(f"no such file: {str(path)!r}")
     if not path.is_file():
@@ -196,10 +205,11 @@ def read_document(path: Path) -> list[Section]:
             f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
         )
     try:
-        sections = reader(path)
+        data = path.read_bytes()
+        sections = reader(path, data)
     except OSError as e:
         raise KnowledgeError(f"could not read {str(path)!r}: {e}") from e
     if not any(s.text.strip() for s in sections):
         hint = " (a scanned PDF needs OCR first)" if path.suffix.lower() == ".pdf" else ""
         raise KnowledgeError(f"{str(path)!r} holds no text{hint}")
-    return sections
+    return sections, data

@@ -70,6 +70,37 @@ def test_encrypted_pdf_is_refused(tmp_path: Path, pdf_maker: Callable[[list[list
         read_document(tmp_path / "locked.pdf")
 
 
+def test_pdf_with_an_empty_user_password_is_read(
+    tmp_path: Path, pdf_maker: Callable[[list[list[str]]], bytes]
+) -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    plain = tmp_path / "plain.pdf"
+    plain.write_bytes(pdf_maker([["Permissions only, no secret."]]))
+    writer = PdfWriter(clone_from=PdfReader(plain))
+    writer.encrypt(user_password="", owner_password="owner")
+    with (tmp_path / "restricted.pdf").open("wb") as f:
+        writer.write(f)
+    [section] = read_document(tmp_path / "restricted.pdf")
+    assert section.text.strip() == "Permissions only, no secret."
+    assert section.page == 1
+
+
+def test_malformed_pdf_that_pypdf_rejects_with_its_own_error_is_named(
+    tmp_path: Path, pdf_maker: Callable[[list[list[str]]], bytes]
+) -> None:
+    # A predictor pypdf refuses with LimitReachedError, which is no PdfReadError.
+    path = tmp_path / "odd.pdf"
+    path.write_bytes(
+        pdf_maker([["Hello."]]).replace(
+            b"<< /Length",
+            b"<< /Filter /FlateDecode /DecodeParms << /Predictor 12 /Columns 999999999 >> /Length",
+        )
+    )
+    with pytest.raises(KnowledgeError, match=r"odd\.pdf.*not a readable PDF: LimitReachedError"):
+        read_document(path)
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
