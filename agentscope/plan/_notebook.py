@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentscope import tracing
+from agentscope.exceptions import UsageError
 from agentscope.message import Msg
 from agentscope.plan._model import Plan, SubTask, SubTaskSpec
 from agentscope.tools import Toolkit, ToolResponse
@@ -75,7 +76,17 @@ class PlanNotebook:
     # ------------------------------------------------------------------ attaching
 
     def register_tools(self, toolkit: Toolkit) -> None:
-        """Register the plan tools into ``toolkit`` (raises UsageError when one of their names is taken)."""
+        """Register the plan tools into ``toolkit``.
+
+        Raises:
+            UsageError: one of their names is taken (nothing is registered then).
+        """
+        taken = [name for name in _TOOL_NAMES if name in toolkit]
+        if taken:
+            raise UsageError(
+                f"the toolkit already has tools named {', '.join(taken)}: a plan notebook is attached already, "
+                "or remove those tools first"
+            )
         for name in _TOOL_NAMES:
             toolkit.register(getattr(self, name), inline=True)
 

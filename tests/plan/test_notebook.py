@@ -12,6 +12,7 @@ import pytest
 import agentscope
 from agentscope import tracing
 from agentscope.agents import ReActAgent
+from agentscope.exceptions import UsageError
 from agentscope.message import Msg, ToolResultBlock
 from agentscope.plan import DEFAULT_NO_PLAN_HINT, PLAN_SPAN, PlanNotebook, SubTaskSpec
 from agentscope.testing import ScriptedModel, tool_call
@@ -210,9 +211,13 @@ async def test_the_notebook_is_saved_with_the_agent_and_restored_on_a_fresh_one(
     assert fresh_notebook.plan is not None
 
 
-def test_a_part_name_is_saved_once() -> None:
+def test_a_second_notebook_on_one_agent_is_refused_naming_the_clash() -> None:
     agent = ReActAgent("planner", model=ScriptedModel([]))
     PlanNotebook().attach(agent)
+    tools = agent.toolkit.schemas()
+    with pytest.raises(UsageError, match="already has tools named create_plan, revise_plan"):
+        PlanNotebook().attach(agent)
+    assert agent.toolkit.schemas() == tools
     with pytest.raises(ValueError, match="already saves a state part named 'plan_notebook'"):
         agent.register_state("plan_notebook", PlanNotebook())
 
