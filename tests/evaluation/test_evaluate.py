@@ -256,19 +256,23 @@ def test_a_run_id_must_look_like_one(tmp_path: Path) -> None:
 async def test_episodes_run_concurrently_up_to_the_limit() -> None:
     in_flight = 0
     most = 0
+    three_in_flight = anyio.Event()
 
     async def slow(messages: list[Msg], _request: ModelRequest) -> ScriptItem:
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)
-        await anyio.sleep(0.05)
+        if in_flight == 3:
+            three_in_flight.set()
+        await three_in_flight.wait()  # a barrier: the first calls wait until three run at once
         in_flight -= 1
         return "0"
 
     def build(model: ChatModel | None = None, toolkit: Toolkit | None = None) -> ReActAgent:
         return ReActAgent("slow", "Answer.", model or FunctionModel(slow), toolkit=toolkit)
 
-    report = await evaluate(build, "arith:n=8,seed=0", concurrency=3)
+    with anyio.fail_after(20):  # fewer than three at once would wait here for ever
+        report = await evaluate(build, "arith:n=8,seed=0", concurrency=3)
     assert len(report.episodes) == 8
     assert most == 3
 
