@@ -245,6 +245,8 @@ class KnowledgeBase:
                             )
                             added.append(chunk_id)
                     report.chunks += len(read.chunks)
+                if added or removed:
+                    self._store.vectors_changed(conn, "chunk")
             self._store.mirror(conn, "chunk", added=added, removed=removed)
 
         await self._store.run("add documents", write)
@@ -275,6 +277,8 @@ class KnowledgeBase:
                 ids = [int(i) for (i,) in conn.execute("SELECT id FROM documents WHERE name = ?", (name,))]
                 for doc_id in ids:
                     removed.extend(_delete_document(conn, doc_id))
+                if removed:
+                    self._store.vectors_changed(conn, "chunk")
             self._store.mirror(conn, "chunk", removed=removed)
             return bool(ids)
 

@@ -127,6 +127,7 @@ class LongTermMemory:
                     conn.execute(
                         "INSERT INTO fact_vectors (fact_id, embedding) VALUES (?, ?)", (fact_id, blobs[0])
                     )
+                    store.vectors_changed(conn, "fact")
             if blobs:
                 store.mirror(conn, "fact", added=[fact_id])
             return Fact(id=fact_id, scope=where, text=text, created_at=now)
@@ -191,6 +192,8 @@ class LongTermMemory:
                     conn.execute("DELETE FROM facts WHERE id = ? AND scope = ?", (fact_id, where)).rowcount
                     > 0
                 )
+                if deleted:
+                    self._store.vectors_changed(conn, "fact")
             if deleted:
                 self._store.mirror(conn, "fact", removed=[fact_id])
             return deleted

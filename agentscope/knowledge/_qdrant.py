@@ -1,10 +1,13 @@
 """Qdrant as the vector index of a knowledge store, for stores too large for an exact scan.
 
 The SQLite file stays the record: texts, the FTS5 index, and every vector as a blob. Qdrant holds a copy of the
-vectors (one collection for chunks, one for facts, cosine distance, each fact with its scope as payload) and
-answers the nearest-neighbour queries. A collection that is missing, or holds another number of points than the
-file, is loaded again from the file on first use; :meth:`KnowledgeBase.rebuild_index` does it on demand. All of it
-is blocking: the store calls it from its worker thread.
+vectors (per store file one collection for chunks and one for facts, named after the random ``store_id`` in the
+file's ``meta`` table, cosine distance, each fact with its scope as payload) and answers the nearest-neighbour
+queries. Every transaction that changes a kind's vectors increments its ``{kind}_vectors_version`` in ``meta``; the
+collection keeps the version it holds in its metadata. A collection that is missing, or holds another version than
+the file (another process changed the file without the index, or a copy to the index failed), is loaded again from
+the file on first use; :meth:`KnowledgeBase.rebuild_index` does it on demand. All of it is blocking: the store
+calls it from its worker thread.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = ["IndexRow", "QdrantIndex"]
 IndexRow = tuple[int, bytes, str | None]
 """(id, vector blob, scope or None) of one chunk or fact."""
 _BATCH = 256
+_VERSION_KEY = "agentscope_vectors_version"
 
 
 class QdrantIndex:
@@ -42,8 +46,8 @@ class QdrantIndex:
         url: A Qdrant server's URL.
         path: A folder for Qdrant's local mode (one process at a time), or ``":memory:"``.
         api_key: The server's API key.
-        collection: The prefix of the collection names (``{collection}_chunks``, ``{collection}_facts``): one
-            prefix per knowledge store file.
+        collection: The prefix of the collection names (``{collection}_{store_id}_chunks`` and ``_facts``, where
+            ``store_id`` is the random id the store file was given on first use: files never share a collection).
 
     Raises:
         ValueError: not exactly one of ``url`` and ``path`` is given.
@@ -77,9 +81,9 @@ class QdrantIndex:
     def __repr__(self) -> str:
         return f"QdrantIndex({self.where!r}, collection={self._prefix!r})"
 
-    def name(self, kind: Literal["chunk", "fact"]) -> str:
-        """The collection that holds the vectors of ``kind``."""
-        return f"{self._prefix}_{kind}s"
+    def name(self, store: str, kind: Literal["chunk", "fact"]) -> str:
+        """The collection that holds the vectors of ``kind`` of the store file with id ``store``."""
+        return f"{self._prefix}_{store}_{kind}s"
 
     @contextmanager
     def _errors(self, action: str) -> Generator[QdrantClient]:
@@ -109,21 +113,23 @@ class QdrantIndex:
 
     def prepare(
         self,
+        store: str,
         kind: Literal["chunk", "fact"],
         dim: int,
-        count: int,
+        version: int,
         rows: Callable[[], Iterable[IndexRow]],
         *,
         rebuild: bool = False,
     ) -> None:
-        """Make the collection of ``kind`` hold the file's ``count`` vectors, loading ``rows()`` when it does not."""
+        """Make the collection of ``kind`` hold version ``version`` of the file's vectors, loading ``rows()``
+        when it holds another (or none)."""
         from qdrant_client import models
 
-        name = self.name(kind)
+        name = self.name(store, kind)
         with self._errors(f"prepare collection {name!r}") as client:
             if client.collection_exists(name):
                 size = _vector_size(client, name)
-                if not rebuild and size == dim and client.count(name, exact=True).count == count:
+                if not rebuild and size == dim and _version(client, name) == version:
                     return
                 client.delete_collection(name)
             client.create_collection(
@@ -138,29 +144,51 @@ class QdrantIndex:
                     _upsert(client, name, batch)
                     batch = []
             _upsert(client, name, batch)
+            # Recorded last: a load cut short leaves no version, so the next use loads again.
+            client.update_collection(name, metadata={_VERSION_KEY: version})
 
-    def upsert(self, kind: Literal["chunk", "fact"], rows: Sequence[IndexRow]) -> None:
-        """Add or replace vectors."""
-        with self._errors(f"write to {self.name(kind)!r}") as client:
-            _upsert(client, self.name(kind), rows)
+    def apply(
+        self,
+        store: str,
+        kind: Literal["chunk", "fact"],
+        *,
+        rows: Sequence[IndexRow],
+        removed: Sequence[int],
+        versions: tuple[int, int],
+    ) -> bool:
+        """Copy one committed change (vectors ``rows`` added or replaced, ids ``removed`` gone) that took the
+        file from version ``versions[0]`` to ``versions[1]``. Returns False, changing nothing, when the collection
+        does not hold ``versions[0]``: it missed another change and must be loaded again."""
+        from qdrant_client import models
 
-    def delete(self, kind: Literal["chunk", "fact"], ids: Sequence[int]) -> None:
-        """Remove vectors by id (ids without one are ignored)."""
+        name = self.name(store, kind)
+        with self._errors(f"write to {name!r}") as client:
+            if not client.collection_exists(name) or _version(client, name) != versions[0]:
+                return False
+            if removed:
+                client.delete(name, points_selector=models.PointIdsList(points=list(removed)))
+            _upsert(client, name, rows)
+            client.update_collection(name, metadata={_VERSION_KEY: versions[1]})
+            return True
+
+    def delete(self, store: str, kind: Literal["chunk", "fact"], ids: Sequence[int]) -> None:
+        """Remove vectors by id (ids without one are ignored); the collection's version is left as it is."""
         if not ids:
             return
         from qdrant_client import models
 
-        with self._errors(f"delete from {self.name(kind)!r}") as client:
-            if client.collection_exists(self.name(kind)):
-                client.delete(self.name(kind), points_selector=models.PointIdsList(points=list(ids)))
+        name = self.name(store, kind)
+        with self._errors(f"delete from {name!r}") as client:
+            if client.collection_exists(name):
+                client.delete(name, points_selector=models.PointIdsList(points=list(ids)))
 
     def query(
-        self, kind: Literal["chunk", "fact"], vector: bytes, limit: int, scope: str | None
+        self, store: str, kind: Literal["chunk", "fact"], vector: bytes, limit: int, scope: str | None
     ) -> list[tuple[int, float]]:
         """The ids (and cosine similarities) of the ``limit`` vectors nearest ``vector``, of ``scope`` if given."""
         from qdrant_client import models
 
-        name = self.name(kind)
+        name = self.name(store, kind)
         where = (
             None
             if scope is None
@@ -174,12 +202,13 @@ class QdrantIndex:
             found = client.query_points(name, query=list(from_blob(vector)), query_filter=where, limit=limit)
             return [(int(p.id), float(p.score)) for p in found.points]
 
-    def count(self, kind: Literal["chunk", "fact"]) -> int:
+    def count(self, store: str, kind: Literal["chunk", "fact"]) -> int:
         """How many vectors the collection of ``kind`` holds (0 when it does not exist)."""
-        with self._errors(f"count {self.name(kind)!r}") as client:
-            if not client.collection_exists(self.name(kind)):
+        name = self.name(store, kind)
+        with self._errors(f"count {name!r}") as client:
+            if not client.collection_exists(name):
                 return 0
-            return client.count(self.name(kind), exact=True).count
+            return client.count(name, exact=True).count
 
     def close(self) -> None:
         """Close the client (it reopens when used again)."""
@@ -192,6 +221,12 @@ class QdrantIndex:
 def _vector_size(client: QdrantClient, name: str) -> int | None:
     vectors = client.get_collection(name).config.params.vectors
     return vectors.size if vectors is not None and not isinstance(vectors, dict) else None
+
+
+def _version(client: QdrantClient, name: str) -> int | None:
+    metadata = client.get_collection(name).config.metadata or {}
+    version = metadata.get(_VERSION_KEY)
+    return version if isinstance(version, int) else None
 
 
 def _upsert(client: QdrantClient, name: str, rows: Sequence[IndexRow]) -> None:

@@ -2,7 +2,10 @@
 
 Layout (schema version 1, kept in ``PRAGMA user_version``)::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)              embedding_model, embedding_dim once vectors exist
+    meta(key TEXT PRIMARY KEY, value TEXT)              embedding_model, embedding_dim once vectors exist;
+                                                        chunk_vectors_version, fact_vectors_version (incremented
+                                                        by every transaction that changes those vectors);
+                                                        store_id (random, for Qdrant collection names)
     documents(id, path UNIQUE, name, kind, sha256, added_at)
     chunks(id, document_id, ordinal, text, page, heading)
     chunks_fts   FTS5 over chunks(text, heading), kept in step by triggers; ranked with BM25
@@ -20,6 +23,7 @@ from __future__ import annotations
 import heapq
 import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -139,6 +143,9 @@ class Store:
         self._engine: VectorEngine = "qdrant" if index is not None else "python"
         self._indexed: set[Kind] = set()
         """The kinds whose Qdrant collection was checked against the file since it was opened."""
+        self._store_id: str | None = None
+        self._changes: dict[Kind, tuple[int, int]] = {}
+        """Per kind, the file's vector version before and after the last write transaction (for :meth:`mirror`)."""
 
     @property
     def engine(self) -> VectorEngine:
@@ -153,6 +160,7 @@ class Store:
         with sqlite_errors(_FILE.kind, self.path, action):
             if self._conn is None:
                 self._conn = self._open()
+            self._changes.clear()  # none left over from a transaction that rolled back
             return fn(self._conn)
 
     def _open(self) -> sqlite3.Connection:
@@ -237,10 +245,37 @@ class Store:
                     f"SELECT ?, ? WHERE EXISTS (SELECT 1 FROM {table} WHERE id = ?)",
                     [(i, blob, i) for (i, _), blob in zip(rows, blobs, strict=True)],
                 )
+                self.vectors_changed(conn, kind)
             self.mirror(conn, kind, added=[i for i, _ in rows])
 
         await self.run("store vectors", write)
         return len(rows)
+
+    def vectors_changed(self, conn: sqlite3.Connection, kind: Kind) -> None:
+        """Increment the file's version of the ``kind`` vectors; call it in every write transaction that adds or
+        removes some (by hand or by deleting their chunk or fact), so that a Qdrant index sees the change even
+        when another process without the index made it."""
+        key = f"{kind}_vectors_version"
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, '1') "
+            "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            (key,),
+        )
+        after = int(meta(conn, key) or 0)
+        self._changes[kind] = (after - 1, after)
+
+    def _id(self, conn: sqlite3.Connection) -> str:
+        """The file's random id (written on first use), which names its Qdrant collections."""
+        if self._store_id is None:
+            if meta(conn, "store_id") is None:
+                with write_transaction(conn):
+                    conn.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)",
+                        (secrets.token_hex(8),),
+                    )
+            self._store_id = meta(conn, "store_id")
+            assert self._store_id is not None
+        return self._store_id
 
     def claim_vectors(self, conn: sqlite3.Connection, dim: int) -> None:
         """Record the store's embedding model and dimension (in the caller's write transaction), refusing to mix
@@ -309,7 +344,7 @@ class Store:
         """The ids (and cosine similarities) of the ``limit`` chunks or facts (of ``scope``) nearest ``query``."""
         if self.index is not None:
             self.sync_index(conn, kind)
-            return self.index.query(kind, query, limit, scope)
+            return self.index.query(self._id(conn), kind, query, limit, scope)
         rows_sql = f"SELECT {kind}_id AS id, embedding FROM {kind}_vectors"
         params: tuple[object, ...] = ()
         if scope is not None:
@@ -334,29 +369,37 @@ class Store:
         ``rebuild``); nothing to do before the file holds any vector."""
         if self.index is None or (kind in self._indexed and not rebuild):
             return
-        dim = meta(conn, "embedding_dim")
-        if dim is None:
-            return
-        count = int(conn.execute(f"SELECT count(*) FROM {kind}_vectors").fetchone()[0])
+        store = self._id(conn)
+        conn.execute("BEGIN")  # the version and the vectors read from one snapshot of the file
+        try:
+            dim = meta(conn, "embedding_dim")
+            if dim is None:
+                return
+            version = int(meta(conn, f"{kind}_vectors_version") or 0)
 
-        def rows() -> Iterable[IndexRow]:
-            return _index_rows(conn, kind, None)
+            def rows() -> Iterable[IndexRow]:
+                return _index_rows(conn, kind, None)
 
-        self.index.prepare(kind, int(dim), count, rows, rebuild=rebuild)
+            self.index.prepare(store, kind, int(dim), version, rows, rebuild=rebuild)
+        finally:
+            conn.execute("COMMIT")
         self._indexed.add(kind)
 
     def mirror(
         self, conn: sqlite3.Connection, kind: Kind, *, added: Sequence[int] = (), removed: Sequence[int] = ()
     ) -> None:
-        """Copy a committed change of the file's vectors to the Qdrant index, if there is one."""
+        """Copy a committed change of the file's vectors to the Qdrant index, if there is one; when the index
+        missed another change meanwhile (its version is not the one before this change) it is loaded again."""
+        versions = self._changes.pop(kind, None)
         if self.index is None:
             return
         try:
-            self.index.delete(kind, removed)
-            if added and kind in self._indexed:
-                self.index.upsert(kind, list(_index_rows(conn, kind, added)))
-            else:
-                self.sync_index(conn, kind)
+            if versions is not None and kind in self._indexed:
+                rows = list(_index_rows(conn, kind, added)) if added else []
+                if self.index.apply(self._id(conn), kind, rows=rows, removed=removed, versions=versions):
+                    return
+                self._indexed.discard(kind)
+            self.sync_index(conn, kind)
         except KnowledgeError as e:
             self._indexed.discard(kind)  # check it against the file again on next use
             raise KnowledgeError(
