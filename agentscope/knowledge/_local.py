@@ -6,6 +6,8 @@ worker thread, so ``import agentscope.knowledge`` stays light and the event loop
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +31,12 @@ class LocalEmbedding:
 
     Args:
         path: The model folder (``config.json``, weights, tokenizer files); nothing is downloaded.
-        name: Identifies the model in the store; default: the folder's name.
+        name: Identifies the model in the store, which refuses vectors of another model. Default: the folder's
+            name, a dash and 12 hex digits of a SHA-256 of the folder's resolved path and its ``config.json``
+            (e.g. ``all-MiniLM-L6-v2-3f2a…``), so two models in same-named folders never pass for each other;
+            it changes when the folder moves or its ``config.json`` changes (the store then refuses it: pass
+            the name it recorded as ``name=``). Weights replaced in place under the same ``config.json`` keep
+            the name: give such a model a ``name`` of its own. Computed on first use, in a worker thread.
         batch_size: Texts per forward pass.
         max_length: Tokens kept of each text (the rest is cut).
         device: The torch device, e.g. ``"cpu"`` or ``"cuda"``.
@@ -51,7 +58,7 @@ class LocalEmbedding:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self._path = Path(path)
-        self._name = name or self._path.name
+        self._name = name
         self._batch_size = batch_size
         self._max_length = max_length
         self._device = device
@@ -61,7 +68,13 @@ class LocalEmbedding:
 
     @property
     def name(self) -> str:
-        """Identifies the model in the store."""
+        """Identifies the model in the store (see ``name`` above; the default reads ``config.json``)."""
+        if self._name is None:
+            resolved = self._path.resolve()
+            digest = hashlib.sha256(str(resolved).encode() + b"\0")
+            with contextlib.suppress(OSError):  # no model there: embed() says so
+                digest.update((resolved / "config.json").read_bytes())
+            self._name = f"{resolved.name}-{digest.hexdigest()[:12]}"
         return self._name
 
     def __repr__(self) -> str:
@@ -72,6 +85,7 @@ class LocalEmbedding:
         return await anyio.to_thread.run_sync(self._embed, list(texts), limiter=self._limiter)
 
     def _load(self) -> tuple[Any, Any]:
+        _ = self.name  # computed here, in the worker thread, before anyone reads it on the event loop
         if self._model is None:
             try:
                 import torch  # noqa: F401  # pyright: ignore[reportUnusedImport]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import pytest
 
 from agentscope.knowledge import KnowledgeBase, KnowledgeError, LocalEmbedding
@@ -48,7 +51,6 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 async def test_vectors_are_deterministic_mean_pooled_and_padding_free(tiny_encoder: Path) -> None:
     model = LocalEmbedding(tiny_encoder, batch_size=2)
-    assert model.name == tiny_encoder.name
     together = await model.embed(CORPUS)
     alone = [(await model.embed([text]))[0] for text in CORPUS]
     assert [len(v) for v in together] == [32, 32, 32]
@@ -68,6 +70,33 @@ async def test_knowledge_base_searches_with_the_local_model(tiny_encoder: Path, 
         [hit] = await kb.search(CORPUS[1], mode="vector", limit=1)
     assert hit.source == "doc1.txt"
     assert math.isclose(hit.score, 1.0, abs_tol=1e-4)  # the query is the chunk itself
+
+
+async def test_models_in_same_named_folders_are_told_apart(tiny_encoder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "elsewhere" / tiny_encoder.name
+    shutil.copytree(tiny_encoder, other)
+    config = json.loads((other / "config.json").read_text(encoding="utf-8"))
+    (other / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-6}), encoding="utf-8")
+    first, again, second = LocalEmbedding(tiny_encoder), LocalEmbedding(tiny_encoder), LocalEmbedding(other)
+    names = [await anyio.to_thread.run_sync(lambda m=m: m.name) for m in (first, again, second)]
+    assert names[0] == names[1]  # the same model keeps its name
+    assert names[0] != names[2]
+    assert all(n.startswith(f"{tiny_encoder.name}-") for n in names)
+    async with KnowledgeBase(tmp_path / "kb.db", embedder=first) as kb:
+        await kb.add_file(_doc(tmp_path))
+    with pytest.raises(KnowledgeError, match=r"holds vectors of embedding model"):
+        async with KnowledgeBase(tmp_path / "kb.db", embedder=second) as kb:
+            await kb.search("penguin", mode="vector")
+    async with KnowledgeBase(tmp_path / "kb.db", embedder=LocalEmbedding(other, name=names[0])) as kb:
+        assert await kb.search("penguin", mode="vector")  # a name given by hand is taken as it is
+
+
+def _doc(folder: Path) -> Path:
+    path = folder / "doc.txt"
+    path.write_text(CORPUS[0], encoding="utf-8")
+    return path
 
 
 async def test_a_folder_without_a_model_is_named(tmp_path: Path) -> None:
