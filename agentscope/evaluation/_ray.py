@@ -6,8 +6,10 @@ chunks of ``concurrency`` and each chunk is a Ray task that plays them in its ow
 cluster, exactly as one process does (the environment cluster, the agent built from its spec). At most
 ``workers`` chunks run at once, and a chunk's results are recorded the moment it returns, so a killed evaluation
 resumes from the last chunk recorded. A worker gets what it needs by name, not by object: the agent spec, the
-task-set spec and the model spec (``PROVIDER:MODEL``). Episodes played by workers are not traced (their rows have
-no trace id).
+task-set spec and the model spec (``PROVIDER:MODEL``); the API key travels in the task's environment
+(``runtime_env``), never in its arguments. A chunk whose worker fails (it crashed, or raised) has its episodes
+recorded ``failed_infra``, so ``--resume`` plays them again; the others go on. Episodes played by workers are not
+traced (their rows have no trace id).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from agentscope.evaluation._play import Price, play
 from agentscope.evaluation._results import EpisodeResult
 from agentscope.rl import Task
 
-__all__ = ["RemoteSetup", "absolute_spec", "play_chunk", "play_on_ray"]
+__all__ = ["API_KEY_ENV", "RemoteSetup", "absolute_spec", "play_chunk", "play_on_ray"]
+
+API_KEY_ENV = "AGENTSCOPE_EVAL_API_KEY"
+"""The environment variable that carries the model's API key to a worker."""
+_WAIT_S = 1.0
+"""Longest a wait for a chunk blocks its (uncancellable) thread: how soon an interrupt is honoured."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +49,7 @@ class RemoteSetup:
     model: str | None
     """``PROVIDER:MODEL`` handed to the factory, or None for its own."""
     base_url: str | None
-    """The model's endpoint."""
-    api_key: str | None
-    """The model's API key."""
+    """The model's endpoint (the API key is not here: it goes in the task's environment, :data:`API_KEY_ENV`)."""
     concurrency: int
     """Episodes at once in one worker."""
     max_turns: int | None
@@ -76,7 +81,9 @@ async def _play_chunk(setup: RemoteSetup, chunk: list[tuple[str, int]]) -> list[
     factory = await anyio.to_thread.run_sync(load_agent_factory, setup.agent)
     env = get_task_set(parse_task_spec(setup.tasks)[0]).env
     model = (
-        model_from_spec(setup.model, base_url=setup.base_url, api_key=setup.api_key) if setup.model else None
+        model_from_spec(setup.model, base_url=setup.base_url, api_key=os.environ.get(API_KEY_ENV))
+        if setup.model
+        else None
     )
     results: list[dict[str, Any]] = []
 
@@ -109,13 +116,33 @@ def _import_ray() -> Any:
         raise ImportError(f"evaluating with workers needs Ray: {install_hint('scale')}") from exc
 
 
+def _failed(chunk: list[tuple[Task, int]], error: BaseException) -> list[EpisodeResult]:
+    reason = f"the Ray worker playing this episode failed: {type(error).__name__}: {error}"
+    return [
+        EpisodeResult(
+            task_key=task.content_key,
+            repeat=repeat,
+            task_id=task.id,
+            status="failed_infra",
+            success=False,
+            reward=0.0,
+            error=reason[:2000],
+        )
+        for task, repeat in chunk
+    ]
+
+
 async def play_on_ray(
     setup: RemoteSetup,
     todo: list[tuple[Task, int]],
     workers: int,
     record: Callable[[EpisodeResult], Awaitable[None]],
+    *,
+    api_key: str | None = None,
 ) -> None:
-    """Play ``todo`` as Ray tasks, at most ``workers`` at once, recording each chunk's results as it returns.
+    """Play ``todo`` as Ray tasks, at most ``workers`` at once, recording each chunk's results as it returns
+    (``failed_infra`` for each episode of a chunk whose worker failed). ``api_key`` reaches the workers in their
+    environment.
 
     Uses the Ray cluster this process is connected to, or starts a local one of ``workers`` CPUs (shut down at
     the end)."""
@@ -126,35 +153,40 @@ async def play_on_ray(
         local = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers, "include_dashboard": False}
         await anyio.to_thread.run_sync(functools.partial(ray.init, log_to_driver=False, **local))
         started = True
-    pending: list[Any] = []
+    pending: dict[Any, list[tuple[Task, int]]] = {}
+    """Each running Ray task's chunk."""
     try:
-        remote = ray.remote(num_cpus=1)(play_chunk)
+        # No retries: a chunk whose worker dies is recorded failed_infra and played again on --resume.
+        remote = ray.remote(num_cpus=1, max_retries=0)(play_chunk)
+        if api_key is not None:
+            remote = remote.options(runtime_env={"env_vars": {API_KEY_ENV: api_key}})
         size = setup.concurrency
-        chunks = iter(
-            [
-                [(task.model_dump_json(), repeat) for task, repeat in todo[i : i + size]]
-                for i in range(0, len(todo), size)
-            ]
-        )
+        chunks = iter([todo[i : i + size] for i in range(0, len(todo), size)])
 
         def submit() -> None:
             chunk = next(chunks, None)
             if chunk is not None:
-                pending.append(remote.remote(setup, chunk))
+                pending[remote.remote(setup, [(t.model_dump_json(), r) for t, r in chunk])] = chunk
 
         for _ in range(workers):
             submit()
         while pending:
-            wait = functools.partial(ray.wait, list(pending), num_returns=1)
+            # A worker thread cannot be cancelled: wait a second at a time, so an interrupt is not held up.
+            wait = functools.partial(ray.wait, list(pending), num_returns=1, timeout=_WAIT_S)
             ready, _ = await anyio.to_thread.run_sync(wait)
             for ref in ready:
-                pending.remove(ref)
-                rows: list[dict[str, Any]] = await anyio.to_thread.run_sync(ray.get, ref)
+                chunk = pending.pop(ref)
+                try:
+                    rows: list[dict[str, Any]] = await anyio.to_thread.run_sync(ray.get, ref)
+                    results = [EpisodeResult.model_validate(row) for row in rows]
+                except ray.exceptions.RayError as error:
+                    results = _failed(chunk, error)
                 submit()
-                for row in rows:
-                    await record(EpisodeResult.model_validate(row))
+                for result in results:
+                    await record(result)
     finally:
         for ref in pending:  # interrupted: stop what is still running
             ray.cancel(ref, force=True)
         if started:
-            await anyio.to_thread.run_sync(ray.shutdown)
+            with anyio.CancelScope(shield=True):  # a cancelled evaluation still shuts its Ray down
+                await anyio.to_thread.run_sync(ray.shutdown)

@@ -167,10 +167,10 @@ async def evaluate(
         await recorder.start(project)
         if todo and workers is not None:
             setup = RemoteSetup(
-                absolute_spec(str(agent)), str(tasks), model_spec, base_url, api_key, concurrency, max_turns,
+                absolute_spec(str(agent)), str(tasks), model_spec, base_url, concurrency, max_turns,
                 episode_timeout_s, price,
             )  # fmt: skip
-            await play_on_ray(setup, todo, workers, recorder.record)
+            await play_on_ray(setup, todo, workers, recorder.record, api_key=api_key)
         elif todo:
             if model_spec is not None:
                 built = model_from_spec(model_spec, base_url=base_url, api_key=api_key)

@@ -5,7 +5,8 @@ instead (a second agent to compare with: it fixes the subtractions and breaks th
 
 ``EVAL_TEST_DELAY_S`` makes each model call wait that long (the kill-and-resume test needs a slow evaluation);
 ``EVAL_TEST_PLAYED`` names a file to which each episode appends its process id and question when it starts (which
-episodes a process played).
+episodes a process played); ``EVAL_TEST_CRASH_ON`` makes the process playing a question that holds that text
+die at once (``os._exit``: a crashed Ray worker).
 """
 
 from __future__ import annotations
@@ -32,14 +33,18 @@ def _record(question: str) -> None:
 
 
 async def solve(messages: list[Msg], request: ModelRequest, wrong: str = " - ") -> ChatResponse:
-    delay = float(os.environ.get("EVAL_TEST_DELAY_S", "0"))
-    if delay:
-        await anyio.sleep(delay)
     question = next(m.text for m in messages if m.role == "user")
     expression = (found.group(1) if (found := _QUESTION.search(question)) else question).strip()
     results = [b for m in messages for b in m.blocks_of(ToolResultBlock)]
     if not results:
         await anyio.to_thread.run_sync(_record, expression)
+        crash_on = os.environ.get("EVAL_TEST_CRASH_ON")
+        if crash_on and crash_on in expression:
+            os._exit(70)
+    delay = float(os.environ.get("EVAL_TEST_DELAY_S", "0"))
+    if delay:
+        await anyio.sleep(delay)
+    if not results:
         step = to_response(tool_call("calculator", expression=expression))
     else:
         value = float(str(results[-1].output))

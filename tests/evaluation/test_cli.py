@@ -192,3 +192,96 @@ def test_episodes_played_by_ray_workers(tmp_path: Path) -> None:
     assert all((e.model_calls, e.input_tokens) == (2, 200) for e in report.episodes)
     with TraceStore(store) as opened:
         assert len(opened.eval_results(report.run_id)) == 8
+
+
+@pytest.mark.integration
+def test_a_crashed_ray_worker_fails_its_chunk_only_and_resume_plays_it_again(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    out = tmp_path / "results.json"
+    tasks = arith_tasks(8, 1)
+    crash_on = next(str(t.metadata["expression"]) for t in tasks)
+    args = [
+        str(AGENT),
+        "arith:n=8,seed=1",
+        "--workers",
+        "2",
+        "--concurrency",
+        "2",
+        "--out",
+        str(out),
+        "--no-trace",
+    ]
+    crashed = agentscope_eval(*args, env={"EVAL_TEST_CRASH_ON": crash_on})
+    _, stderr = crashed.communicate(timeout=240)
+    assert crashed.returncode == 1, stderr
+    assert "--resume" in stderr
+    report = EvaluationReport.model_validate_json(out.read_text())
+    failed = [e for e in report.episodes if e.status == "failed_infra"]
+    assert len(failed) == 2, "the crashed worker's chunk of two"
+    assert all("Ray worker" in str(e.error) for e in failed)
+    assert {e.task_id for e in failed} >= {next(t.id for t in tasks)}
+    assert report.statuses.get("ok", 0) + report.statuses.get("failed_agent", 0) == 6, "the others played on"
+
+    resumed = agentscope_eval(*args, "--resume")
+    _, stderr = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, stderr
+    report = EvaluationReport.model_validate_json(out.read_text())
+    assert report.complete
+    truth = expected(8, 1)
+    assert {e.task_key for e in report.episodes} == set(truth)
+    assert all(e.success is truth[e.task_key] for e in report.episodes)
+
+
+_CANCEL_SCRIPT = """
+import sys, time
+from pathlib import Path
+import anyio
+from agentscope.evaluation import evaluate
+
+async def main() -> None:
+    agent, out, played = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: evaluate(agent, "arith:n=2,seed=1", workers=1, concurrency=2, out=out))
+        while not (played.exists() and played.read_text()):  # a worker is playing the chunk
+            await anyio.sleep(0.1)
+        cancelled = time.monotonic()
+        tg.cancel_scope.cancel()
+    print(f"{time.monotonic() - cancelled:.2f}")
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.integration
+def test_cancelling_a_ray_evaluation_does_not_wait_for_its_chunk(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    played = tmp_path / "played.txt"
+    process = subprocess.run(
+        [sys.executable, "-c", _CANCEL_SCRIPT, str(AGENT), str(tmp_path / "results.json"), str(played)],
+        capture_output=True, text=True, timeout=200, cwd=ROOT,
+        env={**os.environ, "EVAL_TEST_PLAYED": str(played), "EVAL_TEST_DELAY_S": "30"},
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    # Each episode's model calls take 30 s: the old wait held the cancelled evaluation until the chunk ended.
+    assert float(process.stdout.split()[-1]) < 10
+
+
+@pytest.mark.integration
+def test_ray_workers_get_the_api_key_from_their_environment_not_their_arguments(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from agentscope.evaluation._ray import RemoteSetup
+
+    assert "api_key" not in RemoteSetup.__dataclass_fields__, (
+        "a task argument is stored in Ray's object store"
+    )
+    out = tmp_path / "results.json"
+    with OpenAICompatServer(_solve) as server:
+        process = agentscope_eval(
+            str(AGENT), "arith:n=2,seed=0", "--workers", "1", "--model", "openai:test-model", "--api-key",
+            "sk-worker-key", "--base-url", server.base_url, "--no-trace", "--out", str(out),
+        )  # fmt: skip
+        _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    assert EvaluationReport.model_validate_json(out.read_text()).statuses == {"ok": 2}
+    assert server.requests
+    assert {r.headers.get("authorization") for r in server.requests} == {"Bearer sk-worker-key"}
