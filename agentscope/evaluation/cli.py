@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,6 +26,30 @@ __all__ = ["default_out", "eval_command"]
 
 _DEFAULT_STORE = Path(".agentscope/traces.db")
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """What the command was asked to do, handed on to the runner in one piece."""
+
+    agent_spec: str
+    tasks: str
+    repeats: int
+    concurrency: int
+    workers: int | None
+    out: Path
+    resume: bool
+    model: str | None
+    base_url: str | None
+    api_key: str | None
+    checkpoint: tuple[Path, float, int] | None
+    """The policy, its temperature and its max tokens per call."""
+    price: str | None
+    trace_store: Path | None
+    name: str | None
+    project: str
+    max_turns: int | None
+    episode_timeout_s: float
 
 
 def default_out(agent_spec: str, tasks: str, model: str | None, name: str | None) -> Path:
@@ -157,29 +182,27 @@ def eval_command(
         raise typer.Exit(2)
     model_label = model if checkpoint is None else f"checkpoint:{checkpoint}"
     out_path = out if out is not None else default_out(agent_spec, tasks, model_label, name)
+    options = _Options(
+        agent_spec=agent_spec,
+        tasks=tasks,
+        repeats=repeats,
+        concurrency=concurrency,
+        workers=workers,
+        out=out_path,
+        resume=resume,
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        checkpoint=(checkpoint, temperature, max_tokens) if checkpoint is not None else None,
+        price=price,
+        trace_store=trace_store if trace else None,
+        name=name,
+        project=project,
+        max_turns=max_turns,
+        episode_timeout_s=episode_timeout,
+    )
     try:
-        report = anyio.run(
-            lambda: _evaluate(
-                agent_spec,
-                tasks,
-                repeats=repeats,
-                concurrency=concurrency,
-                workers=workers,
-                out=out_path,
-                resume=resume,
-                model=model,
-                base_url=base_url,
-                api_key=api_key,
-                checkpoint=(checkpoint, temperature, max_tokens) if checkpoint is not None else None,
-                price=price,
-                trace_store=trace_store if trace else None,
-                name=name,
-                project=project,
-                max_turns=max_turns,
-                episode_timeout_s=episode_timeout,
-                console=console,
-            )
-        )
+        report = anyio.run(_evaluate, options, console)
     except UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -207,87 +230,31 @@ def eval_command(
         raise typer.Exit(1)
 
 
-async def _evaluate(
-    agent_spec: str,
-    tasks: str,
-    *,
-    repeats: int,
-    concurrency: int,
-    workers: int | None,
-    out: Path,
-    resume: bool,
-    model: str | None,
-    base_url: str | None,
-    api_key: str | None,
-    checkpoint: tuple[Path, float, int] | None,
-    price: str | None,
-    trace_store: Path | None,
-    name: str | None,
-    project: str,
-    max_turns: int | None,
-    episode_timeout_s: float,
-    console: Console,
-) -> EvaluationReport:
+async def _evaluate(options: _Options, console: Console) -> EvaluationReport:
     from agentscope.evaluation._checkpoint import checkpoint_model
     from agentscope.exceptions import UsageError
 
     async with AsyncExitStack() as stack:
-        chat_model: ChatModel | str | None = model  # PROVIDER:MODEL: evaluate builds it (or each worker does)
-        label = model
-        if checkpoint is not None:
-            if workers is not None:
+        # PROVIDER:MODEL: evaluate builds it (or each worker does).
+        chat_model: ChatModel | str | None = options.model
+        label = options.model
+        if options.checkpoint is not None:
+            if options.workers is not None:
                 raise UsageError(
                     "--checkpoint serves the policy in this process: it does not go with --workers"
                 )
-            path, temperature, max_tokens = checkpoint
+            path, temperature, max_tokens = options.checkpoint
             label = f"checkpoint:{path}"
             chat_model = await stack.enter_async_context(
                 checkpoint_model(
-                    path, concurrency=concurrency, temperature=temperature, max_tokens=max_tokens
+                    path, concurrency=options.concurrency, temperature=temperature, max_tokens=max_tokens
                 )
             )
-        return await _run_with_progress(
-            agent_spec,
-            tasks,
-            chat_model,
-            label,
-            console,
-            base_url=base_url,
-            api_key=api_key,
-            workers=workers,
-            repeats=repeats,
-            concurrency=concurrency,
-            out=out,
-            resume=resume,
-            trace_store=trace_store,
-            name=name,
-            project=project,
-            price=price,
-            max_turns=max_turns,
-            episode_timeout_s=episode_timeout_s,
-        )
+        return await _run_with_progress(options, chat_model, label, console)
 
 
 async def _run_with_progress(
-    agent_spec: str,
-    tasks: str,
-    chat_model: ChatModel | str | None,
-    model_label: str | None,
-    console: Console,
-    *,
-    base_url: str | None,
-    api_key: str | None,
-    workers: int | None,
-    repeats: int,
-    concurrency: int,
-    out: Path,
-    resume: bool,
-    trace_store: Path | None,
-    name: str | None,
-    project: str,
-    price: str | None,
-    max_turns: int | None,
-    episode_timeout_s: float,
+    options: _Options, chat_model: ChatModel | str | None, model_label: str | None, console: Console
 ) -> EvaluationReport:
     from rich.progress import (
         BarColumn,
@@ -321,22 +288,22 @@ async def _run_with_progress(
 
     with progress:
         return await evaluate(
-            agent_spec,
-            tasks,
+            options.agent_spec,
+            options.tasks,
             model=chat_model,
-            base_url=base_url,
-            api_key=api_key,
-            workers=workers,
-            repeats=repeats,
-            concurrency=concurrency,
-            out=out,
-            resume=resume,
-            trace_store=trace_store,
-            name=name,
-            project=project,
-            price=Price.parse(price) if price is not None else None,
-            max_turns=max_turns,
-            episode_timeout_s=episode_timeout_s,
+            base_url=options.base_url,
+            api_key=options.api_key,
+            workers=options.workers,
+            repeats=options.repeats,
+            concurrency=options.concurrency,
+            out=options.out,
+            resume=options.resume,
+            trace_store=options.trace_store,
+            name=options.name,
+            project=options.project,
+            price=Price.parse(options.price) if options.price is not None else None,
+            max_turns=options.max_turns,
+            episode_timeout_s=options.episode_timeout_s,
             on_episode=advance,
             model_label=model_label,
         )
