@@ -14,9 +14,12 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -99,6 +102,51 @@ def cli_process() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@contextmanager
+def _serve_studio(store: Path, folder: Path) -> Generator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    import httpx2
+
+    log_path = folder / "studio.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agentscope.cli", "studio", "--store", str(store), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx2.get(f"{url}/api/health", timeout=1).status_code == 200:
+                        break
+                except httpx2.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"the studio did not start:\n{log_path.read_text()}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def studio_server() -> Callable[[Path, Path], AbstractContextManager[str]]:
+    """Serve a trace store with ``agentscope studio`` as a subprocess on a free 127.0.0.1 port:
+    ``with studio_server(store, tmp_path) as url:`` (its output goes to ``tmp_path / "studio.log"``, shown when
+    it does not start; it is stopped on leaving the block)."""
+    return _serve_studio
 
 
 @pytest.fixture(autouse=True)

@@ -6,11 +6,8 @@ page as ``docs/studio-eval.png`` (the README shows it)."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,8 @@ from agentscope.tracing import TraceStore
 AGENT = Path(__file__).with_name("arith_agent.py")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "studio-eval.png"
 SPEC, N, SEED = "arith:n=12,seed=3", 12, 3
+EXPECT_MS = 15_000
+"""How long each browser assertion waits (the studio renders 24 episodes per evaluation)."""
 CHROMIUM = os.environ.get("AGENTSCOPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -133,52 +132,14 @@ async def test_the_api_lists_shows_and_compares_evaluations(
     assert missing.status_code == 404
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def studio(evaluations: Evaluations, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    log = (tmp_path / "studio.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentscope.cli",
-            "studio",
-            "--store",
-            str(evaluations.store),
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx2.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the studio did not start:\n{(tmp_path / 'studio.log').read_text()}")
-            time.sleep(0.1)
+def studio(
+    evaluations: Evaluations,
+    tmp_path: Path,
+    studio_server: Callable[[Path, Path], AbstractContextManager[str]],
+) -> Iterator[str]:
+    with studio_server(evaluations.store, tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @pytest.mark.integration
@@ -186,8 +147,9 @@ def studio(evaluations: Evaluations, tmp_path: Path) -> Iterator[str]:
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM}")
 async def test_the_evaluation_pages_in_a_real_browser(studio: str, evaluations: Evaluations) -> None:
     playwright_api = pytest.importorskip("playwright.async_api")
-    expect = playwright_api.expect
-    expect.set_options(timeout=15_000)
+    expect = (
+        playwright_api.expect
+    )  # each assertion gets its timeout: set_options would change it for the session
     ops = operators()
     subtractions = sum(op == "-" for op in ops.values())
     products = sum(op == "*" for op in ops.values())
@@ -202,39 +164,51 @@ async def test_the_evaluation_pages_in_a_real_browser(studio: str, evaluations: 
             await page.goto(f"{studio}/#/")
             await page.locator("#nav-evals").click()
             rows = page.locator("#evals-body tr")
-            await expect(rows).to_have_count(2)
+            await expect(rows).to_have_count(2, timeout=EXPECT_MS)
             rate = evaluations.a.metrics["eval/success_rate"]
             await expect(
                 page.locator("tr", has_text="subtraction-bug").locator(".success-rate")
-            ).to_have_text(f"{rate * 100:.1f} %")
+            ).to_have_text(f"{rate * 100:.1f} %", timeout=EXPECT_MS)
 
             # ---- one evaluation: the per-task table, each episode a link to its trace
             await page.locator("a.eval-link", has_text="subtraction-bug").click()
-            await expect(page.locator("#eval-header")).to_contain_text(SPEC)
-            await expect(page.locator("#eval-success")).to_contain_text("of 24")
-            await expect(page.locator("#eval-tasks tr")).to_have_count(N)
-            await expect(page.locator("#eval-tasks .episode.unsolved")).to_have_count(2 * subtractions)
+            await expect(page.locator("#eval-header")).to_contain_text(SPEC, timeout=EXPECT_MS)
+            await expect(page.locator("#eval-success")).to_contain_text("of 24", timeout=EXPECT_MS)
+            await expect(page.locator("#eval-tasks tr")).to_have_count(N, timeout=EXPECT_MS)
+            await expect(page.locator("#eval-tasks .episode.unsolved")).to_have_count(
+                2 * subtractions, timeout=EXPECT_MS
+            )
             await page.locator("#only-failed").check()
-            await expect(page.locator("#eval-tasks tr")).to_have_count(subtractions)
+            await expect(page.locator("#eval-tasks tr")).to_have_count(subtractions, timeout=EXPECT_MS)
             await page.locator("#eval-tasks a.episode").first.click()
-            await expect(page.locator(".span-row").first).to_contain_text("episode arith-")
-            await expect(page.locator(".span-row", has_text="execute_tool calculator")).to_have_count(1)
+            await expect(page.locator(".span-row").first).to_contain_text("episode arith-", timeout=EXPECT_MS)
+            await expect(page.locator(".span-row", has_text="execute_tool calculator")).to_have_count(
+                1, timeout=EXPECT_MS
+            )
 
             # ---- two evaluations compared: which tasks flipped
             await page.goto(f"{studio}/#/evals")
             await page.get_by_label("select subtraction-bug").check()
             await page.get_by_label("select product-bug").check()
             await page.locator("#eval-compare-button").click()
-            await expect(page.locator("#eval-compare-overview")).to_contain_text("A: subtraction-bug")
-            await expect(page.locator("#eval-compare-overview")).to_contain_text("B: product-bug")
-            tasks = page.locator("#eval-compare-tasks tr")
-            await expect(tasks).to_have_count(N)
-            await expect(page.locator("#eval-compare-tasks tr[data-change='fixed']")).to_have_count(
-                subtractions
+            await expect(page.locator("#eval-compare-overview")).to_contain_text(
+                "A: subtraction-bug", timeout=EXPECT_MS
             )
-            await expect(page.locator("#eval-compare-tasks tr[data-change='broken']")).to_have_count(products)
-            await expect(tasks.first).to_have_attribute("data-change", "fixed")
-            await expect(page.locator("#eval-change-counts")).to_contain_text(f"fixed {subtractions}")
+            await expect(page.locator("#eval-compare-overview")).to_contain_text(
+                "B: product-bug", timeout=EXPECT_MS
+            )
+            tasks = page.locator("#eval-compare-tasks tr")
+            await expect(tasks).to_have_count(N, timeout=EXPECT_MS)
+            await expect(page.locator("#eval-compare-tasks tr[data-change='fixed']")).to_have_count(
+                subtractions, timeout=EXPECT_MS
+            )
+            await expect(page.locator("#eval-compare-tasks tr[data-change='broken']")).to_have_count(
+                products, timeout=EXPECT_MS
+            )
+            await expect(tasks.first).to_have_attribute("data-change", "fixed", timeout=EXPECT_MS)
+            await expect(page.locator("#eval-change-counts")).to_contain_text(
+                f"fixed {subtractions}", timeout=EXPECT_MS
+            )
             await page.screenshot(path=str(SCREENSHOT), full_page=True)
             assert not page_errors, page_errors
         finally:

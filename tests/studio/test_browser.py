@@ -16,8 +16,8 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -59,39 +59,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def studio(tmp_path: Path, helpers: Any) -> Iterator[tuple[str, Path]]:
+def studio(
+    tmp_path: Path, helpers: Any, studio_server: Callable[[Path, Path], AbstractContextManager[str]]
+) -> Iterator[tuple[str, Path]]:
     """A store with a calculator run and an RL run, served by ``agentscope studio`` on 127.0.0.1."""
     store = tmp_path / "traces.db"
     helpers.populate(store)
-    port = _free_port()
-    log = (tmp_path / "studio.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agentscope.cli", "studio", "--store", str(store), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx2.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the studio did not start:\n{(tmp_path / 'studio.log').read_text()}")
-            time.sleep(0.1)
+    with studio_server(store, tmp_path) as url:
         yield url, store
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 class SlowRun:
