@@ -41,6 +41,11 @@ class RolloutChatModel(ChatModel):
     def __repr__(self) -> str:
         return f"RolloutChatModel(session_id={self.session_id!r})"
 
+    def count_tokens(self, messages: Sequence[Msg], tools: Sequence[ToolSchema]) -> int:
+        """The prompt's length in the policy's own token ids, so a context budget (``ReActAgent(context=...)``)
+        counts exactly what the policy will read."""
+        return self.service.count_tokens(messages, tools)
+
     async def generate(
         self,
         messages: Sequence[Msg],

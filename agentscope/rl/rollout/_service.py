@@ -222,6 +222,17 @@ class RolloutService:
             },
         )
 
+    def count_tokens(self, messages: Sequence[Msg], tools: Sequence[ToolSchema] | None = None) -> int:
+        """How many token ids the prompt of a call with ``messages`` and ``tools`` has, the generation prompt
+        included: what a context budget counts against (``agentscope.context``)."""
+        fmt, tok = self.chat_format, self.chat_tokenizer
+        system, rest = fmt.system_prompt_of(messages)
+        return (
+            len(tok.encode_system(system, tools))
+            + sum(len(tok.encode_message(m)) for m in rest)
+            + len(tok.generation_prompt_ids)
+        )
+
     def _build_prompt(
         self, session: _Session, messages: Sequence[Msg], tools: Sequence[ToolSchema] | None
     ) -> _Prompt:

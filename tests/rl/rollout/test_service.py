@@ -68,6 +68,9 @@ async def test_a_react_episode_is_recorded_token_in_token_out(tokenizer: Any, he
     generated = [tok for tok, m in zip(sample.response_ids, sample.response_mask, strict=True) if m]
     assert generated == [tok for t in turns for tok in t.completion_ids]
     assert service.stats()["rollout/incremental_fraction"] == pytest.approx(2 / 3)
+    # a context budget counts exactly the ids the policy reads: the model counts with the policy's tokenizer
+    model = RolloutChatModel(service, None)
+    assert model.count_tokens(history[:-1], agent.toolkit.schemas()) == len(turns[2].prompt_ids)
 
 
 async def test_generated_ids_are_kept_even_when_they_are_not_canonical(tokenizer: Any, helpers: Any) -> None:
