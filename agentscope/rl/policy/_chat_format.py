@@ -131,6 +131,9 @@ def chat_template(tools_style: ToolsStyle = "qwen") -> str:
 CHAT_TEMPLATE = chat_template("qwen")
 """The Jinja chat template of Qwen2.5's layout (:func:`chat_template` with ``"qwen"``)."""
 
+_INVALID_ARGUMENTS_KEY = "invalid_tool_arguments"
+"""Where a repaired history keeps a call's unparsable arguments (``agentscope.context.INVALID_ARGUMENTS_KEY``)."""
+
 _TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
 _NAME_RE = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _CALL_SHAPE_RE = re.compile(
@@ -217,7 +220,11 @@ class ChatFormat:
         text = _plain_text(msg)
         if text:
             parts.append(text)
-        parts.extend(render_tool_call(call) for call in msg.tool_calls)
+        # A call whose arguments did not parse was stored with `{}` and its text under this key
+        # (agentscope.context's repair): render the text the policy generated, so the next prompt extends it.
+        invalid = msg.metadata.get(_INVALID_ARGUMENTS_KEY)
+        raw = cast("dict[str, Any]", invalid) if isinstance(invalid, dict) else {}
+        parts.extend(render_tool_call(call, raw.get(call.id)) for call in msg.tool_calls)
         return "\n".join(parts)
 
     def generation_prompt(self) -> str:
@@ -287,10 +294,12 @@ def _compact_signature(tool: ToolSchema) -> str:
     return f"{text}: {tool.description}" if tool.description else text
 
 
-def render_tool_call(call: ToolUseBlock) -> str:
-    """``<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`` (malformed arguments verbatim)."""
-    if call.raw_input is not None and not call.input:
-        raw = call.raw_input
+def render_tool_call(call: ToolUseBlock, invalid_arguments: object = None) -> str:
+    """``<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`` (malformed arguments verbatim: the call's
+    ``raw_input``, or ``invalid_arguments``, the text a repaired history keeps beside the call)."""
+    raw_text = call.raw_input if call.raw_input is not None else invalid_arguments
+    if isinstance(raw_text, str) and not call.input:
+        raw = raw_text
         inner = raw if raw.lstrip().startswith('{"name"') else _call_json(call.name, raw)
     else:
         inner = _call_json(call.name, json.dumps(call.input, ensure_ascii=False))
