@@ -111,6 +111,9 @@ def episode_of(task: Task) -> tuple[str, int]:
     return name, seed
 
 
+_SNAPSHOT_TIMEOUT_MS = 30_000
+
+
 @dataclass(eq=False)
 class _Shared:
     """The Chromium shared by the MiniWoB++ environments of one event loop."""
@@ -340,7 +343,9 @@ class MiniWoBEnv(Environment):
         head = f"{note}\n" if note else ""
         if state.done:
             return ToolResponse(content=[TextBlock(text=head + self._over())], metadata={"done": True})
-        snapshot = await page.locator("body").aria_snapshot(mode="ai")
+        # An observation, not an action waiting for its element: the page's 2 s action timeout is too short for
+        # a snapshot on a loaded 2-core machine (it failed tests there with four pages at once).
+        snapshot = await page.locator("body").aria_snapshot(mode="ai", timeout=_SNAPSHOT_TIMEOUT_MS)
         tree, _nodes = render_snapshot(snapshot)
         content: list[TextBlock | ImageBlock] = [TextBlock(text=f"{head}Task: {state.utterance}\n{tree}")]
         if self.screenshots:
