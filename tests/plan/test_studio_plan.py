@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
 
 import agentscope
@@ -43,12 +39,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def populate(store: Path, plan_run: Any) -> None:
     """A run whose agent plans (project trips), and one whose agent has no plan."""
     agentscope.init(store, project="trips", run_name="lisbon-plan")
@@ -65,38 +55,13 @@ def populate(store: Path, plan_run: Any) -> None:
 
 
 @pytest.fixture
-def studio(tmp_path: Path, plan_run: Any) -> Iterator[str]:
+def studio(
+    tmp_path: Path, plan_run: Any, studio_server: Callable[[Path, Path], AbstractContextManager[str]]
+) -> Iterator[str]:
     store = tmp_path / "traces.db"
     populate(store, plan_run)
-    port = _free_port()
-    log = (tmp_path / "studio.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agentscope.cli", "studio", "--store", str(store), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx2.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the studio did not start:\n{(tmp_path / 'studio.log').read_text()}")
-            time.sleep(0.1)
+    with studio_server(store, tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 async def test_the_studio_shows_the_plan_next_to_the_trace(studio: str, tmp_path: Path) -> None:
