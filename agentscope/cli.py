@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from agentscope._commands import command_group
+from agentscope._commands import ApiKeyOption, BaseUrlOption, ModelOption, command_group
 from agentscope.evaluation.cli import eval_command
 from agentscope.rl.cli import rl_app
 from agentscope.sandbox.cli import sandbox_app
@@ -95,20 +95,9 @@ def run(
             "returning a fresh agent; it gets model= when --model is given.",
         ),
     ],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="PROVIDER:MODEL, e.g. openai:gpt-4o-mini, passed as model=. Default: the factory's own model.",
-        ),
-    ] = None,
-    base_url: Annotated[
-        str | None, typer.Option("--base-url", help="Provider endpoint (OpenAI-compatible servers, proxies).")
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option("--api-key", envvar="AGENTSCOPE_API_KEY", help="API key (else the provider's env var)."),
-    ] = None,
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
+    api_key: ApiKeyOption = None,
     message: Annotated[
         list[str] | None,
         typer.Option("--message", "-m", help="Send this message and exit instead of chatting (repeatable)."),

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from agentscope._commands import ApiKeyOption, BaseUrlOption, ModelOption
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -109,20 +111,9 @@ def eval_command(
             "--resume", help="Continue the evaluation logged beside --out: keep its episodes, play the rest."
         ),
     ] = False,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="PROVIDER:MODEL passed as model=, e.g. openai:gpt-4o-mini. Default: the factory's own.",
-        ),
-    ] = None,
-    base_url: Annotated[
-        str | None, typer.Option("--base-url", help="Provider endpoint (OpenAI-compatible servers, proxies).")
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option("--api-key", envvar="AGENTSCOPE_API_KEY", help="API key (else the provider's env var)."),
-    ] = None,
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
+    api_key: ApiKeyOption = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option(
