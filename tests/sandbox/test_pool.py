@@ -21,18 +21,14 @@ def _pool(opener: Opener, **kwargs: object) -> SandboxPool:
     return SandboxPool(opener.spec(limits=LIMITS), **kwargs)  # type: ignore[arg-type]
 
 
-async def test_warm_acquire_is_fast_and_sandboxes_come_back_clean(api_backend: Opener) -> None:
+async def test_acquire_hands_out_warm_sandboxes_that_come_back_clean(api_backend: Opener) -> None:
     async with _pool(api_backend, size=2) as pool:
         assert pool.stats.warm == 2
-        timings: list[float] = []
         for i in range(6):
-            started = time.perf_counter()
             async with pool.acquire() as sb:
-                timings.append(time.perf_counter() - started)
                 r = await sb.exec("ls -A /work; echo leftover > /work/f$RANDOM; sleep 60 &")
                 assert r.stdout == "", f"episode {i} saw the last one's files: {r.stdout!r}"
             await anyio.sleep(0.05)  # let the reset land
-        assert sorted(timings)[len(timings) // 2] < 0.02, timings
         assert pool.stats.cold_acquires == 0
         assert pool.stats.reused >= 4
 
