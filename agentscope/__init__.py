@@ -13,6 +13,7 @@ if _typing.TYPE_CHECKING:
     from typing import Any
 
     from agentscope.tracing import SpanExporter, Tracer
+    from agentscope.tracing._tracer import WriterMode
 
 __version__ = "0.1.0"
 
@@ -29,13 +30,15 @@ def init(
     exporters: tuple[SpanExporter, ...] = (),
     sample_rate: float = 1.0,
     capture_content: bool = True,
+    writer: WriterMode = "thread",
 ) -> Tracer | None:
     """Turn tracing on: agent invocations, model calls and tool calls become spans in ``trace_store``.
 
     ``agentscope studio --store .agentscope/traces.db`` shows them. ``otlp_endpoint`` also sends them to an
     OpenTelemetry collector (``pip install -e '.[otlp]'``). Each call starts a new run named ``run_name``
     in ``project``. ``sample_rate`` records that fraction of traces (whole traces, chosen by trace id);
-    ``capture_content=False`` leaves messages, tool arguments and results out of the spans. See
+    ``capture_content=False`` leaves messages, tool arguments and results out of the spans. ``writer="process"``
+    encodes and writes spans in a writer process instead of a thread of this one (for CPU-bound apps). See
     :func:`agentscope.tracing.init` for the details.
     """
     from agentscope import tracing
@@ -49,4 +52,5 @@ def init(
         exporters=exporters,
         sample_rate=sample_rate,
         capture_content=capture_content,
+        writer=writer,
     )

@@ -16,7 +16,8 @@ The agent core makes the three GenAI spans with :func:`agent_call`, :func:`model
 :func:`tool_stream` (an agent or toolkit of your own can too), each behind a check of the switch
 (:mod:`agentscope.tracing.switch`): ``if switch.ON: return await tracing.tool_execute(call, execute)``. With
 tracing off, instrumented code pays that one module-attribute read and nothing else. With it on, a span costs a
-few microseconds on the event loop; encoding and writing happen in a background thread, in batches.
+few microseconds on the event loop; encoding and writing happen in a background thread, in batches, or with
+``init(writer="process")`` in a writer process of their own.
 """
 
 import typing as _typing
@@ -51,6 +52,7 @@ if _typing.TYPE_CHECKING:
         DEFAULT_TRACE_STORE,
         RunStatus,
         Tracer,
+        WriterMode,
         aflush,
         flush,
         get_tracer,
@@ -59,6 +61,7 @@ if _typing.TYPE_CHECKING:
         record_metric,
         shutdown,
     )
+    from agentscope.tracing._writer import WriterError
 
 
 __all__ = [
@@ -84,6 +87,8 @@ __all__ = [
     "StoreExporter",
     "TraceStore",
     "Tracer",
+    "WriterError",
+    "WriterMode",
     "aflush",
     "agent_call",
     "current_span",
@@ -143,6 +148,8 @@ _LAZY = {
     "log_metrics": "_tracer",
     "record_metric": "_tracer",
     "shutdown": "_tracer",
+    "WriterMode": "_tracer",
+    "WriterError": "_writer",
 }
 """Public name -> the private module defining it. Loaded on first use, so that the agent core, which imports only
 the hot path (``switch``, ``_spans`` and ``_genai``), does not load the store, SQLite or the exporters until

@@ -42,6 +42,11 @@ class StoreExporter:
         self._owned = self._store is None
 
     @property
+    def path(self) -> str | Path | None:
+        """The store file, when this exporter opens the store itself (None when it was handed a store)."""
+        return self._path
+
+    @property
     def store(self) -> TraceStore:
         """The store, opening it first if needed (blocking: file I/O)."""
         if self._store is None:

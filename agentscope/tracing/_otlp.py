@@ -68,6 +68,17 @@ class OTLPExporter:
             otel_exporter = exporter
         self.endpoint = endpoint
         """Where spans go."""
+        self.process_spec: dict[str, Any] | None = (
+            None
+            if exporter is not None
+            else {
+                "endpoint": endpoint,
+                "headers": dict(headers or {}),
+                "timeout_s": timeout_s,
+                "resource": dict(resource or {}),
+            }
+        )
+        """How a writer process rebuilds this exporter (None when it wraps an exporter object)."""
         self._resource_attributes: dict[str, str] = {"service.name": "agentscope", **dict(resource or {})}
         self._resources: dict[str, Resource] = {}
         self._processor = BatchSpanProcessor(otel_exporter, schedule_delay_millis=500)

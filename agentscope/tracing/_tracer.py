@@ -28,14 +28,17 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias, cast
 
 from agentscope.tracing import _spans
+from agentscope.tracing._argv import recorded_argv
 from agentscope.tracing._exporters import SpanExporter, StoreExporter
 from agentscope.tracing._records import Encoder, ExportBatch, MetricRecord, RunRecord, SpanRecord
 from agentscope.tracing._spans import Span
+from agentscope.tracing._writer import ProcessWriter, exporter_spec
 
 __all__ = [
     "DEFAULT_TRACE_STORE",
     "RunStatus",
     "Tracer",
+    "WriterMode",
     "aflush",
     "flush",
     "get_tracer",
@@ -52,6 +55,9 @@ DEFAULT_TRACE_STORE = ".agentscope/traces.db"
 
 RunStatus: TypeAlias = Literal["finished", "failed"]
 """How a run ended."""
+
+WriterMode: TypeAlias = Literal["thread", "process"]
+"""Where spans are encoded and written: a thread of the app, or a writer process of their own."""
 
 
 class _Flush:
@@ -94,6 +100,7 @@ class Tracer:
         capture_content: bool = True,
         started_ns: int | None = None,
         run_id: str | None = None,
+        writer: WriterMode = "thread",
     ) -> None:
         if not exporters:
             raise ValueError("a tracer needs at least one exporter (a trace store, OTLP, or your own)")
@@ -131,10 +138,16 @@ class Tracer:
         self.capture_content = capture_content
         """Whether spans keep what was said: messages, tool arguments and results, token ids."""
         self._sample_below = sample_below
-        self.dropped = 0
-        """Spans and points dropped because the writer fell behind or an exporter failed."""
-        self.error: BaseException | None = None
-        """The first exception an exporter raised, if any."""
+        self._dropped = 0
+        self._error: BaseException | None = None
+        self.writer: WriterMode = writer
+        """Where spans are encoded and exported: ``thread`` (a thread of this process) or ``process``."""
+        self._process: ProcessWriter | None = None
+        if writer == "process":
+            specs = [exporter_spec(exporter) for exporter in self.exporters]
+            self._process = ProcessWriter(specs, self.run, capture_content)
+        elif writer != "thread":
+            raise ValueError(f"writer must be 'thread' or 'process', not {writer!r}")
         self._queue: deque[object] = deque()
         self._encoder = Encoder(capture_content=capture_content)
         self._steps: dict[str, int] = {}
@@ -144,6 +157,19 @@ class Tracer:
         self._thread = threading.Thread(target=self._work, name="agentscope-tracer", daemon=True)
         self._installed = False
         self._closed = False
+
+    @property
+    def dropped(self) -> int:
+        """Spans and points dropped because the writer fell behind, an exporter failed, or a writer process died
+        with them."""
+        return self._dropped + (self._process.dropped if self._process is not None else 0)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first exception an exporter raised (or the writer process's start failed with), if any."""
+        if self._error is None and self._process is not None:
+            return self._process.error
+        return self._error
 
     # -------------------------------------------------------------- lifecycle
 
@@ -230,6 +256,10 @@ class Tracer:
 
     def _export_final(self) -> None:
         self._drain()
+        if self._process is not None:
+            if self._process.process is not None:
+                self._process.close(30.0)
+            return
         self._export([], [])
         for exporter in self.exporters:
             try:
@@ -247,8 +277,10 @@ class Tracer:
                 item = queue.popleft()
                 if isinstance(item, _Flush):
                     item.done.set()
-            self.dropped += backlog
+            self._dropped += backlog
             logger.warning("tracing fell behind: dropped %d spans/points (%d so far)", backlog, self.dropped)
+        if self._process is not None:
+            return self._drain_to_process()
         while queue:
             spans: list[SpanRecord] = []
             metrics: list[MetricRecord] = []
@@ -266,7 +298,7 @@ class Tracer:
                     try:
                         spans.append(encode(cast(Span, item), run_id))
                     except Exception:
-                        self.dropped += 1
+                        self._dropped += 1
                         logger.exception("could not encode span %r; dropped", item)
             if spans or metrics:
                 self._export(spans, metrics)
@@ -275,7 +307,50 @@ class Tracer:
                 marker.done.set()
         return exported
 
+    def _drain_to_process(self) -> int:
+        """:meth:`_drain` for a writer process: spans go as they are (``_wire`` encodes the whole batch at once)."""
+        process = self._process
+        assert process is not None
+        exported = 0
+        queue = self._queue
+        while queue:
+            spans: list[Span] = []
+            metrics: list[tuple[str, int, float, int]] = []
+            markers: list[_Flush] = []
+            while queue and len(spans) + len(metrics) < self.max_batch:
+                item = queue.popleft()
+                if type(item) is _Metric:
+                    metrics.append((item.name, item.step, item.value, item.time_ns))
+                elif type(item) is _Flush:
+                    markers.append(item)
+                    break
+                else:
+                    spans.append(cast(Span, item))
+            if self._error is None:
+                try:
+                    if spans or metrics:
+                        process.send(spans, metrics)
+                    if markers:
+                        process.wait(60.0)
+                except Exception as exc:  # a writer process that cannot be (re)started
+                    self._error = exc
+                    self._dropped += len(spans) + len(metrics)
+                    logger.exception("the tracing writer process failed; %d spans dropped", len(spans))
+            else:
+                self._dropped += len(spans) + len(metrics)
+            exported += len(spans) + len(metrics)
+            for marker in markers:
+                marker.done.set()
+        return exported
+
     def _export(self, spans: list[SpanRecord], metrics: list[MetricRecord]) -> None:
+        if self._process is not None:  # the run row, first: start the writer process
+            try:
+                self._process.start()
+            except Exception as exc:
+                self._error = exc
+                logger.exception("the tracing writer process could not start")
+            return
         batch = ExportBatch(
             run=self.run,
             spans=spans,
@@ -287,9 +362,9 @@ class Tracer:
             try:
                 exporter.export(batch)
             except Exception as exc:
-                if self.error is None:
-                    self.error = exc
-                self.dropped += len(spans) + len(metrics)
+                if self._error is None:
+                    self._error = exc
+                self._dropped += len(spans) + len(metrics)
                 logger.exception("trace exporter %r failed; %d spans dropped", exporter, len(spans))
 
 
@@ -317,89 +392,6 @@ def _run_start(started_ns: int | None) -> int:
     return started_ns
 
 
-_SECRET_WORDS = (
-    "key",
-    "token",
-    "secret",
-    "password",
-    "passwd",
-    "pwd",
-    "credential",
-    "credentials",
-    "auth",
-    "authorization",
-    "cookie",
-)
-_WORD_BREAK = re.compile(r"[^a-z0-9]+")
-_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#@\s]+@")
-_URL_PARAM = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
-_ASSIGNMENT = re.compile(r"([A-Za-z_][\w.\-\[\]]*)=(.*)", re.DOTALL)
-_REDACTED = "<redacted>"
-_HEADER = re.compile(r"([A-Za-z][A-Za-z0-9-]*)\s*:\s*\S.*", re.DOTALL)
-_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
-
-
-def _secret_name(name: str) -> bool:
-    """Whether an option, config key or URL parameter name looks like it holds a secret (a word of it ends
-    in key, token, secret, password, auth...: ``--api-key``, ``model.apiKey``, ``hf_token``; not
-    ``max_tokens``)."""
-    return any(word.endswith(_SECRET_WORDS) for word in _WORD_BREAK.split(name.lower()) if word)
-
-
-def _scrub(text: str) -> str:
-    """``text`` without the secrets it may carry: URL user info (``https://user:pw@host``), URL parameters
-    with secret names (``?api_key=...``), the value of a ``KEY=VALUE`` whose key looks secret, the value of an HTTP
-    header line that carries credentials (``Authorization: ...``, ``X-Api-Key: ...``) and ``Bearer <token>``."""
-    assignment = _ASSIGNMENT.fullmatch(text)
-    if assignment is not None and _secret_name(assignment.group(1)):
-        return f"{assignment.group(1)}={_REDACTED}"
-    header = _HEADER.fullmatch(text)  # curl -H 'Authorization: Bearer ...', 'X-Api-Key: ...'
-    if header is not None and "://" not in text:
-        name = header.group(1)
-        if name.lower() in _CREDENTIAL_HEADERS or _secret_name(name):
-            return f"{name}: {_REDACTED}"
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {_REDACTED}", text)
-    if "://" in text:
-        text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{_REDACTED}@", text)
-    if "=" in text and ("?" in text or "&" in text or ";" in text):
-        text = _URL_PARAM.sub(
-            lambda m: f"{m.group(1)}{m.group(2)}={_REDACTED}" if _secret_name(m.group(2)) else m.group(0),
-            text,
-        )
-    return text
-
-
-def recorded_argv(argv: Sequence[str], *, capture_content: bool = True) -> list[str]:
-    """The command line as a run records it, without secrets: values of options that look secret
-    (``--api-key``, ``--token``) replaced by ``<redacted>``, and in every other argument URL user info
-    (``https://user:pw@host``), secret-named URL parameters and the value of a ``KEY=VALUE`` with a secret-looking
-    key (``--set model.api_key=...``); without ``capture_content`` only the program and the option names are
-    kept (arguments such as ``-m "message"`` are what was said)."""
-    recorded: list[str] = []
-    hide_next = False
-    for i, arg in enumerate(argv):
-        if hide_next:
-            recorded.append(_REDACTED)
-            hide_next = False
-            continue
-        name, eq, value = arg.partition("=")
-        is_option = arg.startswith("-") and len(arg) > 1
-        if is_option and _secret_name(name):
-            if eq:
-                recorded.append(f"{name}={_REDACTED}")
-            else:
-                recorded.append(arg)
-                hide_next = True
-        elif i == 0 or capture_content:
-            recorded.append(f"{name}={_scrub(value)}" if is_option and eq else _scrub(arg))
-        elif is_option:
-            recorded.append(name if eq else arg)
-        else:
-            recorded.append(_REDACTED)
-    return recorded
-
-
 # ---------------------------------------------------------------------- the process-wide tracer
 
 _tracer: Tracer | None = None
@@ -420,6 +412,7 @@ def init(
     capture_content: bool = True,
     started_ns: int | None = None,
     run_id: str | None = None,
+    writer: WriterMode = "thread",
 ) -> Tracer | None:
     """Turn tracing on for this process: every agent invocation, model call and tool call becomes a span.
 
@@ -443,6 +436,11 @@ def init(
             count from it. Default: now.
         run_id: Continue the run of this id (a resumed ``agentscope eval``): its row in the store keeps its
             start and counters, and takes this process's status, name and config. Default: a new random id.
+        writer: ``thread`` (default) encodes and writes spans in a thread of this process; ``process`` in a
+            writer process of their own, so that a CPU-bound app (a server) does not pay for it under its GIL: a
+            thread of this process only serialises each batch once and sends it. ``process`` exports to the
+            trace store and OTLP only (not your own ``exporters``); a writer process that dies is restarted,
+            what it had not written counted in ``Tracer.dropped``.
 
     Returns:
         The installed :class:`Tracer`, or None when nothing is to be recorded (no store, no endpoint, no
@@ -475,6 +473,7 @@ def init(
         capture_content=capture_content,
         started_ns=started_ns,
         run_id=run_id,
+        writer=writer,
     ).install()
     global _atexit_registered
     if not _atexit_registered:

@@ -1,0 +1,340 @@
+"""The wire form of spans between the app and a writer process (``Tracer(writer="process")``).
+
+App side (:class:`WireEncoder`, in the tracer's drain thread): each finished span becomes a list of primitives and
+the pydantic objects it holds (messages, content blocks, responses), and a whole batch becomes JSON in ONE
+``pydantic_core.to_json`` call, which walks it in compiled code: the Python work per span is a few attribute reads.
+A conversation's messages are sent once: per conversation (keyed by its first message's id) the encoder remembers
+the ids already sent, and a later model call of it sends how many of its messages the writer already holds and only
+the new ones. A tool list is sent once and then referred to by number.
+
+Writer side (:class:`WireDecoder`, in the writer process): the batch becomes spans again, of the same classes
+(``AgentSpan``, ``ModelSpan``, ``ToolSpan``, ``Span``) with the same fields, messages and blocks rebuilt by pydantic
+(their JSON round trip is exact), so the one :class:`~agentscope.tracing._records.Encoder` and its expanders write
+exactly the attributes the writer thread writes.
+
+Both sides keep the same caches and clear them by the same rule at the same point of the stream, so they agree on
+what the writer holds; a batch marked ``reset`` starts both afresh (after a lost batch or a new writer process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from pydantic_core import from_json, to_json
+
+from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
+from agentscope.tracing._genai import AgentSpan, ModelSpan, ToolSpan
+from agentscope.tracing._spans import Blob, Json, Messages, Span, ToolDefinitions
+from agentscope.types import ChatResponse, ToolResponse
+
+__all__ = ["WireBatch", "WireDecoder", "WireEncoder"]
+
+_CONVERSATIONS = 4096
+_TOOL_LISTS = 1024
+
+_GENERIC, _AGENT, _MODEL, _TOOL = 0, 1, 2, 3
+_JSON, _BLOB, _MESSAGES, _TOOLS = 0, 1, 2, 3
+_RESULT_BLOCK, _RESPONSE = 1, 2
+
+WireBatch = tuple[int, bool, list[Span], list[tuple[str, int, float, int]], dict[str, Any] | None]
+"""A decoded batch: sequence number, reset, spans, metric points (name, step, value, time), run row or None."""
+
+
+class WireEncoder:
+    """Turns batches of finished spans into bytes for the writer process (drain thread only)."""
+
+    def __init__(self) -> None:
+        self._conversations: dict[str, tuple[str, ...]] = {}
+        self._tool_lists: dict[tuple[int, ...], tuple[int, Sequence[Any]]] = {}
+        self._next_tools = 0
+        self._reset = True
+
+    def reset(self) -> None:
+        """Forget what the writer holds: the next batch starts both sides afresh."""
+        self._conversations.clear()
+        self._tool_lists.clear()
+        self._reset = True
+
+    def batch(
+        self,
+        seq: int,
+        spans: Sequence[Span],
+        metrics: Sequence[tuple[str, int, float, int]],
+        run: dict[str, Any] | None = None,
+    ) -> bytes:
+        """One batch as JSON bytes. Raises what serialisation raised (then call :meth:`reset`)."""
+        wire: list[object] = []
+        append = wire.append
+        model, agent, tool = self._model, self._agent, self._tool
+        for span in spans:
+            kind = type(span)
+            if kind is ModelSpan:
+                append(model(cast(ModelSpan, span)))
+            elif kind is ToolSpan:
+                append(tool(cast(ToolSpan, span)))
+            elif kind is AgentSpan:
+                append(agent(cast(AgentSpan, span)))
+            else:
+                append(self._generic(span))
+        reset, self._reset = self._reset, False
+        return to_json((seq, reset, wire, metrics, run), fallback=repr)
+
+    # -------------------------------------------------------------- per span
+
+    def _model(self, span: ModelSpan) -> tuple[object, ...]:
+        model = span.model
+        messages = span.messages
+        known = 0
+        key: str | None = None
+        if messages:
+            ids = tuple([m.id for m in messages])
+            key = ids[0]
+            conversations = self._conversations
+            sent = conversations.get(key)
+            if sent is not None and len(sent) <= len(ids) and ids[: len(sent)] == sent:
+                known = len(sent)
+                messages = messages[known:]
+            elif sent is None and len(conversations) > _CONVERSATIONS:
+                conversations.clear()
+            conversations[key] = ids
+        tools: object = None
+        if span.tools:
+            tools = self._tools(span.tools)
+        parent = span.parent_id
+        return (
+            _MODEL,
+            span.trace_id,
+            span.span_id,
+            parent,
+            span.start_ns,
+            span.end_ns,
+            span.status,
+            span.status_message,
+            span.is_root,
+            span.attributes,
+            type(model).__name__,
+            model.model_name,
+            key,
+            known,
+            messages,
+            tools,
+            span.tool_choice,
+            span.settings,
+            span.streaming,
+            span.response,
+        )
+
+    def _tools(self, tools: Sequence[Any]) -> tuple[int, Sequence[Any] | None]:
+        key = tuple(map(id, tools))
+        known = self._tool_lists.get(key)
+        if known is not None:
+            return known[0], None
+        if len(self._tool_lists) >= _TOOL_LISTS:
+            self._tool_lists.clear()
+        number = self._next_tools
+        self._next_tools += 1
+        self._tool_lists[key] = (number, tools)  # holds the schemas: their ids cannot be reused meanwhile
+        return number, tools
+
+    def _tool(self, span: ToolSpan) -> tuple[object, ...]:
+        result = span.result
+        return (
+            _TOOL,
+            span.trace_id,
+            span.span_id,
+            span.parent_id,
+            span.start_ns,
+            span.end_ns,
+            span.status,
+            span.status_message,
+            span.is_root,
+            span.attributes,
+            span.tool_use,
+            0 if result is None else _RESULT_BLOCK if type(result) is ToolResultBlock else _RESPONSE,
+            result,
+        )
+
+    def _agent(self, span: AgentSpan) -> tuple[object, ...]:
+        agent = span.agent
+        msg = span.msg
+        single = msg is None or isinstance(msg, Msg)
+        return (
+            _AGENT,
+            span.trace_id,
+            span.span_id,
+            span.parent_id,
+            span.start_ns,
+            span.end_ns,
+            span.status,
+            span.status_message,
+            span.is_root,
+            span.attributes,
+            agent.name,
+            agent.id,
+            agent.description,
+            single,
+            msg,
+            span.reply,
+        )
+
+    def _generic(self, span: Span) -> tuple[object, ...]:
+        payloads: list[tuple[str, int, object]] | None = None
+        if span.payloads:
+            payloads = []
+            for key, value in span.payloads.items():
+                kind = type(value)
+                if kind is Messages:
+                    payloads.append((key, _MESSAGES, value))
+                elif kind is ToolDefinitions:
+                    payloads.append((key, _TOOLS, value))
+                elif kind is Blob:
+                    payloads.append((key, _BLOB, cast(Blob, value).value))
+                elif isinstance(value, Json):
+                    payloads.append((key, _JSON, value.value))
+                else:
+                    payloads.append((key, _JSON, value))
+        return (
+            _GENERIC,
+            span.trace_id,
+            span.span_id,
+            span.parent_id,
+            span.start_ns,
+            span.end_ns,
+            span.status,
+            span.status_message,
+            span.is_root,
+            span.attributes,
+            span.name,
+            span.kind,
+            payloads,
+        )
+
+
+class _Model:
+    """What an expander reads of a chat model: its ``model_name`` (its class name comes from the subclass)."""
+
+    __slots__ = ("model_name",)
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+
+
+class _Agent:
+    """What an expander reads of an agent."""
+
+    __slots__ = ("description", "id", "name")
+
+    def __init__(self, name: str, id: str, description: str) -> None:
+        self.name = name
+        self.id = id
+        self.description = description
+
+
+class WireDecoder:
+    """Turns the bytes of :class:`WireEncoder` back into spans (writer process)."""
+
+    def __init__(self) -> None:
+        self._conversations: dict[str, list[Msg]] = {}
+        self._tool_lists: dict[int, list[Any]] = {}
+        self._model_classes: dict[str, type[_Model]] = {}
+
+    def decode(self, data: bytes) -> WireBatch:
+        """One batch: its spans rebuilt, with the caches of the sender."""
+        seq, reset, wire, metrics, run = from_json(data)
+        if reset:
+            self._conversations.clear()
+            self._tool_lists.clear()
+        spans: list[Span] = []
+        for item in wire:
+            code = item[0]
+            if code == _MODEL:
+                spans.append(self._model(item))
+            elif code == _TOOL:
+                spans.append(self._tool(item))
+            elif code == _AGENT:
+                spans.append(self._agent(item))
+            else:
+                spans.append(self._generic(item))
+        return seq, reset, spans, [(m[0], m[1], m[2], m[3]) for m in metrics], run
+
+    @staticmethod
+    def _span(span_class: type[Span], item: list[Any], name: str = "", kind: str = "") -> Any:
+        span = span_class(name, cast(Any, kind), item[1], item[2], item[3], item[9], item[8])
+        span.start_ns = item[4]
+        span.end_ns = item[5]
+        span.status = item[6]
+        span.status_message = item[7]
+        return span
+
+    def _model(self, item: list[Any]) -> ModelSpan:
+        span: ModelSpan = self._span(ModelSpan, item, kind="model")
+        class_name, model_name, key, known, new, tools = item[10:16]
+        model_class = self._model_classes.get(class_name)
+        if model_class is None:
+            model_class = self._model_classes[class_name] = type(class_name, (_Model,), {"__slots__": ()})
+        span.model = model_class(model_name)
+        messages = [Msg.model_validate(m) for m in new]
+        if key is not None:
+            conversations = self._conversations
+            if known:
+                messages = conversations[key][:known] + messages
+            elif key not in conversations and len(conversations) > _CONVERSATIONS:
+                conversations.clear()
+            conversations[key] = messages
+        span.messages = tuple(messages)
+        if tools is None:
+            span.tools = ()
+        else:
+            number, schemas = tools
+            if schemas is not None:
+                if len(self._tool_lists) >= _TOOL_LISTS:
+                    self._tool_lists.clear()
+                self._tool_lists[number] = schemas
+            span.tools = self._tool_lists[number]
+        span.tool_choice, span.settings, span.streaming, response = item[16:20]
+        span.response = None if response is None else ChatResponse.model_validate(response)
+        return span
+
+    def _tool(self, item: list[Any]) -> ToolSpan:
+        span: ToolSpan = self._span(ToolSpan, item, kind="tool")
+        span.tool_use = ToolUseBlock.model_validate(item[10])
+        result_kind, result = item[11], item[12]
+        span.result = (
+            None
+            if result_kind == 0
+            else ToolResultBlock.model_validate(result)
+            if result_kind == _RESULT_BLOCK
+            else ToolResponse.model_validate(result)
+        )
+        return span
+
+    def _agent(self, item: list[Any]) -> AgentSpan:
+        span: AgentSpan = self._span(AgentSpan, item, kind="agent")
+        span.agent = _Agent(item[10], item[11], item[12])
+        single, msg, reply = item[13], item[14], item[15]
+        span.msg = (
+            None
+            if msg is None
+            else Msg.model_validate(msg)
+            if single
+            else [Msg.model_validate(m) for m in msg]
+        )
+        span.reply = None if reply is None else Msg.model_validate(reply)
+        return span
+
+    def _generic(self, item: list[Any]) -> Span:
+        span = self._span(Span, item, name=item[10], kind=item[11])
+        payloads = item[12]
+        if payloads is not None:
+            span.payloads = {}
+            for key, kind, value in payloads:
+                if kind == _MESSAGES:
+                    span.payloads[key] = Messages(Msg.model_validate(m) for m in value)
+                elif kind == _TOOLS:
+                    span.payloads[key] = ToolDefinitions(value)
+                elif kind == _BLOB:
+                    span.payloads[key] = Blob(value)
+                else:
+                    span.payloads[key] = Json(value)
+        return span

@@ -1,0 +1,382 @@
+"""The writer process (``Tracer(writer="process")``): encoding and exporting out of the app's process.
+
+With the default writer thread, encoding spans and binding SQLite rows hold the app's GIL, which a CPU-bound app
+(a server) pays for in throughput. In process mode the tracer's drain thread only turns each batch into wire bytes
+(``_wire``: one ``to_json`` call per batch) and writes them to a socket; this process, started with
+``python -m agentscope.tracing._writer <fd>``, rebuilds the spans, encodes them with the same
+:class:`~agentscope.tracing._records.Encoder` and runs the exporters (the SQLite store, OTLP).
+
+Protocol, over one Unix socket pair with length-prefixed frames (:class:`multiprocessing.connection.Connection`):
+the app first sends a JSON setup (exporters, run row, ``capture_content``), then wire batches (``_wire``); the writer
+answers each setup or run of batches it committed with ``[seq, dropped, error, reset]``: the sequence number of the
+last batch committed, how many spans of them it could not decode, encode or export, the first exporter error, and
+whether the app must start its wire caches afresh. A batch carrying a run row with ``final`` is the last: the
+writer exports it, shuts its exporters down, answers and exits. End of file (the app died) does the same with what
+arrived.
+
+:class:`ProcessWriter` is the app's side: it starts the process, sends, reads the answers, waits for a flush, and
+restarts a writer that died (the batches it had not committed are counted as dropped and logged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from pydantic_core import from_json, to_json
+
+from agentscope.tracing._records import Encoder, ExportBatch, MetricRecord, RunRecord, SpanRecord
+from agentscope.tracing._spans import Span
+from agentscope.tracing._wire import WireDecoder, WireEncoder
+
+__all__ = ["ProcessWriter", "WriterError", "exporter_spec", "main"]
+
+logger = logging.getLogger("agentscope.tracing")
+
+_COALESCE = 4096
+"""The writer commits what has arrived together, up to this many spans and points in one transaction."""
+
+
+class WriterError(RuntimeError):
+    """An exporter in the writer process failed (its message is the exporter's error)."""
+
+
+def exporter_spec(exporter: object) -> list[Any]:
+    """How the writer process rebuilds ``exporter``: a store path or an OTLP endpoint; others cannot cross."""
+    from agentscope.tracing._exporters import StoreExporter
+
+    if type(exporter) is StoreExporter and exporter.path is not None:
+        return ["store", str(exporter.path)]
+    spec = getattr(exporter, "process_spec", None)
+    if spec is not None:
+        return ["otlp", spec]
+    raise ValueError(
+        f"writer='process' exports to a trace store file and to OTLP only; {exporter!r} cannot be handed to "
+        "another process (use writer='thread' for your own exporters)"
+    )
+
+
+def _exporters(specs: list[list[Any]]) -> list[Any]:
+    from agentscope.tracing._exporters import StoreExporter
+
+    built: list[Any] = []
+    for kind, arg in specs:
+        if kind == "store":
+            built.append(StoreExporter(arg))
+        else:
+            from agentscope.tracing._otlp import OTLPExporter
+
+            built.append(OTLPExporter(arg["endpoint"], **{k: v for k, v in arg.items() if k != "endpoint"}))
+    return built
+
+
+# ---------------------------------------------------------------------- the writer process
+
+
+class _Writer:
+    def __init__(self, conn: Connection, setup: dict[str, Any]) -> None:
+        self.conn = conn
+        self.run = RunRecord(**setup["run"])
+        self.encoder = Encoder(capture_content=setup["capture_content"])
+        self.decoder = WireDecoder()
+        self.exporters = _exporters(setup["exporters"])
+        self.error: str | None = None
+
+    def export(self, spans: list[SpanRecord], metrics: list[MetricRecord]) -> int:
+        batch = ExportBatch(
+            run=self.run,
+            spans=spans,
+            metrics=metrics,
+            blobs=self.encoder.take_blobs(),
+            resolve=self.encoder.resolve,
+        )
+        dropped = 0
+        for exporter in self.exporters:
+            try:
+                exporter.export(batch)
+            except Exception as exc:
+                if self.error is None:
+                    self.error = f"{type(exc).__name__}: {exc}"
+                dropped = len(spans) + len(metrics)
+                logger.exception("trace exporter %r failed; %d spans dropped", exporter, len(spans))
+        return dropped
+
+    def serve(self) -> None:
+        conn = self.conn
+        self.answer(0, self.export([], []), False)
+        final = False
+        while not final:
+            try:
+                frames = [conn.recv_bytes()]
+                while conn.poll(0) and len(frames) < _COALESCE:
+                    frames.append(conn.recv_bytes())
+            except (EOFError, OSError):
+                break  # the app is gone: what arrived is written below
+            spans: list[SpanRecord] = []
+            metrics: list[MetricRecord] = []
+            dropped = 0
+            reset = False
+            seq = 0
+            for frame in frames:
+                try:
+                    seq, _, batch, points, run = self.decoder.decode(frame)
+                except Exception:
+                    lost = _count(frame)
+                    logger.exception("could not decode a batch of %d spans/points; dropped", lost)
+                    dropped += lost
+                    reset = True  # what this batch carried (new messages, tool lists) is missing here
+                    continue
+                if run is not None:
+                    final = bool(run.pop("final", False))
+                    self.run = RunRecord(**run)
+                run_id = self.run.id
+                encode = self.encoder.encode
+                for span in batch:
+                    try:
+                        spans.append(encode(span, run_id))
+                    except Exception:
+                        dropped += 1
+                        logger.exception("could not encode span %r; dropped", span)
+                metrics.extend(MetricRecord(run_id, *point) for point in points)
+            dropped += self.export(spans, metrics) if spans or metrics or final else 0
+            if final:
+                self.shutdown()
+            self.answer(seq, dropped, reset)
+        if not final:
+            self.export([], [])
+            self.shutdown()
+
+    def answer(self, seq: int, dropped: int, reset: bool) -> None:
+        with contextlib.suppress(OSError):  # the app is gone
+            self.conn.send_bytes(to_json([seq, dropped, self.error, reset]))
+
+    def shutdown(self) -> None:
+        for exporter in self.exporters:
+            try:
+                exporter.shutdown()
+            except Exception:
+                logger.exception("trace exporter %r failed to shut down", exporter)
+
+
+def _count(frame: bytes) -> int:
+    try:
+        wire = from_json(frame)
+        return len(wire[2]) + len(wire[3])
+    except Exception:
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the writer process: ``python -m agentscope.tracing._writer <socket fd>``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the app, which then shuts us down in order
+    logging.basicConfig(level=logging.WARNING, format="agentscope tracing writer: %(levelname)s %(message)s")
+    conn = Connection(int(args[0]))
+    try:
+        setup = from_json(conn.recv_bytes())
+    except (EOFError, OSError):
+        return
+    writer = _Writer(conn, setup)
+    writer.serve()
+    conn.close()
+
+
+# ---------------------------------------------------------------------- the app's side
+
+
+class ProcessWriter:
+    """Starts the writer process and hands it batches (the tracer's drain thread only)."""
+
+    def __init__(self, specs: list[list[Any]], run: RunRecord, capture_content: bool) -> None:
+        self.specs = specs
+        self.run = run
+        self.capture_content = capture_content
+        self.dropped = 0
+        """Spans and points lost: not encodable, refused by an exporter, or in flight when the writer died."""
+        self.error: BaseException | None = None
+        """The first exporter error the writer reported."""
+        self.restarts = 0
+        """How many times a writer process that died was replaced."""
+        self.process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._wire = WireEncoder()
+        self._seq = 0
+        self._in_flight: dict[int, int] = {}
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start a writer process and wait until it has written the run row (raises what its exporters raised)."""
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "agentscope.tracing._writer", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        self._wire.reset()
+        self._in_flight = {0: 0}
+        setup = {
+            "run": self._run_row(),
+            "exporters": self.specs,
+            "capture_content": self.capture_content,
+        }
+        self._conn.send_bytes(to_json(setup))
+        deadline = time.monotonic() + timeout_s
+        while self._in_flight:
+            if self._conn.poll(0.05):
+                self._answers()
+            elif self.process.poll() is not None:
+                raise WriterError(f"the tracing writer process exited with status {self.process.returncode}")
+            elif time.monotonic() > deadline:
+                raise WriterError(f"the tracing writer process did not start within {timeout_s:.0f} s")
+        if self.error is not None:
+            raise self.error
+
+    def _run_row(self, final: bool = False) -> dict[str, Any]:
+        run = self.run
+        row: dict[str, Any] = {
+            "id": run.id,
+            "project": run.project,
+            "name": run.name,
+            "started_ns": run.started_ns,
+            "status": run.status,
+            "ended_ns": run.ended_ns,
+            "config": run.config,
+        }
+        if final:
+            row["final"] = True
+        return row
+
+    def send(
+        self, spans: Sequence[Span], metrics: Sequence[tuple[str, int, float, int]], final: bool = False
+    ) -> None:
+        """Hand a batch to the writer (restarting it first if it died). Blocks only while the socket is full."""
+        self._answers()
+        process = self.process
+        if process is None:
+            self.start()
+        elif process.poll() is not None:
+            self._lost(f"the tracing writer process exited with status {process.returncode}")
+        self._seq += 1
+        seq = self._seq
+        try:
+            data = self._wire.batch(seq, spans, metrics, self._run_row(final) if final else None)
+        except Exception:
+            self._wire.reset()
+            self.dropped += len(spans) + len(metrics)
+            logger.exception(
+                "could not encode a batch of %d spans for the writer process; dropped", len(spans)
+            )
+            if not final:
+                return
+            data = self._wire.batch(seq, [], [], self._run_row(True))
+        assert self._conn is not None
+        self._in_flight[seq] = len(spans) + len(metrics)
+        try:
+            self._conn.send_bytes(data)
+        except OSError:
+            self._lost("the tracing writer process stopped reading")
+            if final:
+                self.send([], [], final=True)
+
+    def wait(self, timeout_s: float | None) -> bool:
+        """Wait until the writer has committed every batch sent; False on timeout. A writer that dies meanwhile
+        is replaced (what it had not committed is counted in :attr:`dropped`)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._in_flight:
+            conn, process = self._conn, self.process
+            assert conn is not None
+            assert process is not None
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            step = 0.05 if remaining is None else min(0.05, remaining)
+            try:
+                ready = conn.poll(step)
+            except OSError:
+                ready = False
+            if ready:
+                alive = self._answers()
+                if alive or not self._in_flight:
+                    continue
+                # end of file with batches in flight: the writer is gone (or going)
+                try:
+                    process.wait(5.0)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            if process.poll() is not None:
+                self._lost(f"the tracing writer process exited with status {process.returncode}")
+                return True
+        return True
+
+    def close(self, timeout_s: float | None) -> None:
+        """Send the final run row, wait for the writer to commit it and exit."""
+        self.send([], [], final=True)
+        self.wait(timeout_s)
+        process = self.process
+        if process is not None:
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("the tracing writer process did not exit; killing it")
+                process.kill()
+                process.wait()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _answers(self) -> bool:
+        """Read the writer's answers; False when its end of the socket is closed."""
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            while conn.poll(0):
+                seq, dropped, error, reset = from_json(conn.recv_bytes())
+                for done in [s for s in self._in_flight if s <= seq]:
+                    del self._in_flight[done]
+                self.dropped += dropped
+                if error is not None and self.error is None:
+                    self.error = WriterError(error)
+                if reset:
+                    self._wire.reset()
+        except (EOFError, OSError):
+            return False  # the writer is gone: send/wait notice and restart it
+        return True
+
+    def _lost(self, why: str) -> None:
+        lost = sum(self._in_flight.values())
+        self.dropped += lost
+        self._in_flight.clear()
+        logger.error("%s; %d spans/points it had not written are lost; starting a new one", why, lost)
+        self._restart()
+
+    def _restart(self) -> None:
+        process = self.process
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            self.restarts += 1
+        if self._conn is not None:
+            self._conn.close()
+        self.start()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The writer process (``writer="process"``): the same rows as the writer thread, flush and shutdown semantics,
+a writer that dies is replaced with its loss counted, and what it cannot do is refused up front."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentscope import tracing
+from agentscope.agents import ReActAgent
+from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
+from agentscope.models import ChatModel, ChatResponse, ChatUsage
+from agentscope.tools import Toolkit
+from agentscope.tracing import Blob, Json, Messages
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: The first number.
+        b: The second number.
+    """
+    return a + b
+
+
+def fail(reason: str) -> str:
+    """Always fails.
+
+    Args:
+        reason: Why.
+    """
+    raise RuntimeError(reason)
+
+
+class CountingModel(ChatModel):
+    """Calls ``add`` twice (and ``fail`` once), then answers: deterministic ids, a growing conversation."""
+
+    model_name = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def generate(self, messages: Sequence[Msg], **_: Any) -> ChatResponse:
+        self.calls += 1
+        results = sum(
+            1
+            for m in messages
+            if not isinstance(m.content, str)
+            for b in m.content
+            if isinstance(b, ToolResultBlock)
+        )
+        usage = ChatUsage(input_tokens=10 + results, output_tokens=3)
+        if results < 2:
+            call = ToolUseBlock(id=f"call_{self.calls}", name="add", input={"a": results, "b": 2})
+            return ChatResponse(content=[call], finish_reason="tool_calls", usage=usage, id=f"r{self.calls}")
+        if results == 2:
+            call = ToolUseBlock(id=f"call_{self.calls}", name="fail", input={"reason": "no " * 400})
+            return ChatResponse(content=[call], finish_reason="tool_calls", usage=usage)
+        return ChatResponse(
+            content=[TextBlock(text="Done. " * 500)],  # long: stored as a blob
+            finish_reason="stop",
+            usage=usage,
+            prompt_token_ids=list(range(50)),
+            logprobs=[-0.5] * 7,
+        )
+
+
+async def _workload() -> None:
+    model = CountingModel()
+    toolkit = Toolkit()
+    toolkit.register(add)
+    toolkit.register(fail)
+    for i in range(3):  # one after another: the same call ids in both runs
+        agent = ReActAgent(f"agent{i}", "You add numbers. " * 30, model, toolkit=toolkit, max_iters=6)
+        agent.id = f"agent-{i}"
+        await agent(Msg(role="user", content=f"Add {i} and 2, twice."))
+    with tracing.span(
+        "score", kind="env", attributes={"task": "t1", "reward": 0.5, "long": "x" * 5000}
+    ) as span:
+        span.set_attribute("agentscope.input", Messages([Msg(role="user", content="hi " * 100, id="m1")]))
+        span.set_attribute("agentscope.blocks", Json([TextBlock(text="a block")]))
+        span.set_attribute("agentscope.ids", Blob([1, 2, 3]))
+        span.set_attribute("agentscope.odd", Json({"when": object.__name__}))
+    for step in range(3):
+        tracing.record_metric("rollout/reward", step / 2)
+
+
+def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows as the studio reads them, without what differs between two runs (ids, times)."""
+    with sqlite3.connect(path) as conn:
+        return {
+            "spans": sorted(
+                conn.execute(
+                    "SELECT kind, name, status, status_message, attributes, input_tokens, output_tokens, agent_name, "
+                    "parent_id IS NULL FROM spans"
+                ).fetchall()
+            ),
+            "blobs": sorted(conn.execute("SELECT hash, size, data FROM blobs").fetchall()),
+            "metrics": sorted(conn.execute("SELECT name, step, value FROM metrics").fetchall()),
+            "runs": conn.execute(
+                "SELECT status, span_count, error_count, trace_count, input_tokens, output_tokens FROM runs"
+            ).fetchall(),
+        }
+
+
+def _record(path: Path, writer: tracing.WriterMode) -> None:
+    tracing.init(path, project="p", run_name="r", writer=writer)
+    asyncio.run(_workload())
+    tracing.shutdown()
+
+
+def test_the_writer_process_stores_exactly_what_the_writer_thread_stores(tmp_path: Path) -> None:
+    _record(tmp_path / "thread.db", "thread")
+    _record(tmp_path / "process.db", "process")
+    thread, process = _tables(tmp_path / "thread.db"), _tables(tmp_path / "process.db")
+    assert (
+        len(thread["spans"]) == 3 * (1 + 4 + 3) + 1
+    )  # per agent: itself, 4 model calls, 3 tool calls; the env span
+    assert thread["blobs"]
+    assert thread["metrics"]
+    assert any(row[2] == "error" for row in thread["spans"])
+    assert process == thread
+
+
+def _writer_pid(tracer: tracing.Tracer) -> int:
+    process = tracer._process  # pyright: ignore[reportPrivateUsage]
+    assert process is not None
+    assert process.process is not None
+    return process.process.pid
+
+
+def _span_count(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+
+
+def _make_spans(n: int, name: str = "step") -> None:
+    for i in range(n):
+        with tracing.span(name, kind="env", attributes={"i": i}):
+            pass
+
+
+def test_flush_returns_once_the_writer_process_has_committed_everything_before_it(tmp_path: Path) -> None:
+    store = tmp_path / "t.db"
+    tracer = tracing.init(store, writer="process", flush_interval_s=10.0)  # flush, not the timer, must write
+    assert tracer is not None
+    try:
+        with sqlite3.connect(store) as conn:  # the run row is there at once
+            assert conn.execute("SELECT status FROM runs").fetchall() == [("running",)]
+        _make_spans(500)
+        tracing.flush()
+        assert _span_count(store) == 500
+        tracing.record_metric("train/loss", 0.25)
+        _make_spans(3)
+        tracing.flush()
+        assert _span_count(store) == 503
+        with sqlite3.connect(store) as conn:
+            assert conn.execute("SELECT name, value FROM metrics").fetchall() == [("train/loss", 0.25)]
+    finally:
+        tracing.shutdown()
+    assert tracer.dropped == 0
+
+
+def test_a_writer_process_that_dies_is_replaced_and_what_it_lost_is_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "t.db"
+    tracer = tracing.init(store, writer="process", flush_interval_s=0.01)
+    assert tracer is not None
+    try:
+        _make_spans(10, "before")
+        tracing.flush()
+        first = _writer_pid(tracer)
+        os.kill(first, signal.SIGSTOP)  # it takes no more batches...
+        _make_spans(7, "lost")
+        deadline = time.monotonic() + 10
+        while tracer._queue and time.monotonic() < deadline:  # pyright: ignore[reportPrivateUsage]
+            time.sleep(0.01)  # ...while the app hands it this one
+        time.sleep(0.1)
+        os.kill(first, signal.SIGKILL)
+        process = tracer._process  # pyright: ignore[reportPrivateUsage]
+        assert process is not None
+        assert process.process is not None
+        process.process.wait(10)  # gone for good before the next spans
+        _make_spans(5, "after")
+        tracing.flush()
+        assert _writer_pid(tracer) != first
+        assert tracer.dropped == 7
+        assert tracer.error is None
+        with sqlite3.connect(store) as conn:
+            names = dict(conn.execute("SELECT name, count(*) FROM spans GROUP BY name").fetchall())
+        assert names == {"before": 10, "after": 5}
+        assert "7 spans/points it had not written are lost" in caplog.text
+    finally:
+        tracing.shutdown()
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT status FROM runs").fetchall() == [("finished",)]
+
+
+def test_shutdown_drains_marks_the_run_and_stops_the_writer_process(tmp_path: Path) -> None:
+    store = tmp_path / "t.db"
+    tracer = tracing.init(store, writer="process", flush_interval_s=10.0)
+    assert tracer is not None
+    process = tracer._process  # pyright: ignore[reportPrivateUsage]
+    assert process is not None
+    assert process.process is not None
+    _make_spans(50)
+    tracing.shutdown("failed")
+    assert process.process.returncode == 0
+    assert _span_count(store) == 50
+    with sqlite3.connect(store) as conn:
+        status, ended = conn.execute("SELECT status, ended_ns FROM runs").fetchone()
+    assert status == "failed"
+    assert ended is not None
+
+
+def test_the_writer_process_refuses_exporters_it_cannot_rebuild(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="writer='process' exports to a trace store file and to OTLP only"):
+        tracing.init(tmp_path / "t.db", exporters=[tracing.InMemoryExporter()], writer="process")
+    assert not tracing.enabled()
+    with pytest.raises(ValueError, match="writer must be 'thread' or 'process'"):
+        tracing.init(tmp_path / "t.db", writer="fork")  # type: ignore[arg-type]
+
+
+def test_a_store_the_writer_process_cannot_open_fails_init(tmp_path: Path) -> None:
+    with pytest.raises(tracing.WriterError, match="unable to open database file"):
+        tracing.init(tmp_path, writer="process")  # a directory, not a database file
+    assert not tracing.enabled()
