@@ -331,7 +331,7 @@ class Tracer:
                     if spans or metrics:
                         process.send(spans, metrics)
                     if markers:
-                        process.wait(60.0)
+                        process.wait(300.0)  # a flush's caller stops waiting after its own timeout
                 except Exception as exc:  # a writer process that cannot be (re)started
                     self._error = exc
                     self._dropped += len(spans) + len(metrics)

@@ -213,7 +213,7 @@ class ProcessWriter:
         self._seq = 0
         self._in_flight: dict[int, int] = {}
 
-    def start(self, timeout_s: float = 60.0) -> None:
+    def start(self, timeout_s: float = 300.0) -> None:
         """Start a writer process and wait until it has written the run row (raises what its exporters raised)."""
         ours, theirs = socket.socketpair()
         env = dict(os.environ)

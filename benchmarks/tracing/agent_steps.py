@@ -6,9 +6,11 @@ thread. "on" runs with ``agentscope.init(trace_store=<tmp>/traces.db)`` installe
 the writer thread to have written every span (``aflush``), so nothing is left unpaid.
 
     .venv/bin/python benchmarks/tracing/agent_steps.py [--n 1000] [--k 5] [--concurrency 200] [--rounds 5]
-        [--model-latency-ms 0] [--sample-rate 1.0] [--no-content]
+        [--model-latency-ms 0] [--sample-rate 1.0] [--no-content] [--writer thread|process|both]
 
-``--sample-rate`` and ``--no-content`` pass ``sample_rate`` / ``capture_content=False`` to ``agentscope.init``.
+``--sample-rate`` and ``--no-content`` pass ``sample_rate`` / ``capture_content=False`` to ``agentscope.init``;
+``--writer`` its ``writer`` (``both``: each round runs off, on with the writer thread and on with the writer
+process, reported as ``on`` and ``on_process``).
 """
 
 from __future__ import annotations
@@ -117,31 +119,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--no-content", action="store_true", help="trace without messages, tool arguments and results"
     )
+    parser.add_argument(
+        "--writer",
+        choices=["thread", "process", "both"],
+        default="thread",
+        help="where spans are encoded and written (both: each round runs off, on and on_process)",
+    )
     args = parser.parse_args(argv)
     options: dict[str, Any] = {"sample_rate": args.sample_rate, "capture_content": not args.no_content}
+    writers: dict[str, str] = (
+        {"on": "thread", "on_process": "process"} if args.writer == "both" else {"on": args.writer}
+    )
     steps = args.n * (args.k + 1)
-    rates: dict[str, list[float]] = {"off": [], "on": []}
-    cpu_us: dict[str, list[float]] = {"off": [], "on": []}
+    rates: dict[str, list[float]] = {"off": [], **{mode: [] for mode in writers}}
+    cpu_us: dict[str, list[float]] = {mode: [] for mode in rates}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "traces.db"
         asyncio.run(workload(min(args.n, 200), args.k, args.concurrency))  # warm-up, off
-        agentscope.init(store, project="bench", run_name="warm-up")
-        asyncio.run(workload(min(args.n, 200), args.k, args.concurrency))  # warm-up, on
-        tracing.shutdown()
+        for writer in writers.values():
+            agentscope.init(store, project="bench", run_name="warm-up", writer=writer)  # type: ignore[arg-type]
+            asyncio.run(workload(min(args.n, 200), args.k, args.concurrency))  # warm-up, on
+            tracing.shutdown()
         for r in range(args.rounds):
-            order = ("off", "on") if r % 2 == 0 else ("on", "off")
+            order = list(rates) if r % 2 == 0 else list(reversed(rates))
             for mode in order:
-                if mode == "on":
-                    agentscope.init(store, project="bench", run_name=f"round-{r}", **options)
+                if mode != "off":
+                    agentscope.init(
+                        store,
+                        project="bench",
+                        run_name=f"round-{r}-{mode}",
+                        writer=writers[mode],  # type: ignore[arg-type]
+                        **options,
+                    )
                 elapsed, cpu = asyncio.run(
                     workload(args.n, args.k, args.concurrency, args.model_latency_ms / 1000)
                 )
-                if mode == "on":
+                if mode != "off":
                     tracing.shutdown()
                 rates[mode].append(steps / elapsed)
                 cpu_us[mode].append(cpu / steps * 1e6)
                 print(
-                    f"[tracing bench] round {r} {mode:>3}: {steps / elapsed:,.0f} agent-steps/s, "
+                    f"[tracing bench] round {r} {mode:>10}: {steps / elapsed:,.0f} agent-steps/s, "
                     f"{cpu / steps * 1e6:.0f} CPU us/step",
                     file=sys.stderr,
                 )
@@ -174,7 +192,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "all_on": [round(x) for x in rates["on"]],
         "spans_written": spans,
         "store_mb": round(size_mb, 1),
+        "writer": args.writer,
     }
+    if "on_process" in rates:
+        # (process_time counts this process only: the writer process's CPU is not in cpu_us_per_step_on_process)
+        on_process = statistics.median(rates["on_process"])
+        result["on_process_steps_per_s"] = round(on_process)
+        result["ratio_process"] = round(on_process / off, 3)
+        result["ratio_of_best_process"] = round(max(rates["on_process"]) / best_off, 3)
+        result["cpu_us_per_step_on_process"] = round(min(cpu_us["on_process"]), 1)
+        result["all_on_process"] = [round(x) for x in rates["on_process"]]
     print(json.dumps(result))
     return result
 
