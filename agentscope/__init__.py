@@ -12,8 +12,7 @@ if _typing.TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-    from agentscope.tracing import SpanExporter, Tracer
-    from agentscope.tracing._tracer import WriterMode
+    from agentscope.tracing import SpanExporter, Tracer, WriterMode
 
 __version__ = "0.1.0"
 
