@@ -3,6 +3,7 @@ policies played through the real environment cluster and ReActAgent."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -93,6 +94,16 @@ async def test_levels_ask_what_they_say_and_the_answer_is_in_the_database_only()
             assert fields == {1: {"city", "job", "age"}, 2: {"name", "city", "industry"}, 3: {"total"}}[level]
     finally:
         await env.close()
+
+
+def test_the_generated_tasks_are_those_the_benchmarks_were_measured_on() -> None:
+    """The generator's output is part of the benchmarks' contract (their held-out sets, their warm starts): a
+    change that alters a task, even one meant only to be faster, changes what every recorded number means."""
+    tasks = lookup_tasks(n=300, seed=5, level="1-3")
+    text = "\n".join(f"{t.id}|{t.prompt}|{t.answer}" for t in tasks)
+    assert hashlib.sha256(text.encode()).hexdigest() == (
+        "14c715c867d032d8586275ea308db797b973e8a175a4bb9954e2004af03e836b"
+    )
 
 
 def test_splits_are_disjoint_by_content() -> None:
