@@ -3,6 +3,9 @@
 App side (:class:`WireEncoder`, in the tracer's drain thread): each finished span becomes a list of primitives and
 the pydantic objects it holds (messages, content blocks, responses), and a whole batch becomes JSON in ONE
 ``pydantic_core.to_json`` call, which walks it in compiled code: the Python work per span is a few attribute reads.
+A message, response or tool call goes as its ``__dict__`` (its blocks stay models): pydantic-core serialises a
+plain dict in about half the instructions of the model itself, whose ``JsonValue`` fields (``metadata``, a tool
+call's ``input``) call back into Python for every value.
 A conversation's messages are sent once: per conversation (keyed by its first message's id) the encoder remembers
 the ids already sent, and a later model call of it sends how many of its messages the writer already holds and only
 the new ones. A tool list is sent once and then referred to by number.
@@ -117,12 +120,12 @@ class WireEncoder:
             model.model_name,
             key,
             known,
-            messages,
+            [m.__dict__ for m in messages],
             tools,
             span.tool_choice,
             span.settings,
             span.streaming,
-            span.response,
+            None if span.response is None else span.response.__dict__,
         )
 
     def _tools(self, tools: Sequence[Any]) -> tuple[int, Sequence[Any] | None]:
@@ -150,14 +153,15 @@ class WireEncoder:
             span.status_message,
             span.is_root,
             span.attributes,
-            span.tool_use,
+            span.tool_use.__dict__,
             0 if result is None else _RESULT_BLOCK if type(result) is ToolResultBlock else _RESPONSE,
-            result,
+            None if result is None else result.__dict__,
         )
 
     def _agent(self, span: AgentSpan) -> tuple[object, ...]:
         agent = span.agent
         msg = span.msg
+        reply = span.reply
         single = msg is None or isinstance(msg, Msg)
         return (
             _AGENT,
@@ -174,8 +178,12 @@ class WireEncoder:
             agent.id,
             agent.description,
             single,
-            msg,
-            span.reply,
+            None
+            if msg is None
+            else msg.__dict__
+            if single
+            else [m.__dict__ for m in cast("Sequence[Msg]", msg)],
+            None if reply is None else reply.__dict__,
         )
 
     def _generic(self, span: Span) -> tuple[object, ...]:
@@ -185,7 +193,7 @@ class WireEncoder:
             for key, value in span.payloads.items():
                 kind = type(value)
                 if kind is Messages:
-                    payloads.append((key, _MESSAGES, value))
+                    payloads.append((key, _MESSAGES, [m.__dict__ for m in cast(Messages, value)]))
                 elif kind is ToolDefinitions:
                     payloads.append((key, _TOOLS, value))
                 elif kind is Blob:

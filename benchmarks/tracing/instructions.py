@@ -107,6 +107,7 @@ def main() -> None:
         return
     steps = args.n * (args.k + 1)
     result: dict[str, float | str] = {"n": args.n, "k": args.k, "writer": args.writer}
+    others: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for mode in ("off", "on"):
@@ -114,23 +115,23 @@ def main() -> None:
             full = _measure(mode, args.n, args.k, args.writer, out)
             main_thread = (full["01"] - base["01"]) / steps
             result[f"main_thread_k_per_step_{mode}"] = round(main_thread / 1000, 1)
-            if mode == "on":
-                # The tracer's is the busiest thread besides the main one (tool calls run in short-lived workers).
-                threads = [key for key in full if key not in ("01", "writer")]
-                tracer = max(full[key] for key in threads) - max(base[key] for key in base if key in threads)
-                result["tracer_thread_k_per_step"] = round(tracer / steps / 1000, 1)
-                if "writer" in full:
-                    writer = full["writer"] - base["writer"]
-                    result["writer_process_k_per_step"] = round(writer / steps / 1000, 1)
-                if args.writer != "process":
-                    continue  # the writer thread's GIL-held share needs its profile (sqlite3_step releases it)
-                off = result["main_thread_k_per_step_off"]
-                on = result[f"main_thread_k_per_step_{mode}"]
-                assert isinstance(off, float)
-                assert isinstance(on, float)
-                gil = result["tracer_thread_k_per_step"]
-                assert isinstance(gil, float)
-                result["predicted_on_off"] = round(off / (on + gil), 3)
+            # Every other thread of the app: tool calls run in worker threads (many, short-lived), with tracing
+            # off and on alike; what "on" adds to them is the tracer's thread.
+            others[mode] = sum(v for key, v in full.items() if key not in ("01", "writer")) - sum(
+                v for key, v in base.items() if key not in ("01", "writer")
+            )
+            if "writer" in full:
+                writer = full["writer"] - base["writer"]
+                result["writer_process_k_per_step"] = round(writer / steps / 1000, 1)
+    tracer = round((others["on"] - others["off"]) / steps / 1000, 1)
+    result["tracer_thread_k_per_step"] = tracer
+    if args.writer == "process":
+        # All of the tracer thread's work is under the GIL (Python and to_json; the socket write is a system call).
+        # With the writer thread, its GIL-held share needs its profile (sqlite3_step releases the GIL).
+        off, on = result["main_thread_k_per_step_off"], result["main_thread_k_per_step_on"]
+        assert isinstance(off, float)
+        assert isinstance(on, float)
+        result["predicted_on_off"] = round(off / (on + tracer), 3)
     print(json.dumps(result))
 
 
