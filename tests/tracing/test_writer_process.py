@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +23,8 @@ from agentscope.message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
 from agentscope.models import ChatModel, ChatResponse, ChatUsage
 from agentscope.tools import Toolkit
 from agentscope.tracing import Blob, Json, Messages
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def add(a: int, b: int) -> int:
@@ -235,3 +240,84 @@ def test_a_store_the_writer_process_cannot_open_fails_init(tmp_path: Path) -> No
     with pytest.raises(tracing.WriterError, match="unable to open database file"):
         tracing.init(tmp_path, writer="process")  # a directory, not a database file
     assert not tracing.enabled()
+
+
+def test_agentscope_serve_trace_records_each_request_through_its_writer_process(tmp_path: Path) -> None:
+    import httpx2
+
+    store = tmp_path / "traces.db"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "agentscope.cli", "serve", "tests/service/agents/slow_calculator.py",
+            "--port", str(port), "--trace", "--trace-store", str(store), "--sessions-db", str(tmp_path / "s.db"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "SLOW_CALCULATOR_S": "0"},
+    )  # fmt: skip
+    try:
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "the server did not start"
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx2.TransportError:
+                    time.sleep(0.05)
+            body = {"model": "slow_calculator", "messages": [{"role": "user", "content": "What is 2 + 3?"}]}
+            response = http.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200, response.text
+            trace_id = response.headers["x-trace-id"]
+            writers = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    writer = [pid for pid, command in writers if "agentscope.tracing._writer" in command]
+    assert len(writer) == 1, writers
+    assert "Traceback" not in stderr, stderr
+    # uvicorn re-raises the SIGTERM it caught, which ends the server before it can shut tracing down: the writer
+    # process, at the end of its socket, still writes everything the server had handed it, then exits.
+    deadline = time.monotonic() + 30
+    while _running(writer[0]):
+        assert time.monotonic() < deadline, "the orphaned writer process did not finish"
+        time.sleep(0.05)
+    with sqlite3.connect(store) as conn:
+        kinds = {row[0] for row in conn.execute("SELECT kind FROM spans WHERE trace_id = ?", (trace_id,))}
+        roots = conn.execute("SELECT name FROM spans WHERE trace_id = ? AND parent_id IS NULL", (trace_id,))
+        assert [name for (name,) in roots] == ["POST /v1/chat/completions"]
+    assert kinds >= {"agent", "model", "tool"}
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """The ids and command lines of a process's children (Linux /proc)."""
+    found: list[tuple[int, str]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(
+                    (int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+                )
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
