@@ -141,7 +141,6 @@ def _start_tracing(config: ServeConfig) -> None:
             run_name=f"serve {config.model_name}",
             config={"command": "serve", "model_name": config.model_name},
             sample_rate=config.trace_sample_rate,
-            writer="process",  # encoding and SQLite off the server's GIL (benchmarks/RESULTS.md, tracing)
         )
 
 
