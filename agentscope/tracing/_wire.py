@@ -11,9 +11,12 @@ the ids already sent, and a later model call of it sends how many of its message
 the new ones. A tool list is sent once and then referred to by number.
 
 Writer side (:class:`WireDecoder`, in the writer process): the batch becomes spans again, of the same classes
-(``AgentSpan``, ``ModelSpan``, ``ToolSpan``, ``Span``) with the same fields, messages and blocks rebuilt by pydantic
-(their JSON round trip is exact), so the one :class:`~agentscope.tracing._records.Encoder` and its expanders write
-exactly the attributes the writer thread writes.
+(``AgentSpan``, ``ModelSpan``, ``ToolSpan``, ``Span``) with the same fields, so the one
+:class:`~agentscope.tracing._records.Encoder` and its expanders write exactly the attributes the writer thread
+writes. Messages and tool calls become light objects with the attributes the encoder reads (their blocks stay
+dicts, which serialise to the same JSON); responses and tool results are rebuilt by pydantic (their JSON round trip
+is exact), because the encoder tells content blocks from other lists by their class and quotes a failed tool's
+text blocks.
 
 Both sides keep the same caches and clear them by the same rule at the same point of the stream, so they agree on
 what the writer holds; a batch marked ``reset`` starts both afresh (after a lost batch or a new writer process).
@@ -228,6 +231,32 @@ class _Model:
         self.model_name = model_name
 
 
+class _Message:
+    """What the encoder reads of a message (``id``, ``role``, ``name``, ``content``, ``metadata``), without
+    pydantic's validation: its content blocks stay the dicts they arrived as, which serialise to the same JSON."""
+
+    __slots__ = ("content", "id", "metadata", "name", "role")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.id = fields["id"]
+        self.role = fields["role"]
+        self.name = fields["name"]
+        self.content = fields["content"]
+        self.metadata = fields["metadata"]
+
+
+class _ToolCall:
+    """What the tool expander reads of a tool call."""
+
+    __slots__ = ("id", "input", "name", "raw_input")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.id = fields["id"]
+        self.name = fields["name"]
+        self.input = fields["input"]
+        self.raw_input = fields["raw_input"]
+
+
 class _Agent:
     """What an expander reads of an agent."""
 
@@ -282,7 +311,7 @@ class WireDecoder:
         if model_class is None:
             model_class = self._model_classes[class_name] = type(class_name, (_Model,), {"__slots__": ()})
         span.model = model_class(model_name)
-        messages = [Msg.model_validate(m) for m in new]
+        messages: list[Any] = [_Message(m) for m in new]
         if key is not None:
             conversations = self._conversations
             if known:
@@ -306,7 +335,7 @@ class WireDecoder:
 
     def _tool(self, item: list[Any]) -> ToolSpan:
         span: ToolSpan = self._span(ToolSpan, item, kind="tool")
-        span.tool_use = ToolUseBlock.model_validate(item[10])
+        span.tool_use = cast(ToolUseBlock, _ToolCall(item[10]))
         result_kind, result = item[11], item[12]
         span.result = (
             None
@@ -321,14 +350,9 @@ class WireDecoder:
         span: AgentSpan = self._span(AgentSpan, item, kind="agent")
         span.agent = _Agent(item[10], item[11], item[12])
         single, msg, reply = item[13], item[14], item[15]
-        span.msg = (
-            None
-            if msg is None
-            else Msg.model_validate(msg)
-            if single
-            else [Msg.model_validate(m) for m in msg]
-        )
-        span.reply = None if reply is None else Msg.model_validate(reply)
+        # (one message as a list of one: the expander writes both the same way)
+        span.msg = None if msg is None else [cast(Msg, _Message(m)) for m in ([msg] if single else msg)]
+        span.reply = None if reply is None else cast(Msg, _Message(reply))
         return span
 
     def _generic(self, item: list[Any]) -> Span:
@@ -338,7 +362,7 @@ class WireDecoder:
             span.payloads = {}
             for key, kind, value in payloads:
                 if kind == _MESSAGES:
-                    span.payloads[key] = Messages(Msg.model_validate(m) for m in value)
+                    span.payloads[key] = Messages(cast(Msg, _Message(m)) for m in value)
                 elif kind == _TOOLS:
                     span.payloads[key] = ToolDefinitions(value)
                 elif kind == _BLOB:
