@@ -186,16 +186,16 @@ def test_a_writer_process_that_dies_is_replaced_and_what_it_lost_is_counted(
         _make_spans(10, "before")
         tracing.flush()
         first = _writer_pid(tracer)
-        os.kill(first, signal.SIGSTOP)  # it takes no more batches...
-        _make_spans(7, "lost")
-        deadline = time.monotonic() + 10
-        while tracer._queue and time.monotonic() < deadline:  # pyright: ignore[reportPrivateUsage]
-            time.sleep(0.01)  # ...while the app hands it this one
-        time.sleep(0.1)
-        os.kill(first, signal.SIGKILL)
         process = tracer._process  # pyright: ignore[reportPrivateUsage]
         assert process is not None
         assert process.process is not None
+        os.kill(first, signal.SIGSTOP)  # it takes no more batches...
+        _make_spans(7, "lost")
+        deadline = time.monotonic() + 30
+        while sum(process._in_flight.values()) < 7:  # pyright: ignore[reportPrivateUsage]
+            assert time.monotonic() < deadline, "the app did not hand the batch over"
+            time.sleep(0.01)  # ...while the app hands it this one
+        os.kill(first, signal.SIGKILL)
         process.process.wait(10)  # gone for good before the next spans
         _make_spans(5, "after")
         tracing.flush()
