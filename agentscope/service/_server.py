@@ -24,6 +24,8 @@ from agentscope.service._config import API_KEYS_ENV, ServeConfig, keys_from_envi
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from agentscope.service._service import AgentService
+
 __all__ = ["check_binding", "serve", "worker_app"]
 
 _SPEC_ENV = "AGENTSCOPE_SERVE_SPEC"
@@ -98,7 +100,7 @@ def serve(
 
     factory = load_agent_factory(agent) if isinstance(agent, str) else agent
     _start_tracing(config)
-    app = create_app(AgentService(factory, config, agent_kwargs=agent_kwargs))
+    app = _traced_app(create_app(AgentService(factory, config, agent_kwargs=agent_kwargs)))
     _freeze_startup_objects()
     try:
         uvicorn.run(app, **options)
@@ -119,7 +121,7 @@ def worker_app() -> FastAPI:
     os.environ.pop(API_KEYS_ENV, None)
     config = ServeConfig.model_validate(settings)
     _start_tracing(config)
-    app = create_app(AgentService(load_agent_factory(spec), config))
+    app = _traced_app(create_app(AgentService(load_agent_factory(spec), config)))
     _freeze_startup_objects()
     return app
 
@@ -142,6 +144,29 @@ def _start_tracing(config: ServeConfig) -> None:
             config={"command": "serve", "model_name": config.model_name},
             sample_rate=config.trace_sample_rate,
         )
+
+
+def _traced_app(app: FastAPI) -> FastAPI:
+    """``app``, whose lifespan ends by shutting tracing down (writing what is queued, marking the run finished).
+
+    There, not after ``uvicorn.run`` returns: after a graceful stop on SIGTERM uvicorn raises the signal again with
+    its default action, which ends the process before any ``finally`` of ours runs (the run stayed "running" and
+    the spans still queued were lost); the lifespan's end comes after the requests in flight are drained.
+    """
+    service: AgentService = app.state.service
+    if service.config.trace:
+        service.call_on_close(
+            _shut_tracing_down
+        )  # after the protocols' own closers, registered by create_app
+    return app
+
+
+async def _shut_tracing_down() -> None:
+    import anyio.to_thread
+
+    from agentscope import tracing
+
+    await anyio.to_thread.run_sync(tracing.shutdown)
 
 
 def _stop_tracing(config: ServeConfig) -> None:

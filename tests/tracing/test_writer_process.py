@@ -243,7 +243,12 @@ def test_a_store_the_writer_process_cannot_open_fails_init(tmp_path: Path) -> No
     assert not tracing.enabled()
 
 
-def test_agentscope_serve_trace_records_each_request_and_finishes_the_run_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_agentscope_serve_trace_records_each_request_and_finishes_the_run_when_stopped(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """SIGTERM too: uvicorn raises it again after its graceful stop, which ended the process before the old
+    ``finally`` that shut tracing down (the run stayed "running", the spans still queued were lost)."""
     import httpx2
 
     store = tmp_path / "traces.db"
@@ -276,7 +281,7 @@ def test_agentscope_serve_trace_records_each_request_and_finishes_the_run_on_ctr
             response = http.post("/v1/chat/completions", json=body)
             assert response.status_code == 200, response.text
             trace_id = response.headers["x-trace-id"]
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: the server stops, then shuts tracing down
+        proc.send_signal(stop)  # the server drains its requests, then its lifespan shuts tracing down
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
