@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -59,6 +60,9 @@ class ServeConfig(BaseModel):
     """The trace store file (``agentscope studio`` reads it)."""
     trace_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     """Fraction of requests (traces) recorded."""
+    trace_writer: Literal["thread", "process"] = "thread"
+    """Where spans are encoded and written: a thread of each server process, or a writer process of its own
+    (``agentscope.init(writer=...)``; ``benchmarks/RESULTS.md``, tracing and serve, says when which is faster)."""
 
     def key_bytes(self) -> tuple[bytes, ...]:
         """The API keys as bytes, for constant-time comparison."""

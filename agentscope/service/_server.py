@@ -143,6 +143,7 @@ def _start_tracing(config: ServeConfig) -> None:
             run_name=f"serve {config.model_name}",
             config={"command": "serve", "model_name": config.model_name},
             sample_rate=config.trace_sample_rate,
+            writer=config.trace_writer,
         )
 
 

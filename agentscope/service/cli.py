@@ -88,6 +88,12 @@ def serve_command(
     trace_sample_rate: Annotated[
         float, typer.Option("--trace-sample-rate", min=0.0, max=1.0, help="Fraction of requests to record.")
     ] = 1.0,
+    trace_writer: Annotated[
+        str,
+        typer.Option(
+            "--trace-writer", help="Where spans are encoded and written: 'thread' (default) or 'process'."
+        ),
+    ] = "thread",
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve an agent over HTTP: the OpenAI Chat Completions API (streaming included), sessions, API keys."""
@@ -119,6 +125,7 @@ def serve_command(
             trace=trace,
             trace_store=trace_store,
             trace_sample_rate=trace_sample_rate,
+            trace_writer=trace_writer,  # pyright: ignore[reportArgumentType] - validated by ServeConfig
         )
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None

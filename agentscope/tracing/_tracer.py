@@ -116,7 +116,7 @@ class Tracer:
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "python": platform.python_version(),
-                "tracing": {"sample_rate": sample_rate, "capture_content": capture_content},
+                "tracing": {"sample_rate": sample_rate, "capture_content": capture_content, "writer": writer},
                 **dict(config or {}),
             },
         )

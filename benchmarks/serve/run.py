@@ -93,6 +93,7 @@ class Server:
 SERVERS = [
     Server("ours", "AgentScope (ours), tracing off", "chat"),
     Server("ours_trace", "AgentScope (ours), tracing on", "chat"),
+    Server("ours_trace_process", "AgentScope (ours), tracing on, writer process", "chat"),
     Server("ours_uvloop", "AgentScope (ours), tracing off, + uvloop/httptools", "chat"),
     Server("runtime", "agentscope-runtime 1.1.6.post2 (AgentScope 1.0.21 agent)", "responses"),
 ]
@@ -131,6 +132,8 @@ def start_server(s: Server, ours_env: dict[str, str], tmp: Path) -> tuple[subpro
         ]
         if s.key == "ours_trace":
             cmd += ["--trace", "--trace-store", str(tmp / "traces.db")]
+        if s.key == "ours_trace_process":
+            cmd += ["--trace", "--trace-writer", "process", "--trace-store", str(tmp / "traces-process.db")]
         paths = [ours_env.get("PYTHONPATH", "")]
         if s.key == "ours_uvloop":
             paths.append(str(site_packages("uvicorn_standard")))  # after ours: only adds uvloop and httptools

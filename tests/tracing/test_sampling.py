@@ -161,7 +161,7 @@ async def test_without_content_spans_keep_names_tokens_and_errors_but_not_what_w
         assert SECRET not in repr(span), span.name
     assert not any(SECRET.encode() in blob for blob in no_content.blobs.values())
     run = next(iter(no_content.runs.values()))
-    assert run.config["tracing"] == {"sample_rate": 1.0, "capture_content": False}
+    assert run.config["tracing"] == {"sample_rate": 1.0, "capture_content": False, "writer": "thread"}
 
 
 def test_a_bad_sample_rate_is_refused_naming_it(cli: Callable[..., Result]) -> None:

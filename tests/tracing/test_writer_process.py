@@ -1,10 +1,11 @@
 """The writer process (``writer="process"``): the same rows as the writer thread, flush and shutdown semantics,
 a writer that dies is replaced with its loss counted, and what it cannot do is refused up front; and
-``agentscope serve --trace`` (the writer thread) records a request and finishes its run on Ctrl-C."""
+``agentscope serve --trace`` (either writer) records a request and finishes its run on Ctrl-C and on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -243,9 +244,13 @@ def test_a_store_the_writer_process_cannot_open_fails_init(tmp_path: Path) -> No
     assert not tracing.enabled()
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    ("stop", "writer"),
+    [(signal.SIGINT, "thread"), (signal.SIGTERM, "thread"), (signal.SIGTERM, "process")],
+    ids=["ctrl-c", "sigterm", "sigterm-writer-process"],
+)
 def test_agentscope_serve_trace_records_each_request_and_finishes_the_run_when_stopped(
-    tmp_path: Path, stop: signal.Signals
+    tmp_path: Path, stop: signal.Signals, writer: str
 ) -> None:
     """SIGTERM too: uvicorn raises it again after its graceful stop, which ended the process before the old
     ``finally`` that shut tracing down (the run stayed "running", the spans still queued were lost)."""
@@ -258,7 +263,7 @@ def test_agentscope_serve_trace_records_each_request_and_finishes_the_run_when_s
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "agentscope.cli", "serve", "tests/service/agents/slow_calculator.py",
-            "--port", str(port), "--trace", "--trace-store", str(store), "--sessions-db", str(tmp_path / "s.db"),
+            "--port", str(port), "--trace", "--trace-writer", writer, "--trace-store", str(store), "--sessions-db", str(tmp_path / "s.db"),
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -293,4 +298,6 @@ def test_agentscope_serve_trace_records_each_request_and_finishes_the_run_when_s
         roots = conn.execute("SELECT name FROM spans WHERE trace_id = ? AND parent_id IS NULL", (trace_id,))
         assert [name for (name,) in roots] == ["POST /v1/chat/completions"]
         assert conn.execute("SELECT status FROM runs").fetchall() == [("finished",)]
+        (config,) = conn.execute("SELECT config FROM runs").fetchone()
+        assert json.loads(config)["tracing"]["writer"] == writer
     assert kinds >= {"agent", "model", "tool"}
