@@ -25,14 +25,16 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from agentscope.tracing import _spans
 from agentscope.tracing._argv import recorded_argv
 from agentscope.tracing._exporters import SpanExporter, StoreExporter
 from agentscope.tracing._records import Encoder, ExportBatch, MetricRecord, RunRecord, SpanRecord
 from agentscope.tracing._spans import Span
-from agentscope.tracing._writer import ProcessWriter, exporter_spec
+
+if TYPE_CHECKING:
+    from agentscope.tracing._writer import ProcessWriter
 
 __all__ = [
     "DEFAULT_TRACE_STORE",
@@ -49,6 +51,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("agentscope.tracing")
+
+_RETRY_S = 5.0
+"""After a writer process failed to (re)start, batches are dropped (and counted) this long before the next try."""
 
 DEFAULT_TRACE_STORE = ".agentscope/traces.db"
 """Where ``agentscope.init()`` and the CLI commands write traces by default."""
@@ -143,8 +148,19 @@ class Tracer:
         self.writer: WriterMode = writer
         """Where spans are encoded and exported: ``thread`` (a thread of this process) or ``process``."""
         self._process: ProcessWriter | None = None
+        self._retry_at = 0.0
         if writer == "process":
-            specs = [exporter_spec(exporter) for exporter in self.exporters]
+            from agentscope.tracing._writer import ProcessWriter, exporter_spec  # process mode only
+
+            try:
+                specs = [exporter_spec(exporter) for exporter in self.exporters]
+            finally:
+                # The writer process builds its own OTLP exporter from the spec: this one's thread and HTTP
+                # session would otherwise run on unused. (Other exporters are left as they are: a store opens
+                # nothing until used; one of yours is refused above and stays yours.)
+                for exporter in self.exporters:
+                    if getattr(exporter, "process_spec", None) is not None:
+                        exporter.shutdown()
             self._process = ProcessWriter(specs, self.run, capture_content)
         elif writer != "thread":
             raise ValueError(f"writer must be 'thread' or 'process', not {writer!r}")
@@ -326,16 +342,22 @@ class Tracer:
                     break
                 else:
                     spans.append(cast(Span, item))
-            if self._error is None:
+            if time.monotonic() >= self._retry_at:
                 try:
                     if spans or metrics:
                         process.send(spans, metrics)
                     if markers:
                         process.wait(300.0)  # a flush's caller stops waiting after its own timeout
-                except Exception as exc:  # a writer process that cannot be (re)started
-                    self._error = exc
+                except Exception as exc:  # a writer process that cannot be (re)started: try again in a while
+                    if self._error is None:
+                        self._error = exc
+                    self._retry_at = time.monotonic() + _RETRY_S
                     self._dropped += len(spans) + len(metrics)
-                    logger.exception("the tracing writer process failed; %d spans dropped", len(spans))
+                    logger.exception(
+                        "the tracing writer process failed; %d spans dropped, retrying in %.0f s",
+                        len(spans),
+                        _RETRY_S,
+                    )
             else:
                 self._dropped += len(spans) + len(metrics)
             exported += len(spans) + len(metrics)
@@ -349,6 +371,7 @@ class Tracer:
                 self._process.start()
             except Exception as exc:
                 self._error = exc
+                self._retry_at = time.monotonic() + _RETRY_S
                 logger.exception("the tracing writer process could not start")
             return
         batch = ExportBatch(

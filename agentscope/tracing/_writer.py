@@ -56,7 +56,7 @@ def exporter_spec(exporter: object) -> list[Any]:
     from agentscope.tracing._exporters import StoreExporter
 
     if type(exporter) is StoreExporter and exporter.path is not None:
-        return ["store", str(exporter.path)]
+        return ["store", str(Path(exporter.path).resolve())]  # a restarted writer must not follow a chdir
     spec = getattr(exporter, "process_spec", None)
     if spec is not None:
         return ["otlp", spec]
@@ -212,25 +212,32 @@ class ProcessWriter:
         self._wire = WireEncoder()
         self._seq = 0
         self._in_flight: dict[int, int] = {}
+        self._setup_error: str | None = None
 
     def start(self, timeout_s: float = 300.0) -> None:
         """Start a writer process and wait until it has written the run row (raises what its exporters raised)."""
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)
+        # Not the app's secrets (the writer needs none), and agentscope found as the app found it.
+        env = {name: value for name, value in os.environ.items() if name != "AGENTSCOPE_API_KEYS"}
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "agentscope.tracing._writer", str(theirs.fileno())],
+                # -P: the app's working directory is not put first on the writer's sys.path.
+                [sys.executable, "-P", "-m", "agentscope.tracing._writer", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=env,
+                # Its own session: a signal for the app's process group (systemd's stop, SIGHUP, Ctrl-C) must not
+                # kill it while the app drains; the app ends it in order (final batch, or end of file).
+                start_new_session=True,
             )
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
         self._wire.reset()
         self._in_flight = {0: 0}
+        self._setup_error = None
         setup = {
             "run": self._run_row(),
             "exporters": self.specs,
@@ -245,8 +252,8 @@ class ProcessWriter:
                 raise WriterError(f"the tracing writer process exited with status {self.process.returncode}")
             elif time.monotonic() > deadline:
                 raise WriterError(f"the tracing writer process did not start within {timeout_s:.0f} s")
-        if self.error is not None:
-            raise self.error
+        if self._setup_error is not None:  # this start's own answer: an earlier, passing error does not count
+            raise WriterError(self._setup_error)
 
     def _run_row(self, final: bool = False) -> dict[str, Any]:
         run = self.run
@@ -348,6 +355,8 @@ class ProcessWriter:
         try:
             while conn.poll(0):
                 seq, dropped, error, reset = from_json(conn.recv_bytes())
+                if seq == 0:
+                    self._setup_error = error
                 for done in [s for s in self._in_flight if s <= seq]:
                     del self._in_flight[done]
                 self.dropped += dropped

@@ -213,6 +213,32 @@ def test_a_writer_process_that_dies_is_replaced_and_what_it_lost_is_counted(
         assert conn.execute("SELECT status FROM runs").fetchall() == [("finished",)]
 
 
+def test_a_writer_restarted_after_an_exporter_error_keeps_exporting(tmp_path: Path) -> None:
+    """An exporter error the writer reported earlier (a passing "database is locked") must not make every later
+    restart fail: the old code re-raised it from each new writer's start and dropped all spans from then on."""
+    from agentscope.tracing._writer import WriterError
+
+    store = tmp_path / "t.db"
+    tracer = tracing.init(store, writer="process", flush_interval_s=0.01)
+    assert tracer is not None
+    try:
+        process = tracer._process  # pyright: ignore[reportPrivateUsage]
+        assert process is not None
+        assert process.process is not None
+        process.error = WriterError("OperationalError: database is locked")  # reported by an earlier batch
+        first = process.process.pid
+        os.kill(first, signal.SIGKILL)
+        process.process.wait(10)
+        _make_spans(4, "after")
+        assert tracer.flush(30)  # (tracing.flush() would raise the earlier error, as with the writer thread)
+        assert _writer_pid(tracer) != first
+        with sqlite3.connect(store) as conn:
+            assert conn.execute("SELECT count(*) FROM spans WHERE name = 'after'").fetchone() == (4,)
+        assert tracer.dropped == 0
+    finally:
+        tracing.shutdown()
+
+
 def test_shutdown_drains_marks_the_run_and_stops_the_writer_process(tmp_path: Path) -> None:
     store = tmp_path / "t.db"
     tracer = tracing.init(store, writer="process", flush_interval_s=10.0)
