@@ -212,7 +212,7 @@ async def test_loopback_only_when_allowed_per_port(
     assert api_hits == []
 
 
-async def test_warm_sessions_are_handed_out_fast_and_fresh(
+async def test_warm_sessions_are_handed_out_ready_and_fresh(
     browser: Browser, site: tuple[int, list[str]]
 ) -> None:
     port, _hits = site
