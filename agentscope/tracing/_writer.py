@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic_core import from_json, to_json
 
@@ -131,10 +131,13 @@ class _Writer:
                 try:
                     seq, _, batch, points, run = self.decoder.decode(frame)
                 except Exception:
-                    lost = _count(frame)
+                    lost, seq, run = _salvage(frame, seq)
                     logger.exception("could not decode a batch of %d spans/points; dropped", lost)
                     dropped += lost
                     reset = True  # what this batch carried (new messages, tool lists) is missing here
+                    if run is not None:  # the app's last batch: still end the run and this process in order
+                        final = bool(run.pop("final", False))
+                        self.run = RunRecord(**run)
                     continue
                 if run is not None:
                     final = bool(run.pop("final", False))
@@ -168,12 +171,20 @@ class _Writer:
                 logger.exception("trace exporter %r failed to shut down", exporter)
 
 
-def _count(frame: bytes) -> int:
+def _salvage(frame: bytes, seq: int) -> tuple[int, int, dict[str, Any] | None]:
+    """What is known of a batch that could not be decoded: how many spans and points it held, its sequence number
+    (answered, so that the app's flush does not wait for it; ``seq``, the previous one, when even that is
+    unreadable) and its run row."""
     try:
         wire = from_json(frame)
-        return len(wire[2]) + len(wire[3])
+        run = wire[4]
+        return (
+            len(wire[2]) + len(wire[3]),
+            int(wire[0]),
+            cast("dict[str, Any]", run) if isinstance(run, dict) else None,
+        )
     except Exception:
-        return 0
+        return 0, seq, None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

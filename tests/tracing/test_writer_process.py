@@ -239,6 +239,34 @@ def test_a_writer_restarted_after_an_exporter_error_keeps_exporting(tmp_path: Pa
         tracing.shutdown()
 
 
+def test_a_batch_the_writer_cannot_decode_is_counted_and_does_not_hold_a_flush(tmp_path: Path) -> None:
+    """The writer answers an undecodable batch with its sequence number (the old code answered with the one before,
+    so a flush waited for it until its 300 s timeout), counts its spans as dropped, and still ends the run when
+    that batch was the last."""
+    from agentscope.tracing._records import RunRecord
+    from agentscope.tracing._writer import ProcessWriter
+
+    store = tmp_path / "t.db"
+    run = RunRecord(id="r1", project="p", name="n", started_ns=time.time_ns())
+    writer = ProcessWriter([["store", str(store)]], run, capture_content=True)
+    writer.start()
+    conn = writer._conn  # pyright: ignore[reportPrivateUsage]
+    assert conn is not None
+    writer._in_flight[7] = 2  # pyright: ignore[reportPrivateUsage]
+    conn.send_bytes(b'[7,false,[[99,"not a span"],[99]],[],null]')
+    assert writer.wait(10.0)
+    assert writer.dropped == 2
+    final = {**writer._run_row(), "status": "finished", "final": True}  # pyright: ignore[reportPrivateUsage]
+    writer._in_flight[8] = 1  # pyright: ignore[reportPrivateUsage]
+    conn.send_bytes(b"[8,false,[[99]],[]," + json.dumps(final).encode() + b"]")
+    assert writer.wait(10.0)
+    assert writer.process is not None
+    assert writer.process.wait(10) == 0
+    conn.close()
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("finished",)]
+
+
 def test_shutdown_drains_marks_the_run_and_stops_the_writer_process(tmp_path: Path) -> None:
     store = tmp_path / "t.db"
     tracer = tracing.init(store, writer="process", flush_interval_s=10.0)
