@@ -43,8 +43,26 @@ _GENERIC, _AGENT, _MODEL, _TOOL = 0, 1, 2, 3
 _JSON, _BLOB, _MESSAGES, _TOOLS = 0, 1, 2, 3
 _RESULT_BLOCK, _RESPONSE = 1, 2
 
+
 WireBatch = tuple[int, bool, list[Span], list[tuple[str, int, float, int]], dict[str, Any] | None]
 """A decoded batch: sequence number, reset, spans, metric points (name, step, value, time), run row or None."""
+
+
+def _head(code: int, span: Span) -> tuple[object, ...]:
+    """What every wire span starts with (``WireDecoder._span`` reads it back): its kind code, ids, times, status
+    and own attributes."""
+    return (
+        code,
+        span.trace_id,
+        span.span_id,
+        span.parent_id,
+        span.start_ns,
+        span.end_ns,
+        span.status,
+        span.status_message,
+        span.is_root,
+        span.attributes,
+    )
 
 
 class WireEncoder:
@@ -107,18 +125,8 @@ class WireEncoder:
         tools: object = None
         if span.tools:
             tools = self._tools(span.tools)
-        parent = span.parent_id
         return (
-            _MODEL,
-            span.trace_id,
-            span.span_id,
-            parent,
-            span.start_ns,
-            span.end_ns,
-            span.status,
-            span.status_message,
-            span.is_root,
-            span.attributes,
+            *_head(_MODEL, span),
             type(model).__name__,
             model.model_name,
             key,
@@ -146,16 +154,7 @@ class WireEncoder:
     def _tool(self, span: ToolSpan) -> tuple[object, ...]:
         result = span.result
         return (
-            _TOOL,
-            span.trace_id,
-            span.span_id,
-            span.parent_id,
-            span.start_ns,
-            span.end_ns,
-            span.status,
-            span.status_message,
-            span.is_root,
-            span.attributes,
+            *_head(_TOOL, span),
             span.tool_use.__dict__,
             0 if result is None else _RESULT_BLOCK if type(result) is ToolResultBlock else _RESPONSE,
             None if result is None else result.__dict__,
@@ -167,16 +166,7 @@ class WireEncoder:
         reply = span.reply
         single = msg is None or isinstance(msg, Msg)
         return (
-            _AGENT,
-            span.trace_id,
-            span.span_id,
-            span.parent_id,
-            span.start_ns,
-            span.end_ns,
-            span.status,
-            span.status_message,
-            span.is_root,
-            span.attributes,
+            *_head(_AGENT, span),
             agent.name,
             agent.id,
             agent.description,
@@ -206,16 +196,7 @@ class WireEncoder:
                 else:
                     payloads.append((key, _JSON, value))
         return (
-            _GENERIC,
-            span.trace_id,
-            span.span_id,
-            span.parent_id,
-            span.start_ns,
-            span.end_ns,
-            span.status,
-            span.status_message,
-            span.is_root,
-            span.attributes,
+            *_head(_GENERIC, span),
             span.name,
             span.kind,
             payloads,
