@@ -9,7 +9,8 @@ everything in lists (the test double), :class:`FunctionExporter` hands batches t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -17,7 +18,16 @@ from typing import Any, Protocol, runtime_checkable
 from agentscope.tracing._records import ExportBatch, MetricRecord, RunRecord
 from agentscope.tracing._store import TraceStore
 
-__all__ = ["FinishedSpan", "FunctionExporter", "InMemoryExporter", "SpanExporter", "StoreExporter"]
+__all__ = [
+    "FinishedSpan",
+    "FunctionExporter",
+    "InMemoryExporter",
+    "SpanExporter",
+    "StoreExporter",
+    "export_batch",
+]
+
+logger = logging.getLogger("agentscope.tracing")
 
 
 @runtime_checkable
@@ -155,3 +165,15 @@ class FunctionExporter:
     def shutdown(self) -> None:
         if self._shutdown is not None:
             self._shutdown()
+
+
+def export_batch(exporters: Sequence[SpanExporter], batch: ExportBatch) -> list[Exception]:
+    """Hand ``batch`` to every exporter; the errors of those that failed (each logged), so the others still run."""
+    errors: list[Exception] = []
+    for exporter in exporters:
+        try:
+            exporter.export(batch)
+        except Exception as exc:
+            errors.append(exc)
+            logger.exception("trace exporter %r failed; %d spans dropped", exporter, len(batch.spans))
+    return errors

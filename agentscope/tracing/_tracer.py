@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from agentscope.tracing import _spans
 from agentscope.tracing._argv import recorded_argv
-from agentscope.tracing._exporters import SpanExporter, StoreExporter
+from agentscope.tracing._exporters import SpanExporter, StoreExporter, export_batch
 from agentscope.tracing._records import Encoder, ExportBatch, MetricRecord, RunRecord, SpanRecord
 from agentscope.tracing._spans import Span
 
@@ -381,14 +381,11 @@ class Tracer:
             blobs=self._encoder.take_blobs(),
             resolve=self._encoder.resolve,
         )
-        for exporter in self.exporters:
-            try:
-                exporter.export(batch)
-            except Exception as exc:
-                if self._error is None:
-                    self._error = exc
-                self._dropped += len(spans) + len(metrics)
-                logger.exception("trace exporter %r failed; %d spans dropped", exporter, len(spans))
+        errors = export_batch(self.exporters, batch)
+        if errors:
+            if self._error is None:
+                self._error = errors[0]
+            self._dropped += (len(spans) + len(metrics)) * len(errors)  # counted per exporter that lost them
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

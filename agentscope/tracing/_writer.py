@@ -100,16 +100,14 @@ class _Writer:
             blobs=self.encoder.take_blobs(),
             resolve=self.encoder.resolve,
         )
-        dropped = 0
-        for exporter in self.exporters:
-            try:
-                exporter.export(batch)
-            except Exception as exc:
-                if self.error is None:
-                    self.error = f"{type(exc).__name__}: {exc}"
-                dropped = len(spans) + len(metrics)
-                logger.exception("trace exporter %r failed; %d spans dropped", exporter, len(spans))
-        return dropped
+        from agentscope.tracing._exporters import export_batch
+
+        errors = export_batch(self.exporters, batch)
+        if not errors:
+            return 0
+        if self.error is None:
+            self.error = f"{type(errors[0]).__name__}: {errors[0]}"
+        return len(spans) + len(metrics)
 
     def serve(self) -> None:
         conn = self.conn
