@@ -3,8 +3,8 @@
 ``loop.time()`` starts at 0 and only moves when the loop would otherwise sleep: then it jumps straight to the
 next timer. ``asyncio.sleep(3600)`` returns at once in real time with the clock one hour later, so the RL scheduler
 (and everything it drives: the environment cluster, the data manager) runs unchanged inside a discrete-event
-simulation. Work handed to threads (``anyio.to_thread.run_sync``, ``loop.run_in_executor``) is waited for in real
-time and takes no virtual time; socket I/O does not mix with a virtual clock and is not supported.
+simulation. Work handed to threads (``anyio.to_thread.run_sync``, ``loop.run_in_executor``, sync tools in the tool
+threads) is waited for in real time and takes no virtual time; socket I/O does not mix with a virtual clock and is not supported.
 
 >>> run_virtual(lambda: asyncio.sleep(60))  # returns at once
 """
@@ -77,6 +77,11 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         self._thread_started()
         future.add_done_callback(lambda _: self._thread_finished())
         return future
+
+    def track_thread_work(self, future: asyncio.Future[Any]) -> None:
+        """Hold the clock until ``future`` (the result of work handed to a thread) is done."""
+        self._thread_started()
+        future.add_done_callback(lambda _: self._thread_finished())
 
     def _thread_started(self) -> None:
         self._pending_threads += 1

@@ -4,6 +4,9 @@ The MCP client and server (``MCPClient``, ``serve_mcp``...) load the ``mcp`` SDK
 pulls in starlette and uvicorn; they are imported on first use (module ``__getattr__``), so ``import
 agentscope.tools`` stays light.
 
+Sync tools run in :data:`tool_threads` (a :class:`ToolThreads`; set its ``max_threads`` to run more than 40
+blocking tools at once).
+
 ``ToolResponse`` is defined in :mod:`agentscope.types` (the layer below tools, models and formatters) and
 re-exported here.
 """
@@ -16,6 +19,7 @@ from agentscope._lazy import lazy_exports as _lazy_exports
 from agentscope.tools._approval import approved_calls, require_approval
 from agentscope.tools._mcp_stdio import StdioServer
 from agentscope.tools._policy import ApprovalPolicy, ApprovalRule
+from agentscope.tools._threads import ToolThreads, tool_threads
 from agentscope.tools._toolkit import BASIC_GROUP, ToolGroup, ToolInfo, Toolkit
 from agentscope.types import ToolResponse
 
@@ -44,12 +48,14 @@ __all__ = [
     "ToolGroup",
     "ToolInfo",
     "ToolResponse",
+    "ToolThreads",
     "Toolkit",
     "approved_calls",
     "build_mcp_server",
     "mcp_http_app",
     "require_approval",
     "serve_mcp",
+    "tool_threads",
 ]
 
 # The mcp SDK is a core dependency (no extra to name) but slow to import; the A2A client needs the serve extra.

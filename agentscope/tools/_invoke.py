@@ -1,12 +1,10 @@
 """Running a tool's callable: awaited, in a worker thread, or inline; a generator pulled one piece at a time, each
 pull within what is left of the tool's time budget, its cleanup shielded from cancellation.
 
-Sync tools run in anyio's worker threads (``anyio.to_thread.run_sync``, at most 40 at once, context variables
-copied). A plain ``loop.run_in_executor`` on a 40-worker pool was measured against it in
-``benchmarks/agent_overhead`` (2026-12-05, interleaved runs): 1.6x the agent steps/s with an in-process model, but
-0.8x over HTTP, where the extra threads fought the event loop for the GIL (client CPU per step 2.08 vs 1.70 ms);
-real agents talk to models over HTTP, so anyio stays. A sync tool registered with ``inline=True`` runs on the event
-loop and skips the hand-off altogether.
+Sync tools run in the process's tool threads (:mod:`agentscope.tools._threads`: context variables copied, at
+most 40 at once, threads added only while the running ones are blocked), a cheaper hand-off than
+``anyio.to_thread.run_sync`` (the reasons and numbers are in that module); a sync tool registered with
+``inline=True`` runs on the event loop and skips the hand-off altogether.
 
 The :class:`~agentscope.tools.Toolkit` decides what a call may do and what the model sees; this module only runs it.
 """
@@ -20,9 +18,9 @@ from types import AsyncGeneratorType, GeneratorType
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
-import anyio.to_thread
 
 from agentscope.tools._convert import merge_responses, to_response
+from agentscope.tools._threads import tool_threads
 from agentscope.types import ToolResponse
 
 if TYPE_CHECKING:
@@ -44,7 +42,7 @@ def _next_or_done(gen: GeneratorType[Any, Any, Any]) -> object:
 async def run_in_tool_thread(func: Callable[[], object]) -> object:
     """Run ``func`` in a worker thread with the caller's context variables; cancelling the caller abandons it
     (Python cannot stop a thread: it runs on and its result is discarded)."""
-    return await anyio.to_thread.run_sync(func, abandon_on_cancel=True)
+    return await tool_threads.run(func)
 
 
 async def invoke(tool: ToolInfo, args: list[Any], kwargs: dict[str, Any]) -> object:
