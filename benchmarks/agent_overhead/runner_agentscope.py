@@ -1,7 +1,7 @@
 """Our AgentScope (this repository, the project's ``.venv``).
 
 One ``ReActAgent`` per conversation (agents hold their memory); one ``Toolkit`` and one model shared by all. The
-toolkit runs sync tools in anyio worker threads; ``--inline-tool`` registers ``add`` with ``inline=True`` (it runs
+toolkit runs sync tools in its tool threads (``agentscope.tools.tool_threads``; before 2026-12-06, anyio's); ``--inline-tool`` registers ``add`` with ``inline=True`` (it runs
 on the event loop, as AgentScope 2.0.11 runs every sync tool).
 
 - inproc: a ``ChatModel`` subclass whose ``generate`` answers like the HTTP server (counts tool results). A plain
@@ -143,6 +143,6 @@ if __name__ == "__main__":
         import_s=IMPORT_S,
         notes=("FunctionModel; " if USE_FUNCTION_MODEL else "")
         + ("sync tool registered inline=True: runs on the event loop; " if INLINE_TOOL else "")
-        + ("" if INLINE_TOOL else "sync tool runs via anyio.to_thread.run_sync; ")
+        + ("" if INLINE_TOOL else "sync tool runs in agentscope.tools.tool_threads; ")
         + f"agentscope loaded from {Path(agentscope.__file__).parent}",
     )
