@@ -18,7 +18,11 @@ the server's ``Retry-After`` / ``retry-after-ms`` header asks for when that is a
 retried only until its response headers arrive; once events flow, a failure is raised as it is.
 
 Our own client is created on first use in a worker thread: creating one loads the TLS trust store from disk
-(tens of milliseconds), which must not block the event loop. httpx2 checks certificates against the system's trust
+(tens of milliseconds), which must not block the event loop. Under load it becomes several connection pools, one
+more for every :data:`POOL_LOAD` requests in flight (sharing that trust store): httpcore2 assigns every request by
+scanning all connections of its pool, so one pool with 500 requests in flight spends most of the client's CPU on
+that scan (``benchmarks/agent_overhead``: 1.3x the agent steps per second of one pool at 500 agents). A single
+agent still uses one pool and one connection. httpx2 checks certificates against the system's trust
 store (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` override it), not a bundled one.
 
 The API key lives only in the request headers. It is never logged, and it is removed from every error message
@@ -32,6 +36,7 @@ import email.utils
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -50,6 +55,7 @@ from agentscope.exceptions import (
 )
 
 __all__ = [
+    "POOL_LOAD",
     "RETRYABLE_STATUS_CODES",
     "HTTPChannel",
     "RetryPolicy",
@@ -58,6 +64,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("agentscope.models")
+
+POOL_LOAD = 32
+"""Requests in flight on one of our connection pools before another pool takes new ones."""
+_MAX_POOLS = 32  # 32 pools of 32 connections: the 1,024 connections one pool allowed before
 
 RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504, 529})
 """Statuses that mean "try again later": timeout, rate limit, server errors, Anthropic's 529 overloaded."""
@@ -180,6 +190,9 @@ class HTTPChannel:
         self._client = http_client
         self._owns_client = http_client is None
         self._client_lock = anyio.Lock()
+        self._ssl: ssl.SSLContext | None = None
+        self._pools: list[httpx2.AsyncClient] = []  # our own client first, then the pools added under load
+        self._loads: list[int] = []  # requests in flight on each pool
 
     async def _get_client(self) -> httpx2.AsyncClient:
         client = self._client
@@ -191,12 +204,40 @@ class HTTPChannel:
         return client
 
     def _new_client(self) -> httpx2.AsyncClient:
+        if self._ssl is None and self._transport is None:
+            self._ssl = httpx2.create_ssl_context()  # the slow part (reads the trust store): once per channel
         return httpx2.AsyncClient(
             headers=self._headers,
             timeout=self.timeout_s,
+            verify=self._ssl if self._ssl is not None else True,
             transport=self._transport,
-            limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=256),
+            limits=httpx2.Limits(max_connections=POOL_LOAD, max_keepalive_connections=POOL_LOAD),
         )
+
+    @asynccontextmanager
+    async def _lease(self) -> AsyncGenerator[httpx2.AsyncClient]:
+        """The client to send one request on: a pool with fewer than :data:`POOL_LOAD` requests in flight (a new
+        pool if none has room), counted as in use until the response is closed. A caller's client, or ours with
+        a custom transport (one transport cannot be split), is always the one client."""
+        client = await self._get_client()
+        if not self._owns_client or self._transport is not None:
+            yield client
+            return
+        if not self._pools or self._pools[0] is not client:  # first use, or reopened after aclose
+            self._pools, self._loads = [client], [0]
+        pools, loads = self._pools, self._loads
+        index = next((i for i, load in enumerate(loads) if load < POOL_LOAD), None)
+        if index is None and len(pools) < _MAX_POOLS:
+            pools.append(self._new_client())  # the trust store is loaded already: no disk, no thread
+            loads.append(0)
+            index = len(pools) - 1
+        elif index is None:
+            index = min(range(len(loads)), key=loads.__getitem__)
+        loads[index] += 1
+        try:
+            yield pools[index]
+        finally:
+            loads[index] -= 1
 
     async def aclose(self) -> None:
         """Close our own client; a caller's client is left open. Safe to call twice; a later request reopens."""
@@ -204,8 +245,10 @@ class HTTPChannel:
             return
         async with self._client_lock:  # not while a first request is still making the client
             client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+            extra, self._pools, self._loads = self._pools[1:], [], []
+        for each in [*extra, client]:
+            if each is not None:
+                await each.aclose()
 
     def redact(self, text: str) -> str:
         """``text`` with the API key replaced by ``***``."""
@@ -222,12 +265,11 @@ class HTTPChannel:
         return client.build_request("POST", self.url, content=content, headers=self._headers, timeout=timeout)
 
     async def _send(
-        self, body: Mapping[str, Any], timeout_s: float | None, *, stream: bool
+        self, client: httpx2.AsyncClient, body: Mapping[str, Any], timeout_s: float | None, *, stream: bool
     ) -> tuple[httpx2.Response, float]:
         """Send with retries; return a 2xx response (unread when ``stream``) and the deadline of its attempt
         (``anyio.current_time()`` scale), or raise a model error."""
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        client = await self._get_client()
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         attempt = 0
         while True:
@@ -280,7 +322,8 @@ class HTTPChannel:
 
     async def post_json(self, body: Mapping[str, Any], *, timeout_s: float | None = None) -> Any:
         """POST ``body`` as JSON and return the decoded JSON answer (each attempt within ``timeout_s``)."""
-        response, _ = await self._send(body, timeout_s, stream=False)
+        async with self._lease() as client:
+            response, _ = await self._send(client, body, timeout_s, stream=False)
         try:
             return json.loads(response.content)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python's stack
@@ -297,11 +340,12 @@ class HTTPChannel:
         transport failures while streaming become model errors.
         """
         timeout = timeout_s if timeout_s is not None else self.timeout_s
-        response, deadline = await self._send(body, timeout_s, stream=True)
-        try:
-            yield self._iter_sse(response, deadline, timeout)
-        finally:
-            await response.aclose()
+        async with self._lease() as client:
+            response, deadline = await self._send(client, body, timeout_s, stream=True)
+            try:
+                yield self._iter_sse(response, deadline, timeout)
+            finally:
+                await response.aclose()
 
     async def _iter_sse(
         self, response: httpx2.Response, deadline: float, limit_s: float

@@ -768,6 +768,47 @@ async def test_concurrent_requests_share_the_client(make_model: Any) -> None:
     )  # concurrent, not one after another (counted, not timed: a busy machine is slow)
 
 
+async def test_requests_in_flight_spread_over_pools_and_one_at_a_time_uses_one(make_model: Any) -> None:
+    """Our client grows one connection pool per POOL_LOAD requests in flight (httpcore2's cost per request grows
+    with the connections of its pool); requests one at a time stay on one pool and one connection."""
+    from agentscope.models._http import POOL_LOAD
+
+    release = asyncio.Event()
+    waiting = 0
+
+    async def held(body: dict[str, Any]) -> str:
+        nonlocal waiting
+        waiting += 1
+        await release.wait()
+        return body["messages"][-1]["content"]
+
+    async with OpenAICompatServer(held) as server:
+        model = make_model(server)
+        channel = model._http
+        release.set()
+        for i in range(3):
+            assert (await model.generate([Msg(role="user", content=str(i))])).text == str(i)
+        assert len(channel._pools) == 1
+
+        release.clear()
+        n = 2 * POOL_LOAD + 5
+        calls = [asyncio.create_task(model.generate([Msg(role="user", content=str(i))])) for i in range(n)]
+        for _ in range(2000):  # until every request has reached the server (counted, not timed)
+            if waiting >= 3 + n:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 3 + n
+        assert len(channel._pools) == 3
+        assert channel._loads == [POOL_LOAD, POOL_LOAD, 5]
+        release.set()
+        results = await asyncio.gather(*calls)
+        assert [r.text for r in results] == [str(i) for i in range(n)]
+        assert channel._loads == [0, 0, 0]
+        pools = list(channel._pools)
+        await model.aclose()
+        assert all(pool.is_closed for pool in pools)
+
+
 class _LookAlikeClient:
     """Stands in for an ``httpx.AsyncClient`` (httpx may not be installed): anything but httpx2's."""
 
