@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio.lowlevel
 import anyio.to_thread
@@ -49,6 +49,7 @@ class _Call:
     context: contextvars.Context
     func: Callable[[], object]
     token: object
+    scope: object
     queued_at: float
 
 
@@ -65,21 +66,35 @@ def _settle(future: asyncio.Future[Any], result: object, error: BaseException | 
         future.set_exception(error)
 
 
-def _claim_for_anyio() -> Callable[[object], None]:
-    """How a tool thread lets ``anyio.from_thread.run`` find the caller's loop, as anyio's worker threads do.
+class _AnyioBridge:
+    """What lets ``anyio.from_thread`` work inside a tool as in anyio's own worker threads: the caller's loop
+    (``from_thread.run``) and its cancel scope (``from_thread.check_cancelled``; coroutines started from the thread
+    are cancelled with the caller). anyio keeps both in private places; if a future anyio moves them, ``from_thread``
+    inside a tool needs an explicit token (the tests of this module fail first)."""
 
-    anyio keeps that in a private thread-local; if a future anyio moves it, ``from_thread`` inside a tool needs an
-    explicit token (the test of this module says so first).
-    """
-    try:
-        from anyio._core._eventloop import threadlocals  # pyright: ignore[reportPrivateUsage]
-    except ImportError:  # pragma: no cover - depends on anyio's internals
-        return lambda _token: None
+    def __init__(self) -> None:
+        try:
+            import anyio._backends._asyncio as backend  # pyright: ignore[reportPrivateUsage]
+            import anyio._core._eventloop as eventloop  # pyright: ignore[reportPrivateUsage]
+        except ImportError:  # pragma: no cover - depends on anyio's internals
+            self._states: Any = None
+            self._locals: Any = None
+        else:
+            self._states = cast("Any", backend)._task_states
+            self._locals = cast("Any", eventloop).threadlocals
 
-    def claim(token: object) -> None:
-        threadlocals.current_token = token
+    def caller_scope(self) -> object:
+        """The calling task's innermost anyio cancel scope (None outside anyio's task groups and scopes)."""
+        if self._states is None:
+            return None
+        state = self._states.get(asyncio.current_task())
+        return None if state is None else state.cancel_scope
 
-    return claim
+    def claim(self, token: object, scope: object) -> None:
+        """Run in a tool thread before each call."""
+        if self._locals is not None:
+            self._locals.current_token = token
+            self._locals.current_cancel_scope = scope
 
 
 class ToolThreads:
@@ -114,9 +129,11 @@ class ToolThreads:
         self._inside = 0  # threads inside a tool's code
         self._last_take = 0.0
         self._last_wait = 0.0  # how long the call taken last had waited
-        self._check_due = 0.0  # when the next growth check runs (0: none armed)
         self._tokens: dict[int, tuple[asyncio.AbstractEventLoop, object]] = {}
-        self._claim = _claim_for_anyio()
+        self._anyio = _AnyioBridge()
+        self._check_loop: asyncio.AbstractEventLoop | None = (
+            None  # where the growth check runs (None: nowhere)
+        )
 
     @property
     def threads(self) -> int:
@@ -133,19 +150,24 @@ class ToolThreads:
         track = getattr(loop, "track_thread_work", None)  # a loop with a simulated clock waits for the thread
         if track is not None:
             track(future)
-        now = time.monotonic()
-        call = _Call(loop, future, contextvars.copy_context(), func, self._token(loop), now)
+        token, scope = self._token(loop), self._anyio.caller_scope()
+        call = _Call(loop, future, contextvars.copy_context(), func, token, scope, time.monotonic())
         with self._lock:
             self._waiting += 1
-            start = self._threads == 0
-            if start:
-                self._threads = 1
             backlog = self._waiting > self._idle
+            # No thread at all, or a simulated clock (it stands still while threads work, so a timed check would
+            # never fire): a thread now.
+            start = self._threads == 0 or (track is not None and backlog and self._threads < self.max_threads)
+            if start:
+                self._threads += 1
         self._queue.put(call)
         if start:
-            self._start_thread()
-        elif backlog and now >= self._check_due + self.stall_s:  # no live check is armed
-            self._arm(loop, now)
+            self._start_threads(1, future)
+        elif backlog:
+            checking = self._check_loop
+            if checking is None or checking.is_closed() or not checking.is_running():  # no live check
+                self._check_loop = loop
+                loop.call_later(self.stall_s, self._check, loop)
         return await future
 
     def _token(self, loop: asyncio.AbstractEventLoop) -> object:
@@ -158,10 +180,6 @@ class ToolThreads:
         return entry[1]
 
     # -- growth: checked on the caller's loop while calls wait -----------------------------------------------
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
-        self._check_due = now + self.stall_s
-        loop.call_later(self.stall_s, self._check, loop)
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()
@@ -179,22 +197,26 @@ class ToolThreads:
             if add:
                 self._last_wait = 0.0
             again = self._waiting > 0
-        for _ in range(add):
-            self._start_thread()
         if again and not loop.is_closed():
-            self._arm(loop, now)
+            loop.call_later(self.stall_s, self._check, loop)
         else:
-            self._check_due = 0.0
+            self._check_loop = None
+        self._start_threads(add)
 
     # -- the threads ------------------------------------------------------------------------------------------
 
-    def _start_thread(self) -> None:
-        try:
-            threading.Thread(target=self._work, name="agentscope tool thread", daemon=True).start()
-        except BaseException:
-            with self._lock:
-                self._threads -= 1
-            raise
+    def _start_threads(self, count: int, future: asyncio.Future[Any] | None = None) -> None:
+        """Start ``count`` threads already counted in ``_threads``; on failure uncount those not started (and
+        cancel ``future``, the call that asked for them, so that no thread runs it later)."""
+        for started in range(count):
+            try:
+                threading.Thread(target=self._work, name="agentscope tool thread", daemon=True).start()
+            except BaseException:
+                with self._lock:
+                    self._threads -= count - started
+                if future is not None:
+                    future.cancel()
+                raise
 
     def _work(self) -> None:
         while True:
@@ -215,10 +237,13 @@ class ToolThreads:
                 self._waiting -= 1
                 self._last_take = now
                 self._last_wait = now - call.queued_at
-                if call.future.cancelled():  # abandoned before it started: do not start it
-                    continue
-                self._inside += 1
-            self._claim(call.token)
+                skip = call.future.cancelled()  # abandoned before it started: do not start it
+                if not skip:
+                    self._inside += 1
+            if skip:
+                del call
+                continue
+            self._anyio.claim(call.token, call.scope)
             result: object = None
             error: BaseException | None = None
             try:
@@ -230,13 +255,14 @@ class ToolThreads:
             with contextlib.suppress(RuntimeError):  # RuntimeError: the caller's loop is closed, nobody waits
                 call.loop.call_soon_threadsafe(_settle, call.future, result, error)
             del call, result, error
+            self._anyio.claim(None, None)  # hold no loop or scope while idle
 
     def _after_fork(self) -> None:
         """In a forked child no thread of the parent runs: start from nothing."""
         self._queue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = self._idle = self._waiting = self._inside = 0
-        self._check_due = 0.0
+        self._check_loop = None
         self._tokens = {}
 
 

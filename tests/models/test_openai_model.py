@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -773,13 +774,14 @@ async def test_requests_in_flight_spread_over_pools_and_one_at_a_time_uses_one(m
     with the connections of its pool); requests one at a time stay on one pool and one connection."""
     from agentscope.models._http import POOL_LOAD
 
-    release = asyncio.Event()
+    release = threading.Event()  # set here, read in the server's thread and loop
     waiting = 0
 
     async def held(body: dict[str, Any]) -> str:
         nonlocal waiting
         waiting += 1
-        await release.wait()
+        while not release.is_set():  # noqa: ASYNC110 - set from the test's thread: an asyncio.Event is not safe
+            await asyncio.sleep(0.005)
         return body["messages"][-1]["content"]
 
     async with OpenAICompatServer(held) as server:

@@ -10,10 +10,12 @@ import time
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
 from agentscope.message import ToolUseBlock
-from agentscope.tools import Toolkit, ToolThreads, tool_threads
+from agentscope.tools import Toolkit, ToolThreads
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
 
@@ -185,11 +187,9 @@ async def test_toolkit_runs_sync_tools_in_the_tool_threads() -> None:
 
     toolkit = Toolkit()
     toolkit.register(where)
-    before = tool_threads.threads
     result = await toolkit.call(ToolUseBlock(id="c1", name="where", input={}))
     assert not result.is_error
     assert threads == ["agentscope tool thread"]
-    assert tool_threads.threads >= min(before, 1)
 
 
 def test_max_threads_must_be_positive() -> None:
@@ -214,3 +214,59 @@ def test_a_virtual_clock_waits_for_a_tool_thread() -> None:
 
     _, during = run_virtual(main)
     assert during < 1.0
+
+
+def test_blocking_tools_run_at_once_on_a_virtual_clock() -> None:
+    """The timed growth check cannot fire on a simulated clock that stands still while threads work: there a
+    waiting call gets a thread at once."""
+    from agentscope.testing import run_virtual
+
+    pool = ToolThreads(max_threads=4)
+    barrier = threading.Barrier(2, timeout=20)
+
+    async def main() -> list[object]:
+        return list(await asyncio.gather(pool.run(barrier.wait), pool.run(barrier.wait)))
+
+    assert sorted(run_virtual(main)) == [0, 1]  # a BrokenBarrierError here: the calls ran one after another
+
+
+def test_a_check_lost_with_a_closed_loop_does_not_stop_growth_on_the_next() -> None:
+    pool = ToolThreads(max_threads=4)
+    gate = threading.Event()
+
+    async def abandon() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.run, lambda: gate.wait(20))  # the only thread blocks
+            await anyio.sleep(0.05)
+            tg.start_soon(pool.run, lambda: None)  # queued: a growth check is armed on this loop
+            await anyio.lowlevel.checkpoint()
+            tg.cancel_scope.cancel()
+
+    asyncio.run(abandon())  # the loop closes with the check still armed
+
+    async def next_loop() -> str:
+        with anyio.fail_after(20):
+            return str(await pool.run(lambda: "served"))
+
+    try:
+        assert asyncio.run(next_loop()) == "served"  # served by a new thread while the first still blocks
+    finally:
+        gate.set()
+
+
+async def test_a_tool_sees_its_caller_cancelled_through_anyio() -> None:
+    noticed = threading.Event()
+    cancelled = anyio.get_cancelled_exc_class()  # asks the running loop: not from the thread
+
+    def patient() -> None:
+        for _ in range(2000):
+            try:
+                anyio.from_thread.check_cancelled()
+            except cancelled:
+                noticed.set()
+                return
+            time.sleep(0.01)
+
+    with anyio.move_on_after(0.1):
+        await ToolThreads().run(patient)
+    assert await anyio.to_thread.run_sync(noticed.wait, 20)
