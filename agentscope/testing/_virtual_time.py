@@ -4,7 +4,8 @@
 next timer. ``asyncio.sleep(3600)`` returns at once in real time with the clock one hour later, so the RL scheduler
 (and everything it drives: the environment cluster, the data manager) runs unchanged inside a discrete-event
 simulation. Work handed to threads (``anyio.to_thread.run_sync``, ``loop.run_in_executor``, sync tools in the tool
-threads) is waited for in real time and takes no virtual time; socket I/O does not mix with a virtual clock and is not supported.
+threads) is waited for in real time and takes no virtual time; socket I/O does not mix with a virtual clock and is
+not supported.
 
 >>> run_virtual(lambda: asyncio.sleep(60))  # returns at once
 """
@@ -74,8 +75,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
     def run_in_executor(self, executor: Any, func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         future = super().run_in_executor(executor, func, *args)
-        self._thread_started()
-        future.add_done_callback(lambda _: self._thread_finished())
+        self.track_thread_work(future)
         return future
 
     def track_thread_work(self, future: asyncio.Future[Any]) -> None:

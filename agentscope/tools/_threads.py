@@ -131,9 +131,8 @@ class ToolThreads:
         self._last_wait = 0.0  # how long the call taken last had waited
         self._tokens: dict[int, tuple[asyncio.AbstractEventLoop, object]] = {}
         self._anyio = _AnyioBridge()
-        self._check_loop: asyncio.AbstractEventLoop | None = (
-            None  # where the growth check runs (None: nowhere)
-        )
+        # The loop the growth check runs on (None: no check is running).
+        self._check_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def threads(self) -> int:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from agentscope.exceptions import ApprovalRequired, ModelRetry, UsageError
 from agentscope.message import Base64Source, ImageBlock, TextBlock, ToolResultBlock, ToolUseBlock, URLSource
-from agentscope.tools import Toolkit, ToolResponse
+from agentscope.tools import Toolkit, ToolResponse, tool_threads
 
 
 def use(name: str, raw_input: str | None = None, /, **arguments: Any) -> ToolUseBlock:
@@ -307,7 +307,7 @@ async def test_an_inline_sync_tool_runs_on_the_event_loop_and_takes_no_timeout()
 
 
 async def test_sync_tools_share_a_bounded_thread_pool() -> None:
-    TOOL_THREADS = 40  # anyio's default thread limiter
+    TOOL_THREADS = tool_threads.max_threads  # 40: the process's tool threads (agentscope.tools.tool_threads)
 
     running = 0
     most = 0
