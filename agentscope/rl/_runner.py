@@ -191,7 +191,7 @@ async def train(
     if checkpoint is not None:
         model_dir = checkpoint.path
     else:
-        model_dir, _ = await prepare_policy(config, root, env_factory, agent_factory)
+        model_dir, _ = await prepare_policy(config, root, env_factory, agent_factory, console=console)
     start_step = checkpoint.step if checkpoint is not None else 0
     evaluation: dict[str, Any] = {}
     if config.evaluation.before_after and config.eval_tasks is not None and checkpoint is None:
@@ -462,7 +462,9 @@ class _Progress:
 # ---------------------------------------------------------------------- sft
 
 
-async def sft(config: RLConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+async def sft(
+    config: RLConfig, run_dir: str | os.PathLike[str], *, console: Console | None = None
+) -> dict[str, Any]:
     """Make the initial policy of ``config`` in ``run_dir`` (built and warm-started on expert demonstrations:
     ``agentscope rl sft``) and, with ``eval_tasks``, evaluate it; ``rl train`` in the same directory starts from
     it. Returns a JSON-ready summary.
@@ -477,7 +479,9 @@ async def sft(config: RLConfig, run_dir: str | os.PathLike[str]) -> dict[str, An
     await anyio.to_thread.run_sync(functools.partial(root.mkdir, parents=True, exist_ok=True))
     await anyio.to_thread.run_sync(import_heavy)
     agent_factory = await anyio.to_thread.run_sync(build_agent_factory, config)  # may run a user's file
-    model_dir, report = await prepare_policy(config, root, build_env_factory(config), agent_factory)
+    model_dir, report = await prepare_policy(
+        config, root, build_env_factory(config), agent_factory, console=console
+    )
     summary: dict[str, Any] = {"policy": str(model_dir), "sft": asdict(report) if report else None}
     if config.eval_tasks is not None:
         summary["eval"] = await evaluate_cached(config, model_dir)

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,8 @@ from agentscope.rl.envs import DEFAULT_SYS_PROMPT, AgentFactory, EnvCluster, Env
 from agentscope.rl.tasks import TaskSet, get_task_set, load_tasks, parse_task_spec
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from agentscope.rl.policy import Demonstration
 
 __all__ = ["SFTReport", "prepare_policy", "record_demonstrations"]
@@ -267,10 +269,16 @@ def policy_dir(config: RLConfig, run_dir: Path) -> Path:
 
 
 async def prepare_policy(
-    config: RLConfig, run_dir: Path, env_factory: EnvFactory, agent_factory: AgentFactory
+    config: RLConfig,
+    run_dir: Path,
+    env_factory: EnvFactory,
+    agent_factory: AgentFactory,
+    *,
+    console: Console | None = None,
 ) -> tuple[Path, SFTReport | None]:
     """The directory of the initial policy, made once: ``policy.path`` as it is, or built (tiny) and/or
-    warm-started into :func:`policy_dir`. Returns it and, when it was made or found made, its report.
+    warm-started into :func:`policy_dir`. Returns it and, when it was made or found made, its report. With a
+    ``console``, says what it does and shows the warm start's steps as a progress bar.
 
     Raises:
         UsageError: ``DIR/policy_init`` holds a policy made from another config.
@@ -287,11 +295,54 @@ async def prepare_policy(
                 f"{target} holds an initial policy made from another config (policy, sft, agent or env changed): "
                 f"remove it or choose another --run-dir"
             )
+        if console is not None:
+            console.print(f"initial policy: {target} (made before, reused)")
         return target, found
     report = SFTReport(key=key, base=config.policy.path or "tiny", warm_start_tasks=config.warm_start_spec())
+    if console is not None and config.sft.steps:
+        console.print(
+            f"warm start: recording {config.sft.demonstrations} expert demonstrations of {config.warm_start_spec()}"
+        )
     demos = await _demonstrations(config, env_factory, agent_factory, report) if config.sft.steps else []
-    await anyio.to_thread.run_sync(_build, config, target, demos, report)
+    with _WarmStartProgress(console, config.sft.steps if demos else 0) as progress:
+        await anyio.to_thread.run_sync(_build, config, target, demos, report, progress.step)
+    if console is not None:
+        console.print(f"initial policy: {target} ({report.build_s:.0f} s to build)")
     return target, report
+
+
+class _WarmStartProgress:
+    """A rich progress bar over the warm start's optimizer steps (nothing without a console or steps)."""
+
+    def __init__(self, console: Console | None, steps: int) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+        if console is not None and steps:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]warm start"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=console,
+            )
+            self._task = self._progress.add_task("", total=steps)
+
+    def __enter__(self) -> _WarmStartProgress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def step(self, done: int, loss: float) -> None:
+        """Called from the training thread after each step (rich's progress is thread-safe)."""
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, description=f"loss {loss:.3f}")
 
 
 def _read_ready(target: Path) -> SFTReport | None:
@@ -305,17 +356,39 @@ def _read_ready(target: Path) -> SFTReport | None:
         return SFTReport(key=ready.read_text(encoding="utf-8").strip(), base="?", warm_start_tasks=None)
 
 
-def _build(config: RLConfig, target: Path, demos: list[Demonstration], report: SFTReport) -> None:
-    """Build (tiny) and warm-start into a staging directory, then rename it into place (blocking, CPU-heavy)."""
+def _build(
+    config: RLConfig,
+    target: Path,
+    demos: list[Demonstration],
+    report: SFTReport,
+    on_step: Callable[[int, float], None] | None = None,
+) -> None:
+    """Build (tiny) and warm-start into a staging directory, then rename it into place (blocking, CPU-heavy), with
+    torch's thread count set to ``sft.threads`` (else ``threads``) for the while."""
+    import torch
+
+    threads = config.sft.threads or config.threads
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        _build_in_place(config, target, demos, report, on_step)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _build_in_place(
+    config: RLConfig,
+    target: Path,
+    demos: list[Demonstration],
+    report: SFTReport,
+    on_step: Callable[[int, float], None] | None,
+) -> None:
     from transformers import AutoModelForCausalLM
 
     from agentscope.rl.policy import ChatFormat, build_tiny_policy, load_tokenizer, warm_start
 
     started = time.perf_counter()
-    if config.threads is not None:
-        import torch
-
-        torch.set_num_threads(config.threads)
     staging = target.parent / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
@@ -340,6 +413,7 @@ def _build(config: RLConfig, target: Path, demos: list[Demonstration], report: S
             lr=config.sft.lr,
             batch_size=config.sft.batch_size,
             seed=config.policy.tiny.seed if config.policy.path is None else config.seed,
+            on_step=on_step,
         )
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

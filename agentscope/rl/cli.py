@@ -134,13 +134,14 @@ def sft(
     section: its budget, steps and tasks), then evaluate it on eval_tasks. `rl train` with the same config and
     --run-dir starts from it."""
     import anyio
+    from rich.console import Console
 
     from agentscope.exceptions import ConfigError, UsageError
     from agentscope.rl._runner import sft as run_sft
 
     rl_config = _load(config, set_)
     try:
-        summary = anyio.run(lambda: run_sft(rl_config, run_dir))
+        summary = anyio.run(lambda: run_sft(rl_config, run_dir, console=Console(stderr=True)))
     except (ConfigError, UsageError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(json.dumps(summary, indent=1))

@@ -15,7 +15,7 @@ from agentscope.rl._components import import_object
 from agentscope.rl._config import load_config
 from agentscope.rl._evaluation import evaluate, evaluate_cached
 from agentscope.rl._export import EXPORT_KEYS, export_record, export_trajectories
-from agentscope.rl._runner import train
+from agentscope.rl._runner import sft, train
 from agentscope.rl._sft import record_demonstrations
 from agentscope.rl.data import TrajectoryStore
 from agentscope.rl.envs import react_agent_factory
@@ -356,3 +356,52 @@ async def test_demonstrations_are_the_expert_playing_through_the_real_environmen
         assert demo.messages[1].text == task.prompt
         assert demo.messages[-1].text == f"The answer is {task.answer}."
         assert [t.name for t in demo.tools] == ["calculator"]
+
+
+async def test_the_warm_start_shows_its_steps_and_runs_on_its_own_thread_count(tmp_path: Path) -> None:
+    """``rl sft`` with a console: says what it records, shows a progress bar over the optimizer steps, trains with
+    ``sft.threads`` torch threads and gives the process its thread count back afterwards."""
+    import io
+
+    import torch
+    from rich.console import Console
+
+    from agentscope.rl.policy import _warm_start
+
+    seen: list[int] = []
+    original = _warm_start.warm_start
+
+    def spy(*args: Any, **kwargs: Any) -> list[float]:
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    config = load_config(
+        None,
+        [
+            *TINY,
+            "agent.kwargs.max_iters=2",  # the expert calls the calculator, then answers
+            "sft.steps=4",
+            "sft.demonstrations=6",
+            "sft.threads=2",
+            "tasks=arith:n=8,seed=0,split=train",
+        ],
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = io.StringIO()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("agentscope.rl.policy.warm_start", spy)
+            summary = await sft(config, tmp_path / "run", console=Console(file=out, width=200))
+        assert seen == [2]
+        assert torch.get_num_threads() == 1  # restored
+    finally:
+        torch.set_num_threads(before)
+    text = out.getvalue()
+    assert "warm start: recording 6 expert demonstrations of arith:n=6,seed=0,split=warm" in text
+    assert "4/4" in text  # the bar reached its last step
+    assert "loss " in text
+    assert summary["sft"]["steps"] == 4
+    again = io.StringIO()
+    await sft(config, tmp_path / "run", console=Console(file=again, width=200))
+    assert "made before, reused" in again.getvalue()

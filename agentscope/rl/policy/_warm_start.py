@@ -10,7 +10,7 @@ policy generates: each assistant message's body and its ``<|im_end|>``.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ def warm_start(
     batch_size: int = 8,
     max_len: int | None = None,
     seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Fine-tune ``model`` (a Hugging Face causal LM, in place) on the demonstrations; returns the loss per step.
 
@@ -61,6 +62,8 @@ def warm_start(
         batch_size: Demonstrations per step (sampled without replacement, reshuffled each pass).
         max_len: Truncate longer encodings (default: the model's ``max_position_embeddings``).
         seed: Order of the demonstrations and the torch RNG.
+        on_step: Called after each optimizer step with the number of steps done and that step's loss (e.g. to
+            show progress).
 
     Synchronous and CPU-heavy: from async code, run it with ``anyio.to_thread.run_sync``. Leaves the model in
     eval mode.
@@ -108,6 +111,8 @@ def warm_start(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             losses.append(float(loss.item()))
+            if on_step is not None:
+                on_step(len(losses), losses[-1])
     model.eval()
     return losses
 
