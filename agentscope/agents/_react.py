@@ -197,8 +197,9 @@ class ReActAgent(AgentBase):
             response = await self._reasoning(finish, tool_choice)
             assistant = response.to_msg(self.name)
             _attach_usage(assistant, response)
-            await self._remember(assistant)
             calls = response.tool_calls
+            del response  # the message holds what is kept; the rest need not live through the tool calls
+            await self._remember(assistant)
             if not calls:
                 if finish is None:
                     return assistant

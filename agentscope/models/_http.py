@@ -60,6 +60,7 @@ __all__ = [
     "HTTPChannel",
     "RetryPolicy",
     "SSEEvent",
+    "encode_body",
     "parse_retry_after",
 ]
 
@@ -84,6 +85,11 @@ _HINTS: dict[int, str] = {
     422: "the provider could not process the request; check the settings and extra_body",
     429: "rate limited and retries are exhausted; lower the request rate or raise max_retries",
 }
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """A request body as the channel sends it: compact UTF-8 JSON."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def parse_retry_after(headers: httpx2.Headers) -> float | None:
@@ -265,11 +271,10 @@ class HTTPChannel:
         return client.build_request("POST", self.url, content=content, headers=self._headers, timeout=timeout)
 
     async def _send(
-        self, client: httpx2.AsyncClient, body: Mapping[str, Any], timeout_s: float | None, *, stream: bool
+        self, client: httpx2.AsyncClient, content: bytes, timeout_s: float | None, *, stream: bool
     ) -> tuple[httpx2.Response, float]:
         """Send with retries; return a 2xx response (unread when ``stream``) and the deadline of its attempt
         (``anyio.current_time()`` scale), or raise a model error."""
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         attempt = 0
         while True:
@@ -320,10 +325,12 @@ class HTTPChannel:
             )
             await anyio.sleep(delay)
 
-    async def post_json(self, body: Mapping[str, Any], *, timeout_s: float | None = None) -> Any:
-        """POST ``body`` as JSON and return the decoded JSON answer (each attempt within ``timeout_s``)."""
+    async def post_json(self, body: Mapping[str, Any] | bytes, *, timeout_s: float | None = None) -> Any:
+        """POST ``body`` (a JSON object, or one already encoded by :func:`encode_body`) and return the decoded
+        JSON answer (each attempt within ``timeout_s``)."""
+        content = body if isinstance(body, bytes) else encode_body(body)
         async with self._lease() as client:
-            response, _ = await self._send(client, body, timeout_s, stream=False)
+            response, _ = await self._send(client, content, timeout_s, stream=False)
         try:
             return json.loads(response.content)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python's stack
@@ -332,16 +339,18 @@ class HTTPChannel:
 
     @asynccontextmanager
     async def stream(
-        self, body: Mapping[str, Any], *, timeout_s: float | None = None
+        self, body: Mapping[str, Any] | bytes, *, timeout_s: float | None = None
     ) -> AsyncGenerator[AsyncIterator[SSEEvent]]:
-        """POST ``body`` and yield its server-sent events; the response is closed on exit.
+        """POST ``body`` (as :meth:`post_json` takes it) and yield its server-sent events; the response is closed
+        on exit.
 
         The whole stream, up to its last event, must arrive within ``timeout_s`` (else ModelTimeoutError);
         transport failures while streaming become model errors.
         """
         timeout = timeout_s if timeout_s is not None else self.timeout_s
+        content = body if isinstance(body, bytes) else encode_body(body)
         async with self._lease() as client:
-            response, deadline = await self._send(client, body, timeout_s, stream=True)
+            response, deadline = await self._send(client, content, timeout_s, stream=True)
             try:
                 yield self._iter_sse(response, deadline, timeout)
             finally:

@@ -20,7 +20,7 @@ import httpx2
 from agentscope.events import ModelStreamEvent
 from agentscope.message import Msg
 from agentscope.models._base import ChatModel, check_model_requests_allowed
-from agentscope.models._http import HTTPChannel, RetryPolicy
+from agentscope.models._http import HTTPChannel, RetryPolicy, encode_body
 from agentscope.types import ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
 
 __all__ = ["HTTPChatModel", "HTTPModelOptions", "ReplyCodec", "RequestOptions", "StreamDecoder"]
@@ -203,7 +203,13 @@ class HTTPChatModel(ChatModel):
         check_model_requests_allowed()
         options = self._options(tools, tool_choice, response_format, settings)
         body, reply = self._encode(messages, options, False)
-        return reply.parse(await self._http.post_json(body, timeout_s=options["settings"].get("timeout_s")))
+        # Only the bytes travel: the request's dicts (the whole conversation again) need not live while it is in
+        # flight, which at hundreds of requests at once is megabytes.
+        content = encode_body(body)
+        del body
+        return reply.parse(
+            await self._http.post_json(content, timeout_s=options["settings"].get("timeout_s"))
+        )
 
     async def stream(
         self,
@@ -218,8 +224,10 @@ class HTTPChatModel(ChatModel):
         check_model_requests_allowed()
         options = self._options(tools, tool_choice, response_format, settings)
         body, reply = self._encode(messages, options, True)
+        content = encode_body(body)  # as in generate: only the bytes live while the request is in flight
+        del body
         decoder = reply.decoder()
-        async with self._http.stream(body, timeout_s=options["settings"].get("timeout_s")) as events:
+        async with self._http.stream(content, timeout_s=options["settings"].get("timeout_s")) as events:
             async for event in events:
                 deltas = decoder.feed(event.data)
                 if decoder.finished:
