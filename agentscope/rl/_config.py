@@ -112,9 +112,10 @@ class SFTConfig(BaseModel):
     """Demonstrations per optimizer step."""
     threads: int | None = Field(default=None, ge=1)
     """torch intra-op threads while the warm start trains. It runs alone, before any rollout or RL step, so it can
-    use every core (on 2 cores, 2 threads make a step ~1.7x faster than 1) while ``threads`` stays low for the RL
-    phase, where rollout and trainer share the cores. None: ``threads``. The thread count changes the order of
-    floating-point sums, so a warm start made with another count is another policy (and another cache key)."""
+    use every core (on 2 cores, 2 threads make a step ~1.7x faster than 1) while the top-level ``threads`` stays
+    low for the RL phase, where rollout and trainer share the cores. None: the top-level ``threads``. The thread
+    count changes the order of floating-point sums, so a warm start made on another count is another policy: a
+    set value is part of the policy cache key."""
 
 
 class EvalConfig(BaseModel):
@@ -274,7 +275,8 @@ class RLConfig(BaseModel):
     seed: int = 0
     """Seed of task order and sampling."""
     threads: int | None = Field(default=None, ge=1)
-    """torch intra-op threads of the trainer (and of building the policy). None: torch's default."""
+    """torch intra-op threads of the trainer (and of building the policy, unless ``sft.threads``). None: torch's
+    default."""
     trace: bool = True
     """Record every episode, model and tool call as spans, and the metrics, in DIR/traces.db (the studio reads
     it)."""

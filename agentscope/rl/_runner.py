@@ -467,7 +467,7 @@ async def sft(
 ) -> dict[str, Any]:
     """Make the initial policy of ``config`` in ``run_dir`` (built and warm-started on expert demonstrations:
     ``agentscope rl sft``) and, with ``eval_tasks``, evaluate it; ``rl train`` in the same directory starts from
-    it. Returns a JSON-ready summary.
+    it. Returns a JSON-ready summary. With a ``console``, says what it does and shows the warm start's steps.
 
     Raises:
         ConfigError: ``sft.steps`` is 0, or the warm-start tasks cannot give demonstrations.

@@ -252,7 +252,10 @@ def policy_key(config: RLConfig) -> str:
     material = {
         "version": _KEY_VERSION,
         "policy": config.policy.model_dump(mode="json", exclude={"cache_dir"}),
-        "sft": config.sft.model_dump(mode="json"),
+        # threads unset keeps the keys that policies made before the field existed have
+        "sft": config.sft.model_dump(
+            mode="json", exclude={"threads"} if config.sft.threads is None else None
+        ),
         "warm_start_tasks": config.warm_start_spec(),
         "agent": config.agent.model_dump(mode="json"),
         "env": config.env.model_dump(mode="json", include={"name", "factory", "kwargs", "max_turns"}),
@@ -301,7 +304,7 @@ async def prepare_policy(
     report = SFTReport(key=key, base=config.policy.path or "tiny", warm_start_tasks=config.warm_start_spec())
     if console is not None and config.sft.steps:
         console.print(
-            f"warm start: recording {config.sft.demonstrations} expert demonstrations of {config.warm_start_spec()}"
+            f"warm start: collecting {config.sft.demonstrations} demonstrations of {config.warm_start_spec()}"
         )
     demos = await _demonstrations(config, env_factory, agent_factory, report) if config.sft.steps else []
     with _WarmStartProgress(console, config.sft.steps if demos else 0) as progress:
@@ -311,10 +314,16 @@ async def prepare_policy(
     return target, report
 
 
+_LOG_EVERY = 100
+"""Warm-start steps between progress lines when the console is not a terminal (a log file, CI)."""
+
+
 class _WarmStartProgress:
     """A rich progress bar over the warm start's optimizer steps (nothing without a console or steps)."""
 
     def __init__(self, console: Console | None, steps: int) -> None:
+        self._console = console
+        self._steps = steps
         self._progress: Any = None
         self._task: Any = None
         if console is not None and steps:
@@ -341,8 +350,16 @@ class _WarmStartProgress:
 
     def step(self, done: int, loss: float) -> None:
         """Called from the training thread after each step (rich's progress is thread-safe)."""
-        if self._progress is not None:
-            self._progress.update(self._task, completed=done, description=f"loss {loss:.3f}")
+        if self._progress is None:
+            return
+        self._progress.update(self._task, completed=done, description=f"loss {loss:.3f}")
+        console = self._console
+        if (
+            console is not None
+            and not console.is_terminal
+            and (done % _LOG_EVERY == 0 or done == self._steps)
+        ):
+            console.print(f"warm start {done}/{self._steps} | loss {loss:.3f}")
 
 
 def _read_ready(target: Path) -> SFTReport | None:
@@ -368,9 +385,11 @@ def _build(
     import torch
 
     threads = config.sft.threads or config.threads
+    if threads is None:
+        _build_in_place(config, target, demos, report, on_step)
+        return
     before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     try:
         _build_in_place(config, target, demos, report, on_step)
     finally:

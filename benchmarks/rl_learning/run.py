@@ -11,7 +11,7 @@ Writes ``OUT/results.json`` (every evaluation, with the step, wall-clock seconds
 checkpoint), ``OUT/table.md`` (mean and spread over seeds) and PNG plots (held-out success vs wall-clock and vs
 environment episodes, one line per mode, the warm start as a dashed line).
 
-    .venv/bin/python benchmarks/rl_learning/run.py --config examples/rl/quickstart.yaml --seeds 0 1 2 \\
+    .venv/bin/python benchmarks/rl_learning/run.py --config benchmarks/rl_learning/lookup.yaml --seeds 0 1 2 \\
         --modes async sync-wave --minutes 30 --eval-every 10 --out benchmarks/rl_learning/_out/lookup
 """
 
@@ -348,7 +348,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", type=Path, default=Path("examples/rl/quickstart.yaml"))
+    parser.add_argument("--config", type=Path, default=Path("benchmarks/rl_learning/lookup.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
         "--modes",

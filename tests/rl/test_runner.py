@@ -358,9 +358,9 @@ async def test_demonstrations_are_the_expert_playing_through_the_real_environmen
         assert [t.name for t in demo.tools] == ["calculator"]
 
 
-async def test_the_warm_start_shows_its_steps_and_runs_on_its_own_thread_count(tmp_path: Path) -> None:
-    """``rl sft`` with a console: says what it records, shows a progress bar over the optimizer steps, trains with
-    ``sft.threads`` torch threads and gives the process its thread count back afterwards."""
+async def test_the_warm_start_shows_its_steps_and_trains_on_its_own_thread_count(tmp_path: Path) -> None:
+    """``rl sft`` with a console: says what it collects, shows a progress bar over the optimizer steps (and a line
+    per 100 steps when the console is not a terminal) and trains with ``sft.threads`` torch threads."""
     import io
 
     import torch
@@ -372,7 +372,7 @@ async def test_the_warm_start_shows_its_steps_and_runs_on_its_own_thread_count(t
     original = _warm_start.warm_start
 
     def spy(*args: Any, **kwargs: Any) -> list[float]:
-        seen.append(torch.get_num_threads())
+        seen.append(torch.get_num_threads())  # in the thread that trains
         return original(*args, **kwargs)
 
     config = load_config(
@@ -380,28 +380,51 @@ async def test_the_warm_start_shows_its_steps_and_runs_on_its_own_thread_count(t
         [
             *TINY,
             "agent.kwargs.max_iters=2",  # the expert calls the calculator, then answers
-            "sft.steps=4",
+            "sft.steps=100",
             "sft.demonstrations=6",
             "sft.threads=2",
             "tasks=arith:n=8,seed=0,split=train",
         ],
     )
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = io.StringIO()
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("agentscope.rl.policy.warm_start", spy)
-            summary = await sft(config, tmp_path / "run", console=Console(file=out, width=200))
-        assert seen == [2]
-        assert torch.get_num_threads() == 1  # restored
-    finally:
-        torch.set_num_threads(before)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("agentscope.rl.policy.warm_start", spy)
+        summary = await sft(config, tmp_path / "run", console=Console(file=out, width=200))
+    assert seen == [2]
     text = out.getvalue()
-    assert "warm start: recording 6 expert demonstrations of arith:n=6,seed=0,split=warm" in text
-    assert "4/4" in text  # the bar reached its last step
-    assert "loss " in text
-    assert summary["sft"]["steps"] == 4
+    assert "warm start: collecting 6 demonstrations of arith:n=6,seed=0,split=warm" in text
+    assert "warm start 100/100 | loss " in text  # a log line: StringIO is not a terminal
+    assert summary["sft"]["steps"] == 100
     again = io.StringIO()
     await sft(config, tmp_path / "run", console=Console(file=again, width=200))
     assert "made before, reused" in again.getvalue()
+
+
+def test_the_warm_start_gives_the_thread_its_torch_thread_count_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's thread count is per thread under OpenMP: ``_build`` sets ``sft.threads`` in the thread that trains
+    and restores what that thread had, also when training fails."""
+    import torch
+
+    from agentscope.rl import _sft
+
+    during: list[int] = []
+
+    def fails(*_: Any) -> None:
+        during.append(torch.get_num_threads())
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_sft, "_build_in_place", fails)
+    config = load_config(None, [*TINY, "sft.threads=2"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            _sft._build(
+                config, tmp_path / "policy", [], _sft.SFTReport(key="k", base="tiny", warm_start_tasks=None)
+            )
+        assert during == [2]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
