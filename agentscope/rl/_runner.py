@@ -67,6 +67,7 @@ from agentscope.rl._files import (
     STORE_FILE,
     TRACE_FILE,
 )
+from agentscope.rl._progress import StepProgress
 from agentscope.rl._resume import load_for_resume, truncate_log
 from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
 from agentscope.rl._sft import prepare_policy
@@ -329,7 +330,7 @@ async def _train(
     )
     service = build_rollout_service(config, model_dir, tokenizer, start_version)
     cluster = build_env_cluster(config, service, env_factory, agent_factory)
-    progress = _Progress(console, config.schedule.steps, start_step)
+    progress = StepProgress(console, "step", config.schedule.steps, start=start_step)
     if resumed is not None:
         progress.note(f"resumed from step {start_step}: {resumed.describe()}")
         record = {"time": time.time(), **resume_record, "data": cast(JsonValue, asdict(resumed))}
@@ -372,7 +373,7 @@ async def _train(
         every = config.schedule.checkpoint_every
         if (every and report.step % every == 0) or report.step >= config.schedule.steps:
             await save(report.step, report.version)
-        progress.update(report, metrics)
+        progress.update(report.step, _describe_step(report, metrics))
 
     scheduler = Scheduler(
         config.schedule,
@@ -408,55 +409,16 @@ async def _train(
     )
 
 
-class _Progress:
-    """Rich progress: steps, episodes, success rate, reward, staleness, tokens/s, env utilisation."""
-
-    def __init__(self, console: Console | None, steps: int, start: int) -> None:
-        self.console = console
-        self.steps = steps
-        self.start = start
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.console is not None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-                console=self.console,
-                transient=False,
-            )
-            self._task = self._progress.add_task("", total=self.steps, completed=self.start)
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def note(self, text: str) -> None:
-        if self.console is not None:
-            self.console.print(text)
-
-    def update(self, report: StepReport, metrics: dict[str, float]) -> None:
-        if self._progress is None:
-            return
-        rewards = [t.reward for t in report.batch]
-        successes = [t.success for t in report.batch]
-        text = (
-            f"episodes {metrics.get('env/episodes', 0):.0f} | success {statistics.fmean(successes):.2f} | "
-            f"reward {statistics.fmean(rewards):.2f} | staleness {metrics.get('data/staleness', 0):.2f} | "
-            f"tok/s {metrics.get('rollout/tokens_per_s', 0):.0f} | env util {metrics.get('env/utilisation', 0):.0%}"
-            f" | loss {metrics.get('train/policy_loss', 0):+.4f}"
-        )
-        self._progress.update(self._task, completed=report.step, description=text)
-        if not self.console.is_terminal:  # type: ignore[union-attr]
-            self.console.print(f"step {report.step}/{self.steps} | {text}")  # type: ignore[union-attr]
+def _describe_step(report: StepReport, metrics: dict[str, float]) -> str:
+    """The progress line of one training step: episodes, success, reward, staleness, tokens/s, env use, loss."""
+    rewards = [t.reward for t in report.batch]
+    successes = [t.success for t in report.batch]
+    return (
+        f"episodes {metrics.get('env/episodes', 0):.0f} | success {statistics.fmean(successes):.2f} | "
+        f"reward {statistics.fmean(rewards):.2f} | staleness {metrics.get('data/staleness', 0):.2f} | "
+        f"tok/s {metrics.get('rollout/tokens_per_s', 0):.0f} | env util {metrics.get('env/utilisation', 0):.0%}"
+        f" | loss {metrics.get('train/policy_loss', 0):+.4f}"
+    )
 
 
 # ---------------------------------------------------------------------- sft

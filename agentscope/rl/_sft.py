@@ -15,13 +15,14 @@ start saw and did.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from agentscope.models import (
     to_response,
 )
 from agentscope.rl._config import RLConfig
+from agentscope.rl._progress import StepProgress
 from agentscope.rl._types import Task, Trajectory, Turn
 from agentscope.rl.envs import DEFAULT_SYS_PROMPT, AgentFactory, EnvCluster, EnvFactory, ScriptedPolicy
 from agentscope.rl.tasks import TaskSet, get_task_set, load_tasks, parse_task_spec
@@ -307,8 +309,14 @@ async def prepare_policy(
             f"warm start: collecting {config.sft.demonstrations} demonstrations of {config.warm_start_spec()}"
         )
     demos = await _demonstrations(config, env_factory, agent_factory, report) if config.sft.steps else []
-    with _WarmStartProgress(console, config.sft.steps if demos else 0) as progress:
-        await anyio.to_thread.run_sync(_build, config, target, demos, report, progress.step)
+    with StepProgress(
+        console, "warm start", config.sft.steps if demos else 0, log_every=_LOG_EVERY
+    ) as progress:
+
+        def on_step(done: int, loss: float) -> None:
+            progress.update(done, f"loss {loss:.3f}")
+
+        await anyio.to_thread.run_sync(_build, config, target, demos, report, on_step)
     if console is not None:
         console.print(f"initial policy: {target} ({report.build_s:.0f} s to build)")
     return target, report
@@ -316,50 +324,6 @@ async def prepare_policy(
 
 _LOG_EVERY = 100
 """Warm-start steps between progress lines when the console is not a terminal (a log file, CI)."""
-
-
-class _WarmStartProgress:
-    """A rich progress bar over the warm start's optimizer steps (nothing without a console or steps)."""
-
-    def __init__(self, console: Console | None, steps: int) -> None:
-        self._console = console
-        self._steps = steps
-        self._progress: Any = None
-        self._task: Any = None
-        if console is not None and steps:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]warm start"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-                console=console,
-            )
-            self._task = self._progress.add_task("", total=steps)
-
-    def __enter__(self) -> _WarmStartProgress:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def step(self, done: int, loss: float) -> None:
-        """Called from the training thread after each step (rich's progress is thread-safe)."""
-        if self._progress is None:
-            return
-        self._progress.update(self._task, completed=done, description=f"loss {loss:.3f}")
-        console = self._console
-        if (
-            console is not None
-            and not console.is_terminal
-            and (done % _LOG_EVERY == 0 or done == self._steps)
-        ):
-            console.print(f"warm start {done}/{self._steps} | loss {loss:.3f}")
 
 
 def _read_ready(target: Path) -> SFTReport | None:
@@ -382,16 +346,24 @@ def _build(
 ) -> None:
     """Build (tiny) and warm-start into a staging directory, then rename it into place (blocking, CPU-heavy), with
     torch's thread count set to ``sft.threads`` (else ``threads``) for the while."""
+    with _torch_threads(config.sft.threads or config.threads):
+        _build_in_place(config, target, demos, report, on_step)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Generator[None]:
+    """Run the block with torch's intra-op thread count at ``threads`` (unchanged when None), then restore it.
+
+    The count is per thread under OpenMP, so this affects only the calling thread."""
+    if threads is None:
+        yield
+        return
     import torch
 
-    threads = config.sft.threads or config.threads
-    if threads is None:
-        _build_in_place(config, target, demos, report, on_step)
-        return
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        _build_in_place(config, target, demos, report, on_step)
+        yield
     finally:
         torch.set_num_threads(before)
 
