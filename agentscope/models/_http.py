@@ -325,10 +325,9 @@ class HTTPChannel:
             )
             await anyio.sleep(delay)
 
-    async def post_json(self, body: Mapping[str, Any] | bytes, *, timeout_s: float | None = None) -> Any:
-        """POST ``body`` (a JSON object, or one already encoded by :func:`encode_body`) and return the decoded
-        JSON answer (each attempt within ``timeout_s``)."""
-        content = body if isinstance(body, bytes) else encode_body(body)
+    async def post_json(self, content: bytes, *, timeout_s: float | None = None) -> Any:
+        """POST ``content`` (a JSON body, as :func:`encode_body` makes it) and return the decoded JSON answer (each
+        attempt within ``timeout_s``)."""
         async with self._lease() as client:
             response, _ = await self._send(client, content, timeout_s, stream=False)
         try:
@@ -339,16 +338,15 @@ class HTTPChannel:
 
     @asynccontextmanager
     async def stream(
-        self, body: Mapping[str, Any] | bytes, *, timeout_s: float | None = None
+        self, content: bytes, *, timeout_s: float | None = None
     ) -> AsyncGenerator[AsyncIterator[SSEEvent]]:
-        """POST ``body`` (as :meth:`post_json` takes it) and yield its server-sent events; the response is closed
-        on exit.
+        """POST ``content`` (as :meth:`post_json` takes it) and yield its server-sent events; the response is
+        closed on exit.
 
         The whole stream, up to its last event, must arrive within ``timeout_s`` (else ModelTimeoutError);
         transport failures while streaming become model errors.
         """
         timeout = timeout_s if timeout_s is not None else self.timeout_s
-        content = body if isinstance(body, bytes) else encode_body(body)
         async with self._lease() as client:
             response, deadline = await self._send(client, content, timeout_s, stream=True)
             try:

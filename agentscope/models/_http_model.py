@@ -160,6 +160,16 @@ class HTTPChatModel(ChatModel):
         """Close the HTTP client this model created. Safe to call more than once."""
         await self._http.aclose()
 
+    def _encoded(
+        self, messages: Sequence[Msg], options: RequestOptions, stream: bool
+    ) -> tuple[bytes, ReplyCodec]:
+        """The request body as JSON bytes, and how to read its answer.
+
+        Only the bytes travel: the body's dicts (the whole conversation again, and the tool schemas) are dropped
+        here, so they do not live while the request is in flight (megabytes at hundreds of requests at once)."""
+        body, reply = self._encode(messages, options, stream)
+        return encode_body(body), reply
+
     def _options(
         self,
         tools: Sequence[ToolSchema] | None,
@@ -202,11 +212,7 @@ class HTTPChatModel(ChatModel):
         """Send one request and return the complete answer."""
         check_model_requests_allowed()
         options = self._options(tools, tool_choice, response_format, settings)
-        body, reply = self._encode(messages, options, False)
-        # Only the bytes travel: the request's dicts (the whole conversation again) need not live while it is in
-        # flight, which at hundreds of requests at once is megabytes.
-        content = encode_body(body)
-        del body
+        content, reply = self._encoded(messages, options, False)
         return reply.parse(
             await self._http.post_json(content, timeout_s=options["settings"].get("timeout_s"))
         )
@@ -223,9 +229,7 @@ class HTTPChatModel(ChatModel):
         """Stream text, thinking and tool-call deltas, then the complete :class:`ChatResponse`."""
         check_model_requests_allowed()
         options = self._options(tools, tool_choice, response_format, settings)
-        body, reply = self._encode(messages, options, True)
-        content = encode_body(body)  # as in generate: only the bytes live while the request is in flight
-        del body
+        content, reply = self._encoded(messages, options, True)
         decoder = reply.decoder()
         async with self._http.stream(content, timeout_s=options["settings"].get("timeout_s")) as events:
             async for event in events:
