@@ -28,7 +28,7 @@ from agentscope.rl.tasks import get_task_set, parse_task_spec
 from agentscope.tools import Toolkit
 
 if TYPE_CHECKING:
-    from agentscope.rl.rollout import RolloutService
+    from agentscope.rl.rollout import RolloutRouter, RolloutService
     from agentscope.rl.trainer import Trainer
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "build_agent_factory",
     "build_env_cluster",
     "build_env_factory",
+    "build_rollout",
     "build_rollout_service",
     "import_heavy",
     "import_object",
@@ -207,9 +208,12 @@ async def load_policy_model(model_dir: Path, threads: int | None) -> tuple[Any, 
 # ---------------------------------------------------------------------- the rollout service and the environments
 
 
-def build_rollout_service(config: RLConfig, model_dir: Path, tokenizer: Any, version: int) -> RolloutService:
+def build_rollout_service(
+    config: RLConfig, model_dir: Path, tokenizer: Any, version: int, *, index: int = 0
+) -> RolloutService:
     """The rollout service over the policy in ``model_dir`` (its engine loads the weights), serving policy
-    ``version``."""
+    ``version``; ``index`` numbers the servers of a run (each samples from its own seed; server 0 from
+    ``seed``)."""
     from agentscope.rl.rollout import RolloutService, SamplingParams, TorchEngine
 
     engine = TorchEngine(
@@ -219,7 +223,7 @@ def build_rollout_service(config: RLConfig, model_dir: Path, tokenizer: Any, ver
         max_seq_len=config.rollout.max_seq_len,
         version=version,
         num_threads=config.rollout.threads,
-        seed=config.seed,
+        seed=config.seed + _SERVER_SEED_STRIDE * index,
     )
     params = SamplingParams(
         max_tokens=config.rollout.max_tokens,
@@ -229,10 +233,32 @@ def build_rollout_service(config: RLConfig, model_dir: Path, tokenizer: Any, ver
     return RolloutService(engine, tokenizer, default_params=params)
 
 
+_SERVER_SEED_STRIDE = 1_000_003
+"""Seed offset between servers: two engines with one seed would give the same draws to their n-th requests (a
+group's members on different servers could sample the same completion)."""
+
+
+def build_rollout(
+    config: RLConfig, model_dir: Path, tokenizer: Any, version: int
+) -> tuple[RolloutService | RolloutRouter, list[RolloutService]]:
+    """The ``rollout.servers`` rollout services of a run, and what the agents talk to: the one service, or a
+    :class:`~agentscope.rl.rollout.RolloutRouter` over several."""
+    from agentscope.rl.rollout import RolloutRouter
+
+    servers = [
+        build_rollout_service(config, model_dir, tokenizer, version, index=i)
+        for i in range(config.rollout.servers)
+    ]
+    return (servers[0] if len(servers) == 1 else RolloutRouter(servers)), servers
+
+
 def build_env_cluster(
-    config: RLConfig, service: RolloutService, env_factory: EnvFactory, agent_factory: AgentFactory
+    config: RLConfig,
+    service: RolloutService | RolloutRouter,
+    env_factory: EnvFactory,
+    agent_factory: AgentFactory,
 ) -> EnvCluster:
-    """The environment cluster of ``config``, its agents talking to ``service``."""
+    """The environment cluster of ``config``, its agents talking to ``service`` (one, or a router)."""
     from agentscope.rl.rollout import RolloutChatModel
 
     return EnvCluster(

@@ -153,8 +153,13 @@ class RolloutConfig(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1)
     """Nucleus sampling mass."""
     threads: int | None = Field(default=1, ge=1)
-    """torch intra-op threads of the engine's decode thread (one is robust on a few shared cores). None: torch's
+    """torch intra-op threads of each engine's decode thread (one is robust on a few shared cores). None: torch's
     default."""
+    servers: int = Field(default=1, ge=1)
+    """Rollout servers, each an engine of its own (with ``threads`` threads), behind one router: an episode's
+    session stays on the server that holds its tokens, new episodes go to the least loaded server serving the
+    newest weights, and ``schedule.weight_sync: rolling`` updates them one after another while the others serve.
+    """
 
 
 class EnvConfig(BaseModel):

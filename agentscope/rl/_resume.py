@@ -53,6 +53,7 @@ RESUMABLE_FIELDS: Final = frozenset(
         "evaluation.training_tasks",
         "threads",
         "rollout.threads",
+        "rollout.servers",
         "sft.threads",  # the warm start is not re-run on resume
         "trace",
         "trace_sample_rate",

@@ -51,7 +51,7 @@ from agentscope.rl._components import (
     build_agent_factory,
     build_env_cluster,
     build_env_factory,
-    build_rollout_service,
+    build_rollout,
     import_heavy,
     load_policy_model,
 )
@@ -328,7 +328,7 @@ async def _train(
     checkpointer = await anyio.to_thread.run_sync(
         functools.partial(AsyncCheckpointer, root, keep=config.schedule.keep_checkpoints)
     )
-    service = build_rollout_service(config, model_dir, tokenizer, start_version)
+    service, servers = build_rollout(config, model_dir, tokenizer, start_version)
     cluster = build_env_cluster(config, service, env_factory, agent_factory)
     progress = StepProgress(console, "step", config.schedule.steps, start=start_step)
     if resumed is not None:
@@ -380,7 +380,7 @@ async def _train(
         cluster=cluster,
         data=data,
         trainer=TorchTrainer(trainer, config.threads),
-        servers=[service],
+        servers=servers,
         sampler=sampler,
         start_step=start_step,
         start_version=start_version,

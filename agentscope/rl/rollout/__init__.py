@@ -4,6 +4,10 @@
   runs); :class:`TorchEngine` is the embedded one: in-process PyTorch with a KV cache and continuous batching.
 - :class:`RolloutService` adds chat and token-in/token-out sessions: turn t+1's prompt ids begin with exactly turn
   t's prompt + completion ids; :meth:`RolloutService.close_session` returns the episode's turns.
+- :class:`RolloutRouter` puts several services behind one front: sessions stay on the server that holds their
+  tokens, new ones go to the least loaded server with the newest weights.
+- :class:`WeightPublisher` writes each policy version once (safetensors); :class:`RemoteRolloutServer` keeps a
+  rollout server in another process in sync through its ``POST /weights`` route.
 - :class:`RolloutChatModel` is the :class:`~agentscope.models.ChatModel` an agent gets in training;
   :func:`create_rollout_app` and :class:`RolloutHTTPServer` serve the same over OpenAI-compatible HTTP.
 
@@ -18,8 +22,11 @@ import typing as _typing
 from agentscope._lazy import lazy_exports as _lazy_exports
 from agentscope.rl.rollout._http import RolloutHTTPServer, create_rollout_app, messages_from_openai
 from agentscope.rl.rollout._model import RolloutChatModel
+from agentscope.rl.rollout._remote import RemoteRolloutServer
+from agentscope.rl.rollout._router import RolloutRouter
 from agentscope.rl.rollout._service import RolloutService
 from agentscope.rl.rollout._types import FinishReason, Generation, RolloutEngine, SamplingParams
+from agentscope.rl.rollout._weights import WeightPublisher, load_weights, weights_from_bytes
 
 if _typing.TYPE_CHECKING:
     from agentscope.rl.rollout._engine import TorchEngine
@@ -27,14 +34,19 @@ if _typing.TYPE_CHECKING:
 __all__ = [
     "FinishReason",
     "Generation",
+    "RemoteRolloutServer",
     "RolloutChatModel",
     "RolloutEngine",
     "RolloutHTTPServer",
+    "RolloutRouter",
     "RolloutService",
     "SamplingParams",
     "TorchEngine",
+    "WeightPublisher",
     "create_rollout_app",
+    "load_weights",
     "messages_from_openai",
+    "weights_from_bytes",
 ]
 
 __getattr__ = _lazy_exports(__name__, {"TorchEngine": "_engine"}, extras={"_engine": "rl"})

@@ -3,10 +3,12 @@ so that fastapi loads when an app is built)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -19,6 +21,7 @@ from agentscope.formatters import (
     parse_openai_request,
 )
 from agentscope.rl.rollout._service import RolloutService
+from agentscope.rl.rollout._weights import load_weights, weights_from_bytes
 
 __all__ = ["build_app"]
 
@@ -30,6 +33,15 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
 async def _events(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield chunk
+
+
+def _version(value: Any) -> int | None:
+    """A version from JSON or a query string: a non-negative integer (booleans are not)."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def build_app(service: RolloutService) -> FastAPI:
@@ -95,6 +107,58 @@ def build_app(service: RolloutService) -> FastAPI:
         except SessionError as exc:
             return _error(404, str(exc), "not_found_error")
         return JSONResponse({"session_id": session_id, "turns": [t.model_dump(mode="json") for t in turns]})
+
+    weights_lock = asyncio.Lock()  # one update at a time: versions are checked and applied in order
+
+    @app.get("/weights")
+    async def weights_version() -> dict[str, int]:  # pyright: ignore[reportUnusedFunction]
+        return {"version": service.version}
+
+    @app.post("/weights", response_model=None)
+    async def update_weights(request: Request) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        if request.headers.get("content-type", "").startswith("application/octet-stream"):
+            raw_version: Any = request.query_params.get("version")
+            path = None
+        else:
+            try:
+                body = as_object(await request.json())
+            except ValueError:
+                return _error(
+                    400,
+                    "the body is not JSON (or send the file as application/octet-stream)",
+                    "invalid_request_error",
+                )
+            raw_version, path = body.get("version"), body.get("path")
+            if not isinstance(path, str) or not path:
+                return _error(
+                    400, "path: the weights file to load (a string) is required", "invalid_request_error"
+                )
+        version = _version(raw_version)
+        if version is None:
+            return _error(
+                400,
+                f"version: a non-negative integer is required, got {raw_version!r}",
+                "invalid_request_error",
+            )
+        async with weights_lock:
+            if version <= service.version:
+                return _error(
+                    409,
+                    f"version {version} is not newer than the version serving ({service.version})",
+                    "conflict",
+                )
+            try:
+                if path is not None:
+                    state_dict = await anyio.to_thread.run_sync(load_weights, path)
+                else:
+                    state_dict = await anyio.to_thread.run_sync(weights_from_bytes, await request.body())
+                if not state_dict:
+                    raise ValueError("the weights file holds no tensors")
+                await service.update_weights(state_dict, version)
+            except (OSError, ValueError, KeyError) as exc:  # KeyError: a parameter the model does not have
+                message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+                return _error(400, f"weights not loaded: {message}", "invalid_request_error")
+        return JSONResponse({"version": service.version, "tensors": len(state_dict)})
 
     @app.get("/stats")
     async def stats() -> dict[str, float]:  # pyright: ignore[reportUnusedFunction]

@@ -16,6 +16,12 @@ Routes:
   with the finish).
 - ``GET /v1/models``; ``POST /sessions`` (optional body ``{"session_id": ...}``) → ``{"session_id"}``;
   ``DELETE /sessions/{id}`` → ``{"session_id", "turns": [...]}``; ``GET /stats``.
+- ``GET /weights`` → ``{"version"}``; ``POST /weights`` loads new weights between decode steps (running requests
+  continue with them) and answers ``{"version", "tensors"}`` once they serve. The body is ``{"version": N, "path":
+  FILE}`` (a safetensors file the server can read, as :class:`~agentscope.rl.rollout.WeightPublisher` writes it),
+  or the file itself as ``application/octet-stream`` with ``?version=N``. Any subset of the parameters may be
+  sent. A version not newer than the one serving is refused with 409 (a late update never rolls a server back);
+  an unreadable file, an unknown parameter name or a wrong shape with 400, the weights left as they were.
 
 Requests are decoded and answers written by the OpenAI codec (:func:`~agentscope.formatters.parse_openai_request`,
 :func:`~agentscope.formatters.format_openai_response`, :func:`~agentscope.formatters.format_openai_stream`); a

@@ -6,19 +6,21 @@ from collections.abc import Sequence
 
 from agentscope.message import Msg
 from agentscope.models import ChatModel, ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
+from agentscope.rl.rollout._router import RolloutRouter
 from agentscope.rl.rollout._service import RolloutService
 
 __all__ = ["RolloutChatModel"]
 
 
 class RolloutChatModel(ChatModel):
-    """A :class:`~agentscope.models.ChatModel` backed by a :class:`RolloutService` session.
+    """A :class:`~agentscope.models.ChatModel` backed by a session of a :class:`RolloutService` (or of a
+    :class:`RolloutRouter` over several).
 
     Every call is recorded as a turn of ``session_id`` (token ids, log-probs, policy versions). The agent cannot
     tell it from any other chat model.
 
     Args:
-        service: The rollout service.
+        service: The rollout service, or a router over several.
         session_id: The episode's session (``service.open_session()``); None generates without recording.
         settings: Defaults for every call; per-call settings override them key by key.
 
@@ -28,7 +30,11 @@ class RolloutChatModel(ChatModel):
     """
 
     def __init__(
-        self, service: RolloutService, session_id: str | None, *, settings: ModelSettings | None = None
+        self,
+        service: RolloutService | RolloutRouter,
+        session_id: str | None,
+        *,
+        settings: ModelSettings | None = None,
     ) -> None:
         self.service = service
         """The rollout service."""

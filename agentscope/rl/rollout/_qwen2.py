@@ -150,12 +150,20 @@ class Qwen2Runner:
     def load(self, state_dict: Mapping[str, torch.Tensor], *, strict: bool = False) -> None:
         """Take these parameters (copies, in the compute dtype) and rebuild the fused matrices.
 
-        ``strict``: every parameter must be present (the first load). Unknown names raise ``KeyError``.
+        ``strict``: every parameter must be present (the first load). Unknown names raise ``KeyError``; a tensor
+        whose shape differs from the parameter it replaces raises ``ValueError``. Both are checked before anything
+        changes, so a rejected update leaves the weights as they were.
         """
         known = self._expected_names()
         unknown = [name for name in state_dict if name not in known and name != "lm_head.weight"]
         if unknown:
             raise KeyError(f"unknown parameter names for a Qwen2 model: {unknown[:5]}")
+        for name, tensor in state_dict.items():
+            current = self._params.get(name)
+            if current is not None and tuple(tensor.shape) != tuple(current.shape):
+                raise ValueError(
+                    f"parameter {name}: shape {tuple(tensor.shape)} does not match the model's {tuple(current.shape)}"
+                )
         for name, tensor in state_dict.items():
             self._params[name] = tensor.detach().to(device=self.device, dtype=self.dtype, copy=True)
         if strict:

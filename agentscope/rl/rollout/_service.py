@@ -290,11 +290,16 @@ class RolloutService:
 
     def stats(self) -> dict[str, float]:
         """The engine's stats plus ``rollout/sessions``, ``rollout/turns``, ``rollout/incremental_fraction``
-        (turns whose prompt extended the session's ids) and ``rollout/prompt_tokens_reused_fraction``."""
+        (turns whose prompt extended the session's ids) and ``rollout/prompt_tokens_reused_fraction``, and the
+        counters behind the fractions (``rollout/incremental_turns``, ``rollout/prompt_tokens``,
+        ``rollout/new_prompt_tokens``)."""
         c = self._counters
         stats: dict[str, Any] = dict(self.engine.stats())
         stats["rollout/sessions"] = float(len(self._sessions))
         stats["rollout/turns"] = float(c["turns"])
+        stats["rollout/incremental_turns"] = float(c["incremental"])
+        stats["rollout/prompt_tokens"] = float(c["prompt_tokens"])
+        stats["rollout/new_prompt_tokens"] = float(c["new_prompt_tokens"])
         stats["rollout/incremental_fraction"] = c["incremental"] / c["turns"] if c["turns"] else 0.0
         stats["rollout/prompt_tokens_reused_fraction"] = (
             1.0 - c["new_prompt_tokens"] / c["prompt_tokens"] if c["prompt_tokens"] else 0.0
