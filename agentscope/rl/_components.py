@@ -28,7 +28,7 @@ from agentscope.rl.tasks import get_task_set, parse_task_spec
 from agentscope.tools import Toolkit
 
 if TYPE_CHECKING:
-    from agentscope.rl.rollout import RolloutRouter, RolloutService
+    from agentscope.rl.rollout import RolloutServer, RolloutService
     from agentscope.rl.trainer import Trainer
 
 __all__ = [
@@ -239,22 +239,47 @@ group's members on different servers could sample the same completion)."""
 
 
 def build_rollout(
-    config: RLConfig, model_dir: Path, tokenizer: Any, version: int
-) -> tuple[RolloutService | RolloutRouter, list[RolloutService]]:
-    """The ``rollout.servers`` rollout services of a run, and what the agents talk to: the one service, or a
-    :class:`~agentscope.rl.rollout.RolloutRouter` over several."""
+    config: RLConfig, model_dir: Path, tokenizer: Any, version: int, root: Path | None = None
+) -> tuple[RolloutServer, list[RolloutServer]]:
+    """The ``rollout.servers`` rollout servers of a run, and what the agents talk to: the one server, or a
+    :class:`~agentscope.rl.rollout.RolloutRouter` over several. With ``rollout.backend: process`` each server is a
+    :class:`~agentscope.rl._rollout_process.ProcessRolloutServer` (entering it starts the process), which needs
+    the run directory ``root`` (its ``config.yaml``; weights go to ``root/weights``, server logs to
+    ``root/logs``)."""
     from agentscope.rl.rollout import RolloutRouter
 
-    servers = [
-        build_rollout_service(config, model_dir, tokenizer, version, index=i)
-        for i in range(config.rollout.servers)
-    ]
+    servers: list[RolloutServer]
+    if config.rollout.backend == "process":
+        from agentscope.rl._files import CONFIG_FILE
+        from agentscope.rl._rollout_process import ProcessRolloutServer
+        from agentscope.rl.rollout import WeightPublisher
+
+        if root is None:
+            raise UsageError("rollout.backend: process needs the run directory")
+        publisher = WeightPublisher(root / "weights")
+        servers = [
+            ProcessRolloutServer(
+                root / CONFIG_FILE,
+                model_dir,
+                index=i,
+                version=version,
+                publisher=publisher,
+                tokenizer=tokenizer,
+                log_path=root / "logs" / f"rollout-server-{i}.log",
+            )
+            for i in range(config.rollout.servers)
+        ]
+    else:
+        servers = [
+            build_rollout_service(config, model_dir, tokenizer, version, index=i)
+            for i in range(config.rollout.servers)
+        ]
     return (servers[0] if len(servers) == 1 else RolloutRouter(servers)), servers
 
 
 def build_env_cluster(
     config: RLConfig,
-    service: RolloutService | RolloutRouter,
+    service: RolloutServer,
     env_factory: EnvFactory,
     agent_factory: AgentFactory,
 ) -> EnvCluster:

@@ -54,6 +54,7 @@ RESUMABLE_FIELDS: Final = frozenset(
         "threads",
         "rollout.threads",
         "rollout.servers",
+        "rollout.backend",
         "sft.threads",  # the warm start is not re-run on resume
         "trace",
         "trace_sample_rate",

@@ -328,7 +328,7 @@ async def _train(
     checkpointer = await anyio.to_thread.run_sync(
         functools.partial(AsyncCheckpointer, root, keep=config.schedule.keep_checkpoints)
     )
-    service, servers = build_rollout(config, model_dir, tokenizer, start_version)
+    service, servers = build_rollout(config, model_dir, tokenizer, start_version, root)
     cluster = build_env_cluster(config, service, env_factory, agent_factory)
     progress = StepProgress(console, "step", config.schedule.steps, start=start_step)
     if resumed is not None:

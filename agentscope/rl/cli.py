@@ -147,6 +147,50 @@ def sft(
     typer.echo(json.dumps(summary, indent=1))
 
 
+@rl_app.command("rollout-server")
+def rollout_server(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run's config (YAML).")],
+    model: Annotated[
+        Path, typer.Option("--model", help="The policy to serve (a Hugging Face model directory).")
+    ],
+    index: Annotated[
+        int, typer.Option("--index", min=0, help="Which rollout server of the run (its seed).")
+    ] = 0,
+    version: Annotated[int, typer.Option("--version", min=0, help="The policy version it serves.")] = 0,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="A weights file (safetensors) to load over the model.")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, help="Port (0: a free one).")] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a config field (repeatable)."),
+    ] = None,
+) -> None:
+    """Serve one rollout server of CONFIG.yaml over HTTP (the rollout section: engine, sampling) until SIGTERM.
+
+    Prints one line `agentscope-rollout-server {"url": ..., "pid": ..., "version": ...}` once it serves. `rl train`
+    starts these itself with `rollout.backend: process`; the routes are the rollout app's (chat completions with
+    token ids, sessions, `POST /weights`). The app has no authentication: bind it to loopback, or to a private
+    network only."""
+    import anyio
+
+    from agentscope.exceptions import ConfigError
+    from agentscope.rl._rollout_process import serve_rollout_server
+
+    rl_config = _load(config, set_)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: the rollout server on {host} has no authentication", err=True)
+    try:
+        anyio.run(
+            lambda: serve_rollout_server(
+                rl_config, model, index=index, version=version, weights=weights, host=host, port=port
+            )
+        )
+    except (ConfigError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
 @rl_app.command("eval")
 def eval_(
     config: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The run's config (YAML).")],

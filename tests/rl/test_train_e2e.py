@@ -140,6 +140,21 @@ def test_two_rollout_servers_behind_a_router_with_rolling_weight_sync(cache: Pat
     assert last["sched/server_version_lag"] <= 1
 
 
+def test_rollout_servers_as_processes_of_their_own(cache: Path, tmp_path: Path) -> None:
+    """``rollout.backend: process``: two ``agentscope rl rollout-server`` processes, weights through files written
+    once per version, the same run as in process."""
+    run_dir = tmp_path / "processes"
+    summary = train(run_dir, cache, "rollout.backend=process", "rollout.servers=2", "schedule.steps=3")
+    check_run(run_dir, summary, steps=3, max_staleness=2)
+    last = lines(run_dir / "metrics.jsonl")[-1]
+    assert last["rollout/servers"] == 2
+    assert last["rollout/server_restarts"] == 0
+    assert min(last["rollout/server0/sessions_opened"], last["rollout/server1/sessions_opened"]) > 0
+    published = sorted(p.name for p in (run_dir / "weights").iterdir())
+    assert published[-1] == "policy-v00000003.safetensors"  # the last step's weights, published once
+    assert sorted(p.name for p in (run_dir / "logs").iterdir()) == ["rollout-server-0.log", "rollout-server-1.log"]
+
+
 def test_export_keys(async_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     run_dir, _ = async_run
     out = tmp_path / "export.jsonl"

@@ -23,7 +23,7 @@ from agentscope._lazy import lazy_exports as _lazy_exports
 from agentscope.rl.rollout._http import RolloutHTTPServer, create_rollout_app, messages_from_openai
 from agentscope.rl.rollout._model import RolloutChatModel
 from agentscope.rl.rollout._remote import RemoteRolloutServer
-from agentscope.rl.rollout._router import RolloutRouter
+from agentscope.rl.rollout._router import RolloutRouter, RolloutServer
 from agentscope.rl.rollout._service import RolloutService
 from agentscope.rl.rollout._types import FinishReason, Generation, RolloutEngine, SamplingParams
 from agentscope.rl.rollout._weights import WeightPublisher, load_weights, weights_from_bytes
@@ -39,6 +39,7 @@ __all__ = [
     "RolloutEngine",
     "RolloutHTTPServer",
     "RolloutRouter",
+    "RolloutServer",
     "RolloutService",
     "SamplingParams",
     "TorchEngine",

@@ -6,15 +6,14 @@ from collections.abc import Sequence
 
 from agentscope.message import Msg
 from agentscope.models import ChatModel, ChatResponse, ModelSettings, ResponseFormat, ToolChoice, ToolSchema
-from agentscope.rl.rollout._router import RolloutRouter
-from agentscope.rl.rollout._service import RolloutService
+from agentscope.rl.rollout._router import RolloutServer
 
 __all__ = ["RolloutChatModel"]
 
 
 class RolloutChatModel(ChatModel):
-    """A :class:`~agentscope.models.ChatModel` backed by a session of a :class:`RolloutService` (or of a
-    :class:`RolloutRouter` over several).
+    """A :class:`~agentscope.models.ChatModel` backed by a session of a rollout server (a
+    :class:`RolloutService`, a :class:`RemoteRolloutServer`, or a :class:`RolloutRouter` over several).
 
     Every call is recorded as a turn of ``session_id`` (token ids, log-probs, policy versions). The agent cannot
     tell it from any other chat model.
@@ -31,7 +30,7 @@ class RolloutChatModel(ChatModel):
 
     def __init__(
         self,
-        service: RolloutService | RolloutRouter,
+        service: RolloutServer,
         session_id: str | None,
         *,
         settings: ModelSettings | None = None,

@@ -1,68 +1,268 @@
-"""RemoteRolloutServer: a rollout server in another process, kept in sync through its ``POST /weights`` route."""
+"""RemoteRolloutServer: a rollout server in another process, driven over its HTTP app as if it were local.
+
+It is what a :class:`~agentscope.rl.rollout.RolloutRouter` and the scheduler see of a server they do not hold in
+memory (a subprocess, a Ray actor, another machine): chat, sessions, weights and stats, over the routes of
+:func:`~agentscope.rl.rollout.create_rollout_app`.
+
+The turns of a session are collected here, from each answer's token fields (prompt and completion ids, log-probs,
+policy versions, exactly the server's own record), so :meth:`close_session` returns them without a round trip
+and the server's copy is dropped in the background. A chat is sent once, never retried: the server records the
+turn as it answers, and a retry would record it twice; a failure reaches the episode as a
+:class:`~agentscope.exceptions.ModelError` (the environment cluster marks it ``failed_infra``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import httpx2
 
-from agentscope.exceptions import ModelError
+from agentscope.context import INVALID_ARGUMENTS_KEY
+from agentscope.exceptions import ModelConnectionError, ModelError, ModelHTTPError, SessionError
+from agentscope.formatters import format_openai_request, parse_openai_response
+from agentscope.message import Msg, ToolUseBlock, new_id
+from agentscope.models import ChatResponse, ModelSettings, ToolSchema
+from agentscope.rl._types import Turn
+from agentscope.rl.rollout._service import count_prompt_tokens
 from agentscope.rl.rollout._weights import WeightPublisher
 
 if TYPE_CHECKING:
     import torch
 
+    from agentscope.rl.policy import ChatTokenizer, TokenizerLike
+
 __all__ = ["RemoteRolloutServer"]
 
 logger = logging.getLogger(__name__)
 
+_STATS_EVERY_S = 1.0
+"""Least time between two refreshes of the cached stats."""
+
 
 class RemoteRolloutServer:
-    """The scheduler's weight receiver for a rollout app served elsewhere (:class:`RolloutHTTPServer`, or
-    ``create_rollout_app`` under any ASGI server).
+    """A rollout server served elsewhere (:class:`RolloutHTTPServer`, ``create_rollout_app`` under any ASGI
+    server), as a router's server and the scheduler's weight receiver.
 
     :meth:`update_weights` publishes the version once through ``publisher`` (every server of a run shares one)
     and asks the server to load it: by path when the server reads the same disk (the default), or by uploading
-    the file (``upload=True``). The call returns once the new weights serve there.
+    the file (``upload=True``). It returns once the new weights serve there.
 
     Args:
         base_url: The app's address (``http://host:port``; a trailing ``/v1`` is accepted).
-        publisher: Where versions are written.
-        upload: Send the file's bytes instead of its path.
-        timeout_s: Longest an update may take.
+        publisher: Where versions are written (needed for :meth:`update_weights` only).
+        tokenizer: The policy's tokenizer, for :meth:`count_tokens` (a context budget); None: not available.
+        version: The version the server starts with (until an answer or :meth:`refresh` says otherwise).
+        upload: Send weight files' bytes instead of their paths.
+        timeout_s: Longest a chat or weight update may take.
+        model_name: Reported as ``model`` in responses.
     """
 
     def __init__(
-        self, base_url: str, publisher: WeightPublisher, *, upload: bool = False, timeout_s: float = 300.0
+        self,
+        base_url: str,
+        publisher: WeightPublisher | None = None,
+        *,
+        tokenizer: TokenizerLike | None = None,
+        version: int = 0,
+        upload: bool = False,
+        timeout_s: float = 300.0,
+        model_name: str = "policy",
     ) -> None:
-        root = base_url.rstrip("/")
-        self.base_url = root.removesuffix("/v1")
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
         """The app's root address."""
         self.publisher = publisher
         self.upload = upload
-        self._client = httpx2.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        self.model_name = model_name
+        self._tokenizer = tokenizer
+        self._counter: ChatTokenizer | None = None
+        self._version = version
+        self._timeout_s = timeout_s
+        self._client = httpx2.AsyncClient(
+            timeout=timeout_s, limits=httpx2.Limits(max_keepalive_connections=64)
+        )
+        self._sessions: dict[str, list[Turn]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._stats: dict[str, float] = {}
+        self._stats_at = -1e9
 
     def __repr__(self) -> str:
-        return f"RemoteRolloutServer({self.base_url!r})"
+        return f"RemoteRolloutServer({self.base_url!r}, version={self._version})"
 
     async def __aenter__(self) -> RemoteRolloutServer:
+        await self.refresh()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
+        """Wait for the background requests (session drops, stats) and close the HTTP client."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self._client.aclose()
 
-    async def version(self) -> int:
-        """The version the server serves now."""
-        response = await self._request("GET", "/weights")
-        return int(response.json()["version"])
+    def rebind(self, base_url: str) -> None:
+        """Talk to a replacement server at ``base_url`` from now on (the old one's sessions are gone: episodes
+        still open on it fail at their next call)."""
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+
+    # ------------------------------------------------------------------ sessions
+
+    def open_session(self, session_id: str | None = None) -> str:
+        """Start recording a conversation (the server opens it with the first chat); returns its id."""
+        sid = session_id or new_id()
+        self._sessions.setdefault(sid, [])
+        return sid
+
+    def close_session(self, session_id: str) -> list[Turn]:
+        """Stop recording and return the session's turns in order; the server drops its copy in the background.
+
+        Raises:
+            SessionError: no such session.
+        """
+        turns = self._sessions.pop(session_id, None)
+        if turns is None:
+            raise SessionError(f"no rollout session {session_id!r}")
+        if turns:  # the server opened it with the first chat
+            self._spawn(self._drop(session_id))
+        return turns
+
+    def session_turns(self, session_id: str) -> list[Turn]:
+        """The turns recorded so far (the session stays open)."""
+        turns = self._sessions.get(session_id)
+        if turns is None:
+            raise SessionError(f"no rollout session {session_id!r}; open it with open_session()")
+        return list(turns)
+
+    @property
+    def sessions(self) -> list[str]:
+        """Ids of the open sessions."""
+        return list(self._sessions)
+
+    async def _drop(self, session_id: str) -> None:
+        try:
+            await self._client.delete(f"{self.base_url}/sessions/{session_id}")
+        except httpx2.HTTPError as exc:  # the server is gone: so is the session
+            logger.debug("dropping session %s on %s failed: %r", session_id, self.base_url, exc)
+
+    # ------------------------------------------------------------------ chat
+
+    async def chat(
+        self,
+        session_id: str | None,
+        messages: Sequence[Msg],
+        *,
+        tools: Sequence[ToolSchema] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> ChatResponse:
+        """Generate the policy's next message on the server, recording the turn in the session (as
+        :meth:`RolloutService.chat`).
+
+        Raises:
+            SessionError: the session is not open here.
+            ModelError: the server could not be reached, or answered an error.
+        """
+        turns: list[Turn] | None = None
+        if session_id is not None:
+            turns = self._sessions.get(session_id)
+            if turns is None:
+                raise SessionError(f"no rollout session {session_id!r}; open it with open_session()")
+        body = format_openai_request(
+            self.model_name, _verbatim_calls(messages), tools=tools, settings=settings
+        )
+        if session_id is not None:
+            body["session_id"] = session_id
+        data = await self._post_chat(body)
+        response = parse_openai_response(data)
+        head = data.get("version_head")
+        tail = response.policy_version
+        if not isinstance(head, int) or tail is None or response.prompt_token_ids is None:
+            raise ModelError(
+                f"rollout server {self.base_url} answered without token fields: {str(data)[:300]!r}"
+            )
+        self._version = max(self._version, tail)
+        response.metadata.update({"version_head": head, "session_id": session_id})
+        if turns is not None:
+            turns.append(
+                Turn(
+                    prompt_ids=response.prompt_token_ids,
+                    completion_ids=response.completion_token_ids or [],
+                    logprobs=response.logprobs or [],
+                    version_head=head,
+                    version_tail=tail,
+                    finish_reason=response.finish_reason,
+                )
+            )
+        return response
+
+    async def _post_chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.base_url}/v1/chat/completions"
+        try:
+            answer = await self._client.post(url, json=body)
+        except httpx2.HTTPError as exc:
+            raise ModelConnectionError(f"rollout server {self.base_url} unreachable: {exc!r}") from exc
+        if answer.status_code >= 400:
+            raise ModelHTTPError(
+                f"rollout server {self.base_url} answered {answer.status_code}: {_message(answer)}",
+                status_code=answer.status_code,
+            )
+        data = answer.json()
+        if not isinstance(data, dict):
+            raise ModelError(f"rollout server {self.base_url} answered {str(data)[:300]!r}")
+        return data  # pyright: ignore[reportUnknownVariableType]
+
+    def count_tokens(self, messages: Sequence[Msg], tools: Sequence[ToolSchema] | None = None) -> int:
+        """How many token ids the prompt of a call has (needs the ``tokenizer`` given at construction)."""
+        if self._tokenizer is None:
+            raise ModelError(
+                "count_tokens needs the policy's tokenizer: pass tokenizer= to RemoteRolloutServer"
+            )
+        if self._counter is None:
+            from agentscope.rl.policy import ChatTokenizer
+
+            self._counter = ChatTokenizer(self._tokenizer)
+        return count_prompt_tokens(self._counter, messages, tools)
+
+    # ------------------------------------------------------------------ weights and stats
+
+    @property
+    def version(self) -> int:
+        """The newest version this server is known to serve."""
+        return self._version
+
+    async def refresh(self) -> None:
+        """Read the server's version and stats now.
+
+        Raises:
+            ModelError: the server could not be reached or answered an error.
+        """
+        self._version = max(self._version, int((await self._request("GET", "/weights")).json()["version"]))
+        await self._refresh_stats()
+
+    async def _refresh_stats(self) -> None:
+        self._stats_at = time.monotonic()
+        try:
+            answer = await self._client.get(f"{self.base_url}/stats")
+            if answer.status_code == 200:
+                self._stats = {k: float(v) for k, v in answer.json().items()}
+        except (httpx2.HTTPError, ValueError, TypeError, AttributeError) as exc:
+            logger.debug("reading the stats of %s failed: %r", self.base_url, exc)
+
+    def stats(self) -> dict[str, float]:
+        """The server's stats as last read (refreshed in the background at most every second)."""
+        if time.monotonic() - self._stats_at >= _STATS_EVERY_S:
+            self._stats_at = time.monotonic()
+            self._spawn(self._refresh_stats())
+        stats = dict(self._stats)
+        stats["rollout/sessions"] = float(len(self._sessions))
+        stats["rollout/policy_version"] = float(self._version)
+        return stats
 
     async def update_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         """Serve ``state_dict`` as ``version`` there. A server already serving this version or a newer one keeps
@@ -71,10 +271,12 @@ class RemoteRolloutServer:
         Raises:
             ModelError: the server could not be reached or refused the weights (its message included).
         """
+        if self.publisher is None:
+            raise ModelError(f"{self!r} has no WeightPublisher: pass publisher= to update its weights")
         path = await anyio.to_thread.run_sync(self.publisher.publish, state_dict, version)
         if self.upload:
             content = await anyio.to_thread.run_sync(Path(path).read_bytes)
-            response = await self._request(
+            answer = await self._request(
                 "POST",
                 "/weights",
                 params={"version": version},
@@ -83,24 +285,54 @@ class RemoteRolloutServer:
                 allow=(409,),
             )
         else:
-            response = await self._request(
+            answer = await self._request(
                 "POST", "/weights", json={"version": version, "path": str(path)}, allow=(409,)
             )
-        if response.status_code == 409:
-            logger.debug("%s already serves version %d or newer: %s", self.base_url, version, response.text)
+        if answer.status_code == 409:
+            logger.debug("%s already serves version %d or newer: %s", self.base_url, version, answer.text)
+        self._version = max(self._version, version)
 
     async def _request(
         self, method: str, url: str, *, allow: tuple[int, ...] = (), **kwargs: Any
     ) -> httpx2.Response:
         try:
-            response = await self._client.request(method, url, **kwargs)
+            answer = await self._client.request(method, f"{self.base_url}{url}", **kwargs)
         except httpx2.HTTPError as exc:
-            raise ModelError(f"rollout server {self.base_url} unreachable: {exc!r}") from exc
-        if response.status_code >= 400 and response.status_code not in allow:
-            raise ModelError(
-                f"rollout server {self.base_url} answered {response.status_code}: {_message(response)}"
+            raise ModelConnectionError(f"rollout server {self.base_url} unreachable: {exc!r}") from exc
+        if answer.status_code >= 400 and answer.status_code not in allow:
+            raise ModelHTTPError(
+                f"rollout server {self.base_url} answered {answer.status_code}: {_message(answer)}",
+                status_code=answer.status_code,
             )
-        return response
+        return answer
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _verbatim_calls(messages: Sequence[Msg]) -> Sequence[Msg]:
+    """``messages`` with each repaired call's arguments as the policy wrote them.
+
+    An agent's history keeps a malformed call as ``{}`` with the text beside it in the metadata (hosted providers
+    reject malformed arguments); the rollout server is ours and takes them, so the prompt it renders is the
+    tokens the policy generated, as in process (else the session could not extend its ids)."""
+    if not any(INVALID_ARGUMENTS_KEY in m.metadata for m in messages):
+        return messages
+    out: list[Msg] = []
+    for msg in messages:
+        raw = msg.metadata.get(INVALID_ARGUMENTS_KEY)
+        if isinstance(raw, dict):
+            blocks = [
+                b.model_copy(update={"raw_input": text})
+                if isinstance(b, ToolUseBlock) and not b.input and isinstance(text := raw.get(b.id), str)
+                else b
+                for b in msg.blocks
+            ]
+            msg = msg.model_copy(update={"content": blocks})
+        out.append(msg)
+    return out
 
 
 def _message(response: httpx2.Response) -> str:

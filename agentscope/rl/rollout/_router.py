@@ -13,7 +13,7 @@ loaded one takes it anyway: version preference never starves a server.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
@@ -21,12 +21,69 @@ from agentscope.exceptions import SessionError
 from agentscope.message import Msg, new_id
 from agentscope.models import ChatResponse, ModelSettings, ToolSchema
 from agentscope.rl._types import Turn
-from agentscope.rl.rollout._service import RolloutService
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["RolloutRouter"]
+__all__ = ["RolloutRouter", "RolloutServer"]
+
+
+@runtime_checkable
+class RolloutServer(Protocol):
+    """One rollout server as a router sees it: a :class:`RolloutService` in this process, or a
+    :class:`~agentscope.rl.rollout.RemoteRolloutServer` in another (a :class:`RolloutRouter` is one too)."""
+
+    model_name: str
+
+    @property
+    def version(self) -> int:
+        """Version of the weights now serving."""
+        ...
+
+    @property
+    def sessions(self) -> list[str]:
+        """Ids of the open sessions."""
+        ...
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc_info: Any) -> Any: ...
+
+    def open_session(self, session_id: str | None = None) -> str:
+        """Start recording a conversation; returns its id."""
+        ...
+
+    def close_session(self, session_id: str) -> list[Turn]:
+        """Stop recording; the session's turns in order."""
+        ...
+
+    def session_turns(self, session_id: str) -> list[Turn]:
+        """The turns recorded so far."""
+        ...
+
+    async def chat(
+        self,
+        session_id: str | None,
+        messages: Sequence[Msg],
+        *,
+        tools: Sequence[ToolSchema] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> ChatResponse:
+        """The policy's next message (recorded in the session)."""
+        ...
+
+    def count_tokens(self, messages: Sequence[Msg], tools: Sequence[ToolSchema] | None = None) -> int:
+        """Token ids in the prompt of such a call."""
+        ...
+
+    async def update_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+        """Serve these weights as ``version`` from now on."""
+        ...
+
+    def stats(self) -> dict[str, float]:
+        """Metrics under ``rollout/*`` names."""
+        ...
+
 
 _SUMMED = (
     "rollout/tokens_per_s",
@@ -41,6 +98,7 @@ _SUMMED = (
     "rollout/prompt_tokens",
     "rollout/new_prompt_tokens",
     "rollout/incremental_turns",
+    "rollout/server_restarts",
 )
 """Counters and rates that add up over servers."""
 
@@ -49,15 +107,15 @@ class RolloutRouter:
     """Routes chat calls over several rollout servers (see the module docstring).
 
     Args:
-        servers: The servers, each a :class:`RolloutService` over its own engine, all with the same tokenizer
-            and chat format.
+        servers: The servers (:class:`RolloutService` over an engine of its own, or
+            :class:`~agentscope.rl.rollout.RemoteRolloutServer`), all with the same tokenizer and chat format.
         max_imbalance: How many more open sessions the newest-version servers may hold than the least loaded
             server before a new session goes to the least loaded one regardless of its version.
 
     Use it as an async context manager to start and stop every server's engine.
     """
 
-    def __init__(self, servers: Sequence[RolloutService], *, max_imbalance: int = 4) -> None:
+    def __init__(self, servers: Sequence[RolloutServer], *, max_imbalance: int = 4) -> None:
         if not servers:
             raise ValueError("a rollout router needs at least one server")
         if max_imbalance < 0:
@@ -74,7 +132,7 @@ class RolloutRouter:
         self._placed_on_newest = 0
 
     async def __aenter__(self) -> RolloutRouter:
-        started: list[RolloutService] = []
+        started: list[RolloutServer] = []
         try:
             for server in self.servers:
                 await server.__aenter__()

@@ -28,7 +28,20 @@ from agentscope.rl.rollout._types import Generation, RolloutEngine, SamplingPara
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["RolloutService"]
+__all__ = ["RolloutService", "count_prompt_tokens"]
+
+
+def count_prompt_tokens(
+    chat_tokenizer: ChatTokenizer, messages: Sequence[Msg], tools: Sequence[ToolSchema] | None = None
+) -> int:
+    """How many token ids the prompt of a call with ``messages`` and ``tools`` has, the generation prompt
+    included."""
+    system, rest = chat_tokenizer.chat_format.system_prompt_of(messages)
+    return (
+        len(chat_tokenizer.encode_system(system, tools))
+        + sum(len(chat_tokenizer.encode_message(m)) for m in rest)
+        + len(chat_tokenizer.generation_prompt_ids)
+    )
 
 
 @dataclass(eq=False)
@@ -225,13 +238,7 @@ class RolloutService:
     def count_tokens(self, messages: Sequence[Msg], tools: Sequence[ToolSchema] | None = None) -> int:
         """How many token ids the prompt of a call with ``messages`` and ``tools`` has, the generation prompt
         included: what a context budget counts against (``agentscope.context``)."""
-        fmt, tok = self.chat_format, self.chat_tokenizer
-        system, rest = fmt.system_prompt_of(messages)
-        return (
-            len(tok.encode_system(system, tools))
-            + sum(len(tok.encode_message(m)) for m in rest)
-            + len(tok.generation_prompt_ids)
-        )
+        return count_prompt_tokens(self.chat_tokenizer, messages, tools)
 
     def _build_prompt(
         self, session: _Session, messages: Sequence[Msg], tools: Sequence[ToolSchema] | None
