@@ -249,7 +249,20 @@ def build_rollout(
     from agentscope.rl.rollout import RolloutRouter
 
     servers: list[RolloutServer]
-    if config.rollout.backend == "process":
+    if config.rollout.backend == "ray":
+        from agentscope.rl._rollout_ray import RayRolloutServer
+        from agentscope.rl.rollout import WeightPublisher
+
+        if root is None:
+            raise UsageError("rollout.backend: ray needs the run directory")
+        publisher = WeightPublisher(root / "weights")
+        servers = [
+            RayRolloutServer(
+                config, model_dir, index=i, version=version, publisher=publisher, tokenizer=tokenizer
+            )
+            for i in range(config.rollout.servers)
+        ]
+    elif config.rollout.backend == "process":
         from agentscope.rl._files import CONFIG_FILE
         from agentscope.rl._rollout_process import ProcessRolloutServer
         from agentscope.rl.rollout import WeightPublisher

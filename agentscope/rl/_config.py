@@ -155,11 +155,13 @@ class RolloutConfig(BaseModel):
     threads: int | None = Field(default=1, ge=1)
     """torch intra-op threads of each engine's decode thread (one is robust on a few shared cores). None: torch's
     default."""
-    backend: Literal["inprocess", "process"] = "inprocess"
+    backend: Literal["inprocess", "process", "ray"] = "inprocess"
     """Where the rollout servers run. ``inprocess``: engines in the training process (threads). ``process``:
     each server a process of its own (``agentscope rl rollout-server``, on 127.0.0.1), talked to over HTTP and
     kept in sync through weight files written once per version under ``DIR/weights``; a server that dies is
-    restarted from the newest weights (its episodes in flight are marked ``failed_infra``)."""
+    restarted from the newest weights (its episodes in flight are marked ``failed_infra``). ``ray``: each server a
+    Ray actor (placed by ``threads`` CPUs, restarted by Ray; the cluster in ``RAY_ADDRESS``, else a local one),
+    otherwise as ``process`` (on several machines, ``DIR/weights`` must be on a shared disk)."""
     servers: int = Field(default=1, ge=1)
     """Rollout servers, each an engine of its own (with ``threads`` threads), behind one router: an episode's
     session stays on the server that holds its tokens, new episodes go to the least loaded server serving the

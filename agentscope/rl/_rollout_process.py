@@ -30,7 +30,7 @@ from agentscope.exceptions import ModelConnectionError, ModelError
 from agentscope.rl.rollout import RemoteRolloutServer, WeightPublisher
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from agentscope.rl._config import RLConfig
     from agentscope.rl.policy import TokenizerLike
@@ -53,8 +53,10 @@ async def serve_rollout_server(
     host: str = "127.0.0.1",
     port: int = 0,
     ready: Callable[[str], None] | None = None,
+    until: Callable[[], Awaitable[Any]] | None = None,
 ) -> None:
-    """Serve rollout server ``index`` of ``config`` over HTTP until SIGTERM or SIGINT.
+    """Serve rollout server ``index`` of ``config`` over HTTP until SIGTERM or SIGINT (or until ``until()``
+    returns, when given: a server on a thread other than the main one cannot receive signals).
 
     Builds the service exactly as the in-process backend does (:func:`build_rollout_service`), starting from
     ``model_dir`` as policy ``version``, or from the weights file ``weights`` (as :class:`WeightPublisher` writes
@@ -70,14 +72,18 @@ async def serve_rollout_server(
     if weights is not None:
         state_dict = await anyio.to_thread.run_sync(load_weights, weights)
         await service.update_weights(state_dict, version)  # before start: applied to the loaded model
+    async with service, RolloutHTTPServer(service, host=host, port=port) as server:
+        line = READY_PREFIX + json.dumps(
+            {"url": f"http://{server.host}:{server.port}", "pid": os.getpid(), "version": service.version}
+        )
+        (ready or _print_flushed)(line)
+        await (until or _signalled)()
+
+
+async def _signalled() -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with service, RolloutHTTPServer(service, host=host, port=port) as server:
-            line = READY_PREFIX + json.dumps(
-                {"url": f"http://{server.host}:{server.port}", "pid": os.getpid(), "version": service.version}
-            )
-            (ready or _print_flushed)(line)
-            async for _ in signals:
-                break
+        async for _ in signals:
+            return
 
 
 def _print_flushed(line: str) -> None:

@@ -152,7 +152,22 @@ def test_rollout_servers_as_processes_of_their_own(cache: Path, tmp_path: Path) 
     assert min(last["rollout/server0/sessions_opened"], last["rollout/server1/sessions_opened"]) > 0
     published = sorted(p.name for p in (run_dir / "weights").iterdir())
     assert published[-1] == "policy-v00000003.safetensors"  # the last step's weights, published once
-    assert sorted(p.name for p in (run_dir / "logs").iterdir()) == ["rollout-server-0.log", "rollout-server-1.log"]
+    assert sorted(p.name for p in (run_dir / "logs").iterdir()) == [
+        "rollout-server-0.log",
+        "rollout-server-1.log",
+    ]
+
+
+def test_rollout_servers_as_ray_actors(cache: Path, tmp_path: Path) -> None:
+    """``rollout.backend: ray``: two actors on a local Ray cluster the run starts itself."""
+    pytest.importorskip("ray", reason="the Ray backend needs the scale extra")
+    run_dir = tmp_path / "ray"
+    summary = train(run_dir, cache, "rollout.backend=ray", "rollout.servers=2", "schedule.steps=3")
+    check_run(run_dir, summary, steps=3, max_staleness=2)
+    last = lines(run_dir / "metrics.jsonl")[-1]
+    assert last["rollout/servers"] == 2
+    assert min(last["rollout/server0/sessions_opened"], last["rollout/server1/sessions_opened"]) > 0
+    assert (run_dir / "weights" / "policy-v00000003.safetensors").is_file()
 
 
 def test_export_keys(async_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
