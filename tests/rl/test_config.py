@@ -171,3 +171,14 @@ def test_splits_make_the_same_config_load(tmp_path: Path) -> None:
 def test_an_unloadable_evaluation_set_names_its_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="eval_tasks: cannot load 'arith:n=100,max_operand=2,split=eval'"):
         load_config(None, ["eval_tasks=arith:n=100,max_operand=2,split=eval"])
+
+
+def test_the_ray_example_is_the_quickstart_with_only_its_rollout_backend_changed() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples" / "rl"
+    quickstart = load_config(examples / "quickstart.yaml").model_dump(mode="json")
+    on_ray = load_config(examples / "ray.yaml").model_dump(mode="json")
+    assert (on_ray["rollout"]["backend"], on_ray["rollout"]["servers"]) == ("ray", 2)
+    assert (quickstart["rollout"]["backend"], quickstart["rollout"]["servers"]) == ("inprocess", 1)
+    for config in (quickstart, on_ray):
+        del config["rollout"]["backend"], config["rollout"]["servers"]
+    assert on_ray == quickstart
