@@ -8,6 +8,8 @@
   tokens, new ones go to the least loaded server with the newest weights.
 - :class:`WeightPublisher` writes each policy version once (safetensors); :class:`RemoteRolloutServer` keeps a
   rollout server in another process in sync through its ``POST /weights`` route.
+- :class:`VLLMEngine` is a vLLM server behind the engine seam (its HTTP API: token ids, log-probs of the sampling
+  distribution, weight reloads in development mode); :class:`VLLMServer` starts one in a subprocess.
 - :class:`RolloutChatModel` is the :class:`~agentscope.models.ChatModel` an agent gets in training;
   :func:`create_rollout_app` and :class:`RolloutHTTPServer` serve the same over OpenAI-compatible HTTP.
 
@@ -30,6 +32,7 @@ from agentscope.rl.rollout._weights import WeightPublisher, load_weights, weight
 
 if _typing.TYPE_CHECKING:
     from agentscope.rl.rollout._engine import TorchEngine
+    from agentscope.rl.rollout._vllm import VLLMEngine, VLLMServer
 
 __all__ = [
     "FinishReason",
@@ -43,6 +46,8 @@ __all__ = [
     "RolloutService",
     "SamplingParams",
     "TorchEngine",
+    "VLLMEngine",
+    "VLLMServer",
     "WeightPublisher",
     "create_rollout_app",
     "load_weights",
@@ -50,4 +55,8 @@ __all__ = [
     "weights_from_bytes",
 ]
 
-__getattr__ = _lazy_exports(__name__, {"TorchEngine": "_engine"}, extras={"_engine": "rl"})
+__getattr__ = _lazy_exports(
+    __name__,
+    {"TorchEngine": "_engine", "VLLMEngine": "_vllm", "VLLMServer": "_vllm"},
+    extras={"_engine": "rl"},
+)

