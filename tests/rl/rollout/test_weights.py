@@ -69,6 +69,12 @@ async def greedy(server: RolloutHTTPServer, helpers: Any) -> dict[str, Any]:
     }
 
 
+async def served_version(remote: RemoteRolloutServer) -> int:
+    """The version the server itself reports (GET /weights), not the client's record."""
+    async with httpx2.AsyncClient(base_url=remote.base_url) as client:
+        return int((await client.get("/weights")).json()["version"])
+
+
 async def post_weights(server: RolloutHTTPServer, **kwargs: Any) -> httpx2.Response:
     async with httpx2.AsyncClient(base_url=server.base_url.removesuffix("/v1")) as client:
         return await client.post("/weights", **kwargs)
@@ -91,7 +97,7 @@ async def test_a_version_published_once_reaches_every_server_and_changes_what_it
         await remotes[1].update_weights(random_weights, 1)
         assert await anyio.to_thread.run_sync(written) == first  # published once, read by both
         assert first[1] == [1]
-        assert [await r.version() for r in remotes] == [1, 1]
+        assert [await served_version(r) for r in remotes] == [1, 1]
         after = [await greedy(s, helpers) for s in servers]
         assert [a["version"] for a in after] == [1, 1]
         assert after[0]["tokens"] == after[1]["tokens"]  # the same weights on both
@@ -101,7 +107,7 @@ async def test_a_version_published_once_reaches_every_server_and_changes_what_it
 
         # a late update for a version already passed is a no-op, never a rollback
         await remotes[0].update_weights(random_weights, 1)
-        assert await remotes[0].version() == 1
+        assert await served_version(remotes[0]) == 1
     finally:
         for remote in remotes:
             await remote.aclose()
@@ -112,7 +118,7 @@ async def test_weights_can_be_uploaded_when_the_server_has_no_shared_disk(
 ) -> None:
     async with RemoteRolloutServer(servers[0].base_url, WeightPublisher(tmp_path), upload=True) as remote:
         await remote.update_weights(random_weights, 3)
-        assert await remote.version() == 3
+        assert await served_version(remote) == 3
     assert (await greedy(servers[0], helpers))["version"] == 3
 
 
@@ -189,10 +195,15 @@ async def test_the_publisher_side_reports_a_refusal_with_the_servers_message(
             ModelError, match=r"answered 400: weights not loaded: parameter model.norm.weight"
         ):
             await remote.update_weights(bad, 1)
-        assert await remote.version() == 0
-    async with RemoteRolloutServer("http://127.0.0.1:9", WeightPublisher(tmp_path)) as nowhere:
+        assert await served_version(remote) == 0
+    nowhere = RemoteRolloutServer("http://127.0.0.1:9", WeightPublisher(tmp_path))
+    try:
         with pytest.raises(ModelError, match="unreachable"):
             await nowhere.update_weights(random_weights, 2)
+        with pytest.raises(ModelError, match="unreachable"):
+            await nowhere.__aenter__()  # entering reads the server's version
+    finally:
+        await nowhere.aclose()
 
 
 def test_the_publisher_keeps_the_newest_versions_and_writes_whole_files(
