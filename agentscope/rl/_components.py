@@ -250,12 +250,13 @@ def build_rollout(
 
     servers: list[RolloutServer]
     if config.rollout.backend == "ray":
+        from agentscope.rl._files import WEIGHTS_DIR
         from agentscope.rl._rollout_ray import RayRolloutServer
         from agentscope.rl.rollout import WeightPublisher
 
         if root is None:
             raise UsageError("rollout.backend: ray needs the run directory")
-        publisher = WeightPublisher(root / "weights")
+        publisher = WeightPublisher(root / WEIGHTS_DIR)
         servers = [
             RayRolloutServer(
                 config, model_dir, index=i, version=version, publisher=publisher, tokenizer=tokenizer
@@ -263,13 +264,13 @@ def build_rollout(
             for i in range(config.rollout.servers)
         ]
     elif config.rollout.backend == "process":
-        from agentscope.rl._files import CONFIG_FILE
+        from agentscope.rl._files import CONFIG_FILE, WEIGHTS_DIR
         from agentscope.rl._rollout_process import ProcessRolloutServer
         from agentscope.rl.rollout import WeightPublisher
 
         if root is None:
             raise UsageError("rollout.backend: process needs the run directory")
-        publisher = WeightPublisher(root / "weights")
+        publisher = WeightPublisher(root / WEIGHTS_DIR)
         servers = [
             ProcessRolloutServer(
                 root / CONFIG_FILE,

@@ -15,6 +15,7 @@ __all__ = [
     "RESUMES_FILE",
     "STORE_FILE",
     "TRACE_FILE",
+    "WEIGHTS_DIR",
     "write_text_atomically",
 ]
 
@@ -23,6 +24,8 @@ METRICS_FILE = "metrics.jsonl"
 BATCHES_FILE = "batches.jsonl"
 TRACE_FILE = "traces.db"
 CONFIG_FILE = "config.yaml"
+WEIGHTS_DIR = "weights"
+"""Where rollout servers out of process read the policy's versions from (one safetensors file each)."""
 RESUMES_FILE = "resumes.jsonl"
 LOGS = (METRICS_FILE, BATCHES_FILE)
 """Per-step logs, cut back to the checkpoint's step on resume."""

@@ -16,9 +16,11 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -26,7 +28,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from agentscope.exceptions import ModelConnectionError, ModelError
+from agentscope.exceptions import ModelConnectionError
 from agentscope.rl.rollout import RemoteRolloutServer, WeightPublisher
 
 if TYPE_CHECKING:
@@ -40,7 +42,11 @@ __all__ = ["ProcessRolloutServer", "serve_rollout_server"]
 logger = logging.getLogger(__name__)
 
 READY_PREFIX = "agentscope-rollout-server "
-"""Starts the one stdout line a server prints once it serves (then a JSON object: url, pid, version)."""
+"""Starts the stdout line a server prints once it serves (then a JSON object: url, pid, version)."""
+
+TOKEN_ENV = "AGENTSCOPE_ROLLOUT_TOKEN"
+"""The environment variable holding the rollout server's bearer token (never a command-line argument, which any
+user of the machine can read in the process list)."""
 
 
 async def serve_rollout_server(
@@ -52,6 +58,7 @@ async def serve_rollout_server(
     weights: Path | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    token: str | None = None,
     ready: Callable[[str], None] | None = None,
     until: Callable[[], Awaitable[Any]] | None = None,
 ) -> None:
@@ -60,7 +67,8 @@ async def serve_rollout_server(
 
     Builds the service exactly as the in-process backend does (:func:`build_rollout_service`), starting from
     ``model_dir`` as policy ``version``, or from the weights file ``weights`` (as :class:`WeightPublisher` writes
-    it) over it. ``ready`` receives the ready line (default: printed to stdout).
+    it) over it. With ``token`` every request must carry it (required beyond loopback). ``ready`` receives the
+    ready line (default: printed to stdout).
     """
     from agentscope.rl._components import build_rollout_service, load_policy_tokenizer
     from agentscope.rl.rollout import RolloutHTTPServer, load_weights
@@ -72,7 +80,8 @@ async def serve_rollout_server(
     if weights is not None:
         state_dict = await anyio.to_thread.run_sync(load_weights, weights)
         await service.update_weights(state_dict, version)  # before start: applied to the loaded model
-    async with service, RolloutHTTPServer(service, host=host, port=port) as server:
+    http = RolloutHTTPServer(service, host=host, port=port, token=token)
+    async with service, http as server:
         line = READY_PREFIX + json.dumps(
             {"url": f"http://{server.host}:{server.port}", "pid": os.getpid(), "version": service.version}
         )
@@ -86,12 +95,39 @@ async def _signalled() -> None:
             return
 
 
+async def until_stdin_closes_or_signalled() -> None:
+    """Return at SIGTERM or SIGINT, or when stdin closes: the parent that started this server with a pipe on its
+    stdin died (even by SIGKILL), so the server does not outlive it."""
+    loop = asyncio.get_running_loop()
+    closed = asyncio.Event()
+
+    def watch() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while sys.stdin.buffer.read(4096):
+                pass
+        loop.call_soon_threadsafe(closed.set)
+
+    threading.Thread(target=watch, name="agentscope-stdin-watch", daemon=True).start()
+    async with anyio.create_task_group() as tg:
+
+        async def first(wait: Callable[[], Awaitable[Any]]) -> None:
+            await wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(first, closed.wait)
+        tg.start_soon(first, _signalled)
+
+
 def _print_flushed(line: str) -> None:
     print(line, flush=True)
 
 
 class ProcessRolloutServer(RemoteRolloutServer):
     """Rollout server ``index`` of a run, in a process of its own that this object starts, watches and restarts.
+
+    The process gets a bearer token of the run (through its environment), a session of its own (Ctrl-C in the
+    terminal reaches the training process, which stops the servers, not the servers first) and a pipe on its
+    stdin: when the training process dies, even by SIGKILL, the pipe closes and the server exits.
 
     Args:
         config_path: The run's resolved config (``config.yaml`` of the run directory).
@@ -102,7 +138,7 @@ class ProcessRolloutServer(RemoteRolloutServer):
         tokenizer: The policy's tokenizer (for ``count_tokens``).
         log_path: Where the process's stderr goes (appended).
         start_timeout_s: Longest a start may take before it is an error.
-        max_restarts: Restarts after which a dead server stays dead (its calls fail).
+        max_restarts: Restarts after which a dead server stays dead (its calls fail; the router avoids it).
     """
 
     def __init__(
@@ -118,15 +154,15 @@ class ProcessRolloutServer(RemoteRolloutServer):
         start_timeout_s: float = 300.0,
         max_restarts: int = 5,
     ) -> None:
-        super().__init__("http://127.0.0.1:0", publisher, tokenizer=tokenizer, version=version)
+        token = secrets.token_urlsafe(24)
+        super().__init__("http://127.0.0.1:0", publisher, tokenizer=tokenizer, version=version, token=token)
         self.config_path = config_path
         self.model_dir = model_dir
         self.index = index
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
         self.max_restarts = max_restarts
-        self.restarts = 0
-        """How many times the process was restarted after it died."""
+        self._token = token
         self._initial_version = version
         self._process: anyio.abc.Process | None = None
         self._log: TextIO | None = None
@@ -137,18 +173,22 @@ class ProcessRolloutServer(RemoteRolloutServer):
         """Whether the process printed its ready line and has not been seen to exit since."""
 
     def __repr__(self) -> str:
-        pid = self._process.pid if self._process is not None else None
-        return f"ProcessRolloutServer(index={self.index}, url={self.base_url!r}, pid={pid})"
+        return f"ProcessRolloutServer(index={self.index}, url={self.base_url!r}, pid={self.pid})"
 
     @property
     def pid(self) -> int | None:
         """The server process's id (None before it starts)."""
         return self._process.pid if self._process is not None else None
 
+    @property
+    def available(self) -> bool:
+        """Up and answering (see :attr:`RemoteRolloutServer.available`)."""
+        return self._up and super().available
+
     async def __aenter__(self) -> ProcessRolloutServer:
-        if self.log_path is not None:
-            self._log = await anyio.to_thread.run_sync(_open_log, self.log_path)
         try:
+            if self.log_path is not None:
+                self._log = await anyio.to_thread.run_sync(_open_log, self.log_path)
             await self._launch(None, self._initial_version)
             await self.refresh()
         except BaseException:
@@ -163,17 +203,25 @@ class ProcessRolloutServer(RemoteRolloutServer):
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True):
             self._stopping = True
-            if self._watcher is not None:
-                self._watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._watcher
-            await self.aclose()
-            await self._terminate()
-            if self._log is not None:
-                self._log.close()
+            try:
+                for task in (self._watcher, self._drainer):
+                    if task is not None and not task.done():
+                        task.cancel()
+                    if task is not None:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            try:
+                                await task
+                            except Exception:
+                                logger.exception("rollout server %d: its watcher failed", self.index)
+                await self.aclose()
+            finally:
+                await self._terminate()
+                if self._log is not None:
+                    self._log.close()
 
     async def _terminate(self) -> None:
         process, self._process = self._process, None
+        self._up = False
         if process is None or process.returncode is not None:
             return
         process.terminate()
@@ -197,88 +245,82 @@ class ProcessRolloutServer(RemoteRolloutServer):
             str(self.index),
             "--version",
             str(version),
+            "--exit-with-stdin",
         ]
         if weights is not None:
             command += ["--weights", str(weights)]
         return command
 
     async def _launch(self, weights: Path | None, version: int) -> None:
+        """Start the process and wait for its ready line (on failure the process is stopped and
+        ModelConnectionError names why and where its log is)."""
         process = await anyio.open_process(
             self._command(weights, version),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log if self._log is not None else subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", TOKEN_ENV: self._token},
+            start_new_session=True,
         )
         self._process = process
         assert process.stdout is not None
         buffered = b""
+        ready: str | None = None
         with anyio.move_on_after(self.start_timeout_s) as deadline:
-            while b"\n" not in buffered:
+            while ready is None:
                 try:
                     buffered += await process.stdout.receive()
                 except anyio.EndOfStream:
                     break
-        line = buffered.split(b"\n", 1)[0].decode(errors="replace")
-        if not line.startswith(READY_PREFIX):
+                lines = buffered.split(b"\n")
+                buffered = lines.pop()
+                ready = next(
+                    (x.decode(errors="replace") for x in lines if x.startswith(READY_PREFIX.encode())), None
+                )
+        info: dict[str, Any] | None = None
+        if ready is not None:
+            with contextlib.suppress(ValueError):
+                info = json.loads(ready.removeprefix(READY_PREFIX))
+        if info is None or "url" not in info or "version" not in info:
             await self._terminate()
             why = (
                 f"did not serve within {self.start_timeout_s:g} s" if deadline.cancelled_caught else "exited"
             )
             where = f"; its log: {self.log_path}" if self.log_path is not None else ""
-            raise ModelConnectionError(f"rollout server {self.index} {why} (stdout: {line[:200]!r}){where}")
-        info: dict[str, Any] = json.loads(line.removeprefix(READY_PREFIX))
+            raise ModelConnectionError(f"rollout server {self.index} {why} before it served{where}")
         self.rebind(str(info["url"]))
         self._version = int(info["version"])
         self._drainer = asyncio.get_running_loop().create_task(_drain(process))
         self._up = True
 
     async def _watch(self) -> None:
-        """Restart the process whenever it dies, from the newest published weights."""
+        """Restart the process whenever it dies, from the newest published weights; failed starts are retried
+        with a growing pause until ``max_restarts`` starts were tried."""
+        pause = 1.0
         while not self._stopping:
             process = self._process
-            if process is None:
-                return
-            code = await process.wait()
-            self._up = False
-            if self._stopping:
-                return
+            if process is not None:
+                code = await process.wait()
+                self._up = False
+                if self._stopping:
+                    return
+                logger.warning("rollout server %d died (exit %s)", self.index, code)
             if self.restarts >= self.max_restarts:
-                logger.error(
-                    "rollout server %d died (exit %s) and was restarted %d times: left dead",
-                    self.index,
-                    code,
-                    self.restarts,
-                )
+                logger.error("rollout server %d: %d restarts tried, left dead", self.index, self.restarts)
+                self._process = None
                 return
             self.restarts += 1
-            publisher = self.publisher
-            newest = (await anyio.to_thread.run_sync(publisher.versions)) if publisher is not None else []
-            weights = publisher.path(newest[-1]) if publisher is not None and newest else None
-            version = newest[-1] if newest else self._initial_version
-            logger.warning(
-                "rollout server %d died (exit %s); restarting it at version %d", self.index, code, version
-            )
             try:
+                found = await anyio.to_thread.run_sync(self.publisher.newest) if self.publisher else None
+                weights, version = found[1] if found else None, found[0] if found else self._initial_version
                 await self._launch(weights, version)
-                await self._catch_up()
-            except ModelError:
-                logger.exception("restarting rollout server %d failed", self.index)
-
-    async def _catch_up(self) -> None:
-        """Load the newest published version if one appeared while the server restarted (its update failed)."""
-        publisher = self.publisher
-        if publisher is None:
-            return
-        newest = await anyio.to_thread.run_sync(publisher.versions)
-        if newest and newest[-1] > self._version:
-            await self._request(
-                "POST",
-                "/weights",
-                json={"version": newest[-1], "path": str(publisher.path(newest[-1]))},
-                allow=(409,),
-            )
-            self._version = newest[-1]
+                await self.catch_up()
+                pause = 1.0
+            except Exception:
+                logger.exception("rollout server %d: restart %d failed", self.index, self.restarts)
+                self._process = None
+                await anyio.sleep(pause)
+                pause = min(pause * 2, 30.0)
 
     async def update_weights(self, state_dict: Any, version: int) -> None:
         """As :meth:`RemoteRolloutServer.update_weights`; while the process is down (dead, or restarting) the
@@ -296,12 +338,6 @@ class ProcessRolloutServer(RemoteRolloutServer):
             logger.warning(
                 "rollout server %d is down: it will load version %d when it restarts", self.index, version
             )
-
-    def stats(self) -> dict[str, float]:
-        """The server's stats, plus ``rollout/server_restarts``."""
-        stats = super().stats()
-        stats["rollout/server_restarts"] = float(self.restarts)
-        return stats
 
 
 def _open_log(path: Path) -> TextIO:

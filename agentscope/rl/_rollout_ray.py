@@ -17,7 +17,10 @@ authentication: keep the cluster's network private). Weight files are read by pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,24 +45,34 @@ logger = logging.getLogger(__name__)
 _START_TIMEOUT_S = 300.0
 
 
+_INIT_LOCK = threading.Lock()
+"""Servers start at once, each connecting from a worker thread: one of them starts Ray, the others wait (two
+``ray.init`` at once would start two local clusters, and the second takes the first one's place)."""
+
+
 def ensure_ray(num_cpus: int | None = None) -> Any:
-    """``ray``, connected: to the cluster in ``RAY_ADDRESS`` when set, else a local one (dashboard off)."""
+    """``ray``, connected: to the cluster in ``RAY_ADDRESS`` when set, else a local one (dashboard off).
+    Thread-safe; blocking."""
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ModelError("rollout.backend: ray needs Ray: pip install -e '.[scale]'") from exc
-    if not ray.is_initialized():
-        import os
-
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    with _INIT_LOCK:
+        if not ray.is_initialized():
+            _init(ray, num_cpus)
     return ray
 
 
+def _init(ray: Any, num_cpus: int | None) -> None:
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
 class _RolloutServerActor:
-    """The actor body (made a Ray actor class in :func:`_actor_class`): serves one rollout server in a thread."""
+    """The actor body (``ray.remote`` makes it an actor class in :meth:`RayRolloutServer.__aenter__`): serves one
+    rollout server in a thread."""
 
     def __init__(
         self,
@@ -69,18 +82,22 @@ class _RolloutServerActor:
         version: int,
         weights_dir: str,
         driver_ip: str,
+        token: str,
     ) -> None:
         from agentscope.rl._config import RLConfig
 
         self._config = RLConfig.model_validate_json(config_json)
+        self._token = token
+        self._stopping = False
         self._ready = threading.Event()
         self._url: str | None = None
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        newest = WeightPublisher(weights_dir).versions()  # a restarted actor starts from the newest weights
-        weights = WeightPublisher(weights_dir).path(newest[-1]) if newest else None
-        self._version = newest[-1] if newest else version
+        # A restarted actor starts from the newest weights the run published (never from an older version).
+        newest = WeightPublisher(weights_dir).newest()
+        weights = newest[1] if newest is not None and newest[0] > version else None
+        self._version = newest[0] if weights is not None and newest is not None else version
         host = "127.0.0.1" if _node_ip() == driver_ip else _node_ip()
         self._thread = threading.Thread(
             target=self._serve, args=(Path(model_dir), index, weights, host), daemon=True
@@ -109,32 +126,40 @@ class _RolloutServerActor:
                 version=self._version,
                 weights=weights,
                 host=host,
+                token=self._token,
                 ready=ready,
                 until=self._stop.wait,
             )
 
         try:
             asyncio.run(main())
-        except BaseException as exc:  # reported by url()
+        except BaseException as exc:  # reported by where() before the server serves
             self._error = exc
-            self._ready.set()
+        if self._url is not None and not self._stopping:
+            # It served, then stopped on its own: end the process, so that Ray restarts the actor (a live actor
+            # whose server is gone would never be replaced).
+            logger.error(
+                "the rollout server stopped serving (%r); exiting for Ray to restart it", self._error
+            )
+            os._exit(1)
+        self._ready.set()
 
-    def url(self) -> str:
-        """The server's address, once it serves (raises what stopped it from starting)."""
+    def where(self) -> tuple[str, int]:
+        """The server's address and the actor's process id, once it serves (raises what stopped it from
+        starting). A different process id means Ray restarted the actor."""
         if not self._ready.wait(_START_TIMEOUT_S):
             raise TimeoutError(f"the rollout server did not serve within {_START_TIMEOUT_S:g} s")
         if self._url is None:
             raise RuntimeError(f"the rollout server failed to start: {self._error!r}")
-        return self._url
+        return self._url, os.getpid()
 
     def pid(self) -> int:
         """The actor's process id."""
-        import os
-
         return os.getpid()
 
     def stop(self) -> None:
         """Stop serving (the actor stays until it is killed)."""
+        self._stopping = True
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=30)
@@ -158,7 +183,7 @@ class RayRolloutServer(RemoteRolloutServer):
         publisher: The run's weight publisher (updates, and the newest weights after a restart).
         tokenizer: The policy's tokenizer (for ``count_tokens``).
         num_cpus: Ray's CPU reservation for the actor (default: ``rollout.threads``, else 1).
-        max_restarts: Restarts after which Ray leaves a dead server dead (its calls fail).
+        max_restarts: Restarts after which Ray leaves a dead server dead (its calls fail; the router avoids it).
     """
 
     def __init__(
@@ -173,16 +198,17 @@ class RayRolloutServer(RemoteRolloutServer):
         num_cpus: float | None = None,
         max_restarts: int = 5,
     ) -> None:
-        super().__init__("http://127.0.0.1:0", publisher, tokenizer=tokenizer, version=version)
+        token = secrets.token_urlsafe(24)
+        super().__init__("http://127.0.0.1:0", publisher, tokenizer=tokenizer, version=version, token=token)
         self.config = config
         self.model_dir = model_dir
         self.index = index
         self.num_cpus = num_cpus if num_cpus is not None else float(config.rollout.threads or 1)
         self.max_restarts = max_restarts
-        self.restarts = 0
-        """How many times the driver found the actor restarted."""
+        self._token = token
         self._initial_version = version
         self._actor: Any = None
+        self._actor_pid: int | None = None
         self._recovering: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -193,6 +219,12 @@ class RayRolloutServer(RemoteRolloutServer):
         """The Ray actor handle (None before entering)."""
         return self._actor
 
+    @property
+    def available(self) -> bool:
+        """Answering, and not being found again after a restart (see :attr:`RemoteRolloutServer.available`)."""
+        recovering = self._recovering is not None and not self._recovering.done()
+        return not recovering and super().available
+
     async def __aenter__(self) -> RayRolloutServer:
         publisher = self.publisher
         assert publisher is not None
@@ -202,23 +234,22 @@ class RayRolloutServer(RemoteRolloutServer):
         ]:  # blocking: starting Ray, resolving paths (workers have their own cwd)
             return ensure_ray(), str(publisher.root.resolve()), str(self.model_dir.resolve())
 
-        ray, weights_dir, model_dir = await anyio.to_thread.run_sync(connect)
-        actor_class = ray.remote(_RolloutServerActor)
-        self._actor = actor_class.options(
-            num_cpus=self.num_cpus,
-            max_restarts=self.max_restarts,
-            max_task_retries=-1,
-            name=None,
-        ).remote(
-            self.config.model_dump_json(),
-            model_dir,
-            self.index,
-            self._initial_version,
-            weights_dir,
-            _node_ip(),
-        )
         try:
-            self.rebind(await self._actor.url.remote())
+            ray, weights_dir, model_dir = await anyio.to_thread.run_sync(connect)
+            actor_class = ray.remote(_RolloutServerActor)
+            self._actor = actor_class.options(
+                num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=-1
+            ).remote(
+                self.config.model_dump_json(),
+                model_dir,
+                self.index,
+                self._initial_version,
+                weights_dir,
+                _node_ip(),
+                self._token,
+            )
+            url, self._actor_pid = await self._actor.where.remote()
+            self.rebind(url)
             await self.refresh()
         except BaseException:
             await self._shutdown()
@@ -229,19 +260,25 @@ class RayRolloutServer(RemoteRolloutServer):
         await self._shutdown()
 
     async def _shutdown(self) -> None:
-        if self._recovering is not None:
-            self._recovering.cancel()
-        await self.aclose()
-        actor, self._actor = self._actor, None
-        if actor is not None:
-            import ray
-
+        with anyio.CancelScope(shield=True):
+            recovering, self._recovering = self._recovering, None
+            if recovering is not None:
+                recovering.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await recovering
             try:
-                with anyio.fail_after(30):
-                    await actor.stop.remote()
-            except Exception:  # it is killed next either way
-                logger.debug("stopping rollout server %d failed", self.index, exc_info=True)
-            ray.kill(actor, no_restart=True)
+                await self.aclose()
+            finally:
+                actor, self._actor = self._actor, None
+                if actor is not None:
+                    import ray
+
+                    try:
+                        with anyio.fail_after(30):
+                            await actor.stop.remote()
+                    except Exception:  # it is killed next either way
+                        logger.debug("stopping rollout server %d failed", self.index, exc_info=True)
+                    ray.kill(actor, no_restart=True)
 
     async def chat(
         self,
@@ -275,47 +312,28 @@ class RayRolloutServer(RemoteRolloutServer):
         self._recovering = asyncio.get_running_loop().create_task(self._rebind_when_back())
 
     async def _rebind_when_back(self) -> None:
-        """Ask Ray for the (restarted) actor's address until it answers one that serves."""
-        old = self.base_url
+        """Ask Ray where the (restarted) actor serves; rebind and catch up when it is a new process."""
         try:
-            url = await self._actor.url.remote()  # queued by Ray until the actor is back (max_task_retries)
-        except Exception:  # the actor is gone for good: its calls keep failing
+            (
+                url,
+                pid,
+            ) = await self._actor.where.remote()  # queued by Ray until the actor is back (max_task_retries)
+        except Exception:  # the actor is gone for good: its calls keep failing, and the router avoids it
             logger.exception("rollout server %d did not come back", self.index)
             return
-        if url != old:
-            self.rebind(url)
-            self.restarts += 1
-            self._version = 0  # the restarted actor reports its own
-            try:
-                await self.refresh()
-                await self._catch_up()
-            except ModelError:
-                logger.exception("rollout server %d came back but does not answer", self.index)
-
-    async def _catch_up(self) -> None:
-        """Load the newest published version if one appeared while the actor restarted."""
-        publisher = self.publisher
-        if publisher is None:
-            return
-
-        def newest() -> tuple[int, str] | None:
-            versions = publisher.versions()
-            return (versions[-1], str(publisher.path(versions[-1]).resolve())) if versions else None
-
-        found = await anyio.to_thread.run_sync(newest)
-        if found is not None and found[0] > self._version:
-            await self._request(
-                "POST", "/weights", json={"version": found[0], "path": found[1]}, allow=(409,)
-            )
-            self._version = found[0]
+        if pid == self._actor_pid:
+            return  # the same process: a transient refusal, nothing was lost
+        self._actor_pid = pid
+        self.rebind(url)
+        self.restarts += 1
+        try:
+            answer = await self._request("GET", "/weights")
+            self._version = int(answer.json()["version"])  # the restarted actor's own (possibly older)
+            await self.catch_up()
+        except (ModelError, ValueError, KeyError, TypeError):
+            logger.exception("rollout server %d came back but does not answer", self.index)
 
     async def wait_recovered(self) -> None:
         """Wait for a rebind in progress (if any) to end."""
         if self._recovering is not None:
             await asyncio.shield(self._recovering)
-
-    def stats(self) -> dict[str, float]:
-        """The server's stats, plus ``rollout/server_restarts``."""
-        stats = super().stats()
-        stats["rollout/server_restarts"] = float(self.restarts)
-        return stats

@@ -66,6 +66,7 @@ from agentscope.rl._files import (
     RESUMES_FILE,
     STORE_FILE,
     TRACE_FILE,
+    WEIGHTS_DIR,
 )
 from agentscope.rl._progress import StepProgress
 from agentscope.rl._resume import load_for_resume, truncate_log
@@ -328,6 +329,11 @@ async def _train(
     checkpointer = await anyio.to_thread.run_sync(
         functools.partial(AsyncCheckpointer, root, keep=config.schedule.keep_checkpoints)
     )
+    if config.rollout.backend != "inprocess":
+        from agentscope.rl.rollout import WeightPublisher
+
+        # Weight files of an earlier attempt hold versions that a resumed run lost: none may be served again.
+        await anyio.to_thread.run_sync(WeightPublisher(root / WEIGHTS_DIR).clear)
     service, servers = build_rollout(config, model_dir, tokenizer, start_version, root)
     cluster = build_env_cluster(config, service, env_factory, agent_factory)
     progress = StepProgress(console, "step", config.schedule.steps, start=start_step)

@@ -29,6 +29,7 @@ on :class:`~agentscope.testing.VirtualTimeEventLoop` inside the schedule simulat
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -38,12 +39,15 @@ from typing import Any, Protocol
 import anyio
 from pydantic import JsonValue
 
+from agentscope.exceptions import ModelError
 from agentscope.rl._config import ScheduleConfig
 from agentscope.rl._types import Task, Trajectory
 from agentscope.rl.data import DataManager
 from agentscope.rl.envs import EnvCluster, LiveEpisode
 
 __all__ = ["Scheduler", "StepReport", "TaskSampler", "TrainerPort", "WeightReceiver"]
+
+logger = logging.getLogger(__name__)
 
 
 class TrainerPort(Protocol):
@@ -456,25 +460,47 @@ class Scheduler:
                 self._task_group.start_soon(self._roll)
         else:
             version = self.version
+            failed: list[str] = []
             async with anyio.create_task_group() as tg:
                 for index in range(len(self.servers)):
-                    tg.start_soon(self._update_server, index, weights, version)
+                    tg.start_soon(self._update_server, index, weights, version, failed)
+            if len(failed) == len(self.servers):
+                raise ModelError(f"no rollout server took policy version {version}: {'; '.join(failed)}")
         self._publish_s += anyio.current_time() - start
 
-    async def _update_server(self, index: int, weights: Any, version: int) -> None:
-        await self.servers[index].update_weights(weights, version)
+    async def _update_server(self, index: int, weights: Any, version: int, failed: list[str]) -> bool:
+        """Give server ``index`` the weights; a server that fails keeps its old version (and is retried with the
+        next publish: one server's timeout or refusal does not stop the run while another serves)."""
+        try:
+            await self.servers[index].update_weights(weights, version)
+        except ModelError as exc:
+            logger.warning("rollout server %d did not take policy version %d: %s", index, version, exc)
+            failed.append(f"server {index}: {exc}")
+            return False
         self.server_versions[index] = version
+        return True
 
     async def _roll(self) -> None:
         """Bring the servers to the newest published weights one at a time; newer weights supersede older
-        ones mid-roll (a server never gets a version that is already outdated)."""
+        ones mid-roll (a server never gets a version that is already outdated). A server that fails is skipped
+        until the next version; when every server fails one version, the run fails."""
         try:
+            skipped: set[int] = set()
+            skipped_for = -1
+            failed: list[str] = []
             while self._publish_target is not None:
                 weights, version = self._publish_target
-                behind = [i for i, v in enumerate(self.server_versions) if v < version]
+                if version != skipped_for:
+                    skipped, skipped_for, failed = set[int](), version, []
+                behind = [i for i, v in enumerate(self.server_versions) if v < version and i not in skipped]
                 if not behind:
+                    if len(skipped) == len(self.servers):
+                        raise ModelError(
+                            f"no rollout server took policy version {version}: {'; '.join(failed)}"
+                        )
                     return
-                await self._update_server(behind[0], weights, version)
+                if not await self._update_server(behind[0], weights, version, failed):
+                    skipped.add(behind[0])
         finally:
             self._rolling = False
             self._notify()

@@ -160,8 +160,16 @@ def rollout_server(
     weights: Annotated[
         Path | None, typer.Option("--weights", help="A weights file (safetensors) to load over the model.")
     ] = None,
-    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="Interface to bind (beyond loopback only with AGENTSCOPE_ROLLOUT_TOKEN set)."
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, help="Port (0: a free one).")] = 0,
+    exit_with_stdin: Annotated[
+        bool, typer.Option("--exit-with-stdin", help="Also stop when stdin closes (the parent died).")
+    ] = False,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", metavar="KEY=VALUE", help="Override a config field (repeatable)."),
@@ -171,23 +179,35 @@ def rollout_server(
 
     Prints one line `agentscope-rollout-server {"url": ..., "pid": ..., "version": ...}` once it serves. `rl train`
     starts these itself with `rollout.backend: process`; the routes are the rollout app's (chat completions with
-    token ids, sessions, `POST /weights`). The app has no authentication: bind it to loopback, or to a private
-    network only."""
+    token ids, sessions, `POST /weights`). With AGENTSCOPE_ROLLOUT_TOKEN set, every request must carry it as a
+    bearer token; without it the server binds loopback only."""
+    import os
+
     import anyio
 
-    from agentscope.exceptions import ConfigError
-    from agentscope.rl._rollout_process import serve_rollout_server
+    from agentscope.exceptions import ConfigError, UsageError
+    from agentscope.rl._rollout_process import (
+        TOKEN_ENV,
+        serve_rollout_server,
+        until_stdin_closes_or_signalled,
+    )
 
     rl_config = _load(config, set_)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        typer.echo(f"warning: the rollout server on {host} has no authentication", err=True)
     try:
         anyio.run(
             lambda: serve_rollout_server(
-                rl_config, model, index=index, version=version, weights=weights, host=host, port=port
+                rl_config,
+                model,
+                index=index,
+                version=version,
+                weights=weights,
+                host=host,
+                port=port,
+                token=os.environ.get(TOKEN_ENV) or None,
+                until=until_stdin_closes_or_signalled if exit_with_stdin else None,
             )
         )
-    except (ConfigError, OSError, ValueError) as exc:
+    except (ConfigError, UsageError, OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
 
 

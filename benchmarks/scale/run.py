@@ -4,8 +4,8 @@ Trains ``CONFIG`` (default: the quick start) for ``--seconds`` of RL per cell wi
 backend in turn, interleaved over ``--rounds`` (so a slow minute of the machine hits every backend alike), with the
 warm start cached once and shared (``policy.cache_dir``), held-out evaluation off. Per cell it reads the run's
 ``metrics.jsonl``: trained tokens per hour between the first and the last step (``data/trained_tokens``; replay
-copies are not trained here), steps, episodes and rollout tokens per second. Prints a Markdown table and, with
-``--record``, writes it into ``benchmarks/RESULTS.md`` (section ``scale``).
+copies are not trained here), steps and episodes. Prints a Markdown table (recorded by hand in
+``benchmarks/RESULTS.md``, section ``scale``, with the machine and the load).
 
     .venv/bin/python benchmarks/scale/run.py --seconds 150 --rounds 2
 """

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from types import EllipsisType
 from typing import Any
 
 import anyio
 import pytest
 
-from agentscope.exceptions import ConfigError
+from agentscope.exceptions import ConfigError, ModelError
 from agentscope.message import Msg, ToolResultBlock
 from agentscope.rl import Task, Trajectory
 from agentscope.rl._config import ScheduleConfig, load_config
@@ -80,14 +80,18 @@ class FakeTrainer:
 class Server:
     """A rollout server stand-in that takes ``sync_s`` to load weights (and feeds the ScriptedRollout)."""
 
-    def __init__(self, rollout: ScriptedRollout | None, sync_s: float) -> None:
+    def __init__(self, rollout: ScriptedRollout | None, sync_s: float, refuses: Collection[int] = ()) -> None:
         self.rollout = rollout
         self.sync_s = sync_s
+        self.refuses = set(refuses)
+        """Versions this server fails to take (a timeout, a refusal)."""
         self.log: list[tuple[int, float, float]] = []
 
     async def update_weights(self, state_dict: Any, version: int) -> None:
         start = anyio.current_time()
         await anyio.sleep(self.sync_s)
+        if version in self.refuses:
+            raise ModelError(f"version {version} refused")
         if self.rollout is not None:
             await self.rollout.update_weights(state_dict, version)
         self.log.append((version, start, anyio.current_time()))
@@ -108,6 +112,7 @@ def run_schedule(
     train_s: float = 5.0,
     sync_s: float = 1.0,
     servers: int = 1,
+    refuses: Sequence[Collection[int]] = (),
     drop_zero_variance: bool = False,
     success_p: float = 0.5,
 ) -> dict[str, Any]:
@@ -136,7 +141,10 @@ def run_schedule(
             ),
         )
         trainer = FakeTrainer(train_s)
-        fleet = [Server(rollout if i == 0 else None, sync_s) for i in range(servers)]
+        fleet = [
+            Server(rollout if i == 0 else None, sync_s, refuses[i] if i < len(refuses) else ())
+            for i in range(servers)
+        ]
 
         async def on_step(report: StepReport) -> None:
             reports.append(report)
@@ -364,6 +372,44 @@ def test_weight_sync_global_is_a_barrier_and_rolling_is_one_server_at_a_time(wei
     else:
         assert all(b[1] >= a[2] for a, b in pairs)  # the second starts when the first is done
     trained_once(out)
+
+
+@pytest.mark.parametrize("weight_sync", ["global", "rolling"])
+def test_a_server_that_fails_an_update_keeps_serving_and_gets_the_next_version(weight_sync: str) -> None:
+    """One server's timeout or refusal does not stop the run: it keeps its version and takes the next one."""
+    out = run_schedule(
+        ScheduleConfig(mode="async", steps=3, weight_sync=weight_sync),  # type: ignore[arg-type]
+        tasks(lambda i: 1.0),
+        servers=2,
+        refuses=[(), {2}],
+        train_s=20.0,
+    )
+    first, second = out["servers"]
+    assert [v for v, _, _ in first.log] == [1, 2, 3]
+    assert [v for v, _, _ in second.log] == [1, 3]  # version 2 refused (not logged), then 3 taken
+    assert out["scheduler"].server_versions == [3, 3]
+    assert len(out["reports"]) == 3
+
+
+@pytest.mark.parametrize("weight_sync", ["global", "rolling"])
+def test_a_version_that_no_server_takes_fails_the_run(weight_sync: str) -> None:
+    with pytest.raises(BaseException) as caught:  # the scheduler's task group may wrap it
+        run_schedule(
+            ScheduleConfig(mode="async", steps=3, weight_sync=weight_sync),  # type: ignore[arg-type]
+            tasks(lambda i: 1.0),
+            servers=2,
+            refuses=[{2}, {2}],
+            train_s=20.0,
+        )
+    assert "no rollout server took policy version 2" in repr(caught.value) or any(
+        "no rollout server took policy version 2" in str(e) for e in _leaves(caught.value)
+    )
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 def test_task_sampler_epochs_and_state() -> None:

@@ -129,14 +129,16 @@ def test_two_rollout_servers_behind_a_router_with_rolling_weight_sync(cache: Pat
     """``rollout.servers: 2``: both engines serve episodes, both follow the trainer's versions one after another
     (``weight_sync: rolling``), and the run is as complete as on one server."""
     run_dir = tmp_path / "two-servers"
-    summary = train(run_dir, cache, "rollout.servers=2", "schedule.weight_sync=rolling", "schedule.steps=3")
+    summary = train(
+        run_dir, cache, "rollout.servers=2", "schedule.steps=3"
+    )  # weight_sync: rolling, the default
     check_run(run_dir, summary, steps=3, max_staleness=2)
     last = lines(run_dir / "metrics.jsonl")[-1]
     assert last["rollout/servers"] == 2
     opened = [last["rollout/server0/sessions_opened"], last["rollout/server1/sessions_opened"]]
     assert min(opened) > 0, opened
     versions = [last["rollout/server0/policy_version"], last["rollout/server1/policy_version"]]
-    assert max(versions) >= 2  # weights reached the servers during the run
+    assert min(versions) >= 2  # both servers followed the trainer (step 3's weights may still be rolling)
     assert last["sched/server_version_lag"] <= 1
 
 

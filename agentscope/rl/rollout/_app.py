@@ -4,6 +4,7 @@ so that fastapi loads when an app is built)."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -35,6 +36,21 @@ async def _events(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it exceeds ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _version(value: Any) -> int | None:
     """A version from JSON or a query string: a non-negative integer (booleans are not)."""
     if isinstance(value, str) and value.isdigit():
@@ -44,9 +60,23 @@ def _version(value: Any) -> int | None:
     return None
 
 
-def build_app(service: RolloutService) -> FastAPI:
-    """The app (see :mod:`agentscope.rl.rollout._http` for the routes)."""
+def build_app(
+    service: RolloutService, *, token: str | None = None, max_upload_bytes: int = 1 << 34
+) -> FastAPI:
+    """The app (see :mod:`agentscope.rl.rollout._http` for the routes); with ``token``, every request must carry
+    ``Authorization: Bearer <token>``."""
     app = FastAPI(title="AgentScope rollout service")
+    if token:
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")
+        async def check_token(request: Request, call_next: Any) -> Any:  # pyright: ignore[reportUnusedFunction]
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return _error(
+                    401, "missing or wrong bearer token for the rollout server", "authentication_error"
+                )
+            return await call_next(request)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:  # pyright: ignore[reportUnusedFunction]
@@ -56,6 +86,9 @@ def build_app(service: RolloutService) -> FastAPI:
             return _error(400, "the body is not JSON", "invalid_request_error")
         session_id = body.get("session_id")
         if session_id is not None:
+            if body.get("session_continues") is True and str(session_id) not in service.sessions:
+                # the client recorded turns of it elsewhere: this server (a replacement) never saw its beginning
+                return _error(404, f"no rollout session {session_id!r} on this server", "not_found_error")
             service.open_session(str(session_id))
         try:
             decoded = parse_openai_request(body, images_as_text=True)  # the policy reads text only
@@ -151,7 +184,14 @@ def build_app(service: RolloutService) -> FastAPI:
                 if path is not None:
                     state_dict = await anyio.to_thread.run_sync(load_weights, path)
                 else:
-                    state_dict = await anyio.to_thread.run_sync(weights_from_bytes, await request.body())
+                    upload = await _read_limited(request, max_upload_bytes)
+                    if upload is None:
+                        return _error(
+                            413,
+                            f"the weights file is larger than {max_upload_bytes} bytes",
+                            "invalid_request_error",
+                        )
+                    state_dict = await anyio.to_thread.run_sync(weights_from_bytes, upload)
                 if not state_dict:
                     raise ValueError("the weights file holds no tensors")
                 await service.update_weights(state_dict, version)

@@ -9,7 +9,8 @@ Routes:
 
 - ``POST /v1/chat/completions``: the standard body (``messages``, ``tools``, ``temperature``, ``top_p``,
   ``max_tokens``/``max_completion_tokens``, ``stop``, ``seed``, ``stream``) plus ``session_id`` (the turn is
-  recorded in that session, opened on first use; without it nothing is recorded). The answer adds
+  recorded in that session, opened on first use; without it nothing is recorded; with ``session_continues: true``
+  the session must already be open here, else 404: a client whose earlier turns went to a server since replaced). The answer adds
   ``prompt_token_ids`` and ``policy_version`` at the top level (``version_head`` and ``session_id`` too) and, in
   the choice, ``token_ids`` and ``logprobs.content[*]`` (``token`` is ``token_id:<id>``): the field names vLLM
   uses. ``stream: true`` answers the same in server-sent events (the whole message in one delta, the RL fields
@@ -33,7 +34,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Self
 
+from agentscope._net import is_loopback_host
 from agentscope._uvicorn import BackgroundServer
+from agentscope.exceptions import UsageError
 from agentscope.formatters import parse_openai_messages
 from agentscope.message import Msg
 from agentscope.rl.rollout._service import RolloutService
@@ -44,17 +47,19 @@ if TYPE_CHECKING:
 __all__ = ["RolloutHTTPServer", "create_rollout_app", "messages_from_openai"]
 
 
-def create_rollout_app(service: RolloutService) -> FastAPI:
+def create_rollout_app(service: RolloutService, *, token: str | None = None) -> FastAPI:
     """An OpenAI-compatible FastAPI app over ``service`` (routes in the module docstring).
 
-    The app does not start or stop the engine: start it first (``async with service``)."""
+    With ``token``, every request must carry ``Authorization: Bearer <token>`` (else 401): required to serve
+    beyond loopback, since ``POST /weights`` replaces the policy. The app does not start or stop the engine: start
+    it first (``async with service``)."""
     try:
         from agentscope.rl.rollout._app import build_app
     except ImportError as exc:  # pragma: no cover - depends on the environment
         if (exc.name or "").split(".")[0] not in ("fastapi", "starlette"):
             raise
         raise ImportError("the rollout HTTP app needs fastapi: pip install -e '.[serve]'") from exc
-    return build_app(service)
+    return build_app(service, token=token)
 
 
 def messages_from_openai(items: list[Any]) -> list[Msg]:
@@ -79,11 +84,20 @@ class RolloutHTTPServer:
 
     Args:
         service: The rollout service (start its engine first).
-        host: Interface to bind.
+        host: Interface to bind (beyond loopback only with a ``token``).
         port: Port; 0 picks a free one (read :attr:`port` after entering).
+        token: A bearer token every request must carry (see :func:`create_rollout_app`).
     """
 
-    def __init__(self, service: RolloutService, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, service: RolloutService, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    ) -> None:
+        if not is_loopback_host(host) and not token:
+            raise UsageError(
+                f"serving the rollout app on {host} lets anyone who reaches it replace the policy's weights: "
+                "give it a token (AGENTSCOPE_ROLLOUT_TOKEN) or bind 127.0.0.1"
+            )
+        self.token = token
         self.service = service
         self.host = host
         self.port = port
@@ -96,7 +110,7 @@ class RolloutHTTPServer:
 
     async def __aenter__(self) -> Self:
         background = BackgroundServer(
-            create_rollout_app(self.service),
+            create_rollout_app(self.service, token=self.token),
             host=self.host,
             port=self.port,
             name="the rollout HTTP server",

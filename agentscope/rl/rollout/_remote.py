@@ -16,15 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio.to_thread
 import httpx2
 
 from agentscope.context import INVALID_ARGUMENTS_KEY
-from agentscope.exceptions import ModelConnectionError, ModelError, ModelHTTPError, SessionError
+from agentscope.exceptions import (
+    ModelConnectionError,
+    ModelError,
+    ModelHTTPError,
+    ModelResponseError,
+    ModelTimeoutError,
+    SessionError,
+)
 from agentscope.formatters import format_openai_request, parse_openai_response
 from agentscope.message import Msg, ToolUseBlock, new_id
 from agentscope.models import ChatResponse, ModelSettings, ToolSchema
@@ -53,6 +60,9 @@ class RemoteRolloutServer:
     and asks the server to load it: by path when the server reads the same disk (the default), or by uploading
     the file (``upload=True``). It returns once the new weights serve there.
 
+    Subclasses that own the server (a process, a Ray actor) replace it when it dies: they :meth:`rebind` to the
+    replacement, count it in :attr:`restarts` and :meth:`catch_up` with the newest published weights.
+
     Args:
         base_url: The app's address (``http://host:port``; a trailing ``/v1`` is accepted).
         publisher: Where versions are written (needed for :meth:`update_weights` only).
@@ -61,6 +71,8 @@ class RemoteRolloutServer:
         upload: Send weight files' bytes instead of their paths.
         timeout_s: Longest a chat or weight update may take.
         model_name: Reported as ``model`` in responses.
+        token: The server's bearer token (``AGENTSCOPE_ROLLOUT_TOKEN`` where it runs), sent with every request.
+        max_connections: Requests in flight to the server at once.
     """
 
     def __init__(
@@ -73,18 +85,24 @@ class RemoteRolloutServer:
         upload: bool = False,
         timeout_s: float = 300.0,
         model_name: str = "policy",
+        token: str | None = None,
+        max_connections: int = 512,
     ) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         """The app's root address."""
         self.publisher = publisher
         self.upload = upload
         self.model_name = model_name
+        self.restarts = 0
+        """How many times the server was replaced (a restarted process or actor)."""
         self._tokenizer = tokenizer
         self._counter: ChatTokenizer | None = None
         self._version = version
-        self._timeout_s = timeout_s
+        self._reachable = True
         self._client = httpx2.AsyncClient(
-            timeout=timeout_s, limits=httpx2.Limits(max_keepalive_connections=64)
+            timeout=timeout_s,
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=64),
+            headers={"authorization": f"Bearer {token}"} if token else None,
         )
         self._sessions: dict[str, list[Turn]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -92,10 +110,15 @@ class RemoteRolloutServer:
         self._stats_at = -1e9
 
     def __repr__(self) -> str:
-        return f"RemoteRolloutServer({self.base_url!r}, version={self._version})"
+        return f"{type(self).__name__}({self.base_url!r}, version={self._version})"
 
     async def __aenter__(self) -> RemoteRolloutServer:
-        await self.refresh()
+        try:
+            await self.refresh()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -108,9 +131,34 @@ class RemoteRolloutServer:
         await self._client.aclose()
 
     def rebind(self, base_url: str) -> None:
-        """Talk to a replacement server at ``base_url`` from now on (the old one's sessions are gone: episodes
-        still open on it fail at their next call)."""
+        """Talk to a replacement server at ``base_url`` from now on. The old one's sessions are gone: an episode
+        that recorded a turn there fails at its next call (the server answers 404 for a session it does not
+        hold), so no episode goes on on a server that did not see its beginning."""
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self._reachable = True
+
+    @property
+    def available(self) -> bool:
+        """Whether new episodes should come here: False after a refused connection, until the server answers
+        again (a router gives new sessions to available servers first)."""
+        return self._reachable
+
+    async def catch_up(self) -> None:
+        """Load the newest published version when it is newer than the one serving (after a restart: updates
+        made while the server was down were left to this).
+
+        Raises:
+            ModelError: the server could not be reached or refused the weights.
+        """
+        publisher = self.publisher
+        if publisher is None:
+            return
+        found = await anyio.to_thread.run_sync(publisher.newest)
+        if found is not None and found[0] > self._version:
+            await self._request(
+                "POST", "/weights", json={"version": found[0], "path": str(found[1])}, allow=(409,)
+            )
+            self._version = found[0]
 
     # ------------------------------------------------------------------ sessions
 
@@ -129,8 +177,8 @@ class RemoteRolloutServer:
         turns = self._sessions.pop(session_id, None)
         if turns is None:
             raise SessionError(f"no rollout session {session_id!r}")
-        if turns:  # the server opened it with the first chat
-            self._spawn(self._drop(session_id))
+        # Always: a first call cut short (an aborted episode) may have opened it there without a turn here.
+        self._spawn(self._drop(session_id))
         return turns
 
     def session_turns(self, session_id: str) -> list[Turn]:
@@ -166,7 +214,8 @@ class RemoteRolloutServer:
 
         Raises:
             SessionError: the session is not open here.
-            ModelError: the server could not be reached, or answered an error.
+            ModelError: the server could not be reached, answered an error, or no longer holds the session (a
+                replacement server).
         """
         turns: list[Turn] | None = None
         if session_id is not None:
@@ -178,12 +227,21 @@ class RemoteRolloutServer:
         )
         if session_id is not None:
             body["session_id"] = session_id
-        data = await self._post_chat(body)
-        response = parse_openai_response(data)
+            if turns:
+                body["session_continues"] = (
+                    True  # the server must hold it: not a replacement that never saw it
+                )
+        data = _json_object(await self._request("POST", "/v1/chat/completions", json=body), self.base_url)
+        try:
+            response = parse_openai_response(data)
+        except (ModelError, ValueError, TypeError, KeyError) as exc:
+            raise ModelResponseError(
+                f"rollout server {self.base_url} answered {str(data)[:300]!r}: {exc}"
+            ) from exc
         head = data.get("version_head")
         tail = response.policy_version
         if not isinstance(head, int) or tail is None or response.prompt_token_ids is None:
-            raise ModelError(
+            raise ModelResponseError(
                 f"rollout server {self.base_url} answered without token fields: {str(data)[:300]!r}"
             )
         self._version = max(self._version, tail)
@@ -200,22 +258,6 @@ class RemoteRolloutServer:
                 )
             )
         return response
-
-    async def _post_chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        url = f"{self.base_url}/v1/chat/completions"
-        try:
-            answer = await self._client.post(url, json=body)
-        except httpx2.HTTPError as exc:
-            raise ModelConnectionError(f"rollout server {self.base_url} unreachable: {exc!r}") from exc
-        if answer.status_code >= 400:
-            raise ModelHTTPError(
-                f"rollout server {self.base_url} answered {answer.status_code}: {_message(answer)}",
-                status_code=answer.status_code,
-            )
-        data = answer.json()
-        if not isinstance(data, dict):
-            raise ModelError(f"rollout server {self.base_url} answered {str(data)[:300]!r}")
-        return data  # pyright: ignore[reportUnknownVariableType]
 
     def count_tokens(self, messages: Sequence[Msg], tools: Sequence[ToolSchema] | None = None) -> int:
         """How many token ids the prompt of a call has (needs the ``tokenizer`` given at construction)."""
@@ -242,7 +284,11 @@ class RemoteRolloutServer:
         Raises:
             ModelError: the server could not be reached or answered an error.
         """
-        self._version = max(self._version, int((await self._request("GET", "/weights")).json()["version"]))
+        answer = _json_object(await self._request("GET", "/weights"), self.base_url)
+        version = answer.get("version")
+        if not isinstance(version, int):
+            raise ModelResponseError(f"rollout server {self.base_url} answered {answer!r} for its version")
+        self._version = max(self._version, version)
         await self._refresh_stats()
 
     async def _refresh_stats(self) -> None:
@@ -255,13 +301,16 @@ class RemoteRolloutServer:
             logger.debug("reading the stats of %s failed: %r", self.base_url, exc)
 
     def stats(self) -> dict[str, float]:
-        """The server's stats as last read (refreshed in the background at most every second)."""
+        """The server's stats as last read (refreshed in the background at most every second), with
+        ``rollout/sessions`` and ``rollout/policy_version`` as this side knows them and
+        ``rollout/server_restarts``."""
         if time.monotonic() - self._stats_at >= _STATS_EVERY_S:
             self._stats_at = time.monotonic()
             self._spawn(self._refresh_stats())
         stats = dict(self._stats)
         stats["rollout/sessions"] = float(len(self._sessions))
         stats["rollout/policy_version"] = float(self._version)
+        stats["rollout/server_restarts"] = float(self.restarts)
         return stats
 
     async def update_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
@@ -297,8 +346,14 @@ class RemoteRolloutServer:
     ) -> httpx2.Response:
         try:
             answer = await self._client.request(method, f"{self.base_url}{url}", **kwargs)
+        except httpx2.TimeoutException as exc:
+            raise ModelTimeoutError(
+                f"rollout server {self.base_url} did not answer in time: {exc!r}"
+            ) from exc
         except httpx2.HTTPError as exc:
+            self._reachable = False
             raise ModelConnectionError(f"rollout server {self.base_url} unreachable: {exc!r}") from exc
+        self._reachable = True
         if answer.status_code >= 400 and answer.status_code not in allow:
             raise ModelHTTPError(
                 f"rollout server {self.base_url} answered {answer.status_code}: {_message(answer)}",
@@ -306,10 +361,20 @@ class RemoteRolloutServer:
             )
         return answer
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _json_object(answer: httpx2.Response, base_url: str) -> dict[str, Any]:
+    try:
+        data = answer.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ModelResponseError(f"rollout server {base_url} answered {answer.text[:300]!r}")
+    return cast("dict[str, Any]", data)
 
 
 def _verbatim_calls(messages: Sequence[Msg]) -> Sequence[Msg]:

@@ -7,11 +7,13 @@ moving a session would re-tokenize and re-prefill its whole history. A new sessi
 server among those serving the newest weights, so during a rolling weight sync (servers updated one after
 another, none waiting for the others) new episodes start on the newest policy and old ones finish where they
 began. When the newest servers are already ``max_imbalance`` sessions busier than the least loaded one, the least
-loaded one takes it anyway: version preference never starves a server.
+loaded one takes it anyway: version preference never starves a server. A server known to be down (its process
+or actor died and is being replaced) takes no new sessions while another is up.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["RolloutRouter", "RolloutServer"]
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -43,6 +47,11 @@ class RolloutServer(Protocol):
     @property
     def sessions(self) -> list[str]:
         """Ids of the open sessions."""
+        ...
+
+    @property
+    def available(self) -> bool:
+        """Whether new sessions should come here (False while the server is known to be down)."""
         ...
 
     async def __aenter__(self) -> Any: ...
@@ -133,32 +142,54 @@ class RolloutRouter:
 
     async def __aenter__(self) -> RolloutRouter:
         started: list[RolloutServer] = []
+
+        async def start(server: RolloutServer) -> None:
+            await server.__aenter__()
+            started.append(server)
+
         try:
-            for server in self.servers:
-                await server.__aenter__()
-                started.append(server)
+            async with (
+                anyio.create_task_group() as tg
+            ):  # at once: a server may take a while to load its model
+                for server in self.servers:
+                    tg.start_soon(start, server)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                for server in reversed(started):
-                    await server.__aexit__(None, None, None)
+            await self._stop(started)
             raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self._stop(self.servers)
+
+    async def _stop(self, servers: Sequence[RolloutServer]) -> None:
+        """Stop each server, whatever the others do (a failure is logged, not allowed to leak the rest)."""
         with anyio.CancelScope(shield=True):
-            for server in reversed(self.servers):
-                await server.__aexit__(None, None, None)
+            for server in reversed(servers):
+                try:
+                    await server.__aexit__(None, None, None)
+                except Exception:
+                    logger.exception("stopping rollout server %r failed", server)
+
+    @property
+    def available(self) -> bool:
+        """Whether any server takes new sessions."""
+        return any(server.available for server in self.servers)
 
     # ------------------------------------------------------------------ placement
 
     def pick(self) -> int:
-        """The server a new session goes to (see the module docstring)."""
-        newest = max(server.version for server in self.servers)
-        least = min(self._load)
-        candidates = [i for i, server in enumerate(self.servers) if server.version == newest]
+        """The server a new session goes to (see the module docstring): among the available servers (all, when
+        none is), the least loaded one serving the newest weights, unless it is ``max_imbalance`` sessions busier
+        than the least loaded one."""
+        up = [i for i, server in enumerate(self.servers) if server.available] or list(
+            range(len(self.servers))
+        )
+        newest = max(self.servers[i].version for i in up)
+        least = min(self._load[i] for i in up)
+        candidates = [i for i in up if self.servers[i].version == newest]
         best = min(candidates, key=lambda i: (self._load[i], i))
         if self._load[best] - least > self.max_imbalance:
-            return min(range(len(self.servers)), key=lambda i: (self._load[i], -self.servers[i].version, i))
+            return min(up, key=lambda i: (self._load[i], -self.servers[i].version, i))
         return best
 
     def server_of(self, session_id: str) -> int:

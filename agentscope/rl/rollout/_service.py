@@ -147,6 +147,11 @@ class RolloutService:
         """Ids of the open sessions."""
         return list(self._sessions)
 
+    @property
+    def available(self) -> bool:
+        """Always True: an in-process server is up while the process is."""
+        return True
+
     def _session(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
         if session is None:

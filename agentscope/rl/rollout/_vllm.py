@@ -289,17 +289,20 @@ class VLLMEngine:
                     "/collective_rpc",
                     json={"method": "reload_weights", "kwargs": {"weights_path": str(folder)}},
                 )
-                reset = await self._post(
-                    client, "/reset_prefix_cache", params={"reset_running_requests": "true"}
-                )
-                if not _json_object(reset).get("success", False):
-                    logger.warning(
-                        "%s kept its prefix cache after reloading weights: %s", self.base_url, reset.text
+                # The new weights are loaded: label them now, before anything else can fail and before /resume
+                # (every token they produce arrives after this).
+                self.version = version
+                try:
+                    reset = await self._post(
+                        client, "/reset_prefix_cache", params={"reset_running_requests": "true"}
                     )
-                await self._post(client, "/update_weight_version", json={"new_version": str(version)})
-                self.version = (
-                    version  # before /resume: every token the new weights produce arrives after this
-                )
+                    if not _json_object(reset).get("success", False):
+                        logger.warning(
+                            "%s kept its prefix cache after reloading weights: %s", self.base_url, reset.text
+                        )
+                    await self._post(client, "/update_weight_version", json={"new_version": str(version)})
+                except ModelError:  # best effort: the weights serve either way
+                    logger.warning("%s: after reloading version %d", self.base_url, version, exc_info=True)
             finally:
                 with contextlib.suppress(ModelError):  # a failed reload: report that error, not this one
                     await self._post(client, "/resume")

@@ -73,6 +73,17 @@ class WeightPublisher:
         found = (_FILE.match(p.name) for p in self.root.iterdir())
         return sorted(int(m.group(1)) for m in found if m is not None)
 
+    def newest(self) -> tuple[int, Path] | None:
+        """The newest version on disk and its absolute path (None when there is none). Blocking (file I/O)."""
+        versions = self.versions()
+        return (versions[-1], self.path(versions[-1]).resolve()) if versions else None
+
+    def clear(self) -> None:
+        """Delete every version on disk (a run that starts or resumes: files left by a run that crashed hold
+        versions it lost, which a new publish of the same number must not find). Blocking (file I/O)."""
+        for version in self.versions():
+            self.path(version).unlink(missing_ok=True)
+
     def _prune(self) -> None:
         for version in self.versions()[: -self.keep]:
             self.path(version).unlink(missing_ok=True)

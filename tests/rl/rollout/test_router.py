@@ -60,6 +60,29 @@ async def test_new_sessions_prefer_the_newest_weights_but_never_starve_a_server(
     assert router.stats()["rollout/version_spread"] == 0
 
 
+class DownService(RolloutService):
+    """A server known to be down (its process died and is being replaced)."""
+
+    up = True
+
+    @property
+    def available(self) -> bool:
+        return self.up
+
+
+async def test_new_sessions_avoid_a_server_that_is_down(tokenizer: Any, helpers: Any) -> None:
+    servers = [DownService(helpers.ScriptedEngine(tokenizer, ["ok"] * 9), tokenizer) for _ in range(2)]
+    router = RolloutRouter(servers)
+    servers[0].up = False
+    assert [router.server_of(router.open_session()) for _ in range(3)] == [1, 1, 1]  # never the dead one
+    servers[1].up = False
+    assert router.server_of(router.open_session()) == 0  # none is up: the least loaded, rather than nothing
+    assert not router.available
+    servers[0].up = True
+    assert router.available
+    assert router.server_of(router.open_session()) == 0
+
+
 async def test_a_call_without_a_session_goes_to_the_least_loaded_newest_server(
     tokenizer: Any, helpers: Any
 ) -> None:

@@ -12,7 +12,7 @@ import anyio.to_thread
 import httpx2
 import pytest
 
-from agentscope.exceptions import ModelError
+from agentscope.exceptions import ModelError, UsageError
 from agentscope.rl.rollout import (
     RemoteRolloutServer,
     RolloutHTTPServer,
@@ -224,3 +224,29 @@ def test_the_publisher_keeps_the_newest_versions_and_writes_whole_files(
     assert all(torch.equal(loaded[k], random_weights[k]) for k in loaded)
     with pytest.raises(ValueError, match="keep"):
         WeightPublisher(tmp_path, keep=0)
+
+
+async def test_with_a_token_every_request_must_carry_it(
+    memorized_dir: Path, tokenizer: Any, tmp_path: Path
+) -> None:
+    service = RolloutService(TorchEngine(memorized_dir, max_batch=2, max_seq_len=1024), tokenizer)
+    async with service, RolloutHTTPServer(service, token="s3cret-token-for-tests") as server:
+        root = server.base_url.removesuffix("/v1")
+        async with httpx2.AsyncClient(base_url=root) as client:
+            for method, url in (
+                ("GET", "/weights"),
+                ("POST", "/weights"),
+                ("GET", "/stats"),
+                ("POST", "/v1/chat/completions"),
+            ):
+                answer = await client.request(method, url)
+                assert answer.status_code == 401, (method, url)
+                assert answer.json()["error"]["type"] == "authentication_error"
+            wrong = await client.get("/weights", headers={"authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+        async with RemoteRolloutServer(
+            root, WeightPublisher(tmp_path), token="s3cret-token-for-tests"
+        ) as remote:
+            assert remote.version == 0  # entering read it, with the token
+    with pytest.raises(UsageError, match="give it a token"):
+        RolloutHTTPServer(service, host="0.0.0.0")
