@@ -151,7 +151,9 @@ async def play_on_ray(
     if not ray.is_initialized():
         # RAY_ADDRESS names a cluster to join (it has its CPUs); else a local one of `workers` CPUs.
         local = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers, "include_dashboard": False}
-        await anyio.to_thread.run_sync(functools.partial(ray.init, log_to_driver=False, **local))
+        # On this thread, never a worker thread: a local Ray's GCS and raylet die with the thread that started
+        # them (PR_SET_PDEATHSIG), and anyio retires idle worker threads after a few seconds.
+        ray.init(log_to_driver=False, **local)
         started = True
     pending: dict[Any, list[tuple[Task, int]]] = {}
     """Each running Ray task's chunk."""

@@ -52,7 +52,9 @@ _INIT_LOCK = threading.Lock()
 
 def ensure_ray(num_cpus: int | None = None) -> Any:
     """``ray``, connected: to the cluster in ``RAY_ADDRESS`` when set, else a local one (dashboard off).
-    Thread-safe; blocking."""
+
+    Thread-safe and blocking, but call it from a thread that lives as long as the process (the main thread): the
+    processes of a local cluster are killed when the thread that started them exits."""
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -229,13 +231,15 @@ class RayRolloutServer(RemoteRolloutServer):
         publisher = self.publisher
         assert publisher is not None
 
-        def connect() -> tuple[
-            Any, str, str
-        ]:  # blocking: starting Ray, resolving paths (workers have their own cwd)
-            return ensure_ray(), str(publisher.root.resolve()), str(self.model_dir.resolve())
+        def paths() -> tuple[str, str]:  # absolute: Ray's workers have a working directory of their own
+            return str(publisher.root.resolve()), str(self.model_dir.resolve())
 
         try:
-            ray, weights_dir, model_dir = await anyio.to_thread.run_sync(connect)
+            # On this thread, blocking for the seconds Ray takes to start, never on a worker thread: a local
+            # Ray's GCS and raylet die with the *thread* that started them (PR_SET_PDEATHSIG), and an idle worker
+            # thread is retired after a few seconds, which killed the cluster in the middle of runs.
+            ray = ensure_ray()
+            weights_dir, model_dir = await anyio.to_thread.run_sync(paths)
             actor_class = ray.remote(_RolloutServerActor)
             self._actor = actor_class.options(
                 num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=-1
