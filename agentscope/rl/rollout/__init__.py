@@ -32,7 +32,8 @@ from agentscope.rl.rollout._weights import WeightPublisher, load_weights, weight
 
 if _typing.TYPE_CHECKING:
     from agentscope.rl.rollout._engine import TorchEngine
-    from agentscope.rl.rollout._vllm import VLLMEngine, VLLMServer
+    from agentscope.rl.rollout._vllm import VLLMEngine
+    from agentscope.rl.rollout._vllm_server import VLLMServer
 
 __all__ = [
     "FinishReason",
@@ -57,6 +58,6 @@ __all__ = [
 
 __getattr__ = _lazy_exports(
     __name__,
-    {"TorchEngine": "_engine", "VLLMEngine": "_vllm", "VLLMServer": "_vllm"},
+    {"TorchEngine": "_engine", "VLLMEngine": "_vllm", "VLLMServer": "_vllm_server"},
     extras={"_engine": "rl"},
 )
