@@ -7,7 +7,8 @@ import its own modules and any part of a strictly lower layer, never a peer in i
     _net                                  loopback hosts
     _commands  _errors  _json  _lazy      private helpers: command groups; exception groups; tolerant JSON readers;
     _loading  _sqlite  _uvicorn           lazy exports; ``module:attr`` loading; SQLite files; background uvicorn
-                                          servers (which refuse a non-loopback host unless told)
+    _http_body                            servers (which refuse a non-loopback host unless told); request bodies
+                                          read with a size limit
     message                               Msg and content blocks
     types                                 ToolSchema, ChatResponse, ToolResponse... (the shared vocabulary)
     events                                stream events (deltas, ChatResponse, ToolResponse)
@@ -65,7 +66,7 @@ ARCHITECTURE_DOC = PACKAGE_DIR.parent / "docs" / "architecture.md"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"exceptions"}),
     frozenset({"_net"}),
-    frozenset({"_commands", "_errors", "_json", "_lazy", "_loading", "_sqlite", "_uvicorn"}),
+    frozenset({"_commands", "_errors", "_http_body", "_json", "_lazy", "_loading", "_sqlite", "_uvicorn"}),
     frozenset({"message"}),
     frozenset({"types"}),
     frozenset({"events"}),

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentscope import tracing
+from agentscope._http_body import read_limited_body
 from agentscope._json import as_object
 from agentscope._net import is_loopback_host
 from agentscope.formatters import format_openai_error
@@ -89,20 +90,13 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
         ApiError: 413 for a larger body (refused before reading when ``Content-Length`` says so), 400 for a body
             that is not a JSON object.
     """
-    too_large = ApiError(
-        413, f"the request body is larger than this server accepts ({limit} bytes)", code="request_too_large"
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_limited_body(request, limit)
+    if raw is None:
+        raise ApiError(
+            413,
+            f"the request body is larger than this server accepts ({limit} bytes)",
+            code="request_too_large",
+        )
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:

@@ -13,6 +13,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from agentscope._http_body import read_limited_body
 from agentscope._json import as_object
 from agentscope.exceptions import ModelError, SessionError
 from agentscope.formatters import (
@@ -34,21 +35,6 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
 async def _events(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield chunk
-
-
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it exceeds ``limit`` bytes (read no further)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def _version(value: Any) -> int | None:
@@ -184,7 +170,7 @@ def build_app(
                 if path is not None:
                     state_dict = await anyio.to_thread.run_sync(load_weights, path)
                 else:
-                    upload = await _read_limited(request, max_upload_bytes)
+                    upload = await read_limited_body(request, max_upload_bytes)
                     if upload is None:
                         return _error(
                             413,

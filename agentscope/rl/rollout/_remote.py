@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import httpx2
@@ -36,6 +36,7 @@ from agentscope.formatters import format_openai_request, parse_openai_response
 from agentscope.message import Msg, ToolUseBlock, new_id
 from agentscope.models import ChatResponse, ModelSettings, ToolSchema
 from agentscope.rl._types import Turn
+from agentscope.rl.rollout._answers import error_message, json_object
 from agentscope.rl.rollout._service import count_prompt_tokens
 from agentscope.rl.rollout._weights import WeightPublisher
 
@@ -231,7 +232,7 @@ class RemoteRolloutServer:
                 body["session_continues"] = (
                     True  # the server must hold it: not a replacement that never saw it
                 )
-        data = _json_object(await self._request("POST", "/v1/chat/completions", json=body), self.base_url)
+        data = json_object(await self._request("POST", "/v1/chat/completions", json=body))
         try:
             response = parse_openai_response(data)
         except (ModelError, ValueError, TypeError, KeyError) as exc:
@@ -284,7 +285,7 @@ class RemoteRolloutServer:
         Raises:
             ModelError: the server could not be reached or answered an error.
         """
-        answer = _json_object(await self._request("GET", "/weights"), self.base_url)
+        answer = json_object(await self._request("GET", "/weights"))
         version = answer.get("version")
         if not isinstance(version, int):
             raise ModelResponseError(f"rollout server {self.base_url} answered {answer!r} for its version")
@@ -356,7 +357,7 @@ class RemoteRolloutServer:
         self._reachable = True
         if answer.status_code >= 400 and answer.status_code not in allow:
             raise ModelHTTPError(
-                f"rollout server {self.base_url} answered {answer.status_code}: {_message(answer)}",
+                f"rollout server {self.base_url} answered {answer.status_code}: {error_message(answer)}",
                 status_code=answer.status_code,
             )
         return answer
@@ -365,16 +366,6 @@ class RemoteRolloutServer:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _json_object(answer: httpx2.Response, base_url: str) -> dict[str, Any]:
-    try:
-        data = answer.json()
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise ModelResponseError(f"rollout server {base_url} answered {answer.text[:300]!r}")
-    return cast("dict[str, Any]", data)
 
 
 def _verbatim_calls(messages: Sequence[Msg]) -> Sequence[Msg]:
@@ -398,10 +389,3 @@ def _verbatim_calls(messages: Sequence[Msg]) -> Sequence[Msg]:
             msg = msg.model_copy(update={"content": blocks})
         out.append(msg)
     return out
-
-
-def _message(response: httpx2.Response) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:300]

@@ -59,7 +59,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -72,6 +72,7 @@ from agentscope.exceptions import (
     ModelResponseError,
     ModelTimeoutError,
 )
+from agentscope.rl.rollout._answers import error_message, json_object
 from agentscope.rl.rollout._types import FinishReason, Generation, SamplingParams
 from agentscope.rl.rollout._weights import WeightPublisher
 
@@ -174,7 +175,7 @@ class VLLMEngine:
                 body=health.text[:1000],
             )
         models = await client.get("/v1/models", timeout=10.0)
-        served = {str(m.get("id")): m for m in _json_object(models).get("data", [])}
+        served = {str(m.get("id")): m for m in json_object(models).get("data", [])}
         if self.model not in served:
             raise ModelError(
                 f"the vLLM server at {self.base_url} serves {sorted(served)}, not {self.model!r} "
@@ -232,7 +233,7 @@ class VLLMEngine:
         finally:
             self._running -= 1
         tail = self.version
-        data = _json_object(response)
+        data = json_object(response)
         generation = _generation(data, head, tail, len(prompt_ids), self.base_url)
         self._count(data, len(prompt_ids), len(generation.completion_ids))
         return generation
@@ -292,7 +293,7 @@ class VLLMEngine:
                     reset = await self._post(
                         client, "/reset_prefix_cache", params={"reset_running_requests": "true"}
                     )
-                    if not _json_object(reset).get("success", False):
+                    if not json_object(reset).get("success", False):
                         logger.warning(
                             "%s kept its prefix cache after reloading weights: %s", self.base_url, reset.text
                         )
@@ -348,7 +349,7 @@ class VLLMEngine:
         if response.status_code >= 400:
             raise ModelHTTPError(
                 f"the vLLM server at {self.base_url} answered {response.status_code} to POST {url}: "
-                f"{_error_message(response)}",
+                f"{error_message(response)}",
                 status_code=response.status_code,
                 body=response.text[:1000],
             )
@@ -423,25 +424,6 @@ def _token_id(token: str) -> int:
     if match is None:
         raise ValueError(f"token {token!r} is not 'token_id:<id>' (send return_tokens_as_token_ids)")
     return int(match.group(1))
-
-
-def _json_object(response: httpx2.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise ModelResponseError(
-            f"{response.request.url} answered non-JSON: {response.text[:300]!r}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ModelResponseError(f"{response.request.url} answered {type(data).__name__}, not an object")
-    return cast(dict[str, Any], data)
-
-
-def _error_message(response: httpx2.Response) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:300]
 
 
 def _check_fused_groups(state_dict: Mapping[str, Any]) -> None:
