@@ -5,7 +5,9 @@
 # Why --no-deps: verl's dependency list (and its [cpu] extra) pins a CUDA build of torch and pulls about 2 GB of
 # NVIDIA wheels; the modules we use need only torch and transformers (already in .venv from the `rl` extra) plus
 # tensordict, hydra-core, codetiming and ray. So verl goes in with --no-deps and those four are installed next to
-# the torch already in .venv, pinned to it, so pip can never swap it for another build.
+# the torch already in .venv, pinned to it, so pip can never swap it for another build. verl's agent loop
+# (verl.experimental.agent_loop, which agentscope.rl.verl_loop subclasses) imports two more: datasets (through
+# verl.utils.dataset) and cachetools (through its rollout router).
 #
 # Run by scripts/setup.sh (VENV and REPO_ROOT exported). Idempotent: does nothing when everything is in place.
 set -euo pipefail
@@ -13,7 +15,7 @@ set -euo pipefail
 VENV="${VENV:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.venv}"
 PY="$VENV/bin/python"
 VERL_REQ="verl==0.9.1"
-DEP_REQS=("tensordict>=0.8,<=0.10,!=0.9.0" "hydra-core" "codetiming" "ray")
+DEP_REQS=("tensordict>=0.8,<=0.10,!=0.9.0" "hydra-core" "codetiming" "ray" "datasets" "cachetools")
 
 log() { printf '[setup] verl: %s\n' "$*" >&2; }
 
@@ -66,8 +68,8 @@ requirements_met || {
     log "requirements still not met after pip install"
     exit 1
 }
-"$PY" -c "import verl.trainer.ppo.core_algos, verl.trainer.ppo.rollout_corr_helper" >/dev/null || {
-    log "verl.trainer.ppo.core_algos does not import; see the error above"
+"$PY" -c "import verl.trainer.ppo.core_algos, verl.trainer.ppo.rollout_corr_helper, verl.experimental.agent_loop" >/dev/null || {
+    log "verl.trainer.ppo.core_algos or verl.experimental.agent_loop does not import; see the error above"
     exit 1
 }
 log "done"
