@@ -23,7 +23,8 @@ VENV="$REPO_ROOT/.venv"
 # The CPU build of this torch lies on this machine's disk (pip's find-links); any other torch requirement makes pip
 # download a multi-GB CUDA build. It is installed first, and pinned again next to the extras, so pip never picks one.
 TORCH_REQ="${AGENTSCOPE_TORCH-torch==2.13.0}"
-APT_PACKAGES=(bubblewrap chromium docker.io fonts-liberation libseccomp2 procps)
+# postgresql: the server that the PostgreSQL trajectory-store tests start themselves (tests/rl/conftest.py).
+APT_PACKAGES=(bubblewrap chromium docker.io fonts-liberation libseccomp2 postgresql procps)
 export REPO_ROOT VENV
 
 cd "$REPO_ROOT"

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+import yaml
+from pydantic import ValidationError
 
 from agentscope.exceptions import UsageError
-from agentscope.rl._files import STORE_FILE
+from agentscope.rl._files import CONFIG_FILE, STORE_FILE
 from agentscope.rl._types import Trajectory
-from agentscope.rl.data import TrajectoryStore
+from agentscope.rl.data import DataConfig, TrajectoryStore, open_store
+
+if TYPE_CHECKING:
+    from agentscope.rl.data import PostgresTrajectoryStore
 
 __all__ = ["EXPORT_KEYS", "export_record", "export_trajectories"]
 
@@ -56,12 +61,29 @@ def export_record(trajectory: Trajectory, trained_at_step: int | None) -> dict[s
     return record
 
 
+def _run_store(run_dir: Path) -> TrajectoryStore | PostgresTrajectoryStore:
+    """The store of the run in ``run_dir``: ``trajectories.db``, else the PostgreSQL store its ``config.yaml``
+    names (blocking: call it in a worker thread)."""
+    path = run_dir / STORE_FILE
+    config = run_dir / CONFIG_FILE
+    if path.is_file() or not config.is_file():
+        return TrajectoryStore(path)
+    try:
+        saved = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data = DataConfig.model_validate(saved.get("data", {}) if isinstance(saved, dict) else {})
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError):
+        return TrajectoryStore(path)  # not a config this AgentScope reads: no PostgreSQL store to name
+    return open_store(data, run_dir)
+
+
 async def export_trajectories(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
     """Write every stored trajectory of ``run_dir`` to ``out`` as JSON lines (:data:`EXPORT_KEYS`); returns how
     many."""
-    path = Path(run_dir) / STORE_FILE
-    if not await anyio.to_thread.run_sync(path.is_file):
-        raise UsageError(f"{run_dir} holds no trajectory store ({STORE_FILE})")
+    store = await anyio.to_thread.run_sync(_run_store, Path(run_dir))
+    if not await store.exists():
+        raise UsageError(
+            f"{run_dir} holds no trajectory store ({STORE_FILE}, or the PostgreSQL one of its config)"
+        )
     target = Path(out)
     count = 0
     lines: list[str] = []
@@ -71,7 +93,7 @@ async def export_trajectories(run_dir: str | os.PathLike[str], out: str | os.Pat
             f.write(text)
 
     await anyio.to_thread.run_sync(flush, "", "w")
-    async with TrajectoryStore(path) as store:
+    async with store:
         async for trajectory, step in store.iter_all():
             lines.append(json.dumps(export_record(trajectory, step), separators=(",", ":")))
             count += 1

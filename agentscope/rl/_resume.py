@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RESUMABLE_FIELDS",
+    "STORE_FIELDS",
     "check_config",
     "config_changes",
     "load_for_resume",
@@ -62,6 +63,10 @@ RESUMABLE_FIELDS: Final = frozenset(
     }
 )
 """Config fields a resumed run may change without ``--allow-config-change``: none changes what is learned."""
+
+STORE_FIELDS: Final = frozenset({"data.store", "data.namespace"})
+"""Config fields no resume may change, even with ``--allow-config-change``: the run's trajectories stay in the store
+it was trained with (``data.url`` may change with that flag: the same database, reached at another address)."""
 
 _ABSENT: Final = "<absent>"
 
@@ -103,10 +108,16 @@ def check_config(
     """The changes of ``config`` against ``saved`` (the config of the checkpoint in ``source``).
 
     Raises:
-        ConfigError: a field outside :data:`RESUMABLE_FIELDS` changed and ``allow`` is False; the message lists
-            each change.
+        ConfigError: a field outside :data:`RESUMABLE_FIELDS` changed and ``allow`` is False, or a field of
+            :data:`STORE_FIELDS` changed (whatever ``allow``); the message lists each change.
     """
     changes = config_changes(saved, config)
+    moved = [f"{name}: {old!r} -> {new!r}" for name, (old, new) in changes.items() if name in STORE_FIELDS]
+    if moved:
+        raise ConfigError(
+            f"--resume: the run's trajectories are in the store it was trained with ({source}), and a resume "
+            f"cannot move them: {'; '.join(moved)}. Resume with that store, or start a new run."
+        )
     refused = {name: change for name, change in changes.items() if name not in RESUMABLE_FIELDS}
     if refused and not allow:
         listed = "; ".join(f"{name}: {old!r} -> {new!r}" for name, (old, new) in refused.items())

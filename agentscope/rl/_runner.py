@@ -3,7 +3,8 @@
 Everything a run writes lives under its run directory::
 
     DIR/config.yaml            the resolved config
-    DIR/trajectories.db        every episode (TrajectoryStore), whatever became of it
+    DIR/trajectories.db        every episode (TrajectoryStore), whatever became of it (data.store: postgres:
+                               in a PostgreSQL namespace instead)
     DIR/metrics.jsonl          one line per trainer step: every metric under its stable name
     DIR/batches.jsonl          one line per trainer step: the trajectory ids trained on
     DIR/traces.db              spans of every episode, model and tool call, and the metric curves (the studio)
@@ -64,7 +65,6 @@ from agentscope.rl._files import (
     LOGS,
     METRICS_FILE,
     RESUMES_FILE,
-    STORE_FILE,
     TRACE_FILE,
     WEIGHTS_DIR,
 )
@@ -73,7 +73,7 @@ from agentscope.rl._resume import load_for_resume, truncate_log
 from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
 from agentscope.rl._sft import prepare_policy
 from agentscope.rl._types import Task
-from agentscope.rl.data import DataManager, ResumeReport, TrajectoryStore
+from agentscope.rl.data import DataManager, ResumeReport, TrajectoryStore, open_store
 from agentscope.rl.envs import AgentFactory, EnvFactory
 from agentscope.rl.tasks import load_tasks
 
@@ -145,12 +145,16 @@ async def train(
     started = time.perf_counter()
     started_ns = time.time_ns()  # the run's start in the studio: tracing is turned on after the warm start
     root = Path(run_dir)
-    store_path = root / STORE_FILE
-    exists = await anyio.to_thread.run_sync(store_path.exists)
+    store = open_store(config.data, root)
+    exists = await store.exists()
+    if isinstance(store, TrajectoryStore):
+        held, other, missing = f"{root} already holds a run", "--run-dir", f"{store.path} does not exist"
+    else:  # data.store: postgres, one run per namespace
+        held, other, missing = f"{store!r} already holds a run", "data.namespace", f"{store!r} holds none"
     if exists and not resume:
-        raise UsageError(f"{root} already holds a run; continue it with --resume or choose another --run-dir")
+        raise UsageError(f"{held}; continue it with --resume or choose another {other}")
     if resume and not exists:
-        raise CheckpointError(f"--resume: {root} holds no run to resume ({store_path} does not exist)")
+        raise CheckpointError(f"--resume: {root} holds no run to resume ({missing})")
     await anyio.to_thread.run_sync(functools.partial(root.mkdir, parents=True, exist_ok=True))
 
     tasks = await anyio.to_thread.run_sync(load_tasks, config.tasks)
@@ -312,7 +316,7 @@ async def _train(
 
     trainer = await anyio.to_thread.run_sync(make_trainer)
     sampler = TaskSampler(tasks, seed=config.seed)
-    store = TrajectoryStore(root / STORE_FILE)
+    store = open_store(config.data, root)
     data = DataManager(store, config.data)
     resumed: ResumeReport | None = None
     if checkpoint is not None:

@@ -1,12 +1,18 @@
-"""Configuration of the data manager: group sizes, batch size, and each DART curation policy's switch."""
+"""Configuration of the data manager: where trajectories are stored, group sizes, batch size, and each DART
+curation policy's switch."""
 
 from __future__ import annotations
 
-from typing import Self
+import re
+from typing import Final, Literal, Self
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["DataConfig"]
+
+_NAMESPACE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_DEFAULT_NAMESPACE: Final = "agentscope"
 
 
 class DataConfig(BaseModel):
@@ -14,6 +20,18 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
+    store: Literal["sqlite", "postgres"] = "sqlite"
+    """Where the run keeps every trajectory. ``sqlite``: the file ``trajectories.db`` in the run directory, for
+    one node (writers take turns on the file's lock). ``postgres``: a PostgreSQL database (``url``), for several
+    processes or nodes appending to one run at once (``pip install -e '.[postgres]'``)."""
+    url: str | None = None
+    """``store: postgres`` only: the database, as a libpq URL, ``postgresql://USER@HOST:PORT/DBNAME`` (a unix
+    socket: ``postgresql:///DBNAME?host=/run/postgresql``). Never a password: the config is saved with the run
+    (``config.yaml``, checkpoints); libpq reads it from ``PGPASSWORD`` or ``~/.pgpass``."""
+    namespace: str = _DEFAULT_NAMESPACE
+    """``store: postgres`` only: the PostgreSQL schema that holds this run's tables (lower-case letters, digits and
+    ``_``). One run per namespace: every process writing the run names the same one, and a new run refuses a
+    namespace that holds trajectories already."""
     group_size: int = Field(default=4, ge=1)
     """Rollouts per task in one group (verl's ``rollout.n``) when adaptive rollouts are off, and for tasks not
     seen yet when they are on. Advantages are computed within a group."""
@@ -58,6 +76,47 @@ class DataConfig(BaseModel):
     """High-entropy step selection: keep only this fraction of a batch's turns, those with the highest entropy
     (estimated as the mean negative log-prob of the turn's sampled tokens); the others get loss mask 0.
     ``None`` switches it off."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            parts = urlsplit(url)
+        except (
+            ValueError
+        ):  # e.g. an unclosed [IPv6] host: say so without echoing the URL (it may hold a password)
+            raise ValueError("the URL does not parse (check its host)") from None
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("expected a PostgreSQL URL, postgresql://USER@HOST:PORT/DBNAME")
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise ValueError(
+                "holds a password, and the config is saved with the run: remove it from the URL and give it in "
+                "PGPASSWORD or ~/.pgpass"
+            )
+        return url
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, namespace: str) -> str:
+        if not _NAMESPACE.fullmatch(namespace):
+            raise ValueError(
+                f"{namespace!r} is not a plain PostgreSQL schema name (lower-case letters, digits and _, at most 63)"
+            )
+        return namespace
+
+    @model_validator(mode="after")
+    def _check_store(self) -> Self:
+        if self.store == "postgres" and self.url is None:
+            raise ValueError("url: required with store: postgres (postgresql://USER@HOST:PORT/DBNAME)")
+        if self.store == "sqlite" and self.url is not None:
+            raise ValueError(
+                "url: only for store: postgres (store: sqlite keeps trajectories.db in the run dir)"
+            )
+        if self.store == "sqlite" and self.namespace != _DEFAULT_NAMESPACE:
+            raise ValueError("namespace: only for store: postgres")
+        return self
 
     @model_validator(mode="after")
     def _check_rollout_range(self) -> Self:

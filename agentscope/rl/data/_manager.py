@@ -41,7 +41,8 @@ from pydantic import JsonValue
 from agentscope.message import new_id
 from agentscope.rl._types import Trajectory, TrajectoryStatus
 from agentscope.rl.data._config import DataConfig
-from agentscope.rl.data._store import TRAINABLE_STATUSES, TrajectoryStore
+from agentscope.rl.data._open import AnyTrajectoryStore
+from agentscope.rl.data._rows import TRAINABLE_STATUSES
 
 __all__ = ["DataManager", "ResumeReport", "trajectory_score", "turn_entropy"]
 
@@ -141,7 +142,7 @@ class DataManager:
     members to wait for (a group it was not told about expects :meth:`group_size_for` members).
     """
 
-    def __init__(self, store: TrajectoryStore, config: DataConfig | None = None) -> None:
+    def __init__(self, store: AnyTrajectoryStore, config: DataConfig | None = None) -> None:
         self._store = store
         self._config = config or DataConfig()
         self._lock = anyio.Lock()
@@ -168,8 +169,8 @@ class DataManager:
         return self._config
 
     @property
-    def store(self) -> TrajectoryStore:
-        """Where every trajectory is kept."""
+    def store(self) -> AnyTrajectoryStore:
+        """Where every trajectory is kept (SQLite or PostgreSQL)."""
         return self._store
 
     # -- task statistics and adaptive rollouts ------------------------------------------------------------

@@ -25,32 +25,36 @@ and removes the success-replay copies made after it. Files written before these 
 when opened (NULL: never rolled back).
 
 Every SQLite call runs in a worker thread (``anyio.to_thread.run_sync``), one at a time per store; the file is in
-WAL mode, so several stores (threads or processes) can write it at once.
+WAL mode, so several stores (threads or processes) can write it at once, taking turns on its write lock (each
+write, :meth:`TrajectoryStore.claim` included, is one ``BEGIN IMMEDIATE`` transaction). For writers on several
+nodes, ``_postgres.py`` keeps the same tables in PostgreSQL, behind the same methods.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sqlite3
-import struct
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar, cast
+from typing import Final, Self, TypeVar
 
 import anyio
 import anyio.to_thread
-from pydantic import ValidationError
 
 from agentscope._sqlite import SQLiteSchema, connect, sqlite_errors, write_transaction
-from agentscope.exceptions import SessionError
 from agentscope.rl._types import Trajectory, TrajectoryStatus
-from agentscope.rl.data._token_blob import CODEC, decode_turns, encode_turns
+from agentscope.rl.data._rows import (
+    INSERT_COLUMNS,
+    NOT_REPLAYABLE,
+    ROW_COLUMNS,
+    TRAINABLE_STATUSES,
+    Rollback,
+    Row,
+    from_row,
+    to_rows,
+)
 
 __all__ = ["TRAINABLE_STATUSES", "Rollback", "TrajectoryStore"]
 
@@ -102,84 +106,6 @@ _ADDED_COLUMNS: Final = {"stored_after": "INTEGER", "marked_after": "INTEGER"}
 """Columns added to schema version 1 after its first release (nullable: old rows are never rolled back)."""
 _CHUNK: Final = 500
 """Ids per statement, well under SQLite's limit on bound parameters."""
-
-TRAINABLE_STATUSES: Final[tuple[TrajectoryStatus, ...]] = ("ok", "truncated")
-"""Statuses a trainer may learn from; every other status is final (never trained)."""
-_NOT_REPLAYABLE: Final[tuple[TrajectoryStatus, ...]] = ("failed_infra", "failed_agent", "aborted")
-
-_TOKEN_ARRAYS: Final = {"prompt_ids", "completion_ids", "logprobs"}
-
-
-_ROW_COLUMNS: Final = "t.trajectory_id, t.status, t.trained_at_step, t.meta, b.codec, b.data"
-_Row = tuple[str, str, int | None, str, str, bytes]
-
-
-def _to_row(
-    traj: Trajectory, replay_of: str | None, now: float, after_step: int | None
-) -> tuple[tuple[object, ...], tuple[object, ...]]:
-    """The (blob row, trajectory row) that store ``traj``."""
-    data = encode_turns(traj.turns)
-    blob_id = hashlib.blake2b(data, digest_size=16).hexdigest()
-    meta = traj.model_dump(mode="json", exclude={"turns": {"__all__": _TOKEN_ARRAYS}})
-    versions = traj.policy_versions
-    trajectory = (
-        traj.trajectory_id,
-        traj.task_id,
-        traj.group_id,
-        traj.status,
-        traj.reward,
-        int(traj.success),
-        traj.min_version,
-        max(versions, default=-1),
-        json.dumps(versions),
-        len(traj.turns),
-        traj.num_generated_tokens,
-        replay_of,
-        traj.created_at,
-        now,
-        now,
-        blob_id,
-        json.dumps(meta, separators=(",", ":")),
-        after_step,
-    )
-    return (blob_id, CODEC, len(data), data), trajectory
-
-
-def _from_row(row: _Row, path: Path) -> tuple[Trajectory, int | None]:
-    trajectory_id, status, trained_at_step, meta_json, codec, data = row
-    try:
-        if codec != CODEC:
-            raise ValueError(f"unknown blob codec {codec!r}")
-        meta: dict[str, Any] = json.loads(meta_json)
-        turns = cast(list[dict[str, Any]], meta["turns"])
-        arrays = decode_turns(data)
-        if len(arrays) != len(turns):
-            raise ValueError(f"the blob holds {len(arrays)} turns, the row {len(turns)}")
-        for turn, (prompt_ids, completion_ids, logprobs) in zip(turns, arrays, strict=True):
-            turn["prompt_ids"], turn["completion_ids"], turn["logprobs"] = (
-                prompt_ids,
-                completion_ids,
-                logprobs,
-            )
-        meta["status"] = status
-        return Trajectory.model_validate(meta), trained_at_step
-    except (ValueError, KeyError, zlib.error, struct.error, ValidationError) as e:
-        raise SessionError(
-            f"trajectory store {str(path)!r}: stored trajectory {trajectory_id!r} cannot be read "
-            f"(written by an incompatible version?): {e}"
-        ) from e
-
-
-@dataclass(frozen=True, slots=True)
-class Rollback:
-    """What :meth:`TrajectoryStore.rollback` undid."""
-
-    untrained: int
-    """Trajectories trained after the step, untrained again."""
-    restored: int
-    """Trajectories whose curation status (dropped or aborted after the checkpoint) was given back."""
-    removed_replays: int
-    """Success-replay copies made after the checkpoint, removed (curation makes them again if still due)."""
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
@@ -246,7 +172,7 @@ class TrajectoryStore:
 
         def write(conn: sqlite3.Connection) -> None:
             now = time.time()
-            rows = [_to_row(t, replay_of, now, after_step) for t in items]
+            rows = [to_rows(t, replay_of, now, after_step) for t in items]
             try:
                 with write_transaction(conn):
                     conn.executemany(
@@ -254,10 +180,7 @@ class TrajectoryStore:
                         [blob for blob, _ in rows],
                     )
                     conn.executemany(
-                        "INSERT INTO trajectories (trajectory_id, task_id, group_id, status, reward, success,"
-                        " min_version, max_version, policy_versions, num_turns, num_generated_tokens, replay_of,"
-                        " created_at, stored_at, updated_at, blob_id, meta, stored_after)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT INTO trajectories ({INSERT_COLUMNS}) VALUES ({', '.join('?' * 18)})",
                         [row for _, row in rows],
                     )
             except sqlite3.IntegrityError as e:
@@ -281,19 +204,19 @@ class TrajectoryStore:
             KeyError: one of the ids is not stored.
         """
         ids = list(trajectory_ids)
-        path = self._path
+        path = str(self._path)
 
         def read(conn: sqlite3.Connection) -> list[Trajectory]:
             found: dict[str, Trajectory] = {}
             for chunk in _chunks(sorted(set(ids))):
                 marks = ", ".join("?" * len(chunk))
-                rows: list[_Row] = conn.execute(
-                    f"SELECT {_ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+                rows: list[Row] = conn.execute(
+                    f"SELECT {ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
                     f" WHERE t.trajectory_id IN ({marks})",
                     tuple(chunk),
                 ).fetchall()
                 for row in rows:
-                    found[row[0]] = _from_row(row, path)[0]
+                    found[row[0]] = from_row(row, path)[0]
             missing = [i for i in ids if i not in found]
             if missing:
                 raise KeyError(f"no stored trajectory with id {missing[0]!r}")
@@ -397,7 +320,7 @@ class TrajectoryStore:
 
     async def iter_all(self, *, page: int = 256) -> AsyncIterator[tuple[Trajectory, int | None]]:
         """Every stored trajectory in the order stored, with the step it was trained at (``None``: never)."""
-        path = self._path
+        path = str(self._path)
         after = 0
         while True:
 
@@ -405,11 +328,11 @@ class TrajectoryStore:
                 conn: sqlite3.Connection, after: int = after
             ) -> list[tuple[int, Trajectory, int | None]]:
                 rows: list[tuple[int, str, str, int | None, str, str, bytes]] = conn.execute(
-                    f"SELECT t.seq, {_ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+                    f"SELECT t.seq, {ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
                     " WHERE t.seq > ? ORDER BY t.seq LIMIT ?",
                     (after, page),
                 ).fetchall()
-                return [(row[0], *_from_row(row[1:], path)) for row in rows]
+                return [(row[0], *from_row(row[1:], path)) for row in rows]
 
             chunk = await self._run("read trajectories", read)
             for seq, traj, trained_at_step in chunk:
@@ -420,18 +343,41 @@ class TrajectoryStore:
 
     async def pending(self) -> list[Trajectory]:
         """Trajectories with a trainable status not trained yet, in the order stored (what a resume re-queues)."""
-        path = self._path
+        path = str(self._path)
         marks = ", ".join("?" * len(TRAINABLE_STATUSES))
 
         def read(conn: sqlite3.Connection) -> list[Trajectory]:
-            rows: list[_Row] = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+            rows: list[Row] = conn.execute(
+                f"SELECT {ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
                 f" WHERE t.status IN ({marks}) AND t.trained_at_step IS NULL ORDER BY t.seq",
                 TRAINABLE_STATUSES,
             ).fetchall()
-            return [_from_row(row, path)[0] for row in rows]
+            return [from_row(row, path)[0] for row in rows]
 
         return await self._run("read pending trajectories", read)
+
+    async def claim(self, limit: int, *, step: int) -> list[Trajectory]:
+        """Take up to ``limit`` of the trajectories :meth:`pending` lists, oldest first, and mark them trained at
+        ``step`` in the same transaction: consumers in several processes, each with a store of its own, never get
+        one trajectory twice."""
+        path = str(self._path)
+        marks = ", ".join("?" * len(TRAINABLE_STATUSES))
+
+        def write(conn: sqlite3.Connection) -> list[Trajectory]:
+            with write_transaction(conn):
+                rows: list[Row] = conn.execute(
+                    f"SELECT {ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+                    f" WHERE t.status IN ({marks}) AND t.trained_at_step IS NULL ORDER BY t.seq LIMIT ?",
+                    (*TRAINABLE_STATUSES, limit),
+                ).fetchall()
+                taken = [from_row(row, path)[0] for row in rows]
+                conn.executemany(
+                    "UPDATE trajectories SET trained_at_step = ?, updated_at = ? WHERE trajectory_id = ?",
+                    [(step, time.time(), t.trajectory_id) for t in taken],
+                )
+            return taken
+
+        return await self._run("claim trajectories", write)
 
     async def latest_success(
         self,
@@ -447,10 +393,10 @@ class TrajectoryStore:
         ``exclude_versions``: inclusive ``(first, last)`` version ranges; an episode whose versions reach into one
         is skipped (versions lost by a resume).
         """
-        path = self._path
-        marks = ", ".join("?" * len(_NOT_REPLAYABLE))
+        path = str(self._path)
+        marks = ", ".join("?" * len(NOT_REPLAYABLE))
         where = [f"t.task_id = ? AND t.success = 1 AND t.replay_of IS NULL AND t.status NOT IN ({marks})"]
-        values: list[object] = [task_id, *_NOT_REPLAYABLE]
+        values: list[object] = [task_id, *NOT_REPLAYABLE]
         if min_version is not None:
             where.append("t.min_version >= ?")
             values.append(min_version)
@@ -458,13 +404,13 @@ class TrajectoryStore:
             where.append("NOT (t.max_version >= ? AND t.min_version <= ?)")
             values += [first, last]
         query = (
-            f"SELECT {_ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+            f"SELECT {ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
             f" WHERE {' AND '.join(where)} ORDER BY t.seq DESC LIMIT 1"
         )
 
         def read(conn: sqlite3.Connection) -> Trajectory | None:
-            row: _Row | None = conn.execute(query, values).fetchone()
-            return None if row is None else _from_row(row, path)[0]
+            row: Row | None = conn.execute(query, values).fetchone()
+            return None if row is None else from_row(row, path)[0]
 
         return await self._run("find a success", read)
 
@@ -499,6 +445,10 @@ class TrajectoryStore:
             return result
 
         return await self._run("count trajectories", read)
+
+    async def exists(self) -> bool:
+        """Whether the store was made already (by this run or an earlier one); opens nothing, creates nothing."""
+        return str(self._path) != ":memory:" and await anyio.to_thread.run_sync(self._path.exists)
 
     async def aclose(self) -> None:
         """Close the connection (idempotent); using the store again reopens it."""

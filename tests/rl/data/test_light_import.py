@@ -1,6 +1,6 @@
-"""The data manager and the trainer's config import without torch, transformers or verl (the runner's config
-and the CLI's --help load them); the trainer's heavy names load on first use (tests/test_exported_members.py
-resolves them)."""
+"""The data manager and the trainer's config import without torch, transformers, verl or psycopg (the runner's
+config and the CLI's --help load them); the trainer's heavy names load on first use (tests/test_exported_members.py
+resolves them), and psycopg with the PostgreSQL store."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import agentscope.rl.data
 import agentscope.rl.trainer
 from agentscope.rl.data import DataConfig, DataManager, TrajectoryStore
 from agentscope.rl.trainer import TrainerConfig
-print(json.dumps(sorted(m for m in ("torch", "transformers", "verl", "ray", "numpy", "tensordict") if m in sys.modules)))
+print(json.dumps(sorted(m for m in ("torch", "transformers", "verl", "ray", "numpy", "tensordict", "psycopg") if m in sys.modules)))
 """
 
 

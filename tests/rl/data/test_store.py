@@ -1,7 +1,10 @@
-"""TrajectoryStore conformance: round trips (token arrays included), marks, counts, resume, concurrent writers."""
+"""Trajectory store conformance, on SQLite and PostgreSQL alike (the ``store`` fixture runs each test on both):
+round trips (token arrays included), marks, counts, resume, claims, concurrent writers. Tests of the SQLite file
+itself use ``sqlite_store``."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import sqlite3
 from collections.abc import Callable
@@ -12,10 +15,27 @@ import pytest
 
 from agentscope.exceptions import SessionError
 from agentscope.rl import Trajectory, Turn
-from agentscope.rl.data import TrajectoryStore
+from agentscope.rl.data import PostgresTrajectoryStore, Rollback, TrajectoryStore
+from agentscope.rl.data._open import AnyTrajectoryStore
 from agentscope.rl.data._token_blob import decode_turns, encode_turns
 
 MakeTraj = Callable[..., Trajectory]
+NewStore = Callable[[], AnyTrajectoryStore]
+
+
+async def blob_count(store: AnyTrajectoryStore) -> int:
+    """Token blobs stored (read behind the store's back)."""
+    if isinstance(store, TrajectoryStore):
+        await store.aclose()
+        with sqlite3.connect(store.path) as conn:
+            return conn.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(store.url) as conn:
+        cur = await conn.execute(f"SELECT COUNT(*) FROM {store.namespace}.blobs")  # pyright: ignore
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0]
 
 
 def rewritten_history_trajectory() -> Trajectory:
@@ -87,7 +107,7 @@ def test_blob_codec_round_trips_and_shares_prefixes() -> None:
     assert len(encode_turns(turns)) < 4 * 1400  # ~1,260 distinct tokens as int32, before compression
 
 
-async def test_round_trip_including_token_arrays(store: TrajectoryStore, make_traj: MakeTraj) -> None:
+async def test_round_trip_including_token_arrays(store: AnyTrajectoryStore, make_traj: MakeTraj) -> None:
     traj = rewritten_history_trajectory()
     other = make_traj(reward=1.0)
     await store.add(traj)
@@ -98,7 +118,8 @@ async def test_round_trip_including_token_arrays(store: TrajectoryStore, make_tr
     assert (await store.get(traj.trajectory_id)).flatten() == traj.flatten()
 
 
-async def test_rows_hold_the_queryable_fields(store: TrajectoryStore) -> None:
+async def test_rows_hold_the_queryable_fields(sqlite_store: TrajectoryStore) -> None:
+    store = sqlite_store
     traj = rewritten_history_trajectory()
     await store.add(traj)
     await store.aclose()
@@ -119,7 +140,7 @@ async def test_rows_hold_the_queryable_fields(store: TrajectoryStore) -> None:
     assert journal == "wal"
 
 
-async def test_missing_and_duplicate_ids(store: TrajectoryStore, make_traj: MakeTraj) -> None:
+async def test_missing_and_duplicate_ids(store: AnyTrajectoryStore, make_traj: MakeTraj) -> None:
     traj = make_traj()
     await store.add(traj)
     with pytest.raises(ValueError, match="stored already"):
@@ -129,7 +150,7 @@ async def test_missing_and_duplicate_ids(store: TrajectoryStore, make_traj: Make
     assert await store.count() == 1
 
 
-async def test_mark_unmark_and_counts(store: TrajectoryStore, make_traj: MakeTraj) -> None:
+async def test_mark_unmark_and_counts(store: AnyTrajectoryStore, make_traj: MakeTraj) -> None:
     trajs = [make_traj(group_id=f"g{i}") for i in range(6)]
     await store.add_many(trajs)
     ids = [t.trajectory_id for t in trajs]
@@ -152,7 +173,7 @@ async def test_mark_unmark_and_counts(store: TrajectoryStore, make_traj: MakeTra
     assert [t.trajectory_id for t in pending] == [ids[2], ids[3], ids[5]]  # dropped_stale is final
 
 
-async def test_iter_all_pages_in_insertion_order(store: TrajectoryStore, make_traj: MakeTraj) -> None:
+async def test_iter_all_pages_in_insertion_order(store: AnyTrajectoryStore, make_traj: MakeTraj) -> None:
     trajs = [make_traj(group_id=f"g{i}", reward=float(i)) for i in range(7)]
     for t in trajs:
         await store.add(t)
@@ -163,7 +184,7 @@ async def test_iter_all_pages_in_insertion_order(store: TrajectoryStore, make_tr
 
 
 async def test_latest_success_skips_failures_replays_and_failed_episodes(
-    store: TrajectoryStore, make_traj: MakeTraj
+    store: AnyTrajectoryStore, make_traj: MakeTraj
 ) -> None:
     old = make_traj(task_id="a", reward=1.0)
     new = make_traj(task_id="a", reward=1.0)
@@ -176,14 +197,11 @@ async def test_latest_success_skips_failures_replays_and_failed_episodes(
     assert found.trajectory_id == new.trajectory_id
     assert await store.latest_success("c") is None
 
-    await store.aclose()
-    with sqlite3.connect(store.path) as conn:
-        n_blobs = conn.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
-    assert n_blobs == 1  # same token arrays everywhere: stored once, referenced by every row
+    assert await blob_count(store) == 1  # same token arrays everywhere: stored once, referenced by every row
 
 
 async def test_latest_success_within_versions_and_replays_counted(
-    store: TrajectoryStore, make_traj: MakeTraj
+    store: AnyTrajectoryStore, make_traj: MakeTraj
 ) -> None:
     v2, v5, v7 = (make_traj(task_id="a", reward=1.0, version=v) for v in (2, 5, 7))
     await store.add_many([v2, v5, v7])
@@ -209,7 +227,7 @@ async def test_latest_success_within_versions_and_replays_counted(
 
 
 async def test_rollback_undoes_what_happened_after_a_checkpoint(
-    store: TrajectoryStore, make_traj: MakeTraj
+    store: AnyTrajectoryStore, make_traj: MakeTraj
 ) -> None:
     early, late, trained, aborted, final = (make_traj(reward=float(i % 2), version=i) for i in range(5))
     await store.add_many([early, trained, aborted, final], after_step=0)
@@ -260,12 +278,11 @@ async def test_a_file_from_before_the_rollback_columns_gets_them(tmp_path: Path,
         assert await store.max_version() == -1
 
 
-async def test_concurrent_writers_on_one_file(tmp_path: Path, make_traj: MakeTraj) -> None:
-    path = tmp_path / "shared.db"
-    stores = [TrajectoryStore(path) for _ in range(3)]
+async def test_concurrent_writers_on_one_store(new_store: NewStore, make_traj: MakeTraj) -> None:
+    stores = [new_store() for _ in range(3)]
     written: list[Trajectory] = []
 
-    async def writer(s: TrajectoryStore, k: int) -> None:
+    async def writer(s: AnyTrajectoryStore, k: int) -> None:
         for i in range(15):
             t = make_traj(group_id=f"w{k}-{i}", reward=float(i))
             written.append(t)
@@ -317,3 +334,43 @@ async def test_in_memory_store(make_traj: MakeTraj) -> None:
         await s.add(traj)
         assert await s.get(traj.trajectory_id) == traj
     assert not Path(":memory:").exists()  # noqa: ASYNC240 - a test assertion, not library code
+
+
+async def test_claim_hands_out_pending_trajectories_once(
+    store: AnyTrajectoryStore, make_traj: MakeTraj
+) -> None:
+    trajs = [make_traj(group_id=f"g{i}", reward=float(i)) for i in range(5)]
+    failed = make_traj(status="failed_agent")
+    await store.add_many([*trajs[:3], failed, *trajs[3:]])
+    await store.mark([trajs[1].trajectory_id], status="dropped_stale")
+    await store.mark([trajs[2].trajectory_id], trained_at_step=0)
+    assert await store.claim(0, step=1) == []
+    first = await store.claim(2, step=1)
+    assert first == [trajs[0], trajs[3]]  # oldest first, as stored; dropped, trained and failed ones never
+    assert await store.claim(5, step=2) == [trajs[4]]
+    assert await store.claim(5, step=3) == []
+    steps = {t.trajectory_id: step async for t, step in store.iter_all()}
+    assert [steps[t.trajectory_id] for t in trajs] == [1, None, 0, 1, 2]
+    assert await store.pending() == []
+    assert await store.rollback(1) == Rollback(untrained=1, restored=0, removed_replays=0)
+    assert await store.claim(5, step=2) == [trajs[4]]  # resumed from step 1: step 2 is claimed again
+
+
+async def test_both_backends_have_the_same_methods() -> None:
+    def methods(cls: type) -> dict[str, inspect.Signature]:
+        return {
+            name: inspect.signature(member)
+            for name, member in vars(cls).items()
+            if callable(member) and (not name.startswith("_") or name in ("__aenter__", "__aexit__"))
+        }
+
+    assert methods(PostgresTrajectoryStore) == methods(TrajectoryStore)
+
+
+async def test_exists_creates_nothing(new_store: NewStore, make_traj: MakeTraj) -> None:
+    store = new_store()
+    assert not await store.exists()
+    assert not await store.exists()
+    async with store:
+        await store.add(make_traj())
+    assert await new_store().exists()
