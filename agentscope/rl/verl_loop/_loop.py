@@ -17,6 +17,7 @@ from typing import Any, cast
 from uuid import uuid4
 
 import anyio
+import verl.experimental.agent_loop.agent_loop as verl_agent_loop
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 from agentscope._errors import unwrap_group
@@ -75,6 +76,14 @@ def _load_reward(spec: str) -> object:
 
 class _TurnLimit(Exception):
     """Internal: ``rollout.multi_turn.max_assistant_turns`` model calls were made."""
+
+
+_registry = cast(dict[str, object], vars(verl_agent_loop)["_agent_loop_registry"])
+"""verl's agent loop registry (module-private in verl; ``register`` and ``AgentLoopWorker`` write it)."""
+_configured = _registry.get(AGENT_NAME)
+"""An entry a config file put in verl's registry before this module was imported: in main_ppo, an
+``AgentLoopWorker`` loads ``agent_loop_config_path`` first, and its ``hydra.utils.instantiate`` imports this module
+then. ``@register`` would replace the entry (and its ``agent:``) with a bare ``_target_``; it is put back below."""
 
 
 @register(AGENT_NAME)
@@ -342,3 +351,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in cast(Sequence[Any], value)]
     return value
+
+
+if _configured is not None:
+    _registry[AGENT_NAME] = _configured

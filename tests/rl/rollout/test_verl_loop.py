@@ -237,6 +237,31 @@ def test_the_example_config_names_the_loop() -> None:
     assert get_class(entry._target_) is AgentScopeReactLoop
 
 
+def test_a_config_files_entry_survives_the_import_of_the_loop() -> None:
+    """In main_ppo an AgentLoopWorker (a fresh Ray actor process) loads the agent loop config file into verl's
+    registry first, and importing the loop (``@register``) must not replace that entry and its ``agent:``."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from omegaconf import OmegaConf\n"
+        "from verl.experimental.agent_loop.agent_loop import _agent_loop_registry\n"
+        "for entry in OmegaConf.load(sys.argv[1]):\n"
+        "    _agent_loop_registry[entry.name] = entry\n"
+        "import agentscope.rl.verl_loop\n"
+        "print(_agent_loop_registry['agentscope_react']['agent'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(EXAMPLE_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "examples/calculator.py:build_agent"
+
+
 # ---------------------------------------------------------------------- a scripted episode, token by token
 
 
