@@ -197,11 +197,13 @@ class AgentScopeReactLoop(AgentLoopBase):
         if reward_info is not None:
             extra_fields["reward_extra_info"] = reward_info
         n = self.response_length
+        # None or a list for every row of a batch alike: verl keeps rollout_log_probs only when its first row has them
+        with_logprobs = bool(sampling_params.get("logprobs")) and not engine.logprobs_missing
         return AgentLoopOutput(
             prompt_ids=self._cap_text_prompt_length(sample.prompt_ids),
             response_ids=sample.response_ids[:n],
             response_mask=sample.response_mask[:n],
-            response_logprobs=None if engine.logprobs_missing else sample.response_logprobs[:n],
+            response_logprobs=sample.response_logprobs[:n] if with_logprobs else None,
             reward_score=reward_score,
             num_turns=max(1, 2 * len(turns)),
             metrics=cast(

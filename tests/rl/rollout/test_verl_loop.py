@@ -353,9 +353,12 @@ async def test_a_reward_function_scores_the_final_reply(
     )
     server = ScriptedServer(tokenizer, [ADD_CALL, ANSWER])
     loop = make_loop(ppo_config, server, tokenizer, agent=CALCULATOR, reward=f"{reward_file}:compute_score")
-    output = await loop.run(sampling_params(ppo_config), **row())
+    output = await loop.run({**sampling_params(ppo_config), "logprobs": False}, **row())
     assert output.reward_score == 1.0
     assert output.extra_fields["reward_extra_info"] == {"source": "calc"}
+    # verl's default (calculate_log_probs off): no log-probs asked for, none returned
+    assert [c["params"]["logprobs"] for c in server.calls] == [False, False]
+    assert output.response_logprobs is None
 
 
 async def test_a_row_names_its_agent_and_a_failing_agent_is_masked_out(
