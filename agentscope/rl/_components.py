@@ -29,7 +29,7 @@ from agentscope.tools import Toolkit
 
 if TYPE_CHECKING:
     from agentscope.rl.rollout import RolloutServer, RolloutService
-    from agentscope.rl.trainer import Trainer
+    from agentscope.rl.trainer import Trainer, VerlFSDPTrainer
 
 __all__ = [
     "TorchTrainer",
@@ -38,6 +38,7 @@ __all__ = [
     "build_env_factory",
     "build_rollout",
     "build_rollout_service",
+    "build_trainer",
     "import_heavy",
     "import_object",
     "load_policy_model",
@@ -139,9 +140,10 @@ def _check_agent_kwargs(spec: str, factory: AgentFactory, kwargs: dict[str, obje
 
 
 class TorchTrainer:
-    """The scheduler's TrainerPort over :class:`~agentscope.rl.trainer.Trainer` (torch runs in worker threads)."""
+    """The scheduler's TrainerPort over :class:`~agentscope.rl.trainer.Trainer` or the ``verl_fsdp`` backend's
+    trainer (torch runs in worker threads)."""
 
-    def __init__(self, trainer: Trainer, threads: int | None) -> None:
+    def __init__(self, trainer: Trainer | VerlFSDPTrainer, threads: int | None) -> None:
         self.trainer = trainer
         self.threads = threads
 
@@ -157,6 +159,28 @@ class TorchTrainer:
 
     async def weights(self) -> Any:
         return await anyio.to_thread.run_sync(self.trainer.weights_for_rollout)
+
+
+def build_trainer(config: RLConfig, model: Any, tokenizer: Any, model_dir: Path) -> Trainer | VerlFSDPTrainer:
+    """The trainer of ``trainer.backend`` over ``model`` (loaded from ``model_dir``): the torch backend's
+    :class:`~agentscope.rl.trainer.Trainer`, or verl's FSDP actor worker (``verl_fsdp``: it loads its own copy
+    from ``model_dir`` and copies the trained weights into ``model`` after each update). Synchronous: call it from
+    a worker thread."""
+    if config.trainer.backend == "verl_fsdp":
+        from agentscope.rl.trainer import VerlFSDPTrainer
+
+        return VerlFSDPTrainer(
+            model,
+            tokenizer,
+            config.trainer,
+            model_dir=model_dir,
+            group_size=config.data.group_size,
+            batch_groups=config.data.batch_groups,
+            seed=config.seed,
+        )
+    from agentscope.rl.trainer import Trainer
+
+    return Trainer(model, tokenizer, config.trainer)  # a reference copy when kl_coef > 0
 
 
 # ---------------------------------------------------------------------- the torch side, in worker threads

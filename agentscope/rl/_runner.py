@@ -53,6 +53,7 @@ from agentscope.rl._components import (
     build_env_cluster,
     build_env_factory,
     build_rollout,
+    build_trainer,
     import_heavy,
     load_policy_model,
 )
@@ -79,6 +80,8 @@ from agentscope.rl.tasks import load_tasks
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from agentscope.rl.trainer import VerlFSDPTrainer
 
 __all__ = ["TrainResult", "sft", "train"]
 
@@ -307,8 +310,8 @@ async def _train(
             raise
         raise CheckpointError(f"{model_dir}: the model or tokenizer cannot be loaded: {exc}") from exc
 
-    def make_trainer() -> Trainer:
-        made = Trainer(model, tokenizer, config.trainer)  # a reference copy when kl_coef > 0
+    def make_trainer() -> Trainer | VerlFSDPTrainer:
+        made = build_trainer(config, model, tokenizer, model_dir)  # trainer.backend's
         if checkpoint is not None:
             made.load_state_dict(checkpoint.trainer_state)
             checkpoint.restore_rng()

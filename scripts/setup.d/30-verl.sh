@@ -7,7 +7,8 @@
 # tensordict, hydra-core, codetiming and ray. So verl goes in with --no-deps and those four are installed next to
 # the torch already in .venv, pinned to it, so pip can never swap it for another build. verl's agent loop
 # (verl.experimental.agent_loop, which agentscope.rl.verl_loop subclasses) imports two more: datasets (through
-# verl.utils.dataset) and cachetools (through its rollout router).
+# verl.utils.dataset) and cachetools (through its rollout router). The verl_fsdp trainer backend (verl's FSDP actor
+# worker, agentscope.rl.trainer._verl_fsdp) imports two more through verl's engine: peft and psutil.
 #
 # Run by scripts/setup.sh (VENV and REPO_ROOT exported). Idempotent: does nothing when everything is in place.
 set -euo pipefail
@@ -15,7 +16,7 @@ set -euo pipefail
 VENV="${VENV:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.venv}"
 PY="$VENV/bin/python"
 VERL_REQ="verl==0.9.1"
-DEP_REQS=("tensordict>=0.8,<=0.10,!=0.9.0" "hydra-core" "codetiming" "ray" "datasets" "cachetools")
+DEP_REQS=("tensordict>=0.8,<=0.10,!=0.9.0" "hydra-core" "codetiming" "ray" "datasets" "cachetools" "peft" "psutil")
 
 log() { printf '[setup] verl: %s\n' "$*" >&2; }
 

@@ -1,5 +1,8 @@
 """The trainer: verl-layout batches, policy-gradient updates with verl's algorithms, asynchronous checkpoints.
 
+Two backends (``TrainerConfig.backend``): :class:`Trainer` (ours, single process, verl's loss functions) and
+:class:`VerlFSDPTrainer` (verl's own FSDP actor worker, configured through :func:`verl_overrides`).
+
 :class:`TrainerConfig` and :class:`CheckpointError` are light; the rest loads torch, transformers and verl when
 first used (``pip install -e '.[rl]'``, and verl as ``scripts/setup.d/30-verl.sh`` installs it).
 """
@@ -16,6 +19,8 @@ if _typing.TYPE_CHECKING:
     from agentscope.rl.trainer._batch import Batch, TrainBatch, build_batch
     from agentscope.rl.trainer._checkpoint import AsyncCheckpointer, CheckpointState
     from agentscope.rl.trainer._trainer import Trainer
+    from agentscope.rl.trainer._verl_fsdp import VerlFSDPTrainer
+    from agentscope.rl.trainer._verl_hydra import compose_verl_config, verl_overrides
 
 __all__ = [
     "AsyncCheckpointer",
@@ -25,7 +30,10 @@ __all__ = [
     "TrainBatch",
     "Trainer",
     "TrainerConfig",
+    "VerlFSDPTrainer",
     "build_batch",
+    "compose_verl_config",
+    "verl_overrides",
 ]
 
 __getattr__ = _lazy_exports(
@@ -36,8 +44,11 @@ __getattr__ = _lazy_exports(
         "CheckpointState": "_checkpoint",
         "TrainBatch": "_batch",
         "Trainer": "_trainer",
+        "VerlFSDPTrainer": "_verl_fsdp",
         "build_batch": "_batch",
+        "compose_verl_config": "_verl_hydra",
+        "verl_overrides": "_verl_hydra",
     },
-    extras={"_batch": "rl", "_checkpoint": "rl", "_trainer": "rl"},
+    extras={"_batch": "rl", "_checkpoint": "rl", "_trainer": "rl", "_verl_fsdp": "rl", "_verl_hydra": "rl"},
     note=", then bash scripts/setup.d/30-verl.sh (verl==0.9.1 --no-deps and its CPU dependencies)",
 )

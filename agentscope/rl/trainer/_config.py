@@ -57,6 +57,15 @@ class TrainerConfig(BaseModel):
     """Passes over the batch."""
     micro_batch_size: int = Field(default=8, ge=1)
     """Sequences per forward/backward pass (gradient accumulation; the loss is the same for any value)."""
+    backend: Literal["torch", "verl_fsdp"] = "torch"
+    """Who runs the update. ``torch``: this package's single-process trainer, calling verl's loss and advantage
+    functions. ``verl_fsdp``: verl's own FSDP actor worker (``ActorRolloutRefWorker.update_actor``, FSDP2,
+    verl's ``ppo_loss``), built from verl's Hydra config with this section mapped onto its keys (the table in
+    docs/rl-verl-backend.md); batches go to it as a verl ``DataProto``. Same algorithm and, on one process, the same
+    update within float tolerance. Tested on CPU (one process, gloo); needs ``peft`` and ``psutil`` besides verl."""
+    verl_overrides: list[str] = Field(default_factory=list[str])
+    """``verl_fsdp`` only: extra verl Hydra overrides (``key=value``, e.g.
+    ``actor_rollout_ref.actor.fsdp_config.param_offload=true``), applied after the mapped ones."""
     temperature: float = Field(default=1.0, gt=0.0)
     """Sampling temperature of the rollout: log-probs are ``log_softmax(logits / temperature)``, as in verl. Must
     equal the rollout's, or the importance ratios are off."""
