@@ -126,6 +126,7 @@ class VerlFSDPTrainer:
         self.ref_worker = self._build_worker() if self.config.kl_coef > 0 else None
         self.steps_done = 0
         """Updates applied so far (restored by :meth:`load_state_dict`)."""
+        self._entropy = 0.0
 
     def _build_worker(self) -> Any:
         from verl.workers.engine_workers import ActorRolloutRefWorker
@@ -145,6 +146,13 @@ class VerlFSDPTrainer:
     def log_probs(self, proto: Any, *, reference: bool = False) -> torch.Tensor:
         """``[B, R]`` log-probs of ``proto``'s responses under the actor (or the reference policy), by verl's
         ``compute_log_prob`` (its engine, forward only)."""
+        return self._forward(proto, reference=reference, entropy=False)[0]
+
+    def _forward(
+        self, proto: Any, *, reference: bool, entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``compute_log_prob`` over ``proto`` (padded as :func:`_layout` says): ``[B, R]`` log-probs and, when
+        ``entropy``, entropies."""
         from verl.utils import tensordict_utils as tu
         from verl.workers.utils.padding import no_padding_2_padding
 
@@ -154,13 +162,15 @@ class VerlFSDPTrainer:
         total, micro = _layout(rows, 1, self.config.micro_batch_size)
         data = _to_worker_input(
             _pad_rows(proto, total),
-            calculate_entropy=False,
+            calculate_entropy=entropy,
             compute_loss=False,
             micro_batch_size_per_gpu=micro,
         )
         with _prints_to_stderr():
             output = worker.compute_log_prob(data)
-        return no_padding_2_padding(tu.get(output, "log_probs"), data).float()[:rows]
+        log_probs = no_padding_2_padding(tu.get(output, "log_probs"), data).float()[:rows]
+        entropies = no_padding_2_padding(tu.get(output, "entropy"), data).float()[:rows] if entropy else None
+        return log_probs, entropies
 
     def make_proto(self, trajectories: Sequence[Trajectory]) -> tuple[Any, dict[str, float]]:
         """The ``DataProto`` verl's actor trains on: :func:`build_batch`'s tensors plus ``old_log_probs``,
@@ -180,7 +190,14 @@ class VerlFSDPTrainer:
         proto = to_data_proto(
             {**base, "advantages": advantages, "returns": returns}, temperature=config.temperature
         )
-        proto.batch["old_log_probs"] = self.log_probs(proto)
+        old_log_probs, entropy = self._forward(proto, reference=False, entropy=True)
+        proto.batch["old_log_probs"] = old_log_probs
+        assert entropy is not None
+        self._entropy = (
+            float(verl.masked_mean(entropy, base["response_mask"]).item())
+            if bool(base["response_mask"].any())
+            else 0.0
+        )
         if self.ref_worker is not None:
             proto.batch["ref_log_prob"] = self.log_probs(proto, reference=True)
         metrics: dict[str, float] = {}
@@ -269,7 +286,10 @@ class VerlFSDPTrainer:
             "train/approx_kl": _mean(raw.get("actor/ppo_kl", 0.0)),
             "train/clipfrac": _mean(raw.get("actor/pg_clipfrac", 0.0)),
             "train/clipfrac_lower": _mean(raw.get("actor/pg_clipfrac_lower", 0.0)),
-            "train/entropy": _mean(raw.get("actor/entropy_loss", 0.0)),
+            # token-mean entropy of the policy before this update (the old-log-prob pass); verl's entropy_loss is
+            # the bonus term, aggregated by loss_agg_mode (the token mean only under token-mean)
+            "train/entropy": self._entropy,
+            "train/entropy_loss": _mean(raw.get("actor/entropy_loss", 0.0)),
             "train/grad_norm": sum(grad_norms) / max(len(grad_norms), 1),
             "train/optimizer_steps": float(len(grad_norms) - nonfinite),
             "train/nonfinite_grad_steps": float(nonfinite),
