@@ -126,7 +126,6 @@ class VerlFSDPTrainer:
         self.ref_worker = self._build_worker() if self.config.kl_coef > 0 else None
         self.steps_done = 0
         """Updates applied so far (restored by :meth:`load_state_dict`)."""
-        self._entropy = 0.0
 
     def _build_worker(self) -> Any:
         from verl.workers.engine_workers import ActorRolloutRefWorker
@@ -175,7 +174,8 @@ class VerlFSDPTrainer:
     def make_proto(self, trajectories: Sequence[Trajectory]) -> tuple[Any, dict[str, float]]:
         """The ``DataProto`` verl's actor trains on: :func:`build_batch`'s tensors plus ``old_log_probs``,
         ``advantages``/``returns`` (verl's estimator), ``ref_log_prob`` (KL on) and ``rollout_is_weights`` (TIS
-        on); and the rollout-correction metrics (``rollout_corr/...``)."""
+        on); and the rollout-correction metrics (``rollout_corr/...``) with ``train/entropy``, the token-mean
+        entropy of the policy before the update."""
         config = self.config
         base = build_batch(trajectories, self.pad_token_id)
         options = (
@@ -193,15 +193,12 @@ class VerlFSDPTrainer:
         old_log_probs, entropy = self._forward(proto, reference=False, entropy=True)
         proto.batch["old_log_probs"] = old_log_probs
         assert entropy is not None
-        self._entropy = (
-            float(verl.masked_mean(entropy, base["response_mask"]).item())
-            if bool(base["response_mask"].any())
-            else 0.0
-        )
         if self.ref_worker is not None:
             proto.batch["ref_log_prob"] = self.log_probs(proto, reference=True)
         metrics: dict[str, float] = {}
         if bool(base["response_mask"].any()):
+            # the token-mean entropy of the policy before the update, as the torch backend measures it
+            entropy_mean = float(verl.masked_mean(entropy, base["response_mask"]).item())
             weights, metrics = verl.rollout_correction(
                 old_log_prob=proto.batch["old_log_probs"],
                 rollout_log_prob=base["rollout_log_probs"],
@@ -211,6 +208,7 @@ class VerlFSDPTrainer:
             )
             if weights is not None:
                 proto.batch["rollout_is_weights"] = weights
+            metrics["train/entropy"] = entropy_mean
         return proto, metrics
 
     def step(self, trajectories: Sequence[Trajectory], *, step: int | None = None) -> dict[str, float]:
@@ -239,6 +237,7 @@ class VerlFSDPTrainer:
         metrics.update(self._update(proto))
         self.steps_done += 1
         self._copy_weights_to_model()
+        metrics["train/entropy"] = corr.get("train/entropy", 0.0)
         metrics["train/tis_ratio_mean"] = corr.get("rollout_corr/rollout_is_mean", 1.0)
         metrics["train/tis_clipped_fraction"] = corr.get("rollout_corr/rollout_is_ratio_fraction_high", 0.0)
         metrics["train/rollout_kl"] = corr.get("rollout_corr/kl", 0.0)
@@ -286,9 +285,8 @@ class VerlFSDPTrainer:
             "train/approx_kl": _mean(raw.get("actor/ppo_kl", 0.0)),
             "train/clipfrac": _mean(raw.get("actor/pg_clipfrac", 0.0)),
             "train/clipfrac_lower": _mean(raw.get("actor/pg_clipfrac_lower", 0.0)),
-            # token-mean entropy of the policy before this update (the old-log-prob pass); verl's entropy_loss is
-            # the bonus term, aggregated by loss_agg_mode (the token mean only under token-mean)
-            "train/entropy": self._entropy,
+            # verl's entropy bonus term, aggregated by loss_agg_mode (the token mean only under token-mean);
+            # train/entropy is the token mean, from make_proto
             "train/entropy_loss": _mean(raw.get("actor/entropy_loss", 0.0)),
             "train/grad_norm": sum(grad_norms) / max(len(grad_norms), 1),
             "train/optimizer_steps": float(len(grad_norms) - nonfinite),
