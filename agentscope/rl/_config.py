@@ -190,6 +190,16 @@ class EnvConfig(BaseModel):
     """Longest an episode may take (same consequence). None: no limit."""
     max_turns: int | None = Field(default=8, ge=1)
     """Most model calls per episode; past it the episode is truncated. None: no limit."""
+    backend: Literal["inprocess", "ray"] = "inprocess"
+    """Where the episodes are played. ``inprocess``: in the training process (asyncio tasks). ``ray``: in
+    ``workers`` Ray actors (placed by ``worker_cpus``, restarted by Ray), the ``slots`` split between them; each
+    talks to the rollout servers over HTTP (so it needs ``rollout.backend: process`` or ``ray``) and returns its
+    trajectories to the training process as Ray objects. An episode whose worker dies ends as ``failed_infra``."""
+    workers: int = Field(default=1, ge=1)
+    """``backend: ray`` only: environment actors; ``slots`` is split evenly between them."""
+    worker_cpus: float = Field(default=0.5, ge=0.0)
+    """``backend: ray`` only: Ray's CPU reservation per environment actor (agents and environments mostly wait
+    on the model and on tools)."""
 
 
 class AgentConfig(BaseModel):
@@ -324,6 +334,13 @@ class RLConfig(BaseModel):
                 "data.max_staleness: set schedule.max_staleness instead (the data manager takes it)"
             )
         self.data.max_staleness = self.schedule.max_staleness
+        if self.env.backend == "ray" and self.rollout.backend == "inprocess":
+            raise ValueError(
+                "env.backend: ray needs rollout servers the environment actors can reach over HTTP: set "
+                "rollout.backend to process or ray"
+            )
+        if self.env.backend == "ray" and self.env.slots < self.env.workers:
+            raise ValueError(f"env.workers: {self.env.workers} workers need at least as many env.slots")
         if self.trainer.temperature != self.rollout.temperature:
             raise ValueError(
                 f"trainer.temperature: {self.trainer.temperature} must equal rollout.temperature "

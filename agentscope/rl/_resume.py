@@ -56,6 +56,9 @@ RESUMABLE_FIELDS: Final = frozenset(
         "rollout.threads",
         "rollout.servers",
         "rollout.backend",
+        "env.backend",
+        "env.workers",
+        "env.worker_cpus",
         "sft.threads",  # the warm start is not re-run on resume
         "trace",
         "trace_sample_rate",

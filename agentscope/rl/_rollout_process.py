@@ -162,7 +162,7 @@ class ProcessRolloutServer(RemoteRolloutServer):
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
         self.max_restarts = max_restarts
-        self._token = token
+        self._secret = token
         self._initial_version = version
         self._process: anyio.abc.Process | None = None
         self._log: TextIO | None = None
@@ -259,7 +259,7 @@ class ProcessRolloutServer(RemoteRolloutServer):
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log if self._log is not None else subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", TOKEN_ENV: self._token},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", TOKEN_ENV: self._secret},
             start_new_session=True,
         )
         self._process = process

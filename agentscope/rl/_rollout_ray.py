@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import threading
@@ -38,11 +39,12 @@ if TYPE_CHECKING:
     from agentscope.rl._config import RLConfig
     from agentscope.rl.policy import TokenizerLike
 
-__all__ = ["RayRolloutServer", "ensure_ray"]
+__all__ = ["RayRolloutServer", "ensure_ray", "local_cpus"]
 
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 300.0
+_WATCH_EVERY_S = 1.0
 
 
 _INIT_LOCK = threading.Lock()
@@ -63,6 +65,17 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
         if not ray.is_initialized():
             _init(ray, num_cpus)
     return ray
+
+
+def local_cpus(config: RLConfig) -> int:
+    """CPUs a local Ray cluster of this run declares: the machine's, or what the run's actors reserve when that
+    is more (Ray's CPUs are a placement budget: on one machine, an actor that finds none free waits forever)."""
+    wanted = 0.0
+    if config.rollout.backend == "ray":
+        wanted += config.rollout.servers * float(config.rollout.threads or 1)
+    if config.env.backend == "ray":
+        wanted += config.env.workers * config.env.worker_cpus
+    return max(os.cpu_count() or 1, math.ceil(wanted))
 
 
 def _init(ray: Any, num_cpus: int | None) -> None:
@@ -207,11 +220,12 @@ class RayRolloutServer(RemoteRolloutServer):
         self.index = index
         self.num_cpus = num_cpus if num_cpus is not None else float(config.rollout.threads or 1)
         self.max_restarts = max_restarts
-        self._token = token
+        self._secret = token
         self._initial_version = version
         self._actor: Any = None
         self._actor_pid: int | None = None
         self._recovering: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"RayRolloutServer(index={self.index}, url={self.base_url!r})"
@@ -238,7 +252,7 @@ class RayRolloutServer(RemoteRolloutServer):
             # On this thread, blocking for the seconds Ray takes to start, never on a worker thread: a local
             # Ray's GCS and raylet die with the *thread* that started them (PR_SET_PDEATHSIG), and an idle worker
             # thread is retired after a few seconds, which killed the cluster in the middle of runs.
-            ray = ensure_ray()
+            ray = ensure_ray(local_cpus(self.config))
             weights_dir, model_dir = await anyio.to_thread.run_sync(paths)
             actor_class = ray.remote(_RolloutServerActor)
             self._actor = actor_class.options(
@@ -250,7 +264,7 @@ class RayRolloutServer(RemoteRolloutServer):
                 self._initial_version,
                 weights_dir,
                 _node_ip(),
-                self._token,
+                self._secret,
             )
             url, self._actor_pid = await self._actor.where.remote()
             self.rebind(url)
@@ -258,18 +272,37 @@ class RayRolloutServer(RemoteRolloutServer):
         except BaseException:
             await self._shutdown()
             raise
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return self
+
+    async def _watch(self) -> None:
+        """Notice a restart of the actor even when no request from here fails (the agents may talk to the server
+        from elsewhere: environment actors), by asking Ray for its process id now and then."""
+        while self._actor is not None:
+            await anyio.sleep(_WATCH_EVERY_S)
+            if self._actor is None or (self._recovering is not None and not self._recovering.done()):
+                continue
+            try:
+                with anyio.fail_after(_START_TIMEOUT_S):
+                    pid = await self._actor.pid.remote()  # waits while Ray restarts it
+            except Exception:  # gone for good, or slow: the next round asks again
+                logger.debug("rollout server %d: no process id", self.index, exc_info=True)
+                continue
+            if pid != self._actor_pid:
+                self._recover()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True):
-            recovering, self._recovering = self._recovering, None
-            if recovering is not None:
-                recovering.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await recovering
+            for attribute in ("_recovering", "_watcher"):
+                task: asyncio.Task[None] | None = getattr(self, attribute)
+                setattr(self, attribute, None)
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             try:
                 await self.aclose()
             finally:

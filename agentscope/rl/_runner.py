@@ -75,12 +75,13 @@ from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
 from agentscope.rl._sft import prepare_policy
 from agentscope.rl._types import Task
 from agentscope.rl.data import DataManager, ResumeReport, TrajectoryStore, open_store
-from agentscope.rl.envs import AgentFactory, EnvFactory
+from agentscope.rl.envs import AgentFactory, EnvCluster, EnvFactory
 from agentscope.rl.tasks import load_tasks
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from agentscope.rl._env_ray import RayEnvCluster
     from agentscope.rl.trainer import VerlFSDPTrainer
 
 __all__ = ["TrainResult", "sft", "train"]
@@ -342,7 +343,14 @@ async def _train(
         # Weight files of an earlier attempt hold versions that a resumed run lost: none may be served again.
         await anyio.to_thread.run_sync(WeightPublisher(root / WEIGHTS_DIR).clear)
     service, servers = build_rollout(config, model_dir, tokenizer, start_version, root)
-    cluster = build_env_cluster(config, service, env_factory, agent_factory)
+    cluster: EnvCluster | RayEnvCluster
+    if config.env.backend == "ray":
+        from agentscope.rl._env_ray import RayEnvCluster
+        from agentscope.rl.rollout import RemoteRolloutServer
+
+        cluster = RayEnvCluster(config, model_dir, [s for s in servers if isinstance(s, RemoteRolloutServer)])
+    else:
+        cluster = build_env_cluster(config, service, env_factory, agent_factory)
     progress = StepProgress(console, "step", config.schedule.steps, start=start_step)
     if resumed is not None:
         progress.note(f"resumed from step {start_step}: {resumed.describe()}")
@@ -401,7 +409,7 @@ async def _train(
         stats=service.stats,
     )
     try:
-        async with service:
+        async with service, cluster:  # the cluster's actors (env.backend: ray) need the servers' addresses
             with progress:
                 if start_step < config.schedule.steps:
                     await scheduler.run()

@@ -43,11 +43,32 @@ from agentscope.exceptions import ModelError
 from agentscope.rl._config import ScheduleConfig
 from agentscope.rl._types import Task, Trajectory
 from agentscope.rl.data import DataManager
-from agentscope.rl.envs import EnvCluster, LiveEpisode
+from agentscope.rl.envs import LiveEpisode, TrajectorySink
 
-__all__ = ["Scheduler", "StepReport", "TaskSampler", "TrainerPort", "WeightReceiver"]
+__all__ = ["ClusterPort", "Scheduler", "StepReport", "TaskSampler", "TrainerPort", "WeightReceiver"]
 
 logger = logging.getLogger(__name__)
+
+
+class ClusterPort(Protocol):
+    """The environment cluster as the scheduler sees it (an ``EnvCluster``, or its Ray actors)."""
+
+    @property
+    def slots(self) -> int:
+        """Episodes played at once."""
+        ...
+
+    async def run(self, tasks: AsyncIterator[tuple[Task, str]], sink: TrajectorySink) -> None:
+        """Play the tasks until the iterator ends, each finished episode to ``sink``."""
+        ...
+
+    def abort(self, predicate: Callable[[LiveEpisode], bool], reason: str = ...) -> int:
+        """Stop the live episodes ``predicate`` picks; returns how many."""
+        ...
+
+    def stats(self) -> dict[str, float]:
+        """Cumulative measurements (``env/...``)."""
+        ...
 
 
 class TrainerPort(Protocol):
@@ -157,7 +178,7 @@ class Scheduler:
         self,
         config: ScheduleConfig,
         *,
-        cluster: EnvCluster,
+        cluster: ClusterPort,
         data: DataManager,
         trainer: TrainerPort,
         servers: Sequence[WeightReceiver],

@@ -173,12 +173,26 @@ def test_an_unloadable_evaluation_set_names_its_field(tmp_path: Path) -> None:
         load_config(None, ["eval_tasks=arith:n=100,max_operand=2,split=eval"])
 
 
-def test_the_ray_example_is_the_quickstart_with_only_its_rollout_backend_changed() -> None:
+def test_the_ray_example_is_the_quickstart_with_only_its_backends_changed() -> None:
     examples = Path(__file__).resolve().parents[2] / "examples" / "rl"
     quickstart = load_config(examples / "quickstart.yaml").model_dump(mode="json")
     on_ray = load_config(examples / "ray.yaml").model_dump(mode="json")
     assert (on_ray["rollout"]["backend"], on_ray["rollout"]["servers"]) == ("ray", 2)
     assert (quickstart["rollout"]["backend"], quickstart["rollout"]["servers"]) == ("inprocess", 1)
+    assert (on_ray["env"]["backend"], on_ray["env"]["workers"]) == ("ray", 2)
+    assert (quickstart["env"]["backend"], quickstart["env"]["workers"]) == ("inprocess", 1)
     for config in (quickstart, on_ray):
         del config["rollout"]["backend"], config["rollout"]["servers"]
+        del config["env"]["backend"], config["env"]["workers"]
     assert on_ray == quickstart
+
+
+def test_environment_actors_need_rollout_servers_they_can_reach() -> None:
+    with pytest.raises(
+        ConfigError, match=r"env\.backend: ray needs rollout servers .* rollout\.backend to process or ray"
+    ):
+        load_config(None, ["env.backend=ray"])
+    with pytest.raises(ConfigError, match=r"env\.workers: 4 workers need at least as many env\.slots"):
+        load_config(None, ["env.backend=ray", "rollout.backend=ray", "env.workers=4", "env.slots=2"])
+    config = load_config(None, ["env.backend=ray", "rollout.backend=process", "env.workers=2"])
+    assert (config.env.backend, config.env.workers, config.env.worker_cpus) == ("ray", 2, 0.5)

@@ -27,6 +27,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "examples" / "rl" / "smoke.yaml"
+RAY = ("rollout.backend=ray", "env.backend=ray")
+"""Every service but the trainer and the data manager on a local Ray cluster."""
 METRIC_KEYS = (
     "rollout/tokens_per_s",
     "env/utilisation",
@@ -160,15 +162,19 @@ def test_rollout_servers_as_processes_of_their_own(cache: Path, tmp_path: Path) 
     ]
 
 
-def test_rollout_servers_as_ray_actors(cache: Path, tmp_path: Path) -> None:
-    """``rollout.backend: ray``: two actors on a local Ray cluster the run starts itself."""
+def test_rollout_servers_and_environment_workers_as_ray_actors(cache: Path, tmp_path: Path) -> None:
+    """``rollout.backend: ray`` and ``env.backend: ray``: two rollout actors and two environment actors on a local
+    Ray cluster the run starts itself."""
     pytest.importorskip("ray", reason="the Ray backend needs the scale extra")
     run_dir = tmp_path / "ray"
-    summary = train(run_dir, cache, "rollout.backend=ray", "rollout.servers=2", "schedule.steps=3")
+    summary = train(run_dir, cache, *RAY, "rollout.servers=2", "env.workers=2", "schedule.steps=3")
     check_run(run_dir, summary, steps=3, max_staleness=2)
     last = lines(run_dir / "metrics.jsonl")[-1]
     assert last["rollout/servers"] == 2
-    assert min(last["rollout/server0/sessions_opened"], last["rollout/server1/sessions_opened"]) > 0
+    assert min(last["rollout/server0/turns"], last["rollout/server1/turns"]) > 0  # both servers serve
+    assert last["env/workers"] == 2
+    assert last["env/worker_deaths"] == 0
+    assert last["env/episodes"] >= summary["steps"]
     assert (run_dir / "weights" / "policy-v00000003.safetensors").is_file()
 
 
@@ -208,10 +214,16 @@ def test_eval_prints_success_rates(async_run: tuple[Path, dict[str, Any]]) -> No
     assert set(report["per_task"]) == {f"arith-3-{i}" for i in range(6)}
 
 
-def test_resume_after_sigkill_trains_nothing_twice_and_loses_nothing(cache: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backends", [(), RAY], ids=["inprocess", "ray"])
+def test_resume_after_sigkill_trains_nothing_twice_and_loses_nothing(
+    cache: Path, tmp_path: Path, backends: tuple[str, ...]
+) -> None:
+    """The driver killed with SIGKILL (on Ray, its local cluster and every actor die with it), then resumed."""
+    if backends:
+        pytest.importorskip("ray", reason="the Ray backend needs the scale extra")
     run_dir = tmp_path / "killed"
     steps = 6
-    overrides = [f"schedule.steps={steps}", "schedule.checkpoint_every=1"]
+    overrides = [f"schedule.steps={steps}", "schedule.checkpoint_every=1", *backends]
     args = ["rl", "train", str(SMOKE), "--run-dir", str(run_dir), "--set", f"policy.cache_dir={cache}"]
     for item in overrides:
         args += ["--set", item]

@@ -231,14 +231,18 @@ class EnvCluster:
             for _ in range(self.slots):
                 tg.start_soon(slot)
 
-    async def run_episode(self, task: Task, group_id: str) -> Trajectory:
-        """Play one episode of ``task`` in a free slot (waiting for one) and return its trajectory."""
+    async def run_episode(self, task: Task, group_id: str, trajectory_id: str | None = None) -> Trajectory:
+        """Play one episode of ``task`` in a free slot (waiting for one) and return its trajectory (with id
+        ``trajectory_id``, default a new one; it is also the episode's rollout session id)."""
         if self._closed:
             raise RuntimeError("the cluster is closed")
         self._mark_started()
         async with self._limiter:
             episode = LiveEpisode(
-                task=task, group_id=group_id, trajectory_id=new_id(), started_at=anyio.current_time()
+                task=task,
+                group_id=group_id,
+                trajectory_id=trajectory_id or new_id(),
+                started_at=anyio.current_time(),
             )
             run = _EpisodeRun(episode)
             self._live[episode.trajectory_id] = run

@@ -96,6 +96,7 @@ class RemoteRolloutServer:
         self.model_name = model_name
         self.restarts = 0
         """How many times the server was replaced (a restarted process or actor)."""
+        self._token = token
         self._tokenizer = tokenizer
         self._counter: ChatTokenizer | None = None
         self._version = version
@@ -138,6 +139,11 @@ class RemoteRolloutServer:
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self._reachable = True
 
+    def connection(self) -> tuple[str, str | None]:
+        """The server's address now and its bearer token: what another process (an environment actor) needs to
+        talk to it. The token is a secret: never log it."""
+        return self.base_url, self._token
+
     @property
     def available(self) -> bool:
         """Whether new episodes should come here: False after a refused connection, until the server answers
@@ -179,7 +185,7 @@ class RemoteRolloutServer:
         if turns is None:
             raise SessionError(f"no rollout session {session_id!r}")
         # Always: a first call cut short (an aborted episode) may have opened it there without a turn here.
-        self._spawn(self._drop(session_id))
+        self._spawn(self.drop_session(session_id))
         return turns
 
     def session_turns(self, session_id: str) -> list[Turn]:
@@ -194,7 +200,9 @@ class RemoteRolloutServer:
         """Ids of the open sessions."""
         return list(self._sessions)
 
-    async def _drop(self, session_id: str) -> None:
+    async def drop_session(self, session_id: str) -> None:
+        """Have the server forget a session it may hold (its copy of the turns), best effort: for a session whose
+        recorder is gone (an environment actor that died)."""
         try:
             await self._client.delete(f"{self.base_url}/sessions/{session_id}")
         except httpx2.HTTPError as exc:  # the server is gone: so is the session
@@ -278,6 +286,11 @@ class RemoteRolloutServer:
     def version(self) -> int:
         """The newest version this server is known to serve."""
         return self._version
+
+    def note_version(self, version: int) -> None:
+        """Learn that the server serves ``version`` (or a newer one), from whoever updated it: a client in another
+        process (an environment actor) hears of updates only this way or from its own answers."""
+        self._version = max(self._version, version)
 
     async def refresh(self) -> None:
         """Read the server's version and stats now.

@@ -289,7 +289,8 @@ class RolloutRouter:
         ``rollout/servers``, ``rollout/version_spread`` (newest minus oldest version serving),
         ``rollout/sessions_on_newest_fraction`` (sessions opened on a newest-version server),
         ``rollout/session_imbalance`` (most minus fewest sessions open on a server now) and per
-        server ``rollout/server<i>/{sessions,sessions_opened,policy_version,tokens_per_s}``."""
+        server ``rollout/server<i>/{sessions,sessions_opened,policy_version,tokens_per_s,turns}`` (``sessions_opened``
+        counts the sessions this router placed; ``turns`` the model calls the server answered, whoever asked)."""
         each = [server.stats() for server in self.servers]
         stats: dict[str, float] = {key: sum(s.get(key, 0.0) for s in each) for key in _SUMMED}
         stats["rollout/batch_occupancy"] = sum(s.get("rollout/batch_occupancy", 0.0) for s in each) / len(
@@ -312,4 +313,5 @@ class RolloutRouter:
             stats[f"rollout/server{i}/sessions_opened"] = float(self._placed[i])
             stats[f"rollout/server{i}/policy_version"] = float(server.version)
             stats[f"rollout/server{i}/tokens_per_s"] = s.get("rollout/tokens_per_s", 0.0)
+            stats[f"rollout/server{i}/turns"] = s.get("rollout/turns", 0.0)
         return stats

@@ -1,0 +1,449 @@
+"""Environment workers as Ray actors (``env.backend: ray``): the episodes are played out of the training process.
+
+Each worker is an async Ray actor (:class:`_EnvWorkerActor`) holding an
+:class:`~agentscope.rl.envs.EnvCluster` of its share of ``env.slots``, built from the run's config exactly as the
+in-process backend builds it (same environment and agent factories, same limits). Its agents talk to the run's
+rollout servers over HTTP (a :class:`~agentscope.rl.rollout.RemoteRolloutServer` per server, behind a router), so
+tokens never pass through the training process on their way; the finished trajectory (token ids, log-probs,
+versions) comes back as the Ray object the call returns.
+
+The training process keeps :class:`RayEnvCluster`, which the scheduler uses as it uses an ``EnvCluster``
+(``run``, ``abort``, ``live``, ``stats``): it deals episodes to the workers, each call carrying the servers'
+current addresses and policy versions (a restarted rollout server serves elsewhere; a worker's router sends new
+episodes to the newest weights), and reads each worker's live episodes and counters every ``_POLL_S``. A worker
+that dies ends its episodes in flight as ``failed_infra`` (their sessions are dropped on every server); Ray
+restarts it, and its slots take new episodes once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from agentscope.message import new_id
+from agentscope.rl._types import Task, Trajectory
+from agentscope.rl.envs import LiveEpisode, TrajectorySink
+
+if TYPE_CHECKING:
+    from agentscope.rl._config import RLConfig
+    from agentscope.rl.envs import EnvCluster
+    from agentscope.rl.rollout import RemoteRolloutServer
+
+__all__ = ["RayEnvCluster"]
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.5
+"""How often the driver reads the workers' live episodes and counters."""
+_PLACE_TIMEOUT_S = 120.0
+"""Longest a worker may wait to be placed and started at the beginning of a run."""
+_RESTART_TIMEOUT_S = 300.0
+"""Longest a slot waits for its dead worker to come back before it gives the worker up."""
+_SUMMED = ("env/slot_s", "env/busy_s")
+"""Worker stats that add up across workers (the counters ``env/episodes*`` and ``env/restarts`` too)."""
+
+
+class _EnvWorkerActor:
+    """The actor body (``ray.remote`` makes it an async actor in :meth:`RayEnvCluster.__aenter__`): an
+    environment cluster whose agents talk to the rollout servers at the addresses each call brings."""
+
+    def __init__(
+        self, config_json: str, model_dir: str, tokens: list[str | None], slots: int, index: int
+    ) -> None:
+        from agentscope.rl._config import RLConfig
+
+        self._config = RLConfig.model_validate_json(config_json)
+        self._model_dir = Path(model_dir)
+        self._tokens = tokens
+        self._slots = slots
+        self._index = index
+        self._servers: list[RemoteRolloutServer] = []
+        self._cluster: EnvCluster | None = None
+        self._starting = asyncio.Lock()
+
+    async def _ensure(self, servers: Sequence[tuple[str, int]]) -> EnvCluster:
+        async with self._starting:
+            if self._cluster is None:
+                await self._start([url for url, _ in servers])
+        for server, (url, version) in zip(self._servers, servers, strict=True):
+            if server.base_url != url.rstrip("/"):  # the server was restarted elsewhere
+                server.rebind(url)
+            server.note_version(version)  # the router sends new episodes to the newest weights
+        assert self._cluster is not None
+        return self._cluster
+
+    async def _start(self, urls: Sequence[str]) -> None:
+        from agentscope.rl._components import (
+            build_agent_factory,
+            build_env_cluster,
+            build_env_factory,
+            load_policy_tokenizer,
+        )
+        from agentscope.rl.rollout import RemoteRolloutServer, RolloutRouter
+
+        config = self._config.model_copy(
+            update={"env": self._config.env.model_copy(update={"slots": self._slots})}
+        )
+        tokenizer = await load_policy_tokenizer(self._model_dir, 1)
+        self._servers = [
+            RemoteRolloutServer(url, tokenizer=tokenizer, token=token)
+            for url, token in zip(urls, self._tokens, strict=True)
+        ]
+        for server in self._servers:
+            await server.refresh()
+        service = self._servers[0] if len(self._servers) == 1 else RolloutRouter(self._servers)
+        self._cluster = build_env_cluster(
+            config, service, build_env_factory(config), build_agent_factory(config)
+        )
+
+    async def run_episode(
+        self, task: Task, group_id: str, trajectory_id: str, servers: list[tuple[str, int]]
+    ) -> Trajectory:
+        """Play one episode (in a free slot of this worker) and return its trajectory. ``servers``: each rollout
+        server's address and policy version now, as the driver knows them."""
+        cluster = await self._ensure(servers)
+        return await cluster.run_episode(task, group_id, trajectory_id)
+
+    async def abort(self, trajectory_ids: list[str], reason: str) -> int:
+        """Stop these episodes (status ``aborted``); returns how many were still live here."""
+        if self._cluster is None:
+            return 0
+        wanted = set(trajectory_ids)
+        return self._cluster.abort(lambda episode: episode.trajectory_id in wanted, reason)
+
+    async def snapshot(self) -> tuple[list[LiveEpisode], dict[str, float]]:
+        """The live episodes and the cluster's counters."""
+        if self._cluster is None:
+            return [], {}
+        return self._cluster.live(), self._cluster.stats()
+
+    async def pid(self) -> int:
+        """The actor's process id."""
+        import os
+
+        return os.getpid()
+
+    async def close(self) -> None:
+        """Close the environments and the HTTP clients (no episode may be running)."""
+        if self._cluster is not None:
+            await self._cluster.aclose()
+        for server in self._servers:
+            await server.aclose()
+
+
+@dataclass(slots=True, eq=False)
+class _Dealt:
+    """An episode dealt to a worker, as the driver knows it."""
+
+    worker: int
+    episode: LiveEpisode
+
+
+@dataclass(slots=True, eq=False)
+class _Worker:
+    """One environment actor and the driver's view of it."""
+
+    actor: Any
+    slots: int
+    stats: dict[str, float] = field(default_factory=dict[str, float])
+    """Its counters as last read, plus those of its earlier incarnations (a restarted actor counts from 0)."""
+    earlier: dict[str, float] = field(default_factory=dict[str, float])
+    """The counters of its earlier incarnations."""
+    last: dict[str, float] = field(default_factory=dict[str, float])
+    """Its counters as last read from the process now serving."""
+    deaths: int = 0
+    """Times it died (found by the episodes it had in flight)."""
+    down: bool = False
+    """It died under an episode and is not known to be back yet."""
+    gone: bool = False
+    """Ray gave up restarting it: its slots take no more episodes."""
+
+    def read(self, stats: dict[str, float]) -> None:
+        """Take a fresh reading; a clock below the last one's means a new incarnation (counting from 0)."""
+        if stats.get("env/wall_s", 0.0) < self.last.get("env/wall_s", 0.0):
+            for key, value in self.last.items():
+                if key in _SUMMED or key.startswith(("env/episodes", "env/restarts")):
+                    self.earlier[key] = self.earlier.get(key, 0.0) + value
+        self.last = stats
+        self.stats = {key: value + self.earlier.get(key, 0.0) for key, value in stats.items()}
+        for key, value in self.earlier.items():
+            self.stats.setdefault(key, value)
+
+
+class RayEnvCluster:
+    """The environment cluster of a run as ``env.workers`` Ray actors (see the module docstring); the scheduler
+    uses it as an :class:`~agentscope.rl.envs.EnvCluster`.
+
+    Args:
+        config: The run's config (``env`` says how many workers, slots and CPUs).
+        model_dir: The policy's directory (its tokenizer counts prompt tokens for the agents' context budget).
+        servers: The run's rollout servers (their current addresses go with every episode).
+        max_restarts: Restarts after which Ray leaves a dead worker dead (its slots then stay empty).
+    """
+
+    def __init__(
+        self,
+        config: RLConfig,
+        model_dir: Path,
+        servers: Sequence[RemoteRolloutServer],
+        *,
+        max_restarts: int = 5,
+    ) -> None:
+        if not servers:
+            raise ValueError("RayEnvCluster needs at least one rollout server")
+        self.config = config
+        self.model_dir = model_dir
+        self.servers = list(servers)
+        self.max_restarts = max_restarts
+        self.slots = config.env.slots
+        """Episodes played at once, over all workers."""
+        workers = config.env.workers
+        self._shares = [
+            self.slots // workers + (1 if i < self.slots % workers else 0) for i in range(workers)
+        ]
+        self._workers: list[_Worker] = []
+        self._dealt: dict[str, _Dealt] = {}
+        self._counts: dict[str, float] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started_at: float | None = None
+
+    async def __aenter__(self) -> RayEnvCluster:
+        from agentscope.rl._rollout_ray import ensure_ray, local_cpus
+
+        ray = ensure_ray(local_cpus(self.config))  # on this thread: see ensure_ray
+        model_dir = await anyio.to_thread.run_sync(self.model_dir.resolve)
+        actor_class = ray.remote(_EnvWorkerActor)
+        tokens = [server.connection()[1] for server in self.servers]
+        try:
+            for index, share in enumerate(self._shares):
+                actor = actor_class.options(
+                    num_cpus=self.config.env.worker_cpus,
+                    max_restarts=self.max_restarts,
+                    max_task_retries=0,  # an episode is never replayed behind the scheduler's back
+                    max_concurrency=share + 8,
+                ).remote(self.config.model_dump_json(), str(model_dir), tokens, share, index)
+                self._workers.append(_Worker(actor, share))
+            for index, worker in enumerate(self._workers):  # placed and started before the first episode
+                with anyio.move_on_after(_PLACE_TIMEOUT_S) as placing:
+                    await worker.actor.pid.remote()
+                if placing.cancelled_caught:
+                    raise RuntimeError(
+                        f"environment worker {index} was not placed within {_PLACE_TIMEOUT_S:g} s: the Ray "
+                        f"cluster has no {self.config.env.worker_cpus:g} CPUs free for it (ray status shows "
+                        "what is free); lower env.worker_cpus or env.workers"
+                    )
+        except BaseException:
+            await self.aclose()
+            raise
+        self._started_at = anyio.current_time()
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ the EnvCluster interface
+
+    async def run(self, tasks: AsyncIterator[tuple[Task, str]], sink: TrajectorySink) -> None:
+        """Play ``(task, group_id)`` pairs from ``tasks`` on every worker's slots until it is exhausted, sending
+        every finished trajectory to ``sink`` (as :meth:`EnvCluster.run`)."""
+        pull_lock = anyio.Lock()
+
+        async def slot(worker: int) -> None:
+            while not self._workers[worker].gone:
+                async with pull_lock:
+                    try:
+                        task, group_id = await anext(tasks)
+                    except StopAsyncIteration:
+                        return
+                await sink(await self.run_episode(task, group_id, worker=worker))
+
+        async with anyio.create_task_group() as tg:
+            for index, share in enumerate(self._shares):
+                for _ in range(share):
+                    tg.start_soon(slot, index)
+        if all(worker.gone for worker in self._workers):
+            raise RuntimeError(
+                f"every environment worker died for good ({self.max_restarts} restarts each): see the Ray logs"
+            )
+
+    async def run_episode(self, task: Task, group_id: str, *, worker: int | None = None) -> Trajectory:
+        """Play one episode of ``task`` on ``worker`` (default: the one with the fewest episodes in flight)."""
+        if not self._workers:
+            raise RuntimeError("the cluster is not running: enter it first")
+        if worker is None:
+            load = [0] * len(self._workers)
+            for dealt in self._dealt.values():
+                load[dealt.worker] += 1
+            worker = min(range(len(load)), key=lambda i: load[i] / self._workers[i].slots)
+        trajectory_id = new_id()
+        episode = LiveEpisode(
+            task=task, group_id=group_id, trajectory_id=trajectory_id, started_at=anyio.current_time()
+        )
+        self._dealt[trajectory_id] = _Dealt(worker, episode)
+        servers = [(server.connection()[0], server.version) for server in self.servers]
+        try:
+            if self._workers[worker].down:  # it died under an earlier episode: wait until Ray restarts it
+                await self._wait_restarted(worker)
+            return await self._workers[worker].actor.run_episode.remote(
+                task, group_id, trajectory_id, servers
+            )
+        except Exception as exc:
+            from ray.exceptions import RayActorError
+
+            if not isinstance(exc, RayActorError) and not self._workers[worker].gone:
+                raise
+            return await self._lost(worker, episode, exc)
+        finally:
+            del self._dealt[trajectory_id]
+
+    async def worker_pids(self) -> list[int]:
+        """The workers' process ids (waiting for any that Ray is restarting)."""
+        return [await _when_up(worker.actor.pid) for worker in self._workers]
+
+    def live(self) -> list[LiveEpisode]:
+        """Episodes in progress, as last read from the workers (at most ``_POLL_S`` old)."""
+        return [dealt.episode for dealt in self._dealt.values()]
+
+    def abort(
+        self, predicate: Callable[[LiveEpisode], bool], reason: str = "aborted by the scheduler"
+    ) -> int:
+        """Stop the live episodes ``predicate`` picks (as :meth:`EnvCluster.abort`); returns how many were
+        asked to stop (each worker stops its own at once, in the background)."""
+        picked: dict[int, list[str]] = {}
+        for trajectory_id, dealt in self._dealt.items():
+            if predicate(dealt.episode):
+                picked.setdefault(dealt.worker, []).append(trajectory_id)
+        for worker, ids in picked.items():
+            self._background(_quietly(self._workers[worker].actor.abort.remote(ids, reason)))
+        return sum(len(ids) for ids in picked.values())
+
+    def stats(self) -> dict[str, float]:
+        """The workers' counters added up (as :meth:`EnvCluster.stats`), with ``env/worker_deaths`` (episodes
+        in flight on a worker that died end as ``failed_infra`` and count in ``env/episodes_failed_infra``)."""
+        out: dict[str, float] = {"env/episodes": 0.0, "env/restarts": 0.0}
+        wall = 0.0 if self._started_at is None else anyio.current_time() - self._started_at
+        for worker in self._workers:
+            for key, value in worker.stats.items():
+                if key in _SUMMED or key.startswith(("env/episodes", "env/restarts")):
+                    out[key] = out.get(key, 0.0) + value
+        for key, value in self._counts.items():
+            out[key] = out.get(key, 0.0) + value
+        capacity = self.slots * wall
+        out["env/wall_s"] = wall
+        out["env/slot_occupancy"] = out.get("env/slot_s", 0.0) / capacity if capacity > 0 else 0.0
+        out["env/utilisation"] = out.get("env/busy_s", 0.0) / capacity if capacity > 0 else 0.0
+        out["env/live"] = float(len(self._dealt))
+        out["env/workers"] = float(len(self._workers))
+        out["env/worker_deaths"] = float(sum(worker.deaths for worker in self._workers))
+        return out
+
+    async def aclose(self) -> None:
+        """Stop polling, close the workers' environments and remove the actors."""
+        with anyio.CancelScope(shield=True):
+            poller, self._poller = self._poller, None
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            with anyio.move_on_after(10):  # session drops and aborts under way
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            workers, self._workers = self._workers, []
+            if not workers:
+                return
+            import ray
+
+            for worker in workers:
+                with contextlib.suppress(Exception), anyio.move_on_after(30):
+                    await worker.actor.close.remote()
+                ray.kill(worker.actor, no_restart=True)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _lost(self, worker: int, episode: LiveEpisode, exc: BaseException) -> Trajectory:
+        """The trajectory of an episode whose worker died: ``failed_infra``, with no turns (the sessions it had
+        opened are dropped on every server)."""
+        if not self._workers[worker].down:  # the first of its episodes in flight to see it dead
+            self._workers[worker].deaths += 1
+            self._workers[worker].down = True
+        for key in ("env/episodes", "env/episodes_failed_infra"):
+            self._counts[key] = self._counts.get(key, 0.0) + 1
+        for server in self.servers:  # in the background: a slot never waits on a slow server for this
+            self._background(server.drop_session(episode.trajectory_id))
+        logger.warning("environment worker %d died under episode %s: %s", worker, episode.trajectory_id, exc)
+        return Trajectory(
+            trajectory_id=episode.trajectory_id,
+            task_id=episode.task.id,
+            group_id=episode.group_id,
+            status="failed_infra",
+            error=f"environment worker {worker} died: {type(exc).__name__}",
+            metrics={"env/episode_s": anyio.current_time() - episode.started_at},
+        )
+
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wait_restarted(self, index: int) -> None:
+        """Wait until Ray has restarted the worker (its slot's next episode would only queue there); mark it
+        gone when Ray gives up."""
+        worker = self._workers[index]
+        try:
+            await _when_up(worker.actor.pid)
+        except Exception as exc:
+            if not worker.gone:
+                logger.error("environment worker %d is gone (%s): its slots stay empty", index, exc)
+            worker.gone = True
+            raise
+        worker.down = False
+
+    async def _poll(self) -> None:
+        """Keep the live episodes' progress (first version, calls) and the workers' counters fresh."""
+        while True:
+            await anyio.sleep(_POLL_S)
+            for index, worker in enumerate(self._workers):
+                try:
+                    with anyio.fail_after(10):
+                        episodes, stats = await worker.actor.snapshot.remote()
+                except Exception:  # dead or restarting: its episodes end through run_episode
+                    logger.debug("environment worker %d: no snapshot", index, exc_info=True)
+                    continue
+                if stats:
+                    worker.read(stats)
+                for seen in episodes:
+                    dealt = self._dealt.get(seen.trajectory_id)
+                    if dealt is not None:
+                        dealt.episode.first_version = seen.first_version
+                        dealt.episode.model_calls = seen.model_calls
+                        dealt.episode.tool_calls = seen.tool_calls
+
+
+async def _when_up(method: Any) -> Any:
+    """Call an actor method taking no arguments, retrying while Ray restarts the actor (calls to a restarting
+    actor fail at once with ``ActorUnavailableError``); ``ActorDiedError`` once Ray gave up on it, TimeoutError
+    past ``_RESTART_TIMEOUT_S``."""
+    from ray.exceptions import ActorUnavailableError
+
+    with anyio.fail_after(_RESTART_TIMEOUT_S):
+        while True:
+            try:
+                return await method.remote()
+            except ActorUnavailableError:
+                await anyio.sleep(0.2)
+
+
+async def _quietly(ref: Any) -> None:
+    try:
+        await ref
+    except Exception:  # the worker died: its episodes end as failed_infra anyway
+        logger.debug("aborting episodes failed", exc_info=True)
