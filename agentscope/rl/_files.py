@@ -4,6 +4,7 @@ the RL runner (plain, blocking I/O: call them in a worker thread)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 __all__ = [
@@ -12,10 +13,12 @@ __all__ = [
     "EVAL_FILE",
     "LOGS",
     "METRICS_FILE",
+    "PINNED_POLICY_DIR",
     "RESUMES_FILE",
     "STORE_FILE",
     "TRACE_FILE",
     "WEIGHTS_DIR",
+    "pin_directory",
     "write_text_atomically",
 ]
 
@@ -26,6 +29,9 @@ TRACE_FILE = "traces.db"
 CONFIG_FILE = "config.yaml"
 WEIGHTS_DIR = "weights"
 """Where rollout servers out of process read the policy's versions from (one safetensors file each)."""
+PINNED_POLICY_DIR = "policy-start"
+"""The policy a resumed run started from, pinned (hard links) for services out of process: they restart from it,
+and the checkpoint it came from may be pruned meanwhile."""
 RESUMES_FILE = "resumes.jsonl"
 LOGS = (METRICS_FILE, BATCHES_FILE)
 """Per-step logs, cut back to the checkpoint's step on resume."""
@@ -41,3 +47,26 @@ def write_text_atomically(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(partial, path)
+
+
+def pin_directory(source: Path, target: Path) -> Path:
+    """Make ``target`` a copy of the files under ``source`` that outlives it: hard links where the file system
+    allows (no bytes copied), copies elsewhere. An earlier ``target`` is replaced whole (built beside it, then
+    renamed over it). Returns ``target``."""
+    source = source.resolve()  # DIR/checkpoints/latest is a symlink
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    for path in sorted(source.rglob("*")):
+        destination = partial / path.relative_to(source)
+        if path.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, destination)
+        except OSError:  # another file system, or links not allowed
+            shutil.copy2(path, destination)
+    partial.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    return target

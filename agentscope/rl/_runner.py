@@ -65,9 +65,11 @@ from agentscope.rl._files import (
     EVAL_FILE,
     LOGS,
     METRICS_FILE,
+    PINNED_POLICY_DIR,
     RESUMES_FILE,
     TRACE_FILE,
     WEIGHTS_DIR,
+    pin_directory,
 )
 from agentscope.rl._progress import StepProgress
 from agentscope.rl._resume import load_for_resume, truncate_log
@@ -342,13 +344,19 @@ async def _train(
 
         # Weight files of an earlier attempt hold versions that a resumed run lost: none may be served again.
         await anyio.to_thread.run_sync(WeightPublisher(root / WEIGHTS_DIR).clear)
-    service, servers = build_rollout(config, model_dir, tokenizer, start_version, root)
+    served_dir = model_dir
+    if checkpoint is not None and (config.rollout.backend != "inprocess" or config.env.backend == "ray"):
+        # Servers and workers out of process (re)start from this directory, and pruning may delete the checkpoint.
+        served_dir = await anyio.to_thread.run_sync(pin_directory, model_dir, root / PINNED_POLICY_DIR)
+    service, servers = build_rollout(config, served_dir, tokenizer, start_version, root)
     cluster: EnvCluster | RayEnvCluster
     if config.env.backend == "ray":
         from agentscope.rl._env_ray import RayEnvCluster
         from agentscope.rl.rollout import RemoteRolloutServer
 
-        cluster = RayEnvCluster(config, model_dir, [s for s in servers if isinstance(s, RemoteRolloutServer)])
+        cluster = RayEnvCluster(
+            config, served_dir, [s for s in servers if isinstance(s, RemoteRolloutServer)]
+        )
     else:
         cluster = build_env_cluster(config, service, env_factory, agent_factory)
     progress = StepProgress(console, "step", config.schedule.steps, start=start_step)

@@ -290,3 +290,5 @@ def test_resume_after_sigkill_trains_nothing_twice_and_loses_nothing(
         if t.trajectory_id not in before:
             assert t.min_version >= record["data"]["version"]
     assert all(m["data/staleness_max"] <= 2 for m in metrics_after)
+    # Services out of process (re)started from a pinned copy of the checkpoint, which pruning cannot take away.
+    assert (run_dir / "policy-start" / "config.json").is_file() == bool(backends)
