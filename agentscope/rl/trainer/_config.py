@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentscope.rl._device import DeviceSpec, DtypeSpec
+
 __all__ = ["TrainerConfig"]
 
 
@@ -57,6 +59,15 @@ class TrainerConfig(BaseModel):
     """Passes over the batch."""
     micro_batch_size: int = Field(default=8, ge=1)
     """Sequences per forward/backward pass (gradient accumulation; the loss is the same for any value)."""
+    device: DeviceSpec = "auto"
+    """Where the update runs: ``auto`` (the first CUDA GPU when torch sees one, else the CPU), ``cpu``, ``cuda``,
+    ``cuda:<index>``. A GPU that torch does not see is an error naming this field. (``backend: torch`` only;
+    ``verl_fsdp`` places itself from verl's config.)"""
+    dtype: DtypeSpec = "auto"
+    """Compute dtype of the forward passes (``torch.autocast``): ``auto`` is bfloat16 on a GPU and float32 on the
+    CPU. Parameters, gradients and AdamW's state stay float32 (mixed precision, as verl's FSDP actor does), and
+    log-probs are taken from float32 logits. (``backend: torch`` only; ``verl_fsdp`` computes in float32, see
+    ``verl_overrides``.)"""
     backend: Literal["torch", "verl_fsdp"] = "torch"
     """Who runs the update. ``torch``: this package's single-process trainer, calling verl's loss and advantage
     functions. ``verl_fsdp``: verl's own FSDP actor worker (``ActorRolloutRefWorker.update_actor``, FSDP2,

@@ -22,10 +22,12 @@ import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 
+from agentscope.rl._device import resolve_device, resolve_dtype
 from agentscope.rl._types import Trajectory
 from agentscope.rl.trainer import _verl as verl
 from agentscope.rl.trainer._batch import Batch, TrainBatch, build_batch
@@ -58,11 +60,13 @@ def sequence_log_probs(
     temperature: float,
     with_entropy: bool,
     entropy_grad: bool = False,
+    autocast: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Log-probs (and entropies) of ``batch["responses"][rows]`` under ``model``, as verl computes them.
 
     ``log_softmax(logits / temperature)`` gathered at the response tokens (``verl_F.logprobs_from_logits``) and
-    ``verl_F.entropy_from_logits`` (with gradient only when ``entropy_grad``). Columns that are padding in every
+    ``verl_F.entropy_from_logits`` (with gradient only when ``entropy_grad``); the forward pass under
+    ``torch.autocast`` to ``autocast`` when given. Columns that are padding in every
     selected row are cut first; the result is ``[b, r]`` with ``r`` the selected rows' longest response
     (returned as the third value).
     """
@@ -76,13 +80,16 @@ def sequence_log_probs(
         else 0
     )
     end = prompt_len + response_len
-    output = model(
-        input_ids=batch["input_ids"][rows][:, first:end],
-        attention_mask=attention[:, first:end],
-        position_ids=batch["position_ids"][rows][:, first:end],
-        logits_to_keep=response_len + 1,
-        use_cache=False,
-    )
+    input_ids = batch["input_ids"][rows]
+    mixed = torch.autocast(input_ids.device.type, dtype=autocast) if autocast is not None else nullcontext()
+    with mixed:
+        output = model(
+            input_ids=input_ids[:, first:end],
+            attention_mask=attention[:, first:end],
+            position_ids=batch["position_ids"][rows][:, first:end],
+            logits_to_keep=response_len + 1,
+            use_cache=False,
+        )
     logits = output.logits[:, :-1, :].float() / temperature
     log_probs = verl.logprobs_from_logits(logits, responses[:, :response_len])
     entropy: torch.Tensor | None = None
@@ -101,7 +108,8 @@ class Trainer:
     """Single-process policy-gradient trainer over a Hugging Face causal LM, with verl's algorithms.
 
     Args:
-        model: the policy (e.g. ``AutoModelForCausalLM.from_pretrained(dir)``), trained in place.
+        model: the policy (e.g. ``AutoModelForCausalLM.from_pretrained(dir)``), moved to ``config.device`` and
+            trained in place there; forward passes in ``config.dtype``.
         tokenizer: its tokenizer (for the pad token id); anything with ``pad_token_id`` or ``eos_token_id``.
         config: the algorithm settings.
         ref_model: the reference policy for the KL loss; by default a frozen copy of ``model`` as given, made only
@@ -117,7 +125,7 @@ class Trainer:
         ref_model: torch.nn.Module | None = None,
     ) -> None:
         self.config = config or TrainerConfig()
-        self.model = model
+        self.model = model.to(resolve_device(self.config.device, "trainer.device"))
         self.tokenizer = tokenizer
         pad = getattr(tokenizer, "pad_token_id", None)
         if pad is None:
@@ -138,6 +146,9 @@ class Trainer:
         self._loss_fn = verl.policy_loss(self.config.policy_loss)
         self.steps_done = 0
         """Updates applied so far (restored by :meth:`load_state_dict`)."""
+        dtype = resolve_dtype(self.config.dtype, self.device)
+        self.autocast: torch.dtype | None = None if dtype == torch.float32 else dtype
+        """The forward passes' autocast dtype (None: float32 throughout)."""
         self.fuse_old_log_probs = True
         """With one optimizer step per batch (``epochs == mini_batches == 1``), take the old log-probs from the
         update's own forward pass instead of a separate inference pass (same result, one forward pass fewer)."""
@@ -203,7 +214,12 @@ class Trainer:
         try:
             for rows in self._micro_batches(batch, torch.arange(size, device=self.device)):
                 log_probs, _, r = sequence_log_probs(
-                    model, batch, rows, temperature=self.config.temperature, with_entropy=False
+                    model,
+                    batch,
+                    rows,
+                    temperature=self.config.temperature,
+                    with_entropy=False,
+                    autocast=self.autocast,
                 )
                 out[rows, :r] = log_probs
         finally:
@@ -329,6 +345,7 @@ class Trainer:
             temperature=config.temperature,
             with_entropy=True,
             entropy_grad=config.entropy_coef > 0,
+            autocast=self.autocast,
         )
         assert entropy is not None
 

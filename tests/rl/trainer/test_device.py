@@ -1,0 +1,72 @@
+"""``trainer.device`` and ``trainer.dtype``: a GPU torch does not see is an error naming the field; bfloat16
+autocast on the CPU trains the float32 parameters in mixed precision (the path a GPU run takes by default)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Qwen2ForCausalLM
+
+from agentscope.exceptions import ConfigError
+from agentscope.rl import Trajectory, load_config
+from agentscope.rl._components import build_trainer
+from agentscope.rl._device import resolve_device, resolve_dtype
+from agentscope.rl.trainer import Trainer, TrainerConfig
+
+MakeModel = Callable[..., Qwen2ForCausalLM]
+Sample = Callable[..., Trajectory]
+
+
+def test_auto_is_the_cpu_in_float32_where_torch_sees_no_gpu() -> None:
+    assert not torch.cuda.is_available()  # this machine; on a GPU machine auto is cuda and bfloat16
+    device = resolve_device("auto", "trainer.device")
+    assert device == torch.device("cpu")
+    assert resolve_dtype("auto", device) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype("float16", device) == torch.float16
+
+
+def test_a_gpu_torch_does_not_see_is_an_error_naming_the_field(
+    make_model: MakeModel, tokenizer: object
+) -> None:
+    config = load_config(None, ["trainer.device=cuda:1"])
+    with pytest.raises(ConfigError, match=r"trainer\.device: 'cuda:1', but this torch .* sees no CUDA GPU"):
+        build_trainer(config, make_model(), tokenizer, Path("unused"))  # what rl train calls
+
+
+def test_a_malformed_device_fails_at_load_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"trainer\.device"):
+        load_config(None, ["trainer.device=gpu0"])
+    with pytest.raises(ConfigError, match=r"trainer\.dtype"):
+        load_config(None, ["trainer.dtype=fp8"])
+
+
+def test_bfloat16_autocast_trains_float32_parameters_close_to_the_float32_update(
+    make_model: MakeModel, sample: Sample, tokenizer: object
+) -> None:
+    trajectories = [
+        sample(make_model(), group_id="g", reward=r, seed=20 + i) for i, r in enumerate([1, 0, 1, 0])
+    ]
+    updated: dict[str, list[torch.Tensor]] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    for dtype in ("float32", "bfloat16"):
+        model = make_model()
+        trainer = Trainer(model, tokenizer, TrainerConfig(lr=1e-2, dtype=dtype, max_grad_norm=None))
+        assert trainer.autocast == (None if dtype == "float32" else torch.bfloat16)
+        metrics[dtype] = trainer.step(trajectories)
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+        updated[dtype] = [p.detach().clone() for p in model.parameters()]
+    initial = torch.cat([p.detach().flatten() for p in make_model().parameters()])
+    full = torch.cat([p.flatten() for p in updated["float32"]]) - initial
+    mixed = torch.cat([p.flatten() for p in updated["bfloat16"]]) - initial
+    assert not torch.equal(full, mixed), (
+        "bfloat16 autocast gave the float32 update bit for bit: it was not applied"
+    )
+    # The same update up to bfloat16's precision (Adam's first step is nearly sign(g) per element, so elements whose
+    # gradient is near 0 may flip: compare the update's direction as a whole).
+    assert torch.nn.functional.cosine_similarity(full, mixed, dim=0) > 0.9
+    for key in ("train/policy_loss", "train/grad_norm", "train/entropy"):
+        assert metrics["bfloat16"][key] == pytest.approx(metrics["float32"][key], rel=0.05, abs=1e-3), key
