@@ -30,10 +30,12 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sim import (
+    HopSpec,
     PolicySpec,
     ServerSpec,
     SimEnv,
     SimModel,
+    SimPublisher,
     SimRollout,
     SimServer,
     SimTrainer,
@@ -63,6 +65,12 @@ class Scenario:
     group_size: int = 4
     batch_groups: int = 16
     tasks: int = 256
+    task_beta: tuple[float, float] = (1.2, 1.2)
+    """Tasks' success probabilities are drawn from Beta(task_beta)."""
+    reset_s: float = 0.2
+    """An environment reset."""
+    hops: HopSpec = field(default_factory=HopSpec)
+    """Costs of process hops (zero: one process; benchmarks/scale/project.py sets measured ones)."""
     seed: int = 0
 
 
@@ -179,16 +187,18 @@ def _dist(values: list[float]) -> dict[str, float]:
 
 
 def simulate(scenario: Scenario, schedule: Schedule) -> dict[str, Any]:
-    tasks = sim_tasks(scenario.tasks, random.Random(scenario.seed + 1))
+    tasks = sim_tasks(scenario.tasks, random.Random(scenario.seed + 1), scenario.task_beta)
     horizon = scenario.hours * 3600
     step_times: list[float] = []
 
     async def main() -> dict[str, Any]:
-        servers = [SimServer(scenario.server, f"server{i}") for i in range(scenario.servers)]
-        rollout = SimRollout(servers, scenario.policy, random.Random(scenario.seed + 2))
+        hops = scenario.hops
+        publisher = SimPublisher(hops.publish_s) if hops.publish_s else None
+        servers = [SimServer(scenario.server, f"server{i}", publisher) for i in range(scenario.servers)]
+        rollout = SimRollout(servers, scenario.policy, random.Random(scenario.seed + 2), hops)
         env_rng = random.Random(scenario.seed + 3)
         cluster = EnvCluster(
-            lambda: SimEnv(scenario.latency, env_rng),
+            lambda: SimEnv(scenario.latency, env_rng, scenario.reset_s),
             lambda model, toolkit: react_agent_factory(
                 model, toolkit, max_iters=scenario.policy.max_tool_calls + 2
             ),
@@ -209,6 +219,16 @@ def simulate(scenario: Scenario, schedule: Schedule) -> dict[str, Any]:
             ),
         )
         trainer = SimTrainer(scenario.trainer)
+        trajectory_hops = [0]
+        if hops.trajectory_s:  # each finished trajectory travels to the data manager first
+            put = data.put
+
+            async def put_after_hop(trajectory: Trajectory) -> None:
+                await anyio.sleep(hops.trajectory_s)
+                trajectory_hops[0] += 1
+                await put(trajectory)
+
+            data.put = put_after_hop  # type: ignore[method-assign]
 
         async def on_step(report: StepReport) -> None:
             step_times.append(anyio.current_time())
@@ -241,6 +261,10 @@ def simulate(scenario: Scenario, schedule: Schedule) -> dict[str, Any]:
             "sched": sched_stats,
             "rows": rows,
             "trainer_busy": trainer.busy_s,
+            "call_hop_s": rollout.hop_s,
+            "trajectory_hop_s": trajectory_hops[0] * hops.trajectory_s,
+            "publish_s": publisher.busy_s if publisher is not None else 0.0,
+            "server_tokens": [s.tokens for s in servers],
         }
 
     started = time.perf_counter()
@@ -303,6 +327,22 @@ def simulate(scenario: Scenario, schedule: Schedule) -> dict[str, Any]:
         "rollout_mean_batch": statistics.fmean(s["mean_batch"] for s in servers),
         "rollout_paused_share": statistics.fmean(s["paused_share"] for s in servers),
         "trainer_utilisation": out["trainer_busy"] / out["wall"],
+        # tokens decoded over what the servers could decode at full batch in the time (prefill counted as work)
+        "rollout_capacity_share": sum(out["server_tokens"])
+        / (
+            out["wall"]
+            * scenario.servers
+            * scenario.server.max_batch
+            / (scenario.server.t0 * (1 + (scenario.server.max_batch - 1) / scenario.server.half))
+        ),
+        # hops: the share of the env slots' occupied time spent in them (model calls and trajectory trips), and the
+        # time spent writing weight versions
+        "hop_share_of_slot_time": (out["call_hop_s"] + out["trajectory_hop_s"]) / out["env"]["env/slot_s"]
+        if out["env"].get("env/slot_s")
+        else 0.0,
+        "call_hop_s": out["call_hop_s"],
+        "trajectory_hop_s": out["trajectory_hop_s"],
+        "publish_s": out["publish_s"],
         "staleness": _dist(staleness),
         "staleness_hist": dict(sorted(hist.items())),
         "waste": wasted / generated_tokens if generated_tokens else 0.0,

@@ -12,6 +12,8 @@ Scheduler, EnvCluster, ReActAgent and DataManager, plus these) runs in simulated
 - :class:`SimEnv`: each tool call takes a :class:`LatencyModel` draw; the verifier succeeds with the task's
   probability.
 - :class:`SimTrainer`: a step costs ``fixed_s + per_token_s * tokens`` (all tokens of the flattened samples).
+- :class:`HopSpec`: what crossing a process boundary costs (zero by default: everything in one process).
+  ``benchmarks/scale/project.py`` sets it from ``benchmarks/scale/hops.py``'s measurements.
 """
 
 from __future__ import annotations
@@ -54,6 +56,41 @@ class ServerSpec:
     """Decoding pauses this long while new weights are loaded."""
 
 
+@dataclass
+class HopSpec:
+    """Costs of the hops between processes (all zero: the servers, environments and data manager in one process)."""
+
+    call_s: float = 0.0
+    """Latency each model call adds on the client's side and the wire (HTTP to an out-of-process server)."""
+    frontend_s: float = 0.0
+    """Server time per model call spent outside the engine (HTTP app, chat rendering, JSON), one call at a time
+    per server: it caps a server at ``1 / frontend_s`` calls per second."""
+    trajectory_s: float = 0.0
+    """A finished trajectory's trip to the data manager (a Ray actor call from a remote env worker)."""
+    publish_s: float = 0.0
+    """Writing one weight version (once per version; the first server to load it waits for it). The load itself
+    is :attr:`ServerSpec.sync_s`, per server."""
+
+
+class SimPublisher:
+    """Writes each weight version once (``publish_s``), as :class:`~agentscope.rl.rollout.WeightPublisher`."""
+
+    def __init__(self, publish_s: float) -> None:
+        self.publish_s = publish_s
+        self.busy_s = 0.0
+        self._written: dict[int, anyio.Event] = {}
+
+    async def publish(self, version: int) -> None:
+        written = self._written.get(version)
+        if written is not None:
+            await written.wait()
+            return
+        written = self._written[version] = anyio.Event()
+        await anyio.sleep(self.publish_s)
+        self.busy_s += self.publish_s
+        written.set()
+
+
 @dataclass(eq=False)
 class _Request:
     work: float
@@ -65,9 +102,12 @@ class _Request:
 class SimServer:
     """One rollout server (see the module docstring)."""
 
-    def __init__(self, spec: ServerSpec, name: str) -> None:
+    def __init__(self, spec: ServerSpec, name: str, publisher: SimPublisher | None = None) -> None:
         self.spec = spec
         self.name = name
+        self.publisher = publisher
+        self.frontend = anyio.Lock()
+        """One call at a time through the server's front end (:attr:`HopSpec.frontend_s`)."""
         self.version = 0
         self._running: list[_Request] = []
         self._waiting: list[_Request] = []
@@ -144,6 +184,8 @@ class SimServer:
         return request.version_head, request.version_tail
 
     async def update_weights(self, state_dict: Any, version: int) -> None:
+        if self.publisher is not None:
+            await self.publisher.publish(version)
         self._advance()
         self._paused += 1
         self._poke()
@@ -211,11 +253,15 @@ class SimRollout:
         servers: Sequence[SimServer],
         policy: PolicySpec,
         rng: random.Random,
+        hops: HopSpec | None = None,
     ) -> None:
         self.servers = list(servers)
         self.policy = policy
         self.rng = rng
+        self.hops = hops or HopSpec()
         self.sessions: dict[str, _Session] = {}
+        self.hop_s = 0.0
+        """Time model calls spent in hops: the call latency, and waiting for and passing the server's front end."""
 
     def open_session(self, session_id: str | None = None) -> str:
         sid = session_id or new_id()
@@ -264,6 +310,13 @@ class SimRollout:
             new_prompt = [3] * plan.observations[min(index - 1, len(plan.observations) - 1)]
             prompt_ids = last.prompt_ids + last.completion_ids + new_prompt
         length = plan.completions[min(index, len(plan.completions) - 1)]
+        if self.hops.call_s or self.hops.frontend_s:
+            hop_start = anyio.current_time()
+            await anyio.sleep(self.hops.call_s)
+            if self.hops.frontend_s:
+                async with session.server.frontend:
+                    await anyio.sleep(self.hops.frontend_s)
+            self.hop_s += anyio.current_time() - hop_start
         head, tail = await session.server.generate(
             length + len(new_prompt) / session.server.spec.prefill_ratio
         )
@@ -370,9 +423,10 @@ class SimTrainer:
         return {"step": self.steps}
 
 
-def sim_tasks(n: int, rng: random.Random) -> list[Task]:
-    """Tasks with success probabilities spread over (0, 1) (Beta(1.2, 1.2)): some easy, some hard."""
+def sim_tasks(n: int, rng: random.Random, beta: tuple[float, float] = (1.2, 1.2)) -> list[Task]:
+    """Tasks with success probabilities drawn from Beta(``beta``) (default Beta(1.2, 1.2): spread over (0, 1), some
+    easy, some hard)."""
     return [
-        Task(id=f"sim-{i}", prompt=f"task {i}", metadata={"p_success": rng.betavariate(1.2, 1.2)})
+        Task(id=f"sim-{i}", prompt=f"task {i}", metadata={"p_success": rng.betavariate(*beta)})
         for i in range(n)
     ]
