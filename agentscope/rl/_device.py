@@ -13,12 +13,14 @@ from agentscope.exceptions import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DeviceSpec", "DtypeSpec", "resolve_device", "resolve_dtype"]
+__all__ = ["DeviceSpec", "DtypeSpec", "TrainDtypeSpec", "resolve_device", "resolve_dtype"]
 
 DeviceSpec: TypeAlias = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
 """``auto``, ``cpu``, ``cuda`` or ``cuda:<index>``."""
 DtypeSpec: TypeAlias = Literal["auto", "float32", "bfloat16", "float16"]
 """A compute dtype, or ``auto``: bfloat16 on a GPU, float32 on the CPU."""
+TrainDtypeSpec: TypeAlias = Literal["auto", "float32", "bfloat16"]
+"""A training compute dtype: no float16, which needs loss scaling (bfloat16 has float32's range)."""
 
 
 def resolve_device(spec: str, field: str) -> torch.device:

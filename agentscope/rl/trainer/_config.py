@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentscope.rl._device import DeviceSpec, DtypeSpec
+from agentscope.rl._device import DeviceSpec, TrainDtypeSpec
 
 __all__ = ["TrainerConfig"]
 
@@ -63,9 +63,10 @@ class TrainerConfig(BaseModel):
     """Where the update runs: ``auto`` (the first CUDA GPU when torch sees one, else the CPU), ``cpu``, ``cuda``,
     ``cuda:<index>``. A GPU that torch does not see is an error naming this field. (``backend: torch`` only;
     ``verl_fsdp`` places itself from verl's config.)"""
-    dtype: DtypeSpec = "auto"
+    dtype: TrainDtypeSpec = "auto"
     """Compute dtype of the forward passes (``torch.autocast``): ``auto`` is bfloat16 on a GPU and float32 on the
-    CPU. Parameters, gradients and AdamW's state stay float32 (mixed precision, as verl's FSDP actor does), and
+    CPU (no float16: it needs loss scaling). Parameters, gradients and AdamW's state stay float32 (mixed
+    precision, as verl's FSDP actor does), and
     log-probs are taken from float32 logits. (``backend: torch`` only; ``verl_fsdp`` computes in float32, see
     ``verl_overrides``.)"""
     backend: Literal["torch", "verl_fsdp"] = "torch"

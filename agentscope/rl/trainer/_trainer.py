@@ -133,7 +133,7 @@ class Trainer:
         self.pad_token_id: int = int(pad) if pad is not None else 0
         self.ref_model: torch.nn.Module | None = None
         if self.config.kl_coef > 0:
-            self.ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
+            self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
             self.ref_model.eval()
             self.ref_model.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(

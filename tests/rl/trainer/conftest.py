@@ -119,3 +119,10 @@ def make_model() -> Callable[..., Qwen2ForCausalLM]:
 @pytest.fixture
 def sample() -> Callable[..., Trajectory]:
     return sampled_trajectory
+
+
+@pytest.fixture(autouse=True)
+def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests compute on the CPU (their tensors are made there): on a GPU machine too, ``trainer.device:
+    auto`` means the CPU here."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

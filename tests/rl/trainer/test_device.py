@@ -20,28 +20,35 @@ MakeModel = Callable[..., Qwen2ForCausalLM]
 Sample = Callable[..., Trajectory]
 
 
-def test_auto_is_the_cpu_in_float32_where_torch_sees_no_gpu() -> None:
-    assert not torch.cuda.is_available()  # this machine; on a GPU machine auto is cuda and bfloat16
-    device = resolve_device("auto", "trainer.device")
+def test_auto_is_the_first_gpu_in_bfloat16_else_the_cpu_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    device = resolve_device("auto", "trainer.device")  # the cpu_only fixture: torch sees no GPU
     assert device == torch.device("cpu")
     assert resolve_dtype("auto", device) == torch.float32
-    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    device = resolve_device("auto", "trainer.device")
+    assert device == torch.device("cuda")
+    assert resolve_dtype("auto", device) == torch.bfloat16
     assert resolve_dtype("float16", device) == torch.float16
 
 
 def test_a_gpu_torch_does_not_see_is_an_error_naming_the_field(
-    make_model: MakeModel, tokenizer: object
+    make_model: MakeModel, tokenizer: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config(None, ["trainer.device=cuda:1"])
     with pytest.raises(ConfigError, match=r"trainer\.device: 'cuda:1', but this torch .* sees no CUDA GPU"):
         build_trainer(config, make_model(), tokenizer, Path("unused"))  # what rl train calls
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"trainer\.device: 'cuda:1', but torch sees 1 CUDA GPU"):
+        build_trainer(config, make_model(), tokenizer, Path("unused"))
 
 
 def test_a_malformed_device_fails_at_load_naming_the_field() -> None:
     with pytest.raises(ConfigError, match=r"trainer\.device"):
         load_config(None, ["trainer.device=gpu0"])
-    with pytest.raises(ConfigError, match=r"trainer\.dtype"):
-        load_config(None, ["trainer.dtype=fp8"])
+    for dtype in ("fp8", "float16"):  # float16 would need loss scaling
+        with pytest.raises(ConfigError, match=r"trainer\.dtype"):
+            load_config(None, [f"trainer.dtype={dtype}"])
 
 
 def test_bfloat16_autocast_trains_float32_parameters_close_to_the_float32_update(
