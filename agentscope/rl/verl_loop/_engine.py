@@ -7,7 +7,9 @@ and the :class:`~verl.workers.rollout.replica.TokenOutput` back into a :class:`~
 
 The sampling is verl's: the temperature, top-p, top-k and ``logprobs`` flag of the ``sampling_params`` verl hands
 the agent loop go to every call unchanged (an agent's own ``temperature`` setting is ignored, so the rollout
-log-probs are those of the distribution verl's actor recomputes). Each call may generate at most what is left of
+log-probs are those of the distribution verl's actor recomputes). When ``logprobs`` is on, a server that answers
+without a log-prob per token is a :class:`~agentscope.exceptions.ModelError` (verl keeps a batch's rollout log-probs
+only when every row has them). Each call may generate at most what is left of
 ``rollout.response_length`` for the whole episode (its first prompt excluded): once that is spent, :meth:`generate`
 raises :class:`ResponseBudgetSpent` instead of calling the server.
 """
@@ -18,6 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agentscope.exceptions import ModelError
 from agentscope.rl.rollout import FinishReason, Generation, SamplingParams
 
 if TYPE_CHECKING:
@@ -50,6 +53,7 @@ class VerlServerEngine:
             prefix cache).
         sampling_params: The ``sampling_params`` verl passed to ``AgentLoopBase.run``.
         response_length: ``rollout.response_length``: most tokens after the first prompt, in all.
+        server_name: What to call the servers in an error (verl's ``rollout.name``, e.g. ``vllm``).
     """
 
     def __init__(
@@ -59,9 +63,12 @@ class VerlServerEngine:
         request_id: str,
         sampling_params: Mapping[str, Any],
         response_length: int,
+        server_name: str | None = None,
     ) -> None:
         self.server_manager = server_manager
         """verl's LLM server client."""
+        self.server_name = server_name
+        """verl's ``rollout.name``, for error messages (None: unknown)."""
         self.request_id = request_id
         """The episode's request id."""
         self.sampling_params: dict[str, Any] = dict(sampling_params)
@@ -78,8 +85,8 @@ class VerlServerEngine:
         """Seconds spent waiting for the server."""
         self.num_preempted: int | None = None
         """Preemptions the server reported, summed (None when it reports none)."""
-        self.logprobs_missing = False
-        """Whether a call came back without log-probs (verl's ``calculate_log_probs`` off)."""
+        self.with_logprobs = bool(self.sampling_params.get("logprobs"))
+        """Whether verl asked for log-probs (``rollout.calculate_log_probs``): then every call must return them."""
         self.extra_fields: dict[str, Any] = {}
         """The first call's ``extra_fields``, ``max_global_steps`` kept up to date (as verl's tool agent does)."""
 
@@ -100,6 +107,7 @@ class VerlServerEngine:
 
         Raises:
             ResponseBudgetSpent: nothing is left of the response budget.
+            ModelError: log-probs were asked for and the server returned none, or not one per token.
         """
         if self.first_prompt_len is None:
             self.first_prompt_len = len(prompt_ids)
@@ -127,11 +135,17 @@ class VerlServerEngine:
     ) -> Generation:
         token_ids = [int(t) for t in output.token_ids]
         log_probs = output.log_probs
-        if log_probs is None or len(log_probs) != len(token_ids):
-            self.logprobs_missing = self.logprobs_missing or bool(token_ids)
-            logprobs = [0.0] * len(token_ids)
-        else:
+        if log_probs is not None and len(log_probs) == len(token_ids):
             logprobs = [float(p) for p in log_probs]
+        elif self.with_logprobs and token_ids:
+            got = "no log-probs" if log_probs is None else f"{len(log_probs)} log-probs"
+            raise ModelError(
+                f"{self._server()} answered request {self.request_id!r} (call {self.calls}) with "
+                f"{len(token_ids)} tokens and {got}, though the call asked for log-probs "
+                "(actor_rollout_ref.rollout.calculate_log_probs is on): verl needs them on every row of a batch"
+            )
+        else:
+            logprobs = [0.0] * len(token_ids)  # not asked for: the loop returns none
         if output.num_preempted is not None:
             self.num_preempted = (self.num_preempted or 0) + int(output.num_preempted)
         extra: dict[str, Any] = dict(output.extra_fields or {})
@@ -154,6 +168,11 @@ class VerlServerEngine:
             version_tail=self.version,
             prompt_len=len(prompt_ids),
         )
+
+    def _server(self) -> str:
+        """The servers, as an error names them."""
+        kind = f"verl's {self.server_name} rollout server" if self.server_name else "verl's rollout server"
+        return f"{kind} (through {type(self.server_manager).__name__})"
 
     async def update_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         """Not supported: verl's trainer updates its servers' weights itself."""

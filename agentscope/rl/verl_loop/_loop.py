@@ -138,6 +138,9 @@ class AgentScopeReactLoop(AgentLoopBase):
         """How messages are rendered (ChatML, the Qwen2.5 tool-call layout)."""
         self.chat_tokenizer = ChatTokenizer(cast(Any, self.tokenizer), self.chat_format)
         """Messages to ids (raises ValueError for a tokenizer without ``<|im_end|>``)."""
+        name = rollout.get("name")
+        self.server_name: str | None = str(name) if name else None
+        """``rollout.name`` (``vllm``, ``sglang``...), to name the servers in errors."""
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         """Play one episode of the row ``kwargs`` (verl's dataset fields: ``raw_prompt``, ``extra_info``,
@@ -145,7 +148,8 @@ class AgentScopeReactLoop(AgentLoopBase):
 
         Raises:
             UsageError: no agent spec, or a bad one (the message says which).
-            ModelError: verl's server failed (an infrastructure failure fails the batch, as in verl's own loops).
+            ModelError: verl's server failed, or answered without the log-probs verl asked for (an infrastructure
+                failure fails the batch, as in verl's own loops).
         """
         extra_info = _plain(kwargs.get("extra_info") or {})
         system, messages = _row_messages(kwargs["raw_prompt"])
@@ -154,6 +158,7 @@ class AgentScopeReactLoop(AgentLoopBase):
             request_id=uuid4().hex,
             sampling_params=sampling_params,
             response_length=self.response_length,
+            server_name=self.server_name,
         )
         service = RolloutService(
             engine,
@@ -197,8 +202,9 @@ class AgentScopeReactLoop(AgentLoopBase):
         if reward_info is not None:
             extra_fields["reward_extra_info"] = reward_info
         n = self.response_length
-        # None or a list for every row of a batch alike: verl keeps rollout_log_probs only when its first row has them
-        with_logprobs = bool(sampling_params.get("logprobs")) and not engine.logprobs_missing
+        # None or a list for every row of a batch alike (verl keeps rollout_log_probs only when its first row has
+        # them): decided by what verl asked for alone; a server that answered without them raised a ModelError
+        with_logprobs = bool(sampling_params.get("logprobs"))
         return AgentLoopOutput(
             prompt_ids=self._cap_text_prompt_length(sample.prompt_ids),
             response_ids=sample.response_ids[:n],

@@ -37,7 +37,7 @@ from verl.utils.dataset.rl_dataset import RLHFDataset
 from verl.workers.rollout.llm_server import LLMServerClient
 from verl.workers.rollout.replica import TokenOutput
 
-from agentscope.exceptions import UsageError
+from agentscope.exceptions import ModelError, UsageError
 from agentscope.rl.verl_loop import AGENT_NAME, AgentScopeReactLoop
 
 REPO = Path(__file__).resolve().parents[3]
@@ -59,11 +59,21 @@ OBSERVATION_SUFFIX = "\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
 
 class ScriptedServer:
     """verl's ``LLMServerClient`` stand-in: answers each call with the next scripted text, then ``<|im_end|>``, with
-    log-probs that identify the call and the position (``-(call + 1) - position / 1000``)."""
+    log-probs that identify the call and the position (``-(call + 1) - position / 1000``) when they are asked for,
+    except on the calls numbered in ``without_logprobs`` (from 1); ``always_logprobs``: also when not asked for."""
 
-    def __init__(self, tokenizer: Any, script: Sequence[str]) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        script: Sequence[str],
+        *,
+        without_logprobs: Sequence[int] = (),
+        always_logprobs: bool = False,
+    ) -> None:
         self.tokenizer = tokenizer
         self.script = list(script)
+        self.without_logprobs = set(without_logprobs)
+        self.always_logprobs = always_logprobs
         self.calls: list[dict[str, Any]] = []
         self.outputs: list[TokenOutput] = []
 
@@ -86,8 +96,11 @@ class ScriptedServer:
         ids = [*self.tokenizer.encode(self.script.pop(0), add_special_tokens=False), im_end]
         ids = ids[: sampling_params["max_tokens"]]
         n = len(self.calls)
+        with_logprobs = sampling_params.get("logprobs") or self.always_logprobs
         logprobs = (
-            [-float(n) - i / 1000 for i in range(len(ids))] if sampling_params.get("logprobs") else None
+            [-float(n) - i / 1000 for i in range(len(ids))]
+            if with_logprobs and n not in self.without_logprobs
+            else None
         )
         output = TokenOutput(token_ids=ids, log_probs=logprobs, stop_reason="completed", num_preempted=0)
         self.outputs.append(output)
@@ -358,6 +371,39 @@ async def test_a_reward_function_scores_the_final_reply(
     assert output.extra_fields["reward_extra_info"] == {"source": "calc"}
     # verl's default (calculate_log_probs off): no log-probs asked for, none returned
     assert [c["params"]["logprobs"] for c in server.calls] == [False, False]
+    assert output.response_logprobs is None
+
+
+async def test_a_server_answering_without_the_asked_for_logprobs_is_a_model_error(
+    ppo_config: Any, tokenizer: Any
+) -> None:
+    """With log-probs asked for, a call answered without them fails the episode naming the server and the request,
+    rather than giving this row no rollout_log_probs while the batch's other rows have them (verl keeps the batch's
+    rollout_log_probs by its first row)."""
+    server = ScriptedServer(tokenizer, [ADD_CALL, ANSWER], without_logprobs=[2])
+    loop = make_loop(ppo_config, server, tokenizer, agent=CALCULATOR)
+    with pytest.raises(ModelError) as caught:
+        await loop.run(sampling_params(ppo_config), **row())
+    message = str(caught.value)
+    request_id = server.calls[0]["request_id"]
+    assert (
+        f"verl's vllm rollout server (through ScriptedServer) answered request '{request_id}' (call 2)"
+        in message
+    )
+    assert "no log-probs" in message
+    assert "calculate_log_probs" in message
+
+
+async def test_logprobs_not_asked_for_are_none_whatever_the_server_returns(
+    ppo_config: Any, tokenizer: Any
+) -> None:
+    """Not asked for: no row has log-probs, also when the server returns some for one call and none for another."""
+    server = ScriptedServer(tokenizer, [ADD_CALL, ANSWER], without_logprobs=[2], always_logprobs=True)
+    loop = make_loop(ppo_config, server, tokenizer, agent=CALCULATOR)
+    output = await loop.run({**sampling_params(ppo_config), "logprobs": False}, **row())
+    assert output.extra_fields["agentscope_status"] == "ok"
+    assert server.outputs[0].log_probs is not None
+    assert server.outputs[1].log_probs is None
     assert output.response_logprobs is None
 
 
