@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agentscope.rl._device import DeviceSpec, TrainDtypeSpec
 
@@ -61,14 +62,14 @@ class TrainerConfig(BaseModel):
     """Sequences per forward/backward pass (gradient accumulation; the loss is the same for any value)."""
     device: DeviceSpec = "auto"
     """Where the update runs: ``auto`` (the first CUDA GPU when torch sees one, else the CPU), ``cpu``, ``cuda``,
-    ``cuda:<index>``. A GPU that torch does not see is an error naming this field. (``backend: torch`` only;
-    ``verl_fsdp`` places itself from verl's config.)"""
+    ``cuda:<index>``. A GPU that torch does not see is an error naming this field. (``backend: torch`` only:
+    ``verl_fsdp`` places itself from verl's config, and any value but ``auto`` is an error there.)"""
     dtype: TrainDtypeSpec = "auto"
     """Compute dtype of the forward passes (``torch.autocast``): ``auto`` is bfloat16 on a GPU and float32 on the
     CPU (no float16: it needs loss scaling). Parameters, gradients and AdamW's state stay float32 (mixed
     precision, as verl's FSDP actor does), and
-    log-probs are taken from float32 logits. (``backend: torch`` only; ``verl_fsdp`` computes in float32, see
-    ``verl_overrides``.)"""
+    log-probs are taken from float32 logits. (``backend: torch`` only: ``verl_fsdp`` computes in float32, see
+    ``verl_overrides``, and any value but ``auto`` is an error there.)"""
     backend: Literal["torch", "verl_fsdp"] = "torch"
     """Who runs the update. ``torch``: this package's single-process trainer, calling verl's loss and advantage
     functions. ``verl_fsdp``: verl's own FSDP actor worker (``ActorRolloutRefWorker.update_actor``, FSDP2,
@@ -81,3 +82,36 @@ class TrainerConfig(BaseModel):
     temperature: float = Field(default=1.0, gt=0.0)
     """Sampling temperature of the rollout: log-probs are ``log_softmax(logits / temperature)``, as in verl. Must
     equal the rollout's, or the importance ratios are off."""
+
+    @model_validator(mode="after")
+    def _torch_only_fields(self) -> Self:
+        """``device`` and ``dtype`` are read by the torch backend only: with ``verl_fsdp`` a value other than
+        ``auto`` would be silently ignored, so it is an error on that field (its dotted name, e.g.
+        ``trainer.device``, in ``load_config``'s ConfigError)."""
+        if self.backend == "torch":
+            return self
+        errors: list[InitErrorDetails] = []
+        for field, instead in (
+            ("device", "verl's worker chooses its device itself"),
+            (
+                "dtype",
+                "set verl's FSDP dtypes with trainer.verl_overrides "
+                "(actor_rollout_ref.actor.fsdp_config.mixed_precision, model_dtype)",
+            ),
+        ):
+            value = getattr(self, field)
+            if value != "auto":
+                message = (
+                    f"{value!r} is not used by backend {self.backend} (torch backend only): leave it auto; "
+                    f"{instead}"
+                )
+                errors.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("torch_backend_only", "{message}", {"message": message}),
+                        loc=(field,),
+                        input=value,
+                    )
+                )
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self

@@ -51,6 +51,23 @@ def test_a_malformed_device_fails_at_load_naming_the_field() -> None:
             load_config(None, [f"trainer.dtype={dtype}"])
 
 
+def test_device_and_dtype_other_than_auto_fail_at_load_with_the_verl_fsdp_backend() -> None:
+    """verl_fsdp reads neither field (verl places and types its model itself): a value would be silently ignored."""
+    verl = "trainer.backend=verl_fsdp"
+    with pytest.raises(
+        ConfigError, match=r"trainer\.device: 'cpu' is not used by backend verl_fsdp"
+    ) as caught:
+        load_config(None, [verl, "trainer.device=cpu"])
+    assert "trainer.dtype" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"trainer\.dtype: 'float32' is not used by backend verl_fsdp"):
+        load_config(None, [verl, "trainer.dtype=float32"])
+    with pytest.raises(ConfigError, match=r"trainer\.device: 'cuda:0' .*; trainer\.dtype: 'bfloat16' "):
+        load_config(None, [verl, "trainer.device=cuda:0", "trainer.dtype=bfloat16"])
+    assert load_config(None, [verl]).trainer.device == "auto"  # the default loads
+    torch_backend = load_config(None, ["trainer.device=cpu", "trainer.dtype=float32"]).trainer
+    assert (torch_backend.device, torch_backend.dtype) == ("cpu", "float32")
+
+
 def test_bfloat16_autocast_trains_float32_parameters_close_to_the_float32_update(
     make_model: MakeModel, sample: Sample, tokenizer: object
 ) -> None:
