@@ -3,15 +3,15 @@ curation policy's switch."""
 
 from __future__ import annotations
 
-import re
 from typing import Final, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agentscope.rl.data._rows import NAMESPACE_PATTERN
+
 __all__ = ["DataConfig"]
 
-_NAMESPACE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _DEFAULT_NAMESPACE: Final = "agentscope"
 
 
@@ -22,8 +22,10 @@ class DataConfig(BaseModel):
 
     store: Literal["sqlite", "postgres"] = "sqlite"
     """Where the run keeps every trajectory. ``sqlite``: the file ``trajectories.db`` in the run directory, for
-    one node (writers take turns on the file's lock). ``postgres``: a PostgreSQL database (``url``), for several
-    processes or nodes appending to one run at once (``pip install -e '.[postgres]'``)."""
+    one node (writers take turns on the file's lock). ``postgres``: a PostgreSQL database (``url``) that several
+    processes or nodes can write at once (``pip install -e '.[postgres]'``). Either way ``rl train`` trains what its
+    own rollouts add: trajectories other processes append to the store meanwhile are kept, not queued, until a
+    ``--resume`` re-queues every pending one."""
     url: str | None = None
     """``store: postgres`` only: the database, as a libpq URL, ``postgresql://USER@HOST:PORT/DBNAME`` (a unix
     socket: ``postgresql:///DBNAME?host=/run/postgresql``). Never a password: the config is saved with the run
@@ -100,7 +102,7 @@ class DataConfig(BaseModel):
     @field_validator("namespace")
     @classmethod
     def _check_namespace(cls, namespace: str) -> str:
-        if not _NAMESPACE.fullmatch(namespace):
+        if not NAMESPACE_PATTERN.fullmatch(namespace):
             raise ValueError(
                 f"{namespace!r} is not a plain PostgreSQL schema name (lower-case letters, digits and _, at most 63)"
             )

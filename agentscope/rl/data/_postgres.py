@@ -1,26 +1,31 @@
 """The trajectory store on PostgreSQL: the SQLite store's tables, methods and results, for many writers at once.
 
-Several processes (on one node or many) append the trajectories of one run and a trainer consumes them, each with
-a :class:`PostgresTrajectoryStore` of its own on the same database and ``namespace``. The SQLite store serialises
-its writers on the file's write lock; here each method is one transaction, and where the SQLite version relied on
-being the only writer, PostgreSQL's locks do the work:
+Processes on one node or many, each with a :class:`PostgresTrajectoryStore` of its own on the same database and
+``namespace``, can add, mark and read one run's trajectories at once. ``rl train`` uses it as it uses SQLite: its
+one data manager writes what its rollouts produce and trains from its own in-memory queue, never through
+:meth:`~PostgresTrajectoryStore.claim`, so what other processes append meanwhile is stored but not trained by it
+(but for success-replay copies; a ``--resume`` re-queues every pending trajectory of the namespace, theirs
+included). ``claim`` is for consumers outside ``rl train``. The SQLite store serialises writers on the file's lock; here each method is one transaction,
+and where the SQLite version relied on being the only writer, PostgreSQL's locks do the work:
 
 - :meth:`~PostgresTrajectoryStore.add_many`: a token blob two writers store at once is inserted once (``ON
   CONFLICT DO NOTHING``); a trajectory id stored already fails the whole call (``ValueError``), as on SQLite.
-- :meth:`~PostgresTrajectoryStore.claim`: ``SELECT ... FOR UPDATE SKIP LOCKED``, so consumers take disjoint rows
-  and never wait on one another; a trajectory is handed out once.
+- ``claim``: ``SELECT ... FOR UPDATE SKIP LOCKED``, so consumers take disjoint rows and never wait on one another;
+  a trajectory is handed out once.
 - :meth:`~PostgresTrajectoryStore.mark` and :meth:`~PostgresTrajectoryStore.rollback` lock the rows they change;
   a deadlock or serialisation failure between writers is retried (the transaction is redone from the start).
 - :meth:`~PostgresTrajectoryStore.iter_all` reads one snapshot (``REPEATABLE READ`` on a connection of its own):
   every trajectory committed before it starts, in the order stored, whatever writers do meanwhile.
+- A broken connection (server restart, failover, idle timeout) is replaced and the call redone once. Where its
+  commit may have landed unacknowledged: ``add_many`` takes ids stored with the same content as its own, ``claim``
+  returns the rows it stamped, ``rollback`` and ``unmark_trained_after`` then count nothing (their changes are
+  made). ``iter_all``'s snapshot is not redone: a break fails it.
 
 "The order stored" is ``seq`` (an identity column), taken when a row is inserted: with concurrent writers, a
 trajectory inserted earlier may commit later.
 
-Layout: the SQLite store's two tables (``_store.py``'s docstring) with PostgreSQL's types (``BYTEA`` blobs,
-``DOUBLE PRECISION``, ``BIGINT``), plus ``store_info(version)``, all in the PostgreSQL schema ``namespace`` (one
-per run), created on first use. A namespace with tables of some other program, or of a newer schema version, is
-refused.
+Layout: ``_postgres_schema.py``, in the PostgreSQL schema ``namespace`` (one per run), created on first use. A
+namespace with tables of some other program, or of a newer schema version, is refused.
 
 Errors are :class:`~agentscope.exceptions.SessionError` naming the store by its URL without the password.
 Every call runs in a worker thread (``anyio.to_thread.run_sync``), one at a time per store. Needs ``psycopg``
@@ -29,7 +34,6 @@ Every call runs in a worker thread (``anyio.to_thread.run_sync``), one at a time
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from contextlib import contextmanager
@@ -42,8 +46,10 @@ import anyio.to_thread
 from agentscope._lazy import install_hint
 from agentscope.exceptions import SessionError
 from agentscope.rl._types import Trajectory, TrajectoryStatus
+from agentscope.rl.data._postgres_schema import SCHEMA, SCHEMA_VERSION
 from agentscope.rl.data._rows import (
     INSERT_COLUMNS,
+    NAMESPACE_PATTERN,
     NOT_REPLAYABLE,
     ROW_COLUMNS,
     TRAINABLE_STATUSES,
@@ -62,49 +68,11 @@ try:
 except ImportError as e:  # pragma: no cover - the extra is installed wherever the tests run
     raise ImportError(f"the PostgreSQL trajectory store needs psycopg: {install_hint('postgres')}") from e
 
-__all__ = ["NAMESPACE_PATTERN", "PostgresTrajectoryStore", "redact_url"]
+__all__ = ["PostgresTrajectoryStore", "redact_url"]
 
 _T = TypeVar("_T")
 _Conn = psycopg.Connection[TupleRow]
 
-NAMESPACE_PATTERN: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-"""A namespace: a PostgreSQL schema name that needs no quoting (lower case, at most 63 characters)."""
-_SCHEMA_VERSION: Final = 1
-_SCHEMA: Final = (
-    "CREATE TABLE store_info (version INTEGER NOT NULL)",
-    """CREATE TABLE blobs (
-        id TEXT PRIMARY KEY,
-        codec TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        data BYTEA NOT NULL
-    )""",
-    """CREATE TABLE trajectories (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        trajectory_id TEXT NOT NULL UNIQUE,
-        task_id TEXT NOT NULL,
-        group_id TEXT NOT NULL,
-        status TEXT NOT NULL,
-        reward DOUBLE PRECISION NOT NULL,
-        success INTEGER NOT NULL,
-        min_version BIGINT NOT NULL,
-        max_version BIGINT NOT NULL,
-        policy_versions TEXT NOT NULL,
-        num_turns INTEGER NOT NULL,
-        num_generated_tokens BIGINT NOT NULL,
-        trained_at_step BIGINT,
-        replay_of TEXT,
-        created_at DOUBLE PRECISION NOT NULL,
-        stored_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL,
-        blob_id TEXT NOT NULL REFERENCES blobs (id),
-        meta TEXT NOT NULL,
-        stored_after BIGINT,
-        marked_after BIGINT
-    )""",
-    "CREATE INDEX trajectories_group ON trajectories (group_id)",
-    "CREATE INDEX trajectories_task_success ON trajectories (task_id, success, seq)",
-    "CREATE INDEX trajectories_status_trained ON trajectories (status, trained_at_step)",
-)
 _RETRIES: Final = 8
 """Attempts at a transaction that PostgreSQL aborted for a deadlock or a serialisation failure."""
 _JOIN: Final = f"SELECT {ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
@@ -177,26 +145,45 @@ class PostgresTrajectoryStore:
             return
         items = list(trajs)
 
-        def write(conn: _Conn) -> None:
+        def prepare_and_write() -> None:  # in the worker thread: encoding the token blobs is CPU work
             now = time.time()
             rows = [to_rows(t, replay_of, now, after_step) for t in items]
             # One row per blob, in one order: two writers inserting the same blobs wait instead of deadlocking.
             blobs = sorted({str(blob[0]): blob for blob, _ in rows}.items())
-            try:
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO blobs (id, codec, size, data) VALUES (%s, %s, %s, %s)"
-                        " ON CONFLICT (id) DO NOTHING",
-                        [blob for _, blob in blobs],
-                    )
-                    cur.executemany(
-                        f"INSERT INTO trajectories ({INSERT_COLUMNS}) VALUES ({', '.join(['%s'] * 18)})".encode(),
-                        [row for _, row in rows],
-                    )
-            except pg_errors.UniqueViolation as e:
-                raise ValueError(f"a trajectory with one of these ids is stored already: {e}") from e
 
-        await self._run("add trajectories", write)
+            def write(conn: _Conn) -> None:
+                try:
+                    with conn.transaction(), conn.cursor() as cur:
+                        cur.executemany(
+                            "INSERT INTO blobs (id, codec, size, data) VALUES (%s, %s, %s, %s)"
+                            " ON CONFLICT (id) DO NOTHING",
+                            [blob for _, blob in blobs],
+                        )
+                        cur.executemany(
+                            f"INSERT INTO trajectories ({INSERT_COLUMNS}) VALUES ({', '.join(['%s'] * 18)})".encode(),
+                            [row for _, row in rows],
+                        )
+                except pg_errors.UniqueViolation as e:
+                    raise ValueError(f"a trajectory with one of these ids is stored already: {e}") from e
+
+            def write_again(conn: _Conn) -> None:
+                """After a reconnect: the first attempt may have committed unheard. Every id stored with this call's
+                content (blob, meta, replay_of, after_step) is that commit; anything else is a conflict."""
+                try:
+                    write(conn)
+                except ValueError:
+                    ours = {(r[0], r[15], r[16], r[11], r[17]) for _, r in rows}
+                    stored = conn.execute(
+                        "SELECT trajectory_id, blob_id, meta, replay_of, stored_after FROM trajectories"
+                        " WHERE trajectory_id = ANY(%s)",
+                        ([r[0] for _, r in rows],),
+                    ).fetchall()
+                    if {tuple(row) for row in stored} != ours:
+                        raise
+
+            self._call("add trajectories", write, write_again)
+
+        await anyio.to_thread.run_sync(prepare_and_write, limiter=self._limiter)
 
     async def get(self, trajectory_id: str) -> Trajectory:
         """The stored trajectory (its ``status`` as last marked).
@@ -346,8 +333,10 @@ class PostgresTrajectoryStore:
     async def claim(self, limit: int, *, step: int) -> list[Trajectory]:
         """Take up to ``limit`` of the trajectories :meth:`pending` lists, oldest first, and mark them trained at
         ``step`` in the same transaction. Rows another consumer holds are skipped (``FOR UPDATE SKIP LOCKED``):
-        consumers never get one trajectory twice, nor wait on one another."""
+        consumers never get one trajectory twice, nor wait on one another. For consumers outside ``rl train``,
+        which trains from its data manager's queue and never claims."""
         name = self._name
+        stamp = time.time()  # the claimed rows' updated_at: how a retry finds a claim that committed unheard
 
         def write(conn: _Conn) -> list[Trajectory]:
             with conn.transaction():
@@ -356,12 +345,21 @@ class PostgresTrajectoryStore:
                     f" WHERE {_PENDING} ORDER BY t.seq LIMIT %s FOR UPDATE SKIP LOCKED)"
                     " UPDATE trajectories t SET trained_at_step = %s, updated_at = %s FROM taken, blobs b"
                     f" WHERE t.seq = taken.seq AND b.id = t.blob_id RETURNING t.seq, {ROW_COLUMNS}",
-                    (list(TRAINABLE_STATUSES), limit, step, time.time()),
+                    (list(TRAINABLE_STATUSES), limit, step, stamp),
                 ).fetchall()
             rows.sort(key=lambda row: _int(row[0]))
             return [from_row(_row(row[1:]), name)[0] for row in rows]
 
-        return await self._run("claim trajectories", write)
+        def write_again(conn: _Conn) -> list[Trajectory]:
+            """After a reconnect: the rows the first attempt claimed, if it committed unheard; else claim anew."""
+            rows = conn.execute(
+                f"SELECT t.seq, {ROW_COLUMNS} FROM trajectories t JOIN blobs b ON b.id = t.blob_id"
+                " WHERE t.trained_at_step = %s AND t.updated_at = %s ORDER BY t.seq",
+                (step, stamp),
+            ).fetchall()
+            return [from_row(_row(row[1:]), name)[0] for row in rows] if rows else write(conn)
+
+        return await self._run("claim trajectories", write, write_again)
 
     async def latest_success(
         self,
@@ -465,20 +463,30 @@ class PostgresTrajectoryStore:
                 detail = detail.replace(str(password), "***")
             raise SessionError(f"trajectory store {self._name}: could not {action}: {detail}") from e
 
-    async def _run(self, action: str, fn: Callable[[_Conn], _T]) -> _T:
-        return await anyio.to_thread.run_sync(self._call, action, fn, limiter=self._limiter)
+    async def _run(
+        self, action: str, fn: Callable[[_Conn], _T], again: Callable[[_Conn], _T] | None = None
+    ) -> _T:
+        return await anyio.to_thread.run_sync(self._call, action, fn, again, limiter=self._limiter)
 
-    def _call(self, action: str, fn: Callable[[_Conn], _T]) -> _T:
+    def _call(self, action: str, fn: Callable[[_Conn], _T], again: Callable[[_Conn], _T] | None = None) -> _T:
+        """``fn(connection)``, redone on a deadlock or serialisation failure, and once on a new connection when the
+        connection broke (a server restart, failover, idle timeout): then as ``again``, where ``fn``'s commit may
+        have landed without its acknowledgement."""
+        reconnected, attempt = False, 0
         with self._errors(action):
-            for attempt in range(_RETRIES):
-                conn = self._connection()
+            while True:
+                conn = self._connection()  # replaces a broken connection
                 try:
-                    return fn(conn)
+                    return (again or fn)(conn) if reconnected else fn(conn)
                 except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                     if attempt == _RETRIES - 1:
                         raise
                     time.sleep(0.01 * 2**attempt)
-            raise AssertionError("unreachable")  # pragma: no cover
+                    attempt += 1
+                except psycopg.OperationalError:
+                    if reconnected or not conn.broken:
+                        raise
+                    reconnected = True
 
     def _connection(self) -> _Conn:
         if self._conn is not None and self._conn.broken:
@@ -507,10 +515,10 @@ class PostgresTrajectoryStore:
                 }
                 if "store_info" in tables:
                     version = _scalar(conn, "SELECT MAX(version) FROM store_info", ())
-                    if version > _SCHEMA_VERSION:
+                    if version > SCHEMA_VERSION:
                         raise SessionError(
                             f"trajectory store {self._name} has schema version {version}, newer than this "
-                            f"AgentScope reads ({_SCHEMA_VERSION}); upgrade agentscope, or use another namespace."
+                            f"AgentScope reads ({SCHEMA_VERSION}); upgrade agentscope, or use another namespace."
                         )
                 elif tables:
                     raise SessionError(
@@ -518,9 +526,9 @@ class PostgresTrajectoryStore:
                         f"({', '.join(sorted(tables))}); use another namespace."
                     )
                 else:
-                    for statement in _SCHEMA:
+                    for statement in SCHEMA:
                         conn.execute(statement.encode())
-                    conn.execute("INSERT INTO store_info (version) VALUES (%s)", (_SCHEMA_VERSION,))
+                    conn.execute("INSERT INTO store_info (version) VALUES (%s)", (SCHEMA_VERSION,))
         except BaseException:
             conn.close()
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from agentscope.rl.data._token_blob import CODEC, decode_turns, encode_turns
 
 __all__ = [
     "INSERT_COLUMNS",
+    "NAMESPACE_PATTERN",
     "NOT_REPLAYABLE",
     "ROW_COLUMNS",
     "TRAINABLE_STATUSES",
@@ -37,6 +39,11 @@ NOT_REPLAYABLE: Final[tuple[TrajectoryStatus, ...]] = ("failed_infra", "failed_a
 """Statuses of episodes that success replay never copies, whatever their reward."""
 
 _TOKEN_ARRAYS: Final = {"prompt_ids", "completion_ids", "logprobs"}
+
+NAMESPACE_PATTERN: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+"""A PostgreSQL store's namespace (``data.namespace``): a schema name that needs no quoting (lower-case letters,
+digits and ``_``, at most 63 characters). Checked by :class:`~agentscope.rl.data.DataConfig` at load and by
+:class:`~agentscope.rl.data.PostgresTrajectoryStore`."""
 
 INSERT_COLUMNS: Final = (
     "trajectory_id, task_id, group_id, status, reward, success, min_version, max_version, policy_versions,"

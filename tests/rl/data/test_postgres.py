@@ -3,8 +3,10 @@ shows (the shared behaviour is tested on both backends in test_store.py and test
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -90,17 +92,96 @@ async def test_namespace_checks_and_reconnect(postgres_url: str, make_traj: Make
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         await conn.execute("UPDATE checked.store_info SET version = 1")
 
-    # A connection the server dropped (a restart, an admin) fails one call, and the next call reconnects.
+    # A connection the server dropped (a restart, failover, an admin) is replaced and the call redone: every
+    # method goes on, and nothing is stored twice.
     async with PostgresTrajectoryStore(postgres_url, namespace="checked") as store:
         assert await store.get(traj.trajectory_id) == traj
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE pid <> pg_backend_pid() AND datname = current_database()"
-            )
-        with pytest.raises(SessionError, match="could not count trajectories"):
-            await store.count()
-        assert await store.count() == 1
+        second, third = make_traj(group_id="g1"), make_traj(group_id="g2")
+        calls = {
+            "count": lambda: store.count(),
+            "add": lambda: store.add(second),
+            "add_many": lambda: store.add_many([third]),
+            "mark": lambda: store.mark([second.trajectory_id], status="dropped_stale"),
+            "pending": lambda: store.pending(),
+            "claim": lambda: store.claim(5, step=1),
+            "rollback": lambda: store.rollback(0),
+        }
+        results: dict[str, object] = {}
+        for name, call in calls.items():
+            await terminate_other_backends(postgres_url)
+            results[name] = await call()
+        assert results["count"] == 1
+        assert results["mark"] == 1
+        assert [t.trajectory_id for t in cast(list[Trajectory], results["claim"])] == [
+            traj.trajectory_id,
+            third.trajectory_id,
+        ]
+        assert await store.count() == 3  # each once
+        assert await store.count(trained=True) == 0  # rolled back to step 0
+
+
+async def terminate_other_backends(url: str) -> None:
+    """What a server restart does to the store's connection: the server ends it (found only on its next use)."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid() AND datname = current_database() AND backend_type = 'client backend'"
+        )
+
+
+@pytest.fixture
+def lose_next_commit_ack(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Arms a fault: the next transaction the store commits lands, then its connection breaks before the store
+    hears of it (the server ended the connection right after the commit)."""
+    import psycopg
+
+    armed: list[bool] = []
+    original = psycopg.Connection.transaction
+
+    @contextmanager
+    def transaction(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Generator[Any]:
+        with original(self, *args, **kwargs) as tx:
+            yield tx
+        if armed and armed.pop():
+            with psycopg.connect(postgres_url, autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s, 5000)", (self.info.backend_pid,))
+            self.execute("SELECT 1")  # the store's next read from the connection: it is broken
+
+    monkeypatch.setattr(psycopg.Connection, "transaction", transaction)
+    return lambda: armed.append(True)
+
+
+async def test_a_commit_whose_acknowledgement_was_lost_is_not_redone(
+    postgres_url: str, make_traj: MakeTraj, lose_next_commit_ack: Callable[[], None]
+) -> None:
+    trajs = [make_traj(group_id=f"g{i}", reward=float(i)) for i in range(3)]
+    async with PostgresTrajectoryStore(postgres_url, namespace="lost_ack") as store:
+        lose_next_commit_ack()
+        await store.add_many(trajs[:2])  # stored by the first attempt: the retry finds them, the same
+        assert await store.get_many([t.trajectory_id for t in trajs[:2]]) == trajs[:2]
+        await store.add(trajs[2])
+
+        lose_next_commit_ack()
+        claimed = await store.claim(2, step=1)  # claimed by the first attempt: the retry returns those rows
+        assert [t.trajectory_id for t in claimed] == [t.trajectory_id for t in trajs[:2]]
+        assert [t.trajectory_id for t in await store.claim(5, step=2)] == [trajs[2].trajectory_id]
+        assert await store.count() == 3
+
+        # An id stored before with other content stays a conflict, after a reconnect too.
+        clash = trajs[0].model_copy(update={"reward": 9.0})
+        await terminate_other_backends(postgres_url)
+        with pytest.raises(ValueError, match="stored already"):
+            await store.add(clash)
+        assert (await store.get(trajs[0].trajectory_id)).reward == 0.0
+
+
+def test_one_namespace_pattern_for_the_config_and_the_store() -> None:
+    from agentscope.rl.data import _config, _postgres
+    from agentscope.rl.data._rows import NAMESPACE_PATTERN
+
+    assert _config.NAMESPACE_PATTERN is _postgres.NAMESPACE_PATTERN is NAMESPACE_PATTERN
 
 
 def test_a_resume_never_moves_the_store() -> None:
