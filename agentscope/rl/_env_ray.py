@@ -8,11 +8,14 @@ tokens never pass through the training process on their way; the finished trajec
 versions) comes back as the Ray object the call returns.
 
 The training process keeps :class:`RayEnvCluster`, which the scheduler uses as it uses an ``EnvCluster``
-(``run``, ``abort``, ``live``, ``stats``): it deals episodes to the workers, each call carrying the servers'
+(``run``, ``abort``, ``stats``; also ``run_episode`` and ``live``): it deals episodes to the workers, each call carrying the servers'
 current addresses and policy versions (a restarted rollout server serves elsewhere; a worker's router sends new
 episodes to the newest weights), and reads each worker's live episodes and counters every ``_POLL_S``. A worker
 that dies ends its episodes in flight as ``failed_infra`` (their sessions are dropped on every server); Ray
-restarts it, and its slots take new episodes once it is back.
+restarts it, and its slots take new episodes once it is back. Episodes are counted by the driver from what comes
+back (every episode does, a lost one as ``failed_infra``); the workers' time integrals (``env/slot_s``,
+``env/busy_s``) and environment restarts are read from them and carried over a worker's restart (a new process id).
+A worker counts as dead when its process id changed, not when a call merely failed to reach it.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
 
+from agentscope.exceptions import ModelError
 from agentscope.message import new_id
 from agentscope.rl._types import Task, Trajectory
 from agentscope.rl.envs import LiveEpisode, TrajectorySink
@@ -47,8 +52,8 @@ _PLACE_TIMEOUT_S = 120.0
 """Longest a worker may wait to be placed and started at the beginning of a run."""
 _RESTART_TIMEOUT_S = 300.0
 """Longest a slot waits for its dead worker to come back before it gives the worker up."""
-_SUMMED = ("env/slot_s", "env/busy_s")
-"""Worker stats that add up across workers (the counters ``env/episodes*`` and ``env/restarts`` too)."""
+_WORKER_COUNTERS = ("env/slot_s", "env/busy_s", "env/restarts")
+"""What the driver reads from the workers and adds up (episodes it counts itself, from what comes back)."""
 
 
 class _EnvWorkerActor:
@@ -68,6 +73,8 @@ class _EnvWorkerActor:
         self._servers: list[RemoteRolloutServer] = []
         self._cluster: EnvCluster | None = None
         self._starting = asyncio.Lock()
+        self._early_aborts: dict[str, str] = {}
+        """Episodes aborted before they started here, with the reason."""
 
     async def _ensure(self, servers: Sequence[tuple[str, int]]) -> EnvCluster:
         async with self._starting:
@@ -93,16 +100,25 @@ class _EnvWorkerActor:
             update={"env": self._config.env.model_copy(update={"slots": self._slots})}
         )
         tokenizer = await load_policy_tokenizer(self._model_dir, 1)
-        self._servers = [
+        servers = [
             RemoteRolloutServer(url, tokenizer=tokenizer, token=token)
             for url, token in zip(urls, self._tokens, strict=True)
         ]
-        for server in self._servers:
-            await server.refresh()
-        service = self._servers[0] if len(self._servers) == 1 else RolloutRouter(self._servers)
-        self._cluster = build_env_cluster(
-            config, service, build_env_factory(config), build_agent_factory(config)
-        )
+        try:
+            for server in servers:
+                try:
+                    await server.refresh()
+                except ModelError as exc:  # restarting (the router avoids it until it answers): not fatal
+                    logger.warning("rollout server %s does not answer yet: %s", server.base_url, exc)
+            service = servers[0] if len(servers) == 1 else RolloutRouter(servers)
+            self._cluster = build_env_cluster(
+                config, service, build_env_factory(config), build_agent_factory(config)
+            )
+        except BaseException:
+            for server in servers:
+                await server.aclose()
+            raise
+        self._servers = servers
 
     async def run_episode(
         self, task: Task, group_id: str, trajectory_id: str, servers: list[tuple[str, int]]
@@ -110,25 +126,34 @@ class _EnvWorkerActor:
         """Play one episode (in a free slot of this worker) and return its trajectory. ``servers``: each rollout
         server's address and policy version now, as the driver knows them."""
         cluster = await self._ensure(servers)
+        reason = self._early_aborts.pop(trajectory_id, None)
+        if reason is not None:  # aborted while this worker was still starting
+            return Trajectory(
+                trajectory_id=trajectory_id,
+                task_id=task.id,
+                group_id=group_id,
+                status="aborted",
+                error=reason,
+            )
         return await cluster.run_episode(task, group_id, trajectory_id)
 
     async def abort(self, trajectory_ids: list[str], reason: str) -> int:
-        """Stop these episodes (status ``aborted``); returns how many were still live here."""
-        if self._cluster is None:
-            return 0
+        """Stop these episodes (status ``aborted``); returns how many were live here. One not started yet (this
+        worker still starting) ends as ``aborted`` when it would start."""
         wanted = set(trajectory_ids)
+        if self._cluster is None:  # still starting: its episodes wait in _ensure
+            self._early_aborts.update(dict.fromkeys(wanted, reason))
+            return 0
         return self._cluster.abort(lambda episode: episode.trajectory_id in wanted, reason)
 
-    async def snapshot(self) -> tuple[list[LiveEpisode], dict[str, float]]:
-        """The live episodes and the cluster's counters."""
+    async def snapshot(self) -> tuple[int, list[LiveEpisode], dict[str, float]]:
+        """The actor's process id, the live episodes and the cluster's counters."""
         if self._cluster is None:
-            return [], {}
-        return self._cluster.live(), self._cluster.stats()
+            return os.getpid(), [], {}
+        return os.getpid(), self._cluster.live(), self._cluster.stats()
 
     async def pid(self) -> int:
         """The actor's process id."""
-        import os
-
         return os.getpid()
 
     async def close(self) -> None:
@@ -145,6 +170,8 @@ class _Dealt:
 
     worker: int
     episode: LiveEpisode
+    aborting: bool = False
+    """The worker was asked to stop it (it is counted once, as in ``EnvCluster.abort``)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -153,29 +180,31 @@ class _Worker:
 
     actor: Any
     slots: int
-    stats: dict[str, float] = field(default_factory=dict[str, float])
-    """Its counters as last read, plus those of its earlier incarnations (a restarted actor counts from 0)."""
+    pid: int | None = None
+    """The process id of its incarnation the driver last heard from."""
     earlier: dict[str, float] = field(default_factory=dict[str, float])
-    """The counters of its earlier incarnations."""
+    """The counters of its earlier incarnations (a restarted actor counts from 0)."""
     last: dict[str, float] = field(default_factory=dict[str, float])
-    """Its counters as last read from the process now serving."""
+    """Its counters as last read from the incarnation now serving."""
     deaths: int = 0
-    """Times it died (found by the episodes it had in flight)."""
+    """Times it was restarted (a new process id)."""
     down: bool = False
-    """It died under an episode and is not known to be back yet."""
+    """A call to it failed: the next episode waits until it answers (restarted, or reachable again)."""
     gone: bool = False
     """Ray gave up restarting it: its slots take no more episodes."""
 
-    def read(self, stats: dict[str, float]) -> None:
-        """Take a fresh reading; a clock below the last one's means a new incarnation (counting from 0)."""
-        if stats.get("env/wall_s", 0.0) < self.last.get("env/wall_s", 0.0):
-            for key, value in self.last.items():
-                if key in _SUMMED or key.startswith(("env/episodes", "env/restarts")):
-                    self.earlier[key] = self.earlier.get(key, 0.0) + value
-        self.last = stats
-        self.stats = {key: value + self.earlier.get(key, 0.0) for key, value in stats.items()}
-        for key, value in self.earlier.items():
-            self.stats.setdefault(key, value)
+    def saw(self, pid: int) -> None:
+        """Heard from process ``pid``: a different one than before is a restart (its counters start over)."""
+        if self.pid is not None and pid != self.pid:
+            self.deaths += 1
+            for key in _WORKER_COUNTERS:
+                self.earlier[key] = self.earlier.get(key, 0.0) + self.last.get(key, 0.0)
+            self.last = {}
+        self.pid = pid
+
+    def counters(self) -> dict[str, float]:
+        """Its counters over all its incarnations."""
+        return {key: self.earlier.get(key, 0.0) + self.last.get(key, 0.0) for key in _WORKER_COUNTERS}
 
 
 class RayEnvCluster:
@@ -200,9 +229,13 @@ class RayEnvCluster:
         if not servers:
             raise ValueError("RayEnvCluster needs at least one rollout server")
         self.config = config
+        """The run's config."""
         self.model_dir = model_dir
+        """Where the workers load the policy's tokenizer from."""
         self.servers = list(servers)
+        """The rollout servers the workers' agents call."""
         self.max_restarts = max_restarts
+        """Restarts of one worker after which Ray leaves it dead."""
         self.slots = config.env.slots
         """Episodes played at once, over all workers."""
         workers = config.env.workers
@@ -234,7 +267,7 @@ class RayEnvCluster:
                 self._workers.append(_Worker(actor, share))
             for index, worker in enumerate(self._workers):  # placed and started before the first episode
                 with anyio.move_on_after(_PLACE_TIMEOUT_S) as placing:
-                    await worker.actor.pid.remote()
+                    worker.saw(await worker.actor.pid.remote())
                 if placing.cancelled_caught:
                     raise RuntimeError(
                         f"environment worker {index} was not placed within {_PLACE_TIMEOUT_S:g} s: the Ray "
@@ -255,7 +288,11 @@ class RayEnvCluster:
 
     async def run(self, tasks: AsyncIterator[tuple[Task, str]], sink: TrajectorySink) -> None:
         """Play ``(task, group_id)`` pairs from ``tasks`` on every worker's slots until it is exhausted, sending
-        every finished trajectory to ``sink`` (as :meth:`EnvCluster.run`)."""
+        every finished trajectory to ``sink`` (as :meth:`EnvCluster.run`).
+
+        Raises:
+            RuntimeError: every worker died for good (Ray gave up restarting them).
+        """
         pull_lock = anyio.Lock()
 
         async def slot(worker: int) -> None:
@@ -277,14 +314,16 @@ class RayEnvCluster:
             )
 
     async def run_episode(self, task: Task, group_id: str, *, worker: int | None = None) -> Trajectory:
-        """Play one episode of ``task`` on ``worker`` (default: the one with the fewest episodes in flight)."""
+        """Play one episode of ``task`` on ``worker`` (default: the least loaded one Ray has not given up on)
+        and return its trajectory; ``failed_infra`` when the worker died under it or is gone.
+
+        Raises:
+            RuntimeError: the cluster is not running.
+        """
         if not self._workers:
             raise RuntimeError("the cluster is not running: enter it first")
         if worker is None:
-            load = [0] * len(self._workers)
-            for dealt in self._dealt.values():
-                load[dealt.worker] += 1
-            worker = min(range(len(load)), key=lambda i: load[i] / self._workers[i].slots)
+            worker = self._least_loaded()
         trajectory_id = new_id()
         episode = LiveEpisode(
             task=task, group_id=group_id, trajectory_id=trajectory_id, started_at=anyio.current_time()
@@ -292,9 +331,9 @@ class RayEnvCluster:
         self._dealt[trajectory_id] = _Dealt(worker, episode)
         servers = [(server.connection()[0], server.version) for server in self.servers]
         try:
-            if self._workers[worker].down:  # it died under an earlier episode: wait until Ray restarts it
+            if self._workers[worker].down:  # a call to it failed: wait until it answers (Ray restarts it)
                 await self._wait_restarted(worker)
-            return await self._workers[worker].actor.run_episode.remote(
+            trajectory: Trajectory = await self._workers[worker].actor.run_episode.remote(
                 task, group_id, trajectory_id, servers
             )
         except Exception as exc:
@@ -302,9 +341,14 @@ class RayEnvCluster:
 
             if not isinstance(exc, RayActorError) and not self._workers[worker].gone:
                 raise
-            return await self._lost(worker, episode, exc)
+            trajectory = self._lost(worker, episode, exc)
+        except BaseException:  # cancelled here: awaiting a Ray call does not stop it there
+            self._background(_quietly(self._workers[worker].actor.abort.remote([trajectory_id], "cancelled")))
+            raise
         finally:
             del self._dealt[trajectory_id]
+        self._count(trajectory)
+        return trajectory
 
     async def worker_pids(self) -> list[int]:
         """The workers' process ids (waiting for any that Ray is restarting)."""
@@ -317,33 +361,34 @@ class RayEnvCluster:
     def abort(
         self, predicate: Callable[[LiveEpisode], bool], reason: str = "aborted by the scheduler"
     ) -> int:
-        """Stop the live episodes ``predicate`` picks (as :meth:`EnvCluster.abort`); returns how many were
-        asked to stop (each worker stops its own at once, in the background)."""
+        """Stop the live episodes ``predicate`` picks (as :meth:`EnvCluster.abort`; an episode already asked to
+        stop is not picked again); returns how many. Each worker stops its own at once, in the background."""
         picked: dict[int, list[str]] = {}
         for trajectory_id, dealt in self._dealt.items():
-            if predicate(dealt.episode):
+            if not dealt.aborting and predicate(dealt.episode):
+                dealt.aborting = True
                 picked.setdefault(dealt.worker, []).append(trajectory_id)
         for worker, ids in picked.items():
             self._background(_quietly(self._workers[worker].actor.abort.remote(ids, reason)))
         return sum(len(ids) for ids in picked.values())
 
     def stats(self) -> dict[str, float]:
-        """The workers' counters added up (as :meth:`EnvCluster.stats`), with ``env/worker_deaths`` (episodes
-        in flight on a worker that died end as ``failed_infra`` and count in ``env/episodes_failed_infra``)."""
-        out: dict[str, float] = {"env/episodes": 0.0, "env/restarts": 0.0}
-        wall = 0.0 if self._started_at is None else anyio.current_time() - self._started_at
+        """As :meth:`EnvCluster.stats`: ``env/episodes`` and ``env/episodes_<status>`` counted here from what came
+        back (an episode lost with its worker as ``failed_infra``), the workers' time integrals and environment
+        restarts added up over their incarnations; plus ``env/workers`` (not given up on) and
+        ``env/worker_deaths`` (restarts of workers)."""
+        out: dict[str, float] = {"env/episodes": 0.0}
         for worker in self._workers:
-            for key, value in worker.stats.items():
-                if key in _SUMMED or key.startswith(("env/episodes", "env/restarts")):
-                    out[key] = out.get(key, 0.0) + value
-        for key, value in self._counts.items():
-            out[key] = out.get(key, 0.0) + value
+            for key, value in worker.counters().items():
+                out[key] = out.get(key, 0.0) + value
+        out.update(self._counts)
+        wall = 0.0 if self._started_at is None else anyio.current_time() - self._started_at
         capacity = self.slots * wall
         out["env/wall_s"] = wall
         out["env/slot_occupancy"] = out.get("env/slot_s", 0.0) / capacity if capacity > 0 else 0.0
         out["env/utilisation"] = out.get("env/busy_s", 0.0) / capacity if capacity > 0 else 0.0
         out["env/live"] = float(len(self._dealt))
-        out["env/workers"] = float(len(self._workers))
+        out["env/workers"] = float(sum(not worker.gone for worker in self._workers))
         out["env/worker_deaths"] = float(sum(worker.deaths for worker in self._workers))
         return out
 
@@ -362,30 +407,45 @@ class RayEnvCluster:
                 return
             import ray
 
-            for worker in workers:
+            async def close(worker: _Worker) -> None:
                 with contextlib.suppress(Exception), anyio.move_on_after(30):
                     await worker.actor.close.remote()
                 ray.kill(worker.actor, no_restart=True)
 
+            async with anyio.create_task_group() as tg:
+                for worker in workers:
+                    tg.start_soon(close, worker)
+
     # ------------------------------------------------------------------ internals
 
-    async def _lost(self, worker: int, episode: LiveEpisode, exc: BaseException) -> Trajectory:
-        """The trajectory of an episode whose worker died: ``failed_infra``, with no turns (the sessions it had
-        opened are dropped on every server)."""
-        if not self._workers[worker].down:  # the first of its episodes in flight to see it dead
-            self._workers[worker].deaths += 1
-            self._workers[worker].down = True
-        for key in ("env/episodes", "env/episodes_failed_infra"):
+    def _least_loaded(self) -> int:
+        load = [0] * len(self._workers)
+        for dealt in self._dealt.values():
+            load[dealt.worker] += 1
+        candidates = [i for i, worker in enumerate(self._workers) if not worker.gone] or list(
+            range(len(load))
+        )
+        return min(candidates, key=lambda i: load[i] / self._workers[i].slots)
+
+    def _count(self, trajectory: Trajectory) -> None:
+        for key in ("env/episodes", f"env/episodes_{trajectory.status}"):
             self._counts[key] = self._counts.get(key, 0.0) + 1
+
+    def _lost(self, worker: int, episode: LiveEpisode, exc: BaseException) -> Trajectory:
+        """The trajectory of an episode whose worker could not be reached or died: ``failed_infra``, with no
+        turns. Its sessions are dropped on every server and, should the worker still be playing it (a call that
+        merely failed to reach it), it is aborted there."""
+        self._workers[worker].down = True
+        self._background(_quietly(self._workers[worker].actor.abort.remote([episode.trajectory_id], "lost")))
         for server in self.servers:  # in the background: a slot never waits on a slow server for this
             self._background(server.drop_session(episode.trajectory_id))
-        logger.warning("environment worker %d died under episode %s: %s", worker, episode.trajectory_id, exc)
+        logger.warning("environment worker %d lost episode %s: %s", worker, episode.trajectory_id, exc)
         return Trajectory(
             trajectory_id=episode.trajectory_id,
             task_id=episode.task.id,
             group_id=episode.group_id,
             status="failed_infra",
-            error=f"environment worker {worker} died: {type(exc).__name__}",
+            error=f"environment worker {worker} died or could not be reached: {type(exc).__name__}",
             metrics={"env/episode_s": anyio.current_time() - episode.started_at},
         )
 
@@ -395,11 +455,11 @@ class RayEnvCluster:
         task.add_done_callback(self._tasks.discard)
 
     async def _wait_restarted(self, index: int) -> None:
-        """Wait until Ray has restarted the worker (its slot's next episode would only queue there); mark it
+        """Wait until the worker answers again (Ray restarting it, or a passing failure to reach it); mark it
         gone when Ray gives up."""
         worker = self._workers[index]
         try:
-            await _when_up(worker.actor.pid)
+            worker.saw(await _when_up(worker.actor.pid))
         except Exception as exc:
             if not worker.gone:
                 logger.error("environment worker %d is gone (%s): its slots stay empty", index, exc)
@@ -414,12 +474,13 @@ class RayEnvCluster:
             for index, worker in enumerate(self._workers):
                 try:
                     with anyio.fail_after(10):
-                        episodes, stats = await worker.actor.snapshot.remote()
+                        pid, episodes, stats = await worker.actor.snapshot.remote()
                 except Exception:  # dead or restarting: its episodes end through run_episode
                     logger.debug("environment worker %d: no snapshot", index, exc_info=True)
                     continue
+                worker.saw(pid)
                 if stats:
-                    worker.read(stats)
+                    worker.last = stats
                 for seen in episodes:
                     dealt = self._dealt.get(seen.trajectory_id)
                     if dealt is not None:
@@ -428,7 +489,13 @@ class RayEnvCluster:
                         dealt.episode.tool_calls = seen.tool_calls
 
 
-async def _when_up(method: Any) -> Any:
+class _RemoteMethod(Protocol):
+    """A Ray actor method (``handle.method``)."""
+
+    def remote(self, *args: Any) -> Any: ...
+
+
+async def _when_up(method: _RemoteMethod) -> Any:
     """Call an actor method taking no arguments, retrying while Ray restarts the actor (calls to a restarting
     actor fail at once with ``ActorUnavailableError``); ``ActorDiedError`` once Ray gave up on it, TimeoutError
     past ``_RESTART_TIMEOUT_S``."""
@@ -446,4 +513,4 @@ async def _quietly(ref: Any) -> None:
     try:
         await ref
     except Exception:  # the worker died: its episodes end as failed_infra anyway
-        logger.debug("aborting episodes failed", exc_info=True)
+        logger.debug("a background call to an environment worker failed", exc_info=True)

@@ -166,3 +166,41 @@ async def test_a_killed_worker_fails_its_episode_as_infra_and_ray_restarts_it(
             with anyio.fail_after(10):
                 while await sessions_left() > 0:  # noqa: ASYNC110 - polling the server
                     await anyio.sleep(0.1)
+
+
+async def test_an_abort_stops_the_episode_on_its_worker_and_is_counted_once(
+    memorized_dir: Path, tokenizer: Any, tmp_path: Path
+) -> None:
+    """The scheduler's staleness aborts: the worker stops the episode (status ``aborted``, the reason kept),
+    whether it is still starting (first: the worker waits on the stopped server to start) or waits in a model
+    call (then), and an episode already asked to stop is not picked again at the next step."""
+    cfg = config("env.slots=2", "env.backend=ray", "env.workers=1")
+    task = load_tasks(cfg.tasks)[0]
+    async with (
+        rollout_server(cfg, memorized_dir, tmp_path, tokenizer) as server,
+        RayEnvCluster(cfg, memorized_dir, [server]) as workers,
+    ):
+        server_pid = await server.actor.pid.remote()
+        for attempt in ("while the worker starts", "in a model call"):
+            results: list[Trajectory] = []
+
+            async def play() -> None:
+                results.append(await workers.run_episode(task, "doomed"))  # noqa: B023 - awaited in this round
+
+            os.kill(server_pid, signal.SIGSTOP)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(play)
+                    await eventually(lambda: bool(workers.live()))
+                    await anyio.sleep(1.0)
+                    assert workers.abort(lambda episode: episode.task.id == task.id, "too stale") == 1
+                    assert workers.abort(lambda episode: True, "too stale") == 0  # asked already
+                    os.kill(server_pid, signal.SIGCONT)
+            finally:
+                os.kill(server_pid, signal.SIGCONT)
+            [aborted] = results
+            assert (attempt, aborted.status, aborted.error) == (attempt, "aborted", "too stale")
+        stats = workers.stats()
+        assert stats["env/episodes_aborted"] == 2
+        assert stats["env/worker_deaths"] == 0
+        assert not workers.live()
