@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,7 +29,7 @@ from agentscope.rl.tasks import get_task_set, parse_task_spec
 from agentscope.tools import Toolkit
 
 if TYPE_CHECKING:
-    from agentscope.rl.rollout import RolloutServer, RolloutService
+    from agentscope.rl.rollout import RolloutEngine, RolloutServer, RolloutService, WeightPublisher
     from agentscope.rl.trainer import Trainer, VerlFSDPTrainer
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "build_env_cluster",
     "build_env_factory",
     "build_rollout",
+    "build_rollout_engine",
     "build_rollout_service",
     "build_trainer",
     "import_heavy",
@@ -233,28 +235,102 @@ async def load_policy_model(model_dir: Path, threads: int | None) -> tuple[Any, 
 
 
 def build_rollout_service(
-    config: RLConfig, model_dir: Path, tokenizer: Any, version: int, *, index: int = 0
+    config: RLConfig,
+    model_dir: Path,
+    tokenizer: Any,
+    version: int,
+    *,
+    index: int = 0,
+    weights: WeightPublisher | None = None,
 ) -> RolloutService:
-    """The rollout service over the policy in ``model_dir`` (its engine loads the weights), serving policy
-    ``version``; ``index`` numbers the servers of a run (each samples from its own seed; server 0 from
-    ``seed``)."""
-    from agentscope.rl.rollout import RolloutService, SamplingParams, TorchEngine
+    """The rollout service over the policy in ``model_dir``, serving policy ``version`` with the engine of
+    ``rollout.engine`` (:func:`build_rollout_engine`); ``index`` numbers the servers of a run (each samples from its
+    own seed; server 0 from ``seed``; each talks to its own vLLM or SGLang server); ``weights`` is where the
+    versions of a run are published (an engine behind HTTP reloads them from there; None: never updated)."""
+    from agentscope.rl.rollout import RolloutService, SamplingParams
 
-    engine = TorchEngine(
-        model_dir,
-        tokenizer=tokenizer,
-        max_batch=config.rollout.max_batch,
-        max_seq_len=config.rollout.max_seq_len,
-        version=version,
-        num_threads=config.rollout.threads,
-        seed=config.seed + _SERVER_SEED_STRIDE * index,
-    )
+    engine = build_rollout_engine(config, model_dir, tokenizer, version, index=index, weights=weights)
     params = SamplingParams(
         max_tokens=config.rollout.max_tokens,
         temperature=config.rollout.temperature,
         top_p=config.rollout.top_p,
     )
     return RolloutService(engine, tokenizer, default_params=params)
+
+
+def build_rollout_engine(
+    config: RLConfig,
+    model_dir: Path,
+    tokenizer: Any,
+    version: int,
+    *,
+    index: int = 0,
+    weights: WeightPublisher | None = None,
+) -> RolloutEngine:
+    """The engine of rollout server ``index`` (``rollout.engine``): the embedded TorchEngine; a
+    :class:`~agentscope.rl.rollout.VLLMEngine` for the server at ``rollout.engine_url[index]``, or for a
+    :class:`~agentscope.rl.rollout.VLLMServer` on ``model_dir`` that the engine launches at start and stops at
+    stop; or an :class:`~agentscope.rl.rollout.SGLangEngine` for the server at ``rollout.engine_url[index]``. A
+    server at ``engine_url`` loads ``model_dir``'s weights when the engine starts (it may have been started on
+    another checkpoint, or the run resumes)."""
+    rollout = config.rollout
+    if rollout.engine == "sglang":
+        from agentscope.rl.rollout import SGLangEngine
+
+        return SGLangEngine(
+            rollout.engine_url[index],
+            weights=weights,
+            version=version,
+            timeout_s=rollout.engine_timeout_s,
+            max_batch=rollout.max_batch,
+            initial_weights=model_dir.absolute(),
+        )
+    if rollout.engine == "vllm":
+        from agentscope.rl.rollout import VLLMEngine, VLLMServer
+
+        if rollout.engine_url:
+            return VLLMEngine(
+                rollout.engine_url[index],
+                model=rollout.engine_model,
+                weights=weights,
+                version=version,
+                timeout_s=rollout.engine_timeout_s,
+                max_batch=rollout.max_batch,
+                initial_weights=model_dir.absolute(),
+            )
+        args = list(rollout.engine_args)
+        if "--max-num-seqs" not in args:
+            args += ["--max-num-seqs", str(rollout.max_batch)]
+        if "--max-model-len" not in args:
+            args += ["--max-model-len", str(rollout.max_seq_len)]
+        server = VLLMServer(
+            model_dir,
+            python=rollout.engine_python or sys.executable,
+            args=args,
+            env=rollout.engine_env,
+            log_path=weights.root.parent / "logs" / f"vllm-{index}.log" if weights is not None else None,
+            startup_timeout_s=rollout.engine_timeout_s,
+        )
+        return VLLMEngine(
+            server.base_url,
+            model=server.served_model_name,
+            weights=weights,
+            version=version,
+            timeout_s=rollout.engine_timeout_s,
+            max_batch=rollout.max_batch,
+            server=server,
+        )
+    from agentscope.rl.rollout import TorchEngine
+
+    return TorchEngine(
+        model_dir,
+        tokenizer=tokenizer,
+        max_batch=rollout.max_batch,
+        max_seq_len=rollout.max_seq_len,
+        version=version,
+        num_threads=rollout.threads,
+        seed=config.seed + _SERVER_SEED_STRIDE * index,
+    )
 
 
 _SERVER_SEED_STRIDE = 1_000_003
@@ -308,8 +384,16 @@ def build_rollout(
             for i in range(config.rollout.servers)
         ]
     else:
+        publisher: WeightPublisher | None = None
+        if config.rollout.engine != "torch":  # the engines behind HTTP reload the versions from files
+            from agentscope.rl._files import WEIGHTS_DIR
+            from agentscope.rl.rollout import WeightPublisher
+
+            if root is None:
+                raise UsageError(f"rollout.engine: {config.rollout.engine} needs the run directory")
+            publisher = WeightPublisher(root / WEIGHTS_DIR)
         servers = [
-            build_rollout_service(config, model_dir, tokenizer, version, index=i)
+            build_rollout_service(config, model_dir, tokenizer, version, index=i, weights=publisher)
             for i in range(config.rollout.servers)
         ]
     return (servers[0] if len(servers) == 1 else RolloutRouter(servers)), servers

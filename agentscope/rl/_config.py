@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from agentscope.exceptions import ConfigError
+from agentscope.rl._rollout_config import RolloutConfig, check_rollout_engine
 from agentscope.rl.data import DataConfig
 from agentscope.rl.policy import TinyPolicyConfig
 from agentscope.rl.trainer import TrainerConfig
@@ -135,38 +136,6 @@ class EvalConfig(BaseModel):
     training_tasks: int = Field(default=0, ge=0)
     """With ``before_after``: also play the first this many training tasks before and after (``train_before``,
     ``train_after`` in ``DIR/eval.json``), so the gap between what RL fitted and what generalises is visible."""
-
-
-class RolloutConfig(BaseModel):
-    """The rollout service: the embedded PyTorch engine and its sampling."""
-
-    model_config = _STRICT
-
-    max_batch: int = Field(default=64, ge=1)
-    """Most sequences decoded together (continuous batching)."""
-    max_seq_len: int = Field(default=2048, ge=16)
-    """Longest prompt + completion a sequence may reach."""
-    max_tokens: int = Field(default=128, ge=1)
-    """Most tokens generated per model call."""
-    temperature: float = Field(default=1.0, gt=0)
-    """Sampling temperature (the trainer's ``temperature`` must equal it)."""
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    """Nucleus sampling mass."""
-    threads: int | None = Field(default=1, ge=1)
-    """torch intra-op threads of each engine's decode thread (one is robust on a few shared cores). None: torch's
-    default."""
-    backend: Literal["inprocess", "process", "ray"] = "inprocess"
-    """Where the rollout servers run. ``inprocess``: engines in the training process (threads). ``process``:
-    each server a process of its own (``agentscope rl rollout-server``, on 127.0.0.1), talked to over HTTP and
-    kept in sync through weight files written once per version under ``DIR/weights``; a server that dies is
-    restarted from the newest weights (its episodes in flight are marked ``failed_infra``). ``ray``: each server a
-    Ray actor (placed by ``threads`` CPUs, restarted by Ray; the cluster in ``RAY_ADDRESS``, else a local one),
-    otherwise as ``process`` (on several machines, ``DIR/weights`` must be on a shared disk)."""
-    servers: int = Field(default=1, ge=1)
-    """Rollout servers, each an engine of its own (with ``threads`` threads), behind one router: an episode's
-    session stays on the server that holds its tokens, new episodes go to the least loaded server serving the
-    newest weights, and ``schedule.weight_sync: rolling`` updates them one after another while the others serve.
-    """
 
 
 class EnvConfig(BaseModel):
@@ -359,6 +328,11 @@ class RLConfig(BaseModel):
         if "split" not in parse_task_spec(self.tasks)[1]:
             return self.tasks
         return with_task_spec_args(self.tasks, split="warm", n=self.sft.demonstrations)
+
+    @model_validator(mode="after")
+    def _rollout_engine(self) -> Self:
+        check_rollout_engine(self.rollout)
+        return self
 
     @model_validator(mode="after")
     def _held_out(self) -> Self:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from agentscope.rl._config import RLConfig
     from agentscope.rl.policy import TokenizerLike
+    from agentscope.rl.rollout import RolloutHTTPServer, RolloutService
 
 __all__ = ["ProcessRolloutServer", "serve_rollout_server"]
 
@@ -56,6 +57,7 @@ async def serve_rollout_server(
     index: int = 0,
     version: int = 0,
     weights: Path | None = None,
+    weights_dir: Path | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
     token: str | None = None,
@@ -67,21 +69,37 @@ async def serve_rollout_server(
 
     Builds the service exactly as the in-process backend does (:func:`build_rollout_service`), starting from
     ``model_dir`` as policy ``version``, or from the weights file ``weights`` (as :class:`WeightPublisher` writes
-    it) over it. With ``token`` every request must carry it (required beyond loopback). ``ready`` receives the
-    ready line (default: printed to stdout).
+    it) over it. ``weights_dir`` is the run's :class:`WeightPublisher` directory, where an engine behind HTTP
+    (``rollout.engine`` vllm or sglang) has its server reload each version from. With ``token`` every request must
+    carry it (required beyond loopback). ``ready`` receives the ready line (default: printed to stdout).
     """
     from agentscope.rl._components import build_rollout_service, load_policy_tokenizer
     from agentscope.rl.rollout import RolloutHTTPServer, load_weights
 
     tokenizer = await load_policy_tokenizer(model_dir, config.rollout.threads)
+    publisher = WeightPublisher(weights_dir) if weights_dir is not None else None
     service = build_rollout_service(
-        config, model_dir, tokenizer, 0 if weights is not None else version, index=index
+        config, model_dir, tokenizer, 0 if weights is not None else version, index=index, weights=publisher
     )
-    if weights is not None:
+    embedded = config.rollout.engine == "torch"
+    if weights is not None and embedded:
         state_dict = await anyio.to_thread.run_sync(load_weights, weights)
         await service.update_weights(state_dict, version)  # before start: applied to the loaded model
     http = RolloutHTTPServer(service, host=host, port=port, token=token)
-    async with service, http as server:
+    async with service:
+        if weights is not None and not embedded:  # a server behind HTTP reloads once it runs
+            state_dict = await anyio.to_thread.run_sync(load_weights, weights)
+            await service.update_weights(state_dict, version)
+        await _serve(http, service, ready, until)
+
+
+async def _serve(
+    http: RolloutHTTPServer,
+    service: RolloutService,
+    ready: Callable[[str], None] | None,
+    until: Callable[[], Awaitable[Any]] | None,
+) -> None:
+    async with http as server:
         line = READY_PREFIX + json.dumps(
             {"url": f"http://{server.host}:{server.port}", "pid": os.getpid(), "version": service.version}
         )
@@ -247,6 +265,8 @@ class ProcessRolloutServer(RemoteRolloutServer):
             str(version),
             "--exit-with-stdin",
         ]
+        if self.publisher is not None:
+            command += ["--weights-dir", str(self.publisher.root)]  # the same working directory
         if weights is not None:
             command += ["--weights", str(weights)]
         return command

@@ -114,6 +114,7 @@ class _RolloutServerActor:
         weights = newest[1] if newest is not None and newest[0] > version else None
         self._version = newest[0] if weights is not None and newest is not None else version
         host = "127.0.0.1" if _node_ip() == driver_ip else _node_ip()
+        self._weights_dir = Path(weights_dir)
         self._thread = threading.Thread(
             target=self._serve, args=(Path(model_dir), index, weights, host), daemon=True
         )
@@ -140,6 +141,7 @@ class _RolloutServerActor:
                 index=index,
                 version=self._version,
                 weights=weights,
+                weights_dir=self._weights_dir,
                 host=host,
                 token=self._token,
                 ready=ready,

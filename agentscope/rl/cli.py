@@ -160,6 +160,14 @@ def rollout_server(
     weights: Annotated[
         Path | None, typer.Option("--weights", help="A weights file (safetensors) to load over the model.")
     ] = None,
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights-dir",
+            help="The run's weights directory (DIR/weights): where a vLLM or SGLang engine's server reloads "
+            "each version from.",
+        ),
+    ] = None,
     host: Annotated[
         str,
         typer.Option(
@@ -201,6 +209,7 @@ def rollout_server(
                 index=index,
                 version=version,
                 weights=weights,
+                weights_dir=weights_dir,
                 host=host,
                 port=port,
                 token=os.environ.get(TOKEN_ENV) or None,

@@ -10,6 +10,8 @@
   rollout server in another process in sync through its ``POST /weights`` route.
 - :class:`VLLMEngine` is a vLLM server behind the engine seam (its HTTP API: token ids, log-probs of the sampling
   distribution, weight reloads in development mode); :class:`VLLMServer` starts one in a subprocess.
+- :class:`SGLangEngine` is an SGLang server behind the same seam (its native ``/generate`` with token ids and
+  log-probs, weight reloads from disk).
 - :class:`RolloutChatModel` is the :class:`~agentscope.models.ChatModel` an agent gets in training;
   :func:`create_rollout_app` and :class:`RolloutHTTPServer` serve the same over OpenAI-compatible HTTP.
 
@@ -32,6 +34,7 @@ from agentscope.rl.rollout._weights import WeightPublisher, load_weights, weight
 
 if _typing.TYPE_CHECKING:
     from agentscope.rl.rollout._engine import TorchEngine
+    from agentscope.rl.rollout._sglang import SGLangEngine
     from agentscope.rl.rollout._vllm import VLLMEngine
     from agentscope.rl.rollout._vllm_server import VLLMServer
 
@@ -45,6 +48,7 @@ __all__ = [
     "RolloutRouter",
     "RolloutServer",
     "RolloutService",
+    "SGLangEngine",
     "SamplingParams",
     "TorchEngine",
     "VLLMEngine",
@@ -58,6 +62,11 @@ __all__ = [
 
 __getattr__ = _lazy_exports(
     __name__,
-    {"TorchEngine": "_engine", "VLLMEngine": "_vllm", "VLLMServer": "_vllm_server"},
+    {
+        "SGLangEngine": "_sglang",
+        "TorchEngine": "_engine",
+        "VLLMEngine": "_vllm",
+        "VLLMServer": "_vllm_server",
+    },
     extras={"_engine": "rl"},
 )

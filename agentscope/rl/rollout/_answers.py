@@ -1,5 +1,5 @@
-"""Reading the answers of the HTTP servers the rollout side talks to (our rollout app, vLLM): a JSON object, or
-an error's message."""
+"""Reading the answers of the HTTP servers the rollout side talks to (our rollout app, vLLM, SGLang): a JSON
+object, or an error's message."""
 
 from __future__ import annotations
 
@@ -26,8 +26,17 @@ def json_object(response: httpx2.Response) -> dict[str, Any]:
 
 
 def error_message(response: httpx2.Response) -> str:
-    """The message of an OpenAI-style error answer (``{"error": {"message"}}``), else the start of its text."""
+    """The message of an OpenAI-style error answer (``{"error": {"message"}}``) or of a ``{"success": false,
+    "message"}`` answer (SGLang's weight routes), else the start of its text."""
     try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
+        data = response.json()
+    except ValueError:
         return response.text[:300]
+    if isinstance(data, dict):
+        error: Any = cast("dict[str, Any]", data).get("error")
+        if isinstance(error, dict) and "message" in error:
+            return str(cast("dict[str, Any]", error)["message"])
+        message: Any = cast("dict[str, Any]", data).get("message")
+        if isinstance(message, str):
+            return message
+    return response.text[:300]

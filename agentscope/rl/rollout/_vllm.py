@@ -37,6 +37,9 @@ server must read the publisher's directory (the same machine or a shared disk). 
 whole vLLM layers: vLLM fuses ``q/k/v_proj`` into one ``qkv_proj`` and ``gate/up_proj`` into ``gate_up_proj``,
 and a reload that brings only part of a fused layer fills the rest with garbage (checked here too).
 
+``initial_weights=`` has a server started by someone else load a model directory (a run's starting policy) the
+same way at :meth:`VLLMEngine.start`.
+
 Without development mode, generation works and :meth:`VLLMEngine.update_weights` raises :class:`ModelError`; the
 alternatives are vLLM's NCCL/IPC weight-transfer routes (``/init_weight_transfer_engine`` ... also dev mode) or
 restarting the server on the new checkpoint.
@@ -54,9 +57,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
-import time
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,17 +73,19 @@ from agentscope.exceptions import (
     ModelTimeoutError,
 )
 from agentscope.rl.rollout._answers import error_message, json_object
+from agentscope.rl.rollout._client_stats import ClientStats
 from agentscope.rl.rollout._types import FinishReason, Generation, SamplingParams
 from agentscope.rl.rollout._weights import WeightPublisher
 
 if TYPE_CHECKING:
     import torch
 
+    from agentscope.rl.rollout._vllm_server import VLLMServer
+
 __all__ = ["VLLMEngine"]
 
 logger = logging.getLogger(__name__)
 
-_STATS_WINDOW_S = 10.0
 _TOKEN_ID = re.compile(r"^token_id:(\d+)$")
 _FUSED_GROUPS: tuple[tuple[str, ...], ...] = (
     ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
@@ -106,6 +108,11 @@ class VLLMEngine:
         version: Version of the weights the server loaded at start.
         timeout_s: Longest one generation or one weight update may take.
         max_batch: The server's ``--max-num-seqs``, for ``rollout/batch_occupancy`` only.
+        server: A :class:`VLLMServer` that :meth:`start` launches first and :meth:`stop` stops last (its
+            ``base_url`` is read once it runs; ``base_url`` is then ignored).
+        initial_weights: A model directory (its ``*.safetensors``) that :meth:`start` has the server reload, so
+            that a server started on another checkpoint of the same architecture serves ``version`` (a run's
+            starting policy, or the checkpoint it resumes from). Needs development mode.
     """
 
     def __init__(
@@ -117,6 +124,8 @@ class VLLMEngine:
         version: int = 0,
         timeout_s: float = 600.0,
         max_batch: int = 256,
+        server: VLLMServer | None = None,
+        initial_weights: str | os.PathLike[str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         """The server's root address."""
@@ -130,11 +139,13 @@ class VLLMEngine:
         """The server's context length (read at :meth:`start`)."""
         self.reloadable = False
         """Whether the server has the development routes that reload weights (read at :meth:`start`)."""
+        self.server = server
+        """The server this engine starts and stops with itself (None: one started by someone else)."""
+        self.initial_weights = Path(initial_weights) if initial_weights is not None else None
+        """A model directory the server loads at :meth:`start`, as ``version``."""
         self._client: httpx2.AsyncClient | None = None
         self._update_lock = asyncio.Lock()
-        self._running = 0
-        self._window: deque[tuple[float, int]] = deque()
-        self._counters = {"generated": 0, "prefilled": 0, "cached": 0, "requests": 0}
+        self._stats = ClientStats(max_batch)
 
     def __repr__(self) -> str:
         return f"VLLMEngine({self.base_url!r}, model={self.model!r}, version={self.version})"
@@ -150,6 +161,26 @@ class VLLMEngine:
         """
         if self._client is not None:
             return
+        if self.server is not None:
+            await self.server.start()
+            self.base_url = self.server.base_url
+        try:
+            client = await self._connect()
+            try:
+                if self.initial_weights is not None:
+                    self._check_reloadable()
+                    await self._reload(client, self.initial_weights, self.version)
+            except BaseException:
+                await client.aclose()
+                raise
+            self._client = client
+        except BaseException:
+            if self.server is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.server.stop()
+            raise
+
+    async def _connect(self) -> httpx2.AsyncClient:
         client = await anyio.to_thread.run_sync(
             _new_client, self.base_url, self.timeout_s
         )  # reads the CA store
@@ -158,7 +189,7 @@ class VLLMEngine:
         except BaseException:
             await client.aclose()
             raise
-        self._client = client
+        return client
 
     async def _check_server(self, client: httpx2.AsyncClient) -> None:
         try:
@@ -187,11 +218,13 @@ class VLLMEngine:
         self.reloadable = paused.status_code == 200
 
     async def stop(self) -> None:
-        """Close the connection to the server (the server keeps running; use :class:`VLLMServer` to stop one).
-        Idempotent."""
+        """Close the connection to the server, and stop the server when this engine started it (``server=``;
+        others keep running). Idempotent."""
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        if self.server is not None:
+            await self.server.stop()
 
     async def __aenter__(self) -> VLLMEngine:
         await self.start()
@@ -226,12 +259,11 @@ class VLLMEngine:
         if max_tokens <= 0:
             return Generation([], [], "length", head, head, prompt_len=len(prompt_ids))
         body = _completion_body(self.model, prompt_ids, params, max_tokens)
-        self._running += 1
-        self._counters["requests"] += 1
+        self._stats.sent()
         try:
             response = await self._post(client, "/v1/completions", json=body)
         finally:
-            self._running -= 1
+            self._stats.done()
         tail = self.version
         data = json_object(response)
         generation = _generation(data, head, tail, len(prompt_ids), self.base_url)
@@ -241,15 +273,7 @@ class VLLMEngine:
     def _count(self, data: dict[str, Any], prompt_len: int, generated: int) -> None:
         usage: Any = data.get("usage") or {}
         details: Any = usage.get("prompt_tokens_details") or {}
-        cached = int(details.get("cached_tokens") or 0)
-        self._counters["generated"] += generated
-        self._counters["prefilled"] += prompt_len - cached
-        self._counters["cached"] += cached
-        now = time.monotonic()
-        window = self._window
-        window.append((now, generated))
-        while now - window[0][0] > _STATS_WINDOW_S:
-            window.popleft()
+        self._stats.count(prompt_len, generated, int(details.get("cached_tokens") or 0))
 
     # ------------------------------------------------------------------ weights
 
@@ -268,16 +292,23 @@ class VLLMEngine:
             raise RuntimeError("VLLMEngine is not started: await engine.start() first (or use `async with`)")
         if self.weights is None:
             raise ModelError("VLLMEngine needs weights=WeightPublisher(...) to update the weights")
+        self._check_reloadable()
+        _check_fused_groups(state_dict)
+        publisher = self.weights
+        await anyio.to_thread.run_sync(publisher.publish, state_dict, version)
+        folder = await anyio.to_thread.run_sync(publisher.stage, version)
+        await self._reload(client, folder, version)
+
+    def _check_reloadable(self) -> None:
         if not self.reloadable:
             raise ModelError(
                 f"the vLLM server at {self.base_url} cannot reload weights over HTTP: start it with "
                 "VLLM_SERVER_DEV_MODE=1 (its /collective_rpc, /pause and /resume routes), or restart it on the "
                 "new checkpoint"
             )
-        _check_fused_groups(state_dict)
-        publisher = self.weights
-        path = await anyio.to_thread.run_sync(publisher.publish, state_dict, version)
-        folder = await anyio.to_thread.run_sync(_stage, publisher, path, version)
+
+    async def _reload(self, client: httpx2.AsyncClient, folder: Path, version: int) -> None:
+        """Have the server load the weights in ``folder`` between two steps and serve them as ``version``."""
         async with self._update_lock:
             await self._post(client, "/pause", params={"mode": "keep", "clear_cache": "false"})
             try:
@@ -313,19 +344,7 @@ class VLLMEngine:
         ``rollout/generated_tokens``, ``rollout/prefill_tokens``, ``rollout/prefix_cache_hit_tokens`` (from
         ``usage.prompt_tokens_details.cached_tokens``: the server needs ``--enable-prompt-tokens-details``),
         ``rollout/decode_steps`` (0: not visible over HTTP), ``rollout/policy_version``."""
-        window = list(self._window)
-        span = window[-1][0] - window[0][0] if len(window) > 1 else 0.0
-        return {
-            "rollout/tokens_per_s": sum(w[1] for w in window[1:]) / span if span > 0 else 0.0,
-            "rollout/batch_occupancy": self._running / self.max_batch,
-            "rollout/requests_running": float(self._running),
-            "rollout/requests_waiting": 0.0,
-            "rollout/generated_tokens": float(self._counters["generated"]),
-            "rollout/prefill_tokens": float(self._counters["prefilled"]),
-            "rollout/prefix_cache_hit_tokens": float(self._counters["cached"]),
-            "rollout/decode_steps": 0.0,
-            "rollout/policy_version": float(self.version),
-        }
+        return self._stats.stats(self.version)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -440,23 +459,3 @@ def _check_fused_groups(state_dict: Mapping[str, Any]) -> None:
                     f"{name} without {', '.join(missing)}: vLLM loads them into one fused layer, so a partial "
                     "update must hold all of them"
                 )
-
-
-def _stage(publisher: WeightPublisher, path: Path, version: int) -> Path:
-    """A directory holding only ``path`` as ``model.safetensors`` (a hard link, else a copy): what vLLM reloads.
-    Keeps as many such directories as the publisher keeps versions."""
-    root = publisher.root.resolve() / "vllm-reload"
-    folder = root / f"v{version:08d}"
-    target = folder / "model.safetensors"
-    if not target.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = folder / f".model.{os.getpid()}.tmp"
-        staging.unlink(missing_ok=True)
-        try:
-            os.link(path, staging)
-        except OSError:
-            shutil.copyfile(path, staging)
-        staging.replace(target)
-    for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("v"))[: -publisher.keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return folder

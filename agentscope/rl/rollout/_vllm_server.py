@@ -182,6 +182,7 @@ def _free_port(host: str) -> int:
 
 
 def _launch(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
             command,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +67,33 @@ class WeightPublisher:
             staging.replace(target)
             self._prune()
             return target
+
+    def stage(self, version: int) -> Path:
+        """A directory holding only ``version``'s file, as ``model.safetensors`` (a hard link, else a copy): what
+        servers that reload a *directory* read (vLLM's ``reload_weights``, SGLang's ``update_weights_from_disk``).
+        Publish the version first. Keeps as many such directories as versions are kept. Blocking (file I/O).
+
+        Raises:
+            FileNotFoundError: ``version`` is not published.
+        """
+        path = self.path(version).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"version {version} is not published ({path})")
+        root = self.root.resolve() / "staged"
+        folder = root / f"v{version:08d}"
+        target = folder / "model.safetensors"
+        # A directory left by a crashed attempt may hold another file of the same version number: link again.
+        if not (target.is_file() and os.path.samefile(target, path)):
+            folder.mkdir(parents=True, exist_ok=True)
+            staging = folder / f".model.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+            try:
+                os.link(path, staging)
+            except OSError:
+                shutil.copyfile(path, staging)
+            staging.replace(target)
+        for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("v"))[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
 
     def versions(self) -> list[int]:
         """The versions on disk, oldest first."""

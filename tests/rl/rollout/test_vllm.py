@@ -381,7 +381,7 @@ async def test_update_weights_publishes_once_and_reloads_between_pause_and_resum
             await engine.update_weights(shifted(version), version)
         assert await anyio.to_thread.run_sync(publisher.versions) == [2, 3]
         staged = await anyio.to_thread.run_sync(
-            lambda: sorted(p.name for p in (tmp_path / "weights" / "vllm-reload").iterdir())
+            lambda: sorted(p.name for p in (tmp_path / "weights" / "staged").iterdir())
         )
         assert staged == ["v00000002", "v00000003"]
 
