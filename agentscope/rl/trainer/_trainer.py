@@ -32,6 +32,13 @@ from agentscope.rl._types import Trajectory
 from agentscope.rl.trainer import _verl as verl
 from agentscope.rl.trainer._batch import Batch, TrainBatch, build_batch
 from agentscope.rl.trainer._checkpoint import copy_state_dict
+from agentscope.rl.trainer._common import (
+    batch_metrics,
+    compute_advantages,
+    pad_token_id,
+    rollout_correction,
+    tis_metrics,
+)
 from agentscope.rl.trainer._config import TrainerConfig
 
 __all__ = ["Trainer", "actor_config", "clone_state_dict", "sequence_log_probs"]
@@ -127,10 +134,7 @@ class Trainer:
         self.config = config or TrainerConfig()
         self.model = model.to(resolve_device(self.config.device, "trainer.device"))
         self.tokenizer = tokenizer
-        pad = getattr(tokenizer, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(tokenizer, "eos_token_id", None)
-        self.pad_token_id: int = int(pad) if pad is not None else 0
+        self.pad_token_id: int = pad_token_id(tokenizer)
         self.ref_model: torch.nn.Module | None = None
         if self.config.kl_coef > 0:
             self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
@@ -170,15 +174,7 @@ class Trainer:
     def _prepare(self, trajectories: Sequence[Trajectory], *, old_log_prob_pass: bool) -> TrainBatch:
         config = self.config
         base = build_batch(trajectories, self.pad_token_id, device=self.device)
-        estimator_options = (
-            {"norm_adv_by_std_in_grpo": config.norm_adv_by_std} if config.adv_estimator == "grpo" else {}
-        )
-        advantages, returns = self._adv_fn(
-            token_level_rewards=base["token_level_rewards"],
-            response_mask=base["response_mask"],
-            index=base["uid"],
-            **estimator_options,
-        )
+        advantages, returns = compute_advantages(self._adv_fn, config, base)
         old_log_probs = (
             self._infer_log_probs(self.model, base)
             if old_log_prob_pass
@@ -191,15 +187,13 @@ class Trainer:
 
     def _rollout_correction(self, batch: TrainBatch) -> dict[str, float]:
         """verl's truncated IS weights into ``batch`` (when on) and its ``rollout_corr/...`` metrics."""
-        config = self.config
         if not bool(batch["response_mask"].any()):
             return {}
-        weights, metrics = verl.rollout_correction(
+        weights, metrics = rollout_correction(
+            self.config,
             old_log_prob=batch["old_log_probs"],
             rollout_log_prob=batch["rollout_log_probs"],
             response_mask=batch["response_mask"],
-            level=config.tis_level if config.tis_threshold is not None else None,
-            threshold=config.tis_threshold,
         )
         if weights is not None:
             batch["rollout_is_weights"] = weights
@@ -248,17 +242,7 @@ class Trainer:
         corr = {} if fused else self._rollout_correction(batch)
         response_mask = batch["response_mask"]
         prepared = time.perf_counter()
-        metrics: dict[str, float] = {
-            "train/reward_mean": float(batch["token_level_rewards"].sum(dim=1).mean().item()),
-            "train/advantage_abs_mean": float(
-                verl.masked_mean(batch["advantages"].abs(), response_mask).item()
-            )
-            if bool(response_mask.any())
-            else 0.0,
-            "train/samples": float(response_mask.shape[0]),
-            "train/trajectories": float(len(trajectories)),
-            "train/response_tokens": float(response_mask.sum().item()),
-        }
+        metrics = batch_metrics(batch, len(trajectories))
         if not bool(response_mask.any()):
             metrics["train/skipped"] = 1.0
             return metrics
@@ -267,10 +251,7 @@ class Trainer:
             corr = self._rollout_correction(batch)  # the metrics, over the old log-probs the update recorded
         self.steps_done += 1
         metrics.update(update)
-        metrics["train/tis_ratio_mean"] = corr.get("rollout_corr/rollout_is_mean", 1.0)
-        metrics["train/tis_clipped_fraction"] = corr.get("rollout_corr/rollout_is_ratio_fraction_high", 0.0)
-        metrics["train/rollout_kl"] = corr.get("rollout_corr/kl", 0.0)
-        metrics["train/rollout_k3_kl"] = corr.get("rollout_corr/k3_kl", 0.0)
+        metrics.update(tis_metrics(corr))
         metrics["train/prepare_s"] = prepared - started
         metrics["train/step_s"] = time.perf_counter() - started
         metrics["train/lr"] = self.config.lr
@@ -358,12 +339,11 @@ class Trainer:
             batch["old_log_probs"][rows, :r] = old_log_probs
             weights = None
             if config.tis_threshold is not None and bool(mask.any()):
-                weights, _ = verl.rollout_correction(
+                weights, _ = rollout_correction(
+                    config,
                     old_log_prob=old_log_probs,
                     rollout_log_prob=cut(batch["rollout_log_probs"]),
                     response_mask=mask,
-                    level=config.tis_level,
-                    threshold=config.tis_threshold,
                 )
         else:
             old_log_probs = cut(batch["old_log_probs"])

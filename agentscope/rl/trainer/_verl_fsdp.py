@@ -37,6 +37,13 @@ import torch
 from agentscope.rl._types import Trajectory
 from agentscope.rl.trainer import _verl as verl
 from agentscope.rl.trainer._batch import build_batch
+from agentscope.rl.trainer._common import (
+    batch_metrics,
+    compute_advantages,
+    pad_token_id,
+    rollout_correction,
+    tis_metrics,
+)
 from agentscope.rl.trainer._config import TrainerConfig
 from agentscope.rl.trainer._errors import CheckpointError
 from agentscope.rl.trainer._trainer import clone_state_dict
@@ -110,10 +117,7 @@ class VerlFSDPTrainer:
         self.config = config or TrainerConfig(backend="verl_fsdp")
         self.model = model
         self.tokenizer = tokenizer
-        pad = getattr(tokenizer, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(tokenizer, "eos_token_id", None)
-        self.pad_token_id: int = int(pad) if pad is not None else 0
+        self.pad_token_id: int = pad_token_id(tokenizer)
         self.overrides = verl_overrides(
             self.config, model_path=model_dir, group_size=group_size, batch_groups=batch_groups, seed=seed
         )
@@ -178,15 +182,7 @@ class VerlFSDPTrainer:
         entropy of the policy before the update."""
         config = self.config
         base = build_batch(trajectories, self.pad_token_id)
-        options = (
-            {"norm_adv_by_std_in_grpo": config.norm_adv_by_std} if config.adv_estimator == "grpo" else {}
-        )
-        advantages, returns = self._adv_fn(
-            token_level_rewards=base["token_level_rewards"],
-            response_mask=base["response_mask"],
-            index=base["uid"],
-            **options,
-        )
+        advantages, returns = compute_advantages(self._adv_fn, config, base)
         proto = to_data_proto(
             {**base, "advantages": advantages, "returns": returns}, temperature=config.temperature
         )
@@ -199,12 +195,11 @@ class VerlFSDPTrainer:
         if bool(base["response_mask"].any()):
             # the token-mean entropy of the policy before the update, as the torch backend measures it
             entropy_mean = float(verl.masked_mean(entropy, base["response_mask"]).item())
-            weights, metrics = verl.rollout_correction(
+            weights, metrics = rollout_correction(
+                config,
                 old_log_prob=proto.batch["old_log_probs"],
                 rollout_log_prob=base["rollout_log_probs"],
                 response_mask=base["response_mask"],
-                level=config.tis_level if config.tis_threshold is not None else None,
-                threshold=config.tis_threshold,
             )
             if weights is not None:
                 proto.batch["rollout_is_weights"] = weights
@@ -219,29 +214,15 @@ class VerlFSDPTrainer:
         proto, corr = self.make_proto(trajectories)
         response_mask = proto.batch["response_mask"]
         prepared = time.perf_counter()
-        has_tokens = bool(response_mask.any())
-        metrics: dict[str, float] = {
-            "train/reward_mean": float(proto.batch["token_level_rewards"].sum(dim=1).mean().item()),
-            "train/advantage_abs_mean": float(
-                verl.masked_mean(proto.batch["advantages"].abs(), response_mask).item()
-            )
-            if has_tokens
-            else 0.0,
-            "train/samples": float(response_mask.shape[0]),
-            "train/trajectories": float(len(trajectories)),
-            "train/response_tokens": float(response_mask.sum().item()),
-        }
-        if not has_tokens:
+        metrics = batch_metrics(proto.batch, len(trajectories))
+        if not bool(response_mask.any()):
             metrics["train/skipped"] = 1.0
             return metrics
         metrics.update(self._update(proto))
         self.steps_done += 1
         self._copy_weights_to_model()
         metrics["train/entropy"] = corr.get("train/entropy", 0.0)
-        metrics["train/tis_ratio_mean"] = corr.get("rollout_corr/rollout_is_mean", 1.0)
-        metrics["train/tis_clipped_fraction"] = corr.get("rollout_corr/rollout_is_ratio_fraction_high", 0.0)
-        metrics["train/rollout_kl"] = corr.get("rollout_corr/kl", 0.0)
-        metrics["train/rollout_k3_kl"] = corr.get("rollout_corr/k3_kl", 0.0)
+        metrics.update(tis_metrics(corr))
         metrics["train/prepare_s"] = prepared - started
         metrics["train/step_s"] = time.perf_counter() - started
         metrics["train/lr"] = self.config.lr
