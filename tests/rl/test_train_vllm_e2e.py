@@ -1,4 +1,5 @@
-"""``agentscope rl train`` with ``rollout.engine: vllm``, end to end against a real vLLM CPU server.
+"""``agentscope rl train examples/rl/vllm.yaml`` (``rollout.engine: vllm``), end to end against a real vLLM CPU
+server.
 
 The run launches the server itself (``VLLMServer``, with the interpreter of ``AGENTSCOPE_VLLM_PYTHON``, else the
 checkout's ``.vllm-venv`` that ``scripts/setup.d/40-vllm.sh`` makes; skipped without one), plays its episodes on
@@ -20,7 +21,6 @@ from typing import Any
 
 import anyio
 import pytest
-import yaml
 
 from agentscope.rl.data import TrajectoryStore
 
@@ -37,52 +37,23 @@ pytestmark = [
     ),
 ]
 
-CONFIG: dict[str, Any] = {
-    "tasks": "arith:n=16,seed=0,max_operand=9",
-    "seed": 0,
-    "threads": 1,
-    "trace": False,
-    "policy": {
-        "tiny": {
-            "vocab_size": 1024,
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_layers": 2,
-            "num_heads": 4,
-            "num_kv_heads": 2,
-            "max_position_embeddings": 1024,
-            "corpus_conversations": 300,
-        }
-    },
-    "rollout": {
-        "engine": "vllm",
-        "engine_python": str(VLLM_PYTHON),
-        "engine_args": ["--dtype", "float32", "--enforce-eager"],
-        "engine_env": {
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-            "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-            "OMP_NUM_THREADS": "1",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-        },
-        "max_batch": 8,
-        "max_seq_len": 1024,
-        "max_tokens": 32,
-    },
-    "env": {"slots": 4, "max_turns": 2, "step_timeout_s": 120, "episode_timeout_s": 300},
-    "agent": {"kwargs": {"max_iters": 2}},
-    "data": {"group_size": 2, "batch_groups": 2, "drop_zero_variance": False, "success_replay": False},
-    "trainer": {"lr": 0.01, "micro_batch_size": 8, "entropy_coef": 0.1},  # weights move even at reward 0
-    "schedule": {"mode": "sync-wave", "steps": 2, "checkpoint_every": 0},
-}
+EXAMPLE = ROOT / "examples" / "rl" / "vllm.yaml"
 
 
 def test_rl_train_plays_on_a_launched_vllm_server_and_reloads_the_trained_weights(tmp_path: Path) -> None:
-    config_path = tmp_path / "vllm.yaml"
-    config_path.write_text(yaml.safe_dump(CONFIG))
     run_dir = tmp_path / "run"
+    command = [
+        "rl",
+        "train",
+        str(EXAMPLE),
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        f"rollout.engine_python={VLLM_PYTHON}",
+    ]
+    command += ["--set", "trace=false"]
     result = subprocess.run(
-        [sys.executable, "-m", "agentscope.cli", "rl", "train", str(config_path), "--run-dir", str(run_dir)],
+        [sys.executable, "-m", "agentscope.cli", *command],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -59,8 +59,9 @@ class Generation:
 class RolloutEngine(Protocol):
     """Generates completions for token-id prompts; the weights can be replaced while it runs.
 
-    Implementations: :class:`~agentscope.rl.rollout.TorchEngine` (in-process PyTorch, continuous batching); vLLM
-    and SGLang servers come later behind the same protocol.
+    Implementations: :class:`~agentscope.rl.rollout.TorchEngine` (in-process PyTorch, continuous batching),
+    :class:`~agentscope.rl.rollout.VLLMEngine` and :class:`~agentscope.rl.rollout.SGLangEngine` (servers over HTTP,
+    weights reloaded from files); ``rollout.engine`` picks one for ``rl train``.
     """
 
     version: int
