@@ -320,13 +320,17 @@ def build_rollout_engine(
             max_batch=rollout.max_batch,
             server=server,
         )
+    from agentscope.rl._device import resolve_device, resolve_dtype
     from agentscope.rl.rollout import TorchEngine
 
+    device = resolve_device(rollout.device, "rollout.device")
     return TorchEngine(
         model_dir,
         tokenizer=tokenizer,
         max_batch=rollout.max_batch,
         max_seq_len=rollout.max_seq_len,
+        device=str(device),
+        dtype=resolve_dtype(rollout.dtype, device),
         version=version,
         num_threads=rollout.threads,
         seed=config.seed + _SERVER_SEED_STRIDE * index,

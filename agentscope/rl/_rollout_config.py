@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agentscope.rl._device import DeviceSpec, DtypeSpec
+
 __all__ = ["RolloutConfig", "check_rollout_engine"]
 
 
@@ -27,6 +29,13 @@ class RolloutConfig(BaseModel):
     threads: int | None = Field(default=1, ge=1)
     """torch intra-op threads of each engine's decode thread (one is robust on a few shared cores). None: torch's
     default."""
+    device: DeviceSpec = "auto"
+    """``engine: torch`` only: where each engine computes: ``auto`` (the first CUDA GPU torch sees, else the CPU),
+    ``cpu``, ``cuda``, ``cuda:<index>``; a GPU torch does not see is an error naming this field. (vLLM and SGLang
+    servers place themselves.)"""
+    dtype: DtypeSpec = "auto"
+    """``engine: torch`` only: the engine's compute dtype (``auto``: bfloat16 on a GPU, float32 on the CPU);
+    log-probs are taken from float32 logits either way."""
     backend: Literal["inprocess", "process", "ray"] = "inprocess"
     """Where the rollout servers run. ``inprocess``: engines in the training process (threads). ``process``:
     each server a process of its own (``agentscope rl rollout-server``, on 127.0.0.1), talked to over HTTP and
@@ -80,6 +89,13 @@ class RolloutConfig(BaseModel):
 def check_rollout_engine(rollout: RolloutConfig) -> None:
     """Raise ValueError, naming the field, for a ``rollout.engine`` that its other fields contradict."""
     launched_only = ("engine_python", "engine_args", "engine_env")
+    if rollout.engine != "torch":
+        placed = [f for f in ("device", "dtype") if _changed(rollout, f)]
+        if placed:
+            raise ValueError(
+                f"rollout.{placed[0]}: only for rollout.engine torch ({rollout.engine} servers place themselves: "
+                "give them their device and dtype in their own arguments)"
+            )
     if rollout.engine == "torch":
         given = [f for f in ("engine_url", *launched_only, "engine_model") if _changed(rollout, f)]
         if given:
