@@ -15,10 +15,12 @@ __all__ = [
     "METRICS_FILE",
     "PINNED_POLICY_DIR",
     "RESUMES_FILE",
+    "RUN_MARKS",
     "STORE_FILE",
     "TRACE_FILE",
     "WEIGHTS_DIR",
     "pin_directory",
+    "run_marks",
     "write_text_atomically",
 ]
 
@@ -36,6 +38,15 @@ RESUMES_FILE = "resumes.jsonl"
 LOGS = (METRICS_FILE, BATCHES_FILE)
 """Per-step logs, cut back to the checkpoint's step on resume."""
 EVAL_FILE = "eval.json"
+RUN_MARKS = (STORE_FILE, "checkpoints", METRICS_FILE, BATCHES_FILE)
+"""What a run leaves in its directory once it has stored or trained anything, whatever ``data.store``: a new run
+there would mix its checkpoints and logs with these (``config.yaml`` and ``policy_init/`` alone are not a run:
+they are written before the first trajectory)."""
+
+
+def run_marks(root: Path) -> list[str]:
+    """The :data:`RUN_MARKS` that exist in ``root``: empty when no run was started there."""
+    return [name for name in RUN_MARKS if (root / name).exists()]
 
 
 def write_text_atomically(path: Path, text: str) -> None:

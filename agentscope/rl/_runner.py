@@ -70,6 +70,7 @@ from agentscope.rl._files import (
     TRACE_FILE,
     WEIGHTS_DIR,
     pin_directory,
+    run_marks,
 )
 from agentscope.rl._progress import StepProgress
 from agentscope.rl._resume import load_for_resume, truncate_log
@@ -141,7 +142,9 @@ async def train(
     checkpoint (``allow_config_change``: even if the config changed beyond ``schedule.steps`` and the like).
 
     Raises:
-        UsageError: ``run_dir`` already holds a run and ``resume`` is False.
+        UsageError: ``resume`` is False and ``run_dir`` already holds a run (its ``trajectories.db``,
+            ``checkpoints``, ``metrics.jsonl`` or ``batches.jsonl``, whatever ``data.store``), or ``data.store:
+            postgres`` names a namespace that holds one.
         ConfigError: the config names something that cannot be loaded; or, resuming, it differs from the
             checkpoint's (listing the fields) and ``allow_config_change`` is False.
         CheckpointError: ``resume`` is True and the run has no checkpoint that loads (naming each and why).
@@ -151,15 +154,22 @@ async def train(
     started = time.perf_counter()
     started_ns = time.time_ns()  # the run's start in the studio: tracing is turned on after the warm start
     root = Path(run_dir)
+    found = await anyio.to_thread.run_sync(run_marks, root)
+    if found and not resume:  # whatever data.store: a new run would mix its checkpoints and logs with these
+        raise UsageError(
+            f"{root} already holds a run (found {', '.join(found)}); continue it with --resume or choose another "
+            "--run-dir"
+        )
     store = open_store(config.data, root)
     exists = await store.exists()
-    if isinstance(store, TrajectoryStore):
-        held, other, missing = f"{root} already holds a run", "--run-dir", f"{store.path} does not exist"
-    else:  # data.store: postgres, one run per namespace
-        held, other, missing = f"{store!r} already holds a run", "data.namespace", f"{store!r} holds none"
-    if exists and not resume:
-        raise UsageError(f"{held}; continue it with --resume or choose another {other}")
+    if exists and not resume:  # data.store: postgres, one run per namespace (trajectories.db is in `found`)
+        raise UsageError(
+            f"{store!r} already holds a run; continue it with --resume or choose another data.namespace"
+        )
     if resume and not exists:
+        missing = (
+            f"{store.path} does not exist" if isinstance(store, TrajectoryStore) else f"{store!r} holds none"
+        )
         raise CheckpointError(f"--resume: {root} holds no run to resume ({missing})")
     await anyio.to_thread.run_sync(functools.partial(root.mkdir, parents=True, exist_ok=True))
 
@@ -339,7 +349,7 @@ async def _train(
     checkpointer = await anyio.to_thread.run_sync(
         functools.partial(AsyncCheckpointer, root, keep=config.schedule.keep_checkpoints)
     )
-    if config.rollout.backend != "inprocess":
+    if config.rollout.backend != "inprocess" or config.rollout.engine != "torch":
         from agentscope.rl.rollout import WeightPublisher
 
         # Weight files of an earlier attempt hold versions that a resumed run lost: none may be served again.

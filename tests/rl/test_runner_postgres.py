@@ -1,5 +1,6 @@
-"""``agentscope rl train`` with ``data.store: postgres``: a short run, a second run refused on the same namespace,
-a resume that trains nothing twice, and ``rl export`` reading the store the run's config names."""
+"""``agentscope rl train`` with ``data.store: postgres``: a short run, a second run refused on the same namespace
+or in a run directory holding a run (of either store), a resume that trains nothing twice, and ``rl export``
+reading the store the run's config names."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from agentscope.exceptions import UsageError
 from agentscope.rl import load_config, train
 from agentscope.rl._export import export_trajectories
-from agentscope.rl.data import PostgresTrajectoryStore
+from agentscope.rl.data import PostgresTrajectoryStore, TrajectoryStore
 from agentscope.rl.trainer import CheckpointError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
@@ -53,6 +54,20 @@ async def test_train_resume_and_export_on_postgres(postgres_url: str, tmp_path: 
     assert not (run / "trajectories.db").exists()
     with pytest.raises(UsageError, match=r"namespace='runner_e2e'\) already holds a run; .* data\.namespace"):
         await train(load_config(None, [*TINY, *pg]), tmp_path / "another")
+    # The run directory holds this run: a new run there is refused on a fresh namespace, or on SQLite, before it
+    # writes anything (it would overwrite config.yaml, mix checkpoints and append to the logs).
+    config_before = (run / "config.yaml").read_text()
+    fresh = ["data.store=postgres", f"data.url={postgres_url}", "data.namespace=runner_fresh"]
+    for other in (fresh, []):
+        with pytest.raises(
+            UsageError,
+            match=r"run already holds a run \(found checkpoints, metrics\.jsonl, batches\.jsonl\); continue it "
+            r"with --resume or choose another --run-dir",
+        ):
+            await train(load_config(None, [*TINY, *other]), run)
+    assert (run / "config.yaml").read_text() == config_before
+    assert not (run / "trajectories.db").exists()
+    assert not await PostgresTrajectoryStore(postgres_url, namespace="runner_fresh").exists()
 
     resumed = await train(load_config(None, [*TINY, *pg, "schedule.steps=3"]), run, resume=True)
     assert (resumed.resumed_from, resumed.steps) == (2, 3)
@@ -68,3 +83,17 @@ async def test_train_resume_and_export_on_postgres(postgres_url: str, tmp_path: 
         assert len(records) == count == await store.count() > 0
     trained = {r["trajectory_id"]: r["trained_at_step"] for r in records if r["trained_at_step"] is not None}
     assert set(trained) == set(ids)
+
+
+async def test_a_new_run_refuses_a_run_dir_holding_a_sqlite_run(postgres_url: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    async with TrajectoryStore(run / "trajectories.db"):
+        pass
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    pg = ["data.store=postgres", f"data.url={postgres_url}", "data.namespace=runner_beside_sqlite"]
+    with pytest.raises(
+        UsageError, match=r"run already holds a run \(found trajectories\.db, metrics\.jsonl\); .* --resume"
+    ):
+        await train(load_config(None, [*TINY, *pg]), run)
+    assert not (run / "config.yaml").exists()
+    assert not await PostgresTrajectoryStore(postgres_url, namespace="runner_beside_sqlite").exists()
