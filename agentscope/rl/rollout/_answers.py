@@ -1,5 +1,5 @@
-"""Reading the answers of the HTTP servers the rollout side talks to (our rollout app, vLLM, SGLang): a JSON
-object, or an error's message."""
+"""Talking to the HTTP servers the rollout side uses (our rollout app, vLLM, SGLang): posting to one with its
+failures as ModelErrors, and reading an answer's JSON object or error message."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from typing import Any, cast
 
 import httpx2
 
-from agentscope.exceptions import ModelResponseError
+from agentscope.exceptions import (
+    ModelConnectionError,
+    ModelHTTPError,
+    ModelResponseError,
+    ModelTimeoutError,
+)
 
-__all__ = ["error_message", "json_object"]
+__all__ = ["error_message", "json_object", "post", "raise_for_error"]
 
 
 def json_object(response: httpx2.Response) -> dict[str, Any]:
@@ -40,3 +45,31 @@ def error_message(response: httpx2.Response) -> str:
         if isinstance(message, str):
             return message
     return response.text[:300]
+
+
+async def post(
+    client: httpx2.AsyncClient, url: str, *, server: str, base_url: str, timeout_s: float, **kwargs: Any
+) -> httpx2.Response:
+    """POST ``url`` with ``client`` (bound to ``base_url``); a timeout is a ModelTimeoutError, any other
+    transport failure a ModelConnectionError, each naming the ``server`` kind ("vLLM", "SGLang"). The answer is
+    returned whatever its status (see :func:`raise_for_error`)."""
+    try:
+        return await client.post(url, **kwargs)
+    except httpx2.TimeoutException as exc:
+        raise ModelTimeoutError(
+            f"the {server} server at {base_url} did not answer POST {url} within {timeout_s:g} s"
+        ) from exc
+    except httpx2.HTTPError as exc:
+        raise ModelConnectionError(f"{server} server {base_url} unreachable (POST {url}): {exc!r}") from exc
+
+
+def raise_for_error(response: httpx2.Response, url: str, *, server: str, base_url: str) -> httpx2.Response:
+    """``response``, or a ModelHTTPError with its status and message when it is 400 or above."""
+    if response.status_code >= 400:
+        raise ModelHTTPError(
+            f"the {server} server at {base_url} answered {response.status_code} to POST {url}: "
+            f"{error_message(response)}",
+            status_code=response.status_code,
+            body=response.text[:1000],
+        )
+    return response

@@ -60,9 +60,8 @@ from agentscope.exceptions import (
     ModelError,
     ModelHTTPError,
     ModelResponseError,
-    ModelTimeoutError,
 )
-from agentscope.rl.rollout._answers import error_message, json_object
+from agentscope.rl.rollout._answers import json_object, post, raise_for_error
 from agentscope.rl.rollout._client_stats import ClientStats
 from agentscope.rl.rollout._types import FinishReason, Generation, SamplingParams
 from agentscope.rl.rollout._weights import WeightPublisher
@@ -274,24 +273,9 @@ class SGLangEngine:
     # ------------------------------------------------------------------ HTTP
 
     async def _post(self, client: httpx2.AsyncClient, url: str, **kwargs: Any) -> httpx2.Response:
-        try:
-            response = await client.post(url, **kwargs)
-        except httpx2.TimeoutException as exc:
-            raise ModelTimeoutError(
-                f"the SGLang server at {self.base_url} did not answer POST {url} within {self.timeout_s:g} s"
-            ) from exc
-        except httpx2.HTTPError as exc:
-            raise ModelConnectionError(
-                f"SGLang server {self.base_url} unreachable (POST {url}): {exc!r}"
-            ) from exc
-        if response.status_code >= 400:
-            raise ModelHTTPError(
-                f"the SGLang server at {self.base_url} answered {response.status_code} to POST {url}: "
-                f"{error_message(response)}",
-                status_code=response.status_code,
-                body=response.text[:1000],
-            )
-        return response
+        where = {"server": "SGLang", "base_url": self.base_url}
+        response = await post(client, url, timeout_s=self.timeout_s, **where, **kwargs)
+        return raise_for_error(response, url, **where)
 
 
 def _generate_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, Any]:

@@ -70,9 +70,8 @@ from agentscope.exceptions import (
     ModelError,
     ModelHTTPError,
     ModelResponseError,
-    ModelTimeoutError,
 )
-from agentscope.rl.rollout._answers import error_message, json_object
+from agentscope.rl.rollout._answers import json_object, post, raise_for_error
 from agentscope.rl.rollout._client_stats import ClientStats
 from agentscope.rl.rollout._types import FinishReason, Generation, SamplingParams
 from agentscope.rl.rollout._weights import WeightPublisher
@@ -349,30 +348,15 @@ class VLLMEngine:
     # ------------------------------------------------------------------ HTTP
 
     async def _post(self, client: httpx2.AsyncClient, url: str, **kwargs: Any) -> httpx2.Response:
-        try:
-            response = await client.post(url, **kwargs)
-        except httpx2.TimeoutException as exc:
-            raise ModelTimeoutError(
-                f"the vLLM server at {self.base_url} did not answer POST {url} within {self.timeout_s:g} s"
-            ) from exc
-        except httpx2.HTTPError as exc:
-            raise ModelConnectionError(
-                f"vLLM server {self.base_url} unreachable (POST {url}): {exc!r}"
-            ) from exc
+        where = {"server": "vLLM", "base_url": self.base_url}
+        response = await post(client, url, timeout_s=self.timeout_s, **where, **kwargs)
         if response.status_code == 404 and url != "/v1/completions":
             raise ModelHTTPError(
                 f"the vLLM server at {self.base_url} has no {url} route: start it with VLLM_SERVER_DEV_MODE=1",
                 status_code=404,
                 body=response.text[:1000],
             )
-        if response.status_code >= 400:
-            raise ModelHTTPError(
-                f"the vLLM server at {self.base_url} answered {response.status_code} to POST {url}: "
-                f"{error_message(response)}",
-                status_code=response.status_code,
-                body=response.text[:1000],
-            )
-        return response
+        return raise_for_error(response, url, **where)
 
 
 def _new_client(base_url: str, timeout_s: float) -> httpx2.AsyncClient:
