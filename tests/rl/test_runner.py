@@ -1,4 +1,7 @@
-"""The runner in-process (BlockBuster watching the loop): a short training run, resume, export and eval."""
+"""The runner in-process (BlockBuster watching the loop): a short training run, resume, export and eval; and with
+``data.store: postgres`` (a real server, see conftest.py): a short run, a second run refused on the same namespace
+or in a run directory holding a run (of either store), a resume that trains nothing twice, and ``rl export`` reading
+the store the run's config names."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from agentscope.rl._evaluation import evaluate, evaluate_cached
 from agentscope.rl._export import EXPORT_KEYS, export_record, export_trajectories
 from agentscope.rl._runner import sft, train
 from agentscope.rl._sft import record_demonstrations
-from agentscope.rl.data import TrajectoryStore
+from agentscope.rl.data import PostgresTrajectoryStore, TrajectoryStore
 from agentscope.rl.envs import react_agent_factory
 from agentscope.rl.tasks import ArithEnv, get_task_set, load_tasks
 from agentscope.rl.trainer import CheckpointError
@@ -428,3 +431,66 @@ def test_the_warm_start_gives_the_thread_its_torch_thread_count_back(
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------- data.store: postgres
+
+
+@pytest.mark.integration
+async def test_train_resume_and_export_on_postgres(postgres_url: str, tmp_path: Path) -> None:
+    pg = ["data.store=postgres", f"data.url={postgres_url}", "data.namespace=runner_e2e"]
+    run = tmp_path / "run"
+    with pytest.raises(
+        CheckpointError, match=r"holds no run to resume \(PostgresTrajectoryStore\(.*holds none\)"
+    ):
+        await train(load_config(None, [*TINY, *pg]), run, resume=True)
+
+    result = await train(load_config(None, [*TINY, *pg]), run)
+    assert result.steps == 2
+    assert not (run / "trajectories.db").exists()
+    with pytest.raises(UsageError, match=r"namespace='runner_e2e'\) already holds a run; .* data\.namespace"):
+        await train(load_config(None, [*TINY, *pg]), tmp_path / "another")
+    # The run directory holds this run: a new run there is refused on a fresh namespace, or on SQLite, before it
+    # writes anything (it would overwrite config.yaml, mix checkpoints and append to the logs).
+    config_before = (run / "config.yaml").read_text()
+    fresh = ["data.store=postgres", f"data.url={postgres_url}", "data.namespace=runner_fresh"]
+    for other in (fresh, []):
+        with pytest.raises(
+            UsageError,
+            match=r"run already holds a run \(found checkpoints, metrics\.jsonl, batches\.jsonl\); continue it "
+            r"with --resume or choose another --run-dir",
+        ):
+            await train(load_config(None, [*TINY, *other]), run)
+    assert (run / "config.yaml").read_text() == config_before
+    assert not (run / "trajectories.db").exists()
+    assert not await PostgresTrajectoryStore(postgres_url, namespace="runner_fresh").exists()
+
+    resumed = await train(load_config(None, [*TINY, *pg, "schedule.steps=3"]), run, resume=True)
+    assert (resumed.resumed_from, resumed.steps) == (2, 3)
+    batches = [json.loads(line) for line in (run / "batches.jsonl").read_text().splitlines()]
+    assert [b["step"] for b in batches] == [1, 2, 3]
+    ids = [i for b in batches for i in b["trajectory_ids"]]
+    assert len(ids) == len(set(ids))  # nothing trained twice
+
+    out = tmp_path / "out.jsonl"
+    count = await export_trajectories(run, out)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    async with PostgresTrajectoryStore(postgres_url, namespace="runner_e2e") as store:
+        assert len(records) == count == await store.count() > 0
+    trained = {r["trajectory_id"]: r["trained_at_step"] for r in records if r["trained_at_step"] is not None}
+    assert set(trained) == set(ids)
+
+
+@pytest.mark.integration
+async def test_a_new_run_refuses_a_run_dir_holding_a_sqlite_run(postgres_url: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    async with TrajectoryStore(run / "trajectories.db"):
+        pass
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    pg = ["data.store=postgres", f"data.url={postgres_url}", "data.namespace=runner_beside_sqlite"]
+    with pytest.raises(
+        UsageError, match=r"run already holds a run \(found trajectories\.db, metrics\.jsonl\); .* --resume"
+    ):
+        await train(load_config(None, [*TINY, *pg]), run)
+    assert not (run / "config.yaml").exists()
+    assert not await PostgresTrajectoryStore(postgres_url, namespace="runner_beside_sqlite").exists()
