@@ -5,6 +5,7 @@ it. One implementation, so that the two backends cannot drift apart."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,7 +14,14 @@ import torch
 from agentscope.rl.trainer import _verl as verl
 from agentscope.rl.trainer._config import TrainerConfig
 
-__all__ = ["batch_metrics", "compute_advantages", "pad_token_id", "rollout_correction", "tis_metrics"]
+__all__ = [
+    "batch_metrics",
+    "compute_advantages",
+    "pad_token_id",
+    "rollout_correction",
+    "step_metrics",
+    "tis_metrics",
+]
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -81,3 +89,16 @@ def tis_metrics(corr: Mapping[str, float]) -> dict[str, float]:
         "train/rollout_kl": corr.get("rollout_corr/kl", 0.0),
         "train/rollout_k3_kl": corr.get("rollout_corr/k3_kl", 0.0),
     }
+
+
+def step_metrics(*, started: float, prepared: float, lr: float, step: int | None) -> dict[str, float]:
+    """What a step reports of itself at its end: ``train/prepare_s`` (``started`` to ``prepared``, from
+    ``time.perf_counter``), ``train/step_s`` (``started`` to now), ``train/lr`` and, when given, ``train/step``."""
+    metrics = {
+        "train/prepare_s": prepared - started,
+        "train/step_s": time.perf_counter() - started,
+        "train/lr": lr,
+    }
+    if step is not None:
+        metrics["train/step"] = float(step)
+    return metrics

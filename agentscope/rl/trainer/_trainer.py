@@ -37,6 +37,7 @@ from agentscope.rl.trainer._common import (
     compute_advantages,
     pad_token_id,
     rollout_correction,
+    step_metrics,
     tis_metrics,
 )
 from agentscope.rl.trainer._config import TrainerConfig
@@ -252,11 +253,7 @@ class Trainer:
         self.steps_done += 1
         metrics.update(update)
         metrics.update(tis_metrics(corr))
-        metrics["train/prepare_s"] = prepared - started
-        metrics["train/step_s"] = time.perf_counter() - started
-        metrics["train/lr"] = self.config.lr
-        if step is not None:
-            metrics["train/step"] = float(step)
+        metrics.update(step_metrics(started=started, prepared=prepared, lr=self.config.lr, step=step))
         return metrics
 
     def _update(self, batch: TrainBatch, *, fused: bool = False) -> dict[str, float]:

@@ -42,6 +42,7 @@ from agentscope.rl.trainer._common import (
     compute_advantages,
     pad_token_id,
     rollout_correction,
+    step_metrics,
     tis_metrics,
 )
 from agentscope.rl.trainer._config import TrainerConfig
@@ -223,11 +224,7 @@ class VerlFSDPTrainer:
         self._copy_weights_to_model()
         metrics["train/entropy"] = corr.get("train/entropy", 0.0)
         metrics.update(tis_metrics(corr))
-        metrics["train/prepare_s"] = prepared - started
-        metrics["train/step_s"] = time.perf_counter() - started
-        metrics["train/lr"] = self.config.lr
-        if step is not None:
-            metrics["train/step"] = float(step)
+        metrics.update(step_metrics(started=started, prepared=prepared, lr=self.config.lr, step=step))
         return metrics
 
     def _update(self, proto: Any) -> dict[str, float]:
