@@ -19,6 +19,7 @@ __all__ = [
     "STORE_FILE",
     "TRACE_FILE",
     "WEIGHTS_DIR",
+    "link_or_copy",
     "pin_directory",
     "run_marks",
     "write_text_atomically",
@@ -73,11 +74,17 @@ def pin_directory(source: Path, target: Path) -> Path:
             destination.mkdir(parents=True, exist_ok=True)
             continue
         destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, destination)
-        except OSError:  # another file system, or links not allowed
-            shutil.copy2(path, destination)
+        link_or_copy(path, destination)
     partial.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
     return target
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make ``target`` (which must not exist) the file ``source``: a hard link (no bytes copied; it outlives
+    ``source``'s deletion), or a copy where the file system refuses links."""
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, target)

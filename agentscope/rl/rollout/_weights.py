@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agentscope.rl._files import link_or_copy
+
 if TYPE_CHECKING:
     import torch
 
@@ -86,10 +88,7 @@ class WeightPublisher:
         if not (target.is_file() and os.path.samefile(target, path)):
             folder.mkdir(parents=True, exist_ok=True)
             staging = folder / f".model.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-            try:
-                os.link(path, staging)
-            except OSError:
-                shutil.copyfile(path, staging)
+            link_or_copy(path, staging)
             staging.replace(target)
         for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("v"))[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
