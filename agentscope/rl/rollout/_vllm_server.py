@@ -24,6 +24,8 @@ __all__ = ["VLLMServer"]
 
 logger = logging.getLogger(__name__)
 
+_LIFELINE = Path(__file__).with_name("_lifeline.py")
+
 
 class VLLMServer:
     """A vLLM OpenAI-compatible server in a subprocess, started with what :class:`VLLMEngine` needs:
@@ -139,6 +141,8 @@ class VLLMServer:
             while True:
                 if self._process.poll() is not None:
                     code = self._process.returncode
+                    if self._process.stdin is not None:
+                        self._process.stdin.close()
                     self._process = None
                     raise RuntimeError(f"the vLLM server exited with code {code}:\n{await self._log_tail()}")
                 with contextlib.suppress(httpx2.HTTPError):
@@ -182,13 +186,16 @@ def _free_port(host: str) -> int:
 
 
 def _launch(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a session of its own, behind the lifeline (``_lifeline.py``): the returned process
+    holds the lifeline's standard input open, so the server's whole group stops when this process ends, even by
+    SIGKILL; its exit code is the server's."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            command,
+            [sys.executable, str(_LIFELINE), "--", *command],
             stdout=log,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # never written: its end closing is the signal
             env=env,
             start_new_session=True,
         )
@@ -214,3 +221,5 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signal.SIGKILL)
     process.wait()
+    if process.stdin is not None:
+        process.stdin.close()
