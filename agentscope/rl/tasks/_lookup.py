@@ -242,28 +242,67 @@ def lookup_tasks(n: int = 200, seed: int = 0, level: int | str = 1) -> list[Task
 # ---------------------------------------------------------------------- the environment
 
 
+def _expert_chain(db: _Database, level: int, prompt: str) -> tuple[str, ...]:
+    """The calls the expert makes for the task ``prompt`` asks, as the keys :meth:`LookupEnv._note` records."""
+    match = _QUESTION.search(prompt)
+    if match is None:
+        return ()
+    person = next((p for p in db.people if p.name == match[3]), None)
+    if person is None:
+        return ()
+    chain = [f"find_person({person.name.lower()})", f"get_record({person.id})"]
+    if level == 2:
+        chain.append(f"get_record({person.employer})")
+    elif level == 3:
+        chain.append(f"sum_values({','.join(sorted(str(a) for a in db.amounts(person.id)))})")
+    return tuple(chain)
+
+
 class LookupEnv(Environment):
     """Plays lookup tasks: the task's database in an in-memory SQLite, three tools over it, and an exact-answer
-    verifier (reward 1 for the right value, else 0; ``info`` holds ``level``, ``tool_calls`` and ``correct``).
+    verifier (reward 1 for the right value; ``info`` holds ``level``, ``tool_calls``, ``correct`` and
+    ``progress``).
+
+    ``progress`` is the fraction of the expert's chain of calls the episode made, each with the argument that
+    leads to the answer: the person's name to ``find_person``, their id to ``get_record``, then (level 2) the
+    employer's id to ``get_record`` or (level 3) their order amounts to ``sum_values`` (a call counts wherever it
+    comes in the episode). A wrong answer earns ``partial_credit`` × ``progress`` (default 0: success only), so
+    that episodes of one group which all fail still differ in how far they got; success is the answer alone.
 
     SQLite runs in worker threads, never on the event loop; the connection is replaced at every reset.
+
+    Args:
+        partial_credit: Reward of a wrong answer after the whole chain of calls, in [0, 1).
+
+    Raises:
+        ValueError: ``partial_credit`` outside [0, 1).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, partial_credit: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= partial_credit < 1.0:
+            raise ValueError(f"LookupEnv: partial_credit must be in [0, 1), got {partial_credit}")
+        self.partial_credit = partial_credit
+        """Reward of a wrong answer after the whole chain of calls."""
         self._task: Task | None = None
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._calls = 0
+        self._chain: tuple[str, ...] = ()
+        """The expert's calls of this episode's task, as ``tool(argument)`` keys."""
+        self._made: set[str] = set()
+        """The keys of the calls this episode made that are in the chain."""
 
     async def reset(self, task: Task) -> Observation:
         db_seed, level = task.metadata.get("db_seed"), task.metadata.get("level")
         if not isinstance(db_seed, str) or not isinstance(level, int):
             raise ValueError(f"task {task.id!r} is not a lookup task: its metadata lacks db_seed and level")
         old, self._connection = self._connection, None
-        self._connection = await anyio.to_thread.run_sync(self._replace, old, _database(db_seed))
+        db = _database(db_seed)
+        self._connection = await anyio.to_thread.run_sync(self._replace, old, db)
         self._task = task
         self._calls = 0
+        self._chain, self._made = _expert_chain(db, level, task.prompt), set()
         toolkit = Toolkit()
         for tool in (self.find_person, self.get_record, self.sum_values):
             toolkit.register(tool)
@@ -287,6 +326,7 @@ class LookupEnv(Environment):
     async def find_person(self, name: str) -> str:
         """Find a person's id by name."""
         self._calls += 1
+        self._note(f"find_person({name.strip().lower()})")
         rows = await self._rows("SELECT id FROM people WHERE lower(name) = lower(?)", name.strip())
         if not rows:
             raise ModelRetry(f"no person named {name!r}")
@@ -295,6 +335,7 @@ class LookupEnv(Environment):
     async def get_record(self, record_id: int) -> str:
         """Read the record of a person or a company by id."""
         self._calls += 1
+        self._note(f"get_record({record_id})")
         rows = await self._rows("SELECT name, city, job, age, employer FROM people WHERE id = ?", record_id)
         if rows:
             name, city, job, age, employer = rows[0]
@@ -315,20 +356,27 @@ class LookupEnv(Environment):
         numbers = re.findall(r"-?\d+", values)
         if not numbers:
             raise ModelRetry(f"no numbers in {values!r}")
+        self._note(f"sum_values({','.join(sorted(numbers))})")
         return str(sum(int(x) for x in numbers))
+
+    def _note(self, call: str) -> None:
+        if call in self._chain:
+            self._made.add(call)
 
     async def evaluate(self, reply: Msg) -> EnvResult:
         if self._task is None:
             raise RuntimeError("evaluate() before reset()")
         correct = answer_matches(reply.text, str(self._task.answer))
         level = self._task.metadata.get("level")
+        progress = len(self._made) / len(self._chain) if self._chain else 0.0
         return EnvResult(
-            reward=1.0 if correct else 0.0,
+            reward=1.0 if correct else self.partial_credit * progress,
             success=correct,
             info={
                 "level": level if isinstance(level, int) else 0,
                 "tool_calls": self._calls,
                 "correct": correct,
+                "progress": progress,
             },
         )
 

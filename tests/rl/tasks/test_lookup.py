@@ -165,7 +165,8 @@ async def test_tools_answer_in_short_regular_lines_and_say_what_is_wrong() -> No
     assert await call("get_record", record_id=1) == ("no record with id 1", True)
     assert await call("sum_values", values="none") == ("no numbers in 'none'", True)
     judged = await env.evaluate(Msg(role="assistant", content="x"))
-    assert judged.info == {"level": 2, "tool_calls": 7, "correct": False}
+    assert judged.info == {"level": 2, "tool_calls": 7, "correct": False, "progress": 1.0}
+    assert judged.reward == 0.0  # no partial credit unless asked for
     await env.close()
 
 
@@ -181,6 +182,64 @@ async def test_the_verifier_wants_the_answer_and_nothing_else() -> None:
         judged = await env.evaluate(Msg(role="assistant", content=wrong))
         assert (judged.reward, judged.success) == (0.0, False), wrong
     await env.close()
+
+
+async def _progress_of(env: LookupEnv, task: Task, calls: list[tuple[str, dict[str, object]]]) -> float:
+    observation = await env.reset(task)
+    for tool, arguments in calls:
+        await observation.toolkit.call(ToolUseBlock(id="c", name=tool, input=arguments))  # type: ignore[arg-type]
+    judged = await env.evaluate(Msg(role="assistant", content="not the answer"))
+    progress = judged.info["progress"]
+    assert isinstance(progress, float)
+    assert judged.success is False
+    assert judged.reward == pytest.approx(env.partial_credit * progress)
+    return progress
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+async def test_partial_credit_pays_for_each_call_of_the_chain_made_with_the_right_argument(
+    level: int,
+) -> None:
+    env = LookupEnv(partial_credit=0.5)
+    task = lookup_tasks(n=1, seed=7, level=level)[0]
+    name = FORMS[level].fullmatch(task.prompt)[2]  # type: ignore[index]
+    observation = await env.reset(task)  # the ids come from the tools, as the policy gets them
+    found = await observation.toolkit.call(ToolUseBlock(id="c", name="find_person", input={"name": name}))
+    person_id = int(str(found.output).split()[1])
+    record = await observation.toolkit.call(
+        ToolUseBlock(id="c", name="get_record", input={"record_id": person_id})
+    )
+    fields = dict(part.split(": ", 1) for part in str(record.output).split("; "))
+    chain: list[tuple[str, dict[str, object]]] = [
+        ("find_person", {"name": name}),
+        ("get_record", {"record_id": person_id}),
+    ]
+    if level == 2:
+        chain.append(("get_record", {"record_id": int(fields["employer"])}))
+    elif level == 3:
+        chain.append(("sum_values", {"values": fields["orders"]}))
+    steps = len(chain)
+    assert await _progress_of(env, task, []) == 0.0
+    assert await _progress_of(env, task, chain[:1]) == pytest.approx(1 / steps)
+    assert await _progress_of(env, task, chain) == pytest.approx(1.0)
+    assert await _progress_of(env, task, chain + chain) == pytest.approx(1.0)  # a call counts once
+    # the wrong person's chain earns nothing, however long
+    other = "Nobody" if name != "Nobody" else "Somebody"
+    assert (
+        await _progress_of(env, task, [("find_person", {"name": other}), ("get_record", {"record_id": 1})])
+        == 0.0
+    )
+    # the answer is worth 1 whatever the calls
+    await env.reset(task)
+    judged = await env.evaluate(Msg(role="assistant", content=str(task.answer)))
+    assert (judged.reward, judged.success, judged.info["progress"]) == (1.0, True, 0.0)
+    await env.close()
+
+
+def test_partial_credit_must_stay_below_a_success() -> None:
+    for bad in (-0.1, 1.0, 2.0):
+        with pytest.raises(ValueError, match="partial_credit must be in"):
+            LookupEnv(partial_credit=bad)
 
 
 async def test_the_expert_solves_every_level_through_the_real_agent(play_episodes: Play) -> None:
