@@ -75,6 +75,8 @@ def local_cpus(config: RLConfig) -> int:
         wanted += config.rollout.servers * float(config.rollout.threads or 1)
     if config.env.backend == "ray":
         wanted += config.env.workers * config.env.worker_cpus
+    if config.data.placement == "ray":
+        wanted += config.data.cpus
     return max(os.cpu_count() or 1, math.ceil(wanted))
 
 

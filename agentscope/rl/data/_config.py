@@ -34,6 +34,15 @@ class DataConfig(BaseModel):
     """``store: postgres`` only: the PostgreSQL schema that holds this run's tables (lower-case letters, digits and
     ``_``). One run per namespace: every process writing the run names the same one, and a new run refuses a
     namespace that holds trajectories already."""
+    placement: Literal["inprocess", "ray"] = "inprocess"
+    """Where the data manager runs. ``inprocess``: in the training process. ``ray``: in a Ray actor of its own
+    (``cpus`` reserved), which opens the store itself (``trajectories.db`` in the run directory, on the driver's
+    node; or PostgreSQL at ``url``); the training process sends it each finished trajectory as a Ray object and
+    takes batches from it. Same trajectories and batches for the same seed. If the actor dies, the run stops with
+    an error saying so: nothing stored is lost, and ``--resume`` goes on from the last checkpoint."""
+    cpus: float = Field(default=0.5, ge=0.0)
+    """``placement: ray`` only: Ray's CPU reservation for the data manager's actor (it mostly waits on the
+    store)."""
     group_size: int = Field(default=4, ge=1)
     """Rollouts per task in one group (verl's ``rollout.n``) when adaptive rollouts are off, and for tasks not
     seen yet when they are on. Advantages are computed within a group."""
