@@ -37,7 +37,7 @@ import anyio
 import anyio.to_thread
 from pydantic import JsonValue
 
-from agentscope.exceptions import UsageError
+from agentscope.exceptions import ConfigError, UsageError
 from agentscope.message import new_id
 from agentscope.rl._files import STORE_FILE
 from agentscope.rl._schedule import DataPort
@@ -87,6 +87,10 @@ async def open_data_manager(config: RLConfig, run_dir: Path) -> DataService:
     if config.data.placement == "ray":
         from agentscope.rl._rollout_ray import ensure_ray, local_cpus
 
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigError("data.placement: ray needs Ray: pip install -e '.[scale]'") from exc
         ensure_ray(local_cpus(config))
         return await RayDataManager.start(config.data, run_dir)
     return DataManager(open_store(config.data, run_dir), config.data)
