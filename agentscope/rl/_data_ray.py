@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import logging
 import os
 from collections.abc import Collection, Mapping
@@ -87,10 +88,8 @@ async def open_data_manager(config: RLConfig, run_dir: Path) -> DataService:
     if config.data.placement == "ray":
         from agentscope.rl._rollout_ray import ensure_ray, local_cpus
 
-        try:
-            import ray  # noqa: F401
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ConfigError("data.placement: ray needs Ray: pip install -e '.[scale]'") from exc
+        if importlib.util.find_spec("ray") is None:  # pragma: no cover - depends on the environment
+            raise ConfigError("data.placement: ray needs Ray: pip install -e '.[scale]'")
         ensure_ray(local_cpus(config))
         return await RayDataManager.start(config.data, run_dir)
     return DataManager(open_store(config.data, run_dir), config.data)
