@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from agentscope.exceptions import ConfigError
+from agentscope.exceptions import ConfigError, UsageError
 from agentscope.rl import Trajectory, Turn
 from agentscope.rl._config import load_config
 from agentscope.rl._data_ray import DataManagerLost, RayDataManager, data_actor_name, open_data_manager
@@ -228,7 +228,7 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 60.0) -> 
 async def test_a_killed_data_manager_fails_the_run_at_once_and_resume_goes_on(tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = load_config(
-        None, [*TINY, "data.placement=ray", "schedule.steps=6", "schedule.checkpoint_every=1"]
+        None, [*TINY, "data.placement=ray", "schedule.steps=8", "schedule.checkpoint_every=1"]
     )
     failure: list[BaseException] = []
     killed_at = 0.0
@@ -241,12 +241,24 @@ async def test_a_killed_data_manager_fails_the_run_at_once_and_resume_goes_on(tm
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(first_attempt)
+        name = data_actor_name(config.data, run.resolve())
+        pids: list[int] = []
+
+        async def find_actor() -> bool:
+            try:
+                actor = await anyio.to_thread.run_sync(ray.get_actor, name)
+            except ValueError:  # not started yet
+                return False
+            pids.append(await actor.pid.remote())
+            return True
+
+        with anyio.fail_after(60):
+            while not await find_actor():  # noqa: ASYNC110 - polling Ray for the named actor
+                await anyio.sleep(0.05)
+        assert pids[0] != os.getpid()  # a process of its own
         batches = run / "batches.jsonl"
         await eventually(lambda: batches.exists() and len(lines(batches)) >= 1)
-        actor = await anyio.to_thread.run_sync(ray.get_actor, data_actor_name(config.data, run.resolve()))
-        pid = await actor.pid.remote()
-        assert pid != os.getpid()
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pids[0], signal.SIGKILL)  # mid-run: steps 2.. are still to come
         killed_at = time.monotonic()
     assert time.monotonic() - killed_at < 15  # at once, not at the end of the run
     [error] = failure
@@ -254,15 +266,15 @@ async def test_a_killed_data_manager_fails_the_run_at_once_and_resume_goes_on(tm
     assert "the data manager" in str(error)
     assert "--resume" in str(error)
     assert "trajectories.db" in str(error)
-    assert 1 <= len(lines(run / "batches.jsonl")) < 6
+    assert 1 <= len(lines(run / "batches.jsonl")) < 8
     kept = {t.trajectory_id for t in await stored(run)}
 
     resumed = await train(config, run, resume=True)
     assert resumed.resumed_from is not None
     assert resumed.resumed_from >= 1
-    assert resumed.steps == 6
+    assert resumed.steps == 8
     batches_after = lines(run / "batches.jsonl")
-    assert [b["step"] for b in batches_after] == [1, 2, 3, 4, 5, 6]
+    assert [b["step"] for b in batches_after] == list(range(1, 9))
     ids = [i for b in batches_after for i in b["trajectory_ids"]]
     assert len(ids) == len(set(ids))  # nothing trained twice
     rows = {t.trajectory_id for t in await stored(run)}
@@ -276,3 +288,46 @@ async def test_the_factory_builds_the_in_process_manager_by_default(tmp_path: Pa
         assert isinstance(data, DataManager)
     finally:
         await data.aclose()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("local_ray")
+async def test_a_run_on_postgres_with_the_data_manager_on_ray_resumes_in_process(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The actor opens the PostgreSQL namespace itself; the resume moves the data manager back into the training
+    process (``data.placement`` may change on resume) and trains nothing twice."""
+    pg = ["data.store=postgres", f"data.url={postgres_url}", f"data.namespace=dr_run_{uuid.uuid4().hex[:12]}"]
+    run = tmp_path / "run"
+    result = await train(load_config(None, [*TINY, *pg, "data.placement=ray"]), run)
+    assert result.steps == 2
+    assert not (run / "trajectories.db").exists()
+    resumed = await train(load_config(None, [*TINY, *pg, "schedule.steps=3"]), run, resume=True)
+    assert (resumed.resumed_from, resumed.steps) == (2, 3)
+    [record] = lines(run / "resumes.jsonl")
+    assert record["config_changes"] == {"schedule.steps": [2, 3], "data.placement": ["ray", "inprocess"]}
+    batches = lines(run / "batches.jsonl")
+    assert [b["step"] for b in batches] == [1, 2, 3]
+    ids = [i for b in batches for i in b["trajectory_ids"]]
+    assert len(ids) == len(set(ids))  # nothing trained twice
+    async with open_store(load_config(None, [*TINY, *pg]).data, run) as store:
+        trained = {t.trajectory_id: step async for t, step in store.iter_all() if step is not None}
+    assert trained == {i: b["step"] for b in batches for i in b["trajectory_ids"]}
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.usefixtures("local_ray")
+async def test_one_data_manager_per_store(tmp_path: Path) -> None:
+    config = DataConfig()
+    first = await RayDataManager.start(config, tmp_path)
+    try:
+        with pytest.raises(UsageError, match="another data manager already serves this run's store"):
+            await RayDataManager.start(config, tmp_path)
+        other = await RayDataManager.start(config, tmp_path / "other")  # another run directory: another store
+        await other.aclose()
+    finally:
+        await first.aclose()
