@@ -245,7 +245,7 @@ class RayDataManager:
         with anyio.move_on_after(_PLACE_TIMEOUT_S):
             try:
                 pid = await actor.pid.remote()
-            except Exception:
+            except BaseException:  # it failed to start (say, the store would not open), or this was cancelled
                 ray.kill(actor, no_restart=True)
                 raise
         if pid is None:
