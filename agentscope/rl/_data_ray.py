@@ -8,6 +8,8 @@ and every decision written to the store are the same for the same seed. The trai
 
 - ``put`` sends the trajectory (token ids, log-probs: Ray stores a large argument in its object store) and
   ``next_batch`` gets the batch back as the call's Ray object. These are the only calls a training step makes.
+  (With ``env.backend: ray`` a trajectory still passes through the training process on its way from the worker:
+  the scheduler's sink reads its group; handing the worker's object on unread is left for later.)
 - The scheduler's synchronous reads cost no round trip: every reply carries a snapshot (ready groups, metrics,
   the next group size of the task it touched), numbered by the actor, and the proxy keeps the newest. A new group
   is named and sized here from that snapshot, and its size travels with its trajectories. In the sync modes every
