@@ -40,7 +40,7 @@ import anyio
 import anyio.to_thread
 from pydantic import JsonValue
 
-from agentscope.exceptions import ConfigError, UsageError
+from agentscope.exceptions import AgentScopeError, ConfigError, UsageError
 from agentscope.message import new_id
 from agentscope.rl._files import STORE_FILE
 from agentscope.rl._schedule import DataPort
@@ -80,7 +80,7 @@ class DataService(DataPort, Protocol):
         ...
 
 
-class DataManagerLost(RuntimeError):
+class DataManagerLost(AgentScopeError):
     """The data manager's actor died: the run cannot go on, and ``--resume`` continues it."""
 
 

@@ -83,13 +83,19 @@ def test_placement_and_cpus_are_checked_at_load_and_counted_and_resumable() -> N
         load_config(None, ["data.placement=actor"])
     with pytest.raises(ConfigError, match=r"data\.cpus: Input should be greater than or equal to 0"):
         load_config(None, ["data.placement=ray", "data.cpus=-1"])
+    with pytest.raises(
+        ConfigError, match=r"data: cpus: 2 is used by placement ray only .* data\.placement=ray"
+    ):
+        load_config(None, ["data.cpus=2"])
     on_ray = load_config(None, ["data.placement=ray", "data.cpus=3"])
     assert (on_ray.data.placement, on_ray.data.cpus) == ("ray", 3.0)
     assert load_config(None, []).data.placement == "inprocess"
     # A local cluster declares the CPUs the actor reserves (or it would never be placed).
     assert local_cpus(load_config(None, ["data.placement=ray", "data.cpus=64"])) == 64
-    # Where the data manager runs is a deployment choice: a resume may change it.
+    # A config as the run saves it (every field written out) loads again, as rl export reads its data section.
     saved = load_config(None, []).model_dump(mode="json")
+    assert DataConfig.model_validate(saved["data"]) == DataConfig()
+    # Where the data manager runs is a deployment choice: a resume may change it.
     changes = check_config(saved, on_ray, allow=False, source="checkpoint")
     assert set(changes) == {"data.placement", "data.cpus"}
 
