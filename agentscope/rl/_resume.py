@@ -56,11 +56,11 @@ RESUMABLE_FIELDS: Final = frozenset(
         "rollout.threads",
         "rollout.servers",
         "rollout.backend",
+        "data.placement",  # where the data manager runs: the store and the cursor are the same either way
+        "data.cpus",
         "env.backend",
         "env.workers",
         "env.worker_cpus",
-        "data.placement",  # where the data manager runs: the store and the cursor are the same either way
-        "data.cpus",
         "sft.threads",  # the warm start is not re-run on resume
         "trace",
         "trace_sample_rate",
