@@ -56,6 +56,8 @@ RESUMABLE_FIELDS: Final = frozenset(
         "rollout.threads",
         "rollout.servers",
         "rollout.backend",
+        "data.placement",  # where the data manager runs: the store and the cursor are the same either way
+        "data.cpus",
         "env.backend",
         "env.workers",
         "env.worker_cpus",

@@ -70,7 +70,7 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
 def local_cpus(config: RLConfig) -> int:
     """CPUs a local Ray cluster of this run declares: the machine's, or what the run's actors reserve when that
     is more (Ray's CPUs are a placement budget: on one machine, an actor that finds none free waits forever)."""
-    wanted = 0.0
+    wanted = config.data.cpus if config.data.placement == "ray" else 0.0
     if config.rollout.backend == "ray":
         wanted += config.rollout.servers * float(config.rollout.threads or 1)
     if config.env.backend == "ray":

@@ -58,6 +58,7 @@ from agentscope.rl._components import (
     load_policy_model,
 )
 from agentscope.rl._config import RLConfig
+from agentscope.rl._data_ray import open_data_manager
 from agentscope.rl._evaluation import eval_metrics, evaluate, evaluate_cached, success_line, training_sample
 from agentscope.rl._files import (
     BATCHES_FILE,
@@ -77,7 +78,7 @@ from agentscope.rl._resume import load_for_resume, truncate_log
 from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
 from agentscope.rl._sft import prepare_policy
 from agentscope.rl._types import Task
-from agentscope.rl.data import DataManager, ResumeReport, TrajectoryStore, open_store
+from agentscope.rl.data import ResumeReport, TrajectoryStore, open_store
 from agentscope.rl.envs import AgentFactory, EnvCluster, EnvFactory
 from agentscope.rl.tasks import load_tasks
 
@@ -332,8 +333,7 @@ async def _train(
 
     trainer = await anyio.to_thread.run_sync(make_trainer)
     sampler = TaskSampler(tasks, seed=config.seed)
-    store = open_store(config.data, root)
-    data = DataManager(store, config.data)
+    data = await open_data_manager(config, root)  # data.placement: here, or a Ray actor
     resumed: ResumeReport | None = None
     if checkpoint is not None:
         extra = checkpoint.extra
@@ -380,7 +380,7 @@ async def _train(
     async def save(step: int, version: int) -> None:
         nonlocal saved_step
         extra: dict[str, JsonValue] = {
-            "data": data.state_dict(),
+            "data": await data.checkpoint_state(),
             "sampler": sampler.state_dict(),
             "version": version,
             "config": config.model_dump(mode="json"),
@@ -437,7 +437,7 @@ async def _train(
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(checkpointer.wait)
             await cluster.aclose()
-            await store.aclose()
+            await data.aclose()
     return TrainResult(
         run_dir=root,
         steps=scheduler.step,

@@ -34,7 +34,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from pydantic import JsonValue
@@ -42,10 +42,19 @@ from pydantic import JsonValue
 from agentscope.exceptions import ModelError
 from agentscope.rl._config import ScheduleConfig
 from agentscope.rl._types import Task, Trajectory
-from agentscope.rl.data import DataManager
+from agentscope.rl.data import DataConfig
 from agentscope.rl.envs import LiveEpisode, TrajectorySink
 
-__all__ = ["ClusterPort", "Scheduler", "StepReport", "TaskSampler", "TrainerPort", "WeightReceiver"]
+__all__ = [
+    "ClusterPort",
+    "DataPort",
+    "Scheduler",
+    "StepReport",
+    "TaskSampler",
+    "TrainerPort",
+    "WatchedData",
+    "WeightReceiver",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +77,56 @@ class ClusterPort(Protocol):
 
     def stats(self) -> dict[str, float]:
         """Cumulative measurements (``env/...``)."""
+        ...
+
+
+class DataPort(Protocol):
+    """The data manager as the scheduler sees it: a :class:`~agentscope.rl.data.DataManager`, or its proxy when it
+    runs in a Ray actor (``agentscope.rl._data_ray``).
+
+    Only :meth:`put` and :meth:`next_batch` reach the manager; the synchronous reads are answered where the
+    scheduler runs, so a remote manager costs no round trip per check: a proxy mirrors the ready count, each
+    task's next group size and the metrics from the reply to its latest call, and sizes and names a new group
+    itself (the size travels with the group's trajectories).
+    """
+
+    @property
+    def config(self) -> DataConfig:
+        """The curation settings (``batch_groups``, ``group_size``, ``max_staleness``...)."""
+        ...
+
+    def ready_groups(self) -> int:
+        """Curated groups waiting to be trained."""
+        ...
+
+    def group_size_for(self, task_id: str) -> int:
+        """How many episodes the next group of ``task_id`` should have."""
+        ...
+
+    def open_group(self, task_id: str, group_id: str | None = None) -> tuple[str, int]:
+        """Start a group of ``task_id``: its id and how many episodes to run for it."""
+        ...
+
+    async def put(self, traj: Trajectory) -> None:
+        """Store a finished episode; curate its group when it was the last member."""
+        ...
+
+    async def next_batch(self, *, policy_version: int, step: int) -> list[Trajectory] | None:
+        """The next training batch (``batch_groups`` groups), or ``None`` while too few are ready."""
+        ...
+
+    def stats(self) -> dict[str, float]:
+        """Metrics (``data/...``)."""
+        ...
+
+
+@runtime_checkable
+class WatchedData(Protocol):
+    """A data manager that can be lost while the run goes on (one in a process of its own): the scheduler awaits
+    :meth:`watch` beside its work, so a lost manager fails the run at once rather than at the next call."""
+
+    async def watch(self) -> None:
+        """Return when the manager closes; raise when it is lost."""
         ...
 
 
@@ -179,7 +238,7 @@ class Scheduler:
         config: ScheduleConfig,
         *,
         cluster: ClusterPort,
-        data: DataManager,
+        data: DataPort,
         trainer: TrainerPort,
         servers: Sequence[WeightReceiver],
         sampler: TaskSampler,
@@ -234,6 +293,8 @@ class Scheduler:
         self._started_at = anyio.current_time()
         async with anyio.create_task_group() as tg:
             self._task_group = tg
+            if isinstance(self.data, WatchedData):
+                tg.start_soon(self.data.watch)  # raises here when the data manager's process dies
             if self.config.mode == "sync-wave":
                 await self._run_waves()
             elif self.config.mode == "sync-refill":

@@ -80,6 +80,7 @@ def train(
     from rich.console import Console
 
     from agentscope.exceptions import ConfigError, UsageError
+    from agentscope.rl._data_ray import DataManagerLost
     from agentscope.rl._runner import train as run_train
     from agentscope.rl.trainer import CheckpointError
 
@@ -94,6 +95,8 @@ def train(
             )
         )
     except (ConfigError, UsageError, CheckpointError) as exc:
+        raise _fail(str(exc)) from None
+    except DataManagerLost as exc:  # its actor died (data.placement: ray): the message says to --resume
         raise _fail(str(exc)) from None
     summary: dict[str, object] = {
         "run_dir": str(result.run_dir),

@@ -173,7 +173,7 @@ def test_an_unloadable_evaluation_set_names_its_field(tmp_path: Path) -> None:
         load_config(None, ["eval_tasks=arith:n=100,max_operand=2,split=eval"])
 
 
-def test_the_ray_example_is_the_quickstart_with_only_its_backends_changed() -> None:
+def test_the_ray_example_is_the_quickstart_with_only_its_backends_and_placement_changed() -> None:
     examples = Path(__file__).resolve().parents[2] / "examples" / "rl"
     quickstart = load_config(examples / "quickstart.yaml").model_dump(mode="json")
     on_ray = load_config(examples / "ray.yaml").model_dump(mode="json")
@@ -181,9 +181,11 @@ def test_the_ray_example_is_the_quickstart_with_only_its_backends_changed() -> N
     assert (quickstart["rollout"]["backend"], quickstart["rollout"]["servers"]) == ("inprocess", 1)
     assert (on_ray["env"]["backend"], on_ray["env"]["workers"]) == ("ray", 2)
     assert (quickstart["env"]["backend"], quickstart["env"]["workers"]) == ("inprocess", 1)
+    assert (on_ray["data"]["placement"], quickstart["data"]["placement"]) == ("ray", "inprocess")
     for config in (quickstart, on_ray):
         del config["rollout"]["backend"], config["rollout"]["servers"]
         del config["env"]["backend"], config["env"]["workers"]
+        del config["data"]["placement"]
     assert on_ray == quickstart
 
 

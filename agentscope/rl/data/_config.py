@@ -13,6 +13,7 @@ from agentscope.rl.data._rows import NAMESPACE_PATTERN
 __all__ = ["DataConfig"]
 
 _DEFAULT_NAMESPACE: Final = "agentscope"
+_DEFAULT_CPUS: Final = 0.5
 
 
 class DataConfig(BaseModel):
@@ -34,6 +35,15 @@ class DataConfig(BaseModel):
     """``store: postgres`` only: the PostgreSQL schema that holds this run's tables (lower-case letters, digits and
     ``_``). One run per namespace: every process writing the run names the same one, and a new run refuses a
     namespace that holds trajectories already."""
+    placement: Literal["inprocess", "ray"] = "inprocess"
+    """Where the data manager runs. ``inprocess``: in the training process. ``ray``: in a Ray actor of its own
+    (``cpus`` reserved), which opens the store itself (``trajectories.db`` in the run directory, on the driver's
+    node; or PostgreSQL at ``url``); the training process sends it each finished trajectory as a Ray object and
+    takes batches from it. Same trajectories and batches for the same seed. If the actor dies, the run stops with
+    an error saying so: nothing stored is lost, and ``--resume`` goes on from the last checkpoint."""
+    cpus: float = Field(default=_DEFAULT_CPUS, ge=0.0)
+    """``placement: ray`` only (another value without it is an error): Ray's CPU reservation for the data manager's
+    actor (it mostly waits on the store)."""
     group_size: int = Field(default=4, ge=1)
     """Rollouts per task in one group (verl's ``rollout.n``) when adaptive rollouts are off, and for tasks not
     seen yet when they are on. Advantages are computed within a group."""
@@ -118,6 +128,16 @@ class DataConfig(BaseModel):
             )
         if self.store == "sqlite" and self.namespace != _DEFAULT_NAMESPACE:
             raise ValueError("namespace: only for store: postgres")
+        return self
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> Self:
+        # By value, not by the fields set: a saved config (every field written out) must load again.
+        if self.placement == "inprocess" and self.cpus != _DEFAULT_CPUS:
+            raise ValueError(
+                f"cpus: {self.cpus:g} is used by placement ray only (the data manager actor's reservation): set "
+                "data.placement=ray, or remove it"
+            )
         return self
 
     @model_validator(mode="after")

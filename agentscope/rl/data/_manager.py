@@ -236,8 +236,12 @@ class DataManager:
 
     # -- intake ------------------------------------------------------------------------------------------
 
-    async def put(self, traj: Trajectory) -> None:
-        """Store a finished episode (any status); when its group is complete, curate the group."""
+    async def put(self, traj: Trajectory, *, expected: int | None = None) -> None:
+        """Store a finished episode (any status); when its group is complete, curate the group.
+
+        ``expected``: the size of its group when the group was opened elsewhere (a driver-side proxy that sized it:
+        ``agentscope.rl._data_ray``); a group opened here through :meth:`open_group` keeps the size given then.
+        """
         await self._store.add(traj, after_step=self._after_step)
         if not any(self._lost(v) for v in traj.policy_versions):
             self._version = max([self._version, *traj.policy_versions])
@@ -257,8 +261,8 @@ class DataManager:
             return
         group = self._open.get(gid)
         if group is None:
-            expected = self._expected.pop(gid, None) or self.group_size_for(traj.task_id)
-            group = self._open[gid] = _Group(gid, traj.task_id, expected)
+            size = self._expected.pop(gid, None) or expected or self.group_size_for(traj.task_id)
+            group = self._open[gid] = _Group(gid, traj.task_id, size)
         group.members.append(traj)
         if len(group.members) >= group.expected:
             del self._open[gid]
@@ -516,6 +520,14 @@ class DataManager:
             "counters": dict(self._counters.as_dict()),
             "version_gaps": [[first, last] for first, last in self._gaps],
         }
+
+    async def checkpoint_state(self) -> dict[str, JsonValue]:
+        """:meth:`state_dict`, awaitable: what the runner checkpoints, whichever process the manager runs in."""
+        return self.state_dict()
+
+    async def aclose(self) -> None:
+        """Close the store."""
+        await self._store.aclose()
 
     def load_state_dict(self, state: Mapping[str, JsonValue]) -> None:
         """Restore a cursor from :meth:`state_dict`. Clears the in-memory queue: call :meth:`recover` next (or use
