@@ -181,9 +181,12 @@ def test_the_ray_example_is_the_quickstart_with_only_its_backends_changed() -> N
     assert (quickstart["rollout"]["backend"], quickstart["rollout"]["servers"]) == ("inprocess", 1)
     assert (on_ray["env"]["backend"], on_ray["env"]["workers"]) == ("ray", 2)
     assert (quickstart["env"]["backend"], quickstart["env"]["workers"]) == ("inprocess", 1)
+    assert (on_ray["trainer"]["placement"], on_ray["trainer"]["cpus"]) == ("ray", 1)
+    assert quickstart["trainer"]["placement"] == "inprocess"
     for config in (quickstart, on_ray):
         del config["rollout"]["backend"], config["rollout"]["servers"]
         del config["env"]["backend"], config["env"]["workers"]
+        del config["trainer"]["placement"]
     assert on_ray == quickstart
 
 
@@ -196,3 +199,38 @@ def test_environment_actors_need_rollout_servers_they_can_reach() -> None:
         load_config(None, ["env.backend=ray", "rollout.backend=ray", "env.workers=4", "env.slots=2"])
     config = load_config(None, ["env.backend=ray", "rollout.backend=process", "env.workers=2"])
     assert (config.env.backend, config.env.workers, config.env.worker_cpus) == ("ray", 2, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.placement=gpu"], "trainer.placement: Input should be 'inprocess' or 'ray'"),
+        (
+            ["trainer.placement=ray", "trainer.backend=verl_fsdp"],
+            "trainer.placement: ray runs backend torch only",
+        ),
+        (["trainer.placement=ray", "trainer.device=cuda"], r"trainer\.gpus: 0: device cuda needs 1 GPU"),
+        (
+            ["trainer.placement=ray", "trainer.device=cuda:1", "trainer.gpus=1"],
+            r"trainer\.gpus: 1: device cuda:1 needs 2 GPU",
+        ),
+        (["trainer.cpus=2"], r"trainer\.cpus: 2 is used by placement ray only"),
+        (["trainer.gpus=1"], r"trainer\.gpus: 1 is used by placement ray only"),
+        (["trainer.placement=ray", "trainer.cpus=0"], r"trainer\.cpus: Input should be greater than 0"),
+        (
+            ["trainer.placement=ray", "trainer.gpus=-1"],
+            r"trainer\.gpus: Input should be greater than or equal",
+        ),
+    ],
+)
+def test_a_bad_trainer_placement_fails_at_load_naming_the_field(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_the_trainer_actor_reserves_what_it_is_given() -> None:
+    config = load_config(
+        None, ["trainer.placement=ray", "trainer.cpus=2", "trainer.gpus=0.5", "trainer.device=cuda"]
+    )
+    assert (config.trainer.placement, config.trainer.cpus, config.trainer.gpus) == ("ray", 2.0, 0.5)
+    assert load_config(None, ["trainer.placement=ray"]).trainer.cpus == 1.0  # one CPU, no GPU by default

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -93,8 +94,9 @@ class TrainerConfig(BaseModel):
     cpus: float = Field(default=1.0, gt=0.0)
     """``placement: ray`` only: Ray's CPU reservation for the trainer actor (give it ``threads`` CPUs)."""
     gpus: float = Field(default=0.0, ge=0.0)
-    """``placement: ray`` only: Ray's GPU reservation for the trainer actor (``num_gpus``; Ray shows the actor
-    only the GPUs it reserves, so a ``device`` on CUDA needs at least one)."""
+    """``placement: ray`` only: Ray's GPU reservation for the trainer actor (``num_gpus``, a fraction to share
+    one). Ray shows the actor only the GPUs it reserves, numbered from 0: ``device: cuda`` needs ``gpus > 0``,
+    ``cuda:1`` more than 1; with ``device: auto`` the actor trains on its GPU when it has one, else on the CPU."""
 
     @model_validator(mode="after")
     def _placement(self) -> Self:
@@ -108,7 +110,7 @@ class TrainerConfig(BaseModel):
                     "use placement inprocess or backend torch"
                 )
             needed = int(self.device.partition(":")[2] or 0) + 1 if self.device.startswith("cuda") else 0
-            if self.gpus < needed:
+            if math.ceil(self.gpus) < needed:  # a fraction of a GPU shows the actor that one GPU
                 problems["gpus"] = (
                     f"{self.gpus:g}: device {self.device} needs {needed} GPU(s) reserved for the trainer actor "
                     f"(Ray hides the others from it, numbering its own from 0): set trainer.gpus={needed}"
