@@ -23,6 +23,11 @@ trajectory, so nothing stored is lost and nothing is trained twice; policy versi
 stored (the trajectories of versions lost with the steps after the checkpoint are dropped); ``metrics.jsonl``
 and ``batches.jsonl`` are cut back to the checkpoint's step, so each step appears once.
 
+Where each service runs is the config's choice: the rollout servers (``rollout.backend``: in this process, as
+processes, or Ray actors), the environment workers (``env.backend``: here or Ray actors) and the trainer
+(``trainer.placement``: here, or a Ray actor that holds the model and writes the checkpoints; the runner sees either
+through one :class:`~agentscope.rl._trainer_handle.TrainerHandle`). The data manager and the scheduler run here.
+
 The run's parts are built in ``agentscope.rl._components``, policies are evaluated in ``agentscope.rl._evaluation``
 (``rl eval``) and stored trajectories exported in ``agentscope.rl._export`` (``rl export``).
 """

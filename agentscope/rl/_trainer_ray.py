@@ -12,7 +12,8 @@ Ray places the actor by ``trainer.cpus`` and ``trainer.gpus`` and never restarts
 optimizer state is in no other process, so a trainer that dies ends the run at once with a
 :class:`~agentscope.rl.trainer.TrainerLostError` naming it (a call that never returns watches for that, so the run
 does not wait for its next batch to notice), and ``--resume`` goes on from the last checkpoint. The actor is named
-after the run directory (:func:`trainer_actor_name`), so ``ray.get_actor`` finds it.
+after the run directory (:func:`trainer_actor_name`), so ``ray.get_actor`` finds it from the driver (the name
+lives in the driver's Ray namespace).
 
 The actor runs its methods in a few threads (one of them held by the watch call): the driver sends one call at a
 time, and the checkpoint's writer is a thread of the actor's process, as in process.
