@@ -445,11 +445,11 @@ async def _run_watched(scheduler: Scheduler, trainer: TrainerHandle) -> None:
         watcher = asyncio.get_running_loop().create_task(watch(scope))
         try:
             await scheduler.run()
-        except BaseExceptionGroup as group:  # the scheduler's task group around a failed train call
-            found, _ = group.split(TrainerLostError)
-            if found is None:
+        except BaseException as exc:  # a train call that failed (inside the scheduler's task group), or cancelled
+            found = exc.split(TrainerLostError)[0] if isinstance(exc, BaseExceptionGroup) else None
+            if found is None and not lost:
                 raise
-            lost.append(unwrap_group(found))
+            raise unwrap_group(found) if found is not None else lost[0]  # noqa: B904 - the group is the context
         finally:
             watcher.cancel()
             with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError):

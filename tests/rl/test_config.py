@@ -234,3 +234,16 @@ def test_the_trainer_actor_reserves_what_it_is_given() -> None:
     )
     assert (config.trainer.placement, config.trainer.cpus, config.trainer.gpus) == ("ray", 2.0, 0.5)
     assert load_config(None, ["trainer.placement=ray"]).trainer.cpus == 1.0  # one CPU, no GPU by default
+
+
+def test_the_trainer_placement_may_change_on_resume() -> None:
+    """Where the trainer runs is a deployment choice, as env.backend is: a run checkpointed in process resumes on
+    Ray (and back) without --allow-config-change."""
+    from agentscope.rl._resume import check_config
+
+    saved = load_config(None, []).model_dump(mode="json")
+    moved = load_config(None, ["trainer.placement=ray", "trainer.cpus=2"])
+    changes = check_config(saved, moved, allow=False, source="the checkpoint")
+    assert changes == {"trainer.placement": ("inprocess", "ray"), "trainer.cpus": (1.0, 2.0)}
+    with pytest.raises(ConfigError, match=r"trainer\.lr"):
+        check_config(saved, load_config(None, ["trainer.lr=0.1"]), allow=False, source="the checkpoint")
