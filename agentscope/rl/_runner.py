@@ -445,7 +445,7 @@ async def _run_watched(scheduler: Scheduler, trainer: TrainerHandle) -> None:
         watcher = asyncio.get_running_loop().create_task(watch(scope))
         try:
             await scheduler.run()
-        except BaseException as exc:  # a train call that failed (inside the scheduler's task group), or cancelled
+        except BaseException as exc:  # a failed train call (in the scheduler's task group), or cancelled
             found = exc.split(TrainerLostError)[0] if isinstance(exc, BaseExceptionGroup) else None
             if found is None and not lost:
                 raise

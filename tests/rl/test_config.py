@@ -228,6 +228,16 @@ def test_a_bad_trainer_placement_fails_at_load_naming_the_field(overrides: list[
         load_config(None, overrides)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["trainer.placement=ray"], ["trainer.placement=ray", "trainer.cpus=2", "trainer.gpus=1"]],
+)
+def test_a_dumped_config_loads_again_whatever_the_placement(overrides: list[str]) -> None:
+    """Actors and rollout-server processes load the run's config from its dump (JSON, config.yaml)."""
+    config = load_config(None, overrides)
+    assert RLConfig.model_validate_json(config.model_dump_json()) == config
+
+
 def test_the_trainer_actor_reserves_what_it_is_given() -> None:
     config = load_config(
         None, ["trainer.placement=ray", "trainer.cpus=2", "trainer.gpus=0.5", "trainer.device=cuda"]

@@ -100,8 +100,9 @@ class TrainerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _placement(self) -> Self:
-        """``cpus``/``gpus`` mean something with ``placement: ray`` only, which runs the torch backend; a GPU
-        ``device`` in an actor needs ``gpus`` (an error on the field, e.g. ``trainer.gpus``, in ConfigError)."""
+        """``cpus``/``gpus`` mean something with ``placement: ray`` only (a value other than the default is an
+        error without it: compared by value, so that a dumped config loads again), which runs the torch backend; a
+        GPU ``device`` in an actor needs ``gpus`` (an error on the field, e.g. ``trainer.gpus``, in ConfigError)."""
         problems: dict[str, str] = {}
         if self.placement == "ray":
             if self.backend != "torch":
@@ -117,7 +118,7 @@ class TrainerConfig(BaseModel):
                 )
         else:
             for name in ("cpus", "gpus"):
-                if name in self.model_fields_set:
+                if getattr(self, name) != type(self).model_fields[name].default:  # a dumped config reloads
                     problems[name] = (
                         f"{getattr(self, name):g} is used by placement ray only (the trainer actor's "
                         "reservation): set trainer.placement=ray, or remove it"
