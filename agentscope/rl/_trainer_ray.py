@@ -306,11 +306,11 @@ class RayTrainer:
 
     def _lose(self, exc: BaseException) -> TrainerLostError:
         if self._lost is None:
-            reason = cast(str, getattr(exc, "error_msg", None) or str(exc)).strip().splitlines()
+            lines = cast(str, getattr(exc, "error_msg", None) or str(exc)).strip().splitlines()
+            reason = lines[0].rstrip(".") if lines else "?"
             self._lost = TrainerLostError(
-                f"the trainer (trainer.placement: ray, actor {self._name!r}, process "
-                f"{self._pid}) died: {type(exc).__name__}: {reason[0] if reason else '?'}. The run stops here; "
-                "continue it from its last checkpoint with --resume"
+                f"the trainer (trainer.placement: ray, actor {self._name!r}, process {self._pid}) died: "
+                f"{type(exc).__name__}: {reason}. The run stops here; continue it from its last checkpoint with "
+                "--resume"
             )
-            logger.error("%s", self._lost)
         return self._lost
