@@ -22,6 +22,7 @@ from agentscope.rl._config import load_config
 from agentscope.rl._rollout_ray import local_cpus
 from agentscope.rl._runner import train
 from agentscope.rl._trainer_ray import trainer_actor_name
+from agentscope.rl.data import TrajectoryStore
 from agentscope.rl.trainer import TrainerLostError
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the scale extra: pip install -e '.[scale]'")
@@ -88,6 +89,15 @@ def learned(path: Path) -> list[dict[str, float]]:
     ]
 
 
+async def played(run: Path) -> list[tuple[Any, ...]]:
+    """Every stored episode in the order stored: task, status, reward, each turn's tokens, the step trained at."""
+    async with TrajectoryStore(run / "trajectories.db") as store:
+        return [
+            (t.task_id, t.status, t.reward, [turn.prompt_ids + turn.completion_ids for turn in t.turns], step)
+            async for t, step in store.iter_all()
+        ]
+
+
 def weights(run: Path) -> dict[str, Any]:
     return load_file(run / "checkpoints" / "latest" / "model.safetensors")
 
@@ -103,6 +113,9 @@ async def test_the_trainer_actor_trains_exactly_what_the_in_process_trainer_trai
     assert len(got) == 3
     assert all("train/policy_loss" in step and "train/grad_norm" in step for step in got)
     assert got == expected  # same batches, same float operations in another process: bit for bit
+    episodes = await played(tmp_path / "ray")
+    assert len(episodes) >= 6
+    assert episodes == await played(tmp_path / "inprocess")  # the weights it sent back were served the same
     mine, theirs = weights(tmp_path / "ray"), weights(tmp_path / "inprocess")
     assert mine.keys() == theirs.keys()
     assert all(mine[name].equal(theirs[name]) for name in mine)
