@@ -61,6 +61,9 @@ RESUMABLE_FIELDS: Final = frozenset(
         "env.backend",
         "env.workers",
         "env.worker_cpus",
+        "trainer.placement",  # where the trainer runs, not what it computes (the same updates either way)
+        "trainer.cpus",
+        "trainer.gpus",
         "sft.threads",  # the warm start is not re-run on resume
         "trace",
         "trace_sample_rate",

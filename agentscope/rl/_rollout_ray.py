@@ -60,7 +60,7 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ModelError("rollout.backend: ray needs Ray: pip install -e '.[scale]'") from exc
+        raise ModelError("the Ray backends need Ray: pip install -e '.[scale]'") from exc
     with _INIT_LOCK:
         if not ray.is_initialized():
             _init(ray, num_cpus)
@@ -75,6 +75,8 @@ def local_cpus(config: RLConfig) -> int:
         wanted += config.rollout.servers * float(config.rollout.threads or 1)
     if config.env.backend == "ray":
         wanted += config.env.workers * config.env.worker_cpus
+    if config.trainer.placement == "ray":
+        wanted += config.trainer.cpus
     return max(os.cpu_count() or 1, math.ceil(wanted))
 
 

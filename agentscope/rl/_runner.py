@@ -23,12 +23,20 @@ trajectory, so nothing stored is lost and nothing is trained twice; policy versi
 stored (the trajectories of versions lost with the steps after the checkpoint are dropped); ``metrics.jsonl``
 and ``batches.jsonl`` are cut back to the checkpoint's step, so each step appears once.
 
+Where each service runs is the config's choice: the rollout servers (``rollout.backend``: in this process, as
+processes, or Ray actors), the environment workers (``env.backend``: here or Ray actors) and the trainer
+(``trainer.placement``: here, or a Ray actor that holds the model and writes the checkpoints; the runner sees either
+through one :class:`~agentscope.rl._trainer_handle.TrainerHandle`) and the data manager (``data.placement``: here,
+or a Ray actor that owns the store; see ``agentscope.rl._data_ray``). The scheduler runs here.
+
 The run's parts are built in ``agentscope.rl._components``, policies are evaluated in ``agentscope.rl._evaluation``
 (``rl eval``) and stored trajectories exported in ``agentscope.rl._export`` (``rl export``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -46,16 +54,14 @@ import yaml
 from pydantic import JsonValue
 
 from agentscope import tracing
+from agentscope._errors import unwrap_group
 from agentscope.exceptions import ConfigError, UsageError
 from agentscope.rl._components import (
-    TorchTrainer,
     build_agent_factory,
     build_env_cluster,
     build_env_factory,
     build_rollout,
-    build_trainer,
     import_heavy,
-    load_policy_model,
 )
 from agentscope.rl._config import RLConfig
 from agentscope.rl._data_ray import open_data_manager
@@ -77,6 +83,7 @@ from agentscope.rl._progress import StepProgress
 from agentscope.rl._resume import load_for_resume, truncate_log
 from agentscope.rl._schedule import Scheduler, StepReport, TaskSampler
 from agentscope.rl._sft import prepare_policy
+from agentscope.rl._trainer_handle import TrainerHandle, open_trainer
 from agentscope.rl._types import Task
 from agentscope.rl.data import ResumeReport, TrajectoryStore, open_store
 from agentscope.rl.envs import AgentFactory, EnvCluster, EnvFactory
@@ -86,7 +93,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from agentscope.rl._env_ray import RayEnvCluster
-    from agentscope.rl.trainer import VerlFSDPTrainer
 
 __all__ = ["TrainResult", "sft", "train"]
 
@@ -315,23 +321,7 @@ async def _train(
     started: float,
     resume_record: dict[str, JsonValue],
 ) -> TrainResult:
-    from agentscope.rl.trainer import AsyncCheckpointer, CheckpointError, Trainer
-
-    try:
-        model, tokenizer = await load_policy_model(model_dir, config.threads)
-    except Exception as exc:  # safetensors, JSON and tokenizer errors alike
-        if checkpoint is None:
-            raise
-        raise CheckpointError(f"{model_dir}: the model or tokenizer cannot be loaded: {exc}") from exc
-
-    def make_trainer() -> Trainer | VerlFSDPTrainer:
-        made = build_trainer(config, model, tokenizer, model_dir)  # trainer.backend's
-        if checkpoint is not None:
-            made.load_state_dict(checkpoint.trainer_state)
-            checkpoint.restore_rng()
-        return made
-
-    trainer = await anyio.to_thread.run_sync(make_trainer)
+    trainer, tokenizer = await open_trainer(config, root, model_dir, checkpoint)
     sampler = TaskSampler(tasks, seed=config.seed)
     data = await open_data_manager(config, root)  # data.placement: here, or a Ray actor
     resumed: ResumeReport | None = None
@@ -346,9 +336,6 @@ async def _train(
             version=version if isinstance(version, int) else start_step,
         )
     start_version = resumed.version if resumed is not None else start_step
-    checkpointer = await anyio.to_thread.run_sync(
-        functools.partial(AsyncCheckpointer, root, keep=config.schedule.keep_checkpoints)
-    )
     if config.rollout.backend != "inprocess" or config.rollout.engine != "torch":
         from agentscope.rl.rollout import WeightPublisher
 
@@ -385,22 +372,13 @@ async def _train(
             "version": version,
             "config": config.model_dump(mode="json"),
         }
-        await anyio.to_thread.run_sync(
-            functools.partial(
-                checkpointer.save,
-                step=step,
-                model=model,
-                tokenizer=tokenizer,
-                trainer_state=trainer.state_dict(),
-                extra=extra,
-            )
-        )
+        await trainer.save(step=step, extra=extra)
         saved_step = step
 
     async def on_step(report: StepReport) -> None:
         nonlocal last
         metrics = _finite(report.metrics)
-        metrics.update(_finite(checkpointer.stats()))
+        metrics.update(_finite(await trainer.stats()))
         metrics["time/wall_s"] = time.perf_counter() - started
         last = metrics
         await _append_line(root / METRICS_FILE, {"step": report.step, "version": report.version, **metrics})
@@ -418,7 +396,7 @@ async def _train(
         config.schedule,
         cluster=cluster,
         data=data,
-        trainer=TorchTrainer(trainer, config.threads),
+        trainer=trainer,
         servers=servers,
         sampler=sampler,
         start_step=start_step,
@@ -430,14 +408,19 @@ async def _train(
         async with service, cluster:  # the cluster's actors (env.backend: ray) need the servers' addresses
             with progress:
                 if start_step < config.schedule.steps:
-                    await scheduler.run()
+                    await _run_watched(scheduler, trainer)
         if saved_step < scheduler.step:
             await save(scheduler.step, scheduler.version)
+        await trainer.wait()
     finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(checkpointer.wait)
-            await cluster.aclose()
-            await data.aclose()
+        with anyio.CancelScope(shield=True):  # each is closed whatever the one before it raised
+            try:
+                await trainer.aclose()
+            finally:
+                try:
+                    await cluster.aclose()
+                finally:
+                    await data.aclose()
     return TrainResult(
         run_dir=root,
         steps=scheduler.step,
@@ -446,6 +429,38 @@ async def _train(
         metrics=last,
         initial_policy=None if checkpoint is not None else model_dir,
     )
+
+
+async def _run_watched(scheduler: Scheduler, trainer: TrainerHandle) -> None:
+    """Run the scheduler until it is done, or until the trainer is lost (its own process died, noticed at once
+    even while no batch is training): then raise that :class:`~agentscope.rl.trainer.TrainerLostError` itself.
+    Any other failure of the scheduler propagates as before."""
+    from agentscope.rl.trainer import TrainerLostError
+
+    lost: list[BaseException] = []
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        try:
+            await trainer.watch()
+        except TrainerLostError as exc:
+            lost.append(exc)
+            scope.cancel()
+
+    with anyio.CancelScope() as scope:
+        watcher = asyncio.get_running_loop().create_task(watch(scope))
+        try:
+            await scheduler.run()
+        except BaseException as exc:  # a failed train call (in the scheduler's task group), or cancelled
+            found = exc.split(TrainerLostError)[0] if isinstance(exc, BaseExceptionGroup) else None
+            if found is None and not lost:
+                raise
+            raise unwrap_group(found) if found is not None else lost[0]  # noqa: B904 - the group is the context
+        finally:
+            watcher.cancel()
+            with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError):
+                await watcher
+    if lost:
+        raise lost[0]
 
 
 def _describe_step(report: StepReport, metrics: dict[str, float]) -> str:

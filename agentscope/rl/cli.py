@@ -82,7 +82,7 @@ def train(
     from agentscope.exceptions import ConfigError, UsageError
     from agentscope.rl._data_ray import DataManagerLost
     from agentscope.rl._runner import train as run_train
-    from agentscope.rl.trainer import CheckpointError
+    from agentscope.rl.trainer import CheckpointError, TrainerLostError
 
     if allow_config_change and not resume:
         raise _fail("--allow-config-change only applies with --resume")
@@ -94,7 +94,7 @@ def train(
                 rl_config, run_dir, resume=resume, allow_config_change=allow_config_change, console=console
             )
         )
-    except (ConfigError, UsageError, CheckpointError) as exc:
+    except (ConfigError, UsageError, CheckpointError, TrainerLostError) as exc:
         raise _fail(str(exc)) from None
     except DataManagerLost as exc:  # its actor died (data.placement: ray): the message says to --resume
         raise _fail(str(exc)) from None

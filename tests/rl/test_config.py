@@ -182,10 +182,13 @@ def test_the_ray_example_is_the_quickstart_with_only_its_backends_and_placement_
     assert (on_ray["env"]["backend"], on_ray["env"]["workers"]) == ("ray", 2)
     assert (quickstart["env"]["backend"], quickstart["env"]["workers"]) == ("inprocess", 1)
     assert (on_ray["data"]["placement"], quickstart["data"]["placement"]) == ("ray", "inprocess")
+    assert (on_ray["trainer"]["placement"], on_ray["trainer"]["cpus"]) == ("ray", 1)
+    assert quickstart["trainer"]["placement"] == "inprocess"
     for config in (quickstart, on_ray):
         del config["rollout"]["backend"], config["rollout"]["servers"]
         del config["env"]["backend"], config["env"]["workers"]
         del config["data"]["placement"]
+        del config["trainer"]["placement"]
     assert on_ray == quickstart
 
 
@@ -198,3 +201,61 @@ def test_environment_actors_need_rollout_servers_they_can_reach() -> None:
         load_config(None, ["env.backend=ray", "rollout.backend=ray", "env.workers=4", "env.slots=2"])
     config = load_config(None, ["env.backend=ray", "rollout.backend=process", "env.workers=2"])
     assert (config.env.backend, config.env.workers, config.env.worker_cpus) == ("ray", 2, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.placement=gpu"], "trainer.placement: Input should be 'inprocess' or 'ray'"),
+        (
+            ["trainer.placement=ray", "trainer.backend=verl_fsdp"],
+            "trainer.placement: ray runs backend torch only",
+        ),
+        (["trainer.placement=ray", "trainer.device=cuda"], r"trainer\.gpus: 0: device cuda needs 1 GPU"),
+        (
+            ["trainer.placement=ray", "trainer.device=cuda:1", "trainer.gpus=1"],
+            r"trainer\.gpus: 1: device cuda:1 needs 2 GPU",
+        ),
+        (["trainer.cpus=2"], r"trainer\.cpus: 2 is used by placement ray only"),
+        (["trainer.gpus=1"], r"trainer\.gpus: 1 is used by placement ray only"),
+        (["trainer.placement=ray", "trainer.cpus=0"], r"trainer\.cpus: Input should be greater than 0"),
+        (
+            ["trainer.placement=ray", "trainer.gpus=-1"],
+            r"trainer\.gpus: Input should be greater than or equal",
+        ),
+    ],
+)
+def test_a_bad_trainer_placement_fails_at_load_naming_the_field(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["trainer.placement=ray"], ["trainer.placement=ray", "trainer.cpus=2", "trainer.gpus=1"]],
+)
+def test_a_dumped_config_loads_again_whatever_the_placement(overrides: list[str]) -> None:
+    """Actors and rollout-server processes load the run's config from its dump (JSON, config.yaml)."""
+    config = load_config(None, overrides)
+    assert RLConfig.model_validate_json(config.model_dump_json()) == config
+
+
+def test_the_trainer_actor_reserves_what_it_is_given() -> None:
+    config = load_config(
+        None, ["trainer.placement=ray", "trainer.cpus=2", "trainer.gpus=0.5", "trainer.device=cuda"]
+    )
+    assert (config.trainer.placement, config.trainer.cpus, config.trainer.gpus) == ("ray", 2.0, 0.5)
+    assert load_config(None, ["trainer.placement=ray"]).trainer.cpus == 1.0  # one CPU, no GPU by default
+
+
+def test_the_trainer_placement_may_change_on_resume() -> None:
+    """Where the trainer runs is a deployment choice, as env.backend is: a run checkpointed in process resumes on
+    Ray (and back) without --allow-config-change."""
+    from agentscope.rl._resume import check_config
+
+    saved = load_config(None, []).model_dump(mode="json")
+    moved = load_config(None, ["trainer.placement=ray", "trainer.cpus=2"])
+    changes = check_config(saved, moved, allow=False, source="the checkpoint")
+    assert changes == {"trainer.placement": ("inprocess", "ray"), "trainer.cpus": (1.0, 2.0)}
+    with pytest.raises(ConfigError, match=r"trainer\.lr"):
+        check_config(saved, load_config(None, ["trainer.lr=0.1"]), allow=False, source="the checkpoint")

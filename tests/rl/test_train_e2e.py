@@ -27,8 +27,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "examples" / "rl" / "smoke.yaml"
-RAY = ("rollout.backend=ray", "env.backend=ray", "data.placement=ray")
-"""Every service but the trainer on a local Ray cluster."""
+RAY = ("rollout.backend=ray", "env.backend=ray", "data.placement=ray", "trainer.placement=ray")
+"""Every service on a local Ray cluster."""
 METRIC_KEYS = (
     "rollout/tokens_per_s",
     "env/utilisation",
@@ -163,8 +163,9 @@ def test_rollout_servers_as_processes_of_their_own(cache: Path, tmp_path: Path) 
 
 
 def test_rollout_servers_and_environment_workers_as_ray_actors(cache: Path, tmp_path: Path) -> None:
-    """``rollout.backend: ray``, ``env.backend: ray`` and ``data.placement: ray``: two rollout actors, two environment
-    actors and the data manager's actor on a local Ray cluster the run starts itself."""
+    """``rollout.backend: ray``, ``env.backend: ray``, ``data.placement: ray`` and ``trainer.placement: ray``: two
+    rollout actors, two environment actors, the data manager's actor and the trainer's actor on a local Ray cluster
+    the run starts itself."""
     pytest.importorskip("ray", reason="the Ray backend needs the scale extra")
     run_dir = tmp_path / "ray"
     summary = train(run_dir, cache, *RAY, "rollout.servers=2", "env.workers=2", "schedule.steps=3")

@@ -3,7 +3,7 @@
 Two backends (``TrainerConfig.backend``): :class:`Trainer` (ours, single process, verl's loss functions) and
 :class:`VerlFSDPTrainer` (verl's own FSDP actor worker, configured through :func:`verl_overrides`).
 
-:class:`TrainerConfig` and :class:`CheckpointError` are light; the rest loads torch, transformers and verl when
+:class:`TrainerConfig`, :class:`CheckpointError` and :class:`TrainerLostError` are light; the rest loads torch, transformers and verl when
 first used (``pip install -e '.[rl]'``, and verl as ``scripts/setup.d/30-verl.sh`` installs it).
 """
 
@@ -13,7 +13,7 @@ import typing as _typing
 
 from agentscope._lazy import lazy_exports as _lazy_exports
 from agentscope.rl.trainer._config import TrainerConfig
-from agentscope.rl.trainer._errors import CheckpointError
+from agentscope.rl.trainer._errors import CheckpointError, TrainerLostError
 
 if _typing.TYPE_CHECKING:
     from agentscope.rl.trainer._batch import Batch, TrainBatch, build_batch
@@ -30,6 +30,7 @@ __all__ = [
     "TrainBatch",
     "Trainer",
     "TrainerConfig",
+    "TrainerLostError",
     "VerlFSDPTrainer",
     "build_batch",
     "compose_verl_config",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -82,6 +83,59 @@ class TrainerConfig(BaseModel):
     temperature: float = Field(default=1.0, gt=0.0)
     """Sampling temperature of the rollout: log-probs are ``log_softmax(logits / temperature)``, as in verl. Must
     equal the rollout's, or the importance ratios are off."""
+
+    placement: Literal["inprocess", "ray"] = "inprocess"
+    """Where the trainer runs. ``inprocess``: in the training process (the driver), torch in worker threads.
+    ``ray``: in a Ray actor of its own (placed by ``cpus`` and ``gpus``; the cluster in ``RAY_ADDRESS``, else a
+    local one), which loads the policy, trains the batches sent to it as Ray objects, returns the weights for the
+    rollout servers through Ray's object store and writes the checkpoints; the driver then holds no model. Not
+    restarted by Ray: a run whose trainer dies fails, naming it, and goes on from its last checkpoint with
+    ``--resume``. Same updates as ``inprocess`` for the same seed. ``backend: torch`` only."""
+    cpus: float = Field(default=1.0, gt=0.0)
+    """``placement: ray`` only: Ray's CPU reservation for the trainer actor (give it ``threads`` CPUs)."""
+    gpus: float = Field(default=0.0, ge=0.0)
+    """``placement: ray`` only: Ray's GPU reservation for the trainer actor (``num_gpus``, a fraction to share
+    one). Ray shows the actor only the GPUs it reserves, numbered from 0: ``device: cuda`` needs ``gpus > 0``,
+    ``cuda:1`` more than 1; with ``device: auto`` the actor trains on its GPU when it has one, else on the CPU."""
+
+    @model_validator(mode="after")
+    def _placement(self) -> Self:
+        """``cpus``/``gpus`` mean something with ``placement: ray`` only (a value other than the default is an
+        error without it: compared by value, so that a dumped config loads again), which runs the torch backend; a
+        GPU ``device`` in an actor needs ``gpus`` (an error on the field, e.g. ``trainer.gpus``, in ConfigError)."""
+        problems: dict[str, str] = {}
+        if self.placement == "ray":
+            if self.backend != "torch":
+                problems["placement"] = (
+                    f"ray runs backend torch only (backend {self.backend} places itself from verl's config): "
+                    "use placement inprocess or backend torch"
+                )
+            needed = int(self.device.partition(":")[2] or 0) + 1 if self.device.startswith("cuda") else 0
+            if math.ceil(self.gpus) < needed:  # a fraction of a GPU shows the actor that one GPU
+                problems["gpus"] = (
+                    f"{self.gpus:g}: device {self.device} needs {needed} GPU(s) reserved for the trainer actor "
+                    f"(Ray hides the others from it, numbering its own from 0): set trainer.gpus={needed}"
+                )
+        else:
+            for name in ("cpus", "gpus"):
+                if getattr(self, name) != type(self).model_fields[name].default:  # a dumped config reloads
+                    problems[name] = (
+                        f"{getattr(self, name):g} is used by placement ray only (the trainer actor's "
+                        "reservation): set trainer.placement=ray, or remove it"
+                    )
+        if problems:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("trainer_placement", "{message}", {"message": message}),
+                        loc=(field,),
+                        input=getattr(self, field),
+                    )
+                    for field, message in problems.items()
+                ],
+            )
+        return self
 
     @model_validator(mode="after")
     def _torch_only_fields(self) -> Self:
