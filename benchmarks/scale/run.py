@@ -1,8 +1,10 @@
-"""The same RL run with its rollout servers in process, in processes of their own, and as Ray actors.
+"""The same RL run with its rollout servers in process, in processes of their own, and as Ray actors, and with
+every service on Ray.
 
 Trains ``CONFIG`` (default: the quick start) for ``--seconds`` of RL per cell with ``rollout.backend`` set to each
-backend in turn, interleaved over ``--rounds`` (so a slow minute of the machine hits every backend alike), with the
-warm start cached once and shared (``policy.cache_dir``), held-out evaluation off. Per cell it reads the run's
+backend in turn (``ray-all``: every service a Ray actor), interleaved over ``--rounds`` (so a slow minute of the
+machine hits every backend alike), with the warm start cached once and shared (``policy.cache_dir``), held-out
+evaluation off. Per cell it reads the run's
 ``metrics.jsonl``: trained tokens per hour between the first and the last step (``data/trained_tokens``; replay
 copies are not trained here), steps and episodes. Prints a Markdown table (recorded by hand in
 ``benchmarks/RESULTS.md``, section ``scale``, with the machine and the load).
@@ -25,7 +27,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _harness import REPO, loadavg, machine, uptime
 
-BACKENDS = ("inprocess", "process", "ray")
+BACKENDS = ("inprocess", "process", "ray", "ray-all")
+"""``rollout.backend`` of each cell; ``ray-all`` puts every service on Ray (rollout servers, one environment worker,
+the data manager and the trainer: ``examples/rl/ray.yaml`` with one server and one worker)."""
+_ALL_ON_RAY = ("env.backend=ray", "env.workers=1", "data.placement=ray", "trainer.placement=ray")
+
+
+def _overrides(backend: str) -> list[str]:
+    if backend == "ray-all":
+        return ["rollout.backend=ray", *_ALL_ON_RAY]
+    return [f"rollout.backend={backend}"]
 
 
 def run_cell(
@@ -44,8 +55,7 @@ def run_cell(
         str(run_dir),
         "--set",
         f"policy.cache_dir={cache}",
-        "--set",
-        f"rollout.backend={backend}",
+        *(arg for override in _overrides(backend) for arg in ("--set", override)),
         "--set",
         f"rollout.servers={servers}",
         "--set",
