@@ -44,6 +44,7 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -321,90 +322,98 @@ async def _train(
     started: float,
     resume_record: dict[str, JsonValue],
 ) -> TrainResult:
-    trainer, tokenizer = await open_trainer(config, root, model_dir, checkpoint)
-    sampler = TaskSampler(tasks, seed=config.seed)
-    data = await open_data_manager(config, root)  # data.placement: here, or a Ray actor
-    resumed: ResumeReport | None = None
-    if checkpoint is not None:
-        extra = checkpoint.extra
-        if isinstance(extra.get("sampler"), dict):
-            sampler.load_state_dict(extra["sampler"])
-        cursor, version = extra.get("data"), extra.get("version")
-        resumed = await data.resume(
-            cast(dict[str, JsonValue], cursor) if isinstance(cursor, dict) else None,
-            step=start_step,
-            version=version if isinstance(version, int) else start_step,
+    # What it opens is closed, the last opened first, each whatever the one before raised, however this ends.
+    async with contextlib.AsyncExitStack() as opened:
+        data = await open_data_manager(config, root)  # data.placement: here, or a Ray actor
+        opened.push_async_callback(
+            _shielded, data.aclose
+        )  # closed last: a lost data manager is the run's error
+        trainer, tokenizer = await open_trainer(config, root, model_dir, checkpoint)
+        opened.push_async_callback(_shielded, trainer.aclose)  # the checkpoint being written is finished
+        sampler = TaskSampler(tasks, seed=config.seed)
+        resumed: ResumeReport | None = None
+        if checkpoint is not None:
+            extra = checkpoint.extra
+            if isinstance(extra.get("sampler"), dict):
+                sampler.load_state_dict(extra["sampler"])
+            cursor, version = extra.get("data"), extra.get("version")
+            resumed = await data.resume(
+                cast(dict[str, JsonValue], cursor) if isinstance(cursor, dict) else None,
+                step=start_step,
+                version=version if isinstance(version, int) else start_step,
+            )
+        start_version = resumed.version if resumed is not None else start_step
+        if config.rollout.backend != "inprocess" or config.rollout.engine != "torch":
+            from agentscope.rl.rollout import WeightPublisher
+
+            # Weight files of an earlier attempt hold versions that a resumed run lost: none may be served again.
+            await anyio.to_thread.run_sync(WeightPublisher(root / WEIGHTS_DIR).clear)
+        served_dir = model_dir
+        if checkpoint is not None and (config.rollout.backend != "inprocess" or config.env.backend == "ray"):
+            # Servers and workers out of process (re)start from this directory, and pruning may delete the checkpoint.
+            served_dir = await anyio.to_thread.run_sync(pin_directory, model_dir, root / PINNED_POLICY_DIR)
+        service, servers = build_rollout(config, served_dir, tokenizer, start_version, root)
+        cluster: EnvCluster | RayEnvCluster
+        if config.env.backend == "ray":
+            from agentscope.rl._env_ray import RayEnvCluster
+            from agentscope.rl.rollout import RemoteRolloutServer
+
+            cluster = RayEnvCluster(
+                config, served_dir, [s for s in servers if isinstance(s, RemoteRolloutServer)]
+            )
+        else:
+            cluster = build_env_cluster(config, service, env_factory, agent_factory)
+        opened.push_async_callback(_shielded, cluster.aclose)
+        progress = StepProgress(console, "step", config.schedule.steps, start=start_step)
+        if resumed is not None:
+            progress.note(f"resumed from step {start_step}: {resumed.describe()}")
+            record = {"time": time.time(), **resume_record, "data": cast(JsonValue, asdict(resumed))}
+            await _append_line(root / RESUMES_FILE, record)
+        last: dict[str, float] = {}
+        saved_step = start_step
+
+        async def save(step: int, version: int) -> None:
+            nonlocal saved_step
+            extra: dict[str, JsonValue] = {
+                "data": await data.checkpoint_state(),
+                "sampler": sampler.state_dict(),
+                "version": version,
+                "config": config.model_dump(mode="json"),
+            }
+            await trainer.save(step=step, extra=extra)
+            saved_step = step
+
+        async def on_step(report: StepReport) -> None:
+            nonlocal last
+            metrics = _finite(report.metrics)
+            metrics.update(_finite(await trainer.stats()))
+            metrics["time/wall_s"] = time.perf_counter() - started
+            last = metrics
+            await _append_line(
+                root / METRICS_FILE, {"step": report.step, "version": report.version, **metrics}
+            )
+            await _append_line(
+                root / BATCHES_FILE,
+                {"step": report.step, "trajectory_ids": [t.trajectory_id for t in report.batch]},
+            )
+            tracing.log_metrics(metrics, step=report.step)
+            every = config.schedule.checkpoint_every
+            if (every and report.step % every == 0) or report.step >= config.schedule.steps:
+                await save(report.step, report.version)
+            progress.update(report.step, _describe_step(report, metrics))
+
+        scheduler = Scheduler(
+            config.schedule,
+            cluster=cluster,
+            data=data,
+            trainer=trainer,
+            servers=servers,
+            sampler=sampler,
+            start_step=start_step,
+            start_version=start_version,
+            on_step=on_step,
+            stats=service.stats,
         )
-    start_version = resumed.version if resumed is not None else start_step
-    if config.rollout.backend != "inprocess" or config.rollout.engine != "torch":
-        from agentscope.rl.rollout import WeightPublisher
-
-        # Weight files of an earlier attempt hold versions that a resumed run lost: none may be served again.
-        await anyio.to_thread.run_sync(WeightPublisher(root / WEIGHTS_DIR).clear)
-    served_dir = model_dir
-    if checkpoint is not None and (config.rollout.backend != "inprocess" or config.env.backend == "ray"):
-        # Servers and workers out of process (re)start from this directory, and pruning may delete the checkpoint.
-        served_dir = await anyio.to_thread.run_sync(pin_directory, model_dir, root / PINNED_POLICY_DIR)
-    service, servers = build_rollout(config, served_dir, tokenizer, start_version, root)
-    cluster: EnvCluster | RayEnvCluster
-    if config.env.backend == "ray":
-        from agentscope.rl._env_ray import RayEnvCluster
-        from agentscope.rl.rollout import RemoteRolloutServer
-
-        cluster = RayEnvCluster(
-            config, served_dir, [s for s in servers if isinstance(s, RemoteRolloutServer)]
-        )
-    else:
-        cluster = build_env_cluster(config, service, env_factory, agent_factory)
-    progress = StepProgress(console, "step", config.schedule.steps, start=start_step)
-    if resumed is not None:
-        progress.note(f"resumed from step {start_step}: {resumed.describe()}")
-        record = {"time": time.time(), **resume_record, "data": cast(JsonValue, asdict(resumed))}
-        await _append_line(root / RESUMES_FILE, record)
-    last: dict[str, float] = {}
-    saved_step = start_step
-
-    async def save(step: int, version: int) -> None:
-        nonlocal saved_step
-        extra: dict[str, JsonValue] = {
-            "data": await data.checkpoint_state(),
-            "sampler": sampler.state_dict(),
-            "version": version,
-            "config": config.model_dump(mode="json"),
-        }
-        await trainer.save(step=step, extra=extra)
-        saved_step = step
-
-    async def on_step(report: StepReport) -> None:
-        nonlocal last
-        metrics = _finite(report.metrics)
-        metrics.update(_finite(await trainer.stats()))
-        metrics["time/wall_s"] = time.perf_counter() - started
-        last = metrics
-        await _append_line(root / METRICS_FILE, {"step": report.step, "version": report.version, **metrics})
-        await _append_line(
-            root / BATCHES_FILE,
-            {"step": report.step, "trajectory_ids": [t.trajectory_id for t in report.batch]},
-        )
-        tracing.log_metrics(metrics, step=report.step)
-        every = config.schedule.checkpoint_every
-        if (every and report.step % every == 0) or report.step >= config.schedule.steps:
-            await save(report.step, report.version)
-        progress.update(report.step, _describe_step(report, metrics))
-
-    scheduler = Scheduler(
-        config.schedule,
-        cluster=cluster,
-        data=data,
-        trainer=trainer,
-        servers=servers,
-        sampler=sampler,
-        start_step=start_step,
-        start_version=start_version,
-        on_step=on_step,
-        stats=service.stats,
-    )
-    try:
         async with service, cluster:  # the cluster's actors (env.backend: ray) need the servers' addresses
             with progress:
                 if start_step < config.schedule.steps:
@@ -412,15 +421,6 @@ async def _train(
         if saved_step < scheduler.step:
             await save(scheduler.step, scheduler.version)
         await trainer.wait()
-    finally:
-        with anyio.CancelScope(shield=True):  # each is closed whatever the one before it raised
-            try:
-                await trainer.aclose()
-            finally:
-                try:
-                    await cluster.aclose()
-                finally:
-                    await data.aclose()
     return TrainResult(
         run_dir=root,
         steps=scheduler.step,
@@ -429,6 +429,11 @@ async def _train(
         metrics=last,
         initial_policy=None if checkpoint is not None else model_dir,
     )
+
+
+async def _shielded(close: Callable[[], Awaitable[None]]) -> None:
+    with anyio.CancelScope(shield=True):
+        await close()
 
 
 async def _run_watched(scheduler: Scheduler, trainer: TrainerHandle) -> None:
