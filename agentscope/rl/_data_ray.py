@@ -400,6 +400,5 @@ class RayDataManager:
                 f"the data manager (the Ray actor of data.placement: ray, process {self.pid}) died: "
                 f"{type(exc).__name__}. Every trajectory it stored is kept in {store}: continue the run with "
                 "--resume"
-            )
-            logger.error("%s", self._lost)
+            )  # not logged: the run's error says it (rl train prints it as its one error line)
         return self._lost

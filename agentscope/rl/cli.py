@@ -94,10 +94,8 @@ def train(
                 rl_config, run_dir, resume=resume, allow_config_change=allow_config_change, console=console
             )
         )
-    except (ConfigError, UsageError, CheckpointError, TrainerLostError) as exc:
-        raise _fail(str(exc)) from None
-    except DataManagerLost as exc:  # its actor died (data.placement: ray): the message says to --resume
-        raise _fail(str(exc)) from None
+    except (ConfigError, UsageError, CheckpointError, TrainerLostError, DataManagerLost) as exc:
+        raise _fail(str(exc)) from None  # a lost trainer or data manager: the message says to --resume
     summary: dict[str, object] = {
         "run_dir": str(result.run_dir),
         "steps": result.steps,

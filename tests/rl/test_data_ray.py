@@ -100,6 +100,20 @@ def test_placement_and_cpus_are_checked_at_load_and_counted_and_resumable() -> N
     assert set(changes) == {"data.placement", "data.cpus"}
 
 
+def test_a_lost_data_manager_is_said_once_by_the_error_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = RayDataManager(DataConfig(), tmp_path, actor=object(), pid=7)
+    with caplog.at_level("DEBUG", logger="agentscope"):
+        lost = manager._lose(RuntimeError("gone"))  # pyright: ignore[reportPrivateUsage]
+    assert caplog.records == []  # rl train prints the error raised: no log line says it again
+    assert str(lost).startswith("the data manager (the Ray actor of data.placement: ray, process 7) died")
+    assert str(lost).endswith("continue the run with --resume")
+    with pytest.raises(DataManagerLost) as raised:
+        manager.ready_groups()
+    assert raised.value is lost
+
+
 # ---------------------------------------------------------------------- the port, on the same inputs
 
 
