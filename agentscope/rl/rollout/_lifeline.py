@@ -5,7 +5,9 @@ the owner is killed with SIGKILL, holding its port, its memory and, on a GPU, th
 them: the owner starts it with a pipe as its standard input and never writes to it; the script starts the command
 (same process group) and waits. When the owner's end of the pipe closes (the kernel closes it however the owner
 ends, SIGKILL included), the script reads EOF and stops the whole group: SIGTERM, then SIGKILL after
-``AGENTSCOPE_LIFELINE_GRACE_S`` seconds (default 30). When the command exits first, the script exits with its code.
+``AGENTSCOPE_LIFELINE_GRACE_S`` seconds (default 30). When the command exits first, the script exits with its code;
+what the command left running in the group is then the owner's to stop (``VLLMServer`` does, at ``stop`` and when
+a start fails).
 
 Unlike ``PR_SET_PDEATHSIG``, this does not depend on which thread started the child (the signal is sent when that
 *thread* exits, and the owner's launches run in worker threads that are retired when idle). Standard library only:

@@ -111,7 +111,8 @@ class VLLMServer:
         ]
 
     async def start(self) -> None:
-        """Launch the server and return once ``/health`` answers 200.
+        """Launch the server and return once ``/health`` answers 200. A start that fails or is cancelled stops
+        the server's whole group first.
 
         Raises:
             RuntimeError: it exited or did not become healthy in time (the end of its output included).
@@ -136,25 +137,27 @@ class VLLMServer:
             **self.env,
         }
         began = time.monotonic()
-        self._process = await anyio.to_thread.run_sync(_launch, self.command(), env, self.log_path)
-        async with await anyio.to_thread.run_sync(_new_client, self.base_url, 5.0) as client:
-            while True:
-                if self._process.poll() is not None:
-                    code = self._process.returncode
-                    if self._process.stdin is not None:
-                        self._process.stdin.close()
-                    self._process = None
-                    raise RuntimeError(f"the vLLM server exited with code {code}:\n{await self._log_tail()}")
-                with contextlib.suppress(httpx2.HTTPError):
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                if time.monotonic() - began > self.startup_timeout_s:
-                    tail = await self._log_tail()
-                    await self.stop()
-                    raise RuntimeError(
-                        f"the vLLM server was not healthy after {self.startup_timeout_s:g} s:\n{tail}"
-                    )
-                await anyio.sleep(0.5)
+        self._process = process = await anyio.to_thread.run_sync(_launch, self.command(), env, self.log_path)
+        try:
+            async with await anyio.to_thread.run_sync(_new_client, self.base_url, 5.0) as client:
+                while True:
+                    if process.poll() is not None:
+                        raise RuntimeError(
+                            f"the vLLM server exited with code {process.returncode}:\n{await self._log_tail()}"
+                        )
+                    with contextlib.suppress(httpx2.HTTPError):
+                        if (await client.get("/health")).status_code == 200:
+                            break
+                    if time.monotonic() - began > self.startup_timeout_s:
+                        raise RuntimeError(
+                            f"the vLLM server was not healthy after {self.startup_timeout_s:g} s:\n"
+                            f"{await self._log_tail()}"
+                        )
+                    await anyio.sleep(0.5)
+        except BaseException:  # failed or cancelled: stop what runs (the group may outlive the server)
+            with anyio.CancelScope(shield=True):
+                await self.stop()
+            raise
         self.startup_s = time.monotonic() - began
 
     async def stop(self) -> None:

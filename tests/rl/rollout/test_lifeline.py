@@ -11,9 +11,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
-from agentscope.rl.rollout._vllm_server import _launch  # pyright: ignore[reportPrivateUsage]
+from agentscope.rl.rollout._vllm_server import VLLMServer, _launch  # pyright: ignore[reportPrivateUsage]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -145,3 +146,47 @@ def test_the_lifeline_refuses_a_missing_command() -> None:
     done = subprocess.run([sys.executable, str(lifeline)], capture_output=True, text=True, timeout=20)
     assert done.returncode == 2
     assert "usage" in done.stderr
+
+
+def _fake_python(tmp_path: Path, then: str) -> Path:
+    """An interpreter for :class:`VLLMServer` that starts a helper in its group (as vLLM starts its engine
+    core), writes the helper's pid to ``helper.pid``, then runs the shell line ``then``."""
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nsleep 600 &\necho $! > {tmp_path / 'helper.pid'}\n{then}\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def _wait_helper(tmp_path: Path) -> int:
+    pid_file = tmp_path / "helper.pid"
+    with anyio.fail_after(20):
+        while not pid_file.is_file() or not pid_file.read_text().strip():  # noqa: ASYNC110 - a file it writes
+            await anyio.sleep(0.05)
+    return int(pid_file.read_text())
+
+
+async def test_a_server_that_exits_while_starting_leaves_nothing_of_its_group(tmp_path: Path) -> None:
+    server = VLLMServer(tmp_path, python=_fake_python(tmp_path, "exit 3"), log_path=tmp_path / "log")
+    with pytest.raises(RuntimeError, match="exited with code 3"):
+        await server.start()
+    helper = await _wait_helper(tmp_path)
+    assert not _running(helper), "the server's helper outlived the failed start"
+
+
+async def test_a_cancelled_start_leaves_nothing_of_the_server(tmp_path: Path) -> None:
+    server = VLLMServer(tmp_path, python=_fake_python(tmp_path, "sleep 600"), log_path=tmp_path / "log")
+    helper = 0
+    with anyio.move_on_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.start)
+            helper = await _wait_helper(tmp_path)
+            tg.cancel_scope.cancel()
+    assert helper, "the server did not start"
+    assert not _running(helper), "a cancelled start left the server running"
