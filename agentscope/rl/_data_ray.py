@@ -98,8 +98,9 @@ async def open_data_manager(config: RLConfig, run_dir: Path) -> DataService:
 
 
 def data_actor_name(config: DataConfig, run_dir: Path) -> str:
-    """The Ray name of the data-manager actor of the store that ``config`` and ``run_dir`` name (one live data
-    manager per store: a second run on the same store is refused). ``run_dir`` must be absolute."""
+    """The Ray name of the data-manager actor of the store that ``config`` and ``run_dir`` name: one live data
+    manager per store in a Ray namespace (a driver's own unless it names one, so this refuses a second start from
+    the same driver, not another driver's run). ``run_dir`` must be absolute."""
     where = f"{config.url}#{config.namespace}" if config.store == "postgres" else str(run_dir)
     return f"agentscope-rl-data-{hashlib.sha256(where.encode()).hexdigest()[:16]}"
 
@@ -218,7 +219,7 @@ class RayDataManager:
         """Start the actor (Ray must be connected) and wait until it runs.
 
         Raises:
-            UsageError: another live data manager serves the same store on this Ray cluster.
+            UsageError: another live data manager serves the same store in this driver's Ray namespace.
             RuntimeError: the actor was not placed within ``_PLACE_TIMEOUT_S`` (no ``data.cpus`` free).
         """
         import ray
@@ -241,7 +242,7 @@ class RayDataManager:
             actor: Any = actor_class.remote(config.model_dump_json(), str(root))
         except ValueError as exc:  # the name is taken
             raise UsageError(
-                f"another data manager already serves this run's store on the Ray cluster (actor {name!r}): {exc}"
+                f"another data manager already serves this run's store (actor {name!r}): {exc}"
             ) from None
         pid = None
         with anyio.move_on_after(_PLACE_TIMEOUT_S):
