@@ -133,6 +133,30 @@ def test_cli_reports_config_errors(tmp_path: Path, cli: Callable[..., Result]) -
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("lost", ["trainer", "data"])
+def test_cli_reports_a_lost_trainer_or_data_manager_as_its_one_error(
+    lost: str, tmp_path: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentscope.rl import _runner
+    from agentscope.rl._data_ray import DataManagerLost
+    from agentscope.rl.trainer import TrainerLostError
+
+    error = (
+        TrainerLostError("the trainer died")
+        if lost == "trainer"
+        else DataManagerLost("the data manager died")
+    )
+
+    async def train(*_: object, **__: object) -> None:
+        raise error
+
+    monkeypatch.setattr(_runner, "train", train)
+    result = cli("rl", "train", str(SMOKE), "--run-dir", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert result.output.count(" died") == 1, result.output
+    assert f"error: {error}" in result.output
+
+
 # The task sets of the learn.yaml of 2026-11-25 (its policy.warm_start_* fields are sft.* now): its warm-start set
 # held 242 of the 243 possible questions, every held-out one among them, and 11 distinct held-out questions were
 # training questions too.
