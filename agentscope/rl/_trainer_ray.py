@@ -6,7 +6,8 @@ checkpoint's trainer state and RNGs when the run resumes, and writes the checkpo
 :class:`~agentscope.rl.trainer.AsyncCheckpointer` on the run directory; the driver sends only the JSON ``extra``:
 data cursor, task order, version, config). The driver keeps :class:`RayTrainer`, the scheduler's ``TrainerPort``:
 each batch goes to the actor as a Ray object (``ray.put``: the trajectories hold the token arrays) and the weights
-for the rollout servers come back through the object store as a state dict. The driver loads no model.
+for the rollout servers come back through the object store as a state dict. The driver loads no model to train
+(the warm start, the evaluation and an in-process rollout engine load theirs, as with the trainer in process).
 
 Ray places the actor by ``trainer.cpus`` and ``trainer.gpus`` and never restarts it (``max_restarts=0``): its
 optimizer state is in no other process, so a trainer that dies ends the run at once with a

@@ -88,7 +88,8 @@ class TrainerConfig(BaseModel):
     """Where the trainer runs. ``inprocess``: in the training process (the driver), torch in worker threads.
     ``ray``: in a Ray actor of its own (placed by ``cpus`` and ``gpus``; the cluster in ``RAY_ADDRESS``, else a
     local one), which loads the policy, trains the batches sent to it as Ray objects, returns the weights for the
-    rollout servers through Ray's object store and writes the checkpoints; the driver then holds no model. Not
+    rollout servers through Ray's object store and writes the checkpoints; the driver then holds no model to train
+    (the warm start, the evaluation and an in-process rollout engine still load theirs there). Not
     restarted by Ray: a run whose trainer dies fails, naming it, and goes on from its last checkpoint with
     ``--resume``. Same updates as ``inprocess`` for the same seed. ``backend: torch`` only."""
     cpus: float = Field(default=1.0, gt=0.0)
