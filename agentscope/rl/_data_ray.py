@@ -225,6 +225,8 @@ class RayDataManager:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        from agentscope.rl._rollout_ray import wait_placed
+
         # Absolute: Ray's workers have a working directory of their own.
         root = await anyio.to_thread.run_sync(run_dir.resolve)
         name = data_actor_name(config, root)
@@ -244,21 +246,19 @@ class RayDataManager:
             raise UsageError(
                 f"another data manager already serves this run's store (actor {name!r}): {exc}"
             ) from None
-        pid = None
-        with anyio.move_on_after(_PLACE_TIMEOUT_S):
-            try:
-                pid = await actor.pid.remote()
-            except BaseException:  # it failed to start (say, the store would not open), or this was cancelled
-                ray.kill(actor, no_restart=True)
-                raise
-        if pid is None:
-            ray.kill(actor, no_restart=True)
-            raise RuntimeError(
-                f"the data manager's actor was not placed within {_PLACE_TIMEOUT_S:g} s: the Ray cluster has no "
-                f"{config.cpus:g} CPUs free for it (ray status shows what is free); lower data.cpus"
-            )
+
+        async def started() -> tuple[int, _Snapshot]:  # it fails when the store would not open
+            return await actor.pid.remote(), await actor.snapshot.remote()
+
+        unplaced = RuntimeError(
+            f"the data manager's actor was not placed within {_PLACE_TIMEOUT_S:g} s: the Ray cluster has no "
+            f"{config.cpus:g} CPUs free for it (ray status shows what is free); lower data.cpus"
+        )
+        pid, snapshot = await wait_placed(
+            ray, actor, started(), timeout_s=_PLACE_TIMEOUT_S, unplaced=unplaced
+        )
         manager = cls(config, root, actor, pid)
-        manager._take(await manager._call(actor.snapshot))
+        manager._take(snapshot)
         return manager
 
     def __repr__(self) -> str:

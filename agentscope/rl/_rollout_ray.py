@@ -23,9 +23,9 @@ import math
 import os
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -39,9 +39,11 @@ if TYPE_CHECKING:
     from agentscope.rl._config import RLConfig
     from agentscope.rl.policy import TokenizerLike
 
-__all__ = ["RayRolloutServer", "ensure_ray", "local_cpus"]
+__all__ = ["RayRolloutServer", "ensure_ray", "local_cpus", "wait_placed"]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _START_TIMEOUT_S = 300.0
 _WATCH_EVERY_S = 1.0
@@ -78,6 +80,22 @@ def local_cpus(config: RLConfig) -> int:
     if config.trainer.placement == "ray":
         wanted += config.trainer.cpus
     return max(os.cpu_count() or 1, math.ceil(wanted))
+
+
+async def wait_placed(
+    ray: Any, actor: Any, started: Awaitable[_T], *, timeout_s: float, unplaced: BaseException
+) -> _T:
+    """Await ``started`` (calls to a new ``actor`` that answer once it runs), at most ``timeout_s``; past that, the
+    cluster has not the resources free to place it, and ``unplaced`` is raised. Whenever this fails (not placed,
+    its constructor raised, or cancelled), the actor is killed first: never closed, since an actor not placed yet
+    answers no call, and one that was only starting has nothing to finish."""
+    try:
+        with anyio.move_on_after(timeout_s):
+            return await started
+        raise unplaced
+    except BaseException:
+        ray.kill(actor, no_restart=True)
+        raise
 
 
 def _init(ray: Any, num_cpus: int | None) -> None:

@@ -185,7 +185,7 @@ class RayTrainer:
             CheckpointError: resuming, and the checkpoint's model, tokenizer or trainer state does not load.
             TrainerLostError: the actor was not placed in time, or died while starting.
         """
-        from agentscope.rl._rollout_ray import ensure_ray, local_cpus
+        from agentscope.rl._rollout_ray import ensure_ray, local_cpus, wait_placed
 
         ray = ensure_ray(local_cpus(self.config))  # on this thread: see ensure_ray
         run_dir, model_path = await anyio.to_thread.run_sync(
@@ -207,15 +207,20 @@ class RayTrainer:
             )
             .remote(self.config.model_dump_json(), str(run_dir))
         )
+        unplaced = TrainerLostError(
+            f"the trainer actor was not placed within {_PLACE_TIMEOUT_S:g} s: the Ray cluster has no "
+            f"{trainer.cpus:g} CPUs and {trainer.gpus:g} GPUs free for it (ray status shows what is free); lower "
+            "trainer.cpus or trainer.gpus"
+        )
         try:
-            with anyio.move_on_after(_PLACE_TIMEOUT_S) as placing:
-                self._pid = await self._call(self._actor.pid)
-            if placing.cancelled_caught:
-                raise TrainerLostError(
-                    f"the trainer actor was not placed within {_PLACE_TIMEOUT_S:g} s: the Ray cluster has no "
-                    f"{trainer.cpus:g} CPUs and {trainer.gpus:g} GPUs free for it (ray status shows what is "
-                    "free); lower trainer.cpus or trainer.gpus"
-                )
+            started = self._call(self._actor.pid)
+            self._pid = await wait_placed(
+                ray, self._actor, started, timeout_s=_PLACE_TIMEOUT_S, unplaced=unplaced
+            )
+        except BaseException:
+            self._actor = None  # killed: an actor not placed would never answer close
+            raise
+        try:
             self._watch = self._actor.watch.remote()
             try:
                 await self._call(self._actor.start, str(model_path), resume)

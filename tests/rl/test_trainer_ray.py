@@ -21,7 +21,7 @@ from safetensors.torch import load_file  # pyright: ignore[reportUnknownVariable
 from agentscope.rl._config import load_config
 from agentscope.rl._rollout_ray import local_cpus
 from agentscope.rl._runner import train
-from agentscope.rl._trainer_ray import trainer_actor_name
+from agentscope.rl._trainer_ray import RayTrainer, trainer_actor_name
 from agentscope.rl.data import TrajectoryStore
 from agentscope.rl.trainer import TrainerLostError
 
@@ -169,6 +169,22 @@ async def test_a_killed_trainer_fails_the_run_at_once_and_resume_finishes_it(
     assert resumed.steps == steps
     assert [m["step"] for m in lines(run / "metrics.jsonl")] == list(range(1, steps + 1))
     assert (run / "checkpoints" / "latest" / "model.safetensors").is_file()
+
+
+@pytest.mark.timeout(60)
+async def test_a_trainer_that_cannot_be_placed_fails_its_start_promptly_and_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agentscope.rl._trainer_ray._PLACE_TIMEOUT_S", 1.0)
+    config = load_config(None, [*ON_RAY, "trainer.cpus=64"])  # the module's cluster has 2
+    began = time.monotonic()
+    with pytest.raises(TrainerLostError, match=r"not placed within 1 s: .* no 64 CPUs and 0 GPUs free"):
+        await RayTrainer(config, tmp_path / "run").start(tmp_path / "model")  # not loaded: never placed
+    assert time.monotonic() - began < 20  # killed, not asked to close (an actor not placed answers no call)
+    name = trainer_actor_name((tmp_path / "run").resolve())
+    with anyio.fail_after(10):  # the kill is asynchronous: the name is freed soon after
+        while name in await anyio.to_thread.run_sync(ray.util.list_named_actors):  # noqa: ASYNC110 - Ray state
+            await anyio.sleep(0.1)
 
 
 def test_the_local_cluster_declares_the_trainer_actors_cpus() -> None:
