@@ -64,6 +64,10 @@ class _TrainerActor:
         from agentscope.rl._config import RLConfig
 
         self._config = RLConfig.model_validate_json(config_json)
+        if self._config.trainer.gpus == 0:
+            # Ray narrows CUDA_VISIBLE_DEVICES only for an actor that reserves GPUs: one that reserves none would see
+            # every GPU of its node, and device auto would take one that Ray gave to another actor.
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
         self._run_dir = Path(run_dir)
         self._closed = threading.Event()
         self._trainer: Any = None

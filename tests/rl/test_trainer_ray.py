@@ -187,6 +187,20 @@ async def test_a_trainer_that_cannot_be_placed_fails_its_start_promptly_and_is_r
             await anyio.sleep(0.1)
 
 
+def test_a_trainer_actor_that_reserves_no_gpu_sees_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray sets CUDA_VISIBLE_DEVICES only for an actor that reserves GPUs; the actor hides the others itself."""
+    from agentscope.rl._trainer_ray import _TrainerActor  # pyright: ignore[reportPrivateUsage]
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # a GPU node's, as Ray leaves it for trainer.gpus=0
+    _TrainerActor(load_config(None, ON_RAY).model_dump_json(), str(tmp_path))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # what Ray sets for an actor that reserved one
+    _TrainerActor(load_config(None, [*ON_RAY, "trainer.gpus=1"]).model_dump_json(), str(tmp_path))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+
+
 def test_the_local_cluster_declares_the_trainer_actors_cpus() -> None:
     config = load_config(None, [*ON_RAY, "trainer.cpus=64"])
     assert local_cpus(config) == 64
