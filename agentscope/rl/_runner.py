@@ -65,7 +65,7 @@ from agentscope.rl._components import (
     import_heavy,
 )
 from agentscope.rl._config import RLConfig
-from agentscope.rl._data_ray import open_data_manager
+from agentscope.rl._data_ray import DataManagerLost, DataService, RayDataManager, open_data_manager
 from agentscope.rl._evaluation import eval_metrics, evaluate, evaluate_cached, success_line, training_sample
 from agentscope.rl._files import (
     BATCHES_FILE,
@@ -417,7 +417,7 @@ async def _train(
         async with service, cluster:  # the cluster's actors (env.backend: ray) need the servers' addresses
             with progress:
                 if start_step < config.schedule.steps:
-                    await _run_watched(scheduler, trainer)
+                    await _run_watched(scheduler, trainer, data)
         if saved_step < scheduler.step:
             await save(scheduler.step, scheduler.version)
         await trainer.wait()
@@ -436,34 +436,41 @@ async def _shielded(close: Callable[[], Awaitable[None]]) -> None:
         await close()
 
 
-async def _run_watched(scheduler: Scheduler, trainer: TrainerHandle) -> None:
-    """Run the scheduler until it is done, or until the trainer is lost (its own process died, noticed at once
-    even while no batch is training): then raise that :class:`~agentscope.rl.trainer.TrainerLostError` itself.
-    Any other failure of the scheduler propagates as before."""
+async def _run_watched(scheduler: Scheduler, trainer: TrainerHandle, data: DataService) -> None:
+    """Run the scheduler until it is done, or until the trainer or the data manager is lost (its own process died,
+    noticed at once even while nothing calls it): then raise that :class:`~agentscope.rl.trainer.TrainerLostError`
+    or :class:`~agentscope.rl._data_ray.DataManagerLost` itself. Any other failure of the scheduler propagates as
+    before."""
     from agentscope.rl.trainer import TrainerLostError
 
+    losses = (TrainerLostError, DataManagerLost)
+    watches = [trainer.watch, *([data.watch] if isinstance(data, RayDataManager) else [])]
     lost: list[BaseException] = []
 
-    async def watch(scope: anyio.CancelScope) -> None:
+    async def watch(until_lost: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
         try:
-            await trainer.watch()
-        except TrainerLostError as exc:
+            await until_lost()
+        except losses as exc:
             lost.append(exc)
             scope.cancel()
 
     with anyio.CancelScope() as scope:
-        watcher = asyncio.get_running_loop().create_task(watch(scope))
+        loop = asyncio.get_running_loop()
+        watchers = [loop.create_task(watch(until_lost, scope)) for until_lost in watches]
         try:
             await scheduler.run()
-        except BaseException as exc:  # a failed train call (in the scheduler's task group), or cancelled
-            found = exc.split(TrainerLostError)[0] if isinstance(exc, BaseExceptionGroup) else None
+        except BaseException as exc:  # a failed call (in the scheduler's task group), or cancelled
+            found = exc.split(losses)[0] if isinstance(exc, BaseExceptionGroup) else None
             if found is None and not lost:
                 raise
             raise unwrap_group(found) if found is not None else lost[0]  # noqa: B904 - the group is the context
         finally:
-            watcher.cancel()
-            with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for watcher in watchers:
+                watcher.cancel()
+            with anyio.CancelScope(shield=True):
+                for watcher in watchers:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
     if lost:
         raise lost[0]
 

@@ -34,7 +34,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import anyio
 from pydantic import JsonValue
@@ -52,7 +52,6 @@ __all__ = [
     "StepReport",
     "TaskSampler",
     "TrainerPort",
-    "WatchedData",
     "WeightReceiver",
 ]
 
@@ -117,16 +116,6 @@ class DataPort(Protocol):
 
     def stats(self) -> dict[str, float]:
         """Metrics (``data/...``)."""
-        ...
-
-
-@runtime_checkable
-class WatchedData(Protocol):
-    """A data manager that can be lost while the run goes on (one in a process of its own): the scheduler awaits
-    :meth:`watch` beside its work, so a lost manager fails the run at once rather than at the next call."""
-
-    async def watch(self) -> None:
-        """Return when the manager closes; raise when it is lost."""
         ...
 
 
@@ -293,8 +282,6 @@ class Scheduler:
         self._started_at = anyio.current_time()
         async with anyio.create_task_group() as tg:
             self._task_group = tg
-            if isinstance(self.data, WatchedData):
-                tg.start_soon(self.data.watch)  # raises here when the data manager's process dies
             if self.config.mode == "sync-wave":
                 await self._run_waves()
             elif self.config.mode == "sync-refill":

@@ -1,5 +1,7 @@
 """The runner closes what a training run opened (the data manager, the trainer: on Ray, actors that hold a CPU, a GPU
-and a name the next attempt needs) however the run ends, including a failure while the run is still being set up."""
+and a name the next attempt needs) however the run ends, including a failure while the run is still being set up;
+and a trainer or data manager lost while the scheduler waits on something else fails the run at once, with its own
+error."""
 
 from __future__ import annotations
 
@@ -7,12 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from agentscope.rl import _runner
 from agentscope.rl._config import load_config
+from agentscope.rl._data_ray import DataManagerLost, RayDataManager
+from agentscope.rl.data import DataConfig
 from agentscope.rl.envs import react_agent_factory
 from agentscope.rl.tasks import ArithEnv, load_tasks
+from agentscope.rl.trainer import TrainerLostError
 
 
 class _Opened:
@@ -82,3 +88,47 @@ async def test_a_trainer_that_fails_to_open_closes_the_data_manager(
     with pytest.raises(RuntimeError, match="not placed"):
         await _train(tmp_path)
     assert closed == ["data"]
+
+
+class _Idle:
+    """A scheduler waiting on something that never comes, or a service that is never lost."""
+
+    async def run(self) -> None:
+        await anyio.sleep_forever()
+
+    async def watch(self) -> None:
+        await anyio.sleep_forever()
+
+
+class _DyingActor:
+    """The handle of a data manager's actor whose process dies shortly: its pending ``until_closed`` fails."""
+
+    class until_closed:  # as Ray names the method
+        @staticmethod
+        async def remote() -> None:
+            from ray.exceptions import RayActorError
+
+            await anyio.sleep(0.1)
+            raise RayActorError()
+
+
+async def _run_watched(trainer: Any, data: Any) -> None:
+    with anyio.fail_after(10):
+        await _runner._run_watched(_Idle(), trainer, data)  # pyright: ignore[reportPrivateUsage, reportArgumentType]
+
+
+async def test_a_data_manager_lost_while_the_scheduler_waits_fails_the_run_at_once(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the data manager's actor needs Ray")
+    data = RayDataManager(DataConfig(), tmp_path, actor=_DyingActor(), pid=7)
+    with pytest.raises(DataManagerLost, match=r"process 7\) died"):
+        await _run_watched(_Idle(), data)
+
+
+async def test_a_trainer_lost_while_the_scheduler_waits_fails_the_run_at_once() -> None:
+    class Dying:
+        async def watch(self) -> None:
+            await anyio.sleep(0.1)
+            raise TrainerLostError("the trainer died")
+
+    with pytest.raises(TrainerLostError, match="the trainer died"):
+        await _run_watched(Dying(), _Idle())
