@@ -3,12 +3,14 @@ when that process is killed with SIGKILL, and otherwise behaves as the command i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 import anyio
@@ -26,22 +28,25 @@ _STUBBORN = [  # ignores SIGTERM: only SIGKILL stops it
 ]
 
 
-def _group_alive(group: int) -> bool:
+def _state(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and process group (None: gone)."""
     try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    # zombies of the group count as gone: what matters is that nothing of it runs
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[2])
+
+
+def _server_pids(group: int) -> list[int]:
+    """The processes of ``group`` that still run (zombies count as gone: what matters is that nothing of it runs)."""
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return [
+        pid for pid in pids if (state := _state(pid)) is not None and state[1] == group and state[0] != "Z"
+    ]
+
+
+def _group_alive(group: int) -> bool:
+    return bool(_server_pids(group))
 
 
 def _wait_gone(group: int, seconds: float) -> bool:
@@ -53,9 +58,12 @@ def _wait_gone(group: int, seconds: float) -> bool:
     return False
 
 
-def _owner(tmp_path: Path, command: list[str], grace_s: float) -> tuple[subprocess.Popen[str], int]:
-    """A process that launches ``command`` as the vLLM server is launched and then just lives; returns it and the
-    launched group's id."""
+@contextlib.contextmanager
+def _owner(
+    tmp_path: Path, command: list[str], grace_s: float
+) -> Generator[tuple[subprocess.Popen[str], int]]:
+    """A process that launches ``command`` as the vLLM server is launched and then just lives: it and the
+    launched group's id, once the command runs; both are gone on the way out, whatever the test did."""
     script = textwrap.dedent(
         f"""
         import os, sys, time
@@ -70,49 +78,29 @@ def _owner(tmp_path: Path, command: list[str], grace_s: float) -> tuple[subproce
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert owner.stdout is not None
     group = int(owner.stdout.readline())
-    return owner, group
-
-
-def _server_pids(group: int) -> list[int]:
-    pids: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == group and fields[0] != "Z":
-                pids.append(int(entry.name))
-    return pids
-
-
-def _wait_for_server(group: int) -> None:
-    deadline = time.monotonic() + 20
-    while len(_server_pids(group)) < 2:  # the lifeline and the command
-        assert time.monotonic() < deadline, "the command did not start"
-        time.sleep(0.05)
-
-
-def test_the_launched_server_dies_when_its_owner_is_killed(tmp_path: Path) -> None:
-    owner, group = _owner(tmp_path, _SLEEPER, grace_s=30)
     try:
-        _wait_for_server(group)
-        owner.kill()  # SIGKILL: no cleanup code of the owner runs
-        owner.wait()
-        assert _wait_gone(group, 15), f"the server's group {group} outlived its owner: {_server_pids(group)}"
+        deadline = time.monotonic() + 20
+        while len(_server_pids(group)) < 2:  # the lifeline and the command
+            assert time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.05)
+        yield owner, group
     finally:
         owner.kill()
         owner.wait()
-        assert owner.stdout is not None
         owner.stdout.close()
         if _group_alive(group):
             os.killpg(group, signal.SIGKILL)
 
 
+def test_the_launched_server_dies_when_its_owner_is_killed(tmp_path: Path) -> None:
+    with _owner(tmp_path, _SLEEPER, grace_s=30) as (owner, group):
+        owner.kill()  # SIGKILL: no cleanup code of the owner runs
+        owner.wait()
+        assert _wait_gone(group, 15), f"the server's group {group} outlived its owner: {_server_pids(group)}"
+
+
 def test_a_server_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path: Path) -> None:
-    owner, group = _owner(tmp_path, _STUBBORN, grace_s=1)
-    try:
-        _wait_for_server(group)
+    with _owner(tmp_path, _STUBBORN, grace_s=1) as (owner, group):
         deadline = time.monotonic() + 10
         while "ready" not in (tmp_path / "server.log").read_text():  # its SIGTERM handler is set
             assert time.monotonic() < deadline
@@ -122,13 +110,6 @@ def test_a_server_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path
         time.sleep(0.5)
         assert _group_alive(group), "the grace period was not given"
         assert _wait_gone(group, 10), "SIGKILL did not follow the grace period"
-    finally:
-        owner.kill()
-        owner.wait()
-        assert owner.stdout is not None
-        owner.stdout.close()
-        if _group_alive(group):
-            os.killpg(group, signal.SIGKILL)
 
 
 def test_the_launched_process_exits_with_the_commands_code(tmp_path: Path) -> None:
@@ -158,10 +139,8 @@ def _fake_python(tmp_path: Path, then: str) -> Path:
 
 
 def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    state = _state(pid)
+    return state is not None and state[0] != "Z"
 
 
 async def _wait_helper(tmp_path: Path) -> int:
