@@ -215,6 +215,20 @@ def test_eval_prints_success_rates(async_run: tuple[Path, dict[str, Any]]) -> No
     assert set(report["per_task"]) == {f"arith-3-{i}" for i in range(6)}
 
 
+def settled(run_dir: Path) -> list[tuple[Trajectory, int | None]]:
+    """The killed run's stored trajectories once no more arrive: its Ray actors (the data manager's among them) die a
+    moment after the driver and may store an episode that was already on its way (made before the kill)."""
+    rows = stored(run_dir)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        again = stored(run_dir)
+        if len(again) == len(rows):
+            return again
+        rows = again
+    return rows
+
+
 @pytest.mark.parametrize("backends", [(), RAY], ids=["inprocess", "ray"])
 def test_resume_after_sigkill_trains_nothing_twice_and_loses_nothing(
     cache: Path, tmp_path: Path, backends: tuple[str, ...]
@@ -251,7 +265,7 @@ def test_resume_after_sigkill_trains_nothing_twice_and_loses_nothing(
         process.wait()
         if process.stderr is not None:
             process.stderr.close()
-    before_rows = stored(run_dir)
+    before_rows = settled(run_dir)
     before = {t.trajectory_id: s for t, s in before_rows}
     steps_before = len(lines(metrics))
     assert steps_before < steps
