@@ -5,6 +5,7 @@ worker thread a tool timeout abandons."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 
 import anyio
@@ -37,10 +38,18 @@ ADVERSARIAL = [
 
 @pytest.mark.parametrize("expression", ADVERSARIAL, ids=[e[:30] for e in ADVERSARIAL])
 def test_each_adversarial_expression_costs_milliseconds(expression: str) -> None:
-    started = time.thread_time()  # CPU time of this thread: the same on a busy machine
-    with contextlib.suppress(ModelRetry):  # refused with a message (anything else fails the test)
-        calculator(expression)
-    assert time.thread_time() - started < 0.2, expression
+    # The collector off while timing: late in a full suite one evaluation was charged 0.8 s here (CI, 2026-12-06),
+    # most likely a collection of other tests' garbage (not verified), which is not the calculator's cost.
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.thread_time()  # CPU time of this thread: the same on a busy machine
+        with contextlib.suppress(ModelRetry):  # refused with a message (anything else fails the test)
+            calculator(expression)
+        spent = time.thread_time() - started
+    finally:
+        gc.enable()
+    assert spent < 0.2, expression
 
 
 async def test_the_event_loop_stays_responsive_under_adversarial_expressions() -> None:
