@@ -54,8 +54,6 @@ __all__ = ["DataManagerLost", "DataService", "RayDataManager", "data_actor_name"
 
 logger = logging.getLogger(__name__)
 
-_PLACE_TIMEOUT_S = 120.0
-"""Longest the actor may wait to be placed and to start."""
 _CLOSE_TIMEOUT_S = 30.0
 
 
@@ -220,12 +218,15 @@ class RayDataManager:
 
         Raises:
             UsageError: another live data manager serves the same store in this driver's Ray namespace.
-            RuntimeError: the actor was not placed within ``_PLACE_TIMEOUT_S`` (no ``data.cpus`` free).
+            RuntimeError: the actor was not placed within ``PLACE_TIMEOUT_S`` (no ``data.cpus`` free).
         """
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        from agentscope.rl import _rollout_ray
         from agentscope.rl._rollout_ray import wait_placed
+
+        place_timeout_s = _rollout_ray.PLACE_TIMEOUT_S
 
         # Absolute: Ray's workers have a working directory of their own.
         root = await anyio.to_thread.run_sync(run_dir.resolve)
@@ -251,12 +252,10 @@ class RayDataManager:
             return await actor.pid.remote(), await actor.snapshot.remote()
 
         unplaced = RuntimeError(
-            f"the data manager's actor was not placed within {_PLACE_TIMEOUT_S:g} s: the Ray cluster has no "
+            f"the data manager's actor was not placed within {place_timeout_s:g} s: the Ray cluster has no "
             f"{config.cpus:g} CPUs free for it (ray status shows what is free); lower data.cpus"
         )
-        pid, snapshot = await wait_placed(
-            ray, actor, started(), timeout_s=_PLACE_TIMEOUT_S, unplaced=unplaced
-        )
+        pid, snapshot = await wait_placed(ray, actor, started(), timeout_s=place_timeout_s, unplaced=unplaced)
         manager = cls(config, root, actor, pid)
         manager._take(snapshot)
         return manager

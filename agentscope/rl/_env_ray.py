@@ -48,8 +48,6 @@ logger = logging.getLogger(__name__)
 
 _POLL_S = 0.5
 """How often the driver reads the workers' live episodes and counters."""
-_PLACE_TIMEOUT_S = 120.0
-"""Longest a worker may wait to be placed and started at the beginning of a run."""
 _RESTART_TIMEOUT_S = 300.0
 """Longest a slot waits for its dead worker to come back before it gives the worker up."""
 _WORKER_COUNTERS = ("env/slot_s", "env/busy_s", "env/restarts")
@@ -250,7 +248,10 @@ class RayEnvCluster:
         self._started_at: float | None = None
 
     async def __aenter__(self) -> RayEnvCluster:
+        from agentscope.rl import _rollout_ray
         from agentscope.rl._rollout_ray import ensure_ray, local_cpus
+
+        place_timeout_s = _rollout_ray.PLACE_TIMEOUT_S
 
         ray = ensure_ray(local_cpus(self.config))  # on this thread: see ensure_ray
         model_dir = await anyio.to_thread.run_sync(self.model_dir.resolve)
@@ -266,11 +267,11 @@ class RayEnvCluster:
                 ).remote(self.config.model_dump_json(), str(model_dir), tokens, share, index)
                 self._workers.append(_Worker(actor, share))
             for index, worker in enumerate(self._workers):  # placed and started before the first episode
-                with anyio.move_on_after(_PLACE_TIMEOUT_S) as placing:
+                with anyio.move_on_after(place_timeout_s) as placing:
                     worker.saw(await worker.actor.pid.remote())
                 if placing.cancelled_caught:
                     raise RuntimeError(
-                        f"environment worker {index} was not placed within {_PLACE_TIMEOUT_S:g} s: the Ray "
+                        f"environment worker {index} was not placed within {place_timeout_s:g} s: the Ray "
                         f"cluster has no {self.config.env.worker_cpus:g} CPUs free for it (ray status shows "
                         "what is free); lower env.worker_cpus or env.workers"
                     )

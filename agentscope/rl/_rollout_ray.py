@@ -39,13 +39,16 @@ if TYPE_CHECKING:
     from agentscope.rl._config import RLConfig
     from agentscope.rl.policy import TokenizerLike
 
-__all__ = ["RayRolloutServer", "ensure_ray", "local_cpus", "wait_placed"]
+__all__ = ["PLACE_TIMEOUT_S", "RayRolloutServer", "ensure_ray", "local_cpus", "wait_placed"]
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
 _START_TIMEOUT_S = 300.0
+PLACE_TIMEOUT_S = 120.0
+"""Longest the data manager's, the trainer's or an environment worker's actor may wait to be placed and to start
+(read at each start, so a test may lower it here)."""
 _WATCH_EVERY_S = 1.0
 
 

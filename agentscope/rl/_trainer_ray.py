@@ -45,8 +45,6 @@ __all__ = ["RayTrainer", "trainer_actor_name"]
 
 logger = logging.getLogger(__name__)
 
-_PLACE_TIMEOUT_S = 120.0
-"""Longest the trainer actor may wait to be placed (its CPUs and GPUs free) at the start of a run."""
 _CONCURRENCY = 3
 """Threads of the actor: the watch call, the driver's one call at a time, and a spare (``stats`` while closing)."""
 
@@ -189,7 +187,10 @@ class RayTrainer:
             CheckpointError: resuming, and the checkpoint's model, tokenizer or trainer state does not load.
             TrainerLostError: the actor was not placed in time, or died while starting.
         """
+        from agentscope.rl import _rollout_ray
         from agentscope.rl._rollout_ray import ensure_ray, local_cpus, wait_placed
+
+        place_timeout_s = _rollout_ray.PLACE_TIMEOUT_S
 
         ray = ensure_ray(local_cpus(self.config))  # on this thread: see ensure_ray
         run_dir, model_path = await anyio.to_thread.run_sync(
@@ -212,14 +213,14 @@ class RayTrainer:
             .remote(self.config.model_dump_json(), str(run_dir))
         )
         unplaced = TrainerLostError(
-            f"the trainer actor was not placed within {_PLACE_TIMEOUT_S:g} s: the Ray cluster has no "
+            f"the trainer actor was not placed within {place_timeout_s:g} s: the Ray cluster has no "
             f"{trainer.cpus:g} CPUs and {trainer.gpus:g} GPUs free for it (ray status shows what is free); lower "
             "trainer.cpus or trainer.gpus"
         )
         try:
             started = self._call(self._actor.pid)
             self._pid = await wait_placed(
-                ray, self._actor, started, timeout_s=_PLACE_TIMEOUT_S, unplaced=unplaced
+                ray, self._actor, started, timeout_s=place_timeout_s, unplaced=unplaced
             )
         except BaseException:
             self._actor = None  # killed: an actor not placed would never answer close

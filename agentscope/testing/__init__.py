@@ -11,6 +11,8 @@
 - :class:`VirtualTimeEventLoop` and :func:`run_virtual` run real async code on a simulated clock (``sleep``
   returns at once, the clock jumps): schedules of hours, tested in milliseconds; :class:`LatencyModel` draws
   long-tailed delays to inject into simulated or slowed-down environments.
+- :data:`TINY_RL_OVERRIDES` makes an RL config (``agentscope.rl.load_config(None, overrides)``) train in seconds on
+  one CPU core: for tests of an agent factory or an environment under ``rl train``.
 
 Both models record every :class:`ModelRequest` they receive and never touch the network, so they work while
 ``agentscope.models.ALLOW_MODEL_REQUESTS`` is False.
@@ -28,10 +30,12 @@ from agentscope.testing._compat_servers import (
 )
 from agentscope.testing._latency import LatencyModel
 from agentscope.testing._request import ModelRequest
+from agentscope.testing._rl import TINY_RL_OVERRIDES
 from agentscope.testing._scripted import FunctionModel, ModelFunction, ScriptedModel, StreamFunction
 from agentscope.testing._virtual_time import VirtualTimeEventLoop, run_virtual
 
 __all__ = [
+    "TINY_RL_OVERRIDES",
     "AnthropicCompatServer",
     "ErrorReply",
     "FunctionModel",

@@ -26,31 +26,15 @@ from agentscope.rl._rollout_ray import local_cpus
 from agentscope.rl._runner import train
 from agentscope.rl._schedule import DataPort
 from agentscope.rl.data import DataConfig, DataManager, TrajectoryStore, open_store
+from agentscope.testing import TINY_RL_OVERRIDES
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the scale extra: pip install -e '.[scale]'")
 
 TINY = [
-    "policy.tiny.vocab_size=512",
-    "policy.tiny.hidden_size=32",
-    "policy.tiny.intermediate_size=64",
-    "policy.tiny.num_layers=1",
-    "policy.tiny.num_heads=2",
-    "policy.tiny.num_kv_heads=1",
-    "policy.tiny.max_position_embeddings=512",
-    "policy.tiny.corpus_conversations=100",
-    "rollout.max_seq_len=512",
-    "rollout.max_tokens=16",
-    "tasks=arith:n=8,seed=0,max_operand=9",
+    *TINY_RL_OVERRIDES,
     "env.slots=1",  # one episode at a time: the rollout server's sampler sees the same request order every run
-    "env.max_turns=2",
-    "agent.kwargs.max_iters=1",
-    "data.group_size=2",
-    "data.batch_groups=1",
-    "data.drop_zero_variance=false",
-    "data.success_replay=false",
     "schedule.mode=sync-wave",
     "schedule.steps=2",
-    "threads=1",
 ]
 
 

@@ -24,30 +24,14 @@ from agentscope.rl.data import PostgresTrajectoryStore, TrajectoryStore
 from agentscope.rl.envs import react_agent_factory
 from agentscope.rl.tasks import ArithEnv, get_task_set, load_tasks
 from agentscope.rl.trainer import CheckpointError
+from agentscope.testing import TINY_RL_OVERRIDES
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TINY = [
-    "policy.tiny.vocab_size=512",
-    "policy.tiny.hidden_size=32",
-    "policy.tiny.intermediate_size=64",
-    "policy.tiny.num_layers=1",
-    "policy.tiny.num_heads=2",
-    "policy.tiny.num_kv_heads=1",
-    "policy.tiny.max_position_embeddings=512",
-    "policy.tiny.corpus_conversations=100",
-    "rollout.max_seq_len=512",
-    "rollout.max_tokens=16",
-    "tasks=arith:n=8,seed=0,max_operand=9",
+    *TINY_RL_OVERRIDES,
     "env.slots=4",
-    "env.max_turns=2",
-    "agent.kwargs.max_iters=1",
-    "data.group_size=2",
-    "data.batch_groups=1",
-    "data.drop_zero_variance=false",
-    "data.success_replay=false",
     "schedule.steps=2",
-    "threads=1",
 ]
 
 CALCULATOR = Path(__file__).resolve().parents[2] / "examples" / "calculator.py"

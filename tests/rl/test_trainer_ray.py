@@ -24,6 +24,7 @@ from agentscope.rl._runner import train
 from agentscope.rl._trainer_ray import RayTrainer, trainer_actor_name
 from agentscope.rl.data import TrajectoryStore
 from agentscope.rl.trainer import TrainerLostError
+from agentscope.testing import TINY_RL_OVERRIDES
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the scale extra: pip install -e '.[scale]'")
 
@@ -35,29 +36,12 @@ pytestmark = [
 ]
 
 TINY = [
-    "policy.tiny.vocab_size=512",
-    "policy.tiny.hidden_size=32",
-    "policy.tiny.intermediate_size=64",
-    "policy.tiny.num_layers=1",
-    "policy.tiny.num_heads=2",
-    "policy.tiny.num_kv_heads=1",
-    "policy.tiny.max_position_embeddings=512",
-    "policy.tiny.corpus_conversations=100",
-    "rollout.max_seq_len=512",
-    "rollout.max_tokens=16",
-    "tasks=arith:n=8,seed=0,max_operand=9",
-    "env.slots=1",  # one episode at a time: the rollout engine batches nothing, so each run samples the same
-    "env.max_turns=2",
-    "agent.kwargs.max_iters=1",
-    "data.group_size=2",
-    "data.batch_groups=1",
-    "data.drop_zero_variance=false",
-    "data.success_replay=false",
+    *TINY_RL_OVERRIDES,
+    "env.slots=1",  # one episode at a time: the rollout engine batches nothing, so each run samples alike
     "trainer.entropy_coef=0.01",  # a gradient even when every reward is 0 (the untrained policy's)
     "trainer.lr=0.001",
     "schedule.mode=sync",  # one group at a time, trained before the next is played: the same batches each run
     "schedule.steps=3",
-    "threads=1",
     "trace=false",
 ]
 ON_RAY = ["trainer.placement=ray"]
@@ -175,7 +159,7 @@ async def test_a_killed_trainer_fails_the_run_at_once_and_resume_finishes_it(
 async def test_a_trainer_that_cannot_be_placed_fails_its_start_promptly_and_is_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agentscope.rl._trainer_ray._PLACE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("agentscope.rl._rollout_ray.PLACE_TIMEOUT_S", 1.0)
     config = load_config(None, [*ON_RAY, "trainer.cpus=64"])  # the module's cluster has 2
     began = time.monotonic()
     with pytest.raises(TrainerLostError, match=r"not placed within 1 s: .* no 64 CPUs and 0 GPUs free"):
