@@ -33,6 +33,8 @@ from typing import Any
 import anyio
 
 from agentscope.rl import evaluate, load_config, sft, train
+from agentscope.rl._evaluation import evaluate_cached
+from agentscope.rl._sft import policy_dir
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -45,11 +47,13 @@ def _log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[str, Any]) -> dict[str, Any]:
-    run_dir = args.out / f"seed{seed}-{mode}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    overrides = [
+def _breakdown(report: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation report's success by category (``success_by_<key>``, when ``evaluation.breakdown`` is set)."""
+    return {key: value for key, value in report.items() if key.startswith("success_by_")}
+
+
+def _run_overrides(args: argparse.Namespace, seed: int, mode: str) -> list[str]:
+    return [
         *args.set,
         f"seed={seed}",
         f"policy.tiny.seed={seed}",
@@ -60,7 +64,13 @@ async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[st
         "schedule.keep_checkpoints=null",
         "evaluation.before_after=false",
     ]
-    config = load_config(args.config, overrides)
+
+
+async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[str, Any]) -> dict[str, Any]:
+    run_dir = args.out / f"seed{seed}-{mode}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    config = load_config(args.config, _run_overrides(args, seed, mode))
     _log(f"seed {seed} {mode}: training for {args.minutes} min ({_uptime()})")
     result = await train(config, run_dir)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -73,6 +83,7 @@ async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[st
             "episodes": 0.0,
             "success_rate": warm["success_rate"],
             "source": "warm start",
+            **_breakdown(warm),
         }
     ]
     checkpoints = sorted(
@@ -91,6 +102,7 @@ async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[st
                 "success_rate": report["success_rate"],
                 "training_overlap": report["training_overlap"],
                 "episodes_evaluated": report["episodes"],
+                **_breakdown(report),
             }
         )
         _log(f"seed {seed} {mode}: step {step} held-out success {report['success_rate']:.3f}")
@@ -171,6 +183,7 @@ async def _sft_more(
                 "success_rate": report["success_rate"],
                 "training_overlap": report["training_overlap"],
                 "episodes_evaluated": report["episodes"],
+                **_breakdown(report),
             }
         )
         _log(f"seed {seed} sft-more: {steps_done} more steps, held-out success {report['success_rate']:.3f}")
@@ -201,6 +214,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             "success_rate": warm["success_rate"],
             "episodes": warm["episodes"],
             "sft": summary["sft"],
+            **_breakdown(warm),
         }
         _log(f"seed {seed}: warm start held-out success {warm['success_rate']:.3f}")
         for mode in args.modes:
@@ -210,6 +224,31 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 runs.append(await _one_run(args, seed, mode, warm))
             (args.out / "results.json").write_text(json.dumps(_report(args, warm_starts, runs), indent=1))
     return _report(args, warm_starts, runs)
+
+
+async def _complete_breakdown(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Add the per-category success (``evaluation.breakdown``) that a results.json made before it was kept lacks:
+    the warm start's from its cached evaluation (no episode replayed), each RL run's final checkpoint by evaluating
+    it again (greedy, so it replays what was judged, but not bit for bit: Chromium's timing may change a page; the
+    re-evaluation's own overall success is kept beside the first as ``breakdown_success_rate``)."""
+    for key, warm in report["warm_start"].items():
+        if _breakdown(warm):
+            continue
+        seed = int(key)
+        config = load_config(args.config, [*args.set, f"seed={seed}", f"policy.tiny.seed={seed}"])
+        cached = await evaluate_cached(config, policy_dir(config, args.out / f"seed{seed}-sft"))
+        warm.update(_breakdown(cached))
+    for run in report["runs"]:
+        final = run["points"][-1]
+        if run["mode"] == "sft-more" or "source" in final or _breakdown(final):
+            continue
+        checkpoint = (
+            args.out / f"seed{run['seed']}-{run['mode']}" / "checkpoints" / f"step_{final['step']:08d}"
+        )
+        config = load_config(args.config, _run_overrides(args, run["seed"], run["mode"]))
+        _log(f"seed {run['seed']} {run['mode']}: evaluating step {final['step']} again for its breakdown")
+        again = await evaluate(config, checkpoint)
+        final.update(_breakdown(again), breakdown_success_rate=again["success_rate"])
 
 
 def _report(
@@ -261,6 +300,58 @@ def _spread(values: list[float]) -> str:
     return f"{mean:.1%} ± {statistics.stdev(values):.1%} (min {min(values):.1%}, max {max(values):.1%})"
 
 
+def _per_category_table(report: dict[str, Any]) -> str:
+    """Held-out success per category (``success_by_<key>``: per task on MiniWoB++), warm start against each mode's
+    final checkpoint, mean over the seeds that have both; empty when no run kept a breakdown."""
+    warm = report["warm_start"]
+    keys = sorted({k for w in warm.values() for k in _breakdown(w)})
+    if not keys:
+        return ""
+    key = keys[0]
+    runs = [r for r in report["runs"] if key in r["points"][-1]]
+    modes = sorted({r["mode"] for r in runs})
+    categories = sorted({c for w in warm.values() for c in w.get(key, {})})
+    header = ["| " + key.removeprefix("success_by_") + " | warm start |"]
+    rule = ["|---|---:|"]
+    for mode in modes:
+        header.append(f" {mode}, final | gain (points): mean, per seed |")
+        rule.append("---:|---:|")
+    lines = ["".join(header), "".join(rule)]
+    gains_by_mode: dict[str, list[float]] = {mode: [] for mode in modes}
+    for category in categories:
+        row = [f"| {category} | "]
+        warm_rates = [w[key][category] for w in warm.values() if category in w.get(key, {})]
+        row.append(f"{statistics.fmean(warm_rates):.0%} |" if warm_rates else "- |")
+        for mode in modes:
+            pairs = [
+                (r["points"][-1][key][category], warm[str(r["seed"])][key][category])
+                for r in runs
+                if r["mode"] == mode
+                and category in r["points"][-1][key]
+                and category in warm.get(str(r["seed"]), {}).get(key, {})
+            ]
+            if not pairs:
+                row.append(" - | - |")
+                continue
+            gains = [100 * (after - before) for after, before in pairs]
+            gains_by_mode[mode].append(statistics.fmean(gains))
+            seeds = ", ".join(f"{g:+.0f}" for g in gains)
+            row.append(
+                f" {statistics.fmean(a for a, _ in pairs):.0%} | {statistics.fmean(gains):+.0f} ({seeds}) |"
+            )
+        lines.append("".join(row))
+    for mode in modes:
+        gains = gains_by_mode[mode]
+        if gains:
+            raised = sum(g > 0 for g in gains)
+            lowered = sum(g < 0 for g in gains)
+            lines.append(
+                f"\n{mode}: mean of the per-{key.removeprefix('success_by_')} gains {statistics.fmean(gains):+.1f} "
+                f"points; raised {raised}, lowered {lowered}, unchanged {len(gains) - raised - lowered} of {len(gains)}."
+            )
+    return "\n".join(lines) + "\n"
+
+
 def write_outputs(report: dict[str, Any], out: Path) -> None:
     """The table (mean ± std over seeds) and the plots of ``report``."""
     import matplotlib
@@ -291,6 +382,9 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
             f"{statistics.fmean(r['steps'] for r in mine):.0f} | {moved} |"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
+    per_category = _per_category_table(report)
+    if per_category:
+        (out / "per_task.md").write_text(per_category)
     for axis_key, label, name in (
         ("wall_s", "training wall-clock (s)", "time"),
         ("episodes", "environment episodes", "episodes"),
@@ -370,6 +464,12 @@ def main() -> None:
         "--report-only", action="store_true", help="Redraw table and plots from OUT/results.json."
     )
     parser.add_argument(
+        "--complete-breakdown",
+        action="store_true",
+        help="Add the per-task success that OUT/results.json lacks (warm start: cached; each run's final "
+        "checkpoint: evaluated again), then report.",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -381,8 +481,11 @@ def main() -> None:
         report = _merge(args.merge, args.eval_every)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(report, indent=1))
-    elif args.report_only:
+    elif args.report_only or args.complete_breakdown:
         report = json.loads((args.out / "results.json").read_text())
+        if args.complete_breakdown:
+            anyio.run(_complete_breakdown, args, report)
+            (args.out / "results.json").write_text(json.dumps(report, indent=1))
     else:
         report = anyio.run(_main, args)
         (args.out / "results.json").write_text(json.dumps(report, indent=1))
