@@ -52,9 +52,12 @@ def _breakdown(report: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in report.items() if key.startswith("success_by_")}
 
 
-def _run_overrides(args: argparse.Namespace, seed: int, mode: str) -> list[str]:
+def _run_overrides(args: argparse.Namespace, seed: int, mode: str, warm_policy: str | None) -> list[str]:
+    # With --warm-seed, every seed's RL starts from that seed's warm start, given by path (its key holds its seed).
+    shared = [f"policy.path={warm_policy}", "sft.steps=0"] if args.warm_seed is not None else []
     return [
         *args.set,
+        *shared,
         f"seed={seed}",
         f"policy.tiny.seed={seed}",
         f"schedule.mode={mode}",
@@ -70,7 +73,7 @@ async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[st
     run_dir = args.out / f"seed{seed}-{mode}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    config = load_config(args.config, _run_overrides(args, seed, mode))
+    config = load_config(args.config, _run_overrides(args, seed, mode, warm.get("policy")))
     _log(f"seed {seed} {mode}: training for {args.minutes} min ({_uptime()})")
     result = await train(config, run_dir)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -204,9 +207,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     warm_starts: dict[int, dict[str, Any]] = {}
     for seed in args.seeds:
-        base = load_config(args.config, [*args.set, f"seed={seed}", f"policy.tiny.seed={seed}"])
-        _log(f"seed {seed}: warm start ({_uptime()})")
-        summary = await sft(base, args.out / f"seed{seed}-sft")
+        warm_seed = seed if args.warm_seed is None else args.warm_seed
+        base = load_config(args.config, [*args.set, f"seed={warm_seed}", f"policy.tiny.seed={warm_seed}"])
+        _log(f"seed {seed}: warm start of seed {warm_seed} ({_uptime()})")
+        summary = await sft(base, args.out / f"seed{warm_seed}-sft")
         if "eval" not in summary:
             raise SystemExit(f"{args.config} has no eval_tasks: nothing to measure held-out success on")
         warm = summary["eval"]
@@ -214,6 +218,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             "success_rate": warm["success_rate"],
             "episodes": warm["episodes"],
             "sft": summary["sft"],
+            "warm_seed": warm_seed,
+            "policy": str(summary["policy"]),
             **_breakdown(warm),
         }
         _log(f"seed {seed}: warm start held-out success {warm['success_rate']:.3f}")
@@ -221,7 +227,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             if mode == "sft-more":
                 runs.append(await _sft_more(args, seed, warm_starts[seed], Path(summary["policy"])))
             else:
-                runs.append(await _one_run(args, seed, mode, warm))
+                runs.append(await _one_run(args, seed, mode, warm_starts[seed]))
             (args.out / "results.json").write_text(json.dumps(_report(args, warm_starts, runs), indent=1))
     return _report(args, warm_starts, runs)
 
@@ -245,7 +251,8 @@ async def _complete_breakdown(args: argparse.Namespace, report: dict[str, Any]) 
         checkpoint = (
             args.out / f"seed{run['seed']}-{run['mode']}" / "checkpoints" / f"step_{final['step']:08d}"
         )
-        config = load_config(args.config, _run_overrides(args, run["seed"], run["mode"]))
+        warm_policy = report["warm_start"][str(run["seed"])].get("policy")
+        config = load_config(args.config, _run_overrides(args, run["seed"], run["mode"], warm_policy))
         _log(f"seed {run['seed']} {run['mode']}: evaluating step {final['step']} again for its breakdown")
         again = await evaluate(config, checkpoint)
         final.update(_breakdown(again), breakdown_success_rate=again["success_rate"])
@@ -265,6 +272,7 @@ def _report(
         "config": str(args.config),
         "overrides": args.set,
         "minutes": args.minutes,
+        "warm_seed": args.warm_seed,
         "warm_start": {str(k): v for k, v in warm.items()},
         "runs": runs,
     }
@@ -352,6 +360,19 @@ def _per_category_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _distinct_warm(report: dict[str, Any]) -> list[float]:
+    """The success of each distinct warm start (one when every seed started from the same, ``--warm-seed``)."""
+    by_source = {w.get("warm_seed", key): w["success_rate"] for key, w in report["warm_start"].items()}
+    return list(by_source.values())
+
+
+def _warm_label(report: dict[str, Any]) -> str:
+    count = len(_distinct_warm(report))
+    if count == 1 and len(report["warm_start"]) > 1:
+        return f"warm start (one, shared by {len(report['warm_start'])} RL seeds)"
+    return f"warm start ({count} seeds)"
+
+
 def write_outputs(report: dict[str, Any], out: Path) -> None:
     """The table (mean ± std over seeds) and the plots of ``report``."""
     import matplotlib
@@ -366,7 +387,7 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
         f"| | held-out success (greedy) | gain over warm start (points) | optimizer steps in {report['minutes']} min "
         "| training rollouts (sampled): first window → last |",
         "|---|---:|---:|---:|---:|",
-        f"| warm start ({len(warm)} seeds) | {_spread(warm)} | | | |",
+        f"| {_warm_label(report)} | {_spread(_distinct_warm(report))} | | | |",
     ]
     for mode in modes:
         mine = [r for r in runs if r["mode"] == mode]
@@ -455,6 +476,13 @@ def main() -> None:
         "--sft-chunk", type=int, default=250, help="sft-more: supervised steps between evaluated policies."
     )
     parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument(
+        "--warm-seed",
+        type=int,
+        default=None,
+        help="Start every seed's RL from the warm start of this seed (built once; the spread over seeds is then "
+        "RL's alone). Default: each seed its own warm start.",
+    )
     parser.add_argument(
         "--eval-every", type=int, default=10, help="Trainer steps between evaluated checkpoints."
     )
