@@ -4,6 +4,7 @@ Run failures (something outside your code went wrong; catch these)::
 
     AgentScopeError
     ├── ModelError                 a model call failed
+    │   ├── ContextLengthExceeded  the conversation no longer fits the context window
     │   ├── ModelHTTPError         the provider answered with an error status (has ``status_code``, ``body``)
     │   ├── ModelTimeoutError      no answer within the timeout, retries exhausted
     │   ├── ModelConnectionError   could not reach the provider, retries exhausted
@@ -33,6 +34,7 @@ __all__ = [
     "AgentScopeError",
     "ApprovalRequired",
     "ConfigError",
+    "ContextLengthExceeded",
     "ModelConnectionError",
     "ModelError",
     "ModelHTTPError",
@@ -56,6 +58,14 @@ class AgentScopeError(Exception):
 
 class ModelError(AgentScopeError):
     """A model call failed."""
+
+
+class ContextLengthExceeded(ModelError):
+    """The conversation no longer fits the model's context window: its prompt leaves no room to generate.
+
+    Not a failure of the model's server: the episode (or the conversation) has simply run out of room, as it runs
+    out of steps at ``max_iters``. The RL environment cluster ends such an episode as ``truncated`` and judges what
+    the agent had done; OpenAI-compatible servers signal it with the error code ``context_length_exceeded``."""
 
 
 class ModelHTTPError(ModelError):

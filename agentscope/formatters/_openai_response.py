@@ -404,7 +404,7 @@ def format_openai_stream(
 
 
 def format_openai_error(
-    message: str, *, error_type: str = "server_error", code: int | None = None
+    message: str, *, error_type: str = "server_error", code: int | str | None = None
 ) -> dict[str, Any]:
     """An error body as OpenAI-compatible servers send it: ``{"error": {"message", "type"[, "code"]}}``."""
     error: dict[str, Any] = {"message": message, "type": error_type}

@@ -4,6 +4,8 @@ What an episode can end as::
 
     the agent replied, the verifier judged it          -> ok (truncated when the agent hit its step limit)
     more model calls than max_turns                     -> truncated (the last answer is judged)
+    the conversation outgrew the context window
+      (ContextLengthExceeded)                            -> truncated (the last answer is judged)
     reset/evaluate raised, a tool called env.fail(),
       a model call or env step ran past step_timeout_s,
       the episode ran past episode_timeout_s,
@@ -29,7 +31,7 @@ import anyio
 from agentscope import tracing
 from agentscope._errors import unwrap_group
 from agentscope.agents import AgentBase
-from agentscope.exceptions import ModelError
+from agentscope.exceptions import ContextLengthExceeded, ModelError
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock, new_id
 from agentscope.models import ChatModel, ChatResponse
 from agentscope.rl._types import Task, Trajectory, TrajectoryStatus, Turn
@@ -406,6 +408,8 @@ class EnvCluster:
             inner = unwrap_group(exc)
             if isinstance(inner, _EpisodeStopped):
                 pass  # the run record says what happened
+            elif isinstance(inner, ContextLengthExceeded) and run.fault is None:
+                run.truncated = True  # out of room, as at max_turns: judged below on what the agent did
             elif isinstance(inner, ModelError | EnvironmentCrashed):
                 run.fault = run.fault or f"{type(inner).__name__}: {inner}"
             elif run.fault is None:

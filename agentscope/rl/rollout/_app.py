@@ -15,13 +15,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from agentscope._http_body import read_limited_body
 from agentscope._json import as_object
-from agentscope.exceptions import ModelError, SessionError
+from agentscope.exceptions import ContextLengthExceeded, ModelError, SessionError
 from agentscope.formatters import (
     format_openai_error,
     format_openai_response,
     format_openai_stream,
     parse_openai_request,
 )
+from agentscope.rl.rollout._answers import CONTEXT_LENGTH_EXCEEDED
 from agentscope.rl.rollout._service import RolloutService
 from agentscope.rl.rollout._weights import load_weights, weights_from_bytes
 
@@ -89,6 +90,13 @@ def build_app(
             )
         except SessionError as exc:
             return _error(404, str(exc), "not_found_error")
+        except ContextLengthExceeded as exc:  # the request's fault, with OpenAI's code for it
+            return JSONResponse(
+                format_openai_error(
+                    str(exc), error_type="invalid_request_error", code=CONTEXT_LENGTH_EXCEEDED
+                ),
+                status_code=400,
+            )
         except ModelError as exc:
             return _error(500, str(exc), "server_error")
         extra = {

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 import torch
 
-from agentscope.exceptions import ModelError
+from agentscope.exceptions import ContextLengthExceeded, ModelError
 from agentscope.rl.rollout._qwen2 import Qwen2Runner, RunnerShape
 from agentscope.rl.rollout._sampling import Request, Sequence, sample
 from agentscope.rl.rollout._slots import SlotTable
@@ -205,14 +205,15 @@ class TorchEngine:
         """Generate one completion for ``prompt_ids``; runs alongside every other request in the batch.
 
         Raises:
-            ModelError: the prompt leaves no room within ``max_seq_len``, or the engine stopped.
+            ContextLengthExceeded: the prompt leaves no room within ``max_seq_len``.
+            ModelError: the engine stopped.
         """
         if self._thread is None:
             raise RuntimeError("TorchEngine is not running: await engine.start() first (or use `async with`)")
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         if len(prompt_ids) >= self.max_seq_len:
-            raise ModelError(
+            raise ContextLengthExceeded(
                 f"prompt of {len(prompt_ids)} tokens leaves no room to generate (max_seq_len={self.max_seq_len})"
             )
         if params.stop and self._tokenizer is None:

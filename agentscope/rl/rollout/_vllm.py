@@ -66,6 +66,7 @@ import anyio.to_thread
 import httpx2
 
 from agentscope.exceptions import (
+    ContextLengthExceeded,
     ModelConnectionError,
     ModelError,
     ModelHTTPError,
@@ -238,7 +239,8 @@ class VLLMEngine:
         """Generate one completion for ``prompt_ids`` on the server.
 
         Raises:
-            ModelError: the prompt leaves no room in the server's context, the server refused the request
+            ContextLengthExceeded: the prompt leaves no room in the server's context.
+            ModelError: the server refused the request
                 (its message included), could not be reached, or aborted the generation.
         """
         client = self._client
@@ -249,7 +251,7 @@ class VLLMEngine:
         max_tokens = params.max_tokens
         if self.max_model_len is not None:
             if len(prompt_ids) >= self.max_model_len:
-                raise ModelError(
+                raise ContextLengthExceeded(
                     f"prompt of {len(prompt_ids)} tokens leaves no room to generate "
                     f"(the vLLM server's max_model_len is {self.max_model_len})"
                 )

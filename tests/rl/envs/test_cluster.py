@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from agentscope.agents import AgentBase
-from agentscope.exceptions import ModelConnectionError
+from agentscope.exceptions import ContextLengthExceeded, ModelConnectionError
 from agentscope.message import Msg, TextBlock, ToolResultBlock
 from agentscope.models import ChatModel
 from agentscope.rl import Task, Trajectory
@@ -445,3 +445,27 @@ async def test_episode_is_a_traced_span_with_the_agent_inside() -> None:
     assert episode.attributes["agentscope.rl.reward"] == 1.0
     kinds = {s.kind for s in spans}
     assert {"agent", "model", "tool"} <= kinds  # the agent's work is inside the episode's trace
+
+
+async def test_a_conversation_that_outgrows_the_context_is_truncated_and_judged_not_an_infra_failure() -> (
+    None
+):
+    calls = 0
+
+    def outgrows(messages: list[Msg]) -> ScriptItem:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # the third prompt no longer fits the policy's context window
+            raise ContextLengthExceeded("prompt of 4126 tokens leaves no room to generate (max_seq_len=4096)")
+        return [TextBlock(text="done so far"), tool_call("work")]
+
+    cluster = make_cluster(ScriptedRollout(outgrows), env_factory=SlowEnv, slots=1, max_turns=10)
+    trajectory = await cluster.run_episode(slow_task(0, 0.0), "g")
+    assert (
+        trajectory.status == "truncated"
+    )  # out of room, as at max_turns: a policy that rambles earns its reward
+    assert trajectory.error is None
+    assert len(trajectory.turns) == 2
+    assert trajectory.reward == 1.0  # the last answer the policy gave is judged ("done" is in it)
+    assert SlowEnv.closed == 0  # the environment is fine: it is not replaced
+    assert cluster.stats()["env/restarts"] == 0.0

@@ -10,10 +10,17 @@ import httpx2
 import pytest
 
 from agentscope.agents import ReActAgent
+from agentscope.exceptions import ContextLengthExceeded
 from agentscope.message import Msg
 from agentscope.models import ChatResponse, OpenAIChatModel
 from agentscope.rl import Turn
-from agentscope.rl.rollout import RolloutHTTPServer, RolloutService, TorchEngine, messages_from_openai
+from agentscope.rl.rollout import (
+    RemoteRolloutServer,
+    RolloutHTTPServer,
+    RolloutService,
+    TorchEngine,
+    messages_from_openai,
+)
 
 pytestmark = pytest.mark.usefixtures("allow_model_requests")
 
@@ -146,3 +153,29 @@ def test_openai_messages_convert_back_to_msgs() -> None:
     assert [(r.id, r.name) for r in results if r.type == "tool_result"] == [("a", "f"), ("b", "g")]
     with pytest.raises(ValueError, match="role"):
         messages_from_openai([{"role": "wizard", "content": "x"}])
+
+
+async def test_a_prompt_longer_than_the_context_is_context_length_exceeded_in_process_and_over_http(
+    memorized_dir: Path, tokenizer: Any, helpers: Any
+) -> None:
+    service = RolloutService(TorchEngine(memorized_dir, max_batch=2, max_seq_len=64), tokenizer)
+    long_question = [Msg(role="user", content="What is 6 times 7? " * 40)]
+    async with service, RolloutHTTPServer(service) as server:
+        with pytest.raises(ContextLengthExceeded, match="leaves no room to generate"):
+            await service.chat(None, long_question)
+        async with httpx2.AsyncClient(base_url=server.base_url.removesuffix("/v1")) as client:
+            answer = await client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "policy",
+                    "messages": [{"role": "user", "content": "What is 6 times 7? " * 40}],
+                },
+            )
+        assert answer.status_code == 400  # the request's fault, as OpenAI answers it
+        assert answer.json()["error"]["code"] == "context_length_exceeded"
+        async with RemoteRolloutServer(server.base_url.removesuffix("/v1")) as remote:
+            with pytest.raises(ContextLengthExceeded, match="leaves no room to generate"):
+                await remote.chat(remote.open_session(), long_question)
+            # a prompt that fits is still answered
+            short = await remote.chat(None, [Msg(role="user", content=helpers.QUESTION)])
+            assert short.completion_token_ids

@@ -34,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from agentscope._uvicorn import BackgroundServer
-from agentscope.exceptions import ModelError, ModelHTTPError
+from agentscope.exceptions import ContextLengthExceeded, ModelError, ModelHTTPError
 from agentscope.message import Msg
 from agentscope.rl.rollout import (
     RolloutEngine,
@@ -329,7 +329,7 @@ async def test_server_errors_become_model_errors_with_the_servers_message(fake: 
         await VLLMEngine(fake.url, model="qwen").start()
 
     async with VLLMEngine(fake.url, model="policy") as engine:
-        with pytest.raises(ModelError, match="leaves no room to generate"):
+        with pytest.raises(ContextLengthExceeded, match="leaves no room to generate"):
             await engine.generate(list(range(64)), SamplingParams())
         engine.max_model_len = None  # the server's own check then answers: a 400 with its message
         with pytest.raises(
