@@ -48,6 +48,7 @@ import httpx2
 
 from agentscope._json import as_object
 from agentscope.exceptions import (
+    ContextLengthExceeded,
     ModelConnectionError,
     ModelHTTPError,
     ModelResponseError,
@@ -445,7 +446,19 @@ class HTTPChannel:
         message = f"{self.provider} returned HTTP {status}{tries}: {hint}" + (
             f". Provider says: {detail}" if detail else ""
         )
+        if status == 400 and _error_code(body) == "context_length_exceeded":  # OpenAI's code for it
+            raise ContextLengthExceeded(self.redact(message))
         raise ModelHTTPError(self.redact(message), status_code=status, body=body)
+
+
+def _error_code(body: str) -> str | None:
+    """The provider's error code (``{"error": {"code": ...}}``), as a string, or None."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    code = as_object(as_object(data).get("error")).get("code")
+    return None if code is None else str(code)
 
 
 def _error_detail(body: str) -> str:

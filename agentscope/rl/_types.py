@@ -116,7 +116,8 @@ class Trajectory(BaseModel):
     status: TrajectoryStatus = "ok"
     """What became of the episode."""
     error: str | None = None
-    """Why it failed, for failed statuses."""
+    """Why it failed, for failed statuses; for a ``truncated`` one, why it was cut short when that was not the turn
+    limit (the conversation outgrew the context window)."""
     trace_id: str | None = None
     """The episode's trace in the trace store."""
     created_at: float = Field(default_factory=time.time)

@@ -236,13 +236,25 @@ async def _complete_breakdown(args: argparse.Namespace, report: dict[str, Any]) 
     """Add the per-category success (``evaluation.breakdown``) that a results.json made before it was kept lacks:
     the warm start's from its cached evaluation (no episode replayed), each RL run's final checkpoint by evaluating
     it again (greedy, so it replays what was judged, but not bit for bit: Chromium's timing may change a page; the
-    re-evaluation's own overall success is kept beside the first as ``breakdown_success_rate``)."""
+    re-evaluation's own overall success is kept beside the first as ``breakdown_success_rate``). Run it on each OUT
+    before merging: a merged report's runs live in other directories. The settings are the report's own
+    (``overrides``, ``warm_seed``), not this command's."""
+    if "merged_from" in report:
+        raise SystemExit(
+            "--complete-breakdown: run it on each OUT of the merge (its runs are there), then merge again"
+        )
+    args.set, args.warm_seed = list(report.get("overrides") or []), report.get("warm_seed")
     for key, warm in report["warm_start"].items():
         if _breakdown(warm):
             continue
-        seed = int(key)
+        seed = int(warm.get("warm_seed", key))
         config = load_config(args.config, [*args.set, f"seed={seed}", f"policy.tiny.seed={seed}"])
-        cached = await evaluate_cached(config, policy_dir(config, args.out / f"seed{seed}-sft"))
+        made = warm.get("policy") or policy_dir(config, args.out / f"seed{seed}-sft")
+        cached = await evaluate_cached(config, Path(made))
+        if not _breakdown(cached):
+            raise SystemExit(
+                f"{args.config} sets no evaluation.breakdown: there is no per-task success to add"
+            )
         warm.update(_breakdown(cached))
     for run in report["runs"]:
         final = run["points"][-1]
@@ -362,7 +374,7 @@ def _per_category_table(report: dict[str, Any]) -> str:
 
 def _distinct_warm(report: dict[str, Any]) -> list[float]:
     """The success of each distinct warm start (one when every seed started from the same, ``--warm-seed``)."""
-    by_source = {w.get("warm_seed", key): w["success_rate"] for key, w in report["warm_start"].items()}
+    by_source = {w.get("policy", key): w["success_rate"] for key, w in report["warm_start"].items()}
     return list(by_source.values())
 
 
@@ -505,6 +517,8 @@ def main() -> None:
         help="Merge the results.json of several OUT dirs (runs made in parallel) into --out, then report.",
     )
     args = parser.parse_args()
+    if args.merge and args.complete_breakdown:
+        parser.error("--complete-breakdown works on one OUT: run it on each before --merge")
     if args.merge:
         report = _merge(args.merge, args.eval_every)
         args.out.mkdir(parents=True, exist_ok=True)

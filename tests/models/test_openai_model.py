@@ -20,6 +20,7 @@ from pydantic import BaseModel
 import agentscope.models
 from agentscope.events import ModelStreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from agentscope.exceptions import (
+    ContextLengthExceeded,
     ModelConnectionError,
     ModelHTTPError,
     ModelRequestsBlockedError,
@@ -535,6 +536,28 @@ async def test_retries_exhausted_raise_http_error(make_model: Any) -> None:
     assert "overloaded" in info.value.body
     assert "3 attempts" in str(info.value)
     assert len(server.requests) == 3
+
+
+async def test_a_prompt_over_the_context_window_is_context_length_exceeded_and_not_retried(
+    make_model: Any,
+) -> None:
+    too_long = {
+        "error": {
+            "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 "
+            "tokens.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
+    other = {"error": {"message": "bad", "type": "invalid_request_error", "code": "invalid_value"}}
+    async with OpenAICompatServer(scripted(ErrorReply(400, too_long), ErrorReply(400, other))) as server:
+        with pytest.raises(ContextLengthExceeded, match="maximum context length is 8192"):
+            await make_model(server).generate(USER)
+        assert len(server.requests) == 1  # not retried: the same prompt would not fit again
+        with pytest.raises(ModelHTTPError) as info:  # any other 400 stays what it was
+            await make_model(server).generate(USER)
+        assert not isinstance(info.value, ContextLengthExceeded)
 
 
 async def test_401_not_retried_and_key_never_leaks(make_model: Any, caplog: pytest.LogCaptureFixture) -> None:

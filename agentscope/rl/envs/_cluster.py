@@ -5,11 +5,13 @@ What an episode can end as::
     the agent replied, the verifier judged it          -> ok (truncated when the agent hit its step limit)
     more model calls than max_turns                     -> truncated (the last answer is judged)
     the conversation outgrew the context window
-      (ContextLengthExceeded)                            -> truncated (the last answer is judged)
+      (ContextLengthExceeded)                            -> truncated (the last answer is judged; ``error`` says
+                                                            why, and ``env/context_exceeded`` counts it); when
+                                                            the first prompt already does not fit: failed_infra
     reset/evaluate raised, a tool called env.fail(),
       a model call or env step ran past step_timeout_s,
       the episode ran past episode_timeout_s,
-      the rollout service failed (ModelError)          -> failed_infra, the environment is replaced
+      the rollout service failed (any other ModelError) -> failed_infra, the environment is replaced
     the agent itself raised                             -> failed_agent
     abort() picked it (it can no longer be trained)     -> aborted
 
@@ -265,7 +267,7 @@ class EnvCluster:
                                 "agentscope.rl.turns": len(trajectory.turns),
                             }
                         )
-                        if trajectory.error is not None:
+                        if trajectory.error is not None and trajectory.status not in ("ok", "truncated"):
                             span.set_status("error", trajectory.error)
             except BaseException:
                 if env is not None:  # cancelled from outside: the environment's state is unknown
@@ -409,7 +411,13 @@ class EnvCluster:
             if isinstance(inner, _EpisodeStopped):
                 pass  # the run record says what happened
             elif isinstance(inner, ContextLengthExceeded) and run.fault is None:
-                run.truncated = True  # out of room, as at max_turns: judged below on what the agent did
+                if run.last_response is None:  # not even the first prompt fits: nothing to judge or train
+                    run.fault = (
+                        f"{type(inner).__name__}: {inner} (the episode's first prompt: raise the context)"
+                    )
+                else:  # out of room, as at max_turns: judged below on what the agent did
+                    run.truncated = True
+                    error = f"{type(inner).__name__}: {inner}"
             elif isinstance(inner, ModelError | EnvironmentCrashed):
                 run.fault = run.fault or f"{type(inner).__name__}: {inner}"
             elif run.fault is None:
@@ -562,6 +570,7 @@ class EnvCluster:
             "env/busy_s": run.busy_s,
             "env/steps": float(episode.tool_calls),
             "rollout/turns": float(len(turns)),
+            "env/context_exceeded": float(status == "truncated" and error is not None),
         }
         if result is not None:
             metrics.update(

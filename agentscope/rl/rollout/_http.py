@@ -26,7 +26,8 @@ Routes:
 
 Requests are decoded and answers written by the OpenAI codec (:func:`~agentscope.formatters.parse_openai_request`,
 :func:`~agentscope.formatters.format_openai_response`, :func:`~agentscope.formatters.format_openai_stream`); a
-request it cannot decode gets a 400 naming the problem. Images become ``[image]`` text (the policy reads text
+request it cannot decode gets a 400 naming the problem, and so does a prompt that leaves no room to generate
+within the engine's context (OpenAI's ``"code": "context_length_exceeded"``). Images become ``[image]`` text (the policy reads text
 only); ``tool_choice`` and ``response_format`` are decoded but not applied.
 """
 

@@ -8,7 +8,9 @@ The turns of a session are collected here, from each answer's token fields (prom
 policy versions, exactly the server's own record), so :meth:`close_session` returns them without a round trip
 and the server's copy is dropped in the background. A chat is sent once, never retried: the server records the
 turn as it answers, and a retry would record it twice; a failure reaches the episode as a
-:class:`~agentscope.exceptions.ModelError` (the environment cluster marks it ``failed_infra``).
+:class:`~agentscope.exceptions.ModelError` (the environment cluster marks it ``failed_infra``), except a prompt the
+server's context cannot hold (a 400 with code ``context_length_exceeded``), which comes back as
+:class:`~agentscope.exceptions.ContextLengthExceeded` (the cluster truncates the episode).
 """
 
 from __future__ import annotations

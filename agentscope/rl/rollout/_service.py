@@ -177,7 +177,8 @@ class RolloutService:
 
         Raises:
             SessionError: the session is not open.
-            ModelError: the engine failed or the prompt is too long.
+            ContextLengthExceeded: the prompt leaves no room to generate within the engine's context.
+            ModelError: the engine failed.
         """
         if session_id is None:
             session = _Session("")

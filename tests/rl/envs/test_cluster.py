@@ -461,11 +461,23 @@ async def test_a_conversation_that_outgrows_the_context_is_truncated_and_judged_
 
     cluster = make_cluster(ScriptedRollout(outgrows), env_factory=SlowEnv, slots=1, max_turns=10)
     trajectory = await cluster.run_episode(slow_task(0, 0.0), "g")
-    assert (
-        trajectory.status == "truncated"
-    )  # out of room, as at max_turns: a policy that rambles earns its reward
-    assert trajectory.error is None
+    # out of room, as at max_turns: a policy that rambles earns its reward
+    assert trajectory.status == "truncated"
+    assert trajectory.error is not None
+    assert "leaves no room to generate" in trajectory.error
+    assert trajectory.metrics["env/context_exceeded"] == 1.0
     assert len(trajectory.turns) == 2
     assert trajectory.reward == 1.0  # the last answer the policy gave is judged ("done" is in it)
     assert SlowEnv.closed == 0  # the environment is fine: it is not replaced
     assert cluster.stats()["env/restarts"] == 0.0
+
+
+async def test_a_first_prompt_that_does_not_fit_the_context_is_failed_infra_not_a_silent_zero() -> None:
+    def never_fits(messages: list[Msg]) -> ScriptItem:
+        raise ContextLengthExceeded("prompt of 900 tokens leaves no room to generate (max_seq_len=512)")
+
+    cluster = make_cluster(ScriptedRollout(never_fits), env_factory=SlowEnv, slots=1)
+    trajectory = await cluster.run_episode(slow_task(0, 0.0), "g")
+    assert trajectory.status == "failed_infra"  # nothing was played: no answer to judge, nothing to train
+    assert trajectory.error is not None
+    assert "first prompt" in trajectory.error
