@@ -6,9 +6,10 @@ service's HTTP app: a field of the wrong type reads as empty instead of raising.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-__all__ = ["as_list", "as_object"]
+__all__ = ["as_list", "as_object", "error_code"]
 
 
 def as_object(value: Any) -> dict[str, Any]:
@@ -23,3 +24,14 @@ def as_list(value: Any) -> list[Any]:
     if isinstance(value, list):
         return value  # pyright: ignore[reportUnknownVariableType]
     return []
+
+
+def error_code(body: str) -> str | None:
+    """The ``error.code`` of an OpenAI-style error body (``{"error": {"code": ...}}``), as a string; None when the
+    body is not JSON or has none."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    code = as_object(as_object(data).get("error")).get("code")
+    return None if code is None else str(code)

@@ -30,6 +30,8 @@ Misuse errors (a bug in the calling code; do not catch these)::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
     "AgentScopeError",
     "ApprovalRequired",
@@ -65,7 +67,10 @@ class ContextLengthExceeded(ModelError):
 
     Not a failure of the model's server: the episode (or the conversation) has simply run out of room, as it runs
     out of steps at ``max_iters``. The RL environment cluster ends such an episode as ``truncated`` and judges what
-    the agent had done; OpenAI-compatible servers signal it with the error code ``context_length_exceeded``."""
+    the agent had done; OpenAI-compatible servers signal it with the error code :attr:`OPENAI_CODE`."""
+
+    OPENAI_CODE: ClassVar[str] = "context_length_exceeded"
+    """The ``error.code`` of OpenAI's (and compatible servers') HTTP 400 answer to a prompt that does not fit."""
 
 
 class ModelHTTPError(ModelError):

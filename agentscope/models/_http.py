@@ -46,7 +46,7 @@ from typing import Any, NoReturn, cast
 import anyio
 import httpx2
 
-from agentscope._json import as_object
+from agentscope._json import as_object, error_code
 from agentscope.exceptions import (
     ContextLengthExceeded,
     ModelConnectionError,
@@ -446,19 +446,9 @@ class HTTPChannel:
         message = f"{self.provider} returned HTTP {status}{tries}: {hint}" + (
             f". Provider says: {detail}" if detail else ""
         )
-        if status == 400 and _error_code(body) == "context_length_exceeded":  # OpenAI's code for it
+        if status == 400 and error_code(body) == ContextLengthExceeded.OPENAI_CODE:
             raise ContextLengthExceeded(self.redact(message))
         raise ModelHTTPError(self.redact(message), status_code=status, body=body)
-
-
-def _error_code(body: str) -> str | None:
-    """The provider's error code (``{"error": {"code": ...}}``), as a string, or None."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    code = as_object(as_object(data).get("error")).get("code")
-    return None if code is None else str(code)
 
 
 def _error_detail(body: str) -> str:

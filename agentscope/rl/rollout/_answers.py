@@ -14,10 +14,7 @@ from agentscope.exceptions import (
     ModelTimeoutError,
 )
 
-__all__ = ["CONTEXT_LENGTH_EXCEEDED", "error_code", "error_message", "json_object", "post", "raise_for_error"]
-
-CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
-"""The ``error.code`` of an OpenAI-style answer to a prompt that leaves no room to generate."""
+__all__ = ["error_message", "json_object", "post", "raise_for_error"]
 
 
 def json_object(response: httpx2.Response) -> dict[str, Any]:
@@ -48,17 +45,6 @@ def error_message(response: httpx2.Response) -> str:
         if isinstance(message, str):
             return message
     return response.text[:300]
-
-
-def error_code(response: httpx2.Response) -> str | None:
-    """The ``error.code`` of an OpenAI-style error answer, as a string, or None."""
-    try:
-        data = response.json()
-    except ValueError:
-        return None
-    error: Any = cast("dict[str, Any]", data).get("error") if isinstance(data, dict) else None
-    code: Any = cast("dict[str, Any]", error).get("code") if isinstance(error, dict) else None
-    return None if code is None else str(code)
 
 
 async def post(

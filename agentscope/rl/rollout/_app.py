@@ -22,7 +22,6 @@ from agentscope.formatters import (
     format_openai_stream,
     parse_openai_request,
 )
-from agentscope.rl.rollout._answers import CONTEXT_LENGTH_EXCEEDED
 from agentscope.rl.rollout._service import RolloutService
 from agentscope.rl.rollout._weights import load_weights, weights_from_bytes
 
@@ -93,7 +92,7 @@ def build_app(
         except ContextLengthExceeded as exc:  # the request's fault, with OpenAI's code for it
             return JSONResponse(
                 format_openai_error(
-                    str(exc), error_type="invalid_request_error", code=CONTEXT_LENGTH_EXCEEDED
+                    str(exc), error_type="invalid_request_error", code=ContextLengthExceeded.OPENAI_CODE
                 ),
                 status_code=400,
             )

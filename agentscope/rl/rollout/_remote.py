@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 import httpx2
 
+from agentscope._json import error_code
 from agentscope.context import INVALID_ARGUMENTS_KEY
 from agentscope.exceptions import (
     ContextLengthExceeded,
@@ -39,7 +40,7 @@ from agentscope.formatters import format_openai_request, parse_openai_response
 from agentscope.message import Msg, ToolUseBlock, new_id
 from agentscope.models import ChatResponse, ModelSettings, ToolSchema
 from agentscope.rl._types import Turn
-from agentscope.rl.rollout._answers import CONTEXT_LENGTH_EXCEEDED, error_code, error_message, json_object
+from agentscope.rl.rollout._answers import error_message, json_object
 from agentscope.rl.rollout._service import count_prompt_tokens
 from agentscope.rl.rollout._weights import WeightPublisher
 
@@ -372,7 +373,7 @@ class RemoteRolloutServer:
             raise ModelConnectionError(f"rollout server {self.base_url} unreachable: {exc!r}") from exc
         self._reachable = True
         if answer.status_code >= 400 and answer.status_code not in allow:
-            if answer.status_code == 400 and error_code(answer) == CONTEXT_LENGTH_EXCEEDED:
+            if answer.status_code == 400 and error_code(answer.text) == ContextLengthExceeded.OPENAI_CODE:
                 raise ContextLengthExceeded(f"rollout server {self.base_url}: {error_message(answer)}")
             raise ModelHTTPError(
                 f"rollout server {self.base_url} answered {answer.status_code}: {error_message(answer)}",
