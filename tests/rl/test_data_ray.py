@@ -260,9 +260,9 @@ async def test_a_killed_data_manager_fails_the_run_at_once_and_resume_goes_on(tm
             while not await find_actor():  # noqa: ASYNC110 - polling Ray for the named actor
                 await anyio.sleep(0.05)
         assert pids[0] != os.getpid()  # a process of its own
-        batches = run / "batches.jsonl"
-        await eventually(lambda: batches.exists() and len(lines(batches)) >= 1)
-        os.kill(pids[0], signal.SIGKILL)  # mid-run: steps 2.. are still to come
+        # ``latest`` appears once the first checkpoint is complete: a kill before it leaves nothing to resume
+        await eventually((run / "checkpoints" / "latest" / "meta.json").is_file)
+        os.kill(pids[0], signal.SIGKILL)  # mid-run: later steps are still to come
         killed_at = time.monotonic()
     assert time.monotonic() - killed_at < 15  # at once, not at the end of the run
     [error] = failure
