@@ -6,11 +6,15 @@ schema, so a call costs one pydantic validation and no model creation.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import enum
 import functools
 import inspect
 import logging
+import threading
 import typing
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, cast, get_args, get_origin
@@ -128,13 +132,42 @@ def _doc_for(func: Callable[..., Any], target: Callable[..., Any]) -> str | None
     return doc
 
 
+_SPECS: weakref.WeakKeyDictionary[
+    Callable[..., Any], dict[tuple[bool, str, frozenset[str]], FunctionSpec]
+] = weakref.WeakKeyDictionary()
+"""Specs already built, per function (a bound method's by its ``__func__``: every instance shares it), name and
+preset names. An environment that registers its bound methods on a fresh toolkit per episode would otherwise
+build a pydantic model and its JSON schema for each of them every episode (~1 ms a tool)."""
+_SPECS_LOCK = threading.Lock()
+
+
 def build_function_spec(func: Callable[..., Any], *, name: str, preset: Collection[str]) -> FunctionSpec:
     """Inspect ``func`` once: its arguments model, JSON schema, description and how to call it.
+
+    Plain functions and methods are inspected once per name and preset: later calls get the same spec, with its
+    own copy of the JSON schema.
 
     Raises:
         UsageError: the callable cannot be described (unresolvable annotations, a type pydantic cannot
             validate, a preset argument it does not take).
     """
+    bound = inspect.ismethod(func)
+    owner: Any = func.__func__ if bound else func
+    if not inspect.isfunction(owner):
+        return _build_function_spec(func, name=name, preset=preset)
+    key = (bound, name, frozenset(preset))
+    with _SPECS_LOCK:
+        known = _SPECS.get(owner)
+        spec = None if known is None else known.get(key)
+    if spec is None:
+        spec = _build_function_spec(func, name=name, preset=preset)
+        with _SPECS_LOCK:
+            _SPECS.setdefault(owner, {})[key] = spec
+    # a copy: a schema is a plain dict, and one toolkit's tool must not see another's changes to it
+    return dataclasses.replace(spec, parameters=copy.deepcopy(spec.parameters))
+
+
+def _build_function_spec(func: Callable[..., Any], *, name: str, preset: Collection[str]) -> FunctionSpec:
     if not callable(func):
         raise UsageError(f"cannot register {func!r} as a tool: it is not callable")
     target = _unwrap_target(func)

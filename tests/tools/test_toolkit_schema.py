@@ -2,6 +2,7 @@
 
 import enum
 import functools
+import weakref
 from typing import Annotated, Any, Literal
 
 import pytest
@@ -10,7 +11,8 @@ from typing_extensions import TypedDict
 
 from agentscope.exceptions import UsageError
 from agentscope.models import ToolSchema
-from agentscope.tools import ToolInfo, Toolkit
+from agentscope.message import ToolUseBlock
+from agentscope.tools import ToolInfo, Toolkit, _schema
 
 
 class Color(enum.Enum):
@@ -243,6 +245,38 @@ def test_bound_methods_callable_objects_and_partials() -> None:
     assert shift.parameters["properties"] == {"x": {"type": "integer", "description": "The number."}}
     assert search3.description.startswith("Search the knowledge base.")
     assert search3.parameters["properties"]["limit"]["default"] == 3
+
+
+async def test_a_method_registered_on_a_fresh_toolkit_per_episode_is_described_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What an environment does at every reset: its bound methods on a new toolkit. The schema is built on the
+    first registration only; each toolkit still gets its own schema and calls its own instance."""
+    built: list[str] = []
+    build = _schema._build_function_spec
+
+    def counting(func: Any, *, name: str, preset: Any) -> Any:
+        built.append(name)
+        return build(func, name=name, preset=preset)
+
+    monkeypatch.setattr(_schema, "_build_function_spec", counting)
+    monkeypatch.setattr(_schema, "_SPECS", weakref.WeakKeyDictionary())  # not what other tests registered
+    toolkits = []
+    for offset in range(3):
+        toolkit = Toolkit()
+        toolkit.register(Calculator(offset).add)
+        toolkits.append(toolkit)
+    assert built == ["add"]
+    first, second = (t.schemas()[0] for t in toolkits[:2])
+    assert first == second
+    first.parameters["properties"]["a"]["description"] = "changed"  # one toolkit's schema, changed
+    assert second.parameters["properties"]["a"]["description"] == "First."
+    results = [await t.call(ToolUseBlock(id="c", name="add", input={"a": 1, "b": 2})) for t in toolkits]
+    assert [r.output for r in results] == ["3", "4", "5"]
+    # a different name, preset or an unbound function is described anew
+    Toolkit().register(Calculator(0).add, name="plus")
+    Toolkit().register(Calculator.add, preset_kwargs={"self": Calculator(0)})
+    assert built == ["add", "plus", "add"]
 
 
 def test_decorator_forms_and_explicit_name_description() -> None:
