@@ -18,7 +18,10 @@ per generated token (the text is null unless ``return_text_in_logprobs``): the c
 read from it, in order, as sent. ``meta_info.finish_reason`` is ``{"type": "stop", "matched": <id or string>}``,
 ``{"type": "length", "length": n}`` or ``{"type": "abort", "message": ...}`` (a :class:`ModelError` here);
 ``meta_info.cached_tokens`` counts prefix-cache hits. A prompt beyond the context is refused with a 400 and its
-message.
+message; the engine checks first, against the context length that ``GET /v1/models`` reports (``max_model_len``
+of the served model, SGLang's ``model_config.context_len``): a prompt that leaves no room raises
+:class:`~agentscope.exceptions.ContextLengthExceeded` (an episode then ends ``truncated``, not as an
+infrastructure failure), and ``max_new_tokens`` is clamped to the room left.
 
 **Log-probabilities.** SGLang's sampler divides the logits by the temperature, takes the softmax, samples with
 top-k/top-p from it and reports ``log(probs)`` of the sampled token: ``log_softmax(logits / temperature)`` before
@@ -56,6 +59,7 @@ import anyio.to_thread
 import httpx2
 
 from agentscope.exceptions import (
+    ContextLengthExceeded,
     ModelConnectionError,
     ModelError,
     ModelHTTPError,
@@ -110,6 +114,9 @@ class SGLangEngine:
         self.timeout_s = timeout_s
         self.model_path: str | None = None
         """The model the server says it loaded (``/get_model_info``; read at :meth:`start`)."""
+        self.max_model_len: int | None = None
+        """The server's context length (``max_model_len`` of its model in ``/v1/models``; read at :meth:`start`;
+        None: the server did not say, and only its own check refuses a prompt too long)."""
         self.initial_weights = Path(initial_weights) if initial_weights is not None else None
         """A model directory the server loads at :meth:`start`, as ``version``."""
         self._api_key = api_key
@@ -161,6 +168,15 @@ class SGLangEngine:
             if info.status_code == 200:
                 path: Any = json_object(info).get("model_path")
                 self.model_path = str(path) if path is not None else None
+        with contextlib.suppress(
+            httpx2.HTTPError, ModelResponseError
+        ):  # its OpenAI route: the context length
+            models = await client.get("/v1/models", timeout=10.0)
+            if models.status_code == 200:
+                cards: Any = json_object(models).get("data") or []
+                # the served model comes first (LoRA adapters, if any, after it)
+                length: Any = cards[0].get("max_model_len") if cards and isinstance(cards[0], dict) else None
+                self.max_model_len = length if isinstance(length, int) and length > 0 else None
 
     async def stop(self) -> None:
         """Close the connection to the server (the server keeps running). Idempotent."""
@@ -196,16 +212,27 @@ class SGLangEngine:
         """Generate one completion for ``prompt_ids`` on the server.
 
         Raises:
-            ModelError: the server refused the request (its message included, e.g. a prompt beyond its context),
-                could not be reached, or aborted the generation.
+            ContextLengthExceeded: the prompt leaves no room in the server's context.
+            ModelError: the server refused the request (its message included), could not be reached, or aborted
+                the generation.
         """
         client = self._started()
         if not prompt_ids:
             raise ValueError("the prompt is empty")
+        max_tokens = params.max_tokens
+        if self.max_model_len is not None:
+            if len(prompt_ids) >= self.max_model_len:
+                raise ContextLengthExceeded(
+                    f"prompt of {len(prompt_ids)} tokens leaves no room to generate "
+                    f"(the SGLang server's context length is {self.max_model_len})"
+                )
+            max_tokens = min(max_tokens, self.max_model_len - len(prompt_ids))
         head = self.version
         self._stats.sent()
         try:
-            response = await self._post(client, "/generate", json=_generate_body(prompt_ids, params))
+            response = await self._post(
+                client, "/generate", json=_generate_body(prompt_ids, params, max_tokens)
+            )
         finally:
             self._stats.done()
         data = json_object(response)
@@ -278,9 +305,9 @@ class SGLangEngine:
         return raise_for_error(response, url, **where)
 
 
-def _generate_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, Any]:
+def _generate_body(prompt_ids: list[int], params: SamplingParams, max_tokens: int) -> dict[str, Any]:
     sampling: dict[str, Any] = {
-        "max_new_tokens": params.max_tokens,
+        "max_new_tokens": max_tokens,
         "temperature": params.temperature,
         "top_p": params.top_p,
         "stop_token_ids": list(params.stop_token_ids),

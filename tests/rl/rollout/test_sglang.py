@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from agentscope._uvicorn import BackgroundServer
-from agentscope.exceptions import ConfigError, ModelError, ModelHTTPError
+from agentscope.exceptions import ConfigError, ContextLengthExceeded, ModelError, ModelHTTPError
 from agentscope.message import Msg
 from agentscope.rl import load_config
 from agentscope.rl._components import build_rollout
@@ -133,6 +133,11 @@ def create_stand_in(state: StandIn) -> FastAPI:
     @app.get("/get_model_info")
     async def model_info() -> dict[str, Any]:
         return {"model_path": state.model_path, "tokenizer_path": state.model_path, "is_generation": True}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {"id": state.model_path, "object": "model", "root": state.model_path, "max_model_len": CONTEXT}
+        return {"object": "list", "data": [card]}
 
     @app.post("/generate")
     async def generate(request: Request) -> Any:
@@ -377,6 +382,17 @@ async def test_server_errors_are_model_errors_that_say_what_the_server_said(
     with pytest.raises(ModelError, match=r"no SGLang server answers at http://127\.0\.0\.1:9/health"):
         await SGLangEngine("http://127.0.0.1:9").start()
     async with SGLangEngine(stand_in.url) as engine:
+        assert engine.max_model_len == CONTEXT  # read from /v1/models
+        sent = len(stand_in.state.requests)
+        with pytest.raises(ContextLengthExceeded, match="300 tokens leaves no room to generate"):
+            await engine.generate(list(range(1, 301)), SamplingParams())
+        assert len(stand_in.state.requests) == sent  # refused here, before the server
+        near = await engine.generate(list(range(1, CONTEXT - 3)), SamplingParams(max_tokens=16))
+        assert stand_in.state.requests[-1]["sampling_params"]["max_new_tokens"] == 4  # the room left
+        assert len(near.completion_ids) <= 4
+        engine.max_model_len = (
+            None  # a server that does not say: its own check answers, a 400 with its message
+        )
         with pytest.raises(
             ModelHTTPError, match=r"answered 400 to POST /generate: The input \(300 tokens\) is longer"
         ):
