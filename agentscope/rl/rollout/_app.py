@@ -140,6 +140,25 @@ def build_app(
             {"session_id": service.open_session(None if requested is None else str(requested))}
         )
 
+    @app.post("/sessions/drop", response_model=None)
+    async def drop_sessions(request: Request) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        try:
+            body = as_object(await request.json())
+        except ValueError:
+            return _error(400, "the body is not JSON", "invalid_request_error")
+        given: Any = body.get("session_ids")
+        items: list[Any] = given if isinstance(given, list) else []  # pyright: ignore[reportUnknownVariableType]
+        ids = [i for i in items if isinstance(i, str)]
+        if not isinstance(given, list) or len(ids) != len(items):
+            return _error(400, "session_ids: a list of session ids is required", "invalid_request_error")
+        held = set(service.sessions)
+        dropped = 0
+        for session_id in ids:
+            if session_id in held:
+                service.close_session(session_id)
+                dropped += 1
+        return JSONResponse({"dropped": dropped})
+
     @app.delete("/sessions/{session_id}", response_model=None)
     async def close_session(session_id: str) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
         try:

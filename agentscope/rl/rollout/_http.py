@@ -16,7 +16,9 @@ Routes:
   uses. ``stream: true`` answers the same in server-sent events (the whole message in one delta, the RL fields
   with the finish).
 - ``GET /v1/models``; ``POST /sessions`` (optional body ``{"session_id": ...}``) → ``{"session_id"}``;
-  ``DELETE /sessions/{id}`` → ``{"session_id", "turns": [...]}``; ``GET /stats``.
+  ``DELETE /sessions/{id}`` → ``{"session_id", "turns": [...]}``; ``POST /sessions/drop`` (body
+  ``{"session_ids": [...]}``) forgets many sessions at once, without sending their turns back (those not held
+  are skipped) → ``{"dropped": n}``; ``GET /stats``.
 - ``GET /weights`` → ``{"version"}``; ``POST /weights`` loads new weights between decode steps (running requests
   continue with them) and answers ``{"version", "tensors"}`` once they serve. The body is ``{"version": N, "path":
   FILE}`` (a safetensors file the server can read, as :class:`~agentscope.rl.rollout.WeightPublisher` writes it),

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -179,3 +180,35 @@ async def test_a_prompt_longer_than_the_context_is_context_length_exceeded_in_pr
             # a prompt that fits is still answered
             short = await remote.chat(None, [Msg(role="user", content=helpers.QUESTION)])
             assert short.completion_token_ids
+
+
+async def test_sessions_closed_by_a_remote_client_are_dropped_on_the_server_together(
+    server: RolloutHTTPServer, helpers: Any
+) -> None:
+    root = server.base_url.removesuffix("/v1")
+    question = [Msg(role="user", content=helpers.QUESTION)]
+    async with RemoteRolloutServer(root) as remote:
+        sids = [remote.open_session() for _ in range(3)]
+        for sid in sids:
+            await remote.chat(sid, question)
+        assert set(sids) <= set(server.service.sessions)
+        drops: list[httpx2.Request] = []
+
+        async def record(request: httpx2.Request) -> None:
+            drops.append(request)
+
+        remote._client.event_hooks["request"].append(record)  # pyright: ignore[reportPrivateUsage]
+        turns = [remote.close_session(sid) for sid in sids]
+        assert all(len(t) == 1 for t in turns)  # the client's own record: no round trip
+        with anyio.fail_after(10):
+            while set(sids) & set(server.service.sessions):  # noqa: ASYNC110 - polling the server's state
+                await anyio.sleep(0.05)
+        # one request for the three, which does not send their turns back
+        assert [(r.method, r.url.path) for r in drops] == [("POST", "/sessions/drop")]
+        await remote.drop_session("never-opened")  # best effort: a session the server does not hold
+    assert "never-opened" not in server.service.sessions
+    async with httpx2.AsyncClient(base_url=root) as client:
+        refused = await client.post("/sessions/drop", json={"session_ids": "s-1"})
+        assert refused.status_code == 400
+        assert "session_ids" in refused.json()["error"]["message"]
+        assert (await client.post("/sessions/drop", json={"session_ids": ["x"]})).json() == {"dropped": 0}
