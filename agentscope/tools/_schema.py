@@ -145,7 +145,8 @@ def build_function_spec(func: Callable[..., Any], *, name: str, preset: Collecti
     """Inspect ``func`` once: its arguments model, JSON schema, description and how to call it.
 
     Plain functions and methods are inspected once per name and preset: later calls get the same spec, with its
-    own copy of the JSON schema.
+    own copy of the JSON schema. So a function changed after its first registration (its docstring, defaults or
+    annotations) keeps the description it had then.
 
     Raises:
         UsageError: the callable cannot be described (unresolvable annotations, a type pydantic cannot

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from agentscope.exceptions import UsageError
-from agentscope.models import ToolSchema
 from agentscope.message import ToolUseBlock
+from agentscope.models import ToolSchema
 from agentscope.tools import ToolInfo, Toolkit, _schema
 
 

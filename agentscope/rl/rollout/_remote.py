@@ -116,6 +116,8 @@ class RemoteRolloutServer:
         )
         self._sessions: dict[str, list[Turn]] = {}
         self._to_drop: list[str] = []
+        self._dropper: asyncio.Task[None] | None = None
+        self._closed = False
         self._background: set[asyncio.Task[None]] = set()
         self._stats: dict[str, float] = {}
         self._stats_at = -1e9
@@ -136,7 +138,11 @@ class RemoteRolloutServer:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Wait for the background requests (session drops, stats) and close the HTTP client."""
+        """Send the session drops still waiting, wait for the background requests (stats) and close the HTTP
+        client. Sessions closed after this are not dropped on the server (logged)."""
+        self._closed = True
+        if self._dropper is None:  # else it sends what waits, and aclose waits for it below
+            await self._send_drops()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._client.aclose()
@@ -211,20 +217,44 @@ class RemoteRolloutServer:
 
     async def drop_session(self, session_id: str) -> None:
         """Have the server forget a session it may hold (its copy of the turns), best effort: for a session whose
-        recorder is gone (an environment actor that died). Sent within ``_DROP_DELAY_S``, with the other sessions
-        closed meanwhile; :meth:`aclose` sends what is left."""
+        recorder is gone (an environment actor that died). Sent within about 0.2 s, in one request with the other
+        sessions closed meanwhile; :meth:`aclose` sends what is left."""
         self._drop_soon(session_id)
 
     def _drop_soon(self, session_id: str) -> None:
-        if not self._to_drop:
-            self._spawn(self._drop_batch())
+        if self._closed:
+            logger.debug("session %s closed after its client: not dropped on %s", session_id, self.base_url)
+            return
         self._to_drop.append(session_id)
+        if self._dropper is None:
+            self._dropper = asyncio.get_running_loop().create_task(self._drop_after_delay())
+            self._background.add(self._dropper)
+            self._dropper.add_done_callback(self._background.discard)
 
-    async def _drop_batch(self) -> None:
-        await asyncio.sleep(_DROP_DELAY_S)
-        ids, self._to_drop = self._to_drop, []
+    async def _drop_after_delay(self) -> None:
         try:
-            await self._client.post(f"{self.base_url}/sessions/drop", json={"session_ids": ids})
+            await asyncio.sleep(_DROP_DELAY_S)
+        finally:  # cancelled too: what waits goes now
+            self._dropper = None  # a session closed from now on starts the next batch
+            await asyncio.shield(self._send_drops())
+
+    async def _send_drops(self) -> None:
+        ids, self._to_drop = self._to_drop, []
+        if not ids:
+            return
+        url = f"{self.base_url}/sessions/drop"
+        try:
+            answer = await self._client.post(url, json={"session_ids": ids})
+            if answer.status_code in (404, 405):  # a server from before POST /sessions/drop
+                for session_id in ids:
+                    await self._client.delete(f"{self.base_url}/sessions/{session_id}")
+            elif answer.status_code >= 400:
+                logger.warning(
+                    "the rollout server at %s refused to drop %d sessions (HTTP %d): they stay in its memory",
+                    self.base_url,
+                    len(ids),
+                    answer.status_code,
+                )
         except httpx2.HTTPError as exc:  # the server is gone: so are its sessions
             logger.debug("dropping %d sessions on %s failed: %r", len(ids), self.base_url, exc)
 

@@ -19,9 +19,11 @@ read from it, in order, as sent. ``meta_info.finish_reason`` is ``{"type": "stop
 ``{"type": "length", "length": n}`` or ``{"type": "abort", "message": ...}`` (a :class:`ModelError` here);
 ``meta_info.cached_tokens`` counts prefix-cache hits. A prompt beyond the context is refused with a 400 and its
 message; the engine checks first, against the context length that ``GET /v1/models`` reports (``max_model_len``
-of the served model, SGLang's ``model_config.context_len``): a prompt that leaves no room raises
+of the served model, SGLang's ``model_config.context_len``; ``python/sglang/srt/managers/scheduler.py`` derives
+``max_req_input_len`` from it and ``tokenizer_manager.py`` checks it): a prompt that leaves no room raises
 :class:`~agentscope.exceptions.ContextLengthExceeded` (an episode then ends ``truncated``, not as an
-infrastructure failure), and ``max_new_tokens`` is clamped to the room left.
+infrastructure failure), and ``max_new_tokens`` is clamped to the room left. The server's own refusals of that
+kind (a KV pool smaller than the context) become ``ContextLengthExceeded`` as well.
 
 **Log-probabilities.** SGLang's sampler divides the logits by the temperature, takes the softmax, samples with
 top-k/top-p from it and reports ``log(probs)`` of the sampled token: ``log_softmax(logits / temperature)`` before
@@ -50,6 +52,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -173,9 +176,13 @@ class SGLangEngine:
         ):  # its OpenAI route: the context length
             models = await client.get("/v1/models", timeout=10.0)
             if models.status_code == 200:
-                cards: Any = json_object(models).get("data") or []
+                cards: Any = json_object(models).get("data")
                 # the served model comes first (LoRA adapters, if any, after it)
-                length: Any = cards[0].get("max_model_len") if cards and isinstance(cards[0], dict) else None
+                listed: list[Any] = cards if isinstance(cards, list) else []  # pyright: ignore[reportUnknownVariableType]
+                first: object = listed[0] if listed else None
+                length = (
+                    cast("dict[str, Any]", first).get("max_model_len") if isinstance(first, dict) else None
+                )
                 self.max_model_len = length if isinstance(length, int) and length > 0 else None
 
     async def stop(self) -> None:
@@ -221,18 +228,25 @@ class SGLangEngine:
             raise ValueError("the prompt is empty")
         max_tokens = params.max_tokens
         if self.max_model_len is not None:
-            if len(prompt_ids) >= self.max_model_len:
+            limit = self.max_model_len - _INPUT_RESERVE
+            if len(prompt_ids) >= limit:
                 raise ContextLengthExceeded(
-                    f"prompt of {len(prompt_ids)} tokens leaves no room to generate "
-                    f"(the SGLang server's context length is {self.max_model_len})"
+                    f"prompt of {len(prompt_ids)} tokens leaves no room to generate (the SGLang server's context "
+                    f"length is {self.max_model_len}, and it takes prompts of fewer than {limit} tokens)"
                 )
-            max_tokens = min(max_tokens, self.max_model_len - len(prompt_ids))
+            max_tokens = min(max_tokens, self.max_model_len - 1 - len(prompt_ids))
         head = self.version
+        if max_tokens <= 0:
+            return Generation([], [], "length", head, head, prompt_len=len(prompt_ids))
         self._stats.sent()
         try:
             response = await self._post(
                 client, "/generate", json=_generate_body(prompt_ids, params, max_tokens)
             )
+        except ModelHTTPError as exc:
+            if exc.status_code == 400 and _CONTEXT_REFUSAL.search(str(exc)):
+                raise ContextLengthExceeded(str(exc)) from exc  # the server's own limit (its KV pool, say)
+            raise
         finally:
             self._stats.done()
         data = json_object(response)
@@ -303,6 +317,19 @@ class SGLangEngine:
         where = {"server": "SGLang", "base_url": self.base_url}
         response = await post(client, url, timeout_s=self.timeout_s, **where, **kwargs)
         return raise_for_error(response, url, **where)
+
+
+_INPUT_RESERVE = 6
+"""SGLang takes a prompt only if it is shorter than ``max_req_input_len = context_len - 1 - 5`` (its scheduler, at
+the commit above), so the engine refuses from ``context_len - 6`` tokens on, and leaves one token of the context
+unused (a later SGLang refuses ``prompt + max_new_tokens >= context_len``)."""
+
+_CONTEXT_REFUSAL = re.compile(
+    r"longer than the model's context length|exceeds the maximum allowed length|requested token count exceeds",
+    re.IGNORECASE,
+)
+"""SGLang's 400 messages for a prompt (with its new tokens) that does not fit: its context length, its KV pool or
+reserved tokens, which the engine cannot see; they become :class:`ContextLengthExceeded` too."""
 
 
 def _generate_body(prompt_ids: list[int], params: SamplingParams, max_tokens: int) -> dict[str, Any]:

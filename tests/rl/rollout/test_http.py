@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -206,7 +207,9 @@ async def test_sessions_closed_by_a_remote_client_are_dropped_on_the_server_toge
         # one request for the three, which does not send their turns back
         assert [(r.method, r.url.path) for r in drops] == [("POST", "/sessions/drop")]
         await remote.drop_session("never-opened")  # best effort: a session the server does not hold
-    assert "never-opened" not in server.service.sessions
+    # closing the client sent the drop still waiting
+    assert [(r.method, r.url.path) for r in drops] == [("POST", "/sessions/drop")] * 2
+    assert json.loads(drops[-1].content) == {"session_ids": ["never-opened"]}
     async with httpx2.AsyncClient(base_url=root) as client:
         refused = await client.post("/sessions/drop", json={"session_ids": "s-1"})
         assert refused.status_code == 400

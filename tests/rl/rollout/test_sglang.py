@@ -144,12 +144,21 @@ def create_stand_in(state: StandIn) -> FastAPI:
         body = await request.json()
         state.requests.append(body)
         ids: list[int] = body["input_ids"]
+        sampling: dict[str, Any] = body.get("sampling_params") or {}
+        # SGLang's checks, in its order: the context, max_req_input_len (context - 1 - 5), prompt + new tokens
+        message = None
         if len(ids) >= CONTEXT:
             message = (
                 f"The input ({len(ids)} tokens) is longer than the model's context length ({CONTEXT} tokens)."
             )
+        elif len(ids) >= CONTEXT - 6:
+            message = (
+                f"Input length ({len(ids)} tokens) exceeds the maximum allowed length ({CONTEXT - 6} tokens)."
+            )
+        elif len(ids) + int(sampling.get("max_new_tokens") or 0) >= CONTEXT:
+            message = "Requested token count exceeds the model's maximum context length."
+        if message is not None:
             return JSONResponse({"error": {"message": message}}, status_code=400)
-        sampling: dict[str, Any] = body.get("sampling_params") or {}
         if state.abort_next is not None:
             message, state.abort_next = state.abort_next, None
             entries: list[list[Any]] = []
@@ -386,17 +395,24 @@ async def test_server_errors_are_model_errors_that_say_what_the_server_said(
         sent = len(stand_in.state.requests)
         with pytest.raises(ContextLengthExceeded, match="300 tokens leaves no room to generate"):
             await engine.generate(list(range(1, 301)), SamplingParams())
+        with pytest.raises(ContextLengthExceeded, match="fewer than 250 tokens"):
+            await engine.generate(list(range(1, CONTEXT - 5)), SamplingParams())  # 250: SGLang's input limit
         assert len(stand_in.state.requests) == sent  # refused here, before the server
-        near = await engine.generate(list(range(1, CONTEXT - 3)), SamplingParams(max_tokens=16))
-        assert stand_in.state.requests[-1]["sampling_params"]["max_new_tokens"] == 4  # the room left
-        assert len(near.completion_ids) <= 4
-        engine.max_model_len = (
-            None  # a server that does not say: its own check answers, a 400 with its message
-        )
-        with pytest.raises(
-            ModelHTTPError, match=r"answered 400 to POST /generate: The input \(300 tokens\) is longer"
-        ):
-            await engine.generate(list(range(1, 301)), SamplingParams())
+        near = await engine.generate(list(range(1, CONTEXT - 6)), SamplingParams(max_tokens=16))  # 249
+        assert (
+            stand_in.state.requests[-1]["sampling_params"]["max_new_tokens"] == 6
+        )  # the room left, less one
+        assert len(near.completion_ids) <= 6
+        # a server that does not say: its own checks answer 400s, which mean the same
+        engine.max_model_len = None
+        for length, says in ((300, r"The input \(300 tokens\) is longer"), (252, "maximum allowed length")):
+            with pytest.raises(
+                ContextLengthExceeded, match=f"answered 400 to POST /generate: .*{says}"
+            ) as err:
+                await engine.generate(list(range(1, length + 1)), SamplingParams())
+            assert isinstance(err.value.__cause__, ModelHTTPError)
+        with pytest.raises(ContextLengthExceeded, match="Requested token count exceeds"):
+            await engine.generate(list(range(1, 241)), SamplingParams(max_tokens=16))
         stand_in.state.abort_next = "The server is overloaded."
         with pytest.raises(ModelError, match=r"finish_reason=.*'abort'.*: The server is overloaded\."):
             await engine.generate([5, 6], SamplingParams(max_tokens=2))
