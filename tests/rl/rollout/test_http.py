@@ -215,3 +215,31 @@ async def test_sessions_closed_by_a_remote_client_are_dropped_on_the_server_toge
         assert refused.status_code == 400
         assert "session_ids" in refused.json()["error"]["message"]
         assert (await client.post("/sessions/drop", json={"session_ids": ["x"]})).json() == {"dropped": 0}
+
+
+async def test_a_server_without_the_batch_route_gets_one_delete_per_session() -> None:
+    """A rollout server from before ``POST /sessions/drop`` (it answers 405 there): the sessions still go."""
+    from fastapi import FastAPI
+
+    from agentscope._uvicorn import BackgroundServer
+
+    deleted: list[str] = []
+    old = FastAPI()
+
+    @old.delete("/sessions/{session_id}")
+    async def close(session_id: str) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        deleted.append(session_id)
+        return {"session_id": session_id, "turns": []}
+
+    server = BackgroundServer(old, name="old rollout server")
+    await anyio.to_thread.run_sync(server.start)
+    try:
+        remote = await anyio.to_thread.run_sync(  # its client reads the CA store
+            RemoteRolloutServer, f"http://127.0.0.1:{server.port}"
+        )
+        for sid in ("a", "b"):
+            remote.close_session(remote.open_session(sid))
+        await remote.aclose()  # sends what waits
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
+    assert deleted == ["a", "b"]
