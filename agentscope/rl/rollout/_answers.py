@@ -8,13 +8,14 @@ from typing import Any, cast
 import httpx2
 
 from agentscope.exceptions import (
+    ContextLengthExceeded,
     ModelConnectionError,
     ModelHTTPError,
     ModelResponseError,
     ModelTimeoutError,
 )
 
-__all__ = ["error_message", "json_object", "post", "raise_for_error"]
+__all__ = ["error_message", "fit_to_context", "json_object", "post", "raise_for_error"]
 
 
 def json_object(response: httpx2.Response) -> dict[str, Any]:
@@ -73,3 +74,31 @@ def raise_for_error(response: httpx2.Response, url: str, *, server: str, base_ur
             body=response.text[:1000],
         )
     return response
+
+
+def fit_to_context(
+    prompt_len: int,
+    max_tokens: int,
+    context: int | None,
+    *,
+    server: str,
+    input_reserve: int = 0,
+    output_reserve: int = 0,
+) -> int:
+    """``max_tokens`` clamped to the room a server's ``context`` leaves after a prompt of ``prompt_len`` tokens (and
+    ``output_reserve`` tokens it keeps unused); ``max_tokens`` as it is when the context is unknown (None).
+
+    Raises:
+        ContextLengthExceeded: the prompt is ``context - input_reserve`` tokens or longer (the server would refuse
+            it).
+    """
+    if context is None:
+        return max_tokens
+    limit = context - input_reserve
+    if prompt_len >= limit:
+        takes = f", and it takes prompts of fewer than {limit} tokens" if input_reserve else ""
+        raise ContextLengthExceeded(
+            f"prompt of {prompt_len} tokens leaves no room to generate "
+            f"(the {server} server's context length is {context}{takes})"
+        )
+    return min(max_tokens, context - output_reserve - prompt_len)

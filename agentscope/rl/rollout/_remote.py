@@ -227,9 +227,7 @@ class RemoteRolloutServer:
             return
         self._to_drop.append(session_id)
         if self._dropper is None:
-            self._dropper = asyncio.get_running_loop().create_task(self._drop_after_delay())
-            self._background.add(self._dropper)
-            self._dropper.add_done_callback(self._background.discard)
+            self._dropper = self._spawn(self._drop_after_delay())
 
     async def _drop_after_delay(self) -> None:
         try:
@@ -427,10 +425,11 @@ class RemoteRolloutServer:
             )
         return answer
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
 
 def _verbatim_calls(messages: Sequence[Msg]) -> Sequence[Msg]:

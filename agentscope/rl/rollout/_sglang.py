@@ -68,7 +68,7 @@ from agentscope.exceptions import (
     ModelHTTPError,
     ModelResponseError,
 )
-from agentscope.rl.rollout._answers import json_object, post, raise_for_error
+from agentscope.rl.rollout._answers import fit_to_context, json_object, post, raise_for_error
 from agentscope.rl.rollout._client_stats import ClientStats
 from agentscope.rl.rollout._types import FinishReason, Generation, SamplingParams
 from agentscope.rl.rollout._weights import WeightPublisher
@@ -226,15 +226,14 @@ class SGLangEngine:
         client = self._started()
         if not prompt_ids:
             raise ValueError("the prompt is empty")
-        max_tokens = params.max_tokens
-        if self.max_model_len is not None:
-            limit = self.max_model_len - _INPUT_RESERVE
-            if len(prompt_ids) >= limit:
-                raise ContextLengthExceeded(
-                    f"prompt of {len(prompt_ids)} tokens leaves no room to generate (the SGLang server's context "
-                    f"length is {self.max_model_len}, and it takes prompts of fewer than {limit} tokens)"
-                )
-            max_tokens = min(max_tokens, self.max_model_len - 1 - len(prompt_ids))
+        max_tokens = fit_to_context(
+            len(prompt_ids),
+            params.max_tokens,
+            self.max_model_len,
+            server="SGLang",
+            input_reserve=_INPUT_RESERVE,
+            output_reserve=1,
+        )
         head = self.version
         if max_tokens <= 0:
             return Generation([], [], "length", head, head, prompt_len=len(prompt_ids))

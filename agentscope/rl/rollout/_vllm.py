@@ -66,13 +66,12 @@ import anyio.to_thread
 import httpx2
 
 from agentscope.exceptions import (
-    ContextLengthExceeded,
     ModelConnectionError,
     ModelError,
     ModelHTTPError,
     ModelResponseError,
 )
-from agentscope.rl.rollout._answers import json_object, post, raise_for_error
+from agentscope.rl.rollout._answers import fit_to_context, json_object, post, raise_for_error
 from agentscope.rl.rollout._client_stats import ClientStats
 from agentscope.rl.rollout._types import FinishReason, Generation, SamplingParams
 from agentscope.rl.rollout._weights import WeightPublisher
@@ -248,14 +247,7 @@ class VLLMEngine:
             raise RuntimeError("VLLMEngine is not started: await engine.start() first (or use `async with`)")
         if not prompt_ids:
             raise ValueError("the prompt is empty")
-        max_tokens = params.max_tokens
-        if self.max_model_len is not None:
-            if len(prompt_ids) >= self.max_model_len:
-                raise ContextLengthExceeded(
-                    f"prompt of {len(prompt_ids)} tokens leaves no room to generate "
-                    f"(the vLLM server's max_model_len is {self.max_model_len})"
-                )
-            max_tokens = min(max_tokens, self.max_model_len - len(prompt_ids))
+        max_tokens = fit_to_context(len(prompt_ids), params.max_tokens, self.max_model_len, server="vLLM")
         head = self.version
         if max_tokens <= 0:
             return Generation([], [], "length", head, head, prompt_len=len(prompt_ids))
