@@ -179,6 +179,7 @@ def build_trainer(config: RLConfig, model: Any, tokenizer: Any, model_dir: Path)
             group_size=config.data.group_size,
             batch_groups=config.data.batch_groups,
             seed=config.seed,
+            threads=config.threads,
         )
     from agentscope.rl.trainer import Trainer
 

@@ -64,6 +64,7 @@ RESUMABLE_FIELDS: Final = frozenset(
         "trainer.placement",  # where the trainer runs, not what it computes (the same updates either way)
         "trainer.cpus",
         "trainer.gpus",
+        "trainer.ranks",  # verl's data-parallel ranks: the same updates on any number (the state is saved full)
         "sft.threads",  # the warm start is not re-run on resume
         "trace",
         "trace_sample_rate",

@@ -81,7 +81,7 @@ def local_cpus(config: RLConfig) -> int:
     if config.env.backend == "ray":
         wanted += config.env.workers * config.env.worker_cpus
     if config.trainer.placement == "ray":
-        wanted += config.trainer.cpus
+        wanted += config.trainer.cpus * config.trainer.ranks  # verl_fsdp: one actor per rank
     return max(os.cpu_count() or 1, math.ceil(wanted))
 
 

@@ -3,8 +3,10 @@
 :class:`TrainerHandle` is the scheduler's ``TrainerPort`` (``train``, ``weights``) plus what the runner does
 around it: checkpoints (``save``, ``stats``, ``wait``), noticing a trainer that died (``watch``) and closing
 (``aclose``). :func:`open_trainer` gives the one ``trainer.placement`` names: :class:`InProcessTrainer` (the model
-in this process, torch in worker threads, checkpoints written by this process) or
-:class:`~agentscope.rl._trainer_ray.RayTrainer` (all of it in a Ray actor; this process loads the tokenizer only).
+in this process, torch in worker threads, checkpoints written by this process; with ``backend: verl_fsdp`` and
+``placement: ray``, verl's ranks are Ray actors this process drives) or
+:class:`~agentscope.rl._trainer_ray.RayTrainer` (backend ``torch`` on Ray: all of it in a Ray actor; this process
+loads the tokenizer only).
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ class TrainerHandle(TrainerPort, Protocol):
 
 
 class InProcessTrainer(TorchTrainer):
-    """The trainer in this process (``trainer.placement: inprocess``): a :class:`TorchTrainer` that also
-    checkpoints ``model`` with an :class:`~agentscope.rl.trainer.AsyncCheckpointer`."""
+    """The trainer driven from this process (``trainer.placement: inprocess``, or verl's ranks on Ray): a
+    :class:`TorchTrainer` that also checkpoints ``model`` with an :class:`~agentscope.rl.trainer.AsyncCheckpointer`
+    and watches the ranks that can die on their own."""
 
     def __init__(
         self,
@@ -93,11 +96,22 @@ class InProcessTrainer(TorchTrainer):
         await anyio.to_thread.run_sync(self.checkpointer.wait)
 
     async def watch(self) -> None:
-        await anyio.sleep_forever()  # nothing of it can die without this process
+        watch = getattr(self.trainer, "watch", None)  # verl_fsdp: its ranks, Ray actors with placement ray
+        if watch is None:
+            await anyio.sleep_forever()  # nothing of it can die without this process
+        else:
+            await watch()
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            await self.wait()
+            try:
+                await self.wait()
+            finally:
+                close = getattr(
+                    self.trainer, "close", None
+                )  # verl_fsdp's ranks (Ray actors with placement ray)
+                if close is not None:
+                    await anyio.to_thread.run_sync(close)
 
 
 async def open_trainer(
@@ -108,15 +122,20 @@ async def open_trainer(
 
     Raises:
         CheckpointError: resuming, and the checkpoint's model, tokenizer or trainer state does not load.
-        TrainerLostError: ``placement: ray``, and the actor could not be placed or died while starting.
+        TrainerLostError: ``placement: ray``, and the actor (or a verl rank) could not be placed or died while
+            starting.
     """
-    if config.trainer.placement == "ray":
+    if config.trainer.placement == "ray" and config.trainer.backend == "torch":
         from agentscope.rl._trainer_ray import RayTrainer
 
         tokenizer = await _loading(checkpoint, model_dir, load_policy_tokenizer(model_dir, config.threads))
         return await RayTrainer(config, root).start(model_dir, checkpoint), tokenizer
     from agentscope.rl.trainer import AsyncCheckpointer
 
+    if config.trainer.placement == "ray":  # verl's ranks as Ray actors, driven from here (verl_fsdp)
+        from agentscope.rl._rollout_ray import ensure_ray, local_cpus
+
+        ensure_ray(local_cpus(config))  # on this thread: see ensure_ray
     model, tokenizer = await _loading(checkpoint, model_dir, load_policy_model(model_dir, config.threads))
 
     def make() -> Trainer | VerlFSDPTrainer:

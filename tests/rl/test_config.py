@@ -231,9 +231,23 @@ def test_environment_actors_need_rollout_servers_they_can_reach() -> None:
     ("overrides", "message"),
     [
         (["trainer.placement=gpu"], "trainer.placement: Input should be 'inprocess' or 'ray'"),
+        (["trainer.ranks=2"], r"trainer\.ranks: 2: several ranks are verl's FSDP actor on Ray only"),
         (
-            ["trainer.placement=ray", "trainer.backend=verl_fsdp"],
-            "trainer.placement: ray runs backend torch only",
+            ["trainer.placement=ray", "trainer.ranks=2"],
+            r"trainer\.ranks: 2: several ranks are verl's FSDP actor on Ray only",
+        ),
+        (
+            ["trainer.backend=verl_fsdp", "trainer.ranks=2"],
+            r"trainer\.ranks: 2: several ranks are verl's FSDP actor on Ray only",
+        ),
+        (["trainer.ranks=0"], r"trainer\.ranks: Input should be greater than or equal to 1"),
+        (
+            ["trainer.placement=ray", "trainer.backend=verl_fsdp", "trainer.cpus=0.5"],
+            r"trainer\.cpus: 0\.5: a verl rank reserves at least 1 CPU",
+        ),
+        (
+            ["trainer.placement=ray", "trainer.backend=verl_fsdp", "trainer.gpus=0.5"],
+            r"trainer\.gpus: 0\.5: a verl rank trains on 0 or 1 GPU",
         ),
         (["trainer.placement=ray", "trainer.device=cuda"], r"trainer\.gpus: 0: device cuda needs 1 GPU"),
         (
@@ -256,7 +270,12 @@ def test_a_bad_trainer_placement_fails_at_load_naming_the_field(overrides: list[
 
 @pytest.mark.parametrize(
     "overrides",
-    [[], ["trainer.placement=ray"], ["trainer.placement=ray", "trainer.cpus=2", "trainer.gpus=1"]],
+    [
+        [],
+        ["trainer.placement=ray"],
+        ["trainer.placement=ray", "trainer.cpus=2", "trainer.gpus=1"],
+        ["trainer.placement=ray", "trainer.backend=verl_fsdp", "trainer.ranks=2", "trainer.gpus=1"],
+    ],
 )
 def test_a_dumped_config_loads_again_whatever_the_placement(overrides: list[str]) -> None:
     """Actors and rollout-server processes load the run's config from its dump (JSON, config.yaml)."""

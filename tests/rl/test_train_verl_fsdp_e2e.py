@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -61,3 +62,21 @@ def test_smoke_run_and_resume_with_verls_fsdp_actor(tmp_path: Path) -> None:
     state = torch.load(state_files[-1], weights_only=True)
     assert state["backend"] == "verl_fsdp"
     assert state["optimizer"]["state"]  # Adam's moments, keyed by parameter name
+
+
+def test_two_ranks_on_ray_then_resume_on_one_in_process(tmp_path: Path) -> None:
+    """``trainer.placement: ray`` with ``trainer.ranks: 2``: verl's two FSDP ranks as Ray actors of a local
+    cluster, driven by the run; its checkpoint (the full optimizer state) resumes with one rank in process."""
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    on_ray = ("trainer.placement=ray", "trainer.ranks=2")
+    first = train(run_dir, cache, "schedule.steps=2", *on_ray)
+    assert first["steps"] == 2
+    resumed = train(run_dir, cache, "schedule.steps=3", resume=True)
+    assert (resumed["steps"], resumed["resumed_from"]) == (3, 2)
+    metrics = [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
+    ]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(m["train/optimizer_steps"] == 1.0 for m in metrics)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (saved["trainer"]["placement"], saved["trainer"]["ranks"]) == ("inprocess", 1)

@@ -75,8 +75,9 @@ class TrainerConfig(BaseModel):
     """Who runs the update. ``torch``: this package's single-process trainer, calling verl's loss and advantage
     functions. ``verl_fsdp``: verl's own FSDP actor worker (``ActorRolloutRefWorker.update_actor``, FSDP2,
     verl's ``ppo_loss``), built from verl's Hydra config with this section mapped onto its keys (the table in
-    docs/rl-verl-backend.md); batches go to it as a verl ``DataProto``. Same algorithm and, on one process, the same
-    update within float tolerance. Tested on CPU (one process, gloo); needs ``peft`` and ``psutil`` besides verl."""
+    docs/rl-verl-backend.md); batches go to it as a verl ``DataProto``. Same algorithm and the same update within
+    float tolerance, on one rank in this process or on ``ranks`` Ray actors (``placement: ray``). Tested on CPU
+    (gloo, one and two ranks); needs ``peft`` and ``psutil`` besides verl."""
     verl_overrides: list[str] = Field(default_factory=list[str])
     """``verl_fsdp`` only: extra verl Hydra overrides (``key=value``, e.g.
     ``actor_rollout_ref.actor.fsdp_config.param_offload=true``), applied after the mapped ones."""
@@ -86,31 +87,47 @@ class TrainerConfig(BaseModel):
 
     placement: Literal["inprocess", "ray"] = "inprocess"
     """Where the trainer runs. ``inprocess``: in the training process (the driver), torch in worker threads.
-    ``ray``: in a Ray actor of its own (placed by ``cpus`` and ``gpus``; the cluster in ``RAY_ADDRESS``, else a
-    local one), which loads the policy, trains the batches sent to it as Ray objects, returns the weights for the
-    rollout servers through Ray's object store and writes the checkpoints; the driver then holds no model to train
-    (the warm start, the evaluation and an in-process rollout engine still load theirs there). Not
-    restarted by Ray: a run whose trainer dies fails, naming it, and goes on from its last checkpoint with
-    ``--resume``. Same updates as ``inprocess`` for the same seed. ``backend: torch`` only."""
+    ``ray``, backend ``torch``: in a Ray actor of its own (placed by ``cpus`` and ``gpus``; the cluster in
+    ``RAY_ADDRESS``, else a local one), which loads the policy, trains the batches sent to it as Ray objects,
+    returns the weights for the rollout servers through Ray's object store and writes the checkpoints; the driver
+    then holds no model to train (the warm start, the evaluation and an in-process rollout engine still load
+    theirs there). Not restarted by Ray: a run whose trainer dies fails, naming it, and goes on from its last
+    checkpoint with ``--resume``. Same updates as ``inprocess`` for the same seed. ``ray``, backend ``verl_fsdp``:
+    verl's layout, as its ``RayPPOTrainer`` runs the actor: ``ranks`` Ray actors (each ``cpus`` CPUs and ``gpus``
+    GPUs, in one placement group) hold the FSDP shards and are driven from the driver through verl's
+    ``RayWorkerGroup``; the driver keeps a copy of the weights for the rollout and the checkpoints. A rank that
+    dies ends the run the same way."""
+    ranks: int = Field(default=1, ge=1)
+    """``backend: verl_fsdp`` with ``placement: ray`` only: data-parallel ranks of verl's FSDP actor, one Ray
+    actor each (FSDP2 shards the parameters, gradients and optimizer state over them; every batch is split into
+    ``ranks`` equal chunks, padded with loss-free rows). The update is the one rank's, within float rounding."""
     cpus: float = Field(default=1.0, gt=0.0)
-    """``placement: ray`` only: Ray's CPU reservation for the trainer actor (give it ``threads`` CPUs)."""
+    """``placement: ray`` only: Ray's CPU reservation for the trainer actor, or for each verl rank (give it
+    ``threads`` CPUs; at least 1 for a verl rank)."""
     gpus: float = Field(default=0.0, ge=0.0)
     """``placement: ray`` only: Ray's GPU reservation for the trainer actor (``num_gpus``, a fraction to share
-    one). Ray shows the actor only the GPUs it reserves, numbered from 0: ``device: cuda`` needs ``gpus > 0``,
-    ``cuda:1`` more than 1; with ``device: auto`` the actor trains on its GPU when it has one, else on the CPU."""
+    one), or for each verl rank (0 or 1). Ray shows the actor only the GPUs it reserves, numbered from 0: ``device:
+    cuda`` needs ``gpus > 0``, ``cuda:1`` more than 1; with ``device: auto`` the actor trains on its GPU when it
+    has one, else on the CPU."""
 
     @model_validator(mode="after")
     def _placement(self) -> Self:
-        """``cpus``/``gpus`` mean something with ``placement: ray`` only (a value other than the default is an
-        error without it: compared by value, so that a dumped config loads again), which runs the torch backend; a
-        GPU ``device`` in an actor needs ``gpus`` (an error on the field, e.g. ``trainer.gpus``, in ConfigError)."""
+        """``cpus``/``gpus`` mean something with ``placement: ray`` only, and ``ranks`` with verl's ranks on Ray
+        only (a value other than the default is an error without it: compared by value, so that a dumped config
+        loads again); a GPU ``device`` in an actor needs ``gpus``; a verl rank reserves at least one CPU and at most
+        one GPU (each an error on the field, e.g. ``trainer.gpus``, in ConfigError)."""
         problems: dict[str, str] = {}
-        if self.placement == "ray":
-            if self.backend != "torch":
-                problems["placement"] = (
-                    f"ray runs backend torch only (backend {self.backend} places itself from verl's config): "
-                    "use placement inprocess or backend torch"
+        if self.placement == "ray" and self.backend == "verl_fsdp":
+            if self.cpus < 1:
+                problems["cpus"] = (
+                    f"{self.cpus:g}: a verl rank reserves at least 1 CPU (verl finds rank 0's address with a "
+                    "task in its bundle, which needs one)"
                 )
+            if self.gpus not in (0, 1):
+                problems["gpus"] = (
+                    f"{self.gpus:g}: a verl rank trains on 0 or 1 GPU (set trainer.ranks instead)"
+                )
+        elif self.placement == "ray":
             needed = int(self.device.partition(":")[2] or 0) + 1 if self.device.startswith("cuda") else 0
             if math.ceil(self.gpus) < needed:  # a fraction of a GPU shows the actor that one GPU
                 problems["gpus"] = (
@@ -124,6 +141,11 @@ class TrainerConfig(BaseModel):
                         f"{getattr(self, name):g} is used by placement ray only (the trainer actor's "
                         "reservation): set trainer.placement=ray, or remove it"
                     )
+        if self.ranks != 1 and (self.placement != "ray" or self.backend != "verl_fsdp"):
+            problems["ranks"] = (
+                f"{self.ranks}: several ranks are verl's FSDP actor on Ray only: set trainer.backend=verl_fsdp "
+                "and trainer.placement=ray, or ranks 1"
+            )
         if problems:
             raise ValidationError.from_exception_data(
                 type(self).__name__,

@@ -13,5 +13,5 @@ class CheckpointError(AgentScopeError):
 
 
 class TrainerLostError(AgentScopeError):
-    """The trainer's own process (``trainer.placement: ray``) died or cannot be reached: the run stops, and
-    ``--resume`` continues it from its last checkpoint."""
+    """The trainer's own process (``trainer.placement: ray``: its actor, or one of verl's ranks) died or cannot be
+    reached: the run stops, and ``--resume`` continues it from its last checkpoint."""

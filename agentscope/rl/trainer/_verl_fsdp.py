@@ -1,7 +1,8 @@
 """The ``verl_fsdp`` trainer backend: our batches as verl ``DataProto``, trained by verl's own FSDP actor worker.
 
 One step (:meth:`VerlFSDPTrainer.step`), as verl's ``RayPPOTrainer`` does it (``_compute_old_log_prob``,
-``compute_advantage``, ``_update_actor``), on one process:
+``compute_advantage``, ``_update_actor``), on the actor's ranks (:mod:`._verl_ranks`: one in this process, or
+``trainer.ranks`` Ray actors in a verl ``RayWorkerGroup`` with ``trainer.placement: ray``):
 
 1. :func:`build_batch` flattens the trajectories into verl's layout; the tensors become a ``DataProto``
    (``uid`` in ``non_tensor_batch``, the temperature in ``meta_info``).
@@ -29,8 +30,9 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
+import anyio
 import numpy as np
 import torch
 
@@ -50,6 +52,9 @@ from agentscope.rl.trainer._errors import CheckpointError
 from agentscope.rl.trainer._trainer import clone_state_dict
 from agentscope.rl.trainer._verl_hydra import compose_verl_config, verl_overrides
 from agentscope.rl.trainer._verl_platform import prepare_verl, worker_environment
+
+if TYPE_CHECKING:
+    from agentscope.rl.trainer._verl_ranks import Ranks
 
 __all__ = ["VerlFSDPTrainer", "to_data_proto"]
 
@@ -102,6 +107,7 @@ class VerlFSDPTrainer:
         group_size: ``data.group_size`` (only reported to verl's config as ``rollout.n``).
         batch_groups: ``data.batch_groups`` (verl's ``data.train_batch_size`` and PPO mini-batch size).
         seed: the run's seed (verl's data-loader and FSDP seeds).
+        threads: torch's threads in each rank's process (``placement: ray``; ``None``: torch's default).
     """
 
     def __init__(
@@ -114,6 +120,7 @@ class VerlFSDPTrainer:
         group_size: int | None = None,
         batch_groups: int | None = None,
         seed: int | None = None,
+        threads: int | None = None,
     ) -> None:
         self.config = config or TrainerConfig(backend="verl_fsdp")
         self.model = model
@@ -126,24 +133,62 @@ class VerlFSDPTrainer:
         self.verl_config = compose_verl_config(self.overrides)
         """verl's ``ppo_trainer`` config composed with :attr:`overrides`."""
         self._adv_fn = verl.adv_estimator(self.config.adv_estimator)
-        prepare_verl()
-        self.worker = self._build_worker()
-        self.ref_worker = self._build_worker() if self.config.kl_coef > 0 else None
+        reference = self.config.kl_coef > 0
+        self.ranks: Ranks = self._build_ranks("verl actor", threads, shared=reference)
+        """The actor's ranks: :class:`LocalRanks` in this process, or :class:`RayRanks` (``placement: ray``)."""
+        self.ref_ranks: Ranks | None = None
+        """The reference policy's ranks (``kl_coef > 0``): an actor worker that never steps, in this process or
+        in Ray actors colocated with the actor's ranks."""
+        if reference:
+            try:
+                self.ref_ranks = self._build_ranks("verl reference policy", threads, colocate_with=self.ranks)
+            except BaseException:
+                self.ranks.close()
+                raise
         self.steps_done = 0
         """Updates applied so far (restored by :meth:`load_state_dict`)."""
 
-    def _build_worker(self) -> Any:
+    def _build_ranks(
+        self, name: str, threads: int | None, *, shared: bool = False, colocate_with: Ranks | None = None
+    ) -> Ranks:
+        config = self.config
+        if config.placement == "ray":
+            from agentscope.rl.trainer._verl_ranks import RayRanks
+
+            with _prints_to_stderr():
+                return RayRanks(
+                    self.verl_config.actor_rollout_ref,
+                    ranks=config.ranks,
+                    cpus=config.cpus,
+                    gpus=config.gpus,
+                    threads=threads,
+                    name=name,
+                    shared=shared,
+                    colocate_with=cast(RayRanks, colocate_with) if colocate_with is not None else None,
+                )
         from verl.workers.engine_workers import ActorRolloutRefWorker
 
+        from agentscope.rl.trainer._verl_ranks import LocalRanks
+
+        prepare_verl()
         with worker_environment(), _prints_to_stderr():
             worker = ActorRolloutRefWorker(self.verl_config.actor_rollout_ref, role="actor")
             worker.init_model()
-        return worker
+        return LocalRanks(worker)
 
-    @property
-    def engine(self) -> Any:
-        """verl's FSDP engine of the actor (``engine.module`` the FSDP2 model, ``engine.optimizer`` its AdamW)."""
-        return self.worker.actor.engine
+    async def watch(self) -> None:
+        """Raise :class:`~agentscope.rl.trainer.TrainerLostError` the moment a rank (or the reference policy's)
+        dies; never returns while they live (in this process: never)."""
+        async with anyio.create_task_group() as group:
+            for ranks in (self.ranks, self.ref_ranks):
+                if ranks is not None:
+                    group.start_soon(ranks.watch)
+
+    def close(self) -> None:
+        """Release the ranks (the Ray actors of ``placement: ray``)."""
+        self.ranks.close()
+        if self.ref_ranks is not None:
+            self.ref_ranks.close()
 
     # -- the update --------------------------------------------------------------------------------------
 
@@ -160,10 +205,10 @@ class VerlFSDPTrainer:
         from verl.utils import tensordict_utils as tu
         from verl.workers.utils.padding import no_padding_2_padding
 
-        worker = self.ref_worker if reference else self.worker
-        assert worker is not None
+        ranks = self.ref_ranks if reference else self.ranks
+        assert ranks is not None
         rows = len(proto)
-        total, micro = _layout(rows, 1, self.config.micro_batch_size)
+        total, micro = _layout(rows, ranks.world_size, self.config.micro_batch_size)
         data = _to_worker_input(
             _pad_rows(proto, total),
             calculate_entropy=entropy,
@@ -171,7 +216,7 @@ class VerlFSDPTrainer:
             micro_batch_size_per_gpu=micro,
         )
         with _prints_to_stderr():
-            output = worker.compute_log_prob(data)
+            output = ranks.compute_log_prob(data)
         log_probs = no_padding_2_padding(tu.get(output, "log_probs"), data).float()[:rows]
         entropies = no_padding_2_padding(tu.get(output, "entropy"), data).float()[:rows] if entropy else None
         return log_probs, entropies
@@ -190,7 +235,7 @@ class VerlFSDPTrainer:
         old_log_probs, entropy = self._forward(proto, reference=False, entropy=True)
         proto.batch["old_log_probs"] = old_log_probs
         assert entropy is not None
-        if self.ref_worker is not None:
+        if self.ref_ranks is not None:
             proto.batch["ref_log_prob"] = self.log_probs(proto, reference=True)
         metrics: dict[str, float] = {}
         if bool(base["response_mask"].any()):
@@ -233,7 +278,9 @@ class VerlFSDPTrainer:
         from verl.utils import tensordict_utils as tu
 
         config = self.config
-        total, micro = _layout(len(proto), config.mini_batches, config.micro_batch_size)
+        total, micro = _layout(
+            len(proto), self.ranks.world_size * config.mini_batches, config.micro_batch_size
+        )
         rows_with_tokens = int((proto.batch["response_mask"].sum(dim=1) > 0).sum().item())
         proto = _pad_rows(proto, total)
         data = _to_worker_input(
@@ -244,7 +291,7 @@ class VerlFSDPTrainer:
             # torch backend does; with several, verl's own value (rows per mini-batch, as RayPPOTrainer passes).
             global_batch_size=rows_with_tokens
             if config.mini_batches == 1
-            else len(proto) // config.mini_batches,
+            else len(proto) // config.mini_batches,  # over all ranks
             num_mini_batch=config.mini_batches,
             epochs=config.epochs,
             seed=self.steps_done,
@@ -252,7 +299,7 @@ class VerlFSDPTrainer:
             compute_loss=True,
         )
         with _prints_to_stderr():
-            raw = dict(tu.get(self.worker.update_actor(data), "metrics"))
+            raw = dict(tu.get(self.ranks.update_actor(data), "metrics"))
         reported: Any = raw.get("grad_norm", [])
         grad_norms = [
             float(g) for g in cast(list[Any], reported if isinstance(reported, list) else [reported])
@@ -277,11 +324,9 @@ class VerlFSDPTrainer:
     # -- weights and state -------------------------------------------------------------------------------
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The actor's full (unsharded) weights on CPU, keyed as the Hugging Face model's."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return cast(dict[str, torch.Tensor], get_model_state_dict(self.engine.module, options=options))
+        """The actor's full (unsharded) weights on CPU, keyed as the Hugging Face model's (gathered from every
+        rank)."""
+        return self.ranks.full_state_dict()
 
     @torch.no_grad()
     def _copy_weights_to_model(self) -> None:
@@ -299,15 +344,12 @@ class VerlFSDPTrainer:
         return clone_state_dict(self.model)
 
     def state_dict(self) -> dict[str, Any]:
-        """verl's optimizer state (full, keyed by parameter name), its LR scheduler, steps done and config (the
-        weights are saved from the model by the checkpointer's save_pretrained)."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        """verl's optimizer state (full, keyed by parameter name: it loads into any number of ranks), its LR
+        scheduler, steps done and config (the weights are saved from the model by the checkpointer's
+        save_pretrained)."""
         return {
             "backend": "verl_fsdp",
-            "optimizer": get_optimizer_state_dict(self.engine.module, self.engine.optimizer, options=options),
-            "lr_scheduler": self.engine.lr_scheduler.state_dict(),
+            **self.ranks.trainer_state(),
             "steps_done": self.steps_done,
             "config": self.config.model_dump(mode="json"),
         }
@@ -319,15 +361,9 @@ class VerlFSDPTrainer:
             CheckpointError: the state was not saved by this backend (the torch backend's optimizer state is keyed
                 by parameter index, not name).
         """
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
         if state.get("backend") != "verl_fsdp":
             raise CheckpointError("trainer_state.pt was not saved by trainer.backend verl_fsdp")
-        options = StateDictOptions(full_state_dict=True)
-        set_optimizer_state_dict(
-            self.engine.module, self.engine.optimizer, optim_state_dict=state["optimizer"], options=options
-        )
-        self.engine.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.ranks.load_trainer_state(state)
         self.steps_done = int(state["steps_done"])
 
 

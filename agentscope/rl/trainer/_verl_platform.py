@@ -1,5 +1,6 @@
-"""What verl 0.9.1's FSDP actor worker needs around it in a single process: a CPU platform when there is no GPU,
-a one-rank process group, and the environment its ``Worker`` base class reads.
+"""What verl 0.9.1's FSDP actor worker needs around it in a process: a CPU platform when there is no GPU, verl's FSDP
+engine registered for it and, for the one rank in the driver, a one-rank process group and the environment its
+``Worker`` base class reads (the ranks on Ray get theirs from verl's ``RayWorkerGroup``: ``_verl_ranks``).
 
 verl picks its device through a platform plugin (``verl.plugin.platform``) with CUDA, NPU and ROCm platforms
 only: without an accelerator it falls back to CUDA and fails on the first ``torch.cuda`` call. :class:`CPUPlatform`
@@ -22,7 +23,7 @@ import torch.distributed as dist
 from verl.plugin.platform import platform_manager
 from verl.plugin.platform.platform_base import PlatformBase
 
-__all__ = ["CPUPlatform", "prepare_verl", "worker_environment"]
+__all__ = ["CPUPlatform", "install_platform", "prepare_verl", "process_group_backend", "worker_environment"]
 
 
 class _CPUDevice:
@@ -166,10 +167,9 @@ class CPUPlatform(PlatformBase):
         return None
 
 
-def prepare_verl() -> None:
-    """Make verl's FSDP actor worker usable in this process: the CPU platform when torch sees no GPU (before
-    verl's engine modules load), verl's FSDP engine registered for it, and a one-rank process group (gloo on CPU;
-    gloo and NCCL with a GPU) over an in-memory store, unless one is initialised already. Idempotent."""
+def install_platform() -> None:
+    """Make verl's FSDP engine usable in this process: the CPU platform when torch sees no GPU (before verl's
+    engine modules load), and verl's FSDP engine registered for it. Idempotent; no process group."""
     if not torch.cuda.is_available():
         current = getattr(platform_manager, "_current_platform", None)
         if not isinstance(current, CPUPlatform):
@@ -188,10 +188,20 @@ def prepare_verl() -> None:
             EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device="cpu")(
                 FSDPEngineWithLMHead
             )
+
+
+def process_group_backend() -> str:
+    """The collectives' backend of a rank: gloo on the CPU; gloo for CPU tensors and NCCL with a GPU."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
+def prepare_verl() -> None:
+    """:func:`install_platform`, and a one-rank process group over an in-memory store unless one is initialised
+    already: verl's FSDP actor worker in this process, alone. Idempotent."""
+    install_platform()
     if not dist.is_initialized():
-        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         store = dist.HashStore()  # pyright: ignore[reportPrivateImportUsage]
-        dist.init_process_group(backend, store=store, rank=0, world_size=1)
+        dist.init_process_group(process_group_backend(), store=store, rank=0, world_size=1)
 
 
 _WORKER_ENV = {
