@@ -446,9 +446,27 @@ class HTTPChannel:
         message = f"{self.provider} returned HTTP {status}{tries}: {hint}" + (
             f". Provider says: {detail}" if detail else ""
         )
-        if status == 400 and error_code(body) == ContextLengthExceeded.OPENAI_CODE:
+        if status == 400 and _overflows_context(body):
             raise ContextLengthExceeded(self.redact(message))
         raise ModelHTTPError(self.redact(message), status_code=status, body=body)
+
+
+def _overflows_context(body: str) -> bool:
+    """Whether a 400's body says the prompt does not fit the context window: OpenAI's (and compatible servers')
+    ``error.code`` ``context_length_exceeded``, or Anthropic's ``invalid_request_error`` whose message is
+    ``prompt is too long: N tokens > M maximum``."""
+    if error_code(body) == ContextLengthExceeded.OPENAI_CODE:
+        return True
+    try:
+        error = as_object(as_object(json.loads(body)).get("error"))
+    except (ValueError, RecursionError):
+        return False
+    message = error.get("message")
+    return (
+        error.get("type") == "invalid_request_error"
+        and isinstance(message, str)
+        and message.lower().startswith(ContextLengthExceeded.ANTHROPIC_MESSAGE)
+    )
 
 
 def _error_detail(body: str) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 import agentscope.models
 from agentscope.events import ModelStreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from agentscope.exceptions import (
+    ContextLengthExceeded,
     ModelConnectionError,
     ModelHTTPError,
     ModelRequestsBlockedError,
@@ -335,6 +336,28 @@ async def test_exhausted_retries(make_model: Any) -> None:
     assert info.value.status_code == 529
     assert "overloaded_error" in info.value.body
     assert len(server.requests) == 2
+
+
+async def test_a_prompt_over_the_context_window_is_context_length_exceeded_and_not_retried(
+    make_model: Any,
+) -> None:
+    """Anthropic's answer to a prompt that does not fit (its real body, request id aside) is the same error the
+    OpenAI model raises for one, so an agent or the RL environment cluster treats both alike; other 400s stay."""
+    too_long = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "prompt is too long: 208310 tokens > 200000 maximum",
+        },
+    }
+    other = {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: too large"}}
+    async with AnthropicCompatServer(scripted(ErrorReply(400, too_long), ErrorReply(400, other))) as server:
+        with pytest.raises(ContextLengthExceeded, match="208310 tokens > 200000 maximum"):
+            await make_model(server).generate(USER)
+        assert len(server.requests) == 1  # not retried: the same prompt would not fit again
+        with pytest.raises(ModelHTTPError) as info:
+            await make_model(server).generate(USER)
+        assert not isinstance(info.value, ContextLengthExceeded)
 
 
 async def test_401_not_retried_and_key_redacted(make_model: Any, caplog: pytest.LogCaptureFixture) -> None:
