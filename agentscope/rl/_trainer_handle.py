@@ -11,7 +11,6 @@ loads the tokenizer only).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -78,16 +77,17 @@ class InProcessTrainer(TorchTrainer):
         self.checkpointer = checkpointer
 
     async def save(self, *, step: int, extra: Mapping[str, JsonValue]) -> None:
-        await anyio.to_thread.run_sync(
-            functools.partial(
-                self.checkpointer.save,
+        def save() -> None:
+            # the trainer's state in the thread too: verl's ranks gather the full optimizer state for it
+            self.checkpointer.save(
                 step=step,
                 model=self.model,
                 tokenizer=self.tokenizer,
                 trainer_state=self.trainer.state_dict(),
                 extra=extra,
             )
-        )
+
+        await anyio.to_thread.run_sync(save)
 
     async def stats(self) -> dict[str, float]:
         return self.checkpointer.stats()
@@ -107,11 +107,7 @@ class InProcessTrainer(TorchTrainer):
             try:
                 await self.wait()
             finally:
-                close = getattr(
-                    self.trainer, "close", None
-                )  # verl_fsdp's ranks (Ray actors with placement ray)
-                if close is not None:
-                    await anyio.to_thread.run_sync(close)
+                await anyio.to_thread.run_sync(_close, self.trainer)
 
 
 async def open_trainer(
@@ -138,18 +134,29 @@ async def open_trainer(
         ensure_ray(local_cpus(config))  # on this thread: see ensure_ray
     model, tokenizer = await _loading(checkpoint, model_dir, load_policy_model(model_dir, config.threads))
 
-    def make() -> Trainer | VerlFSDPTrainer:
-        made = build_trainer(config, model, tokenizer, model_dir)  # trainer.backend's
-        if checkpoint is not None:
-            made.load_state_dict(checkpoint.trainer_state)
-            checkpoint.restore_rng()
-        return made
+    built: list[Trainer | VerlFSDPTrainer] = []
 
-    trainer = await anyio.to_thread.run_sync(make)
-    checkpointer = await anyio.to_thread.run_sync(
-        functools.partial(AsyncCheckpointer, root, keep=config.schedule.keep_checkpoints)
-    )
+    def make() -> tuple[Trainer | VerlFSDPTrainer, AsyncCheckpointer]:
+        built.append(build_trainer(config, model, tokenizer, model_dir))  # trainer.backend's
+        if checkpoint is not None:
+            built[0].load_state_dict(checkpoint.trainer_state)
+            checkpoint.restore_rng()
+        return built[0], AsyncCheckpointer(root, keep=config.schedule.keep_checkpoints)
+
+    try:
+        trainer, checkpointer = await anyio.to_thread.run_sync(make)
+    except BaseException:  # failed, or cancelled (the thread ran to its end first)
+        if built:
+            await anyio.to_thread.run_sync(_close, built[0])  # verl's ranks on Ray hold a placement group
+        raise
     return InProcessTrainer(trainer, model, tokenizer, checkpointer, config.threads), tokenizer
+
+
+def _close(trainer: Any) -> None:
+    """Release what ``trainer`` holds outside this process (verl's ranks as Ray actors); nothing for the others."""
+    close = getattr(trainer, "close", None)
+    if close is not None:
+        close()
 
 
 async def _loading(checkpoint: CheckpointState | None, model_dir: Path, load: Awaitable[_T]) -> _T:

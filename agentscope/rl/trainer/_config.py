@@ -100,7 +100,9 @@ class TrainerConfig(BaseModel):
     ranks: int = Field(default=1, ge=1)
     """``backend: verl_fsdp`` with ``placement: ray`` only: data-parallel ranks of verl's FSDP actor, one Ray
     actor each (FSDP2 shards the parameters, gradients and optimizer state over them; every batch is split into
-    ``ranks`` equal chunks, padded with loss-free rows). The update is the one rank's, within float rounding."""
+    ``ranks`` equal chunks, padded with loss-free rows). With ``mini_batches: 1`` the update is the one rank's,
+    within float rounding; with more, each rank shuffles and splits its own chunk, as in verl's ``RayPPOTrainer``,
+    so the mini-batches hold other rows than one rank's would."""
     cpus: float = Field(default=1.0, gt=0.0)
     """``placement: ray`` only: Ray's CPU reservation for the trainer actor, or for each verl rank (give it
     ``threads`` CPUs; at least 1 for a verl rank)."""

@@ -185,10 +185,13 @@ class VerlFSDPTrainer:
                     group.start_soon(ranks.watch)
 
     def close(self) -> None:
-        """Release the ranks (the Ray actors of ``placement: ray``)."""
-        self.ranks.close()
-        if self.ref_ranks is not None:
-            self.ref_ranks.close()
+        """Release the ranks (the Ray actors of ``placement: ray``; the reference policy's first, which live in
+        the actor's placement group). Idempotent."""
+        try:
+            if self.ref_ranks is not None:
+                self.ref_ranks.close()
+        finally:
+            self.ranks.close()
 
     # -- the update --------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ place at import, not when the class is first used.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import socket
 import time
@@ -36,6 +37,9 @@ from agentscope.rl.trainer._errors import TrainerLostError
 from agentscope.rl.trainer._verl_platform import install_platform, process_group_backend
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+_COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
+"""How long a rank waits in a collective for the others."""
 
 install_platform()  # before verl.workers.engine_workers loads (see the module docstring)
 
@@ -56,7 +60,7 @@ __all__ = ["LocalRanks", "RankWorker", "Ranks", "RayRanks", "full_state_dict", "
 
 def full_state_dict(worker: Any) -> dict[str, torch.Tensor]:
     """The actor's full (unsharded) weights on CPU, keyed as the Hugging Face model's. A collective: every rank
-    calls it; every rank gets the full copy."""
+    calls it; rank 0 gets the full copy (``cpu_offload``: the other ranks get nothing)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -102,6 +106,9 @@ class RankWorker(ActorRolloutRefWorker):
                 process_group_backend(),
                 rank=int(os.environ["RANK"]),
                 world_size=int(os.environ["WORLD_SIZE"]),
+                # a collective that hangs with no process dead (a peer that dies closes its connections, which
+                # fails the others at once) fails after this, not after gloo's default 30 minutes
+                timeout=_COLLECTIVE_TIMEOUT,
             )
         super().__init__(config, role)
 
@@ -263,40 +270,41 @@ class RayRanks:
         colocate_with: RayRanks | None = None,
     ) -> None:
         import ray
-        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.placement_group import placement_group
         from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool
 
         self.world_size = ranks
         self.name = name
+        self._closed = False
+        self._workers: Any = None
         started = time.monotonic()
         address: tuple[str, str] | None = None
         if colocate_with is None:
             bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
-            group = placement_group([dict(bundle) for _ in range(ranks)], strategy="PACK")
-            if not group.wait(place_timeout_s):
-                remove_placement_group(group)
+            self._group: Any = placement_group([dict(bundle) for _ in range(ranks)], strategy="PACK")
+            self._owns_group = True  # removing it kills every actor placed in it, the colocated ones too
+            reserved = {"num_cpus": cpus, "num_gpus": gpus / 2 if shared else gpus}
+        else:
+            self._group = colocate_with._group
+            self._owns_group = False
+            reserved = {"num_cpus": 0, "num_gpus": gpus / 2}
+        try:
+            if colocate_with is None and not self._group.wait(place_timeout_s):
                 raise TrainerLostError(
                     f"the {ranks} ranks of the {name} were not placed within {place_timeout_s:g} s: the Ray "
                     f"cluster has no {ranks} × ({cpus:g} CPUs, {gpus:g} GPUs) free for them (ray status shows "
                     "what is free); lower trainer.ranks, trainer.cpus or trainer.gpus"
                 )
-            self._group: Any = group
-            self._owns_group = True
-            reserved = {"num_cpus": cpus, "num_gpus": gpus / 2 if shared else gpus}
-        else:
-            self._group = colocate_with._group
-            self._owns_group = False
-            address = tuple(colocate_with._call("free_address")[0])
-            reserved = {"num_cpus": 0, "num_gpus": gpus / 2}
-        pool = RayResourcePool([ranks], use_gpu=False, max_colocate_count=1)
-        pool.pgs = [self._group]  # verl's own pool would wait for its placement group forever
-        actor_class = RayClassWithInitArgs(
-            ray.remote(RankWorker), config=config, role="actor", threads=threads
-        )
-        # resources of each actor in its bundle (verl's pool only reserves GPUs, and with use_gpu asks for them by
-        # its platform's name, which a CPU-only driver does not know)
-        actor_class.update_options({**reserved, "max_restarts": 0})
-        try:
+            if colocate_with is not None:
+                address = tuple(colocate_with._call("free_address")[0])
+            pool = RayResourcePool([ranks], use_gpu=False, max_colocate_count=1)
+            pool.pgs = [self._group]  # verl's own pool would wait for its placement group forever
+            actor_class = RayClassWithInitArgs(
+                ray.remote(RankWorker), config=config, role="actor", threads=threads
+            )
+            # resources of each actor in its bundle (verl's pool only reserves GPUs, and with use_gpu asks for
+            # them by its platform's name, which a CPU-only driver does not know)
+            actor_class.update_options({**reserved, "max_restarts": 0})
             self._workers = _WorkerGroup(
                 pool,
                 actor_class,
@@ -339,13 +347,18 @@ class RayRanks:
         return list(cast(list[Any], self._workers.workers))
 
     def _dead(self) -> bool:
+        """Whether a rank's process is gone: its probe fails with ``RayActorError`` within a few seconds. A rank
+        busy in a call (a collective waiting for a peer that raised) answers only later: alive."""
         import ray
+        from ray.exceptions import RayActorError
 
-        pending = [actor.pid.remote() for actor in self._actors()]
-        try:
-            ray.get(pending, timeout=30)
-        except Exception:
-            return True
+        probes: list[Any] = [actor.pid.remote() for actor in self._actors()]
+        done = cast(list[Any], ray.wait(probes, num_returns=len(probes), timeout=5)[0])
+        for probe in done:
+            try:
+                ray.get(probe)
+            except RayActorError:
+                return True
         return False
 
     async def watch(self) -> None:
@@ -353,7 +366,7 @@ class RayRanks:
         try:
             await asyncio.gather(*watches)
         except Exception as exc:
-            if self._group is not None:  # not closed
+            if not self._closed:
                 raise self._lost("while the run went on", exc) from exc
 
     def compute_log_prob(self, data: Any) -> Any:
@@ -369,17 +382,19 @@ class RayRanks:
         return self._call("trainer_state")[0]
 
     def load_trainer_state(self, state: Mapping[str, Any]) -> None:
-        self._call("load_trainer_state", state)
+        import ray
+
+        self._call("load_trainer_state", ray.put(state))  # once into the object store, not once per rank
 
     def close(self) -> None:
-        """Kill the rank actors and free their placement group."""
+        """Kill the rank actors and free their placement group (the actors placed in it die with it). Idempotent."""
         import ray
         from ray.util.placement_group import remove_placement_group
 
-        workers = getattr(self, "_workers", None)
-        for actor in cast(list[Any], workers.workers if workers is not None else []):
-            ray.kill(actor, no_restart=True)
-        group = getattr(self, "_group", None)
-        if group is not None and getattr(self, "_owns_group", False):
-            remove_placement_group(group)
+        self._closed = True
+        if self._workers is not None:
+            for actor in self._actors():
+                ray.kill(actor, no_restart=True)
+        if self._group is not None and self._owns_group:
+            remove_placement_group(self._group)
         self._group = None

@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import pytest
@@ -24,9 +25,12 @@ from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 from agentscope.rl import Trajectory
 from agentscope.rl.trainer import Trainer, TrainerConfig, TrainerLostError
 from agentscope.rl.trainer._verl_fsdp import VerlFSDPTrainer
-from agentscope.rl.trainer._verl_ranks import RayRanks
+from agentscope.rl.trainer._verl_hydra import compose_verl_config, verl_overrides
 
 from .test_verl_fsdp import ALGORITHMS, EXACT_METRICS, batches
+
+if TYPE_CHECKING:  # imported by the code under test when it runs: importing it loads verl's engines
+    from agentscope.rl.trainer._verl_ranks import RayRanks
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -78,7 +82,7 @@ def test_two_ranks_update_as_the_torch_backend_does(
     )
     try:
         assert under_test.ranks.world_size == 2
-        pids = cast(RayRanks, under_test.ranks).pids
+        pids = cast("RayRanks", under_test.ranks).pids
         assert len(set(pids)) == 2  # two processes of their own
         assert os.getpid() not in pids
         assert (under_test.ref_ranks is not None) == (config.kl_coef > 0)
@@ -103,15 +107,15 @@ def test_two_ranks_update_as_the_torch_backend_does(
         under_test.close()
 
 
-def test_state_from_two_ranks_resumes_on_one(
+def test_state_from_two_ranks_resumes_on_two_and_on_one(
     tmp_path: Path,
     model_dir: Path,
     policy: Qwen2ForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
     sample: Sample,
 ) -> None:
-    """The optimizer state is saved full (keyed by parameter name), so a checkpoint of two ranks loads into one
-    rank in this process, and its next step equals the two ranks' next step."""
+    """The optimizer state is saved full (keyed by parameter name), so a checkpoint of two ranks loads into two new
+    ranks on Ray and into one rank in this process, and each one's next step equals the two ranks' next step."""
     config = TrainerConfig(lr=1e-2)
     first, second = batches(policy, sample, 2)
     two = VerlFSDPTrainer(copy.deepcopy(policy), tokenizer, on_ranks(config), model_dir=model_dir, threads=1)
@@ -121,20 +125,59 @@ def test_state_from_two_ranks_resumes_on_one(
         two.model.save_pretrained(saved)  # pyright: ignore[reportCallIssue]
         tokenizer.save_pretrained(saved)
         torch.save(two.state_dict(), saved / "trainer_state.pt")
-        state = torch.load(saved / "trainer_state.pt", weights_only=True)
-        assert state["optimizer"]["state"]
-        one = VerlFSDPTrainer(Qwen2ForCausalLM.from_pretrained(saved), tokenizer, config, model_dir=saved)
-        one.load_state_dict(state)
         expected = two.step(second)
     finally:
         two.close()
-    got = one.step(second)
-    assert got["train/policy_loss"] == pytest.approx(expected["train/policy_loss"], rel=1e-5, abs=1e-7)
-    assert got["train/grad_norm"] == pytest.approx(expected["train/grad_norm"], rel=1e-5)
-    for (key, want), (_, have) in zip(
-        two.model.state_dict().items(), one.model.state_dict().items(), strict=True
-    ):
-        torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-6, msg=key)
+    state = torch.load(saved / "trainer_state.pt", weights_only=True)
+    assert state["optimizer"]["state"]
+    for resumed_config in (on_ranks(config), config):
+        resumed = VerlFSDPTrainer(
+            Qwen2ForCausalLM.from_pretrained(saved), tokenizer, resumed_config, model_dir=saved, threads=1
+        )
+        try:
+            resumed.load_state_dict(state)
+            got = resumed.step(second)
+        finally:
+            resumed.close()
+        assert got["train/policy_loss"] == pytest.approx(expected["train/policy_loss"], rel=1e-5, abs=1e-7)
+        assert got["train/grad_norm"] == pytest.approx(expected["train/grad_norm"], rel=1e-5)
+        for (key, want), (_, have) in zip(
+            two.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+        ):
+            torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_several_mini_batches_on_two_ranks_step_each(
+    model_dir: Path, policy: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, sample: Sample
+) -> None:
+    """Each rank shuffles and splits its own chunk into the mini-batches (as in verl's RayPPOTrainer), so these
+    are not one rank's mini-batches row for row: the step runs, with one optimizer step per mini-batch and epoch."""
+    config = on_ranks(TrainerConfig(lr=1e-3, mini_batches=2, epochs=2, micro_batch_size=1))
+    trainer = VerlFSDPTrainer(copy.deepcopy(policy), tokenizer, config, model_dir=model_dir, threads=1)
+    try:
+        metrics = trainer.step(batches(policy, sample, 1, lone=True)[0])  # 5 rows, padded to 8: 2 × 2 × 2
+    finally:
+        trainer.close()
+    assert metrics["train/optimizer_steps"] == 4.0
+    assert metrics["train/samples"] == 5.0
+    assert metrics["train/grad_norm"] > 0.0
+
+
+def test_ranks_that_cannot_be_placed_fail_promptly_and_free_what_they_held(tmp_path: Path) -> None:
+    from agentscope.rl.trainer._verl_ranks import RayRanks
+
+    config = compose_verl_config(verl_overrides(TrainerConfig(backend="verl_fsdp"), model_path=tmp_path))
+    with pytest.raises(TrainerLostError, match=r"the 3 ranks of the verl actor were not placed within 2 s"):
+        RayRanks(config.actor_rollout_ref, ranks=3, place_timeout_s=2)  # 3 CPUs wanted, 2 in the cluster
+    wait_for_free_cpus()
+
+
+def wait_for_free_cpus(timeout_s: float = 20.0) -> None:
+    """Every CPU of the test cluster is free again (placement groups removed, actors gone)."""
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0.0) < 2.0:
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.2)
 
 
 def test_a_rank_that_dies_is_a_lost_trainer_at_once(
@@ -148,7 +191,7 @@ def test_a_rank_that_dies_is_a_lost_trainer_at_once(
     try:
         batch = batches(policy, sample, 1)[0]
         trainer.step(batch)
-        victim = cast(RayRanks, trainer.ranks).pids[1]
+        victim = cast("RayRanks", trainer.ranks).pids[1]
 
         async def watch_while_killing() -> None:
             with anyio.fail_after(60):
@@ -172,3 +215,26 @@ def test_a_rank_that_dies_is_a_lost_trainer_at_once(
             trainer.step(batch)
     finally:
         trainer.close()
+    wait_for_free_cpus()
+
+
+def test_closing_frees_the_ranks_and_ends_a_running_watch_quietly(
+    model_dir: Path, policy: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    """With the reference policy's ranks too: close() while watch() runs ends the watch without an error, and
+    the cluster's CPUs are free again."""
+    config = on_ranks(TrainerConfig(lr=1e-2, kl_coef=0.1))
+    trainer = VerlFSDPTrainer(copy.deepcopy(policy), tokenizer, config, model_dir=model_dir, threads=1)
+    try:
+
+        async def close_while_watching() -> None:
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(trainer.watch)
+                    await anyio.sleep(0.5)
+                    await anyio.to_thread.run_sync(trainer.close)
+
+        anyio.run(close_while_watching)
+    finally:
+        trainer.close()  # idempotent
+    wait_for_free_cpus()
