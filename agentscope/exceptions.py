@@ -68,13 +68,17 @@ class ContextLengthExceeded(ModelError):
     Not a failure of the model's server: the episode (or the conversation) has simply run out of room, as it runs
     out of steps at ``max_iters``. The RL environment cluster ends such an episode as ``truncated`` and judges what
     the agent had done; OpenAI-compatible servers signal it with the error code :attr:`OPENAI_CODE`, Anthropic's
-    API with an ``invalid_request_error`` that starts :attr:`ANTHROPIC_MESSAGE`."""
+    API with an ``invalid_request_error`` that starts with one of :attr:`ANTHROPIC_MESSAGES`."""
 
     OPENAI_CODE: ClassVar[str] = "context_length_exceeded"
     """The ``error.code`` of OpenAI's (and compatible servers') HTTP 400 answer to a prompt that does not fit."""
-    ANTHROPIC_MESSAGE: ClassVar[str] = "prompt is too long"
-    """How the message of Anthropic's HTTP 400 answer to such a prompt starts (``prompt is too long: 208310
-    tokens > 200000 maximum``)."""
+    ANTHROPIC_MESSAGES: ClassVar[tuple[str, ...]] = (
+        "prompt is too long",
+        "input length and `max_tokens` exceed",
+    )
+    """How the message of Anthropic's HTTP 400 answer starts when the prompt does not fit (``prompt is too long:
+    208310 tokens > 200000 maximum``), or leaves no room for ``max_tokens`` (``input length and `max_tokens` exceed
+    context limit: 197000 + 8192 > 200000``)."""
 
 
 class ModelHTTPError(ModelError):

@@ -454,7 +454,7 @@ class HTTPChannel:
 def _overflows_context(body: str) -> bool:
     """Whether a 400's body says the prompt does not fit the context window: OpenAI's (and compatible servers')
     ``error.code`` ``context_length_exceeded``, or Anthropic's ``invalid_request_error`` whose message is
-    ``prompt is too long: N tokens > M maximum``."""
+    ``prompt is too long: N tokens > M maximum`` or ``input length and `max_tokens` exceed context limit: ...``."""
     if error_code(body) == ContextLengthExceeded.OPENAI_CODE:
         return True
     try:
@@ -465,7 +465,7 @@ def _overflows_context(body: str) -> bool:
     return (
         error.get("type") == "invalid_request_error"
         and isinstance(message, str)
-        and message.lower().startswith(ContextLengthExceeded.ANTHROPIC_MESSAGE)
+        and message.lower().startswith(ContextLengthExceeded.ANTHROPIC_MESSAGES)
     )
 
 

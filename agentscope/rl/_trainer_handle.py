@@ -11,6 +11,7 @@ loads the tokenizer only).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from agentscope.rl.trainer import AsyncCheckpointer, CheckpointState, Trainer, VerlFSDPTrainer
 
 __all__ = ["InProcessTrainer", "TrainerHandle", "open_trainer"]
+
+logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -145,9 +148,13 @@ async def open_trainer(
 
     try:
         trainer, checkpointer = await anyio.to_thread.run_sync(make)
-    except BaseException:  # failed, or cancelled (the thread ran to its end first)
-        if built:
-            await anyio.to_thread.run_sync(_close, built[0])  # verl's ranks on Ray hold a placement group
+    except BaseException:
+        if built:  # verl's ranks on Ray hold a placement group: free it even while being cancelled
+            with anyio.CancelScope(shield=True):
+                try:
+                    await anyio.to_thread.run_sync(_close, built[0])
+                except Exception:  # the start's own error is the one to report
+                    logger.warning("closing the trainer after its start failed also failed", exc_info=True)
         raise
     return InProcessTrainer(trainer, model, tokenizer, checkpointer, config.threads), tokenizer
 

@@ -119,6 +119,12 @@ def _arm(name: str, model_dir: Path, batches: list[list[Any]], *, ranks: int, th
     return {"start_s": start_s, "step_s": seconds, "median_step_s": statistics.median(seconds)}
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,6 +138,7 @@ def main() -> None:
 
     import ray
 
+    load_start = os.getloadavg()[0]
     ray.init(num_cpus=max(args.ranks, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         from transformers import AutoModelForCausalLM
@@ -162,7 +169,10 @@ def main() -> None:
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "load_1m": os.getloadavg()[0],
+            "verl": _version("verl"),
+            "ray": _version("ray"),
+            "load_1m_start": load_start,
+            "load_1m_end": os.getloadavg()[0],
         },
         "batch": {"trajectories": 32, "generated_tokens": tokens},
         "threads": args.threads,

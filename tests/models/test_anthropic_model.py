@@ -341,8 +341,9 @@ async def test_exhausted_retries(make_model: Any) -> None:
 async def test_a_prompt_over_the_context_window_is_context_length_exceeded_and_not_retried(
     make_model: Any,
 ) -> None:
-    """Anthropic's answer to a prompt that does not fit (its real body, request id aside) is the same error the
-    OpenAI model raises for one, so an agent or the RL environment cluster treats both alike; other 400s stay."""
+    """Anthropic's answers to a prompt that does not fit, or leaves no room for ``max_tokens`` (their real bodies,
+    request id aside), are the error the OpenAI model raises for one, so an agent or the RL environment cluster
+    treats both alike; other 400s stay what they were."""
     too_long = {
         "type": "error",
         "error": {
@@ -350,11 +351,22 @@ async def test_a_prompt_over_the_context_window_is_context_length_exceeded_and_n
             "message": "prompt is too long: 208310 tokens > 200000 maximum",
         },
     }
+    no_room = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "input length and `max_tokens` exceed context limit: 197000 + 8192 > 200000, decrease "
+            "input length or `max_tokens` and try again",
+        },
+    }
     other = {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: too large"}}
-    async with AnthropicCompatServer(scripted(ErrorReply(400, too_long), ErrorReply(400, other))) as server:
+    replies = scripted(ErrorReply(400, too_long), ErrorReply(400, no_room), ErrorReply(400, other))
+    async with AnthropicCompatServer(replies) as server:
         with pytest.raises(ContextLengthExceeded, match="208310 tokens > 200000 maximum"):
             await make_model(server).generate(USER)
-        assert len(server.requests) == 1  # not retried: the same prompt would not fit again
+        with pytest.raises(ContextLengthExceeded, match="197000 \\+ 8192 > 200000"):
+            await make_model(server).generate(USER)
+        assert len(server.requests) == 2  # one request each
         with pytest.raises(ModelHTTPError) as info:
             await make_model(server).generate(USER)
         assert not isinstance(info.value, ContextLengthExceeded)

@@ -392,9 +392,11 @@ class RayRanks:
         from ray.util.placement_group import remove_placement_group
 
         self._closed = True
-        if self._workers is not None:
-            for actor in self._actors():
-                ray.kill(actor, no_restart=True)
-        if self._group is not None and self._owns_group:
-            remove_placement_group(self._group)
-        self._group = None
+        try:
+            if self._workers is not None:
+                for actor in self._actors():
+                    ray.kill(actor, no_restart=True)
+        finally:
+            if self._group is not None and self._owns_group:
+                remove_placement_group(self._group)
+            self._group = None

@@ -12,14 +12,16 @@ import copy
 import os
 import signal
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import pytest
 import ray
 import torch
+from ray.exceptions import RayActorError
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 
 from agentscope.rl import Trajectory
@@ -169,7 +171,53 @@ def test_ranks_that_cannot_be_placed_fail_promptly_and_free_what_they_held(tmp_p
     config = compose_verl_config(verl_overrides(TrainerConfig(backend="verl_fsdp"), model_path=tmp_path))
     with pytest.raises(TrainerLostError, match=r"the 3 ranks of the verl actor were not placed within 2 s"):
         RayRanks(config.actor_rollout_ref, ranks=3, place_timeout_s=2)  # 3 CPUs wanted, 2 in the cluster
+    table = cast(dict[str, dict[str, Any]], ray.util.placement_group_table())  # pyright: ignore[reportUnknownMemberType]
+    states = [group["state"] for group in table.values()]
+    assert states == ["REMOVED"] * len(states)  # an unplaced group holds no CPU: removed, not left waiting
     wait_for_free_cpus()
+
+
+@ray.remote
+class _Rank:
+    """A stand-in rank for the liveness probe: ``pid`` answers at once, or only after ``busy_s``."""
+
+    def __init__(self, busy_s: float) -> None:
+        self.busy_s = busy_s
+
+    def pid(self) -> int:
+        time.sleep(self.busy_s)
+        return os.getpid()
+
+
+def wait_until_dead(actor: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.pid.remote(), timeout=10)
+        except RayActorError:
+            return
+    raise AssertionError("the killed actor still answers")
+
+
+def test_a_busy_rank_is_alive_and_a_killed_one_dead() -> None:
+    """The probe behind "a rank died": a rank that answers late (busy in a collective, say) is alive, so its
+    peer's own error is what the step raises; a killed one is dead."""
+    from agentscope.rl.trainer._verl_ranks import RayRanks
+
+    ranks: list[Any] = [_Rank.remote(0.0), _Rank.remote(30.0)]  # pyright: ignore[reportAttributeAccessIssue]
+    probe = RayRanks.__new__(RayRanks)  # the probe reads only the workers
+    probe._workers = types.SimpleNamespace(workers=ranks)  # pyright: ignore[reportPrivateUsage]
+    try:
+        ray.get(ranks[0].pid.remote())
+        began = time.monotonic()
+        assert not probe._dead()  # pyright: ignore[reportPrivateUsage]
+        assert time.monotonic() - began < 10
+        ray.kill(ranks[0], no_restart=True)  # asynchronous: a call sent just after may still be answered
+        wait_until_dead(ranks[0])
+        assert probe._dead()  # pyright: ignore[reportPrivateUsage]
+    finally:
+        for rank in ranks:
+            ray.kill(rank, no_restart=True)
 
 
 def wait_for_free_cpus(timeout_s: float = 20.0) -> None:
