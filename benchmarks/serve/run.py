@@ -94,6 +94,7 @@ SERVERS = [
     Server("ours", "AgentScope (ours), tracing off", "chat"),
     Server("ours_trace", "AgentScope (ours), tracing on", "chat"),
     Server("ours_trace_process", "AgentScope (ours), tracing on, writer process", "chat"),
+    Server("ours_trace_sampled", "AgentScope (ours), tracing on, 5 % of requests recorded", "chat"),
     Server("ours_uvloop", "AgentScope (ours), tracing off, + uvloop/httptools", "chat"),
     Server("runtime", "agentscope-runtime 1.1.6.post2 (AgentScope 1.0.21 agent)", "responses"),
 ]
@@ -132,6 +133,8 @@ def start_server(s: Server, ours_env: dict[str, str], tmp: Path) -> tuple[subpro
         ]
         if s.key == "ours_trace":
             cmd += ["--trace", "--trace-store", str(tmp / "traces.db")]
+        if s.key == "ours_trace_sampled":
+            cmd += ["--trace", "--trace-sample-rate", "0.05", "--trace-store", str(tmp / "traces-sampled.db")]
         if s.key == "ours_trace_process":
             cmd += ["--trace", "--trace-writer", "process", "--trace-store", str(tmp / "traces-process.db")]
         paths = [ours_env.get("PYTHONPATH", "")]
