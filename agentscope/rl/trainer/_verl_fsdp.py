@@ -166,11 +166,11 @@ class VerlFSDPTrainer:
                     shared=shared,
                     colocate_with=cast(RayRanks, colocate_with) if colocate_with is not None else None,
                 )
+        prepare_verl()  # first: verl's engine modules read the platform when they are imported
         from verl.workers.engine_workers import ActorRolloutRefWorker
 
         from agentscope.rl.trainer._verl_ranks import LocalRanks
 
-        prepare_verl()
         with worker_environment(), _prints_to_stderr():
             worker = ActorRolloutRefWorker(self.verl_config.actor_rollout_ref, role="actor")
             worker.init_model()
