@@ -7,6 +7,7 @@ module-scoped where building them costs anything.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,6 +120,23 @@ def make_model() -> Callable[..., Qwen2ForCausalLM]:
 @pytest.fixture
 def sample() -> Callable[..., Trajectory]:
     return sampled_trajectory
+
+
+@pytest.fixture
+def model_dir(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerFast, make_model: Callable[..., Qwen2ForCausalLM]
+) -> Path:
+    """The tiny policy (seed 0) and its tokenizer saved as a Hugging Face directory (what verl's worker loads)."""
+    path = tmp_path / "policy"
+    make_model(seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def policy(model_dir: Path) -> Qwen2ForCausalLM:
+    """The policy as loaded from :func:`model_dir`."""
+    return Qwen2ForCausalLM.from_pretrained(model_dir)
 
 
 @pytest.fixture(autouse=True)

@@ -42,21 +42,6 @@ EXACT_METRICS = (
 )
 
 
-@pytest.fixture
-def model_dir(
-    tmp_path: Path, tokenizer: PreTrainedTokenizerFast, make_model: Callable[..., Qwen2ForCausalLM]
-) -> Path:
-    path = tmp_path / "policy"
-    make_model(seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture
-def policy(model_dir: Path) -> Qwen2ForCausalLM:
-    return Qwen2ForCausalLM.from_pretrained(model_dir)
-
-
 def batches(
     model: torch.nn.Module, sample: Sample, count: int, *, lone: bool = False
 ) -> list[list[Trajectory]]:

@@ -51,21 +51,6 @@ def local_ray() -> Iterator[None]:
     ray.shutdown()
 
 
-@pytest.fixture
-def model_dir(
-    tmp_path: Path, tokenizer: PreTrainedTokenizerFast, make_model: Callable[..., Qwen2ForCausalLM]
-) -> Path:
-    path = tmp_path / "policy"
-    make_model(seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture
-def policy(model_dir: Path) -> Qwen2ForCausalLM:
-    return Qwen2ForCausalLM.from_pretrained(model_dir)
-
-
 def on_ranks(config: TrainerConfig, ranks: int = 2) -> TrainerConfig:
     return config.model_copy(update={"backend": "verl_fsdp", "placement": "ray", "ranks": ranks})
 
