@@ -100,9 +100,23 @@ def _create_v1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: Mapping[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: create_eval_results}
+def _index_spans_by_trace_and_id(conn: sqlite3.Connection) -> None:
+    """Version 3: a span is found by its trace id and span id, as in OpenTelemetry (span ids are unique only
+    within their trace), through an index led by the trace id. The index on span ids alone goes: its keys are
+    random, so every span written dirtied a page anywhere in it, while trace ids now start with their time
+    (:func:`agentscope.tracing._spans.new_trace_id`) and keep an index led by them growing at its end."""
+    conn.execute("DROP INDEX IF EXISTS spans_span_id")
+    conn.execute("CREATE INDEX spans_trace_span ON spans (trace_id, span_id)")
+
+
+MIGRATIONS: Mapping[int, Callable[[sqlite3.Connection], None]] = {
+    1: _create_v1,
+    2: create_eval_results,
+    3: _index_spans_by_trace_and_id,
+}
 """Version -> the step that migrates a store from the version before (version 1: an empty database; version 2
-adds ``eval_results``, the per-episode rows of evaluations)."""
+adds ``eval_results``, the per-episode rows of evaluations; version 3 indexes spans by trace and span id instead of
+span id alone)."""
 
 SCHEMA_VERSION = max(MIGRATIONS)
 """The version this AgentScope writes."""

@@ -431,14 +431,28 @@ class TraceStore:
         return [_span_row(r) for r in rows], total
 
     @_serialised
-    def get_span(self, span_id: str, *, resolve: bool = True, inline_limit: int = 1 << 20) -> Row | None:
+    def get_span(
+        self,
+        span_id: str,
+        *,
+        trace_id: str | None = None,
+        resolve: bool = True,
+        inline_limit: int = 1 << 20,
+    ) -> Row | None:
         """One span with its attributes; blob references resolved when ``resolve`` (those over ``inline_limit``
-        bytes stay references, with ``"truncated": true``)."""
-        row = (
-            self._conn()
-            .execute(f"SELECT {_SPAN_LIGHT}, attributes FROM spans WHERE span_id = ?", (span_id,))
-            .fetchone()
-        )
+        bytes stay references, with ``"truncated": true``).
+
+        Give its ``trace_id`` where you know it: a span is found through its trace (span ids are unique only within
+        their trace, as in OpenTelemetry). Without one, every span of the store is read to find it (the first
+        match wins), which takes seconds on a store of millions of spans.
+        """
+        conn = self._conn()
+        if trace_id is None:
+            query = f"SELECT {_SPAN_LIGHT}, attributes FROM spans WHERE span_id = ? ORDER BY id LIMIT 1"
+            row = conn.execute(query, (span_id,)).fetchone()
+        else:
+            query = f"SELECT {_SPAN_LIGHT}, attributes FROM spans WHERE trace_id = ? AND span_id = ? ORDER BY id LIMIT 1"
+            row = conn.execute(query, (trace_id, span_id)).fetchone()
         if row is None:
             return None
         span = _span_row(row)
@@ -524,7 +538,7 @@ class TraceStore:
             ids = {a["span_id"] for a in agents}
             roots = [a for a in agents if a["parent_id"] not in ids]
             agent_span_id = str((roots or agents)[0]["span_id"])
-        agent = self.get_span(agent_span_id)
+        agent = self.get_span(agent_span_id, trace_id=trace_id)
         if agent is None:
             return None
         last_model = conn.execute(
@@ -535,7 +549,7 @@ class TraceStore:
         messages: list[Any] = []
         model_span_id: str | None = None
         if last_model is not None:
-            model = self.get_span(last_model[0])
+            model = self.get_span(last_model[0], trace_id=trace_id)
             assert model is not None
             model_span_id = model["span_id"]
             attributes: Row = model["attributes"]

@@ -111,6 +111,10 @@ async def test_span_detail_shows_inputs_outputs_usage_and_errors(
     assert failed["name"] == "execute_tool lookup_rate"
     detail = await get(client, f"/api/spans/{failed['span_id']}")
     assert detail["status"] == "error"
+    # The studio's pages pass the span's trace (the lookup then uses the trace's index entries): the same span.
+    assert await get(client, f"/api/spans/{failed['span_id']}", trace_id=failed["trace_id"]) == detail
+    other_trace = await client.get(f"/api/spans/{failed['span_id']}", params={"trace_id": "0" * 32})
+    assert other_trace.status_code == 404
     assert "no tax rate on file for Paris" in detail["status_message"]
     assert detail["attributes"]["gen_ai.tool.call.arguments"] == {"city": "Paris"}
     assert detail["duration_ms"] >= 0

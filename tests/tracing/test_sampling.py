@@ -89,6 +89,27 @@ async def test_a_sampled_trace_is_recorded_whole_and_the_choice_follows_the_trac
     assert all(s.parent_id is None or s.parent_id in by_id for s in half.spans), "no orphaned spans"
 
 
+def test_new_trace_ids_start_with_their_time_and_end_in_random_bits() -> None:
+    import time
+
+    before_ms = time.time_ns() // 1_000_000
+    ids = [_spans.new_trace_id() for _ in range(4000)]
+    after_ms = time.time_ns() // 1_000_000
+    # The high 48 bits are the time in milliseconds: ids made later sort after (a store's index grows at its end).
+    assert all(before_ms <= i >> 80 <= after_ms for i in ids)
+    time.sleep(0.002)
+    assert _spans.new_trace_id() > max(ids)
+    # The low 64 bits, which the sampler reads, are uniformly random: each of them is set about half the time, and
+    # a sample rate of 0.25 records about a quarter of them.
+    low = [i & _spans._LOW64 for i in ids]
+    assert len(set(low)) == len(low)
+    for bit in (0, 17, 40, 63):
+        ones = sum(value >> bit & 1 for value in low)
+        assert 1800 < ones < 2200, (bit, ones)  # 4000 fair coins: outside this has probability ~1e-10
+    recorded = sum(value < _spans.sample_threshold(0.25) for value in low)
+    assert 850 < recorded < 1150, recorded
+
+
 async def test_nothing_under_an_unsampled_root_is_recorded_but_metrics_are(
     none_sampled: tracing.InMemoryExporter, toolkit: Toolkit
 ) -> None:

@@ -262,6 +262,36 @@ def test_span_detail_resolves_blob_references(store: TraceStore) -> None:
     assert store.get_span("nope") is None
 
 
+def test_a_span_is_found_by_its_trace_and_id_and_span_ids_may_repeat_across_traces(store: TraceStore) -> None:
+    # OpenTelemetry makes span ids unique within their trace only: the same id in two traces is two spans.
+    store.write(
+        batch(
+            [span("s", trace="t1", attributes={"which": 1}), span("s", trace="t2", attributes={"which": 2})]
+        )
+    )
+    first, second = store.get_span("s", trace_id="t1"), store.get_span("s", trace_id="t2")
+    assert first is not None
+    assert second is not None
+    assert (first["trace_id"], first["attributes"]) == ("t1", {"which": 1})
+    assert (second["trace_id"], second["attributes"]) == ("t2", {"which": 2})
+    assert store.get_span("s", trace_id="t3") is None
+    found = store.get_span("s")  # without the trace: the first written
+    assert found is not None
+    assert found["trace_id"] == "t1"
+
+
+def test_a_span_lookup_with_its_trace_uses_the_trace_and_span_index(tmp_path: Path) -> None:
+    with TraceStore(tmp_path / "traces.db") as opened:
+        opened.write(batch([span("s")]))
+        plan = " ".join(
+            str(row[3])
+            for row in sqlite3.connect(tmp_path / "traces.db").execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM spans WHERE trace_id = ? AND span_id = ?", ("t1", "s")
+            )
+        )
+    assert "spans_trace_span" in plan
+
+
 def test_blobs_are_stored_once_and_compressed(store: TraceStore, tmp_path: Path) -> None:
     payload = json.dumps(["same text " * 2000]).encode()
     store.write(batch([span("a")], blobs={"h": payload}))
@@ -484,6 +514,13 @@ def test_every_released_version_migrates_to_the_current_one(tmp_path: Path) -> N
             assert opened.schema_version == SCHEMA_VERSION
             opened.write(batch([span("a")]))
             assert opened.list_spans(trace_id="t1")[1] == 1
+            assert opened.get_span("a", trace_id="t1") is not None
+        indexes = {
+            row[0]
+            for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        assert "spans_trace_span" in indexes, start
+        assert "spans_span_id" not in indexes, start
 
 
 def test_a_run_whose_process_was_killed_becomes_lost(tmp_path: Path) -> None:

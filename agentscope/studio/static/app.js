@@ -570,7 +570,7 @@ async function tracePage(traceId, view, spanId) {
   const detail = h("aside", { class: "detail", id: "span-detail" }, h("p", { class: "muted" }, "Select a span to see its inputs, outputs, usage and latency."));
   const main = h("div", { class: "trace-main" });
   let tree = null;
-  const plan = planPanel(traceId, (id) => (tree ? tree.select(id) : api(`/api/spans/${id}`).then((s) => detail.replaceChildren(spanDetail(s)))));
+  const plan = planPanel(traceId, (id) => (tree ? tree.select(id) : api(`/api/spans/${id}`, { trace_id: traceId }).then((s) => detail.replaceChildren(spanDetail(s)))));
   app.replaceChildren(h("section", { class: "trace-page" }, head, tabs, plan.node, h("div", { class: "split" }, main, detail)));
   await plan.refresh();
 
@@ -687,7 +687,7 @@ async function treeView(traceId, main, detail) {
   async function select(spanId) {
     selected = spanId;
     render();
-    const s = await api(`/api/spans/${spanId}`);
+    const s = await api(`/api/spans/${spanId}`, { trace_id: traceId });
     detail.replaceChildren(spanDetail(s));
   }
 
@@ -761,7 +761,7 @@ async function conversationView(traceId, main, detail, agentSpanId) {
       ...data.agents.map((a) => h("option", { value: a.span_id, selected: a.span_id === data.agent_span_id }, `${a.name} (${a.span_id.slice(0, 6)})`))))
     : null;
   const list = h("div", { class: "messages", id: "chat" },
-    ...data.messages.filter((m) => m.role !== "tool").map((m) => bubble(m, { results, tools: data.tools, detail })));
+    ...data.messages.filter((m) => m.role !== "tool").map((m) => bubble(m, { results, tools: data.tools, detail, traceId })));
   main.replaceChildren(h("div", { class: "chat-head" }, h("span", {}, `Conversation of ${data.agent}`), picker), list);
 }
 
@@ -796,7 +796,7 @@ function toolCall(b, ctx) {
   if (span && ctx.detail) {
     inner.push(h("a", { href: "#", class: "span-link", onclick: async (e) => {
       e.preventDefault();
-      ctx.detail.replaceChildren(spanDetail(await api(`/api/spans/${span.span_id}`)));
+      ctx.detail.replaceChildren(spanDetail(await api(`/api/spans/${span.span_id}`, { trace_id: ctx.traceId })));
     } }, "open the tool span"));
   }
   return h("details", { class: `tool-call${error ? " error" : ""}`, "data-call": b.id }, summary, ...inner);

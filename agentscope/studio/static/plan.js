@@ -9,7 +9,7 @@ const SUBTASK_MARK = { todo: "○", in_progress: "▶", done: "✓", abandoned: 
 // The plan spans of a trace, oldest first, with their attributes.
 async function planChanges(traceId) {
   const page = await api("/api/spans", { trace_id: traceId, name: PLAN_SPAN, limit: 1000 });
-  const spans = await Promise.all(page.spans.map((s) => api(`/api/spans/${s.span_id}`)));
+  const spans = await Promise.all(page.spans.map((s) => api(`/api/spans/${s.span_id}`, { trace_id: traceId })));
   return spans.filter((s) => s.attributes && s.attributes["agentscope.plan"]);
 }
 
