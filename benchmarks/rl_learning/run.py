@@ -62,7 +62,7 @@ def _run_overrides(args: argparse.Namespace, seed: int, mode: str, warm_policy: 
         f"policy.tiny.seed={seed}",
         f"schedule.mode={mode}",
         f"schedule.time_limit_s={args.minutes * 60}",
-        "schedule.steps=100000",
+        f"schedule.steps={args.steps or 100000}",
         f"schedule.checkpoint_every={args.eval_every}",
         "schedule.keep_checkpoints=null",
         "evaluation.before_after=false",
@@ -284,6 +284,7 @@ def _report(
         "config": str(args.config),
         "overrides": args.set,
         "minutes": args.minutes,
+        "steps": args.steps,
         "warm_seed": args.warm_seed,
         "warm_start": {str(k): v for k, v in warm.items()},
         "runs": runs,
@@ -488,6 +489,13 @@ def main() -> None:
         "--sft-chunk", type=int, default=250, help="sft-more: supervised steps between evaluated policies."
     )
     parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="Also stop each RL run after this many trainer steps (whichever of --minutes and --steps comes "
+        "first): for comparisons at equal optimizer steps, which the machine's load does not change.",
+    )
     parser.add_argument(
         "--warm-seed",
         type=int,

@@ -1,38 +1,69 @@
 """The staleness study, as AReaL reports it: final success for ``schedule.max_staleness`` in {0, 1, 2, 4, 8}, with
-and without truncated importance sampling (``trainer.tis_threshold``: 2.0 or null), async mode, one seed each.
+and without truncated importance sampling (``trainer.tis_threshold``: the config's, or null), async mode.
 
-Each cell is one ``run.py`` run (warm start from the cache, RL for ``--minutes``, every checkpoint evaluated on the
-held-out split afterwards); ``--jobs 2`` runs two cells at once (each uses one core). Writes ``OUT/staleness.md``
-and ``OUT/staleness.json``: per cell the trainer steps, the training rollouts' success in the first and last
-window of versions, and the held-out success of the last checkpoint.
+Every cell starts from ONE warm start (``--warm-seed``; built once, before the cells, and taken from the policy
+cache by each), so cells differ only in the staleness bound, TIS, and the RL seed. Each cell is one ``run.py`` run:
+RL for ``--steps`` trainer steps (equal optimizer steps in every cell, whatever the machine's load; ``--minutes``
+is a safety cap), every ``--eval-every``-th checkpoint evaluated on the held-out split afterwards. ``--jobs 2``
+runs two cells at once (each uses one core). Writes ``OUT/staleness.md``, ``OUT/staleness.json`` and
+``OUT/staleness.png``: per cell and seed the trainer steps and wall-clock, the staleness the trained batches
+actually had (mean and max over steps), the episodes dropped as too stale, the training rollouts' success in the
+first and last window of versions, and the held-out success of the last checkpoint (overall, and per category
+when the config sets ``evaluation.breakdown``).
 
-    .venv/bin/python benchmarks/rl_learning/staleness.py --config benchmarks/rl_learning/lookup.yaml \\
-        --set tasks=lookup:n=32,seed=0,level=1-2,split=train --minutes 4 --jobs 2 --out benchmarks/rl_learning/_out/st
+    .venv/bin/python benchmarks/rl_learning/staleness.py --config benchmarks/rl_learning/lookup-level2.yaml \\
+        --steps 80 --minutes 40 --eval-every 40 --jobs 2 --out benchmarks/rl_learning/_out/staleness
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 HERE = Path(__file__).resolve().parent
 
 
-def _cell(args: argparse.Namespace, staleness: int, tis: bool) -> tuple[str, Path]:
-    name = f"k{staleness}-tis{'on' if tis else 'off'}"
-    out = args.out / name
+def _log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def _name(staleness: int, tis: bool, seed: int) -> str:
+    return f"k{staleness}-tis{'on' if tis else 'off'}-seed{seed}"
+
+
+def _warm_start(args: argparse.Namespace) -> dict[str, Any]:
+    """Build (or find in the policy cache) the one warm start every cell starts from, before any cell runs: two
+    cells building it at once would race for the same cache entry."""
+    from agentscope.rl import load_config, sft
+
+    seed = args.warm_seed
+    config = load_config(args.config, [*args.set, f"seed={seed}", f"policy.tiny.seed={seed}"])
+    _log(f"warm start of seed {seed}")
+    summary: dict[str, Any] = anyio.run(sft, config, args.out / f"warm-seed{seed}")
+    _log(f"warm start: held-out success {summary['eval']['success_rate']:.3f}")
+    return summary
+
+
+def _cell(args: argparse.Namespace, staleness: int, tis: bool, seed: int) -> Path:
+    out = args.out / _name(staleness, tis, seed)
     command = [
         sys.executable,
         str(HERE / "run.py"),
         "--config",
         str(args.config),
         "--seeds",
-        str(args.seed),
+        str(seed),
+        "--warm-seed",
+        str(args.warm_seed),
         "--modes",
         "async",
         "--minutes",
@@ -44,65 +75,159 @@ def _cell(args: argparse.Namespace, staleness: int, tis: bool) -> tuple[str, Pat
         "--set",
         f"schedule.max_staleness={staleness}",
     ]
+    if args.steps is not None:
+        command += ["--steps", str(args.steps)]
     for item in args.set:
         command += ["--set", item]
     if not tis:
         command += ["--set", "trainer.tis_threshold=null"]
     out.mkdir(parents=True, exist_ok=True)
+    _log(f"{out.name}: start")
     with (out / "log.txt").open("w") as log:
         subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
-    return name, out
+    _log(f"{out.name}: done")
+    return out
+
+
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [row for row in (json.loads(line) for line in lines if line.strip()) if "step" in row]
+
+
+def _row(staleness: int, tis: bool, seed: int, out: Path) -> dict[str, Any]:
+    report = json.loads((out / "results.json").read_text())
+    [run] = report["runs"]
+    metrics = _metrics(out / f"seed{seed}-async")
+    realised = [float(m["data/staleness"]) for m in metrics if "data/staleness" in m]
+    last = metrics[-1] if metrics else {}
+    windows = run["training_rollouts"]
+    final = run["points"][-1]
+    return {
+        "cell": _name(staleness, tis, seed),
+        "max_staleness": staleness,
+        "tis": tis,
+        "seed": seed,
+        "steps": run["steps"],
+        "train_wall_s": run["train_wall_s"],
+        "staleness_mean": statistics.fmean(realised) if realised else None,
+        "staleness_max": max(float(m["data/staleness_max"]) for m in metrics if "data/staleness_max" in m)
+        if realised
+        else None,
+        "dropped_stale": last.get("data/dropped_stale"),
+        "trained": last.get("data/trained"),
+        "rollouts_first": windows[0]["success_rate"] if windows else None,
+        "rollouts_last": windows[-1]["success_rate"] if windows else None,
+        "warm": report["warm_start"][str(seed)]["success_rate"],
+        "heldout_final": run["final"],
+        "breakdown_final": {k: v for k, v in final.items() if k.startswith("success_by_")},
+        "breakdown_warm": {
+            k: v for k, v in report["warm_start"][str(seed)].items() if k.startswith("success_by_")
+        },
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _table(rows: list[dict[str, Any]], steps: int | None) -> str:
+    categories = sorted({c for r in rows for table in r["breakdown_final"].values() for c in table})
+    header = (
+        "| max_staleness | TIS | seed | trainer steps (wall s) | realised staleness mean / max | dropped stale "
+        "| training rollouts: first → last window | held-out: warm → last checkpoint |"
+        + "".join(f" {c}: warm → last |" for c in categories)
+    )
+    lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(categories)]
+    for r in rows:
+        cells = [
+            str(r["max_staleness"]),
+            "on" if r["tis"] else "off",
+            str(r["seed"]),
+            f"{r['steps']} ({r['train_wall_s']:.0f})",
+            "-" if r["staleness_mean"] is None else f"{r['staleness_mean']:.2f} / {r['staleness_max']:.0f}",
+            "-" if r["dropped_stale"] is None else f"{r['dropped_stale']:.0f}",
+            f"{_pct(r['rollouts_first'])} → {_pct(r['rollouts_last'])}",
+            f"{_pct(r['warm'])} → {_pct(r['heldout_final'])}",
+        ]
+        for category in categories:
+            warm = next((t.get(category) for t in r["breakdown_warm"].values()), None)
+            last = next((t.get(category) for t in r["breakdown_final"].values()), None)
+            cells.append(f"{_pct(warm)} → {_pct(last)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    title = f"equal trainer steps ({steps})" if steps is not None else "equal wall-clock"
+    return f"Staleness study, {title}:\n\n" + "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for tis, colour in ((True, "tab:blue"), (False, "tab:orange")):
+        cells = sorted({r["max_staleness"] for r in rows if r["tis"] is tis})
+        means = [
+            statistics.fmean(r["heldout_final"] for r in rows if r["tis"] is tis and r["max_staleness"] == k)
+            for k in cells
+        ]
+        axis.plot(cells, means, marker="o", color=colour, label=f"TIS {'on' if tis else 'off'}")
+        for r in rows:
+            if r["tis"] is tis:
+                axis.scatter(r["max_staleness"], r["heldout_final"], color=colour, alpha=0.35, s=14)
+    warm = statistics.fmean(r["warm"] for r in rows)
+    axis.axhline(warm, color="grey", linestyle="--", label="warm start")
+    axis.set_xscale("symlog", base=2, linthresh=1)
+    axis.set_xticks([0, 1, 2, 4, 8], labels=["0", "1", "2", "4", "8"])
+    axis.set_xlabel("max_staleness (policy versions)")
+    axis.set_ylabel("held-out success, last checkpoint")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(out / "staleness.png", dpi=110)
+    plt.close(figure)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", type=Path, default=HERE / "lookup.yaml")
+    parser.add_argument("--config", type=Path, default=HERE / "lookup-level2.yaml")
     parser.add_argument("--staleness", type=int, nargs="+", default=[0, 1, 2, 4, 8])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--minutes", type=float, default=4.0)
-    parser.add_argument("--eval-every", type=int, default=20)
+    parser.add_argument("--tis", choices=["on", "off"], nargs="+", default=["on", "off"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="RL seeds (one cell each).")
+    parser.add_argument("--warm-seed", type=int, default=0, help="The seed of the one shared warm start.")
+    parser.add_argument("--steps", type=int, default=None, help="Trainer steps per cell (None: --minutes).")
+    parser.add_argument("--minutes", type=float, default=40.0)
+    parser.add_argument("--eval-every", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/rl_learning/_out/staleness"))
-    args = parser.parse_args()
-    cells = [(k, tis) for k in args.staleness for tis in (True, False)]
-
-    def play(cell: tuple[int, bool]) -> tuple[str, Path]:
-        return _cell(args, *cell)
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        done = list(pool.map(play, cells))
-    rows: list[dict[str, Any]] = []
-    lines = [
-        f"| max_staleness | TIS | trainer steps in {args.minutes:g} min | training rollouts: first → last window "
-        "| held-out, last checkpoint |",
-        "|---:|---|---:|---:|---:|",
-    ]
-    for (staleness, tis), (name, out) in zip(cells, done, strict=True):
-        report = json.loads((out / "results.json").read_text())
-        [run] = report["runs"]
-        windows = run["training_rollouts"]
-        row = {
-            "cell": name,
-            "max_staleness": staleness,
-            "tis": tis,
-            "steps": run["steps"],
-            "rollouts_first": windows[0]["success_rate"],
-            "rollouts_last": windows[-1]["success_rate"],
-            "heldout_final": run["final"],
-        }
-        rows.append(row)
-        lines.append(
-            f"| {staleness} | {'on' if tis else 'off'} | {run['steps']} | "
-            f"{row['rollouts_first']:.1%} → {row['rollouts_last']:.1%} | {run['final']:.1%} |"
-        )
-    (args.out / "staleness.json").write_text(
-        json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1)
+    parser.add_argument(
+        "--report-only", action="store_true", help="Redraw the table and plot from the cells in OUT."
     )
-    (args.out / "staleness.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cells = [(k, tis == "on", seed) for seed in args.seeds for k in args.staleness for tis in args.tis]
+    if not args.report_only:
+        _warm_start(args)
+
+        def play(cell: tuple[int, bool, int]) -> Path:
+            return _cell(args, *cell)
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(play, cells))
+    rows = [
+        _row(k, tis, seed, args.out / _name(k, tis, seed))
+        for k, tis, seed in cells
+        if (args.out / _name(k, tis, seed) / "results.json").exists()
+    ]
+    (args.out / "staleness.json").write_text(
+        json.dumps({"command": " ".join([sys.executable, *sys.argv]), "rows": rows}, indent=1)
+    )
+    table = _table(rows, args.steps)
+    (args.out / "staleness.md").write_text(table)
+    _plot(rows, args.out)
+    print(table)
 
 
 if __name__ == "__main__":
