@@ -12,12 +12,15 @@ version migrates to the current one.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Mapping
 
 from agentscope.tracing._evals import create_eval_results
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+logger = logging.getLogger("agentscope.tracing")
 
 _V1 = """
 CREATE TABLE runs (
@@ -105,8 +108,11 @@ def _index_spans_by_trace_and_id(conn: sqlite3.Connection) -> None:
     within their trace), through an index led by the trace id. The index on span ids alone goes: its keys are
     random, so every span written dirtied a page anywhere in it, while trace ids now start with their time
     (:func:`agentscope.tracing._spans.new_trace_id`) and keep an index led by them growing at its end."""
+    spans: int = conn.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0]
+    if spans >= 1_000_000:
+        logger.warning("trace store: indexing %d spans by trace and span id (schema version 3), once", spans)
     conn.execute("DROP INDEX IF EXISTS spans_span_id")
-    conn.execute("CREATE INDEX spans_trace_span ON spans (trace_id, span_id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS spans_trace_span ON spans (trace_id, span_id)")
 
 
 MIGRATIONS: Mapping[int, Callable[[sqlite3.Connection], None]] = {

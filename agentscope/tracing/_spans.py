@@ -44,6 +44,7 @@ __all__ = [
     "ToolDefinitions",
     "current_span",
     "new_span",
+    "new_trace_id",
     "restore",
     "sample_threshold",
     "span",

@@ -45,6 +45,8 @@ Row: TypeAlias = dict[str, Any]
 
 _ZLIB_MIN = 4096
 _WRITER_CACHE_KIB = 65536
+_MIGRATION_BUSY_MS = 30 * 60 * 1000
+"""How long opening a store waits for another process that is migrating it."""
 """Page cache of the connection that writes batches (SQLite's default is 2 MiB): spans are indexed by random ids,
 so each batch touches index pages all over a large store, and re-reading them from the OS costs more than the insert."""
 _TREE_CACHE = 8
@@ -120,7 +122,14 @@ class TraceStore:
         self._tree_cache: OrderedDict[str, tuple[tuple[int, int], list[Row]]] = OrderedDict()
         self._closed = False
         conn = self._conn()  # keeps a shared in-memory database alive for the store's lifetime
-        self.migrated_from = migrate(conn)
+        # A migration may build an index over every span (minutes for hundreds of millions): a process opening the
+        # store meanwhile waits for it rather than give up after the usual busy timeout.
+        conn.execute(f"PRAGMA busy_timeout = {max(self._busy_ms, _MIGRATION_BUSY_MS)}")
+        try:
+            migrated_from = migrate(conn)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        self.migrated_from = migrated_from
         """The schema version the file had when opened (0: new)."""
 
     # -------------------------------------------------------------- connections
@@ -447,7 +456,7 @@ class TraceStore:
         match wins), which takes seconds on a store of millions of spans.
         """
         conn = self._conn()
-        if trace_id is None:
+        if not trace_id:
             query = f"SELECT {_SPAN_LIGHT}, attributes FROM spans WHERE span_id = ? ORDER BY id LIMIT 1"
             row = conn.execute(query, (span_id,)).fetchone()
         else:

@@ -1,17 +1,23 @@
 """What writing spans to the SQLite trace store costs as the store grows: time-ordered trace ids and an index led by
 the trace id (schema version 3) against random trace ids and an index on span ids alone (version 2, the design
-before).
+before), and each change alone.
 
 Each arm writes ``--traces`` traces into a new store through :meth:`TraceStore.write`, in batches of ``--batch``
 traces, the shape of a traced ``agentscope serve`` request (5 spans: the HTTP request, the agent, two model calls
 and a tool call; attribute JSON of 40-420 bytes per span, as the encoder writes them for the serve benchmark's
-agent). Span ids are random 64-bit ids in both arms, as the tracer makes them. The ``before`` arm makes trace ids
-the way the tracer did before (128 random bits) and gives the store version 2's indexes (``spans_span_id`` on
-``span_id``, no ``spans_trace_span``); the ``after`` arm uses :func:`agentscope.tracing._spans.new_trace_id` and
-the store as it is. Reported per arm: the process CPU and wall-clock time per batch at several store sizes, and the
-mean over all batches. The arms alternate over ``--rounds``.
+agent). Span ids are random 64-bit ids in every arm, as the tracer makes them. Arms:
 
-    .venv/bin/python benchmarks/tracing/store_growth.py [--traces 200000 --batch 1000 --rounds 2]
+- ``before``: trace ids of 128 random bits (the tracer's until schema 3) and version 2's indexes
+  (``spans_span_id`` on ``span_id``, no ``spans_trace_span``);
+- ``after``: :func:`agentscope.tracing._spans.new_trace_id` and the store as it is;
+- ``random-ids-v3``: random trace ids, version 3's indexes (what traces started under an OpenTelemetry context,
+  whose ids come from elsewhere, cost);
+- ``time-ids-v2``: time-ordered trace ids, version 2's indexes.
+
+Reported per arm: the process CPU and wall-clock time per batch at several store sizes (median of the batches
+around each), and the mean over all batches. The arms rotate over ``--rounds``.
+
+    .venv/bin/python benchmarks/tracing/store_growth.py [--traces 200000 --batch 1000 --rounds 2] [--arms before after]
 """
 
 from __future__ import annotations
@@ -90,44 +96,53 @@ def _trace(trace_id: int, run_id: str) -> list[SpanRecord]:
     ]
 
 
+ARMS = {
+    "before": ("random", 2),
+    "after": ("time", 3),
+    "random-ids-v3": ("random", 3),
+    "time-ids-v2": ("time", 2),
+}
+"""Arm -> (trace ids, schema whose indexes the store has)."""
+
+
 def _arm(name: str, traces: int, batch_traces: int, marks: list[int]) -> dict[str, Any]:
     """Write ``traces`` traces into a new store; CPU and wall ms per batch at the store sizes in ``marks``."""
-    directory = Path(tempfile.mkdtemp(prefix=f"store-growth-{name}-"))
-    store = TraceStore(directory / "traces.db")
-    if name == "before":  # version 2's indexes
-        conn = sqlite3.connect(directory / "traces.db", isolation_level=None)
-        conn.execute("DROP INDEX spans_trace_span")
-        conn.execute("CREATE INDEX spans_span_id ON spans (span_id)")
-        conn.close()
-    make_id = _random_trace_id if name == "before" else new_trace_id
+    ids, schema = ARMS[name]
+    make_id = _random_trace_id if ids == "random" else new_trace_id
     run = RunRecord(id="bench", project="bench", name=name, started_ns=time.time_ns())
     cpu_ms: list[float] = []
     wall_ms: list[float] = []
-    written = 0
-    while written < traces:
-        spans = [s for _ in range(batch_traces) for s in _trace(make_id(), run.id)]
-        batch = ExportBatch(run=run, spans=spans, metrics=[], blobs={}, resolve=lambda _digest: None)
-        cpu, wall = time.process_time(), time.perf_counter()
-        store.write(batch)
-        cpu_ms.append((time.process_time() - cpu) * 1000)
-        wall_ms.append((time.perf_counter() - wall) * 1000)
-        written += batch_traces
-    store.close()
-    size = sum(f.stat().st_size for f in directory.iterdir())
-    for f in directory.iterdir():
-        f.unlink()
-    directory.rmdir()
+    with tempfile.TemporaryDirectory(prefix=f"store-growth-{name}-") as tmp:
+        path = Path(tmp) / "traces.db"
+        store = TraceStore(path)
+        if schema == 2:  # version 2's indexes
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("DROP INDEX spans_trace_span")
+            conn.execute("CREATE INDEX spans_span_id ON spans (span_id)")
+            conn.close()
+        written = 0
+        while written < traces:
+            spans = [s for _ in range(batch_traces) for s in _trace(make_id(), run.id)]
+            batch = ExportBatch(run=run, spans=spans, metrics=[], blobs={}, resolve=lambda _digest: None)
+            cpu, wall = time.process_time(), time.perf_counter()
+            store.write(batch)
+            cpu_ms.append((time.process_time() - cpu) * 1000)
+            wall_ms.append((time.perf_counter() - wall) * 1000)
+            written += batch_traces
+        store.close()
+        size = sum(f.stat().st_size for f in Path(tmp).iterdir())
 
     def around(mark: int) -> dict[str, float]:
-        i = min(mark // batch_traces, len(cpu_ms) - 1)
-        window = slice(max(0, i - 2), i + 3)  # the 5 batches around the mark
-        return {
-            "cpu_ms": statistics.median(cpu_ms[window]),
-            "wall_ms": statistics.median(wall_ms[window]),
-        }
+        """Medians of the 5 batches that end nearest to ``mark`` traces (the first batch, which creates the
+        store's pages, left out)."""
+        last = min(mark // batch_traces, len(cpu_ms)) - 1
+        window = slice(max(1, last - 4), last + 1) if last >= 1 else slice(0, 1)
+        return {"cpu_ms": statistics.median(cpu_ms[window]), "wall_ms": statistics.median(wall_ms[window])}
 
     return {
         "arm": name,
+        "trace_ids": ids,
+        "indexes_of_schema": schema,
         "batches": len(cpu_ms),
         "mean_cpu_ms": statistics.fmean(cpu_ms),
         "mean_wall_ms": statistics.fmean(wall_ms),
@@ -143,21 +158,21 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1000, help="Traces per written batch (5 spans each).")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "_out" / "store_growth.json")
     args = parser.parse_args()
-    marks = sorted({args.batch, args.traces // 4, args.traces // 2, args.traces})
+    marks = sorted({args.batch * 5, args.traces // 4, args.traces // 2, args.traces})
     results: list[dict[str, Any]] = []
     for round_ in range(args.rounds):
-        for name in ("before", "after") if round_ % 2 == 0 else ("after", "before"):
+        shift = round_ % len(args.arms)
+        for name in args.arms[shift:] + args.arms[:shift]:  # each arm goes first in some round
             result = _arm(name, args.traces, args.batch, marks)
             result["round"] = round_ + 1
             results.append(result)
-            cells = ", ".join(
-                f"{int(m):,} traces {v['cpu_ms']:.1f} ms"
-                for m, v in ((int(k), v) for k, v in result["at"].items())
-            )
+            cells = ", ".join(f"{int(m):,} traces {v['cpu_ms']:.1f} ms" for m, v in result["at"].items())
             print(
-                f"round {round_ + 1} {name}: CPU per batch of {args.batch * 5:,} spans: mean {result['mean_cpu_ms']:.1f} ms; at {cells}",
+                f"round {round_ + 1} {name}: CPU per batch of {args.batch * 5:,} spans: "
+                f"mean {result['mean_cpu_ms']:.1f} ms; at {cells}",
                 flush=True,
             )
     report = {

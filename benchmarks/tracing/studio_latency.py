@@ -117,7 +117,10 @@ def measure(base: str, repeat: int) -> dict[str, Any]:
             "traces of run": (f"/api/runs/{run['id']}/traces", {}),
             "tree page 1 (500 spans)": (f"/api/traces/{trace_id}/tree", {"limit": 500}),
             "tree page at 9,500": (f"/api/traces/{trace_id}/tree", {"offset": 9500, "limit": 500}),
-            "span detail (model call)": (f"/api/spans/{model['span_id']}", {}),
+            # The studio's pages pass the trace (the span is found through its index entries); an API caller
+            # that gives only the span id makes the store read every span.
+            "span detail (model call)": (f"/api/spans/{model['span_id']}", {"trace_id": trace_id}),
+            "span detail, span id only": (f"/api/spans/{model['span_id']}", {}),
             "conversation of one agent": (
                 f"/api/traces/{trace_id}/conversation",
                 {"agent_span_id": agent["span_id"]},

@@ -232,7 +232,7 @@ def test_every_plan_change_is_a_span_with_the_whole_plan(tmp_path: Path, plan_ru
     with TraceStore(store) as traces:
         spans, total = traces.list_spans(name=PLAN_SPAN, run_id=None, trace_id=None, limit=100)
         assert total == 7  # the call with a wrong index changed nothing
-        details = [traces.get_span(s["span_id"]) for s in spans]
+        details = [traces.get_span(s["span_id"], trace_id=s["trace_id"]) for s in spans]
         tools, _ = traces.list_spans(kind="tool", limit=100)
         by_id = {s["span_id"]: s for s in tools}
     changes = [d["attributes"]["agentscope.plan.change"] for d in details if d is not None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -90,8 +91,6 @@ async def test_a_sampled_trace_is_recorded_whole_and_the_choice_follows_the_trac
 
 
 def test_new_trace_ids_start_with_their_time_and_end_in_random_bits() -> None:
-    import time
-
     before_ms = time.time_ns() // 1_000_000
     ids = [_spans.new_trace_id() for _ in range(4000)]
     after_ms = time.time_ns() // 1_000_000

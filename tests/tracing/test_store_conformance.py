@@ -283,13 +283,16 @@ def test_a_span_is_found_by_its_trace_and_id_and_span_ids_may_repeat_across_trac
 def test_a_span_lookup_with_its_trace_uses_the_trace_and_span_index(tmp_path: Path) -> None:
     with TraceStore(tmp_path / "traces.db") as opened:
         opened.write(batch([span("s")]))
-        plan = " ".join(
-            str(row[3])
-            for row in sqlite3.connect(tmp_path / "traces.db").execute(
-                "EXPLAIN QUERY PLAN SELECT * FROM spans WHERE trace_id = ? AND span_id = ?", ("t1", "s")
-            )
-        )
-    assert "spans_trace_span" in plan
+        statements: list[str] = []
+        conn = opened._conn()  # pyright: ignore[reportPrivateUsage]
+        conn.set_trace_callback(statements.append)
+        try:
+            assert opened.get_span("s", trace_id="t1") is not None
+        finally:
+            conn.set_trace_callback(None)
+        (query,) = [q for q in statements if q.lstrip().upper().startswith("SELECT") and "FROM spans" in q]
+        plan = " ".join(str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
+    assert "spans_trace_span" in plan, plan
 
 
 def test_blobs_are_stored_once_and_compressed(store: TraceStore, tmp_path: Path) -> None:
@@ -509,16 +512,29 @@ def test_every_released_version_migrates_to_the_current_one(tmp_path: Path) -> N
         path = tmp_path / f"v{start}.db"
         conn = sqlite3.connect(path, isolation_level=None)
         migrate(conn, {v: MIGRATIONS[v] for v in range(1, start + 1)} if start else {0: lambda _: None})
+        if start:  # spans written at that version, one span id in two traces: found by trace after migrating
+            for trace in ("old1", "old2"):
+                conn.execute(
+                    "INSERT INTO spans (run_id, trace_id, span_id, kind, name, start_ns, end_ns, status, attributes)"
+                    " VALUES ('r0', ?, 'same', 'tool', ?, 0, 1, 'ok', '{}')",
+                    (trace, f"in {trace}"),
+                )
         conn.close()
         with TraceStore(path) as opened:
             assert opened.schema_version == SCHEMA_VERSION
             opened.write(batch([span("a")]))
             assert opened.list_spans(trace_id="t1")[1] == 1
             assert opened.get_span("a", trace_id="t1") is not None
-        indexes = {
-            row[0]
-            for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'index'")
-        }
+            if start:
+                for trace in ("old1", "old2"):
+                    found = opened.get_span("same", trace_id=trace)
+                    assert found is not None, (start, trace)
+                    assert found["name"] == f"in {trace}"
+        conn = sqlite3.connect(path)
+        try:
+            indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        finally:
+            conn.close()
         assert "spans_trace_span" in indexes, start
         assert "spans_span_id" not in indexes, start
 

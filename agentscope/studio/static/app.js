@@ -555,7 +555,7 @@ const PAGE = 500;
 async function tracePage(traceId, view, spanId) {
   const trace = await api(`/api/traces/${traceId}`);
   const run = await api(`/api/runs/${trace.run_id}`);
-  crumbs({ text: "Runs", href: "#/" }, { text: run.name, href: `#/run/${run.id}` }, { text: trace.name || traceId.slice(0, 8) });
+  crumbs({ text: "Runs", href: "#/" }, { text: run.name, href: `#/run/${run.id}` }, { text: trace.name || traceId.slice(-8) });
   const head = h("div", { class: "trace-header" });
   function fillHead(t) {
     head.replaceChildren(h("h1", {}, t.name || "(trace in progress)", " ", statusBadge(t.status)),
