@@ -1,13 +1,16 @@
 """The tracer: a queue the hot path appends to, and a writer thread that encodes and exports batches.
 
 Finished spans and metric points are appended to a :class:`collections.deque` (atomic, lock-free for the caller). A
-background thread wakes every ``flush_interval_s`` (or at once when flushed), encodes what has arrived and hands it
-to every exporter in one batch, so the event loop never waits for JSON encoding, SQLite or the network. While
-spans arrive by the thousand (a batch of at least ``busy_batch`` items), it waits ``busy_interval_s`` instead: a
-store pays per transaction for every index page a batch touches, so fewer, larger batches cost less CPU (and
-GIL) per span; the studio then sees new spans up to that much later. ``flush()`` exports at once either way. If the
-writer falls more than ``max_queue`` items behind, the oldest are dropped and counted
-(``Tracer.dropped``), as OpenTelemetry's ``BatchSpanProcessor`` does.
+background thread encodes what has arrived every ``encode_interval_s`` and hands the encoded records to every
+exporter in one batch every ``flush_interval_s`` (or at once when flushed), so the event loop never waits for JSON
+encoding, SQLite or the network. While spans arrive by the thousand (an export of at least ``busy_batch`` items),
+it exports every ``busy_interval_s`` instead: a store pays per transaction for every index page a batch touches,
+so fewer, larger batches cost less CPU (and GIL) per span; the studio then sees new spans up to that much later.
+Encoding does not wait for the export: a queued span keeps the objects of its call (messages, responses, the
+agent) alive, and in a busy process a second of them is enough to make every garbage collection scan them, more
+than once (they are promoted to the older generations). ``flush()`` exports at once either way. If the writer
+falls more than ``max_queue`` items behind, the oldest are dropped and counted (``Tracer.dropped``), as
+OpenTelemetry's ``BatchSpanProcessor`` does.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class Tracer:
         max_batch: int = 4096,
         busy_batch: int = 1024,
         busy_interval_s: float = 1.0,
+        encode_interval_s: float = 0.1,
         sample_rate: float = 1.0,
         capture_content: bool = True,
         started_ns: int | None = None,
@@ -138,6 +142,9 @@ class Tracer:
         """After an export of at least this many items the writer waits ``busy_interval_s`` instead."""
         self.busy_interval_s = max(busy_interval_s, flush_interval_s)
         """The wait between exports while spans arrive faster than ``busy_batch`` per ``flush_interval_s``."""
+        self.encode_interval_s = min(encode_interval_s, flush_interval_s)
+        """How long a finished span waits to be encoded (and the objects it holds freed); at most
+        ``flush_interval_s``. (A writer process is sent spans at each export instead.)"""
         self.sample_rate = sample_rate
         """The fraction of traces recorded, decided by trace id when a trace starts (1.0: all)."""
         self.capture_content = capture_content
@@ -166,6 +173,8 @@ class Tracer:
             raise ValueError(f"writer must be 'thread' or 'process', not {writer!r}")
         self._queue: deque[object] = deque()
         self._encoder = Encoder(capture_content=capture_content)
+        self._encoded_spans: list[SpanRecord] = []
+        self._encoded_metrics: list[MetricRecord] = []
         self._steps: dict[str, int] = {}
         self._kick = threading.Event()
         self._stopping = False
@@ -261,11 +270,22 @@ class Tracer:
         finally:
             self._ready.set()
         interval = self.flush_interval_s
+        exported_at = time.monotonic()
         while True:
-            self._kick.wait(interval)
+            # A writer process takes the spans themselves: nothing to encode here between exports.
+            self._kick.wait(interval if self._process is not None else self.encode_interval_s)
             self._kick.clear()
-            exported = self._drain()
-            interval = self.busy_interval_s if exported >= self.busy_batch else self.flush_interval_s
+            now = time.monotonic()
+            if self._process is None:
+                self._encode_queued()
+            if (
+                self._stopping
+                or now - exported_at >= interval
+                or len(self._encoded_spans) + len(self._encoded_metrics) >= self.max_batch
+            ):
+                exported = self._drain()
+                interval = self.busy_interval_s if exported >= self.busy_batch else self.flush_interval_s
+                exported_at = now
             if self._stopping and not self._queue:
                 break
         self._export_final()
@@ -284,8 +304,15 @@ class Tracer:
                 logger.exception("trace exporter %r failed to shut down", exporter)
 
     def _drain(self) -> int:
-        """Export everything queued, in batches of at most ``max_batch``; return how many items were exported."""
-        exported = 0
+        """Export everything queued and everything encoded, in batches of at most ``max_batch``; return how many
+        items were exported."""
+        if self._process is not None:
+            self._drop_backlog()
+            return self._drain_to_process()
+        exported = self._encode_queued()
+        return exported + self._export_encoded()
+
+    def _drop_backlog(self) -> None:
         queue = self._queue
         backlog = len(queue) - self.max_queue
         if backlog > 0:
@@ -295,32 +322,42 @@ class Tracer:
                     item.done.set()
             self._dropped += backlog
             logger.warning("tracing fell behind: dropped %d spans/points (%d so far)", backlog, self.dropped)
-        if self._process is not None:
-            return self._drain_to_process()
+
+    def _encode_queued(self) -> int:
+        """Encode what is queued, which frees what the spans held. A flush marker exports what is encoded up to it
+        before it is released; return how many items such exports took."""
+        self._drop_backlog()
+        queue = self._queue
+        spans, metrics = self._encoded_spans, self._encoded_metrics
+        run_id = self.run.id
+        encode = self._encoder.encode
+        exported = 0
         while queue:
-            spans: list[SpanRecord] = []
-            metrics: list[MetricRecord] = []
-            markers: list[_Flush] = []
-            run_id = self.run.id
-            encode = self._encoder.encode
-            while queue and len(spans) + len(metrics) < self.max_batch:
-                item = queue.popleft()
-                if type(item) is _Metric:
-                    metrics.append(MetricRecord(run_id, item.name, item.step, item.value, item.time_ns))
-                elif type(item) is _Flush:
-                    markers.append(item)
-                    break
-                else:  # a Span, or one of the agent core's (AgentSpan, ModelSpan, ToolSpan)
-                    try:
-                        spans.append(encode(cast(Span, item), run_id))
-                    except Exception:
-                        self._dropped += 1
-                        logger.exception("could not encode span %r; dropped", item)
-            if spans or metrics:
-                self._export(spans, metrics)
-                exported += len(spans) + len(metrics)
-            for marker in markers:
-                marker.done.set()
+            item = queue.popleft()
+            if type(item) is _Metric:
+                metrics.append(MetricRecord(run_id, item.name, item.step, item.value, item.time_ns))
+            elif type(item) is _Flush:
+                exported += self._export_encoded()
+                item.done.set()
+            else:  # a Span, or one of the agent core's (AgentSpan, ModelSpan, ToolSpan)
+                try:
+                    spans.append(encode(cast(Span, item), run_id))
+                except Exception:
+                    self._dropped += 1
+                    logger.exception("could not encode span %r; dropped", item)
+        return exported
+
+    def _export_encoded(self) -> int:
+        """Hand what is encoded to the exporters, at most ``max_batch`` items a batch; return how many went."""
+        spans, metrics = self._encoded_spans, self._encoded_metrics
+        exported = 0
+        while spans or metrics:
+            batch_spans = spans[: self.max_batch]
+            batch_metrics = metrics[: self.max_batch - len(batch_spans)]
+            del spans[: len(batch_spans)]
+            del metrics[: len(batch_metrics)]
+            self._export(batch_spans, batch_metrics)
+            exported += len(batch_spans) + len(batch_metrics)
         return exported
 
     def _drain_to_process(self) -> int:

@@ -163,9 +163,43 @@ def test_a_busy_writer_waits_longer_between_batches_and_flush_still_exports_at_o
         tracer.shutdown()
 
 
+async def test_a_finished_span_frees_what_it_holds_long_before_its_batch_is_exported() -> None:
+    """Encoding does not wait for the export: a queued span would keep its call's objects (here the agent) alive,
+    and in a busy server a second of them makes every garbage collection scan them."""
+    import gc
+    import weakref
+
+    class Agent:
+        name, id, description = "held", "agent-1", ""
+
+    exported: list[int] = []
+    tracer = tracing.Tracer(
+        [tracing.FunctionExporter(lambda batch: exported.append(len(batch.spans)))],
+        flush_interval_s=60,
+        encode_interval_s=0.02,
+    ).install()
+    try:
+        agent = Agent()
+        freed = threading.Event()
+        weakref.finalize(agent, freed.set)
+
+        async def reply(msg: object) -> Msg:
+            return Msg(role="assistant", name="held", content="done")
+
+        await tracing.agent_call(agent, reply, None, {})
+        del agent
+        gc.collect()  # nothing cyclic holds it: only the span did
+        assert await anyio.to_thread.run_sync(freed.wait, 10), "the span was encoded and dropped its agent"
+        assert sum(exported) == 0, "while its batch waits for the next export"
+        await tracer.aflush(5)
+        assert sum(exported) == 1
+    finally:
+        await anyio.to_thread.run_sync(tracer.shutdown)
+
+
 def test_a_writer_that_falls_behind_drops_the_oldest_and_counts_them() -> None:
     exporter = tracing.InMemoryExporter()
-    tracer = tracing.Tracer([exporter], max_queue=100, flush_interval_s=60)
+    tracer = tracing.Tracer([exporter], max_queue=100, flush_interval_s=60, encode_interval_s=60)
     # Fill the queue before the writer starts, as a stalled writer would see it.
     tracer.install()
     for i in range(300):
