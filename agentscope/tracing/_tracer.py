@@ -6,11 +6,13 @@ exporter in one batch every ``flush_interval_s`` (or at once when flushed), so t
 encoding, SQLite or the network. While spans arrive by the thousand (an export of at least ``busy_batch`` items),
 it exports every ``busy_interval_s`` instead: a store pays per transaction for every index page a batch touches,
 so fewer, larger batches cost less CPU (and GIL) per span; the studio then sees new spans up to that much later.
-Encoding does not wait for the export: a queued span keeps the objects of its call (messages, responses, the
-agent) alive, and in a busy process a second of them is enough to make every garbage collection scan them, more
-than once (they are promoted to the older generations). ``flush()`` exports at once either way. If the writer
-falls more than ``max_queue`` items behind, the oldest are dropped and counted (``Tracer.dropped``), as
-OpenTelemetry's ``BatchSpanProcessor`` does.
+Encoding does not wait for the next export (only for one that is running: the same thread does both): a queued
+span keeps the objects of its call (messages, responses, the agent) alive, and in a busy process a second of them
+is enough to make every garbage collection scan them, more than once (they are promoted to the older generations).
+What is encoded is also exported whenever it reaches ``max_batch`` items. ``flush()`` exports at once either way.
+With a writer process (``writer="process"``) the spans themselves are sent to it at each export, and encoded there.
+If the writer falls more than ``max_queue`` items behind, the oldest are dropped and counted (``Tracer.dropped``),
+as OpenTelemetry's ``BatchSpanProcessor`` does.
 """
 
 from __future__ import annotations
@@ -142,6 +144,8 @@ class Tracer:
         """After an export of at least this many items the writer waits ``busy_interval_s`` instead."""
         self.busy_interval_s = max(busy_interval_s, flush_interval_s)
         """The wait between exports while spans arrive faster than ``busy_batch`` per ``flush_interval_s``."""
+        if not encode_interval_s > 0:
+            raise ValueError(f"encode_interval_s must be above 0, got {encode_interval_s!r}")
         self.encode_interval_s = min(encode_interval_s, flush_interval_s)
         """How long a finished span waits to be encoded (and the objects it holds freed); at most
         ``flush_interval_s``. (A writer process is sent spans at each export instead.)"""
@@ -269,23 +273,30 @@ class Tracer:
             self._export([], [])  # the run row first: the studio shows the run at once
         finally:
             self._ready.set()
-        interval = self.flush_interval_s
-        exported_at = time.monotonic()
-        while True:
-            # A writer process takes the spans themselves: nothing to encode here between exports.
-            self._kick.wait(interval if self._process is not None else self.encode_interval_s)
-            self._kick.clear()
-            now = time.monotonic()
-            if self._process is None:
-                self._encode_queued()
-            if (
-                self._stopping
-                or now - exported_at >= interval
-                or len(self._encoded_spans) + len(self._encoded_metrics) >= self.max_batch
-            ):
+        if self._process is not None:  # a writer process is sent the spans themselves, at each export
+            interval = self.flush_interval_s
+            while True:
+                self._kick.wait(interval)
+                self._kick.clear()
                 exported = self._drain()
                 interval = self.busy_interval_s if exported >= self.busy_batch else self.flush_interval_s
-                exported_at = now
+                if self._stopping and not self._queue:
+                    break
+            self._export_final()
+            return
+        interval = self.flush_interval_s
+        export_at = time.monotonic() + interval
+        exported = 0  # since the last timed export
+        while True:
+            self._kick.wait(max(0.0, min(self.encode_interval_s, export_at - time.monotonic())))
+            self._kick.clear()
+            done, flushed = self._encode_queued()
+            exported += done
+            now = time.monotonic()
+            if flushed or self._stopping or now >= export_at:
+                exported += self._export_encoded()
+                interval = self.busy_interval_s if exported >= self.busy_batch else self.flush_interval_s
+                export_at, exported = now + interval, 0
             if self._stopping and not self._queue:
                 break
         self._export_final()
@@ -309,56 +320,66 @@ class Tracer:
         if self._process is not None:
             self._drop_backlog()
             return self._drain_to_process()
-        exported = self._encode_queued()
+        exported, _ = self._encode_queued()
         return exported + self._export_encoded()
 
-    def _drop_backlog(self) -> None:
+    def _drop_backlog(self) -> tuple[int, bool]:
+        """Drop the oldest queued items beyond ``max_queue``. A flush marker among them is released after what was
+        encoded before it is exported; return how many items that took, and whether a marker was released."""
         queue = self._queue
         backlog = len(queue) - self.max_queue
-        if backlog > 0:
-            for _ in range(backlog):
-                item = queue.popleft()
-                if isinstance(item, _Flush):
-                    item.done.set()
-            self._dropped += backlog
-            logger.warning("tracing fell behind: dropped %d spans/points (%d so far)", backlog, self.dropped)
+        if backlog <= 0:
+            return 0, False
+        markers: list[_Flush] = []
+        for _ in range(backlog):
+            item = queue.popleft()
+            if type(item) is _Flush:
+                markers.append(item)
+        self._dropped += backlog - len(markers)
+        logger.warning("tracing fell behind: dropped %d spans/points (%d so far)", backlog, self.dropped)
+        exported = self._export_encoded() if markers else 0
+        for marker in markers:
+            marker.done.set()
+        return exported, bool(markers)
 
-    def _encode_queued(self) -> int:
-        """Encode what is queued, which frees what the spans held. A flush marker exports what is encoded up to it
-        before it is released; return how many items such exports took."""
-        self._drop_backlog()
+    def _encode_queued(self) -> tuple[int, bool]:
+        """Encode what is queued now, which frees what the spans held. What is encoded is exported whenever it
+        reaches ``max_batch`` items (a batch carries the blobs its own spans made) and at a flush marker, before
+        the marker is released; return how many items such exports took, and whether a marker was released."""
+        exported, flushed = self._drop_backlog()
         queue = self._queue
-        spans, metrics = self._encoded_spans, self._encoded_metrics
         run_id = self.run.id
         encode = self._encoder.encode
-        exported = 0
-        while queue:
+        max_batch = self.max_batch
+        for _ in range(len(queue)):  # what arrives meanwhile waits for the next pass
             item = queue.popleft()
             if type(item) is _Metric:
-                metrics.append(MetricRecord(run_id, item.name, item.step, item.value, item.time_ns))
+                self._encoded_metrics.append(
+                    MetricRecord(run_id, item.name, item.step, item.value, item.time_ns)
+                )
             elif type(item) is _Flush:
                 exported += self._export_encoded()
                 item.done.set()
+                flushed = True
+                continue
             else:  # a Span, or one of the agent core's (AgentSpan, ModelSpan, ToolSpan)
                 try:
-                    spans.append(encode(cast(Span, item), run_id))
+                    self._encoded_spans.append(encode(cast(Span, item), run_id))
                 except Exception:
                     self._dropped += 1
                     logger.exception("could not encode span %r; dropped", item)
-        return exported
+            if len(self._encoded_spans) + len(self._encoded_metrics) >= max_batch:
+                exported += self._export_encoded()
+        return exported, flushed
 
     def _export_encoded(self) -> int:
-        """Hand what is encoded to the exporters, at most ``max_batch`` items a batch; return how many went."""
+        """Hand what is encoded (at most ``max_batch`` items) to the exporters as one batch; return how many."""
         spans, metrics = self._encoded_spans, self._encoded_metrics
-        exported = 0
-        while spans or metrics:
-            batch_spans = spans[: self.max_batch]
-            batch_metrics = metrics[: self.max_batch - len(batch_spans)]
-            del spans[: len(batch_spans)]
-            del metrics[: len(batch_metrics)]
-            self._export(batch_spans, batch_metrics)
-            exported += len(batch_spans) + len(batch_metrics)
-        return exported
+        if not spans and not metrics:
+            return 0
+        self._encoded_spans, self._encoded_metrics = [], []
+        self._export(spans, metrics)
+        return len(spans) + len(metrics)
 
     def _drain_to_process(self) -> int:
         """:meth:`_drain` for a writer process: spans go as they are (``_wire`` encodes the whole batch at once)."""

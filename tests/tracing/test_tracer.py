@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import re
 import subprocess
 import sys
 import threading
@@ -189,12 +190,45 @@ async def test_a_finished_span_frees_what_it_holds_long_before_its_batch_is_expo
         await tracing.agent_call(agent, reply, None, {})
         del agent
         gc.collect()  # nothing cyclic holds it: only the span did
-        assert await anyio.to_thread.run_sync(freed.wait, 10), "the span was encoded and dropped its agent"
-        assert sum(exported) == 0, "while its batch waits for the next export"
+        assert await anyio.to_thread.run_sync(freed.wait, 10), (
+            "the span still holds its agent 10 s after it ended"
+        )
+        assert sum(exported) == 0, "exported before its flush interval"
         await tracer.aflush(5)
         assert sum(exported) == 1
     finally:
         await anyio.to_thread.run_sync(tracer.shutdown)
+
+
+def test_encoded_spans_go_out_in_batches_of_at_most_max_batch_each_with_its_own_blobs() -> None:
+    """An exporter that resolves blob references (OTLP) finds every blob a batch's spans made in that batch."""
+    batches: list[tuple[int, set[str], set[str]]] = []
+
+    def export(batch: tracing.ExportBatch) -> None:
+        referenced = {ref for s in batch.spans for ref in re.findall(r'"\$blob":"([0-9a-f]+)"', s.attributes)}
+        batches.append((len(batch.spans), set(batch.blobs), referenced))
+
+    tracer = tracing.Tracer(
+        [tracing.FunctionExporter(export)], max_batch=10, flush_interval_s=60, encode_interval_s=60
+    )
+    tracer.install()  # the writer's first pass takes the 35 spans queued below at once
+    try:
+        for i in range(35):
+            with tracing.span(f"s{i}", "env") as span:
+                span.set_attribute("big", tracing.Blob(f"payload {i} " * 50))
+        assert tracer.flush(5)
+    finally:
+        tracer.shutdown()
+    sized = [(n, made, used) for n, made, used in batches if n]
+    assert [n for n, _, _ in sized] == [10, 10, 10, 5]
+    for n, made, used in sized:
+        assert len(used) == n, "each span references its own blob"
+        assert used <= made, "a batch carries the blobs its spans reference"
+
+
+def test_a_bad_encode_interval_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match="encode_interval_s"):
+        tracing.Tracer([tracing.InMemoryExporter()], encode_interval_s=0)
 
 
 def test_a_writer_that_falls_behind_drops_the_oldest_and_counts_them() -> None:

@@ -164,12 +164,14 @@ def test_flush_returns_once_the_writer_process_has_committed_everything_before_i
         with sqlite3.connect(store) as conn:  # the run row is there at once
             assert conn.execute("SELECT status FROM runs").fetchall() == [("running",)]
         _make_spans(500)
+        started = time.monotonic()
         tracing.flush()
         assert _span_count(store) == 500
         tracing.record_metric("train/loss", 0.25)
         _make_spans(3)
         tracing.flush()
         assert _span_count(store) == 503
+        assert time.monotonic() - started < 5.0, "a flush exports at once, not at the next timed export"
         with sqlite3.connect(store) as conn:
             assert conn.execute("SELECT name, value FROM metrics").fetchall() == [("train/loss", 0.25)]
     finally:
