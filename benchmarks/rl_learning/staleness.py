@@ -12,7 +12,12 @@ first and last window of versions, and the held-out success of the last checkpoi
 when the config sets ``evaluation.breakdown``).
 
     .venv/bin/python benchmarks/rl_learning/staleness.py --config benchmarks/rl_learning/lookup-level2.yaml \\
-        --steps 80 --minutes 40 --eval-every 40 --jobs 2 --out benchmarks/rl_learning/_out/staleness
+        --seeds 0 1 2 --steps 200 --eval-every 100 --jobs 2 --set sft.threads=2 \\
+        --set env.slots=64 --set data.batch_groups=1 --out benchmarks/rl_learning/_out/staleness
+
+Check the realised staleness first: where the trainer waits for data (16 env slots, batches of 32 episodes), no
+batch is more than 2 versions old whatever the bound, and the cells above 2 are the same experiment. Many slots
+and small batches (the command above) make generation run ahead of the trainer, as in AReaL's setting.
 """
 
 from __future__ import annotations
@@ -158,6 +163,48 @@ def _table(rows: list[dict[str, Any]], steps: int | None) -> str:
     return f"Staleness study, {title}:\n\n" + "\n".join(lines) + "\n"
 
 
+def _mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{statistics.fmean(values):.1%}" if values else "-"
+    return f"{statistics.fmean(values):.1%} ± {statistics.stdev(values):.1%}"
+
+
+def _summary(rows: list[dict[str, Any]]) -> str:
+    """Per cell (staleness, TIS), over its seeds: mean ± sd of the held-out success of the last checkpoint, its
+    gain over the warm start, and per category; the realised staleness and the episodes dropped as stale."""
+    categories = sorted({c for r in rows for table in r["breakdown_final"].values() for c in table})
+    header = (
+        "| max_staleness | TIS | seeds | trainer steps, wall s (mean) | realised staleness (mean) | dropped stale "
+        "(mean) | held-out, last checkpoint | gain (points) |" + "".join(f" {c}: last |" for c in categories)
+    )
+    lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(categories)]
+    cells = sorted({(r["max_staleness"], r["tis"]) for r in rows}, key=lambda c: (c[0], not c[1]))
+    for staleness, tis in cells:
+        group = [r for r in rows if r["max_staleness"] == staleness and r["tis"] is tis]
+        gains = [100 * (r["heldout_final"] - r["warm"]) for r in group]
+        realised = [r["staleness_mean"] for r in group if r["staleness_mean"] is not None]
+        dropped = [r["dropped_stale"] for r in group if r["dropped_stale"] is not None]
+        gain = f"{statistics.fmean(gains):+.1f}" + (
+            f" ± {statistics.stdev(gains):.1f}" if len(gains) > 1 else ""
+        )
+        row = [
+            str(staleness),
+            "on" if tis else "off",
+            ", ".join(str(r["seed"]) for r in group),
+            f"{statistics.fmean(r['steps'] for r in group):.0f}, "
+            f"{statistics.fmean(r['train_wall_s'] for r in group):.0f}",
+            f"{statistics.fmean(realised):.2f}" if realised else "-",
+            f"{statistics.fmean(dropped):.0f}" if dropped else "-",
+            _mean_sd([r["heldout_final"] for r in group]),
+            gain,
+        ]
+        for category in categories:
+            values = [t[category] for r in group for t in r["breakdown_final"].values() if category in t]
+            row.append(_mean_sd(values))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _plot(rows: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
 
@@ -205,8 +252,29 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="Redraw the table and plot from the cells in OUT."
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="Merge the staleness.json of several OUT dirs (seeds run apart) into --out: the per-seed table, the "
+        "summary over seeds and the plot.",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        reports = [json.loads((d / "staleness.json").read_text()) for d in args.merge]
+        rows = sorted(
+            (r for report in reports for r in report["rows"]),
+            key=lambda r: (r["max_staleness"], not r["tis"], r["seed"]),
+        )
+        merged = {"commands": [r["command"] for r in reports], "merged_from": [str(d) for d in args.merge]}
+        (args.out / "staleness.json").write_text(json.dumps(merged | {"rows": rows}, indent=1))
+        table = _table(rows, args.steps) + "\nOver seeds:\n\n" + _summary(rows)
+        (args.out / "staleness.md").write_text(table)
+        _plot(rows, args.out)
+        print(table)
+        return
     cells = [(k, tis == "on", seed) for seed in args.seeds for k in args.staleness for tis in args.tis]
     if not args.report_only:
         _warm_start(args)
@@ -224,7 +292,7 @@ def main() -> None:
     (args.out / "staleness.json").write_text(
         json.dumps({"command": " ".join([sys.executable, *sys.argv]), "rows": rows}, indent=1)
     )
-    table = _table(rows, args.steps)
+    table = _table(rows, args.steps) + "\nOver seeds:\n\n" + _summary(rows)
     (args.out / "staleness.md").write_text(table)
     _plot(rows, args.out)
     print(table)
