@@ -45,10 +45,11 @@ Row: TypeAlias = dict[str, Any]
 
 _ZLIB_MIN = 4096
 _WRITER_CACHE_KIB = 65536
+"""Page cache of the connection that writes batches (SQLite's default is 2 MiB): a batch touches the pages of
+several indexes (and, in a store migrated from schema 2, pages all over the index led by trace ids, whose older keys
+are random), and re-reading them from the OS costs more than the insert."""
 _MIGRATION_BUSY_MS = 30 * 60 * 1000
 """How long opening a store waits for another process that is migrating it."""
-"""Page cache of the connection that writes batches (SQLite's default is 2 MiB): spans are indexed by random ids,
-so each batch touches index pages all over a large store, and re-reading them from the OS costs more than the insert."""
 _TREE_CACHE = 8
 _SPAN_LIGHT = (
     "id, run_id, trace_id, span_id, parent_id, kind, name, start_ns, end_ns, status, status_message, "

@@ -115,6 +115,13 @@ class Tracer:
     ) -> None:
         if not exporters:
             raise ValueError("a tracer needs at least one exporter (a trace store, OTLP, or your own)")
+        for name, interval in (
+            ("flush_interval_s", flush_interval_s),
+            ("busy_interval_s", busy_interval_s),
+            ("encode_interval_s", encode_interval_s),
+        ):
+            if not interval > 0:  # 0 would spin the writer thread
+                raise ValueError(f"{name} must be above 0, got {interval!r}")
         sample_below = _spans.sample_threshold(sample_rate)
         started = _run_start(started_ns)
         self.run = RunRecord(
@@ -144,8 +151,6 @@ class Tracer:
         """After an export of at least this many items the writer waits ``busy_interval_s`` instead."""
         self.busy_interval_s = max(busy_interval_s, flush_interval_s)
         """The wait between exports while spans arrive faster than ``busy_batch`` per ``flush_interval_s``."""
-        if not encode_interval_s > 0:
-            raise ValueError(f"encode_interval_s must be above 0, got {encode_interval_s!r}")
         self.encode_interval_s = min(encode_interval_s, flush_interval_s)
         """How long a finished span waits to be encoded (and the objects it holds freed); at most
         ``flush_interval_s``. (A writer process is sent spans at each export instead.)"""

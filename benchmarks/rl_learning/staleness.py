@@ -1,29 +1,34 @@
 """The staleness study, as AReaL reports it: final success for ``schedule.max_staleness`` in {0, 1, 2, 4, 8}, with
 and without truncated importance sampling (``trainer.tis_threshold``: the config's, or null), async mode.
 
-Every cell starts from ONE warm start (``--warm-seed``; built once, before the cells, and taken from the policy
-cache by each), so cells differ only in the staleness bound, TIS, and the RL seed. Each cell is one ``run.py`` run:
+Every cell starts from ONE warm start (``--warm-seed``; built once, before the cells, into the policy cache, where
+each cell finds it), so cells differ in the staleness bound, TIS and the RL seed. The bound does two things, as
+AReaL's maximum staleness does: a trajectory older than it is dropped, and (``schedule.max_ahead`` unset) it sets
+how many episodes may run ahead of the trainer, ``max(k, 1)`` batches' worth while the trainer trains: a larger
+bound lets more of the policy's generation happen at once, which is what it buys. Each cell is one ``run.py`` run:
 RL for ``--steps`` trainer steps (equal optimizer steps in every cell, whatever the machine's load; ``--minutes``
-is a safety cap), every ``--eval-every``-th checkpoint evaluated on the held-out split afterwards. ``--jobs 2``
-runs two cells at once (each uses one core). Writes ``OUT/staleness.md``, ``OUT/staleness.json`` and
-``OUT/staleness.png``: per cell and seed the trainer steps and wall-clock, the staleness the trained batches
-actually had (mean and max over steps), the episodes dropped as too stale, the training rollouts' success in the
-first and last window of versions, and the held-out success of the last checkpoint (overall, and per category
-when the config sets ``evaluation.breakdown``).
+is a safety cap, and a cell that hits it is marked), every ``--eval-every``-th checkpoint evaluated on the held-out
+split afterwards. ``--jobs 2`` runs two cells at once (each uses one core). Writes ``OUT/staleness.md``,
+``OUT/staleness.json`` and ``OUT/staleness.png``: per cell and seed the trainer steps and wall-clock, the staleness
+the trained batches actually had (mean and max over steps), the episodes dropped as too stale, the training
+rollouts' success in the first and last window of versions, and the held-out success of the last checkpoint
+(overall, and per category when the config sets ``evaluation.breakdown``); then mean ± sd over seeds per cell.
 
     .venv/bin/python benchmarks/rl_learning/staleness.py --config benchmarks/rl_learning/lookup-level2.yaml \\
         --seeds 0 1 2 --steps 200 --eval-every 100 --jobs 2 --set sft.threads=2 \\
         --set env.slots=64 --set data.batch_groups=1 --out benchmarks/rl_learning/_out/staleness
 
-Check the realised staleness first: where the trainer waits for data (16 env slots, batches of 32 episodes), no
-batch is more than 2 versions old whatever the bound, and the cells above 2 are the same experiment. Many slots
-and small batches (the command above) make generation run ahead of the trainer, as in AReaL's setting.
+Check the realised staleness first: where the trainer waits for data, batches are never much older than a version
+or two whatever the bound, and the larger bounds are then the same experiment (one 80-step run with 16 env slots and
+batches of 32 episodes: mean 0.5-0.6, max 2, for bounds 1-8; RESULTS.md, rl_learning). Many slots and small batches
+(the command above) make generation run ahead of the trainer, as in AReaL's setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -35,6 +40,23 @@ from typing import Any
 import anyio
 
 HERE = Path(__file__).resolve().parent
+
+_CELL = re.compile(r"^k(\d+)-tis(on|off)-seed(\d+)$")
+_OWNED = {
+    "schedule.max_staleness": "--staleness",
+    "trainer.tis_threshold": "--tis",
+    "schedule.steps": "--steps",
+    "schedule.time_limit_s": "--minutes",
+    "schedule.mode": "(async, always)",
+    "schedule.checkpoint_every": "--eval-every",
+    "schedule.keep_checkpoints": "(every checkpoint is kept)",
+    "seed": "--seeds",
+    "policy.path": "--warm-seed",
+    "sft.steps": "--warm-seed",
+}
+"""Settings this script (or run.py) sets per cell: a ``--set`` of one would be silently overridden, so it is refused,
+naming the option to use instead."""
+_PER_CELL = ("schedule.max_staleness=", "trainer.tis_threshold=")
 
 
 def _log(text: str) -> None:
@@ -58,7 +80,8 @@ def _warm_start(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def _cell(args: argparse.Namespace, staleness: int, tis: bool, seed: int) -> Path:
+def _cell(args: argparse.Namespace, staleness: int, tis: bool, seed: int) -> Path | None:
+    """One cell's run.py run; None when it failed (its log says why; the other cells go on)."""
     out = args.out / _name(staleness, tis, seed)
     command = [
         sys.executable,
@@ -77,19 +100,20 @@ def _cell(args: argparse.Namespace, staleness: int, tis: bool, seed: int) -> Pat
         str(args.eval_every),
         "--out",
         str(out),
-        "--set",
-        f"schedule.max_staleness={staleness}",
     ]
     if args.steps is not None:
         command += ["--steps", str(args.steps)]
-    for item in args.set:
+    for item in [*args.set, f"schedule.max_staleness={staleness}"]:  # the cell's own settings last: they win
         command += ["--set", item]
     if not tis:
         command += ["--set", "trainer.tis_threshold=null"]
     out.mkdir(parents=True, exist_ok=True)
     _log(f"{out.name}: start")
     with (out / "log.txt").open("w") as log:
-        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        _log(f"{out.name}: FAILED (exit status {done.returncode}; see {out / 'log.txt'})")
+        return None
     _log(f"{out.name}: done")
     return out
 
@@ -100,8 +124,10 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _row(staleness: int, tis: bool, seed: int, out: Path) -> dict[str, Any]:
-    report = json.loads((out / "results.json").read_text())
+    report: dict[str, Any] = json.loads((out / "results.json").read_text())
     [run] = report["runs"]
+    overrides: list[str] = report.get("overrides") or []
+    shared = [item for item in overrides if not item.startswith(_PER_CELL)]
     metrics = _metrics(out / f"seed{seed}-async")
     realised = [float(m["data/staleness"]) for m in metrics if "data/staleness" in m]
     last = metrics[-1] if metrics else {}
@@ -112,6 +138,12 @@ def _row(staleness: int, tis: bool, seed: int, out: Path) -> dict[str, Any]:
         "max_staleness": staleness,
         "tis": tis,
         "seed": seed,
+        "config": report.get("config"),
+        "overrides": shared,
+        "steps_asked": report.get("steps"),
+        "minutes_cap": report.get("minutes"),
+        "warm_seed": report.get("warm_seed"),
+        "command": report.get("command"),
         "steps": run["steps"],
         "train_wall_s": run["train_wall_s"],
         "staleness_mean": statistics.fmean(realised) if realised else None,
@@ -135,32 +167,48 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def _table(rows: list[dict[str, Any]], steps: int | None) -> str:
-    categories = sorted({c for r in rows for table in r["breakdown_final"].values() for c in table})
+def _categories(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(breakdown key, category) pairs over the rows: ``("success_by_level", "2")``."""
+    return sorted({(key, c) for r in rows for key, table in r["breakdown_final"].items() for c in table})
+
+
+def _category_label(key: str, category: str) -> str:
+    return f"{key.removeprefix('success_by_')} {category}"
+
+
+def _title(rows: list[dict[str, Any]]) -> str:
+    steps = sorted({r.get("steps_asked") for r in rows}, key=str)
+    if steps and all(isinstance(s, int) for s in steps):
+        return f"equal trainer steps ({', '.join(map(str, steps))})"
+    return "equal wall-clock" if steps == [None] else "steps unknown (made before steps were recorded)"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    categories = _categories(rows)
     header = (
         "| max_staleness | TIS | seed | trainer steps (wall s) | realised staleness mean / max | dropped stale "
         "| training rollouts: first → last window | held-out: warm → last checkpoint |"
-        + "".join(f" {c}: warm → last |" for c in categories)
+        + "".join(f" {_category_label(*c)}: warm → last |" for c in categories)
     )
     lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(categories)]
     for r in rows:
+        capped = isinstance(r.get("steps_asked"), int) and r["steps"] < r["steps_asked"]
         cells = [
             str(r["max_staleness"]),
             "on" if r["tis"] else "off",
             str(r["seed"]),
-            f"{r['steps']} ({r['train_wall_s']:.0f})",
+            f"{r['steps']}{' (time cap)' if capped else ''} ({r['train_wall_s']:.0f})",
             "-" if r["staleness_mean"] is None else f"{r['staleness_mean']:.2f} / {r['staleness_max']:.0f}",
             "-" if r["dropped_stale"] is None else f"{r['dropped_stale']:.0f}",
             f"{_pct(r['rollouts_first'])} → {_pct(r['rollouts_last'])}",
             f"{_pct(r['warm'])} → {_pct(r['heldout_final'])}",
         ]
-        for category in categories:
-            warm = next((t.get(category) for t in r["breakdown_warm"].values()), None)
-            last = next((t.get(category) for t in r["breakdown_final"].values()), None)
+        for key, category in categories:
+            warm = r["breakdown_warm"].get(key, {}).get(category)
+            last = r["breakdown_final"].get(key, {}).get(category)
             cells.append(f"{_pct(warm)} → {_pct(last)}")
         lines.append("| " + " | ".join(cells) + " |")
-    title = f"equal trainer steps ({steps})" if steps is not None else "equal wall-clock"
-    return f"Staleness study, {title}:\n\n" + "\n".join(lines) + "\n"
+    return f"Staleness study, {_title(rows)}:\n\n" + "\n".join(lines) + "\n"
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -172,10 +220,11 @@ def _mean_sd(values: list[float]) -> str:
 def _summary(rows: list[dict[str, Any]]) -> str:
     """Per cell (staleness, TIS), over its seeds: mean ± sd of the held-out success of the last checkpoint, its
     gain over the warm start, and per category; the realised staleness and the episodes dropped as stale."""
-    categories = sorted({c for r in rows for table in r["breakdown_final"].values() for c in table})
+    categories = _categories(rows)
     header = (
         "| max_staleness | TIS | seeds | trainer steps, wall s (mean) | realised staleness (mean) | dropped stale "
-        "(mean) | held-out, last checkpoint | gain (points) |" + "".join(f" {c}: last |" for c in categories)
+        "(mean) | held-out, last checkpoint | gain (points) |"
+        + "".join(f" {_category_label(*c)}: last |" for c in categories)
     )
     lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(categories)]
     cells = sorted({(r["max_staleness"], r["tis"]) for r in rows}, key=lambda c: (c[0], not c[1]))
@@ -198,8 +247,12 @@ def _summary(rows: list[dict[str, Any]]) -> str:
             _mean_sd([r["heldout_final"] for r in group]),
             gain,
         ]
-        for category in categories:
-            values = [t[category] for r in group for t in r["breakdown_final"].values() if category in t]
+        for key, category in categories:
+            values = [
+                r["breakdown_final"][key][category]
+                for r in group
+                if category in r["breakdown_final"].get(key, {})
+            ]
             row.append(_mean_sd(values))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -211,6 +264,8 @@ def _plot(rows: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not rows:
+        return
     figure, axis = plt.subplots(figsize=(6, 4))
     for tis, colour in ((True, "tab:blue"), (False, "tab:orange")):
         cells = sorted({r["max_staleness"] for r in rows if r["tis"] is tis})
@@ -225,7 +280,8 @@ def _plot(rows: list[dict[str, Any]], out: Path) -> None:
     warm = statistics.fmean(r["warm"] for r in rows)
     axis.axhline(warm, color="grey", linestyle="--", label="warm start")
     axis.set_xscale("symlog", base=2, linthresh=1)
-    axis.set_xticks([0, 1, 2, 4, 8], labels=["0", "1", "2", "4", "8"])
+    ticks = sorted({r["max_staleness"] for r in rows})
+    axis.set_xticks(ticks, labels=[str(k) for k in ticks])
     axis.set_xlabel("max_staleness (policy versions)")
     axis.set_ylabel("held-out success, last checkpoint")
     axis.legend()
@@ -261,41 +317,73 @@ def main() -> None:
         "summary over seeds and the plot.",
     )
     args = parser.parse_args()
+    for item in args.set:
+        key = item.split("=", 1)[0]
+        if key in _OWNED:
+            parser.error(f"--set {item}: this script sets {key} per cell; use {_OWNED[key]}")
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        reports = [json.loads((d / "staleness.json").read_text()) for d in args.merge]
-        rows = sorted(
-            (r for report in reports for r in report["rows"]),
-            key=lambda r: (r["max_staleness"], not r["tis"], r["seed"]),
-        )
-        merged = {"commands": [r["command"] for r in reports], "merged_from": [str(d) for d in args.merge]}
-        (args.out / "staleness.json").write_text(json.dumps(merged | {"rows": rows}, indent=1))
-        table = _table(rows, args.steps) + "\nOver seeds:\n\n" + _summary(rows)
-        (args.out / "staleness.md").write_text(table)
-        _plot(rows, args.out)
-        print(table)
-        return
-    cells = [(k, tis == "on", seed) for seed in args.seeds for k in args.staleness for tis in args.tis]
-    if not args.report_only:
-        _warm_start(args)
-
-        def play(cell: tuple[int, bool, int]) -> Path:
-            return _cell(args, *cell)
-
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(play, cells))
-    rows = [
-        _row(k, tis, seed, args.out / _name(k, tis, seed))
-        for k, tis, seed in cells
-        if (args.out / _name(k, tis, seed) / "results.json").exists()
-    ]
-    (args.out / "staleness.json").write_text(
-        json.dumps({"command": " ".join([sys.executable, *sys.argv]), "rows": rows}, indent=1)
-    )
-    table = _table(rows, args.steps) + "\nOver seeds:\n\n" + _summary(rows)
+        rows = [r for d in args.merge for r in _rows_in(d)]
+        _check_comparable(rows, parser)
+        provenance = {"merged_from": [str(d) for d in args.merge], "report_command": _command()}
+    else:
+        if not args.report_only:
+            _run_cells(args)
+        rows = _rows_in(args.out)
+        previous = args.out / "staleness.json"
+        provenance = {"report_command": _command()}
+        if not args.report_only:
+            provenance["command"] = _command()
+        elif previous.exists():  # keep the command that made the cells
+            provenance["command"] = json.loads(previous.read_text()).get("command")
+    rows.sort(key=lambda r: (r["max_staleness"], not r["tis"], r["seed"]))
+    (args.out / "staleness.json").write_text(json.dumps(provenance | {"rows": rows}, indent=1))
+    table = _table(rows) + "\nOver seeds:\n\n" + _summary(rows)
     (args.out / "staleness.md").write_text(table)
     _plot(rows, args.out)
     print(table)
+
+
+def _command() -> str:
+    return " ".join([sys.executable, *sys.argv])
+
+
+def _run_cells(args: argparse.Namespace) -> None:
+    from agentscope.rl import load_config
+
+    if (
+        load_config(args.config, args.set).policy.cache_dir is None
+    ):  # where the cells find the shared warm start
+        args.set = [*args.set, f"policy.cache_dir={args.out / 'policy-cache'}"]
+    _warm_start(args)
+    cells = [(k, tis == "on", seed) for seed in args.seeds for k in args.staleness for tis in args.tis]
+
+    def play(cell: tuple[int, bool, int]) -> Path | None:
+        return _cell(args, *cell)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(play, cells))
+
+
+def _rows_in(out: Path) -> list[dict[str, Any]]:
+    """A row for every finished cell in ``out`` (a directory ``k<K>-tis<on|off>-seed<S>`` with its results.json)."""
+    rows: list[dict[str, Any]] = []
+    for cell in sorted(out.iterdir()):
+        match = _CELL.match(cell.name)
+        if match is not None and (cell / "results.json").exists():
+            k, tis, seed = int(match[1]), match[2] == "on", int(match[3])
+            rows.append(_row(k, tis, seed, cell))
+    return rows
+
+
+def _check_comparable(rows: list[dict[str, Any]], parser: argparse.ArgumentParser) -> None:
+    """Merged cells must come from the same config, settings, steps and warm start; refuse otherwise."""
+    for field in ("config", "overrides", "steps_asked", "warm_seed"):
+        values = {json.dumps(r.get(field)) for r in rows}
+        if len(values) > 1:
+            parser.error(f"--merge: the cells differ in {field}: {sorted(values)}")
 
 
 if __name__ == "__main__":

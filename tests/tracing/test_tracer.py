@@ -226,9 +226,10 @@ def test_encoded_spans_go_out_in_batches_of_at_most_max_batch_each_with_its_own_
         assert used <= made, "a batch carries the blobs its spans reference"
 
 
-def test_a_bad_encode_interval_is_refused_naming_it() -> None:
-    with pytest.raises(ValueError, match="encode_interval_s"):
-        tracing.Tracer([tracing.InMemoryExporter()], encode_interval_s=0)
+@pytest.mark.parametrize("name", ["flush_interval_s", "busy_interval_s", "encode_interval_s"])
+def test_an_interval_that_would_spin_the_writer_is_refused_naming_it(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        tracing.Tracer([tracing.InMemoryExporter()], **{name: 0.0})  # type: ignore[arg-type]
 
 
 def test_a_writer_that_falls_behind_drops_the_oldest_and_counts_them() -> None:
