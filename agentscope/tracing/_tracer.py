@@ -13,6 +13,11 @@ What is encoded is also exported whenever it reaches ``max_batch`` items. ``flus
 With a writer process (``writer="process"``) the spans themselves are sent to it at each export, and encoded there.
 If the writer falls more than ``max_queue`` items behind, the oldest are dropped and counted (``Tracer.dropped``),
 as OpenTelemetry's ``BatchSpanProcessor`` does.
+
+One file because the writer thread's loop, the queue it drains and the process-wide tracer that ``init``, ``flush``
+and ``shutdown`` install and end share one lifecycle (the hot path's switch, the fork hook, the exit hook): split,
+each half would reach into the other's private state. (The encoding is in ``_records``, the writer process in
+``_writer``.)
 """
 
 from __future__ import annotations
