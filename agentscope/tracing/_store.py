@@ -456,13 +456,11 @@ class TraceStore:
         their trace, as in OpenTelemetry). Without one, every span of the store is read to find it (the first
         match wins), which takes seconds on a store of millions of spans.
         """
-        conn = self._conn()
-        if not trace_id:
-            query = f"SELECT {_SPAN_LIGHT}, attributes FROM spans WHERE span_id = ? ORDER BY id LIMIT 1"
-            row = conn.execute(query, (span_id,)).fetchone()
-        else:
-            query = f"SELECT {_SPAN_LIGHT}, attributes FROM spans WHERE trace_id = ? AND span_id = ? ORDER BY id LIMIT 1"
-            row = conn.execute(query, (trace_id, span_id)).fetchone()
+        where, args = (
+            ("trace_id = ? AND span_id = ?", (trace_id, span_id)) if trace_id else ("span_id = ?", (span_id,))
+        )
+        query = f"SELECT {_SPAN_LIGHT}, attributes FROM spans WHERE {where} ORDER BY id LIMIT 1"
+        row = self._conn().execute(query, args).fetchone()
         if row is None:
             return None
         span = _span_row(row)

@@ -176,6 +176,13 @@ def _category_label(key: str, category: str) -> str:
     return f"{key.removeprefix('success_by_')} {category}"
 
 
+def _head(columns: list[str], categories: list[tuple[str, str]], per_category: str) -> list[str]:
+    """A markdown table's header and alignment rows: ``columns`` (the second, TIS, left-aligned), then one column
+    per breakdown category, named ``<category>: <per_category>``."""
+    names = [*columns, *(f"{_category_label(*c)}: {per_category}" for c in categories)]
+    return ["| " + " | ".join(names) + " |", "|---:|---|" + "---:|" * (len(names) - 2)]
+
+
 def _title(rows: list[dict[str, Any]]) -> str:
     steps = sorted({r.get("steps_asked") for r in rows}, key=str)
     if steps and all(isinstance(s, int) for s in steps):
@@ -185,12 +192,20 @@ def _title(rows: list[dict[str, Any]]) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     categories = _categories(rows)
-    header = (
-        "| max_staleness | TIS | seed | trainer steps (wall s) | realised staleness mean / max | dropped stale "
-        "| training rollouts: first → last window | held-out: warm → last checkpoint |"
-        + "".join(f" {_category_label(*c)}: warm → last |" for c in categories)
+    lines = _head(
+        [
+            "max_staleness",
+            "TIS",
+            "seed",
+            "trainer steps (wall s)",
+            "realised staleness mean / max",
+            "dropped stale",
+            "training rollouts: first → last window",
+            "held-out: warm → last checkpoint",
+        ],
+        categories,
+        "warm → last",
     )
-    lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(categories)]
     for r in rows:
         capped = isinstance(r.get("steps_asked"), int) and r["steps"] < r["steps_asked"]
         cells = [
@@ -221,12 +236,20 @@ def _summary(rows: list[dict[str, Any]]) -> str:
     """Per cell (staleness, TIS), over its seeds: mean ± sd of the held-out success of the last checkpoint, its
     gain over the warm start, and per category; the realised staleness and the episodes dropped as stale."""
     categories = _categories(rows)
-    header = (
-        "| max_staleness | TIS | seeds | trainer steps, wall s (mean) | realised staleness (mean) | dropped stale "
-        "(mean) | held-out, last checkpoint | gain (points) |"
-        + "".join(f" {_category_label(*c)}: last |" for c in categories)
+    lines = _head(
+        [
+            "max_staleness",
+            "TIS",
+            "seeds",
+            "trainer steps, wall s (mean)",
+            "realised staleness (mean)",
+            "dropped stale (mean)",
+            "held-out, last checkpoint",
+            "gain (points)",
+        ],
+        categories,
+        "last",
     )
-    lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(categories)]
     cells = sorted({(r["max_staleness"], r["tis"]) for r in rows}, key=lambda c: (c[0], not c[1]))
     for staleness, tis in cells:
         group = [r for r in rows if r["max_staleness"] == staleness and r["tis"] is tis]
