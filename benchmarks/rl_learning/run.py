@@ -373,6 +373,45 @@ def _per_category_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _schedule_table(report: dict[str, Any]) -> str:
+    """The issue's schedule criterion, per seed: when async's held-out success first reached the final success of
+    each synchronous run of the same seed (as a fraction of that run's wall-clock), and async's success at the
+    last checkpoint within half that wall-clock. Empty unless some seed has an async run and a sync one."""
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    for run in report["runs"]:
+        by_seed.setdefault(run["seed"], {})[run["mode"]] = run
+    lines: list[str] = []
+    for seed in sorted(by_seed):
+        modes = by_seed[seed]
+        mine = modes.get("async")
+        if mine is None:
+            continue
+        for baseline in sorted(m for m in modes if m.startswith("sync")):
+            theirs = modes[baseline]
+            target, horizon = theirs["final"], theirs["points"][-1]["wall_s"]
+            reached = next((p for p in mine["points"] if p["success_rate"] >= target), None)
+            within = [p for p in mine["points"] if p["wall_s"] <= horizon / 2]
+            at_half = within[-1]["success_rate"] if within else None
+            lines.append(
+                f"| {seed} | {baseline} | {target:.1%} ({theirs['steps']} steps, {horizon:.0f} s) | "
+                f"{mine['final']:.1%} ({mine['steps']} steps) | "
+                + (
+                    f"{reached['wall_s']:.0f} s ({reached['wall_s'] / horizon:.2f}x) | "
+                    if reached is not None and horizon > 0
+                    else "never | "
+                )
+                + ("-" if at_half is None else f"{at_half:.1%}")
+                + " |"
+            )
+    if not lines:
+        return ""
+    header = (
+        "| seed | sync run | its final held-out success | async final | async first reaches it at "
+        "(share of the sync run's time) | async at half the sync run's time |\n|---:|---|---:|---:|---:|---:|"
+    )
+    return header + "\n" + "\n".join(lines) + "\n"
+
+
 def _distinct_warm(report: dict[str, Any]) -> list[float]:
     """The success of each distinct warm start (one when every seed started from the same, ``--warm-seed``)."""
     by_source = {w.get("policy", key): w["success_rate"] for key, w in report["warm_start"].items()}
@@ -416,6 +455,9 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
             f"{statistics.fmean(r['steps'] for r in mine):.0f} | {moved} |"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
+    schedules = _schedule_table(report)
+    if schedules:
+        (out / "schedules.md").write_text(schedules)
     per_category = _per_category_table(report)
     if per_category:
         (out / "per_task.md").write_text(per_category)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -77,8 +78,9 @@ class BenchModel(ChatModel):
         return ChatResponse(content=[TextBlock(text="The answer is 3.")], finish_reason="stop", usage=usage)
 
 
-async def workload(n: int, k: int, concurrency: int, latency_s: float = 0.0) -> tuple[float, float]:
-    """Run N agents; return the wall time and the process CPU time (all threads) in seconds."""
+async def workload(n: int, k: int, concurrency: int, latency_s: float = 0.0) -> tuple[float, float, float]:
+    """Run N agents; return the wall time, the process CPU time (all threads) and the time spent waiting for the
+    tracer to write what was left when the last agent finished (included in the wall time), in seconds."""
     model = BenchModel(k, latency_s)
     toolkit = Toolkit()
     toolkit.register(add)
@@ -93,12 +95,19 @@ async def workload(n: int, k: int, concurrency: int, latency_s: float = 0.0) -> 
     start = time.perf_counter()
     cpu = time.process_time()
     await asyncio.gather(*(one(i) for i in range(n)))
+    drained = time.perf_counter()
     if tracing.enabled():
         await tracing.aflush()
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu
     assert model.calls == n * (k + 1), model.calls
-    return elapsed, cpu
+    return elapsed, cpu, time.perf_counter() - drained
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (a writer process counts once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -133,6 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps = args.n * (args.k + 1)
     rates: dict[str, list[float]] = {"off": [], **{mode: [] for mode in writers}}
     cpu_us: dict[str, list[float]] = {mode: [] for mode in rates}
+    flush_ms: dict[str, list[float]] = {mode: [] for mode in rates}
+    writer_cpu_us: dict[str, list[float]] = {mode: [] for mode in rates}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "traces.db"
         asyncio.run(workload(min(args.n, 200), args.k, args.concurrency))  # warm-up, off
@@ -143,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for r in range(args.rounds):
             order = list(rates) if r % 2 == 0 else list(reversed(rates))
             for mode in order:
+                children = _children_cpu_s()
                 if mode != "off":
                     agentscope.init(
                         store,
@@ -151,16 +163,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         writer=writers[mode],  # type: ignore[arg-type]
                         **options,
                     )
-                elapsed, cpu = asyncio.run(
+                elapsed, cpu, flush = asyncio.run(
                     workload(args.n, args.k, args.concurrency, args.model_latency_ms / 1000)
                 )
                 if mode != "off":
                     tracing.shutdown()
                 rates[mode].append(steps / elapsed)
                 cpu_us[mode].append(cpu / steps * 1e6)
+                flush_ms[mode].append(flush * 1e3)
+                writer_cpu_us[mode].append((_children_cpu_s() - children) / steps * 1e6)
                 print(
                     f"[tracing bench] round {r} {mode:>10}: {steps / elapsed:,.0f} agent-steps/s, "
-                    f"{cpu / steps * 1e6:.0f} CPU us/step",
+                    f"{cpu / steps * 1e6:.0f} CPU us/step in this process, "
+                    f"{writer_cpu_us[mode][-1]:.0f} in the writer process; "
+                    f"{flush * 1e3:.0f} ms of the round waiting for the tracer to catch up",
                     file=sys.stderr,
                 )
         with tracing.TraceStore(store) as st:
@@ -190,17 +206,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu_ratio": round(cpu_off / cpu_on, 3),
         "all_off": [round(x) for x in rates["off"]],
         "all_on": [round(x) for x in rates["on"]],
+        "flush_wait_ms_on": round(statistics.median(flush_ms["on"])),
         "spans_written": spans,
         "store_mb": round(size_mb, 1),
         "writer": args.writer,
     }
     if "on_process" in rates:
-        # (process_time counts this process only: the writer process's CPU is not in cpu_us_per_step_on_process)
+        # (process_time counts this process only: the writer process's CPU is writer_process_cpu_us_per_step,
+        # counted once it has exited at the round's shutdown)
         on_process = statistics.median(rates["on_process"])
         result["on_process_steps_per_s"] = round(on_process)
         result["ratio_process"] = round(on_process / off, 3)
         result["ratio_of_best_process"] = round(max(rates["on_process"]) / best_off, 3)
         result["cpu_us_per_step_on_process"] = round(min(cpu_us["on_process"]), 1)
+        result["writer_process_cpu_us_per_step"] = round(min(writer_cpu_us["on_process"]), 1)
+        result["flush_wait_ms_on_process"] = round(statistics.median(flush_ms["on_process"]))
         result["all_on_process"] = [round(x) for x in rates["on_process"]]
     print(json.dumps(result))
     return result
