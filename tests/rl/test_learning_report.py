@@ -39,10 +39,13 @@ def test_the_table_says_when_async_reached_the_sync_runs_final_success() -> None
     rows = [line for line in table.splitlines() if line.startswith(("| 0 ", "| 1 "))]
     # seed 0: async first reaches 20 % at 400 s of the sync run's 1,000 (0.40x); at 500 s (half) it had 20 %
     assert (
-        rows[0] == "| 0 | sync-wave | 20.0% (30 steps, 1000 s) | 25.0% (40 steps) | 400 s (0.40x) | 20.0% |"
+        rows[0]
+        == "| 0 | sync-wave | 20.0% (30 steps, 1000 s) | 1.00x | 25.0% (40 steps) | 400 s (0.40x) | 20.0% |"
     )
     # seed 1: async never reaches the sync run's 30 %; its last checkpoint within 500 s had 12 %
-    assert rows[1] == "| 1 | sync-wave | 30.0% (30 steps, 1000 s) | 14.0% (30 steps) | never | 12.0% |"
+    assert (
+        rows[1] == "| 1 | sync-wave | 30.0% (30 steps, 1000 s) | 1.00x | 14.0% (30 steps) | never | 12.0% |"
+    )
 
 
 def test_no_table_without_both_an_async_and_a_sync_run_of_a_seed() -> None:
