@@ -54,3 +54,14 @@ def test_no_table_without_both_an_async_and_a_sync_run_of_a_seed() -> None:
     apart = {"runs": [_run(0, "async", [(0, 0.1)]), _run(1, "sync-wave", [(0, 0.1)])]}
     assert module._schedule_table(only_async) == ""
     assert module._schedule_table(apart) == ""
+
+
+def test_a_trailing_rollout_window_of_a_few_episodes_is_not_read_as_the_runs_last_success() -> None:
+    full_windows = _run_module()._full_windows
+    windows = [
+        {"versions_from": 0.0, "success_rate": 0.09, "episodes": 1800.0},
+        {"versions_from": 20.0, "success_rate": 0.15, "episodes": 1900.0},
+        {"versions_from": 40.0, "success_rate": 0.0, "episodes": 1.0},
+    ]
+    assert full_windows(windows) == windows[:2]
+    assert full_windows(windows[:2]) == windows[:2]  # a full last window stays
