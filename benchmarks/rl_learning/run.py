@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -375,7 +376,7 @@ def _per_category_table(report: dict[str, Any]) -> str:
 
 def _full_windows(windows: list[dict[str, float]]) -> list[dict[str, float]]:
     """The rollout windows without a trailing one of under half the usual episodes: the versions the run reached
-    just before its time ran out (one episode of seed 2's last window read as "0 % success")."""
+    just before its time ran out, whose few episodes would be read as the run's last success."""
     if len(windows) < 2:
         return windows
     usual = statistics.median(w["episodes"] for w in windows[:-1])
@@ -384,11 +385,18 @@ def _full_windows(windows: list[dict[str, float]]) -> list[dict[str, float]]:
 
 def _schedule_table(report: dict[str, Any]) -> str:
     """The issue's schedule criterion, per seed: when async's held-out success first reached the final success of
-    each synchronous run of the same seed (as a fraction of that run's wall-clock), and async's success at the
-    last checkpoint within half that wall-clock. Empty unless some seed has an async run and a sync one."""
+    each synchronous run of the same seed (as a fraction of that run's wall-clock), when the sync run itself first
+    reached it, and async's success at the last checkpoint within half that wall-clock. Times are those of the
+    first checkpoint at or above the target: upper bounds, at each run's checkpoint spacing. Empty unless some seed
+    has an async run and a sync one."""
     by_seed: dict[int, dict[str, dict[str, Any]]] = {}
     for run in report["runs"]:
-        by_seed.setdefault(run["seed"], {})[run["mode"]] = run
+        modes = by_seed.setdefault(run["seed"], {})
+        if run["mode"] in modes:
+            raise SystemExit(
+                f"two {run['mode']} runs of seed {run['seed']}: merge them into separate reports"
+            )
+        modes[run["mode"]] = run
     lines: list[str] = []
     for seed in sorted(by_seed):
         modes = by_seed[seed]
@@ -396,25 +404,7 @@ def _schedule_table(report: dict[str, Any]) -> str:
         if mine is None:
             continue
         for baseline in sorted(m for m in modes if m.startswith("sync")):
-            theirs = modes[baseline]
-            target, horizon = theirs["final"], theirs["points"][-1]["wall_s"]
-            reached = next((p for p in mine["points"] if p["success_rate"] >= target), None)
-            # The sync run's own first checkpoint at its final level: when the curves flatten early, both reach a
-            # plateau's value long before the end, and this says how much of async's lead is that.
-            own = next(p for p in theirs["points"] if p["success_rate"] >= target)
-            within = [p for p in mine["points"] if p["wall_s"] <= horizon / 2]
-            at_half = within[-1]["success_rate"] if within else None
-            lines.append(
-                f"| {seed} | {baseline} | {target:.1%} ({theirs['steps']} steps, {horizon:.0f} s) | "
-                f"{own['wall_s'] / horizon:.2f}x | {mine['final']:.1%} ({mine['steps']} steps) | "
-                + (
-                    f"{reached['wall_s']:.0f} s ({reached['wall_s'] / horizon:.2f}x) | "
-                    if reached is not None and horizon > 0
-                    else "never | "
-                )
-                + ("-" if at_half is None else f"{at_half:.1%}")
-                + " |"
-            )
+            lines.append(_schedule_row(seed, baseline, mine, modes[baseline]))
     if not lines:
         return ""
     header = (
@@ -423,6 +413,38 @@ def _schedule_table(report: dict[str, Any]) -> str:
         "| async at half the sync run's time |\n|---:|---|---:|---:|---:|---:|---:|"
     )
     return header + "\n" + "\n".join(lines) + "\n"
+
+
+def _schedule_row(seed: int, baseline: str, mine: dict[str, Any], theirs: dict[str, Any]) -> str:
+    target = theirs["final"]
+    horizon = theirs["points"][-1]["wall_s"]
+    if not (math.isfinite(horizon) and horizon > 0):
+        horizon = theirs.get("train_wall_s", 0.0)
+    head = f"| {seed} | {baseline} | {target:.1%} ({theirs['steps']} steps, {horizon:.0f} s) | "
+    # Trained checkpoints only: the warm start (step 0) is every run's first point, and "reaching" a final at or
+    # below it says nothing about either schedule.
+    trained = [p for p in theirs["points"] if p.get("step", 0) > 0]
+    warm = theirs["points"][0]["success_rate"]
+    if not (math.isfinite(horizon) and horizon > 0) or not trained:
+        return head + "n/a (no trained checkpoint) | | | |"
+    if target <= warm:
+        return head + f"n/a (at or below the warm start's {warm:.1%}) | | | |"
+    own = next((p for p in trained if p["success_rate"] >= target), trained[-1])
+    reached = next((p for p in mine["points"] if p.get("step", 0) > 0 and p["success_rate"] >= target), None)
+    within = [p for p in mine["points"] if math.isfinite(p["wall_s"]) and p["wall_s"] <= horizon / 2]
+    at_half = within[-1]["success_rate"] if within else None
+    if reached is None:
+        when = "never"
+    elif math.isfinite(reached["wall_s"]):
+        when = f"{reached['wall_s']:.0f} s ({reached['wall_s'] / horizon:.2f}x)"
+    else:
+        when = f"step {reached['step']} (time not recorded)"
+    return (
+        head
+        + f"{own['wall_s'] / horizon:.2f}x | {mine['final']:.1%} ({mine['steps']} steps) | {when} | "
+        + ("-" if at_half is None else f"{at_half:.1%}")
+        + " |"
+    )
 
 
 def _distinct_warm(report: dict[str, Any]) -> list[float]:

@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
+import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,34 @@ class BenchModel(ChatModel):
         return ChatResponse(content=[TextBlock(text="The answer is 3.")], finish_reason="stop", usage=usage)
 
 
-async def workload(n: int, k: int, concurrency: int, latency_s: float = 0.0) -> tuple[float, float, float]:
-    """Run N agents; return the wall time, the process CPU time (all threads) and the time spent waiting for the
-    tracer to write what was left when the last agent finished (included in the wall time), in seconds."""
+@dataclass(frozen=True)
+class Round:
+    """What one run of the workload measured, in seconds."""
+
+    wall_s: float
+    """From the first agent's start until the tracer had written everything (``aflush``)."""
+    cpu_s: float
+    """This process's CPU time, all threads."""
+    flush_wait_s: float
+    """The part of ``wall_s`` spent waiting for the tracer after the last agent had finished."""
+    writer_cpu_s: float | None
+    """The writer process's CPU time over the same interval (None without one): its start-up, before the round,
+    and its shutdown, after it, are not counted."""
+
+
+def _writer_cpu_s() -> float | None:
+    """CPU seconds the running tracer's writer process has used so far (None with the writer thread)."""
+    tracer = tracing.get_tracer()
+    writer = getattr(tracer, "_process", None)
+    process = getattr(writer, "process", None)
+    if process is None:
+        return None
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+async def workload(n: int, k: int, concurrency: int, latency_s: float = 0.0) -> Round:
+    """Run N agents (K tool rounds each, at most ``concurrency`` at once) and measure it."""
     model = BenchModel(k, latency_s)
     toolkit = Toolkit()
     toolkit.register(add)
@@ -92,22 +118,23 @@ async def workload(n: int, k: int, concurrency: int, latency_s: float = 0.0) -> 
             reply = await agent(Msg(role="user", content=USER_PROMPT))
             assert reply.text == "The answer is 3.", reply.text
 
+    writer_before = _writer_cpu_s() if tracing.enabled() else None
     start = time.perf_counter()
     cpu = time.process_time()
     await asyncio.gather(*(one(i) for i in range(n)))
     drained = time.perf_counter()
     if tracing.enabled():
         await tracing.aflush()
-    elapsed = time.perf_counter() - start
+    end = time.perf_counter()
     cpu = time.process_time() - cpu
+    writer_after = _writer_cpu_s() if writer_before is not None else None
     assert model.calls == n * (k + 1), model.calls
-    return elapsed, cpu, time.perf_counter() - drained
-
-
-def _children_cpu_s() -> float:
-    """CPU seconds of this process's finished children (a writer process counts once it has exited)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return Round(
+        wall_s=end - start,
+        cpu_s=cpu,
+        flush_wait_s=end - drained,
+        writer_cpu_s=None if writer_before is None or writer_after is None else writer_after - writer_before,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -142,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps = args.n * (args.k + 1)
     rates: dict[str, list[float]] = {"off": [], **{mode: [] for mode in writers}}
     cpu_us: dict[str, list[float]] = {mode: [] for mode in rates}
-    flush_ms: dict[str, list[float]] = {mode: [] for mode in rates}
-    writer_cpu_us: dict[str, list[float]] = {mode: [] for mode in rates}
+    flush_ms: dict[str, list[float]] = {mode: [] for mode in writers}
+    writer_cpu_us: dict[str, list[float]] = {mode: [] for mode, w in writers.items() if w == "process"}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "traces.db"
         asyncio.run(workload(min(args.n, 200), args.k, args.concurrency))  # warm-up, off
@@ -154,7 +181,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for r in range(args.rounds):
             order = list(rates) if r % 2 == 0 else list(reversed(rates))
             for mode in order:
-                children = _children_cpu_s()
                 if mode != "off":
                     agentscope.init(
                         store,
@@ -163,22 +189,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         writer=writers[mode],  # type: ignore[arg-type]
                         **options,
                     )
-                elapsed, cpu, flush = asyncio.run(
+                measured = asyncio.run(
                     workload(args.n, args.k, args.concurrency, args.model_latency_ms / 1000)
                 )
                 if mode != "off":
                     tracing.shutdown()
-                rates[mode].append(steps / elapsed)
-                cpu_us[mode].append(cpu / steps * 1e6)
-                flush_ms[mode].append(flush * 1e3)
-                writer_cpu_us[mode].append((_children_cpu_s() - children) / steps * 1e6)
-                print(
-                    f"[tracing bench] round {r} {mode:>10}: {steps / elapsed:,.0f} agent-steps/s, "
-                    f"{cpu / steps * 1e6:.0f} CPU us/step in this process, "
-                    f"{writer_cpu_us[mode][-1]:.0f} in the writer process; "
-                    f"{flush * 1e3:.0f} ms of the round waiting for the tracer to catch up",
-                    file=sys.stderr,
+                rates[mode].append(steps / measured.wall_s)
+                cpu_us[mode].append(measured.cpu_s / steps * 1e6)
+                line = (
+                    f"[tracing bench] round {r} {mode:>10}: {steps / measured.wall_s:,.0f} agent-steps/s, "
+                    f"{measured.cpu_s / steps * 1e6:.0f} CPU us/step in this process"
                 )
+                if mode in writer_cpu_us and measured.writer_cpu_s is not None:
+                    writer_cpu_us[mode].append(measured.writer_cpu_s / steps * 1e6)
+                    line += f", {writer_cpu_us[mode][-1]:.0f} in the writer process"
+                if mode in flush_ms:
+                    flush_ms[mode].append(measured.flush_wait_s * 1e3)
+                    line += f"; {flush_ms[mode][-1]:.0f} ms of the round waiting for the tracer to catch up"
+                print(line, file=sys.stderr)
         with tracing.TraceStore(store) as st:
             runs, _ = st.list_runs()
             spans = sum(run["span_count"] for run in runs)
@@ -207,19 +235,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "all_off": [round(x) for x in rates["off"]],
         "all_on": [round(x) for x in rates["on"]],
         "flush_wait_ms_on": round(statistics.median(flush_ms["on"])),
+        # CPU of a writer process over the rounds themselves (its start-up and shutdown excluded): best round
+        **{
+            f"writer_process_cpu_us_per_step_{mode}": round(min(values), 1)
+            for mode, values in writer_cpu_us.items()
+            if values
+        },
         "spans_written": spans,
         "store_mb": round(size_mb, 1),
         "writer": args.writer,
     }
     if "on_process" in rates:
-        # (process_time counts this process only: the writer process's CPU is writer_process_cpu_us_per_step,
-        # counted once it has exited at the round's shutdown)
+        # (process_time counts this process only: the writer process's is writer_process_cpu_us_per_step_*)
         on_process = statistics.median(rates["on_process"])
         result["on_process_steps_per_s"] = round(on_process)
         result["ratio_process"] = round(on_process / off, 3)
         result["ratio_of_best_process"] = round(max(rates["on_process"]) / best_off, 3)
         result["cpu_us_per_step_on_process"] = round(min(cpu_us["on_process"]), 1)
-        result["writer_process_cpu_us_per_step"] = round(min(writer_cpu_us["on_process"]), 1)
         result["flush_wait_ms_on_process"] = round(statistics.median(flush_ms["on_process"]))
         result["all_on_process"] = [round(x) for x in rates["on_process"]]
     print(json.dumps(result))
