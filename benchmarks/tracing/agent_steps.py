@@ -200,7 +200,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"[tracing bench] round {r} {mode:>10}: {steps / measured.wall_s:,.0f} agent-steps/s, "
                     f"{measured.cpu_s / steps * 1e6:.0f} CPU us/step in this process"
                 )
-                if mode in writer_cpu_us and measured.writer_cpu_s is not None:
+                if mode in writer_cpu_us:
+                    if (
+                        measured.writer_cpu_s is None
+                    ):  # the tracer's internals moved: say so, do not drop the column
+                        raise SystemExit(
+                            "writer='process' round, but no writer process found to read its CPU"
+                        )
                     writer_cpu_us[mode].append(measured.writer_cpu_s / steps * 1e6)
                     line += f", {writer_cpu_us[mode][-1]:.0f} in the writer process"
                 if mode in flush_ms:
