@@ -125,7 +125,16 @@ async def agent_call(
     span.agent = agent
     span.msg = msg
     span.reply = None
-    span.reply = reply = await _within(span, invoke(msg, **kwargs))
+    # (what _within does, inline: a coroutine less for every resumption of a traced call)
+    token = _set_current(span)
+    try:
+        span.reply = reply = await invoke(msg, **kwargs)
+    except BaseException as exc:
+        span.record_exception(exc)
+        span.end()
+        raise
+    finally:
+        _reset_current(token)
     span.end()
     return reply
 
@@ -153,7 +162,15 @@ async def model_call(
     span.settings = settings
     span.streaming = streaming
     span.response = None
-    span.response = response = await _within(span, call())
+    token = _set_current(span)  # (_within, inline)
+    try:
+        span.response = response = await call()
+    except BaseException as exc:
+        span.record_exception(exc)
+        span.end()
+        raise
+    finally:
+        _reset_current(token)
     span.end()
     return response
 
@@ -170,7 +187,15 @@ async def tool_execute(
     span: ToolSpan = current  # type: ignore[assignment]  (new_span made a ToolSpan)
     span.tool_use = call
     span.result = None
-    span.result = response = await _within(span, execute(call))
+    token = _set_current(span)  # (_within, inline)
+    try:
+        span.result = response = await execute(call)
+    except BaseException as exc:
+        span.record_exception(exc)
+        span.end()
+        raise
+    finally:
+        _reset_current(token)
     span.end()
     return response
 

@@ -61,7 +61,7 @@ training step (RL episodes are ``env``)."""
 SpanStatus: TypeAlias = Literal["unset", "ok", "error"]
 """OpenTelemetry's span status codes."""
 
-_submit: Callable[[object], None] | None = None
+_submit: Callable[[Span], None] | None = None
 """Where finished spans go (the installed tracer's queue); set together with ``switch.ON``."""
 
 SAMPLE_ALL = 1 << 64
@@ -296,7 +296,7 @@ UNSAMPLED: Span = _NoopSpan()
 """The current span inside a trace the sampler left out: its spans, children included, are not recorded."""
 
 
-def switch_on(submit: Callable[[object], None], sample_below: int) -> None:
+def switch_on(submit: Callable[[Span], None], sample_below: int) -> None:
     """Make instrumented code record: finished spans go to ``submit``; traces are sampled below ``sample_below``."""
     global _submit, _sample_below
     _submit = submit

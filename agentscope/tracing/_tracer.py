@@ -201,7 +201,8 @@ class Tracer:
     def dropped(self) -> int:
         """Spans and points dropped because the writer fell behind, an exporter failed, or a writer process died
         with them."""
-        return self._dropped + (self._process.dropped if self._process is not None else 0)
+        process = self._process
+        return self._dropped + (0 if process is None else process.dropped + process.wire.dropped)
 
     @property
     def error(self) -> BaseException | None:
@@ -221,7 +222,8 @@ class Tracer:
         self._thread.start()
         _tracer = self
         self._installed = True
-        _spans.switch_on(self._queue.append, self._sample_below)
+        process = self._process
+        _spans.switch_on(self._queue.append if process is None else process.wire.add, self._sample_below)
         return self
 
     def wait_ready(self, timeout_s: float | None = 30.0) -> None:
@@ -231,8 +233,12 @@ class Tracer:
             raise self.error
 
     def submit(self, item: Span) -> None:
-        """Queue a finished span (what :meth:`Span.end` does for the installed tracer)."""
-        self._queue.append(item)
+        """Queue a finished span (what :meth:`Span.end` does for the installed tracer). With a writer process the
+        span is encoded for it at once, in the calling thread."""
+        if self._process is not None:
+            self._process.wire.add(item)
+        else:
+            self._queue.append(item)
 
     def record_metric(self, name: str, value: float, step: int | None = None) -> None:
         """Queue one metric point; ``step`` defaults to one past this metric's previous step (0 first)."""
@@ -244,7 +250,7 @@ class Tracer:
     def flush(self, timeout_s: float | None = 30.0) -> bool:
         """Block until everything queued so far is exported; False on timeout. Not from an event loop."""
         if not self._thread.is_alive():
-            return not self._queue
+            return not self._queue and not (self._process is not None and self._process.pending)
         if threading.current_thread() is self._thread:
             raise RuntimeError("flush() called from the tracer's own writer thread")
         marker = _Flush()
@@ -283,14 +289,15 @@ class Tracer:
             self._export([], [])  # the run row first: the studio shows the run at once
         finally:
             self._ready.set()
-        if self._process is not None:  # a writer process is sent the spans themselves, at each export
-            interval = self.flush_interval_s
+        if self._process is not None:
+            # The spans were encoded for the writer process as they ended. They go every encode_interval_s:
+            # the writer commits what has arrived together, so it works alongside the app instead of in
+            # bursts (and a flush waits only for what it has not caught up with).
             while True:
-                self._kick.wait(interval)
+                self._kick.wait(self.encode_interval_s)
                 self._kick.clear()
-                exported = self._drain()
-                interval = self.busy_interval_s if exported >= self.busy_batch else self.flush_interval_s
-                if self._stopping and not self._queue:
+                self._drain()
+                if self._stopping and not self._queue and not self._process.pending:
                     break
             self._export_final()
             return
@@ -392,45 +399,57 @@ class Tracer:
         return len(spans) + len(metrics)
 
     def _drain_to_process(self) -> int:
-        """:meth:`_drain` for a writer process: spans go as they are (``_wire`` encodes the whole batch at once)."""
+        """:meth:`_drain` for a writer process: the spans, encoded as they ended, go in frames of at most
+        ``max_batch``, with the metric points queued; each flush marker is released once the writer has committed
+        everything before it."""
         process = self._process
         assert process is not None
         exported = 0
         queue = self._queue
-        while queue:
-            spans: list[Span] = []
+        rounds = 1 + process.pending // self.max_batch  # what arrives meanwhile waits for the next pass
+        while rounds > 0 or queue:
+            rounds -= 1
             metrics: list[tuple[str, int, float, int]] = []
             markers: list[_Flush] = []
-            while queue and len(spans) + len(metrics) < self.max_batch:
+            while queue and len(metrics) < self.max_batch:
                 item = queue.popleft()
                 if type(item) is _Metric:
                     metrics.append((item.name, item.step, item.value, item.time_ns))
                 elif type(item) is _Flush:
                     markers.append(item)
                     break
-                else:
-                    spans.append(cast(Span, item))
+                else:  # a span queued before a switch of writers cannot happen; kept safe all the same
+                    process.wire.add(cast(Span, item))
+            spans = 0
             if time.monotonic() >= self._retry_at:
                 try:
-                    if spans or metrics:
-                        process.send(spans, metrics)
+                    if process.pending or metrics:
+                        spans = process.send(metrics)
                     if markers:
+                        before = process.pending  # a flush exports every span that ended before it
+                        while before > 0:
+                            before -= process.max_batch
+                            spans += process.send([])
                         process.wait(300.0)  # a flush's caller stops waiting after its own timeout
                 except Exception as exc:  # a writer process that cannot be (re)started: try again in a while
                     if self._error is None:
                         self._error = exc
                     self._retry_at = time.monotonic() + _RETRY_S
-                    self._dropped += len(spans) + len(metrics)
+                    lost = process.discard() + len(metrics)
+                    self._dropped += len(metrics)
                     logger.exception(
-                        "the tracing writer process failed; %d spans dropped, retrying in %.0f s",
-                        len(spans),
+                        "the tracing writer process failed; %d spans and points dropped, retrying in %.0f s",
+                        lost,
                         _RETRY_S,
                     )
             else:
-                self._dropped += len(spans) + len(metrics)
-            exported += len(spans) + len(metrics)
+                spans = process.discard()
+                self._dropped += len(metrics)
+            exported += spans + len(metrics)
             for marker in markers:
                 marker.done.set()
+            if not markers and not metrics and not spans:
+                break
         return exported
 
     def _export(self, spans: list[SpanRecord], metrics: list[MetricRecord]) -> None:

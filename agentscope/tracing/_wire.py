@@ -24,6 +24,8 @@ what the writer holds; a batch marked ``reset`` starts both afresh (after a lost
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -36,26 +38,33 @@ from agentscope.types import ChatResponse, ToolResponse
 
 __all__ = ["WireBatch", "WireDecoder", "WireEncoder"]
 
+logger = logging.getLogger("agentscope.tracing")
+
 _CONVERSATIONS = 4096
 _TOOL_LISTS = 1024
 
 _GENERIC, _AGENT, _MODEL, _TOOL = 0, 1, 2, 3
 _JSON, _BLOB, _MESSAGES, _TOOLS = 0, 1, 2, 3
 _RESULT_BLOCK, _RESPONSE = 1, 2
+_CLEAR_CONVERSATIONS, _CLEAR_TOOL_LISTS = 1, 2
+"""Bits of a model span's last field: the sender emptied that cache before this span; the writer does the same."""
 
 
-WireBatch = tuple[int, bool, list[Span], list[tuple[str, int, float, int]], dict[str, Any] | None]
-"""A decoded batch: sequence number, reset, spans, metric points (name, step, value, time), run row or None."""
+WireBatch = tuple[int, bool, list[Span], list[tuple[str, int, float, int]], dict[str, Any] | None, int]
+"""A decoded batch: sequence number, reset, spans, metric points (name, step, value, time), run row or None, and
+how many of its spans could not be rebuilt."""
 
 
 def _head(code: int, span: Span) -> tuple[object, ...]:
     """What every wire span starts with (``WireDecoder._span`` reads it back): its kind code, ids, times, status
-    and own attributes."""
+    and own attributes. The ids go as hex: pydantic-core writes an int of more than 63 bits through Python, at
+    about ten times the cost of formatting it here."""
+    parent_id = span.parent_id
     return (
         code,
-        span.trace_id,
-        span.span_id,
-        span.parent_id,
+        f"{span.trace_id:032x}",
+        f"{span.span_id:016x}",
+        None if parent_id is None else f"{parent_id:016x}",
         span.start_ns,
         span.end_ns,
         span.status,
@@ -66,43 +75,112 @@ def _head(code: int, span: Span) -> tuple[object, ...]:
 
 
 class WireEncoder:
-    """Turns batches of finished spans into bytes for the writer process (drain thread only)."""
+    """Encodes each finished span into wire bytes as it ends, and hands the bytes out in batches.
 
-    def __init__(self) -> None:
+    :meth:`add` runs in whatever thread ends the span (the event loop, a tool thread); :meth:`frame`,
+    :meth:`reset` and :meth:`discard` in the tracer's drain thread. One lock orders them, so the pending bytes are
+    always in the order the conversation caches were updated in, which is the order the writer decodes them in.
+    """
+
+    def __init__(self, max_pending: int = 200_000) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[bytes] = []
         self._conversations: dict[str, tuple[str, ...]] = {}
         self._tool_lists: dict[tuple[int, ...], tuple[int, Sequence[Any]]] = {}
-        self._next_tools = 0
+        self._next_tools = 0  # never reset: a number names one tool list for the whole run
+        self._clear = 0
         self._reset = True
+        self.max_pending = max_pending
+        """Spans ending while this many wait to be sent are dropped (counted in :attr:`dropped`)."""
+        self.dropped = 0
+        """Spans not encoded (the writer fell ``max_pending`` behind, or a value could not be serialised), and
+        encoded spans discarded unsent (:meth:`reset`, :meth:`discard`)."""
 
-    def reset(self) -> None:
-        """Forget what the writer holds: the next batch starts both sides afresh."""
-        self._conversations.clear()
-        self._tool_lists.clear()
-        self._reset = True
+    @property
+    def pending(self) -> int:
+        """Spans encoded and not yet taken by :meth:`frame`."""
+        return len(self._pending)
 
-    def batch(
+    def add(self, span: Span) -> None:
+        """Encode a finished span now (which frees what it holds) and keep its bytes until the next frame."""
+        kind = type(span)
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                self.dropped += 1
+                if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8...: said, without a line per span
+                    logger.warning(
+                        "tracing fell behind: %d spans wait for the writer process; %d dropped so far",
+                        len(self._pending),
+                        self.dropped,
+                    )
+                return
+            try:
+                if kind is ModelSpan:
+                    item = self._model(cast(ModelSpan, span))
+                elif kind is ToolSpan:
+                    item = self._tool(cast(ToolSpan, span))
+                elif kind is AgentSpan:
+                    item = self._agent(cast(AgentSpan, span))
+                else:
+                    item = self._generic(span)
+                self._pending.append(to_json(item, fallback=repr))
+            except Exception:
+                # What the caches recorded as sent with this span was not sent: forget it, so that the next
+                # span of its conversation (or with its tools) carries it again.
+                self._forget(span)
+                self.dropped += 1
+                logger.exception("could not encode span %r for the writer process; dropped", span)
+
+    def frame(
         self,
         seq: int,
-        spans: Sequence[Span],
+        max_spans: int,
         metrics: Sequence[tuple[str, int, float, int]],
         run: dict[str, Any] | None = None,
-    ) -> bytes:
-        """One batch as JSON bytes. Raises what serialisation raised (then call :meth:`reset`)."""
-        wire: list[object] = []
-        append = wire.append
-        model, agent, tool = self._model, self._agent, self._tool
-        for span in spans:
-            kind = type(span)
-            if kind is ModelSpan:
-                append(model(cast(ModelSpan, span)))
-            elif kind is ToolSpan:
-                append(tool(cast(ToolSpan, span)))
-            elif kind is AgentSpan:
-                append(agent(cast(AgentSpan, span)))
+    ) -> tuple[int, bytes]:
+        """Take up to ``max_spans`` pending spans into one frame: how many it carries, and its bytes."""
+        tail = to_json(metrics) + b"," + to_json(run, fallback=repr) + b"]"
+        with self._lock:
+            pending = self._pending
+            if len(pending) <= max_spans:
+                spans, self._pending = pending, []
             else:
-                append(self._generic(span))
-        reset, self._reset = self._reset, False
-        return to_json((seq, reset, wire, metrics, run), fallback=repr)
+                spans = pending[:max_spans]
+                del pending[:max_spans]
+            reset, self._reset = self._reset, False
+        head = b"[%d,%s,[" % (seq, b"true" if reset else b"false")
+        return len(spans), b"".join((head, b",".join(spans), b"],", tail))
+
+    def reset(self) -> None:
+        """Forget what the writer holds (it lost a batch, or is a new process): the next frame starts both sides
+        afresh. Spans already encoded still go; the writer skips (and counts) those that refer to what it lost."""
+        with self._lock:
+            self._conversations.clear()
+            self._tool_lists.clear()
+            self._clear = 0
+            self._reset = True
+
+    def discard(self) -> int:
+        """Drop the pending spans unsent (the writer cannot take them now); return how many. What they carried
+        for the first time is sent again with later spans."""
+        with self._lock:
+            lost = len(self._pending)
+            self._pending = []
+            self.dropped += lost
+            self._conversations.clear()
+            self._tool_lists.clear()
+            self._clear = 0
+            self._reset = True
+            return lost
+
+    def _forget(self, span: Span) -> None:
+        if not isinstance(span, ModelSpan):
+            return
+        model = span
+        if model.messages:
+            self._conversations.pop(model.messages[0].id, None)
+        if model.tools:
+            self._tool_lists.pop(tuple(map(id, model.tools)), None)
 
     # -------------------------------------------------------------- per span
 
@@ -121,10 +199,12 @@ class WireEncoder:
                 messages = messages[known:]
             elif sent is None and len(conversations) > _CONVERSATIONS:
                 conversations.clear()
+                self._clear |= _CLEAR_CONVERSATIONS
             conversations[key] = ids
         tools: object = None
         if span.tools:
             tools = self._tools(span.tools)
+        clear, self._clear = self._clear, 0
         return (
             *_head(_MODEL, span),
             type(model).__name__,
@@ -137,6 +217,7 @@ class WireEncoder:
             span.settings,
             span.streaming,
             None if span.response is None else span.response.__dict__,
+            clear,
         )
 
     def _tools(self, tools: Sequence[Any]) -> tuple[int, Sequence[Any] | None]:
@@ -146,6 +227,7 @@ class WireEncoder:
             return known[0], None
         if len(self._tool_lists) >= _TOOL_LISTS:
             self._tool_lists.clear()
+            self._clear |= _CLEAR_TOOL_LISTS
         number = self._next_tools
         self._next_tools += 1
         self._tool_lists[key] = (number, tools)  # holds the schemas: their ids cannot be reused meanwhile
@@ -264,21 +346,36 @@ class WireDecoder:
             self._conversations.clear()
             self._tool_lists.clear()
         spans: list[Span] = []
+        skipped = 0
         for item in wire:
-            code = item[0]
-            if code == _MODEL:
-                spans.append(self._model(item))
-            elif code == _TOOL:
-                spans.append(self._tool(item))
-            elif code == _AGENT:
-                spans.append(self._agent(item))
-            else:
-                spans.append(self._generic(item))
-        return seq, reset, spans, [(m[0], m[1], m[2], m[3]) for m in metrics], run
+            try:
+                code = item[0]
+                if code == _MODEL:
+                    spans.append(self._model(item))
+                elif code == _TOOL:
+                    spans.append(self._tool(item))
+                elif code == _AGENT:
+                    spans.append(self._agent(item))
+                else:
+                    spans.append(self._generic(item))
+            except Exception:
+                # Encoded before the sender started afresh, against messages or tools this writer never got
+                # (they went to a writer process that died), or malformed: this span alone is lost.
+                skipped += 1
+        return seq, reset, spans, [(m[0], m[1], m[2], m[3]) for m in metrics], run, skipped
 
     @staticmethod
     def _span(span_class: type[Span], item: list[Any], name: str = "", kind: str = "") -> Any:
-        span = span_class(name, cast(Any, kind), item[1], item[2], item[3], item[9], item[8])
+        parent_id = item[3]
+        span = span_class(
+            name,
+            cast(Any, kind),
+            int(item[1], 16),
+            int(item[2], 16),
+            None if parent_id is None else int(parent_id, 16),
+            item[9],
+            item[8],
+        )
         span.start_ns = item[4]
         span.end_ns = item[5]
         span.status = item[6]
@@ -292,13 +389,19 @@ class WireDecoder:
         if model_class is None:
             model_class = self._model_classes[class_name] = type(class_name, (_Model,), {"__slots__": ()})
         span.model = model_class(model_name)
+        clear = item[20]
+        if clear & _CLEAR_CONVERSATIONS:
+            self._conversations.clear()
+        if clear & _CLEAR_TOOL_LISTS:
+            self._tool_lists.clear()
         messages: list[Any] = [_Message(m) for m in new]
         if key is not None:
             conversations = self._conversations
             if known:
-                messages = conversations[key][:known] + messages
-            elif key not in conversations and len(conversations) > _CONVERSATIONS:
-                conversations.clear()
+                held = conversations[key]  # KeyError: sent to a writer that is gone (the span is skipped)
+                if len(held) < known:
+                    raise ValueError(f"conversation {key} holds {len(held)} messages here, not {known}")
+                messages = held[:known] + messages
             conversations[key] = messages
         span.messages = tuple(messages)
         if tools is None:
@@ -306,8 +409,6 @@ class WireDecoder:
         else:
             number, schemas = tools
             if schemas is not None:
-                if len(self._tool_lists) >= _TOOL_LISTS:
-                    self._tool_lists.clear()
                 self._tool_lists[number] = schemas
             span.tools = self._tool_lists[number]
         span.tool_choice, span.settings, span.streaming, response = item[16:20]

@@ -36,7 +36,6 @@ from typing import Any, cast
 from pydantic_core import from_json, to_json
 
 from agentscope.tracing._records import Encoder, ExportBatch, MetricRecord, RunRecord, SpanRecord
-from agentscope.tracing._spans import Span
 from agentscope.tracing._wire import WireDecoder, WireEncoder
 
 __all__ = ["ProcessWriter", "WriterError", "exporter_spec", "main"]
@@ -127,7 +126,7 @@ class _Writer:
             seq = 0
             for frame in frames:
                 try:
-                    seq, _, batch, points, run = self.decoder.decode(frame)
+                    seq, _, batch, points, run, skipped = self.decoder.decode(frame)
                 except Exception:
                     lost, seq, run = _salvage(frame, seq)
                     logger.exception("could not decode a batch of %d spans/points; dropped", lost)
@@ -137,6 +136,9 @@ class _Writer:
                         final = bool(run.pop("final", False))
                         self.run = RunRecord(**run)
                     continue
+                if skipped:
+                    logger.warning("%d spans referred to messages this writer never got; dropped", skipped)
+                    dropped += skipped
                 if run is not None:
                     final = bool(run.pop("final", False))
                     self.run = RunRecord(**run)
@@ -216,9 +218,12 @@ class ProcessWriter:
         """The first exporter error the writer reported."""
         self.restarts = 0
         """How many times a writer process that died was replaced."""
+        self.wire = WireEncoder()
+        """Encodes each span as it ends (:meth:`WireEncoder.add` is the tracer's hot path in process mode)."""
+        self.max_batch = 4096
+        """Most spans in one frame."""
         self.process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
-        self._wire = WireEncoder()
         self._seq = 0
         self._in_flight: dict[int, int] = {}
         self._setup_error: str | None = None
@@ -244,7 +249,6 @@ class ProcessWriter:
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
-        self._wire.reset()
         self._in_flight = {0: 0}
         self._setup_error = None
         setup = {
@@ -279,37 +283,37 @@ class ProcessWriter:
             row["final"] = True
         return row
 
-    def send(
-        self, spans: Sequence[Span], metrics: Sequence[tuple[str, int, float, int]], final: bool = False
-    ) -> None:
-        """Hand a batch to the writer (restarting it first if it died). Blocks only while the socket is full."""
+    @property
+    def pending(self) -> int:
+        """Spans encoded and not yet sent."""
+        return self.wire.pending
+
+    def send(self, metrics: Sequence[tuple[str, int, float, int]], final: bool = False) -> int:
+        """Send a frame of up to ``max_batch`` pending spans and ``metrics`` (restarting a writer that died
+        first); return how many spans it carried. Blocks only while the socket is full."""
         self._answers()
         process = self.process
         if process is None:
             self.start()
         elif process.poll() is not None:
             self._lost(f"the tracing writer process exited with status {process.returncode}")
+        # (only now are the pending spans taken: a restart above discarded those encoded for the old writer)
         self._seq += 1
         seq = self._seq
-        try:
-            data = self._wire.batch(seq, spans, metrics, self._run_row(final) if final else None)
-        except Exception:
-            self._wire.reset()
-            self.dropped += len(spans) + len(metrics)
-            logger.exception(
-                "could not encode a batch of %d spans for the writer process; dropped", len(spans)
-            )
-            if not final:
-                return
-            data = self._wire.batch(seq, [], [], self._run_row(True))
+        count, data = self.wire.frame(seq, self.max_batch, metrics, self._run_row(final) if final else None)
         assert self._conn is not None
-        self._in_flight[seq] = len(spans) + len(metrics)
+        self._in_flight[seq] = count + len(metrics)
         try:
             self._conn.send_bytes(data)
         except OSError:
             self._lost("the tracing writer process stopped reading")
             if final:
-                self.send([], [], final=True)
+                self.send([], final=True)
+        return count
+
+    def discard(self) -> int:
+        """Drop the pending spans unsent (the writer cannot be started now); return how many."""
+        return self.wire.discard()
 
     def wait(self, timeout_s: float | None) -> bool:
         """Wait until the writer has committed every batch sent; False on timeout. A writer that dies meanwhile
@@ -343,7 +347,7 @@ class ProcessWriter:
 
     def close(self, timeout_s: float | None) -> None:
         """Send the final run row, wait for the writer to commit it and exit."""
-        self.send([], [], final=True)
+        self.send([], final=True)
         self.wait(timeout_s)
         process = self.process
         if process is not None:
@@ -372,7 +376,7 @@ class ProcessWriter:
                 if error is not None and self.error is None:
                     self.error = WriterError(error)
                 if reset:
-                    self._wire.reset()
+                    self.wire.reset()
         except (EOFError, OSError):
             return False  # the writer is gone: send/wait notice and restart it
         return True
@@ -385,6 +389,7 @@ class ProcessWriter:
         self._restart()
 
     def _restart(self) -> None:
+        self.wire.reset()
         process = self.process
         if process is not None:
             if process.poll() is None:
