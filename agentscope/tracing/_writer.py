@@ -21,6 +21,7 @@ restarts a writer that died (the batches it had not committed are counted as dro
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -41,6 +42,9 @@ from agentscope.tracing._wire import WireDecoder, WireEncoder
 __all__ = ["ProcessWriter", "WriterError", "exporter_spec", "main"]
 
 logger = logging.getLogger("agentscope.tracing")
+
+_GC_THRESHOLD = 20_000
+"""The writer process's generation-0 collection threshold (allocations less deallocations; Python's default: 700)."""
 
 _COALESCE = 4096
 """The writer commits what has arrived together, up to this many spans and points in one transaction."""
@@ -198,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (EOFError, OSError):
         return
     writer = _Writer(conn, setup)
+    # Each frame becomes thousands of short-lived, acyclic containers (the decoded JSON, the spans, their rows). At
+    # the default threshold of 700 the cycle collector ran every few spans and, each time, promoted the long-lived
+    # caches (conversations, encoded messages) once more: a third of this process's CPU in the agent-steps
+    # benchmark (135 against 93-100 us per step). The modules are frozen out of it; cycles are still collected.
+    gc.freeze()
+    gc.set_threshold(_GC_THRESHOLD, 10, 10)
     writer.serve()
     conn.close()
 
