@@ -1,0 +1,142 @@
+"""The wire between the app and a writer process (``_wire``): spans are encoded as they end (so they hold nothing
+after), the writer rebuilds exactly the conversations it was sent, a span encoded for a writer that died is lost
+alone, and the two sides empty their caches at the same point of the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import weakref
+from pathlib import Path
+
+import pytest
+
+from agentscope import tracing
+from agentscope.agents import ReActAgent
+from agentscope.message import Msg, TextBlock
+from agentscope.models import ChatResponse
+from agentscope.testing import ScriptedModel, tool_call
+from agentscope.tools import Toolkit
+from agentscope.tracing import _wire
+from agentscope.tracing._genai import ModelSpan
+from agentscope.tracing._wire import WireDecoder, WireEncoder
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: The first number.
+        b: The second number.
+    """
+    return a + b
+
+
+def _model_span(messages: list[Msg], span_id: int) -> ModelSpan:
+    span = ModelSpan("", "model", 7, span_id, None, {}, True)
+    span.model = ScriptedModel(["unused"])
+    span.messages = tuple(messages)
+    span.tools = ()
+    span.tool_choice = None
+    span.settings = None
+    span.streaming = False
+    span.response = ChatResponse(content=[TextBlock(text=f"answer {span_id}")], finish_reason="stop")
+    span.end_ns = time.time_ns()
+    return span
+
+
+def _conversation(key: str, n: int) -> list[Msg]:
+    return [Msg(role="user", content=f"{key} message {i}", id=f"{key}-{i}") for i in range(n)]
+
+
+def _texts(span: ModelSpan) -> list[str]:
+    return [m.content if isinstance(m.content, str) else "?" for m in span.messages]
+
+
+def test_an_agent_is_freed_when_its_call_ends_not_when_the_writer_next_sends(tmp_path: Path) -> None:
+    """With a writer process a span is encoded when it ends: the agent, its messages and the model's responses are
+    not kept alive by the tracer's queue (they were, until the next export: up to a second under load, long enough
+    for every garbage collection to scan and promote them)."""
+    tracer = tracing.init(tmp_path / "t.db", writer="process", flush_interval_s=30.0)
+    assert tracer is not None
+    tracer.encode_interval_s = 30.0  # nothing is sent while we look
+    try:
+        toolkit = Toolkit()
+        toolkit.register(add)
+        agent = ReActAgent("calc", "", ScriptedModel([tool_call("add", a=1, b=2), "3"]), toolkit=toolkit)
+        reply = asyncio.run(agent(Msg(role="user", content="1 + 2?")))
+        assert reply.text == "3"
+        agent_ref, reply_ref = weakref.ref(agent), weakref.ref(reply)
+        del agent, reply
+        gc.collect()
+        assert agent_ref() is None
+        assert reply_ref() is None
+        process = tracer._process  # pyright: ignore[reportPrivateUsage]
+        assert process is not None
+        assert process.pending == 4  # agent, two model calls, one tool call: bytes, waiting to be sent
+    finally:
+        tracing.shutdown()
+    assert tracer.dropped == 0
+
+
+def test_the_writer_rebuilds_each_conversation_from_the_new_messages_alone() -> None:
+    encoder, decoder = WireEncoder(), WireDecoder()
+    messages = _conversation("k", 5)
+    for n in (2, 3, 5):
+        encoder.add(_model_span(messages[:n], n))
+    count, frame = encoder.frame(1, 100, [])
+    assert count == 3
+    _, reset, spans, _, _, skipped = decoder.decode(frame)
+    assert reset  # the first frame starts both sides afresh
+    assert skipped == 0
+    assert [_texts(s) for s in spans] == [[f"k message {i}" for i in range(n)] for n in (2, 3, 5)]  # type: ignore[arg-type]
+    assert frame.count(b"k message 0") == 1  # sent once, not once per call
+
+
+def test_a_span_encoded_for_a_writer_that_died_is_lost_alone() -> None:
+    """A writer process dies with a frame it never committed. The spans encoded meanwhile still go to the new
+    writer: the one that continues a conversation the dead writer held is skipped and counted, the others
+    (a new conversation; the same conversation after the restart, sent whole) are written."""
+    encoder = WireEncoder()
+    messages = _conversation("k", 4)
+    encoder.add(_model_span(messages[:2], 1))
+    encoder.frame(1, 100, [])  # went to the writer that died
+    encoder.add(_model_span(messages[:3], 2))  # refers to the two messages it held
+    encoder.add(_model_span(_conversation("other", 1), 3))
+    encoder.reset()  # the new writer process
+    encoder.add(_model_span(messages[:4], 4))
+    _, frame = encoder.frame(2, 100, [])
+    _, reset, spans, _, _, skipped = WireDecoder().decode(frame)
+    assert reset
+    assert skipped == 1
+    assert [s.span_id for s in spans] == [3, 4]
+    assert _texts(spans[1]) == [f"k message {i}" for i in range(4)]  # type: ignore[arg-type]
+
+
+def test_both_sides_empty_their_conversation_caches_at_the_same_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender tells the writer when it forgets its conversations, so a writer that holds more than the sender
+    (spans it skipped, or stale ones) never forgets one the sender still counts on."""
+    monkeypatch.setattr(_wire, "_CONVERSATIONS", 2)
+    encoder, decoder = WireEncoder(), WireDecoder()
+    decoder._conversations["stale"] = []  # pyright: ignore[reportPrivateUsage]
+    conversations = {key: _conversation(key, 3) for key in "abcd"}
+    order = [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("d", 2), ("a", 2), ("d", 3)]  # the cache empties at "d"
+    for i, (key, n) in enumerate(order):
+        encoder.add(_model_span(conversations[key][:n], i))
+    _, frame = encoder.frame(1, 100, [])
+    _, _, spans, _, _, skipped = decoder.decode(frame)
+    assert skipped == 0
+    assert [len(s.messages) for s in spans] == [n for _, n in order]  # type: ignore[attr-defined]
+    assert sorted(decoder._conversations) == ["a-0", "d-0"]  # pyright: ignore[reportPrivateUsage]
+
+
+def test_spans_beyond_the_pending_bound_are_dropped_and_counted() -> None:
+    encoder = WireEncoder(max_pending=2)
+    for i in range(5):
+        encoder.add(_model_span(_conversation(f"c{i}", 1), i))
+    assert encoder.pending == 2
+    assert encoder.dropped == 3
+    _, frame = encoder.frame(1, 100, [])
+    _, _, spans, _, _, skipped = WireDecoder().decode(frame)
+    assert (len(spans), skipped) == (2, 0)
