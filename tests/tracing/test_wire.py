@@ -19,7 +19,9 @@ from agentscope.models import ChatResponse
 from agentscope.testing import ScriptedModel, tool_call
 from agentscope.tools import Toolkit
 from agentscope.tracing import _wire
+from agentscope.tracing._exporters import StoreExporter
 from agentscope.tracing._genai import ModelSpan
+from agentscope.tracing._tracer import Tracer
 from agentscope.tracing._wire import WireDecoder, WireEncoder
 
 
@@ -58,9 +60,11 @@ def test_an_agent_is_freed_when_its_call_ends_not_when_the_writer_next_sends(tmp
     """With a writer process a span is encoded when it ends: the agent, its messages and the model's responses are
     not kept alive by the tracer's queue (they were, until the next export: up to a second under load, long enough
     for every garbage collection to scan and promote them)."""
-    tracer = tracing.init(tmp_path / "t.db", writer="process", flush_interval_s=30.0)
-    assert tracer is not None
-    tracer.encode_interval_s = 30.0  # nothing is sent while we look
+    # nothing is sent while we look
+    tracer = Tracer(
+        [StoreExporter(tmp_path / "t.db")], writer="process", flush_interval_s=30.0, encode_interval_s=30.0
+    ).install()
+    tracer.wait_ready()
     try:
         toolkit = Toolkit()
         toolkit.register(add)
