@@ -10,9 +10,11 @@ Encoding does not wait for the next export (only for one that is running: the sa
 span keeps the objects of its call (messages, responses, the agent) alive, and in a busy process a second of them
 is enough to make every garbage collection scan them, more than once (they are promoted to the older generations).
 What is encoded is also exported whenever it reaches ``max_batch`` items. ``flush()`` exports at once either way.
-With a writer process (``writer="process"``) the spans themselves are sent to it at each export, and encoded there.
+With a writer process (``writer="process"``) each span is serialised for it as it ends, in the thread that ends it,
+and the bytes are sent every ``encode_interval_s``; the process encodes and exports them.
 If the writer falls more than ``max_queue`` items behind, the oldest are dropped and counted (``Tracer.dropped``),
-as OpenTelemetry's ``BatchSpanProcessor`` does.
+as OpenTelemetry's ``BatchSpanProcessor`` does (with a writer process, the newest: later spans of a conversation
+refer to what earlier ones carried).
 
 One file because the writer thread's loop, the queue it drains and the process-wide tracer that ``init``, ``flush``
 and ``shutdown`` install and end share one lifecycle (the hot path's switch, the fork hook, the exit hook): split,
@@ -158,7 +160,7 @@ class Tracer:
         """The wait between exports while spans arrive faster than ``busy_batch`` per ``flush_interval_s``."""
         self.encode_interval_s = min(encode_interval_s, flush_interval_s)
         """How long a finished span waits to be encoded (and the objects it holds freed); at most
-        ``flush_interval_s``. (A writer process is sent spans at each export instead.)"""
+        ``flush_interval_s``. (With a writer process: how often what ended is sent to it.)"""
         self.sample_rate = sample_rate
         """The fraction of traces recorded, decided by trace id when a trace starts (1.0: all)."""
         self.capture_content = capture_content
@@ -183,6 +185,7 @@ class Tracer:
                     if getattr(exporter, "process_spec", None) is not None:
                         exporter.shutdown()
             self._process = ProcessWriter(specs, self.run, capture_content)
+            self._process.wire.max_pending = max_queue
         elif writer != "thread":
             raise ValueError(f"writer must be 'thread' or 'process', not {writer!r}")
         self._queue: deque[object] = deque()
@@ -544,8 +547,8 @@ def init(
         run_id: Continue the run of this id (a resumed ``agentscope eval``): its row in the store keeps its
             start and counters, and takes this process's status, name and config. Default: a new random id.
         writer: ``thread`` (default) encodes and writes spans in a thread of this process; ``process`` in a
-            writer process of their own, so that a CPU-bound app (a server) does not pay for it under its GIL: a
-            thread of this process only serialises each batch once and sends it. ``process`` exports to the
+            writer process of their own, so that a CPU-bound app (a server) does not pay for it under its GIL:
+            this process only serialises each span once, as it ends, and sends the bytes. ``process`` exports to the
             trace store and OTLP only (not your own ``exporters``); a writer process that dies is restarted,
             what it had not written counted in ``Tracer.dropped``.
 
