@@ -8,6 +8,9 @@ the writer thread to have written every span (``aflush``), so nothing is left un
     .venv/bin/python benchmarks/tracing/agent_steps.py [--n 1000] [--k 5] [--concurrency 200] [--rounds 5]
         [--model-latency-ms 0] [--sample-rate 1.0] [--no-content] [--writer thread|process|both]
 
+Each round also reports the time this process spent in the cycle collector (``gc.callbacks``): spans kept alive
+until the writer gets to them are scanned (and promoted) by every collection meanwhile.
+
 ``--sample-rate`` and ``--no-content`` pass ``sample_rate`` / ``capture_content=False`` to ``agentscope.init``;
 ``--writer`` its ``writer`` (``both``: each round runs off, on with the writer thread and on with the writer
 process, reported as ``on`` and ``on_process``).
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -92,6 +96,26 @@ class Round:
     writer_cpu_s: float | None
     """The writer process's CPU time over the same interval (None without one): its start-up, before the round,
     and its shutdown, after it, are not counted."""
+    gc_s: float
+    """Time this process spent in the cycle collector (``gc.callbacks``), all generations."""
+
+
+class _GcClock:
+    """Adds up the time the cycle collector runs in this process (one perf_counter pair per collection)."""
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.total_s += time.perf_counter() - self._started
+
+
+_GC_CLOCK = _GcClock()
+gc.callbacks.append(_GC_CLOCK)
 
 
 def _writer_cpu_s() -> float | None:
@@ -119,6 +143,7 @@ async def workload(n: int, k: int, concurrency: int, latency_s: float = 0.0) -> 
             assert reply.text == "The answer is 3.", reply.text
 
     writer_before = _writer_cpu_s() if tracing.enabled() else None
+    gc_before = _GC_CLOCK.total_s
     start = time.perf_counter()
     cpu = time.process_time()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -134,6 +159,7 @@ async def workload(n: int, k: int, concurrency: int, latency_s: float = 0.0) -> 
         cpu_s=cpu,
         flush_wait_s=end - drained,
         writer_cpu_s=None if writer_before is None or writer_after is None else writer_after - writer_before,
+        gc_s=_GC_CLOCK.total_s - gc_before,
     )
 
 
@@ -169,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps = args.n * (args.k + 1)
     rates: dict[str, list[float]] = {"off": [], **{mode: [] for mode in writers}}
     cpu_us: dict[str, list[float]] = {mode: [] for mode in rates}
+    gc_us: dict[str, list[float]] = {mode: [] for mode in rates}
     flush_ms: dict[str, list[float]] = {mode: [] for mode in writers}
     writer_cpu_us: dict[str, list[float]] = {mode: [] for mode, w in writers.items() if w == "process"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,9 +223,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     tracing.shutdown()
                 rates[mode].append(steps / measured.wall_s)
                 cpu_us[mode].append(measured.cpu_s / steps * 1e6)
+                gc_us[mode].append(measured.gc_s / steps * 1e6)
                 line = (
                     f"[tracing bench] round {r} {mode:>10}: {steps / measured.wall_s:,.0f} agent-steps/s, "
-                    f"{measured.cpu_s / steps * 1e6:.0f} CPU us/step in this process"
+                    f"{measured.cpu_s / steps * 1e6:.0f} CPU us/step in this process "
+                    f"({gc_us[mode][-1]:.0f} of them in garbage collection)"
                 )
                 if mode in writer_cpu_us:
                     if (
@@ -247,6 +276,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for mode, values in writer_cpu_us.items()
             if values
         },
+        # time in the cycle collector per step, median over rounds (this process only)
+        **{f"gc_us_per_step_{mode}": round(statistics.median(values), 1) for mode, values in gc_us.items()},
         "spans_written": spans,
         "store_mb": round(size_mb, 1),
         "writer": args.writer,
