@@ -125,7 +125,8 @@ async def agent_call(
     span.agent = agent
     span.msg = msg
     span.reply = None
-    # (what _within does, inline: a coroutine less for every resumption of a traced call)
+    # (what _within does, inline: a coroutine less for every resumption of a traced call; the call itself is
+    # inside too, so one that raises before its first await ends the span failed)
     token = _set_current(span)
     try:
         span.reply = reply = await invoke(msg, **kwargs)

@@ -10,8 +10,9 @@ Encoding does not wait for the next export (only for one that is running: the sa
 span keeps the objects of its call (messages, responses, the agent) alive, and in a busy process a second of them
 is enough to make every garbage collection scan them, more than once (they are promoted to the older generations).
 What is encoded is also exported whenever it reaches ``max_batch`` items. ``flush()`` exports at once either way.
-With a writer process (``writer="process"``) each span is serialised for it as it ends, in the thread that ends it,
-and the bytes are sent every ``encode_interval_s``; the process encodes and exports them.
+With a writer process (``writer="process"``) each span is serialised for it as it ends, in the thread that ends it
+(under a lock: ``_wire``), and the bytes are sent every ``encode_interval_s``; the process encodes and exports them
+(``flush_interval_s`` and the busy settings are the writer thread's).
 If the writer falls more than ``max_queue`` items behind, the oldest are dropped and counted (``Tracer.dropped``),
 as OpenTelemetry's ``BatchSpanProcessor`` does (with a writer process, the newest: later spans of a conversation
 refer to what earlier ones carried).
@@ -151,7 +152,7 @@ class Tracer:
         self.flush_interval_s = flush_interval_s
         """How long the writer waits between exports."""
         self.max_queue = max_queue
-        """Items queued beyond this are dropped (oldest first)."""
+        """Items queued beyond this are dropped (oldest first; with a writer process, the newest spans)."""
         self.max_batch = max_batch
         """Most items in one exported batch."""
         self.busy_batch = busy_batch
@@ -186,6 +187,7 @@ class Tracer:
                         exporter.shutdown()
             self._process = ProcessWriter(specs, self.run, capture_content)
             self._process.wire.max_pending = max_queue
+            self._process.max_batch = max_batch
         elif writer != "thread":
             raise ValueError(f"writer must be 'thread' or 'process', not {writer!r}")
         self._queue: deque[object] = deque()
@@ -285,6 +287,13 @@ class Tracer:
         else:
             self._export_final()
 
+    def abandon(self) -> None:
+        """Make this tracer inert without exporting anything: in a forked child, where its writer thread (or
+        writer process) is the parent's. Done for the installed tracer when the process forks."""
+        self._closed = True
+        if self._process is not None:
+            self._process.wire.after_fork()
+
     # -------------------------------------------------------------- the writer thread
 
     def _work(self) -> None:
@@ -325,7 +334,10 @@ class Tracer:
         self._drain()
         if self._process is not None:
             if self._process.process is not None:
-                self._process.close(30.0)
+                try:
+                    self._process.close(30.0)
+                except Exception:  # a writer that died and cannot be restarted: what it lost is counted
+                    logger.exception("the tracing writer process could not be closed in order")
             return
         self._export([], [])
         for exporter in self.exporters:
@@ -409,7 +421,7 @@ class Tracer:
         assert process is not None
         exported = 0
         queue = self._queue
-        rounds = 1 + process.pending // self.max_batch  # what arrives meanwhile waits for the next pass
+        rounds = 1 + process.pending // process.max_batch  # what arrives meanwhile waits for the next pass
         while rounds > 0 or queue:
             rounds -= 1
             metrics: list[tuple[str, int, float, int]] = []
@@ -424,10 +436,12 @@ class Tracer:
                 else:  # a span queued before a switch of writers cannot happen; kept safe all the same
                     process.wire.add(cast(Span, item))
             spans = 0
+            sent_metrics = False
             if time.monotonic() >= self._retry_at:
                 try:
                     if process.pending or metrics:
                         spans = process.send(metrics)
+                        sent_metrics = True  # (counted by the writer from now on, lost or not)
                     if markers:
                         before = process.pending  # a flush exports every span that ended before it
                         while before > 0:
@@ -438,8 +452,9 @@ class Tracer:
                     if self._error is None:
                         self._error = exc
                     self._retry_at = time.monotonic() + _RETRY_S
-                    lost = process.discard() + len(metrics)
-                    self._dropped += len(metrics)
+                    unsent = 0 if sent_metrics else len(metrics)
+                    lost = process.discard() + unsent
+                    self._dropped += unsent
                     logger.exception(
                         "the tracing writer process failed; %d spans and points dropped, retrying in %.0f s",
                         lost,
@@ -535,7 +550,8 @@ def init(
         run_name: Name of this run; default ``run-<date>-<time>``.
         config: JSON data stored with the run (hyper-parameters, tags).
         exporters: More exporters (your own :class:`SpanExporter`, or an ``InMemoryExporter`` in tests).
-        flush_interval_s: How often the writer thread exports.
+        flush_interval_s: How often the writer thread exports. (A writer process is sent what has ended every
+            0.1 s and commits what has arrived together.)
         sample_rate: Fraction of traces recorded (0 to 1). The decision is made once per trace, from its id, when
             its root span starts: a trace is recorded whole or not at all. Metrics are always recorded.
         capture_content: False keeps what was said out of the spans (messages, tool arguments and results, token
@@ -602,8 +618,10 @@ def _forget_in_child() -> None:
     """After ``fork()`` the child has the parent's queue but not its writer thread: tracing is off in the child
     until it calls :func:`init` itself (its spans would otherwise pile up unwritten)."""
     global _tracer
-    _tracer = None
+    tracer, _tracer = _tracer, None
     _spans.switch_off()
+    if tracer is not None:
+        tracer.abandon()
 
 
 if hasattr(os, "register_at_fork"):

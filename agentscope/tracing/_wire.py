@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from threading import get_ident
 from typing import Any, cast
 
 from pydantic_core import from_json, to_json
@@ -86,21 +87,28 @@ class WireEncoder:
     :meth:`add` runs in whatever thread ends the span (the event loop, a tool thread); :meth:`frame`,
     :meth:`reset` and :meth:`discard` in the tracer's drain thread. One lock orders them, so the pending bytes are
     always in the order the conversation caches were updated in, which is the order the writer decodes them in.
+    A span that fails to encode (or is interrupted) has what the caches recorded for it undone, and the eviction
+    bits it would have carried go with the next model span, so both sides keep agreeing.
     """
 
     def __init__(self, max_pending: int = 200_000) -> None:
         self._lock = threading.Lock()
+        self._owner: int | None = None
+        """The thread holding the lock (a span can end inside our own section: see :meth:`add`)."""
+        self._deferred: list[Span] = []
         self._pending: list[bytes] = []
         self._conversations: dict[str, tuple[str, ...]] = {}
         self._tool_lists: dict[tuple[int, ...], tuple[int, Sequence[Any]]] = {}
         self._next_tools = 0  # never reset: a number names one tool list for the whole run
         self._clear = 0
         self._reset = True
+        self._closed = False
         self.max_pending = max_pending
-        """Spans ending while this many wait to be sent are dropped (counted in :attr:`dropped`)."""
+        """Spans ending while this many wait to be sent are dropped (counted in :attr:`dropped`): the newest, as
+        later spans of a conversation refer to what earlier ones carried."""
         self.dropped = 0
         """Spans not encoded (the writer fell ``max_pending`` behind, or a value could not be serialised), and
-        encoded spans discarded unsent (:meth:`reset`, :meth:`discard`)."""
+        encoded spans dropped unsent (:meth:`discard`)."""
 
     @property
     def pending(self) -> int:
@@ -109,33 +117,16 @@ class WireEncoder:
 
     def add(self, span: Span) -> None:
         """Encode a finished span now (which frees what it holds) and keep its bytes until the next frame."""
-        kind = type(span)
-        with self._lock:
-            if len(self._pending) >= self.max_pending:
-                self.dropped += 1
-                if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8...: said, without a line per span
-                    logger.warning(
-                        "tracing fell behind: %d spans wait for the writer process; %d dropped so far",
-                        len(self._pending),
-                        self.dropped,
-                    )
-                return
-            try:
-                if kind is ModelSpan:
-                    item = self._model(cast(ModelSpan, span))
-                elif kind is ToolSpan:
-                    item = self._tool(cast(ToolSpan, span))
-                elif kind is AgentSpan:
-                    item = self._agent(cast(AgentSpan, span))
-                else:
-                    item = self._generic(span)
-                self._pending.append(to_json(item, fallback=repr))
-            except Exception:
-                # What the caches recorded as sent with this span was not sent: forget it, so that the next
-                # span of its conversation (or with its tools) carries it again.
-                self._forget(span)
-                self.dropped += 1
-                logger.exception("could not encode span %r for the writer process; dropped", span)
+        if self._owner == get_ident():
+            # Ended inside our own section, in this thread: a garbage collection there finalised a suspended traced
+            # coroutine, or a signal handler ran. Encoded when the section ends (waiting for the lock would hang).
+            self._deferred.append(span)
+            return
+        self._enter()
+        try:
+            self._encode(span)
+        finally:
+            self._leave()
 
     def frame(
         self,
@@ -146,7 +137,8 @@ class WireEncoder:
     ) -> tuple[int, bytes]:
         """Take up to ``max_spans`` pending spans into one frame: how many it carries, and its bytes."""
         tail = to_json(metrics) + b"," + to_json(run, fallback=repr) + b"]"
-        with self._lock:
+        self._enter()
+        try:
             pending = self._pending
             if len(pending) <= max_spans:
                 spans, self._pending = pending, []
@@ -154,30 +146,105 @@ class WireEncoder:
                 spans = pending[:max_spans]
                 del pending[:max_spans]
             reset, self._reset = self._reset, False
+        finally:
+            self._leave()
         head = b"[%d,%s,[" % (seq, b"true" if reset else b"false")
         return len(spans), b"".join((head, b",".join(spans), b"],", tail))
 
     def reset(self) -> None:
-        """Forget what the writer holds (it lost a batch, or is a new process): the next frame starts both sides
+        """Forget what the writer holds (it lost a frame, or is a new process): the next frame starts both sides
         afresh. Spans already encoded still go; the writer skips (and counts) those that refer to what it lost."""
-        with self._lock:
-            self._conversations.clear()
-            self._tool_lists.clear()
-            self._clear = 0
-            self._reset = True
+        self._enter()
+        try:
+            self._forget_all()
+        finally:
+            self._leave()
 
     def discard(self) -> int:
         """Drop the pending spans unsent (the writer cannot take them now); return how many. What they carried
         for the first time is sent again with later spans."""
-        with self._lock:
+        self._enter()
+        try:
             lost = len(self._pending)
             self._pending = []
             self.dropped += lost
-            self._conversations.clear()
-            self._tool_lists.clear()
-            self._clear = 0
-            self._reset = True
+            self._forget_all()
             return lost
+        finally:
+            self._leave()
+
+    def close(self) -> None:
+        """No more frames will be sent: a span that ends from now on is counted as dropped."""
+        self._enter()
+        try:
+            self._closed = True
+        finally:
+            self._leave()
+
+    def after_fork(self) -> None:
+        """In a forked child: this encoder belongs to the parent's writer; make it refuse spans, with a lock of
+        its own (the parent's may have been held by another thread at the fork)."""
+        self._lock = threading.Lock()
+        self._owner = None
+        self._deferred = []
+        self._pending = []
+        self._closed = True
+
+    def _enter(self) -> None:
+        self._lock.acquire()
+        self._owner = get_ident()
+
+    def _leave(self) -> None:
+        try:
+            while self._deferred:
+                self._encode(self._deferred.pop(0))
+        finally:
+            self._owner = None
+            self._lock.release()
+
+    def _forget_all(self) -> None:
+        self._conversations.clear()
+        self._tool_lists.clear()
+        self._clear = 0
+        self._reset = True
+
+    def _encode(self, span: Span) -> None:
+        """:meth:`add`, with the lock held."""
+        if self._closed:  # ended after the final frame (a thread that had not yet seen tracing switch off)
+            self.dropped += 1
+            return
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8...: said, without a line per span
+                logger.warning(
+                    "tracing fell behind: %d spans wait for the writer process; %d dropped so far",
+                    len(self._pending),
+                    self.dropped,
+                )
+            return
+        kind = type(span)
+        try:
+            if kind is ModelSpan:
+                item = self._model(cast(ModelSpan, span))
+            elif kind is ToolSpan:
+                item = self._tool(cast(ToolSpan, span))
+            elif kind is AgentSpan:
+                item = self._agent(cast(AgentSpan, span))
+            else:
+                item = self._generic(span)
+            data = to_json(item, fallback=repr)
+        except BaseException as exc:
+            # What the caches recorded as sent with this span was not sent: forget it, so that the next span of
+            # its conversation (or with its tools) carries it again. (The eviction bits stay for the next one.)
+            self._forget(span)
+            if not isinstance(exc, Exception):
+                raise
+            self.dropped += 1
+            logger.exception("could not encode span %r for the writer process; dropped", span)
+            return
+        if kind is ModelSpan:
+            self._clear = 0  # the eviction bits went with it
+        self._pending.append(data)
 
     def _forget(self, span: Span) -> None:
         if not isinstance(span, ModelSpan):
@@ -210,7 +277,6 @@ class WireEncoder:
         tools: object = None
         if span.tools:
             tools = self._tools(span.tools)
-        clear, self._clear = self._clear, 0
         return (
             *_head(_MODEL, span),
             type(model).__name__,
@@ -223,7 +289,7 @@ class WireEncoder:
             span.settings,
             span.streaming,
             None if span.response is None else span.response.__dict__,
-            clear,
+            self._clear,
         )
 
     def _tools(self, tools: Sequence[Any]) -> tuple[int, Sequence[Any] | None]:

@@ -141,7 +141,11 @@ class _Writer:
                         self.run = RunRecord(**run)
                     continue
                 if skipped:
-                    logger.warning("%d spans referred to messages this writer never got; dropped", skipped)
+                    logger.warning(
+                        "%d spans could not be rebuilt (they refer to messages this writer never got, or are "
+                        "malformed); dropped",
+                        skipped,
+                    )
                     dropped += skipped
                 if run is not None:
                     final = bool(run.pop("final", False))
@@ -216,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 class ProcessWriter:
-    """Starts the writer process and hands it batches (the tracer's drain thread only)."""
+    """Starts the writer process and hands it frames. Its methods run in the tracer's drain thread; only
+    ``wire.add`` runs in the threads that end spans."""
 
     def __init__(self, specs: list[list[Any]], run: RunRecord, capture_content: bool) -> None:
         self.specs = specs
@@ -237,6 +242,8 @@ class ProcessWriter:
         self._seq = 0
         self._in_flight: dict[int, int] = {}
         self._setup_error: str | None = None
+        self._dead = False
+        """The writer died (what it had not committed is counted); the next :meth:`send` starts a new one."""
 
     def start(self, timeout_s: float = 300.0) -> None:
         """Start a writer process and wait until it has written the run row (raises what its exporters raised)."""
@@ -305,9 +312,12 @@ class ProcessWriter:
         process = self.process
         if process is None:
             self.start()
-        elif process.poll() is not None:
-            self._lost(f"the tracing writer process exited with status {process.returncode}")
-        # (only now are the pending spans taken: a restart above discarded those encoded for the old writer)
+        elif self._dead or process.poll() is not None:
+            if not self._dead:
+                self._lost(f"the tracing writer process exited with status {process.returncode}")
+            self._restart()
+        # (Raising above takes nothing: the pending spans and ``metrics`` are taken only below. Those encoded for
+        # a writer that died go to the new one, which skips what refers to messages it never got.)
         self._seq += 1
         seq = self._seq
         count, data = self.wire.frame(seq, self.max_batch, metrics, self._run_row(final) if final else None)
@@ -326,8 +336,9 @@ class ProcessWriter:
         return self.wire.discard()
 
     def wait(self, timeout_s: float | None) -> bool:
-        """Wait until the writer has committed every batch sent; False on timeout. A writer that dies meanwhile
-        is replaced (what it had not committed is counted in :attr:`dropped`)."""
+        """Wait until the writer has committed every frame sent; False on timeout. A writer that dies meanwhile
+        ends the wait (what it had not committed is counted in :attr:`dropped`); the next :meth:`send` starts a
+        new one."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while self._in_flight:
             conn, process = self._conn, self.process
@@ -357,7 +368,10 @@ class ProcessWriter:
 
     def close(self, timeout_s: float | None) -> None:
         """Send the final run row, wait for the writer to commit it and exit."""
-        self.send([], final=True)
+        try:
+            self.send([], final=True)
+        finally:
+            self.wire.close()
         self.wait(timeout_s)
         process = self.process
         if process is not None:
@@ -392,23 +406,27 @@ class ProcessWriter:
         return True
 
     def _lost(self, why: str) -> None:
+        """The writer is gone (or not reading): count what it had not committed and end it for good."""
         lost = sum(self._in_flight.values())
         self.dropped += lost
         self._in_flight.clear()
-        logger.error("%s; %d spans/points it had not written are lost; starting a new one", why, lost)
-        self._restart()
-
-    def _restart(self) -> None:
-        self.wire.reset()
+        logger.error(
+            "%s; %d spans/points it had not written are lost; a new one starts with the next frame", why, lost
+        )
         process = self.process
         if process is not None:
             if process.poll() is None:
                 process.kill()
             process.wait()
-            self.restarts += 1
         if self._conn is not None:
             self._conn.close()
+        self.wire.reset()
+        self._dead = True
+
+    def _restart(self) -> None:
+        self.restarts += 1
         self.start()
+        self._dead = False
 
 
 if __name__ == "__main__":

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import sqlite3
+import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -120,22 +124,35 @@ def test_a_span_encoded_for_a_writer_that_died_is_lost_alone() -> None:
 
 def test_both_sides_empty_their_conversation_caches_at_the_same_span(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sender tells the writer when it forgets its conversations, so a writer that holds more than the sender
-    (spans it skipped, or stale ones) never forgets one the sender still counts on."""
+    (a stale conversation from before a restart) never forgets one the sender still counts on. With a rule of
+    their own (empty at more than N), the writer here would empty its cache at "c" and then lose "a"."""
     monkeypatch.setattr(_wire, "_CONVERSATIONS", 2)
     encoder, decoder = WireEncoder(), WireDecoder()
-    decoder._conversations["stale"] = []  # pyright: ignore[reportPrivateUsage]
+    decoder.decode(encoder.frame(1, 100, [])[1])  # the first frame starts both sides afresh
+    decoder._conversations["stale-0"] = []  # pyright: ignore[reportPrivateUsage]
     conversations = {key: _conversation(key, 3) for key in "abcd"}
-    order = [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("d", 2), ("a", 2), ("d", 3)]  # the cache empties at "d"
+    order = [
+        ("a", 1),
+        ("b", 1),
+        ("c", 1),
+        ("a", 2),
+        ("d", 1),
+        ("d", 2),
+        ("a", 3),
+    ]  # the sender empties at "d"
     for i, (key, n) in enumerate(order):
         encoder.add(_model_span(conversations[key][:n], i))
-    _, frame = encoder.frame(1, 100, [])
-    _, _, spans, _, _, skipped = decoder.decode(frame)
+    _, frame = encoder.frame(2, 100, [])
+    _, reset, spans, _, _, skipped = decoder.decode(frame)
+    assert not reset
     assert skipped == 0
-    assert [len(s.messages) for s in spans] == [n for _, n in order]  # type: ignore[attr-defined]
+    assert [_texts(s) for s in spans] == [  # type: ignore[arg-type]
+        [f"{key} message {i}" for i in range(n)] for key, n in order
+    ]
     assert sorted(decoder._conversations) == ["a-0", "d-0"]  # pyright: ignore[reportPrivateUsage]
 
 
-def test_spans_beyond_the_pending_bound_are_dropped_and_counted() -> None:
+def test_spans_beyond_the_pending_bound_are_dropped_newest_first_and_counted(tmp_path: Path) -> None:
     encoder = WireEncoder(max_pending=2)
     for i in range(5):
         encoder.add(_model_span(_conversation(f"c{i}", 1), i))
@@ -143,4 +160,116 @@ def test_spans_beyond_the_pending_bound_are_dropped_and_counted() -> None:
     assert encoder.dropped == 3
     _, frame = encoder.frame(1, 100, [])
     _, _, spans, _, _, skipped = WireDecoder().decode(frame)
-    assert (len(spans), skipped) == (2, 0)
+    assert ([s.span_id for s in spans], skipped) == (
+        [0, 1],
+        0,
+    )  # later spans may refer to what earlier carried
+
+    tracer = Tracer(
+        [StoreExporter(tmp_path / "t.db")],
+        writer="process",
+        max_queue=3,
+        flush_interval_s=30.0,
+        encode_interval_s=30.0,
+    ).install()
+    tracer.wait_ready()
+    try:
+        for i in range(5):
+            with tracing.span(f"s{i}", "env"):
+                pass
+        assert tracer.dropped == 2  # the tracer's bound, counted in the tracer's total
+    finally:
+        tracing.shutdown()
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        assert sorted(name for (name,) in conn.execute("SELECT name FROM spans")) == ["s0", "s1", "s2"]
+
+
+class _Interrupt(BaseException):
+    """Stands in for KeyboardInterrupt (which pytest would take as the user's)."""
+
+
+class _InterruptedResponse:
+    """A response whose fields cannot be read: the span is interrupted after its messages were recorded as sent."""
+
+    @property
+    def __dict__(self) -> dict[str, object]:  # type: ignore[override]
+        raise _Interrupt
+
+
+def test_a_span_interrupted_while_encoded_leaves_both_sides_agreeing() -> None:
+    """The conversation cache had already recorded the span's messages as sent when its serialisation was
+    interrupted: without undoing that, the next call of the conversation would refer to messages the writer never
+    got (with another conversation under the same key, to the wrong ones)."""
+    encoder, decoder = WireEncoder(), WireDecoder()
+    messages = _conversation("k", 3)
+    broken = _model_span(messages[:2], 1)
+    broken.response = cast(Any, _InterruptedResponse())
+    with pytest.raises(_Interrupt):
+        encoder.add(broken)
+    encoder.add(_model_span(messages[:3], 2))
+    _, _, spans, _, _, skipped = decoder.decode(encoder.frame(1, 100, [])[1])
+    assert skipped == 0
+    assert [_texts(s) for s in spans] == [[f"k message {i}" for i in range(3)]]  # type: ignore[arg-type]
+    assert encoder.dropped == 0  # interrupted, not dropped: the interrupt goes on to the caller
+
+
+def test_a_span_that_ends_while_another_is_encoded_in_the_same_thread_does_not_hang() -> None:
+    """A garbage collection inside the encoder can finalise a suspended traced coroutine, whose span then ends in
+    the same thread while the encoder's lock is held (here: serialising one value ends another span). It is
+    encoded after the first, instead of waiting for the lock forever."""
+    encoder = WireEncoder()
+    inner = _model_span(_conversation("inner", 1), 2)
+
+    class EndsAnother:
+        def __repr__(self) -> str:
+            encoder.add(inner)
+            return "ends another span"
+
+    outer = _model_span(_conversation("outer", 1), 1)
+    outer.settings = {"value": EndsAnother()}
+    worker = threading.Thread(target=encoder.add, args=(outer,), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "the encoder waited for its own lock"
+    _, _, spans, _, _, skipped = WireDecoder().decode(encoder.frame(1, 100, [])[1])
+    assert ([s.span_id for s in spans], skipped) == ([1, 2], 0)
+
+
+def test_a_forked_child_leaves_the_parents_writer_process_alone(tmp_path: Path) -> None:
+    """The child inherits the tracer and the socket to the parent's writer process; ending the tracer there must
+    not send the parent's writer a final frame (it would end the parent's run and exit)."""
+    store = tmp_path / "t.db"
+    tracer = tracing.init(store, writer="process")
+    assert tracer is not None
+    try:
+        process = tracer._process  # pyright: ignore[reportPrivateUsage]
+        assert process is not None
+        assert process.process is not None
+        writer_pid = process.process.pid
+        with tracing.span("before", "env"):
+            pass
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                tracer.shutdown()
+                with tracing.span("child", "env"):
+                    pass
+                code = 0
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline, "the child hung"
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+        with tracing.span("after", "env"):
+            pass
+        tracing.flush()
+        assert process.process.pid == writer_pid
+        assert process.process.poll() is None
+        with sqlite3.connect(store) as conn:
+            assert conn.execute("SELECT status FROM runs").fetchall() == [("running",)]
+            assert sorted(name for (name,) in conn.execute("SELECT name FROM spans")) == ["after", "before"]
+    finally:
+        tracing.shutdown()

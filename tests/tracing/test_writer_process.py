@@ -158,8 +158,11 @@ def _make_spans(n: int, name: str = "step") -> None:
 
 def test_flush_returns_once_the_writer_process_has_committed_everything_before_it(tmp_path: Path) -> None:
     store = tmp_path / "t.db"
-    tracer = tracing.init(store, writer="process", flush_interval_s=10.0)  # flush, not the timer, must write
-    assert tracer is not None
+    # flush, not the timer, must write: nothing is sent on its own for 30 s
+    tracer = tracing.Tracer(
+        [tracing.StoreExporter(store)], writer="process", flush_interval_s=30.0, encode_interval_s=30.0
+    ).install()
+    tracer.wait_ready()
     try:
         with sqlite3.connect(store) as conn:  # the run row is there at once
             assert conn.execute("SELECT status FROM runs").fetchall() == [("running",)]
@@ -241,7 +244,17 @@ def test_a_writer_restarted_after_an_exporter_error_keeps_exporting(tmp_path: Pa
         tracing.shutdown()
 
 
-def test_a_batch_the_writer_cannot_decode_is_counted_and_does_not_hold_a_flush(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("frame", "lost"),
+    [
+        (b'[7,false,[[99,"not a span"],[99]],[],null]', 2),  # spans it cannot rebuild: skipped one by one
+        (b"[7,false,[[99]],[[1]],null]", 2),  # a frame that fails as a whole (a malformed metric point)
+    ],
+    ids=["spans", "frame"],
+)
+def test_a_batch_the_writer_cannot_decode_is_counted_and_does_not_hold_a_flush(
+    tmp_path: Path, frame: bytes, lost: int
+) -> None:
     """The writer answers an undecodable batch with its sequence number (the old code answered with the one before,
     so a flush waited for it until its 300 s timeout), counts its spans as dropped, and still ends the run when
     that batch was the last."""
@@ -255,9 +268,9 @@ def test_a_batch_the_writer_cannot_decode_is_counted_and_does_not_hold_a_flush(t
     conn = writer._conn  # pyright: ignore[reportPrivateUsage]
     assert conn is not None
     writer._in_flight[7] = 2  # pyright: ignore[reportPrivateUsage]
-    conn.send_bytes(b'[7,false,[[99,"not a span"],[99]],[],null]')
+    conn.send_bytes(frame)
     assert writer.wait(10.0)
-    assert writer.dropped == 2
+    assert writer.dropped == lost
     final = {**writer._run_row(), "status": "finished", "final": True}  # pyright: ignore[reportPrivateUsage]
     writer._in_flight[8] = 1  # pyright: ignore[reportPrivateUsage]
     conn.send_bytes(b"[8,false,[[99]],[]," + json.dumps(final).encode() + b"]")
