@@ -370,3 +370,39 @@ def test_agentscope_serve_trace_records_each_request_and_finishes_the_run_when_s
         (config,) = conn.execute("SELECT config FROM runs").fetchone()
         assert json.loads(config)["tracing"]["writer"] == writer
     assert kinds >= {"agent", "model", "tool"}
+
+
+def test_what_a_writer_that_cannot_be_restarted_loses_is_counted_once(tmp_path: Path) -> None:
+    """The writer stops reading and no new one can start: the frame in flight (3 points and a span) is lost and
+    counted once (the restart's failure used to count the points a second time)."""
+    store = tmp_path / "t.db"
+    tracer = tracing.Tracer(
+        [tracing.StoreExporter(store)], writer="process", flush_interval_s=30.0, encode_interval_s=30.0
+    ).install()
+    tracer.wait_ready()
+    process = tracer._process  # pyright: ignore[reportPrivateUsage]
+    assert process is not None
+    conn = process._conn  # pyright: ignore[reportPrivateUsage]
+    assert conn is not None
+
+    def stopped_reading(data: bytes) -> None:
+        raise OSError("stopped reading")
+
+    def cannot_start(timeout_s: float = 300.0) -> None:
+        raise RuntimeError("cannot start")
+
+    real_start = process.start
+    conn.send_bytes = stopped_reading  # type: ignore[method-assign]
+    process.start = cannot_start  # type: ignore[method-assign]
+    try:
+        for i in range(3):
+            tracing.record_metric("m", float(i))
+        with tracing.span("s", "env"):
+            pass
+        tracer.flush(10)
+        assert tracer.dropped == 4
+    finally:
+        process.start = real_start  # type: ignore[method-assign]
+        tracing.shutdown()
+    with sqlite3.connect(store) as db:  # a new writer ended the run in order
+        assert db.execute("SELECT status FROM runs").fetchall() == [("finished",)]
