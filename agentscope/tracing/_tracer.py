@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
@@ -191,6 +191,10 @@ class Tracer:
         elif writer != "thread":
             raise ValueError(f"writer must be 'thread' or 'process', not {writer!r}")
         self._queue: deque[object] = deque()
+        self._submit_span: Callable[[Span], None] = (
+            self._queue.append if self._process is None else self._process.wire.add
+        )
+        """Where a finished span goes: this queue, or (with a writer process) encoded for it at once."""
         self._encoder = Encoder(capture_content=capture_content)
         self._encoded_spans: list[SpanRecord] = []
         self._encoded_metrics: list[MetricRecord] = []
@@ -227,8 +231,7 @@ class Tracer:
         self._thread.start()
         _tracer = self
         self._installed = True
-        process = self._process
-        _spans.switch_on(self._queue.append if process is None else process.wire.add, self._sample_below)
+        _spans.switch_on(self._submit_span, self._sample_below)
         return self
 
     def wait_ready(self, timeout_s: float | None = 30.0) -> None:
@@ -240,10 +243,7 @@ class Tracer:
     def submit(self, item: Span) -> None:
         """Queue a finished span (what :meth:`Span.end` does for the installed tracer). With a writer process the
         span is encoded for it at once, in the calling thread."""
-        if self._process is not None:
-            self._process.wire.add(item)
-        else:
-            self._queue.append(item)
+        self._submit_span(item)
 
     def record_metric(self, name: str, value: float, step: int | None = None) -> None:
         """Queue one metric point; ``step`` defaults to one past this metric's previous step (0 first)."""
@@ -433,8 +433,6 @@ class Tracer:
                 elif type(item) is _Flush:
                     markers.append(item)
                     break
-                else:  # a span queued before a switch of writers cannot happen; kept safe all the same
-                    process.wire.add(cast(Span, item))
             spans = 0
             sent_metrics = False
             if time.monotonic() >= self._retry_at:
