@@ -99,7 +99,8 @@ class SFTConfig(BaseModel):
     model_config = _STRICT
 
     steps: int = Field(default=0, ge=0)
-    """Optimizer steps of the warm start. 0: none (RL starts from the policy as built or loaded)."""
+    """Optimizer steps of the warm start (the most, with ``validation_tasks``). 0: none (RL starts from the policy
+    as built or loaded)."""
     tasks: TaskSpec | None = None
     """The tasks whose expert demonstrations are imitated: training-side tasks only, never the evaluation ones
     (checked when the config loads). None: the training spec with ``split=warm`` and ``n=demonstrations`` when
@@ -111,6 +112,16 @@ class SFTConfig(BaseModel):
     """AdamW learning rate (constant)."""
     batch_size: int = Field(default=8, ge=1)
     """Demonstrations per optimizer step."""
+    validation_tasks: TaskSpec | None = None
+    """Early stopping: every ``validate_every`` steps the policy plays these tasks (greedy, one attempt each), and
+    the warm start stops once ``patience`` validations in a row have not beaten the best so far; the best policy
+    is kept (ties: the earlier). Use training-side tasks that are not demonstrated (e.g. ``split=train``): they
+    may share nothing with ``eval_tasks`` or with the demonstrations (checked when the config loads), so choosing
+    the stopping point never looks at held-out tasks. None: exactly ``steps`` steps."""
+    validate_every: int = Field(default=250, ge=1)
+    """Steps between validations (with ``validation_tasks``)."""
+    patience: int = Field(default=2, ge=1)
+    """Validations in a row without a new best before the warm start stops (with ``validation_tasks``)."""
     threads: int | None = Field(default=None, ge=1)
     """torch intra-op threads while the warm start trains. It runs alone, before any rollout or RL step, so it can
     use every core (on 2 cores, 2 threads make a step ~1.7x faster than 1) while the top-level ``threads`` stays
@@ -336,9 +347,8 @@ class RLConfig(BaseModel):
 
     @model_validator(mode="after")
     def _held_out(self) -> Self:
-        """Evaluation tasks share no content key with the training or warm-start tasks (no leak)."""
-        if self.eval_tasks is None:
-            return self
+        """Evaluation tasks share no content key with the training, warm-start or warm-start validation tasks (no
+        leak), and validation tasks none with the demonstrations (they would measure memorisation)."""
         from agentscope.rl.tasks import load_tasks, overlapping
 
         def load(field: str, spec: str) -> list[Any]:
@@ -347,11 +357,23 @@ class RLConfig(BaseModel):
             except (ValueError, OSError, ImportError) as exc:  # ImportError: a suite's extra is not installed
                 raise ValueError(f"{field}: cannot load {spec!r}: {exc}") from None
 
+        warm = self.warm_start_spec()
+        validation = self.sft.validation_tasks if warm is not None else None
+        if warm is not None and validation is not None:
+            shared = overlapping(load("sft.validation_tasks", validation), load("sft.tasks", warm))
+            if shared:
+                raise ValueError(
+                    f"sft.validation_tasks: {len(shared)} of its tasks are demonstrated in the warm start "
+                    f"({warm!r}), e.g. {shared[0].prompt!r}: validate on tasks it does not imitate (split=train)"
+                )
+        if self.eval_tasks is None:
+            return self
         held_out = load("eval_tasks", self.eval_tasks)
         sides = [("tasks", self.tasks)]
-        warm = self.warm_start_spec()
         if warm is not None and warm != self.tasks:
             sides.append(("sft.tasks", warm))
+        if validation is not None:
+            sides.append(("sft.validation_tasks", validation))
         leaks: list[str] = []
         for field, spec in sides:
             shared = overlapping(held_out, load(field, spec))

@@ -16,6 +16,7 @@ start saw and did.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -23,11 +24,12 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 
 from agentscope.exceptions import ConfigError, UsageError
@@ -87,7 +89,12 @@ class SFTReport:
     record_s: float = 0.0
     """Seconds spent recording demonstrations."""
     build_s: float = 0.0
-    """Seconds spent building the tiny policy and training it."""
+    """Seconds spent building the tiny policy and training it (validations included)."""
+    validation: list[dict[str, float]] = field(default_factory=list[dict[str, float]])
+    """With ``sft.validation_tasks``: each validation's ``step``, ``success_rate`` and ``seconds``."""
+    kept_step: int | None = None
+    """With ``sft.validation_tasks``: the step whose policy was kept (the best validation); ``steps`` were
+    trained."""
 
 
 # ---------------------------------------------------------------------- demonstrations
@@ -254,16 +261,23 @@ def policy_key(config: RLConfig) -> str:
     material = {
         "version": _KEY_VERSION,
         "policy": config.policy.model_dump(mode="json", exclude={"cache_dir"}),
-        # threads unset keeps the keys that policies made before the field existed have
-        "sft": config.sft.model_dump(
-            mode="json", exclude={"threads"} if config.sft.threads is None else None
-        ),
+        # Fields left unset keep the keys that policies made before the fields existed have.
+        "sft": config.sft.model_dump(mode="json", exclude=_unset_sft_fields(config)),
         "warm_start_tasks": config.warm_start_spec(),
         "agent": config.agent.model_dump(mode="json"),
         "env": config.env.model_dump(mode="json", include={"name", "factory", "kwargs", "max_turns"}),
         "seed": config.seed,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _unset_sft_fields(config: RLConfig) -> set[str]:
+    unset: set[str] = set()
+    if config.sft.threads is None:
+        unset.add("threads")
+    if config.sft.validation_tasks is None:
+        unset.update(("validation_tasks", "validate_every", "patience"))
+    return unset
 
 
 def policy_dir(config: RLConfig, run_dir: Path) -> Path:
@@ -316,7 +330,7 @@ async def prepare_policy(
         def on_step(done: int, loss: float) -> None:
             progress.update(done, f"loss {loss:.3f}")
 
-        await anyio.to_thread.run_sync(_build, config, target, demos, report, on_step)
+        await anyio.to_thread.run_sync(_build, config, target, demos, report, on_step, progress.note)
     if console is not None:
         console.print(f"initial policy: {target} ({report.build_s:.0f} s to build)")
     return target, report
@@ -343,11 +357,13 @@ def _build(
     demos: list[Demonstration],
     report: SFTReport,
     on_step: Callable[[int, float], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> None:
     """Build (tiny) and warm-start into a staging directory, then rename it into place (blocking, CPU-heavy), with
-    torch's thread count set to ``sft.threads`` (else ``threads``) for the while."""
+    torch's thread count set to ``sft.threads`` (else ``threads``) for the while. ``note`` gets a line per
+    validation (with ``sft.validation_tasks``)."""
     with _torch_threads(config.sft.threads or config.threads):
-        _build_in_place(config, target, demos, report, on_step)
+        _build_in_place(config, target, demos, report, on_step, note)
 
 
 @contextlib.contextmanager
@@ -374,6 +390,7 @@ def _build_in_place(
     demos: list[Demonstration],
     report: SFTReport,
     on_step: Callable[[int, float], None] | None,
+    note: Callable[[str], None] | None = None,
 ) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -396,6 +413,11 @@ def _build_in_place(
     tokenizer: Any = load_tokenizer(source)
     if demos:
         model: Any = AutoModelForCausalLM.from_pretrained(source)
+        stopper = (
+            None
+            if config.sft.validation_tasks is None
+            else _EarlyStopping(config, model, tokenizer, staging / ".validation", report, note)
+        )
         losses = warm_start(
             model,
             tokenizer,
@@ -405,7 +427,11 @@ def _build_in_place(
             batch_size=config.sft.batch_size,
             seed=config.policy.tiny.seed if config.policy.path is None else config.seed,
             on_step=on_step,
+            validate_every=config.sft.validate_every,
+            on_validate=None if stopper is None else stopper,
         )
+        if stopper is not None:
+            stopper.restore_best()
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         report.steps = len(losses)
@@ -420,3 +446,63 @@ def _build_in_place(
         shutil.rmtree(staging, ignore_errors=True)
         if not (target / _READY).is_file():
             raise
+
+
+class _EarlyStopping:
+    """``warm_start``'s ``on_validate`` for ``sft.validation_tasks``: measures the policy on them (through
+    :func:`~agentscope.rl._evaluation.evaluate`, on the event loop that runs the warm start's thread), remembers the
+    best weights, and stops after ``sft.patience`` validations without a new best."""
+
+    def __init__(
+        self,
+        config: RLConfig,
+        model: Any,
+        tokenizer: Any,
+        scratch: Path,
+        report: SFTReport,
+        note: Callable[[str], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._note = note
+        self._model = model
+        self._tokenizer = tokenizer
+        self._scratch = scratch
+        self._report = report
+        self._best = -1.0
+        self._best_state: dict[str, Any] | None = None
+        self._since_best = 0
+
+    def __call__(self, steps_done: int) -> bool:
+        from agentscope.rl._evaluation import evaluate
+
+        started = time.perf_counter()
+        self._model.save_pretrained(self._scratch)
+        self._tokenizer.save_pretrained(self._scratch)
+        spec = self._config.sft.validation_tasks
+        result = anyio.from_thread.run(
+            functools.partial(evaluate, self._config, self._scratch, spec, attempts=1, temperature=0.0)
+        )
+        success = float(result["success_rate"])
+        self._report.validation.append(
+            {"step": steps_done, "success_rate": success, "seconds": time.perf_counter() - started}
+        )
+        if success > self._best:
+            self._best, self._since_best = success, 0
+            self._best_state = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+            self._report.kept_step = steps_done
+        else:
+            self._since_best += 1
+        stop = self._since_best >= self._config.sft.patience
+        if self._note is not None:
+            self._note(
+                f"warm start: step {steps_done}, validation success {success:.1%} on {spec} "
+                f"(best {self._best:.1%} at step {self._report.kept_step})"
+                + (f"; stopping: no new best in {self._since_best} validations" if stop else "")
+            )
+        return stop
+
+    def restore_best(self) -> None:
+        """Put the best validated weights back into the model, and remove the scratch copy."""
+        if self._best_state is not None:
+            self._model.load_state_dict(self._best_state)
+        shutil.rmtree(self._scratch, ignore_errors=True)

@@ -192,6 +192,27 @@ def test_splits_make_the_same_config_load(tmp_path: Path) -> None:
     assert config.eval_tasks == "arith:n=40,seed=7,max_operand=9,split=eval"
 
 
+def test_warm_start_validation_tasks_may_share_nothing_with_the_held_out_set_or_the_demonstrations() -> None:
+    """Early stopping chooses the warm start's length on ``sft.validation_tasks``: tasks from the evaluation set
+    would leak it into that choice, demonstrated tasks would measure memorisation. Either fails at load time."""
+    base = [
+        "tasks=arith:n=32,seed=0,max_operand=9,split=train",
+        "eval_tasks=arith:n=20,seed=7,max_operand=9,split=eval",
+        "sft.steps=10",
+        "sft.demonstrations=20",
+    ]
+    with pytest.raises(
+        ConfigError, match=r"eval_tasks: 20 of its 20 tasks \(\d+ distinct\) are also in sft.validation"
+    ):
+        load_config(None, [*base, "sft.validation_tasks=arith:n=40,seed=7,max_operand=9,split=eval"])
+    with pytest.raises(
+        ConfigError, match=r"sft\.validation_tasks: 20 of its tasks are demonstrated in the warm start"
+    ):
+        load_config(None, [*base, "sft.validation_tasks=arith:n=20,seed=0,max_operand=9,split=warm"])
+    config = load_config(None, [*base, "sft.validation_tasks=arith:n=20,seed=3,max_operand=9,split=train"])
+    assert config.sft.validation_tasks == "arith:n=20,seed=3,max_operand=9,split=train"
+
+
 def test_an_unloadable_evaluation_set_names_its_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="eval_tasks: cannot load 'arith:n=100,max_operand=2,split=eval'"):
         load_config(None, ["eval_tasks=arith:n=100,max_operand=2,split=eval"])

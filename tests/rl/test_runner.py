@@ -387,6 +387,111 @@ async def test_the_warm_start_shows_its_steps_and_trains_on_its_own_thread_count
     assert "made before, reused" in again.getvalue()
 
 
+async def test_early_stopping_keeps_the_best_validated_policy_not_the_last(tmp_path: Path) -> None:
+    """With ``sft.validation_tasks`` the warm start is measured every ``validate_every`` steps and stops after
+    ``patience`` validations without a new best; the policy kept is the best one's weights, exactly: those of a
+    plain warm start of that many steps."""
+    import io
+
+    import torch
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM
+
+    from agentscope.rl._sft import REPORT_FILE
+
+    common = [
+        *TINY,
+        "agent.kwargs.max_iters=2",
+        "sft.demonstrations=6",
+        "tasks=arith:n=8,seed=0,split=train",
+    ]
+    validation = [
+        "sft.steps=40",
+        "sft.validation_tasks=arith:n=4,seed=5,split=train",
+        "sft.validate_every=3",
+        "sft.patience=1",
+    ]
+    # Ties keep the earlier policy, and a policy this small and this young solves none of the validation tasks:
+    # the first validation (step 3) is the best, the second (step 6) is no better, and patience 1 stops there.
+    out = io.StringIO()
+    summary = await sft(
+        load_config(None, [*common, *validation]), tmp_path / "stopped", console=Console(file=out, width=300)
+    )
+    said = [line for line in out.getvalue().splitlines() if "validation success" in line]
+    assert len(said) == 2, out.getvalue()
+    assert "warm start: step 3, validation success 0.0% on arith:n=4,seed=5,split=train" in said[0]
+    assert said[1].endswith("; stopping: no new best in 1 validations")
+    report = summary["sft"]
+    assert [v["step"] for v in report["validation"]] == [3, 6]
+    assert report["steps"] == 6
+    assert report["kept_step"] == 3
+    stopped = Path(summary["policy"])
+    assert json.loads((stopped / REPORT_FILE).read_text())["kept_step"] == 3
+    assert not (stopped / ".validation").exists()
+
+    plain = await sft(load_config(None, [*common, "sft.steps=3"]), tmp_path / "plain")
+    kept = AutoModelForCausalLM.from_pretrained(stopped).state_dict()
+    three = AutoModelForCausalLM.from_pretrained(Path(plain["policy"])).state_dict()
+    six = await sft(load_config(None, [*common, "sft.steps=6"]), tmp_path / "six")
+    last = AutoModelForCausalLM.from_pretrained(Path(six["policy"])).state_dict()
+    assert all(torch.equal(kept[name], three[name]) for name in three)
+    assert not all(torch.equal(kept[name], last[name]) for name in last)
+
+
+async def test_early_stopping_counts_patience_from_the_last_new_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new best resets the count; a tie is not a new best (the earlier policy is kept); the weights kept are
+    those of the best validation."""
+    import torch
+
+    from agentscope.rl import _evaluation, _sft
+
+    successes = iter([0.1, 0.3, 0.2, 0.3, 0.25])
+
+    async def scripted(*_: Any, **__: Any) -> dict[str, Any]:
+        return {"success_rate": next(successes)}
+
+    class Model(torch.nn.Linear):
+        def save_pretrained(self, path: Path) -> None:
+            path.mkdir(parents=True, exist_ok=True)
+
+    class Tokenizer:
+        def save_pretrained(self, path: Path) -> None:
+            pass
+
+    monkeypatch.setattr(_evaluation, "evaluate", scripted)
+    config = load_config(
+        None, [*TINY, "sft.steps=50", "sft.validation_tasks=arith:n=2,seed=5", "sft.patience=2"]
+    )
+    model = Model(2, 2)
+    report = _sft.SFTReport(key="k", base="tiny", warm_start_tasks=None)
+    stopper = _sft._EarlyStopping(config, model, Tokenizer(), tmp_path / "scratch", report)
+
+    def validate_five() -> list[bool]:
+        stops: list[bool] = []
+        for step in range(1, 6):
+            with torch.no_grad():
+                model.weight.fill_(step)
+            stops.append(stopper(step))
+            if stops[-1]:
+                break
+        stopper.restore_best()
+        return stops
+
+    stops = await anyio.to_thread.run_sync(validate_five)
+    assert stops == [
+        False,
+        False,
+        False,
+        True,
+    ]  # best at 2; 3 and 4 (a tie) are not better: patience 2 is spent
+    assert report.kept_step == 2
+    assert [v["success_rate"] for v in report.validation] == [0.1, 0.3, 0.2, 0.3]
+    assert torch.equal(model.weight, torch.full((2, 2), 2.0))
+    assert not (tmp_path / "scratch").exists()
+
+
 def test_the_warm_start_gives_the_thread_its_torch_thread_count_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

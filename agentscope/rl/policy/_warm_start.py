@@ -48,6 +48,8 @@ def warm_start(
     max_len: int | None = None,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
+    validate_every: int = 0,
+    on_validate: Callable[[int], bool] | None = None,
 ) -> list[float]:
     """Fine-tune ``model`` (a Hugging Face causal LM, in place) on the demonstrations; returns the loss per step.
 
@@ -64,6 +66,9 @@ def warm_start(
         seed: Order of the demonstrations and the torch RNG.
         on_step: Called after each optimizer step with the number of steps done and that step's loss (e.g. to
             show progress).
+        validate_every: With ``on_validate``: call it every this many steps, and after the last one.
+        on_validate: Called (model in eval mode) with the number of steps done; returning True stops training
+            there (early stopping: the caller measures the policy on validation tasks and keeps the best).
 
     Synchronous and CPU-heavy: from async code, run it with ``anyio.to_thread.run_sync``. Leaves the model in
     eval mode.
@@ -113,6 +118,12 @@ def warm_start(
             losses.append(float(loss.item()))
             if on_step is not None:
                 on_step(len(losses), losses[-1])
+            done = len(losses)
+            if on_validate is not None and (done == steps or (validate_every and done % validate_every == 0)):
+                model.eval()
+                if on_validate(done):
+                    break
+                model.train()
     model.eval()
     return losses
 
