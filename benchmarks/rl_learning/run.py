@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,6 +43,12 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process (every thread) and of its reaped children so far."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _log(text: str) -> None:
@@ -76,7 +83,9 @@ async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[st
         shutil.rmtree(run_dir)
     config = load_config(args.config, _run_overrides(args, seed, mode, warm.get("policy")))
     _log(f"seed {seed} {mode}: training for {args.minutes} min ({_uptime()})")
+    cpu_started = _cpu_s()
     result = await train(config, run_dir)
+    train_cpu_s = _cpu_s() - cpu_started
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     parsed: list[dict[str, Any]] = [json.loads(line) for line in lines if line.strip()]
     rows = {int(r["step"]): r for r in parsed if "step" in r}
@@ -115,6 +124,7 @@ async def _one_run(args: argparse.Namespace, seed: int, mode: str, warm: dict[st
         "mode": mode,
         "steps": result.steps,
         "train_wall_s": result.wall_s,
+        "train_cpu_s": train_cpu_s,
         "points": points,
         "final": points[-1]["success_rate"],
         "best": max(p["success_rate"] for p in points),
@@ -157,7 +167,7 @@ async def _sft_more(
         }
     ]
     chunks: list[tuple[int, float, Path]] = []
-    source, steps, started = warm_dir, 0, time.perf_counter()
+    source, steps, started, cpu_started = warm_dir, 0, time.perf_counter(), _cpu_s()
     _log(f"seed {seed} sft-more: {args.minutes} min of supervised steps ({_uptime()})")
     while time.perf_counter() - started < args.minutes * 60:
         chunk_dir = run_dir / f"chunk{len(chunks) + 1:03d}"
@@ -176,6 +186,7 @@ async def _sft_more(
         steps += args.sft_chunk
         source = Path(summary["policy"])
         chunks.append((steps, time.perf_counter() - started, source))
+    train_cpu_s = _cpu_s() - cpu_started
     config = load_config(args.config, [*args.set, f"seed={seed}"])
     for steps_done, wall_s, policy in chunks:
         report = await evaluate(config, policy)
@@ -196,6 +207,7 @@ async def _sft_more(
         "mode": "sft-more",
         "steps": steps,
         "train_wall_s": chunks[-1][1] if chunks else 0.0,
+        "train_cpu_s": train_cpu_s,
         "points": points,
         "final": points[-1]["success_rate"],
         "best": max(p["success_rate"] for p in points),
@@ -472,9 +484,9 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
     warm = [w["success_rate"] for w in report["warm_start"].values()]
     lines = [
         f"| | held-out success (greedy) | gain over warm start (points) | optimizer steps in {report['minutes']} min "
-        "| training rollouts (sampled): first window → last |",
-        "|---|---:|---:|---:|---:|",
-        f"| {_warm_label(report)} | {_spread(_distinct_warm(report))} | | | |",
+        "| CPU s of training per run | training rollouts (sampled): first window → last |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| {_warm_label(report)} | {_spread(_distinct_warm(report))} | | | | |",
     ]
     for mode in modes:
         mine = [r for r in runs if r["mode"] == mode]
@@ -484,10 +496,14 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
         last = statistics.fmean(w[-1]["success_rate"] for w in rollouts) if rollouts else None
         moved = f"{first:.1%} → {last:.1%}" if first is not None and last is not None else "-"
         name = "more supervised steps (sft-more)" if mode == "sft-more" else f"RL {mode}"
+        cpu = [
+            r["train_cpu_s"] for r in mine if "train_cpu_s" in r
+        ]  # not measured before 2026-12-07 16:40 UTC
+        cpu_cell = f"{statistics.fmean(cpu):.0f} ({min(cpu):.0f}-{max(cpu):.0f})" if cpu else "-"
         lines.append(
             f"| {name}, final ({len(mine)} seeds) | {_spread([r['final'] for r in mine])} | "
             f"{statistics.fmean(gains):+.1f} (min {min(gains):+.1f}, max {max(gains):+.1f}) | "
-            f"{statistics.fmean(r['steps'] for r in mine):.0f} | {moved} |"
+            f"{statistics.fmean(r['steps'] for r in mine):.0f} | {cpu_cell} | {moved} |"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     schedules = _schedule_table(report)
