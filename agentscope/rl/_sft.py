@@ -85,7 +85,7 @@ class SFTReport:
     loss_first: float | None = None
     """Mean loss of the first 10 steps."""
     loss_last: float | None = None
-    """Mean loss of the last 10 steps."""
+    """Mean loss of the last 10 steps trained (with early stopping, some may come after ``kept_step``)."""
     record_s: float = 0.0
     """Seconds spent recording demonstrations."""
     build_s: float = 0.0
@@ -268,14 +268,25 @@ def policy_key(config: RLConfig) -> str:
         "env": config.env.model_dump(mode="json", include={"name", "factory", "kwargs", "max_turns"}),
         "seed": config.seed,
     }
+    if _validates(config):
+        # Which policy early stopping keeps depends on how the validation episodes are played (greedy).
+        material["validation"] = {
+            "rollout": config.rollout.model_dump(mode="json", exclude={"temperature"}),
+            "env": config.env.model_dump(mode="json", include={"step_timeout_s", "episode_timeout_s"}),
+        }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _validates(config: RLConfig) -> bool:
+    """Whether the warm start stops early on ``sft.validation_tasks`` (they are ignored without a warm start)."""
+    return config.sft.validation_tasks is not None and config.warm_start_spec() is not None
 
 
 def _unset_sft_fields(config: RLConfig) -> set[str]:
     unset: set[str] = set()
     if config.sft.threads is None:
         unset.add("threads")
-    if config.sft.validation_tasks is None:
+    if not _validates(config):
         unset.update(("validation_tasks", "validate_every", "patience"))
     return unset
 
@@ -392,14 +403,31 @@ def _build_in_place(
     on_step: Callable[[int, float], None] | None,
     note: Callable[[str], None] | None = None,
 ) -> None:
-    from transformers import AutoModelForCausalLM
-
-    from agentscope.rl.policy import ChatFormat, build_tiny_policy, load_tokenizer, warm_start
-
     started = time.perf_counter()
     staging = target.parent / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _build_staged(config, target, staging, demos, report, on_step, note, started)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # its name holds our pid: nobody else would remove it
+        raise
+
+
+def _build_staged(
+    config: RLConfig,
+    target: Path,
+    staging: Path,
+    demos: list[Demonstration],
+    report: SFTReport,
+    on_step: Callable[[int, float], None] | None,
+    note: Callable[[str], None] | None,
+    started: float,
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from agentscope.rl.policy import ChatFormat, build_tiny_policy, load_tokenizer, warm_start
+
     source: Path = staging
     if config.policy.path is None:
         chat = ChatFormat(tools_style=config.policy.tiny.tools_style)
@@ -414,9 +442,9 @@ def _build_in_place(
     if demos:
         model: Any = AutoModelForCausalLM.from_pretrained(source)
         stopper = (
-            None
-            if config.sft.validation_tasks is None
-            else _EarlyStopping(config, model, tokenizer, staging / ".validation", report, note)
+            _EarlyStopping(config, model, tokenizer, staging / ".validation", report, note)
+            if _validates(config)
+            else None
         )
         losses = warm_start(
             model,
@@ -451,7 +479,9 @@ def _build_in_place(
 class _EarlyStopping:
     """``warm_start``'s ``on_validate`` for ``sft.validation_tasks``: measures the policy on them (through
     :func:`~agentscope.rl._evaluation.evaluate`, on the event loop that runs the warm start's thread), remembers the
-    best weights, and stops after ``sft.patience`` validations without a new best."""
+    best weights, and stops after ``sft.patience`` validations without a new best. The best weights are kept as a
+    copy in memory (one more model's worth: small for the tiny policy, worth knowing for a large ``policy.path``).
+    Validation episodes have the env's timeouts, so on a loaded machine the stopping point can vary."""
 
     def __init__(
         self,

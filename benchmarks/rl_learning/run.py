@@ -46,7 +46,8 @@ def _uptime() -> str:
 
 
 def _cpu_s() -> float:
-    """CPU seconds of this process (every thread) and of its reaped children so far."""
+    """CPU seconds of this process (every thread) and of its reaped children so far: all of an embedded run
+    (in-process or process rollout servers, which are reaped before ``train`` returns), not Ray actors."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
 
@@ -484,7 +485,7 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
     warm = [w["success_rate"] for w in report["warm_start"].values()]
     lines = [
         f"| | held-out success (greedy) | gain over warm start (points) | optimizer steps in {report['minutes']} min "
-        "| CPU s of training per run | training rollouts (sampled): first window → last |",
+        "| CPU s of training per run (process + reaped children) | training rollouts (sampled): first window → last |",
         "|---|---:|---:|---:|---:|---:|",
         f"| {_warm_label(report)} | {_spread(_distinct_warm(report))} | | | | |",
     ]

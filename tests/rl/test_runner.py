@@ -441,20 +441,23 @@ async def test_early_stopping_keeps_the_best_validated_policy_not_the_last(tmp_p
 async def test_early_stopping_counts_patience_from_the_last_new_best(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A new best resets the count; a tie is not a new best (the earlier policy is kept); the weights kept are
-    those of the best validation."""
+    """Each validation measures the weights of that step; a new best resets the count of validations without one;
+    a tie is not a new best (the earlier policy is kept); the weights kept are those of the best validation."""
     import torch
 
     from agentscope.rl import _evaluation, _sft
 
-    successes = iter([0.1, 0.3, 0.2, 0.3, 0.25])
+    successes = iter([0.1, 0.05, 0.3, 0.2, 0.3, 0.0])
+    evaluated: list[float] = []
 
-    async def scripted(*_: Any, **__: Any) -> dict[str, Any]:
+    async def scripted(_config: Any, checkpoint: Path, *_: Any, **__: Any) -> dict[str, Any]:
+        evaluated.append(float((checkpoint / "weight").read_text()))  # what the scratch copy holds
         return {"success_rate": next(successes)}
 
     class Model(torch.nn.Linear):
         def save_pretrained(self, path: Path) -> None:
             path.mkdir(parents=True, exist_ok=True)
+            (path / "weight").write_text(str(float(self.weight.detach()[0, 0])))
 
     class Tokenizer:
         def save_pretrained(self, path: Path) -> None:
@@ -468,9 +471,9 @@ async def test_early_stopping_counts_patience_from_the_last_new_best(
     report = _sft.SFTReport(key="k", base="tiny", warm_start_tasks=None)
     stopper = _sft._EarlyStopping(config, model, Tokenizer(), tmp_path / "scratch", report)
 
-    def validate_five() -> list[bool]:
+    def validate_until_stopped() -> list[bool]:
         stops: list[bool] = []
-        for step in range(1, 6):
+        for step in range(1, 7):
             with torch.no_grad():
                 model.weight.fill_(step)
             stops.append(stopper(step))
@@ -479,17 +482,63 @@ async def test_early_stopping_counts_patience_from_the_last_new_best(
         stopper.restore_best()
         return stops
 
-    stops = await anyio.to_thread.run_sync(validate_five)
-    assert stops == [
-        False,
-        False,
-        False,
-        True,
-    ]  # best at 2; 3 and 4 (a tie) are not better: patience 2 is spent
-    assert report.kept_step == 2
-    assert [v["success_rate"] for v in report.validation] == [0.1, 0.3, 0.2, 0.3]
-    assert torch.equal(model.weight, torch.full((2, 2), 2.0))
+    stops = await anyio.to_thread.run_sync(validate_until_stopped)
+    # 0.05 at step 2 is a miss, reset by the new best at 3; 4 misses, 5 ties: patience 2 is spent at step 5
+    # (without the reset it would have been spent at step 4).
+    assert stops == [False, False, False, False, True]
+    assert evaluated == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert report.kept_step == 3
+    assert [v["step"] for v in report.validation] == [1, 2, 3, 4, 5]
+    assert torch.equal(model.weight, torch.full((2, 2), 3.0))
     assert not (tmp_path / "scratch").exists()
+
+
+def test_the_policy_cache_key_covers_early_stopping_only_where_it_applies() -> None:
+    """Validation settings decide which policy is kept, so they are part of the cache key; without a warm start
+    they are ignored, and so is the key's part for them (an existing cache stays valid)."""
+    from agentscope.rl._sft import policy_key
+
+    warm = [*TINY, "tasks=arith:n=8,seed=0,split=train", "sft.steps=10", "sft.demonstrations=6"]
+    validated = [*warm, "sft.validation_tasks=arith:n=4,seed=5,split=train"]
+    assert policy_key(load_config(None, validated)) != policy_key(load_config(None, warm))
+    assert policy_key(load_config(None, [*validated, "sft.patience=3"])) != policy_key(
+        load_config(None, validated)
+    )
+    assert policy_key(load_config(None, [*validated, "rollout.max_tokens=8"])) != policy_key(
+        load_config(None, validated)
+    )
+    cold = [*TINY, "tasks=arith:n=8,seed=0,split=train", "sft.steps=0"]
+    assert policy_key(load_config(None, [*cold, "sft.validation_tasks=arith:n=4,seed=5,split=train"])) == (
+        policy_key(load_config(None, cold))
+    )
+
+
+async def test_a_warm_start_whose_validation_fails_leaves_no_staging_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy is built in a staging directory named by the process id; when a validation fails, the error
+    reaches the caller and the directory (with its scratch copy of the model) is removed."""
+    from agentscope.rl import _evaluation
+
+    async def broken(*_: Any, **__: Any) -> dict[str, Any]:
+        raise RuntimeError("the validation episodes could not be played")
+
+    monkeypatch.setattr(_evaluation, "evaluate", broken)
+    config = load_config(
+        None,
+        [
+            *TINY,
+            "agent.kwargs.max_iters=2",
+            "sft.demonstrations=6",
+            "tasks=arith:n=8,seed=0,split=train",
+            "sft.steps=10",
+            "sft.validation_tasks=arith:n=4,seed=5,split=train",
+            "sft.validate_every=5",
+        ],
+    )
+    with pytest.raises(RuntimeError, match="could not be played"):
+        await sft(config, tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_the_warm_start_gives_the_thread_its_torch_thread_count_back(
