@@ -167,10 +167,13 @@ async def _sft_more(
             "source": "warm start",
         }
     ]
-    chunks: list[tuple[int, float, Path]] = []
+    chunks: list[tuple[int, float, float, Path]] = []
     source, steps, started, cpu_started = warm_dir, 0, time.perf_counter(), _cpu_s()
-    _log(f"seed {seed} sft-more: {args.minutes} min of supervised steps ({_uptime()})")
-    while time.perf_counter() - started < args.minutes * 60:
+    budget = f", at most {args.cpu_budget_s:.0f} CPU s" if args.cpu_budget_s else ""
+    _log(f"seed {seed} sft-more: {args.minutes} min of supervised steps{budget} ({_uptime()})")
+    while time.perf_counter() - started < args.minutes * 60 and (
+        args.cpu_budget_s is None or _cpu_s() - cpu_started < args.cpu_budget_s
+    ):
         chunk_dir = run_dir / f"chunk{len(chunks) + 1:03d}"
         config = load_config(
             args.config,
@@ -181,20 +184,22 @@ async def _sft_more(
                 "policy.cache_dir=null",
                 f"sft.steps={args.sft_chunk}",
                 "eval_tasks=null",
+                *([f"sft.threads={args.sft_more_threads}"] if args.sft_more_threads else []),
             ],
         )
         summary = await sft(config, chunk_dir)
         steps += args.sft_chunk
         source = Path(summary["policy"])
-        chunks.append((steps, time.perf_counter() - started, source))
+        chunks.append((steps, time.perf_counter() - started, _cpu_s() - cpu_started, source))
     train_cpu_s = _cpu_s() - cpu_started
     config = load_config(args.config, [*args.set, f"seed={seed}"])
-    for steps_done, wall_s, policy in chunks:
+    for steps_done, wall_s, cpu_s, policy in chunks:
         report = await evaluate(config, policy)
         points.append(
             {
                 "step": steps_done,
                 "wall_s": wall_s,
+                "cpu_s": cpu_s,
                 "episodes": 0.0,
                 "success_rate": report["success_rate"],
                 "training_overlap": report["training_overlap"],
@@ -583,6 +588,20 @@ def main() -> None:
         "--sft-chunk", type=int, default=250, help="sft-more: supervised steps between evaluated policies."
     )
     parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument(
+        "--cpu-budget-s",
+        type=float,
+        default=None,
+        help="sft-more: also stop once the chunks have used this many CPU seconds (e.g. an RL arm's "
+        "train_cpu_s), for a comparison at equal compute that the machine's load does not change.",
+    )
+    parser.add_argument(
+        "--sft-more-threads",
+        type=int,
+        default=None,
+        help="sft-more: torch threads of each chunk (default: the config's sft.threads). Use 1 when several runs "
+        "share the cores: OpenMP threads that wait for a descheduled sibling spin, burning CPU without progress.",
+    )
     parser.add_argument(
         "--steps",
         type=int,
