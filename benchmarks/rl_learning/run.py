@@ -165,11 +165,12 @@ async def _sft_more(
             "episodes": 0.0,
             "success_rate": warm["success_rate"],
             "source": "warm start",
+            "cpu_s": 0.0,
         }
     ]
     chunks: list[tuple[int, float, float, Path]] = []
     source, steps, started, cpu_started = warm_dir, 0, time.perf_counter(), _cpu_s()
-    budget = f", at most {args.cpu_budget_s:.0f} CPU s" if args.cpu_budget_s else ""
+    budget = f", at most {args.cpu_budget_s:.0f} CPU s" if args.cpu_budget_s is not None else ""
     _log(f"seed {seed} sft-more: {args.minutes} min of supervised steps{budget} ({_uptime()})")
     while time.perf_counter() - started < args.minutes * 60 and (
         args.cpu_budget_s is None or _cpu_s() - cpu_started < args.cpu_budget_s
@@ -184,7 +185,7 @@ async def _sft_more(
                 "policy.cache_dir=null",
                 f"sft.steps={args.sft_chunk}",
                 "eval_tasks=null",
-                *([f"sft.threads={args.sft_more_threads}"] if args.sft_more_threads else []),
+                *([f"sft.threads={args.sft_more_threads}"] if args.sft_more_threads is not None else []),
             ],
         )
         summary = await sft(config, chunk_dir)
@@ -212,6 +213,8 @@ async def _sft_more(
         "seed": seed,
         "mode": "sft-more",
         "steps": steps,
+        "cpu_budget_s": args.cpu_budget_s,
+        "sft_more_threads": args.sft_more_threads,
         "train_wall_s": chunks[-1][1] if chunks else 0.0,
         "train_cpu_s": train_cpu_s,
         "points": points,
@@ -465,6 +468,16 @@ def _schedule_row(seed: int, baseline: str, mine: dict[str, Any], theirs: dict[s
     )
 
 
+def _within_budget(run: dict[str, Any]) -> dict[str, Any] | None:
+    """An sft-more run's last point within its ``--cpu-budget-s`` (the final one runs past it by up to a chunk);
+    None without a budget."""
+    budget = run.get("cpu_budget_s")
+    if budget is None:
+        return None
+    inside = [point for point in run["points"] if point.get("cpu_s", math.inf) <= budget]
+    return inside[-1] if inside else None
+
+
 def _distinct_warm(report: dict[str, Any]) -> list[float]:
     """The success of each distinct warm start (one when every seed started from the same, ``--warm-seed``)."""
     by_source = {w.get("policy", key): w["success_rate"] for key, w in report["warm_start"].items()}
@@ -511,6 +524,19 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
             f"{statistics.fmean(gains):+.1f} (min {min(gains):+.1f}, max {max(gains):+.1f}) | "
             f"{statistics.fmean(r['steps'] for r in mine):.0f} | {cpu_cell} | {moved} |"
         )
+        within = [_within_budget(r) for r in mine]
+        if mode == "sft-more" and within and all(point is not None for point in within):
+            points = [point for point in within if point is not None]
+            base = [report["warm_start"][str(r["seed"])]["success_rate"] for r in mine]
+            gains = [100 * (point["success_rate"] - b) for point, b in zip(points, base, strict=True)]
+            cpu = [point["cpu_s"] for point in points]
+            lines.append(
+                f"| {name}, last chunk within its {mine[0]['cpu_budget_s']:.0f} CPU s budget | "
+                f"{_spread([point['success_rate'] for point in points])} | "
+                f"{statistics.fmean(gains):+.1f} (min {min(gains):+.1f}, max {max(gains):+.1f}) | "
+                f"{statistics.fmean(point['step'] for point in points):.0f} | "
+                f"{statistics.fmean(cpu):.0f} ({min(cpu):.0f}-{max(cpu):.0f}) | - |"
+            )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     schedules = _schedule_table(report)
     if schedules:
@@ -592,8 +618,10 @@ def main() -> None:
         "--cpu-budget-s",
         type=float,
         default=None,
-        help="sft-more: also stop once the chunks have used this many CPU seconds (e.g. an RL arm's "
-        "train_cpu_s), for a comparison at equal compute that the machine's load does not change.",
+        help="sft-more: also stop at the first chunk boundary past this many CPU seconds (e.g. an RL arm's "
+        "train_cpu_s), for a comparison at equal compute, which the machine's load changes far less than "
+        "wall-clock (unless cores are oversubscribed: see --sft-more-threads). The table also shows the last chunk "
+        "within the budget.",
     )
     parser.add_argument(
         "--sft-more-threads",
@@ -638,6 +666,10 @@ def main() -> None:
         help="Merge the results.json of several OUT dirs (runs made in parallel) into --out, then report.",
     )
     args = parser.parse_args()
+    if args.cpu_budget_s is not None and args.cpu_budget_s <= 0:
+        parser.error("--cpu-budget-s must be positive")
+    if args.sft_more_threads is not None and args.sft_more_threads < 1:
+        parser.error("--sft-more-threads must be at least 1")
     if args.merge and args.complete_breakdown:
         parser.error("--complete-breakdown works on one OUT: run it on each before --merge")
     if args.merge:
