@@ -351,11 +351,19 @@ class RLConfig(BaseModel):
         leak), and validation tasks none with the demonstrations (they would measure memorisation)."""
         from agentscope.rl.tasks import load_tasks, overlapping
 
+        loaded: dict[str, list[Any]] = {}  # the warm-start and validation specs are compared twice
+
         def load(field: str, spec: str) -> list[Any]:
-            try:
-                return load_tasks(spec)
-            except (ValueError, OSError, ImportError) as exc:  # ImportError: a suite's extra is not installed
-                raise ValueError(f"{field}: cannot load {spec!r}: {exc}") from None
+            if spec not in loaded:
+                try:
+                    loaded[spec] = load_tasks(spec)
+                except (
+                    ValueError,
+                    OSError,
+                    ImportError,
+                ) as exc:  # ImportError: a suite's extra is not installed
+                    raise ValueError(f"{field}: cannot load {spec!r}: {exc}") from None
+            return loaded[spec]
 
         warm = self.warm_start_spec()
         validation = self.sft.validation_tasks if warm is not None else None

@@ -456,7 +456,7 @@ def _build_staged(
             seed=config.policy.tiny.seed if config.policy.path is None else config.seed,
             on_step=on_step,
             validate_every=config.sft.validate_every,
-            on_validate=None if stopper is None else stopper,
+            on_validate=stopper,
         )
         if stopper is not None:
             stopper.restore_best()
