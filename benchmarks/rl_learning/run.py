@@ -468,6 +468,24 @@ def _schedule_row(seed: int, baseline: str, mine: dict[str, Any], theirs: dict[s
     )
 
 
+def _arm_row(
+    label: str,
+    successes: list[float],
+    gains: list[float],
+    steps: list[int],
+    cpu: list[float],
+    moved: str,
+) -> str:
+    """One row of ``table.md``: success and gain over seeds, mean optimizer steps, CPU seconds (mean and range)
+    and how the training rollouts moved."""
+    cpu_cell = f"{statistics.fmean(cpu):.0f} ({min(cpu):.0f}-{max(cpu):.0f})" if cpu else "-"
+    return (
+        f"| {label} | {_spread(successes)} | "
+        f"{statistics.fmean(gains):+.1f} (min {min(gains):+.1f}, max {max(gains):+.1f}) | "
+        f"{statistics.fmean(steps):.0f} | {cpu_cell} | {moved} |"
+    )
+
+
 def _within_budget(run: dict[str, Any]) -> dict[str, Any] | None:
     """An sft-more run's last point within its ``--cpu-budget-s`` (the final one runs past it by up to a chunk);
     None without a budget."""
@@ -518,25 +536,25 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
         cpu = [
             r["train_cpu_s"] for r in mine if "train_cpu_s" in r
         ]  # not measured before 2026-12-07 16:40 UTC
-        cpu_cell = f"{statistics.fmean(cpu):.0f} ({min(cpu):.0f}-{max(cpu):.0f})" if cpu else "-"
         lines.append(
-            f"| {name}, final ({len(mine)} seeds) | {_spread([r['final'] for r in mine])} | "
-            f"{statistics.fmean(gains):+.1f} (min {min(gains):+.1f}, max {max(gains):+.1f}) | "
-            f"{statistics.fmean(r['steps'] for r in mine):.0f} | {cpu_cell} | {moved} |"
+            _arm_row(
+                f"{name}, final ({len(mine)} seeds)",
+                [r["final"] for r in mine],
+                gains,
+                [r["steps"] for r in mine],
+                cpu,
+                moved,
+            )
         )
         within = [_within_budget(r) for r in mine]
         if mode == "sft-more" and within and all(point is not None for point in within):
             points = [point for point in within if point is not None]
             base = [report["warm_start"][str(r["seed"])]["success_rate"] for r in mine]
             gains = [100 * (point["success_rate"] - b) for point, b in zip(points, base, strict=True)]
-            cpu = [point["cpu_s"] for point in points]
-            lines.append(
-                f"| {name}, last chunk within its {mine[0]['cpu_budget_s']:.0f} CPU s budget | "
-                f"{_spread([point['success_rate'] for point in points])} | "
-                f"{statistics.fmean(gains):+.1f} (min {min(gains):+.1f}, max {max(gains):+.1f}) | "
-                f"{statistics.fmean(point['step'] for point in points):.0f} | "
-                f"{statistics.fmean(cpu):.0f} ({min(cpu):.0f}-{max(cpu):.0f}) | - |"
-            )
+            label = f"{name}, last chunk within its {mine[0]['cpu_budget_s']:.0f} CPU s budget"
+            successes = [point["success_rate"] for point in points]
+            steps = [point["step"] for point in points]
+            lines.append(_arm_row(label, successes, gains, steps, [point["cpu_s"] for point in points], "-"))
     (out / "table.md").write_text("\n".join(lines) + "\n")
     schedules = _schedule_table(report)
     if schedules:
