@@ -1,15 +1,15 @@
 """The wire form of spans between the app and a writer process (``Tracer(writer="process")``).
 
 App side (:class:`WireEncoder`): each span is encoded when it ends, in the thread that ends it (under one lock), into
-the bytes of one ``pydantic_core.to_json`` call over a tuple of primitives and the pydantic objects it holds
-(messages, content blocks, responses); the tracer's drain thread joins the waiting bytes into frames. Encoded at
+the JSON of a tuple of primitives and the pydantic objects it holds (messages, content blocks, responses), made by
+orjson where it writes pydantic-core's bytes (``_fastjson``); the tracer's drain thread joins the waiting bytes into
+frames. Encoded at
 once, a span frees what it holds (the agent, its messages, the model's response) when its call ends: queued as
 objects until the next export, they lived up to a second under load, long enough for the cycle collector to scan
 and promote them at every collection (70-120 us of GC per agent step against 25 untraced, in
-``benchmarks/tracing/agent_steps.py``). A message, response or tool call goes as its ``__dict__`` (its blocks stay
-models): pydantic-core serialises a plain dict in about half the instructions of the model itself, whose
-``JsonValue`` fields (``metadata``, a tool call's ``input``) call back into Python for every value. Ids go as hex
-strings (an int of more than 63 bits is written through Python).
+``benchmarks/tracing/agent_steps.py``). A message, response or tool call goes as its ``__dict__``, and so do its content
+blocks (orjson asks ``_fastjson`` for them): the same JSON as the models', without their schemas. Ids go as hex
+strings (pydantic-core, where it writes a span, writes an int of more than 63 bits through Python).
 A conversation's messages are sent once: per conversation (keyed by its first message's id) the encoder remembers
 the ids already sent, and a later model call of it sends how many of its messages the writer already holds and only
 the new ones. A tool list is sent once and then referred to by number.
@@ -39,6 +39,7 @@ from typing import Any, cast
 from pydantic_core import from_json, to_json
 
 from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
+from agentscope.tracing._fastjson import dumps
 from agentscope.tracing._genai import AgentSpan, ModelSpan, ToolSpan
 from agentscope.tracing._spans import Blob, Json, Messages, Span, ToolDefinitions
 from agentscope.types import ChatResponse, ToolResponse
@@ -232,7 +233,7 @@ class WireEncoder:
                 item = self._agent(cast(AgentSpan, span))
             else:
                 item = self._generic(span)
-            data = to_json(item, fallback=repr)
+            data = dumps(item)
         except BaseException as exc:
             # What the caches recorded as sent with this span was not sent: forget it, so that the next span of
             # its conversation (or with its tools) carries it again. (The eviction bits stay for the next one.)
