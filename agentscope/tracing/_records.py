@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pydantic import BaseModel
-from pydantic_core import to_json
 
 from agentscope.tracing._expand import EXPANDERS, drop_content
+from agentscope.tracing._fastjson import dumps
 from agentscope.tracing._spans import Blob, Json, Messages, Span, ToolDefinitions
 
 __all__ = [
@@ -203,7 +203,7 @@ class Encoder:
         attributes = span.attributes
         text = ""
         if attributes:
-            data = to_json(attributes, fallback=repr)
+            data = dumps(attributes)
             if len(data) > self.blob_min_bytes:
                 text = ",".join([key(k) + self.value(v) for k, v in attributes.items()])
             else:
@@ -227,7 +227,7 @@ class Encoder:
         """An attribute name and its colon, as JSON (cached)."""
         prefix = self._keys.get(key)
         if prefix is None:
-            prefix = self._keys[key] = to_json(key).decode() + ":"
+            prefix = self._keys[key] = dumps(key).decode() + ":"
         return prefix
 
     # -------------------------------------------------------------- values
@@ -242,11 +242,11 @@ class Encoder:
                 if fragment is None:
                     if len(self._short) > _CACHE_LIMIT:
                         self._short.clear()
-                    fragment = self._short[text] = to_json(text).decode()
+                    fragment = self._short[text] = dumps(text).decode()
                 return fragment
             if len(text) > self.blob_min_bytes:
-                return self._blob(to_json(text), text[:_PREVIEW_CHARS])
-            return to_json(text).decode()
+                return self._blob(dumps(text), text[:_PREVIEW_CHARS])
+            return dumps(text).decode()
         if kind is int:
             return str(value)
         if kind is bool:
@@ -259,7 +259,7 @@ class Encoder:
             return self.tools(value)  # type: ignore[arg-type]
         if kind is Blob:
             return self.blob(cast(Blob, value).value)
-        data = to_json(value, fallback=repr)
+        data = dumps(value)
         if len(data) > self.blob_min_bytes:
             return self._blob(data)
         return data.decode()
@@ -270,7 +270,7 @@ class Encoder:
         if blocks is not None:
             fragment = self._content(blocks)
             return self._blob(fragment.encode()) if len(fragment) > self.blob_min_bytes else fragment
-        data = to_json(value, fallback=repr)
+        data = dumps(value)
         if len(data) > self.blob_min_bytes:
             return self._blob(data)
         return data.decode()
@@ -283,7 +283,7 @@ class Encoder:
 
     def blob(self, value: object) -> str:
         """A value stored by reference in the blob table, however short."""
-        return self._blob(to_json(value, fallback=repr))
+        return self._blob(dumps(value))
 
     def _conversation(self, messages: Sequence[Any]) -> str:
         """A model call's input messages as a JSON array.
@@ -322,7 +322,7 @@ class Encoder:
         fragment = self._contents.get(key)
         if fragment is not None:
             return fragment
-        fragment = to_json(blocks, fallback=repr).decode()
+        fragment = dumps(blocks).decode()
         if len(self._contents) > _CONTENTS:
             self._contents.clear()
             self._content_refs.clear()
@@ -340,7 +340,7 @@ class Encoder:
         if cached is None:
             if len(self._tool_lists) > 1024:
                 self._tool_lists.clear()
-            cached = self._tool_lists[key] = (tuple(tools), self._blob(to_json(list(tools), fallback=repr)))
+            cached = self._tool_lists[key] = (tuple(tools), self._blob(dumps(list(tools))))
         return cached[1]
 
     def _message(self, msg: Any) -> str:
@@ -355,9 +355,7 @@ class Encoder:
             fragment = self._texts.get(text_key)
         if fragment is None:
             body = (
-                to_json(content).decode()
-                if type(content) is str
-                else self._content(cast("list[Any]", content))
+                dumps(content).decode() if type(content) is str else self._content(cast("list[Any]", content))
             )
             head = self._heads.get((msg.role, msg.name))
             if head is None:
@@ -365,7 +363,7 @@ class Encoder:
                     f'{{"role":{json.dumps(msg.role)},"name":{json.dumps(msg.name)},"content":'
                 )
             if msg.metadata:
-                fragment = f'{head}{body},"metadata":{to_json(msg.metadata, fallback=repr).decode()}}}'
+                fragment = f'{head}{body},"metadata":{dumps(msg.metadata).decode()}}}'
             else:
                 fragment = f"{head}{body}}}"
             if len(fragment) > MESSAGE_INLINE_BYTES:
@@ -387,7 +385,7 @@ class Encoder:
             self._stored.add(digest)
             self.new_blobs[digest] = data
             self._remember(digest, data)
-        return to_json(blob_ref(digest, len(data), preview)).decode()
+        return dumps(blob_ref(digest, len(data), preview)).decode()
 
     def _remember(self, digest: str, data: bytes) -> None:
         self._recent[digest] = data

@@ -31,6 +31,7 @@ messages or tools it never got (they went to a writer that died) is skipped and 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from threading import get_ident
@@ -485,7 +486,13 @@ class WireDecoder:
                 self._tool_lists[number] = schemas
             span.tools = self._tool_lists[number]
         span.tool_choice, span.settings, span.streaming, response = item[16:20]
-        span.response = None if response is None else ChatResponse.model_validate(response)
+        if response is not None:
+            logprobs = response.get("logprobs")
+            if logprobs and None in logprobs:  # a non-finite log-prob, sent as null; stored as null again
+                response["logprobs"] = [math.nan if value is None else value for value in logprobs]
+            span.response = ChatResponse.model_validate(response)
+        else:
+            span.response = None
         return span
 
     def _tool(self, item: list[Any]) -> ToolSpan:

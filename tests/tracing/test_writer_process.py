@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +79,7 @@ class CountingModel(ChatModel):
             finish_reason="stop",
             usage=usage,
             prompt_token_ids=list(range(50)),
-            logprobs=[-0.5] * 7,
+            logprobs=[-0.5] * 6 + [-math.inf],  # not JSON: stored as null
         )
 
 
@@ -91,7 +93,7 @@ async def _workload() -> None:
         agent.id = f"agent-{i}"
         await agent(Msg(role="user", content=f"Add {i} and 2, twice."))
     with tracing.span(
-        "score", kind="env", attributes={"task": "t1", "reward": 0.5, "long": "x" * 5000}
+        "score", kind="env", attributes={"task": "t1", "reward": 0.5, "loss": math.nan, "long": "x" * 5000}
     ) as span:
         span.set_attribute("agentscope.input", Messages([Msg(role="user", content="hi " * 100, id="m1")]))
         span.set_attribute("agentscope.blocks", Json([TextBlock(text="a block")]))
@@ -125,6 +127,14 @@ def _record(path: Path, writer: tracing.WriterMode) -> None:
     tracing.shutdown()
 
 
+def _refuse(constant: str) -> object:
+    raise ValueError(f"not JSON: {constant}")
+
+
+def _unpack(data: bytes) -> bytes:
+    return zlib.decompress(data[1:]) if data[:1] == b"z" else data  # (the store's mark of a compressed blob)
+
+
 def test_the_writer_process_stores_exactly_what_the_writer_thread_stores(tmp_path: Path) -> None:
     _record(tmp_path / "thread.db", "thread")
     _record(tmp_path / "process.db", "process")
@@ -136,6 +146,15 @@ def test_the_writer_process_stores_exactly_what_the_writer_thread_stores(tmp_pat
     assert thread["metrics"]
     assert any(row[2] == "error" for row in thread["spans"])
     assert process == thread
+    with sqlite3.connect(tmp_path / "thread.db") as conn:  # NaN and infinities are null: the store stays JSON
+        assert conn.execute("SELECT count(*) FROM spans WHERE NOT json_valid(attributes)").fetchone() == (0,)
+        blobs = [_unpack(data) for (data,) in conn.execute("SELECT data FROM blobs")]
+        assert all(json.loads(blob, parse_constant=_refuse) is not None for blob in blobs)
+        assert any(b"-0.5,null]" in blob for blob in blobs)  # the log-probs
+        loss = conn.execute(
+            "SELECT json_type(attributes, '$.loss') FROM spans WHERE name = 'score'"
+        ).fetchone()
+        assert loss == ("null",)
 
 
 def _writer_pid(tracer: tracing.Tracer) -> int:
