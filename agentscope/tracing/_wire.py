@@ -34,6 +34,7 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
+from operator import attrgetter
 from threading import get_ident
 from typing import Any, cast
 
@@ -48,6 +49,10 @@ from agentscope.types import ChatResponse, ToolResponse
 __all__ = ["WireBatch", "WireDecoder", "WireEncoder"]
 
 logger = logging.getLogger("agentscope.tracing")
+
+_ID = attrgetter("id")
+_FIELDS = attrgetter("__dict__")
+"""(``map`` over these runs in C: a list comprehension is a function call on Python 3.11.)"""
 
 _CONVERSATIONS = 4096
 _TOOL_LISTS = 1024
@@ -64,16 +69,14 @@ WireBatch = tuple[int, bool, list[Span], list[tuple[str, int, float, int]], dict
 how many of its spans could not be rebuilt."""
 
 
-def _head(code: int, span: Span) -> tuple[object, ...]:
-    """What every wire span starts with (``WireDecoder._span`` reads it back): its kind code, ids, times, status
-    and own attributes. The ids go as hex: pydantic-core writes an int of more than 63 bits through Python, at
-    about ten times the cost of formatting it here."""
-    parent_id = span.parent_id
+def _head(span: Span) -> tuple[object, ...]:
+    """What every wire span carries after its kind code (``WireDecoder._span`` reads it back): its ids, times,
+    status and own attributes. The trace id goes as hex (orjson writes integers of up to 64 bits); the span ids, of
+    64 bits, as they are."""
     return (
-        code,
         f"{span.trace_id:032x}",
-        f"{span.span_id:016x}",
-        None if parent_id is None else f"{parent_id:016x}",
+        span.span_id,
+        span.parent_id,
         span.start_ns,
         span.end_ns,
         span.status,
@@ -119,16 +122,23 @@ class WireEncoder:
 
     def add(self, span: Span) -> None:
         """Encode a finished span now (which frees what it holds) and keep its bytes until the next frame."""
-        if self._owner == get_ident():
+        ident = get_ident()
+        if self._owner == ident:
             # Ended inside our own section, in this thread: a garbage collection there finalised a suspended traced
             # coroutine, or a signal handler ran. Encoded when the section ends (waiting for the lock would hang).
             self._deferred.append(span)
             return
-        self._enter()
+        lock = self._lock  # (_enter and _leave, inline: this runs for every span)
+        lock.acquire()
+        self._owner = ident
         try:
             self._encode(span)
         finally:
-            self._leave()
+            if self._deferred:
+                self._leave()
+            else:
+                self._owner = None
+                lock.release()
 
     def frame(
         self,
@@ -226,12 +236,13 @@ class WireEncoder:
             return
         kind = type(span)
         try:
+            # (no typing.cast: it is a call at run time)
             if kind is ModelSpan:
-                item = self._model(cast(ModelSpan, span))
+                item = self._model(span)  # pyright: ignore[reportArgumentType]
             elif kind is ToolSpan:
-                item = self._tool(cast(ToolSpan, span))
+                item = self._tool(span)  # pyright: ignore[reportArgumentType]
             elif kind is AgentSpan:
-                item = self._agent(cast(AgentSpan, span))
+                item = self._agent(span)  # pyright: ignore[reportArgumentType]
             else:
                 item = self._generic(span)
             data = dumps(item)
@@ -265,27 +276,28 @@ class WireEncoder:
         known = 0
         key: str | None = None
         if messages:
-            ids = tuple([m.id for m in messages])
-            key = ids[0]
+            ids: tuple[str, ...] = tuple(map(_ID, messages))
+            key = first = ids[0]
             conversations = self._conversations
-            sent = conversations.get(key)
+            sent = conversations.get(first)
             if sent is not None and len(sent) <= len(ids) and ids[: len(sent)] == sent:
                 known = len(sent)
                 messages = messages[known:]
             elif sent is None and len(conversations) > _CONVERSATIONS:
                 conversations.clear()
                 self._clear |= _CLEAR_CONVERSATIONS
-            conversations[key] = ids
+            conversations[first] = ids
         tools: object = None
         if span.tools:
             tools = self._tools(span.tools)
         return (
-            *_head(_MODEL, span),
+            _MODEL,
+            _head(span),
             type(model).__name__,
             model.model_name,
             key,
             known,
-            [m.__dict__ for m in messages],
+            list(map(_FIELDS, messages)),
             tools,
             span.tool_choice,
             span.settings,
@@ -310,7 +322,8 @@ class WireEncoder:
     def _tool(self, span: ToolSpan) -> tuple[object, ...]:
         result = span.result
         return (
-            *_head(_TOOL, span),
+            _TOOL,
+            _head(span),
             span.tool_use.__dict__,
             0 if result is None else _RESULT_BLOCK if type(result) is ToolResultBlock else _RESPONSE,
             None if result is None else result.__dict__,
@@ -322,7 +335,8 @@ class WireEncoder:
         reply = span.reply
         single = msg is None or isinstance(msg, Msg)
         return (
-            *_head(_AGENT, span),
+            _AGENT,
+            _head(span),
             agent.name,
             agent.id,
             agent.description,
@@ -352,7 +366,8 @@ class WireEncoder:
                 else:
                     payloads.append((key, _JSON, value))
         return (
-            *_head(_GENERIC, span),
+            _GENERIC,
+            _head(span),
             span.name,
             span.kind,
             payloads,
@@ -440,30 +455,22 @@ class WireDecoder:
 
     @staticmethod
     def _span(span_class: type[Span], item: list[Any], name: str = "", kind: str = "") -> Any:
-        parent_id = item[3]
-        span = span_class(
-            name,
-            cast(Any, kind),
-            int(item[1], 16),
-            int(item[2], 16),
-            None if parent_id is None else int(parent_id, 16),
-            item[9],
-            item[8],
-        )
-        span.start_ns = item[4]
-        span.end_ns = item[5]
-        span.status = item[6]
-        span.status_message = item[7]
+        trace_id, span_id, parent_id, start_ns, end_ns, status, status_message, is_root, attributes = item[1]
+        span = span_class(name, cast(Any, kind), int(trace_id, 16), span_id, parent_id, attributes, is_root)
+        span.start_ns = start_ns
+        span.end_ns = end_ns
+        span.status = status
+        span.status_message = status_message
         return span
 
     def _model(self, item: list[Any]) -> ModelSpan:
         span: ModelSpan = self._span(ModelSpan, item, kind="model")
-        class_name, model_name, key, known, new, tools = item[10:16]
+        class_name, model_name, key, known, new, tools = item[2:8]
         model_class = self._model_classes.get(class_name)
         if model_class is None:
             model_class = self._model_classes[class_name] = type(class_name, (_Model,), {"__slots__": ()})
         span.model = model_class(model_name)
-        clear = item[20]
+        clear = item[12]
         if clear & _CLEAR_CONVERSATIONS:
             self._conversations.clear()
         if clear & _CLEAR_TOOL_LISTS:
@@ -485,7 +492,7 @@ class WireDecoder:
             if schemas is not None:
                 self._tool_lists[number] = schemas
             span.tools = self._tool_lists[number]
-        span.tool_choice, span.settings, span.streaming, response = item[16:20]
+        span.tool_choice, span.settings, span.streaming, response = item[8:12]
         if response is not None:
             logprobs = response.get("logprobs")
             if logprobs and None in logprobs:  # a non-finite log-prob, sent as null; stored as null again
@@ -497,8 +504,8 @@ class WireDecoder:
 
     def _tool(self, item: list[Any]) -> ToolSpan:
         span: ToolSpan = self._span(ToolSpan, item, kind="tool")
-        span.tool_use = cast(ToolUseBlock, _ToolCall(item[10]))
-        result_kind, result = item[11], item[12]
+        span.tool_use = cast(ToolUseBlock, _ToolCall(item[2]))
+        result_kind, result = item[3], item[4]
         span.result = (
             None
             if result_kind == 0
@@ -510,16 +517,16 @@ class WireDecoder:
 
     def _agent(self, item: list[Any]) -> AgentSpan:
         span: AgentSpan = self._span(AgentSpan, item, kind="agent")
-        span.agent = _Agent(item[10], item[11], item[12])
-        single, msg, reply = item[13], item[14], item[15]
+        span.agent = _Agent(item[2], item[3], item[4])
+        single, msg, reply = item[5], item[6], item[7]
         # (one message as a list of one: the expander writes both the same way)
         span.msg = None if msg is None else [cast(Msg, _Message(m)) for m in ([msg] if single else msg)]
         span.reply = None if reply is None else cast(Msg, _Message(reply))
         return span
 
     def _generic(self, item: list[Any]) -> Span:
-        span = self._span(Span, item, name=item[10], kind=item[11])
-        payloads = item[12]
+        span = self._span(Span, item, name=item[2], kind=item[3])
+        payloads = item[4]
         if payloads is not None:
             span.payloads = {}
             for key, kind, value in payloads:
