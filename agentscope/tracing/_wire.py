@@ -71,7 +71,7 @@ how many of its spans could not be rebuilt."""
 
 def _head(span: Span) -> tuple[object, ...]:
     """What every wire span carries after its kind code (``WireDecoder._span`` reads it back): its ids, times,
-    status and own attributes. The trace id goes as hex (orjson writes integers of up to 64 bits); the span ids, of
+    status and own attributes (``_model`` and ``_tool`` write the same fields inline). The trace id goes as hex (orjson writes integers of up to 64 bits); the span ids, of
     64 bits, as they are."""
     return (
         f"{span.trace_id:032x}",
@@ -103,7 +103,7 @@ class WireEncoder:
         self._deferred: list[Span] = []
         self._pending: list[bytes] = []
         self._conversations: dict[str, tuple[str, ...]] = {}
-        self._tool_lists: dict[tuple[int, ...], tuple[int, Sequence[Any]]] = {}
+        self._tool_lists: dict[tuple[int, ...], tuple[tuple[int, None], Sequence[Any]]] = {}
         self._next_tools = 0  # never reset: a number names one tool list for the whole run
         self._clear = 0
         self._reset = True
@@ -290,9 +290,17 @@ class WireEncoder:
         tools: object = None
         if span.tools:
             tools = self._tools(span.tools)
-        return (
+        return (  # (the fields of _head, inline: one tuple less to allocate and collect, for every model call)
             _MODEL,
-            _head(span),
+            f"{span.trace_id:032x}",
+            span.span_id,
+            span.parent_id,
+            span.start_ns,
+            span.end_ns,
+            span.status,
+            span.status_message,
+            span.is_root,
+            span.attributes,
             type(model).__name__,
             model.model_name,
             key,
@@ -310,20 +318,29 @@ class WireEncoder:
         key = tuple(map(id, tools))
         known = self._tool_lists.get(key)
         if known is not None:
-            return known[0], None
+            return known[0]
         if len(self._tool_lists) >= _TOOL_LISTS:
             self._tool_lists.clear()
             self._clear |= _CLEAR_TOOL_LISTS
         number = self._next_tools
         self._next_tools += 1
-        self._tool_lists[key] = (number, tools)  # holds the schemas: their ids cannot be reused meanwhile
+        # The reference sent from now on, made once; and the schemas, held so that their ids cannot be reused.
+        self._tool_lists[key] = ((number, None), tools)
         return number, tools
 
     def _tool(self, span: ToolSpan) -> tuple[object, ...]:
         result = span.result
-        return (
+        return (  # (the fields of _head, inline, as in _model)
             _TOOL,
-            _head(span),
+            f"{span.trace_id:032x}",
+            span.span_id,
+            span.parent_id,
+            span.start_ns,
+            span.end_ns,
+            span.status,
+            span.status_message,
+            span.is_root,
+            span.attributes,
             span.tool_use.__dict__,
             0 if result is None else _RESULT_BLOCK if type(result) is ToolResultBlock else _RESPONSE,
             None if result is None else result.__dict__,
@@ -336,7 +353,7 @@ class WireEncoder:
         single = msg is None or isinstance(msg, Msg)
         return (
             _AGENT,
-            _head(span),
+            *_head(span),
             agent.name,
             agent.id,
             agent.description,
@@ -367,7 +384,7 @@ class WireEncoder:
                     payloads.append((key, _JSON, value))
         return (
             _GENERIC,
-            _head(span),
+            *_head(span),
             span.name,
             span.kind,
             payloads,
@@ -455,7 +472,9 @@ class WireDecoder:
 
     @staticmethod
     def _span(span_class: type[Span], item: list[Any], name: str = "", kind: str = "") -> Any:
-        trace_id, span_id, parent_id, start_ns, end_ns, status, status_message, is_root, attributes = item[1]
+        trace_id, span_id, parent_id, start_ns, end_ns, status, status_message, is_root, attributes = item[
+            1:10
+        ]
         span = span_class(name, cast(Any, kind), int(trace_id, 16), span_id, parent_id, attributes, is_root)
         span.start_ns = start_ns
         span.end_ns = end_ns
@@ -465,12 +484,12 @@ class WireDecoder:
 
     def _model(self, item: list[Any]) -> ModelSpan:
         span: ModelSpan = self._span(ModelSpan, item, kind="model")
-        class_name, model_name, key, known, new, tools = item[2:8]
+        class_name, model_name, key, known, new, tools = item[10:16]
         model_class = self._model_classes.get(class_name)
         if model_class is None:
             model_class = self._model_classes[class_name] = type(class_name, (_Model,), {"__slots__": ()})
         span.model = model_class(model_name)
-        clear = item[12]
+        clear = item[20]
         if clear & _CLEAR_CONVERSATIONS:
             self._conversations.clear()
         if clear & _CLEAR_TOOL_LISTS:
@@ -492,7 +511,7 @@ class WireDecoder:
             if schemas is not None:
                 self._tool_lists[number] = schemas
             span.tools = self._tool_lists[number]
-        span.tool_choice, span.settings, span.streaming, response = item[8:12]
+        span.tool_choice, span.settings, span.streaming, response = item[16:20]
         if response is not None:
             logprobs = response.get("logprobs")
             if logprobs and None in logprobs:  # a non-finite log-prob, sent as null; stored as null again
@@ -504,8 +523,8 @@ class WireDecoder:
 
     def _tool(self, item: list[Any]) -> ToolSpan:
         span: ToolSpan = self._span(ToolSpan, item, kind="tool")
-        span.tool_use = cast(ToolUseBlock, _ToolCall(item[2]))
-        result_kind, result = item[3], item[4]
+        span.tool_use = cast(ToolUseBlock, _ToolCall(item[10]))
+        result_kind, result = item[11], item[12]
         span.result = (
             None
             if result_kind == 0
@@ -517,16 +536,16 @@ class WireDecoder:
 
     def _agent(self, item: list[Any]) -> AgentSpan:
         span: AgentSpan = self._span(AgentSpan, item, kind="agent")
-        span.agent = _Agent(item[2], item[3], item[4])
-        single, msg, reply = item[5], item[6], item[7]
+        span.agent = _Agent(item[10], item[11], item[12])
+        single, msg, reply = item[13], item[14], item[15]
         # (one message as a list of one: the expander writes both the same way)
         span.msg = None if msg is None else [cast(Msg, _Message(m)) for m in ([msg] if single else msg)]
         span.reply = None if reply is None else cast(Msg, _Message(reply))
         return span
 
     def _generic(self, item: list[Any]) -> Span:
-        span = self._span(Span, item, name=item[2], kind=item[3])
-        payloads = item[4]
+        span = self._span(Span, item, name=item[10], kind=item[11])
+        payloads = item[12]
         if payloads is not None:
             span.payloads = {}
             for key, kind, value in payloads:
