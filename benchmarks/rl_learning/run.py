@@ -184,6 +184,7 @@ async def _sft_more(
                 f"policy.path={source}",
                 "policy.cache_dir=null",
                 f"sft.steps={args.sft_chunk}",
+                "sft.validation_tasks=null",  # more steps, not early stopping: a chunk is trained to its end
                 "eval_tasks=null",
                 *([f"sft.threads={args.sft_more_threads}"] if args.sft_more_threads is not None else []),
             ],
