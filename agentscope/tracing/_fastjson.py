@@ -6,11 +6,14 @@ value as it goes and serialises a model through its schema: about 4.4 us for a t
 writes the same bytes in about a third of the time, asking back only for what it does not know: here, the models of
 :data:`PLAIN_MODELS`, which go as their ``__dict__``.
 
-Anything orjson would write differently, or cannot write, makes it fail, and :func:`dumps` then serialises the
-whole value with pydantic-core as before: an unlisted model (a user's, or a subclass of ours, which may serialise
+What orjson would write differently, or cannot write, makes it fail, and :func:`dumps` then serialises the whole
+value with pydantic-core as before: an unlisted model (a user's, or a subclass of ours, which may serialise
 differently), a dataclass, a datetime, a subclass of ``str``, ``int``, ``dict`` or ``list``, bytes, an integer
-beyond 64 bits, a dict key that is not a string, a value only ``repr`` can write. Both paths write NaN and
-infinities as ``null``: the trace store's JSON must stay JSON (SQLite's ``json_extract`` rejects ``NaN``).
+beyond 64 bits, a dict key that is not a string, a value only ``repr`` can write. One difference is left: a field
+of a listed model assigned a value of another JSON type after validation (``msg.timestamp = 5``) is written as
+that value (``5``), where pydantic-core would write the field's type (``5.0``); the same number either way. Both
+paths write NaN and infinities as ``null``: the trace store's JSON must stay JSON (SQLite's ``json_extract``
+rejects ``NaN``).
 """
 
 from __future__ import annotations
@@ -49,9 +52,9 @@ PLAIN_MODELS: frozenset[type[BaseModel]] = frozenset(
         URLSource,
     }
 )
-"""Models whose JSON is that of their ``__dict__``: no aliases, no serializers, no computed or extra fields, and
-fields of JSON types only (``tests/tracing/test_fastjson.py`` checks each). Exactly these classes: a subclass may
-add what breaks that."""
+"""Models whose JSON is that of their ``__dict__``: no aliases, no serializers, no computed or extra fields, no
+serialisation settings, fields of JSON types only (``tests/tracing/test_fastjson.py`` checks each, down to the
+core schema). Exactly these classes: a subclass may add what breaks that."""
 
 _OPTIONS = (
     orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
@@ -70,5 +73,8 @@ def dumps(value: object) -> bytes:
     """``value`` as JSON: what ``pydantic_core.to_json(value, fallback=repr, inf_nan_mode="null")`` writes."""
     try:
         return orjson.dumps(value, default=_plain, option=_OPTIONS)
-    except TypeError:
+    except TypeError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, BaseException) and not isinstance(cause, Exception):
+            raise cause from None  # (orjson reports whatever ``_plain`` raised as a TypeError: an interrupt too)
         return to_json(value, fallback=repr, inf_nan_mode="null")

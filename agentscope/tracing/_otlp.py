@@ -123,7 +123,10 @@ class OTLPExporter:
         attributes: dict[str, Any] = {"agentscope.span.kind": record.kind}
         raw: dict[str, Any] = json.loads(record.attributes)
         for key, value in raw.items():
-            attributes[key] = _attribute(value, batch)
+            if (
+                value is not None
+            ):  # (stored null: None, or a NaN or infinity; OpenTelemetry has no null attribute)
+                attributes[key] = _attribute(value, batch)
         status = Status(StatusCode.UNSET)
         if record.status == "error":
             status = Status(StatusCode.ERROR, record.status_message)

@@ -1,15 +1,15 @@
 """The wire form of spans between the app and a writer process (``Tracer(writer="process")``).
 
-App side (:class:`WireEncoder`): each span is encoded when it ends, in the thread that ends it (under one lock), into
-the JSON of a tuple of primitives and the pydantic objects it holds (messages, content blocks, responses), made by
-orjson where it writes pydantic-core's bytes (``_fastjson``); the tracer's drain thread joins the waiting bytes into
-frames. Encoded at
-once, a span frees what it holds (the agent, its messages, the model's response) when its call ends: queued as
-objects until the next export, they lived up to a second under load, long enough for the cycle collector to scan
-and promote them at every collection (70-120 us of GC per agent step against 25 untraced, in
-``benchmarks/tracing/agent_steps.py``). A message, response or tool call goes as its ``__dict__``, and so do its content
-blocks (orjson asks ``_fastjson`` for them): the same JSON as the models', without their schemas. Ids go as hex
-strings (pydantic-core, where it writes a span, writes an int of more than 63 bits through Python).
+App side (:class:`WireEncoder`): each span is encoded when it ends, in the thread that ends it (under one
+lock), into the JSON of a tuple of primitives and the pydantic objects it holds (messages, content blocks,
+responses), made by orjson where it writes pydantic-core's bytes (``_fastjson``); the tracer's drain thread
+joins the waiting bytes into frames. Encoded at once, a span frees what it holds (the agent, its messages, the
+model's response) when its call ends: queued as objects until the next export, they lived up to a second under
+load, long enough for the cycle collector to scan and promote them at every collection (70-120 us of GC per
+agent step against 25 untraced, in ``benchmarks/tracing/agent_steps.py``). A message, response or tool call
+goes as its ``__dict__``, and so do its content blocks (orjson asks ``_fastjson`` for them): the same JSON as
+the models', without their schemas. The span ids go as integers (64 bits, which orjson writes), the 128-bit
+trace id as hex.
 A conversation's messages are sent once: per conversation (keyed by its first message's id) the encoder remembers
 the ids already sent, and a later model call of it sends how many of its messages the writer already holds and only
 the new ones. A tool list is sent once and then referred to by number.
@@ -50,9 +50,9 @@ __all__ = ["WireBatch", "WireDecoder", "WireEncoder"]
 
 logger = logging.getLogger("agentscope.tracing")
 
+# ``map`` over these runs in C: a list comprehension is a function call on Python 3.11.
 _ID = attrgetter("id")
 _FIELDS = attrgetter("__dict__")
-"""(``map`` over these runs in C: a list comprehension is a function call on Python 3.11.)"""
 
 _CONVERSATIONS = 4096
 _TOOL_LISTS = 1024
@@ -71,8 +71,8 @@ how many of its spans could not be rebuilt."""
 
 def _head(span: Span) -> tuple[object, ...]:
     """What every wire span carries after its kind code (``WireDecoder._span`` reads it back): its ids, times,
-    status and own attributes (``_model`` and ``_tool`` write the same fields inline). The trace id goes as hex (orjson writes integers of up to 64 bits); the span ids, of
-    64 bits, as they are."""
+    status and own attributes (``_model`` and ``_tool`` write the same fields inline). The trace id goes as hex
+    (orjson writes integers of up to 64 bits); the span ids, of 64 bits, as they are."""
     return (
         f"{span.trace_id:032x}",
         span.span_id,

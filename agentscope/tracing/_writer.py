@@ -2,7 +2,7 @@
 
 With the default writer thread, encoding spans and binding SQLite rows hold the app's GIL, which a CPU-bound app
 (a server) pays for in throughput. In process mode each span becomes wire bytes as it ends (``_wire``: one
-``to_json`` call) and the tracer's drain thread writes them to a socket in frames; this process, started with
+``_fastjson.dumps`` call) and the tracer's drain thread writes them to a socket in frames; this process, started with
 ``python -m agentscope.tracing._writer <fd>``, rebuilds the spans, encodes them with the same
 :class:`~agentscope.tracing._records.Encoder` and runs the exporters (the SQLite store, OTLP).
 

@@ -9,7 +9,7 @@ import enum
 import json
 import math
 import sqlite3
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import BaseModel, field_serializer
@@ -25,6 +25,7 @@ from agentscope.message import (
     ToolUseBlock,
     URLSource,
 )
+from agentscope.tracing import _fastjson
 from agentscope.tracing._fastjson import PLAIN_MODELS, dumps
 from agentscope.types import ChatResponse, ChatUsage, ToolResponse, ToolSchema
 
@@ -57,9 +58,29 @@ _SAMPLES: list[BaseModel] = [
 ]
 
 
+def _serializers(schema: object) -> list[object]:
+    """Every custom serialisation in a core schema (``Annotated[..., PlainSerializer]`` fields included)."""
+    if isinstance(schema, dict):
+        items = cast("dict[str, Any]", schema)
+        found: list[object] = [items["serialization"]] if "serialization" in items else []
+        return found + [s for value in items.values() for s in _serializers(value)]
+    if isinstance(schema, list):
+        return [s for value in cast("list[Any]", schema) for s in _serializers(value)]
+    return []
+
+
 def test_every_plain_model_serialises_as_its_dict() -> None:
     """Each listed model has nothing that makes its JSON differ from its ``__dict__``'s."""
     for cls in PLAIN_MODELS:
+        assert _serializers(cls.__pydantic_core_schema__) == [], cls
+        options = {
+            "ser_json_timedelta",
+            "ser_json_bytes",
+            "ser_json_inf_nan",
+            "use_enum_values",
+            "serialize_by_alias",
+        }
+        assert not options & set(cls.model_config), cls
         decorators = cls.__pydantic_decorators__
         assert not decorators.field_serializers, cls
         assert not decorators.model_serializers, cls
@@ -128,7 +149,17 @@ class _Tag(str):
     pass
 
 
-def test_what_orjson_would_write_differently_goes_to_pydantic_core() -> None:
+def test_what_orjson_would_write_differently_goes_to_pydantic_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    fallbacks: list[object] = []
+
+    def spy(value: object, **kwargs: Any) -> bytes:
+        fallbacks.append(value)
+        return to_json(value, **kwargs)
+
+    monkeypatch.setattr(_fastjson, "to_json", spy)
+    for sample in _SAMPLES:
+        dumps({"x": [sample]})
+    assert fallbacks == []  # every listed model, and plain data, go through orjson
     values: list[Any] = [
         _Mine(value=2),  # a model with its own serializer: 4, not 2
         _MyText(text="sub"),
@@ -143,7 +174,9 @@ def test_what_orjson_would_write_differently_goes_to_pydantic_core() -> None:
         [_Colour.RED, TextBlock(text="t"), _Mine(value=1)],
     ]
     for value in values:
+        fallbacks.clear()
         assert dumps(value) == to_json(value, fallback=repr, inf_nan_mode="null"), value
+        assert fallbacks == [value], value
     assert json.loads(dumps({"m": _Mine(value=2)})) == {"m": {"value": 4}}
 
 
@@ -157,3 +190,14 @@ def test_non_finite_floats_are_null_on_both_paths() -> None:
     sqlite = sqlite3.connect(":memory:")
     row = sqlite.execute("SELECT json_extract(?, '$.v')", (dumps({"v": math.nan}).decode(),)).fetchone()
     assert row == (None,)
+
+
+def test_an_interrupt_while_orjson_asks_for_a_model_is_raised_not_swallowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def interrupted(value: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_fastjson, "_plain", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dumps([TextBlock(text="t")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import math
 import re
 import subprocess
 import sys
@@ -317,7 +318,7 @@ def test_spans_go_to_an_otlp_collector_with_genai_attributes(
     agentscope.init(tmp_path / "both.db", otlp_endpoint=url, project="otlp", run_name="to-collector")
     big = tracing.Json([{"role": "user", "content": "x" * 5000}])
     with (
-        tracing.span("episode", "env", {"agentscope.episode": 3}) as outer,
+        tracing.span("episode", "env", {"agentscope.episode": 3, "agentscope.loss": math.nan}) as outer,
         tracing.span("step", "env") as inner,
     ):
         inner.set_attribute("gen_ai.input.messages", big)
@@ -344,6 +345,7 @@ def test_spans_go_to_an_otlp_collector_with_genai_attributes(
         "x" * 5000 in attrs["gen_ai.input.messages"].string_value
     )  # the blob was resolved for the collector
     assert {kv.key: kv.value.int_value for kv in episode.attributes}["agentscope.episode"] == 3
+    assert "agentscope.loss" not in {kv.key for kv in episode.attributes}  # NaN: stored null, not exported
     assert resources[0]["service.name"] == "agentscope"
     assert resources[0]["agentscope.project"] == "otlp"
     with tracing.TraceStore(tmp_path / "both.db") as store:

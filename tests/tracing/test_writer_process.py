@@ -17,7 +17,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -127,7 +127,7 @@ def _record(path: Path, writer: tracing.WriterMode) -> None:
     tracing.shutdown()
 
 
-def _refuse(constant: str) -> object:
+def _refuse(constant: str) -> NoReturn:
     raise ValueError(f"not JSON: {constant}")
 
 
