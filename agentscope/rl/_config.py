@@ -122,9 +122,9 @@ class SFTConfig(BaseModel):
     """Steps between validations (with ``validation_tasks``)."""
     patience: int = Field(default=8, ge=1)
     """Validations in a row without a new best before the warm start stops (with ``validation_tasks``). Long by
-    default: on the lookup suite validation success dips for 1,000 steps and more before it rises again, and a
-    patience of 3 (500 steps apart) kept a policy scoring 9.4 % held out where 8 (250 apart) kept one scoring 47.7 %
-    (``benchmarks/RESULTS.md``, rl_learning)."""
+    default: on the lookup suite validation success dips for up to 1,000 steps before it rises again; there a
+    patience of 8 (250 steps apart, 256 tasks) kept a policy scoring 47.7 % held out, where 3 (500 apart, 128
+    tasks) had kept one scoring 9.4 % (``benchmarks/RESULTS.md``, rl_learning)."""
     threads: int | None = Field(default=None, ge=1)
     """torch intra-op threads while the warm start trains. It runs alone, before any rollout or RL step, so it can
     use every core (on 2 cores, 2 threads make a step ~1.7x faster than 1) while the top-level ``threads`` stays
