@@ -360,11 +360,8 @@ class RLConfig(BaseModel):
             if spec not in loaded:
                 try:
                     loaded[spec] = load_tasks(spec)
-                except (
-                    ValueError,
-                    OSError,
-                    ImportError,
-                ) as exc:  # ImportError: a suite's extra is not installed
+                # ImportError: a suite's extra is not installed
+                except (ValueError, OSError, ImportError) as exc:
                     raise ValueError(f"{field}: cannot load {spec!r}: {exc}") from None
             return loaded[spec]
 
