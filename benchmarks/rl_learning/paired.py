@@ -14,8 +14,10 @@ policy that gains 10 tasks and loses none is a clear change. For each report aft
 
     .venv/bin/python benchmarks/rl_learning/paired.py BASE.json OTHER.json [OTHER.json ...] [--by level]
 
-Both reports must hold the same tasks (same spec, so same task ids); attempts and temperature may differ, but a
-comparison is only a comparison of policies when they do not. Prints a Markdown table.
+Every report must hold the same tasks (same spec, so same task ids) and be made with the same attempts per task
+and temperature as the baseline: a one-attempt outcome and a four-attempt fraction of one policy are not symmetric
+around each other, and the sign test would call the difference significant. Reports that differ are refused before
+anything is printed. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -26,12 +28,30 @@ import math
 import random
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
+
+
+class Comparison(TypedDict):
+    """The paired statistics of one report against the baseline, on one set of tasks."""
+
+    tasks: int
+    base: float
+    """The baseline's mean success (over tasks, each task's fraction of attempts solved)."""
+    other: float
+    up: int
+    """Tasks whose success (fraction) rose."""
+    down: int
+    p: float
+    """Exact two-sided p-value of ``up`` against ``down`` (McNemar's exact test; the sign test when sampled)."""
+    interval: NotRequired[tuple[float, float]]
+    """95 % bootstrap interval of the mean change (sampled reports only)."""
 
 
 def binomial_two_sided(k: int, n: int) -> float:
     """Exact two-sided p-value of ``k`` successes in ``n`` fair coin flips (McNemar's exact test on the
     discordant pairs; the sign test)."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
         return 1.0
     tail = min(k, n - k)
@@ -41,40 +61,63 @@ def binomial_two_sided(k: int, n: int) -> float:
 
 def bootstrap_interval(changes: list[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """95 % percentile bootstrap interval of the mean of ``changes`` (tasks resampled with replacement)."""
+    if not changes:
+        raise ValueError("no tasks to resample")
+    if resamples < 40:
+        raise ValueError(f"resamples must be at least 40 for a 95 % interval, got {resamples}")
     rng = random.Random(seed)
     n = len(changes)
     means = sorted(sum(rng.choices(changes, k=n)) / n for _ in range(resamples))
-    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+    return means[resamples * 25 // 1000], means[resamples * 975 // 1000 - 1]
 
 
-def compare(base: dict[str, float], other: dict[str, float], sampled: bool) -> dict[str, Any]:
+def compare(base: dict[str, float], other: dict[str, float], sampled: bool) -> Comparison:
     """The paired statistics of ``other`` against ``base`` (per-task success fractions, same task ids)."""
     if base.keys() != other.keys():
         missing = sorted(base.keys() ^ other.keys())[:5]
         raise ValueError(f"the reports hold different tasks (e.g. {missing}): evaluate both on one spec")
+    if not base:
+        raise ValueError("no tasks to compare")
     changes = [other[t] - base[t] for t in base]
     up = sum(c > 0 for c in changes)
     down = sum(c < 0 for c in changes)
-    row: dict[str, Any] = {
-        "tasks": len(changes),
-        "base": statistics.fmean(base.values()),
-        "other": statistics.fmean(other.values()),
-        "up": up,
-        "down": down,
-        "p": binomial_two_sided(up, up + down),
-    }
+    row = Comparison(
+        tasks=len(changes),
+        base=statistics.fmean(base.values()),
+        other=statistics.fmean(other.values()),
+        up=up,
+        down=down,
+        p=binomial_two_sided(up, up + down),
+    )
     if sampled:
         row["interval"] = bootstrap_interval(changes)
     return row
 
 
+def check_comparable(base: dict[str, Any], other: dict[str, Any], name: str) -> None:
+    """Raise ValueError, naming the field, unless ``other`` was evaluated like ``base``: same task spec, attempts
+    per task and temperature."""
+    for field in ("tasks", "attempts", "temperature"):
+        if other.get(field) != base.get(field):
+            raise ValueError(f"{name}: {field} {other.get(field)!r}, the baseline's is {base.get(field)!r}")
+
+
 def _categories(spec: str, key: str) -> dict[str, str]:
+    """Each task's value of metadata ``key`` (``level``), by task id, from the report's task spec."""
     from agentscope.rl.tasks import load_tasks
 
     return {t.id: str(t.metadata.get(key, "?")) for t in load_tasks(spec)}
 
 
-def _cell(row: dict[str, Any]) -> str:
+def _group_order(value: str) -> tuple[int, float | str]:
+    try:
+        return 0, float(value)
+    except ValueError:
+        return 1, value
+
+
+def _cell(row: Comparison) -> str:
+    """One table cell: rates, change, tasks up and down, p (and the interval, sampled)."""
     text = (
         f"{100 * row['base']:.1f} → {100 * row['other']:.1f} % ({100 * (row['other'] - row['base']):+.1f}); "
         f"{row['up']} up, {row['down']} down, p = {row['p']:.2g}"
@@ -86,6 +129,7 @@ def _cell(row: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    """Print the comparison table (see the module docstring)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("base", type=Path, help="The baseline's report (e.g. the warm start's).")
     parser.add_argument("others", type=Path, nargs="+", help="Reports to compare with it.")
@@ -94,22 +138,32 @@ def main() -> None:
     )
     args = parser.parse_args()
     base = json.loads(args.base.read_text())
+    others = [(path, json.loads(path.read_text())) for path in args.others]
+    try:
+        for path, other in others:
+            check_comparable(base, other, str(path))
+    except ValueError as exc:
+        raise SystemExit(f"not comparable: {exc}") from None
     categories = _categories(base["tasks"], args.by) if args.by else {}
-    groups = sorted(set(categories.values()))
+    unknown = [t for t in base["per_task"] if args.by and t not in categories]
+    if unknown:
+        raise SystemExit(f"tasks {unknown[:5]} are not in {base['tasks']!r}: cannot split them by {args.by}")
+    groups = sorted(set(categories.values()), key=_group_order)
     header = ["report", "all tasks", *(f"{args.by} {g}" for g in groups)]
+    sampled = base["attempts"] > 1
     print(
-        f"Baseline: `{args.base}` ({base['attempts']} attempt(s) per task, temperature {base['temperature']:g})\n"
+        f"Baseline: `{args.base}` ({base['attempts']} attempt(s) per task, temperature {base['temperature']:g}; "
+        f"every report alike)\n"
     )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for path in args.others:
-        other = json.loads(path.read_text())
-        if other["tasks"] != base["tasks"]:
-            raise SystemExit(f"{path}: tasks {other['tasks']!r}, the baseline's are {base['tasks']!r}")
-        sampled = base["attempts"] > 1 or other["attempts"] > 1
+    for path, other in others:
         cells = [_cell(compare(base["per_task"], other["per_task"], sampled))]
         for group in groups:
-            keep = [t for t in base["per_task"] if categories.get(t) == group]
+            keep = [t for t in base["per_task"] if categories[t] == group]
+            if not keep:
+                cells.append("-")
+                continue
             cells.append(
                 _cell(
                     compare(
