@@ -25,6 +25,7 @@ ARMS = [
     ("sft-more, 2,500 steps (equal CPU)", "sft"),
     ("RL async T=0.5, 45 min", "rl05"),
     ("RL async T=1, 60 min (resumed)", "rl1long"),
+    ("RL async T=1, groups of 32, 30 min", "g32"),
 ]
 
 
