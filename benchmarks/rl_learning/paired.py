@@ -27,6 +27,7 @@ import json
 import math
 import random
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
@@ -102,8 +103,8 @@ def check_comparable(base: dict[str, Any], other: dict[str, Any], name: str) -> 
             raise ValueError(f"{name}: {field} {other.get(field)!r}, the baseline's is {base.get(field)!r}")
 
 
-def _categories(spec: str, key: str) -> dict[str, str]:
-    """Each task's value of metadata ``key`` (``level``), by task id, from the report's task spec."""
+def task_categories(spec: str, key: str) -> dict[str, str]:
+    """Each task's value of metadata ``key`` (``level``), by task id, from a report's task spec."""
     from agentscope.rl.tasks import load_tasks
 
     return {t.id: str(t.metadata.get(key, "?")) for t in load_tasks(spec)}
@@ -114,6 +115,29 @@ def _group_order(value: str) -> tuple[int, float | str]:
         return 0, float(value)
     except ValueError:
         return 1, value
+
+
+def compare_reports(
+    base: dict[str, Any], other: dict[str, Any], categories: Mapping[str, str] | None = None
+) -> dict[str, Comparison]:
+    """``other`` against ``base``, two reports made alike (:func:`check_comparable`): over all tasks (key ``""``),
+    then per value of ``categories`` (task id to value, from :func:`task_categories`) among the reports' tasks, in
+    order. Raises ValueError for a task that ``categories`` does not know."""
+    sampled = base["attempts"] > 1
+    rows = {"": compare(base["per_task"], other["per_task"], sampled)}
+    if categories is None:
+        return rows
+    unknown = [t for t in base["per_task"] if t not in categories]
+    if unknown:
+        raise ValueError(
+            f"tasks {unknown[:5]} have no category: they are not in the spec the categories came from"
+        )
+    for group in sorted({categories[t] for t in base["per_task"]}, key=_group_order):
+        keep = [t for t in base["per_task"] if categories[t] == group]
+        rows[group] = compare(
+            {t: base["per_task"][t] for t in keep}, {t: other["per_task"][t] for t in keep}, sampled
+        )
+    return rows
 
 
 def _cell(row: Comparison) -> str:
@@ -139,41 +163,22 @@ def main() -> None:
     args = parser.parse_args()
     base = json.loads(args.base.read_text())
     others = [(path, json.loads(path.read_text())) for path in args.others]
+    categories = task_categories(base["tasks"], args.by) if args.by else None
     try:
         for path, other in others:
             check_comparable(base, other, str(path))
+        tables = [(path, compare_reports(base, other, categories)) for path, other in others]
     except ValueError as exc:
         raise SystemExit(f"not comparable: {exc}") from None
-    categories = _categories(base["tasks"], args.by) if args.by else {}
-    unknown = [t for t in base["per_task"] if args.by and t not in categories]
-    if unknown:
-        raise SystemExit(f"tasks {unknown[:5]} are not in {base['tasks']!r}: cannot split them by {args.by}")
-    groups = sorted(set(categories.values()), key=_group_order)
-    header = ["report", "all tasks", *(f"{args.by} {g}" for g in groups)]
-    sampled = base["attempts"] > 1
+    header = ["report", "all tasks", *(f"{args.by} {group}" for group in tables[0][1] if group)]
     print(
         f"Baseline: `{args.base}` ({base['attempts']} attempt(s) per task, temperature {base['temperature']:g}; "
         f"every report alike)\n"
     )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for path, other in others:
-        cells = [_cell(compare(base["per_task"], other["per_task"], sampled))]
-        for group in groups:
-            keep = [t for t in base["per_task"] if categories[t] == group]
-            if not keep:
-                cells.append("-")
-                continue
-            cells.append(
-                _cell(
-                    compare(
-                        {t: base["per_task"][t] for t in keep},
-                        {t: other["per_task"][t] for t in keep},
-                        sampled,
-                    )
-                )
-            )
-        print(f"| `{path}` | " + " | ".join(cells) + " |")
+    for path, rows in tables:
+        print(f"| `{path}` | " + " | ".join(map(_cell, rows.values())) + " |")
 
 
 if __name__ == "__main__":

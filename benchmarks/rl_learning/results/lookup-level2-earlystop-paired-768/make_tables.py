@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import importlib.util
 import json
 import math
@@ -29,17 +30,21 @@ ARMS = [
 ]
 
 
+@functools.cache
 def _load(name: str) -> dict[str, Any]:
     return json.loads((HERE / name).read_text())
 
 
-def _compare(tag: str, mode: str, level: str | None = None) -> Any:
+@functools.cache
+def _levels(spec: str) -> dict[str, str]:
+    return paired.task_categories(spec, "level")
+
+
+def _compare(tag: str, mode: str) -> dict[str, Any]:
+    """``tag``'s report against the warm start's (``mode``: greedy or t1): keys "" (all tasks), "1", "2"."""
     base, other = _load(f"warm.{mode}.json"), _load(f"{tag}.{mode}.json")
     paired.check_comparable(base, other, tag)
-    keep = [t for t in base["per_task"] if level is None or t.split("-")[1] == level]
-    return paired.compare(
-        {t: base["per_task"][t] for t in keep}, {t: other["per_task"][t] for t in keep}, mode != "greedy"
-    )
+    return paired.compare_reports(base, other, _levels(base["tasks"]))
 
 
 def _cell(row: Any, interval: bool = False) -> str:
@@ -64,8 +69,8 @@ def tables() -> str:
     for name, tag in ARMS:
         for seed in (0, 1, 2):
             key = f"{tag}-s{seed}"
-            rows = [_compare(key, "greedy"), _compare(key, "greedy", "L1"), _compare(key, "greedy", "L2")]
-            rows.append(_compare(key, "t1", "L2"))
+            greedy_rows = _compare(key, "greedy")
+            rows = [greedy_rows[""], greedy_rows["1"], greedy_rows["2"], _compare(key, "t1")["2"]]
             changes.setdefault(tag, []).append([100 * (r["other"] - r["base"]) for r in rows])
             run = steps_cpu[key]
             cells = [_cell(r) for r in rows[:3]] + [_cell(rows[3], interval=True)]
@@ -89,13 +94,13 @@ def _kind(rate: float) -> str:
     return "never" if rate == 0 else "always" if rate == 1 else "sometimes"
 
 
-def _group_has_gradient(rate: float, unbiased: bool) -> float:
-    """Chance that 8 attempts at a task disagree: plugging the 16-attempt rate in, or (unbiased) the chance
-    that 8 of the 16 observed attempts, drawn without replacement, disagree."""
+def _group_has_gradient(rate: float, size: int, unbiased: bool = False) -> float:
+    """Chance that ``size`` attempts at a task disagree: plugging the 16-attempt rate in, or (unbiased, for sizes
+    up to 16) the chance that ``size`` of the 16 observed attempts, drawn without replacement, disagree."""
     if not unbiased:
-        return 1 - rate**8 - (1 - rate) ** 8
+        return 1 - rate**size - (1 - rate) ** size
     solved = round(16 * rate)
-    return 1 - (math.comb(solved, 8) + math.comb(16 - solved, 8)) / math.comb(16, 8)
+    return 1 - (math.comb(solved, size) + math.comb(16 - solved, size)) / math.comb(16, size)
 
 
 def pass_at_16() -> str:
@@ -107,12 +112,12 @@ def pass_at_16() -> str:
         f"{sum(warm[t] == 0 for t in failed)} of the {len(failed)} it fails greedily",
     ]
     for name, rates in (("warm start", warm), ("RL 60 min, seed 0", after)):
-        plug = statistics.fmean(_group_has_gradient(r, False) for r in rates.values())
-        unbiased = statistics.fmean(_group_has_gradient(r, True) for r in rates.values())
+        plug = statistics.fmean(_group_has_gradient(r, 8) for r in rates.values())
+        unbiased = statistics.fmean(_group_has_gradient(r, 8, unbiased=True) for r in rates.values())
         lines.append(
             f"{name}: groups of 8 with a gradient {100 * plug:.1f} % (plug-in), {100 * unbiased:.1f} % (unbiased)"
         )
-    at32 = statistics.fmean(1 - r**32 - (1 - r) ** 32 for r in warm.values())
+    at32 = statistics.fmean(_group_has_gradient(r, 32) for r in warm.values())
     lines.append(f"warm start, groups of 32 (plug-in, likely an underestimate): {100 * at32:.1f} %")
     moves = collections.Counter((_kind(warm[t]), _kind(after[t])) for t in warm)
     lines += [f"{a} -> {b}: {n}" for (a, b), n in sorted(moves.items())]
