@@ -18,7 +18,6 @@ from agentscope.tracing._genai import AgentSpan, ModelSpan, ToolSpan
 
 if TYPE_CHECKING:
     from agentscope.tracing._spans import Span
-    from agentscope.types import ToolResponse
 
 __all__ = ["CONTENT_ATTRIBUTES", "EXPANDERS", "PROVIDERS", "Expanded", "Fragments", "drop_content"]
 
@@ -216,7 +215,9 @@ def _expand_tool(span: ToolSpan, out: Fragments, capture: bool) -> Expanded:
     output: object = None
     if result is not None:
         # (type(), not isinstance: a pydantic class's isinstance check runs Python code)
-        output = result.output if type(result) is ToolResultBlock else cast("ToolResponse", result).content
+        # (no typing.cast: a call at run time; in the writer process, results are light objects with ``content``)
+        called: Any = result
+        output = called.output if type(called) is ToolResultBlock else called.content
         if result.is_error:
             parts.append('"error.type":"tool_error"')
             span.status = "error"
@@ -246,7 +247,10 @@ def _int(value: object) -> int | None:
 def _preview(output: object) -> str:
     if isinstance(output, str):
         return output[:500]
-    texts = [getattr(block, "text", "") for block in cast("list[object]", output)]
+    texts = [  # blocks, or in the writer process the dicts they arrived as
+        cast("dict[str, Any]", block).get("text", "") if type(block) is dict else getattr(block, "text", "")
+        for block in cast("list[object]", output)
+    ]
     return "".join(texts)[:500]
 
 

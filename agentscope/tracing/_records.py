@@ -269,7 +269,13 @@ class Encoder:
         blocks = _model_list(value)
         if blocks is not None:
             fragment = self._content(blocks)
-            return self._blob(fragment.encode()) if len(fragment) > self.blob_min_bytes else fragment
+            # The limit is in bytes, as for every other value (the writer process gets these blocks as dicts, which
+            # take the path below). A character is 1-4 bytes: a shorter fragment cannot be over it.
+            if len(fragment) * 4 > self.blob_min_bytes:
+                data = fragment.encode()
+                if len(data) > self.blob_min_bytes:
+                    return self._blob(data)
+            return fragment
         data = dumps(value)
         if len(data) > self.blob_min_bytes:
             return self._blob(data)
@@ -354,9 +360,8 @@ class Encoder:
             text_key = (msg.role, msg.name, content)
             fragment = self._texts.get(text_key)
         if fragment is None:
-            body = (
-                dumps(content).decode() if type(content) is str else self._content(cast("list[Any]", content))
-            )
+            blocks: Any = content  # (no typing.cast: a call at run time)
+            body = dumps(content).decode() if type(content) is str else self._content(blocks)
             head = self._heads.get((msg.role, msg.name))
             if head is None:
                 head = self._heads[(msg.role, msg.name)] = (
@@ -398,7 +403,7 @@ class Encoder:
 def _model_list(value: object) -> list[Any] | None:
     """``value`` when it is a non-empty list of pydantic models (content blocks), else None."""
     if type(value) is list:
-        items = cast("list[Any]", value)
+        items: list[Any] = value  # pyright: ignore[reportUnknownVariableType]  (no typing.cast: a call at run time)
         if items and isinstance(items[0], BaseModel):
             return items
     return None

@@ -17,10 +17,9 @@ the new ones. A tool list is sent once and then referred to by number.
 Writer side (:class:`WireDecoder`, in the writer process): the batch becomes spans again, of the same classes
 (``AgentSpan``, ``ModelSpan``, ``ToolSpan``, ``Span``) with the same fields, so the one
 :class:`~agentscope.tracing._records.Encoder` and its expanders write exactly the attributes the writer thread
-writes. Messages and tool calls become light objects with the attributes the encoder reads (their blocks stay
-dicts, which serialise to the same JSON); responses and tool results are rebuilt by pydantic (their JSON round trip
-is exact), because the encoder tells content blocks from other lists by their class and quotes a failed tool's
-text blocks.
+writes. Messages, tool calls, responses and tool results become light objects with the attributes the encoder reads
+(their content blocks stay the dicts they arrived as, which serialise to the same JSON), not pydantic models:
+validating them again cost the writer more than a tenth of its work, for values the app's models had validated.
 
 Both sides keep the same caches. The sender says in the stream when it empties one (a model span's last field), and
 the writer empties its own there; a frame marked ``reset`` starts both afresh (after a lost frame or a new writer
@@ -31,20 +30,19 @@ messages or tools it never got (they went to a writer that died) is skipped and 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Sequence
 from operator import attrgetter
 from threading import get_ident
 from typing import Any, cast
 
+import orjson
 from pydantic_core import from_json, to_json
 
-from agentscope.message import Msg, ToolResultBlock, ToolUseBlock
+from agentscope.message import Msg, ToolResultBlock
 from agentscope.tracing._fastjson import dumps
 from agentscope.tracing._genai import AgentSpan, ModelSpan, ToolSpan
 from agentscope.tracing._spans import Blob, Json, Messages, Span, ToolDefinitions
-from agentscope.types import ChatResponse, ToolResponse
 
 __all__ = ["WireBatch", "WireDecoder", "WireEncoder"]
 
@@ -426,6 +424,56 @@ class _ToolCall:
         self.raw_input = fields["raw_input"]
 
 
+class _Usage:
+    """What the model expander reads of a response's token counts."""
+
+    __slots__ = ("input_tokens", "output_tokens")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.input_tokens = fields["input_tokens"]
+        self.output_tokens = fields["output_tokens"]
+
+
+class _Response:
+    """What the model expander reads of a :class:`~agentscope.types.ChatResponse` (a non-finite log-prob arrives
+    as null, and is written as null again)."""
+
+    __slots__ = (
+        "completion_token_ids",
+        "content",
+        "finish_reason",
+        "id",
+        "logprobs",
+        "model",
+        "policy_version",
+        "prompt_token_ids",
+        "usage",
+    )
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.content = fields["content"]
+        usage = fields["usage"]
+        self.usage = None if usage is None else _Usage(usage)
+        self.finish_reason = fields["finish_reason"]
+        self.id = fields["id"]
+        self.model = fields["model"]
+        self.prompt_token_ids = fields["prompt_token_ids"]
+        self.completion_token_ids = fields["completion_token_ids"]
+        self.logprobs = fields["logprobs"]
+        self.policy_version = fields["policy_version"]
+
+
+class _ToolResult:
+    """What the tool expander reads of a tool's result: a :class:`~agentscope.message.ToolResultBlock`'s
+    ``output`` or a :class:`~agentscope.types.ToolResponse`'s ``content``, as ``content`` either way."""
+
+    __slots__ = ("content", "is_error")
+
+    def __init__(self, content: object, is_error: bool) -> None:
+        self.content = content
+        self.is_error = is_error
+
+
 class _Agent:
     """What an expander reads of an agent."""
 
@@ -447,7 +495,12 @@ class WireDecoder:
 
     def decode(self, data: bytes) -> WireBatch:
         """One batch: its spans rebuilt, with the caches of the sender."""
-        seq, reset, wire, metrics, run = from_json(data)
+        try:
+            seq, reset, wire, metrics, run = orjson.loads(data)
+        except (
+            orjson.JSONDecodeError
+        ):  # NaN in a metric, an integer beyond 64 bits: pydantic-core reads those
+            seq, reset, wire, metrics, run = from_json(data)
         if reset:
             self._conversations.clear()
             self._tool_lists.clear()
@@ -475,7 +528,8 @@ class WireDecoder:
         trace_id, span_id, parent_id, start_ns, end_ns, status, status_message, is_root, attributes = item[
             1:10
         ]
-        span = span_class(name, cast(Any, kind), int(trace_id, 16), span_id, parent_id, attributes, is_root)
+        # (no typing.cast in this module's per-span code: it is a call at run time)
+        span = span_class(name, kind, int(trace_id, 16), span_id, parent_id, attributes, is_root)  # pyright: ignore[reportArgumentType]
         span.start_ns = start_ns
         span.end_ns = end_ns
         span.status = status
@@ -512,25 +566,19 @@ class WireDecoder:
                 self._tool_lists[number] = schemas
             span.tools = self._tool_lists[number]
         span.tool_choice, span.settings, span.streaming, response = item[16:20]
-        if response is not None:
-            logprobs = response.get("logprobs")
-            if logprobs and None in logprobs:  # a non-finite log-prob, sent as null; stored as null again
-                response["logprobs"] = [math.nan if value is None else value for value in logprobs]
-            span.response = ChatResponse.model_validate(response)
-        else:
-            span.response = None
+        span.response = None if response is None else _Response(response)  # pyright: ignore[reportAttributeAccessIssue]
         return span
 
     def _tool(self, item: list[Any]) -> ToolSpan:
         span: ToolSpan = self._span(ToolSpan, item, kind="tool")
-        span.tool_use = cast(ToolUseBlock, _ToolCall(item[10]))
+        span.tool_use = _ToolCall(item[10])  # pyright: ignore[reportAttributeAccessIssue]
         result_kind, result = item[11], item[12]
-        span.result = (
+        span.result = (  # pyright: ignore[reportAttributeAccessIssue]
             None
             if result_kind == 0
-            else ToolResultBlock.model_validate(result)
-            if result_kind == _RESULT_BLOCK
-            else ToolResponse.model_validate(result)
+            else _ToolResult(
+                result["output" if result_kind == _RESULT_BLOCK else "content"], result["is_error"]
+            )
         )
         return span
 

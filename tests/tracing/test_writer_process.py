@@ -70,7 +70,11 @@ class CountingModel(ChatModel):
         usage = ChatUsage(input_tokens=10 + results, output_tokens=3)
         if results < 2:
             call = ToolUseBlock(id=f"call_{self.calls}", name="add", input={"a": results, "b": 2})
-            return ChatResponse(content=[call], finish_reason="tool_calls", usage=usage, id=f"r{self.calls}")
+            # 1,500 characters, 3,000 bytes of JSON: a blob (the limit is in bytes), whichever writer stores it
+            thought = TextBlock(text="é" * 1500)
+            return ChatResponse(
+                content=[thought, call], finish_reason="tool_calls", usage=usage, id=f"r{self.calls}"
+            )
         if results == 2:
             call = ToolUseBlock(id=f"call_{self.calls}", name="fail", input={"reason": "no " * 400})
             return ChatResponse(content=[call], finish_reason="tool_calls", usage=usage)
