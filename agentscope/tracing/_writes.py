@@ -52,6 +52,16 @@ _TRACES = (
 )
 """Each trace's counters over the spans inserted after row ``?`` (its run: that of its first span there)."""
 
+_NEW_TRACES = (
+    "SELECT f.run_id, count(*) FROM ("
+    "   SELECT trace_id, min(id) AS first_id FROM spans NOT INDEXED WHERE id > ? GROUP BY trace_id"
+    " ) AS g JOIN spans AS f ON f.id = g.first_id"
+    " WHERE NOT EXISTS (SELECT 1 FROM traces WHERE traces.trace_id = g.trace_id) GROUP BY f.run_id"
+)
+"""Per run, the traces that the spans inserted after row ``?`` start (run before :data:`_TRACES` inserts them): a
+run's ``trace_count`` grows by these, instead of being counted again over all of the run's traces with every batch,
+which cost a served run 30 ms per batch at a million traces, and grew with it."""
+
 _ROOTS = (
     "WITH r (trace_id, span_id, name, kind, status) AS (VALUES {rows})"
     " UPDATE traces SET root_span_id = r.span_id, name = r.name, kind = r.kind, status = r.status"
@@ -119,6 +129,7 @@ def write_spans(conn: sqlite3.Connection, spans: Sequence[SpanRecord]) -> None:
         ],
         _SPAN_ROW,
     )
+    new_traces: dict[str, int] = dict(conn.execute(_NEW_TRACES, (last,)).fetchall())
     conn.execute(_TRACES, (last,))
     # A trace's root span names the trace and decides its status; the last root of a trace in the batch wins.
     roots = {s.trace_id: s for s in spans if s.is_root}
@@ -144,8 +155,8 @@ def write_spans(conn: sqlite3.Connection, spans: Sequence[SpanRecord]) -> None:
         conn.execute(
             "UPDATE runs SET span_count = span_count + ?, error_count = error_count + ?,"
             " input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, agents = ?,"
-            " trace_count = (SELECT COUNT(*) FROM traces WHERE run_id = ?), updated_ns = ? WHERE id = ?",
-            (count, errors, tokens_in, tokens_out, names, run_id, now, run_id),
+            " trace_count = trace_count + ?, updated_ns = ? WHERE id = ?",
+            (count, errors, tokens_in, tokens_out, names, new_traces.get(run_id, 0), now, run_id),
         )
 
 

@@ -127,3 +127,28 @@ def test_conversations_that_grow_shrink_or_fork_encode_as_without_the_cache() ->
         assert [m["content"] for m in got["gen_ai.input.messages"]] == [
             m.content if isinstance(m.content, str) else [{"type": "text", "text": "b"}] for m in messages
         ]
+
+
+def test_each_runs_trace_count_is_the_traces_it_started_over_batches_and_runs(tmp_path: Path) -> None:
+    """A run's ``trace_count`` grows by the traces each batch starts (a trace belongs to the run of its first
+    span), across batches, with several runs in a batch and a trace that a second run continues."""
+    first = RunRecord(id="r1", project="p", name="n", started_ns=T0)
+    second = RunRecord(id="r2", project="p", name="m", started_ns=T0)
+    batches = [
+        (first, [record(0, trace="a", root=True), record(1, trace="b"), record(2, trace="b")]),
+        # r2's spans: a new trace c, and spans of r1's trace b (b stays r1's)
+        (first, [record(3, trace="c", run_id="r2"), record(4, trace="b", run_id="r2"), record(5, trace="a")]),
+        (second, []),  # a batch without spans changes nothing
+        (first, [record(6, trace="d"), record(7, trace="e", run_id="r2"), record(8, trace="c", run_id="r2")]),
+    ]
+    with TraceStore(tmp_path / "traces.db") as store:
+        store.write(ExportBatch(second, [], [], {}, lambda _: None))
+        for run, spans in batches:
+            store.write(ExportBatch(run, spans, [], {}, lambda _: None))
+        rows, _ = store.list_runs()
+        counts = {row["id"]: row["trace_count"] for row in rows}
+        conn = sqlite3.connect(tmp_path / "traces.db")
+        owners = dict(conn.execute("SELECT run_id, count(*) FROM traces GROUP BY run_id").fetchall())
+        conn.close()
+    assert owners == {"r1": 3, "r2": 2}  # a, b, d; c, e
+    assert counts == owners
