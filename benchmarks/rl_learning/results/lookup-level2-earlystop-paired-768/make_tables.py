@@ -27,7 +27,14 @@ ARMS = [
     ("RL async T=0.5, 45 min", "rl05"),
     ("RL async T=1, 60 min (resumed)", "rl1long"),
     ("RL async T=1, groups of 32, 30 min", "g32"),
+    ("sft-more, 3,500 steps (equal CPU to groups of 32)", "sft32"),
 ]
+
+HEAD_TO_HEAD = [
+    ("RL 30 min against sft-more, 2,500 steps", "sft", "rl1"),
+    ("RL groups of 32 against sft-more, 3,500 steps", "sft32", "g32"),
+]
+"""Greedy, the same seed's two policies: (name, baseline tag, other tag)."""
 
 
 @functools.cache
@@ -90,6 +97,25 @@ def tables() -> str:
     return "\n".join(lines) + "\n"
 
 
+def head_to_head() -> str:
+    lines = [
+        "| comparison | seed | greedy: all tasks | greedy: level 1 | greedy: level 2 |",
+        "|---|---:|---|---|---|",
+    ]
+    for name, base_tag, other_tag in HEAD_TO_HEAD:
+        for seed in (0, 1, 2):
+            base, other = _load(f"{base_tag}-s{seed}.greedy.json"), _load(f"{other_tag}-s{seed}.greedy.json")
+            paired.check_comparable(base, other, f"{other_tag}-s{seed}")
+            rows = paired.compare_reports(base, other, _levels(base["tasks"]))
+            cells = []
+            for key in ("", "1", "2"):
+                row = rows[key]
+                change = 100 * (row["other"] - row["base"])
+                cells.append(f"{change:+.1f} ({row['up']}↑ {row['down']}↓, p {row['p']:.2g})")
+            lines.append(f"| {name} | {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _kind(rate: float) -> str:
     return "never" if rate == 0 else "always" if rate == 1 else "sometimes"
 
@@ -125,6 +151,7 @@ def pass_at_16() -> str:
 
 
 if __name__ == "__main__":
-    (HERE / "table.md").write_text(tables())
+    (HERE / "table.md").write_text(tables() + "\n" + head_to_head())
     print(tables())
+    print(head_to_head())
     print(pass_at_16())
