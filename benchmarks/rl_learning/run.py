@@ -170,6 +170,23 @@ async def _sft_more(
     ]
     chunks: list[tuple[int, float, float, Path]] = []
     source, steps, started, cpu_started = warm_dir, 0, time.perf_counter(), _cpu_s()
+    done: list[dict[str, Any]] = []
+    if args.sft_more_continue is not None:
+        # The earlier run's chunks count as done (their time, CPU and scores as it recorded them); the next chunk
+        # starts from its last policy with the chunk number, and so the batch order, a longer run would have had.
+        earlier = args.sft_more_continue / f"seed{seed}-sft-more"
+        (record,) = [
+            r
+            for r in json.loads((args.sft_more_continue / "results.json").read_text())["runs"]
+            if r["mode"] == "sft-more" and r["seed"] == seed
+        ]
+        done = record["points"][1:]
+        for point in done:
+            chunk_dir = earlier / f"chunk{len(chunks) + 1:03d}"
+            chunks.append((point["step"], point["wall_s"], point["cpu_s"], chunk_dir / "policy_init"))
+        steps, source = chunks[-1][0], chunks[-1][3]
+        started -= chunks[-1][1]
+        cpu_started -= chunks[-1][2]
     budget = f", at most {args.cpu_budget_s:.0f} CPU s" if args.cpu_budget_s is not None else ""
     _log(f"seed {seed} sft-more: {args.minutes} min of supervised steps{budget} ({_uptime()})")
     while time.perf_counter() - started < args.minutes * 60 and (
@@ -195,7 +212,8 @@ async def _sft_more(
         chunks.append((steps, time.perf_counter() - started, _cpu_s() - cpu_started, source))
     train_cpu_s = _cpu_s() - cpu_started
     config = load_config(args.config, [*args.set, f"seed={seed}"])
-    for steps_done, wall_s, cpu_s, policy in chunks:
+    points += done
+    for steps_done, wall_s, cpu_s, policy in chunks[len(done) :]:
         report = await evaluate(config, policy)
         points.append(
             {
@@ -648,6 +666,14 @@ def main() -> None:
         default=None,
         help="sft-more: torch threads of each chunk (default: the config's sft.threads). Use 1 when several runs "
         "share the cores: OpenMP threads that wait for a descheduled sibling spin, burning CPU without progress.",
+    )
+    parser.add_argument(
+        "--sft-more-continue",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="sft-more: continue the sft-more runs of an earlier OUT dir (same seeds and settings) from their last "
+        "chunk; --cpu-budget-s and --minutes count their time too.",
     )
     parser.add_argument(
         "--steps",
