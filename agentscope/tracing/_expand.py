@@ -1,4 +1,10 @@
-"""Attribute expansion, in the tracer's writer thread: a GenAI span's fields become its name and attributes.
+"""Attribute expansion, in the tracer's writer thread or its writer process: a GenAI span's fields become its name
+and attributes.
+
+In the writer process the fields hold what ``_wire`` rebuilds: light objects with the attributes read here (content
+blocks as dicts), not the app's pydantic models. An expander reads only those attributes, and never tells a model
+apart by ``isinstance`` beyond what ``_wire`` mirrors (``type(result) is ToolResultBlock``: the writer's results
+carry ``content``); ``tests/tracing/test_writer_process.py`` checks that both writers store the same rows.
 
 The wrappers of ``_genai`` leave a finished :class:`AgentSpan`, :class:`ModelSpan` or :class:`ToolSpan` with an
 empty name and the objects of the call in its fields. Its expander (:data:`EXPANDERS`) names it (``chat gpt-4o``, ``execute_tool

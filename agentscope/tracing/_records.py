@@ -1,6 +1,6 @@
 """What the tracer hands its exporters: encoded spans, metrics and run rows, and the encoder that makes them.
 
-Encoding happens in the tracer's writer thread. Attribute values become one JSON object per span; any value whose
+Encoding happens in the tracer's writer thread (or its writer process, on the spans ``_wire`` rebuilds). Attribute values become one JSON object per span; any value whose
 JSON is longer than :data:`BLOB_MIN_BYTES` (and every :class:`~agentscope.tracing.Blob`) is stored once in the blob
 table under its content hash and replaced by a reference ``{"$blob": "<hash>", "size": n}``. Message lists are
 encoded message by message, each message once per message id, so the prompt of the tenth model call of a
@@ -137,7 +137,7 @@ def blob_ref(digest: str, size: int, preview: str | None = None) -> dict[str, An
 
 
 class Encoder:
-    """Encodes spans for one tracer (writer thread only; not thread-safe)."""
+    """Encodes spans for one tracer (its writer thread or writer process only; not thread-safe)."""
 
     def __init__(self, blob_min_bytes: int = BLOB_MIN_BYTES, *, capture_content: bool = True) -> None:
         self.blob_min_bytes = blob_min_bytes
@@ -269,8 +269,8 @@ class Encoder:
         blocks = _model_list(value)
         if blocks is not None:
             fragment = self._content(blocks)
-            # The limit is in bytes, as for every other value (the writer process gets these blocks as dicts, which
-            # take the path below). A character is 1-4 bytes: a shorter fragment cannot be over it.
+            # The limit is in bytes here, as for the JSON of other non-string values below, which is where the
+            # writer process's blocks (dicts) go. A character is 1-4 bytes: a shorter fragment cannot be over it.
             if len(fragment) * 4 > self.blob_min_bytes:
                 data = fragment.encode()
                 if len(data) > self.blob_min_bytes:

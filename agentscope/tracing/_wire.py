@@ -36,7 +36,6 @@ from operator import attrgetter
 from threading import get_ident
 from typing import Any, cast
 
-import orjson
 from pydantic_core import from_json, to_json
 
 from agentscope.message import Msg, ToolResultBlock
@@ -495,12 +494,9 @@ class WireDecoder:
 
     def decode(self, data: bytes) -> WireBatch:
         """One batch: its spans rebuilt, with the caches of the sender."""
-        try:
-            seq, reset, wire, metrics, run = orjson.loads(data)
-        except (
-            orjson.JSONDecodeError
-        ):  # NaN in a metric, an integer beyond 64 bits: pydantic-core reads those
-            seq, reset, wire, metrics, run = from_json(data)
+        # (pydantic-core, not orjson: orjson reads an integer beyond 64 bits, which the app's fallback writes, as a
+        # float, and is no faster on these frames)
+        seq, reset, wire, metrics, run = from_json(data)
         if reset:
             self._conversations.clear()
             self._tool_lists.clear()
@@ -528,7 +524,7 @@ class WireDecoder:
         trace_id, span_id, parent_id, start_ns, end_ns, status, status_message, is_root, attributes = item[
             1:10
         ]
-        # (no typing.cast in this module's per-span code: it is a call at run time)
+        # (no typing.cast: it is a call at run time)
         span = span_class(name, kind, int(trace_id, 16), span_id, parent_id, attributes, is_root)  # pyright: ignore[reportArgumentType]
         span.start_ns = start_ns
         span.end_ns = end_ns

@@ -1,7 +1,8 @@
 """What a batch of spans costs the SQLite trace store when its run already holds many traces (a long-served run).
 
 A traced ``agentscope serve`` is one run whose traces are its requests: about a thousand a second. This writes
-batches of ``--batch`` traced requests (5 spans each, as ``store_growth.py`` shapes them) into a store whose run
+batches of ``--batch`` traced requests (5 spans each: the HTTP request's, then the agent, two model calls and a tool
+call under it, with 70-760 bytes of attribute JSON, the sizes the serve benchmark's spans have) into a store whose run
 already holds N traces, for each N of ``--sizes``, and reports the median CPU milliseconds per batch. The N traces
 are inserted straight into the ``traces`` table (what the counters read), so the store's span tables stay small and
 only the run's size differs between the cells.
@@ -55,11 +56,13 @@ def measure(traces: int, batch: int, repeat: int) -> float:
         run = RunRecord("run", "bench", "serve", time.time_ns())
         with TraceStore(path) as store:
             store.write(ExportBatch(run, [], [], {}, lambda _: None))
-            with sqlite3.connect(path) as conn:
+            conn = sqlite3.connect(path)
+            with conn:
                 conn.executemany(
                     "INSERT INTO traces (trace_id, run_id, start_ns, end_ns) VALUES (?, 'run', 0, 0)",
                     ((f"{i:032x}",) for i in range(traces)),
                 )
+            conn.close()
             times: list[float] = []
             for r in range(repeat):
                 spans = [s for k in range(batch) for s in _request(run.id, r * batch + k)]

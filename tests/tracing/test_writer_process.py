@@ -69,7 +69,8 @@ class CountingModel(ChatModel):
         )
         usage = ChatUsage(input_tokens=10 + results, output_tokens=3)
         if results < 2:
-            call = ToolUseBlock(id=f"call_{self.calls}", name="add", input={"a": results, "b": 2})
+            # an integer beyond 64 bits (JSON allows it; orjson would read it back as a float)
+            call = ToolUseBlock(id=f"call_{self.calls}", name="add", input={"a": results + 2**70, "b": 2})
             # 1,500 characters, 3,000 bytes of JSON: a blob (the limit is in bytes), whichever writer stores it
             thought = TextBlock(text="é" * 1500)
             return ChatResponse(
@@ -97,7 +98,9 @@ async def _workload() -> None:
         agent.id = f"agent-{i}"
         await agent(Msg(role="user", content=f"Add {i} and 2, twice."))
     with tracing.span(
-        "score", kind="env", attributes={"task": "t1", "reward": 0.5, "loss": math.nan, "long": "x" * 5000}
+        "score",
+        kind="env",
+        attributes={"task": "t1", "reward": 0.5, "loss": math.nan, "long": "x" * 5000, "big": -(2**70)},
     ) as span:
         span.set_attribute("agentscope.input", Messages([Msg(role="user", content="hi " * 100, id="m1")]))
         span.set_attribute("agentscope.blocks", Json([TextBlock(text="a block")]))
@@ -159,6 +162,19 @@ def test_the_writer_process_stores_exactly_what_the_writer_thread_stores(tmp_pat
             "SELECT json_type(attributes, '$.loss') FROM spans WHERE name = 'score'"
         ).fetchone()
         assert loss == ("null",)
+        assert (
+            conn.execute("SELECT attributes FROM spans WHERE name = 'score'")
+            .fetchone()[0]
+            .find(f'"big":{-(2**70)}')
+            > 0
+        )
+        # the replies with 1,500 non-ASCII characters (3,000 bytes; those with a response id) are blobs
+        replies = conn.execute(
+            "SELECT json_type(attributes, '$.\"gen_ai.output.messages\"') FROM spans"
+            " WHERE kind = 'model' AND json_extract(attributes, '$.\"gen_ai.response.id\"') IS NOT NULL"
+        ).fetchall()
+        assert replies
+        assert all(kind == ("object",) for kind in replies)
 
 
 def _writer_pid(tracer: tracing.Tracer) -> int:
