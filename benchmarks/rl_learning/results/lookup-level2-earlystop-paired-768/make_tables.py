@@ -28,11 +28,13 @@ ARMS = [
     ("RL async T=1, 60 min (resumed)", "rl1long"),
     ("RL async T=1, groups of 32, 30 min", "g32"),
     ("sft-more, 3,500 steps (equal CPU to groups of 32)", "sft32"),
+    ("sft-more, 6,250 steps (equal CPU to RL 60 min)", "sft60"),
 ]
 
 HEAD_TO_HEAD = [
     ("RL 30 min against sft-more, 2,500 steps", "sft", "rl1"),
     ("RL groups of 32 against sft-more, 3,500 steps", "sft32", "g32"),
+    ("RL 60 min against sft-more, 6,250 steps", "sft60", "rl1long"),
 ]
 """Greedy, the same seed's two policies: (name, baseline tag, other tag)."""
 
@@ -107,7 +109,7 @@ def head_to_head() -> str:
             base, other = _load(f"{base_tag}-s{seed}.greedy.json"), _load(f"{other_tag}-s{seed}.greedy.json")
             paired.check_comparable(base, other, f"{other_tag}-s{seed}")
             rows = paired.compare_reports(base, other, _levels(base["tasks"]))
-            cells = []
+            cells: list[str] = []
             for key in ("", "1", "2"):
                 row = rows[key]
                 change = 100 * (row["other"] - row["base"])
