@@ -17,9 +17,10 @@ the new ones. A tool list is sent once and then referred to by number.
 Writer side (:class:`WireDecoder`, in the writer process): the batch becomes spans again, of the same classes
 (``AgentSpan``, ``ModelSpan``, ``ToolSpan``, ``Span``) with the same fields, so the one
 :class:`~agentscope.tracing._records.Encoder` and its expanders write exactly the attributes the writer thread
-writes. Messages, tool calls, responses and tool results become light objects with the attributes the encoder reads
-(their content blocks stay the dicts they arrived as, which serialise to the same JSON), not pydantic models:
-validating them again cost the writer more than a tenth of its work, for values the app's models had validated.
+writes. Messages, tool calls, responses and tool results become light objects (``_wire_objects``) with the
+attributes the encoder reads (their content blocks stay the dicts they arrived as, which serialise to the same
+JSON), not pydantic models: validating them again cost the writer more than a tenth of its work, for values the
+app's models had validated.
 
 Both sides keep the same caches. The sender says in the stream when it empties one (a model span's last field), and
 the writer empties its own there; a frame marked ``reset`` starts both afresh (after a lost frame or a new writer
@@ -42,6 +43,7 @@ from agentscope.message import Msg, ToolResultBlock
 from agentscope.tracing._fastjson import dumps
 from agentscope.tracing._genai import AgentSpan, ModelSpan, ToolSpan
 from agentscope.tracing._spans import Blob, Json, Messages, Span, ToolDefinitions
+from agentscope.tracing._wire_objects import Agent, Message, Model, Response, ToolCall, ToolResult
 
 __all__ = ["WireBatch", "WireDecoder", "WireEncoder"]
 
@@ -388,109 +390,13 @@ class WireEncoder:
         )
 
 
-class _Model:
-    """What an expander reads of a chat model: its ``model_name`` (its class name comes from the subclass)."""
-
-    __slots__ = ("model_name",)
-
-    def __init__(self, model_name: str) -> None:
-        self.model_name = model_name
-
-
-class _Message:
-    """What the encoder reads of a message (``id``, ``role``, ``name``, ``content``, ``metadata``), without
-    pydantic's validation: its content blocks stay the dicts they arrived as, which serialise to the same JSON."""
-
-    __slots__ = ("content", "id", "metadata", "name", "role")
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.id = fields["id"]
-        self.role = fields["role"]
-        self.name = fields["name"]
-        self.content = fields["content"]
-        self.metadata = fields["metadata"]
-
-
-class _ToolCall:
-    """What the tool expander reads of a tool call."""
-
-    __slots__ = ("id", "input", "name", "raw_input")
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.id = fields["id"]
-        self.name = fields["name"]
-        self.input = fields["input"]
-        self.raw_input = fields["raw_input"]
-
-
-class _Usage:
-    """What the model expander reads of a response's token counts."""
-
-    __slots__ = ("input_tokens", "output_tokens")
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.input_tokens = fields["input_tokens"]
-        self.output_tokens = fields["output_tokens"]
-
-
-class _Response:
-    """What the model expander reads of a :class:`~agentscope.types.ChatResponse` (a non-finite log-prob arrives
-    as null, and is written as null again)."""
-
-    __slots__ = (
-        "completion_token_ids",
-        "content",
-        "finish_reason",
-        "id",
-        "logprobs",
-        "model",
-        "policy_version",
-        "prompt_token_ids",
-        "usage",
-    )
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.content = fields["content"]
-        usage = fields["usage"]
-        self.usage = None if usage is None else _Usage(usage)
-        self.finish_reason = fields["finish_reason"]
-        self.id = fields["id"]
-        self.model = fields["model"]
-        self.prompt_token_ids = fields["prompt_token_ids"]
-        self.completion_token_ids = fields["completion_token_ids"]
-        self.logprobs = fields["logprobs"]
-        self.policy_version = fields["policy_version"]
-
-
-class _ToolResult:
-    """What the tool expander reads of a tool's result: a :class:`~agentscope.message.ToolResultBlock`'s
-    ``output`` or a :class:`~agentscope.types.ToolResponse`'s ``content``, as ``content`` either way."""
-
-    __slots__ = ("content", "is_error")
-
-    def __init__(self, content: object, is_error: bool) -> None:
-        self.content = content
-        self.is_error = is_error
-
-
-class _Agent:
-    """What an expander reads of an agent."""
-
-    __slots__ = ("description", "id", "name")
-
-    def __init__(self, name: str, id: str, description: str) -> None:
-        self.name = name
-        self.id = id
-        self.description = description
-
-
 class WireDecoder:
     """Turns the bytes of :class:`WireEncoder` back into spans (writer process)."""
 
     def __init__(self) -> None:
         self._conversations: dict[str, list[Msg]] = {}
         self._tool_lists: dict[int, list[Any]] = {}
-        self._model_classes: dict[str, type[_Model]] = {}
+        self._model_classes: dict[str, type[Model]] = {}
 
     def decode(self, data: bytes) -> WireBatch:
         """One batch: its spans rebuilt, with the caches of the sender."""
@@ -537,14 +443,14 @@ class WireDecoder:
         class_name, model_name, key, known, new, tools = item[10:16]
         model_class = self._model_classes.get(class_name)
         if model_class is None:
-            model_class = self._model_classes[class_name] = type(class_name, (_Model,), {"__slots__": ()})
+            model_class = self._model_classes[class_name] = type(class_name, (Model,), {"__slots__": ()})
         span.model = model_class(model_name)
         clear = item[20]
         if clear & _CLEAR_CONVERSATIONS:
             self._conversations.clear()
         if clear & _CLEAR_TOOL_LISTS:
             self._tool_lists.clear()
-        messages: list[Any] = [_Message(m) for m in new]
+        messages: list[Any] = [Message(m) for m in new]
         if key is not None:
             conversations = self._conversations
             if known:
@@ -562,17 +468,17 @@ class WireDecoder:
                 self._tool_lists[number] = schemas
             span.tools = self._tool_lists[number]
         span.tool_choice, span.settings, span.streaming, response = item[16:20]
-        span.response = None if response is None else _Response(response)  # pyright: ignore[reportAttributeAccessIssue]
+        span.response = None if response is None else Response(response)  # pyright: ignore[reportAttributeAccessIssue]
         return span
 
     def _tool(self, item: list[Any]) -> ToolSpan:
         span: ToolSpan = self._span(ToolSpan, item, kind="tool")
-        span.tool_use = _ToolCall(item[10])  # pyright: ignore[reportAttributeAccessIssue]
+        span.tool_use = ToolCall(item[10])  # pyright: ignore[reportAttributeAccessIssue]
         result_kind, result = item[11], item[12]
         span.result = (  # pyright: ignore[reportAttributeAccessIssue]
             None
             if result_kind == 0
-            else _ToolResult(
+            else ToolResult(
                 result["output" if result_kind == _RESULT_BLOCK else "content"], result["is_error"]
             )
         )
@@ -580,11 +486,11 @@ class WireDecoder:
 
     def _agent(self, item: list[Any]) -> AgentSpan:
         span: AgentSpan = self._span(AgentSpan, item, kind="agent")
-        span.agent = _Agent(item[10], item[11], item[12])
+        span.agent = Agent(item[10], item[11], item[12])
         single, msg, reply = item[13], item[14], item[15]
         # (one message as a list of one: the expander writes both the same way)
-        span.msg = None if msg is None else [cast(Msg, _Message(m)) for m in ([msg] if single else msg)]
-        span.reply = None if reply is None else cast(Msg, _Message(reply))
+        span.msg = None if msg is None else [cast(Msg, Message(m)) for m in ([msg] if single else msg)]
+        span.reply = None if reply is None else cast(Msg, Message(reply))
         return span
 
     def _generic(self, item: list[Any]) -> Span:
@@ -594,7 +500,7 @@ class WireDecoder:
             span.payloads = {}
             for key, kind, value in payloads:
                 if kind == _MESSAGES:
-                    span.payloads[key] = Messages(cast(Msg, _Message(m)) for m in value)
+                    span.payloads[key] = Messages(cast(Msg, Message(m)) for m in value)
                 elif kind == _TOOLS:
                     span.payloads[key] = ToolDefinitions(value)
                 elif kind == _BLOB:
