@@ -1,12 +1,13 @@
 """What the tracer hands its exporters: encoded spans, metrics and run rows, and the encoder that makes them.
 
-Encoding happens in the tracer's writer thread (or its writer process, on the spans ``_wire`` rebuilds). Attribute values become one JSON object per span; any value whose
-JSON is longer than :data:`BLOB_MIN_BYTES` (and every :class:`~agentscope.tracing.Blob`) is stored once in the blob
-table under its content hash and replaced by a reference ``{"$blob": "<hash>", "size": n}``. Message lists are
-encoded message by message, each message once per message id, so the prompt of the tenth model call of a
-conversation costs only the messages the first nine did not already contain, and a long system prompt sent with
-every call is stored once. The encoded prompt of a conversation's last call is kept too (by its first message), so
-the next call, which sends the same messages plus a few new ones, only looks up the new ones.
+Encoding happens in the tracer's writer thread (or its writer process, on the spans ``_wire`` rebuilds). Attribute
+values become one JSON object per span; any value whose JSON is longer than :data:`BLOB_MIN_BYTES` (and every
+:class:`~agentscope.tracing.Blob`) is stored once in the blob table under its content hash and replaced by a
+reference ``{"$blob": "<hash>", "size": n}``. Message lists are encoded message by message, each message once per
+message id, so the prompt of the tenth model call of a conversation costs only the messages the first nine did not
+already contain, and a long system prompt sent with every call is stored once. The encoded prompt of a
+conversation's last call is kept too (by its first message), so the next call, which sends the same messages plus a
+few new ones, only looks up the new ones.
 
 One encoder for every span: a span of the generic API is encoded from its attribute dicts, the agent core's spans
 (``AgentSpan``, ``ModelSpan``, ``ToolSpan``) from their fields by their expander (``_expand``); both write each

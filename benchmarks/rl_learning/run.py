@@ -175,12 +175,17 @@ async def _sft_more(
         # The earlier run's chunks count as done (their time, CPU and scores as it recorded them); the next chunk
         # starts from its last policy with the chunk number, and so the batch order, a longer run would have had.
         earlier = args.sft_more_continue / f"seed{seed}-sft-more"
-        (record,) = [
+        records = [
             r
             for r in json.loads((args.sft_more_continue / "results.json").read_text())["runs"]
             if r["mode"] == "sft-more" and r["seed"] == seed
         ]
-        done = record["points"][1:]
+        if len(records) != 1 or len(records[0]["points"]) < 2:
+            raise SystemExit(
+                f"--sft-more-continue {args.sft_more_continue}: no sft-more run of seed {seed} with a chunk to "
+                f"continue from ({len(records)} sft-more runs of that seed in its results.json)"
+            )
+        done = records[0]["points"][1:]
         for point in done:
             chunk_dir = earlier / f"chunk{len(chunks) + 1:03d}"
             chunks.append((point["step"], point["wall_s"], point["cpu_s"], chunk_dir / "policy_init"))
